@@ -1,0 +1,124 @@
+//! Command line: clap, plus 1.x's single-dash spellings (`-config FILE`,
+//! `-debug`, `-validate-auto`) so 1.x service files keep working.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::DEFAULT_CONFIG_DIR;
+
+/// lovebeat: a heartbeat monitor, compatible with Lovebeat 1.x.
+#[derive(Debug, Parser)]
+#[command(name = "lovebeat", version, about, long_about = None)]
+pub struct Cli {
+    /// Configuration file (must exist). Default: /etc/lovebeat.cfg if present.
+    #[arg(long, value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
+    /// Directory of extra configuration files, read in name order.
+    #[arg(long = "config-dir", value_name = "DIR", default_value = DEFAULT_CONFIG_DIR, global = true)]
+    pub config_dir: PathBuf,
+    /// Log debug messages.
+    #[arg(long, global = true)]
+    pub debug: bool,
+    /// Log to the local syslog instead of stderr.
+    #[arg(long, global = true)]
+    pub syslog: bool,
+    /// What to do; without a command, run the daemon.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Read intervals (ms, one per line) on stdin and print the automatic
+    /// timeout after each.
+    ValidateAuto,
+}
+
+/// 1.x flags that take a value.
+const VALUE_FLAGS: &[&str] = &["config", "config-dir"];
+/// 1.x boolean flags.
+const BOOL_FLAGS: &[&str] = &["debug", "syslog", "version", "help"];
+
+/// Rewrites 1.x single-dash flags to their clap spelling.
+pub fn normalize_args(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+    let mut out = Vec::new();
+    let mut validate = false;
+    for (i, arg) in args.into_iter().enumerate() {
+        let Some(s) = arg.to_str().filter(|_| i > 0) else {
+            out.push(arg);
+            continue;
+        };
+        let Some(flag) = s
+            .strip_prefix('-')
+            .filter(|f| !f.starts_with('-') && f.len() > 1)
+        else {
+            out.push(arg);
+            continue;
+        };
+        let (name, value) = match flag.split_once('=') {
+            Some((n, v)) => (n, Some(v)),
+            None => (flag, None),
+        };
+        if name == "validate-auto" {
+            validate = !matches!(value, Some("false"));
+        } else if VALUE_FLAGS.contains(&name) {
+            out.push(format!("--{flag}").into());
+        } else if BOOL_FLAGS.contains(&name) {
+            if !matches!(value, Some("false")) {
+                out.push(format!("--{name}").into());
+            }
+        } else {
+            out.push(arg);
+        }
+    }
+    if validate {
+        out.push("validate-auto".into());
+    }
+    out
+}
+
+/// Parses the process arguments (exits with status 2 on bad arguments).
+pub fn parse() -> Cli {
+    Cli::parse_from(normalize_args(std::env::args_os()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn norm(args: &[&str]) -> Vec<String> {
+        normalize_args(args.iter().map(OsString::from))
+            .into_iter()
+            .map(|s| s.into_string().expect("utf-8"))
+            .collect()
+    }
+
+    #[test]
+    fn single_dash_1x_flags_are_rewritten() {
+        assert_eq!(
+            norm(&["lovebeat", "-config", "/x.cfg", "-debug", "-config-dir=/d"]),
+            vec![
+                "lovebeat",
+                "--config",
+                "/x.cfg",
+                "--debug",
+                "--config-dir=/d"
+            ]
+        );
+        assert_eq!(
+            norm(&["lovebeat", "-validate-auto", "-debug"]),
+            vec!["lovebeat", "--debug", "validate-auto"]
+        );
+        assert_eq!(
+            norm(&["lovebeat", "-debug=false", "-h"]),
+            vec!["lovebeat", "-h"]
+        );
+        let cli = Cli::parse_from(normalize_args(
+            ["lovebeat", "-config", "a.cfg"].map(OsString::from),
+        ));
+        assert_eq!(cli.config, Some(PathBuf::from("a.cfg")));
+    }
+}

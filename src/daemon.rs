@@ -1,0 +1,158 @@
+//! Runs the daemon: builds the engine from the configuration, loads the
+//! database, starts every listener and sink, and shuts them down in order.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+
+use crate::clock::now_ms;
+use crate::config::{listen_addr, Config};
+use crate::engine::Engine;
+use crate::http::{self, AppState};
+use crate::ingest::{tcp, udp::UdpIngest, IngestStats};
+use crate::sinks::{self, persistence};
+
+/// Runs until SIGTERM or SIGINT, then stops input, saves and returns.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    warn_unsupported(&config);
+    let now = now_ms();
+    let engine = Engine::new(config.engine_config(), now);
+    let db_path = PathBuf::from(&config.database.filename);
+    if let Some(loaded) = crate::db::load(&db_path)
+        .context("refusing to start: the database cannot be read (move it away to start empty)")?
+    {
+        let (s, a) = (loaded.services.len(), loaded.alarms.len());
+        engine.load(loaded.services, loaded.alarms, now);
+        tracing::info!(
+            "loaded {s} services and {a} alarms from {}",
+            db_path.display()
+        );
+    } else {
+        tracing::info!("no database at {}: starting empty", db_path.display());
+    }
+
+    let (shutdown_tx, shutdown) = watch::channel(false);
+    let stop_udp = Arc::new(AtomicBool::new(false));
+    let stats = Arc::new(IngestStats::default());
+
+    let udp_addr = listen_addr(&config.udp.listen).map_err(anyhow::Error::msg)?;
+    let udp = UdpIngest::start(
+        engine.clone(),
+        stats.clone(),
+        udp_addr,
+        config.udp.sockets,
+        stop_udp.clone(),
+    )
+    .with_context(|| format!("cannot listen for statsd on UDP {}", config.udp.listen))?;
+    let tcp_addr = listen_addr(&config.tcp.listen).map_err(anyhow::Error::msg)?;
+    let tcp_listener = TcpListener::bind(tcp_addr)
+        .await
+        .with_context(|| format!("cannot listen for statsd on TCP {}", config.tcp.listen))?;
+    let http_addr = listen_addr(&config.http.listen).map_err(anyhow::Error::msg)?;
+    let http_listener = TcpListener::bind(http_addr)
+        .await
+        .with_context(|| format!("cannot listen for HTTP on {}", config.http.listen))?;
+    tracing::info!(
+        "lovebeat {} listening: statsd UDP {}, statsd TCP {}, HTTP {}",
+        env!("CARGO_PKG_VERSION"),
+        udp.local_addr,
+        tcp_listener.local_addr()?,
+        http_listener.local_addr()?
+    );
+
+    let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(engine.clone().run_expiry(shutdown.clone())));
+    tasks.push(tokio::spawn(sinks::log::run(
+        engine.subscribe(),
+        shutdown.clone(),
+    )));
+    tasks.push(tokio::spawn(tcp::serve(
+        tcp_listener,
+        engine.clone(),
+        stats.clone(),
+        shutdown.clone(),
+    )));
+    let state = Arc::new(AppState {
+        engine: engine.clone(),
+        stats: stats.clone(),
+    });
+    tasks.push(tokio::spawn(http::serve(
+        http_listener,
+        state,
+        shutdown.clone(),
+    )));
+    tasks.push(tokio::spawn(persistence::run(
+        engine.clone(),
+        db_path.clone(),
+        Duration::from_secs(config.database.interval),
+        shutdown.clone(),
+    )));
+
+    wait_for_stop().await?;
+    tracing::info!("shutting down: stopping input and saving");
+    let _ = shutdown_tx.send(true);
+    stop_udp.store(true, Ordering::Relaxed);
+    let _ = tokio::task::spawn_blocking(move || udp.join()).await;
+    for t in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+    }
+    let saved = persistence::save_now(&engine, &db_path)
+        .await
+        .with_context(|| format!("final save to {} failed", db_path.display()))?;
+    tracing::info!(
+        "saved {} services and {} alarms to {}",
+        saved.services,
+        saved.alarms,
+        db_path.display()
+    );
+    Ok(())
+}
+
+/// Waits for SIGTERM or SIGINT. SIGHUP is accepted and ignored (there is no
+/// config reload; a restart applies a new config).
+async fn wait_for_stop() -> anyhow::Result<()> {
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+            _ = hup.recv() => tracing::info!("SIGHUP received: nothing to reopen"),
+        }
+    }
+}
+
+/// Settings this release reads but does not act on yet.
+fn warn_unsupported(config: &Config) {
+    let mut missing = Vec::new();
+    if config
+        .alarms
+        .iter()
+        .chain(&config.views)
+        .any(|a| !a.alerts.is_empty())
+    {
+        missing.push("alerts (mail, webhook, slack, script)");
+    }
+    if config.metrics.iter().any(|m| !m.server.is_empty()) {
+        missing.push("[metrics] server");
+    }
+    if !config.eventlog.path.is_empty() {
+        missing.push("[eventlog] path");
+    }
+    if config.notify.iter().any(|n| !n.lovebeat.is_empty()) {
+        missing.push("[[notify]]");
+    }
+    if !config.database.remote_s3_url.is_empty() {
+        missing.push("[database] remote_s3_url");
+    }
+    for m in missing {
+        tracing::warn!("{m} is configured but not supported by this release yet; it is ignored");
+    }
+}

@@ -1,0 +1,228 @@
+//! Alarms: membership from the configured patterns, error counts kept
+//! incrementally, incident numbers (SPEC §5).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::service::State;
+use crate::pattern::{expand_template, PatternSet};
+
+/// One configured `[[alarms]]` section, after validation.
+#[derive(Debug, Clone, Default)]
+pub struct AlarmDef {
+    /// Name template; `$word` is filled from the first matching include.
+    pub name: String,
+    /// The `pattern` (if any) followed by `includes`.
+    pub includes: Vec<String>,
+    /// Patterns that keep a service out.
+    pub excludes: Vec<String>,
+    /// Names of the `[alerts.<name>]` sections fired by this alarm.
+    pub alerts: Vec<String>,
+}
+
+/// Which pattern of which alarm a `PatternSet` id stands for.
+#[derive(Debug, Clone, Copy)]
+struct PatternRef {
+    def: u32,
+    exclude: bool,
+    /// Position among the alarm's includes: the first match names the alarm.
+    order: u32,
+}
+
+/// All alarm patterns compiled into one trie, built once at start.
+#[derive(Debug, Default)]
+pub struct AlarmMatcher {
+    defs: Vec<AlarmDef>,
+    set: PatternSet,
+    refs: Vec<PatternRef>,
+}
+
+impl AlarmMatcher {
+    /// Compiles the configured alarms.
+    pub fn new(defs: Vec<AlarmDef>) -> AlarmMatcher {
+        let mut set = PatternSet::default();
+        let mut refs = Vec::new();
+        for (d, def) in defs.iter().enumerate() {
+            for (order, p) in def.includes.iter().enumerate() {
+                set.add(p);
+                refs.push(PatternRef {
+                    def: d as u32,
+                    exclude: false,
+                    order: order as u32,
+                });
+            }
+            for p in &def.excludes {
+                set.add(p);
+                refs.push(PatternRef {
+                    def: d as u32,
+                    exclude: true,
+                    order: 0,
+                });
+            }
+        }
+        AlarmMatcher { defs, set, refs }
+    }
+
+    /// The configured alarms.
+    pub fn defs(&self) -> &[AlarmDef] {
+        &self.defs
+    }
+
+    /// The alarms `service` belongs to, as `(alarm name, def index)`,
+    /// sorted by name without duplicates.
+    pub fn alarms_for(&self, service: &str) -> Vec<(String, usize)> {
+        let mut ids = Vec::new();
+        self.set.matches(service.as_bytes(), &mut ids);
+        if ids.is_empty() {
+            return Vec::new();
+        }
+        // Per def: the first matching include (by order), unless excluded.
+        ids.sort_unstable_by_key(|id| {
+            let r = self.refs[*id as usize];
+            (r.def, !r.exclude, r.order)
+        });
+        let mut out: Vec<(String, usize)> = Vec::new();
+        let mut i = 0;
+        while i < ids.len() {
+            let def = self.refs[ids[i] as usize].def;
+            let first = ids[i];
+            while i < ids.len() && self.refs[ids[i] as usize].def == def {
+                i += 1;
+            }
+            if self.refs[first as usize].exclude {
+                continue;
+            }
+            let d = &self.defs[def as usize];
+            let caps = self
+                .set
+                .pattern(first)
+                .captures(service)
+                .unwrap_or_default();
+            out.push((expand_template(&d.name, &caps), def as usize));
+        }
+        out.sort();
+        out.dedup_by(|a, b| a.0 == b.0);
+        out
+    }
+}
+
+/// A live alarm.
+#[derive(Debug, Clone)]
+pub struct Alarm {
+    /// The configured section it came from, if known.
+    pub def: Option<usize>,
+    /// Current state: `New` until first evaluated, then `Ok` or `Error`.
+    pub state: State,
+    /// Number of the current or latest incident; survives restarts.
+    pub incident_nbr: u64,
+    /// Time of the latest state change.
+    pub last_state_change: i64,
+    /// Number of member services.
+    pub members: usize,
+    /// Members in ERROR, sorted by name; the alarm is ERROR iff non-empty.
+    pub failed: BTreeSet<Arc<str>>,
+    /// False once deleted through the API: hidden from lists, but its
+    /// incident counter is kept until a member brings it back.
+    pub listed: bool,
+}
+
+impl Alarm {
+    /// A new, unevaluated alarm.
+    pub fn new(def: Option<usize>, now: i64) -> Alarm {
+        Alarm {
+            def,
+            state: State::New,
+            incident_nbr: 0,
+            last_state_change: now,
+            members: 0,
+            failed: BTreeSet::new(),
+            listed: true,
+        }
+    }
+
+    /// The state its members give.
+    pub fn evaluate(&self) -> State {
+        if self.failed.is_empty() {
+            State::Ok
+        } else {
+            State::Error
+        }
+    }
+
+    /// Moves to `state`; entering ERROR opens a new incident.
+    pub fn transition(&mut self, state: State, now: i64) {
+        if state == State::Error {
+            self.incident_nbr += 1;
+        }
+        self.state = state;
+        self.last_state_change = now;
+    }
+
+    /// The externally visible object (SPEC §4.2).
+    pub fn view(&self, name: &Arc<str>) -> AlarmView {
+        AlarmView {
+            name: name.clone(),
+            state: self.state,
+            incident_nbr: self.incident_nbr,
+            failed_services: self.failed.iter().cloned().collect(),
+            last_state_change: self.last_state_change,
+        }
+    }
+}
+
+/// An alarm as the API, events and the database show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct AlarmView {
+    /// The alarm name.
+    pub name: Arc<str>,
+    /// Current state.
+    pub state: State,
+    /// Number of the current or latest incident.
+    pub incident_nbr: u64,
+    /// Members in ERROR, sorted by name.
+    pub failed_services: Vec<Arc<str>>,
+    /// Time of the latest state change.
+    pub last_state_change: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn def(name: &str, includes: &[&str], excludes: &[&str]) -> AlarmDef {
+        AlarmDef {
+            name: name.into(),
+            includes: includes.iter().map(|s| s.to_string()).collect(),
+            excludes: excludes.iter().map(|s| s.to_string()).collect(),
+            alerts: vec![],
+        }
+    }
+
+    #[test]
+    fn membership_with_templates_includes_and_excludes() {
+        let m = AlarmMatcher::new(vec![
+            def("server-$name", &["application-name.$name.*"], &[]),
+            def("all", &["*"], &["*.test"]),
+            def("mixed", &["a.*", "b.$x"], &["a.secret"]),
+        ]);
+        assert_eq!(
+            m.alarms_for("application-name.web01.cpu"),
+            vec![("all".into(), 1), ("server-web01".into(), 0)]
+        );
+        assert_eq!(m.alarms_for("x.test"), vec![]);
+        assert_eq!(m.alarms_for("a.secret"), vec![("all".into(), 1)]);
+        assert_eq!(
+            m.alarms_for("b.q"),
+            vec![("all".into(), 1), ("mixed".into(), 2)]
+        );
+    }
+
+    #[test]
+    fn first_matching_include_names_the_alarm() {
+        let m = AlarmMatcher::new(vec![def("h-$host", &["x.$host.*", "$host.*"], &[])]);
+        assert_eq!(m.alarms_for("x.web.cpu"), vec![("h-web".into(), 0)]);
+        assert_eq!(m.alarms_for("db.cpu"), vec![("h-db".into(), 0)]);
+    }
+}

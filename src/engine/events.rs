@@ -1,0 +1,48 @@
+//! The events the engine publishes; sinks subscribe to them.
+
+use std::sync::Arc;
+
+use super::alarms::AlarmView;
+use super::service::{ServiceView, State};
+
+/// One change, stamped with the engine's time.
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// When it happened, ms since epoch.
+    pub ts: i64,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+/// What changed. State changes carry the full object as it became; the
+/// frequent, cheap-to-coalesce updates carry only the name.
+#[derive(Debug, Clone)]
+pub enum EventKind {
+    /// A service was created (already evaluated).
+    ServiceAdded(ServiceView),
+    /// A service changed state.
+    ServiceStateChanged {
+        /// The service after the change.
+        service: ServiceView,
+        /// The state before (`New` right after creation).
+        previous: State,
+    },
+    /// A service changed without changing state (timeout, mute time,
+    /// accepted beat); sinks read its current value when they need it.
+    ServiceUpdated(Arc<str>),
+    /// A service was deleted; the object as it was.
+    ServiceRemoved(ServiceView),
+    /// An alarm appeared (its first member, or back after a delete).
+    AlarmAdded(AlarmView),
+    /// An alarm changed state.
+    AlarmStateChanged {
+        /// The alarm after the change.
+        alarm: AlarmView,
+        /// The state before (`New` on first evaluation).
+        previous: State,
+    },
+    /// An alarm's failed services changed without a state change.
+    AlarmUpdated(Arc<str>),
+    /// An alarm was deleted through the API.
+    AlarmRemoved(AlarmView),
+}

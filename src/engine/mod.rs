@@ -1,0 +1,689 @@
+//! The heart of lovebeat: services, alarms and deadlines. No I/O in here.
+//!
+//! `Engine` is a cheap `Clone` handle. Services live in a sharded `DashMap`,
+//! so a beat takes one shard lock and no global lock; deadlines sit in a
+//! hierarchical timer wheel driven by one task (`run_expiry`), touched only
+//! when a deadline moves earlier (lazy re-arming). Every state change is
+//! published as an [`Event`] on a broadcast channel that sinks subscribe to.
+
+pub mod alarms;
+pub mod auto;
+pub mod events;
+pub mod service;
+pub mod wheel;
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use dashmap::mapref::entry::Entry;
+use dashmap::DashMap;
+use tokio::sync::{broadcast, watch, Notify};
+
+use crate::clock::now_ms;
+use crate::pattern::PatternSet;
+pub use alarms::{AlarmDef, AlarmMatcher, AlarmView};
+pub use events::{Event, EventKind};
+pub use service::{Service, ServiceView, State, TIMEOUT_AUTO, TIMEOUT_NONE};
+use wheel::Wheel;
+
+/// Longest accepted service name, in bytes.
+pub const MAX_NAME_LEN: usize = 255;
+/// Events buffered per subscriber before the slowest one starts losing the
+/// oldest.
+const EVENT_CAPACITY: usize = 1 << 16;
+/// Shards of the service map: many, so a save holds each one only briefly.
+const SHARDS: usize = 256;
+
+/// True for a valid service name (SPEC §1.1): `[a-z0-9._-]+`, ≤ 255 bytes.
+pub fn valid_name(name: &[u8]) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name
+            .iter()
+            .all(|c| matches!(c, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-'))
+}
+
+/// Why an engine operation was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum EngineError {
+    /// The name breaks SPEC §1.1.
+    #[error(
+        "invalid name '{0}': use lower-case letters, digits, '.', '_' and '-' (at most 255 bytes)"
+    )]
+    InvalidName(String),
+    /// An alarm cannot be deleted while it has services.
+    #[error("alarm '{0}' still has services")]
+    AlarmNotEmpty(String),
+}
+
+/// A change requested for one service.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Update {
+    /// Record a beat.
+    pub beat: bool,
+    /// Set the timeout (ms or a special value).
+    pub timeout: Option<i64>,
+}
+
+/// What the engine is built from.
+#[derive(Debug, Default)]
+pub struct EngineConfig {
+    /// The configured `[[alarms]]`.
+    pub alarms: Vec<AlarmDef>,
+    /// `[[services]]` defaults as (pattern, timeout ms); first match wins.
+    pub service_defaults: Vec<(String, i64)>,
+}
+
+/// A service as read from the database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredService {
+    /// Name, taken as it is.
+    pub name: String,
+    /// Last accepted beat or -1.
+    pub last_beat: i64,
+    /// Timeout (ms or special).
+    pub timeout: i64,
+    /// State when saved.
+    pub state: State,
+    /// When muting began, 0 if not muted.
+    pub muted_since: i64,
+    /// Time of its latest state change.
+    pub last_state_change: i64,
+    /// Beat intervals, oldest first.
+    pub beat_history: Vec<u32>,
+}
+
+/// An alarm as read from the database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredAlarm {
+    /// Alarm name.
+    pub name: String,
+    /// State when saved.
+    pub state: State,
+    /// Latest incident number.
+    pub incident_nbr: u64,
+    /// Time of its latest state change.
+    pub last_state_change: i64,
+    /// False if it had been deleted through the API.
+    pub listed: bool,
+}
+
+/// The wheel and the time its driver will next wake, kept under one lock so
+/// an insert can tell whether the driver must be woken early.
+struct Timers {
+    wheel: Wheel<Arc<str>>,
+    /// When the driver wakes next (`i64::MAX`: not before notified).
+    next_wake: i64,
+}
+
+struct Inner {
+    services: DashMap<Arc<str>, Service>,
+    alarms: DashMap<Arc<str>, alarms::Alarm>,
+    matcher: AlarmMatcher,
+    defaults: PatternSet,
+    default_timeouts: Vec<i64>,
+    timers: Mutex<Timers>,
+    wake: Notify,
+    events: broadcast::Sender<Arc<Event>>,
+    /// Services per state, indexed by `State as usize`.
+    counts: [AtomicI64; 4],
+    /// When this engine started: beats before it add no interval.
+    started_at: i64,
+}
+
+/// Handle to the engine; clone freely.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+impl Engine {
+    /// A new, empty engine whose clock started at `now`.
+    pub fn new(config: EngineConfig, now: i64) -> Engine {
+        let mut defaults = PatternSet::default();
+        let mut default_timeouts = Vec::new();
+        for (pattern, timeout) in &config.service_defaults {
+            defaults.add(pattern);
+            default_timeouts.push(*timeout);
+        }
+        let (events, _) = broadcast::channel(EVENT_CAPACITY);
+        Engine {
+            inner: Arc::new(Inner {
+                services: DashMap::with_shard_amount(SHARDS),
+                alarms: DashMap::new(),
+                matcher: AlarmMatcher::new(config.alarms),
+                defaults,
+                default_timeouts,
+                timers: Mutex::new(Timers {
+                    wheel: Wheel::new(now.max(0) as u64),
+                    next_wake: i64::MAX,
+                }),
+                wake: Notify::new(),
+                events,
+                counts: Default::default(),
+                started_at: now,
+            }),
+        }
+    }
+
+    /// The compiled alarm configuration.
+    pub fn matcher(&self) -> &AlarmMatcher {
+        &self.inner.matcher
+    }
+
+    /// A receiver of every event from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.inner.events.subscribe()
+    }
+
+    /// Records a beat for `name`, creating the service if needed.
+    pub fn beat(&self, name: &str, now: i64) -> Result<(), EngineError> {
+        self.update(
+            name,
+            Update {
+                beat: true,
+                timeout: None,
+            },
+            now,
+        )
+    }
+
+    /// Applies a beat and/or a timeout change, creating the service if
+    /// needed. The hot path: one shard lock, no allocation for a known name.
+    pub fn update(&self, name: &str, update: Update, now: i64) -> Result<(), EngineError> {
+        self.with_service(name, true, now, |svc, started_at| {
+            let mut changed = false;
+            if let Some(t) = update.timeout {
+                changed |= svc.timeout != t;
+                svc.set_timeout(t, now);
+            }
+            if update.beat {
+                svc.beat(now, started_at);
+            }
+            changed
+        })
+        .map(|_| ())
+    }
+
+    /// Mutes a service (creating it if needed); idempotent.
+    pub fn mute(&self, name: &str, now: i64) -> Result<(), EngineError> {
+        self.with_service(name, true, now, |svc, _| {
+            if svc.muted_since == 0 {
+                svc.muted_since = now;
+                return true;
+            }
+            false
+        })
+        .map(|_| ())
+    }
+
+    /// Unmutes a service; unknown names are ignored. Idempotent.
+    pub fn unmute(&self, name: &str, now: i64) -> Result<(), EngineError> {
+        self.with_service(name, false, now, |svc, _| {
+            let was = svc.muted_since != 0;
+            svc.muted_since = 0;
+            was
+        })
+        .map(|_| ())
+    }
+
+    /// Runs `f` on the service (created first if `create`), then settles its
+    /// state, alarms, events and deadline. Returns whether it existed or was
+    /// created.
+    fn with_service(
+        &self,
+        name: &str,
+        create: bool,
+        now: i64,
+        f: impl FnOnce(&mut Service, i64) -> bool,
+    ) -> Result<bool, EngineError> {
+        let inner = &*self.inner;
+        if let Some(mut guard) = inner.services.get_mut(name) {
+            let before = guard.state;
+            let changed = f(&mut guard, inner.started_at);
+            let (key, svc) = guard.pair_mut();
+            let key = key.clone();
+            self.settle(&key, svc, before, changed, now);
+            return Ok(true);
+        }
+        if !create {
+            return Ok(false);
+        }
+        if !valid_name(name.as_bytes()) {
+            return Err(EngineError::InvalidName(name.to_string()));
+        }
+        let memberships = self.resolve_alarms(name);
+        let key: Arc<str> = Arc::from(name);
+        let mut guard = match inner.services.entry(key.clone()) {
+            Entry::Occupied(o) => o.into_ref(),
+            Entry::Vacant(v) => {
+                let alarm_keys: Box<[Arc<str>]> =
+                    memberships.iter().map(|(k, _)| k.clone()).collect();
+                v.insert(Service::new(now, self.default_timeout(name), alarm_keys))
+            }
+        };
+        let before = guard.state;
+        let changed = f(&mut guard, inner.started_at);
+        if before == State::New {
+            self.settle_new(&key, &mut guard, &memberships, now);
+        } else {
+            self.settle(&key, &mut guard, before, changed, now);
+        }
+        Ok(true)
+    }
+
+    /// The alarms a new service joins, with the alarm's shared key where the
+    /// alarm exists already.
+    fn resolve_alarms(&self, name: &str) -> Vec<(Arc<str>, usize)> {
+        self.inner
+            .matcher
+            .alarms_for(name)
+            .into_iter()
+            .map(|(alarm, def)| {
+                let key = match self.inner.alarms.get(alarm.as_str()) {
+                    Some(a) => a.key().clone(),
+                    None => Arc::from(alarm),
+                };
+                (key, def)
+            })
+            .collect()
+    }
+
+    /// The timeout a new service starts with: the first `[[services]]`
+    /// default that matches, else none.
+    fn default_timeout(&self, name: &str) -> i64 {
+        let inner = &*self.inner;
+        if inner.defaults.is_empty() {
+            return TIMEOUT_NONE;
+        }
+        let mut ids = Vec::new();
+        inner.defaults.matches(name.as_bytes(), &mut ids);
+        ids.iter()
+            .min()
+            .map_or(TIMEOUT_NONE, |id| inner.default_timeouts[*id as usize])
+    }
+
+    /// First evaluation of a just-created service, then joining its alarms.
+    fn settle_new(
+        &self,
+        key: &Arc<str>,
+        svc: &mut Service,
+        memberships: &[(Arc<str>, usize)],
+        now: i64,
+    ) {
+        let state = svc.evaluate(now);
+        svc.state = state;
+        svc.last_state_change = now;
+        self.count(state, 1);
+        self.emit(now, || EventKind::ServiceAdded(svc.view(key, false)));
+        self.emit(now, || EventKind::ServiceStateChanged {
+            service: svc.view(key, false),
+            previous: State::New,
+        });
+        for (alarm, def) in memberships {
+            self.alarm_join(alarm, *def, key, state == State::Error, now);
+        }
+        self.arm_if_needed(key, svc, now);
+    }
+
+    /// Re-evaluates a service after a change (or an expiry) and propagates
+    /// a state change to counts, alarms and events.
+    fn settle(&self, key: &Arc<str>, svc: &mut Service, before: State, changed: bool, now: i64) {
+        let after = svc.evaluate(now);
+        if after != before {
+            svc.state = after;
+            svc.last_state_change = now;
+            self.count(before, -1);
+            self.count(after, 1);
+            self.emit(now, || EventKind::ServiceStateChanged {
+                service: svc.view(key, false),
+                previous: before,
+            });
+            let (was, is) = (before == State::Error, after == State::Error);
+            if was != is {
+                for alarm in svc.alarms.iter() {
+                    self.alarm_member_changed(alarm, key, is, now);
+                }
+            }
+        } else if changed {
+            self.emit(now, || EventKind::ServiceUpdated(key.clone()));
+        }
+        self.arm_if_needed(key, svc, now);
+    }
+
+    /// Puts the service's deadline in the wheel unless an entry at or before
+    /// it is live already (a later deadline is found on expiry: lazy re-arm).
+    fn arm_if_needed(&self, key: &Arc<str>, svc: &mut Service, now: i64) {
+        if svc.state != State::Ok {
+            return;
+        }
+        let Some(deadline) = svc.deadline() else {
+            return;
+        };
+        if deadline >= svc.armed {
+            return;
+        }
+        let at = deadline.min(now.saturating_add(wheel::MAX_AHEAD as i64));
+        svc.armed = at;
+        let mut timers = self.timers();
+        timers.wheel.insert(at.max(0) as u64, key.clone());
+        if at < timers.next_wake {
+            timers.next_wake = at;
+            self.inner.wake.notify_one();
+        }
+    }
+
+    fn timers(&self) -> MutexGuard<'_, Timers> {
+        // A panic while holding this lock would be a bug in the wheel; the
+        // data stays consistent enough to keep going, so ignore poisoning.
+        self.inner.timers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Handles a wheel entry for `key` armed at `when`.
+    fn expire(&self, key: &Arc<str>, when: i64, now: i64) {
+        let Some(mut guard) = self.inner.services.get_mut(&**key) else {
+            return;
+        };
+        if guard.armed != when {
+            return; // superseded by an earlier entry
+        }
+        guard.armed = service::NOT_ARMED;
+        let before = guard.state;
+        self.settle(key, &mut guard, before, false, now);
+    }
+
+    /// Drives the timer wheel until `shutdown` turns true: sleeps until the
+    /// next deadline (or an earlier one is armed) and expires what is due.
+    pub async fn run_expiry(self, mut shutdown: watch::Receiver<bool>) {
+        let mut due = Vec::new();
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            let wake = {
+                let mut timers = self.timers();
+                let wake = timers.wheel.next_wake().map_or(i64::MAX, |t| t as i64);
+                timers.next_wake = wake;
+                wake
+            };
+            let now = now_ms();
+            if wake > now {
+                let nap = if wake == i64::MAX {
+                    Duration::from_secs(3600)
+                } else {
+                    Duration::from_millis((wake - now) as u64)
+                };
+                tokio::select! {
+                    _ = tokio::time::sleep(nap) => {}
+                    _ = self.inner.wake.notified() => continue,
+                    _ = shutdown.changed() => return,
+                }
+            }
+            self.tick(now_ms(), &mut due);
+        }
+    }
+
+    /// Expires everything due at `now`. Public for tests and benches that
+    /// drive time themselves.
+    pub fn tick(&self, now: i64, due: &mut Vec<(u64, Arc<str>)>) {
+        self.timers().wheel.advance(now.max(0) as u64, due);
+        for (when, key) in due.drain(..) {
+            self.expire(&key, when as i64, now);
+        }
+    }
+
+    /// Deletes a service and its alarm memberships; idempotent.
+    pub fn delete(&self, name: &str, now: i64) {
+        if !self.inner.services.contains_key(name) {
+            return;
+        }
+        if let Entry::Occupied(o) = self.inner.services.entry(Arc::from(name)) {
+            let key = o.key().clone();
+            let svc = o.get();
+            let error = svc.state == State::Error;
+            for alarm in svc.alarms.iter() {
+                self.alarm_leave(alarm, &key, error, now);
+            }
+            self.count(svc.state, -1);
+            self.emit(now, || EventKind::ServiceRemoved(svc.view(&key, false)));
+            o.remove();
+        }
+    }
+
+    fn alarm_join(&self, alarm: &Arc<str>, def: usize, service: &Arc<str>, error: bool, now: i64) {
+        let mut a = self
+            .inner
+            .alarms
+            .entry(alarm.clone())
+            .or_insert_with(|| alarms::Alarm::new(Some(def), now));
+        a.def.get_or_insert(def);
+        a.members += 1;
+        if error {
+            a.failed.insert(service.clone());
+        }
+        if a.state == State::New || !a.listed {
+            a.listed = true;
+            self.emit(now, || EventKind::AlarmAdded(a.view(alarm)));
+        }
+        self.alarm_settle(alarm, &mut a, error, now);
+    }
+
+    fn alarm_member_changed(&self, alarm: &Arc<str>, service: &Arc<str>, error: bool, now: i64) {
+        if let Some(mut a) = self.inner.alarms.get_mut(&**alarm) {
+            if error {
+                a.failed.insert(service.clone());
+            } else {
+                a.failed.remove(service);
+            }
+            self.alarm_settle(alarm, &mut a, true, now);
+        }
+    }
+
+    fn alarm_leave(&self, alarm: &Arc<str>, service: &Arc<str>, error: bool, now: i64) {
+        if let Some(mut a) = self.inner.alarms.get_mut(&**alarm) {
+            a.members = a.members.saturating_sub(1);
+            let removed = error && a.failed.remove(service);
+            self.alarm_settle(alarm, &mut a, removed, now);
+        }
+    }
+
+    /// Re-evaluates an alarm; emitted while its lock is held, so events of
+    /// one alarm are published in order.
+    fn alarm_settle(&self, name: &Arc<str>, a: &mut alarms::Alarm, failed_changed: bool, now: i64) {
+        let after = a.evaluate();
+        if after != a.state {
+            let previous = a.state;
+            a.transition(after, now);
+            self.emit(now, || EventKind::AlarmStateChanged {
+                alarm: a.view(name),
+                previous,
+            });
+        } else if failed_changed {
+            self.emit(now, || EventKind::AlarmUpdated(name.clone()));
+        }
+    }
+
+    /// Deletes an alarm that has no services. `Ok(false)` if unknown.
+    pub fn delete_alarm(&self, name: &str, now: i64) -> Result<bool, EngineError> {
+        let Some(mut a) = self.inner.alarms.get_mut(name) else {
+            return Ok(false);
+        };
+        if !a.listed {
+            return Ok(false);
+        }
+        if a.members > 0 {
+            return Err(EngineError::AlarmNotEmpty(name.to_string()));
+        }
+        a.listed = false;
+        let key = a.key().clone();
+        self.emit(now, || EventKind::AlarmRemoved(a.view(&key)));
+        Ok(true)
+    }
+
+    fn count(&self, state: State, delta: i64) {
+        self.inner.counts[state as usize].fetch_add(delta, Ordering::Relaxed);
+    }
+
+    fn emit(&self, now: i64, kind: impl FnOnce() -> EventKind) {
+        if self.inner.events.receiver_count() > 0 {
+            // An error only means every receiver is gone: nothing to do.
+            let _ = self.inner.events.send(Arc::new(Event {
+                ts: now,
+                kind: kind(),
+            }));
+        }
+    }
+
+    /// One service as the API shows it.
+    pub fn service(&self, name: &str, details: bool) -> Option<ServiceView> {
+        self.inner
+            .services
+            .get(name)
+            .map(|s| s.view(s.key(), details))
+    }
+
+    /// Calls `f` for every service. Holds one shard's read lock at a time:
+    /// keep `f` short and never call back into the engine from it.
+    pub fn for_each_service(&self, mut f: impl FnMut(&Arc<str>, &Service)) {
+        for r in self.inner.services.iter() {
+            f(r.key(), r.value());
+        }
+    }
+
+    /// Number of services.
+    pub fn service_count(&self) -> usize {
+        self.inner.services.len()
+    }
+
+    /// Services by state: `(ok, error, muted)`. O(1).
+    pub fn state_counts(&self) -> (i64, i64, i64) {
+        let c = &self.inner.counts;
+        (
+            c[State::Ok as usize].load(Ordering::Relaxed),
+            c[State::Error as usize].load(Ordering::Relaxed),
+            c[State::Muted as usize].load(Ordering::Relaxed),
+        )
+    }
+
+    /// `(num_ok, num_error)` over all services, as `/api/status` counts. O(1).
+    pub fn status(&self) -> (i64, i64) {
+        let (ok, error, muted) = self.state_counts();
+        (ok + muted, error)
+    }
+
+    /// `(num_ok, num_error)` over an alarm's services, or `None` if it is
+    /// not listed. O(1).
+    pub fn alarm_status(&self, name: &str) -> Option<(i64, i64)> {
+        let a = self.inner.alarms.get(name)?;
+        if !a.listed {
+            return None;
+        }
+        let error = a.failed.len() as i64;
+        Some((a.members as i64 - error, error))
+    }
+
+    /// Every listed alarm.
+    pub fn alarms(&self) -> Vec<AlarmView> {
+        self.inner
+            .alarms
+            .iter()
+            .filter(|a| a.listed)
+            .map(|a| a.view(a.key()))
+            .collect()
+    }
+
+    /// One listed alarm.
+    pub fn alarm(&self, name: &str) -> Option<AlarmView> {
+        self.inner
+            .alarms
+            .get(name)
+            .filter(|a| a.listed)
+            .map(|a| a.view(a.key()))
+    }
+
+    /// The services of an alarm (a scan of all services).
+    pub fn alarm_services(&self, alarm: &str) -> Vec<ServiceView> {
+        let mut out = Vec::new();
+        self.for_each_service(|name, svc| {
+            if svc.alarms.binary_search_by(|a| (**a).cmp(alarm)).is_ok() {
+                out.push(svc.view(name, false));
+            }
+        });
+        out
+    }
+
+    /// Every alarm including deleted ones (whose incident numbers are kept),
+    /// for the database.
+    pub fn stored_alarms(&self) -> Vec<(AlarmView, bool)> {
+        self.inner
+            .alarms
+            .iter()
+            .map(|a| (a.view(a.key()), a.listed))
+            .collect()
+    }
+
+    /// Loads a database into an empty engine at start, applying the restart
+    /// grace of SPEC §7: a service stored as ERROR stays ERROR; every other
+    /// one counts its deadline from `now`. Alarms keep state and incident.
+    /// Publishes no events.
+    pub fn load(&self, services: Vec<StoredService>, stored_alarms: Vec<StoredAlarm>, now: i64) {
+        let inner = &*self.inner;
+        for a in stored_alarms {
+            let mut alarm = alarms::Alarm::new(None, a.last_state_change);
+            alarm.state = a.state;
+            alarm.incident_nbr = a.incident_nbr;
+            alarm.listed = a.listed;
+            inner.alarms.insert(Arc::from(a.name), alarm);
+        }
+        for s in services {
+            let memberships = self.resolve_alarms(&s.name);
+            let key: Arc<str> = Arc::from(s.name);
+            let mut svc = Service::new(
+                now,
+                s.timeout,
+                memberships.iter().map(|(k, _)| k.clone()).collect(),
+            );
+            svc.last_beat = s.last_beat;
+            svc.muted_since = s.muted_since;
+            svc.set_history(s.beat_history);
+            svc.anchor = now;
+            let state = if s.state == State::Error && s.muted_since == 0 {
+                State::Error
+            } else {
+                svc.evaluate(now)
+            };
+            svc.state = state;
+            svc.last_state_change = if state == s.state {
+                s.last_state_change
+            } else {
+                now
+            };
+            self.count(state, 1);
+            for (alarm, def) in &memberships {
+                let mut a = inner
+                    .alarms
+                    .entry(alarm.clone())
+                    .or_insert_with(|| alarms::Alarm::new(Some(*def), now));
+                a.def.get_or_insert(*def);
+                a.members += 1;
+                a.listed = true;
+                if state == State::Error {
+                    a.failed.insert(key.clone());
+                }
+            }
+            self.arm_if_needed(&key, &mut svc, now);
+            inner.services.insert(key, svc);
+        }
+        for mut a in inner.alarms.iter_mut() {
+            let after = a.evaluate();
+            if a.members > 0 && after != a.state {
+                tracing::info!(alarm = %a.key(), "alarm {} loaded as {}, its services make it {}", a.key(), a.state.as_upper(), after.as_upper());
+                a.transition(after, now);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

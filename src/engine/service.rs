@@ -1,0 +1,351 @@
+//! The service record and its state machine (SPEC §1–2).
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::auto::{self, BeatAnalysis};
+
+/// How many beat intervals a service keeps.
+pub const HISTORY_LEN: usize = 100;
+/// A beat this soon (ms) after the last accepted one is not recorded.
+pub const RATE_LIMIT_MS: i64 = 1000;
+/// Timeout value: never expires.
+pub const TIMEOUT_NONE: i64 = -1;
+/// Timeout value: learned from the beat intervals.
+pub const TIMEOUT_AUTO: i64 = -2;
+/// `armed` value when no wheel entry is live for the service.
+pub const NOT_ARMED: i64 = i64::MAX;
+
+/// State of a service or an alarm, lower case on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+#[repr(u8)]
+pub enum State {
+    /// Just created, before its first evaluation.
+    New = 0,
+    /// Beating in time.
+    Ok = 1,
+    /// Silent past its deadline, a tripwire, or failed.
+    Error = 2,
+    /// Muted: never an error.
+    Muted = 3,
+}
+
+impl State {
+    /// Lower-case name, as in the API and the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::New => "new",
+            State::Ok => "ok",
+            State::Error => "error",
+            State::Muted => "muted",
+        }
+    }
+
+    /// Upper-case name, as in mail bodies and script environments.
+    pub fn as_upper(self) -> &'static str {
+        match self {
+            State::New => "NEW",
+            State::Ok => "OK",
+            State::Error => "ERROR",
+            State::Muted => "MUTED",
+        }
+    }
+
+    /// Parses a stored state name (either case).
+    pub fn parse(s: &str) -> Option<State> {
+        match s.to_ascii_lowercase().as_str() {
+            "new" => Some(State::New),
+            "ok" => Some(State::Ok),
+            "error" => Some(State::Error),
+            "muted" => Some(State::Muted),
+            _ => None,
+        }
+    }
+}
+
+/// One monitored service. Kept small: it is stored a million times.
+#[derive(Debug, Clone)]
+pub struct Service {
+    /// Last accepted beat (ms since epoch), -1 if never.
+    pub last_beat: i64,
+    /// Timeout in ms, or `TIMEOUT_NONE`, `TIMEOUT_AUTO`, 0.
+    pub timeout: i64,
+    /// When muting began, 0 when not muted.
+    pub muted_since: i64,
+    /// Time of the latest state change.
+    pub last_state_change: i64,
+    /// Where the deadline is counted from: the last accepted beat, or, never
+    /// beaten, when the timeout was set, or the daemon's start (restart grace).
+    pub anchor: i64,
+    /// The learned timeout for auto services, -1 until an interval is known.
+    pub auto_ms: i64,
+    /// Deadline of this service's live wheel entry, `NOT_ARMED` if none.
+    /// Invariant: an OK service with a deadline has `armed <= deadline`.
+    pub armed: i64,
+    /// Beat intervals (ms) as a ring of at most `HISTORY_LEN`; oldest at
+    /// `history_head` once full. No allocation before the second beat.
+    history: Vec<u32>,
+    history_head: u8,
+    /// Current state; `New` only inside a single engine operation.
+    pub state: State,
+    /// Names of the alarms this service belongs to, sorted.
+    pub alarms: Box<[Arc<str>]>,
+}
+
+impl Service {
+    /// A service created at `now`, before its first evaluation.
+    pub fn new(now: i64, timeout: i64, alarms: Box<[Arc<str>]>) -> Service {
+        Service {
+            last_beat: -1,
+            timeout,
+            muted_since: 0,
+            last_state_change: now,
+            anchor: now,
+            auto_ms: -1,
+            armed: NOT_ARMED,
+            history: Vec::new(),
+            history_head: 0,
+            state: State::New,
+            alarms,
+        }
+    }
+
+    /// When the service expires, if it can.
+    pub fn deadline(&self) -> Option<i64> {
+        match self.timeout {
+            t if t > 0 => Some(self.anchor.saturating_add(t)),
+            TIMEOUT_AUTO if self.auto_ms >= 0 => Some(self.anchor.saturating_add(self.auto_ms)),
+            _ => None,
+        }
+    }
+
+    /// The state the rules of SPEC §2 give at `now`.
+    pub fn evaluate(&self, now: i64) -> State {
+        if self.muted_since > 0 {
+            State::Muted
+        } else if self.timeout == 0 || self.deadline().is_some_and(|d| now >= d) {
+            State::Error
+        } else {
+            State::Ok
+        }
+    }
+
+    /// Records a beat at `now`. Returns false when rate limited. An interval
+    /// is recorded only when the previous beat was accepted after
+    /// `counting_since` (the daemon's start), so downtime never becomes one.
+    pub fn beat(&mut self, now: i64, counting_since: i64) -> bool {
+        if self.last_beat >= 0 && (0..RATE_LIMIT_MS).contains(&(now - self.last_beat)) {
+            return false;
+        }
+        if self.last_beat >= counting_since && now > self.last_beat {
+            let interval = u32::try_from(now - self.last_beat).unwrap_or(u32::MAX);
+            self.push_interval(interval);
+        }
+        self.last_beat = now;
+        self.anchor = now;
+        if self.timeout == TIMEOUT_AUTO {
+            self.relearn();
+        }
+        true
+    }
+
+    /// Sets the timeout (ms or a special value). A never-beaten service
+    /// counts its deadline from now.
+    pub fn set_timeout(&mut self, timeout: i64, now: i64) {
+        self.timeout = timeout;
+        if self.last_beat < 0 {
+            self.anchor = now;
+        }
+        self.relearn();
+    }
+
+    /// Recomputes the learned timeout after the history or the mode changed.
+    fn relearn(&mut self) {
+        self.auto_ms = if self.timeout == TIMEOUT_AUTO && !self.history.is_empty() {
+            auto::lovebeat1(self.intervals())
+        } else {
+            -1
+        };
+    }
+
+    fn push_interval(&mut self, v: u32) {
+        if self.history.len() < HISTORY_LEN {
+            if self.history.len() == self.history.capacity() {
+                // Grow to exactly HISTORY_LEN at most, never past it.
+                let want = (self.history.capacity() * 2).clamp(4, HISTORY_LEN);
+                self.history.reserve_exact(want - self.history.len());
+            }
+            self.history.push(v);
+        } else {
+            let head = usize::from(self.history_head);
+            self.history[head] = v;
+            self.history_head = ((head + 1) % HISTORY_LEN) as u8;
+        }
+    }
+
+    /// Replaces the history (oldest first), keeping the last `HISTORY_LEN`.
+    pub fn set_history(&mut self, intervals: impl IntoIterator<Item = u32>) {
+        self.history = Vec::new();
+        self.history_head = 0;
+        for v in intervals {
+            self.push_interval(v);
+        }
+        self.relearn();
+    }
+
+    /// The beat intervals, oldest first.
+    pub fn intervals(&self) -> impl DoubleEndedIterator<Item = u32> + ExactSizeIterator + '_ {
+        let (newer, older) = self.history.split_at(usize::from(self.history_head));
+        older.iter().chain(newer.iter()).copied().exact()
+    }
+
+    /// The externally visible object (SPEC §4.2).
+    pub fn view(&self, name: &Arc<str>, details: bool) -> ServiceView {
+        let history: Vec<u32> = self.intervals().collect();
+        ServiceView {
+            name: name.clone(),
+            last_beat: self.last_beat,
+            timeout: self.timeout,
+            state: self.state,
+            muted_since: self.muted_since,
+            last_state_change: self.last_state_change,
+            in_alarms: self.alarms.to_vec(),
+            analysis: auto::analyze(&history),
+            effective_timeout: (self.timeout == TIMEOUT_AUTO && self.auto_ms >= 0)
+                .then_some(self.auto_ms),
+            beat_history: details.then_some(history),
+        }
+    }
+}
+
+/// `chain` is not `ExactSizeIterator`; this adapter restores the length,
+/// which the auto algorithm uses to skip to its window without allocating.
+trait Exact: Iterator + Sized {
+    fn exact(self) -> ExactChain<Self> {
+        ExactChain(self)
+    }
+}
+impl<I: Iterator> Exact for I {}
+
+/// An iterator of known exact length (see `Exact`).
+pub struct ExactChain<I>(I);
+
+impl<I: Iterator> Iterator for ExactChain<I> {
+    type Item = I::Item;
+    fn next(&mut self) -> Option<I::Item> {
+        self.0.next()
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.0.size_hint()
+    }
+}
+impl<I: DoubleEndedIterator> DoubleEndedIterator for ExactChain<I> {
+    fn next_back(&mut self) -> Option<I::Item> {
+        self.0.next_back()
+    }
+}
+// Chained slice iterators report an exact size_hint.
+impl<I: Iterator> ExactSizeIterator for ExactChain<I> {}
+
+/// A service as the API, events and the database show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceView {
+    /// The service name.
+    pub name: Arc<str>,
+    /// Last accepted beat, ms, or -1.
+    pub last_beat: i64,
+    /// Timeout in ms or a special value (-1 none, -2 auto, 0 tripwire).
+    pub timeout: i64,
+    /// Current state.
+    pub state: State,
+    /// When muting began, 0 when not muted.
+    pub muted_since: i64,
+    /// Time of the latest state change.
+    pub last_state_change: i64,
+    /// Alarms the service belongs to, sorted.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub in_alarms: Vec<Arc<str>>,
+    /// Spread of the intervals, with at least 10 of them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<BeatAnalysis>,
+    /// The intervals, oldest first; only when details were asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub beat_history: Option<Vec<u32>>,
+    /// The learned timeout of an auto service with at least one interval.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub effective_timeout: Option<i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: i64 = 1_700_000_000_000;
+
+    fn fresh(timeout: i64) -> Service {
+        Service::new(T0, timeout, Box::new([]))
+    }
+
+    #[test]
+    fn beats_within_a_second_are_rate_limited() {
+        let mut s = fresh(TIMEOUT_NONE);
+        assert!(s.beat(T0, 0));
+        assert!(!s.beat(T0 + 999, 0));
+        assert_eq!(s.last_beat, T0);
+        assert!(s.beat(T0 + 1000, 0));
+        assert_eq!(s.intervals().collect::<Vec<_>>(), vec![1000]);
+    }
+
+    #[test]
+    fn first_beat_after_start_adds_no_interval() {
+        let mut s = fresh(TIMEOUT_NONE);
+        s.last_beat = T0 - 50_000; // beaten before the daemon started at T0
+        assert!(s.beat(T0 + 10, T0));
+        assert_eq!(s.intervals().count(), 0);
+        assert!(s.beat(T0 + 2010, T0));
+        assert_eq!(s.intervals().collect::<Vec<_>>(), vec![2000]);
+    }
+
+    #[test]
+    fn history_keeps_last_hundred_in_order() {
+        let mut s = fresh(TIMEOUT_NONE);
+        s.set_history(0..250u32);
+        let got: Vec<u32> = s.intervals().collect();
+        assert_eq!(got, (150..250).collect::<Vec<_>>());
+        assert_eq!(s.intervals().len(), 100);
+        assert!(s.history.capacity() <= HISTORY_LEN);
+    }
+
+    #[test]
+    fn state_rules() {
+        let mut s = fresh(5000);
+        assert_eq!(s.evaluate(T0 + 4999), State::Ok);
+        assert_eq!(s.evaluate(T0 + 5000), State::Error);
+        s.set_timeout(0, T0);
+        assert_eq!(s.evaluate(T0), State::Error);
+        s.muted_since = T0;
+        assert_eq!(s.evaluate(T0), State::Muted);
+        let never = fresh(TIMEOUT_NONE);
+        assert_eq!(never.evaluate(i64::MAX), State::Ok);
+    }
+
+    #[test]
+    fn never_beaten_service_expires_timeout_after_it_was_set() {
+        let mut s = fresh(TIMEOUT_NONE);
+        s.set_timeout(2000, T0 + 500);
+        assert_eq!(s.deadline(), Some(T0 + 2500));
+        s.beat(T0 + 1000, 0);
+        assert_eq!(s.deadline(), Some(T0 + 3000));
+    }
+
+    #[test]
+    fn auto_service_does_not_expire_before_first_interval() {
+        let mut s = fresh(TIMEOUT_AUTO);
+        s.beat(T0, 0);
+        assert_eq!(s.deadline(), None);
+        s.beat(T0 + 60_000, 0);
+        assert_eq!(s.deadline(), Some(T0 + 60_000 + 61_000));
+    }
+}

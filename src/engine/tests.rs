@@ -1,0 +1,243 @@
+use super::*;
+
+const T0: i64 = 1_700_000_000_000;
+
+fn engine(alarms: Vec<AlarmDef>) -> Engine {
+    Engine::new(
+        EngineConfig {
+            alarms,
+            service_defaults: vec![("deprecated.*".into(), 0)],
+        },
+        T0,
+    )
+}
+
+fn alarm(name: &str, pattern: &str) -> AlarmDef {
+    AlarmDef {
+        name: name.into(),
+        includes: vec![pattern.into()],
+        ..Default::default()
+    }
+}
+
+fn state(e: &Engine, name: &str) -> State {
+    e.service(name, false).expect("service exists").state
+}
+
+fn timeout(secs: i64) -> Update {
+    Update {
+        beat: false,
+        timeout: Some(secs * 1000),
+    }
+}
+
+#[test]
+fn new_service_is_ok_and_never_expires_by_default() {
+    let e = engine(vec![]);
+    e.beat("a.b", T0).expect("valid");
+    let mut due = Vec::new();
+    e.tick(T0 + 10_000_000, &mut due);
+    assert_eq!(state(&e, "a.b"), State::Ok);
+    assert_eq!(e.status(), (1, 0));
+}
+
+#[test]
+fn expired_service_recovers_on_next_beat() {
+    let e = engine(vec![]);
+    e.update("svc", timeout(2), T0).expect("valid");
+    e.beat("svc", T0 + 100).expect("valid");
+    let mut due = Vec::new();
+    e.tick(T0 + 2099, &mut due);
+    assert_eq!(state(&e, "svc"), State::Ok);
+    e.tick(T0 + 2100, &mut due);
+    assert_eq!(state(&e, "svc"), State::Error);
+    assert_eq!(e.status(), (0, 1));
+    e.beat("svc", T0 + 5000).expect("valid");
+    assert_eq!(state(&e, "svc"), State::Ok);
+    // The deadline moved later without touching the wheel; the old entry
+    // re-arms instead of expiring.
+    e.beat("svc", T0 + 6500).expect("valid");
+    e.tick(T0 + 7000, &mut due);
+    assert_eq!(state(&e, "svc"), State::Ok);
+    e.tick(T0 + 8499, &mut due);
+    assert_eq!(state(&e, "svc"), State::Ok);
+    e.tick(T0 + 8500, &mut due);
+    assert_eq!(state(&e, "svc"), State::Error);
+}
+
+#[test]
+fn timeout_zero_is_a_tripwire_and_defaults_apply() {
+    let e = engine(vec![]);
+    e.update("t", timeout(0), T0).expect("valid");
+    assert_eq!(state(&e, "t"), State::Error);
+    e.beat("t", T0 + 5000).expect("valid");
+    assert_eq!(state(&e, "t"), State::Error);
+    e.beat("deprecated.thing", T0).expect("valid");
+    assert_eq!(state(&e, "deprecated.thing"), State::Error);
+}
+
+#[test]
+fn shortening_a_timeout_arms_an_earlier_deadline() {
+    let e = engine(vec![]);
+    e.update("s", timeout(3600), T0).expect("valid");
+    e.update("s", timeout(1), T0 + 10).expect("valid");
+    let mut due = Vec::new();
+    e.tick(T0 + 1009, &mut due);
+    assert_eq!(state(&e, "s"), State::Ok);
+    e.tick(T0 + 1010, &mut due);
+    assert_eq!(state(&e, "s"), State::Error);
+}
+
+#[test]
+fn mute_unmute_and_delete() {
+    let e = engine(vec![alarm("all", "*")]);
+    e.update("m", timeout(0), T0).expect("valid");
+    assert_eq!(e.alarm("all").expect("alarm").state, State::Error);
+    e.mute("m", T0 + 1).expect("valid");
+    let v = e.service("m", false).expect("exists");
+    assert_eq!((v.state, v.muted_since), (State::Muted, T0 + 1));
+    e.mute("m", T0 + 2).expect("valid");
+    assert_eq!(e.service("m", false).expect("exists").muted_since, T0 + 1);
+    assert_eq!(e.alarm("all").expect("alarm").state, State::Ok);
+    e.unmute("m", T0 + 3).expect("valid");
+    assert_eq!(state(&e, "m"), State::Error);
+    e.unmute("unknown", T0).expect("valid");
+    assert!(e.service("unknown", false).is_none());
+    e.delete("m", T0 + 4);
+    e.delete("m", T0 + 4);
+    assert!(e.service("m", false).is_none());
+    let a = e.alarm("all").expect("stays listed");
+    assert_eq!(a.state, State::Ok);
+    assert_eq!(e.status(), (0, 0));
+    assert_eq!(e.delete_alarm("all", T0 + 5), Ok(true));
+    assert!(e.alarm("all").is_none());
+}
+
+#[test]
+fn alarm_incidents_count_each_entry_into_error() {
+    let e = engine(vec![alarm("srv-$name", "app.$name.*")]);
+    e.update("app.web.cpu", timeout(1), T0).expect("valid");
+    let a = e.alarm("srv-web").expect("alarm exists");
+    assert_eq!((a.state, a.incident_nbr), (State::Ok, 0));
+    let mut due = Vec::new();
+    e.tick(T0 + 1000, &mut due);
+    let a = e.alarm("srv-web").expect("alarm");
+    assert_eq!((a.state, a.incident_nbr), (State::Error, 1));
+    assert_eq!(a.failed_services, vec![Arc::from("app.web.cpu")]);
+    assert_eq!(e.alarm_status("srv-web"), Some((0, 1)));
+    e.beat("app.web.cpu", T0 + 1500).expect("valid");
+    assert_eq!(e.alarm("srv-web").expect("alarm").state, State::Ok);
+    e.tick(T0 + 2500, &mut due);
+    let a = e.alarm("srv-web").expect("alarm");
+    assert_eq!((a.state, a.incident_nbr), (State::Error, 2));
+    assert_eq!(
+        e.delete_alarm("srv-web", T0),
+        Err(EngineError::AlarmNotEmpty("srv-web".into()))
+    );
+}
+
+#[test]
+fn deleted_alarm_reappears_and_continues_numbering() {
+    let e = engine(vec![alarm("all", "*")]);
+    e.update("x", timeout(0), T0).expect("valid");
+    e.delete("x", T0 + 1);
+    e.delete_alarm("all", T0 + 2).expect("empty");
+    e.update("y", timeout(0), T0 + 3).expect("valid");
+    assert_eq!(e.alarm("all").expect("back").incident_nbr, 2);
+}
+
+#[test]
+fn invalid_names_are_refused() {
+    let e = engine(vec![]);
+    assert!(e.beat("Upper", T0).is_err());
+    assert!(e.beat("", T0).is_err());
+    assert!(e.beat(&"a".repeat(256), T0).is_err());
+    assert!(e.beat(&"a".repeat(255), T0).is_ok());
+}
+
+#[test]
+fn events_report_creation_and_state_changes_in_order() {
+    let e = engine(vec![alarm("all", "*")]);
+    let mut rx = e.subscribe();
+    e.update("s", timeout(0), T0).expect("valid");
+    let kinds: Vec<String> = std::iter::from_fn(|| rx.try_recv().ok())
+        .map(|ev| match &ev.kind {
+            EventKind::ServiceAdded(s) => format!("service_added {}", s.state.as_str()),
+            EventKind::ServiceStateChanged { service, previous } => {
+                format!(
+                    "service_state {}->{}",
+                    previous.as_str(),
+                    service.state.as_str()
+                )
+            }
+            EventKind::AlarmAdded(a) => format!("alarm_added {}", a.state.as_str()),
+            EventKind::AlarmStateChanged { alarm, previous } => {
+                format!(
+                    "alarm_state {}->{} #{}",
+                    previous.as_str(),
+                    alarm.state.as_str(),
+                    alarm.incident_nbr
+                )
+            }
+            other => format!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            "service_added error",
+            "service_state new->error",
+            "alarm_added new",
+            "alarm_state new->error #1"
+        ]
+    );
+}
+
+#[test]
+fn load_applies_restart_grace() {
+    let e = engine(vec![alarm("all", "*")]);
+    let stored = |name: &str, state, timeout| StoredService {
+        name: name.into(),
+        last_beat: T0 - 100_000,
+        timeout,
+        state,
+        muted_since: 0,
+        last_state_change: T0 - 50_000,
+        beat_history: vec![60000; 5],
+    };
+    e.load(
+        vec![
+            stored("failing", State::Error, 10_000),
+            stored("fine", State::Ok, 10_000),
+            stored("auto", State::Ok, TIMEOUT_AUTO),
+        ],
+        vec![StoredAlarm {
+            name: "all".into(),
+            state: State::Error,
+            incident_nbr: 7,
+            last_state_change: T0 - 50_000,
+            listed: true,
+        }],
+        T0,
+    );
+    assert_eq!(state(&e, "failing"), State::Error);
+    assert_eq!(state(&e, "fine"), State::Ok);
+    let a = e.alarm("all").expect("alarm");
+    assert_eq!((a.state, a.incident_nbr), (State::Error, 7));
+    let mut due = Vec::new();
+    e.tick(T0 + 9_999, &mut due);
+    assert_eq!(state(&e, "fine"), State::Ok);
+    e.tick(T0 + 10_000, &mut due);
+    assert_eq!(state(&e, "fine"), State::Error);
+    assert_eq!(state(&e, "auto"), State::Ok);
+    e.tick(T0 + 61_000, &mut due);
+    assert_eq!(state(&e, "auto"), State::Error);
+    let fine = e.service("fine", false).expect("exists");
+    assert_eq!(fine.last_beat, T0 - 100_000);
+    // The first beat after start adds no interval.
+    e.beat("auto", T0 + 70_000).expect("valid");
+    assert_eq!(
+        e.service("auto", true).expect("exists").beat_history,
+        Some(vec![60000; 5])
+    );
+}

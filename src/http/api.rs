@@ -1,0 +1,302 @@
+//! Handlers of the JSON API (SPEC §4.2).
+
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::header::CONTENT_TYPE;
+use hyper::{Request, Response, StatusCode};
+use serde::Serialize;
+
+use super::router::{error, json, query_param, respond, wants_json};
+use super::{AppState, Body};
+use crate::clock::now_ms;
+use crate::duration::{parse_timeout, timeout_from_secs};
+use crate::engine::{AlarmView, EngineError, ServiceView, Update};
+
+/// Largest request body accepted.
+pub const MAX_BODY: usize = 1 << 20;
+
+fn empty_ok() -> Response<Body> {
+    respond(StatusCode::OK, "application/json", &b"{}\n"[..])
+}
+
+fn engine_error(e: EngineError) -> Response<Body> {
+    let status = match e {
+        EngineError::InvalidName(_) => StatusCode::BAD_REQUEST,
+        EngineError::AlarmNotEmpty(_) => StatusCode::CONFLICT,
+    };
+    error(status, e.to_string())
+}
+
+/// POST /api/services/<name>: a beat, optionally with a timeout.
+pub async fn beat(req: Request<Incoming>, state: &AppState, name: &str) -> Response<Body> {
+    let mut update = Update {
+        beat: true,
+        timeout: None,
+    };
+    if let Some(t) = query_param(&req, "timeout") {
+        match parse_timeout(&t) {
+            Ok(ms) => update.timeout = Some(ms),
+            Err(e) => return error(StatusCode::BAD_REQUEST, e),
+        }
+    }
+    let content_type = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_default();
+    let body = match read_body(req).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    if content_type == "application/json" {
+        if let Err(e) = apply_json(&body, &mut update) {
+            return error(StatusCode::BAD_REQUEST, e);
+        }
+    } else if content_type == "application/x-www-form-urlencoded" {
+        if let Some((_, t)) = form_urlencoded::parse(&body).find(|(k, _)| k == "timeout") {
+            if !t.is_empty() {
+                match parse_timeout(&t) {
+                    Ok(ms) => update.timeout = Some(ms),
+                    Err(e) => return error(StatusCode::BAD_REQUEST, e),
+                }
+            }
+        }
+    }
+    match state.engine.update(name, update, now_ms()) {
+        Ok(()) => empty_ok(),
+        Err(e) => engine_error(e),
+    }
+}
+
+/// Applies a JSON body `{"timeout": ..., "beat": ...}`; empty counts as `{}`.
+fn apply_json(body: &[u8], update: &mut Update) -> Result<(), String> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(());
+    }
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("request body is not valid JSON: {e}"))?;
+    let obj = value
+        .as_object()
+        .ok_or("request body must be a JSON object")?;
+    match obj.get("timeout") {
+        None | Some(serde_json::Value::Null) => {}
+        Some(serde_json::Value::Number(n)) => {
+            update.timeout = Some(if let Some(i) = n.as_i64() {
+                timeout_from_secs(i)?
+            } else {
+                parse_timeout(&n.to_string())?
+            });
+        }
+        Some(serde_json::Value::String(s)) => update.timeout = Some(parse_timeout(s)?),
+        Some(other) => {
+            return Err(format!(
+                "timeout must be a number of seconds or a duration, not {other}"
+            ))
+        }
+    }
+    match obj.get("beat") {
+        None | Some(serde_json::Value::Null) => {}
+        Some(serde_json::Value::Bool(b)) => update.beat = *b,
+        Some(other) => return Err(format!("beat must be true or false, not {other}")),
+    }
+    Ok(())
+}
+
+/// Reads a body of at most `MAX_BODY` bytes, or answers 413/400.
+async fn read_body(req: Request<Incoming>) -> Result<bytes::Bytes, Response<Body>> {
+    match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body is larger than {MAX_BODY} bytes"),
+        )),
+        Err(e) => Err(error(
+            StatusCode::BAD_REQUEST,
+            format!("could not read the request body: {e}"),
+        )),
+    }
+}
+
+/// POST /api/services/<name>/mute and /unmute.
+pub fn mute(state: &AppState, name: &str, mute: bool) -> Response<Body> {
+    let now = now_ms();
+    let r = if mute {
+        state.engine.mute(name, now)
+    } else {
+        state.engine.unmute(name, now)
+    };
+    match r {
+        Ok(()) => empty_ok(),
+        Err(e) => engine_error(e),
+    }
+}
+
+/// DELETE /api/services/<name>.
+pub fn delete_service(state: &AppState, name: &str) -> Response<Body> {
+    state.engine.delete(name, now_ms());
+    empty_ok()
+}
+
+/// GET /api/services.
+pub fn list_services<B>(_req: &Request<B>, state: &AppState) -> Response<Body> {
+    #[derive(Serialize)]
+    struct List {
+        services: Vec<ServiceView>,
+        now: i64,
+    }
+    let mut services = Vec::with_capacity(state.engine.service_count());
+    state
+        .engine
+        .for_each_service(|name, svc| services.push(svc.view(name, false)));
+    json(
+        StatusCode::OK,
+        &List {
+            services,
+            now: now_ms(),
+        },
+    )
+}
+
+/// GET /api/services/<name>[?details=1].
+pub fn get_service<B>(req: &Request<B>, state: &AppState, name: &str) -> Response<Body> {
+    #[derive(Serialize)]
+    struct One {
+        service: ServiceView,
+        now: i64,
+    }
+    let details =
+        query_param(req, "details").is_some_and(|v| !matches!(v.as_str(), "" | "0" | "false"));
+    match state.engine.service(name, details) {
+        Some(service) => json(
+            StatusCode::OK,
+            &One {
+                service,
+                now: now_ms(),
+            },
+        ),
+        None => error(StatusCode::NOT_FOUND, format!("no service named '{name}'")),
+    }
+}
+
+/// GET /api/alarms.
+pub fn list_alarms(state: &AppState) -> Response<Body> {
+    #[derive(Serialize)]
+    struct List {
+        alarms: Vec<AlarmView>,
+        now: i64,
+    }
+    json(
+        StatusCode::OK,
+        &List {
+            alarms: state.engine.alarms(),
+            now: now_ms(),
+        },
+    )
+}
+
+/// GET /api/alarms/<name>.
+pub fn get_alarm(state: &AppState, name: &str) -> Response<Body> {
+    #[derive(Serialize)]
+    struct One {
+        alarm: AlarmView,
+        services: Vec<ServiceView>,
+        now: i64,
+    }
+    match state.engine.alarm(name) {
+        Some(alarm) => json(
+            StatusCode::OK,
+            &One {
+                alarm,
+                services: state.engine.alarm_services(name),
+                now: now_ms(),
+            },
+        ),
+        None => error(StatusCode::NOT_FOUND, format!("no alarm named '{name}'")),
+    }
+}
+
+/// DELETE /api/alarms/<name>.
+pub fn delete_alarm(state: &AppState, name: &str) -> Response<Body> {
+    match state.engine.delete_alarm(name, now_ms()) {
+        Ok(_) => empty_ok(),
+        Err(e) => engine_error(e),
+    }
+}
+
+/// GET /api/status.
+pub fn status<B>(req: &Request<B>, state: &AppState) -> Response<Body> {
+    let (ok, err) = state.engine.status();
+    status_response(req, ok, err)
+}
+
+/// GET /api/alarms/<name>/status.
+pub fn alarm_status<B>(req: &Request<B>, state: &AppState, name: &str) -> Response<Body> {
+    match state.engine.alarm_status(name) {
+        Some((ok, err)) => status_response(req, ok, err),
+        None => error(StatusCode::NOT_FOUND, format!("no alarm named '{name}'")),
+    }
+}
+
+fn status_response<B>(req: &Request<B>, num_ok: i64, num_error: i64) -> Response<Body> {
+    if wants_json(req) {
+        #[derive(Serialize)]
+        struct Status {
+            num_ok: i64,
+            num_error: i64,
+            has_error: bool,
+            good: bool,
+        }
+        json(
+            StatusCode::OK,
+            &Status {
+                num_ok,
+                num_error,
+                has_error: num_error > 0,
+                good: num_error == 0,
+            },
+        )
+    } else {
+        let text = format!(
+            "num_ok {num_ok}\nnum_error {num_error}\nhas_error {}\ngood {}\n",
+            num_error > 0,
+            num_error == 0
+        );
+        respond(StatusCode::OK, "text/plain; charset=utf-8", text)
+    }
+}
+
+/// The version string.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// GET /version.
+pub fn version<B>(req: &Request<B>) -> Response<Body> {
+    if wants_json(req) {
+        #[derive(Serialize)]
+        struct V {
+            version: &'static str,
+        }
+        json(StatusCode::OK, &V { version: VERSION })
+    } else {
+        respond(
+            StatusCode::OK,
+            "text/plain; charset=utf-8",
+            format!("{VERSION}\n"),
+        )
+    }
+}
+
+/// GET /: a placeholder until the web UI lands.
+pub fn index() -> Response<Body> {
+    respond(
+        StatusCode::OK,
+        "text/html; charset=utf-8",
+        &b"<!doctype html><title>lovebeat</title><h1>lovebeat</h1>\n<p>The web UI is not part of this release yet. The API is at <a href=\"api/services\">api/services</a>, <a href=\"api/alarms\">api/alarms</a> and <a href=\"api/status\">api/status</a>.</p>\n"[..],
+    )
+}

@@ -1,0 +1,80 @@
+//! The HTTP server: the API of SPEC §4.2, later the UI and `/ws`.
+//!
+//! `serve` owns the accept loop; each connection is served by hyper;
+//! `router::route` maps a request to its handler.
+
+mod api;
+mod router;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::engine::Engine;
+use crate::ingest::IngestStats;
+
+/// What handlers share.
+pub struct AppState {
+    /// The engine.
+    pub engine: Engine,
+    /// Ingestion counters.
+    pub stats: Arc<IngestStats>,
+}
+
+/// A response body: a whole buffer or a stream.
+pub type Body = BoxBody<Bytes, Infallible>;
+
+/// Serves HTTP on `listener` until `shutdown` turns true, then lets open
+/// connections finish their current request.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let (stream, _peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!("HTTP accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        let mut stop = shutdown.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(router::route(req, &state).await) }
+            });
+            let conn = http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!("HTTP connection ended: {e}");
+                    }
+                }
+                _ = stop.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+                }
+            }
+        });
+    }
+}

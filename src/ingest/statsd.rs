@@ -1,0 +1,218 @@
+//! The statsd line protocol of SPEC §4.1, parsed without copying.
+
+use crate::engine::{valid_name, TIMEOUT_AUTO};
+
+/// What a line asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// `<name>.beat`: a beat.
+    Beat,
+    /// `<name>.autobeat`: set the timeout to auto and beat.
+    Autobeat,
+    /// `<name>.timeout`: set the timeout (value in seconds, already
+    /// converted to ms or a special value in `Command::timeout`).
+    Timeout,
+}
+
+/// One parsed line, borrowing the service name from the packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Command<'a> {
+    /// The service name (valid per SPEC §1.1).
+    pub name: &'a str,
+    /// What to do.
+    pub action: Action,
+    /// For `Timeout`: the timeout in ms, or -1, -2, 0. Unused otherwise.
+    pub timeout: i64,
+}
+
+/// Why a line was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParseError {
+    /// No `:` separating the metric from its value.
+    MissingColon,
+    /// The action is not `beat`, `autobeat` or `timeout`.
+    UnknownAction,
+    /// The service name breaks SPEC §1.1.
+    BadName,
+    /// The value is not a number.
+    BadValue,
+    /// The type is missing or not `c`, `g` or `ms`.
+    BadType,
+    /// Something after the type is not `|@rate` or `|#tags`.
+    BadSuffix,
+    /// A timeout below -2.
+    BadTimeout,
+}
+
+/// Parses one line (without its `\n`; a trailing `\r` is allowed).
+pub fn parse_line(line: &[u8]) -> Result<Command<'_>, ParseError> {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let colon = memchr(b':', line).ok_or(ParseError::MissingColon)?;
+    let (metric, rest) = (&line[..colon], &line[colon + 1..]);
+    let dot = metric
+        .iter()
+        .rposition(|c| *c == b'.')
+        .ok_or(ParseError::UnknownAction)?;
+    let action = match &metric[dot + 1..] {
+        b"beat" => Action::Beat,
+        b"autobeat" => Action::Autobeat,
+        b"timeout" => Action::Timeout,
+        _ => return Err(ParseError::UnknownAction),
+    };
+    let name = &metric[..dot];
+    if !valid_name(name) {
+        return Err(ParseError::BadName);
+    }
+    let mut fields = rest.split(|c| *c == b'|');
+    let value = parse_value(fields.next().unwrap_or_default())?;
+    match fields.next() {
+        Some(b"c" | b"g" | b"ms") => {}
+        _ => return Err(ParseError::BadType),
+    }
+    for (i, field) in fields.enumerate() {
+        match field.split_first() {
+            // The sample rate: 1.x accepted `[0-9.]+`, and only first.
+            Some((b'@', rate))
+                if i == 0
+                    && !rate.is_empty()
+                    && rate.iter().all(|c| c.is_ascii_digit() || *c == b'.') => {}
+            // dogstatsd tags, ignored.
+            Some((b'#', _)) => {}
+            _ => return Err(ParseError::BadSuffix),
+        }
+    }
+    let timeout = match action {
+        Action::Timeout => match value {
+            v if v > 0 => v.checked_mul(1000).ok_or(ParseError::BadValue)?,
+            0 | -1 | TIMEOUT_AUTO => value,
+            _ => return Err(ParseError::BadTimeout),
+        },
+        _ => 0,
+    };
+    // valid_name checked the bytes are ASCII, so this cannot fail.
+    let name = std::str::from_utf8(name).map_err(|_| ParseError::BadName)?;
+    Ok(Command {
+        name,
+        action,
+        timeout,
+    })
+}
+
+/// An integer, or a non-negative decimal truncated toward zero.
+fn parse_value(v: &[u8]) -> Result<i64, ParseError> {
+    let (neg, digits) = match v.split_first() {
+        Some((b'-', d)) => (true, d),
+        _ => (false, v),
+    };
+    let (int, frac) = match memchr(b'.', digits) {
+        Some(p) => (&digits[..p], Some(&digits[p + 1..])),
+        None => (digits, None),
+    };
+    if int.is_empty() || !int.iter().all(u8::is_ascii_digit) {
+        return Err(ParseError::BadValue);
+    }
+    if let Some(frac) = frac {
+        if neg || frac.is_empty() || !frac.iter().all(u8::is_ascii_digit) {
+            return Err(ParseError::BadValue);
+        }
+    }
+    let mut n: i64 = 0;
+    for d in int {
+        n = n
+            .checked_mul(10)
+            .and_then(|n| n.checked_add(i64::from(d - b'0')))
+            .ok_or(ParseError::BadValue)?;
+    }
+    Ok(if neg { -n } else { n })
+}
+
+fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
+    hay.iter().position(|c| *c == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn ok(line: &str) -> (String, Action, i64) {
+        let c = parse_line(line.as_bytes()).unwrap_or_else(|e| panic!("{line}: {e:?}"));
+        (c.name.to_string(), c.action, c.timeout)
+    }
+
+    #[test]
+    fn good_lines() {
+        use Action::*;
+        let table: &[(&str, (&str, Action, i64))] = &[
+            (
+                "myapp.mailers.invoice.beat:1|c",
+                ("myapp.mailers.invoice", Beat, 0),
+            ),
+            ("a.beat:0|c", ("a", Beat, 0)),
+            ("a.beat:1|g", ("a", Beat, 0)),
+            ("a.beat:1|ms", ("a", Beat, 0)),
+            ("a.beat:-5|c", ("a", Beat, 0)),
+            ("a.beat:1|c|@0.1", ("a", Beat, 0)),
+            ("a.beat:1|c|@0.5|#env:prod,x:y", ("a", Beat, 0)),
+            ("a.beat:1|c|#env:prod", ("a", Beat, 0)),
+            ("a.beat:1|c\r", ("a", Beat, 0)),
+            ("a.timeout:60|g", ("a", Timeout, 60_000)),
+            ("a.timeout:1.9|g", ("a", Timeout, 1000)),
+            ("a.timeout:0|g", ("a", Timeout, 0)),
+            ("a.timeout:-1|g", ("a", Timeout, -1)),
+            ("a.timeout:-2|g", ("a", Timeout, -2)),
+            ("a.timeout:5|c", ("a", Timeout, 5000)),
+            ("a.autobeat:1|c", ("a", Autobeat, 0)),
+            ("x-y_z.9.beat:1|c", ("x-y_z.9", Beat, 0)),
+        ];
+        for (line, want) in table {
+            let (n, a, t) = ok(line);
+            assert_eq!((n.as_str(), a, t), *want, "{line}");
+        }
+    }
+
+    #[test]
+    fn bad_lines() {
+        use ParseError::*;
+        let table: &[(&str, ParseError)] = &[
+            ("a.beat", MissingColon),
+            ("a.beat:1", BadType),
+            ("a.beat:1|", BadType),
+            ("a.beat:1|h", BadType),
+            ("a.beat:x|c", BadValue),
+            ("a.beat:|c", BadValue),
+            ("a.beat:-1.5|c", BadValue),
+            ("a.beat:1.|c", BadValue),
+            ("a.beat:99999999999999999999|c", BadValue),
+            ("a.timeout:-3|g", BadTimeout),
+            ("a.timeout:9223372036854775807|g", BadValue),
+            ("a.bogus:1|c", UnknownAction),
+            ("beat:1|c", UnknownAction),
+            (".beat:1|c", BadName),
+            ("A.beat:1|c", BadName),
+            ("a b.beat:1|c", BadName),
+            ("a.beat:1|c|@", BadSuffix),
+            ("a.beat:1|c|x", BadSuffix),
+            ("a.beat:1|c|@1|@1", BadSuffix),
+        ];
+        for (line, want) in table {
+            assert_eq!(parse_line(line.as_bytes()), Err(*want), "{line}");
+        }
+        let long = format!("{}.beat:1|c", "a".repeat(256));
+        assert_eq!(parse_line(long.as_bytes()), Err(BadName));
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics(line in proptest::collection::vec(any::<u8>(), 0..80)) {
+            let _ = parse_line(&line);
+        }
+
+        #[test]
+        fn valid_beats_round_trip(name in "[a-z0-9._-]{1,40}", v in 0i64..1_000_000) {
+            let line = format!("{name}.beat:{v}|c");
+            let c = parse_line(line.as_bytes()).expect("valid line");
+            prop_assert_eq!(c.name, name.as_str());
+        }
+    }
+}

@@ -1,0 +1,87 @@
+//! statsd over TCP: any number of lines per connection, one task each.
+
+use std::sync::Arc;
+
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use super::{apply_packet, IngestStats};
+use crate::clock::now_ms;
+use crate::engine::Engine;
+
+/// Longest accepted line; a longer one closes the connection.
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// Accepts connections until `shutdown` turns true.
+pub async fn serve(
+    listener: TcpListener,
+    engine: Engine,
+    stats: Arc<IngestStats>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let mut stop = shutdown.clone();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    stats.tcp_connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let (engine, stats, shutdown) = (engine.clone(), stats.clone(), shutdown.clone());
+                    tokio::spawn(async move {
+                        if let Err(e) = connection(stream, &engine, &stats, shutdown).await {
+                            tracing::info!("statsd TCP connection from {peer} closed: {e}");
+                        }
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!("statsd TCP accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            },
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Reads lines and applies every complete one; the last line needs no `\n`.
+async fn connection(
+    mut stream: TcpStream,
+    engine: &Engine,
+    stats: &IngestStats,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let mut buf = vec![0u8; MAX_LINE * 2];
+    let mut filled = 0;
+    loop {
+        if *shutdown.borrow() {
+            return Ok(());
+        }
+        let n = tokio::select! {
+            n = stream.read(&mut buf[filled..]) => n?,
+            _ = shutdown.changed() => return Ok(()),
+        };
+        if n == 0 {
+            if filled > 0 {
+                apply_packet(engine, stats, &buf[..filled], now_ms());
+            }
+            return Ok(());
+        }
+        filled += n;
+        let Some(last_nl) = buf[..filled].iter().rposition(|c| *c == b'\n') else {
+            if filled > MAX_LINE {
+                return Err(std::io::Error::other(format!(
+                    "line longer than {MAX_LINE} bytes"
+                )));
+            }
+            continue;
+        };
+        apply_packet(engine, stats, &buf[..last_nl], now_ms());
+        buf.copy_within(last_nl + 1..filled, 0);
+        filled -= last_nl + 1;
+        if filled > MAX_LINE {
+            return Err(std::io::Error::other(format!(
+                "line longer than {MAX_LINE} bytes"
+            )));
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! lovebeat: a fast heartbeat monitor, compatible with Lovebeat 1.x.
+//!
+//! The binary in `main.rs` is a thin layer over this crate, which tests and
+//! benches use directly.
+
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod daemon;
+pub mod db;
+pub mod duration;
+pub mod engine;
+pub mod http;
+pub mod ingest;
+pub mod pattern;
+pub mod sinks;

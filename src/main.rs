@@ -1,0 +1,88 @@
+//! The `lovebeat` binary: parse the command line, load the configuration,
+//! run, and map errors to exit codes (2: bad config or arguments, 1: runtime).
+
+use std::io::BufRead;
+use std::process::ExitCode;
+
+use lovebeat::cli::{self, Command};
+use lovebeat::config::Config;
+use lovebeat::engine::auto;
+
+fn main() -> ExitCode {
+    let cli = cli::parse();
+    init_logging(cli.debug, cli.syslog);
+    if let Some(Command::ValidateAuto) = cli.command {
+        return validate_auto();
+    }
+    let config = match Config::load(cli.config.as_deref(), &cli.config_dir) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("lovebeat: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("lovebeat: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(lovebeat::daemon::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lovebeat: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging(debug: bool, syslog: bool) {
+    let default = if debug { "debug" } else { "info" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    if syslog {
+        tracing::warn!("--syslog is not supported by this release yet; logging to stderr");
+    }
+}
+
+/// `lovebeat validate-auto`: one interval (ms) per line in, the automatic
+/// timeout for all intervals so far out.
+fn validate_auto() -> ExitCode {
+    let mut history: Vec<u32> = Vec::new();
+    for (n, line) in std::io::stdin().lock().lines().enumerate() {
+        let line = match line {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("lovebeat: reading stdin: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        let text = line.trim();
+        if text.is_empty() {
+            continue;
+        }
+        match text.parse::<u32>() {
+            Ok(v) => {
+                history.push(v);
+                println!("{}", auto::lovebeat1(history.iter().copied()));
+            }
+            Err(_) => {
+                eprintln!(
+                    "lovebeat: line {}: '{text}' is not an interval in ms",
+                    n + 1
+                );
+                return ExitCode::from(2);
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}

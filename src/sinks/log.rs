@@ -1,0 +1,50 @@
+//! Writes state changes to the log: alarms at `info` (a person cares),
+//! services at `debug` (there may be a hundred thousand at once).
+
+use std::sync::Arc;
+
+use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::sync::watch;
+
+use crate::engine::{Event, EventKind};
+
+/// Logs events until `shutdown` turns true.
+pub async fn run(mut events: broadcast::Receiver<Arc<Event>>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let event = tokio::select! {
+            e = events.recv() => e,
+            _ = shutdown.changed() => return,
+        };
+        match event {
+            Ok(e) => log(&e),
+            Err(RecvError::Lagged(n)) => {
+                tracing::warn!("log sink fell behind and skipped {n} events")
+            }
+            Err(RecvError::Closed) => return,
+        }
+    }
+}
+
+fn log(e: &Event) {
+    match &e.kind {
+        EventKind::AlarmStateChanged { alarm, previous } => tracing::info!(
+            "alarm {} changed from {} to {} (incident {}, failed: {})",
+            alarm.name,
+            previous.as_upper(),
+            alarm.state.as_upper(),
+            alarm.incident_nbr,
+            alarm.failed_services.join(", ")
+        ),
+        EventKind::AlarmAdded(a) => tracing::info!("alarm {} added", a.name),
+        EventKind::AlarmRemoved(a) => tracing::info!("alarm {} removed", a.name),
+        EventKind::ServiceAdded(s) => tracing::debug!("service {} added", s.name),
+        EventKind::ServiceStateChanged { service, previous } => tracing::debug!(
+            "service {} changed from {} to {}",
+            service.name,
+            previous.as_upper(),
+            service.state.as_upper()
+        ),
+        EventKind::ServiceRemoved(s) => tracing::debug!("service {} removed", s.name),
+        EventKind::ServiceUpdated(_) | EventKind::AlarmUpdated(_) => {}
+    }
+}

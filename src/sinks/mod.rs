@@ -1,0 +1,5 @@
+//! Subscribers to the engine's events and its state: each sink is its own
+//! task, added without touching the engine.
+
+pub mod log;
+pub mod persistence;
