@@ -1,0 +1,237 @@
+//! Expiry timing, alarms over time, persistence across restarts, config and
+//! CLI errors: the daemon as an operator runs it.
+
+mod common;
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use common::{run_binary, Daemon};
+use serde_json::json;
+
+#[test]
+fn two_second_timeout_goes_error_within_50ms_and_recovers() {
+    let d = Daemon::start("");
+    d.post("/api/services/slow?timeout=2");
+    let beat = d.service("slow").expect("exists")["last_beat"]
+        .as_i64()
+        .expect("ms");
+    let started = Instant::now();
+    d.eventually("expiry", || {
+        d.service("slow").expect("exists")["state"] == "error"
+    });
+    assert!(started.elapsed() >= Duration::from_millis(1900));
+    let s = d.service("slow").expect("exists");
+    let late = s["last_state_change"].as_i64().expect("ms") - (beat + 2000);
+    assert!(
+        (0..=50).contains(&late),
+        "changed {late} ms after the deadline"
+    );
+    assert_eq!(
+        d.get("/api/status").body,
+        "num_ok 0\nnum_error 1\nhas_error true\ngood false\n"
+    );
+    d.post("/api/services/slow");
+    assert_eq!(d.service("slow").expect("exists")["state"], "ok");
+}
+
+#[test]
+fn alarm_incidents_one_then_two() {
+    let d = Daemon::start("[[alarms]]\nname = \"server-$name\"\npattern = \"app.$name.*\"\n");
+    d.udp("app.web.cpu.timeout:1|g\napp.web.cpu.beat:1|c\n");
+    d.eventually("created", || d.service("app.web.cpu").is_some());
+    let alarm = || d.get("/api/alarms/server-web").json()["alarm"].clone();
+    assert_eq!(alarm()["incident_nbr"], 0);
+    d.eventually("first incident", || alarm()["state"] == "error");
+    assert_eq!(alarm()["incident_nbr"], 1);
+    std::thread::sleep(Duration::from_millis(1000)); // past the beat rate limit
+    d.udp("app.web.cpu.beat:1|c\n");
+    d.eventually("recovery", || alarm()["state"] == "ok");
+    assert_eq!(alarm()["incident_nbr"], 1);
+    d.eventually("second incident", || alarm()["state"] == "error");
+    assert_eq!(alarm()["incident_nbr"], 2);
+    assert_eq!(alarm()["failed_services"], json!(["app.web.cpu"]));
+}
+
+#[test]
+fn sigterm_saves_and_restart_restores_everything() {
+    let mut d = Daemon::start("[[alarms]]\nname = \"all\"\npattern = \"*\"\n");
+    d.post("/api/services/kept?timeout=3600");
+    d.post("/api/services/muted");
+    d.post("/api/services/muted/mute");
+    d.post("/api/services/trip?timeout=0");
+    let before = d.service("kept").expect("exists");
+    let muted_since = d.service("muted").expect("exists")["muted_since"].clone();
+    let alarm_before = d.get("/api/alarms/all").json()["alarm"].clone();
+    assert_eq!(alarm_before["incident_nbr"], 1);
+    d.restart();
+    assert!(d.path().join("lovebeat.db").exists());
+    let after = d.service("kept").expect("restored");
+    assert_eq!(after["last_beat"], before["last_beat"]);
+    assert_eq!(after["timeout"], 3_600_000);
+    assert_eq!(after["state"], "ok");
+    let m = d.service("muted").expect("restored");
+    assert_eq!(
+        (m["state"].clone(), m["muted_since"].clone()),
+        (json!("muted"), muted_since)
+    );
+    assert_eq!(d.service("trip").expect("restored")["state"], "error");
+    let alarm = d.get("/api/alarms/all").json()["alarm"].clone();
+    assert_eq!(alarm["state"], "error");
+    assert_eq!(
+        alarm["incident_nbr"], 1,
+        "no new incident for a stored error"
+    );
+    // The numbering continues.
+    d.post("/api/services/trip/mute");
+    assert_eq!(d.get("/api/alarms/all").json()["alarm"]["state"], "ok");
+    d.post("/api/services/trip/unmute");
+    assert_eq!(d.get("/api/alarms/all").json()["alarm"]["incident_nbr"], 2);
+}
+
+#[test]
+fn restart_grace_counts_deadlines_from_start() {
+    let mut d = Daemon::start("");
+    d.post("/api/services/grace?timeout=2");
+    std::thread::sleep(Duration::from_millis(1500));
+    d.restart();
+    // Stored as OK: it gets a full timeout from the start, not from its beat.
+    let s = d.service("grace").expect("restored");
+    assert_eq!(s["state"], "ok");
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(d.service("grace").expect("exists")["state"], "ok");
+    d.eventually("expiry after start + 2 s", || {
+        d.service("grace").expect("exists")["state"] == "error"
+    });
+}
+
+fn gzip(text: &str) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(text.as_bytes()).expect("in memory");
+    e.finish().expect("in memory")
+}
+
+#[test]
+fn a_1x_database_loads() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("lovebeat.db"),
+        gzip(concat!(
+            "SERV\t{\"name\":\"legacy.job\",\"last_beat\":1490000000000,\"beat_history\":[60000,60000],\"timeout\":-2,\"state\":\"ok\",\"muted_since\":0,\"last_state_change\":1490000000000,\"in_alarms\":[\"legacy\"]}\n",
+            "VIEW\t{\"name\":\"legacy\",\"state\":\"ok\"}\n",
+            "ALARM\t{\"name\":\"legacy\",\"state\":\"ok\",\"incident_nbr\":5,\"failed_services\":null,\"last_state_change\":1490000000000}\n",
+        )),
+    )
+    .expect("write db");
+    let d = Daemon::start_in(
+        dir,
+        "[[alarms]]\nname = \"legacy\"\npattern = \"legacy.*\"\n",
+    );
+    let s = d.get("/api/services/legacy.job?details=1").json()["service"].clone();
+    assert_eq!(s["beat_history"], json!([60000, 60000]));
+    assert_eq!(s["effective_timeout"], 61000);
+    assert_eq!(s["last_beat"], 1_490_000_000_000i64);
+    assert_eq!(
+        d.get("/api/alarms/legacy").json()["alarm"]["incident_nbr"],
+        5
+    );
+    assert!(d.stderr().contains("VIEW"), "skipped record is logged");
+}
+
+#[test]
+fn corrupt_database_is_refused_with_the_file_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (http, statsd) = (common::free_port(), common::free_port());
+    std::fs::write(
+        dir.path().join("lovebeat.cfg"),
+        common::base_config(http, statsd, ""),
+    )
+    .expect("cfg");
+    std::fs::write(dir.path().join("lovebeat.db"), b"\x1f\x8b garbage").expect("db");
+    let (status, stderr) = run_binary(
+        dir.path(),
+        &["--config", "lovebeat.cfg", "--config-dir", "none"],
+    );
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("lovebeat.db"), "{stderr}");
+    assert_eq!(
+        std::fs::read(dir.path().join("lovebeat.db")).expect("kept"),
+        b"\x1f\x8b garbage"
+    );
+    std::fs::write(dir.path().join("lovebeat.db"), gzip("SERV\t{\"name\": \n")).expect("db");
+    let (status, stderr) = run_binary(
+        dir.path(),
+        &["--config", "lovebeat.cfg", "--config-dir", "none"],
+    );
+    assert_eq!(status.code(), Some(1));
+    assert!(stderr.contains("line 1"), "{stderr}");
+}
+
+#[test]
+fn unknown_config_key_exits_2_naming_file_line_and_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("bad.cfg"),
+        "[http]\nlisten = \":0\"\nlisten_port = 80\n",
+    )
+    .expect("cfg");
+    let (status, stderr) = run_binary(dir.path(), &["--config", "bad.cfg", "--config-dir", "none"]);
+    assert_eq!(status.code(), Some(2));
+    assert!(
+        stderr.contains("bad.cfg:3:") && stderr.contains("listen_port"),
+        "{stderr}"
+    );
+    std::fs::write(dir.path().join("bad.cfg"), "[database]\ninterval = \"x\"\n").expect("cfg");
+    let (status, stderr) = run_binary(dir.path(), &["-config", "bad.cfg", "-config-dir", "none"]);
+    assert_eq!(status.code(), Some(2));
+    assert!(
+        stderr.contains("bad.cfg:2:") && stderr.contains("interval"),
+        "{stderr}"
+    );
+    let (status, stderr) = run_binary(dir.path(), &["--config", "missing.cfg"]);
+    assert_eq!(status.code(), Some(2));
+    assert!(stderr.contains("missing.cfg"), "{stderr}");
+}
+
+#[test]
+fn config_dir_files_are_added_in_name_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let confd = dir.path().join("conf.d");
+    std::fs::create_dir(&confd).expect("mkdir");
+    std::fs::write(
+        confd.join("10-alarm.cfg"),
+        "[[alarms]]\nname = \"from-confd\"\npattern = \"*\"\n",
+    )
+    .expect("write");
+    std::fs::write(confd.join(".hidden"), "this is not toml").expect("write");
+    let d = Daemon::start_in(dir, "[[views]]\nname = \"old-view\"\npattern = \"x.*\"\n");
+    d.post("/api/services/x.y");
+    assert_eq!(
+        d.service("x.y").expect("exists")["in_alarms"],
+        json!(["from-confd", "old-view"])
+    );
+}
+
+#[test]
+fn validate_auto_prints_the_timeout_after_each_interval() {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lovebeat"))
+        .arg("validate-auto")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"60000\n61000\n59000\n120000\n60000\n")
+        .expect("write");
+    let out = child.wait_with_output().expect("output");
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "61000\n63059\n63533\n161676\n150272\n"
+    );
+    let (status, _) = run_binary(std::path::Path::new("."), &["-version"]);
+    assert!(status.success());
+}

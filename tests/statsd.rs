@@ -1,0 +1,94 @@
+//! statsd over UDP and TCP (SPEC §4.1) against the real binary.
+
+mod common;
+
+use std::io::Write;
+
+use common::Daemon;
+
+#[test]
+fn udp_datagram_with_many_lines_applies_each_and_skips_bad_ones() {
+    let d = Daemon::start("");
+    d.udp("u1.beat:1|c\nu2.timeout:60|g\r\nBAD.beat:1|c\nu3.autobeat:1|c|@0.5|#env:prod\nu4.bogus:1|c\n");
+    d.eventually("lines applied", || d.service("u3").is_some());
+    assert!(
+        d.service("u1").expect("u1")["last_beat"]
+            .as_i64()
+            .expect("ms")
+            > 0
+    );
+    let u2 = d.service("u2").expect("u2");
+    assert_eq!(
+        (u2["timeout"].as_i64(), u2["last_beat"].as_i64()),
+        (Some(60_000), Some(-1))
+    );
+    assert_eq!(d.service("u3").expect("u3")["timeout"], -2);
+    assert!(d.service("u4").is_none());
+    assert_eq!(
+        d.get("/api/services").json()["services"]
+            .as_array()
+            .expect("list")
+            .len(),
+        3
+    );
+}
+
+#[test]
+fn large_udp_datagram_is_read_whole() {
+    let d = Daemon::start("");
+    let payload: String = (0..2000)
+        .map(|i| format!("big.s{i:04}.beat:1|c\n"))
+        .collect();
+    assert!(payload.len() > 30_000);
+    d.udp(&payload);
+    d.eventually("all 2000 services", || d.service("big.s1999").is_some());
+    assert_eq!(
+        d.get("/api/services").json()["services"]
+            .as_array()
+            .expect("list")
+            .len(),
+        2000
+    );
+}
+
+#[test]
+fn tcp_connection_carries_many_lines_and_a_final_unterminated_one() {
+    let d = Daemon::start("");
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", d.statsd)).expect("tcp");
+    for i in 0..100 {
+        writeln!(s, "t{i}.beat:1|c").expect("write");
+    }
+    s.write_all(b"last.timeout:5|g").expect("write");
+    drop(s);
+    d.eventually("last line", || d.service("last").is_some());
+    assert_eq!(d.service("last").expect("last")["timeout"], 5000);
+    assert!(d.service("t99").is_some());
+}
+
+#[test]
+fn tcp_line_over_64k_closes_the_connection() {
+    let d = Daemon::start("");
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", d.statsd)).expect("tcp");
+    s.write_all(b"before.beat:1|c\n").expect("write");
+    let junk = vec![b'a'; 200 * 1024];
+    // The daemon may close while we are still writing: that is the point.
+    let _ = s.write_all(&junk);
+    let _ = s.write_all(b"\nafter.beat:1|c\n");
+    drop(s);
+    d.eventually("first line", || d.service("before").is_some());
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(d.service("after").is_none());
+    // The daemon is still fine.
+    d.tcp("again.beat:1|c\n");
+    d.eventually("new connection works", || d.service("again").is_some());
+}
+
+#[test]
+fn statsd_timeout_then_beat_does_not_alarm() {
+    let d = Daemon::start("[[alarms]]\nname = \"all\"\npattern = \"*\"\n");
+    d.udp("job.timeout:2|g\njob.beat:1|c\n");
+    d.eventually("job", || d.service("job").is_some());
+    let a = d.get("/api/alarms/all").json();
+    assert_eq!(a["alarm"]["state"], "ok");
+    assert_eq!(a["alarm"]["incident_nbr"], 0);
+}
