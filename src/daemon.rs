@@ -78,9 +78,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         stats.clone(),
         shutdown.clone(),
     )));
+    let saves = Arc::new(persistence::SaveStats::default());
     let state = Arc::new(AppState {
         engine: engine.clone(),
         stats: stats.clone(),
+        saves: saves.clone(),
     });
     tasks.push(tokio::spawn(http::serve(
         http_listener,
@@ -91,6 +93,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         engine.clone(),
         db_path.clone(),
         Duration::from_secs(config.database.interval),
+        saves.clone(),
         shutdown.clone(),
     )));
 
@@ -102,7 +105,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     for t in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
     }
-    let saved = persistence::save_now(&engine, &db_path)
+    let saved = persistence::save_now(&engine, &db_path, &saves)
         .await
         .with_context(|| format!("final save to {} failed", db_path.display()))?;
     tracing::info!(
@@ -131,6 +134,9 @@ async fn wait_for_stop() -> anyhow::Result<()> {
 
 /// Settings this release reads but does not act on yet.
 fn warn_unsupported(config: &Config) {
+    if !config.views.is_empty() {
+        tracing::warn!("[[views]] is deprecated: it is read as [[alarms]]; rename the sections");
+    }
     let mut missing = Vec::new();
     if config
         .alarms

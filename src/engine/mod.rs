@@ -167,6 +167,11 @@ impl Engine {
         }
     }
 
+    /// When the engine started (ms): restart grace counts from here.
+    pub fn started_at(&self) -> i64 {
+        self.inner.started_at
+    }
+
     /// The compiled alarm configuration.
     pub fn matcher(&self) -> &AlarmMatcher {
         &self.inner.matcher

@@ -4,6 +4,7 @@
 //! `router::route` maps a request to its handler.
 
 mod api;
+mod metrics;
 mod router;
 
 use std::convert::Infallible;
@@ -20,6 +21,7 @@ use tokio::sync::watch;
 
 use crate::engine::Engine;
 use crate::ingest::IngestStats;
+use crate::sinks::persistence::SaveStats;
 
 /// What handlers share.
 pub struct AppState {
@@ -27,6 +29,8 @@ pub struct AppState {
     pub engine: Engine,
     /// Ingestion counters.
     pub stats: Arc<IngestStats>,
+    /// Database save counters.
+    pub saves: Arc<SaveStats>,
 }
 
 /// A response body: a whole buffer or a stream.

@@ -2,6 +2,8 @@
 //! save never stops ingestion or the API.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -9,12 +11,43 @@ use tokio::sync::watch;
 use crate::db::{self, Saved};
 use crate::engine::Engine;
 
-/// Saves once, on a blocking thread.
-pub async fn save_now(engine: &Engine, path: &std::path::Path) -> std::io::Result<Saved> {
+/// Counters of saves, shown in `/metrics`.
+#[derive(Debug, Default)]
+pub struct SaveStats {
+    /// Saves completed.
+    pub saves: AtomicU64,
+    /// Saves that failed.
+    pub failures: AtomicU64,
+    /// Duration of the latest save, ms.
+    pub last_duration_ms: AtomicU64,
+    /// Size of the file after the latest save.
+    pub last_bytes: AtomicU64,
+}
+
+/// Saves once, on a blocking thread, and counts the result.
+pub async fn save_now(
+    engine: &Engine,
+    path: &std::path::Path,
+    stats: &SaveStats,
+) -> std::io::Result<Saved> {
     let (engine, path) = (engine.clone(), path.to_path_buf());
-    tokio::task::spawn_blocking(move || db::save(&engine, &path))
+    let result = tokio::task::spawn_blocking(move || db::save(&engine, &path))
         .await
-        .map_err(std::io::Error::other)?
+        .map_err(std::io::Error::other)
+        .and_then(|r| r);
+    match &result {
+        Ok(s) => {
+            stats.saves.fetch_add(1, Ordering::Relaxed);
+            stats
+                .last_duration_ms
+                .store(s.duration.as_millis() as u64, Ordering::Relaxed);
+            stats.last_bytes.store(s.bytes, Ordering::Relaxed);
+        }
+        Err(_) => {
+            stats.failures.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    result
 }
 
 /// Saves every `interval` until `shutdown` turns true. The final save at
@@ -23,6 +56,7 @@ pub async fn run(
     engine: Engine,
     path: PathBuf,
     interval: Duration,
+    stats: Arc<SaveStats>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut ticker = tokio::time::interval(interval.max(Duration::from_secs(1)));
@@ -33,7 +67,7 @@ pub async fn run(
             _ = ticker.tick() => {}
             _ = shutdown.changed() => return,
         }
-        match save_now(&engine, &path).await {
+        match save_now(&engine, &path, &stats).await {
             Ok(s) => tracing::debug!(
                 "saved {} services and {} alarms to {} ({} bytes) in {} ms",
                 s.services,

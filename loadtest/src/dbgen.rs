@@ -1,0 +1,43 @@
+//! Writes lovebeat databases (1.x format) of any size for the load figures.
+
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+use flate2::write::GzEncoder;
+use flate2::Compression;
+
+/// `n` services named `<prefix>.<i>`, with `timeout_ms`, stored as OK,
+/// each with `history` intervals of about a minute.
+pub fn write(
+    path: &Path,
+    prefix: &str,
+    n: usize,
+    timeout_ms: i64,
+    history: usize,
+    last_beat: i64,
+) -> anyhow::Result<()> {
+    let f = std::fs::File::create(path)?;
+    let mut gz = GzEncoder::new(BufWriter::new(f), Compression::fast());
+    let mut hist = String::new();
+    for j in 0..history {
+        if j > 0 {
+            hist.push(',');
+        }
+        hist.push_str(&(59_000 + (j * 37) % 2000).to_string());
+    }
+    for i in 0..n {
+        write!(
+            gz,
+            "SERV\t{{\"name\":\"{prefix}.{i:07}\",\"last_beat\":{last_beat},"
+        )?;
+        if history > 0 {
+            write!(gz, "\"beat_history\":[{hist}],")?;
+        }
+        writeln!(
+            gz,
+            "\"timeout\":{timeout_ms},\"state\":\"ok\",\"muted_since\":0,\"last_state_change\":{last_beat}}}"
+        )?;
+    }
+    gz.finish()?.flush()?;
+    Ok(())
+}
