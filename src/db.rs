@@ -239,22 +239,19 @@ pub fn save(engine: &Engine, path: &Path) -> std::io::Result<Saved> {
     let mut gz = GzEncoder::new(BufWriter::with_capacity(1 << 16, file), Compression::fast());
     let mut buf = Vec::with_capacity(CHUNK + 4096);
     let mut services = 0;
-    let mut result = Ok(());
-    engine.for_each_service(|name, svc| {
-        if result.is_err() {
-            return;
+    // Each service is read under its shard lock only while it is encoded;
+    // compression happens with no lock held.
+    for name in engine.names() {
+        match engine.inspect(&name, |name, svc| encode_service(&mut buf, name, svc)) {
+            Some(r) => r.map_err(std::io::Error::other)?,
+            None => continue, // deleted meanwhile
         }
         services += 1;
-        if let Err(e) = encode_service(&mut buf, name, svc) {
-            result = Err(std::io::Error::other(e));
-            return;
-        }
         if buf.len() >= CHUNK {
-            result = gz.write_all(&buf);
+            gz.write_all(&buf)?;
             buf.clear();
         }
-    });
-    result?;
+    }
     let alarms = engine.stored_alarms();
     for (a, listed) in &alarms {
         #[derive(Serialize)]

@@ -329,3 +329,59 @@ fn wrong_method_is_405() {
     assert_eq!(d.request("PUT", "/api/services/x", &[], b"").status, 405);
     assert_eq!(d.post("/api/status").status, 405);
 }
+
+#[test]
+fn metrics_count_lines_and_states() {
+    let d = Daemon::start("");
+    d.udp("m.ok.beat:1|c\nnot a line\n");
+    d.eventually("line applied", || d.service("m.ok").is_some());
+    d.post("/api/services/m.err?timeout=0");
+    let r = d.get("/metrics");
+    assert_eq!(r.status, 200);
+    assert!(r
+        .header("content-type")
+        .is_some_and(|c| c.starts_with("text/plain")));
+    for line in [
+        "lovebeat_lines_accepted_total 1\n",
+        "lovebeat_lines_dropped_total 1\n",
+        "lovebeat_datagrams_received_total 1\n",
+        "lovebeat_services{state=\"ok\"} 1\n",
+        "lovebeat_services{state=\"error\"} 1\n",
+        "lovebeat_services{state=\"muted\"} 0\n",
+    ] {
+        assert!(r.body.contains(line), "missing {line:?} in\n{}", r.body);
+    }
+    assert!(!r.body.contains("m.ok"), "no series per service");
+}
+
+#[test]
+fn empty_and_streamed_lists_are_pretty_json() {
+    let d = Daemon::start("");
+    let r = d.get("/api/services");
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let now = r.json()["now"].as_i64().expect("now");
+    assert_eq!(
+        r.body,
+        format!("{{\n  \"services\": [],\n  \"now\": {now}\n}}\n")
+    );
+    for i in 0..3000 {
+        d.udp(&format!("many.s{i}.beat:1|c"));
+    }
+    d.eventually("3000 services", || {
+        d.get("/api/status").body.starts_with("num_ok 3000\n")
+    });
+    let r = d.get("/api/services");
+    let v = r.json();
+    assert_eq!(v["services"].as_array().expect("list").len(), 3000);
+    let now = v["now"].as_i64().expect("now");
+    assert!(
+        r.body
+            .starts_with("{\n  \"services\": [\n    {\n      \"name\": \"many.s"),
+        "{}",
+        &r.body[..80]
+    );
+    assert!(r
+        .body
+        .ends_with(&format!("\n    }}\n  ],\n  \"now\": {now}\n}}\n")));
+    assert!(r.body.contains("\n    },\n    {\n      \"name\""));
+}

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::service::State;
+use super::service::{Name, State};
 use crate::pattern::{expand_template, PatternSet};
 
 /// One configured `[[alarms]]` section, after validation.
@@ -122,7 +122,7 @@ pub struct Alarm {
     /// Number of member services.
     pub members: usize,
     /// Members in ERROR, sorted by name; the alarm is ERROR iff non-empty.
-    pub failed: BTreeSet<Arc<str>>,
+    pub failed: BTreeSet<Name>,
     /// False once deleted through the API: hidden from lists, but its
     /// incident counter is kept until a member brings it back.
     pub listed: bool,
@@ -182,7 +182,7 @@ pub struct AlarmView {
     /// Number of the current or latest incident.
     pub incident_nbr: u64,
     /// Members in ERROR, sorted by name.
-    pub failed_services: Vec<Arc<str>>,
+    pub failed_services: Vec<Name>,
     /// Time of the latest state change.
     pub last_state_change: i64,
 }

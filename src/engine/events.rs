@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use super::alarms::AlarmView;
-use super::service::{ServiceView, State};
+use super::service::{Name, ServiceView, State};
 
 /// One change, stamped with the engine's time.
 #[derive(Debug, Clone)]
@@ -29,7 +29,7 @@ pub enum EventKind {
     },
     /// A service changed without changing state (timeout, mute time,
     /// accepted beat); sinks read its current value when they need it.
-    ServiceUpdated(Arc<str>),
+    ServiceUpdated(Name),
     /// A service was deleted; the object as it was.
     ServiceRemoved(ServiceView),
     /// An alarm appeared (its first member, or back after a delete).

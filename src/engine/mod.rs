@@ -24,7 +24,7 @@ use crate::clock::now_ms;
 use crate::pattern::PatternSet;
 pub use alarms::{AlarmDef, AlarmMatcher, AlarmView};
 pub use events::{Event, EventKind};
-pub use service::{Service, ServiceView, State, TIMEOUT_AUTO, TIMEOUT_NONE};
+pub use service::{Name, Service, ServiceView, State, TIMEOUT_AUTO, TIMEOUT_NONE};
 use wheel::Wheel;
 
 /// Longest accepted service name, in bytes.
@@ -112,14 +112,18 @@ pub struct StoredAlarm {
 /// The wheel and the time its driver will next wake, kept under one lock so
 /// an insert can tell whether the driver must be woken early.
 struct Timers {
-    wheel: Wheel<Arc<str>>,
+    wheel: Wheel<Name>,
     /// When the driver wakes next (`i64::MAX`: not before notified).
     next_wake: i64,
 }
 
+/// The hasher of the maps: foldhash, seeded at random per process, is several
+/// times faster than SipHash on short names and still resists flooding.
+type Hasher = foldhash::fast::RandomState;
+
 struct Inner {
-    services: DashMap<Arc<str>, Service>,
-    alarms: DashMap<Arc<str>, alarms::Alarm>,
+    services: DashMap<Name, Service, Hasher>,
+    alarms: DashMap<Arc<str>, alarms::Alarm, Hasher>,
     matcher: AlarmMatcher,
     defaults: PatternSet,
     default_timeouts: Vec<i64>,
@@ -150,8 +154,8 @@ impl Engine {
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
         Engine {
             inner: Arc::new(Inner {
-                services: DashMap::with_shard_amount(SHARDS),
-                alarms: DashMap::new(),
+                services: DashMap::with_hasher_and_shard_amount(Hasher::default(), SHARDS),
+                alarms: DashMap::with_hasher(Hasher::default()),
                 matcher: AlarmMatcher::new(config.alarms),
                 defaults,
                 default_timeouts,
@@ -248,8 +252,7 @@ impl Engine {
             let before = guard.state;
             let changed = f(&mut guard, inner.started_at);
             let (key, svc) = guard.pair_mut();
-            let key = key.clone();
-            self.settle(&key, svc, before, changed, now);
+            self.settle(key, svc, before, changed, now);
             return Ok(true);
         }
         if !create {
@@ -259,7 +262,7 @@ impl Engine {
             return Err(EngineError::InvalidName(name.to_string()));
         }
         let memberships = self.resolve_alarms(name);
-        let key: Arc<str> = Arc::from(name);
+        let key = Name::new(name);
         let mut guard = match inner.services.entry(key.clone()) {
             Entry::Occupied(o) => o.into_ref(),
             Entry::Vacant(v) => {
@@ -312,7 +315,7 @@ impl Engine {
     /// First evaluation of a just-created service, then joining its alarms.
     fn settle_new(
         &self,
-        key: &Arc<str>,
+        key: &Name,
         svc: &mut Service,
         memberships: &[(Arc<str>, usize)],
         now: i64,
@@ -334,7 +337,7 @@ impl Engine {
 
     /// Re-evaluates a service after a change (or an expiry) and propagates
     /// a state change to counts, alarms and events.
-    fn settle(&self, key: &Arc<str>, svc: &mut Service, before: State, changed: bool, now: i64) {
+    fn settle(&self, key: &Name, svc: &mut Service, before: State, changed: bool, now: i64) {
         let after = svc.evaluate(now);
         if after != before {
             svc.state = after;
@@ -359,7 +362,7 @@ impl Engine {
 
     /// Puts the service's deadline in the wheel unless an entry at or before
     /// it is live already (a later deadline is found on expiry: lazy re-arm).
-    fn arm_if_needed(&self, key: &Arc<str>, svc: &mut Service, now: i64) {
+    fn arm_if_needed(&self, key: &Name, svc: &mut Service, now: i64) {
         if svc.state != State::Ok {
             return;
         }
@@ -386,7 +389,7 @@ impl Engine {
     }
 
     /// Handles a wheel entry for `key` armed at `when`.
-    fn expire(&self, key: &Arc<str>, when: i64, now: i64) {
+    fn expire(&self, key: &Name, when: i64, now: i64) {
         let Some(mut guard) = self.inner.services.get_mut(&**key) else {
             return;
         };
@@ -425,16 +428,27 @@ impl Engine {
                     _ = shutdown.changed() => return,
                 }
             }
-            self.tick(now_ms(), &mut due);
+            self.tick_with_clock(now_ms(), &mut due, now_ms);
         }
     }
 
     /// Expires everything due at `now`. Public for tests and benches that
     /// drive time themselves.
-    pub fn tick(&self, now: i64, due: &mut Vec<(u64, Arc<str>)>) {
+    pub fn tick(&self, now: i64, due: &mut Vec<(u64, Name)>) {
+        self.tick_with_clock(now, due, || now);
+    }
+
+    /// Expires everything due at `now`, stamping each change with `clock()`
+    /// read every 256 services, so a long batch records when each change
+    /// really happened.
+    fn tick_with_clock(&self, now: i64, due: &mut Vec<(u64, Name)>, clock: impl Fn() -> i64) {
         self.timers().wheel.advance(now.max(0) as u64, due);
-        for (when, key) in due.drain(..) {
-            self.expire(&key, when as i64, now);
+        let mut stamp = now;
+        for (i, (when, key)) in due.drain(..).enumerate() {
+            if i % 256 == 255 {
+                stamp = clock().max(now);
+            }
+            self.expire(&key, when as i64, stamp);
         }
     }
 
@@ -443,7 +457,7 @@ impl Engine {
         if !self.inner.services.contains_key(name) {
             return;
         }
-        if let Entry::Occupied(o) = self.inner.services.entry(Arc::from(name)) {
+        if let Entry::Occupied(o) = self.inner.services.entry(Name::new(name)) {
             let key = o.key().clone();
             let svc = o.get();
             let error = svc.state == State::Error;
@@ -456,7 +470,7 @@ impl Engine {
         }
     }
 
-    fn alarm_join(&self, alarm: &Arc<str>, def: usize, service: &Arc<str>, error: bool, now: i64) {
+    fn alarm_join(&self, alarm: &Arc<str>, def: usize, service: &Name, error: bool, now: i64) {
         let mut a = self
             .inner
             .alarms
@@ -474,7 +488,7 @@ impl Engine {
         self.alarm_settle(alarm, &mut a, error, now);
     }
 
-    fn alarm_member_changed(&self, alarm: &Arc<str>, service: &Arc<str>, error: bool, now: i64) {
+    fn alarm_member_changed(&self, alarm: &Arc<str>, service: &Name, error: bool, now: i64) {
         if let Some(mut a) = self.inner.alarms.get_mut(&**alarm) {
             if error {
                 a.failed.insert(service.clone());
@@ -485,7 +499,7 @@ impl Engine {
         }
     }
 
-    fn alarm_leave(&self, alarm: &Arc<str>, service: &Arc<str>, error: bool, now: i64) {
+    fn alarm_leave(&self, alarm: &Arc<str>, service: &Name, error: bool, now: i64) {
         if let Some(mut a) = self.inner.alarms.get_mut(&**alarm) {
             a.members = a.members.saturating_sub(1);
             let removed = error && a.failed.remove(service);
@@ -550,10 +564,24 @@ impl Engine {
 
     /// Calls `f` for every service. Holds one shard's read lock at a time:
     /// keep `f` short and never call back into the engine from it.
-    pub fn for_each_service(&self, mut f: impl FnMut(&Arc<str>, &Service)) {
+    pub fn for_each_service(&self, mut f: impl FnMut(&Name, &Service)) {
         for r in self.inner.services.iter() {
             f(r.key(), r.value());
         }
+    }
+
+    /// The names of all services at this moment: a snapshot that holds no
+    /// lock afterwards, for long walks (saves, lists) that must not block
+    /// ingestion.
+    pub fn names(&self) -> Vec<Name> {
+        let mut names = Vec::with_capacity(self.service_count());
+        self.for_each_service(|name, _| names.push(name.clone()));
+        names
+    }
+
+    /// Runs `f` on one service under its shard's read lock, briefly.
+    pub fn inspect<R>(&self, name: &str, f: impl FnOnce(&Name, &Service) -> R) -> Option<R> {
+        self.inner.services.get(name).map(|s| f(s.key(), s.value()))
     }
 
     /// Number of services.
@@ -643,7 +671,7 @@ impl Engine {
         }
         for s in services {
             let memberships = self.resolve_alarms(&s.name);
-            let key: Arc<str> = Arc::from(s.name);
+            let key = Name::from(s.name);
             let mut svc = Service::new(
                 now,
                 s.timeout,

@@ -6,6 +6,10 @@ use serde::Serialize;
 
 use super::auto::{self, BeatAnalysis};
 
+/// A service name: stored inline (no allocation, no pointer to chase on
+/// lookup) up to 24 bytes, which covers most names.
+pub type Name = compact_str::CompactString;
+
 /// How many beat intervals a service keeps.
 pub const HISTORY_LEN: usize = 100;
 /// A beat this soon (ms) after the last accepted one is not recorded.
@@ -16,6 +20,8 @@ pub const TIMEOUT_NONE: i64 = -1;
 pub const TIMEOUT_AUTO: i64 = -2;
 /// `armed` value when no wheel entry is live for the service.
 pub const NOT_ARMED: i64 = i64::MAX;
+/// `auto_ms` value while no timeout has been learned.
+const NO_AUTO: u32 = u32::MAX;
 
 /// State of a service or an alarm, lower case on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -79,14 +85,19 @@ pub struct Service {
     /// Where the deadline is counted from: the last accepted beat, or, never
     /// beaten, when the timeout was set, or the daemon's start (restart grace).
     pub anchor: i64,
-    /// The learned timeout for auto services, -1 until an interval is known.
-    pub auto_ms: i64,
     /// Deadline of this service's live wheel entry, `NOT_ARMED` if none.
     /// Invariant: an OK service with a deadline has `armed <= deadline`.
     pub armed: i64,
-    /// Beat intervals (ms) as a ring of at most `HISTORY_LEN`; oldest at
-    /// `history_head` once full. No allocation before the second beat.
-    history: Vec<u32>,
+    /// The learned timeout (ms) for auto services, `NO_AUTO` until an
+    /// interval is known.
+    auto_ms: u32,
+    /// Beat intervals (ms). Its length is the capacity: it grows 4, 8, ...
+    /// up to `HISTORY_LEN`, then is used as a ring whose oldest entry is at
+    /// `history_head`. No allocation before the second beat.
+    history: Box<[u32]>,
+    /// Intervals stored in `history`.
+    history_len: u8,
+    /// Oldest entry once the ring is full, else 0.
     history_head: u8,
     /// Current state; `New` only inside a single engine operation.
     pub state: State,
@@ -103,9 +114,10 @@ impl Service {
             muted_since: 0,
             last_state_change: now,
             anchor: now,
-            auto_ms: -1,
             armed: NOT_ARMED,
-            history: Vec::new(),
+            auto_ms: NO_AUTO,
+            history: Box::new([]),
+            history_len: 0,
             history_head: 0,
             state: State::New,
             alarms,
@@ -116,7 +128,7 @@ impl Service {
     pub fn deadline(&self) -> Option<i64> {
         match self.timeout {
             t if t > 0 => Some(self.anchor.saturating_add(t)),
-            TIMEOUT_AUTO if self.auto_ms >= 0 => Some(self.anchor.saturating_add(self.auto_ms)),
+            TIMEOUT_AUTO => self.learned().map(|a| self.anchor.saturating_add(a)),
             _ => None,
         }
     }
@@ -161,23 +173,34 @@ impl Service {
         self.relearn();
     }
 
+    /// The learned timeout (ms) of an auto service with at least one
+    /// interval.
+    pub fn learned(&self) -> Option<i64> {
+        (self.timeout == TIMEOUT_AUTO && self.auto_ms != NO_AUTO).then_some(i64::from(self.auto_ms))
+    }
+
     /// Recomputes the learned timeout after the history or the mode changed.
     fn relearn(&mut self) {
-        self.auto_ms = if self.timeout == TIMEOUT_AUTO && !self.history.is_empty() {
-            auto::lovebeat1(self.intervals())
+        self.auto_ms = if self.timeout == TIMEOUT_AUTO && self.history_len > 0 {
+            u32::try_from(auto::lovebeat1(self.intervals()).max(0)).unwrap_or(NO_AUTO - 1)
         } else {
-            -1
+            NO_AUTO
         };
     }
 
     fn push_interval(&mut self, v: u32) {
-        if self.history.len() < HISTORY_LEN {
-            if self.history.len() == self.history.capacity() {
-                // Grow to exactly HISTORY_LEN at most, never past it.
-                let want = (self.history.capacity() * 2).clamp(4, HISTORY_LEN);
-                self.history.reserve_exact(want - self.history.len());
-            }
-            self.history.push(v);
+        let len = usize::from(self.history_len);
+        if len < self.history.len() {
+            self.history[len] = v;
+            self.history_len += 1;
+        } else if len < HISTORY_LEN {
+            // Grow to exactly HISTORY_LEN at most, never past it.
+            let cap = (len * 2).clamp(4, HISTORY_LEN);
+            let mut grown = vec![0u32; cap].into_boxed_slice();
+            grown[..len].copy_from_slice(&self.history[..len]);
+            grown[len] = v;
+            self.history = grown;
+            self.history_len += 1;
         } else {
             let head = usize::from(self.history_head);
             self.history[head] = v;
@@ -187,7 +210,8 @@ impl Service {
 
     /// Replaces the history (oldest first), keeping the last `HISTORY_LEN`.
     pub fn set_history(&mut self, intervals: impl IntoIterator<Item = u32>) {
-        self.history = Vec::new();
+        self.history = Box::new([]);
+        self.history_len = 0;
         self.history_head = 0;
         for v in intervals {
             self.push_interval(v);
@@ -197,12 +221,13 @@ impl Service {
 
     /// The beat intervals, oldest first.
     pub fn intervals(&self) -> impl DoubleEndedIterator<Item = u32> + ExactSizeIterator + '_ {
-        let (newer, older) = self.history.split_at(usize::from(self.history_head));
+        let stored = &self.history[..usize::from(self.history_len)];
+        let (newer, older) = stored.split_at(usize::from(self.history_head));
         older.iter().chain(newer.iter()).copied().exact()
     }
 
     /// The externally visible object (SPEC §4.2).
-    pub fn view(&self, name: &Arc<str>, details: bool) -> ServiceView {
+    pub fn view(&self, name: &Name, details: bool) -> ServiceView {
         let history: Vec<u32> = self.intervals().collect();
         ServiceView {
             name: name.clone(),
@@ -213,8 +238,7 @@ impl Service {
             last_state_change: self.last_state_change,
             in_alarms: self.alarms.to_vec(),
             analysis: auto::analyze(&history),
-            effective_timeout: (self.timeout == TIMEOUT_AUTO && self.auto_ms >= 0)
-                .then_some(self.auto_ms),
+            effective_timeout: self.learned(),
             beat_history: details.then_some(history),
         }
     }
@@ -253,7 +277,7 @@ impl<I: Iterator> ExactSizeIterator for ExactChain<I> {}
 #[derive(Debug, Clone, Serialize)]
 pub struct ServiceView {
     /// The service name.
-    pub name: Arc<str>,
+    pub name: Name,
     /// Last accepted beat, ms, or -1.
     pub last_beat: i64,
     /// Timeout in ms or a special value (-1 none, -2 auto, 0 tripwire).
@@ -315,7 +339,10 @@ mod tests {
         let got: Vec<u32> = s.intervals().collect();
         assert_eq!(got, (150..250).collect::<Vec<_>>());
         assert_eq!(s.intervals().len(), 100);
-        assert!(s.history.capacity() <= HISTORY_LEN);
+        assert_eq!(s.history.len(), HISTORY_LEN);
+        s.set_history([1, 2, 3, 4, 5]);
+        assert_eq!(s.history.len(), 8);
+        assert_eq!(s.intervals().collect::<Vec<_>>(), vec![1, 2, 3, 4, 5]);
     }
 
     #[test]

@@ -123,7 +123,7 @@ fn alarm_incidents_count_each_entry_into_error() {
     e.tick(T0 + 1000, &mut due);
     let a = e.alarm("srv-web").expect("alarm");
     assert_eq!((a.state, a.incident_nbr), (State::Error, 1));
-    assert_eq!(a.failed_services, vec![Arc::from("app.web.cpu")]);
+    assert_eq!(a.failed_services, vec![Name::from("app.web.cpu")]);
     assert_eq!(e.alarm_status("srv-web"), Some((0, 1)));
     e.beat("app.web.cpu", T0 + 1500).expect("valid");
     assert_eq!(e.alarm("srv-web").expect("alarm").state, State::Ok);

@@ -144,24 +144,75 @@ pub fn delete_service(state: &AppState, name: &str) -> Response<Body> {
     empty_ok()
 }
 
-/// GET /api/services.
+/// Bytes of a streamed list gathered before they are sent.
+const LIST_CHUNK: usize = 64 * 1024;
+
+/// GET /api/services, streamed: the names are gathered first (a pointer
+/// each), then the objects are serialized a chunk at a time on a blocking
+/// thread, so memory stays flat however many services there are. The bytes
+/// are what serde_json's pretty printer would give for the whole object.
 pub fn list_services<B>(_req: &Request<B>, state: &AppState) -> Response<Body> {
-    #[derive(Serialize)]
-    struct List {
-        services: Vec<ServiceView>,
-        now: i64,
+    let engine = state.engine.clone();
+    let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(4);
+    tokio::task::spawn_blocking(move || {
+        let names = engine.names();
+        let mut buf = Vec::with_capacity(LIST_CHUNK + 4096);
+        buf.extend_from_slice(b"{\n  \"services\": [");
+        let mut first = true;
+        for name in names {
+            let Some(view) = engine.service(&name, false) else {
+                continue;
+            };
+            buf.extend_from_slice(if first { b"\n" } else { b",\n" });
+            first = false;
+            write_indented(&mut buf, &view);
+            if buf.len() >= LIST_CHUNK && tx.blocking_send(std::mem::take(&mut buf).into()).is_err()
+            {
+                return; // the client went away
+            }
+        }
+        buf.extend_from_slice(if first { b"],\n" } else { b"\n  ],\n" });
+        buf.extend_from_slice(format!("  \"now\": {}\n}}\n", now_ms()).as_bytes());
+        let _ = tx.blocking_send(buf.into());
+    });
+    let mut r = Response::new(ChannelBody(rx).boxed());
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// Appends `value` pretty-printed and indented as an element of a list
+/// nested one level deep (4 spaces).
+fn write_indented<T: Serialize>(buf: &mut Vec<u8>, value: &T) {
+    let Ok(text) = serde_json::to_vec_pretty(value) else {
+        return;
+    };
+    for (i, line) in text.split(|c| *c == b'\n').enumerate() {
+        if i > 0 {
+            buf.push(b'\n');
+        }
+        buf.extend_from_slice(b"    ");
+        buf.extend_from_slice(line);
     }
-    let mut services = Vec::with_capacity(state.engine.service_count());
-    state
-        .engine
-        .for_each_service(|name, svc| services.push(svc.view(name, false)));
-    json(
-        StatusCode::OK,
-        &List {
-            services,
-            now: now_ms(),
-        },
-    )
+}
+
+/// A response body fed by a channel of chunks.
+struct ChannelBody(tokio::sync::mpsc::Receiver<bytes::Bytes>);
+
+impl hyper::body::Body for ChannelBody {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|b| Ok(hyper::body::Frame::data(b))))
+    }
 }
 
 /// GET /api/services/<name>[?details=1].

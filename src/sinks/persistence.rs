@@ -31,9 +31,16 @@ pub async fn save_now(
     stats: &SaveStats,
 ) -> std::io::Result<Saved> {
     let (engine, path) = (engine.clone(), path.to_path_buf());
-    let result = tokio::task::spawn_blocking(move || db::save(&engine, &path))
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("save".into())
+        .spawn(move || {
+            lower_priority();
+            let _ = tx.send(db::save(&engine, &path));
+        })?;
+    let result = rx
         .await
-        .map_err(std::io::Error::other)
+        .map_err(|_| std::io::Error::other("the save thread died"))
         .and_then(|r| r);
     match &result {
         Ok(s) => {
@@ -78,5 +85,17 @@ pub async fn run(
             ),
             Err(e) => tracing::error!("could not save the database to {}: {e}", path.display()),
         }
+    }
+}
+
+/// Makes the calling thread yield the CPU to ingestion: a save is
+/// background work, and on a busy core it should take longer rather than
+/// slow beats down.
+fn lower_priority() {
+    // SAFETY: setpriority on our own thread id (Linux threads have their own
+    // nice value); failure only means the save runs at normal priority.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, 15);
     }
 }

@@ -1,0 +1,236 @@
+//! Criterion benches of the hot paths (figures in BENCHMARKS.md):
+//! statsd parsing, the beat path, the pattern trie against the regex
+//! translation, the timer wheel, the auto algorithm, database encode/decode.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use lovebeat::engine::alarms::{AlarmDef, AlarmMatcher};
+use lovebeat::engine::auto::lovebeat1;
+use lovebeat::engine::wheel::Wheel;
+use lovebeat::engine::{Engine, EngineConfig, Update};
+use lovebeat::ingest::statsd::parse_line;
+
+const T0: i64 = 1_700_000_000_000;
+
+fn statsd(c: &mut Criterion) {
+    let mut g = c.benchmark_group("statsd");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("parse_beat_line", |b| {
+        b.iter(|| parse_line(black_box(b"myapp.mailers.invoice.beat:1|c")))
+    });
+    g.bench_function("parse_timeout_line_with_rate_and_tags", |b| {
+        b.iter(|| {
+            parse_line(black_box(
+                b"myapp.mailers.invoice.timeout:3600|g|@0.5|#env:prod",
+            ))
+        })
+    });
+    g.finish();
+}
+
+fn beat(c: &mut Criterion) {
+    let mut g = c.benchmark_group("beat");
+    g.throughput(Throughput::Elements(1));
+    let engine = Engine::new(EngineConfig::default(), T0);
+    for i in 0..100_000 {
+        engine
+            .update(
+                &format!("svc.{i:06}"),
+                Update {
+                    beat: true,
+                    timeout: Some(3_600_000),
+                },
+                T0,
+            )
+            .expect("valid");
+    }
+    g.bench_function("existing_rate_limited", |b| {
+        b.iter(|| engine.beat(black_box("svc.042424"), T0 + 10))
+    });
+    let mut now = T0;
+    g.bench_function("existing_accepted", |b| {
+        b.iter(|| {
+            now += 1000;
+            engine.beat(black_box("svc.042424"), now)
+        })
+    });
+    g.bench_function("new_service", |b| {
+        b.iter_custom(|iters| {
+            let engine = Engine::new(EngineConfig::default(), T0);
+            let names: Vec<String> = (0..iters).map(|i| format!("new.service.{i:09}")).collect();
+            let start = Instant::now();
+            for n in &names {
+                let _ = engine.beat(n, T0);
+            }
+            start.elapsed()
+        })
+    });
+    g.finish();
+}
+
+fn alarm_defs(n: usize) -> Vec<AlarmDef> {
+    (0..n)
+        .map(|i| AlarmDef {
+            name: format!("team{i}-$host"),
+            includes: vec![format!("team{i}.$host.*"), format!("legacy.team{i}.*")],
+            excludes: vec![format!("team{i}.*.test")],
+            alerts: vec![],
+        })
+        .collect()
+}
+
+/// The plain translation of a pattern to a regex, as 1.x did it.
+fn to_regex(p: &str) -> regex::Regex {
+    let mut re = String::from("^");
+    let mut chars = p.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '*' => re.push_str(".*"),
+            '$' if chars.peek().is_some_and(|c| c.is_ascii_lowercase()) => {
+                while chars.peek().is_some_and(|c| c.is_ascii_lowercase()) {
+                    chars.next();
+                }
+                re.push_str("([^.]+)");
+            }
+            c => re.push_str(&regex::escape(&c.to_string())),
+        }
+    }
+    re.push('$');
+    regex::Regex::new(&re).expect("valid")
+}
+
+fn patterns(c: &mut Criterion) {
+    let mut g = c.benchmark_group("alarm_membership");
+    g.throughput(Throughput::Elements(1));
+    for n in [10usize, 10_000] {
+        let defs = alarm_defs(n);
+        let regexes: Vec<(regex::Regex, Vec<regex::Regex>)> = defs
+            .iter()
+            .map(|d| {
+                (
+                    to_regex(&d.includes[0]),
+                    d.excludes.iter().map(|e| to_regex(e)).collect(),
+                )
+            })
+            .collect();
+        let matcher = AlarmMatcher::new(defs);
+        let name = format!("team{}.web01.cpu", n / 2);
+        g.bench_function(format!("trie_{n}_alarms"), |b| {
+            b.iter(|| matcher.alarms_for(black_box(&name)))
+        });
+        g.bench_function(format!("regex_{n}_alarms"), |b| {
+            b.iter(|| {
+                regexes
+                    .iter()
+                    .filter(|(inc, exc)| {
+                        inc.is_match(&name) && !exc.iter().any(|e| e.is_match(&name))
+                    })
+                    .count()
+            })
+        });
+    }
+    g.finish();
+}
+
+fn wheel(c: &mut Criterion) {
+    let mut g = c.benchmark_group("wheel");
+    let key = lovebeat::engine::Name::from("svc");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("insert", |b| {
+        let mut w = Wheel::new(0);
+        let mut t = 0u64;
+        b.iter(|| {
+            t += 7919;
+            w.insert(t % 100_000_000 + 1, key.clone());
+        })
+    });
+    g.bench_function("rearm_later_deadline_via_engine_beat", |b| {
+        let engine = Engine::new(EngineConfig::default(), T0);
+        engine
+            .update(
+                "s",
+                Update {
+                    beat: true,
+                    timeout: Some(60_000),
+                },
+                T0,
+            )
+            .expect("valid");
+        let mut now = T0;
+        b.iter(|| {
+            now += 1000;
+            engine.beat("s", now)
+        })
+    });
+    let mut full = Wheel::new(0);
+    for i in 0..100_000u64 {
+        full.insert(3_600_000 + i * 10, key.clone());
+    }
+    g.bench_function("advance_nothing_due_100k_held", |b| {
+        let mut now = 0u64;
+        let mut out = Vec::new();
+        b.iter(|| {
+            now += 1;
+            full.advance(now % 3_000_000, &mut out);
+        })
+    });
+    g.throughput(Throughput::Elements(100_000));
+    g.bench_function("advance_100k_due", |b| {
+        b.iter_batched(
+            || {
+                let mut w = Wheel::new(0);
+                for i in 0..100_000u64 {
+                    w.insert(2000 + (i % 7), key.clone());
+                }
+                (w, Vec::with_capacity(100_000))
+            },
+            |(mut w, mut out)| {
+                w.advance(5000, &mut out);
+                out.len()
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+}
+
+fn auto(c: &mut Criterion) {
+    let history: Vec<u32> = (0..100).map(|i| 60_000 + (i * 37) % 2000).collect();
+    c.bench_function("auto/lovebeat1_100_intervals", |b| {
+        b.iter(|| lovebeat1(black_box(&history).iter().copied()))
+    });
+}
+
+fn database(c: &mut Criterion) {
+    let mut g = c.benchmark_group("database_100k");
+    g.sample_size(10).measurement_time(Duration::from_secs(10));
+    let engine = Engine::new(EngineConfig::default(), T0);
+    for i in 0..100_000 {
+        let name = format!("db.service.{i:06}");
+        for k in 0..10 {
+            let _ = engine.update(
+                &name,
+                Update {
+                    beat: true,
+                    timeout: Some(60_000),
+                },
+                T0 + k * 60_000,
+            );
+        }
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bench.db");
+    g.bench_function("encode_and_save", |b| {
+        b.iter(|| lovebeat::db::save(&engine, &path).expect("saved"))
+    });
+    lovebeat::db::save(&engine, &path).expect("saved");
+    g.bench_function("load_and_decode", |b| {
+        b.iter(|| lovebeat::db::load(&path).expect("ok").expect("exists"))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, statsd, beat, patterns, wheel, auto, database);
+criterion_main!(benches);
