@@ -287,6 +287,8 @@ impl Default for Eventlog {
 pub struct Notify {
     /// Base URL of the other lovebeat.
     pub lovebeat: String,
+    /// API key for a peer that requires one.
+    pub key: Option<String>,
 }
 
 /// `[[services]]`: defaults for new services matching `pattern`.

@@ -9,18 +9,20 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 use crate::clock::now_ms;
 use crate::config::{listen_addr, Config};
 use crate::engine::Engine;
 use crate::http::{self, AppState};
 use crate::ingest::{tcp, udp::UdpIngest, IngestStats};
+use crate::sinks::alerts::{AlertStats, Alerters};
 use crate::sinks::{self, persistence};
 
 /// Runs until SIGTERM or SIGINT, then stops input, saves and returns.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     warn_unsupported(&config);
+    let config = Arc::new(config);
     let now = now_ms();
     let engine = Engine::new(config.engine_config(), now);
     let db_path = PathBuf::from(&config.database.filename);
@@ -38,6 +40,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
 
     let (shutdown_tx, shutdown) = watch::channel(false);
+    // Every sink subscribes before any input can produce an event.
+    let log_events = engine.subscribe();
+    let eventlog_events = engine.subscribe();
+    let alert_events = engine.subscribe();
+    let metrics_events = engine.subscribe();
     let stop_udp = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(IngestStats::default());
 
@@ -68,8 +75,23 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(engine.clone().run_expiry(shutdown.clone())));
-    tasks.push(tokio::spawn(sinks::log::run(
-        engine.subscribe(),
+    tasks.push(tokio::spawn(sinks::log::run(log_events, shutdown.clone())));
+    let reopen = Arc::new(Notify::new());
+    if !config.eventlog.path.is_empty() {
+        tasks.push(tokio::spawn(sinks::eventlog::run(
+            PathBuf::from(&config.eventlog.path),
+            config.eventlog_mode()?,
+            eventlog_events,
+            reopen.clone(),
+            shutdown.clone(),
+        )));
+    }
+    let alert_stats = Arc::new(AlertStats::default());
+    let alerters = Alerters::new(config.clone()).context("cannot set up the alerters")?;
+    tasks.push(tokio::spawn(sinks::alerts::run(
+        alerters,
+        alert_events,
+        alert_stats.clone(),
         shutdown.clone(),
     )));
     tasks.push(tokio::spawn(tcp::serve(
@@ -83,7 +105,24 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         engine: engine.clone(),
         stats: stats.clone(),
         saves: saves.clone(),
+        alerts: alert_stats.clone(),
     });
+    tasks.push(tokio::spawn(sinks::metrics::run(
+        config.metrics.clone(),
+        engine.clone(),
+        metrics_events,
+        sinks::metrics::Sources {
+            ingest: stats.clone(),
+            saves: saves.clone(),
+            alerts: alert_stats.clone(),
+        },
+        shutdown.clone(),
+    )));
+    tasks.push(tokio::spawn(sinks::notify::run(
+        config.notify.clone(),
+        saves.clone(),
+        shutdown.clone(),
+    )));
     tasks.push(tokio::spawn(http::serve(
         http_listener,
         state,
@@ -97,7 +136,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         shutdown.clone(),
     )));
 
-    wait_for_stop().await?;
+    wait_for_stop(&reopen).await?;
     tracing::info!("shutting down: stopping input and saving");
     let _ = shutdown_tx.send(true);
     stop_udp.store(true, Ordering::Relaxed);
@@ -117,9 +156,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Waits for SIGTERM or SIGINT. SIGHUP is accepted and ignored (there is no
+/// Waits for SIGTERM or SIGINT. SIGHUP reopens the event log (there is no
 /// config reload; a restart applies a new config).
-async fn wait_for_stop() -> anyhow::Result<()> {
+async fn wait_for_stop(reopen: &Notify) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
@@ -127,7 +166,10 @@ async fn wait_for_stop() -> anyhow::Result<()> {
         tokio::select! {
             _ = term.recv() => return Ok(()),
             _ = int.recv() => return Ok(()),
-            _ = hup.recv() => tracing::info!("SIGHUP received: nothing to reopen"),
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP received: reopening the event log");
+                reopen.notify_one();
+            }
         }
     }
 }
@@ -138,23 +180,6 @@ fn warn_unsupported(config: &Config) {
         tracing::warn!("[[views]] is deprecated: it is read as [[alarms]]; rename the sections");
     }
     let mut missing = Vec::new();
-    if config
-        .alarms
-        .iter()
-        .chain(&config.views)
-        .any(|a| !a.alerts.is_empty())
-    {
-        missing.push("alerts (mail, webhook, slack, script)");
-    }
-    if config.metrics.iter().any(|m| !m.server.is_empty()) {
-        missing.push("[metrics] server");
-    }
-    if !config.eventlog.path.is_empty() {
-        missing.push("[eventlog] path");
-    }
-    if config.notify.iter().any(|n| !n.lovebeat.is_empty()) {
-        missing.push("[[notify]]");
-    }
     if !config.database.remote_s3_url.is_empty() {
         missing.push("[database] remote_s3_url");
     }

@@ -168,6 +168,7 @@ impl Alarm {
             incident_nbr: self.incident_nbr,
             failed_services: self.failed.iter().cloned().collect(),
             last_state_change: self.last_state_change,
+            def: self.def,
         }
     }
 }
@@ -185,6 +186,9 @@ pub struct AlarmView {
     pub failed_services: Vec<Name>,
     /// Time of the latest state change.
     pub last_state_change: i64,
+    /// The configured section it came from (not shown): where its alerts are.
+    #[serde(skip)]
+    pub def: Option<usize>,
 }
 
 #[cfg(test)]

@@ -461,11 +461,11 @@ impl Engine {
             let key = o.key().clone();
             let svc = o.get();
             let error = svc.state == State::Error;
+            self.count(svc.state, -1);
+            self.emit(now, || EventKind::ServiceRemoved(svc.view(&key, false)));
             for alarm in svc.alarms.iter() {
                 self.alarm_leave(alarm, &key, error, now);
             }
-            self.count(svc.state, -1);
-            self.emit(now, || EventKind::ServiceRemoved(svc.view(&key, false)));
             o.remove();
         }
     }

@@ -36,6 +36,21 @@ pub fn render(state: &AppState) -> Response<Body> {
             s.tcp_connections.load(Ordering::Relaxed),
         ),
         (
+            "lovebeat_alerts_sent_total",
+            "Alert deliveries that succeeded.",
+            state.alerts.sent.load(Ordering::Relaxed),
+        ),
+        (
+            "lovebeat_alerts_failed_total",
+            "Alert deliveries that failed after retries.",
+            state.alerts.failed.load(Ordering::Relaxed),
+        ),
+        (
+            "lovebeat_alerts_dropped_total",
+            "Alerts dropped because their alarm's queue was full.",
+            state.alerts.dropped.load(Ordering::Relaxed),
+        ),
+        (
             "lovebeat_db_saves_total",
             "Database saves completed.",
             state.saves.saves.load(Ordering::Relaxed),

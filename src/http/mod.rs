@@ -21,6 +21,7 @@ use tokio::sync::watch;
 
 use crate::engine::Engine;
 use crate::ingest::IngestStats;
+use crate::sinks::alerts::AlertStats;
 use crate::sinks::persistence::SaveStats;
 
 /// What handlers share.
@@ -31,6 +32,8 @@ pub struct AppState {
     pub stats: Arc<IngestStats>,
     /// Database save counters.
     pub saves: Arc<SaveStats>,
+    /// Alert delivery counters.
+    pub alerts: Arc<AlertStats>,
 }
 
 /// A response body: a whole buffer or a stream.

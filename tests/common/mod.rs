@@ -1,6 +1,8 @@
 //! Starts the real `lovebeat` binary on free loopback ports and talks to it.
 #![allow(dead_code)]
 
+pub mod receiver;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -49,8 +51,13 @@ pub struct Daemon {
 
 /// The config every test daemon gets, plus `extra`.
 pub fn base_config(http: u16, statsd: u16, extra: &str) -> String {
+    config_with_interval(http, statsd, extra, 3600)
+}
+
+/// The base config with another save interval.
+pub fn config_with_interval(http: u16, statsd: u16, extra: &str, interval: u64) -> String {
     format!(
-        "[http]\nlisten = \"127.0.0.1:{http}\"\n[udp]\nlisten = \"127.0.0.1:{statsd}\"\n[tcp]\nlisten = \"127.0.0.1:{statsd}\"\n[database]\nfilename = \"lovebeat.db\"\ninterval = 3600\n{extra}\n"
+        "[http]\nlisten = \"127.0.0.1:{http}\"\n[udp]\nlisten = \"127.0.0.1:{statsd}\"\n[tcp]\nlisten = \"127.0.0.1:{statsd}\"\n[database]\nfilename = \"lovebeat.db\"\ninterval = {interval}\n{extra}\n"
     )
 }
 
@@ -63,10 +70,19 @@ impl Daemon {
 
     /// Starts a daemon in `dir` (which may hold a database already).
     pub fn start_in(dir: tempfile::TempDir, extra: &str) -> Daemon {
+        Daemon::start_full(dir, extra, 3600)
+    }
+
+    /// Starts a daemon that saves every `interval` seconds.
+    pub fn start_with_interval(extra: &str, interval: u64) -> Daemon {
+        Daemon::start_full(tempfile::tempdir().expect("tempdir"), extra, interval)
+    }
+
+    fn start_full(dir: tempfile::TempDir, extra: &str, interval: u64) -> Daemon {
         let (http, statsd) = (free_port(), free_port());
         std::fs::write(
             dir.path().join("lovebeat.cfg"),
-            base_config(http, statsd, extra),
+            config_with_interval(http, statsd, extra, interval),
         )
         .expect("write config");
         let mut d = Daemon {
@@ -139,6 +155,15 @@ impl Daemon {
                 panic!("lovebeat did not stop on SIGTERM");
             }
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends a signal to the daemon.
+    pub fn signal(&self, sig: i32) {
+        let pid = self.child.as_ref().expect("running").id();
+        // SAFETY: kill(2) on the PID of a child we started and still own.
+        unsafe {
+            libc::kill(pid as i32, sig);
         }
     }
 

@@ -1,0 +1,110 @@
+//! The outgoing webhook (SPEC §6.2) and Slack (SPEC §6.3) alerters.
+
+use serde_json::json;
+
+use super::{failed_list, Failure, Notice};
+use crate::engine::State;
+
+async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    body: serde_json::Value,
+    extra: &[(&str, &str)],
+) -> Result<(), Failure> {
+    let mut req = client
+        .post(url)
+        .header("Content-Type", "application/json")
+        .header("Accept", "application/json")
+        .header("User-Agent", "Lovebeat");
+    for (k, v) in extra {
+        req = req.header(*k, *v);
+    }
+    let resp = req
+        .body(body.to_string())
+        .send()
+        .await
+        .map_err(|e| Failure {
+            reason: format!("POST {url}: {e}"),
+            retry: true,
+        })?;
+    let status = resp.status();
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(Failure {
+            reason: format!("POST {url}: HTTP {status}"),
+            retry: status.is_server_error() || status.as_u16() == 429,
+        })
+    }
+}
+
+/// The webhook body: 1.x's documented fields plus ours.
+pub fn webhook_body(n: &Notice) -> serde_json::Value {
+    let mut body = json!({
+        "name": n.alarm.name,
+        "from_state": n.previous.as_str(),
+        "to_state": n.alarm.state.as_str(),
+        "incident_number": n.alarm.incident_nbr,
+        "failed_services": n.alarm.failed_services,
+        "timestamp": n.ts,
+    });
+    if let Some(url) = &n.url {
+        body["url"] = json!(url);
+    }
+    body
+}
+
+/// POSTs the webhook.
+pub async fn webhook(client: &reqwest::Client, url: &str, n: &Notice) -> Result<(), Failure> {
+    post(client, url, webhook_body(n), &[("X-Lovebeat", "1")]).await
+}
+
+/// The Slack message.
+pub fn slack_body(channel: &str, n: &Notice) -> serde_json::Value {
+    let name = n.alarm.name.as_ref();
+    let link = match &n.url {
+        Some(u) => format!("<{u}|{name}>"),
+        None => name.to_string(),
+    };
+    let error = n.alarm.state == State::Error;
+    let title = if error {
+        format!("{link} is in ERROR")
+    } else {
+        format!("{link} has recovered")
+    };
+    let mut fields = vec![
+        json!({"title": "Alarm", "value": name, "short": true}),
+        json!({"title": "Incident Number", "value": format!("#{}", n.alarm.incident_nbr), "short": true}),
+    ];
+    if error {
+        fields.push(
+            json!({"title": "Failed Service(s)", "value": failed_list(&n.alarm), "short": false}),
+        );
+    }
+    json!({
+        "username": "Lovebeat",
+        "channel": channel,
+        "attachments": [{
+            "color": if error { "danger" } else { "good" },
+            "title": title,
+            "text": format!("Changed from {} to {}.", n.previous.as_upper(), n.alarm.state.as_upper()),
+            "fields": fields,
+        }],
+    })
+}
+
+/// POSTs to Slack's incoming webhook.
+pub async fn slack(
+    client: &reqwest::Client,
+    webhook_url: &str,
+    channel: &str,
+    n: &Notice,
+) -> Result<(), Failure> {
+    if webhook_url.is_empty() {
+        return Err(Failure {
+            reason: "slack_channel is set but [slack] webhook_url is not".into(),
+            retry: false,
+        });
+    }
+    post(client, webhook_url, slack_body(channel, n), &[]).await
+}

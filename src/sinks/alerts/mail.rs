@@ -1,0 +1,136 @@
+//! The mail alerter (SPEC §6.1): SMTP through lettre, or Mailgun's HTTP API.
+
+use lettre::message::Mailbox;
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+
+use super::{failed_list, Failure, Notice};
+use crate::config::Config;
+
+/// `[LOVEBEAT] <alarm>-<incident>`.
+pub fn subject(n: &Notice) -> String {
+    format!("[LOVEBEAT] {}-{}", n.alarm.name, n.alarm.incident_nbr)
+}
+
+/// The text body: the 1.x sentence, the failed services and the link.
+pub fn body(n: &Notice) -> String {
+    let mut b = format!(
+        "The status for alarm '{}' has changed from '{}' to '{}'\n",
+        n.alarm.name,
+        n.previous.as_upper(),
+        n.alarm.state.as_upper()
+    );
+    if !n.alarm.failed_services.is_empty() {
+        b.push_str(&format!("\nFailed services: {}\n", failed_list(&n.alarm)));
+    }
+    if let Some(url) = &n.url {
+        b.push_str(&format!("\n{url}\n"));
+    }
+    b
+}
+
+/// Sends the mail to `to` via Mailgun when `[mailgun] domain` is set, else
+/// via SMTP.
+pub async fn send(
+    config: &Config,
+    client: &reqwest::Client,
+    n: &Notice,
+    to: &[String],
+) -> Result<(), Failure> {
+    if !config.mailgun.domain.is_empty() {
+        return mailgun(config, client, n, to).await;
+    }
+    let permanent = |reason: String| Failure {
+        reason,
+        retry: false,
+    };
+    let from: Mailbox = config
+        .mail
+        .from
+        .parse()
+        .map_err(|e| permanent(format!("[mail] from '{}': {e}", config.mail.from)))?;
+    let mut builder = Message::builder().from(from).subject(subject(n));
+    for addr in to {
+        let mbox: Mailbox = addr
+            .parse()
+            .map_err(|e| permanent(format!("address '{addr}': {e}")))?;
+        builder = builder.to(mbox);
+    }
+    let message = builder
+        .body(body(n))
+        .map_err(|e| permanent(format!("building the mail: {e}")))?;
+    let (host, port) = split_host_port(&config.mail.server).map_err(permanent)?;
+    let transport = match config.mail.tls.as_str() {
+        "tls" => AsyncSmtpTransport::<Tokio1Executor>::relay(&host),
+        "starttls" => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&host),
+        _ => Ok(AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(
+            &host,
+        )),
+    }
+    .map_err(|e| permanent(format!("SMTP server {host}: {e}")))?
+    .port(port)
+    .timeout(Some(std::time::Duration::from_secs(10)));
+    let transport = match (&config.mail.username, &config.mail.password) {
+        (Some(u), Some(p)) => transport.credentials(Credentials::new(u.clone(), p.clone())),
+        _ => transport,
+    }
+    .build();
+    transport
+        .send(message)
+        .await
+        .map(|_| ())
+        .map_err(|e| Failure {
+            retry: !e.is_permanent(),
+            reason: format!("SMTP {}: {e}", config.mail.server),
+        })
+}
+
+fn split_host_port(server: &str) -> Result<(String, u16), String> {
+    let (host, port) = server
+        .rsplit_once(':')
+        .ok_or_else(|| format!("[mail] server '{server}' must be host:port"))?;
+    let port = port
+        .parse()
+        .map_err(|_| format!("[mail] server '{server}': bad port"))?;
+    Ok((host.to_string(), port))
+}
+
+async fn mailgun(
+    config: &Config,
+    client: &reqwest::Client,
+    n: &Notice,
+    to: &[String],
+) -> Result<(), Failure> {
+    let mg = &config.mailgun;
+    let url = format!(
+        "{}/v3/{}/messages",
+        mg.api_base.trim_end_matches('/'),
+        mg.domain
+    );
+    let to = to.join(", ");
+    let form = [
+        ("from", mg.from.as_str()),
+        ("to", to.as_str()),
+        ("subject", &subject(n)),
+        ("text", &body(n)),
+    ];
+    let resp = client
+        .post(&url)
+        .basic_auth("api", Some(&mg.api_key))
+        .form(&form)
+        .send()
+        .await
+        .map_err(|e| Failure {
+            reason: format!("Mailgun {url}: {e}"),
+            retry: true,
+        })?;
+    let status = resp.status();
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(Failure {
+            reason: format!("Mailgun {url}: HTTP {status}"),
+            retry: status.is_server_error() || status.as_u16() == 429,
+        })
+    }
+}

@@ -1,0 +1,125 @@
+//! statsd metrics about lovebeat itself (SPEC §9), sent over UDP to every
+//! configured `[metrics] server`: `started.count`, `db.save.count`,
+//! `db.save.duration`, `service.count`, `alarm.count`, the state gauges
+//! `service.state.<name>` and `alarm.state.<name>` when they change, and the
+//! ingestion and alert counters.
+
+use std::net::UdpSocket;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::sync::watch;
+
+use super::alerts::AlertStats;
+use super::persistence::SaveStats;
+use crate::config::Metrics;
+use crate::engine::{Engine, EventKind, State};
+use crate::ingest::IngestStats;
+
+/// How often counters and counts are sent.
+const FLUSH: Duration = Duration::from_secs(10);
+
+/// 1.x's numbers for states in gauges.
+pub fn state_number(s: State) -> u8 {
+    s as u8
+}
+
+/// One destination.
+struct Target {
+    socket: UdpSocket,
+    prefix: String,
+}
+
+/// The counters whose increase is sent at each flush.
+pub struct Sources {
+    /// Ingestion counters.
+    pub ingest: Arc<IngestStats>,
+    /// Save counters.
+    pub saves: Arc<SaveStats>,
+    /// Alert counters.
+    pub alerts: Arc<AlertStats>,
+}
+
+/// Sends metrics until `shutdown`. Servers that cannot be resolved are
+/// logged and skipped.
+pub async fn run(
+    configs: Vec<Metrics>,
+    engine: Engine,
+    mut events: broadcast::Receiver<Arc<crate::engine::Event>>,
+    sources: Sources,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut targets = Vec::new();
+    for m in configs.into_iter().filter(|m| !m.server.is_empty()) {
+        let socket = UdpSocket::bind("0.0.0.0:0").and_then(|s| s.connect(&m.server).map(|_| s));
+        match socket {
+            Ok(socket) => {
+                let _ = socket.set_nonblocking(true);
+                targets.push(Target {
+                    socket,
+                    prefix: m.prefix,
+                });
+            }
+            Err(e) => tracing::error!("[metrics] server {}: {e}; metrics to it are off", m.server),
+        }
+    }
+    if targets.is_empty() {
+        return;
+    }
+    let send = |line: String| {
+        for t in &targets {
+            // UDP metrics are best effort; a full buffer loses one line.
+            let _ = t.socket.send(format!("{}.{line}", t.prefix).as_bytes());
+        }
+    };
+    send("started.count:1|c".into());
+    let mut flush = tokio::time::interval(FLUSH);
+    let counters: [(&str, &AtomicU64); 8] = [
+        ("lines.accepted", &sources.ingest.lines_accepted),
+        ("lines.dropped", &sources.ingest.lines_dropped),
+        ("datagrams.received", &sources.ingest.datagrams),
+        ("tcp.connections", &sources.ingest.tcp_connections),
+        ("db.save.count", &sources.saves.saves),
+        ("alert.sent", &sources.alerts.sent),
+        ("alert.failed", &sources.alerts.failed),
+        ("alert.dropped", &sources.alerts.dropped),
+    ];
+    let mut last = [0u64; 8];
+    let mut last_saves = 0;
+    loop {
+        tokio::select! {
+            e = events.recv() => match e {
+                Ok(e) => match &e.kind {
+                    EventKind::ServiceStateChanged { service, .. } => {
+                        send(format!("service.state.{}:{}|g", service.name, state_number(service.state)));
+                    }
+                    EventKind::AlarmStateChanged { alarm, .. } => {
+                        send(format!("alarm.state.{}:{}|g", alarm.name, state_number(alarm.state)));
+                    }
+                    _ => {}
+                },
+                Err(RecvError::Lagged(n)) => tracing::warn!("metrics sink fell behind: {n} state gauges not sent"),
+                Err(RecvError::Closed) => return,
+            },
+            _ = flush.tick() => {
+                for (i, (name, counter)) in counters.iter().enumerate() {
+                    let now = counter.load(Ordering::Relaxed);
+                    if now > last[i] {
+                        send(format!("{name}:{}|c", now - last[i]));
+                    }
+                    last[i] = now;
+                }
+                let saves = sources.saves.saves.load(Ordering::Relaxed);
+                if saves != last_saves {
+                    last_saves = saves;
+                    send(format!("db.save.duration:{}|g", sources.saves.last_duration_ms.load(Ordering::Relaxed)));
+                }
+                send(format!("service.count:{}|g", engine.service_count()));
+                send(format!("alarm.count:{}|g", engine.alarms().len()));
+            }
+            _ = shutdown.changed() => return,
+        }
+    }
+}
