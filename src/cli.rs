@@ -35,6 +35,37 @@ pub enum Command {
     /// Read intervals (ms, one per line) on stdin and print the automatic
     /// timeout after each.
     ValidateAuto,
+    /// Send one beat to a lovebeat server over HTTP.
+    Beat {
+        /// The service name.
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Run a command and send a beat if it exits 0; exits with its status.
+    Run {
+        /// The service name.
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+}
+
+/// Options of the client subcommands.
+#[derive(Debug, clap::Args)]
+pub struct ClientArgs {
+    /// Timeout to set: seconds, a duration (90s, 1h30m, 2d) or auto.
+    #[arg(long)]
+    pub timeout: Option<String>,
+    /// The lovebeat server (default: $LOVEBEAT_URL, else http://localhost:8080).
+    #[arg(long)]
+    pub server: Option<String>,
+    /// API key (default: $LOVEBEAT_KEY).
+    #[arg(long)]
+    pub key: Option<String>,
 }
 
 /// 1.x flags that take a value.

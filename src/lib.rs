@@ -4,6 +4,7 @@
 //! benches use directly.
 
 pub mod cli;
+pub mod client;
 pub mod clock;
 pub mod config;
 pub mod daemon;

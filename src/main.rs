@@ -5,14 +5,28 @@ use std::io::BufRead;
 use std::process::ExitCode;
 
 use lovebeat::cli::{self, Command};
+use lovebeat::client;
 use lovebeat::config::Config;
 use lovebeat::engine::auto;
 
 fn main() -> ExitCode {
     let cli = cli::parse();
     init_logging(cli.debug, cli.syslog);
-    if let Some(Command::ValidateAuto) = cli.command {
-        return validate_auto();
+    match cli.command {
+        Some(Command::ValidateAuto) => return validate_auto(),
+        Some(Command::Beat { name, client }) => {
+            let target = client::Target::resolve(client.server, client.key);
+            return client::beat_command(&target, &name, client.timeout.as_deref());
+        }
+        Some(Command::Run {
+            name,
+            client,
+            command,
+        }) => {
+            let target = client::Target::resolve(client.server, client.key);
+            return client::run_command(&target, &name, client.timeout.as_deref(), &command);
+        }
+        None => {}
     }
     let config = match Config::load(cli.config.as_deref(), &cli.config_dir) {
         Ok(c) => c,
