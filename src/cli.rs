@@ -24,6 +24,9 @@ pub struct Cli {
     /// Log to the local syslog instead of stderr.
     #[arg(long, global = true)]
     pub syslog: bool,
+    /// The syslog socket used with --syslog.
+    #[arg(long = "syslog-socket", value_name = "PATH", default_value = crate::logging::DEFAULT_SYSLOG_SOCKET, global = true)]
+    pub syslog_socket: PathBuf,
     /// What to do; without a command, run the daemon.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -69,7 +72,7 @@ pub struct ClientArgs {
 }
 
 /// 1.x flags that take a value.
-const VALUE_FLAGS: &[&str] = &["config", "config-dir"];
+const VALUE_FLAGS: &[&str] = &["config", "config-dir", "syslog-socket"];
 /// 1.x boolean flags.
 const BOOL_FLAGS: &[&str] = &["debug", "syslog", "version", "help"];
 

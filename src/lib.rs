@@ -13,5 +13,6 @@ pub mod duration;
 pub mod engine;
 pub mod http;
 pub mod ingest;
+pub mod logging;
 pub mod pattern;
 pub mod sinks;

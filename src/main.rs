@@ -11,7 +11,7 @@ use lovebeat::engine::auto;
 
 fn main() -> ExitCode {
     let cli = cli::parse();
-    init_logging(cli.debug, cli.syslog);
+    lovebeat::logging::init(cli.debug, cli.syslog.then_some(cli.syslog_socket.as_path()));
     match cli.command {
         Some(Command::ValidateAuto) => return validate_auto(),
         Some(Command::Beat { name, client }) => {
@@ -51,20 +51,6 @@ fn main() -> ExitCode {
             eprintln!("lovebeat: {e:#}");
             ExitCode::from(1)
         }
-    }
-}
-
-fn init_logging(debug: bool, syslog: bool) {
-    let default = if debug { "debug" } else { "info" };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    if syslog {
-        tracing::warn!("--syslog is not supported by this release yet; logging to stderr");
     }
 }
 
