@@ -10,7 +10,12 @@ use crate::config::DEFAULT_CONFIG_DIR;
 
 /// lovebeat: a heartbeat monitor, compatible with Lovebeat 1.x.
 #[derive(Debug, Parser)]
-#[command(name = "lovebeat", version, about, long_about = None)]
+#[command(
+    name = "lovebeat",
+    version = concat!(env!("CARGO_PKG_VERSION"), " (git ", env!("LOVEBEAT_GIT_REV"), ")"),
+    about,
+    long_about = None
+)]
 pub struct Cli {
     /// Configuration file (must exist). Default: /etc/lovebeat.cfg if present.
     #[arg(long, value_name = "FILE", global = true)]
