@@ -57,6 +57,8 @@ pub struct Notice {
 #[derive(Debug, Clone)]
 pub struct Alerters {
     config: Arc<Config>,
+    /// The alarms as configured, indexed like `AlarmView::def`.
+    defs: Arc<Vec<crate::engine::AlarmDef>>,
     client: reqwest::Client,
 }
 
@@ -67,17 +69,18 @@ impl Alerters {
             .timeout(Duration::from_secs(10))
             .user_agent("Lovebeat")
             .build()?;
-        Ok(Alerters { config, client })
+        let defs = Arc::new(config.alarm_defs());
+        Ok(Alerters {
+            config,
+            defs,
+            client,
+        })
     }
 
     /// Delivers every channel of every alert of the alarm, concurrently, and
     /// returns once all are done (delivered, failed for good, or killed).
     async fn deliver(&self, notice: &Notice, stats: &AlertStats) {
-        let Some(def) = notice
-            .alarm
-            .def
-            .and_then(|d| self.config.alarm_defs().get(d).cloned())
-        else {
+        let Some(def) = notice.alarm.def.and_then(|d| self.defs.get(d)) else {
             return;
         };
         let mut jobs = Vec::new();
@@ -238,13 +241,7 @@ pub async fn run(
         }
         let has_alerts = alarm
             .def
-            .and_then(|d| {
-                alerters
-                    .config
-                    .alarm_defs()
-                    .get(d)
-                    .map(|def| !def.alerts.is_empty())
-            })
+            .and_then(|d| alerters.defs.get(d).map(|def| !def.alerts.is_empty()))
             .unwrap_or(false);
         if !has_alerts {
             continue;
