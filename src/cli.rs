@@ -43,6 +43,11 @@ pub enum Command {
     /// Read intervals (ms, one per line) on stdin and print the automatic
     /// timeout after each.
     ValidateAuto,
+    /// Check that a lovebeat server answers (exit 0) or not (exit 1).
+    Ping {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Send one beat to a lovebeat server over HTTP.
     Beat {
         /// The service name.

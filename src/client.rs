@@ -67,6 +67,41 @@ pub fn beat(target: &Target, name: &str, timeout: Option<&str>) -> Result<(), St
     })
 }
 
+/// `lovebeat ping`: 0 when the server answers `/version`, 1 otherwise
+/// (for container health checks and scripts).
+pub fn ping_command(target: &Target) -> ExitCode {
+    let base = target.server.trim_end_matches('/').to_string();
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+        .and_then(|rt| {
+            rt.block_on(async {
+                let client = reqwest::Client::builder()
+                    .timeout(Duration::from_secs(5))
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                let resp = client
+                    .get(format!("{base}/version"))
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if resp.status().is_success() {
+                    Ok(())
+                } else {
+                    Err(format!("HTTP {}", resp.status()))
+                }
+            })
+        });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lovebeat: the lovebeat server at {base} does not answer: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 /// `lovebeat beat`: 0 when the beat was accepted, 1 otherwise.
 pub fn beat_command(target: &Target, name: &str, timeout: Option<&str>) -> ExitCode {
     match beat(target, name, timeout) {

@@ -14,6 +14,9 @@ fn main() -> ExitCode {
     lovebeat::logging::init(cli.debug, cli.syslog.then_some(cli.syslog_socket.as_path()));
     match cli.command {
         Some(Command::ValidateAuto) => return validate_auto(),
+        Some(Command::Ping { client }) => {
+            return client::ping_command(&client::Target::resolve(client.server, client.key));
+        }
         Some(Command::Beat { name, client }) => {
             let target = client::Target::resolve(client.server, client.key);
             return client::beat_command(&target, &name, client.timeout.as_deref());

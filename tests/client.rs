@@ -47,6 +47,25 @@ fn beat_sends_one_beat_with_a_timeout() {
 }
 
 #[test]
+fn ping_tells_whether_the_server_answers() {
+    let d = Daemon::start("");
+    let out = lovebeat(
+        &["ping", "--server", &format!("http://127.0.0.1:{}", d.http)],
+        None,
+    );
+    assert!(out.status.success());
+    let out = lovebeat(
+        &[
+            "ping",
+            "--server",
+            &format!("http://127.0.0.1:{}", common::free_port()),
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
 fn unreachable_server_is_a_clear_error() {
     let port = common::free_port();
     let out = lovebeat(
