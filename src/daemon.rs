@@ -17,15 +17,32 @@ use crate::engine::Engine;
 use crate::http::{self, AppState};
 use crate::ingest::{tcp, udp::UdpIngest, IngestStats};
 use crate::sinks::alerts::{AlertStats, Alerters};
+use crate::sinks::s3::RemoteDb;
 use crate::sinks::{self, persistence};
 
 /// Runs until SIGTERM or SIGINT, then stops input, saves and returns.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    warn_unsupported(&config);
+    warn_deprecated(&config);
     let config = Arc::new(config);
     let now = now_ms();
     let engine = Engine::new(config.engine_config(), now);
     let db_path = PathBuf::from(&config.database.filename);
+    let remote = RemoteDb::from_config(&config.database)
+        .await
+        .map_err(anyhow::Error::msg)?
+        .map(Arc::new);
+    if let Some(r) = &remote {
+        match r.download(&db_path).await {
+            Ok(true) => tracing::info!("downloaded the database from {}", r.url()),
+            Ok(false) if db_path.exists() => tracing::warn!(
+                "no database at {}: keeping the local {}",
+                r.url(),
+                db_path.display()
+            ),
+            Ok(false) => tracing::info!("no database at {}: starting empty", r.url()),
+            Err(e) => anyhow::bail!("refusing to start: {e}"),
+        }
+    }
     if let Some(loaded) = crate::db::load(&db_path)
         .context("refusing to start: the database cannot be read (move it away to start empty)")?
     {
@@ -106,6 +123,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         stats: stats.clone(),
         saves: saves.clone(),
         alerts: alert_stats.clone(),
+        remote: remote.clone(),
     });
     tasks.push(tokio::spawn(sinks::metrics::run(
         config.metrics.clone(),
@@ -133,6 +151,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         db_path.clone(),
         Duration::from_secs(config.database.interval),
         saves.clone(),
+        remote.clone(),
         shutdown.clone(),
     )));
 
@@ -147,6 +166,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let saved = persistence::save_now(&engine, &db_path, &saves)
         .await
         .with_context(|| format!("final save to {} failed", db_path.display()))?;
+    if let Some(r) = &remote {
+        r.upload(&db_path).await;
+    }
     tracing::info!(
         "saved {} services and {} alarms to {}",
         saved.services,
@@ -174,16 +196,9 @@ async fn wait_for_stop(reopen: &Notify) -> anyhow::Result<()> {
     }
 }
 
-/// Settings this release reads but does not act on yet.
-fn warn_unsupported(config: &Config) {
+/// Warns about 1.x settings that still work but should be renamed.
+fn warn_deprecated(config: &Config) {
     if !config.views.is_empty() {
         tracing::warn!("[[views]] is deprecated: it is read as [[alarms]]; rename the sections");
-    }
-    let mut missing = Vec::new();
-    if !config.database.remote_s3_url.is_empty() {
-        missing.push("[database] remote_s3_url");
-    }
-    for m in missing {
-        tracing::warn!("{m} is configured but not supported by this release yet; it is ignored");
     }
 }

@@ -90,6 +90,25 @@ pub fn render(state: &AppState) -> Response<Body> {
         "# HELP lovebeat_start_time_ms When the engine started (ms since epoch); restart deadlines count from it.\n# TYPE lovebeat_start_time_ms gauge\nlovebeat_start_time_ms {}\n",
         state.engine.started_at()
     );
+    if let Some(r) = &state.remote {
+        for (name, help, value) in [
+            (
+                "lovebeat_s3_uploads_total",
+                "Database uploads to S3 that succeeded.",
+                r.uploads.load(Ordering::Relaxed),
+            ),
+            (
+                "lovebeat_s3_upload_failures_total",
+                "Database uploads to S3 that failed (retried after the next save).",
+                r.upload_failures.load(Ordering::Relaxed),
+            ),
+        ] {
+            let _ = write!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
+            );
+        }
+    }
     let (ok, error, muted) = state.engine.state_counts();
     out.push_str("# HELP lovebeat_services Services by state.\n# TYPE lovebeat_services gauge\n");
     for (label, v) in [("ok", ok), ("error", error), ("muted", muted)] {

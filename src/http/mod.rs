@@ -34,6 +34,8 @@ pub struct AppState {
     pub saves: Arc<SaveStats>,
     /// Alert delivery counters.
     pub alerts: Arc<AlertStats>,
+    /// The S3 backup, if configured (its upload counters).
+    pub remote: Option<Arc<crate::sinks::s3::RemoteDb>>,
 }
 
 /// A response body: a whole buffer or a stream.

@@ -7,3 +7,4 @@ pub mod log;
 pub mod metrics;
 pub mod notify;
 pub mod persistence;
+pub mod s3;

@@ -10,6 +10,7 @@ use tokio::sync::watch;
 
 use crate::db::{self, Saved};
 use crate::engine::Engine;
+use crate::sinks::s3::RemoteDb;
 
 /// Counters of saves, shown in `/metrics`.
 #[derive(Debug, Default)]
@@ -64,6 +65,7 @@ pub async fn run(
     path: PathBuf,
     interval: Duration,
     stats: Arc<SaveStats>,
+    remote: Option<Arc<RemoteDb>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut ticker = tokio::time::interval(interval.max(Duration::from_secs(1)));
@@ -83,7 +85,15 @@ pub async fn run(
                 s.bytes,
                 s.duration.as_millis()
             ),
-            Err(e) => tracing::error!("could not save the database to {}: {e}", path.display()),
+            Err(e) => {
+                tracing::error!("could not save the database to {}: {e}", path.display());
+                continue;
+            }
+        }
+        if let Some(remote) = &remote {
+            // Off this task, so a slow store never delays the next save.
+            let (remote, path) = (remote.clone(), path.clone());
+            tokio::spawn(async move { remote.upload(&path).await });
         }
     }
 }

@@ -167,6 +167,12 @@ impl Daemon {
         }
     }
 
+    /// Starts again after `stop`, in the same directory and on the same ports.
+    pub fn restart_stopped(&mut self) {
+        self.child = Some(self.spawn());
+        self.wait_ready();
+    }
+
     /// Stops with SIGTERM and starts again in the same directory and ports.
     pub fn restart(&mut self) {
         assert!(self.stop().success(), "clean exit: {}", self.stderr());

@@ -1,0 +1,132 @@
+//! The S3 backup (SPEC §7) against a real S3-compatible server (moto,
+//! installed from PyPI by .ci/run) on loopback.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{http_request, Daemon};
+
+/// A moto S3 server, killed when the test ends.
+struct Moto {
+    child: Child,
+    port: u16,
+}
+
+impl Moto {
+    fn start() -> Moto {
+        let port = common::free_port();
+        let child = Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("moto_server (pip install 'moto[server]')");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "moto did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Moto { child, port }
+    }
+
+    fn create_bucket(&self, name: &str) {
+        let r = http_request(self.port, "PUT", &format!("/{name}"), &[], b"");
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn s3_config(port: u16, bucket: &str) -> String {
+    // These keys land in the [database] section of the base config.
+    format!(
+        "remote_s3_url = \"s3://{bucket}/backups/lovebeat.db\"\nremote_s3_region = \"us-east-1\"\nremote_s3_endpoint = \"http://127.0.0.1:{port}\"\n"
+    )
+}
+
+fn set_credentials() {
+    // Only this test binary runs S3 tests; the daemons inherit these.
+    std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
+    std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
+}
+
+fn metric(d: &Daemon, name: &str) -> f64 {
+    d.get("/metrics")
+        .body
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(&format!("{name} "))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn backup_round_trip_through_s3() {
+    set_credentials();
+    let moto = Moto::start();
+    moto.create_bucket("lovebeat-test");
+    let mut d = Daemon::start_with_interval(&s3_config(moto.port, "lovebeat-test"), 1);
+    assert!(d.stderr().contains("starting empty"), "{}", d.stderr());
+    d.post("/api/services/backed.up?timeout=3600");
+    d.post("/api/services/also.kept");
+    d.eventually("an upload", || {
+        metric(&d, "lovebeat_s3_uploads_total") >= 1.0
+    });
+    assert!(d.stop().success());
+    std::fs::remove_file(d.path().join("lovebeat.db")).expect("local db");
+    d.restart_stopped();
+    assert!(
+        d.stderr().contains("downloaded the database"),
+        "{}",
+        d.stderr()
+    );
+    assert_eq!(
+        d.service("backed.up").expect("restored from S3")["timeout"],
+        3_600_000
+    );
+    assert!(d.service("also.kept").is_some());
+
+    // The store going away does not stop beats; failed uploads are counted.
+    drop(moto);
+    for i in 0..50 {
+        d.udp(&format!("after.s{i}.beat:1|c"));
+    }
+    d.eventually("beats applied", || d.service("after.s49").is_some());
+    d.eventually("a failed upload", || {
+        metric(&d, "lovebeat_s3_upload_failures_total") >= 1.0
+    });
+    d.post("/api/services/still.working");
+    assert!(d.service("still.working").is_some());
+}
+
+#[test]
+fn a_missing_bucket_refuses_the_start() {
+    set_credentials();
+    let moto = Moto::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (http, statsd) = (common::free_port(), common::free_port());
+    std::fs::write(
+        dir.path().join("lovebeat.cfg"),
+        common::config_with_interval(http, statsd, &s3_config(moto.port, "no-such-bucket"), 60),
+    )
+    .expect("cfg");
+    let (status, stderr) = common::run_binary(
+        dir.path(),
+        &["--config", "lovebeat.cfg", "--config-dir", "none"],
+    );
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("refusing to start")
+            && stderr.contains("s3://no-such-bucket/backups/lovebeat.db"),
+        "{stderr}"
+    );
+}
