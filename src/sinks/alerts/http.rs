@@ -19,20 +19,25 @@ async fn post(
     for (k, v) in extra {
         req = req.header(*k, *v);
     }
-    let resp = req
-        .body(body.to_string())
-        .send()
-        .await
-        .map_err(|e| Failure {
-            reason: format!("POST {url}: {e}"),
-            retry: true,
-        })?;
+    outcome(
+        &format!("POST {url}"),
+        req.body(body.to_string()).send().await,
+    )
+}
+
+/// Maps the result of an HTTP delivery: connection errors, timeouts, 5xx
+/// and 429 are worth retrying; other non-2xx answers are final.
+pub fn outcome(what: &str, result: reqwest::Result<reqwest::Response>) -> Result<(), Failure> {
+    let resp = result.map_err(|e| Failure {
+        reason: format!("{what}: {e}"),
+        retry: true,
+    })?;
     let status = resp.status();
     if status.is_success() {
         Ok(())
     } else {
         Err(Failure {
-            reason: format!("POST {url}: HTTP {status}"),
+            reason: format!("{what}: HTTP {status}"),
             retry: status.is_server_error() || status.as_u16() == 429,
         })
     }

@@ -114,23 +114,11 @@ async fn mailgun(
         ("subject", &subject(n)),
         ("text", &body(n)),
     ];
-    let resp = client
+    let result = client
         .post(&url)
         .basic_auth("api", Some(&mg.api_key))
         .form(&form)
         .send()
-        .await
-        .map_err(|e| Failure {
-            reason: format!("Mailgun {url}: {e}"),
-            retry: true,
-        })?;
-    let status = resp.status();
-    if status.is_success() {
-        Ok(())
-    } else {
-        Err(Failure {
-            reason: format!("Mailgun {url}: HTTP {status}"),
-            retry: status.is_server_error() || status.as_u16() == 429,
-        })
-    }
+        .await;
+    super::http::outcome(&format!("Mailgun {url}"), result)
 }
