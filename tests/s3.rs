@@ -24,7 +24,8 @@ impl Moto {
             .spawn()
             .expect("moto_server (pip install 'moto[server]')");
         let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        // Ready means it answers HTTP, not merely that a port accepts.
+        while !common::answers_http(port) {
             assert!(Instant::now() < deadline, "moto did not start");
             std::thread::sleep(Duration::from_millis(100));
         }

@@ -120,7 +120,7 @@ impl Daemon {
         let start = Instant::now();
         let mut child = cmd.spawn()?;
         loop {
-            if std::net::TcpStream::connect(("127.0.0.1", http)).is_ok() {
+            if sys::http_get(http, "/version").is_ok_and(|(status, _)| status == 200) {
                 break;
             }
             if let Some(s) = child.try_wait()? {

@@ -28,6 +28,23 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// True when something on `port` answers an HTTP request. A bare TCP
+/// connect is not enough: connecting to a port nobody listens on yet can
+/// connect the socket to itself (TCP simultaneous open).
+pub fn answers_http(port: u16) -> bool {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    if s.write_all(b"GET /version HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut head = [0u8; 5];
+    s.read_exact(&mut head).is_ok() && &head == b"HTTP/"
+}
+
 /// One HTTP response.
 #[derive(Debug)]
 pub struct Reply {
@@ -123,7 +140,7 @@ impl Daemon {
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if TcpStream::connect(("127.0.0.1", self.http)).is_ok() {
+            if answers_http(self.http) {
                 return;
             }
             if let Some(status) = self
