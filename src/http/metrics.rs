@@ -62,10 +62,7 @@ pub fn render(state: &AppState) -> Response<Body> {
         ),
     ];
     for (name, help, value) in counters {
-        let _ = write!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
-        );
+        single(&mut out, name, help, "counter", value);
     }
     let gauges = [
         (
@@ -80,15 +77,14 @@ pub fn render(state: &AppState) -> Response<Body> {
         ),
     ];
     for (name, help, value) in gauges {
-        let _ = write!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
-        );
+        single(&mut out, name, help, "gauge", value);
     }
-    let _ = write!(
-        out,
-        "# HELP lovebeat_start_time_ms When the engine started (ms since epoch); restart deadlines count from it.\n# TYPE lovebeat_start_time_ms gauge\nlovebeat_start_time_ms {}\n",
-        state.engine.started_at()
+    single(
+        &mut out,
+        "lovebeat_start_time_ms",
+        "When the engine started (ms since epoch); restart deadlines count from it.",
+        "gauge",
+        state.engine.started_at(),
     );
     if let Some(r) = &state.remote {
         for (name, help, value) in [
@@ -103,10 +99,7 @@ pub fn render(state: &AppState) -> Response<Body> {
                 r.upload_failures.load(Ordering::Relaxed),
             ),
         ] {
-            let _ = write!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
-            );
+            single(&mut out, name, help, "counter", value);
         }
     }
     let (ok, error, muted) = state.engine.state_counts();
@@ -129,4 +122,12 @@ pub fn render(state: &AppState) -> Response<Body> {
         "text/plain; version=0.0.4; charset=utf-8",
         out,
     )
+}
+
+/// Appends one unlabelled metric with its HELP and TYPE lines.
+fn single(out: &mut String, name: &str, help: &str, kind: &str, value: impl std::fmt::Display) {
+    let _ = write!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+    );
 }
