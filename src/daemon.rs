@@ -62,6 +62,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let eventlog_events = engine.subscribe();
     let alert_events = engine.subscribe();
     let metrics_events = engine.subscribe();
+    let ws_events = engine.subscribe();
     let stop_udp = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(IngestStats::default());
 
@@ -118,13 +119,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         shutdown.clone(),
     )));
     let saves = Arc::new(persistence::SaveStats::default());
+    let ws_hub = Arc::new(http::ws::WsHub::default());
     let state = Arc::new(AppState {
         engine: engine.clone(),
         stats: stats.clone(),
         saves: saves.clone(),
         alerts: alert_stats.clone(),
         remote: remote.clone(),
+        ws: ws_hub.clone(),
     });
+    tasks.push(tokio::spawn(http::ws::run_hub(
+        ws_hub,
+        engine.clone(),
+        ws_events,
+        shutdown.clone(),
+    )));
     tasks.push(tokio::spawn(sinks::metrics::run(
         config.metrics.clone(),
         engine.clone(),

@@ -12,7 +12,8 @@ pub mod events;
 pub mod service;
 pub mod wheel;
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -109,6 +110,20 @@ pub struct StoredAlarm {
     pub listed: bool,
 }
 
+/// Keeps beat collection on while it lives (see [`Engine::watch_beats`]).
+pub struct BeatWatch {
+    engine: Engine,
+}
+
+impl Drop for BeatWatch {
+    fn drop(&mut self) {
+        let inner = &self.engine.inner;
+        if inner.beat_watchers.fetch_sub(1, Ordering::Relaxed) == 1 {
+            drop(self.engine.take_beaten());
+        }
+    }
+}
+
 /// The wheel and the time its driver will next wake, kept under one lock so
 /// an insert can tell whether the driver must be woken early.
 struct Timers {
@@ -119,7 +134,7 @@ struct Timers {
 
 /// The hasher of the maps: foldhash, seeded at random per process, is several
 /// times faster than SipHash on short names and still resists flooding.
-type Hasher = foldhash::fast::RandomState;
+pub type Hasher = foldhash::fast::RandomState;
 
 struct Inner {
     services: DashMap<Name, Service, Hasher>,
@@ -134,6 +149,10 @@ struct Inner {
     counts: [AtomicI64; 4],
     /// When this engine started: beats before it add no interval.
     started_at: i64,
+    /// Live [`BeatWatch`]es; accepted beats are collected while non-zero.
+    beat_watchers: AtomicUsize,
+    /// Services beaten since the last [`Engine::take_beaten`].
+    beaten: Mutex<HashSet<Name, Hasher>>,
 }
 
 /// Handle to the engine; clone freely.
@@ -167,6 +186,8 @@ impl Engine {
                 events,
                 counts: Default::default(),
                 started_at: now,
+                beat_watchers: AtomicUsize::new(0),
+                beaten: Mutex::new(HashSet::default()),
             }),
         }
     }
@@ -201,6 +222,7 @@ impl Engine {
     /// Applies a beat and/or a timeout change, creating the service if
     /// needed. The hot path: one shard lock, no allocation for a known name.
     pub fn update(&self, name: &str, update: Update, now: i64) -> Result<(), EngineError> {
+        let mut accepted = false;
         self.with_service(name, true, now, |svc, started_at| {
             let mut changed = false;
             if let Some(t) = update.timeout {
@@ -208,11 +230,41 @@ impl Engine {
                 svc.set_timeout(t, now);
             }
             if update.beat {
-                svc.beat(now, started_at);
+                accepted = svc.beat(now, started_at);
             }
             changed
-        })
-        .map(|_| ())
+        })?;
+        if accepted && self.inner.beat_watchers.load(Ordering::Relaxed) > 0 {
+            self.mark_beaten(name);
+        }
+        Ok(())
+    }
+
+    /// Notes an accepted beat for the watchers (see [`Engine::watch_beats`]).
+    #[cold]
+    fn mark_beaten(&self, name: &str) {
+        let mut beaten = self.inner.beaten.lock().unwrap_or_else(|e| e.into_inner());
+        if !beaten.contains(name) {
+            beaten.insert(Name::new(name));
+        }
+    }
+
+    /// Starts collecting the names of beaten services for a live view.
+    /// Accepted beats publish no event (there can be millions a second);
+    /// while at least one [`BeatWatch`] lives, the engine instead keeps the
+    /// set of services beaten since the last [`Engine::take_beaten`], so a
+    /// watcher sees each at most once per drain.
+    pub fn watch_beats(&self) -> BeatWatch {
+        self.inner.beat_watchers.fetch_add(1, Ordering::Relaxed);
+        BeatWatch {
+            engine: self.clone(),
+        }
+    }
+
+    /// The services beaten since the previous call (while watched).
+    pub fn take_beaten(&self) -> HashSet<Name, Hasher> {
+        let mut beaten = self.inner.beaten.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::take(&mut *beaten)
     }
 
     /// Mutes a service (creating it if needed); idempotent.

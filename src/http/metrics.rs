@@ -60,6 +60,16 @@ pub fn render(state: &AppState) -> Response<Body> {
             "Database saves that failed.",
             state.saves.failures.load(Ordering::Relaxed),
         ),
+        (
+            "lovebeat_websocket_messages_total",
+            "Messages queued for websocket clients.",
+            state.ws.sent.load(Ordering::Relaxed),
+        ),
+        (
+            "lovebeat_websocket_resyncs_total",
+            "RESYNCs sent to websocket clients that fell behind.",
+            state.ws.resyncs.load(Ordering::Relaxed),
+        ),
     ];
     for (name, help, value) in counters {
         single(&mut out, name, help, "counter", value);
@@ -74,6 +84,11 @@ pub fn render(state: &AppState) -> Response<Body> {
             "lovebeat_db_size_bytes",
             "Size of the database file after the latest save.",
             state.saves.last_bytes.load(Ordering::Relaxed),
+        ),
+        (
+            "lovebeat_websocket_clients",
+            "Connected websocket clients.",
+            state.ws.client_count() as u64,
         ),
     ];
     for (name, help, value) in gauges {

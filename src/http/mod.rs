@@ -1,4 +1,4 @@
-//! The HTTP server: the API of SPEC §4.2, later the UI and `/ws`.
+//! The HTTP server: the API of SPEC §4.2, the UI and `/ws` (§8).
 //!
 //! `serve` owns the accept loop; each connection is served by hyper;
 //! `router::route` maps a request to its handler.
@@ -6,6 +6,7 @@
 mod api;
 mod metrics;
 mod router;
+pub mod ws;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -36,6 +37,8 @@ pub struct AppState {
     pub alerts: Arc<AlertStats>,
     /// The S3 backup, if configured (its upload counters).
     pub remote: Option<Arc<crate::sinks::s3::RemoteDb>>,
+    /// The websocket clients.
+    pub ws: Arc<ws::WsHub>,
 }
 
 /// A response body: a whole buffer or a stream.

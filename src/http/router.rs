@@ -60,6 +60,10 @@ pub async fn route(req: Request<Incoming>, state: &AppState) -> Response<Body> {
         }
         ["api", "status"] => only(&method, &[Method::GET], || api::status(&req, state)),
         ["metrics"] => only(&method, &[Method::GET], || super::metrics::render(state)),
+        ["ws"] => match method {
+            Method::GET => super::ws::upgrade(req, &state.ws, &state.engine),
+            _ => not_allowed("GET"),
+        },
         ["version"] => only(&method, &[Method::GET], || api::version(&req)),
         [""] | ["index.html"] => only(&method, &[Method::GET], api::index),
         _ => error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
