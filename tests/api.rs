@@ -385,3 +385,40 @@ fn empty_and_streamed_lists_are_pretty_json() {
         .ends_with(&format!("\n    }}\n  ],\n  \"now\": {now}\n}}\n")));
     assert!(r.body.contains("\n    },\n    {\n      \"name\""));
 }
+
+#[test]
+fn the_ui_is_served_from_the_binary_with_relative_urls() {
+    let d = Daemon::start("");
+    let page = d.get("/");
+    assert_eq!(page.status, 200);
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    assert!(page.body.contains("src=\"app.js\""), "{}", page.body);
+    // Relative URLs only: nothing starts at the root, so a path prefix works.
+    assert!(!page.body.contains("src=\"/") && !page.body.contains("href=\"/"));
+    for (path, kind) in [
+        ("/app.js", "text/javascript; charset=utf-8"),
+        ("/style.css", "text/css; charset=utf-8"),
+        ("/favicon.svg", "image/svg+xml"),
+    ] {
+        let r = d.get(path);
+        assert_eq!(r.status, 200, "{path}");
+        assert_eq!(r.header("content-type"), Some(kind), "{path}");
+        assert!(!r.body.is_empty());
+    }
+    let js = d.get("/app.js").body;
+    assert!(
+        !js.contains("fetch('/") && !js.contains("'/api"),
+        "app.js uses relative URLs"
+    );
+    assert_eq!(d.get("/nope.js").status, 404);
+    // /ws without an upgrade is a clear 400.
+    let ws = d.get("/ws");
+    assert_eq!(ws.status, 400);
+    assert!(ws.json()["error"]
+        .as_str()
+        .unwrap_or("")
+        .contains("websocket"));
+}

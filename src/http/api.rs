@@ -342,12 +342,3 @@ pub fn version<B>(req: &Request<B>) -> Response<Body> {
         )
     }
 }
-
-/// GET /: a placeholder until the web UI lands.
-pub fn index() -> Response<Body> {
-    respond(
-        StatusCode::OK,
-        "text/html; charset=utf-8",
-        &b"<!doctype html><title>lovebeat</title><h1>lovebeat</h1>\n<p>The web UI is not part of this release yet. The API is at <a href=\"api/services\">api/services</a>, <a href=\"api/alarms\">api/alarms</a> and <a href=\"api/status\">api/status</a>.</p>\n"[..],
-    )
-}

@@ -6,6 +6,7 @@
 mod api;
 mod metrics;
 mod router;
+mod ui;
 pub mod ws;
 
 use std::convert::Infallible;

@@ -65,7 +65,12 @@ pub async fn route(req: Request<Incoming>, state: &AppState) -> Response<Body> {
             _ => not_allowed("GET"),
         },
         ["version"] => only(&method, &[Method::GET], || api::version(&req)),
-        [""] | ["index.html"] => only(&method, &[Method::GET], api::index),
+        [file] if super::ui::asset(file).is_some() => only(&method, &[Method::GET], || {
+            super::ui::asset(file).map_or_else(
+                || error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
+                super::ui::serve,
+            )
+        }),
         _ => error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
     }
 }

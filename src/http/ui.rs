@@ -1,0 +1,46 @@
+//! The web UI (SPEC §8): the files under `ui/`, compiled into the binary so
+//! `cargo run --release` alone serves them. They use relative URLs only,
+//! so the UI works under a reverse-proxy path prefix.
+
+use hyper::header::{HeaderValue, CACHE_CONTROL};
+use hyper::{Response, StatusCode};
+
+use super::router::respond;
+use super::Body;
+
+/// One file of the UI.
+pub struct Asset {
+    /// Its content type.
+    pub content_type: &'static str,
+    /// Its bytes.
+    pub body: &'static [u8],
+}
+
+/// The UI file at `path` (`""` is the page itself), if there is one.
+pub fn asset(path: &str) -> Option<Asset> {
+    let (content_type, body): (&'static str, &'static [u8]) = match path {
+        "" | "index.html" => (
+            "text/html; charset=utf-8",
+            include_bytes!("../../ui/index.html"),
+        ),
+        "app.js" => (
+            "text/javascript; charset=utf-8",
+            include_bytes!("../../ui/app.js"),
+        ),
+        "style.css" => (
+            "text/css; charset=utf-8",
+            include_bytes!("../../ui/style.css"),
+        ),
+        "favicon.svg" => ("image/svg+xml", include_bytes!("../../ui/favicon.svg")),
+        _ => return None,
+    };
+    Some(Asset { content_type, body })
+}
+
+/// Serves an asset; browsers revalidate so an upgrade shows at once.
+pub fn serve(asset: Asset) -> Response<Body> {
+    let mut r = respond(StatusCode::OK, asset.content_type, asset.body);
+    r.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    r
+}

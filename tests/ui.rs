@@ -1,0 +1,172 @@
+//! The web UI in a real headless Chromium (SPEC §8): each test starts a
+//! daemon (and, for the proxy test, a real nginx) and runs one scenario of
+//! `tests/ui/browser.mjs`. A failing scenario leaves a screenshot in
+//! `target/ui-screenshots/`.
+//!
+//! Needs `node`, Debian's `chromium` and `npm ci --prefix tests/ui`
+//! (`.ci/run` installs all three).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use common::{answers_http, free_port, Daemon};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs one browser scenario against `page_url`; panics with its output if
+/// it fails.
+fn scenario(name: &str, d: &Daemon, page_url: &str) {
+    let root = repo();
+    assert!(
+        root.join("tests/ui/node_modules/playwright-core").exists(),
+        "browser tests need playwright-core: run `npm ci --prefix tests/ui` (and install Debian's chromium)"
+    );
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        Path::new(&chromium).exists(),
+        "browser tests need Chromium at {chromium} (apt-get install chromium, or set CHROMIUM)"
+    );
+    let out = Command::new("node")
+        .arg("tests/ui/browser.mjs")
+        .arg(name)
+        .current_dir(&root)
+        .env("LOVEBEAT_URL", page_url)
+        .env("LOVEBEAT_API", format!("http://127.0.0.1:{}/", d.http))
+        .env("LOVEBEAT_UDP", d.statsd.to_string())
+        .env("LOVEBEAT_SHOTS", root.join("target/ui-screenshots"))
+        .env("CHROMIUM", &chromium)
+        .output()
+        .expect("node (install Node.js 18 or later)");
+    assert!(
+        out.status.success(),
+        "browser scenario '{name}' failed:\n{}\n{}\ndaemon log:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        d.stderr()
+    );
+}
+
+fn page(d: &Daemon) -> String {
+    format!("http://127.0.0.1:{}/", d.http)
+}
+
+#[test]
+fn a_beat_appears_live_turns_red_then_green() {
+    let d = Daemon::start("");
+    scenario("live", &d, &page(&d));
+}
+
+#[test]
+fn mute_unmute_and_delete_from_the_page() {
+    let d = Daemon::start("");
+    scenario("actions", &d, &page(&d));
+}
+
+#[test]
+fn editing_a_timeout_to_1h30m_sets_5400000_ms() {
+    let d = Daemon::start("");
+    scenario("timeout", &d, &page(&d));
+}
+
+#[test]
+fn an_alarm_page_lists_exactly_its_services() {
+    let d = Daemon::start(
+        "[[alarms]]\nname = \"web\"\npattern = \"web.*\"\n[[alarms]]\nname = \"db\"\npattern = \"db.*\"\n",
+    );
+    scenario("alarm", &d, &page(&d));
+}
+
+#[test]
+fn fifty_thousand_services_render_and_filter() {
+    let d = Daemon::start("");
+    scenario("many", &d, &page(&d));
+}
+
+/// nginx from Debian, in the foreground, with everything in `dir`.
+struct Nginx {
+    child: Child,
+}
+
+impl Nginx {
+    fn start(dir: &Path, port: u16, upstream: u16) -> Nginx {
+        let conf = format!(
+            r#"daemon off;
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log info;
+events {{ worker_connections 64; }}
+http {{
+  access_log {dir}/access.log;
+  client_body_temp_path {dir}/body;
+  proxy_temp_path {dir}/proxy;
+  fastcgi_temp_path {dir}/fastcgi;
+  uwsgi_temp_path {dir}/uwsgi;
+  scgi_temp_path {dir}/scgi;
+  server {{
+    listen 127.0.0.1:{port};
+    # The README example: lovebeat under a path prefix, websocket included.
+    location /monitoring/lovebeat/ {{
+      proxy_pass http://127.0.0.1:{upstream}/;
+      proxy_http_version 1.1;
+      proxy_set_header Upgrade $http_upgrade;
+      proxy_set_header Connection "upgrade";
+      proxy_set_header Host $host;
+      proxy_read_timeout 1h;
+    }}
+  }}
+}}
+"#,
+            dir = dir.display()
+        );
+        let path = dir.join("nginx.conf");
+        std::fs::write(&path, conf).expect("write nginx.conf");
+        let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("nginx (apt-get install nginx-light)");
+        let child = Command::new(nginx)
+            .arg("-c")
+            .arg(&path)
+            .arg("-p")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nginx");
+        let mut n = Nginx { child };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !answers_http(port) {
+            if let Ok(Some(status)) = n.child.try_wait() {
+                let log = std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
+                panic!("nginx exited ({status}):\n{log}");
+            }
+            assert!(std::time::Instant::now() < deadline, "nginx did not start");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        n
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn works_behind_nginx_under_a_path_prefix() {
+    let d = Daemon::start("");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let _nginx = Nginx::start(dir.path(), port, d.http);
+    scenario(
+        "proxy",
+        &d,
+        &format!("http://127.0.0.1:{port}/monitoring/lovebeat/"),
+    );
+}

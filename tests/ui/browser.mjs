@@ -1,0 +1,238 @@
+// Browser scenarios for the web UI, in Debian's headless Chromium driven by
+// playwright-core. `tests/ui.rs` starts the daemon (and nginx) and runs one
+// scenario per process:
+//
+//   node tests/ui/browser.mjs <scenario>
+//
+// with LOVEBEAT_URL (the page), LOVEBEAT_API (the daemon itself),
+// LOVEBEAT_UDP (its statsd port) and LOVEBEAT_SHOTS (where a failing
+// scenario leaves its screenshot). `docs` writes the README screenshots.
+import { chromium } from 'playwright-core';
+import dgram from 'node:dgram';
+import { mkdirSync } from 'node:fs';
+import assert from 'node:assert/strict';
+
+const scenario = process.argv[2];
+const url = process.env.LOVEBEAT_URL;
+const apiBase = process.env.LOVEBEAT_API || url;
+const udpPort = Number(process.env.LOVEBEAT_UDP);
+const shots = process.env.LOVEBEAT_SHOTS || 'target/ui-screenshots';
+
+function udp(lines) {
+  return new Promise((resolve, reject) => {
+    const s = dgram.createSocket('udp4');
+    s.send(Buffer.from(lines), udpPort, '127.0.0.1', (err) => {
+      s.close();
+      if (err) reject(err); else resolve();
+    });
+  });
+}
+
+async function api(path, opts) {
+  const r = await fetch(new URL(path, apiBase), opts);
+  return { status: r.status, body: await r.json().catch(() => null) };
+}
+
+async function service(name) {
+  const r = await api(`api/services/${name}`);
+  return r.status === 200 ? r.body.service : null;
+}
+
+async function until(what, f, ms = 8000) {
+  const end = Date.now() + ms;
+  for (;;) {
+    if (await f()) return;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+const row = (page, name) => page.locator(`.row[data-name="${name}"]`);
+
+async function stateOf(page, name) {
+  return (await row(page, name).locator('.state').innerText()).trim();
+}
+
+async function select(page, name) {
+  await row(page, name).getByRole('checkbox').check();
+}
+
+const scenarios = {
+  // A UDP beat appears without a reload, turns ERROR after its timeout and
+  // OK on the next beat.
+  async live(page) {
+    await page.goto(`${url}#/services`);
+    await page.locator('#live.on').waitFor();
+    await udp('ui.live.timeout:2|g\nui.live.beat:1|c\n');
+    await row(page, 'ui.live').waitFor();
+    assert.match(await stateOf(page, 'ui.live'), /OK/);
+    assert.match(await row(page, 'ui.live').locator('.c-timeout').innerText(), /2s/);
+    await page.locator('.row[data-name="ui.live"] .state.error').waitFor({ timeout: 6000 });
+    assert.match(await stateOf(page, 'ui.live'), /ERROR/);
+    assert.equal(await page.locator('#n-error').innerText(), '1');
+    await udp('ui.live.beat:1|c\n');
+    await page.locator('.row[data-name="ui.live"] .state.ok').waitFor({ timeout: 4000 });
+    assert.equal(await page.locator('#n-error').innerText(), '0');
+  },
+
+  // Mute and delete from the page change the daemon's state.
+  async actions(page) {
+    for (const n of ['act.a', 'act.b', 'act.c']) {
+      assert.equal((await api(`api/services/${n}?timeout=60`, { method: 'POST' })).status, 200);
+    }
+    await page.goto(`${url}#/services`);
+    await row(page, 'act.c').waitFor();
+    await select(page, 'act.a');
+    await select(page, 'act.c');
+    await page.getByRole('button', { name: /Mute/ }).first().click();
+    await until('act.a and act.c muted', async () =>
+      (await service('act.a'))?.state === 'muted' && (await service('act.c'))?.state === 'muted');
+    assert.equal((await service('act.b')).state, 'ok');
+    await page.locator('.row[data-name="act.a"] .state.muted').waitFor();
+
+    await select(page, 'act.a');
+    await select(page, 'act.c');
+    await page.getByRole('button', { name: /Unmute/ }).click();
+    await until('act.a unmuted', async () => (await service('act.a'))?.state === 'ok');
+
+    // The selection stays after an action; clear it to pick another.
+    assert.ok(await row(page, 'act.a').getByRole('checkbox').isChecked());
+    await page.getByRole('checkbox', { name: 'Select all shown services' }).check();
+    await page.getByRole('checkbox', { name: 'Select all shown services' }).uncheck();
+    await page.locator('#count', { hasText: '0 selected' }).waitFor();
+    // Delete asks first; dismissing keeps the service.
+    await select(page, 'act.b');
+    page.once('dialog', (d) => d.dismiss());
+    await page.getByRole('button', { name: /Delete/ }).click();
+    await new Promise((r) => setTimeout(r, 300));
+    assert.ok(await service('act.b'), 'dismissed delete keeps the service');
+    let asked = '';
+    page.once('dialog', (d) => { asked = d.message(); d.accept(); });
+    await page.getByRole('button', { name: /Delete/ }).click();
+    await until('act.b deleted', async () => (await service('act.b')) === null);
+    assert.match(asked, /act\.b/);
+    await row(page, 'act.b').waitFor({ state: 'detached' });
+    assert.ok(await service('act.a'), 'only the selected service was deleted');
+  },
+
+  // Double-click a timeout, type 1h30m, Enter: 5 400 000 ms.
+  async timeout(page) {
+    await api('api/services/edit.me?timeout=60', { method: 'POST' });
+    await page.goto(`${url}#/services`);
+    const cell = row(page, 'edit.me').locator('.c-timeout');
+    await cell.waitFor();
+    await cell.locator('.edit').dblclick();
+    const input = cell.getByRole('textbox');
+    await input.fill('1h30m');
+    await input.press('Enter');
+    await until('timeout 5400000', async () => (await service('edit.me'))?.timeout === 5400000);
+    await page.locator('.row[data-name="edit.me"] .c-timeout', { hasText: '1h 30m' }).waitFor();
+    // The keyboard path: focus the timeout, Enter, type, Enter.
+    await cell.locator('.edit').focus();
+    await page.keyboard.press('Enter');
+    await cell.getByRole('textbox').fill('auto');
+    await cell.getByRole('textbox').press('Enter');
+    await until('timeout auto', async () => (await service('edit.me'))?.timeout === -2);
+  },
+
+  // An alarm page lists exactly its services; the home page lists alarms
+  // and the beat chart shows a service's intervals.
+  async alarm(page) {
+    for (const n of ['web.a', 'web.b', 'db.x', 'other']) {
+      await api(`api/services/${n}?timeout=60`, { method: 'POST' });
+    }
+    await page.goto(url);
+    await page.locator('[data-alarm="web"]').waitFor();
+    await page.locator('[data-alarm="db"]').waitFor();
+    await page.locator('[data-alarm="web"]').click();
+    await row(page, 'web.b').waitFor();
+    const names = await page.locator('.row').evaluateAll((rows) => rows.map((r) => r.dataset.name).sort());
+    assert.deepEqual(names, ['web.a', 'web.b']);
+    assert.match(await page.locator('#list-title').innerText(), /web/);
+    // A new member appears live on the alarm page; others do not.
+    await udp('web.c.beat:1|c\nnot.web.beat:1|c\n');
+    await row(page, 'web.c').waitFor();
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(await row(page, 'not.web').count(), 0);
+    // The chart.
+    await row(page, 'web.a').locator('[data-open]').click();
+    await page.locator('#detail').waitFor();
+    assert.equal(await page.locator('#detail-name').innerText(), 'web.a');
+  },
+
+  // Served through nginx under /monitoring/lovebeat/, websocket included.
+  async proxy(page) {
+    assert.match(url, /\/monitoring\/lovebeat\/$/);
+    await page.goto(`${url}#/services`);
+    await page.locator('#live.on').waitFor();
+    await udp('via.proxy.beat:1|c\n');
+    await row(page, 'via.proxy').waitFor();
+    await row(page, 'via.proxy').getByRole('checkbox').check();
+    await page.getByRole('button', { name: /Mute/ }).first().click();
+    await until('muted through the proxy', async () => (await service('via.proxy'))?.state === 'muted');
+    await page.locator('.row[data-name="via.proxy"] .state.muted').waitFor();
+  },
+
+  // 50 000 services: only the visible rows exist, and a filter narrows them.
+  async many(page) {
+    const n = 50000;
+    for (let i = 0; i < n; i += 100) {
+      let lines = '';
+      for (let j = i; j < i + 100; j += 1) lines += `many.s${j}.beat:1|c\n`;
+      await udp(lines);
+      if (i % 5000 === 0) await new Promise((r) => setTimeout(r, 5));
+    }
+    await until('50 000 services', async () => {
+      const r = await api('api/status', { headers: { Accept: 'application/json' } });
+      return r.body.num_ok === n;
+    }, 20000);
+    await page.goto(`${url}#/services`);
+    await page.locator('#count', { hasText: `${n} shown` }).waitFor({ timeout: 15000 });
+    const rows = await page.locator('.row').count();
+    assert.ok(rows > 5 && rows < 200, `${rows} rows in the DOM`);
+    await page.locator('#filter').fill('many.s4999');
+    await page.locator('#count', { hasText: /^11 shown/ }).waitFor();
+    await page.locator('#viewport').evaluate((v) => { v.scrollTop = 0; });
+    await page.locator('#filter').fill('');
+    await page.locator('#viewport').evaluate((v) => { v.scrollTop = v.scrollHeight; });
+    await page.locator('.row[data-name="many.s9999"]').waitFor();
+  },
+
+  // The screenshots in docs/: the home page and an alarm page with a chart.
+  async docs(page) {
+    await page.setViewportSize({ width: 1200, height: 720 });
+    await page.goto(url);
+    await page.locator('[data-alarm]').first().waitFor();
+    await page.screenshot({ path: 'docs/ui-home.png' });
+    await page.goto(`${url}#/alarm/backup`);
+    await row(page, 'backup.db1').waitFor();
+    await row(page, 'backup.db1').locator('[data-open]').click();
+    await page.locator('#chart rect').first().waitFor();
+    await page.screenshot({ path: 'docs/ui-alarm.png' });
+  },
+};
+
+const run = scenarios[scenario];
+if (!run) {
+  console.error(`unknown scenario '${scenario}'; one of: ${Object.keys(scenarios).join(', ')}`);
+  process.exit(2);
+}
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  args: ['--no-sandbox', '--disable-dev-shm-usage'],
+});
+const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+page.on('pageerror', (e) => console.error(`page error: ${e.message}`));
+page.on('console', (m) => { if (m.type() === 'error') console.error(`console: ${m.text()}`); });
+let failed = false;
+try {
+  await run(page);
+} catch (e) {
+  failed = true;
+  mkdirSync(shots, { recursive: true });
+  const path = `${shots}/${scenario}.png`;
+  await page.screenshot({ path, fullPage: true }).catch(() => {});
+  console.error(`scenario ${scenario} failed: ${e.stack || e}\nscreenshot: ${path}`);
+}
+await browser.close();
+process.exit(failed ? 1 : 0);

@@ -1,0 +1,497 @@
+// lovebeat web UI: plain JS, no build step. Loads the lists over HTTP,
+// then applies the changes /ws sends (SPEC §8). Every URL is relative, so
+// the page works under a reverse-proxy path prefix.
+'use strict';
+
+const STATE_ORDER = { error: 0, muted: 1, ok: 2, new: 3 };
+const ICON = { ok: '\u2714', error: '\u2716', muted: '\u25D0', new: '\u2026' };
+
+const store = {
+  services: new Map(),   // name -> service object as the API sends it
+  alarms: new Map(),     // name -> alarm object
+  skew: 0,               // server clock minus browser clock, ms
+  loaded: false,
+};
+const ui = {
+  route: { view: 'home', alarm: null, state: null },
+  selected: new Set(),
+  shown: [],             // names, filtered and sorted
+  needSort: true,
+  lastSort: 0,
+  frame: 0,
+  editing: null,         // name whose timeout is being edited
+  detail: null,          // name in the detail panel
+};
+
+const $ = (id) => document.getElementById(id);
+const now = () => Date.now() + store.skew;
+
+// ---------------------------------------------------------------- formatting
+
+function human(ms) {
+  if (ms < 1000) return `${ms} ms`;
+  let s = Math.round(ms / 1000);
+  const parts = [];
+  for (const [unit, size] of [['d', 86400], ['h', 3600], ['m', 60], ['s', 1]]) {
+    if (s >= size) { parts.push(`${Math.floor(s / size)}${unit}`); s %= size; }
+  }
+  return parts.slice(0, 2).join(' ');
+}
+
+function timeoutText(svc) {
+  switch (svc.timeout) {
+    case -1: return 'never';
+    case 0: return 'always error';
+    case -2: return svc.effective_timeout
+      ? `auto (learned ${human(svc.effective_timeout)})` : 'auto (learning)';
+    default: return human(svc.timeout);
+  }
+}
+
+function ago(ts) {
+  const s = Math.round((now() - ts) / 1000);
+  if (s < 5) return 'just now';
+  if (s < 60) return `${s} s ago`;
+  const m = Math.floor(s / 60);
+  if (m < 60) return `${m} min ago`;
+  const h = Math.floor(m / 60);
+  if (h < 48) return `${h} h ago`;
+  return `${Math.floor(h / 24)} days ago`;
+}
+
+function localTime(ts) {
+  return new Date(ts).toLocaleString();
+}
+
+function analysisText(a) {
+  if (!a) return '';
+  return `${human(a.lower * 1000)}–${human(a.upper * 1000)}`;
+}
+
+function esc(s) {
+  return String(s).replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' }[c]));
+}
+
+function stateBadge(state) {
+  return `<span class="state ${state}"><span aria-hidden="true">${ICON[state] || ''}</span>${state.toUpperCase()}</span>`;
+}
+
+// ---------------------------------------------------------------- data
+
+async function api(path, opts = {}) {
+  const r = await fetch(path, opts);
+  let body = null;
+  try { body = await r.json(); } catch (_) { /* not JSON */ }
+  if (!r.ok) throw new Error((body && body.error) || `${r.status} ${r.statusText}`);
+  return body;
+}
+
+let pending = null; // messages that arrive while the lists load
+
+async function reload() {
+  pending = [];
+  try {
+    const [s, a] = await Promise.all([api('api/services'), api('api/alarms')]);
+    store.skew = s.now - Date.now();
+    store.services = new Map(s.services.map((x) => [x.name, x]));
+    store.alarms = new Map(a.alarms.map((x) => [x.name, x]));
+    store.loaded = true;
+    const queued = pending;
+    pending = null;
+    queued.forEach(apply);
+  } catch (e) {
+    pending = null;
+    toast(`Could not load: ${e.message}`);
+  }
+  ui.needSort = true;
+  render();
+}
+
+function apply(msg) {
+  if (pending) { pending.push(msg); return; }
+  switch (msg.type) {
+    case 'ADD_SERVICE':
+    case 'UPDATE_SERVICE':
+      store.services.set(msg.service.name, msg.service); break;
+    case 'REMOVE_SERVICE':
+      store.services.delete(msg.service.name);
+      ui.selected.delete(msg.service.name); break;
+    case 'ADD_ALARM':
+    case 'UPDATE_ALARM':
+      store.alarms.set(msg.alarm.name, msg.alarm); break;
+    case 'REMOVE_ALARM':
+      store.alarms.delete(msg.alarm.name); break;
+    case 'RESYNC':
+      reload(); return;
+    default: return;
+  }
+  ui.needSort = true;
+  if (msg.service && msg.service.name === ui.detail) loadDetail(ui.detail);
+  schedule();
+}
+
+let socket = null;
+let retry = 500;
+
+function connect() {
+  const url = new URL('ws', document.baseURI);
+  url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
+  socket = new WebSocket(url);
+  socket.onopen = () => {
+    retry = 500;
+    setLive(true);
+    reload();
+  };
+  socket.onmessage = (ev) => {
+    try { apply(JSON.parse(ev.data)); } catch (e) { console.error(e); }
+  };
+  socket.onclose = () => {
+    setLive(false);
+    setTimeout(connect, retry);
+    retry = Math.min(retry * 2, 10000);
+  };
+}
+
+function setLive(on) {
+  const el = $('live');
+  el.textContent = on ? 'live' : 'reconnecting…';
+  el.className = `live ${on ? 'on' : 'off'}`;
+}
+
+// ---------------------------------------------------------------- routing
+
+function parseRoute() {
+  const h = decodeURIComponent(location.hash.replace(/^#\/?/, ''));
+  const [path, query] = h.split('?');
+  const params = new URLSearchParams(query || '');
+  if (path.startsWith('alarm/')) return { view: 'alarm', alarm: path.slice(6), state: params.get('state') };
+  if (path === 'services') return { view: 'services', alarm: null, state: params.get('state') };
+  return { view: 'home', alarm: null, state: null };
+}
+
+function onRoute() {
+  ui.route = parseRoute();
+  ui.selected.clear();
+  ui.needSort = true;
+  $('viewport').scrollTop = 0;
+  render();
+}
+
+// ---------------------------------------------------------------- rendering
+
+function schedule() {
+  if (!ui.frame) ui.frame = requestAnimationFrame(() => { ui.frame = 0; render(); });
+}
+
+function render() {
+  const r = ui.route;
+  document.querySelectorAll('[data-nav]').forEach((a) => {
+    const current = (a.dataset.nav === 'home' && r.view === 'home')
+      || (a.dataset.nav === 'services' && r.view === 'services');
+    if (current) a.setAttribute('aria-current', 'page'); else a.removeAttribute('aria-current');
+  });
+  renderSummary();
+  $('home').hidden = r.view !== 'home';
+  $('list').hidden = r.view === 'home';
+  if (r.view === 'home') renderAlarms(); else renderList();
+}
+
+function renderSummary() {
+  const n = { ok: 0, error: 0, muted: 0 };
+  for (const s of store.services.values()) if (s.state in n) n[s.state] += 1;
+  $('n-ok').textContent = n.ok;
+  $('n-error').textContent = n.error;
+  $('n-muted').textContent = n.muted;
+}
+
+function renderAlarms() {
+  const list = [...store.alarms.values()].sort((a, b) =>
+    (STATE_ORDER[a.state] - STATE_ORDER[b.state]) || a.name.localeCompare(b.name));
+  $('no-alarms').hidden = list.length > 0 || !store.loaded;
+  $('alarms').innerHTML = list.map((a) => {
+    const failed = a.failed_services.length;
+    return `<li><a class="${a.state}" href="#/alarm/${encodeURIComponent(a.name)}" data-alarm="${esc(a.name)}">
+      <div>${stateBadge(a.state)} <span class="name">${esc(a.name)}</span></div>
+      <div class="sub">${failed ? `${failed} failed: ${esc(a.failed_services.slice(0, 3).join(', '))}${failed > 3 ? '…' : ''}` : 'all good'}
+      · incident #${a.incident_nbr}</div></a></li>`;
+  }).join('');
+}
+
+function matches(svc, filter, r) {
+  if (r.alarm && !(svc.in_alarms || []).includes(r.alarm)) return false;
+  if (r.state && svc.state !== r.state) return false;
+  return !filter || svc.name.includes(filter);
+}
+
+function resort() {
+  const filter = $('filter').value.trim().toLowerCase();
+  const key = $('sort').value;
+  const r = ui.route;
+  const shown = [];
+  for (const s of store.services.values()) if (matches(s, filter, r)) shown.push(s);
+  const byName = (a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
+  const cmp = {
+    name: byName,
+    state: (a, b) => (STATE_ORDER[a.state] - STATE_ORDER[b.state]) || byName(a, b),
+    beat: (a, b) => (b.last_beat - a.last_beat) || byName(a, b),
+  }[key];
+  shown.sort(cmp);
+  ui.shown = shown.map((s) => s.name);
+  ui.needSort = false;
+  ui.lastSort = performance.now();
+}
+
+function renderList() {
+  const r = ui.route;
+  if (r.view === 'alarm') {
+    const a = store.alarms.get(r.alarm);
+    $('list-title').innerHTML = `Alarm ${esc(r.alarm)} ${a ? stateBadge(a.state) : ''}`;
+    $('alarm-info').textContent = a
+      ? `Incident #${a.incident_nbr} · ${a.failed_services.length} failed · last change ${localTime(a.last_state_change)}`
+      : (store.loaded ? 'No such alarm.' : '');
+  } else {
+    $('list-title').textContent = r.state ? `Services in ${r.state.toUpperCase()}` : 'All services';
+    $('alarm-info').textContent = '';
+  }
+  // A burst of updates re-sorts at most every 300 ms; rows are redrawn
+  // from the current objects on every frame anyway.
+  if (ui.needSort) {
+    if (performance.now() - ui.lastSort > 300 || ui.shown.length < 5000) resort();
+    else setTimeout(schedule, 300);
+  }
+  $('count').textContent = `${ui.shown.length} shown · ${ui.selected.size} selected`;
+  const all = $('select-all');
+  all.checked = ui.shown.length > 0 && ui.shown.every((n) => ui.selected.has(n));
+  drawRows();
+}
+
+function rowHeight() {
+  return parseFloat(getComputedStyle(document.documentElement).getPropertyValue('--row')) || 44;
+}
+
+// Only the rows in view exist in the DOM: 50 000 services cost 50 000
+// objects in a Map, not 50 000 elements. A row's element is replaced only
+// when its markup changed, so a burst of updates touches only what changed
+// on screen, and focus and double-clicks survive redraws.
+const rowEls = new Map();
+
+function focusSelector(el) {
+  if (el.matches('input[type=checkbox]')) return 'input[type=checkbox]';
+  if (el.classList.contains('edit')) return '.edit';
+  return '[data-open]';
+}
+
+function drawRows() {
+  if (ui.editing) return;
+  const vp = $('viewport');
+  const h = rowHeight();
+  $('spacer').style.height = `${ui.shown.length * h}px`;
+  const first = Math.max(0, Math.floor(vp.scrollTop / h) - 5);
+  const last = Math.min(ui.shown.length, Math.ceil((vp.scrollTop + vp.clientHeight) / h) + 5);
+  const want = new Set();
+  for (let i = first; i < last; i += 1) {
+    const name = ui.shown[i];
+    const svc = store.services.get(name);
+    if (!svc) continue;
+    want.add(name);
+    const html = rowHtml(svc, i * h);
+    const old = rowEls.get(name);
+    if (old && old.lovebeatHtml === html) continue;
+    const tmp = document.createElement('div');
+    tmp.innerHTML = html;
+    const el = tmp.firstElementChild;
+    el.lovebeatHtml = html;
+    if (old) {
+      const active = document.activeElement;
+      const sel = old.contains(active) ? focusSelector(active) : null;
+      old.replaceWith(el);
+      if (sel) { const f = el.querySelector(sel); if (f) f.focus({ preventScroll: true }); }
+    } else {
+      vp.appendChild(el);
+    }
+    rowEls.set(name, el);
+  }
+  for (const [name, el] of rowEls) {
+    if (!want.has(name)) { el.remove(); rowEls.delete(name); }
+  }
+}
+
+function rowHtml(svc, top) {
+  const n = esc(svc.name);
+  const sel = ui.selected.has(svc.name);
+  const beat = svc.last_beat > 0
+    ? `${ago(svc.last_beat)}<small>${localTime(svc.last_beat)}</small>` : 'never';
+  const a = svc.analysis;
+  const analysis = a ? `${analysisText(a)}${a.unstable ? '<span class="unstable">unstable</span>' : ''}` : '';
+  const muted = svc.muted_since > 0 ? `${ago(svc.muted_since)}<small>${localTime(svc.muted_since)}</small>` : '';
+  return `<div class="row${sel ? ' selected' : ''}" role="row" data-name="${n}" style="top:${top}px">
+    <span class="c-sel"><input type="checkbox" ${sel ? 'checked' : ''} aria-label="Select ${n}"></span>
+    <span class="c-state">${stateBadge(svc.state)}</span>
+    <span class="c-name"><button type="button" data-open title="Show beat chart">${n}</button></span>
+    <span class="c-beat">${beat}</span>
+    <span class="c-timeout"><button type="button" class="edit" aria-label="Timeout of ${n}: ${esc(timeoutText(svc))}. Press Enter to edit." title="Double-click to edit">${esc(timeoutText(svc))}</button></span>
+    <span class="c-analysis">${analysis}</span>
+    <span class="c-muted">${muted}</span>
+  </div>`;
+}
+
+// ---------------------------------------------------------------- actions
+
+async function act(action, names) {
+  if (!names.length) { toast('Select one or more services first.'); return; }
+  if (action === 'delete' && !window.confirm(`Delete ${names.length} service${names.length > 1 ? 's' : ''}?\n${names.slice(0, 10).join('\n')}${names.length > 10 ? '\n…' : ''}`)) return;
+  const path = (n) => `api/services/${encodeURIComponent(n)}`;
+  const req = {
+    beat: (n) => api(path(n), { method: 'POST' }),
+    mute: (n) => api(`${path(n)}/mute`, { method: 'POST' }),
+    unmute: (n) => api(`${path(n)}/unmute`, { method: 'POST' }),
+    delete: (n) => api(path(n), { method: 'DELETE' }),
+  }[action];
+  const failures = [];
+  // A few requests at a time: fast for many services, gentle on the daemon.
+  const queue = [...names];
+  await Promise.all(Array.from({ length: Math.min(8, queue.length) }, async () => {
+    while (queue.length) {
+      const n = queue.shift();
+      try { await req(n); } catch (e) { failures.push(`${n}: ${e.message}`); }
+    }
+  }));
+  if (action === 'delete') names.forEach((n) => ui.selected.delete(n));
+  toast(failures.length ? `${failures.length} failed: ${failures[0]}` : `${action}: ${names.length} done`);
+  schedule();
+}
+
+function timeoutValue(text) {
+  const t = text.trim().toLowerCase().replace(/\s+/g, '');
+  if (t === 'never' || t === 'none') return -1;
+  if (t === 'alwayserror' || t === 'error') return 0;
+  if (/^-?\d+$/.test(t)) return Number(t);
+  return t;
+}
+
+function editTimeout(name) {
+  const row = document.querySelector(`.row[data-name="${CSS.escape(name)}"] .c-timeout`);
+  const svc = store.services.get(name);
+  if (!row || !svc) return;
+  ui.editing = name;
+  const current = svc.timeout > 0 ? human(svc.timeout).replace(/ /g, '') : timeoutText(svc).split(' ')[0];
+  row.innerHTML = `<input type="text" aria-label="New timeout for ${esc(name)}, e.g. 1h30m, 90s, auto, never" value="${esc(current)}">`;
+  const input = row.querySelector('input');
+  input.focus();
+  input.select();
+  const done = async (save) => {
+    if (ui.editing !== name) return;
+    ui.editing = null;
+    const el = rowEls.get(name);
+    if (el) el.lovebeatHtml = '';
+    if (save) {
+      try {
+        await api(`api/services/${encodeURIComponent(name)}`, {
+          method: 'POST',
+          headers: { 'Content-Type': 'application/json' },
+          body: JSON.stringify({ timeout: timeoutValue(input.value), beat: false }),
+        });
+        toast(`Timeout of ${name} set to ${input.value.trim()}`);
+      } catch (e) { toast(`Timeout not changed: ${e.message}`); }
+    }
+    schedule();
+  };
+  input.addEventListener('keydown', (e) => {
+    if (e.key === 'Enter') done(true);
+    if (e.key === 'Escape') done(false);
+  });
+  input.addEventListener('blur', () => done(false));
+}
+
+// ---------------------------------------------------------------- detail
+
+async function loadDetail(name) {
+  ui.detail = name;
+  $('detail').hidden = false;
+  $('detail-name').textContent = name;
+  let svc;
+  try {
+    svc = (await api(`api/services/${encodeURIComponent(name)}?details=1`)).service;
+  } catch (e) {
+    $('detail-text').textContent = e.message;
+    $('chart').innerHTML = '';
+    return;
+  }
+  const limit = svc.timeout > 0 ? svc.timeout : (svc.effective_timeout || 0);
+  $('detail-text').innerHTML = `${stateBadge(svc.state)} timeout ${esc(timeoutText(svc))}`
+    + (svc.analysis ? ` · usually every ${analysisText(svc.analysis)}${svc.analysis.unstable ? ' (unstable)' : ''}` : '');
+  drawChart(svc.beat_history || [], limit);
+}
+
+function drawChart(history, limit) {
+  const W = 400; const H = 120; const pad = 4;
+  const svg = $('chart');
+  if (!history.length) {
+    svg.innerHTML = `<text x="${W / 2}" y="${H / 2}" text-anchor="middle" font-size="12" fill="#57606a">no intervals yet</text>`;
+    return;
+  }
+  const top = Math.max(limit, ...history) * 1.1;
+  const bw = (W - pad * 2) / history.length;
+  const y = (v) => H - pad - (v / top) * (H - pad * 2);
+  const bars = history.map((v, i) =>
+    `<rect class="bar${limit && v > limit ? ' late' : ''}" x="${pad + i * bw}" y="${y(v)}" width="${Math.max(1, bw - 1)}" height="${H - pad - y(v)}"><title>${human(v)}</title></rect>`).join('');
+  const line = limit ? `<line class="limit" x1="0" x2="${W}" y1="${y(limit)}" y2="${y(limit)}"><title>timeout ${human(limit)}</title></line>` : '';
+  svg.innerHTML = bars + line;
+  svg.setAttribute('aria-label', `${history.length} intervals between ${human(Math.min(...history))} and ${human(Math.max(...history))}${limit ? `, timeout ${human(limit)}` : ''}`);
+}
+
+// ---------------------------------------------------------------- wiring
+
+let toastTimer = 0;
+function toast(text) {
+  const t = $('toast');
+  t.textContent = text;
+  t.hidden = false;
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => { t.hidden = true; }, 4000);
+}
+
+function wire() {
+  window.addEventListener('hashchange', onRoute);
+  $('filter').addEventListener('input', () => { ui.needSort = true; ui.lastSort = 0; schedule(); });
+  $('sort').addEventListener('change', () => { ui.needSort = true; ui.lastSort = 0; schedule(); });
+  $('viewport').addEventListener('scroll', schedule, { passive: true });
+  window.addEventListener('resize', schedule);
+  $('select-all').addEventListener('change', (e) => {
+    if (e.target.checked) ui.shown.forEach((n) => ui.selected.add(n));
+    else ui.shown.forEach((n) => ui.selected.delete(n));
+    schedule();
+  });
+  document.querySelectorAll('[data-act]').forEach((b) => b.addEventListener('click', () => {
+    act(b.dataset.act, ui.shown.filter((n) => ui.selected.has(n)));
+  }));
+  const vp = $('viewport');
+  vp.addEventListener('change', (e) => {
+    const row = e.target.closest('.row');
+    if (!row || e.target.type !== 'checkbox') return;
+    if (e.target.checked) ui.selected.add(row.dataset.name); else ui.selected.delete(row.dataset.name);
+    schedule();
+  });
+  vp.addEventListener('click', (e) => {
+    const row = e.target.closest('.row');
+    if (row && e.target.closest('[data-open]')) loadDetail(row.dataset.name);
+  });
+  vp.addEventListener('dblclick', (e) => {
+    const row = e.target.closest('.row');
+    if (row && e.target.closest('.c-timeout')) editTimeout(row.dataset.name);
+  });
+  vp.addEventListener('keydown', (e) => {
+    const row = e.target.closest('.row');
+    if (row && e.key === 'Enter' && e.target.classList.contains('edit')) {
+      e.preventDefault();
+      editTimeout(row.dataset.name);
+    }
+  });
+  $('detail-close').addEventListener('click', () => { ui.detail = null; $('detail').hidden = true; });
+  // Relative times age even when nothing changes.
+  setInterval(schedule, 5000);
+}
+
+wire();
+onRoute();
+connect();
