@@ -77,6 +77,7 @@ fn alarm_defs(n: usize) -> Vec<AlarmDef> {
             includes: vec![format!("team{i}.$host.*"), format!("legacy.team{i}.*")],
             excludes: vec![format!("team{i}.*.test")],
             alerts: vec![],
+            depends_on: vec![],
         })
         .collect()
 }

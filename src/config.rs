@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::duration::{parse_timeout, timeout_from_secs};
-use crate::engine::{AlarmDef, EngineConfig};
+use crate::engine::{AlarmDef, EngineConfig, Schedule, ServiceDefaults};
+use std::sync::Arc;
 
 /// The default main configuration file.
 pub const DEFAULT_CONFIG: &str = "/etc/lovebeat.cfg";
@@ -67,7 +68,7 @@ pub struct Config {
     /// statsd over TCP.
     pub tcp: Listen,
     /// The HTTP API and UI.
-    pub http: Listen,
+    pub http: Http,
     /// Persistence.
     pub database: Database,
     /// statsd metrics out: one section or an array of them.
@@ -166,6 +167,28 @@ pub struct Listen {
     pub listen: String,
 }
 
+/// `[http]`: where the API and UI listen, and the API keys (SPEC §10).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Http {
+    /// Address; an empty host means every interface.
+    pub listen: String,
+    /// Keys allowed to change state; when set, every change needs one.
+    pub write_keys: Vec<String>,
+    /// Keys allowed to read; when set, reading needs a read or write key.
+    pub read_keys: Vec<String>,
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Http {
+            listen: ":8080".into(),
+            write_keys: Vec::new(),
+            read_keys: Vec::new(),
+        }
+    }
+}
+
 /// `[udp]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -246,6 +269,9 @@ pub struct AlarmConfig {
     pub excludes: Vec<String>,
     /// Alert sections to fire.
     pub alerts: Vec<String>,
+    /// Alarms whose ERROR holds this alarm's alerts (`$word` filled from
+    /// this alarm's captures).
+    pub depends_on: Vec<String>,
 }
 
 /// `[alerts.<name>]`.
@@ -260,6 +286,8 @@ pub struct AlertConfig {
     pub slack_channel: Option<String>,
     /// Executable to run.
     pub script: Option<String>,
+    /// Send again every this long while the alarm stays ERROR.
+    pub repeat: Option<TimeoutValue>,
 }
 
 /// `[eventlog]`.
@@ -298,7 +326,56 @@ pub struct ServiceDefault {
     /// Which services.
     pub pattern: String,
     /// Seconds, a duration string or "auto".
-    pub timeout: TimeoutValue,
+    pub timeout: Option<TimeoutValue>,
+    /// A cron schedule instead of a timeout (SPEC §10).
+    pub schedule: Option<String>,
+    /// The schedule's IANA zone (default UTC).
+    pub tz: Option<String>,
+    /// Grace after a fire time (default 5 minutes).
+    pub grace: Option<TimeoutValue>,
+    /// Longest allowed run.
+    pub max_runtime: Option<TimeoutValue>,
+}
+
+impl ServiceDefault {
+    /// The engine's form, or why it is invalid.
+    pub fn to_engine(&self) -> Result<ServiceDefaults, String> {
+        let schedule = match &self.schedule {
+            Some(expr) => {
+                if self.timeout.is_some() {
+                    return Err("give either timeout or schedule, not both".into());
+                }
+                let grace = match &self.grace {
+                    Some(g) => g.to_duration_ms()?,
+                    None => crate::engine::job::DEFAULT_GRACE_MS,
+                };
+                let tz = self.tz.as_deref().unwrap_or("UTC");
+                Some(Arc::new(Schedule::parse(expr, tz, grace)?))
+            }
+            None => {
+                if self.tz.is_some() || self.grace.is_some() {
+                    return Err("tz and grace need a schedule".into());
+                }
+                None
+            }
+        };
+        let timeout = match &self.timeout {
+            Some(t) => t.to_ms()?,
+            None if schedule.is_some() => crate::engine::TIMEOUT_SCHEDULE,
+            None if self.max_runtime.is_some() => crate::engine::TIMEOUT_NONE,
+            None => return Err("needs a timeout or a schedule".into()),
+        };
+        let max_runtime = match &self.max_runtime {
+            Some(m) => Some(m.to_duration_ms()?).filter(|m| *m > 0),
+            None => None,
+        };
+        Ok(ServiceDefaults {
+            pattern: self.pattern.clone(),
+            timeout,
+            schedule,
+            max_runtime,
+        })
+    }
 }
 
 /// A timeout written as a number of seconds or as text.
@@ -317,6 +394,15 @@ impl TimeoutValue {
         match self {
             TimeoutValue::Secs(s) => timeout_from_secs(*s),
             TimeoutValue::Text(t) => parse_timeout(t),
+        }
+    }
+
+    /// As a plain duration (ms, ≥ 0): a number is seconds.
+    pub fn to_duration_ms(&self) -> Result<i64, String> {
+        match self {
+            TimeoutValue::Secs(s) if *s >= 0 => Ok(s.saturating_mul(1000)),
+            TimeoutValue::Secs(s) => Err(format!("duration {s} must be 0 or more")),
+            TimeoutValue::Text(t) => crate::duration::parse_duration_input(t),
         }
     }
 }
@@ -456,10 +542,27 @@ impl Config {
             }
         }
         for s in &self.services {
-            s.timeout.to_ms().map_err(|e| {
+            s.to_engine().map_err(|e| {
                 ConfigError::Invalid(format!("[[services]] pattern '{}': {e}", s.pattern))
             })?;
         }
+        for (name, alert) in &self.alerts {
+            if let Some(r) = &alert.repeat {
+                match r.to_duration_ms() {
+                    Ok(ms) if ms >= 1000 => {}
+                    Ok(_) => {
+                        return Err(ConfigError::Invalid(format!(
+                            "[alerts.{name}] repeat must be at least 1s"
+                        )))
+                    }
+                    Err(e) => {
+                        return Err(ConfigError::Invalid(format!("[alerts.{name}] repeat: {e}")))
+                    }
+                }
+            }
+        }
+        crate::engine::alarms::check_dependencies(&self.alarm_defs())
+            .map_err(ConfigError::Invalid)?;
         self.eventlog_mode()?;
         if self.auto.algorithm != "lovebeat1" {
             return Err(ConfigError::Invalid(format!(
@@ -512,6 +615,7 @@ impl Config {
                 includes: a.pattern.iter().chain(&a.includes).cloned().collect(),
                 excludes: a.excludes.clone(),
                 alerts: a.alerts.clone(),
+                depends_on: a.depends_on.clone(),
             })
             .collect()
     }
@@ -523,8 +627,8 @@ impl Config {
             service_defaults: self
                 .services
                 .iter()
-                // validate() checked every timeout.
-                .filter_map(|s| s.timeout.to_ms().ok().map(|t| (s.pattern.clone(), t)))
+                // validate() checked every entry.
+                .filter_map(|s| s.to_engine().ok())
                 .collect(),
         }
     }
@@ -667,10 +771,13 @@ mode = 600
             "[[services]]\npattern = \"deprecated.*\"\ntimeout = 0\n[[services]]\npattern = \"x.*\"\ntimeout = \"1h\"\n",
         )
         .expect("valid");
-        assert_eq!(
-            c.engine_config().service_defaults,
-            vec![("deprecated.*".into(), 0), ("x.*".into(), 3_600_000)]
-        );
+        let d: Vec<(String, i64)> = c
+            .engine_config()
+            .service_defaults
+            .into_iter()
+            .map(|d| (d.pattern, d.timeout))
+            .collect();
+        assert_eq!(d, vec![("deprecated.*".into(), 0), ("x.*".into(), 3_600_000)]);
     }
 
     #[test]

@@ -15,6 +15,7 @@ use flate2::write::GzEncoder;
 use flate2::Compression;
 use serde::{Deserialize, Serialize, Serializer};
 
+use crate::engine::job::JobRecord;
 use crate::engine::{Engine, State, StoredAlarm, StoredService};
 
 /// A database that exists but cannot be used; the daemon refuses to start.
@@ -58,6 +59,8 @@ struct ServiceRecord {
     last_beat: i64,
     #[serde(default)]
     beat_history: Option<Vec<i64>>,
+    #[serde(flatten)]
+    job: JobRecord,
     #[serde(default = "minus_one")]
     timeout: i64,
     #[serde(default)]
@@ -122,6 +125,9 @@ pub fn decode(data: &mut [u8], path: &Path) -> Result<Loaded, DbError> {
                 parse(json).map_err(|e| bad(n, format!("bad SERV record: {e}")))?;
             let state = parse_state(&r.state)
                 .ok_or_else(|| bad(n, format!("unknown state '{}'", r.state)))?;
+            r.job
+                .to_ext()
+                .map_err(|e| bad(n, format!("service '{}': {e}", r.name)))?;
             loaded.services.push(StoredService {
                 name: r.name,
                 last_beat: r.last_beat,
@@ -135,6 +141,7 @@ pub fn decode(data: &mut [u8], path: &Path) -> Result<Loaded, DbError> {
                     .into_iter()
                     .map(|v| v.clamp(0, i64::from(u32::MAX)) as u32)
                     .collect(),
+                job: (r.job != JobRecord::default()).then_some(r.job),
             });
         } else if let Some(json) = line.strip_prefix(b"ALARM\t") {
             let r: AlarmRecord =
@@ -196,6 +203,8 @@ fn encode_service(
         state: &'a str,
         muted_since: i64,
         last_state_change: i64,
+        #[serde(flatten, skip_serializing_if = "Option::is_none")]
+        job: Option<JobRecord>,
     }
     out.extend_from_slice(b"SERV\t");
     serde_json::to_writer(
@@ -208,6 +217,7 @@ fn encode_service(
             state: svc.state.as_str(),
             muted_since: svc.muted_since,
             last_state_change: svc.last_state_change,
+            job: svc.ext.as_deref().map(JobRecord::from_ext),
         },
     )?;
     out.push(b'\n');

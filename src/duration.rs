@@ -36,6 +36,20 @@ pub fn parse_timeout(text: &str) -> Result<i64, String> {
     parse_duration_ms(t).map_err(|e| format!("timeout '{text}': {e}"))
 }
 
+/// Parses a duration input of SPEC §10 (`grace`, `max_runtime`, `for`):
+/// a bare number is seconds (decimals allowed), else a duration (`10m`).
+/// Never negative.
+pub fn parse_duration_input(text: &str) -> Result<i64, String> {
+    let t = text.trim();
+    if let Ok(secs) = t.parse::<f64>() {
+        if secs.is_finite() && secs >= 0.0 && secs < 1e12 {
+            return Ok((secs * 1000.0).round() as i64);
+        }
+        return Err(format!("duration '{text}' must be 0 or more seconds"));
+    }
+    parse_duration_ms(t).map_err(|e| format!("duration '{text}': {e}"))
+}
+
 /// Parses a duration such as `90s`, `15m`, `1h30m`, `2d`, `500ms` into ms.
 pub fn parse_duration_ms(text: &str) -> Result<i64, String> {
     let b = text.as_bytes();

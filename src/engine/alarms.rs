@@ -20,6 +20,53 @@ pub struct AlarmDef {
     pub excludes: Vec<String>,
     /// Names of the `[alerts.<name>]` sections fired by this alarm.
     pub alerts: Vec<String>,
+    /// Configured alarm names (templates) this alarm depends on (SPEC §10).
+    pub depends_on: Vec<String>,
+}
+
+/// Checks `depends_on` of every alarm: each names a configured alarm, and
+/// no cycle runs through them.
+pub fn check_dependencies(defs: &[AlarmDef]) -> Result<(), String> {
+    let index = |name: &str| defs.iter().position(|d| d.name == name);
+    for d in defs {
+        for dep in &d.depends_on {
+            if index(dep).is_none() {
+                return Err(format!(
+                    "alarm '{}' depends on '{dep}', which is not a configured alarm name",
+                    d.name
+                ));
+            }
+        }
+    }
+    // Depth-first search with colours: 1 = on the current path, 2 = done.
+    fn visit(i: usize, defs: &[AlarmDef], colour: &mut [u8], path: &mut Vec<usize>) -> Result<(), String> {
+        colour[i] = 1;
+        path.push(i);
+        for dep in &defs[i].depends_on {
+            let Some(j) = defs.iter().position(|d| &d.name == dep) else {
+                continue;
+            };
+            if colour[j] == 1 {
+                let start = path.iter().position(|p| *p == j).unwrap_or(0);
+                let mut names: Vec<&str> = path[start..].iter().map(|p| defs[*p].name.as_str()).collect();
+                names.push(&defs[j].name);
+                return Err(format!("alarm dependencies form a cycle: {}", names.join(" -> ")));
+            }
+            if colour[j] == 0 {
+                visit(j, defs, colour, path)?;
+            }
+        }
+        path.pop();
+        colour[i] = 2;
+        Ok(())
+    }
+    let mut colour = vec![0u8; defs.len()];
+    for i in 0..defs.len() {
+        if colour[i] == 0 {
+            visit(i, defs, &mut colour, &mut Vec::new())?;
+        }
+    }
+    Ok(())
 }
 
 /// Which pattern of which alarm a `PatternSet` id stands for.
@@ -106,6 +153,34 @@ impl AlarmMatcher {
         out.dedup_by(|a, b| a.0 == b.0);
         out
     }
+
+    /// The alarms the instance of `def` that `service` belongs to depends
+    /// on: its `depends_on` with `$word` filled from the same captures that
+    /// named it.
+    pub fn dependencies(&self, def: usize, service: &str) -> Vec<Arc<str>> {
+        let Some(d) = self.defs.get(def) else {
+            return Vec::new();
+        };
+        if d.depends_on.is_empty() {
+            return Vec::new();
+        }
+        let mut ids = Vec::new();
+        self.set.matches(service.as_bytes(), &mut ids);
+        let first = ids
+            .iter()
+            .filter(|id| {
+                let r = self.refs[**id as usize];
+                r.def as usize == def && !r.exclude
+            })
+            .min_by_key(|id| self.refs[**id as usize].order);
+        let caps = first
+            .and_then(|id| self.set.pattern(*id).captures(service))
+            .unwrap_or_default();
+        d.depends_on
+            .iter()
+            .map(|t| Arc::from(expand_template(t, &caps)))
+            .collect()
+    }
 }
 
 /// A live alarm.
@@ -126,6 +201,8 @@ pub struct Alarm {
     /// False once deleted through the API: hidden from lists, but its
     /// incident counter is kept until a member brings it back.
     pub listed: bool,
+    /// The alarms it depends on, resolved when it was created.
+    pub depends_on: Arc<[Arc<str>]>,
 }
 
 impl Alarm {
@@ -139,6 +216,7 @@ impl Alarm {
             members: 0,
             failed: BTreeSet::new(),
             listed: true,
+            depends_on: Arc::new([]),
         }
     }
 
@@ -169,6 +247,8 @@ impl Alarm {
             failed_services: self.failed.iter().cloned().collect(),
             last_state_change: self.last_state_change,
             def: self.def,
+            depends_on: self.depends_on.clone(),
+            suppressed_by: Vec::new(),
         }
     }
 }
@@ -189,6 +269,13 @@ pub struct AlarmView {
     /// The configured section it came from (not shown): where its alerts are.
     #[serde(skip)]
     pub def: Option<usize>,
+    /// The alarms it depends on (not shown).
+    #[serde(skip)]
+    pub depends_on: Arc<[Arc<str>]>,
+    /// Those of them in ERROR now, which hold its alerts (SPEC §10); left
+    /// out when empty. Filled by `Engine::with_suppression`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub suppressed_by: Vec<Arc<str>>,
 }
 
 #[cfg(test)]
@@ -201,6 +288,7 @@ mod tests {
             includes: includes.iter().map(|s| s.to_string()).collect(),
             excludes: excludes.iter().map(|s| s.to_string()).collect(),
             alerts: vec![],
+            depends_on: vec![],
         }
     }
 

@@ -10,6 +10,7 @@ pub mod alarms;
 pub mod auto;
 pub mod events;
 pub mod service;
+pub mod job;
 pub mod wheel;
 
 use std::collections::HashSet;
@@ -25,6 +26,7 @@ use crate::clock::now_ms;
 use crate::pattern::PatternSet;
 pub use alarms::{AlarmDef, AlarmMatcher, AlarmView};
 pub use events::{Event, EventKind};
+pub use job::{Failure, Schedule, TIMEOUT_SCHEDULE};
 pub use service::{Name, Service, ServiceView, State, TIMEOUT_AUTO, TIMEOUT_NONE};
 use wheel::Wheel;
 
@@ -72,8 +74,51 @@ pub struct Update {
 pub struct EngineConfig {
     /// The configured `[[alarms]]`.
     pub alarms: Vec<AlarmDef>,
-    /// `[[services]]` defaults as (pattern, timeout ms); first match wins.
-    pub service_defaults: Vec<(String, i64)>,
+    /// `[[services]]` defaults; the first that matches wins.
+    pub service_defaults: Vec<ServiceDefaults>,
+}
+
+/// What a new service matching `pattern` starts with (`[[services]]`).
+#[derive(Debug, Clone)]
+pub struct ServiceDefaults {
+    /// Which services.
+    pub pattern: String,
+    /// Timeout (ms or a special value); ignored when `schedule` is set.
+    pub timeout: i64,
+    /// A cron schedule instead of a timeout.
+    pub schedule: Option<Arc<Schedule>>,
+    /// Longest allowed run (ms).
+    pub max_runtime: Option<i64>,
+}
+
+impl ServiceDefaults {
+    /// Defaults with only a timeout.
+    pub fn timeout(pattern: &str, timeout: i64) -> ServiceDefaults {
+        ServiceDefaults {
+            pattern: pattern.to_string(),
+            timeout,
+            schedule: None,
+            max_runtime: None,
+        }
+    }
+}
+
+/// A change of the job fields of one service (SPEC §10), applied in this
+/// order: timeout or schedule, `max_runtime`, start, fail, beat.
+#[derive(Debug, Clone, Default)]
+pub struct JobUpdate {
+    /// Set a timeout (clears a schedule).
+    pub timeout: Option<i64>,
+    /// Follow a schedule (replaces the timeout).
+    pub schedule: Option<Arc<Schedule>>,
+    /// Set `max_runtime` (ms); `Some(0)` clears it.
+    pub max_runtime: Option<i64>,
+    /// A run started.
+    pub start: bool,
+    /// A run failed: exit code (if known) and output.
+    pub fail: Option<(Option<i32>, String)>,
+    /// A beat.
+    pub beat: bool,
 }
 
 /// A service as read from the database.
@@ -93,6 +138,8 @@ pub struct StoredService {
     pub last_state_change: i64,
     /// Beat intervals, oldest first.
     pub beat_history: Vec<u32>,
+    /// Job monitoring fields (SPEC §10), if any are in use.
+    pub job: Option<job::JobRecord>,
 }
 
 /// An alarm as read from the database.
@@ -141,7 +188,7 @@ struct Inner {
     alarms: DashMap<Arc<str>, alarms::Alarm, Hasher>,
     matcher: AlarmMatcher,
     defaults: PatternSet,
-    default_timeouts: Vec<i64>,
+    default_values: Vec<ServiceDefaults>,
     timers: Mutex<Timers>,
     wake: Notify,
     events: broadcast::Sender<Arc<Event>>,
@@ -165,10 +212,8 @@ impl Engine {
     /// A new, empty engine whose clock started at `now`.
     pub fn new(config: EngineConfig, now: i64) -> Engine {
         let mut defaults = PatternSet::default();
-        let mut default_timeouts = Vec::new();
-        for (pattern, timeout) in &config.service_defaults {
-            defaults.add(pattern);
-            default_timeouts.push(*timeout);
+        for d in &config.service_defaults {
+            defaults.add(&d.pattern);
         }
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
         Engine {
@@ -177,7 +222,7 @@ impl Engine {
                 alarms: DashMap::with_hasher(Hasher::default()),
                 matcher: AlarmMatcher::new(config.alarms),
                 defaults,
-                default_timeouts,
+                default_values: config.service_defaults,
                 timers: Mutex::new(Timers {
                     wheel: Wheel::new(now.max(0) as u64),
                     next_wake: i64::MAX,
@@ -269,12 +314,27 @@ impl Engine {
 
     /// Mutes a service (creating it if needed); idempotent.
     pub fn mute(&self, name: &str, now: i64) -> Result<(), EngineError> {
+        self.mute_until(name, None, now)
+    }
+
+    /// Mutes a service until `until` (ms; a snooze), or with no end. The
+    /// latest request wins; `muted_since` keeps the start of the muting.
+    pub fn mute_until(&self, name: &str, until: Option<i64>, now: i64) -> Result<(), EngineError> {
         self.with_service(name, true, now, |svc, _| {
+            let mut changed = false;
             if svc.muted_since == 0 {
                 svc.muted_since = now;
-                return true;
+                changed = true;
             }
-            false
+            let until = until.unwrap_or(0);
+            if svc.ext.as_ref().map_or(0, |e| e.muted_until) != until {
+                svc.ext_mut().muted_until = until;
+                svc.drop_unused_ext();
+                // A snooze that ends earlier must be armed again.
+                svc.armed = service::NOT_ARMED;
+                changed = true;
+            }
+            changed
         })
         .map(|_| ())
     }
@@ -284,9 +344,64 @@ impl Engine {
         self.with_service(name, false, now, |svc, _| {
             let was = svc.muted_since != 0;
             svc.muted_since = 0;
+            if let Some(e) = svc.ext.as_deref_mut() {
+                e.muted_until = 0;
+            }
+            svc.drop_unused_ext();
             was
         })
         .map(|_| ())
+    }
+
+    /// Applies a job change (SPEC §10), creating the service if needed.
+    pub fn update_job(&self, name: &str, u: JobUpdate, now: i64) -> Result<(), EngineError> {
+        let mut accepted = false;
+        self.with_service(name, true, now, |svc, started_at| {
+            let mut changed = false;
+            if let Some(schedule) = u.schedule {
+                svc.set_schedule(schedule, now);
+                // The deadline may have moved earlier.
+                svc.armed = service::NOT_ARMED;
+                changed = true;
+            } else if let Some(t) = u.timeout {
+                changed |= svc.timeout != t;
+                svc.set_timeout(t, now);
+            }
+            if let Some(max) = u.max_runtime {
+                svc.ext_mut().max_runtime = (max > 0).then_some(max);
+                svc.armed = service::NOT_ARMED;
+                changed = true;
+            }
+            if u.start {
+                let ext = svc.ext_mut();
+                ext.started_at = now;
+                ext.running = true;
+                svc.armed = service::NOT_ARMED;
+                changed = true;
+            }
+            if let Some((exit_code, output)) = u.fail {
+                let ext = svc.ext_mut();
+                ext.running = false;
+                ext.failed = true;
+                ext.last_failure = Some(Failure {
+                    ts: now,
+                    exit_code,
+                    output,
+                    reason: None,
+                });
+                changed = true;
+            }
+            if u.beat {
+                accepted = svc.beat(now, started_at);
+                changed |= accepted && svc.ext.is_some();
+            }
+            svc.drop_unused_ext();
+            changed
+        })?;
+        if accepted && self.inner.beat_watchers.load(Ordering::Relaxed) > 0 {
+            self.mark_beaten(name);
+        }
+        Ok(())
     }
 
     /// Runs `f` on the service (created first if `create`), then settles its
@@ -320,7 +435,7 @@ impl Engine {
             Entry::Vacant(v) => {
                 let alarm_keys: Box<[Arc<str>]> =
                     memberships.iter().map(|(k, _)| k.clone()).collect();
-                v.insert(Service::new(now, self.default_timeout(name), alarm_keys))
+                v.insert(self.new_service(name, alarm_keys, now))
             }
         };
         let before = guard.state;
@@ -350,18 +465,27 @@ impl Engine {
             .collect()
     }
 
-    /// The timeout a new service starts with: the first `[[services]]`
-    /// default that matches, else none.
-    fn default_timeout(&self, name: &str) -> i64 {
+    /// A new service with the first `[[services]]` default that matches
+    /// (else no timeout).
+    fn new_service(&self, name: &str, alarms: Box<[Arc<str>]>, now: i64) -> Service {
         let inner = &*self.inner;
-        if inner.defaults.is_empty() {
-            return TIMEOUT_NONE;
+        let mut defaults = None;
+        if !inner.defaults.is_empty() {
+            let mut ids = Vec::new();
+            inner.defaults.matches(name.as_bytes(), &mut ids);
+            defaults = ids.iter().min().map(|id| &inner.default_values[*id as usize]);
         }
-        let mut ids = Vec::new();
-        inner.defaults.matches(name.as_bytes(), &mut ids);
-        ids.iter()
-            .min()
-            .map_or(TIMEOUT_NONE, |id| inner.default_timeouts[*id as usize])
+        let Some(d) = defaults else {
+            return Service::new(now, TIMEOUT_NONE, alarms);
+        };
+        let mut svc = Service::new(now, d.timeout, alarms);
+        if let Some(s) = &d.schedule {
+            svc.set_schedule(s.clone(), now);
+        }
+        if let Some(max) = d.max_runtime {
+            svc.ext_mut().max_runtime = Some(max);
+        }
+        svc
     }
 
     /// First evaluation of a just-created service, then joining its alarms.
@@ -390,6 +514,7 @@ impl Engine {
     /// Re-evaluates a service after a change (or an expiry) and propagates
     /// a state change to counts, alarms and events.
     fn settle(&self, key: &Name, svc: &mut Service, before: State, changed: bool, now: i64) {
+        let changed = svc.advance(now) | changed;
         let after = svc.evaluate(now);
         if after != before {
             svc.state = after;
@@ -415,10 +540,7 @@ impl Engine {
     /// Puts the service's deadline in the wheel unless an entry at or before
     /// it is live already (a later deadline is found on expiry: lazy re-arm).
     fn arm_if_needed(&self, key: &Name, svc: &mut Service, now: i64) {
-        if svc.state != State::Ok {
-            return;
-        }
-        let Some(deadline) = svc.deadline() else {
+        let Some(deadline) = svc.next_wake() else {
             return;
         };
         if deadline >= svc.armed {
@@ -528,7 +650,10 @@ impl Engine {
             .alarms
             .entry(alarm.clone())
             .or_insert_with(|| alarms::Alarm::new(Some(def), now));
-        a.def.get_or_insert(def);
+        if a.def.is_none() || (a.depends_on.is_empty() && a.members == 0) {
+            a.def = Some(def);
+            a.depends_on = self.inner.matcher.dependencies(def, service).into();
+        }
         a.members += 1;
         if error {
             a.failed.insert(service.clone());
@@ -670,21 +795,45 @@ impl Engine {
 
     /// Every listed alarm.
     pub fn alarms(&self) -> Vec<AlarmView> {
-        self.inner
+        let views: Vec<AlarmView> = self
+            .inner
             .alarms
             .iter()
             .filter(|a| a.listed)
             .map(|a| a.view(a.key()))
-            .collect()
+            .collect();
+        views.into_iter().map(|v| self.with_suppression(v)).collect()
     }
 
     /// One listed alarm.
     pub fn alarm(&self, name: &str) -> Option<AlarmView> {
-        self.inner
+        let view = self
+            .inner
             .alarms
             .get(name)
             .filter(|a| a.listed)
-            .map(|a| a.view(a.key()))
+            .map(|a| a.view(a.key()))?;
+        Some(self.with_suppression(view))
+    }
+
+    /// True when the alarm exists and is ERROR.
+    pub fn alarm_in_error(&self, name: &str) -> bool {
+        self.inner
+            .alarms
+            .get(name)
+            .is_some_and(|a| a.listed && a.state == State::Error)
+    }
+
+    /// Fills `suppressed_by`: the alarms it depends on that are ERROR now.
+    /// Takes no lock of its own alarm, so call it with none held.
+    pub fn with_suppression(&self, mut view: AlarmView) -> AlarmView {
+        view.suppressed_by = view
+            .depends_on
+            .iter()
+            .filter(|d| self.alarm_in_error(d))
+            .cloned()
+            .collect();
+        view
     }
 
     /// The services of an alarm (a scan of all services).
@@ -733,6 +882,21 @@ impl Engine {
             svc.muted_since = s.muted_since;
             svc.set_history(s.beat_history);
             svc.anchor = now;
+            match s.job.as_ref().map(job::JobRecord::to_ext) {
+                Some(Ok(Some(mut ext))) => {
+                    if let Some(sched) = &ext.schedule {
+                        // Restart grace: a fire missed while down is not due.
+                        ext.next_deadline = sched.deadline_after(s.last_beat.max(now));
+                    }
+                    if ext.running {
+                        // Its run time limit also counts from the restart.
+                        ext.started_at = ext.started_at.max(now);
+                    }
+                    svc.ext = Some(Box::new(ext));
+                }
+                Some(Err(e)) => tracing::warn!(service = %key, "ignoring its job settings: {e}"),
+                _ => {}
+            }
             let state = if s.state == State::Error && s.muted_since == 0 {
                 State::Error
             } else {
@@ -750,7 +914,10 @@ impl Engine {
                     .alarms
                     .entry(alarm.clone())
                     .or_insert_with(|| alarms::Alarm::new(Some(*def), now));
-                a.def.get_or_insert(*def);
+                if a.def.is_none() {
+                    a.def = Some(*def);
+                    a.depends_on = inner.matcher.dependencies(*def, &key).into();
+                }
                 a.members += 1;
                 a.listed = true;
                 if state == State::Error {

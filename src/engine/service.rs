@@ -5,6 +5,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::auto::{self, BeatAnalysis};
+use super::job::{Failure, JobExt, TIMEOUT_SCHEDULE};
 
 /// A service name: stored inline (no allocation, no pointer to chase on
 /// lookup) up to 24 bytes, which covers most names.
@@ -103,6 +104,8 @@ pub struct Service {
     pub state: State,
     /// Names of the alarms this service belongs to, sorted.
     pub alarms: Box<[Arc<str>]>,
+    /// Job monitoring fields (SPEC §10), allocated on first use only.
+    pub ext: Option<Box<JobExt>>,
 }
 
 impl Service {
@@ -121,7 +124,62 @@ impl Service {
             history_head: 0,
             state: State::New,
             alarms,
+            ext: None,
         }
+    }
+
+    /// The job fields, allocated now if this is their first use.
+    pub fn ext_mut(&mut self) -> &mut JobExt {
+        self.ext.get_or_insert_with(Default::default)
+    }
+
+    /// Frees the job fields once nothing in them is used.
+    pub fn drop_unused_ext(&mut self) {
+        if self.ext.as_ref().is_some_and(|e| e.is_unused()) {
+            self.ext = None;
+        }
+    }
+
+    /// The earliest time the service must be looked at again without any
+    /// input: its deadline, the end of a snooze, or a run's `max_runtime`.
+    pub fn next_wake(&self) -> Option<i64> {
+        let ext = self.ext.as_deref();
+        match self.state {
+            State::Muted => ext.map(|e| e.muted_until).filter(|t| *t > 0),
+            State::Ok => {
+                let runtime = ext.and_then(JobExt::runtime_deadline);
+                match (self.deadline(), runtime) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
+            }
+            _ => None,
+        }
+    }
+
+    /// Applies what time alone changes (a snooze ending, a run exceeding
+    /// `max_runtime`) before evaluating. Returns whether anything changed.
+    pub fn advance(&mut self, now: i64) -> bool {
+        let Some(ext) = self.ext.as_deref_mut() else {
+            return false;
+        };
+        let mut changed = false;
+        if ext.muted_until > 0 && now >= ext.muted_until && self.muted_since > 0 {
+            ext.muted_until = 0;
+            self.muted_since = 0;
+            changed = true;
+        }
+        if ext.runtime_deadline().is_some_and(|d| now >= d) && self.muted_since == 0 {
+            ext.failed = true;
+            ext.last_failure = Some(Failure {
+                ts: now,
+                exit_code: None,
+                output: String::new(),
+                reason: Some("ran too long".into()),
+            });
+            changed = true;
+        }
+        changed
     }
 
     /// When the service expires, if it can.
@@ -129,6 +187,7 @@ impl Service {
         match self.timeout {
             t if t > 0 => Some(self.anchor.saturating_add(t)),
             TIMEOUT_AUTO => self.learned().map(|a| self.anchor.saturating_add(a)),
+            TIMEOUT_SCHEDULE => self.ext.as_ref().map(|e| e.next_deadline),
             _ => None,
         }
     }
@@ -137,7 +196,10 @@ impl Service {
     pub fn evaluate(&self, now: i64) -> State {
         if self.muted_since > 0 {
             State::Muted
-        } else if self.timeout == 0 || self.deadline().is_some_and(|d| now >= d) {
+        } else if self.timeout == 0
+            || self.deadline().is_some_and(|d| now >= d)
+            || self.ext.as_ref().is_some_and(|e| e.failed)
+        {
             State::Error
         } else {
             State::Ok
@@ -160,6 +222,12 @@ impl Service {
         if self.timeout == TIMEOUT_AUTO {
             self.relearn();
         }
+        if let Some(ext) = self.ext.as_deref_mut() {
+            ext.on_beat(now);
+            if let Some(s) = &ext.schedule {
+                ext.next_deadline = s.deadline_after(now);
+            }
+        }
         true
     }
 
@@ -170,7 +238,27 @@ impl Service {
         if self.last_beat < 0 {
             self.anchor = now;
         }
+        if timeout != TIMEOUT_SCHEDULE {
+            if let Some(ext) = self.ext.as_deref_mut() {
+                ext.schedule = None;
+            }
+            self.drop_unused_ext();
+        }
         self.relearn();
+    }
+
+    /// Follows `schedule` from now on: its deadline is the first fire time
+    /// after the last beat (never beaten: after now), plus grace.
+    pub fn set_schedule(&mut self, schedule: Arc<super::job::Schedule>, now: i64) {
+        self.timeout = TIMEOUT_SCHEDULE;
+        let from = if self.last_beat >= 0 { self.last_beat } else { now };
+        if self.last_beat < 0 {
+            self.anchor = now;
+        }
+        self.relearn();
+        let ext = self.ext_mut();
+        ext.next_deadline = schedule.deadline_after(from);
+        ext.schedule = Some(schedule);
     }
 
     /// The learned timeout (ms) of an auto service with at least one
@@ -240,6 +328,7 @@ impl Service {
             analysis: auto::analyze(&history),
             effective_timeout: self.learned(),
             beat_history: details.then_some(history),
+            job: self.ext.as_deref().map(|e| Box::new(JobView::new(e, details))),
         }
     }
 }
@@ -300,6 +389,62 @@ pub struct ServiceView {
     /// The learned timeout of an auto service with at least one interval.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub effective_timeout: Option<i64>,
+    /// The job fields of SPEC §10 that are in use, inline in the object.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub job: Option<Box<JobView>>,
+}
+
+/// The §10 fields of a service object; each is left out while unused.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct JobView {
+    /// The cron expression.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// Its zone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tz: Option<String>,
+    /// Grace after a fire time, ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grace: Option<i64>,
+    /// The current deadline of a scheduled service, ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_deadline: Option<i64>,
+    /// A start with no beat or fail after it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub running: Option<bool>,
+    /// When the latest run started, ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<i64>,
+    /// Run times, ms, oldest first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_history: Option<Vec<u32>>,
+    /// The latest failure.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<Failure>,
+    /// Longest allowed run, ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_runtime: Option<i64>,
+    /// End of a snooze, ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub muted_until: Option<i64>,
+}
+
+impl JobView {
+    fn new(e: &JobExt, _details: bool) -> JobView {
+        let sched = e.schedule.as_deref();
+        JobView {
+            schedule: sched.map(|s| s.expr.clone()),
+            tz: sched.map(|s| s.tz.name().to_string()),
+            grace: sched.map(|s| s.grace_ms),
+            next_deadline: sched.map(|_| e.next_deadline),
+            running: (e.started_at > 0).then_some(e.running),
+            started_at: (e.started_at > 0).then_some(e.started_at),
+            run_history: (!e.run_history.is_empty()).then(|| e.run_history.iter().copied().collect()),
+            last_failure: e.last_failure.clone(),
+            max_runtime: e.max_runtime,
+            muted_until: (e.muted_until > 0).then_some(e.muted_until),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ fn engine(alarms: Vec<AlarmDef>) -> Engine {
     Engine::new(
         EngineConfig {
             alarms,
-            service_defaults: vec![("deprecated.*".into(), 0)],
+            service_defaults: vec![ServiceDefaults::timeout("deprecated.*", 0)],
         },
         T0,
     )
@@ -204,6 +204,7 @@ fn load_applies_restart_grace() {
         muted_since: 0,
         last_state_change: T0 - 50_000,
         beat_history: vec![60000; 5],
+        job: None,
     };
     e.load(
         vec![

@@ -9,8 +9,11 @@ use serde::Serialize;
 use super::router::{error, json, query_param, respond, wants_json};
 use super::{AppState, Body};
 use crate::clock::now_ms;
-use crate::duration::{parse_timeout, timeout_from_secs};
-use crate::engine::{AlarmView, EngineError, ServiceView, Update};
+use std::sync::Arc;
+
+use crate::duration::{parse_duration_input, parse_timeout, timeout_from_secs};
+use crate::engine::job::{output_tail, DEFAULT_GRACE_MS};
+use crate::engine::{AlarmView, EngineError, JobUpdate, Schedule, ServiceView, Update};
 
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 1 << 20;
@@ -27,20 +30,71 @@ fn engine_error(e: EngineError) -> Response<Body> {
     error(status, e.to_string())
 }
 
-/// POST /api/services/<name>: a beat, optionally with a timeout.
-pub async fn beat(req: Request<Incoming>, state: &AppState, name: &str) -> Response<Body> {
-    let mut update = Update {
-        beat: true,
-        timeout: None,
-    };
-    if let Some(t) = query_param(&req, "timeout") {
-        match parse_timeout(&t) {
-            Ok(ms) => update.timeout = Some(ms),
-            Err(e) => return error(StatusCode::BAD_REQUEST, e),
+/// The settings a beat request may carry, from the query, a form or JSON
+/// (SPEC §4.2, §10); a later source overrides an earlier one.
+#[derive(Default)]
+struct BeatParams {
+    beat: bool,
+    timeout: Option<i64>,
+    schedule: Option<String>,
+    tz: Option<String>,
+    grace: Option<String>,
+    max_runtime: Option<String>,
+}
+
+impl BeatParams {
+    /// Takes one `key=value` pair; unknown keys are ignored as in 1.x.
+    fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
+        match key {
+            "timeout" if !value.is_empty() => self.timeout = Some(parse_timeout(value)?),
+            "schedule" => self.schedule = Some(value.to_string()),
+            "tz" => self.tz = Some(value.to_string()),
+            "grace" => self.grace = Some(value.to_string()),
+            "max_runtime" => self.max_runtime = Some(value.to_string()),
+            _ => {}
         }
+        Ok(())
     }
-    let content_type = req
-        .headers()
+
+    /// The engine change these settings ask for.
+    fn into_update(self) -> Result<JobUpdate, String> {
+        let mut u = JobUpdate {
+            beat: self.beat,
+            timeout: self.timeout,
+            ..JobUpdate::default()
+        };
+        match self.schedule {
+            Some(expr) => {
+                let grace = match &self.grace {
+                    Some(g) => parse_duration_input(g).map_err(|e| format!("grace: {e}"))?,
+                    None => DEFAULT_GRACE_MS,
+                };
+                let tz = self.tz.as_deref().unwrap_or("UTC");
+                u.schedule = Some(Arc::new(Schedule::parse(&expr, tz, grace)?));
+                if self.timeout.is_some() {
+                    return Err("give either a timeout or a schedule, not both".into());
+                }
+            }
+            None if self.tz.is_some() || self.grace.is_some() => {
+                return Err("tz and grace need a schedule".into())
+            }
+            None => {}
+        }
+        if let Some(m) = &self.max_runtime {
+            u.max_runtime = Some(parse_duration_input(m).map_err(|e| format!("max_runtime: {e}"))?);
+        }
+        Ok(u)
+    }
+
+    /// True when only 1.x settings are in use (the fast path).
+    fn is_plain(&self) -> bool {
+        self.schedule.is_none() && self.max_runtime.is_none()
+    }
+}
+
+/// The lower-cased media type of the request, without parameters.
+fn content_type<B>(req: &Request<B>) -> String {
+    req.headers()
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(|v| {
@@ -50,33 +104,61 @@ pub async fn beat(req: Request<Incoming>, state: &AppState, name: &str) -> Respo
                 .trim()
                 .to_ascii_lowercase()
         })
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// POST /api/services/<name>: a beat, optionally with a timeout, a schedule
+/// or a `max_runtime`.
+pub async fn beat(req: Request<Incoming>, state: &AppState, name: &str) -> Response<Body> {
+    let mut params = BeatParams {
+        beat: true,
+        ..BeatParams::default()
+    };
+    if let Some(q) = req.uri().query() {
+        for (k, v) in form_urlencoded::parse(q.as_bytes()) {
+            if let Err(e) = params.set(&k, &v) {
+                return error(StatusCode::BAD_REQUEST, e);
+            }
+        }
+    }
+    let content_type = content_type(&req);
     let body = match read_body(req).await {
         Ok(b) => b,
         Err(r) => return r,
     };
     if content_type == "application/json" {
-        if let Err(e) = apply_json(&body, &mut update) {
+        if let Err(e) = apply_json(&body, &mut params) {
             return error(StatusCode::BAD_REQUEST, e);
         }
     } else if content_type == "application/x-www-form-urlencoded" {
-        if let Some((_, t)) = form_urlencoded::parse(&body).find(|(k, _)| k == "timeout") {
-            if !t.is_empty() {
-                match parse_timeout(&t) {
-                    Ok(ms) => update.timeout = Some(ms),
-                    Err(e) => return error(StatusCode::BAD_REQUEST, e),
-                }
+        for (k, v) in form_urlencoded::parse(&body) {
+            if let Err(e) = params.set(&k, &v) {
+                return error(StatusCode::BAD_REQUEST, e);
             }
         }
     }
-    match state.engine.update(name, update, now_ms()) {
+    let now = now_ms();
+    let result = if params.is_plain() {
+        let update = Update {
+            beat: params.beat,
+            timeout: params.timeout,
+        };
+        state.engine.update(name, update, now)
+    } else {
+        match params.into_update() {
+            Ok(u) => state.engine.update_job(name, u, now),
+            Err(e) => return error(StatusCode::BAD_REQUEST, e),
+        }
+    };
+    match result {
         Ok(()) => empty_ok(),
         Err(e) => engine_error(e),
     }
 }
 
-/// Applies a JSON body `{"timeout": ..., "beat": ...}`; empty counts as `{}`.
-fn apply_json(body: &[u8], update: &mut Update) -> Result<(), String> {
+/// Applies a JSON body `{"timeout": ..., "beat": ..., "schedule": ...}`;
+/// empty counts as `{}`.
+fn apply_json(body: &[u8], params: &mut BeatParams) -> Result<(), String> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(());
     }
@@ -88,13 +170,13 @@ fn apply_json(body: &[u8], update: &mut Update) -> Result<(), String> {
     match obj.get("timeout") {
         None | Some(serde_json::Value::Null) => {}
         Some(serde_json::Value::Number(n)) => {
-            update.timeout = Some(if let Some(i) = n.as_i64() {
+            params.timeout = Some(if let Some(i) = n.as_i64() {
                 timeout_from_secs(i)?
             } else {
                 parse_timeout(&n.to_string())?
             });
         }
-        Some(serde_json::Value::String(s)) => update.timeout = Some(parse_timeout(s)?),
+        Some(serde_json::Value::String(s)) => params.timeout = Some(parse_timeout(s)?),
         Some(other) => {
             return Err(format!(
                 "timeout must be a number of seconds or a duration, not {other}"
@@ -103,10 +185,63 @@ fn apply_json(body: &[u8], update: &mut Update) -> Result<(), String> {
     }
     match obj.get("beat") {
         None | Some(serde_json::Value::Null) => {}
-        Some(serde_json::Value::Bool(b)) => update.beat = *b,
+        Some(serde_json::Value::Bool(b)) => params.beat = *b,
         Some(other) => return Err(format!("beat must be true or false, not {other}")),
     }
+    for key in ["schedule", "tz", "grace", "max_runtime"] {
+        match obj.get(key) {
+            None | Some(serde_json::Value::Null) => {}
+            Some(serde_json::Value::String(v)) => params.set(key, v)?,
+            Some(serde_json::Value::Number(n)) if key != "schedule" && key != "tz" => {
+                params.set(key, &n.to_string())?
+            }
+            Some(other) => return Err(format!("{key} must be a string, not {other}")),
+        }
+    }
     Ok(())
+}
+
+/// POST /api/services/<name>/start, /fail and /exit/<code> (SPEC §10). A
+/// fail or exit body is kept as the failure's output (its last 10 KiB).
+pub async fn job_signal(
+    req: Request<Incoming>,
+    state: &AppState,
+    name: &str,
+    signal: &str,
+    code: Option<&str>,
+) -> Response<Body> {
+    let mut u = JobUpdate::default();
+    match (signal, code) {
+        ("start", None) => u.start = true,
+        ("fail", None) | ("exit", Some(_)) => {
+            let exit_code = match code {
+                Some(c) => match c.parse::<u8>() {
+                    Ok(n) => Some(i32::from(n)),
+                    Err(_) => {
+                        return error(
+                            StatusCode::BAD_REQUEST,
+                            format!("exit code '{c}' must be a number from 0 to 255"),
+                        )
+                    }
+                },
+                None => None,
+            };
+            let body = match read_body(req).await {
+                Ok(b) => b,
+                Err(r) => return r,
+            };
+            if exit_code == Some(0) {
+                u.beat = true;
+            } else {
+                u.fail = Some((exit_code, output_tail(&body)));
+            }
+        }
+        _ => return error(StatusCode::NOT_FOUND, format!("no such endpoint: {signal}")),
+    }
+    match state.engine.update_job(name, u, now_ms()) {
+        Ok(()) => empty_ok(),
+        Err(e) => engine_error(e),
+    }
 }
 
 /// Reads a body of at most `MAX_BODY` bytes, or answers 413/400.
@@ -124,11 +259,19 @@ async fn read_body(req: Request<Incoming>) -> Result<bytes::Bytes, Response<Body
     }
 }
 
-/// POST /api/services/<name>/mute and /unmute.
-pub fn mute(state: &AppState, name: &str, mute: bool) -> Response<Body> {
+/// POST /api/services/<name>/mute (`?for=2h` snoozes) and /unmute.
+pub fn mute<B>(req: &Request<B>, state: &AppState, name: &str, mute: bool) -> Response<Body> {
     let now = now_ms();
     let r = if mute {
-        state.engine.mute(name, now)
+        let until = match query_param(req, "for") {
+            Some(f) => match parse_duration_input(&f) {
+                Ok(ms) if ms > 0 => Some(now.saturating_add(ms)),
+                Ok(_) => return error(StatusCode::BAD_REQUEST, "for must be longer than 0".into()),
+                Err(e) => return error(StatusCode::BAD_REQUEST, format!("for: {e}")),
+            },
+            None => None,
+        };
+        state.engine.mute_until(name, until, now)
     } else {
         state.engine.unmute(name, now)
     };

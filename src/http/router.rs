@@ -35,7 +35,25 @@ pub async fn route(req: Request<Incoming>, state: &AppState) -> Response<Body> {
                 return bad;
             }
             let mute = *action == "mute";
-            only(&method, &[Method::POST], || api::mute(state, name, mute))
+            only(&method, &[Method::POST], || api::mute(&req, state, name, mute))
+        }
+        ["api", "services", name, signal @ ("start" | "fail")] => {
+            if let Some(bad) = check_name(name, "service") {
+                return bad;
+            }
+            match method {
+                Method::POST => api::job_signal(req, state, name, signal, None).await,
+                _ => not_allowed("POST"),
+            }
+        }
+        ["api", "services", name, "exit", code] => {
+            if let Some(bad) = check_name(name, "service") {
+                return bad;
+            }
+            match method {
+                Method::POST => api::job_signal(req, state, name, "exit", Some(code)).await,
+                _ => not_allowed("POST"),
+            }
         }
         ["api", "alarms"] | ["api", "alarms", ""] => {
             only(&method, &[Method::GET], || api::list_alarms(state))

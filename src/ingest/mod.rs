@@ -6,7 +6,7 @@ pub mod udp;
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
-use crate::engine::{Engine, Update, TIMEOUT_AUTO};
+use crate::engine::{Engine, JobUpdate, Update, TIMEOUT_AUTO};
 use statsd::{Action, Command, ParseError};
 
 /// Ingestion counters, shown in `/metrics`.
@@ -60,6 +60,15 @@ pub fn apply(engine: &Engine, cmd: Command<'_>, now: i64) {
             beat: false,
             timeout: Some(cmd.timeout),
         },
+        Action::Start | Action::Fail => {
+            let job = JobUpdate {
+                start: cmd.action == Action::Start,
+                fail: (cmd.action == Action::Fail).then(|| (None, String::new())),
+                ..JobUpdate::default()
+            };
+            let _ = engine.update_job(cmd.name, job, now);
+            return;
+        }
     };
     // The parser validated the name, so this cannot fail.
     let _ = engine.update(cmd.name, update, now);

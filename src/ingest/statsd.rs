@@ -9,6 +9,10 @@ pub enum Action {
     Beat,
     /// `<name>.autobeat`: set the timeout to auto and beat.
     Autobeat,
+    /// `<name>.start`: a job run started (SPEC §10).
+    Start,
+    /// `<name>.fail`: a job run failed (SPEC §10).
+    Fail,
     /// `<name>.timeout`: set the timeout (value in seconds, already
     /// converted to ms or a special value in `Command::timeout`).
     Timeout,
@@ -30,7 +34,7 @@ pub struct Command<'a> {
 pub enum ParseError {
     /// No `:` separating the metric from its value.
     MissingColon,
-    /// The action is not `beat`, `autobeat` or `timeout`.
+    /// The action is not `beat`, `autobeat`, `timeout`, `start` or `fail`.
     UnknownAction,
     /// The service name breaks SPEC §1.1.
     BadName,
@@ -57,6 +61,8 @@ pub fn parse_line(line: &[u8]) -> Result<Command<'_>, ParseError> {
         b"beat" => Action::Beat,
         b"autobeat" => Action::Autobeat,
         b"timeout" => Action::Timeout,
+        b"start" => Action::Start,
+        b"fail" => Action::Fail,
         _ => return Err(ParseError::UnknownAction),
     };
     let name = &metric[..dot];
@@ -163,6 +169,8 @@ mod tests {
             ("a.timeout:-2|g", ("a", Timeout, -2)),
             ("a.timeout:5|c", ("a", Timeout, 5000)),
             ("a.autobeat:1|c", ("a", Autobeat, 0)),
+            ("job.start:1|c", ("job", Start, 0)),
+            ("job.fail:1|c", ("job", Fail, 0)),
             ("x-y_z.9.beat:1|c", ("x-y_z.9", Beat, 0)),
         ];
         for (line, want) in table {
