@@ -55,7 +55,8 @@ pub enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Run a command and send a beat if it exits 0; exits with its status.
+    /// Run a command, reporting its start and exit code (with the tail of
+    /// its output) to lovebeat; exits with its status.
     Run {
         /// The service name.
         name: String,
@@ -71,14 +72,39 @@ pub enum Command {
 #[derive(Debug, clap::Args)]
 pub struct ClientArgs {
     /// Timeout to set: seconds, a duration (90s, 1h30m, 2d) or auto.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "schedule")]
     pub timeout: Option<String>,
+    /// Cron schedule to follow instead of a timeout, e.g. "0 3 * * *".
+    #[arg(long)]
+    pub schedule: Option<String>,
+    /// Time zone of the schedule (IANA name; default UTC).
+    #[arg(long, requires = "schedule")]
+    pub tz: Option<String>,
+    /// How late after a fire time a beat may come (default 5m).
+    #[arg(long, requires = "schedule")]
+    pub grace: Option<String>,
+    /// Longest a run may take before it counts as failed.
+    #[arg(long)]
+    pub max_runtime: Option<String>,
     /// The lovebeat server (default: $LOVEBEAT_URL, else http://localhost:8080).
     #[arg(long)]
     pub server: Option<String>,
     /// API key (default: $LOVEBEAT_KEY).
     #[arg(long)]
     pub key: Option<String>,
+}
+
+impl ClientArgs {
+    /// What a beat sets besides the beat.
+    pub fn settings(&self) -> crate::client::Settings {
+        crate::client::Settings {
+            timeout: self.timeout.clone(),
+            schedule: self.schedule.clone(),
+            tz: self.tz.clone(),
+            grace: self.grace.clone(),
+            max_runtime: self.max_runtime.clone(),
+        }
+    }
 }
 
 /// 1.x flags that take a value.

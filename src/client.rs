@@ -1,8 +1,12 @@
-//! Client subcommands for cron jobs and scripts (SPEC §9): `lovebeat beat`
-//! sends one beat over HTTP; `lovebeat run` runs a command and beats only if
-//! it succeeds, passing its output and exit status through untouched.
+//! Client subcommands for cron jobs and scripts (SPEC §9, §10): `lovebeat
+//! beat` sends one beat over HTTP; `lovebeat run` reports the start, runs a
+//! command, and reports its exit code with the tail of its output, passing
+//! its output and exit status through.
 
-use std::process::{Command, ExitCode};
+use std::collections::VecDeque;
+use std::io::{Read, Write};
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Where and how to reach the daemon.
@@ -26,8 +30,46 @@ impl Target {
     }
 }
 
-/// Sends one beat; the error is a sentence for the user.
-pub fn beat(target: &Target, name: &str, timeout: Option<&str>) -> Result<(), String> {
+/// What a beat may set besides the beat itself (SPEC §10).
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    /// `--timeout`.
+    pub timeout: Option<String>,
+    /// `--schedule`.
+    pub schedule: Option<String>,
+    /// `--tz`.
+    pub tz: Option<String>,
+    /// `--grace`.
+    pub grace: Option<String>,
+    /// `--max-runtime`.
+    pub max_runtime: Option<String>,
+}
+
+impl Settings {
+    fn pairs(&self) -> Vec<(&'static str, &str)> {
+        [
+            ("timeout", &self.timeout),
+            ("schedule", &self.schedule),
+            ("tz", &self.tz),
+            ("grace", &self.grace),
+            ("max_runtime", &self.max_runtime),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.as_deref().map(|v| (k, v)))
+        .collect()
+    }
+}
+
+/// POSTs to `<server>/api/services/<name><suffix>` with the query `pairs`
+/// and `body`; the error is a sentence for the user.
+fn post(
+    target: &Target,
+    name: &str,
+    suffix: &str,
+    pairs: &[(&str, &str)],
+    body: Vec<u8>,
+    json: bool,
+) -> Result<(), String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -39,12 +81,19 @@ pub fn beat(target: &Target, name: &str, timeout: Option<&str>) -> Result<(), St
             .build()
             .map_err(|e| format!("cannot start the HTTP client: {e}"))?;
         let base = target.server.trim_end_matches('/');
-        let mut url = format!("{base}/api/services/{name}");
-        if let Some(t) = timeout {
-            url.push_str("?timeout=");
-            url.extend(form_urlencoded::byte_serialize(t.as_bytes()));
+        let mut url = format!("{base}/api/services/{name}{suffix}");
+        if !pairs.is_empty() {
+            url.push('?');
+            url.push_str(
+                &form_urlencoded::Serializer::new(String::new())
+                    .extend_pairs(pairs)
+                    .finish(),
+            );
         }
-        let mut req = client.post(&url);
+        let mut req = client.post(&url).body(body);
+        if json {
+            req = req.header("Content-Type", "application/json");
+        }
         if let Some(key) = &target.key {
             req = req.bearer_auth(key);
         }
@@ -62,9 +111,14 @@ pub fn beat(target: &Target, name: &str, timeout: Option<&str>) -> Result<(), St
             .and_then(|v| v["error"].as_str().map(str::to_string))
             .unwrap_or(body);
         Err(format!(
-            "the lovebeat server at {base} refused the beat for '{name}' (HTTP {status}): {msg}"
+            "the lovebeat server at {base} refused '{name}{suffix}' (HTTP {status}): {msg}"
         ))
     })
+}
+
+/// Sends one beat with `settings`.
+pub fn beat(target: &Target, name: &str, settings: &Settings) -> Result<(), String> {
+    post(target, name, "", &settings.pairs(), Vec::new(), false)
 }
 
 /// `lovebeat ping`: 0 when the server answers `/version`, 1 otherwise
@@ -103,8 +157,8 @@ pub fn ping_command(target: &Target) -> ExitCode {
 }
 
 /// `lovebeat beat`: 0 when the beat was accepted, 1 otherwise.
-pub fn beat_command(target: &Target, name: &str, timeout: Option<&str>) -> ExitCode {
-    match beat(target, name, timeout) {
+pub fn beat_command(target: &Target, name: &str, settings: &Settings) -> ExitCode {
+    match beat(target, name, settings) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("lovebeat: {e}");
@@ -113,37 +167,123 @@ pub fn beat_command(target: &Target, name: &str, timeout: Option<&str>) -> ExitC
     }
 }
 
-/// `lovebeat run`: runs the command with its stdio untouched, beats if it
-/// exits 0, and exits with the command's status (128 + signal if killed,
-/// 127 if it cannot be started).
+/// Output kept for the failure report: what the server keeps.
+const OUTPUT_TAIL: usize = 10 * 1024;
+
+/// Copies a child's pipe to our own stream untouched, keeping its tail.
+fn tee(
+    mut from: impl Read + Send + 'static,
+    mut to: impl Write + Send + 'static,
+    tail: Arc<Mutex<VecDeque<u8>>>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 8192];
+        loop {
+            let n = match from.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            let _ = to.write_all(&buf[..n]);
+            let _ = to.flush();
+            let mut t = tail.lock().unwrap_or_else(|e| e.into_inner());
+            t.extend(&buf[..n]);
+            let excess = t.len().saturating_sub(OUTPUT_TAIL);
+            t.drain(..excess);
+        }
+    })
+}
+
+/// `lovebeat run`: reports the start, runs the command (its output still
+/// reaches the terminal), then reports `exit/<code>` with the last 10 KiB of
+/// its combined output, and exits with the command's status (128 + signal
+/// if killed, 127 if it cannot be started). Reporting problems are printed
+/// but never change the exit status.
 pub fn run_command(
     target: &Target,
     name: &str,
-    timeout: Option<&str>,
+    settings: &Settings,
     command: &[String],
 ) -> ExitCode {
     let Some((program, args)) = command.split_first() else {
         eprintln!("lovebeat: run needs a command after --");
         return ExitCode::from(2);
     };
-    let status = match Command::new(program).args(args).status() {
-        Ok(s) => s,
+    let report = |what: &str, r: Result<(), String>| {
+        if let Err(e) = r {
+            eprintln!("lovebeat: could not report the {what}: {e}");
+        }
+    };
+    if !settings.pairs().is_empty() {
+        let body = settings_json(settings).into_bytes();
+        report("settings", post(target, name, "", &[], body, true));
+    }
+    report(
+        "start",
+        post(target, name, "/start", &[], Vec::new(), false),
+    );
+    let tail = Arc::new(Mutex::new(VecDeque::with_capacity(OUTPUT_TAIL)));
+    let mut child = match Command::new(program)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(c) => c,
         Err(e) => {
             eprintln!("lovebeat: cannot run '{program}': {e}");
+            let msg = format!("lovebeat: cannot run '{program}': {e}\n");
+            report(
+                "failure",
+                post(target, name, "/exit/127", &[], msg.into_bytes(), false),
+            );
             return ExitCode::from(127);
         }
     };
-    let code = match status.code() {
-        Some(c) => c,
-        None => {
-            use std::os::unix::process::ExitStatusExt;
-            128 + status.signal().unwrap_or(0)
+    let mut pipes = Vec::new();
+    if let Some(out) = child.stdout.take() {
+        pipes.push(tee(out, std::io::stdout(), tail.clone()));
+    }
+    if let Some(err) = child.stderr.take() {
+        pipes.push(tee(err, std::io::stderr(), tail.clone()));
+    }
+    let status = child.wait();
+    for p in pipes {
+        let _ = p.join();
+    }
+    let code = match status {
+        Ok(s) => match s.code() {
+            Some(c) => c,
+            None => {
+                use std::os::unix::process::ExitStatusExt;
+                128 + s.signal().unwrap_or(0)
+            }
+        },
+        Err(e) => {
+            eprintln!("lovebeat: lost track of '{program}': {e}");
+            1
         }
     };
-    if code == 0 {
-        if let Err(e) = beat(target, name, timeout) {
-            eprintln!("lovebeat: the command succeeded but the beat was not sent: {e}");
-        }
+    let code = u8::try_from(code).unwrap_or(1);
+    let output: Vec<u8> = tail
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .copied()
+        .collect();
+    let body = if code == 0 { Vec::new() } else { output };
+    report(
+        "exit status",
+        post(target, name, &format!("/exit/{code}"), &[], body, false),
+    );
+    ExitCode::from(code)
+}
+
+/// The settings as a JSON body that sets them without a beat.
+fn settings_json(settings: &Settings) -> String {
+    let mut obj = serde_json::Map::new();
+    obj.insert("beat".into(), serde_json::Value::Bool(false));
+    for (k, v) in settings.pairs() {
+        obj.insert(k.into(), serde_json::Value::String(v.to_string()));
     }
-    ExitCode::from(u8::try_from(code).unwrap_or(1))
+    serde_json::Value::Object(obj).to_string()
 }

@@ -777,7 +777,10 @@ mode = 600
             .into_iter()
             .map(|d| (d.pattern, d.timeout))
             .collect();
-        assert_eq!(d, vec![("deprecated.*".into(), 0), ("x.*".into(), 3_600_000)]);
+        assert_eq!(
+            d,
+            vec![("deprecated.*".into(), 0), ("x.*".into(), 3_600_000)]
+        );
     }
 
     #[test]

@@ -108,6 +108,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let alerters = Alerters::new(config.clone()).context("cannot set up the alerters")?;
     tasks.push(tokio::spawn(sinks::alerts::run(
         alerters,
+        engine.clone(),
         alert_events,
         alert_stats.clone(),
         shutdown.clone(),
@@ -127,6 +128,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         alerts: alert_stats.clone(),
         remote: remote.clone(),
         ws: ws_hub.clone(),
+        keys: http::auth::Keys {
+            read: config.http.read_keys.clone(),
+            write: config.http.write_keys.clone(),
+        },
     });
     tasks.push(tokio::spawn(http::ws::run_hub(
         ws_hub,

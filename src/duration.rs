@@ -42,7 +42,7 @@ pub fn parse_timeout(text: &str) -> Result<i64, String> {
 pub fn parse_duration_input(text: &str) -> Result<i64, String> {
     let t = text.trim();
     if let Ok(secs) = t.parse::<f64>() {
-        if secs.is_finite() && secs >= 0.0 && secs < 1e12 {
+        if (0.0..1e12).contains(&secs) {
             return Ok((secs * 1000.0).round() as i64);
         }
         return Err(format!("duration '{text}' must be 0 or more seconds"));

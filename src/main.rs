@@ -18,16 +18,18 @@ fn main() -> ExitCode {
             return client::ping_command(&client::Target::resolve(client.server, client.key));
         }
         Some(Command::Beat { name, client }) => {
+            let settings = client.settings();
             let target = client::Target::resolve(client.server, client.key);
-            return client::beat_command(&target, &name, client.timeout.as_deref());
+            return client::beat_command(&target, &name, &settings);
         }
         Some(Command::Run {
             name,
             client,
             command,
         }) => {
+            let settings = client.settings();
             let target = client::Target::resolve(client.server, client.key);
-            return client::run_command(&target, &name, client.timeout.as_deref(), &command);
+            return client::run_command(&target, &name, &settings, &command);
         }
         None => {}
     }

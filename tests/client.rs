@@ -113,7 +113,10 @@ fn run_beats_only_on_success_and_passes_output_and_status_through() {
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
     assert!(String::from_utf8_lossy(&out.stderr).starts_with("err\n"));
-    assert!(d.service("job.ok").is_some());
+    let ok = d.service("job.ok").expect("job.ok reported");
+    assert_eq!(ok["state"], "ok");
+    assert_eq!(ok["running"], false, "exit/0 ends the run: {ok}");
+    assert_eq!(ok["run_history"].as_array().map(Vec::len), Some(1), "{ok}");
     let out = lovebeat(
         &[
             "run",
@@ -129,10 +132,40 @@ fn run_beats_only_on_success_and_passes_output_and_status_through() {
     );
     assert_eq!(out.status.code(), Some(3));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "partial\n");
-    assert!(
-        d.service("job.fail").is_none(),
-        "a failed command sends no beat"
+    // SPEC §10: the failure is reported with its exit code and output tail.
+    let failed = d.service("job.fail").expect("job.fail reported");
+    assert_eq!(failed["state"], "error");
+    assert_eq!(failed["last_beat"], -1, "a failed command sends no beat");
+    assert_eq!(failed["last_failure"]["exit_code"], 3);
+    assert_eq!(failed["last_failure"]["output"], "partial\n");
+}
+
+#[test]
+fn run_of_a_failing_command_delivers_its_output_tail() {
+    let d = Daemon::start("");
+    let server = format!("http://127.0.0.1:{}", d.http);
+    // 30 000 bytes of output: only the last 10 KiB are kept.
+    let out = lovebeat(
+        &[
+            "run", "job.big", "--server", &server, "--", "sh", "-c",
+            "i=0; while [ $i -lt 1000 ]; do printf 'line %05d of output.........\\n' $i; i=$((i+1)); done; echo LAST >&2; exit 2",
+        ],
+        None,
     );
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        out.stdout.len(),
+        30_000,
+        "the terminal still gets all of it"
+    );
+    let f = d.service("job.big").expect("reported")["last_failure"].clone();
+    assert_eq!(f["exit_code"], 2);
+    let output = f["output"].as_str().expect("output");
+    assert_eq!(output.len(), 10 * 1024);
+    // stdout and stderr are two pipes: their interleaving is not exact.
+    assert!(output.contains("LAST\n"), "{output}");
+    assert!(output.contains("line 00999 of output"));
+    assert!(!output.contains("line 00000 "));
 }
 
 #[test]
@@ -150,5 +183,7 @@ fn run_with_unreachable_server_still_returns_the_commands_status() {
         None,
     );
     assert_eq!(out.status.code(), Some(0));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("beat was not sent"));
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(err.contains("could not report the start"), "{err}");
+    assert!(err.contains("could not report the exit status"), "{err}");
 }

@@ -39,7 +39,12 @@ pub fn check_dependencies(defs: &[AlarmDef]) -> Result<(), String> {
         }
     }
     // Depth-first search with colours: 1 = on the current path, 2 = done.
-    fn visit(i: usize, defs: &[AlarmDef], colour: &mut [u8], path: &mut Vec<usize>) -> Result<(), String> {
+    fn visit(
+        i: usize,
+        defs: &[AlarmDef],
+        colour: &mut [u8],
+        path: &mut Vec<usize>,
+    ) -> Result<(), String> {
         colour[i] = 1;
         path.push(i);
         for dep in &defs[i].depends_on {
@@ -48,9 +53,15 @@ pub fn check_dependencies(defs: &[AlarmDef]) -> Result<(), String> {
             };
             if colour[j] == 1 {
                 let start = path.iter().position(|p| *p == j).unwrap_or(0);
-                let mut names: Vec<&str> = path[start..].iter().map(|p| defs[*p].name.as_str()).collect();
+                let mut names: Vec<&str> = path[start..]
+                    .iter()
+                    .map(|p| defs[*p].name.as_str())
+                    .collect();
                 names.push(&defs[j].name);
-                return Err(format!("alarm dependencies form a cycle: {}", names.join(" -> ")));
+                return Err(format!(
+                    "alarm dependencies form a cycle: {}",
+                    names.join(" -> ")
+                ));
             }
             if colour[j] == 0 {
                 visit(j, defs, colour, path)?;
@@ -203,6 +214,8 @@ pub struct Alarm {
     pub listed: bool,
     /// The alarms it depends on, resolved when it was created.
     pub depends_on: Arc<[Arc<str>]>,
+    /// The member whose change last changed its failed set.
+    pub cause: Option<Name>,
 }
 
 impl Alarm {
@@ -217,6 +230,7 @@ impl Alarm {
             failed: BTreeSet::new(),
             listed: true,
             depends_on: Arc::new([]),
+            cause: None,
         }
     }
 
@@ -249,6 +263,7 @@ impl Alarm {
             def: self.def,
             depends_on: self.depends_on.clone(),
             suppressed_by: Vec::new(),
+            cause: self.cause.clone(),
         }
     }
 }
@@ -276,6 +291,10 @@ pub struct AlarmView {
     /// out when empty. Filled by `Engine::with_suppression`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub suppressed_by: Vec<Arc<str>>,
+    /// The member whose change caused this state (not shown): alerts carry
+    /// its `last_failure`.
+    #[serde(skip)]
+    pub cause: Option<Name>,
 }
 
 #[cfg(test)]

@@ -43,10 +43,9 @@ impl Schedule {
         let cron = parser
             .parse(expr)
             .map_err(|e| format!("schedule '{expr}' is not a valid cron expression: {e}"))?;
-        let tz: Tz = tz
-            .trim()
-            .parse()
-            .map_err(|_| format!("time zone '{tz}' is not an IANA zone name (like Europe/Stockholm)"))?;
+        let tz: Tz = tz.trim().parse().map_err(|_| {
+            format!("time zone '{tz}' is not an IANA zone name (like Europe/Stockholm)")
+        })?;
         if grace_ms < 0 {
             return Err(format!("grace must be 0 or more, not {grace_ms} ms"));
         }
@@ -61,7 +60,9 @@ impl Schedule {
     /// The first fire time strictly after `after_ms` (ms), in real time.
     /// Daylight-saving changes follow Vixie cron (croner implements it).
     pub fn next_fire(&self, after_ms: i64) -> Option<i64> {
-        let start = self.tz.from_utc_datetime(&Utc.timestamp_millis_opt(after_ms).single()?.naive_utc());
+        let start = self
+            .tz
+            .from_utc_datetime(&Utc.timestamp_millis_opt(after_ms).single()?.naive_utc());
         let next = self.cron.find_next_occurrence(&start, false).ok()?;
         Some(next.timestamp_millis())
     }
@@ -205,7 +206,8 @@ impl JobRecord {
             muted_until: (e.muted_until > 0).then_some(e.muted_until),
             started_at: (e.started_at > 0).then_some(e.started_at),
             running: e.running.then_some(true),
-            run_history: (!e.run_history.is_empty()).then(|| e.run_history.iter().copied().collect()),
+            run_history: (!e.run_history.is_empty())
+                .then(|| e.run_history.iter().copied().collect()),
             last_failure: e.last_failure.clone(),
             failed: e.failed.then_some(true),
         }
@@ -282,9 +284,18 @@ mod tests {
         assert_eq!(s("@weekly").next_fire(t0), Some(utc(2026, 11, 29, 0, 0)));
         assert_eq!(s("@monthly").next_fire(t0), Some(utc(2026, 12, 1, 0, 0)));
         assert_eq!(s("@yearly").next_fire(t0), Some(utc(2027, 1, 1, 0, 0)));
-        assert_eq!(s("*/15 * * * *").next_fire(t0), Some(utc(2026, 11, 25, 10, 15)));
-        assert_eq!(s("0 9-17/4 * * mon-fri").next_fire(t0), Some(utc(2026, 11, 25, 13, 0)));
-        assert_eq!(s("30 2 1,15 jan,dec *").next_fire(t0), Some(utc(2026, 12, 1, 2, 30)));
+        assert_eq!(
+            s("*/15 * * * *").next_fire(t0),
+            Some(utc(2026, 11, 25, 10, 15))
+        );
+        assert_eq!(
+            s("0 9-17/4 * * mon-fri").next_fire(t0),
+            Some(utc(2026, 11, 25, 13, 0))
+        );
+        assert_eq!(
+            s("30 2 1,15 jan,dec *").next_fire(t0),
+            Some(utc(2026, 12, 1, 2, 30))
+        );
         // Strictly after: a beat exactly at a fire time waits for the next.
         let t = utc(2026, 11, 25, 11, 0);
         assert_eq!(s("@hourly").next_fire(t), Some(utc(2026, 11, 25, 12, 0)));
@@ -336,7 +347,11 @@ mod tests {
         }
         assert_eq!(
             fires,
-            vec![utc(2026, 10, 25, 0, 30), utc(2026, 10, 25, 1, 30), utc(2026, 10, 25, 2, 30)]
+            vec![
+                utc(2026, 10, 25, 0, 30),
+                utc(2026, 10, 25, 1, 30),
+                utc(2026, 10, 25, 2, 30)
+            ]
         );
         // In the spring gap the 02:30 instant does not exist and is skipped.
         let mut t = utc(2026, 3, 29, 0, 0);

@@ -9,8 +9,8 @@
 pub mod alarms;
 pub mod auto;
 pub mod events;
-pub mod service;
 pub mod job;
+pub mod service;
 pub mod wheel;
 
 use std::collections::HashSet;
@@ -473,7 +473,10 @@ impl Engine {
         if !inner.defaults.is_empty() {
             let mut ids = Vec::new();
             inner.defaults.matches(name.as_bytes(), &mut ids);
-            defaults = ids.iter().min().map(|id| &inner.default_values[*id as usize]);
+            defaults = ids
+                .iter()
+                .min()
+                .map(|id| &inner.default_values[*id as usize]);
         }
         let Some(d) = defaults else {
             return Service::new(now, TIMEOUT_NONE, alarms);
@@ -657,6 +660,7 @@ impl Engine {
         a.members += 1;
         if error {
             a.failed.insert(service.clone());
+            a.cause = Some(service.clone());
         }
         if a.state == State::New || !a.listed {
             a.listed = true;
@@ -667,6 +671,7 @@ impl Engine {
 
     fn alarm_member_changed(&self, alarm: &Arc<str>, service: &Name, error: bool, now: i64) {
         if let Some(mut a) = self.inner.alarms.get_mut(&**alarm) {
+            a.cause = Some(service.clone());
             if error {
                 a.failed.insert(service.clone());
             } else {
@@ -802,7 +807,10 @@ impl Engine {
             .filter(|a| a.listed)
             .map(|a| a.view(a.key()))
             .collect();
-        views.into_iter().map(|v| self.with_suppression(v)).collect()
+        views
+            .into_iter()
+            .map(|v| self.with_suppression(v))
+            .collect()
     }
 
     /// One listed alarm.

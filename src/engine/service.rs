@@ -251,7 +251,11 @@ impl Service {
     /// after the last beat (never beaten: after now), plus grace.
     pub fn set_schedule(&mut self, schedule: Arc<super::job::Schedule>, now: i64) {
         self.timeout = TIMEOUT_SCHEDULE;
-        let from = if self.last_beat >= 0 { self.last_beat } else { now };
+        let from = if self.last_beat >= 0 {
+            self.last_beat
+        } else {
+            now
+        };
         if self.last_beat < 0 {
             self.anchor = now;
         }
@@ -328,7 +332,10 @@ impl Service {
             analysis: auto::analyze(&history),
             effective_timeout: self.learned(),
             beat_history: details.then_some(history),
-            job: self.ext.as_deref().map(|e| Box::new(JobView::new(e, details))),
+            job: self
+                .ext
+                .as_deref()
+                .map(|e| Box::new(JobView::new(e, details))),
         }
     }
 }
@@ -439,7 +446,8 @@ impl JobView {
             next_deadline: sched.map(|_| e.next_deadline),
             running: (e.started_at > 0).then_some(e.running),
             started_at: (e.started_at > 0).then_some(e.started_at),
-            run_history: (!e.run_history.is_empty()).then(|| e.run_history.iter().copied().collect()),
+            run_history: (!e.run_history.is_empty())
+                .then(|| e.run_history.iter().copied().collect()),
             last_failure: e.last_failure.clone(),
             max_runtime: e.max_runtime,
             muted_until: (e.muted_until > 0).then_some(e.muted_until),

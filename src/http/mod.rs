@@ -4,6 +4,8 @@
 //! `router::route` maps a request to its handler.
 
 mod api;
+pub mod auth;
+mod badge;
 mod metrics;
 mod router;
 mod ui;
@@ -40,6 +42,8 @@ pub struct AppState {
     pub remote: Option<Arc<crate::sinks::s3::RemoteDb>>,
     /// The websocket clients.
     pub ws: Arc<ws::WsHub>,
+    /// The API keys.
+    pub keys: auth::Keys,
 }
 
 /// A response body: a whole buffer or a stream.

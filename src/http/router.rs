@@ -13,6 +13,9 @@ use crate::engine::valid_name;
 /// Routes one request.
 pub async fn route(req: Request<Incoming>, state: &AppState) -> Response<Body> {
     let path = req.uri().path().to_string();
+    if let Some(denied) = state.keys.check(&req, &path) {
+        return denied;
+    }
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let method = req.method().clone();
     match segments.as_slice() {
@@ -35,7 +38,9 @@ pub async fn route(req: Request<Incoming>, state: &AppState) -> Response<Body> {
                 return bad;
             }
             let mute = *action == "mute";
-            only(&method, &[Method::POST], || api::mute(&req, state, name, mute))
+            only(&method, &[Method::POST], || {
+                api::mute(&req, state, name, mute)
+            })
         }
         ["api", "services", name, signal @ ("start" | "fail")] => {
             if let Some(bad) = check_name(name, "service") {
@@ -82,6 +87,9 @@ pub async fn route(req: Request<Incoming>, state: &AppState) -> Response<Body> {
             Method::GET => super::ws::upgrade(req, &state.ws, &state.engine),
             _ => not_allowed("GET"),
         },
+        ["badge", file] => only(&method, &[Method::GET], || {
+            super::badge::serve(&req, state, file)
+        }),
         ["version"] => only(&method, &[Method::GET], || api::version(&req)),
         [file] if super::ui::asset(file).is_some() => only(&method, &[Method::GET], || {
             super::ui::asset(file).map_or_else(

@@ -56,6 +56,12 @@ pub fn webhook_body(n: &Notice) -> serde_json::Value {
     if let Some(url) = &n.url {
         body["url"] = json!(url);
     }
+    if let Some(f) = &n.failure {
+        body["failure"] = json!(f);
+    }
+    if n.repeat > 0 {
+        body["repeat"] = json!(n.repeat);
+    }
     body
 }
 
@@ -73,7 +79,7 @@ pub fn slack_body(channel: &str, n: &Notice) -> serde_json::Value {
     };
     let error = n.alarm.state == State::Error;
     let title = if error {
-        format!("{link} is in ERROR")
+        format!("{link} is in ERROR{}", super::mail::reminder(n))
     } else {
         format!("{link} has recovered")
     };
@@ -86,13 +92,25 @@ pub fn slack_body(channel: &str, n: &Notice) -> serde_json::Value {
             json!({"title": "Failed Service(s)", "value": failed_list(&n.alarm), "short": false}),
         );
     }
+    let mut text = format!(
+        "Changed from {} to {}.",
+        n.previous.as_upper(),
+        n.alarm.state.as_upper()
+    );
+    if let Some(f) = &n.failure {
+        text.push(' ');
+        text.push_str(&super::mail::failure_line(f));
+        if !f.output.is_empty() {
+            text.push_str(&format!("\n```\n{}\n```", f.output));
+        }
+    }
     json!({
         "username": "Lovebeat",
         "channel": channel,
         "attachments": [{
             "color": if error { "danger" } else { "good" },
             "title": title,
-            "text": format!("Changed from {} to {}.", n.previous.as_upper(), n.alarm.state.as_upper()),
+            "text": text,
             "fields": fields,
         }],
     })

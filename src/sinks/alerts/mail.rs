@@ -9,7 +9,21 @@ use crate::config::Config;
 
 /// `[LOVEBEAT] <alarm>-<incident>`.
 pub fn subject(n: &Notice) -> String {
-    format!("[LOVEBEAT] {}-{}", n.alarm.name, n.alarm.incident_nbr)
+    format!(
+        "[LOVEBEAT] {}-{}{}",
+        n.alarm.name,
+        n.alarm.incident_nbr,
+        reminder(n)
+    )
+}
+
+/// ` (reminder n)` for a repeated alert, else nothing.
+pub fn reminder(n: &Notice) -> String {
+    if n.repeat > 0 {
+        format!(" (reminder {})", n.repeat)
+    } else {
+        String::new()
+    }
 }
 
 /// The text body: the 1.x sentence, the failed services and the link.
@@ -23,10 +37,25 @@ pub fn body(n: &Notice) -> String {
     if !n.alarm.failed_services.is_empty() {
         b.push_str(&format!("\nFailed services: {}\n", failed_list(&n.alarm)));
     }
+    if let Some(f) = &n.failure {
+        b.push_str(&format!("\n{}\n", failure_line(f)));
+        if !f.output.is_empty() {
+            b.push_str(&format!("\nOutput:\n{}\n", f.output));
+        }
+    }
     if let Some(url) = &n.url {
         b.push_str(&format!("\n{url}\n"));
     }
     b
+}
+
+/// One line saying how the job failed.
+pub fn failure_line(f: &crate::engine::Failure) -> String {
+    match (&f.reason, f.exit_code) {
+        (Some(r), _) => format!("The job failed: {r}."),
+        (None, Some(c)) => format!("The job failed with exit code {c}."),
+        (None, None) => "The job reported a failure.".to_string(),
+    }
 }
 
 /// Sends the mail to `to` via Mailgun when `[mailgun] domain` is set, else

@@ -20,7 +20,7 @@ use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::sync::{watch, Notify};
 
 use crate::config::Config;
-use crate::engine::{AlarmView, Event, EventKind, State};
+use crate::engine::{AlarmView, Engine, Event, EventKind, State};
 
 /// Alerts waiting per alarm before the oldest is dropped.
 pub const QUEUE_CAP: usize = 100;
@@ -51,6 +51,12 @@ pub struct Notice {
     pub ts: i64,
     /// `<public_url>alarms/<name>`, if a public URL is configured.
     pub url: Option<String>,
+    /// The `last_failure` of the service whose change fired it (SPEC §10).
+    pub failure: Option<crate::engine::Failure>,
+    /// 0 for the alert itself, n for its n-th reminder.
+    pub repeat: u32,
+    /// A reminder goes only to the alert whose `repeat` it follows.
+    pub only_alert: Option<String>,
 }
 
 /// Everything the alerters need from the configuration.
@@ -85,6 +91,9 @@ impl Alerters {
         };
         let mut jobs = Vec::new();
         for name in &def.alerts {
+            if notice.only_alert.as_ref().is_some_and(|only| only != name) {
+                continue;
+            }
             let Some(alert) = self.config.alerts.get(name) else {
                 continue;
             };
@@ -211,71 +220,267 @@ struct AlarmQueue {
     wake: Notify,
 }
 
+/// What the dispatcher remembers between events.
+struct Dispatch {
+    alerters: Alerters,
+    engine: Engine,
+    stats: Arc<AlertStats>,
+    public_url: Option<String>,
+    queues: HashMap<Arc<str>, Arc<AlarmQueue>>,
+    /// The state each alarm last alerted (absent: never, counts as OK).
+    alerted: HashMap<Arc<str>, State>,
+    /// The latest transition held back by a failing dependency.
+    held: HashMap<Arc<str>, Notice>,
+    /// Reminder tasks of alarms in ERROR.
+    reminders: HashMap<Arc<str>, Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl Dispatch {
+    fn queue(&mut self, alarm: &Arc<str>) -> Arc<AlarmQueue> {
+        self.queues
+            .entry(alarm.clone())
+            .or_insert_with(|| {
+                let q = Arc::new(AlarmQueue::default());
+                tokio::spawn(worker(q.clone(), self.alerters.clone(), self.stats.clone()));
+                q
+            })
+            .clone()
+    }
+
+    fn notice(&self, alarm: &AlarmView, previous: State, ts: i64) -> Notice {
+        let failure = if alarm.state == State::Error {
+            alarm
+                .cause
+                .as_ref()
+                .and_then(|c| self.engine.service(c, false))
+                .and_then(|s| s.job.and_then(|j| j.last_failure))
+        } else {
+            None
+        };
+        Notice {
+            alarm: alarm.clone(),
+            previous,
+            ts,
+            url: self
+                .public_url
+                .as_ref()
+                .map(|u| format!("{u}alarms/{}", alarm.name)),
+            failure,
+            repeat: 0,
+            only_alert: None,
+        }
+    }
+
+    /// Queues an alert and starts or stops the alarm's reminders.
+    fn send(&mut self, notice: Notice) {
+        let name = notice.alarm.name.clone();
+        for task in self.reminders.remove(&name).unwrap_or_default() {
+            task.abort();
+        }
+        self.alerted.insert(name.clone(), notice.alarm.state);
+        let queue = self.queue(&name);
+        if notice.alarm.state == State::Error {
+            let tasks = self.start_reminders(&notice, &queue);
+            if !tasks.is_empty() {
+                self.reminders.insert(name, tasks);
+            }
+        }
+        push(&queue, notice, &self.stats);
+    }
+
+    /// One task per alert with `repeat`: while the alarm stays ERROR in the
+    /// same incident, it queues a reminder every interval (skipped while a
+    /// dependency holds the alarm's alerts).
+    fn start_reminders(
+        &self,
+        notice: &Notice,
+        queue: &Arc<AlarmQueue>,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        let Some(def) = notice.alarm.def.and_then(|d| self.alerters.defs.get(d)) else {
+            return Vec::new();
+        };
+        let mut tasks = Vec::new();
+        for alert in &def.alerts {
+            let every = self
+                .alerters
+                .config
+                .alerts
+                .get(alert)
+                .and_then(|a| a.repeat.as_ref())
+                .and_then(|r| r.to_duration_ms().ok())
+                .filter(|ms| *ms > 0);
+            let Some(every) = every else { continue };
+            let (engine, queue, stats) = (self.engine.clone(), queue.clone(), self.stats.clone());
+            let mut reminder = notice.clone();
+            reminder.only_alert = Some(alert.clone());
+            tasks.push(tokio::spawn(async move {
+                let every = Duration::from_millis(every as u64);
+                let mut n = 0;
+                loop {
+                    tokio::time::sleep(every).await;
+                    let Some(now) = engine.alarm(&reminder.alarm.name) else {
+                        return;
+                    };
+                    if now.state != State::Error || now.incident_nbr != reminder.alarm.incident_nbr
+                    {
+                        return;
+                    }
+                    if !now.suppressed_by.is_empty() {
+                        continue;
+                    }
+                    n += 1;
+                    let mut r = reminder.clone();
+                    r.repeat = n;
+                    r.alarm = now;
+                    r.ts = crate::clock::now_ms();
+                    push(&queue, r, &stats);
+                }
+            }));
+        }
+        tasks
+    }
+
+    fn on_event(&mut self, event: &Event) {
+        let (alarm, previous) = match &event.kind {
+            EventKind::AlarmStateChanged { alarm, previous } => (alarm, *previous),
+            EventKind::AlarmRemoved(a) => {
+                self.release_dependents(&a.name);
+                return;
+            }
+            _ => return,
+        };
+        if previous == State::Error {
+            self.release_dependents(&alarm.name);
+        }
+        if !fires(previous, alarm.state) {
+            return;
+        }
+        let has_alerts = alarm
+            .def
+            .and_then(|d| self.alerters.defs.get(d).map(|def| !def.alerts.is_empty()))
+            .unwrap_or(false);
+        if !has_alerts {
+            return;
+        }
+        let notice = self.notice(alarm, previous, event.ts);
+        let holding: Vec<&Arc<str>> = alarm
+            .depends_on
+            .iter()
+            .filter(|d| self.engine.alarm_in_error(d))
+            .collect();
+        if holding.is_empty() {
+            self.held.remove(&alarm.name);
+            self.send(notice);
+        } else {
+            tracing::info!(
+                "alert of alarm {} (incident {}) held while {} is in ERROR",
+                alarm.name,
+                alarm.incident_nbr,
+                holding
+                    .iter()
+                    .map(|h| h.as_ref())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            if let Some(tasks) = self.reminders.remove(&alarm.name) {
+                tasks.iter().for_each(|t| t.abort());
+            }
+            self.held.insert(alarm.name.clone(), notice);
+        }
+    }
+
+    /// After `recovered` left ERROR: sends each held alert none of whose
+    /// dependencies is ERROR any more, if its alarm's state differs from
+    /// the state it last alerted; drops it otherwise.
+    fn release_dependents(&mut self, recovered: &Arc<str>) {
+        let ready: Vec<Arc<str>> = self
+            .held
+            .iter()
+            .filter(|(_, n)| n.alarm.depends_on.contains(recovered))
+            .filter(|(_, n)| {
+                !n.alarm
+                    .depends_on
+                    .iter()
+                    .any(|d| self.engine.alarm_in_error(d))
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for name in ready {
+            let Some(mut notice) = self.held.remove(&name) else {
+                continue;
+            };
+            let current = self
+                .engine
+                .alarm(&name)
+                .map_or(notice.alarm.state, |a| a.state);
+            let last = self.alerted.get(&name).copied().unwrap_or(State::Ok);
+            if current == last {
+                tracing::info!(
+                    "held alert of alarm {name} dropped: it is {} again",
+                    current.as_upper()
+                );
+                continue;
+            }
+            if let Some(view) = self.engine.alarm(&name) {
+                notice.alarm = view;
+            }
+            tracing::info!("held alert of alarm {name} released");
+            self.send(notice);
+        }
+    }
+}
+
+/// Appends to an alarm's queue, dropping the oldest when full.
+fn push(queue: &AlarmQueue, notice: Notice, stats: &AlertStats) {
+    {
+        let mut pending = queue.pending.lock().unwrap_or_else(|e| e.into_inner());
+        pending.push_back(notice);
+        if pending.len() > QUEUE_CAP {
+            if let Some(old) = pending.pop_front() {
+                stats.dropped.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(
+                    "alert queue of alarm {} is full: dropped the alert of incident {} ({} to {})",
+                    old.alarm.name,
+                    old.alarm.incident_nbr,
+                    old.previous.as_upper(),
+                    old.alarm.state.as_upper()
+                );
+            }
+        }
+    }
+    queue.wake.notify_one();
+}
+
 /// Subscribes to alarm changes and delivers alerts until `shutdown`.
 pub async fn run(
     alerters: Alerters,
+    engine: Engine,
     mut events: broadcast::Receiver<Arc<Event>>,
     stats: Arc<AlertStats>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let public_url = alerters.config.public_url();
-    let mut queues: HashMap<String, Arc<AlarmQueue>> = HashMap::new();
+    let mut d = Dispatch {
+        public_url: alerters.config.public_url(),
+        alerters,
+        engine,
+        stats,
+        queues: HashMap::new(),
+        alerted: HashMap::new(),
+        held: HashMap::new(),
+        reminders: HashMap::new(),
+    };
     loop {
         let event = tokio::select! {
             e = events.recv() => e,
             _ = shutdown.changed() => return,
         };
-        let event = match event {
-            Ok(e) => e,
+        match event {
+            Ok(e) => d.on_event(&e),
             Err(RecvError::Lagged(n)) => {
                 tracing::error!("alert dispatcher fell behind: {n} events lost");
-                continue;
             }
             Err(RecvError::Closed) => return,
-        };
-        let EventKind::AlarmStateChanged { alarm, previous } = &event.kind else {
-            continue;
-        };
-        if !fires(*previous, alarm.state) {
-            continue;
         }
-        let has_alerts = alarm
-            .def
-            .and_then(|d| alerters.defs.get(d).map(|def| !def.alerts.is_empty()))
-            .unwrap_or(false);
-        if !has_alerts {
-            continue;
-        }
-        let notice = Notice {
-            alarm: alarm.clone(),
-            previous: *previous,
-            ts: event.ts,
-            url: public_url
-                .as_ref()
-                .map(|u| format!("{u}alarms/{}", alarm.name)),
-        };
-        let queue = queues.entry(alarm.name.to_string()).or_insert_with(|| {
-            let q = Arc::new(AlarmQueue::default());
-            tokio::spawn(worker(q.clone(), alerters.clone(), stats.clone()));
-            q
-        });
-        {
-            let mut pending = queue.pending.lock().unwrap_or_else(|e| e.into_inner());
-            pending.push_back(notice);
-            if pending.len() > QUEUE_CAP {
-                if let Some(old) = pending.pop_front() {
-                    stats.dropped.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(
-                        "alert queue of alarm {} is full: dropped the alert of incident {} ({} to {})",
-                        old.alarm.name,
-                        old.alarm.incident_nbr,
-                        old.previous.as_upper(),
-                        old.alarm.state.as_upper()
-                    );
-                }
-            }
-        }
-        queue.wake.notify_one();
     }
 }
 

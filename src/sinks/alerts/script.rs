@@ -30,6 +30,15 @@ pub async fn run(path: &str, n: &Notice) -> std::io::Result<()> {
     if let Some(url) = &n.url {
         cmd.env("LOVEBEAT_URL", url);
     }
+    if let Some(f) = &n.failure {
+        cmd.env("LOVEBEAT_OUTPUT", &f.output);
+        if let Some(c) = f.exit_code {
+            cmd.env("LOVEBEAT_EXIT_CODE", c.to_string());
+        }
+    }
+    if n.repeat > 0 {
+        cmd.env("LOVEBEAT_REPEAT", n.repeat.to_string());
+    }
     let mut child = cmd.spawn()?;
     let pid = child.id();
     let alarm = n.alarm.name.to_string();
