@@ -276,6 +276,8 @@ impl Engine {
             }
             if update.beat {
                 accepted = svc.beat(now, started_at);
+                // A job's beat may end a run or a failure: worth an event.
+                changed |= svc.ext.is_some();
             }
             changed
         })?;
@@ -393,7 +395,7 @@ impl Engine {
             }
             if u.beat {
                 accepted = svc.beat(now, started_at);
-                changed |= accepted && svc.ext.is_some();
+                changed |= svc.ext.is_some();
             }
             svc.drop_unused_ext();
             changed

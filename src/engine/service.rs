@@ -211,6 +211,10 @@ impl Service {
     /// `counting_since` (the daemon's start), so downtime never becomes one.
     pub fn beat(&mut self, now: i64, counting_since: i64) -> bool {
         if self.last_beat >= 0 && (0..RATE_LIMIT_MS).contains(&(now - self.last_beat)) {
+            // Rate limited, but it still ends a run and clears a failure.
+            if let Some(ext) = self.ext.as_deref_mut() {
+                ext.on_beat(now);
+            }
             return false;
         }
         if self.last_beat >= counting_since && now > self.last_beat {

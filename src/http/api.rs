@@ -88,7 +88,10 @@ impl BeatParams {
 
     /// True when only 1.x settings are in use (the fast path).
     fn is_plain(&self) -> bool {
-        self.schedule.is_none() && self.max_runtime.is_none()
+        self.schedule.is_none()
+            && self.max_runtime.is_none()
+            && self.tz.is_none()
+            && self.grace.is_none()
     }
 }
 
