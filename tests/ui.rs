@@ -86,6 +86,32 @@ fn fifty_thousand_services_render_and_filter() {
     scenario("many", &d, &page(&d));
 }
 
+#[test]
+fn job_fields_in_the_page_schedule_text_and_failure_output() {
+    let d = Daemon::start("");
+    scenario("jobs", &d, &page(&d));
+}
+
+#[test]
+fn the_page_asks_for_a_read_key_once() {
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::create_dir(dir.path().join("conf.d")).expect("conf.d");
+    std::fs::write(
+        dir.path().join("conf.d/keys.cfg"),
+        "[http]\nread_keys = [\"reader\"]\nwrite_keys = [\"writer\"]\n",
+    )
+    .expect("write");
+    let d = Daemon::start_in(dir, "");
+    let r = d.request(
+        "POST",
+        "/api/services/secret.svc",
+        &[("Authorization", "Bearer writer")],
+        b"",
+    );
+    assert_eq!(r.status, 200);
+    scenario("keys", &d, &page(&d));
+}
+
 /// nginx from Debian, in the foreground, with everything in `dir`.
 struct Nginx {
     child: Child,

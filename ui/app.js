@@ -38,8 +38,55 @@ function human(ms) {
   return parts.slice(0, 2).join(' ');
 }
 
+const DAYS = ['Sunday', 'Monday', 'Tuesday', 'Wednesday', 'Thursday', 'Friday', 'Saturday'];
+const DAY_NAMES = { sun: 0, mon: 1, tue: 2, wed: 3, thu: 4, fri: 5, sat: 6 };
+
+function dayName(d) {
+  const n = DAY_NAMES[d.toLowerCase()] ?? Number(d) % 7;
+  return DAYS[n] || d;
+}
+
+function pad2(n) { return String(n).padStart(2, '0'); }
+
+// A cron expression in words, for the common shapes; the expression
+// itself otherwise.
+function describeCron(expr) {
+  const nick = {
+    '@hourly': 'every hour', '@daily': 'every day at 00:00', '@midnight': 'every day at 00:00',
+    '@weekly': 'every Sunday at 00:00', '@monthly': 'on day 1 of every month at 00:00',
+    '@yearly': 'every year on 1 January at 00:00', '@annually': 'every year on 1 January at 00:00',
+  }[expr.trim().toLowerCase()];
+  if (nick) return nick;
+  const f = expr.trim().split(/\s+/);
+  if (f.length !== 5) return `cron ${expr}`;
+  const [mi, h, dom, mon, dow] = f;
+  const num = (x) => /^\d+$/.test(x);
+  if (f.every((x) => x === '*')) return 'every minute';
+  let m;
+  if ((m = /^\*\/(\d+)$/.exec(mi)) && h === '*' && dom === '*' && mon === '*' && dow === '*') return `every ${m[1]} minutes`;
+  if (num(mi) && h === '*' && dom === '*' && mon === '*' && dow === '*') return `every hour at :${pad2(mi)}`;
+  if (num(mi) && (m = /^\*\/(\d+)$/.exec(h)) && dom === '*' && mon === '*' && dow === '*') return `every ${m[1]} hours at :${pad2(mi)}`;
+  if (!num(mi) || !num(h) || mon !== '*') return `cron ${expr}`;
+  const at = `${pad2(h)}:${pad2(mi)}`;
+  if (dom === '*' && dow === '*') return `every day at ${at}`;
+  if (dom === '*') {
+    const days = dow.split(',').map((part) => {
+      const r = part.split('-');
+      return r.length === 2 ? `${dayName(r[0])} to ${dayName(r[1])}` : dayName(part);
+    });
+    return `every ${days.join(', ')} at ${at}`;
+  }
+  if (num(dom) && dow === '*') return `on day ${dom} of every month at ${at}`;
+  return `cron ${expr}`;
+}
+
+function scheduleText(svc) {
+  return `${describeCron(svc.schedule)} ${svc.tz || 'UTC'}`;
+}
+
 function timeoutText(svc) {
   switch (svc.timeout) {
+    case -3: return scheduleText(svc);
     case -1: return 'never';
     case 0: return 'always error';
     case -2: return svc.effective_timeout
@@ -63,6 +110,11 @@ function localTime(ts) {
   return new Date(ts).toLocaleString();
 }
 
+function failureText(f) {
+  if (f.reason) return f.reason;
+  return f.exit_code === null || f.exit_code === undefined ? 'failed' : `exit ${f.exit_code}`;
+}
+
 function analysisText(a) {
   if (!a) return '';
   return `${human(a.lower * 1000)}–${human(a.upper * 1000)}`;
@@ -78,10 +130,34 @@ function stateBadge(state) {
 
 // ---------------------------------------------------------------- data
 
-async function api(path, opts = {}) {
-  const r = await fetch(path, opts);
+// An API key, asked for once when the daemon wants one, kept in the
+// browser's storage (SPEC §10).
+const KEY_STORE = 'lovebeat.key';
+const apiKey = () => localStorage.getItem(KEY_STORE) || '';
+
+function askForKey(status) {
+  const why = status === 403
+    ? 'This action needs a write key.'
+    : 'This lovebeat needs an API key.';
+  const k = window.prompt(`${why}\nEnter the key (it is kept in this browser):`, '');
+  if (k === null || !k.trim()) return false;
+  localStorage.setItem(KEY_STORE, k.trim());
+  return true;
+}
+
+async function api(path, opts = {}, retried = false) {
+  const headers = { ...(opts.headers || {}) };
+  const sent = apiKey();
+  if (sent) headers.Authorization = `Bearer ${sent}`;
+  const r = await fetch(path, { ...opts, headers });
   let body = null;
   try { body = await r.json(); } catch (_) { /* not JSON */ }
+  // Requests refused together ask once: a key entered meanwhile is tried.
+  if ((r.status === 401 || r.status === 403) && !retried
+      && (apiKey() !== sent || askForKey(r.status))) {
+    if (socket) socket.close();
+    return api(path, opts, true);
+  }
   if (!r.ok) throw new Error((body && body.error) || `${r.status} ${r.statusText}`);
   return body;
 }
@@ -136,6 +212,7 @@ let retry = 500;
 function connect() {
   const url = new URL('ws', document.baseURI);
   url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
+  if (apiKey()) url.searchParams.set('key', apiKey());
   socket = new WebSocket(url);
   socket.onopen = () => {
     retry = 500;
@@ -147,6 +224,8 @@ function connect() {
   };
   socket.onclose = () => {
     setLive(false);
+    // Refused (no or wrong key): the list request asks for one.
+    if (!store.loaded) reload();
     setTimeout(connect, retry);
     retry = Math.min(retry * 2, 10000);
   };
@@ -323,13 +402,19 @@ function rowHtml(svc, top) {
     ? `${ago(svc.last_beat)}<small>${localTime(svc.last_beat)}</small>` : 'never';
   const a = svc.analysis;
   const analysis = a ? `${analysisText(a)}${a.unstable ? '<span class="unstable">unstable</span>' : ''}` : '';
-  const muted = svc.muted_since > 0 ? `${ago(svc.muted_since)}<small>${localTime(svc.muted_since)}</small>` : '';
+  const muted = svc.muted_since > 0
+    ? `${ago(svc.muted_since)}<small>${svc.muted_until ? `until ${localTime(svc.muted_until)}` : localTime(svc.muted_since)}</small>` : '';
+  const running = svc.running
+    ? `<span class="running" title="started ${localTime(svc.started_at)}"><span aria-hidden="true">&#9654;</span> running ${human(Math.max(0, now() - svc.started_at))}</span>` : '';
+  const failure = svc.state === 'error' && svc.last_failure
+    ? `<span class="failed">${esc(failureText(svc.last_failure))}</span>` : '';
+  const next = svc.timeout === -3 && svc.next_deadline ? `<small>due by ${localTime(svc.next_deadline)}</small>` : '';
   return `<div class="row${sel ? ' selected' : ''}" role="row" data-name="${n}" style="top:${top}px">
     <span class="c-sel"><input type="checkbox" ${sel ? 'checked' : ''} aria-label="Select ${n}"></span>
-    <span class="c-state">${stateBadge(svc.state)}</span>
+    <span class="c-state">${stateBadge(svc.state)}${running}${failure}</span>
     <span class="c-name"><button type="button" data-open title="Show beat chart">${n}</button></span>
     <span class="c-beat">${beat}</span>
-    <span class="c-timeout"><button type="button" class="edit" aria-label="Timeout of ${n}: ${esc(timeoutText(svc))}. Press Enter to edit." title="Double-click to edit">${esc(timeoutText(svc))}</button></span>
+    <span class="c-timeout"><button type="button" class="edit" aria-label="Timeout of ${n}: ${esc(timeoutText(svc))}. Press Enter to edit." title="Double-click to edit">${esc(timeoutText(svc))}</button>${next}</span>
     <span class="c-analysis">${analysis}</span>
     <span class="c-muted">${muted}</span>
   </div>`;
@@ -339,6 +424,11 @@ function rowHtml(svc, top) {
 
 async function act(action, names) {
   if (!names.length) { toast('Select one or more services first.'); return; }
+  let snoozeFor = '';
+  if (action === 'snooze') {
+    snoozeFor = (window.prompt('Snooze for how long? (e.g. 30m, 2h, 1d)', '1h') || '').trim();
+    if (!snoozeFor) return;
+  }
   if (action === 'delete' && !window.confirm(`Delete ${names.length} service${names.length > 1 ? 's' : ''}?\n${names.slice(0, 10).join('\n')}${names.length > 10 ? '\n…' : ''}`)) return;
   const path = (n) => `api/services/${encodeURIComponent(n)}`;
   const req = {
@@ -346,6 +436,7 @@ async function act(action, names) {
     mute: (n) => api(`${path(n)}/mute`, { method: 'POST' }),
     unmute: (n) => api(`${path(n)}/unmute`, { method: 'POST' }),
     delete: (n) => api(path(n), { method: 'DELETE' }),
+    snooze: (n) => api(`${path(n)}/mute?for=${encodeURIComponent(snoozeFor)}`, { method: 'POST' }),
   }[action];
   const failures = [];
   // A few requests at a time: fast for many services, gentle on the daemon.
@@ -369,13 +460,26 @@ function timeoutValue(text) {
   return t;
 }
 
+// A timeout, or a cron expression (five fields or @daily…) that keeps
+// the service's zone and grace.
+function editBody(text, svc) {
+  const t = text.trim();
+  if (t.startsWith('@') || t.split(/\s+/).length === 5) {
+    const body = { schedule: t, beat: false, tz: svc.tz || 'UTC' };
+    if (svc.grace !== undefined) body.grace = `${svc.grace}ms`;
+    return body;
+  }
+  return { timeout: timeoutValue(t), beat: false };
+}
+
 function editTimeout(name) {
   const row = document.querySelector(`.row[data-name="${CSS.escape(name)}"] .c-timeout`);
   const svc = store.services.get(name);
   if (!row || !svc) return;
   ui.editing = name;
-  const current = svc.timeout > 0 ? human(svc.timeout).replace(/ /g, '') : timeoutText(svc).split(' ')[0];
-  row.innerHTML = `<input type="text" aria-label="New timeout for ${esc(name)}, e.g. 1h30m, 90s, auto, never" value="${esc(current)}">`;
+  const current = svc.timeout > 0 ? human(svc.timeout).replace(/ /g, '')
+    : svc.timeout === -3 ? svc.schedule : timeoutText(svc).split(' ')[0];
+  row.innerHTML = `<input type="text" aria-label="New timeout for ${esc(name)}, e.g. 1h30m, 90s, auto, never, or a cron schedule" value="${esc(current)}">`;
   const input = row.querySelector('input');
   input.focus();
   input.select();
@@ -389,7 +493,7 @@ function editTimeout(name) {
         await api(`api/services/${encodeURIComponent(name)}`, {
           method: 'POST',
           headers: { 'Content-Type': 'application/json' },
-          body: JSON.stringify({ timeout: timeoutValue(input.value), beat: false }),
+          body: JSON.stringify(editBody(input.value, svc)),
         });
         toast(`Timeout of ${name} set to ${input.value.trim()}`);
       } catch (e) { toast(`Timeout not changed: ${e.message}`); }
@@ -418,16 +522,29 @@ async function loadDetail(name) {
     return;
   }
   const limit = svc.timeout > 0 ? svc.timeout : (svc.effective_timeout || 0);
-  $('detail-text').innerHTML = `${stateBadge(svc.state)} timeout ${esc(timeoutText(svc))}`
+  const when = svc.timeout === -3
+    ? `runs ${esc(scheduleText(svc))}, due by ${esc(localTime(svc.next_deadline))} (grace ${human(svc.grace)})`
+    : `timeout ${esc(timeoutText(svc))}`;
+  $('detail-text').innerHTML = `${stateBadge(svc.state)} ${when}`
+    + (svc.running ? ` · running for ${human(Math.max(0, now() - svc.started_at))}` : '')
+    + (svc.max_runtime ? ` · may run ${human(svc.max_runtime)}` : '')
     + (svc.analysis ? ` · usually every ${analysisText(svc.analysis)}${svc.analysis.unstable ? ' (unstable)' : ''}` : '');
-  drawChart(svc.beat_history || [], limit);
+  drawChart($('chart'), svc.beat_history || [], limit, 'no intervals yet');
+  const runs = svc.run_history || [];
+  $('runs').hidden = runs.length === 0;
+  if (runs.length) drawChart($('run-chart'), runs, svc.max_runtime || 0, 'no runs yet');
+  const f = svc.last_failure;
+  $('failure').hidden = !f;
+  if (f) {
+    $('failure-head').textContent = `Last failure ${localTime(f.ts)} (${ago(f.ts)}): ${failureText(f)}`;
+    $('failure-output').textContent = f.output || '(no output)';
+  }
 }
 
-function drawChart(history, limit) {
+function drawChart(svg, history, limit, empty) {
   const W = 400; const H = 120; const pad = 4;
-  const svg = $('chart');
   if (!history.length) {
-    svg.innerHTML = `<text x="${W / 2}" y="${H / 2}" text-anchor="middle" font-size="12" fill="#57606a">no intervals yet</text>`;
+    svg.innerHTML = `<text x="${W / 2}" y="${H / 2}" text-anchor="middle" font-size="12" fill="#57606a">${empty}</text>`;
     return;
   }
   const top = Math.max(limit, ...history) * 1.1;
@@ -435,7 +552,7 @@ function drawChart(history, limit) {
   const y = (v) => H - pad - (v / top) * (H - pad * 2);
   const bars = history.map((v, i) =>
     `<rect class="bar${limit && v > limit ? ' late' : ''}" x="${pad + i * bw}" y="${y(v)}" width="${Math.max(1, bw - 1)}" height="${H - pad - y(v)}"><title>${human(v)}</title></rect>`).join('');
-  const line = limit ? `<line class="limit" x1="0" x2="${W}" y1="${y(limit)}" y2="${y(limit)}"><title>timeout ${human(limit)}</title></line>` : '';
+  const line = limit ? `<line class="limit" x1="0" x2="${W}" y1="${y(limit)}" y2="${y(limit)}"><title>limit ${human(limit)}</title></line>` : '';
   svg.innerHTML = bars + line;
   svg.setAttribute('aria-label', `${history.length} intervals between ${human(Math.min(...history))} and ${human(Math.max(...history))}${limit ? `, timeout ${human(limit)}` : ''}`);
 }

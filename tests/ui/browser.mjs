@@ -198,6 +198,54 @@ const scenarios = {
     await page.locator('.row[data-name="many.s9999"]').waitFor();
   },
 
+  // Job monitoring: the schedule in words, a running job, the failure
+  // output, snooze from the page.
+  async jobs(page) {
+    const post = (path, body, headers = {}) => api(path, { method: 'POST', body, headers });
+    await post('api/services/nightly.backup?schedule=0%203%20*%20*%20*&tz=Europe/Stockholm&grace=10m');
+    await post('api/services/etl.load?timeout=3600');
+    await post('api/services/etl.load/exit/3', 'loading rows\nERROR: disk full on /data\n');
+    await post('api/services/long.run/start');
+    await page.goto(`${url}#/services`);
+    const timeout = row(page, 'nightly.backup').locator('.c-timeout');
+    await timeout.waitFor();
+    assert.match(await timeout.innerText(), /every day at 03:00 Europe\/Stockholm/);
+    assert.match(await timeout.innerText(), /due by/);
+    assert.match(await row(page, 'etl.load').locator('.c-state').innerText(), /exit 3/);
+    assert.match(await row(page, 'long.run').locator('.c-state').innerText(), /running/);
+    await row(page, 'etl.load').locator('[data-open]').click();
+    await page.locator('#failure').waitFor();
+    assert.match(await page.locator('#failure-output').innerText(), /ERROR: disk full on \/data/);
+    assert.match(await page.locator('#failure-head').innerText(), /exit 3/);
+    // Snooze from the page.
+    await row(page, 'etl.load').getByRole('checkbox').check();
+    page.once('dialog', (d) => d.accept('2h'));
+    await page.getByRole('button', { name: /Snooze/ }).click();
+    await until('snoozed', async () => (await service('etl.load'))?.muted_until > Date.now() + 7000000);
+    await page.locator('.row[data-name="etl.load"] .state.muted').waitFor();
+    assert.match(await row(page, 'etl.load').locator('.c-muted').innerText(), /until/);
+    // A schedule typed into the timeout editor.
+    await row(page, 'long.run').locator('.c-timeout .edit').dblclick();
+    await row(page, 'long.run').locator('.c-timeout').getByRole('textbox').fill('30 2 * * mon-fri');
+    await row(page, 'long.run').locator('.c-timeout').getByRole('textbox').press('Enter');
+    await until('scheduled', async () => (await service('long.run'))?.schedule === '30 2 * * mon-fri');
+    await page.locator('.row[data-name="long.run"] .c-timeout', { hasText: 'every Monday to Friday at 02:30 UTC' }).waitFor();
+  },
+
+  // With read keys the page asks for a key once and keeps it.
+  async keys(page) {
+    let asked = 0;
+    page.on('dialog', (d) => { asked += 1; d.accept('reader'); });
+    await page.goto(`${url}#/services`);
+    await row(page, 'secret.svc').waitFor();
+    await page.locator('#live.on').waitFor();
+    assert.equal(asked, 1);
+    await page.reload();
+    await row(page, 'secret.svc').waitFor();
+    assert.equal(asked, 1, 'the key is remembered');
+    assert.equal(await page.evaluate(() => localStorage.getItem('lovebeat.key')), 'reader');
+  },
+
   // The screenshots in docs/: the home page and an alarm page with a chart.
   async docs(page) {
     await page.setViewportSize({ width: 1200, height: 720 });
