@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
+use thin_vec::ThinVec;
 use tokio::sync::{broadcast, watch, Notify};
 
 use crate::clock::now_ms;
@@ -435,7 +436,7 @@ impl Engine {
         let mut guard = match inner.services.entry(key.clone()) {
             Entry::Occupied(o) => o.into_ref(),
             Entry::Vacant(v) => {
-                let alarm_keys: Box<[Arc<str>]> =
+                let alarm_keys: ThinVec<Arc<str>> =
                     memberships.iter().map(|(k, _)| k.clone()).collect();
                 v.insert(self.new_service(name, alarm_keys, now))
             }
@@ -469,7 +470,7 @@ impl Engine {
 
     /// A new service with the first `[[services]]` default that matches
     /// (else no timeout).
-    fn new_service(&self, name: &str, alarms: Box<[Arc<str>]>, now: i64) -> Service {
+    fn new_service(&self, name: &str, alarms: ThinVec<Arc<str>>, now: i64) -> Service {
         let inner = &*self.inner;
         let mut defaults = None;
         if !inner.defaults.is_empty() {

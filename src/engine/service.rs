@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use thin_vec::ThinVec;
+
 use serde::Serialize;
 
 use super::auto::{self, BeatAnalysis};
@@ -102,15 +104,16 @@ pub struct Service {
     history_head: u8,
     /// Current state; `New` only inside a single engine operation.
     pub state: State,
-    /// Names of the alarms this service belongs to, sorted.
-    pub alarms: Box<[Arc<str>]>,
+    /// Names of the alarms this service belongs to, sorted. A thin vector
+    /// (one pointer, nothing allocated when empty) keeps `Service` small.
+    pub alarms: ThinVec<Arc<str>>,
     /// Job monitoring fields (SPEC §10), allocated on first use only.
     pub ext: Option<Box<JobExt>>,
 }
 
 impl Service {
     /// A service created at `now`, before its first evaluation.
-    pub fn new(now: i64, timeout: i64, alarms: Box<[Arc<str>]>) -> Service {
+    pub fn new(now: i64, timeout: i64, alarms: ThinVec<Arc<str>>) -> Service {
         Service {
             last_beat: -1,
             timeout,
@@ -459,6 +462,10 @@ impl JobView {
     }
 }
 
+/// A million services: every byte of `Service` counts, and job monitoring
+/// (SPEC §10) must not make a plain service bigger than before it (88 B).
+const _: () = assert!(std::mem::size_of::<Service>() <= 88);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -466,7 +473,7 @@ mod tests {
     const T0: i64 = 1_700_000_000_000;
 
     fn fresh(timeout: i64) -> Service {
-        Service::new(T0, timeout, Box::new([]))
+        Service::new(T0, timeout, ThinVec::new())
     }
 
     #[test]
