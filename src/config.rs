@@ -796,4 +796,20 @@ mode = 600
         assert_eq!(c.http.listen, ":2");
         assert_eq!(c.alarms.len(), 2);
     }
+
+    #[test]
+    fn the_documented_example_config_is_valid_uncommented() {
+        // lovebeat.cfg: '##' lines are prose, '#' lines are settings.
+        let text: String = include_str!("../lovebeat.cfg")
+            .lines()
+            .filter(|l| !l.starts_with("##"))
+            .map(|l| l.strip_prefix('#').unwrap_or(l))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let c = Config::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(c.http.listen, ":8080");
+        assert_eq!(c.services.len(), 2);
+        assert!(c.alerts["ops"].repeat.is_some());
+        assert_eq!(c.alarms[1].depends_on, vec!["network-$name".to_string()]);
+    }
 }
