@@ -1,6 +1,7 @@
 //! Criterion benches of the hot paths (figures in BENCHMARKS.md):
 //! statsd parsing, the beat path, the pattern trie against the regex
-//! translation, the timer wheel, the auto algorithm, database encode/decode.
+//! translation, the timer wheel, the auto algorithm, database encode/decode,
+//! cron schedules.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -233,5 +234,50 @@ fn database(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, statsd, beat, patterns, wheel, auto, database);
+/// Job monitoring (SPEC §10): the next fire time is computed once per beat
+/// of a scheduled service, so its cost is what a scheduled beat adds.
+fn job(c: &mut Criterion) {
+    use lovebeat::engine::{JobUpdate, Schedule};
+    use std::sync::Arc;
+    let mut g = c.benchmark_group("job");
+    g.throughput(Throughput::Elements(1));
+    let daily = Schedule::parse("0 3 * * *", "Europe/Stockholm", 300_000).expect("valid");
+    let mut t = T0;
+    g.bench_function("next_fire_daily_stockholm", |b| {
+        b.iter(|| {
+            t += 61_000;
+            daily.next_fire(black_box(t))
+        })
+    });
+    let weekdays = Schedule::parse("*/5 9-17 * * mon-fri", "America/New_York", 0).expect("valid");
+    g.bench_function("next_fire_every_5_min_weekdays_new_york", |b| {
+        b.iter(|| {
+            t += 61_000;
+            weekdays.next_fire(black_box(t))
+        })
+    });
+    let engine = Engine::new(EngineConfig::default(), T0);
+    let schedule = Arc::new(daily);
+    engine
+        .update_job(
+            "cron.job",
+            JobUpdate {
+                schedule: Some(schedule),
+                beat: true,
+                ..JobUpdate::default()
+            },
+            T0,
+        )
+        .expect("valid");
+    let mut now = T0;
+    g.bench_function("scheduled_beat_accepted", |b| {
+        b.iter(|| {
+            now += 1000;
+            engine.beat(black_box("cron.job"), now)
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, statsd, beat, patterns, wheel, auto, database, job);
 criterion_main!(benches);
