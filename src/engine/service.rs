@@ -182,6 +182,9 @@ impl Service {
             });
             changed = true;
         }
+        if changed {
+            self.drop_unused_ext();
+        }
         changed
     }
 

@@ -242,3 +242,48 @@ fn load_applies_restart_grace() {
         Some(vec![60000; 5])
     );
 }
+
+#[test]
+fn a_snooze_ends_in_the_wheel_and_frees_the_job_fields() {
+    let e = engine(vec![]);
+    e.update("snoozed", timeout(0), T0).expect("valid");
+    assert_eq!(state(&e, "snoozed"), State::Error);
+    e.mute_until("snoozed", Some(T0 + 2000), T0).expect("valid");
+    assert_eq!(state(&e, "snoozed"), State::Muted);
+    let mut due = Vec::new();
+    e.tick(T0 + 1999, &mut due);
+    assert_eq!(state(&e, "snoozed"), State::Muted);
+    e.tick(T0 + 2000, &mut due);
+    assert_eq!(state(&e, "snoozed"), State::Error);
+    let (muted_since, ext) = e
+        .inspect("snoozed", |_, s| (s.muted_since, s.ext.is_some()))
+        .expect("exists");
+    assert_eq!(muted_since, 0);
+    assert!(!ext, "nothing of §10 is in use any more");
+}
+
+#[test]
+fn a_child_alarm_names_its_parent_from_its_own_captures() {
+    let mut server = alarm("server-$site", "srv.$site.*");
+    server.depends_on = vec!["network-$site".into()];
+    let e = engine(vec![alarm("network-$site", "net.$site.*"), server]);
+    e.update("net.sto.router", timeout(0), T0).expect("valid");
+    e.update("srv.sto.web", timeout(0), T0).expect("valid");
+    e.update("srv.gbg.web", timeout(0), T0).expect("valid");
+    let sto = e.alarm("server-sto").expect("exists");
+    assert_eq!(&*sto.depends_on, [Arc::<str>::from("network-sto")]);
+    assert_eq!(sto.suppressed_by, vec![Arc::<str>::from("network-sto")]);
+    // network-gbg does not exist: nothing holds server-gbg.
+    assert!(e
+        .alarm("server-gbg")
+        .expect("exists")
+        .suppressed_by
+        .is_empty());
+    e.update("net.sto.router", timeout(3600), T0)
+        .expect("valid");
+    assert!(e
+        .alarm("server-sto")
+        .expect("exists")
+        .suppressed_by
+        .is_empty());
+}
