@@ -257,6 +257,11 @@ const scenarios = {
     await row(page, 'backup.db1').locator('[data-open]').click();
     await page.locator('#chart rect').first().waitFor();
     await page.screenshot({ path: 'docs/ui-alarm.png' });
+    await page.goto(`${url}#/alarm/cron`);
+    await row(page, 'cron.nightly-report').waitFor();
+    await row(page, 'cron.nightly-report').locator('[data-open]').click();
+    await page.locator('#failure-output').waitFor();
+    await page.screenshot({ path: 'docs/ui-job.png' });
   },
 };
 

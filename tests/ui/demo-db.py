@@ -41,7 +41,28 @@ svc("web.payments", 120_000, 60_000, 2_000, state="error")
 for i in range(1, 4):
     svc(f"queue.worker{i}", 30_000, 10_000, 1_500)
 svc("queue.mailer", 30_000, 10_000, 9_000, muted=True, state="muted")
-svc("cron.nightly-report", 93_600_000, 86_400_000, 60_000)
+svc("cron.nightly-report", -3, 86_400_000, 60_000, state="error")
+services[-1].update({
+    "schedule": "0 2 * * *",
+    "tz": "Europe/Stockholm",
+    "grace": 1_800_000,
+    "run_history": [int(random.uniform(1_500_000, 2_100_000)) for _ in range(30)],
+    "started_at": now - 5_000_000,
+    "failed": True,
+    "last_failure": {
+        "ts": now - 3_100_000,
+        "exit_code": 2,
+        "output": "fetching sales for 2026-11-24...\nrendering 14 charts\n"
+                  "Traceback (most recent call last):\n"
+                  "  File \"/opt/reports/nightly.py\", line 88, in <module>\n"
+                  "    upload(pdf)\n"
+                  "ConnectionError: s3.eu-north-1.amazonaws.com: timed out\n",
+    },
+})
+svc("cron.invoices", -3, 3_600_000, 30_000)
+services[-1].update({"schedule": "15 * * * *", "tz": "UTC", "grace": 300_000,
+                     "run_history": [int(random.uniform(40_000, 90_000)) for _ in range(50)],
+                     "max_runtime": 600_000})
 
 with gzip.open(sys.argv[1], "wt") as f:
     for s in services:
