@@ -311,3 +311,36 @@ fn a_client_that_never_reads_does_not_slow_beats() {
     });
     drop(stuck);
 }
+
+#[test]
+fn a_child_alarm_hears_when_its_parent_holds_its_alerts() {
+    let d = Daemon::start(
+        "[[alarms]]\nname = \"net\"\npattern = \"net.*\"\n[[alarms]]\nname = \"srv\"\npattern = \"srv.*\"\ndepends_on = [\"net\"]\n",
+    );
+    d.post("/api/services/net.router?timeout=3600");
+    d.post("/api/services/srv.web?timeout=3600");
+    runtime().block_on(async {
+        let mut ws = connect(d.http).await;
+        d.post("/api/services/net.router?timeout=0");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut held = None;
+        while Instant::now() < deadline && held.is_none() {
+            if let Some(m) = next(&mut ws, Duration::from_millis(200)).await {
+                if m["type"] == "UPDATE_ALARM" && m["alarm"]["name"] == "srv" {
+                    held = Some(m);
+                }
+            }
+        }
+        let m = held.expect("an UPDATE_ALARM for the child");
+        assert_eq!(m["alarm"]["state"], "ok");
+        assert_eq!(m["alarm"]["suppressed_by"], serde_json::json!(["net"]));
+        d.post("/api/services/net.router?timeout=3600");
+        let m = loop {
+            let m = expect(&mut ws, "UPDATE_ALARM").await;
+            if m["alarm"]["name"] == "srv" {
+                break m;
+            }
+        };
+        assert!(m["alarm"].get("suppressed_by").is_none(), "{m}");
+    });
+}

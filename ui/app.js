@@ -292,7 +292,8 @@ function renderAlarms() {
     return `<li><a class="${a.state}" href="#/alarm/${encodeURIComponent(a.name)}" data-alarm="${esc(a.name)}">
       <div>${stateBadge(a.state)} <span class="name">${esc(a.name)}</span></div>
       <div class="sub">${failed ? `${failed} failed: ${esc(a.failed_services.slice(0, 3).join(', '))}${failed > 3 ? '…' : ''}` : 'all good'}
-      · incident #${a.incident_nbr}</div></a></li>`;
+      · incident #${a.incident_nbr}</div>${(a.suppressed_by || []).length
+  ? `<div class="sub held">alerts held while ${esc(a.suppressed_by.join(', '))} ${a.suppressed_by.length > 1 ? 'are' : 'is'} in ERROR</div>` : ''}</a></li>`;
   }).join('');
 }
 

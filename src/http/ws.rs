@@ -183,11 +183,36 @@ fn message(engine: &Engine, event: &Event) -> Option<Bytes> {
             service_msg("UPDATE_SERVICE", &engine.service(name, false)?)
         }
         EventKind::ServiceRemoved(s) => service_msg("REMOVE_SERVICE", s),
-        EventKind::AlarmAdded(a) => alarm_msg("ADD_ALARM", a),
-        EventKind::AlarmStateChanged { alarm, .. } => alarm_msg("UPDATE_ALARM", alarm),
+        EventKind::AlarmAdded(a) => alarm_msg("ADD_ALARM", &engine.with_suppression(a.clone())),
+        EventKind::AlarmStateChanged { alarm, .. } => {
+            alarm_msg("UPDATE_ALARM", &engine.with_suppression(alarm.clone()))
+        }
         EventKind::AlarmUpdated(name) => alarm_msg("UPDATE_ALARM", &engine.alarm(name)?),
         EventKind::AlarmRemoved(a) => alarm_msg("REMOVE_ALARM", a),
     }
+}
+
+/// When an alarm changes state, the alarms that depend on it change their
+/// `suppressed_by` (SPEC §10) without an event of their own: one
+/// `UPDATE_ALARM` each. Alarms are few; this walks them only then.
+fn dependents(engine: &Engine, event: &Event) -> Vec<Bytes> {
+    let EventKind::AlarmStateChanged { alarm, .. } = &event.kind else {
+        return Vec::new();
+    };
+    if !engine
+        .matcher()
+        .defs()
+        .iter()
+        .any(|d| !d.depends_on.is_empty())
+    {
+        return Vec::new();
+    }
+    engine
+        .alarms()
+        .iter()
+        .filter(|a| a.depends_on.contains(&alarm.name))
+        .filter_map(|a| alarm_msg("UPDATE_ALARM", a))
+        .collect()
 }
 
 /// The hub task: events and collected beats to every client's queue.
@@ -205,6 +230,9 @@ pub async fn run_hub(
                 Ok(ev) => {
                     if hub.client_count() > 0 {
                         if let Some(msg) = message(&engine, &ev) {
+                            hub.broadcast(&msg);
+                        }
+                        for msg in dependents(&engine, &ev) {
                             hub.broadcast(&msg);
                         }
                     }

@@ -508,3 +508,67 @@ pub fn failed_list(alarm: &AlarmView) -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Failure;
+
+    fn notice(repeat: u32, failure: Option<Failure>) -> Notice {
+        Notice {
+            alarm: AlarmView {
+                name: "jobs".into(),
+                state: State::Error,
+                incident_nbr: 7,
+                failed_services: vec!["job.etl".into()],
+                last_state_change: 1,
+                def: None,
+                depends_on: Arc::new([]),
+                suppressed_by: Vec::new(),
+                cause: None,
+            },
+            previous: State::Ok,
+            ts: 1,
+            url: None,
+            failure,
+            repeat,
+            only_alert: None,
+        }
+    }
+
+    #[test]
+    fn a_failure_and_a_reminder_reach_every_alerter() {
+        let f = Failure {
+            ts: 1,
+            exit_code: Some(3),
+            output: "disk full\n".into(),
+            reason: None,
+        };
+        let n = notice(2, Some(f.clone()));
+        assert_eq!(mail::subject(&n), "[LOVEBEAT] jobs-7 (reminder 2)");
+        let body = mail::body(&n);
+        assert!(
+            body.contains("exit code 3") && body.contains("Output:\ndisk full\n"),
+            "{body}"
+        );
+        let slack = http::slack_body("#ops", &n);
+        let att = &slack["attachments"][0];
+        assert_eq!(att["title"], "jobs is in ERROR (reminder 2)");
+        assert!(att["text"].as_str().unwrap_or("").contains("disk full"));
+        let hook = http::webhook_body(&n);
+        assert_eq!(hook["repeat"], 2);
+        assert_eq!(hook["failure"]["exit_code"], 3);
+        assert_eq!(hook["failure"]["output"], "disk full\n");
+        // Without them, the 1.x shapes are untouched.
+        let plain = notice(0, None);
+        assert_eq!(mail::subject(&plain), "[LOVEBEAT] jobs-7");
+        let hook = http::webhook_body(&plain);
+        assert!(hook.get("repeat").is_none() && hook.get("failure").is_none());
+        let ran_long = Failure {
+            reason: Some("ran too long".into()),
+            exit_code: None,
+            ..f
+        };
+        assert!(mail::body(&notice(0, Some(ran_long))).contains("ran too long"));
+    }
+}
