@@ -148,7 +148,7 @@ fn run_of_a_failing_command_delivers_its_output_tail() {
     let out = lovebeat(
         &[
             "run", "job.big", "--server", &server, "--", "sh", "-c",
-            "i=0; while [ $i -lt 1000 ]; do printf 'line %05d of output.........\\n' $i; i=$((i+1)); done; echo LAST >&2; exit 2",
+            "i=0; while [ $i -lt 1000 ]; do printf 'line %05d of output.........\\n' $i; i=$((i+1)); done; sleep 0.3; echo LAST >&2; exit 2",
         ],
         None,
     );
@@ -162,7 +162,8 @@ fn run_of_a_failing_command_delivers_its_output_tail() {
     assert_eq!(f["exit_code"], 2);
     let output = f["output"].as_str().expect("output");
     assert_eq!(output.len(), 10 * 1024);
-    // stdout and stderr are two pipes: their interleaving is not exact.
+    // stdout and stderr are two pipes, combined in the order they arrive:
+    // the pause lets stdout drain before the last line goes to stderr.
     assert!(output.contains("LAST\n"), "{output}");
     assert!(output.contains("line 00999 of output"));
     assert!(!output.contains("line 00000 "));
