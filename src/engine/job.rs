@@ -49,12 +49,18 @@ impl Schedule {
         if grace_ms < 0 {
             return Err(format!("grace must be 0 or more, not {grace_ms} ms"));
         }
-        Ok(Schedule {
+        let schedule = Schedule {
             expr: expr.to_string(),
             cron,
             tz,
             grace_ms,
-        })
+        };
+        // `0 0 30 2 *` is valid syntax for a day that never comes: refuse
+        // it here, once, rather than search to the year 5000 on every beat.
+        if schedule.next_fire(crate::clock::now_ms()).is_none() {
+            return Err(format!("schedule '{expr}' never fires"));
+        }
+        Ok(schedule)
     }
 
     /// The first fire time strictly after `after_ms` (ms), in real time.
@@ -273,6 +279,8 @@ mod tests {
         let e = Schedule::parse("0 3 * * *", "Mars/Olympus", 0).unwrap_err();
         assert!(e.contains("Mars/Olympus"), "{e}");
         assert!(Schedule::parse("0 3 * * *", "UTC", -1).is_err());
+        let e = Schedule::parse("0 0 30 2 *", "UTC", 0).unwrap_err();
+        assert!(e.contains("never fires"), "{e}");
     }
 
     #[test]
