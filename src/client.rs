@@ -168,7 +168,7 @@ pub fn beat_command(target: &Target, name: &str, settings: &Settings) -> ExitCod
 }
 
 /// Output kept for the failure report: what the server keeps.
-const OUTPUT_TAIL: usize = 10 * 1024;
+const OUTPUT_TAIL: usize = crate::engine::job::OUTPUT_LIMIT;
 
 /// Copies a child's pipe to our own stream untouched, keeping its tail.
 fn tee(

@@ -340,25 +340,17 @@ pub struct ServiceDefault {
 impl ServiceDefault {
     /// The engine's form, or why it is invalid.
     pub fn to_engine(&self) -> Result<ServiceDefaults, String> {
-        let schedule = match &self.schedule {
-            Some(expr) => {
-                if self.timeout.is_some() {
-                    return Err("give either timeout or schedule, not both".into());
-                }
-                let grace = match &self.grace {
-                    Some(g) => g.to_duration_ms()?,
-                    None => crate::engine::job::DEFAULT_GRACE_MS,
-                };
-                let tz = self.tz.as_deref().unwrap_or("UTC");
-                Some(Arc::new(Schedule::parse(expr, tz, grace)?))
-            }
-            None => {
-                if self.tz.is_some() || self.grace.is_some() {
-                    return Err("tz and grace need a schedule".into());
-                }
-                None
-            }
+        let grace = match &self.grace {
+            Some(g) => Some(g.to_duration_ms()?),
+            None => None,
         };
+        let schedule = Schedule::from_settings(
+            self.schedule.as_deref(),
+            self.tz.as_deref(),
+            grace,
+            self.timeout.is_some(),
+        )?
+        .map(Arc::new);
         let timeout = match &self.timeout {
             Some(t) => t.to_ms()?,
             None if schedule.is_some() => crate::engine::TIMEOUT_SCHEDULE,

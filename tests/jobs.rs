@@ -373,15 +373,7 @@ fn badges_for_an_ok_and_an_error_alarm() {
 
 #[test]
 fn api_keys_guard_reads_and_writes() {
-    // conf.d is merged into the base config's [http] section.
-    let dir = tempfile::tempdir().expect("tmp");
-    std::fs::create_dir(dir.path().join("conf.d")).expect("conf.d");
-    std::fs::write(
-        dir.path().join("conf.d/keys.cfg"),
-        "[http]\nread_keys = [\"reader\"]\nwrite_keys = [\"writer\"]\n",
-    )
-    .expect("write");
-    let d = Daemon::start_in(dir, "");
+    let d = Daemon::start_with_http("read_keys = [\"reader\"]\nwrite_keys = [\"writer\"]");
     let call = |method: &str, path: &str, key: Option<&str>| {
         let auth = key.map(|k| format!("Bearer {k}"));
         let headers: Vec<(&str, &str)> =

@@ -94,14 +94,7 @@ fn job_fields_in_the_page_schedule_text_and_failure_output() {
 
 #[test]
 fn the_page_asks_for_a_read_key_once() {
-    let dir = tempfile::tempdir().expect("tmp");
-    std::fs::create_dir(dir.path().join("conf.d")).expect("conf.d");
-    std::fs::write(
-        dir.path().join("conf.d/keys.cfg"),
-        "[http]\nread_keys = [\"reader\"]\nwrite_keys = [\"writer\"]\n",
-    )
-    .expect("write");
-    let d = Daemon::start_in(dir, "");
+    let d = Daemon::start_with_http("read_keys = [\"reader\"]\nwrite_keys = [\"writer\"]");
     let r = d.request(
         "POST",
         "/api/services/secret.svc",

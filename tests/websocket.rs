@@ -85,6 +85,20 @@ async fn expect(ws: &mut Ws, kind: &str) -> Value {
     panic!("no {kind} message within 5 s; saw {seen:?}");
 }
 
+/// Sends `line(i)` for every i below `n` over UDP, 50 lines a datagram,
+/// pausing every 1000 lines so the daemon's socket buffer never overflows.
+async fn send_lines(port: u16, n: usize, line: impl Fn(usize) -> String) {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
+    for start in (0..n).step_by(50) {
+        let payload: String = (start..n.min(start + 50)).map(|i| line(i) + "\n").collect();
+        sock.send_to(payload.as_bytes(), ("127.0.0.1", port))
+            .expect("send");
+        if start % 1000 == 0 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Runtime::new().expect("runtime")
 }
@@ -206,20 +220,9 @@ fn an_accepted_beat_is_an_update_coalesced_per_service() {
 fn ten_thousand_expiring_together_reach_the_client() {
     let d = Daemon::start("");
     let n = 10_000;
-    let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
     runtime().block_on(async {
         let mut ws = connect(d.http).await;
-        for chunk in (0..n).collect::<Vec<_>>().chunks(50) {
-            let payload: String = chunk
-                .iter()
-                .map(|i| format!("burst.s{i}.timeout:1|g\n"))
-                .collect();
-            sock.send_to(payload.as_bytes(), ("127.0.0.1", d.statsd))
-                .expect("send");
-            if chunk[0] % 1000 == 0 {
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-        }
+        send_lines(d.statsd, n, |i| format!("burst.s{i}.timeout:1|g")).await;
         // Creation, then all of them go ERROR about a second later.
         let mut added = 0;
         let mut errors = 0;
@@ -268,18 +271,7 @@ fn a_client_that_never_reads_does_not_slow_beats() {
         // than a client queue holds.
         let total = 60_000;
         let started = Instant::now();
-        let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
-        for chunk in (0..total).collect::<Vec<_>>().chunks(50) {
-            let payload: String = chunk
-                .iter()
-                .map(|i| format!("stuck.s{i}.beat:1|c\n"))
-                .collect();
-            sock.send_to(payload.as_bytes(), ("127.0.0.1", d.statsd))
-                .expect("send");
-            if chunk[0] % 2000 == 0 {
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-        }
+        send_lines(d.statsd, total, |i| format!("stuck.s{i}.beat:1|c")).await;
         let mut count = 0;
         while started.elapsed() < Duration::from_secs(10) {
             count = d.get("/api/services").json()["services"]

@@ -63,6 +63,32 @@ impl Schedule {
         Ok(schedule)
     }
 
+    /// The schedule that `schedule`, `tz` and `grace` (ms) ask for, as a
+    /// request or a `[[services]]` section gives them: `None` without an
+    /// expression; `tz` and `grace` need one, and a timeout excludes one.
+    pub fn from_settings(
+        expr: Option<&str>,
+        tz: Option<&str>,
+        grace_ms: Option<i64>,
+        has_timeout: bool,
+    ) -> Result<Option<Schedule>, String> {
+        let Some(expr) = expr else {
+            if tz.is_some() || grace_ms.is_some() {
+                return Err("tz and grace need a schedule".into());
+            }
+            return Ok(None);
+        };
+        if has_timeout {
+            return Err("give either a timeout or a schedule, not both".into());
+        }
+        Schedule::parse(
+            expr,
+            tz.unwrap_or("UTC"),
+            grace_ms.unwrap_or(DEFAULT_GRACE_MS),
+        )
+        .map(Some)
+    }
+
     /// The first fire time strictly after `after_ms` (ms), in real time.
     /// Daylight-saving changes follow Vixie cron (croner implements it).
     pub fn next_fire(&self, after_ms: i64) -> Option<i64> {

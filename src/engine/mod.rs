@@ -282,10 +282,16 @@ impl Engine {
             }
             changed
         })?;
+        self.note_beat(name, accepted);
+        Ok(())
+    }
+
+    /// Tells the watchers of an accepted beat, if any watch.
+    #[inline]
+    fn note_beat(&self, name: &str, accepted: bool) {
         if accepted && self.inner.beat_watchers.load(Ordering::Relaxed) > 0 {
             self.mark_beaten(name);
         }
-        Ok(())
     }
 
     /// Notes an accepted beat for the watchers (see [`Engine::watch_beats`]).
@@ -333,8 +339,6 @@ impl Engine {
             if svc.ext.as_ref().map_or(0, |e| e.muted_until) != until {
                 svc.ext_mut().muted_until = until;
                 svc.drop_unused_ext();
-                // A snooze that ends earlier must be armed again.
-                svc.armed = service::NOT_ARMED;
                 changed = true;
             }
             changed
@@ -363,8 +367,6 @@ impl Engine {
             let mut changed = false;
             if let Some(schedule) = u.schedule {
                 svc.set_schedule(schedule, now);
-                // The deadline may have moved earlier.
-                svc.armed = service::NOT_ARMED;
                 changed = true;
             } else if let Some(t) = u.timeout {
                 changed |= svc.timeout != t;
@@ -372,14 +374,12 @@ impl Engine {
             }
             if let Some(max) = u.max_runtime {
                 svc.ext_mut().max_runtime = (max > 0).then_some(max);
-                svc.armed = service::NOT_ARMED;
                 changed = true;
             }
             if u.start {
                 let ext = svc.ext_mut();
                 ext.started_at = now;
                 ext.running = true;
-                svc.armed = service::NOT_ARMED;
                 changed = true;
             }
             if let Some((exit_code, output)) = u.fail {
@@ -401,9 +401,7 @@ impl Engine {
             svc.drop_unused_ext();
             changed
         })?;
-        if accepted && self.inner.beat_watchers.load(Ordering::Relaxed) > 0 {
-            self.mark_beaten(name);
-        }
+        self.note_beat(name, accepted);
         Ok(())
     }
 
@@ -543,8 +541,9 @@ impl Engine {
         self.arm_if_needed(key, svc, now);
     }
 
-    /// Puts the service's deadline in the wheel unless an entry at or before
-    /// it is live already (a later deadline is found on expiry: lazy re-arm).
+    /// Puts the service's next wake time (deadline, snooze end, run limit)
+    /// in the wheel unless an entry at or before it is live already (a later
+    /// one is found when that entry expires: lazy re-arm).
     fn arm_if_needed(&self, key: &Name, svc: &mut Service, now: i64) {
         let Some(deadline) = svc.next_wake() else {
             return;

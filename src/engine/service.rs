@@ -89,7 +89,8 @@ pub struct Service {
     /// beaten, when the timeout was set, or the daemon's start (restart grace).
     pub anchor: i64,
     /// Deadline of this service's live wheel entry, `NOT_ARMED` if none.
-    /// Invariant: an OK service with a deadline has `armed <= deadline`.
+    /// Invariant: a service with a wake time (`next_wake`) has `armed` at or before it;
+    /// a later wake time is found when the earlier entry expires.
     pub armed: i64,
     /// The learned timeout (ms) for auto services, `NO_AUTO` until an
     /// interval is known.
@@ -342,10 +343,7 @@ impl Service {
             analysis: auto::analyze(&history),
             effective_timeout: self.learned(),
             beat_history: details.then_some(history),
-            job: self
-                .ext
-                .as_deref()
-                .map(|e| Box::new(JobView::new(e, details))),
+            job: self.ext.as_deref().map(|e| Box::new(JobView::new(e))),
         }
     }
 }
@@ -447,7 +445,7 @@ pub struct JobView {
 }
 
 impl JobView {
-    fn new(e: &JobExt, _details: bool) -> JobView {
+    fn new(e: &JobExt) -> JobView {
         let sched = e.schedule.as_deref();
         JobView {
             schedule: sched.map(|s| s.expr.clone()),

@@ -12,7 +12,7 @@ use crate::clock::now_ms;
 use std::sync::Arc;
 
 use crate::duration::{parse_duration_input, parse_timeout, timeout_from_secs};
-use crate::engine::job::{output_tail, DEFAULT_GRACE_MS};
+use crate::engine::job::output_tail;
 use crate::engine::{AlarmView, EngineError, JobUpdate, Schedule, ServiceView, Update};
 
 /// Largest request body accepted.
@@ -63,23 +63,17 @@ impl BeatParams {
             timeout: self.timeout,
             ..JobUpdate::default()
         };
-        match self.schedule {
-            Some(expr) => {
-                let grace = match &self.grace {
-                    Some(g) => parse_duration_input(g).map_err(|e| format!("grace: {e}"))?,
-                    None => DEFAULT_GRACE_MS,
-                };
-                let tz = self.tz.as_deref().unwrap_or("UTC");
-                u.schedule = Some(Arc::new(Schedule::parse(&expr, tz, grace)?));
-                if self.timeout.is_some() {
-                    return Err("give either a timeout or a schedule, not both".into());
-                }
-            }
-            None if self.tz.is_some() || self.grace.is_some() => {
-                return Err("tz and grace need a schedule".into())
-            }
-            None => {}
-        }
+        let grace = match &self.grace {
+            Some(g) => Some(parse_duration_input(g).map_err(|e| format!("grace: {e}"))?),
+            None => None,
+        };
+        u.schedule = Schedule::from_settings(
+            self.schedule.as_deref(),
+            self.tz.as_deref(),
+            grace,
+            self.timeout.is_some(),
+        )?
+        .map(Arc::new);
         if let Some(m) = &self.max_runtime {
             u.max_runtime = Some(parse_duration_input(m).map_err(|e| format!("max_runtime: {e}"))?);
         }

@@ -98,6 +98,19 @@ impl Daemon {
         Daemon::start_full(dir, extra, 3600)
     }
 
+    /// Starts a daemon whose `[http]` section also holds `http_extra`
+    /// (through conf.d, which the base config's `[http]` is merged with).
+    pub fn start_with_http(http_extra: &str) -> Daemon {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("conf.d")).expect("conf.d");
+        std::fs::write(
+            dir.path().join("conf.d/http.cfg"),
+            format!("[http]\n{http_extra}\n"),
+        )
+        .expect("write conf.d/http.cfg");
+        Daemon::start_in(dir, "")
+    }
+
     /// Starts a daemon that saves every `interval` seconds.
     pub fn start_with_interval(extra: &str, interval: u64) -> Daemon {
         Daemon::start_full(tempfile::tempdir().expect("tempdir"), extra, interval)

@@ -271,12 +271,16 @@ impl Dispatch {
         }
     }
 
+    fn stop_reminders(&mut self, alarm: &Arc<str>) {
+        for task in self.reminders.remove(alarm).unwrap_or_default() {
+            task.abort();
+        }
+    }
+
     /// Queues an alert and starts or stops the alarm's reminders.
     fn send(&mut self, notice: Notice) {
         let name = notice.alarm.name.clone();
-        for task in self.reminders.remove(&name).unwrap_or_default() {
-            task.abort();
-        }
+        self.stop_reminders(&name);
         self.alerted.insert(name.clone(), notice.alarm.state);
         let queue = self.queue(&name);
         if notice.alarm.state == State::Error {
@@ -382,9 +386,7 @@ impl Dispatch {
                     .collect::<Vec<_>>()
                     .join(", ")
             );
-            if let Some(tasks) = self.reminders.remove(&alarm.name) {
-                tasks.iter().for_each(|t| t.abort());
-            }
+            self.stop_reminders(&alarm.name);
             self.held.insert(alarm.name.clone(), notice);
         }
     }
