@@ -209,6 +209,8 @@ pub struct Alarm {
     pub members: usize,
     /// Members in ERROR, sorted by name; the alarm is ERROR iff non-empty.
     pub failed: BTreeSet<Name>,
+    /// Members that are MUTED (for the `muted` badge).
+    pub muted: usize,
     /// False once deleted through the API: hidden from lists, but its
     /// incident counter is kept until a member brings it back.
     pub listed: bool,
@@ -228,6 +230,7 @@ impl Alarm {
             last_state_change: now,
             members: 0,
             failed: BTreeSet::new(),
+            muted: 0,
             listed: true,
             depends_on: Arc::new([]),
             cause: None,
@@ -250,6 +253,15 @@ impl Alarm {
         }
         self.state = state;
         self.last_state_change = now;
+    }
+
+    /// One member more (`true`) or less in MUTED.
+    pub fn count_muted(&mut self, muted: bool) {
+        if muted {
+            self.muted += 1;
+        } else {
+            self.muted = self.muted.saturating_sub(1);
+        }
     }
 
     /// The externally visible object (SPEC §4.2).

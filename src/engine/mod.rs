@@ -510,7 +510,7 @@ impl Engine {
             previous: State::New,
         });
         for (alarm, def) in memberships {
-            self.alarm_join(alarm, *def, key, state == State::Error, now);
+            self.alarm_join(alarm, *def, key, state, now);
         }
         self.arm_if_needed(key, svc, now);
     }
@@ -533,6 +533,14 @@ impl Engine {
             if was != is {
                 for alarm in svc.alarms.iter() {
                     self.alarm_member_changed(alarm, key, is, now);
+                }
+            }
+            let (was, is) = (before == State::Muted, after == State::Muted);
+            if was != is {
+                for alarm in svc.alarms.iter() {
+                    if let Some(mut a) = self.inner.alarms.get_mut(&**alarm) {
+                        a.count_muted(is);
+                    }
                 }
             }
         } else if changed {
@@ -639,17 +647,17 @@ impl Engine {
         if let Entry::Occupied(o) = self.inner.services.entry(Name::new(name)) {
             let key = o.key().clone();
             let svc = o.get();
-            let error = svc.state == State::Error;
             self.count(svc.state, -1);
             self.emit(now, || EventKind::ServiceRemoved(svc.view(&key, false)));
             for alarm in svc.alarms.iter() {
-                self.alarm_leave(alarm, &key, error, now);
+                self.alarm_leave(alarm, &key, svc.state, now);
             }
             o.remove();
         }
     }
 
-    fn alarm_join(&self, alarm: &Arc<str>, def: usize, service: &Name, error: bool, now: i64) {
+    fn alarm_join(&self, alarm: &Arc<str>, def: usize, service: &Name, state: State, now: i64) {
+        let error = state == State::Error;
         let mut a = self
             .inner
             .alarms
@@ -660,6 +668,9 @@ impl Engine {
             a.depends_on = self.inner.matcher.dependencies(def, service).into();
         }
         a.members += 1;
+        if state == State::Muted {
+            a.count_muted(true);
+        }
         if error {
             a.failed.insert(service.clone());
             a.cause = Some(service.clone());
@@ -683,10 +694,13 @@ impl Engine {
         }
     }
 
-    fn alarm_leave(&self, alarm: &Arc<str>, service: &Name, error: bool, now: i64) {
+    fn alarm_leave(&self, alarm: &Arc<str>, service: &Name, state: State, now: i64) {
         if let Some(mut a) = self.inner.alarms.get_mut(&**alarm) {
             a.members = a.members.saturating_sub(1);
-            let removed = error && a.failed.remove(service);
+            if state == State::Muted {
+                a.count_muted(false);
+            }
+            let removed = state == State::Error && a.failed.remove(service);
             self.alarm_settle(alarm, &mut a, removed, now);
         }
     }
@@ -826,6 +840,14 @@ impl Engine {
         Some(self.with_suppression(view))
     }
 
+    /// True when the alarm has members and every one is muted. O(1).
+    pub fn alarm_all_muted(&self, name: &str) -> bool {
+        self.inner
+            .alarms
+            .get(name)
+            .is_some_and(|a| a.members > 0 && a.muted == a.members)
+    }
+
     /// True when the alarm exists and is ERROR.
     pub fn alarm_in_error(&self, name: &str) -> bool {
         self.inner
@@ -930,6 +952,9 @@ impl Engine {
                 }
                 a.members += 1;
                 a.listed = true;
+                if state == State::Muted {
+                    a.count_muted(true);
+                }
                 if state == State::Error {
                     a.failed.insert(key.clone());
                 }

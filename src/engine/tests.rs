@@ -287,3 +287,20 @@ fn a_child_alarm_names_its_parent_from_its_own_captures() {
         .suppressed_by
         .is_empty());
 }
+
+#[test]
+fn an_alarm_knows_when_all_its_services_are_muted() {
+    let e = engine(vec![alarm("web", "web.*")]);
+    e.update("web.a", timeout(60), T0).expect("valid");
+    e.mute("web.b", T0).expect("valid"); // created muted
+    assert!(!e.alarm_all_muted("web"));
+    e.mute("web.a", T0).expect("valid");
+    assert!(e.alarm_all_muted("web"));
+    e.unmute("web.b", T0).expect("valid");
+    assert!(!e.alarm_all_muted("web"));
+    e.delete("web.b", T0);
+    assert!(e.alarm_all_muted("web"));
+    e.delete("web.a", T0);
+    assert!(!e.alarm_all_muted("web"), "an empty alarm is not muted");
+    assert!(!e.alarm_all_muted("nope"));
+}

@@ -16,8 +16,7 @@ fn status(state: &AppState, alarm: &str) -> Option<(&'static str, &'static str)>
     if view.state == State::Error {
         return Some(("down", "#e05d44"));
     }
-    let services = state.engine.alarm_services(alarm);
-    if !services.is_empty() && services.iter().all(|s| s.state == State::Muted) {
+    if state.engine.alarm_all_muted(alarm) {
         return Some(("muted", "#9f9f9f"));
     }
     Some(("up", "#4c1"))
