@@ -188,3 +188,68 @@ fn run_with_unreachable_server_still_returns_the_commands_status() {
     assert!(err.contains("could not report the start"), "{err}");
     assert!(err.contains("could not report the exit status"), "{err}");
 }
+
+#[test]
+fn beat_and_run_set_schedules_and_max_runtime() {
+    let d = Daemon::start("");
+    let server = format!("http://127.0.0.1:{}", d.http);
+    let out = lovebeat(
+        &[
+            "beat",
+            "nightly",
+            "--server",
+            &server,
+            "--schedule",
+            "0 3 * * *",
+            "--tz",
+            "Europe/Stockholm",
+            "--grace",
+            "10m",
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = d.service("nightly").expect("beaten");
+    assert_eq!(s["timeout"], -3);
+    assert_eq!(s["schedule"], "0 3 * * *");
+    assert_eq!(s["tz"], "Europe/Stockholm");
+    assert_eq!(s["grace"], 600_000);
+    let out = lovebeat(
+        &[
+            "run",
+            "hourly",
+            "--server",
+            &server,
+            "--schedule",
+            "@hourly",
+            "--max-runtime",
+            "20m",
+            "--",
+            "true",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let s = d.service("hourly").expect("reported");
+    assert_eq!(s["schedule"], "@hourly");
+    assert_eq!(s["max_runtime"], 1_200_000);
+    assert_eq!(s["run_history"].as_array().map(Vec::len), Some(1));
+    // A bad schedule is refused with the server's reason.
+    let out = lovebeat(
+        &[
+            "beat",
+            "bad",
+            "--server",
+            &server,
+            "--schedule",
+            "61 * * * *",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("61 * * * *"));
+}

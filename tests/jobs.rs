@@ -90,6 +90,8 @@ fn bad_schedules_zones_and_durations_are_400s_naming_the_problem() {
         ("schedule=%40daily&grace=soon", "grace"),
         ("max_runtime=-5", "max_runtime"),
         ("tz=UTC", "need a schedule"),
+        ("timeout=60&schedule=%40daily", "not both"),
+        ("schedule=0%200%2030%202%20*", "never fires"),
     ] {
         let r = d.post(&format!("/api/services/bad?{query}"));
         assert_eq!(r.status, 400, "{query}: {}", r.body);
@@ -483,4 +485,43 @@ fn config_services_defaults_give_a_schedule() {
     assert_eq!(s["schedule"], "@daily");
     assert_eq!(s["grace"], 1_800_000);
     assert_eq!(s["max_runtime"], 3_600_000);
+}
+
+#[test]
+fn a_script_alert_gets_the_failure_output_and_exit_code() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env_file = dir.path().join("env.txt");
+    let script = dir.path().join("alert.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nenv | grep ^LOVEBEAT_ > {}\n",
+            env_file.display()
+        ),
+    )
+    .expect("write");
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let d = Daemon::start(&format!(
+        "[[alarms]]\nname = \"jobs\"\npattern = \"job.*\"\nalerts = [\"run\"]\n[alerts.run]\nscript = \"{}\"\n",
+        script.display()
+    ));
+    d.post("/api/services/job.etl?timeout=3600");
+    d.request(
+        "POST",
+        "/api/services/job.etl/exit/7",
+        &[],
+        b"no space left",
+    );
+    d.eventually("script ran", || {
+        std::fs::read_to_string(&env_file).is_ok_and(|s| s.contains("LOVEBEAT_EXIT_CODE"))
+    });
+    let env = std::fs::read_to_string(&env_file).expect("env");
+    for line in [
+        "LOVEBEAT_OUTPUT=no space left",
+        "LOVEBEAT_EXIT_CODE=7",
+        "LOVEBEAT_STATE=ERROR",
+    ] {
+        assert!(env.lines().any(|l| l == line), "{line} in {env}");
+    }
 }
