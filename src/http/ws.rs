@@ -85,8 +85,14 @@ impl Client {
         self.wake.notify_one();
     }
 
+    /// Queues a control frame; a close always, a pong or ping only while
+    /// the queue has room (a peer that pings without reading gets no more).
     fn push_control(&self, opcode: OpCode, payload: Vec<u8>) {
-        self.queue().push_back(Outgoing::Control(opcode, payload));
+        let mut q = self.queue();
+        if opcode == OpCode::Close || q.len() < CLIENT_QUEUE {
+            q.push_back(Outgoing::Control(opcode, payload));
+        }
+        drop(q);
         self.wake.notify_one();
     }
 }
