@@ -313,6 +313,16 @@ fn best_rate(
         let busy = done.duration_since(start).max(sent.elapsed);
         let lps = applied / busy.as_secs_f64();
         let pps = lps / base.lines_per_packet as f64;
+        eprintln!(
+            "  try {attempt}: paced at {} lines/s, applied {} lines/s, loss {:.3} %",
+            if rate == 0 {
+                "flat out".into()
+            } else {
+                num(rate as f64)
+            },
+            num(lps),
+            loss * 100.0
+        );
         if loss <= max_loss {
             return Ok((lps, pps, loss));
         }
