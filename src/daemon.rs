@@ -93,10 +93,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(engine.clone().run_expiry(shutdown.clone())));
-    tasks.push(tokio::spawn(sinks::log::run(log_events, shutdown.clone())));
+    tasks.push(tokio::spawn(sinks::log::run(
+        engine.clone(),
+        log_events,
+        shutdown.clone(),
+    )));
     let reopen = Arc::new(Notify::new());
-    if !config.eventlog.path.is_empty() {
+    if config.eventlog.path.is_empty() {
+        drop(eventlog_events); // Unread, it would only pin old events.
+    } else {
+        let services = engine.watch_services();
         tasks.push(tokio::spawn(sinks::eventlog::run(
+            services,
             PathBuf::from(&config.eventlog.path),
             config.eventlog_mode()?,
             eventlog_events,

@@ -186,6 +186,19 @@ impl Drop for BeatWatch {
     }
 }
 
+/// Keeps service events flowing while it lives (see
+/// [`Engine::watch_services`]).
+pub struct ServiceWatch {
+    engine: Engine,
+}
+
+impl Drop for ServiceWatch {
+    fn drop(&mut self) {
+        let inner = &self.engine.inner;
+        inner.service_watchers.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// The wheel and the time its driver will next wake, kept under one lock so
 /// an insert can tell whether the driver must be woken early.
 struct Timers {
@@ -211,6 +224,8 @@ struct Inner {
     counts: [AtomicI64; 4],
     /// When this engine started: beats before it add no interval.
     started_at: i64,
+    /// Live [`ServiceWatch`]es; service events are published while non-zero.
+    service_watchers: AtomicUsize,
     /// Live [`BeatWatch`]es; accepted beats are collected while non-zero.
     beat_watchers: AtomicUsize,
     /// Services beaten since the last [`Engine::take_beaten`].
@@ -246,6 +261,7 @@ impl Engine {
                 events,
                 counts: Default::default(),
                 started_at: now,
+                service_watchers: AtomicUsize::new(0),
                 beat_watchers: AtomicUsize::new(0),
                 beaten: Mutex::new(HashSet::default()),
             }),
@@ -262,9 +278,22 @@ impl Engine {
         &self.inner.matcher
     }
 
-    /// A receiver of every event from now on.
+    /// A receiver of every event from now on. Alarm events always flow;
+    /// service events only while a [`ServiceWatch`] lives.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
         self.inner.events.subscribe()
+    }
+
+    /// Turns on service events (added, state changed, updated, removed)
+    /// for as long as the returned guard lives. A million new services or
+    /// a hundred thousand expiring at once are that many events for every
+    /// subscriber, so they are built and sent only when some sink uses
+    /// them: an event log, statsd metrics, a websocket client, debug logs.
+    pub fn watch_services(&self) -> ServiceWatch {
+        self.inner.service_watchers.fetch_add(1, Ordering::Relaxed);
+        ServiceWatch {
+            engine: self.clone(),
+        }
     }
 
     /// Records a beat for `name`, creating the service if needed.
@@ -548,8 +577,8 @@ impl Engine {
         svc.state = state;
         svc.last_state_change = now;
         self.count(state, 1);
-        self.emit(now, || EventKind::ServiceAdded(svc.view(key, false)));
-        self.emit(now, || EventKind::ServiceStateChanged {
+        self.emit_service(now, || EventKind::ServiceAdded(svc.view(key, false)));
+        self.emit_service(now, || EventKind::ServiceStateChanged {
             service: svc.view(key, false),
             previous: State::New,
         });
@@ -569,7 +598,7 @@ impl Engine {
             svc.last_state_change = now;
             self.count(before, -1);
             self.count(after, 1);
-            self.emit(now, || EventKind::ServiceStateChanged {
+            self.emit_service(now, || EventKind::ServiceStateChanged {
                 service: svc.view(key, false),
                 previous: before,
             });
@@ -588,7 +617,7 @@ impl Engine {
                 }
             }
         } else if changed {
-            self.emit(now, || EventKind::ServiceUpdated(key.clone()));
+            self.emit_service(now, || EventKind::ServiceUpdated(key.clone()));
         }
         self.arm_if_needed(key, svc, now);
     }
@@ -692,7 +721,7 @@ impl Engine {
             let key = o.key().clone();
             let svc = o.get();
             self.count(svc.state, -1);
-            self.emit(now, || EventKind::ServiceRemoved(svc.view(&key, false)));
+            self.emit_service(now, || EventKind::ServiceRemoved(svc.view(&key, false)));
             for alarm in svc.alarms.iter() {
                 self.alarm_leave(alarm, &key, svc.state, now);
             }
@@ -784,6 +813,15 @@ impl Engine {
 
     fn count(&self, state: State, delta: i64) {
         self.inner.counts[state as usize].fetch_add(delta, Ordering::Relaxed);
+    }
+
+    /// Publishes a service event, if anyone watches services (see
+    /// [`Engine::watch_services`]).
+    #[inline]
+    fn emit_service(&self, now: i64, kind: impl FnOnce() -> EventKind) {
+        if self.inner.service_watchers.load(Ordering::Relaxed) > 0 {
+            self.emit(now, kind);
+        }
     }
 
     fn emit(&self, now: i64, kind: impl FnOnce() -> EventKind) {

@@ -159,6 +159,7 @@ fn invalid_names_are_refused() {
 fn events_report_creation_and_state_changes_in_order() {
     let e = engine(vec![alarm("all", "*")]);
     let mut rx = e.subscribe();
+    let _services = e.watch_services();
     e.update("s", timeout(0), T0).expect("valid");
     let kinds: Vec<String> = std::iter::from_fn(|| rx.try_recv().ok())
         .map(|ev| match &ev.kind {
@@ -303,4 +304,37 @@ fn an_alarm_knows_when_all_its_services_are_muted() {
     e.delete("web.a", T0);
     assert!(!e.alarm_all_muted("web"), "an empty alarm is not muted");
     assert!(!e.alarm_all_muted("nope"));
+}
+
+#[test]
+fn service_events_flow_only_while_watched() {
+    let e = engine(vec![alarm("all", "*")]);
+    let mut rx = e.subscribe();
+    e.update("quiet", timeout(0), T0).expect("valid");
+    let unwatched: Vec<bool> = std::iter::from_fn(|| rx.try_recv().ok())
+        .map(|ev| {
+            matches!(
+                ev.kind,
+                EventKind::AlarmAdded(_) | EventKind::AlarmStateChanged { .. }
+            )
+        })
+        .collect();
+    // The alarm's events come; the service's do not.
+    assert!(!unwatched.is_empty());
+    assert!(unwatched.iter().all(|alarm_event| *alarm_event));
+
+    let watch = e.watch_services();
+    e.update("seen", timeout(0), T0).expect("valid");
+    let added: Vec<String> = std::iter::from_fn(|| rx.try_recv().ok())
+        .filter_map(|ev| match &ev.kind {
+            EventKind::ServiceAdded(s) => Some(s.name.to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(added, ["seen"]);
+
+    drop(watch);
+    e.delete("seen", T0);
+    assert!(std::iter::from_fn(|| rx.try_recv().ok())
+        .all(|ev| !matches!(ev.kind, EventKind::ServiceRemoved(_))));
 }

@@ -27,7 +27,9 @@ use tokio::sync::{broadcast, watch, Notify};
 use super::router::error;
 use super::Body;
 use crate::clock::now_ms;
-use crate::engine::{AlarmView, BeatWatch, Engine, Event, EventKind, ServiceView, State};
+use crate::engine::{
+    AlarmView, BeatWatch, Engine, Event, EventKind, ServiceView, ServiceWatch, State,
+};
 
 /// Messages a client may have waiting before it is sent RESYNC instead.
 pub const CLIENT_QUEUE: usize = 4096;
@@ -63,6 +65,8 @@ struct Client {
     gone: AtomicBool,
     /// Keeps the engine collecting beats while this client is connected.
     _beats: BeatWatch,
+    /// Keeps service events flowing while the client is connected.
+    _services: ServiceWatch,
 }
 
 impl Client {
@@ -297,6 +301,7 @@ pub fn upgrade(mut req: Request<Incoming>, hub: &Arc<WsHub>, engine: &Engine) ->
         last_seen: AtomicI64::new(now_ms()),
         gone: AtomicBool::new(false),
         _beats: engine.watch_beats(),
+        _services: engine.watch_services(),
     });
     // Registered before the 101 goes out: every change after the client's
     // handshake reaches it, so its HTTP reload that follows misses nothing.

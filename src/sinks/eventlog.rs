@@ -12,7 +12,7 @@ use serde::Serialize;
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::sync::{watch, Notify};
 
-use crate::engine::{Event, EventKind, State};
+use crate::engine::{Event, EventKind, ServiceWatch, State};
 
 /// The object under the type key: the service or alarm object, plus
 /// `previous` and `current` for state changes.
@@ -75,10 +75,11 @@ fn open(path: &Path, mode: u32) -> std::io::Result<BufWriter<File>> {
     Ok(BufWriter::with_capacity(64 * 1024, f))
 }
 
-/// Appends events to `path` until `shutdown`; reopens the file whenever
-/// `reopen` is notified. Returns an error only if the file cannot be opened
+/// Appends events to `path` until `shutdown` (asking for service events
+/// with `_services`); reopens the file whenever `reopen` is notified. Returns an error only if the file cannot be opened
 /// at start.
 pub async fn run(
+    _services: ServiceWatch,
     path: PathBuf,
     mode: u32,
     mut events: broadcast::Receiver<Arc<Event>>,

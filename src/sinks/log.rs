@@ -6,10 +6,16 @@ use std::sync::Arc;
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::sync::watch;
 
-use crate::engine::{Event, EventKind};
+use crate::engine::{Engine, Event, EventKind};
 
-/// Logs events until `shutdown` turns true.
-pub async fn run(mut events: broadcast::Receiver<Arc<Event>>, mut shutdown: watch::Receiver<bool>) {
+/// Logs events until `shutdown` turns true. Service events are asked for
+/// only when debug logging would show them.
+pub async fn run(
+    engine: Engine,
+    mut events: broadcast::Receiver<Arc<Event>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let _services = tracing::enabled!(tracing::Level::DEBUG).then(|| engine.watch_services());
     loop {
         let event = tokio::select! {
             e = events.recv() => e,

@@ -68,6 +68,8 @@ pub async fn run(
     if targets.is_empty() {
         return;
     }
+    // The `service.state.<name>` gauges need service events.
+    let _services = engine.watch_services();
     let send = |line: String| {
         for t in &targets {
             // UDP metrics are best effort; a full buffer loses one line.
