@@ -1,7 +1,7 @@
 //! Criterion benches of the hot paths (figures in BENCHMARKS.md):
 //! statsd parsing, the beat path, the pattern trie against the regex
 //! translation, the timer wheel, the auto algorithm, database encode/decode,
-//! cron schedules.
+//! cron schedules, and whole datagrams applied to a million services.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -12,6 +12,7 @@ use lovebeat::engine::auto::lovebeat1;
 use lovebeat::engine::wheel::Wheel;
 use lovebeat::engine::{Engine, EngineConfig, Update};
 use lovebeat::ingest::statsd::parse_line;
+use lovebeat::ingest::{apply_packets, IngestStats};
 
 const T0: i64 = 1_700_000_000_000;
 
@@ -279,5 +280,65 @@ fn job(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, statsd, beat, patterns, wheel, auto, database, job);
+/// Whole datagrams of 20 beat lines, names drawn at random from a million
+/// services, applied as the UDP reader applies a `recvmmsg` batch: the
+/// figure the udp-beat load test is bound by, without the sockets. With
+/// the table far larger than the caches this measures memory latency and
+/// how well the ingestion pipeline's prefetching overlaps it.
+fn ingest(c: &mut Criterion) {
+    const SERVICES: usize = 1_000_000;
+    const LINES: usize = 20;
+    const PACKETS: usize = 65_536;
+    let mut g = c.benchmark_group("ingest_1m_services");
+    g.throughput(Throughput::Elements((LINES * 32) as u64));
+    g.sample_size(20);
+    let engine = Engine::new(EngineConfig::default(), T0);
+    let mut packet = String::new();
+    for i in 0..SERVICES {
+        packet.push_str(&format!("lt.{i}.timeout:3600|g\n"));
+        if packet.len() > 60_000 {
+            apply_packets(&engine, &IngestStats::default(), [packet.as_bytes()], T0);
+            packet.clear();
+        }
+    }
+    apply_packets(&engine, &IngestStats::default(), [packet.as_bytes()], T0);
+    // A fixed pseudo-random sequence (xorshift), the same every run.
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let packets: Vec<String> = (0..PACKETS)
+        .map(|_| {
+            (0..LINES)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    format!("lt.{}.beat:1|c\n", x % SERVICES as u64)
+                })
+                .collect()
+        })
+        .collect();
+    let stats = IngestStats::default();
+    let mut next = 0;
+    let mut batch = |now: i64| {
+        let first = next;
+        next = (next + 32) % PACKETS;
+        let packets = (0..32).map(|i| packets[(first + i) % PACKETS].as_bytes());
+        apply_packets(&engine, &stats, packets, now)
+    };
+    // Every beat within a second of the previous one: only the check.
+    g.bench_function("32_datagrams_of_20_beats_rate_limited", |b| {
+        b.iter(|| batch(T0 + 10))
+    });
+    // A second later each time: every beat is applied and its interval
+    // kept (the history is allocated on the second accepted beat).
+    let mut now = T0 + 10;
+    g.bench_function("32_datagrams_of_20_beats_accepted", |b| {
+        b.iter(|| {
+            now += 1000;
+            batch(now)
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, statsd, beat, patterns, wheel, auto, database, job, ingest);
 criterion_main!(benches);
