@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 use flate2::read::MultiGzDecoder;
 use flate2::write::GzEncoder;
 use flate2::Compression;
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 use crate::engine::job::JobRecord;
-use crate::engine::{Engine, State, StoredAlarm, StoredService};
+use crate::engine::{Engine, Name, State, StoredAlarm, StoredService};
 
 /// A database that exists but cannot be used; the daemon refuses to start.
 #[derive(Debug, thiserror::Error)]
@@ -182,42 +182,45 @@ fn parse_state(s: &str) -> Option<State> {
 }
 
 /// Encodes one service line into `out` (without allocating for history).
-fn encode_service(
-    out: &mut Vec<u8>,
-    name: &str,
-    svc: &crate::engine::Service,
-) -> serde_json::Result<()> {
-    struct History<'a>(&'a crate::engine::Service);
-    impl Serialize for History<'_> {
-        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            s.collect_seq(self.0.intervals())
-        }
-    }
+/// One service as copied out of its shard for a save.
+struct Snapshot {
+    name: Name,
+    last_beat: i64,
+    /// Its intervals, as a range of the shard's shared interval buffer.
+    intervals: std::ops::Range<usize>,
+    timeout: i64,
+    state: &'static str,
+    muted_since: i64,
+    last_state_change: i64,
+    job: Option<JobRecord>,
+}
+
+fn encode_service(out: &mut Vec<u8>, snap: &Snapshot, intervals: &[u32]) -> serde_json::Result<()> {
     #[derive(Serialize)]
     struct Rec<'a> {
         name: &'a str,
         last_beat: i64,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        beat_history: Option<History<'a>>,
+        #[serde(skip_serializing_if = "<[u32]>::is_empty")]
+        beat_history: &'a [u32],
         timeout: i64,
         state: &'a str,
         muted_since: i64,
         last_state_change: i64,
         #[serde(flatten, skip_serializing_if = "Option::is_none")]
-        job: Option<JobRecord>,
+        job: Option<&'a JobRecord>,
     }
     out.extend_from_slice(b"SERV\t");
     serde_json::to_writer(
         &mut *out,
         &Rec {
-            name,
-            last_beat: svc.last_beat,
-            beat_history: (svc.intervals().len() > 0).then_some(History(svc)),
-            timeout: svc.timeout,
-            state: svc.state.as_str(),
-            muted_since: svc.muted_since,
-            last_state_change: svc.last_state_change,
-            job: svc.ext.as_deref().map(JobRecord::from_ext),
+            name: &snap.name,
+            last_beat: snap.last_beat,
+            beat_history: intervals,
+            timeout: snap.timeout,
+            state: snap.state,
+            muted_since: snap.muted_since,
+            last_state_change: snap.last_state_change,
+            job: snap.job.as_ref(),
         },
     )?;
     out.push(b'\n');
@@ -249,19 +252,48 @@ pub fn save(engine: &Engine, path: &Path) -> std::io::Result<Saved> {
     let mut gz = GzEncoder::new(BufWriter::with_capacity(1 << 16, file), Compression::fast());
     let mut buf = Vec::with_capacity(CHUNK + 4096);
     let mut services = 0;
-    // Each service is read under its shard lock only while it is encoded;
-    // compression happens with no lock held.
-    for name in engine.names() {
-        match engine.inspect(&name, |name, svc| encode_service(&mut buf, name, svc)) {
-            Some(r) => r.map_err(std::io::Error::other)?,
-            None => continue, // deleted meanwhile
+    // Each shard is copied under its read lock (plain memory copies, no
+    // allocation for most services); encoding and compression happen with
+    // no lock held.
+    let mut shard: Vec<Snapshot> = Vec::new();
+    let mut intervals: Vec<u32> = Vec::new();
+    let mut result = Ok(());
+    engine.for_each_shard(|items| {
+        if result.is_err() {
+            return;
         }
-        services += 1;
-        if buf.len() >= CHUNK {
-            gz.write_all(&buf)?;
-            buf.clear();
+        shard.clear();
+        intervals.clear();
+        for (name, svc) in items {
+            let from = intervals.len();
+            intervals.extend(svc.intervals());
+            shard.push(Snapshot {
+                name: name.clone(),
+                last_beat: svc.last_beat,
+                intervals: from..intervals.len(),
+                timeout: svc.timeout,
+                state: svc.state.as_str(),
+                muted_since: svc.muted_since,
+                last_state_change: svc.last_state_change,
+                job: svc.ext.as_deref().map(JobRecord::from_ext),
+            });
         }
-    }
+        for snap in &shard {
+            if let Err(e) = encode_service(&mut buf, snap, &intervals[snap.intervals.clone()]) {
+                result = Err(std::io::Error::other(e));
+                return;
+            }
+            services += 1;
+            if buf.len() >= CHUNK {
+                if let Err(e) = gz.write_all(&buf) {
+                    result = Err(e);
+                    return;
+                }
+                buf.clear();
+            }
+        }
+    });
+    result?;
     let alarms = engine.stored_alarms();
     for (a, listed) in &alarms {
         #[derive(Serialize)]
@@ -411,5 +443,28 @@ mod tests {
         let y = l.services.iter().find(|s| s.name == "y").expect("y");
         assert_eq!(y.beat_history, vec![5000]);
         assert_eq!(l.alarms[0].incident_nbr, 1);
+    }
+
+    /// Many services per shard, each with its own number of intervals:
+    /// every one comes back with exactly its own history.
+    #[test]
+    fn histories_survive_the_shard_snapshot() {
+        let e = Engine::new(EngineConfig::default(), T0);
+        for i in 0..2000i64 {
+            let name = format!("s{i}");
+            for k in 0..=(i % 7) {
+                e.beat(&name, T0 + k * (1000 + i)).expect("valid");
+            }
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("db");
+        assert_eq!(save(&e, &path).expect("saved").services, 2000);
+        let l = load(&path).expect("ok").expect("exists");
+        assert_eq!(l.services.len(), 2000);
+        for s in &l.services {
+            let i: i64 = s.name[1..].parse().expect("numbered");
+            let want = vec![(1000 + i) as u32; (i % 7) as usize];
+            assert_eq!(s.beat_history, want, "{}", s.name);
+        }
     }
 }

@@ -850,6 +850,27 @@ impl Engine {
         }
     }
 
+    /// Calls `f` once per shard with that shard's services, under the
+    /// shard's read lock. For a save: `f` should only copy what it needs
+    /// (cheap, sequential memory) and do slow work such as encoding after
+    /// it returns, so the lock is held for as little of the save as
+    /// possible. A save thread runs at low priority, and one that is
+    /// descheduled while holding a lock stalls every beat to that shard.
+    pub fn for_each_shard(&self, mut f: impl FnMut(&mut dyn Iterator<Item = (&Name, &Service)>)) {
+        for shard in self.inner.services.shards() {
+            let table = shard.read();
+            // SAFETY: the read guard keeps the table allocated and
+            // unchanged for as long as the iterator and the references it
+            // yields live, which is the call of `f` below.
+            let mut items = unsafe { table.iter() }.map(|bucket| {
+                // SAFETY: as above; the bucket is full (yielded by iter).
+                let (name, svc) = unsafe { bucket.as_ref() };
+                (name, svc.get())
+            });
+            f(&mut items);
+        }
+    }
+
     /// The names of all services at this moment: a snapshot that holds no
     /// lock afterwards, for long walks (saves, lists) that must not block
     /// ingestion.

@@ -100,12 +100,20 @@ pub async fn run(
 
 /// Makes the calling thread yield the CPU to ingestion: a save is
 /// background work, and on a busy core it should take longer rather than
-/// slow beats down.
+/// slow beats down. `SCHED_IDLE` rather than a nice value: a woken
+/// ingestion thread always preempts an idle-class thread at once, so a save
+/// that holds a shard's lock when it is descheduled hands the core back as
+/// soon as it lets go, instead of running out its time slice.
 fn lower_priority() {
-    // SAFETY: setpriority on our own thread id (Linux threads have their own
-    // nice value); failure only means the save runs at normal priority.
+    // SAFETY: plain syscalls on our own thread id (Linux threads have
+    // their own policy and nice value), with a parameter struct that lives
+    // across the call; failure only means the save runs at a higher
+    // priority.
     unsafe {
-        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        libc::setpriority(libc::PRIO_PROCESS, tid, 15);
+        let tid = libc::syscall(libc::SYS_gettid) as libc::pid_t;
+        let param = libc::sched_param { sched_priority: 0 };
+        if libc::sched_setscheduler(tid, libc::SCHED_IDLE, &param) != 0 {
+            libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 15);
+        }
     }
 }
