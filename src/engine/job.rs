@@ -201,29 +201,30 @@ impl JobExt {
 
 /// The job fields as the database stores them, beside the 1.x fields of
 /// a `SERV` record; each is left out while unused, so a database without
-/// job monitoring is byte for byte what 1.x writes.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+/// job monitoring is byte for byte what 1.x writes. Read back by
+/// `db::ServiceRecord`, which lists the same fields (see there why).
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct JobRecord {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    schedule: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    tz: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    grace: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    max_runtime: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    muted_until: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    started_at: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    running: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    run_history: Option<Vec<u32>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    last_failure: Option<Failure>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    failed: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) schedule: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) tz: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) grace: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) max_runtime: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) muted_until: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) started_at: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) running: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) run_history: Option<Vec<u32>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) last_failure: Option<Failure>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) failed: Option<bool>,
 }
 
 impl JobRecord {

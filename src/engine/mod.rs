@@ -41,7 +41,7 @@ const SHARDS: usize = 256;
 
 /// A hint to load the cache line at `p`; never faults, whatever `p` is.
 #[inline(always)]
-fn prefetch_line(p: *const u8) {
+pub(crate) fn prefetch_line(p: *const u8) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a prefetch is a hint that does not access memory
     // architecturally: it cannot fault, even on an invalid address.
@@ -153,8 +153,10 @@ pub struct StoredService {
     pub last_state_change: i64,
     /// Beat intervals, oldest first.
     pub beat_history: Vec<u32>,
-    /// Job monitoring fields (SPEC §10), if any are in use.
-    pub job: Option<job::JobRecord>,
+    /// Job monitoring fields (SPEC §10), if any are in use. Boxed: they
+    /// are rare, and a million loaded records should not each carry their
+    /// 200 bytes.
+    pub job: Option<Box<job::JobRecord>>,
 }
 
 /// An alarm as read from the database.
@@ -1005,6 +1007,16 @@ impl Engine {
             alarm.listed = a.listed;
             inner.alarms.insert(Arc::from(a.name), alarm);
         }
+        // Size every shard's table for its share up front: a million
+        // services would otherwise regrow (and rehash) each table a dozen
+        // times while loading.
+        let per_shard = services.len() / SHARDS + services.len() / SHARDS / 8 + 1;
+        let hasher = *inner.services.hasher();
+        for shard in inner.services.shards() {
+            shard.write().reserve(per_shard, |(name, _)| {
+                std::hash::BuildHasher::hash_one(&hasher, name)
+            });
+        }
         for s in services {
             let memberships = self.resolve_alarms(&s.name);
             let key = Name::from(s.name);
@@ -1017,7 +1029,7 @@ impl Engine {
             svc.muted_since = s.muted_since;
             svc.set_history(s.beat_history);
             svc.anchor = now;
-            match s.job.as_ref().map(job::JobRecord::to_ext) {
+            match s.job.as_deref().map(job::JobRecord::to_ext) {
                 Some(Ok(Some(mut ext))) => {
                     if let Some(sched) = &ext.schedule {
                         // Restart grace: a fire missed while down is not due.
