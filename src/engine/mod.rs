@@ -331,34 +331,76 @@ impl Engine {
         Ok(())
     }
 
-    /// Asks the CPU to start loading the table slot where `name` would be,
-    /// without waiting for it. With a million services the slot is almost
-    /// never in cache, and a lookup is one memory round trip; ingestion
-    /// prefetches the slots of the next lines while it applies the current
-    /// one, so those round trips overlap instead of adding up.
+    /// First stage of prefetching a lookup: starts loading the control
+    /// bytes where the probe for `name` begins, and returns its hash for
+    /// [`Engine::prefetch_entry`]. With a million services a lookup misses
+    /// cache (and TLB) twice, on the control bytes and on the entry;
+    /// ingestion runs both stages a few lines ahead of applying each line,
+    /// so those misses overlap instead of adding up.
     #[inline]
-    pub fn prefetch(&self, name: &str) {
+    pub fn prefetch_probe(&self, name: &str) -> u64 {
         let map = &self.inner.services;
         let hash = map.hash_usize(&name);
         let Some(table) = map.shards()[map.determine_shard(hash)].try_read() else {
-            return; // A writer holds the shard: it is busy, and so is its memory.
+            return hash as u64; // A writer holds the shard: it is busy, and so is its memory.
         };
         // The allocated table always has at least 4 buckets; 1 is the empty
-        // singleton, which has no slot to load.
+        // singleton, which has no control bytes of its own.
+        if table.buckets() >= 2 {
+            // hashbrown probes from `hash & (buckets - 1)`; its control
+            // bytes follow the entries, one per bucket.
+            let pos = hash & (table.buckets() - 1);
+            prefetch_line(table.data_end().as_ptr().cast::<u8>().wrapping_add(pos));
+        }
+        hash as u64
+    }
+
+    /// Second stage, once the control bytes are in cache: finds the entry
+    /// whose tag matches `hash` and starts loading it. Reading the tags is
+    /// what makes this exact: an entry sits at the first free bucket of
+    /// its probe group, often a few buckets (a few hundred bytes) past
+    /// where the probe begins. For a name not in the table it loads where
+    /// the probe begins, near where the new entry will go.
+    #[inline]
+    pub fn prefetch_entry(&self, hash: u64) {
+        let map = &self.inner.services;
+        let Some(table) = map.shards()[map.determine_shard(hash as usize)].try_read() else {
+            return;
+        };
         if table.buckets() < 2 {
             return;
         }
-        // hashbrown starts probing at `hash & (buckets - 1)`.
-        let pos = hash & (table.buckets() - 1);
-        // SAFETY: `pos` < `buckets()` and the table is allocated (checked
-        // above); the bucket pointer is only handed to a prefetch hint,
-        // never dereferenced, and the read lock keeps the table in place.
-        let slot = unsafe { table.bucket(pos) }.as_ptr().cast::<u8>();
-        let ctrl = table.data_end().as_ptr().cast::<u8>().wrapping_add(pos);
-        prefetch_line(ctrl);
-        prefetch_line(slot);
-        // A slot (name and record) spans two cache lines.
-        prefetch_line(slot.wrapping_add(64));
+        // `find` compares tags only: the predicate does not read the entry.
+        // A false tag match (1 in 128) just prefetches another entry.
+        let bucket = match table.find(hash, |_| true) {
+            Some(b) => b,
+            // SAFETY: the index is below `buckets()`, checked allocated
+            // above, and the read lock keeps the table in place.
+            None => unsafe { table.bucket(hash as usize & (table.buckets() - 1)) },
+        };
+        // The pointer only reaches prefetch hints, never a dereference.
+        let entry = bucket.as_ptr().cast::<u8>();
+        prefetch_line(entry);
+        // An entry (name and record, 112 bytes) spans two or three lines.
+        prefetch_line(entry.wrapping_add(64));
+        prefetch_line(entry.wrapping_add(111));
+    }
+
+    /// Third stage, once the entry is in cache: starts loading what a beat
+    /// will write out of line (its history slot). Takes the shard's read
+    /// lock only if it is free, like the other stages.
+    #[inline]
+    pub fn prefetch_service(&self, name: &str, hash: u64) {
+        let map = &self.inner.services;
+        let Some(table) = map.shards()[map.determine_shard(hash as usize)].try_read() else {
+            return;
+        };
+        if let Some(bucket) = table.find(hash, |(key, _)| key.as_str() == name) {
+            // SAFETY: the bucket is full (found), and the read lock keeps it
+            // allocated and unchanged while the reference lives.
+            let (_, svc) = unsafe { bucket.as_ref() };
+            svc.get().prefetch_beat();
+        }
     }
 
     /// Tells the watchers of an accepted beat, if any watch.

@@ -338,6 +338,25 @@ impl Service {
         }
     }
 
+    /// Starts loading what the next accepted beat touches out of line: the
+    /// history slot it writes and, for an auto service, the intervals it
+    /// learns from. Ingestion calls it a few lines ahead of applying a beat.
+    #[inline]
+    pub fn prefetch_beat(&self) {
+        if self.timeout == TIMEOUT_AUTO {
+            self.prefetch_out_of_line();
+            return;
+        }
+        let next = if usize::from(self.history_len) < HISTORY_LEN {
+            usize::from(self.history_len)
+        } else {
+            usize::from(self.history_head)
+        };
+        if next < self.history.len() {
+            super::prefetch_line(self.history[next..].as_ptr().cast());
+        }
+    }
+
     /// The beat intervals, oldest first.
     pub fn intervals(&self) -> impl DoubleEndedIterator<Item = u32> + ExactSizeIterator + '_ {
         let stored = &self.history[..usize::from(self.history_len)];

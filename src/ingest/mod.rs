@@ -74,23 +74,36 @@ pub fn apply(engine: &Engine, cmd: Command<'_>, now: i64) {
     let _ = engine.update(cmd.name, update, now);
 }
 
-/// Lines parsed ahead of the one being applied. Each parsed line's table
-/// slot is prefetched, so by the time it is applied its memory is (nearly)
-/// in cache, and the cache misses of consecutive lines overlap.
-const AHEAD: usize = 8;
+/// Lines parsed ahead of the one being applied. Each line's memory is
+/// prefetched in three stages, each a third of the way closer to applying
+/// it and each needing what the previous one loaded: the table's control
+/// bytes when it is parsed, then the entry (found by its tag in those
+/// bytes), then what a beat writes out of line (found in the entry). When
+/// it is applied, `AHEAD` lines after it was parsed, its memory is (nearly)
+/// all in cache, and the cache misses of consecutive lines overlap.
+const AHEAD: usize = 18;
 
 /// Applies parsed lines `AHEAD` behind the parser, in arrival order.
 struct Pipeline<'a, 'e> {
     engine: &'e Engine,
     now: i64,
-    waiting: [Option<Command<'a>>; AHEAD],
+    /// Parsed lines not yet applied, with their hashes: a ring whose
+    /// oldest line is at `next`, so the line at `next + k` is applied `k`
+    /// lines from now.
+    waiting: [Option<(Command<'a>, u64)>; AHEAD],
     next: usize,
 }
 
 impl<'a> Pipeline<'a, '_> {
     fn push(&mut self, cmd: Command<'a>) {
-        self.engine.prefetch(cmd.name);
-        if let Some(oldest) = self.waiting[self.next].replace(cmd) {
+        let hash = self.engine.prefetch_probe(cmd.name);
+        if let Some((_, hash)) = self.waiting[(self.next + 2 * AHEAD / 3) % AHEAD] {
+            self.engine.prefetch_entry(hash);
+        }
+        if let Some((cmd, hash)) = self.waiting[(self.next + AHEAD / 3) % AHEAD] {
+            self.engine.prefetch_service(cmd.name, hash);
+        }
+        if let Some((oldest, _)) = self.waiting[self.next].replace((cmd, hash)) {
             apply(self.engine, oldest, self.now);
         }
         self.next = (self.next + 1) % AHEAD;
@@ -98,7 +111,7 @@ impl<'a> Pipeline<'a, '_> {
 
     fn finish(mut self) {
         for i in 0..AHEAD {
-            if let Some(cmd) = self.waiting[(self.next + i) % AHEAD].take() {
+            if let Some((cmd, _)) = self.waiting[(self.next + i) % AHEAD].take() {
                 apply(self.engine, cmd, self.now);
             }
         }
@@ -174,15 +187,21 @@ mod tests {
         assert_eq!(engine.service("b0", false).map(|b| b.last_beat), Some(T0));
     }
 
-    /// Prefetching a name is harmless whatever the table holds: empty,
-    /// a few services, or the very name being looked up.
+    /// Prefetching is harmless whatever the table holds: empty, a few
+    /// services, the very name being looked up, or a hash from before the
+    /// table changed.
     #[test]
     fn prefetch_on_any_table() {
         let engine = Engine::new(EngineConfig::default(), T0);
-        engine.prefetch("nothing.here");
+        let h = engine.prefetch_probe("nothing.here");
+        engine.prefetch_entry(h);
         engine.beat("x", T0).expect("valid name");
-        engine.prefetch("x");
-        engine.prefetch("y");
+        engine.prefetch_entry(h);
+        for name in ["x", "y"] {
+            let h = engine.prefetch_probe(name);
+            engine.prefetch_entry(h);
+            engine.prefetch_service(name, h);
+        }
         assert!(engine.service("x", false).is_some());
         assert!(engine.service("y", false).is_none());
     }
