@@ -314,13 +314,15 @@ fn best_rate(
         let lps = applied / busy.as_secs_f64();
         let pps = lps / base.lines_per_packet as f64;
         eprintln!(
-            "  try {attempt}: paced at {} lines/s, applied {} lines/s, loss {:.3} %",
+            "  try {attempt}: paced at {} lines/s (sent {} lines/s), applied {} lines/s over {:.2} s, loss {:.3} %",
             if rate == 0 {
                 "flat out".into()
             } else {
                 num(rate as f64)
             },
+            num(sent.lines as f64 / sent.elapsed.as_secs_f64()),
             num(lps),
+            busy.as_secs_f64(),
             loss * 100.0
         );
         if loss <= max_loss {

@@ -36,8 +36,14 @@ pub fn pin_command(cmd: &mut Command, core: usize) {
     }
 }
 
+/// CPUs online on the machine. Not `available_parallelism`, which counts
+/// only the CPUs this thread may run on: once `run` has pinned itself to
+/// the sender's core that is 1, and the daemon would silently be left to
+/// share the sender's core instead of being pinned to its own.
 pub fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    // SAFETY: sysconf has no preconditions.
+    let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    usize::try_from(online).unwrap_or(1).max(1)
 }
 
 /// User + system CPU time of a process, seconds.
