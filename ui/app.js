@@ -531,9 +531,16 @@ async function loadDetail(name) {
     + (svc.max_runtime ? ` · may run ${human(svc.max_runtime)}` : '')
     + (svc.analysis ? ` · usually every ${analysisText(svc.analysis)}${svc.analysis.unstable ? ' (unstable)' : ''}` : '');
   drawChart($('chart'), svc.beat_history || [], limit, 'no intervals yet');
+  // Name the line only when there is one (a schedule has no timeout).
+  $('chart-cap').textContent = limit
+    ? 'Recent intervals between beats (bars) against the timeout (line).'
+    : 'Recent intervals between beats.';
   const runs = svc.run_history || [];
   $('runs').hidden = runs.length === 0;
   if (runs.length) drawChart($('run-chart'), runs, svc.max_runtime || 0, 'no runs yet');
+  $('run-cap').textContent = svc.max_runtime
+    ? 'Recent run times (bars) against max_runtime (line).'
+    : 'Recent run times.';
   const f = svc.last_failure;
   $('failure').hidden = !f;
   if (f) {
