@@ -53,6 +53,10 @@ pub(crate) fn prefetch_line(p: *const u8) {
     let _ = p;
 }
 
+/// Bytes of one entry of the service table (name and record, as dashmap
+/// stores them in a bucket).
+const ENTRY_SIZE: usize = std::mem::size_of::<(Name, dashmap::SharedValue<Service>)>();
+
 /// True for a valid service name (SPEC §1.1): `[a-z0-9._-]+`, ≤ 255 bytes.
 pub fn valid_name(name: &[u8]) -> bool {
     !name.is_empty()
@@ -331,12 +335,13 @@ impl Engine {
         Ok(())
     }
 
-    /// First stage of prefetching a lookup: starts loading the control
-    /// bytes where the probe for `name` begins, and returns its hash for
-    /// [`Engine::prefetch_entry`]. With a million services a lookup misses
-    /// cache (and TLB) twice, on the control bytes and on the entry;
-    /// ingestion runs both stages a few lines ahead of applying each line,
-    /// so those misses overlap instead of adding up.
+    /// First stage of prefetching a beat: starts loading the control bytes
+    /// where the probe for `name` begins, and returns its hash for
+    /// [`Engine::prefetch_entry`] and [`Engine::prefetch_history`]. With a
+    /// million services a beat misses cache (and TLB) on the control
+    /// bytes, on the entry and on the history it writes; ingestion runs
+    /// the three stages a few lines ahead of applying each line, so those
+    /// misses overlap instead of adding up.
     #[inline]
     pub fn prefetch_probe(&self, name: &str) -> u64 {
         let map = &self.inner.services;
@@ -378,19 +383,20 @@ impl Engine {
             // above, and the read lock keeps the table in place.
             None => unsafe { table.bucket(hash as usize & (table.buckets() - 1)) },
         };
-        // The pointer only reaches prefetch hints, never a dereference.
+        // The pointer only reaches prefetch hints, never a dereference. An
+        // entry (name and record, 112 bytes) spans two or three lines.
         let entry = bucket.as_ptr().cast::<u8>();
+        let last = ENTRY_SIZE - 1;
         prefetch_line(entry);
-        // An entry (name and record, 112 bytes) spans two or three lines.
-        prefetch_line(entry.wrapping_add(64));
-        prefetch_line(entry.wrapping_add(111));
+        prefetch_line(entry.wrapping_add(64.min(last)));
+        prefetch_line(entry.wrapping_add(last));
     }
 
     /// Third stage, once the entry is in cache: starts loading what a beat
     /// will write out of line (its history slot). Takes the shard's read
     /// lock only if it is free, like the other stages.
     #[inline]
-    pub fn prefetch_service(&self, name: &str, hash: u64) {
+    pub fn prefetch_history(&self, name: &str, hash: u64) {
         let map = &self.inner.services;
         let Some(table) = map.shards()[map.determine_shard(hash as usize)].try_read() else {
             return;

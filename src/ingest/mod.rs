@@ -101,7 +101,7 @@ impl<'a> Pipeline<'a, '_> {
             self.engine.prefetch_entry(hash);
         }
         if let Some((cmd, hash)) = self.waiting[(self.next + AHEAD / 3) % AHEAD] {
-            self.engine.prefetch_service(cmd.name, hash);
+            self.engine.prefetch_history(cmd.name, hash);
         }
         if let Some((oldest, _)) = self.waiting[self.next].replace((cmd, hash)) {
             apply(self.engine, oldest, self.now);
@@ -200,7 +200,7 @@ mod tests {
         for name in ["x", "y"] {
             let h = engine.prefetch_probe(name);
             engine.prefetch_entry(h);
-            engine.prefetch_service(name, h);
+            engine.prefetch_history(name, h);
         }
         assert!(engine.service("x", false).is_some());
         assert!(engine.service("y", false).is_none());
