@@ -149,3 +149,42 @@ pub fn metrics(port: u16) -> anyhow::Result<HashMap<String, f64>> {
         .filter_map(|(k, v)| v.parse().ok().map(|v| (k.to_string(), v)))
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The allowed CPUs of a child started with `pin_command`, read from
+    /// its `/proc/self/status`.
+    fn child_cpus(core: usize) -> String {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "grep Cpus_allowed_list /proc/self/status"]);
+        pin_command(&mut cmd, core);
+        let out = cmd.output().expect("sh runs");
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .last()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// `run` pins itself to the sender's core before it starts the daemon;
+    /// the daemon must still get a core of its own, not inherit the
+    /// sender's (which is what happened while `cores()` honoured this
+    /// thread's affinity).
+    #[test]
+    fn a_pinned_sender_still_pins_the_daemon_to_its_own_core() {
+        if cores() < 2 {
+            eprintln!("one CPU: nothing to pin apart");
+            return;
+        }
+        // In a thread of its own: pinning sticks to the calling thread.
+        std::thread::spawn(|| {
+            pin_self(1);
+            assert_eq!(child_cpus(0), "0");
+            assert_eq!(child_cpus(1), "1");
+        })
+        .join()
+        .expect("no panic");
+    }
+}
