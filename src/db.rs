@@ -148,11 +148,15 @@ pub fn load(path: &Path) -> Result<Option<Loaded>, DbError> {
     decode(&mut data, path).map(Some)
 }
 
+/// Most that deflate can expand its input (a stream of maximal matches).
+const MAX_DEFLATE_RATIO: u64 = 1032;
+
 /// The size of a gzip file's content as its trailer states it (modulo
 /// 4 GiB, and of the last member only), so the buffer it is read into
 /// need not be regrown and copied a dozen times. Only a hint: 0 when the
-/// file is too short or cannot be read, and capped at 1 GiB so that a
-/// corrupt trailer cannot ask for absurd memory.
+/// file is too short or cannot be read, and never more than the file
+/// could expand to, so that a truncated or corrupt file, whose last four
+/// bytes are not a size, cannot ask for gigabytes.
 fn uncompressed_size_hint(file: &File) -> usize {
     use std::os::unix::fs::FileExt;
     let Ok(meta) = file.metadata() else {
@@ -162,7 +166,8 @@ fn uncompressed_size_hint(file: &File) -> usize {
     if meta.len() < 18 || file.read_exact_at(&mut trailer, meta.len() - 4).is_err() {
         return 0;
     }
-    (u32::from_le_bytes(trailer) as usize).min(1 << 30)
+    let stated = u64::from(u32::from_le_bytes(trailer));
+    usize::try_from(stated.min(meta.len().saturating_mul(MAX_DEFLATE_RATIO))).unwrap_or(0)
 }
 
 /// Parses decompressed database content (modified in place by simd-json).
@@ -593,5 +598,22 @@ mod tests {
         assert_eq!(l.services.len(), 1);
         assert_eq!(l.services[0].job.as_deref(), Some(&job));
         assert_eq!(l.services[0].beat_history, vec![60_000]);
+    }
+
+    /// A truncated or corrupt file's last four bytes are not a size: the
+    /// hint for the read buffer stays within what the file could expand to.
+    #[test]
+    fn size_hint_trusts_the_trailer_only_as_far_as_deflate_can_expand() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("db");
+        let text = "SERV\t{\"name\":\"a\"}\n".repeat(100);
+        std::fs::write(&path, gz(&text)).expect("write");
+        let file = File::open(&path).expect("open");
+        assert_eq!(uncompressed_size_hint(&file), text.len());
+        let mut bad = vec![0u8; 40];
+        bad.extend_from_slice(&[0xff; 4]);
+        std::fs::write(&path, &bad).expect("write");
+        let file = File::open(&path).expect("open");
+        assert_eq!(uncompressed_size_hint(&file), 44 * 1032);
     }
 }

@@ -53,6 +53,19 @@ pub(crate) fn prefetch_line(p: *const u8) {
     let _ = p;
 }
 
+/// Hints the CPU to load every cache line of `len` bytes from `start`
+/// (the first byte, every 64 after it, and the last, so a range that
+/// does not start on a line boundary loses no line). Never faults.
+#[inline(always)]
+pub(crate) fn prefetch_range(start: *const u8, len: usize) {
+    if len == 0 {
+        return;
+    }
+    for offset in (0..len).step_by(64).chain([len - 1]) {
+        prefetch_line(start.wrapping_add(offset));
+    }
+}
+
 /// Bytes of one entry of the service table (name and record, as dashmap
 /// stores them in a bucket).
 const ENTRY_SIZE: usize = std::mem::size_of::<(Name, dashmap::SharedValue<Service>)>();
@@ -385,11 +398,7 @@ impl Engine {
         };
         // The pointer only reaches prefetch hints, never a dereference. An
         // entry (name and record, 112 bytes) spans two or three lines.
-        let entry = bucket.as_ptr().cast::<u8>();
-        let last = ENTRY_SIZE - 1;
-        prefetch_line(entry);
-        prefetch_line(entry.wrapping_add(64.min(last)));
-        prefetch_line(entry.wrapping_add(last));
+        prefetch_range(bucket.as_ptr().cast::<u8>(), ENTRY_SIZE);
     }
 
     /// Third stage, once the entry is in cache: starts loading what a beat
@@ -1058,9 +1067,10 @@ impl Engine {
         // Size every shard's table for its share up front: a million
         // services would otherwise regrow (and rehash) each table a dozen
         // times while loading.
-        let per_shard = services.len() / SHARDS + services.len() / SHARDS / 8 + 1;
+        let shards = inner.services.shards();
+        let per_shard = services.len() / shards.len() + services.len() / shards.len() / 8 + 1;
         let hasher = *inner.services.hasher();
-        for shard in inner.services.shards() {
+        for shard in shards {
             shard.write().reserve(per_shard, |(name, _)| {
                 std::hash::BuildHasher::hash_one(&hasher, name)
             });

@@ -329,10 +329,7 @@ impl Service {
     #[inline]
     pub fn prefetch_out_of_line(&self) {
         let bytes = usize::from(self.history_len) * std::mem::size_of::<u32>();
-        let base = self.history.as_ptr().cast::<u8>();
-        for offset in (0..bytes).step_by(64) {
-            super::prefetch_line(base.wrapping_add(offset));
-        }
+        super::prefetch_range(self.history.as_ptr().cast(), bytes);
         if let Some(ext) = &self.ext {
             super::prefetch_line((&**ext as *const JobExt).cast());
         }

@@ -217,6 +217,11 @@ const scenarios = {
     await page.locator('#failure').waitFor();
     assert.match(await page.locator('#failure-output').innerText(), /ERROR: disk full on \/data/);
     assert.match(await page.locator('#failure-head').innerText(), /exit 3/);
+    // The beat chart names a line only when one is drawn: a schedule has
+    // no timeout, and no run has a max_runtime here.
+    assert.equal(await page.locator('#chart-cap').innerText(), 'Recent intervals between beats (bars) against the timeout (line).');
+    await row(page, 'nightly.backup').locator('[data-open]').click();
+    await until('caption of a schedule', async () => (await page.locator('#chart-cap').innerText()) === 'Recent intervals between beats.');
     // Snooze from the page.
     await row(page, 'etl.load').getByRole('checkbox').check();
     page.once('dialog', (d) => d.accept('2h'));
