@@ -231,6 +231,11 @@ struct Dispatch {
     alerted: HashMap<Arc<str>, State>,
     /// The latest transition held back by a failing dependency.
     held: HashMap<Arc<str>, Notice>,
+    /// Each alarm's state as of the latest event handled. Dependencies are
+    /// judged by it, not by the engine's state now, which may already be
+    /// events ahead: a parent that failed and recovered before its child's
+    /// events were handled must still hold them.
+    states: HashMap<Arc<str>, State>,
     /// Reminder tasks of alarms in ERROR.
     reminders: HashMap<Arc<str>, Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -268,6 +273,15 @@ impl Dispatch {
             failure,
             repeat: 0,
             only_alert: None,
+        }
+    }
+
+    /// True when `alarm` is ERROR as of the events handled so far (an
+    /// alarm no event has mentioned yet is as the database loaded it).
+    fn in_error(&self, alarm: &str) -> bool {
+        match self.states.get(alarm) {
+            Some(state) => *state == State::Error,
+            None => self.engine.alarm_in_error(alarm),
         }
     }
 
@@ -348,11 +362,13 @@ impl Dispatch {
         let (alarm, previous) = match &event.kind {
             EventKind::AlarmStateChanged { alarm, previous } => (alarm, *previous),
             EventKind::AlarmRemoved(a) => {
+                self.states.insert(a.name.clone(), a.state);
                 self.release_dependents(&a.name);
                 return;
             }
             _ => return,
         };
+        self.states.insert(alarm.name.clone(), alarm.state);
         if previous == State::Error {
             self.release_dependents(&alarm.name);
         }
@@ -370,7 +386,7 @@ impl Dispatch {
         let holding: Vec<&Arc<str>> = alarm
             .depends_on
             .iter()
-            .filter(|d| self.engine.alarm_in_error(d))
+            .filter(|d| self.in_error(d))
             .collect();
         if holding.is_empty() {
             self.held.remove(&alarm.name);
@@ -399,22 +415,16 @@ impl Dispatch {
             .held
             .iter()
             .filter(|(_, n)| n.alarm.depends_on.contains(recovered))
-            .filter(|(_, n)| {
-                !n.alarm
-                    .depends_on
-                    .iter()
-                    .any(|d| self.engine.alarm_in_error(d))
-            })
+            .filter(|(_, n)| !n.alarm.depends_on.iter().any(|d| self.in_error(d)))
             .map(|(k, _)| k.clone())
             .collect();
         for name in ready {
-            let Some(mut notice) = self.held.remove(&name) else {
+            // The held transition is the alarm's latest: its state is the
+            // alarm's state as of this event.
+            let Some(notice) = self.held.remove(&name) else {
                 continue;
             };
-            let current = self
-                .engine
-                .alarm(&name)
-                .map_or(notice.alarm.state, |a| a.state);
+            let current = notice.alarm.state;
             let last = self.alerted.get(&name).copied().unwrap_or(State::Ok);
             if current == last {
                 tracing::info!(
@@ -422,9 +432,6 @@ impl Dispatch {
                     current.as_upper()
                 );
                 continue;
-            }
-            if let Some(view) = self.engine.alarm(&name) {
-                notice.alarm = view;
             }
             tracing::info!("held alert of alarm {name} released");
             self.send(notice);
@@ -469,6 +476,7 @@ pub async fn run(
         queues: HashMap::new(),
         alerted: HashMap::new(),
         held: HashMap::new(),
+        states: HashMap::new(),
         reminders: HashMap::new(),
     };
     loop {
