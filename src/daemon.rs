@@ -18,7 +18,7 @@ use crate::http::{self, AppState};
 use crate::ingest::{tcp, udp::UdpIngest, IngestStats};
 use crate::sinks::alerts::{AlertStats, Alerters};
 use crate::sinks::s3::RemoteDb;
-use crate::sinks::{self, persistence};
+use crate::sinks::{self, notify, persistence};
 
 /// Runs until SIGTERM or SIGINT, then stops input, saves and returns.
 pub async fn run(config: Config) -> anyhow::Result<()> {
@@ -91,8 +91,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         http_listener.local_addr()?
     );
 
+    let (reporter, reports) = notify::reporter(&config.notify);
     let mut tasks = Vec::new();
-    tasks.push(tokio::spawn(engine.clone().run_expiry(shutdown.clone())));
+    tasks.push(tokio::spawn(engine.clone().run_expiry(
+        shutdown.clone(),
+        notify::REPORT_EVERY,
+        {
+            let reporter = reporter.clone();
+            move || reporter.report(notify::Part::Monitor)
+        },
+    )));
     tasks.push(tokio::spawn(sinks::log::run(
         engine.clone(),
         log_events,
@@ -119,6 +127,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         engine.clone(),
         alert_events,
         alert_stats.clone(),
+        reporter.clone(),
         shutdown.clone(),
     )));
     tasks.push(tokio::spawn(tcp::serve(
@@ -158,9 +167,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         },
         shutdown.clone(),
     )));
-    tasks.push(tokio::spawn(sinks::notify::run(
+    tasks.push(tokio::spawn(notify::run(
         config.notify.clone(),
-        saves.clone(),
+        reports,
         shutdown.clone(),
     )));
     tasks.push(tokio::spawn(http::serve(
@@ -174,6 +183,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Duration::from_secs(config.database.interval),
         saves.clone(),
         remote.clone(),
+        reporter,
         shutdown.clone(),
     )));
 

@@ -722,11 +722,24 @@ impl Engine {
 
     /// Drives the timer wheel until `shutdown` turns true: sleeps until the
     /// next deadline (or an earlier one is armed) and expires what is due.
-    pub async fn run_expiry(self, mut shutdown: watch::Receiver<bool>) {
+    /// Calls `alive` at start and every `alive_every` after, from this loop,
+    /// so whoever watches it (the `[[notify]]` peers) hears from the
+    /// engine only while its driver really runs.
+    pub async fn run_expiry(
+        self,
+        mut shutdown: watch::Receiver<bool>,
+        alive_every: Duration,
+        mut alive: impl FnMut(),
+    ) {
         let mut due = Vec::new();
+        let mut next_alive = tokio::time::Instant::now();
         loop {
             if *shutdown.borrow() {
                 return;
+            }
+            if tokio::time::Instant::now() >= next_alive {
+                alive();
+                next_alive += alive_every;
             }
             let wake = {
                 let mut timers = self.timers();
@@ -737,14 +750,18 @@ impl Engine {
             let now = now_ms();
             if wake > now {
                 let nap = if wake == i64::MAX {
-                    Duration::from_secs(3600)
+                    Duration::MAX
                 } else {
                     Duration::from_millis((wake - now) as u64)
                 };
+                let until_alive = next_alive.saturating_duration_since(tokio::time::Instant::now());
                 tokio::select! {
-                    _ = tokio::time::sleep(nap) => {}
+                    _ = tokio::time::sleep(nap.min(until_alive)) => {}
                     _ = self.inner.wake.notified() => continue,
                     _ = shutdown.changed() => return,
+                }
+                if now_ms() < wake {
+                    continue; // woke to report, nothing is due yet
                 }
             }
             self.tick_with_clock(now_ms(), &mut due, now_ms);

@@ -338,3 +338,32 @@ fn service_events_flow_only_while_watched() {
     assert!(std::iter::from_fn(|| rx.try_recv().ok())
         .all(|ev| !matches!(ev.kind, EventKind::ServiceRemoved(_))));
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_driver_reports_alive_while_it_expires_deadlines() {
+    let e = Engine::new(EngineConfig::default(), crate::clock::now_ms());
+    let reports = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (stop, shutdown) = watch::channel(false);
+    let driver = tokio::spawn(e.clone().run_expiry(shutdown, Duration::from_millis(50), {
+        let reports = reports.clone();
+        move || {
+            reports.fetch_add(1, Ordering::Relaxed);
+        }
+    }));
+    // Between reports, a deadline still fires on time.
+    e.update("svc", timeout(1), crate::clock::now_ms())
+        .expect("valid");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(state(&e, "svc"), State::Error);
+    let n = reports.load(Ordering::Relaxed);
+    assert!(
+        (10..=24).contains(&n),
+        "{n} reports in 1.1 s at one per 50 ms"
+    );
+    // A stopped driver reports nothing more.
+    let _ = stop.send(true);
+    driver.await.expect("driver ends");
+    let n = reports.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(reports.load(Ordering::Relaxed), n);
+}

@@ -1,17 +1,71 @@
 //! Watching the watcher (SPEC §9): beats `lovebeat.<host>.monitor`, `.save`
-//! and `.alerter` on every `[[notify]]` lovebeat, with an auto timeout.
+//! and `.alerter` on every `[[notify]]` lovebeat, with an auto timeout. The
+//! beats are reported by the loops they vouch for (the deadline driver, the
+//! saver, the alert dispatcher), as in 1.x, so a hung loop falls silent.
 
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
-use super::persistence::SaveStats;
 use crate::config::Notify;
 
-/// How often `monitor` and `alerter` are beaten.
-const PERIOD: Duration = Duration::from_secs(60);
+/// How often the engine and the alert dispatcher report that they run.
+pub const REPORT_EVERY: Duration = Duration::from_secs(60);
+
+/// Reports waiting to be sent; more are dropped (and logged), as in 1.x.
+const QUEUE: usize = 16;
+
+/// A part of lovebeat whose liveness peers watch: each is beaten as
+/// `lovebeat.<host>.<part>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// The engine's deadline driver runs (every `REPORT_EVERY`).
+    Monitor,
+    /// A database save completed.
+    Save,
+    /// The alert dispatcher serves its queue (every `REPORT_EVERY`).
+    Alerter,
+}
+
+impl Part {
+    fn as_str(self) -> &'static str {
+        match self {
+            Part::Monitor => "monitor",
+            Part::Save => "save",
+            Part::Alerter => "alerter",
+        }
+    }
+}
+
+/// What the engine driver, the saver and the alert dispatcher call to say
+/// they are alive. Reports come from the loops themselves, so a loop that
+/// hangs stops its beats and the peer raises the alarm. Cheap to clone; a
+/// no-op when no peer is configured.
+#[derive(Debug, Clone, Default)]
+pub struct Reporter(Option<mpsc::Sender<Part>>);
+
+impl Reporter {
+    /// Queues a beat of `part` for every peer; never waits.
+    pub fn report(&self, part: Part) {
+        if let Some(tx) = &self.0 {
+            if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(part) {
+                tracing::warn!(
+                    "notify: too many beats waiting, dropped '{}'",
+                    part.as_str()
+                );
+            }
+        }
+    }
+}
+
+/// The reporter and the queue `run` sends from; no queue without peers.
+pub fn reporter(peers: &[Notify]) -> (Reporter, Option<mpsc::Receiver<Part>>) {
+    if peers.iter().all(|p| p.lovebeat.is_empty()) {
+        return (Reporter(None), None);
+    }
+    let (tx, rx) = mpsc::channel(QUEUE);
+    (Reporter(Some(tx)), Some(rx))
+}
 
 /// The short host name in lower case, with characters outside service names
 /// replaced by `-`.
@@ -47,17 +101,22 @@ fn sanitize(host: &str) -> String {
     }
 }
 
-/// Beats the peers until `shutdown`.
-pub async fn run(peers: Vec<Notify>, saves: Arc<SaveStats>, mut shutdown: watch::Receiver<bool>) {
+/// Beats the peers with every report from `reports` until `shutdown`.
+pub async fn run(
+    peers: Vec<Notify>,
+    reports: Option<mpsc::Receiver<Part>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let Some(mut reports) = reports else {
+        return;
+    };
     let peers: Vec<Notify> = peers
         .into_iter()
         .filter(|p| !p.lovebeat.is_empty())
         .collect();
-    if peers.is_empty() {
-        return;
-    }
     let client = match reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
+        .user_agent("Lovebeat")
         .build()
     {
         Ok(c) => c,
@@ -67,46 +126,33 @@ pub async fn run(peers: Vec<Notify>, saves: Arc<SaveStats>, mut shutdown: watch:
         }
     };
     let host = host_part();
-    let beat = |part: &'static str| {
-        let (client, peers, host) = (client.clone(), peers.clone(), host.clone());
-        async move {
-            for p in &peers {
-                let url = format!(
-                    "{}/api/services/lovebeat.{host}.{part}",
-                    p.lovebeat.trim_end_matches('/')
-                );
-                let mut req = client
-                    .post(&url)
-                    .header("Content-Type", "application/json")
-                    .body("{\"timeout\": -2}");
-                if let Some(key) = &p.key {
-                    req = req.bearer_auth(key);
-                }
-                match req.send().await {
-                    Ok(r) if r.status().is_success() => {}
-                    Ok(r) => tracing::warn!("notify {url}: HTTP {}", r.status()),
-                    Err(e) => tracing::warn!("notify {url}: {e}"),
-                }
-            }
-        }
-    };
-    let mut period = tokio::time::interval(PERIOD);
-    let mut poll = tokio::time::interval(Duration::from_millis(500));
-    let mut seen = saves.saves.load(Ordering::Relaxed);
     loop {
-        tokio::select! {
-            _ = period.tick() => {
-                beat("monitor").await;
-                beat("alerter").await;
-            }
-            _ = poll.tick() => {
-                let now = saves.saves.load(Ordering::Relaxed);
-                if now != seen {
-                    seen = now;
-                    beat("save").await;
-                }
-            }
+        let part = tokio::select! {
+            p = reports.recv() => match p {
+                Some(p) => p,
+                None => return,
+            },
             _ = shutdown.changed() => return,
+        };
+        for p in &peers {
+            let url = format!(
+                "{}/api/services/lovebeat.{host}.{}",
+                p.lovebeat.trim_end_matches('/'),
+                part.as_str()
+            );
+            let mut req = client
+                .post(&url)
+                .header("Content-Type", "application/json")
+                .header("Accept", "application/json")
+                .body("{\"timeout\": -2}");
+            if let Some(key) = &p.key {
+                req = req.bearer_auth(key);
+            }
+            match req.send().await {
+                Ok(r) if r.status().is_success() => {}
+                Ok(r) => tracing::warn!("notify {url}: HTTP {}", r.status()),
+                Err(e) => tracing::warn!("notify {url}: {e}"),
+            }
         }
     }
 }

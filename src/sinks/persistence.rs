@@ -10,6 +10,7 @@ use tokio::sync::watch;
 
 use crate::db::{self, Saved};
 use crate::engine::Engine;
+use crate::sinks::notify::{Part, Reporter};
 use crate::sinks::s3::RemoteDb;
 
 /// Counters of saves, shown in `/metrics`.
@@ -58,14 +59,16 @@ pub async fn save_now(
     result
 }
 
-/// Saves every `interval` until `shutdown` turns true. The final save at
-/// shutdown is the caller's, after input has stopped.
+/// Saves every `interval` until `shutdown` turns true, and reports each
+/// save to the `[[notify]]` peers. The final save at shutdown is the
+/// caller's, after input has stopped.
 pub async fn run(
     engine: Engine,
     path: PathBuf,
     interval: Duration,
     stats: Arc<SaveStats>,
     remote: Option<Arc<RemoteDb>>,
+    reporter: Reporter,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut ticker = tokio::time::interval(interval.max(Duration::from_secs(1)));
@@ -90,6 +93,7 @@ pub async fn run(
                 continue;
             }
         }
+        reporter.report(Part::Save);
         if let Some(remote) = &remote {
             // Off this task, so a slow store never delays the next save.
             let (remote, path) = (remote.clone(), path.clone());

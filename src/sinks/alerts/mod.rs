@@ -21,6 +21,7 @@ use tokio::sync::{watch, Notify};
 
 use crate::config::Config;
 use crate::engine::{AlarmView, Engine, Event, EventKind, State};
+use crate::sinks::notify::{Part, Reporter, REPORT_EVERY};
 
 /// Alerts waiting per alarm before the oldest is dropped.
 pub const QUEUE_CAP: usize = 100;
@@ -460,12 +461,14 @@ fn push(queue: &AlarmQueue, notice: Notice, stats: &AlertStats) {
     queue.wake.notify_one();
 }
 
-/// Subscribes to alarm changes and delivers alerts until `shutdown`.
+/// Subscribes to alarm changes and delivers alerts until `shutdown`;
+/// reports to the `[[notify]]` peers every `REPORT_EVERY` that it serves.
 pub async fn run(
     alerters: Alerters,
     engine: Engine,
     mut events: broadcast::Receiver<Arc<Event>>,
     stats: Arc<AlertStats>,
+    reporter: Reporter,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut d = Dispatch {
@@ -479,9 +482,14 @@ pub async fn run(
         states: HashMap::new(),
         reminders: HashMap::new(),
     };
+    let mut alive = tokio::time::interval(REPORT_EVERY);
     loop {
         let event = tokio::select! {
             e = events.recv() => e,
+            _ = alive.tick() => {
+                reporter.report(Part::Alerter);
+                continue;
+            }
             _ = shutdown.changed() => return,
         };
         match event {
