@@ -66,6 +66,10 @@ pub(crate) fn prefetch_range(start: *const u8, len: usize) {
     }
 }
 
+/// Control bytes hashbrown reads per probe step (its SSE2 group): a new
+/// entry goes to the first free bucket among the first group's.
+const PROBE_GROUP: usize = 16;
+
 /// Bytes of one entry of the service table (name and record, as dashmap
 /// stores them in a bucket).
 const ENTRY_SIZE: usize = std::mem::size_of::<(Name, dashmap::SharedValue<Service>)>();
@@ -377,8 +381,9 @@ impl Engine {
     /// whose tag matches `hash` and starts loading it. Reading the tags is
     /// what makes this exact: an entry sits at the first free bucket of
     /// its probe group, often a few buckets (a few hundred bytes) past
-    /// where the probe begins. For a name not in the table it loads where
-    /// the probe begins, near where the new entry will go.
+    /// where the probe begins. For a name not in the table it loads the
+    /// bucket the new entry will be written to: the first free one of the
+    /// probe's first group, as hashbrown chooses it.
     #[inline]
     pub fn prefetch_entry(&self, hash: u64) {
         let map = &self.inner.services;
@@ -392,9 +397,19 @@ impl Engine {
         // A false tag match (1 in 128) just prefetches another entry.
         let bucket = match table.find(hash, |_| true) {
             Some(b) => b,
-            // SAFETY: the index is below `buckets()`, checked allocated
-            // above, and the read lock keeps the table in place.
-            None => unsafe { table.bucket(hash as usize & (table.buckets() - 1)) },
+            None => {
+                let mask = table.buckets() - 1;
+                let start = hash as usize & mask;
+                let slot = (0..PROBE_GROUP)
+                    .map(|k| (start + k) & mask)
+                    // SAFETY: every index is masked below `buckets()`, the
+                    // table is allocated (checked above) and the read lock
+                    // keeps it in place; this reads a control byte only.
+                    .find(|&i| unsafe { !table.is_bucket_full(i) })
+                    .unwrap_or(start);
+                // SAFETY: as above; the bucket is only used for its address.
+                unsafe { table.bucket(slot) }
+            }
         };
         // The pointer only reaches prefetch hints, never a dereference. An
         // entry (name and record, 112 bytes) spans two or three lines.
