@@ -197,6 +197,9 @@ pub struct Udp {
     pub listen: String,
     /// Number of `SO_REUSEPORT` sockets, 0 = one per core.
     pub sockets: usize,
+    /// Receive buffer per socket, bytes: what absorbs a burst (every cron
+    /// job beating at the top of the minute) while the reader catches up.
+    pub receive_buffer: usize,
 }
 
 impl Default for Udp {
@@ -204,6 +207,7 @@ impl Default for Udp {
         Udp {
             listen: ":8127".into(),
             sockets: 0,
+            receive_buffer: 32 << 20,
         }
     }
 }

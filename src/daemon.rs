@@ -72,6 +72,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         stats.clone(),
         udp_addr,
         config.udp.sockets,
+        config.udp.receive_buffer,
         stop_udp.clone(),
     )
     .with_context(|| format!("cannot listen for statsd on UDP {}", config.udp.listen))?;

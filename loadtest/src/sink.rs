@@ -9,6 +9,10 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
+/// The daemon's default `[udp] receive_buffer`, so `sink` has the same
+/// sockets.
+pub const RECEIVE_BUFFER: usize = 32 << 20;
+
 /// Receives until `idle` passes without a datagram (after the first one) or
 /// `max` passes; prints `{"lines": .., "datagrams": ..}` on stdout.
 pub fn run(addr: SocketAddr, sockets: usize, idle: Duration, max: Duration) -> anyhow::Result<()> {
@@ -19,7 +23,7 @@ pub fn run(addr: SocketAddr, sockets: usize, idle: Duration, max: Duration) -> a
     for _ in 0..sockets.max(1) {
         let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
         sock.set_reuse_port(true)?;
-        let _ = sock.set_recv_buffer_size(8 << 20);
+        crate::sys::set_receive_buffer(&sock, RECEIVE_BUFFER);
         sock.bind(&addr.into())?;
         sock.set_read_timeout(Some(Duration::from_millis(50)))?;
         let (lines, datagrams, stop) = (lines.clone(), datagrams.clone(), stop.clone());

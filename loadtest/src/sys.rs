@@ -150,6 +150,29 @@ pub fn metrics(port: u16) -> anyhow::Result<HashMap<String, f64>> {
         .collect())
 }
 
+/// Asks for a receive buffer of `bytes` the way the daemon does
+/// (`lovebeat::ingest::udp::set_receive_buffer`), so `sink` and the daemon
+/// get the same buffer: `SO_RCVBUFFORCE` where allowed, else `SO_RCVBUF`.
+pub fn set_receive_buffer(sock: &socket2::Socket, bytes: usize) -> usize {
+    use std::os::fd::AsRawFd;
+    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: setsockopt on a socket we own, with a c_int option value
+    // that lives across the call and its exact size.
+    let forced = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    } == 0;
+    if !forced {
+        let _ = sock.set_recv_buffer_size(bytes);
+    }
+    sock.recv_buffer_size().unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,13 +27,15 @@ pub struct UdpIngest {
 }
 
 impl UdpIngest {
-    /// Binds `sockets` sockets (0 = one per core) to `addr` and starts a
-    /// reader thread for each. They stop when `stop` is set.
+    /// Binds `sockets` sockets (0 = one per core) to `addr`, each asking
+    /// for a receive buffer of `receive_buffer` bytes, and starts a reader
+    /// thread for each. They stop when `stop` is set.
     pub fn start(
         engine: Engine,
         stats: Arc<IngestStats>,
         addr: SocketAddr,
         sockets: usize,
+        receive_buffer: usize,
         stop: Arc<AtomicBool>,
     ) -> std::io::Result<UdpIngest> {
         let n = if sockets == 0 {
@@ -41,7 +43,15 @@ impl UdpIngest {
         } else {
             sockets
         };
-        let first = bind(addr)?;
+        let first = bind(addr, receive_buffer)?;
+        // The kernel reports twice what it grants (it counts its overhead).
+        let granted = first.recv_buffer_size().unwrap_or(0) / 2;
+        if granted < receive_buffer {
+            tracing::info!(
+                "UDP receive buffer is {granted} bytes, not the {receive_buffer} asked for: \
+                 raise net.core.rmem_max (or run with CAP_NET_ADMIN) to absorb larger bursts"
+            );
+        }
         // With port 0 the kernel picks; the others must share its choice.
         let local_addr = first
             .local_addr()?
@@ -49,7 +59,7 @@ impl UdpIngest {
             .ok_or_else(|| std::io::Error::other("UDP socket has no inet address"))?;
         let mut socks = vec![first];
         for _ in 1..n {
-            socks.push(bind(local_addr)?);
+            socks.push(bind(local_addr, receive_buffer)?);
         }
         let mut threads = Vec::new();
         for (i, sock) in socks.into_iter().enumerate() {
@@ -75,14 +85,35 @@ impl UdpIngest {
     }
 }
 
-fn bind(addr: SocketAddr) -> std::io::Result<Socket> {
+fn bind(addr: SocketAddr, receive_buffer: usize) -> std::io::Result<Socket> {
     let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     sock.set_reuse_port(true)?;
-    // A large receive buffer absorbs bursts; the kernel may cap it.
-    let _ = sock.set_recv_buffer_size(8 << 20);
+    set_receive_buffer(&sock, receive_buffer);
     sock.bind(&addr.into())?;
     sock.set_read_timeout(Some(POLL))?;
     Ok(sock)
+}
+
+/// Asks for a receive buffer of `bytes`: with `SO_RCVBUFFORCE` where that
+/// is allowed (root or `CAP_NET_ADMIN`), else with `SO_RCVBUF`, which the
+/// kernel caps at `net.core.rmem_max`. Returns what the kernel granted.
+pub fn set_receive_buffer(sock: &Socket, bytes: usize) -> usize {
+    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: setsockopt on a socket we own, with a c_int option value
+    // that lives across the call and its exact size.
+    let forced = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    } == 0;
+    if !forced {
+        let _ = sock.set_recv_buffer_size(bytes);
+    }
+    sock.recv_buffer_size().unwrap_or(0)
 }
 
 /// Datagrams fetched per `recvmmsg` call.
@@ -143,5 +174,28 @@ fn read_loop(engine: &Engine, stats: &IngestStats, sock: &std::net::UdpSocket, s
             &bufs[i * DATAGRAM..i * DATAGRAM + len]
         });
         apply_packets(engine, stats, packets, now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_receive_buffer_is_what_was_asked_within_the_kernels_cap() {
+        let sock = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).expect("socket");
+        let asked = 3 << 20;
+        let granted = set_receive_buffer(&sock, asked);
+        let cap = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+            .ok()
+            .and_then(|s| s.trim().parse::<usize>().ok())
+            .unwrap_or(0);
+        // Forced (root, CAP_NET_ADMIN): all of it; else up to rmem_max.
+        // The kernel reports twice what it grants.
+        assert!(
+            granted >= 2 * asked.min(cap),
+            "granted {granted}, cap {cap}"
+        );
+        assert!(granted <= 2 * asked, "granted {granted}");
     }
 }
