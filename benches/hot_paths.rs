@@ -337,6 +337,27 @@ fn ingest(c: &mut Criterion) {
             batch(now)
         })
     });
+    // First beats of names never seen, into the same million: what
+    // udp-create is bound by, table growth included as it comes.
+    let mut created = 0u64;
+    g.bench_function("32_datagrams_of_20_new_services", |b| {
+        b.iter_batched(
+            || {
+                (0..32)
+                    .map(|_| {
+                        (0..LINES)
+                            .map(|_| {
+                                created += 1;
+                                format!("new.{created}.beat:1|c\n")
+                            })
+                            .collect::<String>()
+                    })
+                    .collect::<Vec<String>>()
+            },
+            |packets| apply_packets(&engine, &stats, packets.iter().map(|p| p.as_bytes()), now),
+            BatchSize::SmallInput,
+        )
+    });
     g.finish();
 }
 
