@@ -161,7 +161,7 @@ pub struct JobUpdate {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredService {
     /// Name, taken as it is.
-    pub name: String,
+    pub name: Name,
     /// Last accepted beat or -1.
     pub last_beat: i64,
     /// Timeout (ms or special).
@@ -1109,7 +1109,7 @@ impl Engine {
         }
         for s in services {
             let memberships = self.resolve_alarms(&s.name);
-            let key = Name::from(s.name);
+            let key = s.name;
             let mut svc = Service::new(
                 now,
                 s.timeout,

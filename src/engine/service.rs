@@ -297,8 +297,7 @@ impl Service {
             self.history[len] = v;
             self.history_len += 1;
         } else if len < HISTORY_LEN {
-            // Grow to exactly HISTORY_LEN at most, never past it.
-            let cap = (len * 2).clamp(4, HISTORY_LEN);
+            let cap = history_capacity(len + 1);
             let mut grown = vec![0u32; cap].into_boxed_slice();
             grown[..len].copy_from_slice(&self.history[..len]);
             grown[len] = v;
@@ -312,13 +311,25 @@ impl Service {
     }
 
     /// Replaces the history (oldest first), keeping the last `HISTORY_LEN`.
-    pub fn set_history(&mut self, intervals: impl IntoIterator<Item = u32>) {
-        self.history = Box::new([]);
-        self.history_len = 0;
-        self.history_head = 0;
-        for v in intervals {
-            self.push_interval(v);
+    /// Takes the vector's memory as the ring when its capacity is the
+    /// ring's ([`history_capacity`]), as the database loader makes it: one
+    /// allocation per service for a million loaded at start.
+    pub fn set_history(&mut self, mut intervals: Vec<u32>) {
+        if intervals.len() > HISTORY_LEN {
+            intervals.drain(..intervals.len() - HISTORY_LEN);
         }
+        let len = intervals.len();
+        let cap = history_capacity(len);
+        if intervals.capacity() != cap {
+            let mut exact = Vec::with_capacity(cap);
+            exact.extend_from_slice(&intervals);
+            intervals = exact;
+        }
+        intervals.resize(cap, 0);
+        self.history = intervals.into_boxed_slice();
+        // `len` ≤ HISTORY_LEN = 100 fits a u8.
+        self.history_len = len as u8;
+        self.history_head = 0;
         self.relearn();
     }
 
@@ -377,6 +388,15 @@ impl Service {
             beat_history: details.then_some(history),
             job: self.ext.as_deref().map(|e| Box::new(JobView::new(e))),
         }
+    }
+}
+
+/// The ring a history of `len` intervals lives in: 4, 8, 16, ... slots as
+/// it grows, and never more than `HISTORY_LEN`.
+pub fn history_capacity(len: usize) -> usize {
+    match len {
+        0 => 0,
+        n => n.next_power_of_two().clamp(4, HISTORY_LEN),
     }
 }
 
@@ -532,14 +552,23 @@ mod tests {
     #[test]
     fn history_keeps_last_hundred_in_order() {
         let mut s = fresh(TIMEOUT_NONE);
-        s.set_history(0..250u32);
+        s.set_history((0..250u32).collect());
         let got: Vec<u32> = s.intervals().collect();
         assert_eq!(got, (150..250).collect::<Vec<_>>());
         assert_eq!(s.intervals().len(), 100);
         assert_eq!(s.history.len(), HISTORY_LEN);
-        s.set_history([1, 2, 3, 4, 5]);
+        s.set_history(vec![1, 2, 3, 4, 5]);
         assert_eq!(s.history.len(), 8);
         assert_eq!(s.intervals().collect::<Vec<_>>(), vec![1, 2, 3, 4, 5]);
+        // The ring grows from a loaded history as from beats.
+        for v in 6..=9 {
+            s.push_interval(v);
+        }
+        assert_eq!(s.history.len(), 16);
+        assert_eq!(
+            s.intervals().collect::<Vec<_>>(),
+            (1..=9).collect::<Vec<_>>()
+        );
     }
 
     #[test]
