@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use dashmap::mapref::entry::Entry;
-use dashmap::DashMap;
+use dashmap::{DashMap, SharedValue};
 use thin_vec::ThinVec;
 use tokio::sync::{broadcast, watch, Notify};
 
@@ -334,8 +334,21 @@ impl Engine {
     /// Applies a beat and/or a timeout change, creating the service if
     /// needed. The hot path: one shard lock, no allocation for a known name.
     pub fn update(&self, name: &str, update: Update, now: i64) -> Result<(), EngineError> {
+        let hash = self.inner.services.hash_usize(&name) as u64;
+        self.update_hashed(name, hash, update, now)
+    }
+
+    /// [`Engine::update`] for a name whose hash is known (from
+    /// [`Engine::prefetch_probe`]).
+    pub fn update_hashed(
+        &self,
+        name: &str,
+        hash: u64,
+        update: Update,
+        now: i64,
+    ) -> Result<(), EngineError> {
         let mut accepted = false;
-        self.with_service(name, true, now, |svc, started_at| {
+        self.with_service_hashed(name, hash, true, now, |svc, started_at| {
             let mut changed = false;
             if let Some(t) = update.timeout {
                 changed |= svc.timeout != t;
@@ -568,11 +581,32 @@ impl Engine {
         now: i64,
         f: impl FnOnce(&mut Service, i64) -> bool,
     ) -> Result<bool, EngineError> {
+        let hash = self.inner.services.hash_usize(&name) as u64;
+        self.with_service_hashed(name, hash, create, now, f)
+    }
+
+    /// `with_service` for a name whose hash ingestion computed already (to
+    /// prefetch): one hash, one shard lock and one probe per line, for a
+    /// new service as for an existing one.
+    fn with_service_hashed(
+        &self,
+        name: &str,
+        hash: u64,
+        create: bool,
+        now: i64,
+        f: impl FnOnce(&mut Service, i64) -> bool,
+    ) -> Result<bool, EngineError> {
         let inner = &*self.inner;
-        if let Some(mut guard) = inner.services.get_mut(name) {
-            let before = guard.state;
-            let changed = f(&mut guard, inner.started_at);
-            let (key, svc) = guard.pair_mut();
+        let map = &inner.services;
+        let mut table = map.shards()[map.determine_shard(hash as usize)].write();
+        if let Some(bucket) = table.find(hash, |(key, _)| key.as_str() == name) {
+            // SAFETY: `find` returned a full bucket of this table, and the
+            // write lock, held until `table` drops at the end of this
+            // block, keeps the table in place and the entry ours alone.
+            let (key, svc) = unsafe { bucket.as_mut() };
+            let svc = svc.get_mut();
+            let before = svc.state;
+            let changed = f(svc, inner.started_at);
             self.settle(key, svc, before, changed, now);
             return Ok(true);
         }
@@ -583,22 +617,20 @@ impl Engine {
             return Err(EngineError::InvalidName(name.to_string()));
         }
         let memberships = self.resolve_alarms(name);
-        let key = Name::new(name);
-        let mut guard = match inner.services.entry(key.clone()) {
-            Entry::Occupied(o) => o.into_ref(),
-            Entry::Vacant(v) => {
-                let alarm_keys: ThinVec<Arc<str>> =
-                    memberships.iter().map(|(k, _)| k.clone()).collect();
-                v.insert(self.new_service(name, alarm_keys, now))
-            }
-        };
-        let before = guard.state;
-        let changed = f(&mut guard, inner.started_at);
-        if before == State::New {
-            self.settle_new(&key, &mut guard, &memberships, now);
-        } else {
-            self.settle(&key, &mut guard, before, changed, now);
-        }
+        let alarm_keys: ThinVec<Arc<str>> = memberships.iter().map(|(k, _)| k.clone()).collect();
+        let entry = (
+            Name::new(name),
+            SharedValue::new(self.new_service(name, alarm_keys, now)),
+        );
+        let hasher = map.hasher();
+        let bucket = table.insert(hash, entry, |(key, _)| {
+            std::hash::BuildHasher::hash_one(hasher, key)
+        });
+        // SAFETY: as above; the bucket was just filled under this lock.
+        let (key, svc) = unsafe { bucket.as_mut() };
+        let svc = svc.get_mut();
+        f(svc, inner.started_at);
+        self.settle_new(key, svc, &memberships, now);
         Ok(true)
     }
 

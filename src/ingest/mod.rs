@@ -45,8 +45,9 @@ impl IngestStats {
     }
 }
 
-/// Applies one parsed command to the engine.
-pub fn apply(engine: &Engine, cmd: Command<'_>, now: i64) {
+/// Applies one parsed command to the engine; `hash` is its name's, from
+/// [`Engine::prefetch_probe`].
+fn apply(engine: &Engine, cmd: Command<'_>, hash: u64, now: i64) {
     let update = match cmd.action {
         Action::Beat => Update {
             beat: true,
@@ -71,7 +72,7 @@ pub fn apply(engine: &Engine, cmd: Command<'_>, now: i64) {
         }
     };
     // The parser validated the name, so this cannot fail.
-    let _ = engine.update(cmd.name, update, now);
+    let _ = engine.update_hashed(cmd.name, hash, update, now);
 }
 
 /// Lines parsed ahead of the one being applied. Each line's memory is
@@ -103,16 +104,16 @@ impl<'a> Pipeline<'a, '_> {
         if let Some((cmd, hash)) = self.waiting[(self.next + AHEAD / 3) % AHEAD] {
             self.engine.prefetch_history(cmd.name, hash);
         }
-        if let Some((oldest, _)) = self.waiting[self.next].replace((cmd, hash)) {
-            apply(self.engine, oldest, self.now);
+        if let Some((oldest, hash)) = self.waiting[self.next].replace((cmd, hash)) {
+            apply(self.engine, oldest, hash, self.now);
         }
         self.next = (self.next + 1) % AHEAD;
     }
 
     fn finish(mut self) {
         for i in 0..AHEAD {
-            if let Some((cmd, _)) = self.waiting[(self.next + i) % AHEAD].take() {
-                apply(self.engine, cmd, self.now);
+            if let Some((cmd, hash)) = self.waiting[(self.next + i) % AHEAD].take() {
+                apply(self.engine, cmd, hash, self.now);
             }
         }
     }
