@@ -31,7 +31,7 @@ fn main() -> ExitCode {
             let target = client::Target::resolve(client.server, client.key);
             return client::run_command(&target, &name, &settings, &command);
         }
-        None => {}
+        None => lovebeat::daemon::reexec_with_huge_pages(),
     }
     let config = match Config::load(cli.config.as_deref(), &cli.config_dir) {
         Ok(c) => c,

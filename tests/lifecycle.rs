@@ -235,3 +235,44 @@ fn validate_auto_prints_the_timeout_after_each_interval() {
     let (status, _) = run_binary(std::path::Path::new("."), &["-version"]);
     assert!(status.success());
 }
+
+/// The daemon re-executes itself once (same process id) with glibc's
+/// malloc asking for huge pages, and keeps a choice made in the
+/// environment: `glibc.malloc.hugetlb=0` leaves them off.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[test]
+fn the_daemon_asks_glibc_for_huge_pages_unless_told_otherwise() {
+    let environ = |pid: u32| {
+        let raw = std::fs::read(format!("/proc/{pid}/environ")).expect("environ");
+        String::from_utf8_lossy(&raw)
+            .split('\0')
+            .find_map(|kv| kv.strip_prefix("GLIBC_TUNABLES=").map(str::to_string))
+    };
+    let d = Daemon::start("");
+    assert_eq!(environ(d.pid()).as_deref(), Some("glibc.malloc.hugetlb=1"));
+    assert_eq!(d.get("/api/status").status, 200, "the re-executed daemon serves");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (http, statsd) = (common::free_port(), common::free_port());
+    std::fs::write(
+        dir.path().join("lovebeat.cfg"),
+        common::base_config(http, statsd, ""),
+    )
+    .expect("config");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lovebeat"))
+        .args(["--config", "lovebeat.cfg", "--config-dir", "conf.d"])
+        .current_dir(dir.path())
+        .env("GLIBC_TUNABLES", "glibc.malloc.hugetlb=0")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !common::answers_http(http) {
+        assert!(std::time::Instant::now() < deadline, "daemon did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let kept = environ(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(kept.as_deref(), Some("glibc.malloc.hugetlb=0"));
+}

@@ -196,6 +196,11 @@ impl Daemon {
         }
     }
 
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     /// Sends a signal to the daemon.
     pub fn signal(&self, sig: i32) {
         let pid = self.child.as_ref().expect("running").id();
