@@ -27,11 +27,11 @@ const HUGE_PAGES_TUNABLE: &str = "glibc.malloc.hugetlb";
 /// Re-executes the daemon once with glibc's malloc asking for transparent
 /// huge pages, unless `GLIBC_TUNABLES` already says what to do about them
 /// (`glibc.malloc.hugetlb=0` turns them off). A million services spread
-/// over hundreds of megabytes make nearly every beat miss the TLB, and on
-/// this kind of machine the page walks, not the cache misses, bound
-/// ingestion: with huge pages udp-beat took 13 % to 25 % more lines/s and
-/// a million services loaded 25 % faster, for the same memory per
-/// service (BENCHMARKS.md). glibc reads its tunables only at exec, hence
+/// over hundreds of megabytes make nearly every beat miss the TLB, and
+/// page walks bound ingestion: with huge pages udp-beat took 6–14 % and
+/// tcp 8–33 % more lines/s in paired runs, and a million services loaded
+/// in 1.37 s instead of 1.48 s, for the same memory per service
+/// (BENCHMARKS.md). glibc reads its tunables only at exec, hence
 /// the re-exec, which keeps the process id (systemd and container
 /// runtimes see no change). Returns only if the exec failed, or was not
 /// needed; the daemon then runs as it is.
