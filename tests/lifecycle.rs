@@ -250,7 +250,11 @@ fn the_daemon_asks_glibc_for_huge_pages_unless_told_otherwise() {
     };
     let d = Daemon::start("");
     assert_eq!(environ(d.pid()).as_deref(), Some("glibc.malloc.hugetlb=1"));
-    assert_eq!(d.get("/api/status").status, 200, "the re-executed daemon serves");
+    assert_eq!(
+        d.get("/api/status").status,
+        200,
+        "the re-executed daemon serves"
+    );
 
     let dir = tempfile::tempdir().expect("tempdir");
     let (http, statsd) = (common::free_port(), common::free_port());
