@@ -792,7 +792,9 @@ impl Engine {
             }
             if tokio::time::Instant::now() >= next_alive {
                 alive();
-                next_alive += alive_every;
+                // From now, not from when it was due: a driver held up
+                // for minutes reports once, not once per minute missed.
+                next_alive = tokio::time::Instant::now() + alive_every;
             }
             let wake = {
                 let mut timers = self.timers();
