@@ -8,13 +8,21 @@ FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock build.rs ./
 COPY src ./src
+COPY ui ./ui
 COPY loadtest ./loadtest
 COPY benches ./benches
+# The build has no .git: `lovebeat --version` names the revision given here
+# (contrib/docker/test.sh passes `git rev-parse --short=12 HEAD`).
+ARG LOVEBEAT_GIT_REV=unknown
+# The image needs no debug info (the release profile keeps line tables for
+# profiling): a 12 MB binary instead of 97 MB, and a faster build.
+ENV CARGO_PROFILE_RELEASE_DEBUG=0 CARGO_PROFILE_RELEASE_STRIP=debuginfo
 RUN cargo build --release --locked --bin lovebeat
 
 FROM debian:bookworm-slim
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates=* \
+    && apt-get clean \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 lovebeat \
     && useradd --system --uid 10001 --gid lovebeat --home-dir /var/lib/lovebeat --shell /usr/sbin/nologin lovebeat \

@@ -1,17 +1,22 @@
-//! Records the git revision for `lovebeat --version` ("unknown" outside a
-//! git checkout, e.g. in a source tarball).
+//! Records the git revision for `lovebeat --version`: from git in a
+//! checkout, else from `LOVEBEAT_GIT_REV` (the container build passes it),
+//! else "unknown" (a source tarball).
 
 use std::path::Path;
 use std::process::Command;
 
 fn main() {
-    let rev = Command::new("git")
+    let from_git = Command::new("git")
         .args(["rev-parse", "--short=12", "HEAD"])
         .output()
         .ok()
         .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .filter(|r| !r.is_empty())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    let given = std::env::var("LOVEBEAT_GIT_REV").ok();
+    let rev = from_git
+        .into_iter()
+        .chain(given)
+        .find(|r| !r.is_empty())
         .unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=LOVEBEAT_GIT_REV={rev}");
     for path in [".git/HEAD", ".git/refs/heads"] {
@@ -20,4 +25,5 @@ fn main() {
         }
     }
     println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-env-changed=LOVEBEAT_GIT_REV");
 }
