@@ -256,27 +256,9 @@ fn the_daemon_asks_glibc_for_huge_pages_unless_told_otherwise() {
         "the re-executed daemon serves"
     );
 
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (http, statsd) = (common::free_port(), common::free_port());
-    std::fs::write(
-        dir.path().join("lovebeat.cfg"),
-        common::base_config(http, statsd, ""),
-    )
-    .expect("config");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lovebeat"))
-        .args(["--config", "lovebeat.cfg", "--config-dir", "conf.d"])
-        .current_dir(dir.path())
-        .env("GLIBC_TUNABLES", "glibc.malloc.hugetlb=0")
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !common::answers_http(http) {
-        assert!(std::time::Instant::now() < deadline, "daemon did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let kept = environ(child.id());
-    let _ = child.kill();
-    let _ = child.wait();
-    assert_eq!(kept.as_deref(), Some("glibc.malloc.hugetlb=0"));
+    let told = Daemon::start_with_env("", &[("GLIBC_TUNABLES", "glibc.malloc.hugetlb=0")]);
+    assert_eq!(
+        environ(told.pid()).as_deref(),
+        Some("glibc.malloc.hugetlb=0")
+    );
 }

@@ -6,6 +6,7 @@
 # lines copy, reusing this checkout's target directory.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+repo=$PWD
 ctx=$(mktemp -d)
 trap 'rm -rf "$ctx"' EXIT
 # COPY lines of the first stage that copy from the build context.
@@ -14,7 +15,7 @@ while read -r _ args; do
     read -r -a parts <<<"$args"
     dest=${parts[-1]}
     unset 'parts[-1]'
-    mkdir -p "$ctx/$(dirname "$dest/x")"
+    mkdir -p "$ctx/$dest"
     for src in "${parts[@]}"; do
         if [[ -d $src ]]; then
             cp -r "$src/." "$ctx/$dest/"
@@ -25,5 +26,5 @@ while read -r _ args; do
 done
 # The same packages and profile as .ci/run's `cargo build -p lovebeat -p loadtest`
 # just before, so only the two crates themselves compile again.
-(cd "$ctx" && cargo build --quiet --locked --offline -p lovebeat -p loadtest --target-dir "$OLDPWD/target")
+(cd "$ctx" && cargo build --quiet --locked --offline -p lovebeat -p loadtest --target-dir "$repo/target")
 echo "the Dockerfile's build context compiles: $(cd "$ctx" && find . -type f | wc -l) files"

@@ -72,6 +72,8 @@ pub struct Daemon {
     pub statsd: u16,
     child: Option<Child>,
     pub stderr_path: PathBuf,
+    /// Environment variables added to the daemon's, at every (re)start.
+    env: Vec<(String, String)>,
 }
 
 /// The config every test daemon gets, plus `extra`.
@@ -95,7 +97,7 @@ impl Daemon {
 
     /// Starts a daemon in `dir` (which may hold a database already).
     pub fn start_in(dir: tempfile::TempDir, extra: &str) -> Daemon {
-        Daemon::start_full(dir, extra, 3600)
+        Daemon::start_full(dir, extra, 3600, &[])
     }
 
     /// Starts a daemon whose `[http]` section also holds `http_extra`
@@ -113,10 +115,20 @@ impl Daemon {
 
     /// Starts a daemon that saves every `interval` seconds.
     pub fn start_with_interval(extra: &str, interval: u64) -> Daemon {
-        Daemon::start_full(tempfile::tempdir().expect("tempdir"), extra, interval)
+        Daemon::start_full(tempfile::tempdir().expect("tempdir"), extra, interval, &[])
     }
 
-    fn start_full(dir: tempfile::TempDir, extra: &str, interval: u64) -> Daemon {
+    /// Starts a daemon with `env` added to its environment.
+    pub fn start_with_env(extra: &str, env: &[(&str, &str)]) -> Daemon {
+        Daemon::start_full(tempfile::tempdir().expect("tempdir"), extra, 3600, env)
+    }
+
+    fn start_full(
+        dir: tempfile::TempDir,
+        extra: &str,
+        interval: u64,
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let (http, statsd) = (free_port(), free_port());
         std::fs::write(
             dir.path().join("lovebeat.cfg"),
@@ -129,6 +141,10 @@ impl Daemon {
             statsd,
             child: None,
             stderr_path: PathBuf::new(),
+            env: env
+                .iter()
+                .map(|&(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         d.child = Some(d.spawn());
         d.wait_ready();
@@ -144,6 +160,7 @@ impl Daemon {
         Command::new(env!("CARGO_BIN_EXE_lovebeat"))
             .args(["--config", "lovebeat.cfg", "--config-dir", "conf.d"])
             .current_dir(self.dir.path())
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
