@@ -367,3 +367,30 @@ async fn the_driver_reports_alive_while_it_expires_deadlines() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(reports.load(Ordering::Relaxed), n);
 }
+
+/// A driver held up for many report periods (its thread blocked) reports
+/// once when it runs again, not once per period it missed.
+#[tokio::test]
+async fn a_held_up_driver_reports_once_not_once_per_missed_period() {
+    let e = Engine::new(EngineConfig::default(), crate::clock::now_ms());
+    let reports = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (stop, shutdown) = watch::channel(false);
+    let driver = tokio::spawn(e.clone().run_expiry(shutdown, Duration::from_millis(50), {
+        let reports = reports.clone();
+        move || {
+            reports.fetch_add(1, Ordering::Relaxed);
+        }
+    }));
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    // Block the runtime's only thread for ten report periods.
+    std::thread::sleep(Duration::from_millis(500));
+    let before = reports.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let caught_up = reports.load(Ordering::Relaxed) - before;
+    assert!(
+        (1..=2).contains(&caught_up),
+        "{caught_up} reports right after a 500 ms hold-up at one per 50 ms"
+    );
+    let _ = stop.send(true);
+    driver.await.expect("driver ends");
+}
