@@ -20,6 +20,11 @@ fn repo() -> PathBuf {
 /// Runs one browser scenario against `page_url`; panics with its output if
 /// it fails.
 fn scenario(name: &str, d: &Daemon, page_url: &str) {
+    scenario_with(name, d, page_url, &[]);
+}
+
+/// [`scenario`] with more environment for the script.
+fn scenario_with(name: &str, d: &Daemon, page_url: &str, env: &[(&str, String)]) {
     let root = repo();
     assert!(
         root.join("tests/ui/node_modules/playwright-core").exists(),
@@ -39,6 +44,7 @@ fn scenario(name: &str, d: &Daemon, page_url: &str) {
         .env("LOVEBEAT_UDP", d.statsd.to_string())
         .env("LOVEBEAT_SHOTS", root.join("target/ui-screenshots"))
         .env("CHROMIUM", &chromium)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .output()
         .expect("node (install Node.js 18 or later)");
     assert!(
@@ -134,7 +140,14 @@ http {{
       proxy_set_header Upgrade $http_upgrade;
       proxy_set_header Connection "upgrade";
       proxy_set_header Host $host;
+      proxy_set_header X-Forwarded-Host $http_host;
       proxy_read_timeout 1h;
+    }}
+    # A page of another site (reached as localhost, not 127.0.0.1) that
+    # forges a change to the daemon itself.
+    location = /evil.html {{
+      default_type text/html;
+      return 200 '<!doctype html><form id="f" method="POST" action="http://127.0.0.1:{upstream}/api/services/csrf.form/mute"><input name="x" value="1"></form><script>fetch("http://127.0.0.1:{upstream}/api/services/csrf.fetch", {{method: "POST", mode: "no-cors", body: "x"}}).finally(() => document.getElementById("f").submit());</script>';
     }}
   }}
 }}
@@ -187,5 +200,22 @@ fn works_behind_nginx_under_a_path_prefix() {
         "proxy",
         &d,
         &format!("http://127.0.0.1:{port}/monitoring/lovebeat/"),
+    );
+}
+
+#[test]
+fn a_page_of_another_site_cannot_change_anything() {
+    let d = Daemon::start("");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let _nginx = Nginx::start(dir.path(), port, d.http);
+    scenario_with(
+        "crosssite",
+        &d,
+        &page(&d),
+        &[(
+            "LOVEBEAT_EVIL",
+            format!("http://localhost:{port}/evil.html"),
+        )],
     );
 }

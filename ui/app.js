@@ -374,13 +374,18 @@ function drawRows() {
     const svc = store.services.get(name);
     if (!svc) continue;
     want.add(name);
-    const html = rowHtml(svc, i * h);
+    // The row's place is set as a style property: the page's CSP allows
+    // no inline style attributes.
+    const top = i * h;
+    const html = rowHtml(svc);
     const old = rowEls.get(name);
-    if (old && old.lovebeatHtml === html) continue;
+    if (old && old.lovebeatHtml === html && old.lovebeatTop === top) continue;
     const tmp = document.createElement('div');
     tmp.innerHTML = html;
     const el = tmp.firstElementChild;
+    el.style.top = `${top}px`;
     el.lovebeatHtml = html;
+    el.lovebeatTop = top;
     if (old) {
       const active = document.activeElement;
       const sel = old.contains(active) ? focusSelector(active) : null;
@@ -396,7 +401,7 @@ function drawRows() {
   }
 }
 
-function rowHtml(svc, top) {
+function rowHtml(svc) {
   const n = esc(svc.name);
   const sel = ui.selected.has(svc.name);
   const beat = svc.last_beat > 0
@@ -410,7 +415,7 @@ function rowHtml(svc, top) {
   const failure = svc.state === 'error' && svc.last_failure
     ? `<span class="failed">${esc(failureText(svc.last_failure))}</span>` : '';
   const next = svc.timeout === -3 && svc.next_deadline ? `<small>due by ${localTime(svc.next_deadline)}</small>` : '';
-  return `<div class="row${sel ? ' selected' : ''}" role="row" data-name="${n}" style="top:${top}px">
+  return `<div class="row${sel ? ' selected' : ''}" role="row" data-name="${n}">
     <span class="c-sel"><input type="checkbox" ${sel ? 'checked' : ''} aria-label="Select ${n}"></span>
     <span class="c-state">${stateBadge(svc.state)}${running}${failure}</span>
     <span class="c-name"><button type="button" data-open title="Show beat chart">${n}</button></span>

@@ -74,13 +74,16 @@ const PROBE_GROUP: usize = 16;
 /// stores them in a bucket).
 const ENTRY_SIZE: usize = std::mem::size_of::<(Name, dashmap::SharedValue<Service>)>();
 
-/// True for a valid service name (SPEC §1.1): `[a-z0-9._-]+`, ≤ 255 bytes.
+/// True for a valid service name (SPEC §1.1): `[a-z0-9._-]+`, ≤ 255 bytes,
+/// and not dots only (so `/api/services/..` can never name a service).
 pub fn valid_name(name: &[u8]) -> bool {
     !name.is_empty()
         && name.len() <= MAX_NAME_LEN
         && name
             .iter()
             .all(|c| matches!(c, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-'))
+        // The first byte settles it for nearly every name.
+        && (name[0] != b'.' || name.iter().any(|c| *c != b'.'))
 }
 
 /// Why an engine operation was refused.
@@ -88,7 +91,7 @@ pub fn valid_name(name: &[u8]) -> bool {
 pub enum EngineError {
     /// The name breaks SPEC §1.1.
     #[error(
-        "invalid name '{0}': use lower-case letters, digits, '.', '_' and '-' (at most 255 bytes)"
+        "invalid name '{0}': use lower-case letters, digits, '.', '_' and '-', not dots only (at most 255 bytes)"
     )]
     InvalidName(String),
     /// An alarm cannot be deleted while it has services.

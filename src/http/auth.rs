@@ -1,11 +1,17 @@
 //! API keys (SPEC §10): write keys guard every change, read keys guard
 //! reading the API, `/ws` and `/metrics`. Badges, `/version` and the UI's
 //! files stay open. Keys are compared in constant time and never logged.
+//!
+//! What a request needs is decided from the same [`RequestPath`] the
+//! router matches, and closed by default: only the open paths are listed,
+//! every other path needs a read key to be read and every request that is
+//! not a read needs a write key.
 
 use hyper::header::AUTHORIZATION;
 use hyper::{Method, Request, Response, StatusCode};
 use subtle::ConstantTimeEq;
 
+use super::path::RequestPath;
 use super::router::{error, query_param};
 use super::Body;
 
@@ -26,15 +32,27 @@ enum Need {
     Write,
 }
 
-fn need<B>(req: &Request<B>, path: &str) -> Need {
-    let api = path.starts_with("/api/") || path == "/api";
-    let read_only = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    if api && !read_only {
+/// True for the methods that only read.
+pub fn is_read_only(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// The paths anyone may read: the UI's files, badges and the version.
+fn is_open(path: &RequestPath<'_>) -> bool {
+    match path.segments() {
+        ["badge", _] | ["version"] => true,
+        [file] => super::ui::asset(file).is_some(),
+        _ => false,
+    }
+}
+
+fn need(method: &Method, path: &RequestPath<'_>) -> Need {
+    if !is_read_only(method) {
         Need::Write
-    } else if api || path == "/ws" || path == "/metrics" {
-        Need::Read
-    } else {
+    } else if is_open(path) {
         Need::Nothing
+    } else {
+        Need::Read
     }
 }
 
@@ -69,11 +87,11 @@ impl Keys {
     }
 
     /// `None` if the request may go on, else the 401 or 403 to answer.
-    pub fn check<B>(&self, req: &Request<B>, path: &str) -> Option<Response<Body>> {
+    pub fn check<B>(&self, req: &Request<B>, path: &RequestPath<'_>) -> Option<Response<Body>> {
         if self.is_empty() {
             return None;
         }
-        let need = need(req, path);
+        let need = need(req.method(), path);
         let guarded = match need {
             Need::Nothing => false,
             Need::Read => !self.read.is_empty(),
@@ -116,7 +134,7 @@ mod tests {
 
     fn status(keys: &Keys, method: &str, uri: &str, bearer: Option<&str>) -> u16 {
         let r = req(method, uri, bearer);
-        let path = r.uri().path().to_string();
+        let path = RequestPath::parse(r.uri().path()).expect("a plain path");
         keys.check(&r, &path).map_or(200, |r| r.status().as_u16())
     }
 
@@ -148,6 +166,29 @@ mod tests {
         assert_eq!(status(&k, "POST", "/api/services/a", Some("r")), 403);
         for open in ["/badge/x.svg", "/version", "/", "/app.js"] {
             assert_eq!(status(&k, "GET", open, None), 200, "{open}");
+        }
+    }
+
+    #[test]
+    fn paths_not_known_to_be_open_are_closed() {
+        let k = Keys {
+            read: vec!["r".into()],
+            write: vec!["w".into()],
+        };
+        for path in [
+            "/apis",
+            "/nothing",
+            "/badge",
+            "/badge/a/b",
+            "/ws/",
+            "/version/x",
+        ] {
+            assert_eq!(status(&k, "GET", path, None), 401, "{path}");
+        }
+        for path in ["/version", "/badge/x.svg", "/", "/nothing"] {
+            assert_eq!(status(&k, "POST", path, None), 401, "{path}");
+            assert_eq!(status(&k, "POST", path, Some("r")), 403, "{path}");
+            assert_eq!(status(&k, "PUT", path, Some("w")), 200, "{path}");
         }
     }
 }

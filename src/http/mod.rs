@@ -7,6 +7,8 @@ mod api;
 pub mod auth;
 mod badge;
 mod metrics;
+mod origin;
+pub mod path;
 mod router;
 mod ui;
 pub mod ws;
@@ -74,7 +76,7 @@ pub async fn serve(
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(router::route(req, &state).await) }
+                async move { Ok::<_, Infallible>(router::answer(req, &state).await) }
             });
             let conn = http1::Builder::new()
                 .keep_alive(true)

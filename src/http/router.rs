@@ -3,22 +3,42 @@
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
+use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE, X_CONTENT_TYPE_OPTIONS};
 use hyper::{Method, Request, Response, StatusCode};
 use serde::Serialize;
 
+use super::path::RequestPath;
 use super::{api, AppState, Body};
 use crate::engine::valid_name;
 
-/// Routes one request.
-pub async fn route(req: Request<Incoming>, state: &AppState) -> Response<Body> {
+/// Answers one request. Every answer says its content type is not to be
+/// second-guessed (`nosniff`): a JSON error that echoes a name is never
+/// run as a page.
+pub async fn answer(req: Request<Incoming>, state: &AppState) -> Response<Body> {
+    let mut r = route(req, state).await;
+    r.headers_mut()
+        .insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    r
+}
+
+/// Routes one request: its path is parsed once (a disguised spelling is a
+/// 400), a change from another site's page is refused, the key check and
+/// the routes below read the same segments.
+async fn route(req: Request<Incoming>, state: &AppState) -> Response<Body> {
     let path = req.uri().path().to_string();
-    if let Some(denied) = state.keys.check(&req, &path) {
+    let parsed = match RequestPath::parse(&path) {
+        Ok(p) => p,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let websocket = parsed.segments() == ["ws"];
+    if let Some(refused) = super::origin::check(&req, websocket) {
+        return refused;
+    }
+    if let Some(denied) = state.keys.check(&req, &parsed) {
         return denied;
     }
-    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let method = req.method().clone();
-    match segments.as_slice() {
+    match parsed.segments() {
         ["api", "services"] | ["api", "services", ""] => {
             only(&method, &[Method::GET], || api::list_services(&req, state))
         }
@@ -126,7 +146,7 @@ fn check_name(name: &str, what: &str) -> Option<Response<Body>> {
     }
     Some(error(
         StatusCode::BAD_REQUEST,
-        format!("invalid {what} name '{name}': use lower-case letters, digits, '.', '_' and '-' (at most 255 bytes)"),
+        format!("invalid {what} name '{name}': use lower-case letters, digits, '.', '_' and '-', not dots only (at most 255 bytes)"),
     ))
 }
 

@@ -2,7 +2,7 @@
 //! `cargo run --release` alone serves them. They use relative URLs only,
 //! so the UI works under a reverse-proxy path prefix.
 
-use hyper::header::{HeaderValue, CACHE_CONTROL};
+use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_SECURITY_POLICY, REFERRER_POLICY};
 use hyper::{Response, StatusCode};
 
 use super::router::respond;
@@ -37,10 +37,24 @@ pub fn asset(path: &str) -> Option<Asset> {
     Some(Asset { content_type, body })
 }
 
+/// What the UI may load and run: its own files and requests only (the
+/// websocket included: `'self'` covers `ws:` to the same host), no inline
+/// script or style, never inside another site's frame. A name or a job's
+/// output that slipped through escaping still cannot run as script.
+pub const CONTENT_SECURITY_POLICY_UI: &str = "default-src 'none'; script-src 'self'; \
+     style-src 'self'; img-src 'self' data:; connect-src 'self'; \
+     manifest-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
 /// Serves an asset; browsers revalidate so an upgrade shows at once.
 pub fn serve(asset: Asset) -> Response<Body> {
     let mut r = respond(StatusCode::OK, asset.content_type, asset.body);
-    r.headers_mut()
-        .insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    let h = r.headers_mut();
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert(
+        CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CONTENT_SECURITY_POLICY_UI),
+    );
+    // `?key=` on the websocket's URL must not travel on in a Referer.
+    h.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     r
 }

@@ -365,15 +365,35 @@ fn dechunk(mut s: &str) -> String {
     out
 }
 
-/// Runs the binary with `args` in `dir` and returns (status, stderr).
+/// Runs the binary with `args` in `dir` and returns (status, stderr). A
+/// binary that is still running after 20 s (a daemon that started when
+/// the test expected it to refuse) is killed and the test fails.
 pub fn run_binary(dir: &Path, args: &[&str]) -> (ExitStatus, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_lovebeat"))
+    let stderr_file = tempfile::NamedTempFile::new().expect("stderr file");
+    let stderr_path = stderr_file.path().to_path_buf();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lovebeat"))
         .args(args)
         .current_dir(dir)
-        .output()
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr_file.reopen().expect("stderr file"))
+        .spawn()
         .expect("run lovebeat");
-    (
-        out.status,
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "lovebeat {args:?} still ran after 20 s: {}",
+                std::fs::read_to_string(&stderr_path).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    (status, stderr)
 }

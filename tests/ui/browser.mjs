@@ -163,7 +163,9 @@ const scenarios = {
   // Served through nginx under /monitoring/lovebeat/, websocket included.
   async proxy(page) {
     assert.match(url, /\/monitoring\/lovebeat\/$/);
-    await page.goto(`${url}#/services`);
+    const resp = await page.goto(`${url}#/services`);
+    assert.match(resp.headers()['content-security-policy'] || '', /frame-ancestors 'none'/);
+    assert.equal(resp.headers()['x-content-type-options'], 'nosniff');
     await page.locator('#live.on').waitFor();
     await udp('via.proxy.beat:1|c\n');
     await row(page, 'via.proxy').waitFor();
@@ -171,6 +173,26 @@ const scenarios = {
     await page.getByRole('button', { name: /Mute/ }).first().click();
     await until('muted through the proxy', async () => (await service('via.proxy'))?.state === 'muted');
     await page.locator('.row[data-name="via.proxy"] .state.muted').waitFor();
+  },
+
+  // A page of another site (localhost is another site than 127.0.0.1)
+  // posts a form and a no-cors fetch to the daemon: both arrive and are
+  // refused, and nothing changes.
+  async crosssite(page) {
+    const evil = process.env.LOVEBEAT_EVIL;
+    assert.ok(evil, 'LOVEBEAT_EVIL names the other site\'s page');
+    const answered = new Map();
+    page.on('response', (r) => {
+      for (const n of ['csrf.form', 'csrf.fetch']) {
+        if (r.url().includes(`/api/services/${n}`)) answered.set(n, r.status());
+      }
+    });
+    await page.goto(evil);
+    await until('both forged requests answered', async () => answered.size === 2);
+    assert.equal(answered.get('csrf.form'), 403);
+    assert.equal(answered.get('csrf.fetch'), 403);
+    assert.equal(await service('csrf.form'), null);
+    assert.equal(await service('csrf.fetch'), null);
   },
 
   // 50 000 services: only the visible rows exist, and a filter narrows them.
@@ -281,10 +303,23 @@ const browser = await chromium.launch({
 });
 const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
 page.on('pageerror', (e) => console.error(`page error: ${e.message}`));
-page.on('console', (m) => { if (m.type() === 'error') console.error(`console: ${m.text()}`); });
+// Whatever the UI does must pass its Content-Security-Policy: a blocked
+// script, style or connection fails the scenario.
+const violations = [];
+await page.addInitScript(() => {
+  document.addEventListener('securitypolicyviolation', (e) => {
+    console.error(`CSP violation: ${e.violatedDirective} blocked ${e.blockedURI || 'inline'}`);
+  });
+});
+page.on('console', (m) => {
+  if (m.type() !== 'error') return;
+  console.error(`console: ${m.text()}`);
+  if (/Content.Security.Policy|CSP violation/i.test(m.text())) violations.push(m.text());
+});
 let failed = false;
 try {
   await run(page);
+  assert.deepEqual(violations, [], 'the UI breaks its Content-Security-Policy');
 } catch (e) {
   failed = true;
   mkdirSync(shots, { recursive: true });
