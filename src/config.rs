@@ -300,16 +300,57 @@ pub struct AlertConfig {
 pub struct Eventlog {
     /// File to append to; empty = off.
     pub path: String,
-    /// File mode, written as octal digits (644).
-    pub mode: u32,
+    /// File mode.
+    pub mode: FileMode,
 }
 
 impl Default for Eventlog {
     fn default() -> Self {
         Eventlog {
             path: String::new(),
-            mode: 644,
+            mode: FileMode(0o644),
         }
+    }
+}
+
+/// A file mode, written in octal: bare digits as in 1.x (`mode = 644`) or
+/// TOML's octal integer (`mode = 0o644`). TOML reads both as integers
+/// (644 and 420), so the loader hands over the token as written, and
+/// this reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileMode(pub u32);
+
+impl FileMode {
+    /// Reads a mode as written in the file: `644`, `0644` or `0o644`.
+    pub fn from_token(token: &str) -> Result<FileMode, String> {
+        let digits = token.strip_prefix("0o").unwrap_or(token).replace('_', "");
+        match u32::from_str_radix(&digits, 8) {
+            Ok(m) if m <= 0o7777 && !digits.is_empty() && !digits.starts_with('+') => {
+                Ok(FileMode(m))
+            }
+            _ => Err(format!(
+                "mode = {token}: write the mode in octal, as 644 or 0o644"
+            )),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for FileMode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<FileMode, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            /// The token as written (what the loader passes on).
+            Token(String),
+            /// An integer whose token is not known: its decimal digits
+            /// are the octal digits, as 1.x read them.
+            Digits(i64),
+        }
+        let token = match Written::deserialize(d)? {
+            Written::Token(t) => t,
+            Written::Digits(n) => n.to_string(),
+        };
+        FileMode::from_token(&token).map_err(serde::de::Error::custom)
     }
 }
 
@@ -559,7 +600,7 @@ impl Config {
         }
         crate::engine::alarms::check_dependencies(&self.alarm_defs())
             .map_err(ConfigError::Invalid)?;
-        self.eventlog_mode()?;
+        self.check_keys()?;
         if self.auto.algorithm != "lovebeat1" {
             return Err(ConfigError::Invalid(format!(
                 "[auto] algorithm '{}' is unknown (available: lovebeat1)",
@@ -575,14 +616,35 @@ impl Config {
         Ok(())
     }
 
-    /// The event log's file mode: the configured digits read as octal.
-    pub fn eventlog_mode(&self) -> Result<u32, ConfigError> {
-        u32::from_str_radix(&self.eventlog.mode.to_string(), 8).map_err(|_| {
-            ConfigError::Invalid(format!(
-                "[eventlog] mode = {}: write the mode as octal digits, e.g. 644",
-                self.eventlog.mode
-            ))
-        })
+    /// The event log's file mode.
+    pub fn eventlog_mode(&self) -> u32 {
+        self.eventlog.mode.0
+    }
+
+    /// An empty key would be a key anyone could guess, and one with
+    /// spaces around it could never be presented (a presented key is
+    /// trimmed): both are mistakes, refused rather than run with.
+    fn check_keys(&self) -> Result<(), ConfigError> {
+        for (what, keys) in [
+            ("write_keys", &self.http.write_keys),
+            ("read_keys", &self.http.read_keys),
+        ] {
+            for (i, key) in keys.iter().enumerate() {
+                let problem = if key.trim().is_empty() {
+                    "is empty"
+                } else if key.trim() != key {
+                    "has spaces around it, so it could never be presented"
+                } else {
+                    continue;
+                };
+                return Err(ConfigError::Invalid(format!(
+                    "[http] {what}: key {} of {} {problem}; remove it or write the key",
+                    i + 1,
+                    keys.len()
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// The public URL with a trailing `/`, if set.
@@ -669,9 +731,41 @@ fn check_file(path: &Path, text: &str) -> Result<toml::Table, ConfigError> {
             message,
         }
     };
-    let table: toml::Table = toml::from_str(text).map_err(located)?;
-    let _: Config = toml::from_str(text).map_err(located)?;
+    let text = quote_mode_token(text).map_err(located)?;
+    let table: toml::Table = toml::from_str(&text).map_err(located)?;
+    let _: Config = toml::from_str(&text).map_err(located)?;
     Ok(table)
+}
+
+/// `text` with an integer `[eventlog] mode` put in quotes as it is
+/// written, for [`FileMode`] to read: the parsed integer cannot tell `644`
+/// (octal digits, as 1.x reads them) from `0o644` (420). Only that token
+/// changes, so every line and key stays where it was for error messages.
+fn quote_mode_token(text: &str) -> Result<std::borrow::Cow<'_, str>, toml::de::Error> {
+    #[derive(Deserialize)]
+    struct File {
+        eventlog: Option<EventlogMode>,
+    }
+    #[derive(Deserialize)]
+    struct EventlogMode {
+        mode: Option<toml::Spanned<toml::Value>>,
+    }
+    let file: File = toml::from_str(text)?;
+    let Some(mode) = file.eventlog.and_then(|e| e.mode) else {
+        return Ok(text.into());
+    };
+    let span = mode.span();
+    match (mode.get_ref().is_integer(), text.get(span.clone())) {
+        (true, Some(token)) => Ok(format!(
+            "{}\"{}\"{}",
+            &text[..span.start],
+            token.trim(),
+            &text[span.end..]
+        )
+        .into()),
+        // A string is read as it is; another type is refused by the schema.
+        _ => Ok(text.into()),
+    }
 }
 
 /// Merges `src` into `dst`: tables recursively, arrays appended, other
@@ -702,7 +796,7 @@ mod tests {
         assert_eq!(c.database.interval, 60);
         assert_eq!(c.mail.server, "localhost:25");
         assert_eq!(c.mail.from, "lovebeat@example.com");
-        assert_eq!(c.eventlog_mode().expect("valid"), 0o644);
+        assert_eq!(c.eventlog_mode(), 0o644);
         assert!(c.metrics.is_empty());
         assert_eq!(c.public_url(), None);
     }
@@ -732,7 +826,47 @@ mode = 600
         assert_eq!(c.public_url().as_deref(), Some("http://lb.example.com/"));
         assert_eq!(c.alarm_defs()[0].includes, vec!["*".to_string()]);
         assert_eq!(c.metrics[0].server, "localhost:8125");
-        assert_eq!(c.eventlog_mode().expect("valid"), 0o600);
+        assert_eq!(c.eventlog_mode(), 0o600);
+    }
+
+    #[test]
+    fn eventlog_mode_is_octal_as_written() {
+        let mode = |m: &str| {
+            Config::parse(&format!("[eventlog]\nmode = {m}\n")).map(|c| c.eventlog_mode())
+        };
+        assert_eq!(mode("644").expect("1.x digits"), 0o644);
+        assert_eq!(mode("0o644").expect("TOML octal"), 0o644);
+        assert_eq!(mode("0o600").expect("TOML octal"), 0o600);
+        assert_eq!(
+            mode("0644").err().map(|_| ()),
+            Some(()),
+            "TOML refuses a leading zero"
+        );
+        assert_eq!(mode("\"0640\"").expect("a string"), 0o640);
+        let e = mode("999").expect_err("not octal").to_string();
+        assert!(e.contains(":2:") && e.contains("octal"), "{e}");
+        assert!(mode("0x1ff").is_err());
+        assert!(mode("-1").is_err());
+        assert!(mode("0o17777").is_err());
+    }
+
+    #[test]
+    fn an_empty_or_padded_key_is_refused_by_position() {
+        let keys = |k: &str| Config::parse(&format!("[http]\n{k}\n"));
+        let e = keys("write_keys = [\"a\", \"\"]")
+            .expect_err("empty")
+            .to_string();
+        assert!(
+            e.contains("write_keys") && e.contains("key 2 of 2") && e.contains("empty"),
+            "{e}"
+        );
+        let e = keys("read_keys = [\"  \"]").expect_err("blank").to_string();
+        assert!(e.contains("read_keys") && e.contains("key 1 of 1"), "{e}");
+        let e = keys("read_keys = [\"ok\", \" padded\"]")
+            .expect_err("padded")
+            .to_string();
+        assert!(e.contains("key 2 of 2") && e.contains("spaces"), "{e}");
+        assert!(keys("write_keys = [\"w\"]\nread_keys = [\"r\"]").is_ok());
     }
 
     #[test]

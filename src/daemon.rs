@@ -155,7 +155,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tasks.push(tokio::spawn(sinks::eventlog::run(
             services,
             PathBuf::from(&config.eventlog.path),
-            config.eventlog_mode()?,
+            config.eventlog_mode(),
             eventlog_events,
             reopen.clone(),
             shutdown.clone(),
@@ -269,9 +269,16 @@ async fn wait_for_stop(reopen: &Notify) -> anyhow::Result<()> {
     }
 }
 
-/// Warns about 1.x settings that still work but should be renamed.
+/// Warns about settings that work but are likely not what was meant: 1.x
+/// names that should be renamed, and read keys without write keys (which
+/// guard reading while anyone may still change everything).
 fn warn_deprecated(config: &Config) {
     if !config.views.is_empty() {
         tracing::warn!("[[views]] is deprecated: it is read as [[alarms]]; rename the sections");
+    }
+    if !config.http.read_keys.is_empty() && config.http.write_keys.is_empty() {
+        tracing::warn!(
+            "[http] read_keys is set but write_keys is not: reading needs a key, but changes (beats, mutes, deletes) need none; set write_keys to guard them"
+        );
     }
 }
