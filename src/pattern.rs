@@ -56,13 +56,14 @@ impl Pattern {
     }
 
     /// The `$word` captures of a match of `name`, in pattern order, or `None`
-    /// if it does not match. Same answer as the regex translation.
+    /// if it does not match. Same answer as the regex translation, which
+    /// reads a name as characters: a capture never splits one (a name
+    /// loaded from a database may hold any character, SPEC §7).
     pub fn captures<'n>(&self, name: &'n str) -> Option<Vec<(&str, &'n str)>> {
-        let b = name.as_bytes();
-        let width = b.len() + 1;
+        let width = name.len() + 1;
         let mut failed = vec![false; (self.tokens.len() + 1) * width];
         let mut caps = Vec::new();
-        if self.walk(0, 0, b, &mut failed, &mut caps) {
+        if self.walk(0, 0, name, &mut failed, &mut caps) {
             caps.reverse();
             Some(
                 caps.into_iter()
@@ -79,14 +80,19 @@ impl Pattern {
 
     /// Backtracking in regex priority order (greedy), with `failed` memoising
     /// the (token, position) pairs known not to lead to a match.
+    ///
+    /// A wildcard ends only between characters, so every capture is a
+    /// whole `&str` (literals are whole characters of the pattern, so they
+    /// too start and end between characters of the name).
     fn walk(
         &self,
         t: usize,
         pos: usize,
-        b: &[u8],
+        name: &str,
         failed: &mut [bool],
         caps: &mut Vec<(usize, usize, usize)>,
     ) -> bool {
+        let b = name.as_bytes();
         let width = b.len() + 1;
         if failed[t * width + pos] {
             return false;
@@ -94,21 +100,25 @@ impl Pattern {
         let ok = match self.tokens.get(t) {
             None => pos == b.len(),
             Some(Token::Lit(c)) => {
-                b.get(pos) == Some(c) && self.walk(t + 1, pos + 1, b, failed, caps)
+                b.get(pos) == Some(c) && self.walk(t + 1, pos + 1, name, failed, caps)
             }
             Some(Token::Star) => (pos..=b.len())
                 .rev()
-                .any(|end| self.walk(t + 1, end, b, failed, caps)),
+                .filter(|end| name.is_char_boundary(*end))
+                .any(|end| self.walk(t + 1, end, name, failed, caps)),
             Some(Token::Var(_)) => {
                 let run = b[pos..].iter().take_while(|c| **c != b'.').count();
-                (pos + 1..=pos + run).rev().any(|end| {
-                    if self.walk(t + 1, end, b, failed, caps) {
-                        caps.push((t, pos, end));
-                        true
-                    } else {
-                        false
-                    }
-                })
+                (pos + 1..=pos + run)
+                    .rev()
+                    .filter(|end| name.is_char_boundary(*end))
+                    .any(|end| {
+                        if self.walk(t + 1, end, name, failed, caps) {
+                            caps.push((t, pos, end));
+                            true
+                        } else {
+                            false
+                        }
+                    })
             }
         };
         if !ok {
@@ -342,20 +352,49 @@ pub fn expand_template(template: &str, captures: &[(&str, &str)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::AlarmMatcher;
     use proptest::prelude::*;
 
-    /// The plain regex translation 1.x used, the reference for the trie.
-    fn to_regex(p: &str) -> regex::Regex {
-        let mut re = String::from("^");
+    /// The plain regex translation 1.x used, the reference for the trie:
+    /// over characters (a capture is a string), or over bytes (`bytes`,
+    /// what membership is decided on, for names that are not UTF-8).
+    fn translate(p: &str, bytes: bool) -> String {
+        let mut re = String::from(if bytes { "(?s-u)^" } else { "(?s)^" });
+        let mut lit = Vec::new();
+        let flush = |lit: &mut Vec<u8>, re: &mut String| {
+            if bytes {
+                for b in lit.iter() {
+                    re.push_str(&format!("\\x{b:02x}"));
+                }
+            } else {
+                re.push_str(&regex::escape(&String::from_utf8_lossy(lit)));
+            }
+            lit.clear();
+        };
         for tok in Pattern::parse(p).tokens {
             match tok {
-                Token::Lit(c) => re.push_str(&regex::escape(&(c as char).to_string())),
-                Token::Star => re.push_str(".*"),
-                Token::Var(_) => re.push_str("([^.]+)"),
+                Token::Lit(c) => lit.push(c),
+                Token::Star => {
+                    flush(&mut lit, &mut re);
+                    re.push_str(".*");
+                }
+                Token::Var(_) => {
+                    flush(&mut lit, &mut re);
+                    re.push_str("([^.]+)");
+                }
             }
         }
+        flush(&mut lit, &mut re);
         re.push('$');
-        regex::Regex::new(&re).expect("translation is a valid regex")
+        re
+    }
+
+    fn to_regex(p: &str) -> regex::Regex {
+        regex::Regex::new(&translate(p, false)).expect("translation is a valid regex")
+    }
+
+    fn to_bytes_regex(p: &str) -> regex::bytes::Regex {
+        regex::bytes::Regex::new(&translate(p, true)).expect("translation is a valid regex")
     }
 
     fn set_of(patterns: &[&str]) -> PatternSet {
@@ -414,11 +453,54 @@ mod tests {
                 Just("*"),
                 Just("$x"),
                 Just("$y"),
-                Just("-")
+                Just("-"),
+                Just("é"),
+                Just("€"),
             ],
             0..7,
         )
         .prop_map(|parts| parts.concat())
+    }
+
+    /// Any characters, biased towards the ones patterns talk about.
+    fn unicode_name_strategy() -> impl Strategy<Value = String> {
+        proptest::collection::vec(
+            prop_oneof![
+                Just('a'),
+                Just('.'),
+                Just('é'),
+                Just('€'),
+                Just('\u{10348}'),
+                any::<char>(),
+            ],
+            0..10,
+        )
+        .prop_map(|c| c.into_iter().collect())
+    }
+
+    #[test]
+    fn a_capture_never_splits_a_character() {
+        // Found by hand: `*` would end inside 'é' and the capture would
+        // start in the middle of it (1.x databases hold such names).
+        let p = Pattern::parse("*$a.x");
+        assert_eq!(p.captures("bé.x"), Some(vec![("a", "é")]));
+        assert_eq!(p.captures("é.x"), Some(vec![("a", "é")]));
+        assert_eq!(p.captures("b€.x"), Some(vec![("a", "€")]));
+        let m = AlarmMatcher::new(vec![crate::engine::AlarmDef {
+            name: "a-$a".into(),
+            includes: vec!["*$a.x".into()],
+            ..Default::default()
+        }]);
+        assert_eq!(m.alarms_for("hé.x"), vec![("a-é".to_string(), 0)]);
+        // Two captures in one two-byte character: a byte split would be
+        // the only match; a character split has none, and the alarm is
+        // named from the template's words instead of panicking.
+        let m = AlarmMatcher::new(vec![crate::engine::AlarmDef {
+            name: "a-$a-$b".into(),
+            includes: vec!["$a$b".into()],
+            ..Default::default()
+        }]);
+        assert_eq!(m.alarms_for("é"), vec![("a-a-b".to_string(), 0)]);
     }
 
     fn name_strategy() -> impl Strategy<Value = String> {
@@ -430,6 +512,47 @@ mod tests {
     }
 
     proptest! {
+        /// Membership is decided on bytes, whatever they are: the trie
+        /// agrees with the byte regex on any byte string, and capturing
+        /// on any string agrees with the character regex, never panicking.
+        #[test]
+        fn any_bytes_match_as_the_regex_says_and_never_panic(
+            patterns in proptest::collection::vec(pattern_strategy(), 1..8),
+            names in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..12), 1..20),
+            texts in proptest::collection::vec(unicode_name_strategy(), 1..20),
+        ) {
+            let refs: Vec<&str> = patterns.iter().map(String::as_str).collect();
+            let set = set_of(&refs);
+            let bytes: Vec<_> = patterns.iter().map(|p| to_bytes_regex(p)).collect();
+            for name in &names {
+                let expected: Vec<u32> = bytes
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, r)| r.is_match(name))
+                    .map(|(i, _)| i as u32)
+                    .collect();
+                let mut got = Vec::new();
+                set.matches(name, &mut got);
+                got.sort();
+                prop_assert_eq!(got, expected);
+            }
+            let chars: Vec<_> = patterns.iter().map(|p| to_regex(p)).collect();
+            for text in &texts {
+                for (i, r) in chars.iter().enumerate() {
+                    let ours = set
+                        .pattern(i as u32)
+                        .captures(text)
+                        .map(|c| c.into_iter().map(|(_, v)| v).collect::<Vec<_>>());
+                    let theirs = r.captures(text).map(|c| {
+                        c.iter().skip(1).map(|m| m.map_or("", |m| m.as_str())).collect::<Vec<_>>()
+                    });
+                    prop_assert_eq!(ours, theirs, "pattern {} name {:?}", &patterns[i], text);
+                }
+                let mut ids = Vec::new();
+                set.matches(text.as_bytes(), &mut ids);
+            }
+        }
+
         #[test]
         fn trie_agrees_with_regex_translation(
             patterns in proptest::collection::vec(pattern_strategy(), 1..12),

@@ -139,6 +139,53 @@ fn a_1x_database_loads() {
 }
 
 #[test]
+fn a_database_with_names_of_any_characters_loads() {
+    // Names loaded from a database are taken as they are (SPEC §7): a
+    // 1.x file may hold names no new input could, and an alarm's capture
+    // must not split their characters (this panicked at start).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let serv = |name: &str| {
+        format!("SERV\t{{\"name\":{},\"last_beat\":1490000000000,\"timeout\":60000,\"state\":\"ok\",\"muted_since\":0,\"last_state_change\":1490000000000}}\n", json!(name))
+    };
+    let db: String = ["bé.x", "é.x", "日本.x", "nul\u{0}.x", "a.é"]
+        .iter()
+        .map(|n| serv(n))
+        .collect();
+    std::fs::write(dir.path().join("lovebeat.db"), gzip(&db)).expect("write db");
+    let d = Daemon::start_in(
+        dir,
+        "[[alarms]]\nname = \"a-$a\"\npattern = \"*$a.x\"\n[[alarms]]\nname = \"b-$b\"\npattern = \"$b*\"\n",
+    );
+    let alarms = d.get("/api/alarms").json();
+    let mut names: Vec<&str> = alarms["alarms"]
+        .as_array()
+        .expect("alarms")
+        .iter()
+        .filter_map(|a| a["name"].as_str())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "a-\u{0}",
+            "a-é",
+            "a-本",
+            "b-a",
+            "b-bé",
+            "b-nul\u{0}",
+            "b-é",
+            "b-日本"
+        ]
+    );
+    assert_eq!(
+        d.get("/api/services").json()["services"]
+            .as_array()
+            .map(Vec::len),
+        Some(5)
+    );
+}
+
+#[test]
 fn corrupt_database_is_refused_with_the_file_named() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (http, statsd) = (common::free_port(), common::free_port());
