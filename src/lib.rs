@@ -15,4 +15,5 @@ pub mod http;
 pub mod ingest;
 pub mod logging;
 pub mod pattern;
+pub mod redact;
 pub mod sinks;

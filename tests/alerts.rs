@@ -257,6 +257,83 @@ fn script_gets_the_alarm_in_its_environment() {
 }
 
 #[test]
+fn a_nul_in_job_output_still_runs_the_script_every_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out_file = dir.path().join("output.txt");
+    let script = dir.path().join("alert.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nprintf '%s|%s\\n' \"$LOVEBEAT_STATE\" \"$LOVEBEAT_OUTPUT\" >> {}\n",
+            out_file.display()
+        ),
+    )
+    .expect("write");
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let d = Daemon::start(&format!(
+        "{ALARM}[alerts.ops]\nscript = \"{}\"\n",
+        script.display()
+    ));
+    let r = d.request("POST", "/api/services/web.n/fail", &[], b"disk\0full");
+    assert_eq!(r.status, 200);
+    d.eventually("the script ran for the failure", || {
+        std::fs::read_to_string(&out_file).is_ok_and(|s| s.contains("ERROR|"))
+    });
+    // The recovery and the next failure reach the script too: a spawn
+    // that failed once would have failed for every alert of the alarm.
+    d.post("/api/services/web.n");
+    d.request("POST", "/api/services/web.n/fail", &[], b"again\0");
+    d.eventually("three runs", || {
+        std::fs::read_to_string(&out_file).is_ok_and(|s| s.lines().count() == 3)
+    });
+    let out = std::fs::read_to_string(&out_file).expect("output");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "ERROR|disk\u{fffd}full", "{out}");
+    assert_eq!(lines[1], "OK|", "{out}");
+    assert_eq!(lines[2], "ERROR|again\u{fffd}", "{out}");
+}
+
+#[test]
+fn slack_gets_job_output_escaped_and_no_log_holds_a_webhook_url() {
+    // The receiver answers 500 to the webhook, so its failures are logged.
+    let rx = Receiver::start(|_| Some(500));
+    let ok = Receiver::start(|_| Some(200));
+    let d = Daemon::start(&format!(
+        "{ALARM}[alerts.ops]\nwebhook = \"{}\"\nslack_channel = \"#ops\"\n[slack]\nwebhook_url = \"{}\"\n[[alarms]]\nname = \"gone\"\npattern = \"gone.*\"\nalerts = [\"dead\"]\n[alerts.dead]\nwebhook = \"http://127.0.0.1:9/hook/SECRET-DEAD?token=SECRET-Q\"\n",
+        rx.url("/hook/SECRET-HOOK"),
+        ok.url("/services/T0/B0/SECRET-SLACK"),
+    ));
+    let r = d.request(
+        "POST",
+        "/api/services/web.j/fail",
+        &[],
+        b"<!channel> look & see <@U1>\n```\nbroken fence",
+    );
+    assert_eq!(r.status, 200);
+    let slack = ok.wait_for(1, 10);
+    let text = slack[0].json()["attachments"][0]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        text.contains("&lt;!channel&gt; look &amp; see &lt;@U1&gt;"),
+        "{text}"
+    );
+    assert_eq!(text.matches("```").count(), 2, "{text}");
+    // A receiver answering 500 and one refusing connections: retried and
+    // logged, naming the host only.
+    d.post("/api/services/gone.x?timeout=0");
+    rx.wait_for(2, 10);
+    d.eventually("both failures logged", || {
+        let log = d.stderr();
+        log.contains("127.0.0.1:9/…") && log.contains(&format!("127.0.0.1:{}/…", rx.port))
+    });
+    let log = d.stderr();
+    assert!(!log.contains("SECRET"), "{log}");
+}
+
+#[test]
 fn stuck_script_is_killed_and_does_not_delay_other_alarms() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pid_file = dir.path().join("pid");

@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::Notify;
+use crate::redact::url_for_log;
 
 /// How often the engine and the alert dispatcher report that they run.
 pub const REPORT_EVERY: Duration = Duration::from_secs(60);
@@ -150,8 +151,18 @@ pub async fn run(
             }
             match req.send().await {
                 Ok(r) if r.status().is_success() => {}
-                Ok(r) => tracing::warn!("notify {url}: HTTP {}", r.status()),
-                Err(e) => tracing::warn!("notify {url}: {e}"),
+                Ok(r) => tracing::warn!(
+                    "notify {} ({}): HTTP {}",
+                    url_for_log(&url),
+                    part.as_str(),
+                    r.status()
+                ),
+                Err(e) => tracing::warn!(
+                    "notify {} ({}): {}",
+                    url_for_log(&url),
+                    part.as_str(),
+                    e.without_url()
+                ),
             }
         }
     }

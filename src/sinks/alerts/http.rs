@@ -4,6 +4,7 @@ use serde_json::json;
 
 use super::{failed_list, Failure, Notice};
 use crate::engine::State;
+use crate::redact::url_for_log;
 
 async fn post(
     client: &reqwest::Client,
@@ -20,16 +21,18 @@ async fn post(
         req = req.header(*k, *v);
     }
     outcome(
-        &format!("POST {url}"),
+        &format!("POST {}", url_for_log(url)),
         req.body(body.to_string()).send().await,
     )
 }
 
 /// Maps the result of an HTTP delivery: connection errors, timeouts, 5xx
-/// and 429 are worth retrying; other non-2xx answers are final.
+/// and 429 are worth retrying; other non-2xx answers are final. `what`
+/// names the receiver without its secrets ([`url_for_log`]), and the
+/// error is stripped of the URL reqwest would put in it.
 pub fn outcome(what: &str, result: reqwest::Result<reqwest::Response>) -> Result<(), Failure> {
     let resp = result.map_err(|e| Failure {
-        reason: format!("{what}: {e}"),
+        reason: format!("{what}: {}", e.without_url()),
         retry: true,
     })?;
     let status = resp.status();
@@ -70,9 +73,33 @@ pub async fn webhook(client: &reqwest::Client, url: &str, n: &Notice) -> Result<
     post(client, url, webhook_body(n), &[("X-Lovebeat", "1")]).await
 }
 
-/// The Slack message.
+/// Text as Slack reads it: `&`, `<` and `>` are escaped as Slack's
+/// message formatting asks (so `<!channel>` in a job's output is text, not
+/// a mention of everyone), and no two backticks stay adjacent (so output
+/// cannot close the code block it is shown in and format what follows).
+/// <https://api.slack.com/reference/surfaces/formatting#escaping>
+pub fn slack_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut prev = '\0';
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            // A zero-width space between backticks breaks up a fence.
+            '`' if prev == '`' => out.push_str("\u{200b}`"),
+            c => out.push(c),
+        }
+        prev = c;
+    }
+    out
+}
+
+/// The Slack message. Everything that does not come from the config is
+/// escaped ([`slack_escape`]).
 pub fn slack_body(channel: &str, n: &Notice) -> serde_json::Value {
-    let name = n.alarm.name.as_ref();
+    let name = slack_escape(&n.alarm.name);
+    let name = name.as_str();
     let link = match &n.url {
         Some(u) => format!("<{u}|{name}>"),
         None => name.to_string(),
@@ -89,7 +116,7 @@ pub fn slack_body(channel: &str, n: &Notice) -> serde_json::Value {
     ];
     if error {
         fields.push(
-            json!({"title": "Failed Service(s)", "value": failed_list(&n.alarm), "short": false}),
+            json!({"title": "Failed Service(s)", "value": slack_escape(&failed_list(&n.alarm)), "short": false}),
         );
     }
     let mut text = format!(
@@ -99,9 +126,9 @@ pub fn slack_body(channel: &str, n: &Notice) -> serde_json::Value {
     );
     if let Some(f) = &n.failure {
         text.push(' ');
-        text.push_str(&super::mail::failure_line(f));
+        text.push_str(&slack_escape(&super::mail::failure_line(f)));
         if !f.output.is_empty() {
-            text.push_str(&format!("\n```\n{}\n```", f.output));
+            text.push_str(&format!("\n```\n{}\n```", slack_escape(&f.output)));
         }
     }
     json!({

@@ -6,6 +6,7 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use super::{failed_list, Failure, Notice};
 use crate::config::Config;
+use crate::redact::url_for_log;
 
 /// `[LOVEBEAT] <alarm>-<incident>`.
 pub fn subject(n: &Notice) -> String {
@@ -149,5 +150,5 @@ async fn mailgun(
         .form(&form)
         .send()
         .await;
-    super::http::outcome(&format!("Mailgun {url}"), result)
+    super::http::outcome(&format!("Mailgun {}", url_for_log(&url)), result)
 }

@@ -589,4 +589,32 @@ mod tests {
         };
         assert!(mail::body(&notice(0, Some(ran_long))).contains("ran too long"));
     }
+
+    #[test]
+    fn slack_text_from_a_job_cannot_mention_or_format() {
+        let f = Failure {
+            ts: 1,
+            exit_code: Some(1),
+            output: "<!channel> wake up & <@U123> ```\n*bold*".into(),
+            reason: None,
+        };
+        let mut n = notice(0, Some(f));
+        n.alarm.name = "a<b>".into();
+        n.alarm.failed_services = vec!["x<!here>".into()];
+        let body = http::slack_body("#ops", &n);
+        let att = &body["attachments"][0];
+        let text = att["text"].as_str().unwrap_or_default();
+        assert!(
+            text.contains("&lt;!channel&gt; wake up &amp; &lt;@U123&gt;"),
+            "{text}"
+        );
+        // The output's own fence is broken up; only lovebeat's two remain.
+        assert_eq!(text.matches("```").count(), 2, "{text}");
+        assert!(!att["title"].as_str().unwrap_or_default().contains('<'));
+        let fields = att["fields"].to_string();
+        assert!(
+            !fields.contains("<!here>") && fields.contains("&lt;!here&gt;"),
+            "{fields}"
+        );
+    }
 }

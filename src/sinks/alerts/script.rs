@@ -13,25 +13,46 @@ use super::{failed_list, Notice};
 /// How long a script may run.
 pub const SCRIPT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Longest value put in the script's environment, in bytes. Linux refuses
+/// to start a program with a single environment string over 128 KiB; a
+/// job's output is at most 10 KiB, but names loaded from a database are
+/// taken as they are.
+pub const MAX_ENV_VALUE: usize = 64 * 1024;
+
+/// `text` as an environment value the script can always be started with:
+/// a NUL (which no environment string can hold: the spawn would fail, and
+/// with it every alert of the alarm) becomes U+FFFD, and an overlong
+/// value keeps its last `MAX_ENV_VALUE` bytes, cut at a character.
+pub fn env_value(text: &str) -> String {
+    let mut start = text.len().saturating_sub(MAX_ENV_VALUE);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    text[start..].replace('\0', "\u{fffd}")
+}
+
 /// Runs the script; an error if it cannot start, exits non-zero, or is
 /// killed for running too long.
 pub async fn run(path: &str, n: &Notice) -> std::io::Result<()> {
     let mut cmd = Command::new(path);
-    cmd.env("LOVEBEAT_ALARM", n.alarm.name.as_ref())
+    cmd.env("LOVEBEAT_ALARM", env_value(&n.alarm.name))
         .env("LOVEBEAT_STATE", n.alarm.state.as_upper())
         .env("LOVEBEAT_PREVIOUS_STATE", n.previous.as_upper())
         .env("LOVEBEAT_INCIDENT", n.alarm.incident_nbr.to_string())
-        .env("LOVEBEAT_FAILED_SERVICES", failed_list(&n.alarm))
+        .env(
+            "LOVEBEAT_FAILED_SERVICES",
+            env_value(&failed_list(&n.alarm)),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
     if let Some(url) = &n.url {
-        cmd.env("LOVEBEAT_URL", url);
+        cmd.env("LOVEBEAT_URL", env_value(url));
     }
     if let Some(f) = &n.failure {
-        cmd.env("LOVEBEAT_OUTPUT", &f.output);
+        cmd.env("LOVEBEAT_OUTPUT", env_value(&f.output));
         if let Some(c) = f.exit_code {
             cmd.env("LOVEBEAT_EXIT_CODE", c.to_string());
         }
@@ -97,5 +118,25 @@ async fn log_lines<R: tokio::io::AsyncRead + Unpin>(
     let mut lines = reader.lines();
     while let Ok(Some(line)) = lines.next_line().await {
         tracing::info!("script {path} (alarm {alarm}): {line}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_values_hold_no_nul_and_fit_the_kernel_limit() {
+        assert_eq!(env_value("disk\0full"), "disk\u{fffd}full");
+        assert_eq!(env_value("plain"), "plain");
+        let long = format!("é{}", "x".repeat(MAX_ENV_VALUE));
+        let v = env_value(&long);
+        assert!(v.len() <= MAX_ENV_VALUE && v.ends_with('x'));
+        // A cut inside a character moves past it.
+        let long = format!("{}é", "x".repeat(MAX_ENV_VALUE - 1));
+        assert_eq!(
+            env_value(&long),
+            format!("{}é", "x".repeat(MAX_ENV_VALUE - 2))
+        );
     }
 }

@@ -1,0 +1,40 @@
+//! What may be logged of a URL that can hold a secret. A Slack or generic
+//! webhook URL is its own credential (Slack's path is the token), and any
+//! URL may carry a user and password: logs and error messages name only
+//! the scheme and host, so an operator knows which receiver failed and a
+//! reader of the log learns nothing that lets them post to it.
+
+/// `https://hooks.slack.com/…` from
+/// `https://hooks.slack.com/services/T000/B000/XXXX`: the scheme and the
+/// host (with its port), without a user, a path or a query.
+pub fn url_for_log(url: &str) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((s, r)) => (s, r),
+        None => return "<a URL that does not parse>".to_string(),
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let hidden = authority.len() < rest.len() || host.len() < authority.len();
+    format!("{scheme}://{host}{}", if hidden { "/…" } else { "" })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_scheme_and_host_are_left() {
+        assert_eq!(
+            url_for_log("https://hooks.slack.com/services/T0/B0/SECRET"),
+            "https://hooks.slack.com/…"
+        );
+        assert_eq!(
+            url_for_log("http://user:pw@hook.example:8080/x?token=SECRET"),
+            "http://hook.example:8080/…"
+        );
+        assert_eq!(url_for_log("http://peer:8080"), "http://peer:8080");
+        assert_eq!(url_for_log("http://u:SECRET@peer"), "http://peer/…");
+        assert!(!url_for_log("not a url SECRET").contains("SECRET"));
+        assert!(!url_for_log("http://h?SECRET").contains("SECRET"));
+    }
+}
