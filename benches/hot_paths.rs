@@ -7,10 +7,10 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use lovebeat::engine::alarms::{AlarmDef, AlarmMatcher};
 use lovebeat::engine::auto::lovebeat1;
+use lovebeat::engine::membership::{AlarmDef, AlarmMatcher};
 use lovebeat::engine::wheel::Wheel;
-use lovebeat::engine::{Engine, EngineConfig, Update};
+use lovebeat::engine::{Change, Engine, EngineConfig, Timeout};
 use lovebeat::ingest::statsd::parse_line;
 use lovebeat::ingest::{apply_packets, IngestStats};
 
@@ -38,11 +38,11 @@ fn beat(c: &mut Criterion) {
     let engine = Engine::new(EngineConfig::default(), T0);
     for i in 0..100_000 {
         engine
-            .update(
+            .change(
                 &format!("svc.{i:06}"),
-                Update {
+                Change {
                     beat: true,
-                    timeout: Some(3_600_000),
+                    ..Change::timeout(Timeout::After(3_600_000))
                 },
                 T0,
             )
@@ -152,11 +152,11 @@ fn wheel(c: &mut Criterion) {
     g.bench_function("rearm_later_deadline_via_engine_beat", |b| {
         let engine = Engine::new(EngineConfig::default(), T0);
         engine
-            .update(
+            .change(
                 "s",
-                Update {
+                Change {
                     beat: true,
-                    timeout: Some(60_000),
+                    ..Change::timeout(Timeout::After(60_000))
                 },
                 T0,
             )
@@ -213,11 +213,11 @@ fn database(c: &mut Criterion) {
     for i in 0..100_000 {
         let name = format!("db.service.{i:06}");
         for k in 0..10 {
-            let _ = engine.update(
+            let _ = engine.change(
                 &name,
-                Update {
+                Change {
                     beat: true,
-                    timeout: Some(60_000),
+                    ..Change::timeout(Timeout::After(60_000))
                 },
                 T0 + k * 60_000,
             );
@@ -238,7 +238,7 @@ fn database(c: &mut Criterion) {
 /// Job monitoring (SPEC §10): the next fire time is computed once per beat
 /// of a scheduled service, so its cost is what a scheduled beat adds.
 fn job(c: &mut Criterion) {
-    use lovebeat::engine::{JobUpdate, Schedule};
+    use lovebeat::engine::Schedule;
     use std::sync::Arc;
     let mut g = c.benchmark_group("job");
     g.throughput(Throughput::Elements(1));
@@ -260,12 +260,11 @@ fn job(c: &mut Criterion) {
     let engine = Engine::new(EngineConfig::default(), T0);
     let schedule = Arc::new(daily);
     engine
-        .update_job(
+        .change(
             "cron.job",
-            JobUpdate {
-                schedule: Some(schedule),
+            Change {
                 beat: true,
-                ..JobUpdate::default()
+                ..Change::timeout(Timeout::Schedule(schedule))
             },
             T0,
         )

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::duration::{parse_timeout, timeout_from_secs};
-use crate::engine::{AlarmDef, EngineConfig, Schedule, ServiceDefaults};
+use crate::engine::{AlarmDef, EngineConfig, Schedule, ServiceDefaults, Timeout};
 use std::sync::Arc;
 
 /// The default main configuration file.
@@ -386,7 +386,7 @@ impl ServiceDefault {
     /// The engine's form, or why it is invalid.
     pub fn to_engine(&self) -> Result<ServiceDefaults, String> {
         let grace = match &self.grace {
-            Some(g) => Some(g.to_duration_ms()?),
+            Some(g) => Some(g.to_duration_ms()? as i64),
             None => None,
         };
         let schedule = Schedule::from_settings(
@@ -394,13 +394,13 @@ impl ServiceDefault {
             self.tz.as_deref(),
             grace,
             self.timeout.is_some(),
-        )?
-        .map(Arc::new);
-        let timeout = match &self.timeout {
-            Some(t) => t.to_ms()?,
-            None if schedule.is_some() => crate::engine::TIMEOUT_SCHEDULE,
-            None if self.max_runtime.is_some() => crate::engine::TIMEOUT_NONE,
-            None => return Err("needs a timeout or a schedule".into()),
+        )
+        .map_err(|e| e.to_string())?;
+        let timeout = match (&self.timeout, schedule) {
+            (_, Some(s)) => Timeout::Schedule(Arc::new(s)),
+            (Some(t), None) => t.to_timeout()?,
+            (None, None) if self.max_runtime.is_some() => Timeout::None,
+            (None, None) => return Err("needs a timeout or a schedule".into()),
         };
         let max_runtime = match &self.max_runtime {
             Some(m) => Some(m.to_duration_ms()?).filter(|m| *m > 0),
@@ -409,7 +409,6 @@ impl ServiceDefault {
         Ok(ServiceDefaults {
             pattern: self.pattern.clone(),
             timeout,
-            schedule,
             max_runtime,
         })
     }
@@ -426,20 +425,23 @@ pub enum TimeoutValue {
 }
 
 impl TimeoutValue {
-    /// The stored form (ms or special value).
-    pub fn to_ms(&self) -> Result<i64, String> {
+    /// The timeout it stands for.
+    pub fn to_timeout(&self) -> Result<Timeout, String> {
         match self {
             TimeoutValue::Secs(s) => timeout_from_secs(*s),
             TimeoutValue::Text(t) => parse_timeout(t),
         }
+        .map_err(|e| e.to_string())
     }
 
-    /// As a plain duration (ms, ≥ 0): a number is seconds.
-    pub fn to_duration_ms(&self) -> Result<i64, String> {
+    /// As a plain duration (ms): a number is seconds.
+    pub fn to_duration_ms(&self) -> Result<u64, String> {
         match self {
-            TimeoutValue::Secs(s) if *s >= 0 => Ok(s.saturating_mul(1000)),
+            TimeoutValue::Secs(s) if *s >= 0 => Ok(s.saturating_mul(1000) as u64),
             TimeoutValue::Secs(s) => Err(format!("duration {s} must be 0 or more")),
-            TimeoutValue::Text(t) => crate::duration::parse_duration_input(t),
+            TimeoutValue::Text(t) => {
+                crate::duration::parse_duration_input(t).map_err(|e| e.to_string())
+            }
         }
     }
 }
@@ -598,8 +600,8 @@ impl Config {
                 }
             }
         }
-        crate::engine::alarms::check_dependencies(&self.alarm_defs())
-            .map_err(ConfigError::Invalid)?;
+        crate::engine::membership::check_dependencies(&self.alarm_defs())
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         self.check_keys()?;
         if self.auto.algorithm != "lovebeat1" {
             return Err(ConfigError::Invalid(format!(
@@ -901,7 +903,7 @@ mode = 600
             "[[services]]\npattern = \"deprecated.*\"\ntimeout = 0\n[[services]]\npattern = \"x.*\"\ntimeout = \"1h\"\n",
         )
         .expect("valid");
-        let d: Vec<(String, i64)> = c
+        let d: Vec<(String, Timeout)> = c
             .engine_config()
             .service_defaults
             .into_iter()
@@ -909,7 +911,10 @@ mode = 600
             .collect();
         assert_eq!(
             d,
-            vec![("deprecated.*".into(), 0), ("x.*".into(), 3_600_000)]
+            vec![
+                ("deprecated.*".into(), Timeout::Always),
+                ("x.*".into(), Timeout::After(3_600_000))
+            ]
         );
     }
 

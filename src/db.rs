@@ -1,4 +1,5 @@
-//! The database file: 1.x's format, read and written (SPEC §7).
+//! The database file: 1.x's format, read and written (README,
+//! "Configuration"; docs/ARCHITECTURE.md, "Persistence").
 //!
 //! A gzip stream of lines `SERV\t<service JSON>\n` and `ALARM\t<alarm
 //! JSON>\n`. Lines are parsed with simd-json; a save writes a temporary
@@ -15,8 +16,9 @@ use flate2::write::GzEncoder;
 use flate2::Compression;
 use serde::{Deserialize, Serialize};
 
-use crate::engine::job::{Failure, JobRecord};
+use crate::engine::job::{JobFailure, JobRecord};
 use crate::engine::{Engine, Name, State, StoredAlarm, StoredService};
+use crate::prefetch;
 
 /// A database that exists but cannot be used; the daemon refuses to start.
 #[derive(Debug, thiserror::Error)]
@@ -48,8 +50,6 @@ pub struct Loaded {
     pub services: Vec<StoredService>,
     /// The alarms.
     pub alarms: Vec<StoredAlarm>,
-    /// Lines of unknown record types, skipped.
-    pub skipped: usize,
 }
 
 /// A `SERV` line: the 1.x fields, then the job fields of [`JobRecord`].
@@ -92,7 +92,7 @@ struct ServiceRecord<'a> {
     #[serde(default)]
     run_history: Option<Vec<u32>>,
     #[serde(default)]
-    last_failure: Option<Failure>,
+    last_failure: Option<JobFailure>,
     #[serde(default)]
     failed: Option<bool>,
 }
@@ -234,7 +234,6 @@ pub fn decode(data: &mut [u8], path: &Path) -> Result<Loaded, DbError> {
                 listed: !r.deleted,
             });
         } else {
-            loaded.skipped += 1;
             let kind =
                 String::from_utf8_lossy(line.split(|c| *c == b'\t').next().unwrap_or_default())
                     .into_owned();
@@ -301,7 +300,6 @@ fn parse_state(s: &str) -> Option<State> {
     State::parse(s)
 }
 
-/// Encodes one service line into `out` (without allocating for history).
 /// One service as copied out of its shard for a save.
 struct Snapshot {
     name: Name,
@@ -315,6 +313,7 @@ struct Snapshot {
     job: Option<JobRecord>,
 }
 
+/// Encodes one service line into `out` (without allocating for history).
 fn encode_service(out: &mut Vec<u8>, snap: &Snapshot, intervals: &[u32]) -> serde_json::Result<()> {
     #[derive(Serialize)]
     struct Rec<'a> {
@@ -388,27 +387,29 @@ pub fn save(engine: &Engine, path: &Path) -> std::io::Result<Saved> {
         shard.clear();
         intervals.clear();
         // Walking the buckets is sequential and cheap; what costs is each
-        // service's out-of-line history, one cache miss apiece. Gathering
-        // the buckets first lets the copy prefetch a few services ahead,
-        // which cuts the time this shard is locked several times over.
-        let items: Vec<_> = items.collect();
-        for (i, (name, svc)) in items.iter().enumerate() {
-            if let Some((_, ahead)) = items.get(i + PREFETCH_AHEAD) {
-                ahead.prefetch_out_of_line();
-            }
-            let from = intervals.len();
-            intervals.extend(svc.intervals());
-            shard.push(Snapshot {
-                name: (*name).clone(),
-                last_beat: svc.last_beat,
-                intervals: from..intervals.len(),
-                timeout: svc.timeout,
-                state: svc.state.as_str(),
-                muted_since: svc.muted_since,
-                last_state_change: svc.last_state_change,
-                job: svc.ext.as_deref().map(JobRecord::from_ext),
-            });
-        }
+        // service's out-of-line history, one cache miss apiece: the copy
+        // prefetches a few services ahead, which cuts the time this shard
+        // is locked several times over.
+        prefetch::ahead::<_, PREFETCH_AHEAD>(
+            items,
+            &[],
+            |(_, svc)| svc.prefetch_out_of_line(),
+            |_, _| {},
+            |(name, svc)| {
+                let from = intervals.len();
+                intervals.extend(svc.intervals());
+                shard.push(Snapshot {
+                    name: name.clone(),
+                    last_beat: svc.last_beat,
+                    intervals: from..intervals.len(),
+                    timeout: svc.timeout_wire(),
+                    state: svc.state.as_str(),
+                    muted_since: svc.muted_since,
+                    last_state_change: svc.last_state_change,
+                    job: svc.ext.as_deref().map(JobRecord::from_ext),
+                });
+            },
+        );
         for snap in &shard {
             if let Err(e) = encode_service(&mut buf, snap, &intervals[snap.intervals.clone()]) {
                 result = Err(std::io::Error::other(e));
@@ -477,7 +478,7 @@ fn sync_dir(path: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{AlarmDef, EngineConfig, Update};
+    use crate::engine::{AlarmDef, Change, EngineConfig, Timeout};
 
     const T0: i64 = 1_700_000_000_000;
 
@@ -507,7 +508,6 @@ mod tests {
         assert_eq!(l.services[0].timeout, -2);
         assert_eq!(l.services[1].state, State::Error);
         assert_eq!(l.alarms[0].incident_nbr, 4);
-        assert_eq!(l.skipped, 1);
     }
 
     #[test]
@@ -567,11 +567,11 @@ mod tests {
             },
             T0,
         );
-        e.update(
+        e.change(
             "x",
-            Update {
+            Change {
                 beat: true,
-                timeout: Some(0),
+                ..Change::timeout(Timeout::Always)
             },
             T0,
         )
@@ -637,7 +637,7 @@ mod tests {
             started_at: Some(T0 - 1000),
             running: Some(true),
             run_history: Some(vec![1200, 3400]),
-            last_failure: Some(Failure {
+            last_failure: Some(JobFailure {
                 ts: T0 - 5000,
                 exit_code: Some(3),
                 output: "boom\n".into(),

@@ -15,5 +15,6 @@ pub mod http;
 pub mod ingest;
 pub mod logging;
 pub mod pattern;
+pub mod prefetch;
 pub mod redact;
 pub mod sinks;

@@ -4,7 +4,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use lovebeat::engine::{Engine, EngineConfig, Update, TIMEOUT_AUTO};
+use lovebeat::engine::{Change, Engine, EngineConfig, Timeout};
 use lovebeat::ingest::{apply_packet, IngestStats};
 
 struct Counting;
@@ -40,21 +40,21 @@ fn beat_line_for_existing_service_allocates_nothing() {
     let stats = IngestStats::default();
     let _events = engine.subscribe(); // a listening sink must not change this
     engine
-        .update(
+        .change(
             "app.fixed",
-            Update {
+            Change {
                 beat: true,
-                timeout: Some(60_000),
+                ..Change::timeout(Timeout::After(60_000))
             },
             T0,
         )
         .expect("valid");
     engine
-        .update(
+        .change(
             "app.auto",
-            Update {
+            Change {
                 beat: true,
-                timeout: Some(TIMEOUT_AUTO),
+                ..Change::timeout(Timeout::Auto)
             },
             T0,
         )

@@ -1,5 +1,6 @@
-//! Alarms: membership from the configured patterns, error counts kept
-//! incrementally, incident numbers (SPEC §5).
+//! Alarms: their records, and how members joining, leaving and changing
+//! state move them between OK and ERROR and open incidents (README,
+//! "Alarms"). Which alarms a service joins is `membership.rs`'s answer.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -7,192 +8,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::service::{Name, State};
-use crate::pattern::{expand_template, PatternSet};
-
-/// One configured `[[alarms]]` section, after validation.
-#[derive(Debug, Clone, Default)]
-pub struct AlarmDef {
-    /// Name template; `$word` is filled from the first matching include.
-    pub name: String,
-    /// The `pattern` (if any) followed by `includes`.
-    pub includes: Vec<String>,
-    /// Patterns that keep a service out.
-    pub excludes: Vec<String>,
-    /// Names of the `[alerts.<name>]` sections fired by this alarm.
-    pub alerts: Vec<String>,
-    /// Configured alarm names (templates) this alarm depends on (SPEC §10).
-    pub depends_on: Vec<String>,
-}
-
-/// Checks `depends_on` of every alarm: each names a configured alarm, and
-/// no cycle runs through them.
-pub fn check_dependencies(defs: &[AlarmDef]) -> Result<(), String> {
-    let index = |name: &str| defs.iter().position(|d| d.name == name);
-    for d in defs {
-        for dep in &d.depends_on {
-            if index(dep).is_none() {
-                return Err(format!(
-                    "alarm '{}' depends on '{dep}', which is not a configured alarm name",
-                    d.name
-                ));
-            }
-        }
-    }
-    // Depth-first search with colours: 1 = on the current path, 2 = done.
-    fn visit(
-        i: usize,
-        defs: &[AlarmDef],
-        colour: &mut [u8],
-        path: &mut Vec<usize>,
-    ) -> Result<(), String> {
-        colour[i] = 1;
-        path.push(i);
-        for dep in &defs[i].depends_on {
-            let Some(j) = defs.iter().position(|d| &d.name == dep) else {
-                continue;
-            };
-            if colour[j] == 1 {
-                let start = path.iter().position(|p| *p == j).unwrap_or(0);
-                let mut names: Vec<&str> = path[start..]
-                    .iter()
-                    .map(|p| defs[*p].name.as_str())
-                    .collect();
-                names.push(&defs[j].name);
-                return Err(format!(
-                    "alarm dependencies form a cycle: {}",
-                    names.join(" -> ")
-                ));
-            }
-            if colour[j] == 0 {
-                visit(j, defs, colour, path)?;
-            }
-        }
-        path.pop();
-        colour[i] = 2;
-        Ok(())
-    }
-    let mut colour = vec![0u8; defs.len()];
-    for i in 0..defs.len() {
-        if colour[i] == 0 {
-            visit(i, defs, &mut colour, &mut Vec::new())?;
-        }
-    }
-    Ok(())
-}
-
-/// Which pattern of which alarm a `PatternSet` id stands for.
-#[derive(Debug, Clone, Copy)]
-struct PatternRef {
-    def: u32,
-    exclude: bool,
-    /// Position among the alarm's includes: the first match names the alarm.
-    order: u32,
-}
-
-/// All alarm patterns compiled into one trie, built once at start.
-#[derive(Debug, Default)]
-pub struct AlarmMatcher {
-    defs: Vec<AlarmDef>,
-    set: PatternSet,
-    refs: Vec<PatternRef>,
-}
-
-impl AlarmMatcher {
-    /// Compiles the configured alarms.
-    pub fn new(defs: Vec<AlarmDef>) -> AlarmMatcher {
-        let mut set = PatternSet::default();
-        let mut refs = Vec::new();
-        for (d, def) in defs.iter().enumerate() {
-            for (order, p) in def.includes.iter().enumerate() {
-                set.add(p);
-                refs.push(PatternRef {
-                    def: d as u32,
-                    exclude: false,
-                    order: order as u32,
-                });
-            }
-            for p in &def.excludes {
-                set.add(p);
-                refs.push(PatternRef {
-                    def: d as u32,
-                    exclude: true,
-                    order: 0,
-                });
-            }
-        }
-        AlarmMatcher { defs, set, refs }
-    }
-
-    /// The configured alarms.
-    pub fn defs(&self) -> &[AlarmDef] {
-        &self.defs
-    }
-
-    /// The alarms `service` belongs to, as `(alarm name, def index)`,
-    /// sorted by name without duplicates.
-    pub fn alarms_for(&self, service: &str) -> Vec<(String, usize)> {
-        let mut ids = Vec::new();
-        self.set.matches(service.as_bytes(), &mut ids);
-        if ids.is_empty() {
-            return Vec::new();
-        }
-        // Per def: the first matching include (by order), unless excluded.
-        ids.sort_unstable_by_key(|id| {
-            let r = self.refs[*id as usize];
-            (r.def, !r.exclude, r.order)
-        });
-        let mut out: Vec<(String, usize)> = Vec::new();
-        let mut i = 0;
-        while i < ids.len() {
-            let def = self.refs[ids[i] as usize].def;
-            let first = ids[i];
-            while i < ids.len() && self.refs[ids[i] as usize].def == def {
-                i += 1;
-            }
-            if self.refs[first as usize].exclude {
-                continue;
-            }
-            let d = &self.defs[def as usize];
-            let caps = self
-                .set
-                .pattern(first)
-                .captures(service)
-                .unwrap_or_default();
-            out.push((expand_template(&d.name, &caps), def as usize));
-        }
-        out.sort();
-        out.dedup_by(|a, b| a.0 == b.0);
-        out
-    }
-
-    /// The alarms the instance of `def` that `service` belongs to depends
-    /// on: its `depends_on` with `$word` filled from the same captures that
-    /// named it.
-    pub fn dependencies(&self, def: usize, service: &str) -> Vec<Arc<str>> {
-        let Some(d) = self.defs.get(def) else {
-            return Vec::new();
-        };
-        if d.depends_on.is_empty() {
-            return Vec::new();
-        }
-        let mut ids = Vec::new();
-        self.set.matches(service.as_bytes(), &mut ids);
-        let first = ids
-            .iter()
-            .filter(|id| {
-                let r = self.refs[**id as usize];
-                r.def as usize == def && !r.exclude
-            })
-            .min_by_key(|id| self.refs[**id as usize].order);
-        let caps = first
-            .and_then(|id| self.set.pattern(*id).captures(service))
-            .unwrap_or_default();
-        d.depends_on
-            .iter()
-            .map(|t| Arc::from(expand_template(t, &caps)))
-            .collect()
-    }
-}
+use super::{Engine, EngineError, EventKind};
 
 /// A live alarm.
 #[derive(Debug, Clone)]
@@ -255,6 +71,35 @@ impl Alarm {
         self.last_state_change = now;
     }
 
+    /// Counts a new member in `state`: the accounting that live changes
+    /// and a database restore share. The alarm's `def` and dependencies are
+    /// (re)set when it has none yet: it was loaded from a database, which
+    /// does not say which section made it, or it was emptied and its next
+    /// member may come from another section. Returns whether its failed
+    /// set changed.
+    pub fn add_member(
+        &mut self,
+        def: usize,
+        depends_on: impl FnOnce() -> Vec<Arc<str>>,
+        service: &Name,
+        state: State,
+    ) -> bool {
+        if self.def.is_none() || (self.depends_on.is_empty() && self.members == 0) {
+            self.def = Some(def);
+            self.depends_on = depends_on().into();
+        }
+        self.members += 1;
+        if state == State::Muted {
+            self.count_muted(true);
+        }
+        if state == State::Error {
+            self.failed.insert(service.clone());
+            self.cause = Some(service.clone());
+            return true;
+        }
+        false
+    }
+
     /// One member more (`true`) or less in MUTED.
     pub fn count_muted(&mut self, muted: bool) {
         if muted {
@@ -299,8 +144,8 @@ pub struct AlarmView {
     /// The alarms it depends on (not shown).
     #[serde(skip)]
     pub depends_on: Arc<[Arc<str>]>,
-    /// Those of them in ERROR now, which hold its alerts (SPEC §10); left
-    /// out when empty. Filled by `Engine::with_suppression`.
+    /// Those of them in ERROR now, which hold its alerts; left out when
+    /// empty. Filled by `Engine::with_suppression`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub suppressed_by: Vec<Arc<str>>,
     /// The member whose change caused this state (not shown): alerts carry
@@ -309,43 +154,128 @@ pub struct AlarmView {
     pub cause: Option<Name>,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+impl Engine {
+    /// The alarms a new service joins, with the alarm's shared key where the
+    /// alarm exists already.
+    pub(super) fn resolve_alarms(&self, name: &str) -> Vec<(Arc<str>, usize)> {
+        self.inner
+            .matcher
+            .alarms_for(name)
+            .into_iter()
+            .map(|(alarm, def)| {
+                let key = match self.inner.alarms.get(alarm.as_str()) {
+                    Some(a) => a.key().clone(),
+                    None => Arc::from(alarm),
+                };
+                (key, def)
+            })
+            .collect()
+    }
 
-    fn def(name: &str, includes: &[&str], excludes: &[&str]) -> AlarmDef {
-        AlarmDef {
-            name: name.into(),
-            includes: includes.iter().map(|s| s.to_string()).collect(),
-            excludes: excludes.iter().map(|s| s.to_string()).collect(),
-            alerts: vec![],
-            depends_on: vec![],
+    /// A new member of `alarm` (created if needed) in `state`.
+    pub(super) fn alarm_join(
+        &self,
+        alarm: &Arc<str>,
+        def: usize,
+        service: &Name,
+        state: State,
+        now: i64,
+    ) {
+        let mut a = self
+            .inner
+            .alarms
+            .entry(alarm.clone())
+            .or_insert_with(|| Alarm::new(Some(def), now));
+        let failed_changed = a.add_member(
+            def,
+            || self.inner.matcher.dependencies(def, service),
+            service,
+            state,
+        );
+        if a.state == State::New || !a.listed {
+            a.listed = true;
+            self.emit(now, || EventKind::AlarmAdded(a.view(alarm)));
+        }
+        self.alarm_settle(alarm, &mut a, failed_changed, now);
+    }
+
+    /// A member of `alarms` moved from `before` to `after`: into or out of
+    /// ERROR changes their failed sets, into or out of MUTED their counts.
+    pub(super) fn alarms_member_changed(
+        &self,
+        service: &Name,
+        alarms: &[Arc<str>],
+        before: State,
+        after: State,
+        now: i64,
+    ) {
+        let (was, is) = (before == State::Error, after == State::Error);
+        let error_changed = was != is;
+        let muted_changed = (before == State::Muted) != (after == State::Muted);
+        if !error_changed && !muted_changed {
+            return;
+        }
+        for alarm in alarms {
+            let Some(mut a) = self.inner.alarms.get_mut(&**alarm) else {
+                continue;
+            };
+            if muted_changed {
+                a.count_muted(after == State::Muted);
+            }
+            if error_changed {
+                a.cause = Some(service.clone());
+                if is {
+                    a.failed.insert(service.clone());
+                } else {
+                    a.failed.remove(service);
+                }
+                self.alarm_settle(alarm, &mut a, true, now);
+            }
         }
     }
 
-    #[test]
-    fn membership_with_templates_includes_and_excludes() {
-        let m = AlarmMatcher::new(vec![
-            def("server-$name", &["application-name.$name.*"], &[]),
-            def("all", &["*"], &["*.test"]),
-            def("mixed", &["a.*", "b.$x"], &["a.secret"]),
-        ]);
-        assert_eq!(
-            m.alarms_for("application-name.web01.cpu"),
-            vec![("all".into(), 1), ("server-web01".into(), 0)]
-        );
-        assert_eq!(m.alarms_for("x.test"), vec![]);
-        assert_eq!(m.alarms_for("a.secret"), vec![("all".into(), 1)]);
-        assert_eq!(
-            m.alarms_for("b.q"),
-            vec![("all".into(), 1), ("mixed".into(), 2)]
-        );
+    /// A member in `state` left `alarm` (it was deleted).
+    pub(super) fn alarm_leave(&self, alarm: &Arc<str>, service: &Name, state: State, now: i64) {
+        if let Some(mut a) = self.inner.alarms.get_mut(&**alarm) {
+            a.members = a.members.saturating_sub(1);
+            if state == State::Muted {
+                a.count_muted(false);
+            }
+            let removed = state == State::Error && a.failed.remove(service);
+            self.alarm_settle(alarm, &mut a, removed, now);
+        }
     }
 
-    #[test]
-    fn first_matching_include_names_the_alarm() {
-        let m = AlarmMatcher::new(vec![def("h-$host", &["x.$host.*", "$host.*"], &[])]);
-        assert_eq!(m.alarms_for("x.web.cpu"), vec![("h-web".into(), 0)]);
-        assert_eq!(m.alarms_for("db.cpu"), vec![("h-db".into(), 0)]);
+    /// Re-evaluates an alarm; emitted while its lock is held, so events of
+    /// one alarm are published in order.
+    fn alarm_settle(&self, name: &Arc<str>, a: &mut Alarm, failed_changed: bool, now: i64) {
+        let after = a.evaluate();
+        if after != a.state {
+            let previous = a.state;
+            a.transition(after, now);
+            self.emit(now, || EventKind::AlarmStateChanged {
+                alarm: a.view(name),
+                previous,
+            });
+        } else if failed_changed {
+            self.emit(now, || EventKind::AlarmUpdated(name.clone()));
+        }
+    }
+
+    /// Deletes an alarm that has no services. `Ok(false)` if unknown.
+    pub fn delete_alarm(&self, name: &str, now: i64) -> Result<bool, EngineError> {
+        let Some(mut a) = self.inner.alarms.get_mut(name) else {
+            return Ok(false);
+        };
+        if !a.listed {
+            return Ok(false);
+        }
+        if a.members > 0 {
+            return Err(EngineError::AlarmNotEmpty(name.to_string()));
+        }
+        a.listed = false;
+        let key = a.key().clone();
+        self.emit(now, || EventKind::AlarmRemoved(a.view(&key)));
+        Ok(true)
     }
 }

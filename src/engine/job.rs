@@ -13,14 +13,41 @@ use croner::parser::{CronParser, Seconds};
 use croner::Cron;
 use serde::{Deserialize, Serialize};
 
-/// `timeout` value of a service that follows a schedule.
-pub const TIMEOUT_SCHEDULE: i64 = -3;
 /// Grace after a fire time when none is given: 5 minutes.
 pub const DEFAULT_GRACE_MS: i64 = 5 * 60 * 1000;
 /// Run times kept per service.
 pub const RUN_HISTORY_LEN: usize = 100;
 /// Output kept from a failure: its last 10 KiB.
 pub const OUTPUT_LIMIT: usize = 10 * 1024;
+
+/// Why a schedule (or its zone, or its grace) cannot be used; the message
+/// names the problem for a 400 or a config error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScheduleError {
+    /// Not a cron expression croner reads.
+    #[error("schedule '{expr}' is not a valid cron expression: {reason}")]
+    BadExpression {
+        /// The expression as given.
+        expr: String,
+        /// croner's reason.
+        reason: String,
+    },
+    /// Not an IANA zone name.
+    #[error("time zone '{0}' is not an IANA zone name (like Europe/Stockholm)")]
+    BadZone(String),
+    /// A negative grace.
+    #[error("grace must be 0 or more, not {0} ms")]
+    NegativeGrace(i64),
+    /// Valid syntax for a time that never comes (`0 0 30 2 *`).
+    #[error("schedule '{0}' never fires")]
+    NeverFires(String),
+    /// `tz` or `grace` without a schedule.
+    #[error("tz and grace need a schedule")]
+    SettingsWithoutSchedule,
+    /// Both a timeout and a schedule.
+    #[error("give either a timeout or a schedule, not both")]
+    TimeoutAndSchedule,
+}
 
 /// A parsed cron schedule in a time zone, with its grace.
 #[derive(Debug)]
@@ -34,20 +61,34 @@ pub struct Schedule {
     pub grace_ms: i64,
 }
 
+/// Two schedules are the same when they fire at the same times with the
+/// same grace: the same expression in the same zone.
+impl PartialEq for Schedule {
+    fn eq(&self, other: &Schedule) -> bool {
+        self.expr == other.expr && self.tz == other.tz && self.grace_ms == other.grace_ms
+    }
+}
+
+impl Eq for Schedule {}
+
 impl Schedule {
     /// Parses a 5-field expression (or `@hourly`…) in zone `tz`; errors name
     /// the problem for a 400.
-    pub fn parse(expr: &str, tz: &str, grace_ms: i64) -> Result<Schedule, String> {
+    pub fn parse(expr: &str, tz: &str, grace_ms: i64) -> Result<Schedule, ScheduleError> {
         let expr = expr.trim();
         let parser = CronParser::builder().seconds(Seconds::Disallowed).build();
         let cron = parser
             .parse(expr)
-            .map_err(|e| format!("schedule '{expr}' is not a valid cron expression: {e}"))?;
-        let tz: Tz = tz.trim().parse().map_err(|_| {
-            format!("time zone '{tz}' is not an IANA zone name (like Europe/Stockholm)")
-        })?;
+            .map_err(|e| ScheduleError::BadExpression {
+                expr: expr.to_string(),
+                reason: e.to_string(),
+            })?;
+        let tz: Tz = tz
+            .trim()
+            .parse()
+            .map_err(|_| ScheduleError::BadZone(tz.to_string()))?;
         if grace_ms < 0 {
-            return Err(format!("grace must be 0 or more, not {grace_ms} ms"));
+            return Err(ScheduleError::NegativeGrace(grace_ms));
         }
         let schedule = Schedule {
             expr: expr.to_string(),
@@ -58,7 +99,7 @@ impl Schedule {
         // `0 0 30 2 *` is valid syntax for a day that never comes: refuse
         // it here, once, rather than search to the year 5000 on every beat.
         if schedule.next_fire(crate::clock::now_ms()).is_none() {
-            return Err(format!("schedule '{expr}' never fires"));
+            return Err(ScheduleError::NeverFires(expr.to_string()));
         }
         Ok(schedule)
     }
@@ -71,15 +112,15 @@ impl Schedule {
         tz: Option<&str>,
         grace_ms: Option<i64>,
         has_timeout: bool,
-    ) -> Result<Option<Schedule>, String> {
+    ) -> Result<Option<Schedule>, ScheduleError> {
         let Some(expr) = expr else {
             if tz.is_some() || grace_ms.is_some() {
-                return Err("tz and grace need a schedule".into());
+                return Err(ScheduleError::SettingsWithoutSchedule);
             }
             return Ok(None);
         };
         if has_timeout {
-            return Err("give either a timeout or a schedule, not both".into());
+            return Err(ScheduleError::TimeoutAndSchedule);
         }
         Schedule::parse(
             expr,
@@ -106,9 +147,9 @@ impl Schedule {
     }
 }
 
-/// A failure report, as `last_failure` shows it.
+/// A job's failure, as `last_failure` shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Failure {
+pub struct JobFailure {
     /// When it was reported (ms).
     pub ts: i64,
     /// The exit code, if one was reported.
@@ -143,7 +184,7 @@ pub fn output_tail(raw: &[u8]) -> String {
 /// The rarely used fields of a service, allocated on first use.
 #[derive(Debug, Default, Clone)]
 pub struct JobExt {
-    /// The cron schedule, when `timeout` is `TIMEOUT_SCHEDULE`.
+    /// The cron schedule, when the timeout is `Timeout::Schedule`.
     pub schedule: Option<Arc<Schedule>>,
     /// The current deadline of a scheduled service (ms): computed once per
     /// beat or schedule change, never per tick.
@@ -157,7 +198,7 @@ pub struct JobExt {
     /// A fail (or "ran too long") keeps the service ERROR until a beat.
     pub failed: bool,
     /// The latest failure.
-    pub last_failure: Option<Failure>,
+    pub last_failure: Option<JobFailure>,
     /// Longest a run may take before it is a failure (ms).
     pub max_runtime: Option<i64>,
     /// End of a snooze (ms), 0 for a plain mute or none.
@@ -222,7 +263,7 @@ pub struct JobRecord {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) run_history: Option<Vec<u32>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) last_failure: Option<Failure>,
+    pub(crate) last_failure: Option<JobFailure>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) failed: Option<bool>,
 }
@@ -248,7 +289,7 @@ impl JobRecord {
 
     /// The fields back, or why they cannot be used; `None` when empty.
     /// `next_deadline` is left for the engine to compute.
-    pub fn to_ext(&self) -> Result<Option<JobExt>, String> {
+    pub fn to_ext(&self) -> Result<Option<JobExt>, ScheduleError> {
         if *self == JobRecord::default() {
             return Ok(None);
         }
@@ -299,14 +340,22 @@ mod tests {
 
     #[test]
     fn bad_input_names_the_problem() {
-        let e = Schedule::parse("61 * * * *", "UTC", 0).unwrap_err();
+        let e = Schedule::parse("61 * * * *", "UTC", 0)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("61 * * * *"), "{e}");
-        let e = Schedule::parse("* * * * * *", "UTC", 0).unwrap_err();
+        let e = Schedule::parse("* * * * * *", "UTC", 0)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not a valid cron"), "{e}");
-        let e = Schedule::parse("0 3 * * *", "Mars/Olympus", 0).unwrap_err();
+        let e = Schedule::parse("0 3 * * *", "Mars/Olympus", 0)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("Mars/Olympus"), "{e}");
         assert!(Schedule::parse("0 3 * * *", "UTC", -1).is_err());
-        let e = Schedule::parse("0 0 30 2 *", "UTC", 0).unwrap_err();
+        let e = Schedule::parse("0 0 30 2 *", "UTC", 0)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("never fires"), "{e}");
     }
 

@@ -7,7 +7,10 @@ use thin_vec::ThinVec;
 use serde::Serialize;
 
 use super::auto::{self, BeatAnalysis};
-use super::job::{Failure, JobExt, TIMEOUT_SCHEDULE};
+use super::job::{JobExt, JobFailure};
+use super::timeout::{Timeout, TIMEOUT_AUTO, TIMEOUT_SCHEDULE};
+use super::{Change, FailReport};
+use crate::prefetch::{prefetch_line, prefetch_range};
 
 /// A service name: stored inline (no allocation, no pointer to chase on
 /// lookup) up to 24 bytes, which covers most names.
@@ -17,10 +20,6 @@ pub type Name = compact_str::CompactString;
 pub const HISTORY_LEN: usize = 100;
 /// A beat this soon (ms) after the last accepted one is not recorded.
 pub const RATE_LIMIT_MS: i64 = 1000;
-/// Timeout value: never expires.
-pub const TIMEOUT_NONE: i64 = -1;
-/// Timeout value: learned from the beat intervals.
-pub const TIMEOUT_AUTO: i64 = -2;
 /// `armed` value when no wheel entry is live for the service.
 pub const NOT_ARMED: i64 = i64::MAX;
 /// `auto_ms` value while no timeout has been learned.
@@ -79,8 +78,9 @@ impl State {
 pub struct Service {
     /// Last accepted beat (ms since epoch), -1 if never.
     pub last_beat: i64,
-    /// Timeout in ms, or `TIMEOUT_NONE`, `TIMEOUT_AUTO`, 0.
-    pub timeout: i64,
+    /// The [`Timeout`] packed as its wire number (ms, or -1, -2, 0, -3);
+    /// a schedule's expression is in `ext`. Set through `set_timeout`.
+    timeout: i64,
     /// When muting began, 0 when not muted.
     pub muted_since: i64,
     /// Time of the latest state change.
@@ -113,7 +113,8 @@ pub struct Service {
 }
 
 impl Service {
-    /// A service created at `now`, before its first evaluation.
+    /// A service created at `now` with a timeout given as its wire number
+    /// (not a schedule), before its first evaluation.
     pub fn new(now: i64, timeout: i64, alarms: ThinVec<Arc<str>>) -> Service {
         Service {
             last_beat: -1,
@@ -130,6 +131,91 @@ impl Service {
             alarms,
             ext: None,
         }
+    }
+
+    /// The timeout as its wire number (ms, or -1, -2, 0, -3).
+    pub fn timeout_wire(&self) -> i64 {
+        self.timeout
+    }
+
+    /// The timeout.
+    pub fn timeout(&self) -> Timeout {
+        match self.ext.as_ref().and_then(|e| e.schedule.clone()) {
+            Some(s) if self.timeout == TIMEOUT_SCHEDULE => Timeout::Schedule(s),
+            _ => Timeout::from_wire(self.timeout).unwrap_or(Timeout::None),
+        }
+    }
+
+    /// Applies a change (in the order [`Change`] documents). Returns
+    /// whether it changed anything worth an event, and whether its beat
+    /// was accepted (not rate limited).
+    pub fn apply(&mut self, c: Change, now: i64, started_at: i64) -> (bool, bool) {
+        let mut changed = false;
+        if let Some(t) = c.timeout {
+            changed |= self.timeout != t.wire() || matches!(t, Timeout::Schedule(_));
+            self.set_timeout(t, now);
+        }
+        if let Some(max) = c.max_runtime {
+            self.ext_mut().max_runtime = (max > 0).then_some(max as i64);
+            changed = true;
+        }
+        if c.start {
+            let ext = self.ext_mut();
+            ext.started_at = now;
+            ext.running = true;
+            changed = true;
+        }
+        if let Some(FailReport { exit_code, output }) = c.fail {
+            let ext = self.ext_mut();
+            ext.running = false;
+            ext.failed = true;
+            ext.last_failure = Some(JobFailure {
+                ts: now,
+                exit_code,
+                output,
+                reason: None,
+            });
+            changed = true;
+        }
+        let mut accepted = false;
+        if c.beat {
+            accepted = self.beat(now, started_at);
+            // A job's beat may end a run or a failure: worth an event.
+            changed |= self.ext.is_some();
+        }
+        if self.ext.is_some() {
+            self.drop_unused_ext();
+        }
+        (changed, accepted)
+    }
+
+    /// Mutes until `until` (ms; a snooze), or with no end. The latest
+    /// request wins; `muted_since` keeps the start of the muting. Returns
+    /// whether anything changed.
+    pub fn mute(&mut self, until: Option<i64>, now: i64) -> (bool, ()) {
+        let mut changed = false;
+        if self.muted_since == 0 {
+            self.muted_since = now;
+            changed = true;
+        }
+        let until = until.unwrap_or(0);
+        if self.ext.as_ref().map_or(0, |e| e.muted_until) != until {
+            self.ext_mut().muted_until = until;
+            self.drop_unused_ext();
+            changed = true;
+        }
+        (changed, ())
+    }
+
+    /// Unmutes (a snooze too). Returns whether it was muted.
+    pub fn unmute(&mut self) -> (bool, ()) {
+        let was = self.muted_since != 0;
+        self.muted_since = 0;
+        if let Some(e) = self.ext.as_deref_mut() {
+            e.muted_until = 0;
+        }
+        self.drop_unused_ext();
+        (was, ())
     }
 
     /// The job fields, allocated now if this is their first use.
@@ -175,7 +261,7 @@ impl Service {
         }
         if ext.runtime_deadline().is_some_and(|d| now >= d) && self.muted_since == 0 {
             ext.failed = true;
-            ext.last_failure = Some(Failure {
+            ext.last_failure = Some(JobFailure {
                 ts: now,
                 exit_code: None,
                 output: String::new(),
@@ -242,9 +328,17 @@ impl Service {
         true
     }
 
-    /// Sets the timeout (ms or a special value). A never-beaten service
-    /// counts its deadline from now.
-    pub fn set_timeout(&mut self, timeout: i64, now: i64) {
+    /// Sets the timeout; a schedule replaces it, any other timeout clears
+    /// a schedule. A never-beaten service counts its deadline from now.
+    pub fn set_timeout(&mut self, timeout: Timeout, now: i64) {
+        match timeout {
+            Timeout::Schedule(s) => self.set_schedule(s, now),
+            t => self.set_wire_timeout(t.wire(), now),
+        }
+    }
+
+    /// Sets a timeout that is not a schedule, as its wire number.
+    fn set_wire_timeout(&mut self, timeout: i64, now: i64) {
         self.timeout = timeout;
         if self.last_beat < 0 {
             self.anchor = now;
@@ -260,7 +354,7 @@ impl Service {
 
     /// Follows `schedule` from now on: its deadline is the first fire time
     /// after the last beat (never beaten: after now), plus grace.
-    pub fn set_schedule(&mut self, schedule: Arc<super::job::Schedule>, now: i64) {
+    fn set_schedule(&mut self, schedule: Arc<super::job::Schedule>, now: i64) {
         self.timeout = TIMEOUT_SCHEDULE;
         let from = if self.last_beat >= 0 {
             self.last_beat
@@ -340,9 +434,9 @@ impl Service {
     #[inline]
     pub fn prefetch_out_of_line(&self) {
         let bytes = usize::from(self.history_len) * std::mem::size_of::<u32>();
-        super::prefetch_range(self.history.as_ptr().cast(), bytes);
+        prefetch_range(self.history.as_ptr().cast(), bytes);
         if let Some(ext) = &self.ext {
-            super::prefetch_line((&**ext as *const JobExt).cast());
+            prefetch_line((&**ext as *const JobExt).cast());
         }
     }
 
@@ -361,7 +455,7 @@ impl Service {
             usize::from(self.history_head)
         };
         if next < self.history.len() {
-            super::prefetch_line(self.history[next..].as_ptr().cast());
+            prefetch_line(self.history[next..].as_ptr().cast());
         }
     }
 
@@ -487,7 +581,7 @@ pub struct JobView {
     pub run_history: Option<Vec<u32>>,
     /// The latest failure.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_failure: Option<Failure>,
+    pub last_failure: Option<JobFailure>,
     /// Longest allowed run, ms.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_runtime: Option<i64>,
@@ -522,6 +616,7 @@ const _: () = assert!(std::mem::size_of::<Service>() <= 88);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::TIMEOUT_NONE;
 
     const T0: i64 = 1_700_000_000_000;
 
@@ -576,7 +671,7 @@ mod tests {
         let mut s = fresh(5000);
         assert_eq!(s.evaluate(T0 + 4999), State::Ok);
         assert_eq!(s.evaluate(T0 + 5000), State::Error);
-        s.set_timeout(0, T0);
+        s.set_timeout(Timeout::Always, T0);
         assert_eq!(s.evaluate(T0), State::Error);
         s.muted_since = T0;
         assert_eq!(s.evaluate(T0), State::Muted);
@@ -587,7 +682,7 @@ mod tests {
     #[test]
     fn never_beaten_service_expires_timeout_after_it_was_set() {
         let mut s = fresh(TIMEOUT_NONE);
-        s.set_timeout(2000, T0 + 500);
+        s.set_timeout(Timeout::After(2000), T0 + 500);
         assert_eq!(s.deadline(), Some(T0 + 2500));
         s.beat(T0 + 1000, 0);
         assert_eq!(s.deadline(), Some(T0 + 3000));

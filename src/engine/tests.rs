@@ -1,4 +1,6 @@
 use super::*;
+use std::time::Duration;
+use tokio::sync::watch;
 
 const T0: i64 = 1_700_000_000_000;
 
@@ -6,7 +8,7 @@ fn engine(alarms: Vec<AlarmDef>) -> Engine {
     Engine::new(
         EngineConfig {
             alarms,
-            service_defaults: vec![ServiceDefaults::timeout("deprecated.*", 0)],
+            service_defaults: vec![ServiceDefaults::timeout("deprecated.*", Timeout::Always)],
         },
         T0,
     )
@@ -24,11 +26,8 @@ fn state(e: &Engine, name: &str) -> State {
     e.service(name, false).expect("service exists").state
 }
 
-fn timeout(secs: i64) -> Update {
-    Update {
-        beat: false,
-        timeout: Some(secs * 1000),
-    }
+fn timeout(secs: u64) -> Change {
+    Change::timeout(Timeout::After(secs * 1000))
 }
 
 #[test]
@@ -44,7 +43,7 @@ fn new_service_is_ok_and_never_expires_by_default() {
 #[test]
 fn expired_service_recovers_on_next_beat() {
     let e = engine(vec![]);
-    e.update("svc", timeout(2), T0).expect("valid");
+    e.change("svc", timeout(2), T0).expect("valid");
     e.beat("svc", T0 + 100).expect("valid");
     let mut due = Vec::new();
     e.tick(T0 + 2099, &mut due);
@@ -68,7 +67,7 @@ fn expired_service_recovers_on_next_beat() {
 #[test]
 fn timeout_zero_is_a_tripwire_and_defaults_apply() {
     let e = engine(vec![]);
-    e.update("t", timeout(0), T0).expect("valid");
+    e.change("t", timeout(0), T0).expect("valid");
     assert_eq!(state(&e, "t"), State::Error);
     e.beat("t", T0 + 5000).expect("valid");
     assert_eq!(state(&e, "t"), State::Error);
@@ -79,8 +78,8 @@ fn timeout_zero_is_a_tripwire_and_defaults_apply() {
 #[test]
 fn shortening_a_timeout_arms_an_earlier_deadline() {
     let e = engine(vec![]);
-    e.update("s", timeout(3600), T0).expect("valid");
-    e.update("s", timeout(1), T0 + 10).expect("valid");
+    e.change("s", timeout(3600), T0).expect("valid");
+    e.change("s", timeout(1), T0 + 10).expect("valid");
     let mut due = Vec::new();
     e.tick(T0 + 1009, &mut due);
     assert_eq!(state(&e, "s"), State::Ok);
@@ -91,7 +90,7 @@ fn shortening_a_timeout_arms_an_earlier_deadline() {
 #[test]
 fn mute_unmute_and_delete() {
     let e = engine(vec![alarm("all", "*")]);
-    e.update("m", timeout(0), T0).expect("valid");
+    e.change("m", timeout(0), T0).expect("valid");
     assert_eq!(e.alarm("all").expect("alarm").state, State::Error);
     e.mute("m", T0 + 1).expect("valid");
     let v = e.service("m", false).expect("exists");
@@ -116,7 +115,7 @@ fn mute_unmute_and_delete() {
 #[test]
 fn alarm_incidents_count_each_entry_into_error() {
     let e = engine(vec![alarm("srv-$name", "app.$name.*")]);
-    e.update("app.web.cpu", timeout(1), T0).expect("valid");
+    e.change("app.web.cpu", timeout(1), T0).expect("valid");
     let a = e.alarm("srv-web").expect("alarm exists");
     assert_eq!((a.state, a.incident_nbr), (State::Ok, 0));
     let mut due = Vec::new();
@@ -139,10 +138,10 @@ fn alarm_incidents_count_each_entry_into_error() {
 #[test]
 fn deleted_alarm_reappears_and_continues_numbering() {
     let e = engine(vec![alarm("all", "*")]);
-    e.update("x", timeout(0), T0).expect("valid");
+    e.change("x", timeout(0), T0).expect("valid");
     e.delete("x", T0 + 1);
     e.delete_alarm("all", T0 + 2).expect("empty");
-    e.update("y", timeout(0), T0 + 3).expect("valid");
+    e.change("y", timeout(0), T0 + 3).expect("valid");
     assert_eq!(e.alarm("all").expect("back").incident_nbr, 2);
 }
 
@@ -160,7 +159,7 @@ fn events_report_creation_and_state_changes_in_order() {
     let e = engine(vec![alarm("all", "*")]);
     let mut rx = e.subscribe();
     let _services = e.watch_services();
-    e.update("s", timeout(0), T0).expect("valid");
+    e.change("s", timeout(0), T0).expect("valid");
     let kinds: Vec<String> = std::iter::from_fn(|| rx.try_recv().ok())
         .map(|ev| match &ev.kind {
             EventKind::ServiceAdded(s) => format!("service_added {}", s.state.as_str()),
@@ -247,7 +246,7 @@ fn load_applies_restart_grace() {
 #[test]
 fn a_snooze_ends_in_the_wheel_and_frees_the_job_fields() {
     let e = engine(vec![]);
-    e.update("snoozed", timeout(0), T0).expect("valid");
+    e.change("snoozed", timeout(0), T0).expect("valid");
     assert_eq!(state(&e, "snoozed"), State::Error);
     e.mute_until("snoozed", Some(T0 + 2000), T0).expect("valid");
     assert_eq!(state(&e, "snoozed"), State::Muted);
@@ -268,9 +267,9 @@ fn a_child_alarm_names_its_parent_from_its_own_captures() {
     let mut server = alarm("server-$site", "srv.$site.*");
     server.depends_on = vec!["network-$site".into()];
     let e = engine(vec![alarm("network-$site", "net.$site.*"), server]);
-    e.update("net.sto.router", timeout(0), T0).expect("valid");
-    e.update("srv.sto.web", timeout(0), T0).expect("valid");
-    e.update("srv.gbg.web", timeout(0), T0).expect("valid");
+    e.change("net.sto.router", timeout(0), T0).expect("valid");
+    e.change("srv.sto.web", timeout(0), T0).expect("valid");
+    e.change("srv.gbg.web", timeout(0), T0).expect("valid");
     let sto = e.alarm("server-sto").expect("exists");
     assert_eq!(&*sto.depends_on, [Arc::<str>::from("network-sto")]);
     assert_eq!(sto.suppressed_by, vec![Arc::<str>::from("network-sto")]);
@@ -280,7 +279,7 @@ fn a_child_alarm_names_its_parent_from_its_own_captures() {
         .expect("exists")
         .suppressed_by
         .is_empty());
-    e.update("net.sto.router", timeout(3600), T0)
+    e.change("net.sto.router", timeout(3600), T0)
         .expect("valid");
     assert!(e
         .alarm("server-sto")
@@ -292,7 +291,7 @@ fn a_child_alarm_names_its_parent_from_its_own_captures() {
 #[test]
 fn an_alarm_knows_when_all_its_services_are_muted() {
     let e = engine(vec![alarm("web", "web.*")]);
-    e.update("web.a", timeout(60), T0).expect("valid");
+    e.change("web.a", timeout(60), T0).expect("valid");
     e.mute("web.b", T0).expect("valid"); // created muted
     assert!(!e.alarm_all_muted("web"));
     e.mute("web.a", T0).expect("valid");
@@ -310,7 +309,7 @@ fn an_alarm_knows_when_all_its_services_are_muted() {
 fn service_events_flow_only_while_watched() {
     let e = engine(vec![alarm("all", "*")]);
     let mut rx = e.subscribe();
-    e.update("quiet", timeout(0), T0).expect("valid");
+    e.change("quiet", timeout(0), T0).expect("valid");
     let unwatched: Vec<bool> = std::iter::from_fn(|| rx.try_recv().ok())
         .map(|ev| {
             matches!(
@@ -324,7 +323,7 @@ fn service_events_flow_only_while_watched() {
     assert!(unwatched.iter().all(|alarm_event| *alarm_event));
 
     let watch = e.watch_services();
-    e.update("seen", timeout(0), T0).expect("valid");
+    e.change("seen", timeout(0), T0).expect("valid");
     let added: Vec<String> = std::iter::from_fn(|| rx.try_recv().ok())
         .filter_map(|ev| match &ev.kind {
             EventKind::ServiceAdded(s) => Some(s.name.to_string()),
@@ -351,7 +350,7 @@ async fn the_driver_reports_alive_while_it_expires_deadlines() {
         }
     }));
     // Between reports, a deadline still fires on time.
-    e.update("svc", timeout(1), crate::clock::now_ms())
+    e.change("svc", timeout(1), crate::clock::now_ms())
         .expect("valid");
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(state(&e, "svc"), State::Error);

@@ -11,9 +11,9 @@ use super::{AppState, Body};
 use crate::clock::now_ms;
 use std::sync::Arc;
 
-use crate::duration::{parse_duration_input, parse_timeout, timeout_from_secs};
-use crate::engine::job::output_tail;
-use crate::engine::{AlarmView, EngineError, JobUpdate, Schedule, ServiceView, Update};
+use crate::duration::{parse_duration_input, parse_timeout, timeout_from_secs, DurationError};
+use crate::engine::job::{output_tail, ScheduleError};
+use crate::engine::{AlarmView, Change, EngineError, FailReport, Schedule, ServiceView, Timeout};
 
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 1 << 20;
@@ -30,12 +30,41 @@ fn engine_error(e: EngineError) -> Response<Body> {
     error(status, e.to_string())
 }
 
+/// Why a request's settings are refused (a 400 naming the problem).
+#[derive(Debug, thiserror::Error)]
+enum BadRequest {
+    /// A timeout or duration that does not read.
+    #[error("{0}")]
+    Duration(#[from] DurationError),
+    /// A named duration that does not read.
+    #[error("{key}: {source}")]
+    Setting {
+        /// `grace`, `max_runtime` or `for`.
+        key: &'static str,
+        /// Why.
+        source: DurationError,
+    },
+    /// A schedule that cannot be used.
+    #[error("{0}")]
+    Schedule(#[from] ScheduleError),
+    /// A body that is not what its content type says.
+    #[error("{0}")]
+    Body(String),
+}
+
+impl BadRequest {
+    fn response(self) -> Response<Body> {
+        error(StatusCode::BAD_REQUEST, self.to_string())
+    }
+}
+
 /// The settings a beat request may carry, from the query, a form or JSON
-/// (SPEC §4.2, §10); a later source overrides an earlier one.
+/// (README, "HTTP API" and "Cron jobs"); a later source overrides an
+/// earlier one.
 #[derive(Default)]
 struct BeatParams {
     beat: bool,
-    timeout: Option<i64>,
+    timeout: Option<Timeout>,
     schedule: Option<String>,
     tz: Option<String>,
     grace: Option<String>,
@@ -44,7 +73,7 @@ struct BeatParams {
 
 impl BeatParams {
     /// Takes one `key=value` pair; unknown keys are ignored as in 1.x.
-    fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
+    fn set(&mut self, key: &str, value: &str) -> Result<(), BadRequest> {
         match key {
             "timeout" if !value.is_empty() => self.timeout = Some(parse_timeout(value)?),
             "schedule" => self.schedule = Some(value.to_string()),
@@ -57,35 +86,39 @@ impl BeatParams {
     }
 
     /// The engine change these settings ask for.
-    fn into_update(self) -> Result<JobUpdate, String> {
-        let mut u = JobUpdate {
-            beat: self.beat,
-            timeout: self.timeout,
-            ..JobUpdate::default()
-        };
+    fn into_change(self) -> Result<Change, BadRequest> {
         let grace = match &self.grace {
-            Some(g) => Some(parse_duration_input(g).map_err(|e| format!("grace: {e}"))?),
+            Some(g) => Some(
+                parse_duration_input(g).map_err(|source| BadRequest::Setting {
+                    key: "grace",
+                    source,
+                })? as i64,
+            ),
             None => None,
         };
-        u.schedule = Schedule::from_settings(
+        let schedule = Schedule::from_settings(
             self.schedule.as_deref(),
             self.tz.as_deref(),
             grace,
             self.timeout.is_some(),
-        )?
-        .map(Arc::new);
-        if let Some(m) = &self.max_runtime {
-            u.max_runtime = Some(parse_duration_input(m).map_err(|e| format!("max_runtime: {e}"))?);
-        }
-        Ok(u)
-    }
-
-    /// True when only 1.x settings are in use (the fast path).
-    fn is_plain(&self) -> bool {
-        self.schedule.is_none()
-            && self.max_runtime.is_none()
-            && self.tz.is_none()
-            && self.grace.is_none()
+        )?;
+        let max_runtime = match &self.max_runtime {
+            Some(m) => Some(
+                parse_duration_input(m).map_err(|source| BadRequest::Setting {
+                    key: "max_runtime",
+                    source,
+                })?,
+            ),
+            None => None,
+        };
+        Ok(Change {
+            beat: self.beat,
+            timeout: schedule
+                .map(|s| Timeout::Schedule(Arc::new(s)))
+                .or(self.timeout),
+            max_runtime,
+            ..Change::default()
+        })
     }
 }
 
@@ -114,7 +147,7 @@ pub async fn beat(req: Request<Incoming>, state: &AppState, name: &str) -> Respo
     if let Some(q) = req.uri().query() {
         for (k, v) in form_urlencoded::parse(q.as_bytes()) {
             if let Err(e) = params.set(&k, &v) {
-                return error(StatusCode::BAD_REQUEST, e);
+                return e.response();
             }
         }
     }
@@ -125,29 +158,20 @@ pub async fn beat(req: Request<Incoming>, state: &AppState, name: &str) -> Respo
     };
     if content_type == "application/json" {
         if let Err(e) = apply_json(&body, &mut params) {
-            return error(StatusCode::BAD_REQUEST, e);
+            return e.response();
         }
     } else if content_type == "application/x-www-form-urlencoded" {
         for (k, v) in form_urlencoded::parse(&body) {
             if let Err(e) = params.set(&k, &v) {
-                return error(StatusCode::BAD_REQUEST, e);
+                return e.response();
             }
         }
     }
-    let now = now_ms();
-    let result = if params.is_plain() {
-        let update = Update {
-            beat: params.beat,
-            timeout: params.timeout,
-        };
-        state.engine.update(name, update, now)
-    } else {
-        match params.into_update() {
-            Ok(u) => state.engine.update_job(name, u, now),
-            Err(e) => return error(StatusCode::BAD_REQUEST, e),
-        }
+    let change = match params.into_change() {
+        Ok(c) => c,
+        Err(e) => return e.response(),
     };
-    match result {
+    match state.engine.change(name, change, now_ms()) {
         Ok(()) => empty_ok(),
         Err(e) => engine_error(e),
     }
@@ -155,15 +179,15 @@ pub async fn beat(req: Request<Incoming>, state: &AppState, name: &str) -> Respo
 
 /// Applies a JSON body `{"timeout": ..., "beat": ..., "schedule": ...}`;
 /// empty counts as `{}`.
-fn apply_json(body: &[u8], params: &mut BeatParams) -> Result<(), String> {
+fn apply_json(body: &[u8], params: &mut BeatParams) -> Result<(), BadRequest> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(());
     }
-    let value: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| format!("request body is not valid JSON: {e}"))?;
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| BadRequest::Body(format!("request body is not valid JSON: {e}")))?;
     let obj = value
         .as_object()
-        .ok_or("request body must be a JSON object")?;
+        .ok_or_else(|| BadRequest::Body("request body must be a JSON object".into()))?;
     match obj.get("timeout") {
         None | Some(serde_json::Value::Null) => {}
         Some(serde_json::Value::Number(n)) => {
@@ -175,15 +199,19 @@ fn apply_json(body: &[u8], params: &mut BeatParams) -> Result<(), String> {
         }
         Some(serde_json::Value::String(s)) => params.timeout = Some(parse_timeout(s)?),
         Some(other) => {
-            return Err(format!(
+            return Err(BadRequest::Body(format!(
                 "timeout must be a number of seconds or a duration, not {other}"
-            ))
+            )))
         }
     }
     match obj.get("beat") {
         None | Some(serde_json::Value::Null) => {}
         Some(serde_json::Value::Bool(b)) => params.beat = *b,
-        Some(other) => return Err(format!("beat must be true or false, not {other}")),
+        Some(other) => {
+            return Err(BadRequest::Body(format!(
+                "beat must be true or false, not {other}"
+            )))
+        }
     }
     for key in ["schedule", "tz", "grace", "max_runtime"] {
         match obj.get(key) {
@@ -192,7 +220,11 @@ fn apply_json(body: &[u8], params: &mut BeatParams) -> Result<(), String> {
             Some(serde_json::Value::Number(n)) if key != "schedule" && key != "tz" => {
                 params.set(key, &n.to_string())?
             }
-            Some(other) => return Err(format!("{key} must be a string, not {other}")),
+            Some(other) => {
+                return Err(BadRequest::Body(format!(
+                    "{key} must be a string, not {other}"
+                )))
+            }
         }
     }
     Ok(())
@@ -207,9 +239,9 @@ pub async fn job_signal(
     signal: &str,
     code: Option<&str>,
 ) -> Response<Body> {
-    let mut u = JobUpdate::default();
+    let mut change = Change::default();
     match (signal, code) {
-        ("start", None) => u.start = true,
+        ("start", None) => change.start = true,
         ("fail", None) | ("exit", Some(_)) => {
             let exit_code = match code {
                 Some(c) => match c.parse::<u8>() {
@@ -228,14 +260,17 @@ pub async fn job_signal(
                 Err(r) => return r,
             };
             if exit_code == Some(0) {
-                u.beat = true;
+                change.beat = true;
             } else {
-                u.fail = Some((exit_code, output_tail(&body)));
+                change.fail = Some(FailReport {
+                    exit_code,
+                    output: output_tail(&body),
+                });
             }
         }
         _ => return error(StatusCode::NOT_FOUND, format!("no such endpoint: {signal}")),
     }
-    match state.engine.update_job(name, u, now_ms()) {
+    match state.engine.change(name, change, now_ms()) {
         Ok(()) => empty_ok(),
         Err(e) => engine_error(e),
     }
@@ -262,7 +297,7 @@ pub fn mute<B>(req: &Request<B>, state: &AppState, name: &str, mute: bool) -> Re
     let r = if mute {
         let until = match query_param(req, "for") {
             Some(f) => match parse_duration_input(&f) {
-                Ok(ms) if ms > 0 => Some(now.saturating_add(ms)),
+                Ok(ms) if ms > 0 => Some(now.saturating_add(ms as i64)),
                 Ok(_) => return error(StatusCode::BAD_REQUEST, "for must be longer than 0".into()),
                 Err(e) => return error(StatusCode::BAD_REQUEST, format!("for: {e}")),
             },

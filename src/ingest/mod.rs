@@ -6,7 +6,8 @@ pub mod udp;
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
-use crate::engine::{Engine, JobUpdate, Update, TIMEOUT_AUTO};
+use crate::engine::{Change, Engine, FailReport, Timeout};
+use crate::prefetch::Pipeline;
 use statsd::{Action, Command, ParseError};
 
 /// Ingestion counters, shown in `/metrics`.
@@ -48,31 +49,25 @@ impl IngestStats {
 /// Applies one parsed command to the engine; `hash` is its name's, from
 /// [`Engine::prefetch_probe`].
 fn apply(engine: &Engine, cmd: Command<'_>, hash: u64, now: i64) {
-    let update = match cmd.action {
-        Action::Beat => Update {
+    let change = match cmd.action {
+        Action::Beat => Change::beat(),
+        Action::Autobeat => Change {
             beat: true,
-            timeout: None,
+            timeout: Some(Timeout::Auto),
+            ..Change::default()
         },
-        Action::Autobeat => Update {
-            beat: true,
-            timeout: Some(TIMEOUT_AUTO),
+        Action::Timeout(t) => Change::timeout(t),
+        Action::Start => Change {
+            start: true,
+            ..Change::default()
         },
-        Action::Timeout => Update {
-            beat: false,
-            timeout: Some(cmd.timeout),
+        Action::Fail => Change {
+            fail: Some(FailReport::default()),
+            ..Change::default()
         },
-        Action::Start | Action::Fail => {
-            let job = JobUpdate {
-                start: cmd.action == Action::Start,
-                fail: (cmd.action == Action::Fail).then(|| (None, String::new())),
-                ..JobUpdate::default()
-            };
-            let _ = engine.update_job(cmd.name, job, now);
-            return;
-        }
     };
     // The parser validated the name, so this cannot fail.
-    let _ = engine.update_hashed(cmd.name, hash, update, now);
+    let _ = engine.change_hashed(cmd.name, hash, change, now);
 }
 
 /// Lines parsed ahead of the one being applied. Each line's memory is
@@ -84,40 +79,8 @@ fn apply(engine: &Engine, cmd: Command<'_>, hash: u64, now: i64) {
 /// all in cache, and the cache misses of consecutive lines overlap.
 const AHEAD: usize = 18;
 
-/// Applies parsed lines `AHEAD` behind the parser, in arrival order.
-struct Pipeline<'a, 'e> {
-    engine: &'e Engine,
-    now: i64,
-    /// Parsed lines not yet applied, with their hashes: a ring whose
-    /// oldest line is at `next`, so the line at `next + k` is applied `k`
-    /// lines from now.
-    waiting: [Option<(Command<'a>, u64)>; AHEAD],
-    next: usize,
-}
-
-impl<'a> Pipeline<'a, '_> {
-    fn push(&mut self, cmd: Command<'a>) {
-        let hash = self.engine.prefetch_probe(cmd.name);
-        if let Some((_, hash)) = self.waiting[(self.next + 2 * AHEAD / 3) % AHEAD] {
-            self.engine.prefetch_entry(hash);
-        }
-        if let Some((cmd, hash)) = self.waiting[(self.next + AHEAD / 3) % AHEAD] {
-            self.engine.prefetch_history(cmd.name, hash);
-        }
-        if let Some((oldest, hash)) = self.waiting[self.next].replace((cmd, hash)) {
-            apply(self.engine, oldest, hash, self.now);
-        }
-        self.next = (self.next + 1) % AHEAD;
-    }
-
-    fn finish(mut self) {
-        for i in 0..AHEAD {
-            if let Some((cmd, hash)) = self.waiting[(self.next + i) % AHEAD].take() {
-                apply(self.engine, cmd, hash, self.now);
-            }
-        }
-    }
-}
+/// The stages after the first, as distances from being applied.
+const STAGES: [usize; 2] = [2 * AHEAD / 3, AHEAD / 3];
 
 /// Parses and applies every line of a packet; returns (accepted, dropped).
 pub fn apply_packet(engine: &Engine, stats: &IngestStats, packet: &[u8], now: i64) -> (u64, u64) {
@@ -133,11 +96,13 @@ pub fn apply_packets<'a>(
     now: i64,
 ) -> (u64, u64) {
     let (mut ok, mut bad) = (0, 0);
-    let mut pipeline = Pipeline {
-        engine,
-        now,
-        waiting: [None; AHEAD],
-        next: 0,
+    let mut pipeline = Pipeline::<(Command<'a>, u64), AHEAD>::default();
+    let stage = |k: usize, (cmd, hash): &(Command<'a>, u64)| {
+        if k == STAGES[0] {
+            engine.prefetch_entry(*hash);
+        } else {
+            engine.prefetch_history(cmd.name, *hash);
+        }
     };
     for packet in packets {
         for line in packet.split(|c| *c == b'\n') {
@@ -146,7 +111,10 @@ pub fn apply_packets<'a>(
             }
             match statsd::parse_line(line) {
                 Ok(cmd) => {
-                    pipeline.push(cmd);
+                    let hash = engine.prefetch_probe(cmd.name);
+                    pipeline.push((cmd, hash), &STAGES, stage, |(cmd, hash)| {
+                        apply(engine, cmd, hash, now)
+                    });
                     ok += 1;
                 }
                 Err(e) => {
@@ -156,7 +124,7 @@ pub fn apply_packets<'a>(
             }
         }
     }
-    pipeline.finish();
+    pipeline.finish(|(cmd, hash)| apply(engine, cmd, hash, now));
     stats.lines_accepted.fetch_add(ok, Ordering::Relaxed);
     (ok, bad)
 }
@@ -186,24 +154,5 @@ mod tests {
         assert_eq!(a.timeout, 7_000);
         assert_eq!(a.last_beat, T0);
         assert_eq!(engine.service("b0", false).map(|b| b.last_beat), Some(T0));
-    }
-
-    /// Prefetching is harmless whatever the table holds: empty, a few
-    /// services, the very name being looked up, or a hash from before the
-    /// table changed.
-    #[test]
-    fn prefetch_on_any_table() {
-        let engine = Engine::new(EngineConfig::default(), T0);
-        let h = engine.prefetch_probe("nothing.here");
-        engine.prefetch_entry(h);
-        engine.beat("x", T0).expect("valid name");
-        engine.prefetch_entry(h);
-        for name in ["x", "y"] {
-            let h = engine.prefetch_probe(name);
-            engine.prefetch_entry(h);
-            engine.prefetch_history(name, h);
-        }
-        assert!(engine.service("x", false).is_some());
-        assert!(engine.service("y", false).is_none());
     }
 }

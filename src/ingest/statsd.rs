@@ -1,32 +1,30 @@
-//! The statsd line protocol of SPEC §4.1, parsed without copying.
+//! The statsd line protocol (README, "Sending beats"), parsed without
+//! copying: the name is borrowed from the datagram.
 
-use crate::engine::{valid_name, TIMEOUT_AUTO};
+use crate::engine::{valid_name, Timeout};
 
 /// What a line asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// `<name>.beat`: a beat.
     Beat,
     /// `<name>.autobeat`: set the timeout to auto and beat.
     Autobeat,
-    /// `<name>.start`: a job run started (SPEC §10).
+    /// `<name>.start`: a job run started.
     Start,
-    /// `<name>.fail`: a job run failed (SPEC §10).
+    /// `<name>.fail`: a job run failed.
     Fail,
-    /// `<name>.timeout`: set the timeout (value in seconds, already
-    /// converted to ms or a special value in `Command::timeout`).
-    Timeout,
+    /// `<name>.timeout`: set the timeout (the value is in seconds).
+    Timeout(Timeout),
 }
 
 /// One parsed line, borrowing the service name from the packet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Command<'a> {
-    /// The service name (valid per SPEC §1.1).
+    /// The service name (a valid one: [`valid_name`]).
     pub name: &'a str,
     /// What to do.
     pub action: Action,
-    /// For `Timeout`: the timeout in ms, or -1, -2, 0. Unused otherwise.
-    pub timeout: i64,
 }
 
 /// Why a line was dropped.
@@ -36,7 +34,7 @@ pub enum ParseError {
     MissingColon,
     /// The action is not `beat`, `autobeat`, `timeout`, `start` or `fail`.
     UnknownAction,
-    /// The service name breaks SPEC §1.1.
+    /// The service name is not a valid one.
     BadName,
     /// The value is not a number.
     BadValue,
@@ -48,21 +46,28 @@ pub enum ParseError {
     BadTimeout,
 }
 
+/// The action word of a line, before its value is known.
+#[derive(Clone, Copy)]
+enum Verb {
+    Beat,
+    Autobeat,
+    Timeout,
+    Start,
+    Fail,
+}
+
 /// Parses one line (without its `\n`; a trailing `\r` is allowed).
 pub fn parse_line(line: &[u8]) -> Result<Command<'_>, ParseError> {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let colon = memchr(b':', line).ok_or(ParseError::MissingColon)?;
+    let colon = memchr::memchr(b':', line).ok_or(ParseError::MissingColon)?;
     let (metric, rest) = (&line[..colon], &line[colon + 1..]);
-    let dot = metric
-        .iter()
-        .rposition(|c| *c == b'.')
-        .ok_or(ParseError::UnknownAction)?;
-    let action = match &metric[dot + 1..] {
-        b"beat" => Action::Beat,
-        b"autobeat" => Action::Autobeat,
-        b"timeout" => Action::Timeout,
-        b"start" => Action::Start,
-        b"fail" => Action::Fail,
+    let dot = memchr::memrchr(b'.', metric).ok_or(ParseError::UnknownAction)?;
+    let verb = match &metric[dot + 1..] {
+        b"beat" => Verb::Beat,
+        b"autobeat" => Verb::Autobeat,
+        b"timeout" => Verb::Timeout,
+        b"start" => Verb::Start,
+        b"fail" => Verb::Fail,
         _ => return Err(ParseError::UnknownAction),
     };
     let name = &metric[..dot];
@@ -87,22 +92,23 @@ pub fn parse_line(line: &[u8]) -> Result<Command<'_>, ParseError> {
             _ => return Err(ParseError::BadSuffix),
         }
     }
-    let timeout = match action {
-        Action::Timeout => match value {
-            v if v > 0 => v.checked_mul(1000).ok_or(ParseError::BadValue)?,
-            0 | -1 | TIMEOUT_AUTO => value,
+    let action = match verb {
+        Verb::Beat => Action::Beat,
+        Verb::Autobeat => Action::Autobeat,
+        Verb::Start => Action::Start,
+        Verb::Fail => Action::Fail,
+        Verb::Timeout => Action::Timeout(match value {
+            v if v > 0 => Timeout::After(v.checked_mul(1000).ok_or(ParseError::BadValue)? as u64),
+            0 => Timeout::Always,
+            -1 => Timeout::None,
+            -2 => Timeout::Auto,
             _ => return Err(ParseError::BadTimeout),
-        },
-        _ => 0,
+        }),
     };
     // SAFETY: valid_name accepted only the ASCII bytes [a-z0-9._-], and
     // ASCII is valid UTF-8.
     let name = unsafe { std::str::from_utf8_unchecked(name) };
-    Ok(Command {
-        name,
-        action,
-        timeout,
-    })
+    Ok(Command { name, action })
 }
 
 /// An integer, or a non-negative decimal truncated toward zero.
@@ -111,7 +117,7 @@ fn parse_value(v: &[u8]) -> Result<i64, ParseError> {
         Some((b'-', d)) => (true, d),
         _ => (false, v),
     };
-    let (int, frac) = match memchr(b'.', digits) {
+    let (int, frac) = match memchr::memchr(b'.', digits) {
         Some(p) => (&digits[..p], Some(&digits[p + 1..])),
         None => (digits, None),
     };
@@ -133,50 +139,55 @@ fn parse_value(v: &[u8]) -> Result<i64, ParseError> {
     Ok(if neg { -n } else { n })
 }
 
-fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
-    hay.iter().position(|c| *c == needle)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn ok(line: &str) -> (String, Action, i64) {
+    fn ok(line: &str) -> (String, Action) {
         let c = parse_line(line.as_bytes()).unwrap_or_else(|e| panic!("{line}: {e:?}"));
-        (c.name.to_string(), c.action, c.timeout)
+        (c.name.to_string(), c.action)
     }
 
     #[test]
     fn good_lines() {
         use Action::*;
-        let table: &[(&str, (&str, Action, i64))] = &[
+        let after = |ms| Action::Timeout(crate::engine::Timeout::After(ms));
+        let table: Vec<(&str, (&str, Action))> = vec![
             (
                 "myapp.mailers.invoice.beat:1|c",
-                ("myapp.mailers.invoice", Beat, 0),
+                ("myapp.mailers.invoice", Beat),
             ),
-            ("a.beat:0|c", ("a", Beat, 0)),
-            ("a.beat:1|g", ("a", Beat, 0)),
-            ("a.beat:1|ms", ("a", Beat, 0)),
-            ("a.beat:-5|c", ("a", Beat, 0)),
-            ("a.beat:1|c|@0.1", ("a", Beat, 0)),
-            ("a.beat:1|c|@0.5|#env:prod,x:y", ("a", Beat, 0)),
-            ("a.beat:1|c|#env:prod", ("a", Beat, 0)),
-            ("a.beat:1|c\r", ("a", Beat, 0)),
-            ("a.timeout:60|g", ("a", Timeout, 60_000)),
-            ("a.timeout:1.9|g", ("a", Timeout, 1000)),
-            ("a.timeout:0|g", ("a", Timeout, 0)),
-            ("a.timeout:-1|g", ("a", Timeout, -1)),
-            ("a.timeout:-2|g", ("a", Timeout, -2)),
-            ("a.timeout:5|c", ("a", Timeout, 5000)),
-            ("a.autobeat:1|c", ("a", Autobeat, 0)),
-            ("job.start:1|c", ("job", Start, 0)),
-            ("job.fail:1|c", ("job", Fail, 0)),
-            ("x-y_z.9.beat:1|c", ("x-y_z.9", Beat, 0)),
+            ("a.beat:0|c", ("a", Beat)),
+            ("a.beat:1|g", ("a", Beat)),
+            ("a.beat:1|ms", ("a", Beat)),
+            ("a.beat:-5|c", ("a", Beat)),
+            ("a.beat:1|c|@0.1", ("a", Beat)),
+            ("a.beat:1|c|@0.5|#env:prod,x:y", ("a", Beat)),
+            ("a.beat:1|c|#env:prod", ("a", Beat)),
+            ("a.beat:1|c\r", ("a", Beat)),
+            ("a.timeout:60|g", ("a", after(60_000))),
+            ("a.timeout:1.9|g", ("a", after(1000))),
+            (
+                "a.timeout:0|g",
+                ("a", Action::Timeout(crate::engine::Timeout::Always)),
+            ),
+            (
+                "a.timeout:-1|g",
+                ("a", Action::Timeout(crate::engine::Timeout::None)),
+            ),
+            (
+                "a.timeout:-2|g",
+                ("a", Action::Timeout(crate::engine::Timeout::Auto)),
+            ),
+            ("a.timeout:5|c", ("a", after(5000))),
+            ("a.autobeat:1|c", ("a", Autobeat)),
+            ("job.start:1|c", ("job", Start)),
+            ("job.fail:1|c", ("job", Fail)),
+            ("x-y_z.9.beat:1|c", ("x-y_z.9", Beat)),
         ];
-        for (line, want) in table {
-            let (n, a, t) = ok(line);
-            assert_eq!((n.as_str(), a, t), *want, "{line}");
+        for (line, (name, action)) in table {
+            assert_eq!(ok(line), (name.to_string(), action), "{line}");
         }
     }
 

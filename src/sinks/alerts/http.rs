@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use super::{failed_list, Failure, Notice};
+use super::{failed_list, DeliveryError, Notice};
 use crate::engine::State;
 use crate::redact::url_for_log;
 
@@ -11,7 +11,7 @@ async fn post(
     url: &str,
     body: serde_json::Value,
     extra: &[(&str, &str)],
-) -> Result<(), Failure> {
+) -> Result<(), DeliveryError> {
     let mut req = client
         .post(url)
         .header("Content-Type", "application/json")
@@ -30,8 +30,11 @@ async fn post(
 /// and 429 are worth retrying; other non-2xx answers are final. `what`
 /// names the receiver without its secrets ([`url_for_log`]), and the
 /// error is stripped of the URL reqwest would put in it.
-pub fn outcome(what: &str, result: reqwest::Result<reqwest::Response>) -> Result<(), Failure> {
-    let resp = result.map_err(|e| Failure {
+pub fn outcome(
+    what: &str,
+    result: reqwest::Result<reqwest::Response>,
+) -> Result<(), DeliveryError> {
+    let resp = result.map_err(|e| DeliveryError {
         reason: format!("{what}: {}", e.without_url()),
         retry: true,
     })?;
@@ -39,7 +42,7 @@ pub fn outcome(what: &str, result: reqwest::Result<reqwest::Response>) -> Result
     if status.is_success() {
         Ok(())
     } else {
-        Err(Failure {
+        Err(DeliveryError {
             reason: format!("{what}: HTTP {status}"),
             retry: status.is_server_error() || status.as_u16() == 429,
         })
@@ -69,7 +72,7 @@ pub fn webhook_body(n: &Notice) -> serde_json::Value {
 }
 
 /// POSTs the webhook.
-pub async fn webhook(client: &reqwest::Client, url: &str, n: &Notice) -> Result<(), Failure> {
+pub async fn webhook(client: &reqwest::Client, url: &str, n: &Notice) -> Result<(), DeliveryError> {
     post(client, url, webhook_body(n), &[("X-Lovebeat", "1")]).await
 }
 
@@ -149,9 +152,9 @@ pub async fn slack(
     webhook_url: &str,
     channel: &str,
     n: &Notice,
-) -> Result<(), Failure> {
+) -> Result<(), DeliveryError> {
     if webhook_url.is_empty() {
-        return Err(Failure {
+        return Err(DeliveryError {
             reason: "slack_channel is set but [slack] webhook_url is not".into(),
             retry: false,
         });

@@ -4,7 +4,7 @@ use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
-use super::{failed_list, Failure, Notice};
+use super::{failed_list, DeliveryError, Notice};
 use crate::config::Config;
 use crate::redact::url_for_log;
 
@@ -51,7 +51,7 @@ pub fn body(n: &Notice) -> String {
 }
 
 /// One line saying how the job failed.
-pub fn failure_line(f: &crate::engine::Failure) -> String {
+pub fn failure_line(f: &crate::engine::JobFailure) -> String {
     match (&f.reason, f.exit_code) {
         (Some(r), _) => format!("The job failed: {r}."),
         (None, Some(c)) => format!("The job failed with exit code {c}."),
@@ -66,11 +66,11 @@ pub async fn send(
     client: &reqwest::Client,
     n: &Notice,
     to: &[String],
-) -> Result<(), Failure> {
+) -> Result<(), DeliveryError> {
     if !config.mailgun.domain.is_empty() {
         return mailgun(config, client, n, to).await;
     }
-    let permanent = |reason: String| Failure {
+    let permanent = |reason: String| DeliveryError {
         reason,
         retry: false,
     };
@@ -109,7 +109,7 @@ pub async fn send(
         .send(message)
         .await
         .map(|_| ())
-        .map_err(|e| Failure {
+        .map_err(|e| DeliveryError {
             retry: !e.is_permanent(),
             reason: format!("SMTP {}: {e}", config.mail.server),
         })
@@ -130,7 +130,7 @@ async fn mailgun(
     client: &reqwest::Client,
     n: &Notice,
     to: &[String],
-) -> Result<(), Failure> {
+) -> Result<(), DeliveryError> {
     let mg = &config.mailgun;
     let url = format!(
         "{}/v3/{}/messages",

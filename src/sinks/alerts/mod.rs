@@ -52,8 +52,8 @@ pub struct Notice {
     pub ts: i64,
     /// `<public_url>alarms/<name>`, if a public URL is configured.
     pub url: Option<String>,
-    /// The `last_failure` of the service whose change fired it (SPEC §10).
-    pub failure: Option<crate::engine::Failure>,
+    /// The `last_failure` of the service whose change fired it.
+    pub failure: Option<crate::engine::JobFailure>,
     /// 0 for the alert itself, n for its n-th reminder.
     pub repeat: u32,
     /// A reminder goes only to the alert whose `repeat` it follows.
@@ -168,7 +168,7 @@ impl Alerters {
 
 /// Why a delivery attempt failed, and whether trying again can help.
 #[derive(Debug)]
-pub struct Failure {
+pub struct DeliveryError {
     /// What went wrong, for the log.
     pub reason: String,
     /// Connection errors, timeouts and 5xx answers are worth retrying;
@@ -181,7 +181,7 @@ pub struct Failure {
 async fn retrying<F, Fut>(what: &'static str, notice: Notice, attempt: F) -> Result<(), String>
 where
     F: Fn(Notice) -> Fut,
-    Fut: std::future::Future<Output = Result<(), Failure>>,
+    Fut: std::future::Future<Output = Result<(), DeliveryError>>,
 {
     let start = tokio::time::Instant::now();
     let mut delay = FIRST_BACKOFF;
@@ -333,7 +333,7 @@ impl Dispatch {
             let mut reminder = notice.clone();
             reminder.only_alert = Some(alert.clone());
             tasks.push(tokio::spawn(async move {
-                let every = Duration::from_millis(every as u64);
+                let every = Duration::from_millis(every);
                 let mut n = 0;
                 loop {
                     tokio::time::sleep(every).await;
@@ -530,9 +530,9 @@ pub fn failed_list(alarm: &AlarmView) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::Failure;
+    use crate::engine::JobFailure;
 
-    fn notice(repeat: u32, failure: Option<Failure>) -> Notice {
+    fn notice(repeat: u32, failure: Option<JobFailure>) -> Notice {
         Notice {
             alarm: AlarmView {
                 name: "jobs".into(),
@@ -556,7 +556,7 @@ mod tests {
 
     #[test]
     fn a_failure_and_a_reminder_reach_every_alerter() {
-        let f = Failure {
+        let f = JobFailure {
             ts: 1,
             exit_code: Some(3),
             output: "disk full\n".into(),
@@ -582,7 +582,7 @@ mod tests {
         assert_eq!(mail::subject(&plain), "[LOVEBEAT] jobs-7");
         let hook = http::webhook_body(&plain);
         assert!(hook.get("repeat").is_none() && hook.get("failure").is_none());
-        let ran_long = Failure {
+        let ran_long = JobFailure {
             reason: Some("ran too long".into()),
             exit_code: None,
             ..f
@@ -592,7 +592,7 @@ mod tests {
 
     #[test]
     fn slack_text_from_a_job_cannot_mention_or_format() {
-        let f = Failure {
+        let f = JobFailure {
             ts: 1,
             exit_code: Some(1),
             output: "<!channel> wake up & <@U123> ```\n*bold*".into(),
