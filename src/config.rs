@@ -174,9 +174,15 @@ pub struct Http {
     /// Address; an empty host means every interface.
     pub listen: String,
     /// Keys allowed to change state; when set, every change needs one.
+    #[serde(deserialize_with = "one_or_many_strings")]
     pub write_keys: Vec<String>,
     /// Keys allowed to read; when set, reading needs a read or write key.
+    #[serde(deserialize_with = "one_or_many_strings")]
     pub read_keys: Vec<String>,
+    /// Host names lovebeat answers to (besides IP addresses, `localhost`
+    /// and `public_url`'s host); empty: any.
+    #[serde(deserialize_with = "one_or_many_strings")]
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for Http {
@@ -185,6 +191,7 @@ impl Default for Http {
             listen: ":8080".into(),
             write_keys: Vec::new(),
             read_keys: Vec::new(),
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -484,6 +491,24 @@ fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Metrics>, D
     })
 }
 
+/// Accepts one string where a list of them is expected (`write_keys =
+/// "k"`): a likely slip, and the type error would quote the key.
+fn one_or_many_strings<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    match OneOrMany::deserialize(d) {
+        Ok(OneOrMany::One(s)) => Ok(vec![s]),
+        Ok(OneOrMany::Many(v)) => Ok(v),
+        Err(_) => Err(serde::de::Error::custom(
+            "expected a string or a list of strings",
+        )),
+    }
+}
+
 /// The TCP default differs from HTTP's; serde's field default cannot say
 /// that, so the loader fills it in when `[tcp]` is absent.
 const TCP_DEFAULT: &str = ":8127";
@@ -707,6 +732,17 @@ pub fn listen_addr(text: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("'{text}' resolves to no address"))
 }
 
+/// Keys whose values are secrets: an error about them never quotes them.
+const SECRET_KEYS: [&str; 7] = [
+    "write_keys",
+    "read_keys",
+    "key",
+    "password",
+    "api_key",
+    "webhook",
+    "webhook_url",
+];
+
 /// Parses one file and checks it against the schema on its own, so errors
 /// carry its name and a line number.
 fn check_file(path: &Path, text: &str) -> Result<toml::Table, ConfigError> {
@@ -723,6 +759,15 @@ fn check_file(path: &Path, text: &str) -> Result<toml::Table, ConfigError> {
             None => (1, 1, String::new()),
         };
         let mut message = e.message().trim().to_string();
+        if SECRET_KEYS.contains(&key.as_str()) {
+            // serde quotes the value it could not use: not a secret's.
+            message = match message.split_once(", expected") {
+                Some((_, expected)) => format!(
+                    "the value has the wrong type (not shown: it is a secret); expected{expected}"
+                ),
+                None => "the value cannot be used (not shown: it is a secret)".to_string(),
+            };
+        }
         if !key.is_empty() && !key.starts_with('[') {
             message = format!("key `{key}`: {message}");
         }
@@ -850,6 +895,28 @@ mode = 600
         assert!(mode("0x1ff").is_err());
         assert!(mode("-1").is_err());
         assert!(mode("0o17777").is_err());
+    }
+
+    #[test]
+    fn errors_about_secrets_do_not_quote_them() {
+        for text in [
+            "[mail]\npassword = 123456789\n",
+            "[[notify]]\nlovebeat = \"http://x\"\nkey = 123456789\n",
+            "[mailgun]\napi_key = 123456789\n",
+            "[alerts.a]\nwebhook = 123456789\n",
+            "[http]\nwrite_keys = 123456789\n",
+            "[http]\nread_keys = [123456789]\n",
+        ] {
+            let e = Config::parse(text).expect_err("wrong type").to_string();
+            assert!(!e.contains("123456789"), "{e}");
+            assert!(e.contains(":2:") || e.contains(":3:"), "{e}");
+        }
+        // One key as a string is a list of one.
+        let c = Config::parse("[http]\nwrite_keys = \"w\"\nread_keys = \"r\"\n").expect("valid");
+        assert_eq!(
+            (c.http.write_keys, c.http.read_keys),
+            (vec!["w".to_string()], vec!["r".to_string()])
+        );
     }
 
     #[test]

@@ -190,6 +190,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             read: config.http.read_keys.clone(),
             write: config.http.write_keys.clone(),
         },
+        hosts: http::origin::AllowedHosts::new(
+            &config.http.allowed_hosts,
+            config.public_url().as_deref(),
+        ),
     });
     tasks.push(tokio::spawn(http::ws::run_hub(
         ws_hub,
@@ -275,6 +279,21 @@ async fn wait_for_stop(reopen: &Notify) -> anyhow::Result<()> {
 fn warn_deprecated(config: &Config) {
     if !config.views.is_empty() {
         tracing::warn!("[[views]] is deprecated: it is read as [[alarms]]; rename the sections");
+    }
+    if config.http.write_keys.is_empty() && config.http.allowed_hosts.is_empty() {
+        tracing::warn!(
+            "[http] has neither write_keys nor allowed_hosts: a web page that points its own name at this lovebeat's address (DNS rebinding) could change it through a visitor's browser; set allowed_hosts to the names lovebeat is reached by, or set write_keys"
+        );
+    }
+    if !config.http.write_keys.is_empty() {
+        for (what, listen) in [("udp", &config.udp.listen), ("tcp", &config.tcp.listen)] {
+            let local = crate::config::listen_addr(listen).is_ok_and(|a| a.ip().is_loopback());
+            if !local {
+                tracing::warn!(
+                    "[{what}] listen = \"{listen}\" takes statsd lines from the network, and statsd has no keys: anyone who reaches it can beat, fail or silence services despite write_keys; listen on 127.0.0.1 unless the network is trusted"
+                );
+            }
+        }
     }
     if !config.http.read_keys.is_empty() && config.http.write_keys.is_empty() {
         tracing::warn!(

@@ -2,7 +2,17 @@
 //! webhook URL is its own credential (Slack's path is the token), and any
 //! URL may carry a user and password: logs and error messages name only
 //! the scheme and host, so an operator knows which receiver failed and a
-//! reader of the log learns nothing that lets them post to it.
+//! reader of the log learns nothing that lets them post to it. Names put
+//! into URLs are escaped ([`PATH_SEGMENT`]).
+
+/// The characters escaped in a name put into a URL path segment (a link
+/// to an alarm): everything but unreserved characters, so a name from a
+/// database can neither end the segment nor the link (`|`, `>` in Slack).
+pub const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// `https://hooks.slack.com/…` from
 /// `https://hooks.slack.com/services/T000/B000/XXXX`: the scheme and the

@@ -296,13 +296,16 @@ fn a_nul_in_job_output_still_runs_the_script_every_time() {
 
 #[test]
 fn slack_gets_job_output_escaped_and_no_log_holds_a_webhook_url() {
-    // The receiver answers 500 to the webhook, so its failures are logged.
+    // The webhook and Mailgun receivers answer 500 and Slack's the first
+    // time, so each failure is logged; a notify peer and one webhook
+    // refuse connections.
     let rx = Receiver::start(|_| Some(500));
-    let ok = Receiver::start(|_| Some(200));
+    let ok = Receiver::start(|n| Some(if n == 0 { 500 } else { 200 }));
     let d = Daemon::start(&format!(
-        "{ALARM}[alerts.ops]\nwebhook = \"{}\"\nslack_channel = \"#ops\"\n[slack]\nwebhook_url = \"{}\"\n[[alarms]]\nname = \"gone\"\npattern = \"gone.*\"\nalerts = [\"dead\"]\n[alerts.dead]\nwebhook = \"http://127.0.0.1:9/hook/SECRET-DEAD?token=SECRET-Q\"\n",
+        "{ALARM}[alerts.ops]\nwebhook = \"{}\"\nslack_channel = \"#ops\"\nmail = \"a@example.com\"\n[slack]\nwebhook_url = \"{}\"\n[mailgun]\ndomain = \"mg.example.com\"\nfrom = \"lb@example.com\"\napi_key = \"SECRET-MG\"\napi_base = \"{}\"\n[[alarms]]\nname = \"gone\"\npattern = \"gone.*\"\nalerts = [\"dead\"]\n[alerts.dead]\nwebhook = \"http://user:SECRET-PW@127.0.0.1:9/hook/SECRET-DEAD?token=SECRET-Q\"\n[[notify]]\nlovebeat = \"http://u:SECRET-N@127.0.0.1:9/SECRET-NP\"\nkey = \"SECRET-NK\"\n",
         rx.url("/hook/SECRET-HOOK"),
         ok.url("/services/T0/B0/SECRET-SLACK"),
+        rx.url(""),
     ));
     let r = d.request(
         "POST",
@@ -311,8 +314,8 @@ fn slack_gets_job_output_escaped_and_no_log_holds_a_webhook_url() {
         b"<!channel> look & see <@U1>\n```\nbroken fence",
     );
     assert_eq!(r.status, 200);
-    let slack = ok.wait_for(1, 10);
-    let text = slack[0].json()["attachments"][0]["text"]
+    let slack = ok.wait_for(2, 10);
+    let text = slack[1].json()["attachments"][0]["text"]
         .as_str()
         .unwrap_or_default()
         .to_string();
@@ -325,9 +328,13 @@ fn slack_gets_job_output_escaped_and_no_log_holds_a_webhook_url() {
     // logged, naming the host only.
     d.post("/api/services/gone.x?timeout=0");
     rx.wait_for(2, 10);
-    d.eventually("both failures logged", || {
+    d.eventually("every failure logged", || {
         let log = d.stderr();
-        log.contains("127.0.0.1:9/…") && log.contains(&format!("127.0.0.1:{}/…", rx.port))
+        log.contains("webhook alert for alarm gone")
+            && log.contains("notify http://127.0.0.1:9/…")
+            && log.contains(&format!("POST http://127.0.0.1:{}/…", rx.port))
+            && log.contains(&format!("POST http://127.0.0.1:{}/…", ok.port))
+            && log.contains(&format!("Mailgun http://127.0.0.1:{}/…", rx.port))
     });
     let log = d.stderr();
     assert!(!log.contains("SECRET"), "{log}");

@@ -160,6 +160,28 @@ fn every_route_in_every_spelling_with_and_without_keys() {
             }
         }
     }
+    // A disguised delete of a service that exists deletes nothing.
+    for p in disguises("/api/services/x") {
+        assert_eq!(status(d.http, "DELETE", &p, &writer), 400, "{p}");
+    }
+    // Other methods and an absolute-form target: the same rules.
+    assert_eq!(status(d.http, "HEAD", "/api/services", &[]), 401);
+    assert_eq!(status(d.http, "OPTIONS", "/api/services", &[]), 401);
+    assert_eq!(status(d.http, "PATCH", "/api/services/x", &[]), 401);
+    let reader = [("Authorization", "Bearer reader")];
+    assert_eq!(status(d.http, "PATCH", "/version", &reader), 403);
+    assert_eq!(status(d.http, "PATCH", "/api/services/x", &writer), 405);
+    assert_eq!(status(d.http, "HEAD", "/api/services", &reader), 200);
+    assert_eq!(status(d.http, "HEAD", "/version", &[]), 200);
+    assert_eq!(
+        status(d.http, "DELETE", "http://127.0.0.1//api/services/x", &[]),
+        400
+    );
+    assert_eq!(
+        status(d.http, "DELETE", "http://127.0.0.1/api/services/x", &[]),
+        401
+    );
+    assert_eq!(status(d.http, "GET", "/alarms/a", &[]), 303);
     // The disguised changes changed nothing: no service named by a
     // disguise exists, and `x` was never deleted.
     let list = common::http_request(d.http, "GET", "/api/services", &writer, b"").json();
@@ -295,6 +317,99 @@ fn changes_forged_by_another_sites_page_are_refused() {
             .status,
         200
     );
+    let mismatched = [
+        ("Origin", "https://evil.example"),
+        ("X-Forwarded-Host", "status.example.com"),
+    ];
+    assert_eq!(
+        d.request("POST", "/api/services/forged", &mismatched, b"")
+            .status,
+        403
+    );
+    assert!(d.service("forged").is_none());
+}
+
+#[test]
+fn a_rebound_host_name_is_refused_when_allowed_hosts_are_set() {
+    let d = Daemon::start_with_http("allowed_hosts = [\"lovebeat.internal\"]");
+    let as_host = |method: &str, host: &str, path: &str| {
+        let mut s = TcpStream::connect(("127.0.0.1", d.http)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: {host}\r\nOrigin: http://{host}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+        )
+        .expect("write");
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).expect("status line");
+        line.split(' ').nth(1).unwrap_or_default().to_string()
+    };
+    // A page of attacker.example whose name now points here: same-origin
+    // to the browser, refused by name, reads included.
+    assert_eq!(
+        as_host("POST", "attacker.example:8080", "/api/services/rebound"),
+        "421"
+    );
+    assert_eq!(
+        as_host("GET", "attacker.example:8080", "/api/services"),
+        "421"
+    );
+    assert!(d.service("rebound").is_none());
+    // The configured name, loopback and addresses are answered.
+    assert_eq!(
+        as_host("POST", "lovebeat.internal:8080", "/api/services/named"),
+        "200"
+    );
+    assert_eq!(as_host("GET", "localhost:8080", "/api/status"), "200");
+    assert_eq!(as_host("GET", "10.0.0.7:8080", "/api/status"), "200");
+    // Without keys or allowed hosts, the daemon says so at start.
+    assert!(!d.stderr().contains("DNS rebinding"), "{}", d.stderr());
+    let open = Daemon::start("");
+    assert!(open.stderr().contains("DNS rebinding"), "{}", open.stderr());
+}
+
+#[test]
+fn a_key_set_while_statsd_listens_on_the_network_is_warned_about() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = common::free_port();
+    std::fs::write(
+        dir.path().join("lovebeat.cfg"),
+        format!(
+            "[http]\nlisten = \"127.0.0.1:{http}\"\nwrite_keys = [\"w\"]\n[udp]\nlisten = \"0.0.0.0:{port}\"\n[tcp]\nlisten = \"127.0.0.1:{port}\"\n[database]\nfilename = \"lovebeat.db\"\n",
+            http = common::free_port()
+        ),
+    )
+    .expect("config");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lovebeat"))
+        .args(["--config", "lovebeat.cfg", "--config-dir", "none"])
+        .current_dir(dir.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start");
+    let mut err = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut seen = String::new();
+    let mut line = String::new();
+    while err.read_line(&mut line).unwrap_or(0) > 0 && !line.contains("listening") {
+        seen.push_str(&line);
+        line.clear();
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(seen.contains("[udp] listen = \"0.0.0.0:"), "{seen}");
+    assert!(!seen.contains("[tcp] listen"), "{seen}");
+}
+
+#[test]
+fn an_alert_links_to_its_alarm_page_in_the_ui() {
+    let d = Daemon::start("[[alarms]]\nname = \"web\"\npattern = \"web.*\"\n");
+    d.post("/api/services/web.x");
+    let r = d.get("/alarms/web");
+    assert_eq!(r.status, 303);
+    assert_eq!(r.header("location"), Some("../#/alarm/web"));
+    // The route stays open with read keys set: a link in a mail works.
+    let k = Daemon::start_with_http("read_keys = [\"r\"]");
+    assert_eq!(k.get("/alarms/web").status, 303);
 }
 
 #[test]
@@ -310,7 +425,17 @@ fn the_page_runs_only_its_own_code_and_no_answer_is_sniffed() {
     ] {
         assert!(csp.contains(directive), "{directive} in {csp}");
     }
-    assert!(!csp.contains("unsafe-inline"), "{csp}");
+    assert!(
+        !csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"),
+        "{csp}"
+    );
+    for asset in ["/index.html", "/app.js", "/style.css", "/favicon.svg"] {
+        assert_eq!(
+            d.get(asset).header("content-security-policy"),
+            Some(csp),
+            "{asset}"
+        );
+    }
     for path in [
         "/",
         "/app.js",
@@ -325,9 +450,13 @@ fn the_page_runs_only_its_own_code_and_no_answer_is_sniffed() {
         );
     }
     // The page has no inline script or style for the CSP to block.
-    let html = page.body;
+    let html = &page.body;
+    let inline = html
+        .split("<script")
+        .skip(1)
+        .any(|tag| !tag.split('>').next().unwrap_or_default().contains("src="));
     assert!(
-        !html.contains("<script>") && !html.contains("style="),
+        !inline && !html.contains("style=") && !html.contains("<style"),
         "{html}"
     );
 }

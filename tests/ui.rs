@@ -192,7 +192,7 @@ impl Drop for Nginx {
 
 #[test]
 fn works_behind_nginx_under_a_path_prefix() {
-    let d = Daemon::start("");
+    let d = Daemon::start("[[alarms]]\nname = \"via\"\npattern = \"via.*\"\n");
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
     let _nginx = Nginx::start(dir.path(), port, d.http);

@@ -209,11 +209,22 @@ function apply(msg) {
 let socket = null;
 let retry = 500;
 
+// The key travels as a websocket subprotocol (base64url): a browser cannot
+// set a header on a websocket, and a key in the URL would be written to
+// every reverse proxy's access log.
+function keyProtocol(key) {
+  const bytes = new TextEncoder().encode(key);
+  let bin = '';
+  for (const b of bytes) bin += String.fromCharCode(b);
+  return `lovebeat-key.${btoa(bin).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '')}`;
+}
+
 function connect() {
   const url = new URL('ws', document.baseURI);
   url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
-  if (apiKey()) url.searchParams.set('key', apiKey());
-  socket = new WebSocket(url);
+  const protocols = ['lovebeat'];
+  if (apiKey()) protocols.push(keyProtocol(apiKey()));
+  socket = new WebSocket(url, protocols);
   socket.onopen = () => {
     retry = 500;
     setLive(true);

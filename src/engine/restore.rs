@@ -83,9 +83,8 @@ impl Engine {
             let after = a.evaluate();
             if a.members > 0 && after != a.state {
                 tracing::info!(
-                    alarm = %a.key(),
                     "alarm {} loaded as {}, its services make it {}",
-                    a.key(),
+                    a.key().escape_debug(),
                     a.state.as_upper(),
                     after.as_upper()
                 );
@@ -120,7 +119,10 @@ impl Engine {
                 }
                 svc.ext = Some(Box::new(ext));
             }
-            Some(Err(e)) => tracing::warn!(service = %key, "ignoring its job settings: {e}"),
+            Some(Err(e)) => tracing::warn!(
+                "service {}: ignoring its job settings: {e}",
+                key.escape_debug()
+            ),
             _ => {}
         }
         let state = if s.state == State::Error && s.muted_since == 0 {

@@ -230,45 +230,55 @@ fn apply_json(body: &[u8], params: &mut BeatParams) -> Result<(), BadRequest> {
     Ok(())
 }
 
-/// POST /api/services/<name>/start, /fail and /exit/<code> (SPEC §10). A
-/// fail or exit body is kept as the failure's output (its last 10 KiB).
+/// Which job signal a request sends.
+#[derive(Debug, Clone, Copy)]
+pub enum Signal<'a> {
+    /// `/start`.
+    Start,
+    /// `/fail`.
+    Fail,
+    /// `/exit/<code>`, with the code as given.
+    Exit(&'a str),
+}
+
+/// POST /api/services/<name>/start, /fail and /exit/<code>. A fail or exit
+/// body is kept as the failure's output (its last 10 KiB).
 pub async fn job_signal(
     req: Request<Incoming>,
     state: &AppState,
     name: &str,
-    signal: &str,
-    code: Option<&str>,
+    signal: Signal<'_>,
 ) -> Response<Body> {
     let mut change = Change::default();
-    match (signal, code) {
-        ("start", None) => change.start = true,
-        ("fail", None) | ("exit", Some(_)) => {
-            let exit_code = match code {
-                Some(c) => match c.parse::<u8>() {
-                    Ok(n) => Some(i32::from(n)),
-                    Err(_) => {
-                        return error(
-                            StatusCode::BAD_REQUEST,
-                            format!("exit code '{c}' must be a number from 0 to 255"),
-                        )
-                    }
-                },
-                None => None,
-            };
-            let body = match read_body(req).await {
-                Ok(b) => b,
-                Err(r) => return r,
-            };
-            if exit_code == Some(0) {
-                change.beat = true;
-            } else {
-                change.fail = Some(FailReport {
-                    exit_code,
-                    output: output_tail(&body),
-                });
-            }
+    let exit_code = match signal {
+        Signal::Start => {
+            change.start = true;
+            None
         }
-        _ => return error(StatusCode::NOT_FOUND, format!("no such endpoint: {signal}")),
+        Signal::Fail => None,
+        Signal::Exit(c) => match c.parse::<u8>() {
+            Ok(n) => Some(i32::from(n)),
+            Err(_) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("exit code '{c}' must be a number from 0 to 255"),
+                )
+            }
+        },
+    };
+    if !change.start {
+        let body = match read_body(req).await {
+            Ok(b) => b,
+            Err(r) => return r,
+        };
+        if exit_code == Some(0) {
+            change.beat = true;
+        } else {
+            change.fail = Some(FailReport {
+                exit_code,
+                output: output_tail(&body),
+            });
+        }
     }
     match state.engine.change(name, change, now_ms()) {
         Ok(()) => empty_ok(),

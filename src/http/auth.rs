@@ -2,17 +2,18 @@
 //! reading the API, `/ws` and `/metrics`. Badges, `/version` and the UI's
 //! files stay open. Keys are compared in constant time and never logged.
 //!
-//! What a request needs is decided from the same [`RequestPath`] the
-//! router matches, and closed by default: only the open paths are listed,
-//! every other path needs a read key to be read and every request that is
-//! not a read needs a write key.
+//! What a request needs is decided from the same match of the route
+//! table that the router dispatches on, and closed by default: only the
+//! open endpoints ([`Endpoint::is_open`]) may be read without a key; any
+//! other path, known or not, needs a read key to be read, and every
+//! request that is not a read needs a write key.
 
-use hyper::header::AUTHORIZATION;
+use base64::Engine as _;
+use hyper::header::{AUTHORIZATION, SEC_WEBSOCKET_PROTOCOL};
 use hyper::{Method, Request, Response, StatusCode};
 use subtle::ConstantTimeEq;
 
-use super::path::RequestPath;
-use super::router::{error, query_param};
+use super::router::{error, query_param, Endpoint};
 use super::Body;
 
 /// The configured keys.
@@ -37,26 +38,43 @@ pub fn is_read_only(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
-/// The paths anyone may read: the UI's files, badges and the version.
-fn is_open(path: &RequestPath<'_>) -> bool {
-    match path.segments() {
-        ["badge", _] | ["version"] => true,
-        [file] => super::ui::asset(file).is_some(),
-        _ => false,
-    }
-}
-
-fn need(method: &Method, path: &RequestPath<'_>) -> Need {
+fn need(method: &Method, endpoint: Option<Endpoint>) -> Need {
     if !is_read_only(method) {
         Need::Write
-    } else if is_open(path) {
+    } else if endpoint.is_some_and(Endpoint::is_open) {
         Need::Nothing
     } else {
         Need::Read
     }
 }
 
-/// The key a request carries: `Authorization: Bearer <key>` or `?key=`.
+/// The websocket subprotocol the UI names to say it speaks lovebeat's
+/// messages; the daemon answers with it.
+pub const WS_PROTOCOL: &str = "lovebeat";
+
+/// The prefix of the websocket subprotocol that carries a key, base64url
+/// encoded: a browser cannot set `Authorization` on a websocket, and a key
+/// in the URL would end up in every proxy's access log.
+pub const WS_KEY_PROTOCOL: &str = "lovebeat-key.";
+
+/// The key in a `Sec-WebSocket-Protocol` list, if one is there.
+fn websocket_key<B>(req: &Request<B>) -> Option<String> {
+    req.headers()
+        .get_all(SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|p| p.trim().strip_prefix(WS_KEY_PROTOCOL))
+        .and_then(|k| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(k)
+                .ok()
+        })
+        .and_then(|k| String::from_utf8(k).ok())
+}
+
+/// The key a request carries: `Authorization: Bearer <key>`, a websocket
+/// subprotocol ([`WS_KEY_PROTOCOL`]) or `?key=`.
 fn presented<B>(req: &Request<B>) -> Option<String> {
     if let Some(v) = req
         .headers()
@@ -70,7 +88,7 @@ fn presented<B>(req: &Request<B>) -> Option<String> {
             return Some(k.trim().to_string());
         }
     }
-    query_param(req, "key")
+    websocket_key(req).or_else(|| query_param(req, "key"))
 }
 
 fn any_matches(keys: &[String], key: &str) -> bool {
@@ -87,11 +105,11 @@ impl Keys {
     }
 
     /// `None` if the request may go on, else the 401 or 403 to answer.
-    pub fn check<B>(&self, req: &Request<B>, path: &RequestPath<'_>) -> Option<Response<Body>> {
+    pub fn check<B>(&self, req: &Request<B>, endpoint: Option<Endpoint>) -> Option<Response<Body>> {
         if self.is_empty() {
             return None;
         }
-        let need = need(req.method(), path);
+        let need = need(req.method(), endpoint);
         let guarded = match need {
             Need::Nothing => false,
             Need::Read => !self.read.is_empty(),
@@ -134,8 +152,9 @@ mod tests {
 
     fn status(keys: &Keys, method: &str, uri: &str, bearer: Option<&str>) -> u16 {
         let r = req(method, uri, bearer);
-        let path = RequestPath::parse(r.uri().path()).expect("a plain path");
-        keys.check(&r, &path).map_or(200, |r| r.status().as_u16())
+        let endpoint = super::super::router::endpoint_of(r.uri().path());
+        keys.check(&r, endpoint)
+            .map_or(200, |r| r.status().as_u16())
     }
 
     #[test]
@@ -164,9 +183,31 @@ mod tests {
             assert_eq!(status(&k, "GET", path, Some("w")), 200, "{path}");
         }
         assert_eq!(status(&k, "POST", "/api/services/a", Some("r")), 403);
-        for open in ["/badge/x.svg", "/version", "/", "/app.js"] {
+        for open in ["/badge/x.svg", "/version", "/", "/app.js", "/alarms/x"] {
             assert_eq!(status(&k, "GET", open, None), 200, "{open}");
         }
+    }
+
+    #[test]
+    fn a_websocket_may_carry_its_key_as_a_subprotocol() {
+        let k = Keys {
+            read: vec!["r/+?".into()],
+            write: vec![],
+        };
+        let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("r/+?");
+        let with = |protocols: &str| {
+            let r = Request::builder()
+                .uri("/ws")
+                .header(SEC_WEBSOCKET_PROTOCOL, protocols)
+                .body(())
+                .expect("request");
+            k.check(&r, Some(Endpoint::Websocket))
+                .map_or(200, |r| r.status().as_u16())
+        };
+        assert_eq!(with(&format!("lovebeat, lovebeat-key.{encoded}")), 200);
+        assert_eq!(with("lovebeat, lovebeat-key.eA"), 401);
+        assert_eq!(with("lovebeat, lovebeat-key.!!"), 401);
+        assert_eq!(with("lovebeat"), 401);
     }
 
     #[test]

@@ -7,7 +7,7 @@ mod api;
 pub mod auth;
 mod badge;
 mod metrics;
-mod origin;
+pub mod origin;
 pub mod path;
 mod router;
 mod ui;
@@ -46,6 +46,8 @@ pub struct AppState {
     pub ws: Arc<ws::WsHub>,
     /// The API keys.
     pub keys: auth::Keys,
+    /// The host names answered (`[http] allowed_hosts`).
+    pub hosts: origin::AllowedHosts,
 }
 
 /// A response body: a whole buffer or a stream.

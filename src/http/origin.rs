@@ -10,6 +10,12 @@
 //! browser lets any page open one and read what it sends. Clients that
 //! are not browsers (curl, `lovebeat beat`, scripts) send no `Origin` and
 //! pass; so does the UI, whose requests are same-origin.
+//!
+//! A page whose own host name was pointed at lovebeat's address (DNS
+//! rebinding) is same-origin, so [`AllowedHosts`] refuses requests for any
+//! host name not configured in `[http] allowed_hosts`.
+
+use std::net::IpAddr;
 
 use hyper::header::{HeaderName, HOST, ORIGIN};
 use hyper::{Request, Response, StatusCode};
@@ -22,6 +28,97 @@ use super::Body;
 const SEC_FETCH_SITE: HeaderName = HeaderName::from_static("sec-fetch-site");
 /// `X-Forwarded-Host`: the host the client asked a reverse proxy for.
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// The host names this lovebeat answers to (`[http] allowed_hosts`), the
+/// defence against DNS rebinding: a page of another site that points its
+/// own name at lovebeat's address is same-origin to the browser, so no
+/// origin check can tell its requests apart, but they name the other
+/// site's host. Empty: every host is answered.
+#[derive(Debug, Clone, Default)]
+pub struct AllowedHosts {
+    /// Lower-case names; loopback names and IP addresses are always allowed
+    /// once any is listed (a rebinding page cannot make its browser send
+    /// an IP address as the host).
+    names: Vec<String>,
+}
+
+impl AllowedHosts {
+    /// The configured names, plus the host of `public_url`, if any.
+    pub fn new(names: &[String], public_url: Option<&str>) -> AllowedHosts {
+        let mut names: Vec<String> = names.iter().map(|n| n.to_ascii_lowercase()).collect();
+        if !names.is_empty() {
+            if let Some(host) = public_url.and_then(|u| u.split_once("://")).map(|(_, r)| r) {
+                let authority = host.split(['/', '?', '#']).next().unwrap_or_default();
+                let authority = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+                names.push(hostname(authority).to_ascii_lowercase());
+            }
+            names.extend(["localhost".to_string()]);
+        }
+        AllowedHosts { names }
+    }
+
+    /// True when no name is configured: every host is answered.
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    fn allows(&self, host: &str) -> bool {
+        let name = hostname(host.trim());
+        let address = match name.strip_prefix('[') {
+            Some(v6) => v6
+                .strip_suffix(']')
+                .is_some_and(|a| a.parse::<IpAddr>().is_ok()),
+            None => name.parse::<IpAddr>().is_ok(),
+        };
+        address
+            || self
+                .names
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case(name.trim_end_matches('.')))
+    }
+
+    /// `None` if the request names an allowed host (in `Host` and, from a
+    /// proxy, `X-Forwarded-Host`), else the 421 to answer.
+    pub fn check<B>(&self, req: &Request<B>) -> Option<Response<Body>> {
+        if self.is_empty() {
+            return None;
+        }
+        let headers = req.headers();
+        let mut named = [headers.get(HOST), headers.get(X_FORWARDED_HOST)]
+            .into_iter()
+            .flatten()
+            .peekable();
+        named.peek()?;
+        for v in named {
+            let host = v
+                .to_str()
+                .ok()
+                .and_then(|v| v.split(',').next())
+                .unwrap_or("");
+            if !self.allows(host) {
+                return Some(error(
+                    StatusCode::MISDIRECTED_REQUEST,
+                    format!(
+                        "this lovebeat does not answer to the host '{}': add it to [http] allowed_hosts",
+                        host.escape_debug()
+                    ),
+                ));
+            }
+        }
+        None
+    }
+}
+
+/// The host of a `host[:port]` authority (`[::1]:80` gives `[::1]`).
+fn hostname(authority: &str) -> &str {
+    if authority.starts_with('[') {
+        return authority.split_inclusive(']').next().unwrap_or(authority);
+    }
+    match authority.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|c| c.is_ascii_digit()) => h,
+        _ => authority,
+    }
+}
 
 /// `None` if the request may go on, else the 403 to answer. `websocket`
 /// is true for an upgrade to the websocket, which is checked although it
@@ -181,6 +278,51 @@ mod tests {
             200
         );
         assert_eq!(status("POST", &[("Sec-Fetch-Site", "none")], false), 200);
+    }
+
+    #[test]
+    fn allowed_hosts_refuse_a_rebound_name_and_keep_addresses_and_loopback() {
+        let hosts = AllowedHosts::new(
+            &["lovebeat.internal".into()],
+            Some("https://status.example.com:8443/lb/"),
+        );
+        let status = |host: &str, fwd: Option<&str>| {
+            let mut b = Request::builder().uri("/api/status").header("Host", host);
+            if let Some(f) = fwd {
+                b = b.header("X-Forwarded-Host", f);
+            }
+            let req = b.body(()).expect("request");
+            hosts.check(&req).map_or(200, |r| r.status().as_u16())
+        };
+        for ok in [
+            "lovebeat.internal:8080",
+            "LOVEBEAT.internal",
+            "lovebeat.internal.",
+            "status.example.com",
+            "localhost:8080",
+            "127.0.0.1:8080",
+            "10.1.2.3",
+            "[::1]:8080",
+        ] {
+            assert_eq!(status(ok, None), 200, "{ok}");
+        }
+        for evil in [
+            "attacker.example:8080",
+            "lovebeat.internal.evil",
+            "",
+            "[::1",
+        ] {
+            assert_eq!(status(evil, None), 421, "{evil}");
+        }
+        assert_eq!(status("127.0.0.1", Some("attacker.example")), 421);
+        assert_eq!(status("127.0.0.1", Some("lovebeat.internal")), 200);
+        // Nothing configured: every host is answered.
+        let any = AllowedHosts::new(&[], Some("https://x/"));
+        let req = Request::builder()
+            .header("Host", "attacker.example")
+            .body(())
+            .expect("request");
+        assert!(any.check(&req).is_none());
     }
 
     #[test]

@@ -1,15 +1,13 @@
-//! The request path, parsed once. The router and the key check both read
-//! the segments parsed here, so they cannot disagree about what a request
-//! names: a spelling that one of them would read differently from the
-//! other (`//api`, `/./api`, `/%61pi`) is refused before either runs.
-
-use std::fmt;
+//! The request path, checked once. The route table and the key check both
+//! read the one match of a checked path, so they cannot disagree about
+//! what a request names: a spelling that some other parser would read as
+//! another path (`//api`, `/./api`, `/%61pi`) is refused before either
+//! runs.
 
 /// Why a request path is refused (a 400 before routing and authorization).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum PathError {
-    /// Not an absolute path (`OPTIONS *`, or an absolute-form URI without
-    /// one).
+    /// Not an absolute path (`OPTIONS *`, or an authority-form target).
     #[error("the request path must start with '/'")]
     NotAbsolute,
     /// `//` somewhere: an empty segment (one trailing `/` is allowed).
@@ -24,45 +22,36 @@ pub enum PathError {
     PercentEscape,
 }
 
-/// A request path split into its segments. `/` is one empty segment, and
-/// a trailing `/` leaves an empty last segment (`/api/services/` is
-/// `["api", "services", ""]`); no other segment is empty, made of dots
-/// only, or holds a `%`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct RequestPath<'a> {
-    segments: Vec<&'a str>,
-}
+/// A request path that means what it says: it starts with `/`, and no
+/// segment is empty (but a trailing `/`), made of dots only, or holds a
+/// `%`. Removing dot segments, merging slashes or decoding escapes, as a
+/// proxy or another router might, leaves it unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestPath<'a>(&'a str);
 
 impl<'a> RequestPath<'a> {
-    /// Splits `path` (the path of a request URI, without its query) into
-    /// segments, or says why it is refused.
+    /// Checks `path` (the path of a request URI, without its query).
     pub fn parse(path: &'a str) -> Result<RequestPath<'a>, PathError> {
         let rest = path.strip_prefix('/').ok_or(PathError::NotAbsolute)?;
         if rest.contains('%') {
             return Err(PathError::PercentEscape);
         }
-        let segments: Vec<&str> = rest.split('/').collect();
-        let last = segments.len() - 1;
-        for (i, s) in segments.iter().enumerate() {
-            if s.is_empty() && i != last {
+        let mut segments = rest.split('/').peekable();
+        while let Some(s) = segments.next() {
+            let last = segments.peek().is_none();
+            if s.is_empty() && !last {
                 return Err(PathError::EmptySegment);
             }
             if !s.is_empty() && s.bytes().all(|c| c == b'.') {
                 return Err(PathError::DotSegment);
             }
         }
-        Ok(RequestPath { segments })
+        Ok(RequestPath(path))
     }
 
-    /// The segments, for matching routes.
-    pub fn segments(&self) -> &[&'a str] {
-        &self.segments
-    }
-}
-
-impl fmt::Debug for RequestPath<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "/{}", self.segments.join("/"))
+    /// The path, for the route table.
+    pub fn as_str(&self) -> &'a str {
+        self.0
     }
 }
 
@@ -71,21 +60,19 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn segs(p: &str) -> Result<Vec<&str>, PathError> {
-        RequestPath::parse(p).map(|r| r.segments().to_vec())
-    }
-
     #[test]
-    fn plain_paths_split_into_segments() {
-        assert_eq!(segs("/"), Ok(vec![""]));
-        assert_eq!(segs("/api/services"), Ok(vec!["api", "services"]));
-        assert_eq!(segs("/api/services/"), Ok(vec!["api", "services", ""]));
-        assert_eq!(
-            segs("/api/services/a.b-c_d"),
-            Ok(vec!["api", "services", "a.b-c_d"])
-        );
-        assert_eq!(segs("/badge/x.svg"), Ok(vec!["badge", "x.svg"]));
-        assert_eq!(segs("/api/services/.a"), Ok(vec!["api", "services", ".a"]));
+    fn plain_paths_are_kept() {
+        for p in [
+            "/",
+            "/api/services",
+            "/api/services/",
+            "/api/services/a.b-c_d",
+            "/badge/x.svg",
+            "/api/services/.a",
+            "/api/services/a..b",
+        ] {
+            assert_eq!(RequestPath::parse(p).map(|r| r.as_str()), Ok(p));
+        }
     }
 
     #[test]
@@ -106,24 +93,60 @@ mod tests {
             ("*", PathError::NotAbsolute),
             ("", PathError::NotAbsolute),
         ] {
-            assert_eq!(segs(p), Err(e), "{p}");
+            assert_eq!(RequestPath::parse(p), Err(e), "{p}");
         }
     }
 
+    /// RFC 3986's `remove_dot_segments` (section 5.2.4), as a reference
+    /// written apart from the parser.
+    fn remove_dot_segments(path: &str) -> String {
+        let mut input = path.to_string();
+        let mut out = String::new();
+        while !input.is_empty() {
+            if let Some(r) = input.strip_prefix("../").or(input.strip_prefix("./")) {
+                input = r.to_string();
+            } else if input.starts_with("/./") {
+                input = input[2..].to_string();
+            } else if input == "/." {
+                input = "/".into();
+            } else if input.starts_with("/../") || input == "/.." {
+                input = format!("/{}", &input[if input == "/.." { 3 } else { 4 }..]);
+                let cut = out.rfind('/').unwrap_or(0);
+                out.truncate(cut);
+            } else if input == "." || input == ".." {
+                input.clear();
+            } else {
+                let start = usize::from(input.starts_with('/'));
+                let end = input[start..].find('/').map_or(input.len(), |i| i + start);
+                out.push_str(&input[..end]);
+                input = input[end..].to_string();
+            }
+        }
+        out
+    }
+
+    /// What a lenient server would route: dot segments removed, slashes
+    /// merged, escapes decoded.
+    fn normalise(path: &str) -> String {
+        let mut p = remove_dot_segments(path);
+        while p.contains("//") {
+            p = p.replace("//", "/");
+        }
+        percent_encoding::percent_decode_str(&p)
+            .decode_utf8_lossy()
+            .into_owned()
+    }
+
     proptest! {
-        /// Whatever a client sends, an accepted path is exactly its
-        /// segments joined by `/`: nothing is normalised away, so what
-        /// the key check reads is what the router reads.
+        /// An accepted path is one that every normalisation leaves as it
+        /// is: what the key check reads is what any router would read.
         #[test]
-        fn an_accepted_path_is_its_segments(p in "/[a-z./%_-]{0,12}") {
+        fn an_accepted_path_is_its_own_normal_form(p in "/[a./%61F-]{0,12}") {
             if let Ok(r) = RequestPath::parse(&p) {
-                prop_assert_eq!(format!("/{}", r.segments().join("/")), p.clone());
-                let n = r.segments().len();
-                for (i, s) in r.segments().iter().enumerate() {
-                    prop_assert!(!s.is_empty() || i == n - 1);
-                    prop_assert!(s.is_empty() || !s.bytes().all(|c| c == b'.'));
-                    prop_assert!(!s.contains('%'));
-                }
+                prop_assert_eq!(normalise(r.as_str()), p.clone());
+            }
+            if normalise(&p) != p {
+                prop_assert!(RequestPath::parse(&p).is_err(), "{} normalises to {}", p, normalise(&p));
             }
         }
     }

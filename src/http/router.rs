@@ -21,79 +21,178 @@ pub async fn answer(req: Request<Incoming>, state: &AppState) -> Response<Body> 
     r
 }
 
-/// Routes one request: its path is parsed once (a disguised spelling is a
-/// 400), a change from another site's page is refused, the key check and
-/// the routes below read the same segments.
+/// What a request asks for, as the route table names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `/api/services` (and with a trailing `/`).
+    ListServices,
+    /// `/api/services/{name}`.
+    Service,
+    /// `/api/services/{name}/mute`.
+    Mute,
+    /// `/api/services/{name}/unmute`.
+    Unmute,
+    /// `/api/services/{name}/start`.
+    Start,
+    /// `/api/services/{name}/fail`.
+    Fail,
+    /// `/api/services/{name}/exit/{code}`.
+    Exit,
+    /// `/api/alarms` (and with a trailing `/`).
+    ListAlarms,
+    /// `/api/alarms/{name}`.
+    Alarm,
+    /// `/api/alarms/{name}/status`.
+    AlarmStatus,
+    /// `/api/status`.
+    Status,
+    /// `/metrics`.
+    Metrics,
+    /// `/ws`.
+    Websocket,
+    /// `/badge/{file}`.
+    Badge,
+    /// `/version`.
+    Version,
+    /// `/alarms/{name}`: the link in alerts, which sends the browser to
+    /// the alarm's page in the UI.
+    AlarmLink,
+    /// One of the UI's files.
+    Asset,
+}
+
+impl Endpoint {
+    /// True for what anyone may read without a key: the UI's files,
+    /// badges, the version and the alerts' links into the UI. Everything
+    /// else is closed to a reader without a key when read keys are set.
+    pub fn is_open(self) -> bool {
+        matches!(
+            self,
+            Endpoint::Badge | Endpoint::Version | Endpoint::AlarmLink | Endpoint::Asset
+        )
+    }
+}
+
+/// The route table, built once.
+fn routes() -> &'static matchit::Router<Endpoint> {
+    static ROUTES: std::sync::LazyLock<matchit::Router<Endpoint>> =
+        std::sync::LazyLock::new(|| {
+            let mut r = matchit::Router::new();
+            for (path, endpoint) in [
+                ("/api/services", Endpoint::ListServices),
+                ("/api/services/", Endpoint::ListServices),
+                ("/api/services/{name}", Endpoint::Service),
+                ("/api/services/{name}/mute", Endpoint::Mute),
+                ("/api/services/{name}/unmute", Endpoint::Unmute),
+                ("/api/services/{name}/start", Endpoint::Start),
+                ("/api/services/{name}/fail", Endpoint::Fail),
+                ("/api/services/{name}/exit/{code}", Endpoint::Exit),
+                ("/api/alarms", Endpoint::ListAlarms),
+                ("/api/alarms/", Endpoint::ListAlarms),
+                ("/api/alarms/{name}", Endpoint::Alarm),
+                ("/api/alarms/{name}/status", Endpoint::AlarmStatus),
+                ("/api/status", Endpoint::Status),
+                ("/metrics", Endpoint::Metrics),
+                ("/ws", Endpoint::Websocket),
+                ("/badge/{file}", Endpoint::Badge),
+                ("/version", Endpoint::Version),
+                ("/alarms/{name}", Endpoint::AlarmLink),
+            ] {
+                // A conflict is a mistake in the table above, caught by every
+                // test that starts a server.
+                r.insert(path, endpoint)
+                    .unwrap_or_else(|e| panic!("route {path}: {e}"));
+            }
+            for file in super::ui::FILES {
+                let path = format!("/{file}");
+                r.insert(path.as_str(), Endpoint::Asset)
+                    .unwrap_or_else(|e| panic!("route {path}: {e}"));
+            }
+            r
+        });
+    &ROUTES
+}
+
+/// The endpoint a path names, if it is a checked path in the table.
+#[cfg(test)]
+pub(super) fn endpoint_of(path: &str) -> Option<Endpoint> {
+    let path = RequestPath::parse(path).ok()?;
+    routes().at(path.as_str()).ok().map(|m| *m.value)
+}
+
+/// Routes one request: its path is checked once (a disguised spelling is
+/// a 400), a change from another site's page is refused, and the key
+/// check and the handler read the same match of the route table.
 async fn route(req: Request<Incoming>, state: &AppState) -> Response<Body> {
     let path = req.uri().path().to_string();
     let parsed = match RequestPath::parse(&path) {
         Ok(p) => p,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
     };
-    let websocket = parsed.segments() == ["ws"];
-    if let Some(refused) = super::origin::check(&req, websocket) {
+    let matched = routes().at(parsed.as_str()).ok();
+    let endpoint = matched.as_ref().map(|m| *m.value);
+    if let Some(refused) = state.hosts.check(&req) {
         return refused;
     }
-    if let Some(denied) = state.keys.check(&req, &parsed) {
+    if let Some(refused) = super::origin::check(&req, endpoint == Some(Endpoint::Websocket)) {
+        return refused;
+    }
+    if let Some(denied) = state.keys.check(&req, endpoint) {
         return denied;
     }
+    let Some(m) = matched else {
+        return error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}"));
+    };
+    let param = |k: &str| m.params.get(k).unwrap_or_default();
     let method = req.method().clone();
-    match parsed.segments() {
-        ["api", "services"] | ["api", "services", ""] => {
-            only(&method, &[Method::GET], || api::list_services(&req, state))
-        }
-        ["api", "services", name] => {
+    let name = param("name");
+    match *m.value {
+        Endpoint::ListServices => only(&method, &[Method::GET], || api::list_services(&req, state)),
+        Endpoint::Service => {
             if let Some(bad) = check_name(name, "service") {
                 return bad;
             }
             match method {
                 Method::POST => api::beat(req, state, name).await,
-                Method::GET => api::get_service(&req, state, name),
+                Method::GET | Method::HEAD => api::get_service(&req, state, name),
                 Method::DELETE => api::delete_service(state, name),
                 _ => not_allowed("GET, POST, DELETE"),
             }
         }
-        ["api", "services", name, action @ ("mute" | "unmute")] => {
+        e @ (Endpoint::Mute | Endpoint::Unmute) => {
             if let Some(bad) = check_name(name, "service") {
                 return bad;
             }
-            let mute = *action == "mute";
             only(&method, &[Method::POST], || {
-                api::mute(&req, state, name, mute)
+                api::mute(&req, state, name, e == Endpoint::Mute)
             })
         }
-        ["api", "services", name, signal @ ("start" | "fail")] => {
+        e @ (Endpoint::Start | Endpoint::Fail | Endpoint::Exit) => {
             if let Some(bad) = check_name(name, "service") {
                 return bad;
             }
-            match method {
-                Method::POST => api::job_signal(req, state, name, signal, None).await,
-                _ => not_allowed("POST"),
+            if method != Method::POST {
+                return not_allowed("POST");
             }
+            let signal = match e {
+                Endpoint::Start => api::Signal::Start,
+                Endpoint::Fail => api::Signal::Fail,
+                _ => api::Signal::Exit(param("code")),
+            };
+            api::job_signal(req, state, name, signal).await
         }
-        ["api", "services", name, "exit", code] => {
-            if let Some(bad) = check_name(name, "service") {
-                return bad;
-            }
-            match method {
-                Method::POST => api::job_signal(req, state, name, "exit", Some(code)).await,
-                _ => not_allowed("POST"),
-            }
-        }
-        ["api", "alarms"] | ["api", "alarms", ""] => {
-            only(&method, &[Method::GET], || api::list_alarms(state))
-        }
-        ["api", "alarms", name] => {
+        Endpoint::ListAlarms => only(&method, &[Method::GET], || api::list_alarms(state)),
+        Endpoint::Alarm => {
             if let Some(bad) = check_name(name, "alarm") {
                 return bad;
             }
             match method {
-                Method::GET => api::get_alarm(state, name),
+                Method::GET | Method::HEAD => api::get_alarm(state, name),
                 Method::DELETE => api::delete_alarm(state, name),
                 _ => not_allowed("GET, DELETE"),
             }
         }
-        ["api", "alarms", name, "status"] => {
+        Endpoint::AlarmStatus => {
             if let Some(bad) = check_name(name, "alarm") {
                 return bad;
             }
@@ -101,23 +200,21 @@ async fn route(req: Request<Incoming>, state: &AppState) -> Response<Body> {
                 api::alarm_status(&req, state, name)
             })
         }
-        ["api", "status"] => only(&method, &[Method::GET], || api::status(&req, state)),
-        ["metrics"] => only(&method, &[Method::GET], || super::metrics::render(state)),
-        ["ws"] => match method {
+        Endpoint::Status => only(&method, &[Method::GET], || api::status(&req, state)),
+        Endpoint::Metrics => only(&method, &[Method::GET], || super::metrics::render(state)),
+        Endpoint::Websocket => match method {
             Method::GET => super::ws::upgrade(req, &state.ws, &state.engine),
             _ => not_allowed("GET"),
         },
-        ["badge", file] => only(&method, &[Method::GET], || {
-            super::badge::serve(&req, state, file)
+        Endpoint::Badge => only(&method, &[Method::GET], || {
+            super::badge::serve(&req, state, param("file"))
         }),
-        ["version"] => only(&method, &[Method::GET], || api::version(&req)),
-        [file] if super::ui::asset(file).is_some() => only(&method, &[Method::GET], || {
-            super::ui::asset(file).map_or_else(
-                || error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
-                super::ui::serve,
-            )
-        }),
-        _ => error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
+        Endpoint::Version => only(&method, &[Method::GET], || api::version(&req)),
+        Endpoint::AlarmLink => only(&method, &[Method::GET], || super::ui::alarm_link(name)),
+        Endpoint::Asset => match super::ui::asset(parsed.as_str().trim_start_matches('/')) {
+            Some(asset) => only(&method, &[Method::GET], || super::ui::serve(asset)),
+            None => error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
+        },
     }
 }
 

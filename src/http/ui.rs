@@ -16,7 +16,10 @@ pub struct Asset {
     pub body: &'static [u8],
 }
 
-/// The UI file at `path` (`""` is the page itself), if there is one.
+/// The UI's files, as paths below the root (`""` is the page itself).
+pub const FILES: [&str; 5] = ["", "index.html", "app.js", "style.css", "favicon.svg"];
+
+/// The UI file at `path` (one of [`FILES`]), if there is one.
 pub fn asset(path: &str) -> Option<Asset> {
     let (content_type, body): (&'static str, &'static [u8]) = match path {
         "" | "index.html" => (
@@ -56,5 +59,24 @@ pub fn serve(asset: Asset) -> Response<Body> {
     );
     // `?key=` on the websocket's URL must not travel on in a Referer.
     h.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    r
+}
+
+/// `GET /alarms/<name>`, the link alerts carry (`<public_url>alarms/<name>`):
+/// sends the browser to the alarm's page in the UI. The target is relative
+/// (`../#/alarm/<name>`), so the link works under a reverse-proxy prefix.
+pub fn alarm_link(name: &str) -> Response<Body> {
+    let target = format!(
+        "../#/alarm/{}",
+        percent_encoding::utf8_percent_encode(name, crate::redact::PATH_SEGMENT)
+    );
+    let mut r = respond(
+        StatusCode::SEE_OTHER,
+        "text/plain; charset=utf-8",
+        format!("See {target}\n"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&target) {
+        r.headers_mut().insert(hyper::header::LOCATION, v);
+    }
     r
 }

@@ -280,6 +280,16 @@ pub async fn run_hub(
 
 /// GET /ws: upgrades the connection and serves it until it closes.
 pub fn upgrade(mut req: Request<Incoming>, hub: &Arc<WsHub>, engine: &Engine) -> Response<Body> {
+    // A browser refuses the connection unless the answer names one of the
+    // subprotocols it offered; the UI offers `lovebeat` (beside the one
+    // carrying its key).
+    let offered_lovebeat = req
+        .headers()
+        .get_all(hyper::header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim() == super::auth::WS_PROTOCOL);
     if !upgrade::is_upgrade_request(&req) {
         return error(
             StatusCode::BAD_REQUEST,
@@ -314,7 +324,13 @@ pub fn upgrade(mut req: Request<Incoming>, hub: &Arc<WsHub>, engine: &Engine) ->
         }
         hub.remove(&client);
     });
-    let (parts, _) = response.into_parts();
+    let (mut parts, _) = response.into_parts();
+    if offered_lovebeat {
+        parts.headers.insert(
+            hyper::header::SEC_WEBSOCKET_PROTOCOL,
+            hyper::header::HeaderValue::from_static(super::auth::WS_PROTOCOL),
+        );
+    }
     Response::from_parts(parts, super::router::full(Bytes::new()))
 }
 

@@ -35,22 +35,24 @@ fn log(e: &Event) {
     match &e.kind {
         EventKind::AlarmStateChanged { alarm, previous } => tracing::info!(
             "alarm {} changed from {} to {} (incident {}, failed: {})",
-            alarm.name,
+            alarm.name.escape_debug(),
             previous.as_upper(),
             alarm.state.as_upper(),
             alarm.incident_nbr,
-            alarm.failed_services.join(", ")
+            alarm.failed_services.join(", ").escape_debug()
         ),
-        EventKind::AlarmAdded(a) => tracing::info!("alarm {} added", a.name),
-        EventKind::AlarmRemoved(a) => tracing::info!("alarm {} removed", a.name),
-        EventKind::ServiceAdded(s) => tracing::debug!("service {} added", s.name),
+        EventKind::AlarmAdded(a) => tracing::info!("alarm {} added", a.name.escape_debug()),
+        EventKind::AlarmRemoved(a) => tracing::info!("alarm {} removed", a.name.escape_debug()),
+        EventKind::ServiceAdded(s) => tracing::debug!("service {} added", s.name.escape_debug()),
         EventKind::ServiceStateChanged { service, previous } => tracing::debug!(
             "service {} changed from {} to {}",
-            service.name,
+            service.name.escape_debug(),
             previous.as_upper(),
             service.state.as_upper()
         ),
-        EventKind::ServiceRemoved(s) => tracing::debug!("service {} removed", s.name),
+        EventKind::ServiceRemoved(s) => {
+            tracing::debug!("service {} removed", s.name.escape_debug())
+        }
         EventKind::ServiceUpdated(_) | EventKind::AlarmUpdated(_) => {}
     }
 }

@@ -173,6 +173,12 @@ const scenarios = {
     await page.getByRole('button', { name: /Mute/ }).first().click();
     await until('muted through the proxy', async () => (await service('via.proxy'))?.state === 'muted');
     await page.locator('.row[data-name="via.proxy"] .state.muted').waitFor();
+    // The link an alert carries (public_url + alarms/<name>) opens the
+    // alarm's page, under the prefix too.
+    await page.goto(`${url}alarms/via`);
+    await page.locator('#list-title', { hasText: 'via' }).waitFor();
+    assert.match(page.url(), /\/monitoring\/lovebeat\/#\/alarm\/via$/);
+    await row(page, 'via.proxy').waitFor();
   },
 
   // A page of another site (localhost is another site than 127.0.0.1)

@@ -153,13 +153,16 @@ impl Alerters {
                     stats.failed.fetch_add(1, Ordering::Relaxed);
                     tracing::error!(
                         "alert for alarm {} (incident {}) failed: {e}",
-                        notice.alarm.name,
+                        notice.alarm.name.escape_debug(),
                         notice.alarm.incident_nbr
                     );
                 }
                 Err(e) => {
                     stats.failed.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!("alert task for alarm {} died: {e}", notice.alarm.name);
+                    tracing::error!(
+                        "alert task for alarm {} died: {e}",
+                        notice.alarm.name.escape_debug()
+                    );
                 }
             }
         }
@@ -191,7 +194,7 @@ where
             Err(f) => {
                 tracing::warn!(
                     "{what} alert for alarm {} (incident {}) failed: {}",
-                    notice.alarm.name,
+                    notice.alarm.name.escape_debug(),
                     notice.alarm.incident_nbr,
                     f.reason
                 );
@@ -267,10 +270,12 @@ impl Dispatch {
             alarm: alarm.clone(),
             previous,
             ts,
-            url: self
-                .public_url
-                .as_ref()
-                .map(|u| format!("{u}alarms/{}", alarm.name)),
+            url: self.public_url.as_ref().map(|u| {
+                format!(
+                    "{u}alarms/{}",
+                    percent_encoding::utf8_percent_encode(&alarm.name, crate::redact::PATH_SEGMENT)
+                )
+            }),
             failure,
             repeat: 0,
             only_alert: None,
@@ -395,7 +400,7 @@ impl Dispatch {
         } else {
             tracing::info!(
                 "alert of alarm {} (incident {}) held while {} is in ERROR",
-                alarm.name,
+                alarm.name.escape_debug(),
                 alarm.incident_nbr,
                 holding
                     .iter()
@@ -429,12 +434,13 @@ impl Dispatch {
             let last = self.alerted.get(&name).copied().unwrap_or(State::Ok);
             if current == last {
                 tracing::info!(
-                    "held alert of alarm {name} dropped: it is {} again",
+                    "held alert of alarm {} dropped: it is {} again",
+                    name.escape_debug(),
                     current.as_upper()
                 );
                 continue;
             }
-            tracing::info!("held alert of alarm {name} released");
+            tracing::info!("held alert of alarm {} released", name.escape_debug());
             self.send(notice);
         }
     }
@@ -450,7 +456,7 @@ fn push(queue: &AlarmQueue, notice: Notice, stats: &AlertStats) {
                 stats.dropped.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(
                     "alert queue of alarm {} is full: dropped the alert of incident {} ({} to {})",
-                    old.alarm.name,
+                    old.alarm.name.escape_debug(),
                     old.alarm.incident_nbr,
                     old.previous.as_upper(),
                     old.alarm.state.as_upper()

@@ -117,7 +117,11 @@ async fn log_lines<R: tokio::io::AsyncRead + Unpin>(
 ) {
     let mut lines = reader.lines();
     while let Ok(Some(line)) = lines.next_line().await {
-        tracing::info!("script {path} (alarm {alarm}): {line}");
+        tracing::info!(
+            "script {path} (alarm {}): {}",
+            alarm.escape_debug(),
+            line.escape_debug()
+        );
     }
 }
 
