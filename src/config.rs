@@ -1,4 +1,11 @@
-//! Configuration: TOML files with 1.x's sections and defaults (SPEC §9).
+//! Configuration: TOML files with 1.x's sections and defaults (README,
+//! "Configuration"; every key is documented in `lovebeat.cfg`).
+//!
+//! Each section's struct, its defaults and its checks live beside the
+//! component it configures (`[udp]` in `ingest/udp.rs`, `[mail]` in
+//! `sinks/alerts/mail.rs`, ...); this module loads the files, merges
+//! `conf.d` into the main file, reports errors with their file, line and
+//! key, and checks what spans sections.
 //!
 //! The main file (`/etc/lovebeat.cfg` if it exists, or `--config`) is read
 //! first, then every non-hidden file of the config directory in name order.
@@ -7,14 +14,22 @@
 //! on its own first, so an error names its file, line and key.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::duration::{parse_timeout, timeout_from_secs};
-use crate::engine::{AlarmDef, EngineConfig, Schedule, ServiceDefaults, Timeout};
-use std::sync::Arc;
+use crate::engine::membership::AlarmDef;
+use crate::engine::{AlarmConfig, AutoConfig, EngineConfig, ServiceDefaults};
+use crate::http::HttpConfig;
+use crate::ingest::tcp::TcpConfig;
+use crate::ingest::udp::UdpConfig;
+use crate::sinks::alerts::{AlertConfig, MailConfig, MailgunConfig, SlackConfig};
+use crate::sinks::eventlog::EventlogConfig;
+use crate::sinks::metrics::MetricsConfig;
+use crate::sinks::notify::NotifyConfig;
+use crate::sinks::persistence::DatabaseConfig;
 
 /// The default main configuration file.
 pub const DEFAULT_CONFIG: &str = "/etc/lovebeat.cfg";
@@ -58,22 +73,22 @@ pub struct Config {
     /// 1.x's home of `public_url`.
     pub general: General,
     /// SMTP settings for mail alerts.
-    pub mail: Mail,
+    pub mail: MailConfig,
     /// Mailgun settings; when `domain` is set, mail goes through Mailgun.
-    pub mailgun: Mailgun,
+    pub mailgun: MailgunConfig,
     /// Slack incoming webhook.
-    pub slack: Slack,
+    pub slack: SlackConfig,
     /// statsd over UDP.
-    pub udp: Udp,
+    pub udp: UdpConfig,
     /// statsd over TCP.
-    pub tcp: Listen,
+    pub tcp: TcpConfig,
     /// The HTTP API and UI.
-    pub http: Http,
+    pub http: HttpConfig,
     /// Persistence.
-    pub database: Database,
+    pub database: DatabaseConfig,
     /// statsd metrics out: one section or an array of them.
     #[serde(deserialize_with = "one_or_many")]
-    pub metrics: Vec<Metrics>,
+    pub metrics: Vec<MetricsConfig>,
     /// Alarms.
     pub alarms: Vec<AlarmConfig>,
     /// 1.x's older name for alarms.
@@ -81,13 +96,13 @@ pub struct Config {
     /// Alert definitions referenced by alarms.
     pub alerts: BTreeMap<String, AlertConfig>,
     /// The JSON event log.
-    pub eventlog: Eventlog,
+    pub eventlog: EventlogConfig,
     /// Other lovebeats to report our own health to.
-    pub notify: Vec<Notify>,
+    pub notify: Vec<NotifyConfig>,
     /// Defaults for new services.
-    pub services: Vec<ServiceDefault>,
+    pub services: Vec<ServiceDefaults>,
     /// The automatic timeout algorithm.
-    pub auto: Auto,
+    pub auto: AutoConfig,
 }
 
 /// `[general]`.
@@ -98,420 +113,78 @@ pub struct General {
     pub public_url: Option<String>,
 }
 
-/// `[mail]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Mail {
-    /// SMTP server as host:port.
-    pub server: String,
-    /// Sender address.
-    pub from: String,
-    /// SMTP user name, if the server needs one.
-    pub username: Option<String>,
-    /// SMTP password.
-    pub password: Option<String>,
-    /// `none`, `starttls` or `tls`.
-    pub tls: String,
+/// A listening address as 1.x writes it: `:8080` (every interface) or
+/// `host:port`, resolved when the file is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenAddr {
+    /// The address to bind.
+    pub addr: SocketAddr,
+    /// As written, for messages.
+    text: String,
 }
 
-impl Default for Mail {
-    fn default() -> Self {
-        Mail {
-            server: "localhost:25".into(),
-            from: "lovebeat@example.com".into(),
-            username: None,
-            password: None,
-            tls: "none".into(),
+impl ListenAddr {
+    /// Every interface, on `port`.
+    pub fn any(port: u16) -> ListenAddr {
+        ListenAddr {
+            addr: SocketAddr::from(([0, 0, 0, 0], port)),
+            text: format!(":{port}"),
         }
     }
-}
 
-/// `[mailgun]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Mailgun {
-    /// Sending domain; empty disables Mailgun.
-    pub domain: String,
-    /// Sender address.
-    pub from: String,
-    /// API key.
-    pub api_key: String,
-    /// API base URL.
-    pub api_base: String,
-}
-
-impl Default for Mailgun {
-    fn default() -> Self {
-        Mailgun {
-            domain: String::new(),
-            from: String::new(),
-            api_key: String::new(),
-            api_base: "https://api.mailgun.net".into(),
-        }
-    }
-}
-
-/// `[slack]`.
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
-pub struct Slack {
-    /// Incoming webhook URL.
-    pub webhook_url: String,
-}
-
-/// A listening address such as `:8080` or `127.0.0.1:8080`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Listen {
-    /// Address; an empty host means every interface.
-    pub listen: String,
-}
-
-/// `[http]`: where the API and UI listen, and the API keys (SPEC §10).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Http {
-    /// Address; an empty host means every interface.
-    pub listen: String,
-    /// Keys allowed to change state; when set, every change needs one.
-    #[serde(deserialize_with = "one_or_many_strings")]
-    pub write_keys: Vec<String>,
-    /// Keys allowed to read; when set, reading needs a read or write key.
-    #[serde(deserialize_with = "one_or_many_strings")]
-    pub read_keys: Vec<String>,
-    /// Host names lovebeat answers to (besides IP addresses, `localhost`
-    /// and `public_url`'s host); empty: any.
-    #[serde(deserialize_with = "one_or_many_strings")]
-    pub allowed_hosts: Vec<String>,
-}
-
-impl Default for Http {
-    fn default() -> Self {
-        Http {
-            listen: ":8080".into(),
-            write_keys: Vec::new(),
-            read_keys: Vec::new(),
-            allowed_hosts: Vec::new(),
-        }
-    }
-}
-
-/// `[udp]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Udp {
-    /// Address; an empty host means every interface.
-    pub listen: String,
-    /// Number of `SO_REUSEPORT` sockets, 0 = one per core.
-    pub sockets: usize,
-    /// Receive buffer per socket, bytes: what absorbs a burst (every cron
-    /// job beating at the top of the minute) while the reader catches up.
-    pub receive_buffer: usize,
-}
-
-impl Default for Udp {
-    fn default() -> Self {
-        Udp {
-            listen: ":8127".into(),
-            sockets: 0,
-            receive_buffer: 32 << 20,
-        }
-    }
-}
-
-/// `[database]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Database {
-    /// Database file.
-    pub filename: String,
-    /// Seconds between saves.
-    pub interval: u64,
-    /// `s3://bucket/key` to download on start and upload after saves.
-    pub remote_s3_url: String,
-    /// Region of the bucket.
-    pub remote_s3_region: String,
-    /// Endpoint of an S3-compatible store.
-    pub remote_s3_endpoint: String,
-}
-
-impl Default for Database {
-    fn default() -> Self {
-        Database {
-            filename: "lovebeat.db".into(),
-            interval: 60,
-            remote_s3_url: String::new(),
-            remote_s3_region: String::new(),
-            remote_s3_endpoint: String::new(),
-        }
-    }
-}
-
-/// `[metrics]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Metrics {
-    /// statsd server host:port; empty = off.
-    pub server: String,
-    /// Prefix of every metric name.
-    pub prefix: String,
-}
-
-impl Default for Metrics {
-    fn default() -> Self {
-        Metrics {
-            server: String::new(),
-            prefix: "lovebeat".into(),
-        }
-    }
-}
-
-/// `[[alarms]]`.
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
-pub struct AlarmConfig {
-    /// Name, possibly with `$word` templates.
-    pub name: String,
-    /// One include pattern.
-    pub pattern: Option<String>,
-    /// More include patterns.
-    pub includes: Vec<String>,
-    /// Exclude patterns.
-    pub excludes: Vec<String>,
-    /// Alert sections to fire.
-    pub alerts: Vec<String>,
-    /// Alarms whose ERROR holds this alarm's alerts (`$word` filled from
-    /// this alarm's captures).
-    pub depends_on: Vec<String>,
-}
-
-/// `[alerts.<name>]`.
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
-pub struct AlertConfig {
-    /// Comma-separated addresses.
-    pub mail: Option<String>,
-    /// URL to POST to.
-    pub webhook: Option<String>,
-    /// Slack channel.
-    pub slack_channel: Option<String>,
-    /// Executable to run.
-    pub script: Option<String>,
-    /// Send again every this long while the alarm stays ERROR.
-    pub repeat: Option<TimeoutValue>,
-}
-
-/// `[eventlog]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Eventlog {
-    /// File to append to; empty = off.
-    pub path: String,
-    /// File mode.
-    pub mode: FileMode,
-}
-
-impl Default for Eventlog {
-    fn default() -> Self {
-        Eventlog {
-            path: String::new(),
-            mode: FileMode(0o644),
-        }
-    }
-}
-
-/// A file mode, written in octal: bare digits as in 1.x (`mode = 644`) or
-/// TOML's octal integer (`mode = 0o644`). TOML reads both as integers
-/// (644 and 420), so the loader hands over the token as written, and
-/// this reads it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FileMode(pub u32);
-
-impl FileMode {
-    /// Reads a mode as written in the file: `644`, `0644` or `0o644`.
-    pub fn from_token(token: &str) -> Result<FileMode, String> {
-        let digits = token.strip_prefix("0o").unwrap_or(token).replace('_', "");
-        match u32::from_str_radix(&digits, 8) {
-            Ok(m) if m <= 0o7777 && !digits.is_empty() && !digits.starts_with('+') => {
-                Ok(FileMode(m))
-            }
-            _ => Err(format!(
-                "mode = {token}: write the mode in octal, as 644 or 0o644"
-            )),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for FileMode {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<FileMode, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Written {
-            /// The token as written (what the loader passes on).
-            Token(String),
-            /// An integer whose token is not known: its decimal digits
-            /// are the octal digits, as 1.x read them.
-            Digits(i64),
-        }
-        let token = match Written::deserialize(d)? {
-            Written::Token(t) => t,
-            Written::Digits(n) => n.to_string(),
+    /// Reads `:port` or `host:port`.
+    pub fn parse(text: &str) -> Result<ListenAddr, String> {
+        let full = if text.starts_with(':') {
+            format!("0.0.0.0{text}")
+        } else {
+            text.to_string()
         };
-        FileMode::from_token(&token).map_err(serde::de::Error::custom)
-    }
-}
-
-/// `[[notify]]`.
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
-pub struct Notify {
-    /// Base URL of the other lovebeat.
-    pub lovebeat: String,
-    /// API key for a peer that requires one.
-    pub key: Option<String>,
-}
-
-/// `[[services]]`: defaults for new services matching `pattern`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ServiceDefault {
-    /// Which services.
-    pub pattern: String,
-    /// Seconds, a duration string or "auto".
-    pub timeout: Option<TimeoutValue>,
-    /// A cron schedule instead of a timeout (SPEC §10).
-    pub schedule: Option<String>,
-    /// The schedule's IANA zone (default UTC).
-    pub tz: Option<String>,
-    /// Grace after a fire time (default 5 minutes).
-    pub grace: Option<TimeoutValue>,
-    /// Longest allowed run.
-    pub max_runtime: Option<TimeoutValue>,
-}
-
-impl ServiceDefault {
-    /// The engine's form, or why it is invalid.
-    pub fn to_engine(&self) -> Result<ServiceDefaults, String> {
-        let grace = match &self.grace {
-            Some(g) => Some(g.to_duration_ms()? as i64),
-            None => None,
-        };
-        let schedule = Schedule::from_settings(
-            self.schedule.as_deref(),
-            self.tz.as_deref(),
-            grace,
-            self.timeout.is_some(),
-        )
-        .map_err(|e| e.to_string())?;
-        let timeout = match (&self.timeout, schedule) {
-            (_, Some(s)) => Timeout::Schedule(Arc::new(s)),
-            (Some(t), None) => t.to_timeout()?,
-            (None, None) if self.max_runtime.is_some() => Timeout::None,
-            (None, None) => return Err("needs a timeout or a schedule".into()),
-        };
-        let max_runtime = match &self.max_runtime {
-            Some(m) => Some(m.to_duration_ms()?).filter(|m| *m > 0),
-            None => None,
-        };
-        Ok(ServiceDefaults {
-            pattern: self.pattern.clone(),
-            timeout,
-            max_runtime,
+        let addr = full
+            .to_socket_addrs()
+            .map_err(|e| format!("'{text}' is not a valid address: {e}"))?
+            .next()
+            .ok_or_else(|| format!("'{text}' resolves to no address"))?;
+        Ok(ListenAddr {
+            addr,
+            text: text.to_string(),
         })
     }
 }
 
-/// A timeout written as a number of seconds or as text.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum TimeoutValue {
-    /// Whole seconds.
-    Secs(i64),
-    /// `auto`, a duration or decimal seconds.
-    Text(String),
-}
-
-impl TimeoutValue {
-    /// The timeout it stands for.
-    pub fn to_timeout(&self) -> Result<Timeout, String> {
-        match self {
-            TimeoutValue::Secs(s) => timeout_from_secs(*s),
-            TimeoutValue::Text(t) => parse_timeout(t),
-        }
-        .map_err(|e| e.to_string())
-    }
-
-    /// As a plain duration (ms): a number is seconds.
-    pub fn to_duration_ms(&self) -> Result<u64, String> {
-        match self {
-            TimeoutValue::Secs(s) if *s >= 0 => Ok(s.saturating_mul(1000) as u64),
-            TimeoutValue::Secs(s) => Err(format!("duration {s} must be 0 or more")),
-            TimeoutValue::Text(t) => {
-                crate::duration::parse_duration_input(t).map_err(|e| e.to_string())
-            }
-        }
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
     }
 }
 
-/// `[auto]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Auto {
-    /// Algorithm for automatic timeouts.
-    pub algorithm: String,
-}
-
-impl Default for Auto {
-    fn default() -> Self {
-        Auto {
-            algorithm: "lovebeat1".into(),
-        }
+impl<'de> Deserialize<'de> for ListenAddr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<ListenAddr, D::Error> {
+        ListenAddr::parse(&String::deserialize(d)?).map_err(serde::de::Error::custom)
     }
 }
 
-impl Default for Listen {
-    fn default() -> Self {
-        Listen {
-            listen: ":8080".into(),
-        }
-    }
-}
-
-/// Accepts `[metrics]` or `[[metrics]]`.
-fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Metrics>, D::Error> {
+/// Accepts one value where a list of them is expected: `[metrics]` for
+/// `[[metrics]]`, or `write_keys = "k"` (a likely slip, whose type error
+/// would quote the key).
+pub fn one_or_many<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
     #[derive(Deserialize)]
     #[serde(untagged)]
-    enum OneOrMany {
-        One(Metrics),
-        Many(Vec<Metrics>),
-    }
-    Ok(match OneOrMany::deserialize(d)? {
-        OneOrMany::One(m) => vec![m],
-        OneOrMany::Many(v) => v,
-    })
-}
-
-/// Accepts one string where a list of them is expected (`write_keys =
-/// "k"`): a likely slip, and the type error would quote the key.
-fn one_or_many_strings<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum OneOrMany {
-        One(String),
-        Many(Vec<String>),
+    enum OneOrMany<T> {
+        One(T),
+        Many(Vec<T>),
     }
     match OneOrMany::deserialize(d) {
-        Ok(OneOrMany::One(s)) => Ok(vec![s]),
+        Ok(OneOrMany::One(v)) => Ok(vec![v]),
         Ok(OneOrMany::Many(v)) => Ok(v),
         Err(_) => Err(serde::de::Error::custom(
-            "expected a string or a list of strings",
+            "expected one value or a list of them",
         )),
     }
 }
-
-/// The TCP default differs from HTTP's; serde's field default cannot say
-/// that, so the loader fills it in when `[tcp]` is absent.
-const TCP_DEFAULT: &str = ":8127";
 
 impl Config {
     /// Reads the configuration: `path` (which must exist) or the default
@@ -563,12 +236,7 @@ impl Config {
         Config::from_table(table)
     }
 
-    fn from_table(mut table: toml::Table) -> Result<Config, ConfigError> {
-        if !table.contains_key("tcp") {
-            let mut tcp = toml::Table::new();
-            tcp.insert("listen".into(), TCP_DEFAULT.into());
-            table.insert("tcp".into(), tcp.into());
-        }
+    fn from_table(table: toml::Table) -> Result<Config, ConfigError> {
         let config: Config = toml::Value::Table(table)
             .try_into()
             .map_err(|e: toml::de::Error| ConfigError::Invalid(e.message().to_string()))?;
@@ -576,25 +244,13 @@ impl Config {
         Ok(config)
     }
 
+    /// What spans sections (each section's own values were checked as the
+    /// file was read): alarms name existing alerts and alarms, keys are
+    /// usable, reminders are not a flood.
     fn validate(&self) -> Result<(), ConfigError> {
-        for (what, addr) in [
-            ("[udp] listen", &self.udp.listen),
-            ("[tcp] listen", &self.tcp.listen),
-            ("[http] listen", &self.http.listen),
-        ] {
-            listen_addr(addr).map_err(|e| ConfigError::Invalid(format!("{what}: {e}")))?;
-        }
         for a in self.alarms.iter().chain(&self.views) {
-            if a.name.is_empty() {
-                return Err(ConfigError::Invalid(
-                    "[[alarms]] section without a name".into(),
-                ));
-            }
-            if a.pattern.is_none() && a.includes.is_empty() {
-                return Err(ConfigError::Invalid(format!(
-                    "alarm '{}' has neither pattern nor includes",
-                    a.name
-                )));
+            if let Some(problem) = a.problem() {
+                return Err(ConfigError::Invalid(problem));
             }
             for alert in &a.alerts {
                 if !self.alerts.contains_key(alert) {
@@ -605,73 +261,19 @@ impl Config {
                 }
             }
         }
-        for s in &self.services {
-            s.to_engine().map_err(|e| {
-                ConfigError::Invalid(format!("[[services]] pattern '{}': {e}", s.pattern))
-            })?;
-        }
         for (name, alert) in &self.alerts {
-            if let Some(r) = &alert.repeat {
-                match r.to_duration_ms() {
-                    Ok(ms) if ms >= 1000 => {}
-                    Ok(_) => {
-                        return Err(ConfigError::Invalid(format!(
-                            "[alerts.{name}] repeat must be at least 1s"
-                        )))
-                    }
-                    Err(e) => {
-                        return Err(ConfigError::Invalid(format!("[alerts.{name}] repeat: {e}")))
-                    }
-                }
-            }
+            alert.validate(name)?;
         }
         crate::engine::membership::check_dependencies(&self.alarm_defs())
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
-        self.check_keys()?;
-        if self.auto.algorithm != "lovebeat1" {
-            return Err(ConfigError::Invalid(format!(
-                "[auto] algorithm '{}' is unknown (available: lovebeat1)",
-                self.auto.algorithm
-            )));
-        }
-        if !["none", "starttls", "tls"].contains(&self.mail.tls.as_str()) {
-            return Err(ConfigError::Invalid(format!(
-                "[mail] tls = '{}': use none, starttls or tls",
-                self.mail.tls
-            )));
-        }
+        self.http.validate()?;
+        self.database.validate()?;
         Ok(())
     }
 
     /// The event log's file mode.
     pub fn eventlog_mode(&self) -> u32 {
         self.eventlog.mode.0
-    }
-
-    /// An empty key would be a key anyone could guess, and one with
-    /// spaces around it could never be presented (a presented key is
-    /// trimmed): both are mistakes, refused rather than run with.
-    fn check_keys(&self) -> Result<(), ConfigError> {
-        for (what, keys) in [
-            ("write_keys", &self.http.write_keys),
-            ("read_keys", &self.http.read_keys),
-        ] {
-            for (i, key) in keys.iter().enumerate() {
-                let problem = if key.trim().is_empty() {
-                    "is empty"
-                } else if key.trim() != key {
-                    "has spaces around it, so it could never be presented"
-                } else {
-                    continue;
-                };
-                return Err(ConfigError::Invalid(format!(
-                    "[http] {what}: key {} of {} {problem}; remove it or write the key",
-                    i + 1,
-                    keys.len()
-                )));
-            }
-        }
-        Ok(())
     }
 
     /// The public URL with a trailing `/`, if set.
@@ -695,13 +297,7 @@ impl Config {
         self.alarms
             .iter()
             .chain(&self.views)
-            .map(|a| AlarmDef {
-                name: a.name.clone(),
-                includes: a.pattern.iter().chain(&a.includes).cloned().collect(),
-                excludes: a.excludes.clone(),
-                alerts: a.alerts.clone(),
-                depends_on: a.depends_on.clone(),
-            })
+            .map(AlarmConfig::to_def)
             .collect()
     }
 
@@ -709,27 +305,9 @@ impl Config {
     pub fn engine_config(&self) -> EngineConfig {
         EngineConfig {
             alarms: self.alarm_defs(),
-            service_defaults: self
-                .services
-                .iter()
-                // validate() checked every entry.
-                .filter_map(|s| s.to_engine().ok())
-                .collect(),
+            service_defaults: self.services.clone(),
         }
     }
-}
-
-/// Parses a 1.x-style listen address; `:port` means every interface.
-pub fn listen_addr(text: &str) -> Result<SocketAddr, String> {
-    let full = if text.starts_with(':') {
-        format!("0.0.0.0{text}")
-    } else {
-        text.to_string()
-    };
-    full.to_socket_addrs()
-        .map_err(|e| format!("'{text}' is not a valid address: {e}"))?
-        .next()
-        .ok_or_else(|| format!("'{text}' resolves to no address"))
 }
 
 /// Keys whose values are secrets: an error about them never quotes them.
@@ -832,13 +410,14 @@ fn merge(dst: &mut toml::Table, src: toml::Table) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::Timeout;
 
     #[test]
     fn defaults_are_1x_defaults() {
         let c = Config::parse("").expect("empty config is valid");
-        assert_eq!(c.udp.listen, ":8127");
-        assert_eq!(c.tcp.listen, ":8127");
-        assert_eq!(c.http.listen, ":8080");
+        assert_eq!(c.udp.listen.to_string(), ":8127");
+        assert_eq!(c.tcp.listen.to_string(), ":8127");
+        assert_eq!(c.http.listen.to_string(), ":8080");
         assert_eq!(c.database.filename, "lovebeat.db");
         assert_eq!(c.database.interval, 60);
         assert_eq!(c.mail.server, "localhost:25");
@@ -995,7 +574,7 @@ mode = 600
                 .expect("toml");
         merge(&mut a, b);
         let c = Config::from_table(a).expect("valid");
-        assert_eq!(c.http.listen, ":2");
+        assert_eq!(c.http.listen.to_string(), ":2");
         assert_eq!(c.alarms.len(), 2);
     }
 
@@ -1009,7 +588,7 @@ mode = 600
             .map(|l| format!("{l}\n"))
             .collect();
         let c = Config::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-        assert_eq!(c.http.listen, ":8080");
+        assert_eq!(c.http.listen.to_string(), ":8080");
         assert_eq!(c.services.len(), 2);
         assert!(c.alerts["ops"].repeat.is_some());
         assert_eq!(c.alarms[1].depends_on, vec!["network-$name".to_string()]);

@@ -12,7 +12,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{watch, Notify};
 
 use crate::clock::now_ms;
-use crate::config::{listen_addr, Config};
+use crate::config::Config;
 use crate::engine::Engine;
 use crate::http::{self, AppState};
 use crate::ingest::{tcp, udp::UdpIngest, IngestStats};
@@ -106,7 +106,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let stop_udp = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(IngestStats::default());
 
-    let udp_addr = listen_addr(&config.udp.listen).map_err(anyhow::Error::msg)?;
+    let udp_addr = config.udp.listen.addr;
     let udp = UdpIngest::start(
         engine.clone(),
         stats.clone(),
@@ -116,11 +116,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         stop_udp.clone(),
     )
     .with_context(|| format!("cannot listen for statsd on UDP {}", config.udp.listen))?;
-    let tcp_addr = listen_addr(&config.tcp.listen).map_err(anyhow::Error::msg)?;
+    let tcp_addr = config.tcp.listen.addr;
     let tcp_listener = TcpListener::bind(tcp_addr)
         .await
         .with_context(|| format!("cannot listen for statsd on TCP {}", config.tcp.listen))?;
-    let http_addr = listen_addr(&config.http.listen).map_err(anyhow::Error::msg)?;
+    let http_addr = config.http.listen.addr;
     let http_listener = TcpListener::bind(http_addr)
         .await
         .with_context(|| format!("cannot listen for HTTP on {}", config.http.listen))?;
@@ -186,10 +186,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         alerts: alert_stats.clone(),
         remote: remote.clone(),
         ws: ws_hub.clone(),
-        keys: http::auth::Keys {
-            read: config.http.read_keys.clone(),
-            write: config.http.write_keys.clone(),
-        },
+        keys: config.http.keys(),
         hosts: http::origin::AllowedHosts::new(
             &config.http.allowed_hosts,
             config.public_url().as_deref(),
@@ -287,7 +284,7 @@ fn warn_deprecated(config: &Config) {
     }
     if !config.http.write_keys.is_empty() {
         for (what, listen) in [("udp", &config.udp.listen), ("tcp", &config.tcp.listen)] {
-            let local = crate::config::listen_addr(listen).is_ok_and(|a| a.ip().is_loopback());
+            let local = listen.addr.ip().is_loopback();
             if !local {
                 tracing::warn!(
                     "[{what}] listen = \"{listen}\" takes statsd lines from the network, and statsd has no keys: anyone who reaches it can beat, fail or silence services despite write_keys; listen on 127.0.0.1 unless the network is trusted"

@@ -148,6 +148,54 @@ pub fn parse_duration_ms(text: &str) -> Result<u64, DurationError> {
     Ok(total)
 }
 
+/// A timeout as a configuration file writes it: whole seconds (`3600`,
+/// `0`, `-1`, `-2`) or text (`"1h30m"`, `"auto"`), read as the file is
+/// loaded so a bad one is reported with its line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimeoutSetting(pub Timeout);
+
+impl<'de> serde::Deserialize<'de> for TimeoutSetting {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<TimeoutSetting, D::Error> {
+        match Written::deserialize(d)? {
+            Written::Secs(s) => timeout_from_secs(s),
+            Written::Float(f) => parse_timeout(&f.to_string()),
+            Written::Text(t) => parse_timeout(&t),
+        }
+        .map(TimeoutSetting)
+        .map_err(serde::de::Error::custom)
+    }
+}
+
+/// A duration as a configuration file writes it: seconds (`30`, `1.5`) or
+/// text (`"10m"`), never negative; read as the file is loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurationSetting {
+    /// The duration in milliseconds.
+    pub ms: u64,
+}
+
+impl<'de> serde::Deserialize<'de> for DurationSetting {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<DurationSetting, D::Error> {
+        match Written::deserialize(d)? {
+            Written::Secs(s) if s >= 0 => Ok(s.saturating_mul(1000) as u64),
+            Written::Secs(s) => Err(DurationError::Negative(s.to_string())),
+            Written::Float(f) => parse_duration_input(&f.to_string()),
+            Written::Text(t) => parse_duration_input(&t),
+        }
+        .map(|ms| DurationSetting { ms })
+        .map_err(serde::de::Error::custom)
+    }
+}
+
+/// A number or a string, as a setting may be written.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum Written {
+    Secs(i64),
+    Float(f64),
+    Text(String),
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,9 +1,28 @@
-//! Automatic timeouts learned from beat intervals (SPEC §3).
+//! Automatic timeouts learned from beat intervals (README, "States";
+//! docs/AUTO.md).
 //!
 //! `lovebeat1` reproduces the 1.x algorithm bit for bit: the same outlier
 //! filter, the same bias-adjusted EWMA computed with the same sequence of
 //! floating point operations, so learned timeouts do not move when users
 //! switch from 1.x.
+
+/// The algorithm that learns automatic timeouts (`[auto] algorithm`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Algorithm {
+    /// 1.x's algorithm, exactly ([`lovebeat1`]).
+    #[default]
+    Lovebeat1,
+}
+
+impl Algorithm {
+    /// The timeout (ms) this algorithm learns from `history`, oldest first.
+    pub fn timeout(self, history: impl DoubleEndedIterator<Item = u32> + ExactSizeIterator) -> i64 {
+        match self {
+            Algorithm::Lovebeat1 => lovebeat1(history),
+        }
+    }
+}
 
 /// How many of the most recent intervals the algorithm looks at.
 const WINDOW: usize = 20;

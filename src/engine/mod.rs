@@ -31,6 +31,7 @@
 
 pub mod alarms;
 pub mod auto;
+pub mod config;
 pub mod events;
 mod expiry;
 pub mod job;
@@ -53,6 +54,7 @@ use tokio::sync::{broadcast, Notify};
 
 use crate::pattern::PatternSet;
 pub use alarms::AlarmView;
+pub use config::{AlarmConfig, AutoConfig, EngineConfig, ServiceDefaults};
 pub use events::{Event, EventKind};
 pub use job::{JobFailure, Schedule};
 pub use membership::{AlarmDef, AlarmMatcher};
@@ -140,37 +142,6 @@ impl Change {
         Change {
             timeout: Some(timeout),
             ..Change::default()
-        }
-    }
-}
-
-/// What the engine is built from.
-#[derive(Debug, Default)]
-pub struct EngineConfig {
-    /// The configured `[[alarms]]`.
-    pub alarms: Vec<AlarmDef>,
-    /// `[[services]]` defaults; the first that matches wins.
-    pub service_defaults: Vec<ServiceDefaults>,
-}
-
-/// What a new service matching `pattern` starts with (`[[services]]`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServiceDefaults {
-    /// Which services.
-    pub pattern: String,
-    /// Their timeout (a schedule included).
-    pub timeout: Timeout,
-    /// Longest allowed run (ms).
-    pub max_runtime: Option<u64>,
-}
-
-impl ServiceDefaults {
-    /// Defaults with only a timeout.
-    pub fn timeout(pattern: &str, timeout: Timeout) -> ServiceDefaults {
-        ServiceDefaults {
-            pattern: pattern.to_string(),
-            timeout,
-            max_runtime: None,
         }
     }
 }

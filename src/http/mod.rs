@@ -25,10 +25,76 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::config::{ConfigError, ListenAddr};
 use crate::engine::Engine;
 use crate::ingest::IngestStats;
 use crate::sinks::alerts::AlertStats;
 use crate::sinks::persistence::SaveStats;
+
+/// `[http]`: where the API and UI listen, and who may use them.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address; an empty host means every interface.
+    pub listen: ListenAddr,
+    /// Keys allowed to change state; when set, every change needs one.
+    #[serde(deserialize_with = "crate::config::one_or_many")]
+    pub write_keys: Vec<String>,
+    /// Keys allowed to read; when set, reading needs a read or write key.
+    #[serde(deserialize_with = "crate::config::one_or_many")]
+    pub read_keys: Vec<String>,
+    /// Host names lovebeat answers to (besides IP addresses, `localhost`
+    /// and `public_url`'s host); empty: any.
+    #[serde(deserialize_with = "crate::config::one_or_many")]
+    pub allowed_hosts: Vec<String>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: ListenAddr::any(8080),
+            write_keys: Vec::new(),
+            read_keys: Vec::new(),
+            allowed_hosts: Vec::new(),
+        }
+    }
+}
+
+impl HttpConfig {
+    /// An empty key would be a key anyone could guess, and one with spaces
+    /// around it could never be presented (a presented key is trimmed):
+    /// both are mistakes, refused rather than run with.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (what, keys) in [
+            ("write_keys", &self.write_keys),
+            ("read_keys", &self.read_keys),
+        ] {
+            for (i, key) in keys.iter().enumerate() {
+                let problem = if key.trim().is_empty() {
+                    "is empty"
+                } else if key.trim() != key {
+                    "has spaces around it, so it could never be presented"
+                } else {
+                    continue;
+                };
+                return Err(ConfigError::Invalid(format!(
+                    "[http] {what}: key {} of {} {problem}; remove it or write the key",
+                    i + 1,
+                    keys.len()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The keys, for the key check.
+    pub fn keys(&self) -> auth::Keys {
+        auth::Keys {
+            read: self.read_keys.clone(),
+            write: self.write_keys.clone(),
+        }
+    }
+}
 
 /// What handlers share.
 pub struct AppState {

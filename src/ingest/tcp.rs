@@ -8,7 +8,25 @@ use tokio::sync::watch;
 
 use super::{apply_packet, IngestStats};
 use crate::clock::now_ms;
+use crate::config::ListenAddr;
 use crate::engine::Engine;
+
+/// `[tcp]`: where statsd lines are read over TCP (1.x's default port is
+/// the UDP one, not HTTP's).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TcpConfig {
+    /// Address; an empty host means every interface.
+    pub listen: ListenAddr,
+}
+
+impl Default for TcpConfig {
+    fn default() -> Self {
+        TcpConfig {
+            listen: ListenAddr::any(8127),
+        }
+    }
+}
 
 /// Longest accepted line; a longer one closes the connection.
 pub const MAX_LINE: usize = 64 * 1024;

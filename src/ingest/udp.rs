@@ -12,7 +12,31 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use super::{apply_packets, IngestStats};
 use crate::clock::now_ms;
+use crate::config::ListenAddr;
 use crate::engine::Engine;
+
+/// `[udp]`: where statsd datagrams are read.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UdpConfig {
+    /// Address; an empty host means every interface.
+    pub listen: ListenAddr,
+    /// Number of `SO_REUSEPORT` sockets, 0 = one per core.
+    pub sockets: usize,
+    /// Receive buffer per socket, bytes: what absorbs a burst (every cron
+    /// job beating at the top of the minute) while the reader catches up.
+    pub receive_buffer: usize,
+}
+
+impl Default for UdpConfig {
+    fn default() -> Self {
+        UdpConfig {
+            listen: ListenAddr::any(8127),
+            sockets: 0,
+            receive_buffer: 32 << 20,
+        }
+    }
+}
 
 /// Largest UDP payload, plus one byte.
 const DATAGRAM: usize = 65_536;

@@ -14,6 +14,66 @@ use tokio::sync::{watch, Notify};
 
 use crate::engine::{Event, EventKind, ServiceWatch, State};
 
+/// `[eventlog]`: where every state change is appended.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventlogConfig {
+    /// File to append to; empty = off.
+    pub path: String,
+    /// File mode.
+    pub mode: FileMode,
+}
+
+impl Default for EventlogConfig {
+    fn default() -> Self {
+        EventlogConfig {
+            path: String::new(),
+            mode: FileMode(0o644),
+        }
+    }
+}
+
+/// A file mode, written in octal: bare digits as in 1.x (`mode = 644`) or
+/// TOML's octal integer (`mode = 0o644`). TOML reads both as integers
+/// (644 and 420), so the loader hands over the token as written, and this
+/// reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileMode(pub u32);
+
+impl FileMode {
+    /// Reads a mode as written in the file: `644`, `0644` or `0o644`.
+    pub fn from_token(token: &str) -> Result<FileMode, String> {
+        let digits = token.strip_prefix("0o").unwrap_or(token).replace('_', "");
+        match u32::from_str_radix(&digits, 8) {
+            Ok(m) if m <= 0o7777 && !digits.is_empty() && !digits.starts_with('+') => {
+                Ok(FileMode(m))
+            }
+            _ => Err(format!(
+                "mode = {token}: write the mode in octal, as 644 or 0o644"
+            )),
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for FileMode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<FileMode, D::Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            /// The token as written (what the loader passes on).
+            Token(String),
+            /// An integer whose token is not known: its decimal digits are
+            /// the octal digits, as 1.x read them.
+            Digits(i64),
+        }
+        let token = match Written::deserialize(d)? {
+            Written::Token(t) => t,
+            Written::Digits(n) => n.to_string(),
+        };
+        FileMode::from_token(&token).map_err(serde::de::Error::custom)
+    }
+}
+
 /// The object under the type key: the service or alarm object, plus
 /// `previous` and `current` for state changes.
 #[derive(Serialize)]

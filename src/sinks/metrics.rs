@@ -14,9 +14,27 @@ use tokio::sync::watch;
 
 use super::alerts::AlertStats;
 use super::persistence::SaveStats;
-use crate::config::Metrics;
 use crate::engine::{Engine, EventKind, State};
 use crate::ingest::IngestStats;
+
+/// `[metrics]` (or `[[metrics]]`: each server gets every metric).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// statsd server host:port; empty = off.
+    pub server: String,
+    /// Prefix of every metric name.
+    pub prefix: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            server: String::new(),
+            prefix: "lovebeat".into(),
+        }
+    }
+}
 
 /// How often counters and counts are sent.
 const FLUSH: Duration = Duration::from_secs(10);
@@ -45,7 +63,7 @@ pub struct Sources {
 /// Sends metrics until `shutdown`. Servers that cannot be resolved are
 /// logged and skipped.
 pub async fn run(
-    configs: Vec<Metrics>,
+    configs: Vec<MetricsConfig>,
     engine: Engine,
     mut events: broadcast::Receiver<Arc<crate::engine::Event>>,
     sources: Sources,

@@ -7,8 +7,17 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
-use crate::config::Notify;
 use crate::redact::url_for_log;
+
+/// `[[notify]]`: another lovebeat that watches this one.
+#[derive(Debug, Clone, serde::Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifyConfig {
+    /// Base URL of the other lovebeat.
+    pub lovebeat: String,
+    /// API key for a peer that requires one.
+    pub key: Option<String>,
+}
 
 /// How often the engine and the alert dispatcher report that they run.
 pub const REPORT_EVERY: Duration = Duration::from_secs(60);
@@ -60,7 +69,7 @@ impl Reporter {
 }
 
 /// The reporter and the queue `run` sends from; no queue without peers.
-pub fn reporter(peers: &[Notify]) -> (Reporter, Option<mpsc::Receiver<Part>>) {
+pub fn reporter(peers: &[NotifyConfig]) -> (Reporter, Option<mpsc::Receiver<Part>>) {
     if peers.iter().all(|p| p.lovebeat.is_empty()) {
         return (Reporter(None), None);
     }
@@ -104,14 +113,14 @@ fn sanitize(host: &str) -> String {
 
 /// Beats the peers with every report from `reports` until `shutdown`.
 pub async fn run(
-    peers: Vec<Notify>,
+    peers: Vec<NotifyConfig>,
     reports: Option<mpsc::Receiver<Part>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let Some(mut reports) = reports else {
         return;
     };
-    let peers: Vec<Notify> = peers
+    let peers: Vec<NotifyConfig> = peers
         .into_iter()
         .filter(|p| !p.lovebeat.is_empty())
         .collect();

@@ -13,6 +13,52 @@ use crate::engine::Engine;
 use crate::sinks::notify::{Part, Reporter};
 use crate::sinks::s3::RemoteDb;
 
+/// `[database]`: where the state is saved, how often, and its S3 backup.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// Database file.
+    pub filename: String,
+    /// Seconds between saves.
+    pub interval: u64,
+    /// `s3://bucket/key` to download on start and upload after saves.
+    pub remote_s3_url: String,
+    /// Region of the bucket.
+    pub remote_s3_region: String,
+    /// Endpoint of an S3-compatible store.
+    pub remote_s3_endpoint: String,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            filename: "lovebeat.db".into(),
+            interval: 60,
+            remote_s3_url: String::new(),
+            remote_s3_region: String::new(),
+            remote_s3_endpoint: String::new(),
+        }
+    }
+}
+
+impl DatabaseConfig {
+    /// A zero interval would save in a loop; an S3 URL must name a bucket
+    /// and a key.
+    pub fn validate(&self) -> Result<(), crate::config::ConfigError> {
+        let invalid = crate::config::ConfigError::Invalid;
+        if self.interval == 0 {
+            return Err(invalid(
+                "[database] interval must be at least 1 second".into(),
+            ));
+        }
+        if !self.remote_s3_url.is_empty() {
+            crate::sinks::s3::parse_url(&self.remote_s3_url)
+                .map_err(|e| invalid(format!("[database] {e}")))?;
+        }
+        Ok(())
+    }
+}
+
 /// Counters of saves, shown in `/metrics`.
 #[derive(Debug, Default)]
 pub struct SaveStats {

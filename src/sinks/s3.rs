@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use aws_sdk_s3::primitives::ByteStream;
 
-use crate::config::Database;
+use crate::sinks::persistence::DatabaseConfig;
 
 /// A bucket and key, with a client for them.
 pub struct RemoteDb {
@@ -37,7 +37,7 @@ pub fn parse_url(url: &str) -> Result<(String, String), String> {
 
 impl RemoteDb {
     /// The remote database of `[database]`, or `None` when no URL is set.
-    pub async fn from_config(db: &Database) -> Result<Option<RemoteDb>, String> {
+    pub async fn from_config(db: &DatabaseConfig) -> Result<Option<RemoteDb>, String> {
         if db.remote_s3_url.is_empty() {
             return Ok(None);
         }

@@ -6,6 +6,14 @@ use super::{failed_list, DeliveryError, Notice};
 use crate::engine::State;
 use crate::redact::url_for_log;
 
+/// `[slack]`: the incoming webhook that `slack_channel` alerts post to.
+#[derive(Debug, Clone, serde::Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct SlackConfig {
+    /// Incoming webhook URL (a secret: its path is the token).
+    pub webhook_url: String,
+}
+
 async fn post(
     client: &reqwest::Client,
     url: &str,

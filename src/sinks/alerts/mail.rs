@@ -8,6 +8,73 @@ use super::{failed_list, DeliveryError, Notice};
 use crate::config::Config;
 use crate::redact::url_for_log;
 
+/// `[mail]`: the SMTP server mail alerts go through.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MailConfig {
+    /// SMTP server as host:port.
+    pub server: String,
+    /// Sender address.
+    pub from: String,
+    /// SMTP user name, if the server needs one.
+    pub username: Option<String>,
+    /// SMTP password.
+    pub password: Option<String>,
+    /// How the connection is secured.
+    pub tls: Tls,
+}
+
+impl Default for MailConfig {
+    fn default() -> Self {
+        MailConfig {
+            server: "localhost:25".into(),
+            from: "lovebeat@example.com".into(),
+            username: None,
+            password: None,
+            tls: Tls::None,
+        }
+    }
+}
+
+/// How an SMTP connection is secured (`[mail] tls`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tls {
+    /// Plain SMTP (a local relay).
+    #[default]
+    None,
+    /// Plain, then upgraded with STARTTLS (port 587).
+    Starttls,
+    /// TLS from the first byte (port 465).
+    Tls,
+}
+
+/// `[mailgun]`: when `domain` is set, mail goes through Mailgun's HTTP API
+/// instead of SMTP.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MailgunConfig {
+    /// Sending domain; empty disables Mailgun.
+    pub domain: String,
+    /// Sender address.
+    pub from: String,
+    /// API key.
+    pub api_key: String,
+    /// API base URL.
+    pub api_base: String,
+}
+
+impl Default for MailgunConfig {
+    fn default() -> Self {
+        MailgunConfig {
+            domain: String::new(),
+            from: String::new(),
+            api_key: String::new(),
+            api_base: "https://api.mailgun.net".into(),
+        }
+    }
+}
+
 /// `[LOVEBEAT] <alarm>-<incident>`.
 pub fn subject(n: &Notice) -> String {
     format!(
@@ -90,10 +157,10 @@ pub async fn send(
         .body(body(n))
         .map_err(|e| permanent(format!("building the mail: {e}")))?;
     let (host, port) = split_host_port(&config.mail.server).map_err(permanent)?;
-    let transport = match config.mail.tls.as_str() {
-        "tls" => AsyncSmtpTransport::<Tokio1Executor>::relay(&host),
-        "starttls" => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&host),
-        _ => Ok(AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(
+    let transport = match config.mail.tls {
+        Tls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&host),
+        Tls::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&host),
+        Tls::None => Ok(AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(
             &host,
         )),
     }

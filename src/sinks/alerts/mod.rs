@@ -11,6 +11,9 @@ mod http;
 mod mail;
 mod script;
 
+pub use http::SlackConfig;
+pub use mail::{MailConfig, MailgunConfig, Tls};
+
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,6 +25,34 @@ use tokio::sync::{watch, Notify};
 use crate::config::Config;
 use crate::engine::{AlarmView, Engine, Event, EventKind, State};
 use crate::sinks::notify::{Part, Reporter, REPORT_EVERY};
+
+/// `[alerts.<name>]`: the channels an alarm's changes are announced on.
+#[derive(Debug, Clone, serde::Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertConfig {
+    /// Comma-separated addresses.
+    pub mail: Option<String>,
+    /// URL to POST to.
+    pub webhook: Option<String>,
+    /// Slack channel.
+    pub slack_channel: Option<String>,
+    /// Executable to run.
+    pub script: Option<String>,
+    /// Send again every this long while the alarm stays ERROR.
+    pub repeat: Option<crate::duration::DurationSetting>,
+}
+
+impl AlertConfig {
+    /// A reminder more often than every second would flood its receivers.
+    pub fn validate(&self, name: &str) -> Result<(), crate::config::ConfigError> {
+        match self.repeat {
+            Some(r) if r.ms < 1000 => Err(crate::config::ConfigError::Invalid(format!(
+                "[alerts.{name}] repeat must be at least 1s"
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
 
 /// Alerts waiting per alarm before the oldest is dropped.
 pub const QUEUE_CAP: usize = 100;
@@ -330,8 +361,8 @@ impl Dispatch {
                 .config
                 .alerts
                 .get(alert)
-                .and_then(|a| a.repeat.as_ref())
-                .and_then(|r| r.to_duration_ms().ok())
+                .and_then(|a| a.repeat)
+                .map(|r| r.ms)
                 .filter(|ms| *ms > 0);
             let Some(every) = every else { continue };
             let (engine, queue, stats) = (self.engine.clone(), queue.clone(), self.stats.clone());
