@@ -2,14 +2,15 @@
 //! database, starts every listener and sink, and shuts them down in order.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::{watch, Notify};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::clock::now_ms;
 use crate::config::Config;
@@ -96,32 +97,28 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tracing::info!("no database at {}: starting empty", db_path.display());
     }
 
-    let (shutdown_tx, shutdown) = watch::channel(false);
     // Every sink subscribes before any input can produce an event.
     let log_events = engine.subscribe();
     let eventlog_events = engine.subscribe();
     let alert_events = engine.subscribe();
     let metrics_events = engine.subscribe();
     let ws_events = engine.subscribe();
-    let stop_udp = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(IngestStats::default());
 
-    let udp_addr = config.udp.listen.addr;
+    // One token reaches every task; its children stop the phases of a
+    // shutdown one after the other (see `Stopping`).
+    let stop = Stopping::new();
     let udp = UdpIngest::start(
         engine.clone(),
         stats.clone(),
-        udp_addr,
-        config.udp.sockets,
-        config.udp.receive_buffer,
-        stop_udp.clone(),
+        &config.udp,
+        stop.input.clone(),
     )
     .with_context(|| format!("cannot listen for statsd on UDP {}", config.udp.listen))?;
-    let tcp_addr = config.tcp.listen.addr;
-    let tcp_listener = TcpListener::bind(tcp_addr)
+    let tcp_listener = TcpListener::bind(config.tcp.listen.addr)
         .await
         .with_context(|| format!("cannot listen for statsd on TCP {}", config.tcp.listen))?;
-    let http_addr = config.http.listen.addr;
-    let http_listener = TcpListener::bind(http_addr)
+    let http_listener = TcpListener::bind(config.http.listen.addr)
         .await
         .with_context(|| format!("cannot listen for HTTP on {}", config.http.listen))?;
     tracing::info!(
@@ -133,52 +130,25 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     );
 
     let (reporter, reports) = notify::reporter(&config.notify);
-    let mut tasks = Vec::new();
-    tasks.push(tokio::spawn(engine.clone().run_expiry(
-        shutdown.clone(),
-        notify::REPORT_EVERY,
-        {
-            let reporter = reporter.clone();
-            move || reporter.report(notify::Part::Monitor)
-        },
-    )));
-    tasks.push(tokio::spawn(sinks::log::run(
-        engine.clone(),
-        log_events,
-        shutdown.clone(),
-    )));
-    let reopen = Arc::new(Notify::new());
-    if config.eventlog.path.is_empty() {
-        drop(eventlog_events); // Unread, it would only pin old events.
-    } else {
-        let services = engine.watch_services();
-        tasks.push(tokio::spawn(sinks::eventlog::run(
-            services,
-            PathBuf::from(&config.eventlog.path),
-            config.eventlog_mode(),
-            eventlog_events,
-            reopen.clone(),
-            shutdown.clone(),
-        )));
-    }
-    let alert_stats = Arc::new(AlertStats::default());
-    let alerters = Alerters::new(config.clone()).context("cannot set up the alerters")?;
-    tasks.push(tokio::spawn(sinks::alerts::run(
-        alerters,
-        engine.clone(),
-        alert_events,
-        alert_stats.clone(),
-        reporter.clone(),
-        shutdown.clone(),
-    )));
-    tasks.push(tokio::spawn(tcp::serve(
+    // Input: what changes the engine, stopped first.
+    stop.inputs.spawn(
+        engine
+            .clone()
+            .run_expiry(stop.input.clone(), notify::REPORT_EVERY, {
+                let reporter = reporter.clone();
+                move || reporter.report(notify::Part::Monitor)
+            }),
+    );
+    stop.inputs.spawn(tcp::serve(
         tcp_listener,
         engine.clone(),
         stats.clone(),
-        shutdown.clone(),
-    )));
+        stop.input.clone(),
+        stop.inputs.clone(),
+    ));
     let saves = Arc::new(persistence::SaveStats::default());
     let ws_hub = Arc::new(http::ws::WsHub::default());
+    let alert_stats = Arc::new(AlertStats::default());
     let state = Arc::new(AppState {
         engine: engine.clone(),
         stats: stats.clone(),
@@ -192,13 +162,49 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             config.public_url().as_deref(),
         ),
     });
-    tasks.push(tokio::spawn(http::ws::run_hub(
+    stop.inputs.spawn(http::serve(
+        http_listener,
+        state,
+        stop.input.clone(),
+        stop.inputs.clone(),
+    ));
+    // Alerts: drained once input has stopped.
+    let alerters = Alerters::new(config.clone()).context("cannot set up the alerters")?;
+    stop.alerts.spawn(sinks::alerts::run(
+        alerters,
+        engine.clone(),
+        alert_events,
+        alert_stats.clone(),
+        reporter.clone(),
+        stop.drain.clone(),
+    ));
+    // Views and sinks: stopped last, before the final save.
+    let reopen = Arc::new(Notify::new());
+    stop.sinks.spawn(sinks::log::run(
+        engine.clone(),
+        log_events,
+        stop.rest.clone(),
+    ));
+    if config.eventlog.path.is_empty() {
+        drop(eventlog_events); // Unread, it would only pin old events.
+    } else {
+        let services = engine.watch_services();
+        stop.sinks.spawn(sinks::eventlog::run(
+            services,
+            PathBuf::from(&config.eventlog.path),
+            config.eventlog_mode(),
+            eventlog_events,
+            reopen.clone(),
+            stop.rest.clone(),
+        ));
+    }
+    stop.sinks.spawn(http::ws::run_hub(
         ws_hub,
         engine.clone(),
         ws_events,
-        shutdown.clone(),
-    )));
-    tasks.push(tokio::spawn(sinks::metrics::run(
+        stop.rest.clone(),
+    ));
+    stop.sinks.spawn(sinks::metrics::run(
         config.metrics.clone(),
         engine.clone(),
         metrics_events,
@@ -207,49 +213,111 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             saves: saves.clone(),
             alerts: alert_stats.clone(),
         },
-        shutdown.clone(),
-    )));
-    tasks.push(tokio::spawn(notify::run(
+        stop.rest.clone(),
+    ));
+    stop.sinks.spawn(notify::run(
         config.notify.clone(),
         reports,
-        shutdown.clone(),
-    )));
-    tasks.push(tokio::spawn(http::serve(
-        http_listener,
-        state,
-        shutdown.clone(),
-    )));
-    tasks.push(tokio::spawn(persistence::run(
+        stop.rest.clone(),
+    ));
+    stop.sinks.spawn(persistence::run(
         engine.clone(),
         db_path.clone(),
         Duration::from_secs(config.database.interval),
         saves.clone(),
         remote.clone(),
         reporter,
-        shutdown.clone(),
-    )));
+        stop.rest.clone(),
+    ));
 
     wait_for_stop(&reopen).await?;
-    tracing::info!("shutting down: stopping input and saving");
-    let _ = shutdown_tx.send(true);
-    stop_udp.store(true, Ordering::Relaxed);
+    let deadline = tokio::time::Instant::now() + STOP_WITHIN;
+    tracing::info!("shutting down: stopping input, then alerts, then saving");
+    stop.input.cancel();
     let _ = tokio::task::spawn_blocking(move || udp.join()).await;
-    for t in tasks {
-        let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+    stop.inputs.close();
+    if tokio::time::timeout_at(deadline, stop.inputs.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("input did not stop in time; saving anyway");
     }
+    stop.drain.cancel();
+    stop.alerts.close();
+    let drain_until = (tokio::time::Instant::now() + DRAIN_ALERTS).min(deadline - SAVE_RESERVE);
+    if tokio::time::timeout_at(drain_until, stop.alerts.wait())
+        .await
+        .is_err()
+    {
+        tracing::error!(
+            "alerts still undelivered after {} s of shutdown: they are lost",
+            DRAIN_ALERTS.as_secs()
+        );
+    }
+    stop.rest.cancel();
+    stop.sinks.close();
+    let _ = tokio::time::timeout_at(deadline - SAVE_RESERVE, stop.sinks.wait()).await;
     let saved = persistence::save_now(&engine, &db_path, &saves)
         .await
         .with_context(|| format!("final save to {} failed", db_path.display()))?;
-    if let Some(r) = &remote {
-        r.upload(&db_path).await;
-    }
     tracing::info!(
         "saved {} services and {} alarms to {}",
         saved.services,
         saved.alarms,
         db_path.display()
     );
+    if let Some(r) = &remote {
+        if tokio::time::timeout_at(deadline, r.upload(&db_path))
+            .await
+            .is_err()
+        {
+            tracing::error!(
+                "the final upload to {} did not finish before the deadline",
+                r.url()
+            );
+        }
+    }
+    stop.all.cancel();
     Ok(())
+}
+
+/// The whole shutdown, from the signal to the exit: within Docker's
+/// default 10 s between SIGTERM and SIGKILL, with room to spare.
+pub const STOP_WITHIN: Duration = Duration::from_secs(9);
+/// How long queued alerts are given to reach their receivers.
+const DRAIN_ALERTS: Duration = Duration::from_secs(4);
+/// Kept for the final save of a million services (0.6 s measured) and its
+/// upload.
+const SAVE_RESERVE: Duration = Duration::from_secs(3);
+
+/// The tokens and task trackers of a shutdown, in its order: input (UDP,
+/// TCP, HTTP and every connection, and the deadline driver, so nothing
+/// changes any more), then alerts (drained: what was queued is
+/// delivered), then the views and sinks; then the final save and upload.
+/// Each phase's token is a child of `all`.
+struct Stopping {
+    all: CancellationToken,
+    input: CancellationToken,
+    inputs: TaskTracker,
+    drain: CancellationToken,
+    alerts: TaskTracker,
+    rest: CancellationToken,
+    sinks: TaskTracker,
+}
+
+impl Stopping {
+    fn new() -> Stopping {
+        let all = CancellationToken::new();
+        Stopping {
+            input: all.child_token(),
+            drain: all.child_token(),
+            rest: all.child_token(),
+            all,
+            inputs: TaskTracker::new(),
+            alerts: TaskTracker::new(),
+            sinks: TaskTracker::new(),
+        }
+    }
 }
 
 /// Waits for SIGTERM or SIGINT. SIGHUP reopens the event log (there is no

@@ -6,6 +6,7 @@ mod common;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
+use common::receiver::Receiver;
 use common::{run_binary, Daemon};
 use serde_json::json;
 
@@ -308,4 +309,74 @@ fn the_daemon_asks_glibc_for_huge_pages_unless_told_otherwise() {
         environ(told.pid()).as_deref(),
         Some("glibc.malloc.hugetlb=0")
     );
+}
+
+#[test]
+fn sigterm_with_open_connections_exits_promptly_and_saves() {
+    let mut d = Daemon::start("");
+    d.post("/api/services/kept?timeout=60");
+    // An idle keep-alive HTTP connection, a statsd TCP connection and a
+    // websocket client, none of which closes by itself.
+    let mut idle = std::net::TcpStream::connect(("127.0.0.1", d.http)).expect("http");
+    idle.write_all(b"GET /version HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("write");
+    let _tcp = std::net::TcpStream::connect(("127.0.0.1", d.statsd)).expect("tcp");
+    let mut ws = std::net::TcpStream::connect(("127.0.0.1", d.http)).expect("ws");
+    ws.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .expect("write");
+    std::thread::sleep(Duration::from_millis(200));
+    let start = Instant::now();
+    assert!(d.stop().success(), "{}", d.stderr());
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "stopped in {:?}",
+        start.elapsed()
+    );
+    assert!(d.path().join("lovebeat.db").exists());
+    d.restart_stopped();
+    assert!(d.service("kept").is_some());
+}
+
+#[test]
+fn sigterm_delivers_the_alerts_already_queued() {
+    // Each delivery takes half a second: they are still under way when
+    // the daemon is told to stop.
+    let rx = Receiver::start_with_delay(Duration::from_millis(500), |_| Some(200));
+    let mut d = Daemon::start(&format!(
+        "[[alarms]]\nname = \"a-$n\"\npattern = \"m.$n\"\nalerts = [\"hook\"]\n[alerts.hook]\nwebhook = \"{}\"\n",
+        rx.url("/hook")
+    ));
+    for i in 0..5 {
+        d.post(&format!("/api/services/m.s{i}?timeout=0"));
+    }
+    assert!(d.stop().success(), "{}", d.stderr());
+    let got = rx.wait_for(5, 1);
+    let mut names: Vec<String> = got
+        .iter()
+        .map(|r| r.json()["name"].as_str().unwrap_or_default().to_string())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["a-s0", "a-s1", "a-s2", "a-s3", "a-s4"]);
+}
+
+#[test]
+fn a_receiver_that_never_answers_does_not_hold_the_shutdown_past_its_deadline() {
+    let rx = Receiver::start(|_| None);
+    let mut d = Daemon::start(&format!(
+        "[[alarms]]\nname = \"a\"\npattern = \"*\"\nalerts = [\"hook\"]\n[alerts.hook]\nwebhook = \"{}\"\n",
+        rx.url("/hang")
+    ));
+    d.post("/api/services/x?timeout=0");
+    rx.wait_for(1, 5);
+    let start = Instant::now();
+    assert!(d.stop().success(), "{}", d.stderr());
+    let took = start.elapsed();
+    assert!(
+        took < Duration::from_secs(9) && took >= Duration::from_secs(3),
+        "stopped in {took:?}: the drain waits a few seconds, then gives up"
+    );
+    assert!(d.stderr().contains("undelivered"), "{}", d.stderr());
+    assert!(d.path().join("lovebeat.db").exists());
 }

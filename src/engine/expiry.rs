@@ -10,7 +10,7 @@
 use std::sync::MutexGuard;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use super::service::{Name, Service, NOT_ARMED};
 use super::wheel::{self, Wheel};
@@ -81,14 +81,14 @@ impl Engine {
     /// only while its driver really runs.
     pub async fn run_expiry(
         self,
-        mut shutdown: watch::Receiver<bool>,
+        stop: CancellationToken,
         alive_every: Duration,
         mut alive: impl FnMut(),
     ) {
         let mut due = Vec::new();
         let mut next_alive = tokio::time::Instant::now();
         loop {
-            if *shutdown.borrow() {
+            if stop.is_cancelled() {
                 return;
             }
             if tokio::time::Instant::now() >= next_alive {
@@ -114,7 +114,7 @@ impl Engine {
                 tokio::select! {
                     _ = tokio::time::sleep(nap.min(until_alive)) => {}
                     _ = self.inner.wake.notified() => continue,
-                    _ = shutdown.changed() => return,
+                    _ = stop.cancelled() => return,
                 }
                 if now_ms() < wake {
                     continue; // woke to report, nothing is due yet

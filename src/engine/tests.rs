@@ -1,6 +1,5 @@
 use super::*;
 use std::time::Duration;
-use tokio::sync::watch;
 
 const T0: i64 = 1_700_000_000_000;
 
@@ -342,13 +341,16 @@ fn service_events_flow_only_while_watched() {
 async fn the_driver_reports_alive_while_it_expires_deadlines() {
     let e = Engine::new(EngineConfig::default(), crate::clock::now_ms());
     let reports = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let (stop, shutdown) = watch::channel(false);
-    let driver = tokio::spawn(e.clone().run_expiry(shutdown, Duration::from_millis(50), {
-        let reports = reports.clone();
-        move || {
-            reports.fetch_add(1, Ordering::Relaxed);
-        }
-    }));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let driver = tokio::spawn(
+        e.clone()
+            .run_expiry(stop.clone(), Duration::from_millis(50), {
+                let reports = reports.clone();
+                move || {
+                    reports.fetch_add(1, Ordering::Relaxed);
+                }
+            }),
+    );
     // Between reports, a deadline still fires on time.
     e.change("svc", timeout(1), crate::clock::now_ms())
         .expect("valid");
@@ -360,7 +362,7 @@ async fn the_driver_reports_alive_while_it_expires_deadlines() {
         "{n} reports in 1.1 s at one per 50 ms"
     );
     // A stopped driver reports nothing more.
-    let _ = stop.send(true);
+    stop.cancel();
     driver.await.expect("driver ends");
     let n = reports.load(Ordering::Relaxed);
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -373,13 +375,16 @@ async fn the_driver_reports_alive_while_it_expires_deadlines() {
 async fn a_held_up_driver_reports_once_not_once_per_missed_period() {
     let e = Engine::new(EngineConfig::default(), crate::clock::now_ms());
     let reports = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let (stop, shutdown) = watch::channel(false);
-    let driver = tokio::spawn(e.clone().run_expiry(shutdown, Duration::from_millis(50), {
-        let reports = reports.clone();
-        move || {
-            reports.fetch_add(1, Ordering::Relaxed);
-        }
-    }));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let driver = tokio::spawn(
+        e.clone()
+            .run_expiry(stop.clone(), Duration::from_millis(50), {
+                let reports = reports.clone();
+                move || {
+                    reports.fetch_add(1, Ordering::Relaxed);
+                }
+            }),
+    );
     tokio::time::sleep(Duration::from_millis(120)).await;
     // Block the runtime's only thread for ten report periods.
     std::thread::sleep(Duration::from_millis(500));
@@ -390,6 +395,6 @@ async fn a_held_up_driver_reports_once_not_once_per_missed_period() {
         (1..=2).contains(&caught_up),
         "{caught_up} reports right after a 500 ms hold-up at one per 50 ms"
     );
-    let _ = stop.send(true);
+    stop.cancel();
     driver.await.expect("driver ends");
 }

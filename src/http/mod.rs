@@ -23,7 +23,8 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::{ConfigError, ListenAddr};
 use crate::engine::Engine;
@@ -119,12 +120,14 @@ pub struct AppState {
 /// A response body: a whole buffer or a stream.
 pub type Body = BoxBody<Bytes, Infallible>;
 
-/// Serves HTTP on `listener` until `shutdown` turns true, then lets open
-/// connections finish their current request.
+/// Serves HTTP on `listener` until `stop` is cancelled, then asks open
+/// connections to finish their current request and close; each connection
+/// is a task of `tasks`, so the daemon can wait for them.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
-    mut shutdown: watch::Receiver<bool>,
+    stop: CancellationToken,
+    tasks: TaskTracker,
 ) {
     loop {
         let (stream, _peer) = tokio::select! {
@@ -136,12 +139,12 @@ pub async fn serve(
                     continue;
                 }
             },
-            _ = shutdown.changed() => return,
+            _ = stop.cancelled() => return,
         };
         let _ = stream.set_nodelay(true);
         let state = state.clone();
-        let mut stop = shutdown.clone();
-        tokio::spawn(async move {
+        let stop = stop.clone();
+        tasks.spawn(async move {
             let service = service_fn(move |req| {
                 let state = state.clone();
                 async move { Ok::<_, Infallible>(router::answer(req, &state).await) }
@@ -157,9 +160,9 @@ pub async fn serve(
                         tracing::debug!("HTTP connection ended: {e}");
                     }
                 }
-                _ = stop.changed() => {
+                _ = stop.cancelled() => {
                     conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+                    let _ = tokio::time::timeout(Duration::from_secs(1), conn).await;
                 }
             }
         });

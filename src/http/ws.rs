@@ -22,7 +22,7 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use serde::Serialize;
 use tokio::io::BufWriter;
-use tokio::sync::{broadcast, watch, Notify};
+use tokio::sync::{broadcast, Notify};
 
 use super::router::error;
 use super::Body;
@@ -105,6 +105,8 @@ impl Client {
 #[derive(Default)]
 pub struct WsHub {
     clients: Mutex<Vec<Arc<Client>>>,
+    /// Each client's connection task, so shutdown can wait for them.
+    tasks: tokio_util::task::TaskTracker,
     /// Messages queued for clients (one per client per change).
     pub sent: std::sync::atomic::AtomicU64,
     /// RESYNCs sent because a client fell behind.
@@ -230,7 +232,7 @@ pub async fn run_hub(
     hub: Arc<WsHub>,
     engine: Engine,
     mut events: broadcast::Receiver<Arc<Event>>,
-    mut shutdown: watch::Receiver<bool>,
+    stop: tokio_util::sync::CancellationToken,
 ) {
     let mut beats = tokio::time::interval(BEAT_COALESCE);
     beats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -268,10 +270,13 @@ pub async fn run_hub(
                     }
                 }
             }
-            _ = shutdown.changed() => {
+            _ = stop.cancelled() => {
+                // 1001: going away. Each client's task sends it and ends.
                 for c in hub.clients().iter() {
                     c.push_control(OpCode::Close, 1001u16.to_be_bytes().to_vec());
                 }
+                hub.tasks.close();
+                hub.tasks.wait().await;
                 return;
             }
         }
@@ -316,8 +321,9 @@ pub fn upgrade(mut req: Request<Incoming>, hub: &Arc<WsHub>, engine: &Engine) ->
     // Registered before the 101 goes out: every change after the client's
     // handshake reaches it, so its HTTP reload that follows misses nothing.
     hub.clients().push(client.clone());
-    let hub = hub.clone();
-    tokio::spawn(async move {
+    let hub_ = hub.clone();
+    hub.tasks.spawn(async move {
+        let hub = hub_;
         match fut.await {
             Ok(ws) => serve(ws, &client).await,
             Err(e) => tracing::debug!("websocket upgrade did not complete: {e}"),

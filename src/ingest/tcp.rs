@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::{apply_packet, IngestStats};
 use crate::clock::now_ms;
@@ -31,22 +32,23 @@ impl Default for TcpConfig {
 /// Longest accepted line; a longer one closes the connection.
 pub const MAX_LINE: usize = 64 * 1024;
 
-/// Accepts connections until `shutdown` turns true.
+/// Accepts connections until `stop` is cancelled; each connection is a
+/// task of `tasks` and ends then too.
 pub async fn serve(
     listener: TcpListener,
     engine: Engine,
     stats: Arc<IngestStats>,
-    shutdown: watch::Receiver<bool>,
+    stop: CancellationToken,
+    tasks: TaskTracker,
 ) {
-    let mut stop = shutdown.clone();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     stats.tcp_connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let (engine, stats, shutdown) = (engine.clone(), stats.clone(), shutdown.clone());
-                    tokio::spawn(async move {
-                        if let Err(e) = connection(stream, &engine, &stats, shutdown).await {
+                    let (engine, stats, stop) = (engine.clone(), stats.clone(), stop.clone());
+                    tasks.spawn(async move {
+                        if let Err(e) = connection(stream, &engine, &stats, stop).await {
                             tracing::info!("statsd TCP connection from {peer} closed: {e}");
                         }
                     });
@@ -56,7 +58,7 @@ pub async fn serve(
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 }
             },
-            _ = stop.changed() => return,
+            _ = stop.cancelled() => return,
         }
     }
 }
@@ -66,17 +68,14 @@ async fn connection(
     mut stream: TcpStream,
     engine: &Engine,
     stats: &IngestStats,
-    mut shutdown: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) -> std::io::Result<()> {
     let mut buf = vec![0u8; MAX_LINE * 2];
     let mut filled = 0;
     loop {
-        if *shutdown.borrow() {
-            return Ok(());
-        }
         let n = tokio::select! {
             n = stream.read(&mut buf[filled..]) => n?,
-            _ = shutdown.changed() => return Ok(()),
+            _ = stop.cancelled() => return Ok(()),
         };
         if n == 0 {
             if filled > 0 {

@@ -3,12 +3,13 @@
 
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
+use tokio_util::sync::CancellationToken;
 
 use super::{apply_packets, IngestStats};
 use crate::clock::now_ms;
@@ -53,15 +54,16 @@ pub struct UdpIngest {
 impl UdpIngest {
     /// Binds `sockets` sockets (0 = one per core) to `addr`, each asking
     /// for a receive buffer of `receive_buffer` bytes, and starts a reader
-    /// thread for each. They stop when `stop` is set.
+    /// thread for each. They stop when `stop` is cancelled, within the
+    /// socket's read timeout.
     pub fn start(
         engine: Engine,
         stats: Arc<IngestStats>,
-        addr: SocketAddr,
-        sockets: usize,
-        receive_buffer: usize,
-        stop: Arc<AtomicBool>,
+        config: &UdpConfig,
+        stop: CancellationToken,
     ) -> std::io::Result<UdpIngest> {
+        let (addr, sockets, receive_buffer) =
+            (config.listen.addr, config.sockets, config.receive_buffer);
         let n = if sockets == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         } else {
@@ -101,7 +103,7 @@ impl UdpIngest {
         })
     }
 
-    /// Waits for the readers to finish (after `stop` was set).
+    /// Waits for the readers to finish (after `stop` was cancelled).
     pub fn join(self) {
         for t in self.threads {
             let _ = t.join();
@@ -144,8 +146,13 @@ pub fn set_receive_buffer(sock: &Socket, bytes: usize) -> usize {
 const BATCH: usize = 32;
 
 /// Reads batches of datagrams with `recvmmsg` (one syscall for up to
-/// `BATCH` datagrams under load) until `stop` is set.
-fn read_loop(engine: &Engine, stats: &IngestStats, sock: &std::net::UdpSocket, stop: &AtomicBool) {
+/// `BATCH` datagrams under load) until `stop` is cancelled.
+fn read_loop(
+    engine: &Engine,
+    stats: &IngestStats,
+    sock: &std::net::UdpSocket,
+    stop: &CancellationToken,
+) {
     let mut bufs = vec![0u8; BATCH * DATAGRAM];
     let mut iovecs: Vec<libc::iovec> = bufs
         .chunks_mut(DATAGRAM)
@@ -161,7 +168,7 @@ fn read_loop(engine: &Engine, stats: &IngestStats, sock: &std::net::UdpSocket, s
         m.msg_hdr.msg_iovlen = 1;
     }
     let fd = sock.as_raw_fd();
-    while !stop.load(Ordering::Relaxed) {
+    while !stop.is_cancelled() {
         // SAFETY: each header points at its own DATAGRAM-sized region of
         // `bufs` through `iovecs`; both outlive the call and are not touched
         // while it runs. MSG_WAITFORONE blocks (up to the socket's read

@@ -10,7 +10,8 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use tokio::sync::broadcast::{self, error::RecvError};
-use tokio::sync::{watch, Notify};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use crate::engine::{Event, EventKind, ServiceWatch, State};
 
@@ -144,7 +145,7 @@ pub async fn run(
     mode: u32,
     mut events: broadcast::Receiver<Arc<Event>>,
     reopen: Arc<Notify>,
-    mut shutdown: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) {
     let mut out = match open(&path, mode) {
         Ok(o) => Some(o),
@@ -169,7 +170,7 @@ pub async fn run(
                 };
                 continue;
             }
-            _ = shutdown.changed() => break,
+            _ = stop.cancelled() => break,
         };
         match event {
             Ok(e) => {

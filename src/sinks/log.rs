@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use tokio::sync::broadcast::{self, error::RecvError};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::engine::{Engine, Event, EventKind};
 
@@ -13,13 +13,13 @@ use crate::engine::{Engine, Event, EventKind};
 pub async fn run(
     engine: Engine,
     mut events: broadcast::Receiver<Arc<Event>>,
-    mut shutdown: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) {
     let _services = tracing::enabled!(tracing::Level::DEBUG).then(|| engine.watch_services());
     loop {
         let event = tokio::select! {
             e = events.recv() => e,
-            _ = shutdown.changed() => return,
+            _ = stop.cancelled() => return,
         };
         match event {
             Ok(e) => log(&e),

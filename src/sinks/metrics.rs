@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::broadcast::{self, error::RecvError};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use super::alerts::AlertStats;
 use super::persistence::SaveStats;
@@ -67,7 +67,7 @@ pub async fn run(
     engine: Engine,
     mut events: broadcast::Receiver<Arc<crate::engine::Event>>,
     sources: Sources,
-    mut shutdown: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) {
     let mut targets = Vec::new();
     for m in configs.into_iter().filter(|m| !m.server.is_empty()) {
@@ -139,7 +139,7 @@ pub async fn run(
                 send(format!("service.count:{}|g", engine.service_count()));
                 send(format!("alarm.count:{}|g", engine.alarms().len()));
             }
-            _ = shutdown.changed() => return,
+            _ = stop.cancelled() => return,
         }
     }
 }

@@ -5,7 +5,8 @@
 
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::redact::url_for_log;
 
@@ -115,7 +116,7 @@ fn sanitize(host: &str) -> String {
 pub async fn run(
     peers: Vec<NotifyConfig>,
     reports: Option<mpsc::Receiver<Part>>,
-    mut shutdown: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) {
     let Some(mut reports) = reports else {
         return;
@@ -142,7 +143,7 @@ pub async fn run(
                 Some(p) => p,
                 None => return,
             },
-            _ = shutdown.changed() => return,
+            _ = stop.cancelled() => return,
         };
         for p in &peers {
             let url = format!(

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::db::{self, Saved};
 use crate::engine::Engine;
@@ -115,7 +115,7 @@ pub async fn run(
     stats: Arc<SaveStats>,
     remote: Option<Arc<RemoteDb>>,
     reporter: Reporter,
-    mut shutdown: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) {
     let mut ticker = tokio::time::interval(interval.max(Duration::from_secs(1)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -123,7 +123,7 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
-            _ = shutdown.changed() => return,
+            _ = stop.cancelled() => return,
         }
         match save_now(&engine, &path, &stats).await {
             Ok(s) => tracing::debug!(

@@ -39,6 +39,14 @@ impl Receiver {
     /// `status(n)` is the answer to the n-th request (0-based); `None` never
     /// answers.
     pub fn start(status: impl Fn(usize) -> Option<u16> + Send + Sync + 'static) -> Receiver {
+        Receiver::start_with_delay(Duration::ZERO, status)
+    }
+
+    /// As `start`, answering each request `delay` after it arrived.
+    pub fn start_with_delay(
+        delay: Duration,
+        status: impl Fn(usize) -> Option<u16> + Send + Sync + 'static,
+    ) -> Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let requests = Arc::new(Mutex::new(Vec::new()));
@@ -84,6 +92,7 @@ impl Receiver {
                         r.len() - 1
                     };
                     let mut stream = stream;
+                    std::thread::sleep(delay);
                     match status(n) {
                         Some(code) => {
                             let _ = write!(stream, "HTTP/1.1 {code} X\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}");

@@ -20,7 +20,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::broadcast::{self, error::RecvError};
-use tokio::sync::{watch, Notify};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::engine::{AlarmView, Engine, Event, EventKind, State};
@@ -273,6 +275,10 @@ struct Dispatch {
     states: HashMap<Arc<str>, State>,
     /// Reminder tasks of alarms in ERROR.
     reminders: HashMap<Arc<str>, Vec<tokio::task::JoinHandle<()>>>,
+    /// The alarms' workers, waited for when draining.
+    workers: TaskTracker,
+    /// Cancelled when the daemon stops: workers finish their queues.
+    drain: CancellationToken,
 }
 
 impl Dispatch {
@@ -281,7 +287,12 @@ impl Dispatch {
             .entry(alarm.clone())
             .or_insert_with(|| {
                 let q = Arc::new(AlarmQueue::default());
-                tokio::spawn(worker(q.clone(), self.alerters.clone(), self.stats.clone()));
+                self.workers.spawn(worker(
+                    q.clone(),
+                    self.alerters.clone(),
+                    self.stats.clone(),
+                    self.drain.clone(),
+                ));
                 q
             })
             .clone()
@@ -498,15 +509,19 @@ fn push(queue: &AlarmQueue, notice: Notice, stats: &AlertStats) {
     queue.wake.notify_one();
 }
 
-/// Subscribes to alarm changes and delivers alerts until `shutdown`;
-/// reports to the `[[notify]]` peers every `REPORT_EVERY` that it serves.
+/// Subscribes to alarm changes and delivers alerts; reports to the
+/// `[[notify]]` peers every `REPORT_EVERY` that it serves. When `drain` is
+/// cancelled (input has stopped, so no new change comes) it handles the
+/// changes already published, lets every alarm's worker deliver what is
+/// queued, and returns once they are done: the daemon bounds how long it
+/// waits for that.
 pub async fn run(
     alerters: Alerters,
     engine: Engine,
     mut events: broadcast::Receiver<Arc<Event>>,
     stats: Arc<AlertStats>,
     reporter: Reporter,
-    mut shutdown: watch::Receiver<bool>,
+    drain: CancellationToken,
 ) {
     let mut d = Dispatch {
         public_url: alerters.config.public_url(),
@@ -518,6 +533,8 @@ pub async fn run(
         held: HashMap::new(),
         states: HashMap::new(),
         reminders: HashMap::new(),
+        workers: TaskTracker::new(),
+        drain: drain.clone(),
     };
     let mut alive = tokio::time::interval(REPORT_EVERY);
     loop {
@@ -527,20 +544,38 @@ pub async fn run(
                 reporter.report(Part::Alerter);
                 continue;
             }
-            _ = shutdown.changed() => return,
+            _ = drain.cancelled() => break,
         };
         match event {
             Ok(e) => d.on_event(&e),
             Err(RecvError::Lagged(n)) => {
                 tracing::error!("alert dispatcher fell behind: {n} events lost");
             }
-            Err(RecvError::Closed) => return,
+            Err(RecvError::Closed) => break,
         }
     }
+    // What was published before input stopped is still announced.
+    while let Ok(e) = events.try_recv() {
+        d.on_event(&e);
+    }
+    for (_, tasks) in d.reminders.drain() {
+        tasks.iter().for_each(tokio::task::JoinHandle::abort);
+    }
+    for queue in d.queues.values() {
+        queue.wake.notify_one();
+    }
+    d.workers.close();
+    d.workers.wait().await;
 }
 
-/// Delivers one alarm's alerts in order.
-async fn worker(queue: Arc<AlarmQueue>, alerters: Alerters, stats: Arc<AlertStats>) {
+/// Delivers one alarm's alerts in order; once `drain` is cancelled it
+/// returns as soon as its queue is empty.
+async fn worker(
+    queue: Arc<AlarmQueue>,
+    alerters: Alerters,
+    stats: Arc<AlertStats>,
+    drain: CancellationToken,
+) {
     loop {
         let next = queue
             .pending
@@ -549,7 +584,13 @@ async fn worker(queue: Arc<AlarmQueue>, alerters: Alerters, stats: Arc<AlertStat
             .pop_front();
         match next {
             Some(notice) => alerters.deliver(&notice, &stats).await,
-            None => queue.wake.notified().await,
+            None if drain.is_cancelled() => return,
+            None => {
+                tokio::select! {
+                    _ = queue.wake.notified() => {}
+                    _ = drain.cancelled() => {}
+                }
+            }
         }
     }
 }
