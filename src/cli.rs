@@ -43,6 +43,10 @@ pub enum Command {
     /// Read intervals (ms, one per line) on stdin and print the automatic
     /// timeout after each.
     ValidateAuto,
+    /// Read and check the configuration as a start would, and print what
+    /// it sets up (exit 0) or the error with its file, line and key (exit
+    /// 2); for a systemd unit's ExecStartPre, or before a restart.
+    CheckConfig,
     /// Check that a lovebeat server answers (exit 0) or not (exit 1).
     Ping {
         #[command(flatten)]

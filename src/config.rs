@@ -103,6 +103,9 @@ pub struct Config {
     pub services: Vec<ServiceDefaults>,
     /// The automatic timeout algorithm.
     pub auto: AutoConfig,
+    /// The files it was read from, in order (not a key).
+    #[serde(skip)]
+    pub files: Vec<PathBuf>,
 }
 
 /// `[general]`.
@@ -227,7 +230,9 @@ impl Config {
             let table = check_file(f, &text)?;
             merge(&mut merged, table);
         }
-        Config::from_table(merged)
+        let mut config = Config::from_table(merged)?;
+        config.files = files;
+        Ok(config)
     }
 
     /// Builds and validates a configuration from one TOML text (tests).
@@ -269,6 +274,124 @@ impl Config {
         self.http.validate()?;
         self.database.validate()?;
         Ok(())
+    }
+
+    /// What the configuration sets up, for `lovebeat check-config`: the
+    /// files read, listeners, alarms, alerts and sinks. Secrets are left
+    /// out (keys are counted, URLs show their host).
+    pub fn summary(&self) -> String {
+        use std::fmt::Write;
+        let url = crate::redact::url_for_log;
+        let mut out = String::new();
+        let files: Vec<String> = self.files.iter().map(|f| f.display().to_string()).collect();
+        let _ = writeln!(
+            out,
+            "files: {}",
+            if files.is_empty() {
+                "none (defaults)".into()
+            } else {
+                files.join(", ")
+            }
+        );
+        let _ = writeln!(
+            out,
+            "listening: statsd UDP {} ({}, {} KiB receive buffer each), statsd TCP {}, HTTP {}",
+            self.udp.listen,
+            match self.udp.sockets {
+                0 => "one socket per core".to_string(),
+                1 => "one socket".to_string(),
+                n => format!("{n} sockets"),
+            },
+            self.udp.receive_buffer / 1024,
+            self.tcp.listen,
+            self.http.listen
+        );
+        let _ = writeln!(
+            out,
+            "keys: {} write, {} read; allowed hosts: {}",
+            self.http.write_keys.len(),
+            self.http.read_keys.len(),
+            if self.http.allowed_hosts.is_empty() {
+                "any".into()
+            } else {
+                self.http.allowed_hosts.join(", ")
+            }
+        );
+        let db = &self.database;
+        let _ = writeln!(
+            out,
+            "database: {} every {} s{}",
+            db.filename,
+            db.interval,
+            if db.remote_s3_url.is_empty() {
+                String::new()
+            } else {
+                format!(", backed up to {}", db.remote_s3_url)
+            }
+        );
+        let defs = self.alarm_defs();
+        let _ = writeln!(out, "alarms: {}", defs.len());
+        for d in &defs {
+            let mut line = format!("  {}: {}", d.name, d.includes.join(", "));
+            if !d.excludes.is_empty() {
+                let _ = write!(line, " except {}", d.excludes.join(", "));
+            }
+            if !d.alerts.is_empty() {
+                let _ = write!(line, "; alerts {}", d.alerts.join(", "));
+            }
+            if !d.depends_on.is_empty() {
+                let _ = write!(line, "; held while {} is ERROR", d.depends_on.join(" or "));
+            }
+            let _ = writeln!(out, "{line}");
+        }
+        let _ = writeln!(out, "alerts: {}", self.alerts.len());
+        for (name, a) in &self.alerts {
+            let mut channels = Vec::new();
+            if let Some(m) = a.mail.as_deref().filter(|m| !m.is_empty()) {
+                let via = if self.mailgun.domain.is_empty() {
+                    format!("SMTP {}", self.mail.server)
+                } else {
+                    format!("Mailgun {}", self.mailgun.domain)
+                };
+                channels.push(format!("mail to {m} via {via}"));
+            }
+            if let Some(w) = a.webhook.as_deref().filter(|w| !w.is_empty()) {
+                channels.push(format!("webhook {}", url(w)));
+            }
+            if let Some(c) = a.slack_channel.as_deref().filter(|c| !c.is_empty()) {
+                channels.push(format!("Slack {c}"));
+            }
+            if let Some(s) = a.script.as_deref().filter(|s| !s.is_empty()) {
+                channels.push(format!("script {s}"));
+            }
+            if let Some(r) = a.repeat {
+                channels.push(format!("repeated every {} s", r.ms / 1000));
+            }
+            let _ = writeln!(
+                out,
+                "  {name}: {}",
+                if channels.is_empty() {
+                    "nothing".into()
+                } else {
+                    channels.join("; ")
+                }
+            );
+        }
+        let _ = writeln!(out, "service defaults: {}", self.services.len());
+        if !self.eventlog.path.is_empty() {
+            let _ = writeln!(
+                out,
+                "event log: {} (mode {:o})",
+                self.eventlog.path, self.eventlog.mode.0
+            );
+        }
+        for m in self.metrics.iter().filter(|m| !m.server.is_empty()) {
+            let _ = writeln!(out, "statsd metrics: {} as {}.*", m.server, m.prefix);
+        }
+        for n in &self.notify {
+            let _ = writeln!(out, "notify: {}", url(&n.lovebeat));
+        }
+        out
     }
 
     /// The event log's file mode.

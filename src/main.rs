@@ -14,6 +14,19 @@ fn main() -> ExitCode {
     lovebeat::logging::init(cli.debug, cli.syslog.then_some(cli.syslog_socket.as_path()));
     match cli.command {
         Some(Command::ValidateAuto) => return validate_auto(),
+        Some(Command::CheckConfig) => {
+            return match Config::load(cli.config.as_deref(), &cli.config_dir) {
+                Ok(c) => {
+                    print!("{}", c.summary());
+                    println!("configuration OK");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("lovebeat: configuration error: {e}");
+                    ExitCode::from(2)
+                }
+            };
+        }
         Some(Command::Ping { client }) => {
             return client::ping_command(&client::Target::resolve(client.server, client.key));
         }

@@ -380,3 +380,65 @@ fn a_receiver_that_never_answers_does_not_hold_the_shutdown_past_its_deadline() 
     assert!(d.stderr().contains("undelivered"), "{}", d.stderr());
     assert!(d.path().join("lovebeat.db").exists());
 }
+
+#[test]
+fn check_config_prints_what_a_start_would_set_up_or_the_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("conf.d")).expect("conf.d");
+    std::fs::write(
+        dir.path().join("main.cfg"),
+        "[http]\nlisten = \"127.0.0.1:9999\"\nwrite_keys = [\"SECRET-KEY\"]\n[[alarms]]\nname = \"web-$host\"\npattern = \"web.$host.*\"\nalerts = [\"ops\"]\n",
+    )
+    .expect("main");
+    std::fs::write(
+        dir.path().join("conf.d/alerts.cfg"),
+        "[alerts.ops]\nwebhook = \"https://hooks.example.com/SECRET-PATH\"\nrepeat = \"1h\"\n",
+    )
+    .expect("conf.d");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_lovebeat"))
+        .args([
+            "check-config",
+            "--config",
+            "main.cfg",
+            "--config-dir",
+            "conf.d",
+        ])
+        .current_dir(dir.path())
+        .output()
+        .expect("run");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    for want in [
+        "main.cfg",
+        "conf.d/alerts.cfg",
+        "HTTP 127.0.0.1:9999",
+        "keys: 1 write, 0 read",
+        "web-$host: web.$host.*; alerts ops",
+        "ops: webhook https://hooks.example.com/…; repeated every 3600 s",
+        "configuration OK",
+    ] {
+        assert!(text.contains(want), "{want} in {text}");
+    }
+    assert!(!text.contains("SECRET"), "{text}");
+    // An error: the file, line and key, and exit 2, without starting.
+    std::fs::write(
+        dir.path().join("conf.d/alerts.cfg"),
+        "[alerts.ops]\nrepeat = \"often\"\n",
+    )
+    .expect("conf.d");
+    let (status, stderr) = run_binary(
+        dir.path(),
+        &[
+            "check-config",
+            "--config",
+            "main.cfg",
+            "--config-dir",
+            "conf.d",
+        ],
+    );
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("alerts.cfg:2:") && stderr.contains("repeat"),
+        "{stderr}"
+    );
+}
