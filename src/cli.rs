@@ -49,6 +49,7 @@ pub enum Command {
     CheckConfig,
     /// Check that a lovebeat server answers (exit 0) or not (exit 1).
     Ping {
+        /// Where the server is and how to reach it.
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -56,6 +57,7 @@ pub enum Command {
     Beat {
         /// The service name.
         name: String,
+        /// Where the server is and how to reach it.
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -64,6 +66,7 @@ pub enum Command {
     Run {
         /// The service name.
         name: String,
+        /// Where the server is and how to reach it.
         #[command(flatten)]
         client: ClientArgs,
         /// The command and its arguments, after `--`.

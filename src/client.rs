@@ -60,8 +60,54 @@ impl Settings {
     }
 }
 
+/// Why a request to the server did not succeed; each is one sentence for
+/// the user.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The client itself could not start (no runtime, no TLS roots).
+    #[error("cannot start the HTTP client: {0}")]
+    Start(#[source] std::io::Error),
+    /// The server could not be reached.
+    #[error("cannot reach the lovebeat server at {server}: {}", causes(source))]
+    Unreachable {
+        /// The server's base URL.
+        server: String,
+        /// Why.
+        source: reqwest::Error,
+    },
+    /// The server answered with an error.
+    #[error("the lovebeat server at {server} refused '{what}' (HTTP {status}): {message}")]
+    Refused {
+        /// The server's base URL.
+        server: String,
+        /// The service and the endpoint.
+        what: String,
+        /// The HTTP status.
+        status: reqwest::StatusCode,
+        /// The server's error message.
+        message: String,
+    },
+}
+
+/// An error and its causes in one line (`error sending request: tcp
+/// connect error: Connection refused`): the top one alone rarely says
+/// what to fix.
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = cause.source();
+    }
+    out
+}
+
 /// POSTs to `<server>/api/services/<name><suffix>` with the query `pairs`
-/// and `body`; the error is a sentence for the user.
+/// and `body`.
 fn post(
     target: &Target,
     name: &str,
@@ -69,17 +115,17 @@ fn post(
     pairs: &[(&str, &str)],
     body: Vec<u8>,
     json: bool,
-) -> Result<(), String> {
+) -> Result<(), ClientError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("cannot start: {e}"))?;
+        .map_err(ClientError::Start)?;
     runtime.block_on(async {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(15))
             .user_agent(concat!("lovebeat-client/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| format!("cannot start the HTTP client: {e}"))?;
+            .map_err(|e| ClientError::Start(std::io::Error::other(e)))?;
         let base = target.server.trim_end_matches('/');
         let mut url = format!("{base}/api/services/{name}{suffix}");
         if !pairs.is_empty() {
@@ -97,10 +143,10 @@ fn post(
         if let Some(key) = &target.key {
             req = req.bearer_auth(key);
         }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| format!("cannot reach the lovebeat server at {base}: {e}"))?;
+        let resp = req.send().await.map_err(|e| ClientError::Unreachable {
+            server: base.to_string(),
+            source: e.without_url(),
+        })?;
         let status = resp.status();
         if status.is_success() {
             return Ok(());
@@ -110,14 +156,17 @@ fn post(
             .ok()
             .and_then(|v| v["error"].as_str().map(str::to_string))
             .unwrap_or(body);
-        Err(format!(
-            "the lovebeat server at {base} refused '{name}{suffix}' (HTTP {status}): {msg}"
-        ))
+        Err(ClientError::Refused {
+            server: base.to_string(),
+            what: format!("{name}{suffix}"),
+            status,
+            message: msg,
+        })
     })
 }
 
 /// Sends one beat with `settings`.
-pub fn beat(target: &Target, name: &str, settings: &Settings) -> Result<(), String> {
+pub fn beat(target: &Target, name: &str, settings: &Settings) -> Result<(), ClientError> {
     post(target, name, "", &settings.pairs(), Vec::new(), false)
 }
 
@@ -208,7 +257,7 @@ pub fn run_command(
         eprintln!("lovebeat: run needs a command after --");
         return ExitCode::from(2);
     };
-    let report = |what: &str, r: Result<(), String>| {
+    let report = |what: &str, r: Result<(), ClientError>| {
         if let Err(e) = r {
             eprintln!("lovebeat: could not report the {what}: {e}");
         }

@@ -136,7 +136,7 @@ impl ListenAddr {
     }
 
     /// Reads `:port` or `host:port`.
-    pub fn parse(text: &str) -> Result<ListenAddr, String> {
+    pub fn parse(text: &str) -> Result<ListenAddr, BadListenAddr> {
         let full = if text.starts_with(':') {
             format!("0.0.0.0{text}")
         } else {
@@ -144,14 +144,25 @@ impl ListenAddr {
         };
         let addr = full
             .to_socket_addrs()
-            .map_err(|e| format!("'{text}' is not a valid address: {e}"))?
+            .map_err(|e| BadListenAddr::Invalid(text.to_string(), e))?
             .next()
-            .ok_or_else(|| format!("'{text}' resolves to no address"))?;
+            .ok_or_else(|| BadListenAddr::Nowhere(text.to_string()))?;
         Ok(ListenAddr {
             addr,
             text: text.to_string(),
         })
     }
+}
+
+/// Why a listening address cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum BadListenAddr {
+    /// Not `:port` or `host:port`, or the host does not resolve.
+    #[error("'{0}' is not a valid address: {1}")]
+    Invalid(String, #[source] std::io::Error),
+    /// A host with no address.
+    #[error("'{0}' resolves to no address")]
+    Nowhere(String),
 }
 
 impl fmt::Display for ListenAddr {
@@ -273,6 +284,7 @@ impl Config {
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         self.http.validate()?;
         self.database.validate()?;
+        self.mail.validate()?;
         Ok(())
     }
 
@@ -543,7 +555,7 @@ mod tests {
         assert_eq!(c.http.listen.to_string(), ":8080");
         assert_eq!(c.database.filename, "lovebeat.db");
         assert_eq!(c.database.interval, 60);
-        assert_eq!(c.mail.server, "localhost:25");
+        assert_eq!(c.mail.server.to_string(), "localhost:25");
         assert_eq!(c.mail.from, "lovebeat@example.com");
         assert_eq!(c.eventlog_mode(), 0o644);
         assert!(c.metrics.is_empty());

@@ -149,12 +149,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let saves = Arc::new(persistence::SaveStats::default());
     let ws_hub = Arc::new(http::ws::WsHub::default());
     let alert_stats = Arc::new(AlertStats::default());
-    let state = Arc::new(AppState {
-        engine: engine.clone(),
-        stats: stats.clone(),
+    let counters = crate::counters::Sources {
+        ingest: stats.clone(),
         saves: saves.clone(),
         alerts: alert_stats.clone(),
+        ws: ws_hub.clone(),
         remote: remote.clone(),
+    };
+    let state = Arc::new(AppState {
+        engine: engine.clone(),
+        counters: counters.clone(),
         ws: ws_hub.clone(),
         keys: config.http.keys(),
         hosts: http::origin::AllowedHosts::new(
@@ -208,11 +212,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         config.metrics.clone(),
         engine.clone(),
         metrics_events,
-        sinks::metrics::Sources {
-            ingest: stats.clone(),
-            saves: saves.clone(),
-            alerts: alert_stats.clone(),
-        },
+        counters,
         stop.rest.clone(),
     ));
     stop.sinks.spawn(notify::run(

@@ -288,8 +288,8 @@ fn intervals<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u32>, D::Erro
 fn parse<'a, T: Deserialize<'a>>(
     json: &'a mut [u8],
     buffers: &mut simd_json::Buffers,
-) -> Result<T, String> {
-    simd_json::serde::from_slice_with_buffers(json, buffers).map_err(|e| e.to_string())
+) -> Result<T, simd_json::Error> {
+    simd_json::serde::from_slice_with_buffers(json, buffers)
 }
 
 /// An empty stored state counts as OK (1.x wrote "new" rarely, "" never).

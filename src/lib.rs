@@ -3,10 +3,13 @@
 //! The binary in `main.rs` is a thin layer over this crate, which tests and
 //! benches use directly.
 
+#![warn(missing_docs, unreachable_pub)]
+
 pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod counters;
 pub mod daemon;
 pub mod db;
 pub mod duration;

@@ -1,5 +1,5 @@
 //! The S3 backup (SPEC §7) against a real S3-compatible server (moto,
-//! installed from PyPI by .ci/run) on loopback.
+//! installed by ./test) on loopback.
 
 mod common;
 

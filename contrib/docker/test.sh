@@ -6,7 +6,7 @@
 # the version, a beat sent over UDP and read back over HTTP, stops the
 # container (SIGTERM) and checks the database was saved in the volume.
 #
-# LOCAL_BASE=1 is for a machine that reaches Debian's mirror and crates.io
+# LOCAL_BASE=1 is for a machine that reaches Debian's mirror and the crate registry
 # but no image registry (the CI machine): it makes the Dockerfile's two base
 # images under their own names, debian:bookworm-slim from an mmdebstrap root
 # filesystem and rust:1.95-slim-bookworm from that plus this machine's Rust
@@ -33,10 +33,24 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# The Debian mirror this machine's apt uses (deb822 .sources first, then
+# one-line .list entries), not the security archive.
+debian_mirror() {
+    local uri
+    uri=$(grep -hs '^URIs:' /etc/apt/sources.list.d/*.sources | awk '{print $2}' |
+        grep -v security | head -n 1 || true)
+    if [ -z "$uri" ]; then
+        uri=$(grep -hsE '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list |
+            sed -E 's/\[[^]]*\] *//' | awk '{print $2}' | grep -v security | head -n 1 || true)
+    fi
+    [ -n "$uri" ] || { echo "no Debian mirror found in /etc/apt/sources.list*" >&2; exit 1; }
+    echo "$uri"
+}
+
 make_local_base_images() {
     rustc --version | grep -q '^rustc 1\.95\.' ||
         { echo "LOCAL_BASE needs Rust 1.95 here, found: $(rustc --version)" >&2; exit 1; }
-    mmdebstrap --variant=apt --quiet bookworm "$WORK/bookworm.tar" http://deb.debian.org/debian
+    mmdebstrap --variant=apt --quiet bookworm "$WORK/bookworm.tar" "$(debian_mirror)"
     "$ENGINE" import "$WORK/bookworm.tar" docker.io/library/debian:bookworm-slim >/dev/null
     mkdir -p "$WORK/rust/cas"
     cp -a "$(rustc --print sysroot)" "$WORK/rust/toolchain"

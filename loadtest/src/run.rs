@@ -597,7 +597,7 @@ pub fn run(bin: &Path, scale: Scale, wanted: &[String]) -> anyhow::Result<()> {
             let db = tmp.path().join(format!("exp{count}.db"));
             dbgen::write(&db, "exp", count, 2000, 0, 1_700_000_000_000)?;
             let (d, _) = Daemon::start(bin, 3600, Some(&db))?;
-            let start = d.metric("lovebeat_start_time_ms");
+            let start = d.metric("lovebeat_start_time_seconds") * 1000.0;
             let deadline = start + 2000.0;
             let t = Instant::now();
             while d.metric("lovebeat_services{state=\"error\"}") < count as f64
@@ -670,7 +670,7 @@ pub fn run(bin: &Path, scale: Scale, wanted: &[String]) -> anyhow::Result<()> {
         while d.metric("lovebeat_db_saves_total") < 1.0 && t.elapsed() < Duration::from_secs(60) {
             std::thread::sleep(Duration::from_millis(50));
         }
-        let save_ms = d.metric("lovebeat_db_save_duration_ms");
+        let save_ms = d.metric("lovebeat_db_save_duration_seconds") * 1000.0;
         rows.push(Row {
             scenario: "save",
             figure: format!("save {} services", num(n as f64)),

@@ -124,9 +124,10 @@ impl Engine {
         }
     }
 
-    /// Expires everything due at `now`. For tests and benches that drive
-    /// time themselves.
-    pub fn tick(&self, now: i64, due: &mut Vec<(u64, Name)>) {
+    /// Expires everything due at `now`. For tests that drive time
+    /// themselves.
+    #[cfg(test)]
+    pub(crate) fn tick(&self, now: i64, due: &mut Vec<(u64, Name)>) {
         self.tick_with_clock(now, due, || now);
     }
 

@@ -20,7 +20,7 @@ impl Engine {
 
     /// Calls `f` for every service. Holds one shard's read lock at a time:
     /// keep `f` short and never call back into the engine from it.
-    pub fn for_each_service(&self, mut f: impl FnMut(&Name, &Service)) {
+    pub(crate) fn for_each_service(&self, mut f: impl FnMut(&Name, &Service)) {
         for r in self.inner.services.iter() {
             f(r.key(), r.value());
         }
@@ -49,7 +49,8 @@ impl Engine {
     }
 
     /// Runs `f` on one service under its shard's read lock, briefly.
-    pub fn inspect<R>(&self, name: &str, f: impl FnOnce(&Name, &Service) -> R) -> Option<R> {
+    #[cfg(test)]
+    pub(crate) fn inspect<R>(&self, name: &str, f: impl FnOnce(&Name, &Service) -> R) -> Option<R> {
         self.inner.services.get(name).map(|s| f(s.key(), s.value()))
     }
 
@@ -120,7 +121,7 @@ impl Engine {
     }
 
     /// True when the alarm exists and is ERROR.
-    pub fn alarm_in_error(&self, name: &str) -> bool {
+    pub(crate) fn alarm_in_error(&self, name: &str) -> bool {
         self.inner
             .alarms
             .get(name)
@@ -129,7 +130,7 @@ impl Engine {
 
     /// Fills `suppressed_by`: the alarms it depends on that are ERROR now.
     /// Takes no lock of its own alarm, so call it with none held.
-    pub fn with_suppression(&self, mut view: AlarmView) -> AlarmView {
+    pub(crate) fn with_suppression(&self, mut view: AlarmView) -> AlarmView {
         view.suppressed_by = view
             .depends_on
             .iter()
@@ -152,7 +153,7 @@ impl Engine {
 
     /// Every alarm including deleted ones (whose incident numbers are kept),
     /// for the database.
-    pub fn stored_alarms(&self) -> Vec<(AlarmView, bool)> {
+    pub(crate) fn stored_alarms(&self) -> Vec<(AlarmView, bool)> {
         self.inner
             .alarms
             .iter()

@@ -46,8 +46,6 @@ pub struct Wheel<T> {
     /// Entries inserted at or before `elapsed`, returned by the next advance.
     due: Vec<(u64, T)>,
     levels: [Level<T>; LEVELS],
-    /// Number of entries held, in `levels` and `due`.
-    len: usize,
 }
 
 fn slot_range(level: usize) -> u64 {
@@ -76,24 +74,30 @@ impl<T> Wheel<T> {
             elapsed: now,
             due: Vec::new(),
             levels: std::array::from_fn(|_| Level::new()),
-            len: 0,
         }
     }
 
-    /// Number of entries held.
-    pub fn len(&self) -> usize {
-        self.len
+    /// Number of entries held (tests: the engine never needs it).
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.due.len()
+            + self
+                .levels
+                .iter()
+                .flat_map(|l| l.slots.iter())
+                .map(Vec::len)
+                .sum::<usize>()
     }
 
     /// True when nothing is held.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Adds `item` to fire at `when`. A `when` beyond `MAX_AHEAD` is placed at
     /// the far end and fires early; the caller re-arms it then.
     pub fn insert(&mut self, when: u64, item: T) {
-        self.len += 1;
         if when <= self.elapsed {
             self.due.push((when, item));
             return;
@@ -138,7 +142,6 @@ impl<T> Wheel<T> {
     /// Moves the clock to `now` and appends every entry whose deadline is at
     /// or before `now` to `out`, as `(deadline, item)`.
     pub fn advance(&mut self, now: u64, out: &mut Vec<(u64, T)>) {
-        let before = out.len();
         out.append(&mut self.due);
         while let Some((level, slot, start)) = self.next_expiration() {
             if start > now {
@@ -152,13 +155,11 @@ impl<T> Wheel<T> {
                 if when <= now {
                     out.push((when, item));
                 } else {
-                    self.len -= 1;
                     self.insert(when, item);
                 }
             }
         }
         self.elapsed = self.elapsed.max(now);
-        self.len -= out.len() - before;
     }
 }
 

@@ -16,7 +16,7 @@ use crate::engine::job::{output_tail, ScheduleError};
 use crate::engine::{AlarmView, Change, EngineError, FailReport, Schedule, ServiceView, Timeout};
 
 /// Largest request body accepted.
-pub const MAX_BODY: usize = 1 << 20;
+pub(super) const MAX_BODY: usize = 1 << 20;
 
 fn empty_ok() -> Response<Body> {
     respond(StatusCode::OK, "application/json", &b"{}\n"[..])
@@ -139,7 +139,7 @@ fn content_type<B>(req: &Request<B>) -> String {
 
 /// POST /api/services/<name>: a beat, optionally with a timeout, a schedule
 /// or a `max_runtime`.
-pub async fn beat(req: Request<Incoming>, state: &AppState, name: &str) -> Response<Body> {
+pub(super) async fn beat(req: Request<Incoming>, state: &AppState, name: &str) -> Response<Body> {
     let mut params = BeatParams {
         beat: true,
         ..BeatParams::default()
@@ -232,7 +232,7 @@ fn apply_json(body: &[u8], params: &mut BeatParams) -> Result<(), BadRequest> {
 
 /// Which job signal a request sends.
 #[derive(Debug, Clone, Copy)]
-pub enum Signal<'a> {
+pub(super) enum Signal<'a> {
     /// `/start`.
     Start,
     /// `/fail`.
@@ -243,7 +243,7 @@ pub enum Signal<'a> {
 
 /// POST /api/services/<name>/start, /fail and /exit/<code>. A fail or exit
 /// body is kept as the failure's output (its last 10 KiB).
-pub async fn job_signal(
+pub(super) async fn job_signal(
     req: Request<Incoming>,
     state: &AppState,
     name: &str,
@@ -302,7 +302,12 @@ async fn read_body(req: Request<Incoming>) -> Result<bytes::Bytes, Response<Body
 }
 
 /// POST /api/services/<name>/mute (`?for=2h` snoozes) and /unmute.
-pub fn mute<B>(req: &Request<B>, state: &AppState, name: &str, mute: bool) -> Response<Body> {
+pub(super) fn mute<B>(
+    req: &Request<B>,
+    state: &AppState,
+    name: &str,
+    mute: bool,
+) -> Response<Body> {
     let now = now_ms();
     let r = if mute {
         let until = match query_param(req, "for") {
@@ -324,7 +329,7 @@ pub fn mute<B>(req: &Request<B>, state: &AppState, name: &str, mute: bool) -> Re
 }
 
 /// DELETE /api/services/<name>.
-pub fn delete_service(state: &AppState, name: &str) -> Response<Body> {
+pub(super) fn delete_service(state: &AppState, name: &str) -> Response<Body> {
     state.engine.delete(name, now_ms());
     empty_ok()
 }
@@ -336,7 +341,7 @@ const LIST_CHUNK: usize = 64 * 1024;
 /// each), then the objects are serialized a chunk at a time on a blocking
 /// thread, so memory stays flat however many services there are. The bytes
 /// are what serde_json's pretty printer would give for the whole object.
-pub fn list_services<B>(_req: &Request<B>, state: &AppState) -> Response<Body> {
+pub(super) fn list_services<B>(_req: &Request<B>, state: &AppState) -> Response<Body> {
     let engine = state.engine.clone();
     let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(4);
     tokio::task::spawn_blocking(move || {
@@ -401,7 +406,7 @@ impl hyper::body::Body for ChannelBody {
 }
 
 /// GET /api/services/<name>[?details=1].
-pub fn get_service<B>(req: &Request<B>, state: &AppState, name: &str) -> Response<Body> {
+pub(super) fn get_service<B>(req: &Request<B>, state: &AppState, name: &str) -> Response<Body> {
     #[derive(Serialize)]
     struct One {
         service: ServiceView,
@@ -422,7 +427,7 @@ pub fn get_service<B>(req: &Request<B>, state: &AppState, name: &str) -> Respons
 }
 
 /// GET /api/alarms.
-pub fn list_alarms(state: &AppState) -> Response<Body> {
+pub(super) fn list_alarms(state: &AppState) -> Response<Body> {
     #[derive(Serialize)]
     struct List {
         alarms: Vec<AlarmView>,
@@ -438,7 +443,7 @@ pub fn list_alarms(state: &AppState) -> Response<Body> {
 }
 
 /// GET /api/alarms/<name>.
-pub fn get_alarm(state: &AppState, name: &str) -> Response<Body> {
+pub(super) fn get_alarm(state: &AppState, name: &str) -> Response<Body> {
     #[derive(Serialize)]
     struct One {
         alarm: AlarmView,
@@ -459,7 +464,7 @@ pub fn get_alarm(state: &AppState, name: &str) -> Response<Body> {
 }
 
 /// DELETE /api/alarms/<name>.
-pub fn delete_alarm(state: &AppState, name: &str) -> Response<Body> {
+pub(super) fn delete_alarm(state: &AppState, name: &str) -> Response<Body> {
     match state.engine.delete_alarm(name, now_ms()) {
         Ok(_) => empty_ok(),
         Err(e) => engine_error(e),
@@ -467,13 +472,13 @@ pub fn delete_alarm(state: &AppState, name: &str) -> Response<Body> {
 }
 
 /// GET /api/status.
-pub fn status<B>(req: &Request<B>, state: &AppState) -> Response<Body> {
+pub(super) fn status<B>(req: &Request<B>, state: &AppState) -> Response<Body> {
     let (ok, err) = state.engine.status();
     status_response(req, ok, err)
 }
 
 /// GET /api/alarms/<name>/status.
-pub fn alarm_status<B>(req: &Request<B>, state: &AppState, name: &str) -> Response<Body> {
+pub(super) fn alarm_status<B>(req: &Request<B>, state: &AppState, name: &str) -> Response<Body> {
     match state.engine.alarm_status(name) {
         Some((ok, err)) => status_response(req, ok, err),
         None => error(StatusCode::NOT_FOUND, format!("no alarm named '{name}'")),
@@ -509,10 +514,10 @@ fn status_response<B>(req: &Request<B>, num_ok: i64, num_error: i64) -> Response
 }
 
 /// The version string.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub(super) const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// GET /version.
-pub fn version<B>(req: &Request<B>) -> Response<Body> {
+pub(super) fn version<B>(req: &Request<B>) -> Response<Body> {
     if wants_json(req) {
         #[derive(Serialize)]
         struct V {

@@ -44,7 +44,7 @@ fn escape(s: &str) -> String {
 }
 
 /// GET /badge/<file>.
-pub fn serve<B>(req: &Request<B>, state: &AppState, file: &str) -> Response<Body> {
+pub(super) fn serve<B>(req: &Request<B>, state: &AppState, file: &str) -> Response<Body> {
     let (alarm, kind) = match file.rsplit_once('.') {
         Some((a, k @ ("svg" | "json"))) => (a, k),
         _ => {

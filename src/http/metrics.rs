@@ -1,5 +1,12 @@
-//! GET /metrics: counters and per-state totals in Prometheus text format.
-//! No series per service or alarm: a million of them would swamp Prometheus.
+//! GET /metrics: counters and per-state totals in Prometheus' text format
+//! (0.0.4), in base units (seconds, bytes) as `promtool check metrics`
+//! wants them. No series per service or alarm: a million of them would
+//! swamp Prometheus.
+//!
+//! Written here rather than with the `prometheus-client` crate, which
+//! writes OpenMetrics (its own `_total` and `# EOF` rules) that Debian's
+//! `promtool` does not lint as text format; a test checks this output with
+//! `promtool`.
 
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
@@ -8,87 +15,33 @@ use hyper::{Response, StatusCode};
 
 use super::router::respond;
 use super::{AppState, Body};
+use crate::counters::COUNTERS;
 use crate::engine::State;
 
 /// Renders every metric.
-pub fn render(state: &AppState) -> Response<Body> {
+pub(super) fn render(state: &AppState) -> Response<Body> {
     let mut out = String::with_capacity(2048);
-    let s = &state.stats;
-    let counters = [
-        (
-            "lovebeat_lines_accepted_total",
-            "statsd lines applied.",
-            s.lines_accepted.load(Ordering::Relaxed),
-        ),
-        (
-            "lovebeat_lines_dropped_total",
-            "statsd lines dropped as malformed.",
-            s.lines_dropped.load(Ordering::Relaxed),
-        ),
-        (
-            "lovebeat_datagrams_received_total",
-            "UDP datagrams received.",
-            s.datagrams.load(Ordering::Relaxed),
-        ),
-        (
-            "lovebeat_tcp_connections_total",
-            "statsd TCP connections accepted.",
-            s.tcp_connections.load(Ordering::Relaxed),
-        ),
-        (
-            "lovebeat_alerts_sent_total",
-            "Alert deliveries that succeeded.",
-            state.alerts.sent.load(Ordering::Relaxed),
-        ),
-        (
-            "lovebeat_alerts_failed_total",
-            "Alert deliveries that failed after retries.",
-            state.alerts.failed.load(Ordering::Relaxed),
-        ),
-        (
-            "lovebeat_alerts_dropped_total",
-            "Alerts dropped because their alarm's queue was full.",
-            state.alerts.dropped.load(Ordering::Relaxed),
-        ),
-        (
-            "lovebeat_db_saves_total",
-            "Database saves completed.",
-            state.saves.saves.load(Ordering::Relaxed),
-        ),
-        (
-            "lovebeat_db_save_failures_total",
-            "Database saves that failed.",
-            state.saves.failures.load(Ordering::Relaxed),
-        ),
-        (
-            "lovebeat_websocket_messages_total",
-            "Messages queued for websocket clients.",
-            state.ws.sent.load(Ordering::Relaxed),
-        ),
-        (
-            "lovebeat_websocket_resyncs_total",
-            "RESYNCs sent to websocket clients that fell behind.",
-            state.ws.resyncs.load(Ordering::Relaxed),
-        ),
-    ];
-    for (name, help, value) in counters {
-        single(&mut out, name, help, "counter", value);
+    for c in COUNTERS {
+        if let Some(value) = (c.read)(&state.counters) {
+            single(&mut out, c.prometheus, c.help, "counter", value);
+        }
     }
+    let saves = &state.counters.saves;
     let gauges = [
         (
-            "lovebeat_db_save_duration_ms",
+            "lovebeat_db_save_duration_seconds",
             "Duration of the latest database save.",
-            state.saves.last_duration_ms.load(Ordering::Relaxed),
+            saves.last_duration_ms.load(Ordering::Relaxed) as f64 / 1000.0,
         ),
         (
             "lovebeat_db_size_bytes",
             "Size of the database file after the latest save.",
-            state.saves.last_bytes.load(Ordering::Relaxed),
+            saves.last_bytes.load(Ordering::Relaxed) as f64,
         ),
         (
             "lovebeat_websocket_clients",
             "Connected websocket clients.",
-            state.ws.client_count() as u64,
+            state.counters.ws.client_count() as f64,
         ),
     ];
     for (name, help, value) in gauges {
@@ -96,27 +49,11 @@ pub fn render(state: &AppState) -> Response<Body> {
     }
     single(
         &mut out,
-        "lovebeat_start_time_ms",
-        "When the engine started (ms since epoch); restart deadlines count from it.",
+        "lovebeat_start_time_seconds",
+        "When the engine started (Unix time); restart deadlines count from it.",
         "gauge",
-        state.engine.started_at(),
+        state.engine.started_at() as f64 / 1000.0,
     );
-    if let Some(r) = &state.remote {
-        for (name, help, value) in [
-            (
-                "lovebeat_s3_uploads_total",
-                "Database uploads to S3 that succeeded.",
-                r.uploads.load(Ordering::Relaxed),
-            ),
-            (
-                "lovebeat_s3_upload_failures_total",
-                "Database uploads to S3 that failed (retried after the next save).",
-                r.upload_failures.load(Ordering::Relaxed),
-            ),
-        ] {
-            single(&mut out, name, help, "counter", value);
-        }
-    }
     let (ok, error, muted) = state.engine.state_counts();
     out.push_str("# HELP lovebeat_services Services by state.\n# TYPE lovebeat_services gauge\n");
     for (label, v) in [("ok", ok), ("error", error), ("muted", muted)] {

@@ -28,9 +28,6 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{ConfigError, ListenAddr};
 use crate::engine::Engine;
-use crate::ingest::IngestStats;
-use crate::sinks::alerts::AlertStats;
-use crate::sinks::persistence::SaveStats;
 
 /// `[http]`: where the API and UI listen, and who may use them.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -101,14 +98,8 @@ impl HttpConfig {
 pub struct AppState {
     /// The engine.
     pub engine: Engine,
-    /// Ingestion counters.
-    pub stats: Arc<IngestStats>,
-    /// Database save counters.
-    pub saves: Arc<SaveStats>,
-    /// Alert delivery counters.
-    pub alerts: Arc<AlertStats>,
-    /// The S3 backup, if configured (its upload counters).
-    pub remote: Option<Arc<crate::sinks::s3::RemoteDb>>,
+    /// The daemon's counters (`/metrics`).
+    pub counters: crate::counters::Sources,
     /// The websocket clients.
     pub ws: Arc<ws::WsHub>,
     /// The API keys.

@@ -14,7 +14,7 @@ use crate::engine::valid_name;
 /// Answers one request. Every answer says its content type is not to be
 /// second-guessed (`nosniff`): a JSON error that echoes a name is never
 /// run as a page.
-pub async fn answer(req: Request<Incoming>, state: &AppState) -> Response<Body> {
+pub(super) async fn answer(req: Request<Incoming>, state: &AppState) -> Response<Body> {
     let mut r = route(req, state).await;
     r.headers_mut()
         .insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
@@ -248,14 +248,14 @@ fn check_name(name: &str, what: &str) -> Option<Response<Body>> {
 }
 
 /// A whole body.
-pub fn full(bytes: impl Into<Bytes>) -> Body {
+pub(super) fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into())
         .map_err(|never| match never {})
         .boxed()
 }
 
 /// Pretty-printed JSON with a trailing newline, as 1.x sends it.
-pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
+pub(super) fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
     match serde_json::to_vec_pretty(value) {
         Ok(mut body) => {
             body.push(b'\n');
@@ -273,7 +273,7 @@ pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Body> {
 }
 
 /// `{"error": message}` with the given status.
-pub fn error(status: StatusCode, message: String) -> Response<Body> {
+pub(super) fn error(status: StatusCode, message: String) -> Response<Body> {
     #[derive(Serialize)]
     struct E {
         error: String,
@@ -282,7 +282,7 @@ pub fn error(status: StatusCode, message: String) -> Response<Body> {
 }
 
 /// A response with a content type.
-pub fn respond(
+pub(super) fn respond(
     status: StatusCode,
     content_type: &'static str,
     body: impl Into<Bytes>,
@@ -295,7 +295,7 @@ pub fn respond(
 }
 
 /// True when the client asked for JSON.
-pub fn wants_json<B>(req: &Request<B>) -> bool {
+pub(super) fn wants_json<B>(req: &Request<B>) -> bool {
     req.headers()
         .get(hyper::header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -303,7 +303,7 @@ pub fn wants_json<B>(req: &Request<B>) -> bool {
 }
 
 /// The value of a query parameter, decoded.
-pub fn query_param<B>(req: &Request<B>, key: &str) -> Option<String> {
+pub(super) fn query_param<B>(req: &Request<B>, key: &str) -> Option<String> {
     let q = req.uri().query()?;
     form_urlencoded::parse(q.as_bytes())
         .find(|(k, _)| k == key)

@@ -9,7 +9,7 @@ use super::router::respond;
 use super::Body;
 
 /// One file of the UI.
-pub struct Asset {
+pub(super) struct Asset {
     /// Its content type.
     pub content_type: &'static str,
     /// Its bytes.
@@ -17,10 +17,10 @@ pub struct Asset {
 }
 
 /// The UI's files, as paths below the root (`""` is the page itself).
-pub const FILES: [&str; 5] = ["", "index.html", "app.js", "style.css", "favicon.svg"];
+pub(super) const FILES: [&str; 5] = ["", "index.html", "app.js", "style.css", "favicon.svg"];
 
 /// The UI file at `path` (one of [`FILES`]), if there is one.
-pub fn asset(path: &str) -> Option<Asset> {
+pub(super) fn asset(path: &str) -> Option<Asset> {
     let (content_type, body): (&'static str, &'static [u8]) = match path {
         "" | "index.html" => (
             "text/html; charset=utf-8",
@@ -44,12 +44,12 @@ pub fn asset(path: &str) -> Option<Asset> {
 /// websocket included: `'self'` covers `ws:` to the same host), no inline
 /// script or style, never inside another site's frame. A name or a job's
 /// output that slipped through escaping still cannot run as script.
-pub const CONTENT_SECURITY_POLICY_UI: &str = "default-src 'none'; script-src 'self'; \
+pub(super) const CONTENT_SECURITY_POLICY_UI: &str = "default-src 'none'; script-src 'self'; \
      style-src 'self'; img-src 'self' data:; connect-src 'self'; \
      manifest-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /// Serves an asset; browsers revalidate so an upgrade shows at once.
-pub fn serve(asset: Asset) -> Response<Body> {
+pub(super) fn serve(asset: Asset) -> Response<Body> {
     let mut r = respond(StatusCode::OK, asset.content_type, asset.body);
     let h = r.headers_mut();
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
@@ -65,7 +65,7 @@ pub fn serve(asset: Asset) -> Response<Body> {
 /// `GET /alarms/<name>`, the link alerts carry (`<public_url>alarms/<name>`):
 /// sends the browser to the alarm's page in the UI. The target is relative
 /// (`../#/alarm/<name>`), so the link works under a reverse-proxy prefix.
-pub fn alarm_link(name: &str) -> Response<Body> {
+pub(super) fn alarm_link(name: &str) -> Response<Body> {
     let target = format!(
         "../#/alarm/{}",
         percent_encoding::utf8_percent_encode(name, crate::redact::PATH_SEGMENT)

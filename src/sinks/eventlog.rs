@@ -43,18 +43,21 @@ pub struct FileMode(pub u32);
 
 impl FileMode {
     /// Reads a mode as written in the file: `644`, `0644` or `0o644`.
-    pub fn from_token(token: &str) -> Result<FileMode, String> {
+    pub fn from_token(token: &str) -> Result<FileMode, BadMode> {
         let digits = token.strip_prefix("0o").unwrap_or(token).replace('_', "");
         match u32::from_str_radix(&digits, 8) {
             Ok(m) if m <= 0o7777 && !digits.is_empty() && !digits.starts_with('+') => {
                 Ok(FileMode(m))
             }
-            _ => Err(format!(
-                "mode = {token}: write the mode in octal, as 644 or 0o644"
-            )),
+            _ => Err(BadMode(token.to_string())),
         }
     }
 }
+
+/// A mode that is not one: the token as written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("mode = {0}: write the mode in octal, as 644 or 0o644")]
+pub struct BadMode(String);
 
 impl<'de> serde::Deserialize<'de> for FileMode {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<FileMode, D::Error> {

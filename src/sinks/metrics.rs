@@ -5,17 +5,15 @@
 //! ingestion and alert counters.
 
 use std::net::UdpSocket;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio_util::sync::CancellationToken;
 
-use super::alerts::AlertStats;
-use super::persistence::SaveStats;
+use crate::counters::{Sources, COUNTERS};
 use crate::engine::{Engine, EventKind, State};
-use crate::ingest::IngestStats;
 
 /// `[metrics]` (or `[[metrics]]`: each server gets every metric).
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -48,16 +46,6 @@ pub fn state_number(s: State) -> u8 {
 struct Target {
     socket: UdpSocket,
     prefix: String,
-}
-
-/// The counters whose increase is sent at each flush.
-pub struct Sources {
-    /// Ingestion counters.
-    pub ingest: Arc<IngestStats>,
-    /// Save counters.
-    pub saves: Arc<SaveStats>,
-    /// Alert counters.
-    pub alerts: Arc<AlertStats>,
 }
 
 /// Sends metrics until `shutdown`. Servers that cannot be resolved are
@@ -96,17 +84,12 @@ pub async fn run(
     };
     send("started.count:1|c".into());
     let mut flush = tokio::time::interval(FLUSH);
-    let counters: [(&str, &AtomicU64); 8] = [
-        ("lines.accepted", &sources.ingest.lines_accepted),
-        ("lines.dropped", &sources.ingest.lines_dropped),
-        ("datagrams.received", &sources.ingest.datagrams),
-        ("tcp.connections", &sources.ingest.tcp_connections),
-        ("db.save.count", &sources.saves.saves),
-        ("alert.sent", &sources.alerts.sent),
-        ("alert.failed", &sources.alerts.failed),
-        ("alert.dropped", &sources.alerts.dropped),
-    ];
-    let mut last = [0u64; 8];
+    // The counters 1.x and its users graph in statsd.
+    let counters: Vec<_> = COUNTERS
+        .iter()
+        .filter_map(|c| c.statsd.map(|name| (name, c.read)))
+        .collect();
+    let mut last = vec![0u64; counters.len()];
     let mut last_saves = 0;
     loop {
         tokio::select! {
@@ -124,8 +107,8 @@ pub async fn run(
                 Err(RecvError::Closed) => return,
             },
             _ = flush.tick() => {
-                for (i, (name, counter)) in counters.iter().enumerate() {
-                    let now = counter.load(Ordering::Relaxed);
+                for (i, (name, read)) in counters.iter().enumerate() {
+                    let now = read(&sources).unwrap_or(0);
                     if now > last[i] {
                         send(format!("{name}:{}|c", now - last[i]));
                     }

@@ -38,7 +38,7 @@ async fn post(
 /// and 429 are worth retrying; other non-2xx answers are final. `what`
 /// names the receiver without its secrets ([`url_for_log`]), and the
 /// error is stripped of the URL reqwest would put in it.
-pub fn outcome(
+pub(super) fn outcome(
     what: &str,
     result: reqwest::Result<reqwest::Response>,
 ) -> Result<(), DeliveryError> {
@@ -58,7 +58,7 @@ pub fn outcome(
 }
 
 /// The webhook body: 1.x's documented fields plus ours.
-pub fn webhook_body(n: &Notice) -> serde_json::Value {
+pub(super) fn webhook_body(n: &Notice) -> serde_json::Value {
     let mut body = json!({
         "name": n.alarm.name,
         "from_state": n.previous.as_str(),
@@ -80,7 +80,11 @@ pub fn webhook_body(n: &Notice) -> serde_json::Value {
 }
 
 /// POSTs the webhook.
-pub async fn webhook(client: &reqwest::Client, url: &str, n: &Notice) -> Result<(), DeliveryError> {
+pub(super) async fn webhook(
+    client: &reqwest::Client,
+    url: &str,
+    n: &Notice,
+) -> Result<(), DeliveryError> {
     post(client, url, webhook_body(n), &[("X-Lovebeat", "1")]).await
 }
 
@@ -89,7 +93,7 @@ pub async fn webhook(client: &reqwest::Client, url: &str, n: &Notice) -> Result<
 /// a mention of everyone), and no two backticks stay adjacent (so output
 /// cannot close the code block it is shown in and format what follows).
 /// <https://api.slack.com/reference/surfaces/formatting#escaping>
-pub fn slack_escape(text: &str) -> String {
+pub(super) fn slack_escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut prev = '\0';
     for c in text.chars() {
@@ -108,7 +112,7 @@ pub fn slack_escape(text: &str) -> String {
 
 /// The Slack message. Everything that does not come from the config is
 /// escaped ([`slack_escape`]).
-pub fn slack_body(channel: &str, n: &Notice) -> serde_json::Value {
+pub(super) fn slack_body(channel: &str, n: &Notice) -> serde_json::Value {
     let name = slack_escape(&n.alarm.name);
     let name = name.as_str();
     let link = match &n.url {
@@ -155,7 +159,7 @@ pub fn slack_body(channel: &str, n: &Notice) -> serde_json::Value {
 }
 
 /// POSTs to Slack's incoming webhook.
-pub async fn slack(
+pub(super) async fn slack(
     client: &reqwest::Client,
     webhook_url: &str,
     channel: &str,

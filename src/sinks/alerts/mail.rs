@@ -13,7 +13,7 @@ use crate::redact::url_for_log;
 #[serde(deny_unknown_fields, default)]
 pub struct MailConfig {
     /// SMTP server as host:port.
-    pub server: String,
+    pub server: HostPort,
     /// Sender address.
     pub from: String,
     /// SMTP user name, if the server needs one.
@@ -24,10 +24,61 @@ pub struct MailConfig {
     pub tls: Tls,
 }
 
+/// A server as `host:port`, split when the file is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPort {
+    /// The host name or address.
+    pub host: String,
+    /// The port.
+    pub port: u16,
+}
+
+impl std::fmt::Display for HostPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for HostPort {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<HostPort, D::Error> {
+        let text = String::deserialize(d)?;
+        match text.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() => match port.parse() {
+                Ok(port) => Ok(HostPort {
+                    host: host
+                        .trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .to_string(),
+                    port,
+                }),
+                Err(_) => Err(serde::de::Error::custom(format!(
+                    "'{text}': the port is not a number from 0 to 65535"
+                ))),
+            },
+            _ => Err(serde::de::Error::custom(format!(
+                "'{text}' must be host:port"
+            ))),
+        }
+    }
+}
+
+impl MailConfig {
+    /// The sender must be an address mail servers accept; checked once,
+    /// not at the first alert.
+    pub fn validate(&self) -> Result<(), crate::config::ConfigError> {
+        self.from.parse::<Mailbox>().map(|_| ()).map_err(|e| {
+            crate::config::ConfigError::Invalid(format!("[mail] from '{}': {e}", self.from))
+        })
+    }
+}
+
 impl Default for MailConfig {
     fn default() -> Self {
         MailConfig {
-            server: "localhost:25".into(),
+            server: HostPort {
+                host: "localhost".into(),
+                port: 25,
+            },
             from: "lovebeat@example.com".into(),
             username: None,
             password: None,
@@ -76,7 +127,7 @@ impl Default for MailgunConfig {
 }
 
 /// `[LOVEBEAT] <alarm>-<incident>`.
-pub fn subject(n: &Notice) -> String {
+pub(super) fn subject(n: &Notice) -> String {
     format!(
         "[LOVEBEAT] {}-{}{}",
         n.alarm.name,
@@ -86,7 +137,7 @@ pub fn subject(n: &Notice) -> String {
 }
 
 /// ` (reminder n)` for a repeated alert, else nothing.
-pub fn reminder(n: &Notice) -> String {
+pub(super) fn reminder(n: &Notice) -> String {
     if n.repeat > 0 {
         format!(" (reminder {})", n.repeat)
     } else {
@@ -95,7 +146,7 @@ pub fn reminder(n: &Notice) -> String {
 }
 
 /// The text body: the 1.x sentence, the failed services and the link.
-pub fn body(n: &Notice) -> String {
+pub(super) fn body(n: &Notice) -> String {
     let mut b = format!(
         "The status for alarm '{}' has changed from '{}' to '{}'\n",
         n.alarm.name,
@@ -118,7 +169,7 @@ pub fn body(n: &Notice) -> String {
 }
 
 /// One line saying how the job failed.
-pub fn failure_line(f: &crate::engine::JobFailure) -> String {
+pub(super) fn failure_line(f: &crate::engine::JobFailure) -> String {
     match (&f.reason, f.exit_code) {
         (Some(r), _) => format!("The job failed: {r}."),
         (None, Some(c)) => format!("The job failed with exit code {c}."),
@@ -128,7 +179,7 @@ pub fn failure_line(f: &crate::engine::JobFailure) -> String {
 
 /// Sends the mail to `to` via Mailgun when `[mailgun] domain` is set, else
 /// via SMTP.
-pub async fn send(
+pub(super) async fn send(
     config: &Config,
     client: &reqwest::Client,
     n: &Notice,
@@ -156,12 +207,12 @@ pub async fn send(
     let message = builder
         .body(body(n))
         .map_err(|e| permanent(format!("building the mail: {e}")))?;
-    let (host, port) = split_host_port(&config.mail.server).map_err(permanent)?;
+    let (host, port) = (&config.mail.server.host, config.mail.server.port);
     let transport = match config.mail.tls {
-        Tls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&host),
-        Tls::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&host),
+        Tls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(host),
+        Tls::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(host),
         Tls::None => Ok(AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(
-            &host,
+            host,
         )),
     }
     .map_err(|e| permanent(format!("SMTP server {host}: {e}")))?
@@ -180,16 +231,6 @@ pub async fn send(
             retry: !e.is_permanent(),
             reason: format!("SMTP {}: {e}", config.mail.server),
         })
-}
-
-fn split_host_port(server: &str) -> Result<(String, u16), String> {
-    let (host, port) = server
-        .rsplit_once(':')
-        .ok_or_else(|| format!("[mail] server '{server}' must be host:port"))?;
-    let port = port
-        .parse()
-        .map_err(|_| format!("[mail] server '{server}': bad port"))?;
-    Ok((host.to_string(), port))
 }
 
 async fn mailgun(

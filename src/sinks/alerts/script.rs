@@ -11,19 +11,19 @@ use tokio::process::Command;
 use super::{failed_list, Notice};
 
 /// How long a script may run.
-pub const SCRIPT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const SCRIPT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Longest value put in the script's environment, in bytes. Linux refuses
 /// to start a program with a single environment string over 128 KiB; a
 /// job's output is at most 10 KiB, but names loaded from a database are
 /// taken as they are.
-pub const MAX_ENV_VALUE: usize = 64 * 1024;
+pub(super) const MAX_ENV_VALUE: usize = 64 * 1024;
 
 /// `text` as an environment value the script can always be started with:
 /// a NUL (which no environment string can hold: the spawn would fail, and
 /// with it every alert of the alarm) becomes U+FFFD, and an overlong
 /// value keeps its last `MAX_ENV_VALUE` bytes, cut at a character.
-pub fn env_value(text: &str) -> String {
+pub(super) fn env_value(text: &str) -> String {
     let mut start = text.len().saturating_sub(MAX_ENV_VALUE);
     while !text.is_char_boundary(start) {
         start += 1;
@@ -33,7 +33,7 @@ pub fn env_value(text: &str) -> String {
 
 /// Runs the script; an error if it cannot start, exits non-zero, or is
 /// killed for running too long.
-pub async fn run(path: &str, n: &Notice) -> std::io::Result<()> {
+pub(super) async fn run(path: &str, n: &Notice) -> std::io::Result<()> {
     let mut cmd = Command::new(path);
     cmd.env("LOVEBEAT_ALARM", env_value(&n.alarm.name))
         .env("LOVEBEAT_STATE", n.alarm.state.as_upper())

@@ -1,0 +1,144 @@
+//! The daemon's counters about itself, in one table: `/metrics` reads it
+//! (Prometheus names) and so does the statsd metrics sink (statsd names),
+//! so a counter added here reaches both.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crate::http::ws::WsHub;
+use crate::ingest::IngestStats;
+use crate::sinks::alerts::AlertStats;
+use crate::sinks::persistence::SaveStats;
+use crate::sinks::s3::RemoteDb;
+
+/// Where the counters live: each component keeps its own.
+#[derive(Clone)]
+pub struct Sources {
+    /// Ingestion.
+    pub ingest: Arc<IngestStats>,
+    /// Database saves.
+    pub saves: Arc<SaveStats>,
+    /// Alert deliveries.
+    pub alerts: Arc<AlertStats>,
+    /// Websocket clients.
+    pub ws: Arc<WsHub>,
+    /// The S3 backup, if configured.
+    pub remote: Option<Arc<RemoteDb>>,
+}
+
+/// One counter: how it is named where, what it counts, and how to read
+/// it (`None` when its component is not configured).
+pub struct Counter {
+    /// The Prometheus name (`/metrics`).
+    pub prometheus: &'static str,
+    /// The statsd name (`[metrics]`), for the counters 1.x and its users
+    /// graph there.
+    pub statsd: Option<&'static str>,
+    /// What it counts (`# HELP`).
+    pub help: &'static str,
+    /// Its value now.
+    pub read: fn(&Sources) -> Option<u64>,
+}
+
+/// Every counter.
+pub const COUNTERS: &[Counter] = &[
+    Counter {
+        prometheus: "lovebeat_lines_accepted_total",
+        statsd: Some("lines.accepted"),
+        help: "statsd lines applied.",
+        read: |s| Some(s.ingest.lines_accepted.load(Ordering::Relaxed)),
+    },
+    Counter {
+        prometheus: "lovebeat_lines_dropped_total",
+        statsd: Some("lines.dropped"),
+        help: "statsd lines dropped as malformed.",
+        read: |s| Some(s.ingest.lines_dropped.load(Ordering::Relaxed)),
+    },
+    Counter {
+        prometheus: "lovebeat_datagrams_received_total",
+        statsd: Some("datagrams.received"),
+        help: "UDP datagrams received.",
+        read: |s| Some(s.ingest.datagrams.load(Ordering::Relaxed)),
+    },
+    Counter {
+        prometheus: "lovebeat_tcp_connections_total",
+        statsd: Some("tcp.connections"),
+        help: "statsd TCP connections accepted.",
+        read: |s| Some(s.ingest.tcp_connections.load(Ordering::Relaxed)),
+    },
+    Counter {
+        prometheus: "lovebeat_alerts_sent_total",
+        statsd: Some("alert.sent"),
+        help: "Alert deliveries that succeeded.",
+        read: |s| Some(s.alerts.sent.load(Ordering::Relaxed)),
+    },
+    Counter {
+        prometheus: "lovebeat_alerts_failed_total",
+        statsd: Some("alert.failed"),
+        help: "Alert deliveries that failed after retries.",
+        read: |s| Some(s.alerts.failed.load(Ordering::Relaxed)),
+    },
+    Counter {
+        prometheus: "lovebeat_alerts_dropped_total",
+        statsd: Some("alert.dropped"),
+        help: "Alerts dropped because their alarm's queue was full.",
+        read: |s| Some(s.alerts.dropped.load(Ordering::Relaxed)),
+    },
+    Counter {
+        prometheus: "lovebeat_db_saves_total",
+        statsd: Some("db.save.count"),
+        help: "Database saves completed.",
+        read: |s| Some(s.saves.saves.load(Ordering::Relaxed)),
+    },
+    Counter {
+        prometheus: "lovebeat_db_save_failures_total",
+        statsd: None,
+        help: "Database saves that failed.",
+        read: |s| Some(s.saves.failures.load(Ordering::Relaxed)),
+    },
+    Counter {
+        prometheus: "lovebeat_websocket_messages_total",
+        statsd: None,
+        help: "Messages queued for websocket clients.",
+        read: |s| Some(s.ws.sent.load(Ordering::Relaxed)),
+    },
+    Counter {
+        prometheus: "lovebeat_websocket_resyncs_total",
+        statsd: None,
+        help: "RESYNCs sent to websocket clients that fell behind.",
+        read: |s| Some(s.ws.resyncs.load(Ordering::Relaxed)),
+    },
+    Counter {
+        prometheus: "lovebeat_s3_uploads_total",
+        statsd: None,
+        help: "Database uploads to S3 that succeeded.",
+        read: |s| s.remote.as_ref().map(|r| r.uploads.load(Ordering::Relaxed)),
+    },
+    Counter {
+        prometheus: "lovebeat_s3_upload_failures_total",
+        statsd: None,
+        help: "Database uploads to S3 that failed (retried after the next save).",
+        read: |s| {
+            s.remote
+                .as_ref()
+                .map(|r| r.upload_failures.load(Ordering::Relaxed))
+        },
+    },
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_prometheus_counters_end_in_total() {
+        let mut seen = std::collections::HashSet::new();
+        for c in COUNTERS {
+            assert!(c.prometheus.ends_with("_total"), "{}", c.prometheus);
+            assert!(seen.insert(c.prometheus), "{}", c.prometheus);
+            if let Some(s) = c.statsd {
+                assert!(seen.insert(s), "{s}");
+            }
+        }
+    }
+}
