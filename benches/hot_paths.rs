@@ -235,7 +235,7 @@ fn database(c: &mut Criterion) {
     g.finish();
 }
 
-/// Job monitoring (SPEC §10): the next fire time is computed once per beat
+/// Job monitoring (README, "Cron jobs and scripts"): the next fire time is computed once per beat
 /// of a scheduled service, so its cost is what a scheduled beat adds.
 fn job(c: &mut Criterion) {
     use lovebeat::engine::Schedule;

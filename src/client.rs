@@ -1,4 +1,4 @@
-//! Client subcommands for cron jobs and scripts (SPEC §9, §10): `lovebeat
+//! Client subcommands for cron jobs and scripts (README, "Cron jobs and scripts"): `lovebeat
 //! beat` sends one beat over HTTP; `lovebeat run` reports the start, runs a
 //! command, and reports its exit code with the tail of its output, passing
 //! its output and exit status through.
@@ -30,7 +30,7 @@ impl Target {
     }
 }
 
-/// What a beat may set besides the beat itself (SPEC §10).
+/// What a beat may set besides the beat itself (README, "Cron jobs and scripts").
 #[derive(Debug, Clone, Default)]
 pub struct Settings {
     /// `--timeout`.

@@ -1,4 +1,4 @@
-//! The 1.x pattern language, compiled once into a trie (SPEC §5).
+//! The 1.x pattern language, compiled once into a trie (README, "Alarms").
 //!
 //! A pattern matches a whole service name: `*` matches any run of characters
 //! (dots and nothing included), `$word` matches one or more characters other
@@ -58,7 +58,7 @@ impl Pattern {
     /// The `$word` captures of a match of `name`, in pattern order, or `None`
     /// if it does not match. Same answer as the regex translation, which
     /// reads a name as characters: a capture never splits one (a name
-    /// loaded from a database may hold any character, SPEC §7).
+    /// loaded from a database may hold any character, README, "Configuration").
     pub fn captures<'n>(&self, name: &'n str) -> Option<Vec<(&str, &'n str)>> {
         let width = name.len() + 1;
         let mut failed = vec![false; (self.tokens.len() + 1) * width];

@@ -1,4 +1,4 @@
-//! Alerts and sinks (SPEC §6, §9) delivered to real receivers on loopback:
+//! Alerts and sinks (README, "Alerts" and "Watching lovebeat itself") delivered to real receivers on loopback:
 //! an HTTP server for webhooks, Slack and Mailgun, aiosmtpd for mail, real
 //! scripts, a UDP socket for statsd metrics, a second daemon for notify.
 

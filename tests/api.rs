@@ -1,4 +1,4 @@
-//! The HTTP API of SPEC §4.2 against the real binary.
+//! The HTTP API of README, "HTTP API" against the real binary.
 
 mod common;
 

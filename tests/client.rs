@@ -132,7 +132,7 @@ fn run_beats_only_on_success_and_passes_output_and_status_through() {
     );
     assert_eq!(out.status.code(), Some(3));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "partial\n");
-    // SPEC §10: the failure is reported with its exit code and output tail.
+    // README, "Cron jobs and scripts": the failure is reported with its exit code and output tail.
     let failed = d.service("job.fail").expect("job.fail reported");
     assert_eq!(failed["state"], "error");
     assert_eq!(failed["last_beat"], -1, "a failed command sends no beat");

@@ -1,4 +1,4 @@
-//! Job monitoring (SPEC §10) end to end against the real binary: schedules,
+//! Job monitoring (README, "Cron jobs and scripts") end to end against the real binary: schedules,
 //! start/fail/exit, max_runtime, snooze, reminders, dependencies, badges
 //! and API keys.
 

@@ -141,7 +141,7 @@ fn a_1x_database_loads() {
 
 #[test]
 fn a_database_with_names_of_any_characters_loads() {
-    // Names loaded from a database are taken as they are (SPEC §7): a
+    // Names loaded from a database are taken as they are (README, "Configuration"): a
     // 1.x file may hold names no new input could, and an alarm's capture
     // must not split their characters (this panicked at start).
     let dir = tempfile::tempdir().expect("tempdir");

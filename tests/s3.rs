@@ -1,4 +1,4 @@
-//! The S3 backup (SPEC §7) against a real S3-compatible server (moto,
+//! The S3 backup (README, "Configuration") against a real S3-compatible server (moto,
 //! installed by ./test) on loopback.
 
 mod common;

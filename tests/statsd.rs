@@ -1,4 +1,4 @@
-//! statsd over UDP and TCP (SPEC §4.1) against the real binary.
+//! statsd over UDP and TCP (README, "Sending beats") against the real binary.
 
 mod common;
 

@@ -1,4 +1,4 @@
-//! The web UI in a real headless Chromium (SPEC §8): each test starts a
+//! The web UI in a real headless Chromium (README, "The web UI"): each test starts a
 //! daemon (and, for the proxy test, a real nginx) and runs one scenario of
 //! `tests/ui/browser.mjs`. A failing scenario leaves a screenshot in
 //! `target/ui-screenshots/`.

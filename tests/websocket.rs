@@ -1,4 +1,4 @@
-//! `/ws` without a browser (SPEC §8): message shapes for each event type,
+//! `/ws` without a browser (README, "The web UI"): message shapes for each event type,
 //! beat coalescing, a burst of expiries, and a client that never reads.
 
 mod common;

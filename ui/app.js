@@ -1,5 +1,5 @@
 // lovebeat web UI: plain JS, no build step. Loads the lists over HTTP,
-// then applies the changes /ws sends (SPEC §8). Every URL is relative, so
+// then applies the changes /ws sends (README, "The web UI"). Every URL is relative, so
 // the page works under a reverse-proxy path prefix.
 'use strict';
 
@@ -131,7 +131,7 @@ function stateBadge(state) {
 // ---------------------------------------------------------------- data
 
 // An API key, asked for once when the daemon wants one, kept in the
-// browser's storage (SPEC §10).
+// browser's storage (README, "Cron jobs and scripts").
 const KEY_STORE = 'lovebeat.key';
 const apiKey = () => localStorage.getItem(KEY_STORE) || '';
 

@@ -109,7 +109,7 @@ impl Alarm {
         }
     }
 
-    /// The externally visible object (SPEC §4.2).
+    /// The externally visible object (README, "HTTP API").
     pub fn view(&self, name: &Arc<str>) -> AlarmView {
         AlarmView {
             name: name.clone(),

@@ -1,4 +1,4 @@
-//! Job monitoring (SPEC §10): cron schedules, start/fail signals, run
+//! Job monitoring (README, "Cron jobs and scripts"): cron schedules, start/fail signals, run
 //! times, `max_runtime` and snooze.
 //!
 //! None of it is on the path of a plain service: the fields live in a

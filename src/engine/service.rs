@@ -1,4 +1,4 @@
-//! The service record and its state machine (SPEC §1–2).
+//! The service record and its state machine (README, "States").
 
 use std::sync::Arc;
 
@@ -108,7 +108,7 @@ pub struct Service {
     /// Names of the alarms this service belongs to, sorted. A thin vector
     /// (one pointer, nothing allocated when empty) keeps `Service` small.
     pub alarms: ThinVec<Arc<str>>,
-    /// Job monitoring fields (SPEC §10), allocated on first use only.
+    /// Job monitoring fields (README, "Cron jobs and scripts"), allocated on first use only.
     pub ext: Option<Box<JobExt>>,
 }
 
@@ -285,7 +285,7 @@ impl Service {
         }
     }
 
-    /// The state the rules of SPEC §2 give at `now`.
+    /// The state the rules of README, "States" give at `now`.
     pub fn evaluate(&self, now: i64) -> State {
         if self.muted_since > 0 {
             State::Muted
@@ -466,7 +466,7 @@ impl Service {
         older.iter().chain(newer.iter()).copied().exact()
     }
 
-    /// The externally visible object (SPEC §4.2).
+    /// The externally visible object (README, "HTTP API").
     pub fn view(&self, name: &Name, details: bool) -> ServiceView {
         let history: Vec<u32> = self.intervals().collect();
         ServiceView {
@@ -550,7 +550,7 @@ pub struct ServiceView {
     /// The learned timeout of an auto service with at least one interval.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub effective_timeout: Option<i64>,
-    /// The job fields of SPEC §10 that are in use, inline in the object.
+    /// The job fields of README, "Cron jobs and scripts" that are in use, inline in the object.
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub job: Option<Box<JobView>>,
 }
@@ -610,7 +610,7 @@ impl JobView {
 }
 
 /// A million services: every byte of `Service` counts, and job monitoring
-/// (SPEC §10) must not make a plain service bigger than before it (88 B).
+/// (README, "Cron jobs and scripts") must not make a plain service bigger than before it (88 B).
 const _: () = assert!(std::mem::size_of::<Service>() <= 88);
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! API keys (SPEC §10): write keys guard every change, read keys guard
+//! API keys (README, "Cron jobs and scripts"): write keys guard every change, read keys guard
 //! reading the API, `/ws` and `/metrics`. Badges, `/version` and the UI's
 //! files stay open. Keys are compared in constant time and never logged.
 //!

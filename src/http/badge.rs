@@ -1,4 +1,4 @@
-//! Status badges for READMEs and dashboards (SPEC §10):
+//! Status badges for READMEs and dashboards (README, "Cron jobs and scripts"):
 //! `/badge/<alarm>.svg` and shields.io's endpoint JSON `/badge/<alarm>.json`.
 
 use hyper::header::{HeaderValue, CACHE_CONTROL};

@@ -1,4 +1,4 @@
-//! The HTTP server: the API of SPEC §4.2, the UI and `/ws` (§8).
+//! The HTTP server: the API of README, "HTTP API"; the UI and `/ws`, "The web UI".
 //!
 //! `serve` owns the accept loop; each connection is served by hyper;
 //! `router::route` maps a request to its handler.

@@ -236,7 +236,7 @@ fn not_allowed(allow: &str) -> Response<Body> {
     r
 }
 
-/// A 400 for a name outside SPEC §1.1.
+/// A 400 for a name outside README, "Sending beats".
 fn check_name(name: &str, what: &str) -> Option<Response<Body>> {
     if valid_name(name.as_bytes()) {
         return None;

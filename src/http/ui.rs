@@ -1,4 +1,4 @@
-//! The web UI (SPEC §8): the files under `ui/`, compiled into the binary so
+//! The web UI (README, "The web UI"): the files under `ui/`, compiled into the binary so
 //! `cargo run --release` alone serves them. They use relative URLs only,
 //! so the UI works under a reverse-proxy path prefix.
 

@@ -1,4 +1,4 @@
-//! `/ws`: live changes for the UI (SPEC §8).
+//! `/ws`: live changes for the UI (README, "The web UI").
 //!
 //! One hub task turns engine events into JSON text messages, each encoded
 //! once and shared by every client. Accepted beats publish no event; the hub
@@ -205,7 +205,7 @@ fn message(engine: &Engine, event: &Event) -> Option<Bytes> {
 }
 
 /// When an alarm changes state, the alarms that depend on it change their
-/// `suppressed_by` (SPEC §10) without an event of their own: one
+/// `suppressed_by` (README, "Cron jobs and scripts") without an event of their own: one
 /// `UPDATE_ALARM` each. Alarms are few; this walks them only then.
 fn dependents(engine: &Engine, event: &Event) -> Vec<Bytes> {
     let EventKind::AlarmStateChanged { alarm, .. } = &event.kind else {

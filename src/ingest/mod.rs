@@ -1,4 +1,4 @@
-//! Ingestion of statsd lines over UDP and TCP (SPEC §4.1).
+//! Ingestion of statsd lines over UDP and TCP (README, "Sending beats").
 
 pub mod statsd;
 pub mod tcp;

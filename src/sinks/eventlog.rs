@@ -1,4 +1,4 @@
-//! The event log (SPEC §9): one JSON object per line for every state
+//! The event log (README, "Watching lovebeat itself"): one JSON object per line for every state
 //! change, appended to a file created with the configured mode, reopened on
 //! SIGHUP so logrotate can move it away.
 
@@ -139,9 +139,9 @@ fn open(path: &Path, mode: u32) -> std::io::Result<BufWriter<File>> {
     Ok(BufWriter::with_capacity(64 * 1024, f))
 }
 
-/// Appends events to `path` until `shutdown` (asking for service events
-/// with `_services`); reopens the file whenever `reopen` is notified. Returns an error only if the file cannot be opened
-/// at start.
+/// Appends events to `path` until `stop` (asking for service events with
+/// `_services`); reopens the file whenever `reopen` is notified. A file
+/// that cannot be opened is logged, and retried at the next reopen.
 pub async fn run(
     _services: ServiceWatch,
     path: PathBuf,

@@ -1,4 +1,4 @@
-//! statsd metrics about lovebeat itself (SPEC §9), sent over UDP to every
+//! statsd metrics about lovebeat itself (README, "Watching lovebeat itself"), sent over UDP to every
 //! configured `[metrics] server`: `started.count`, `db.save.count`,
 //! `db.save.duration`, `service.count`, `alarm.count`, the state gauges
 //! `service.state.<name>` and `alarm.state.<name>` when they change, and the

@@ -1,4 +1,4 @@
-//! Watching the watcher (SPEC §9): beats `lovebeat.<host>.monitor`, `.save`
+//! Watching the watcher (README, "Watching lovebeat itself"): beats `lovebeat.<host>.monitor`, `.save`
 //! and `.alerter` on every `[[notify]]` lovebeat, with an auto timeout. The
 //! beats are reported by the loops they vouch for (the deadline driver, the
 //! saver, the alert dispatcher), as in 1.x, so a hung loop falls silent.

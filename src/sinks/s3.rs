@@ -1,4 +1,4 @@
-//! The database backup in S3 (SPEC §7): downloaded at start, uploaded after
+//! The database backup in S3 (README, "Configuration"): downloaded at start, uploaded after
 //! every save. Works with S3-compatible stores through `remote_s3_endpoint`
 //! (path-style addressing). Credentials come from the standard AWS chain.
 

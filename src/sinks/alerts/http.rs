@@ -1,4 +1,4 @@
-//! The outgoing webhook (SPEC §6.2) and Slack (SPEC §6.3) alerters.
+//! The outgoing webhook (README, "Alerts") and Slack (README, "Alerts") alerters.
 
 use serde_json::json;
 

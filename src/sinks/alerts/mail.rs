@@ -1,4 +1,4 @@
-//! The mail alerter (SPEC §6.1): SMTP through lettre, or Mailgun's HTTP API.
+//! The mail alerter (README, "Alerts"): SMTP through lettre, or Mailgun's HTTP API.
 
 use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::Credentials;

@@ -1,4 +1,4 @@
-//! Alert delivery (SPEC §6): subscribes to alarm state changes and fires the
+//! Alert delivery (README, "Alerts"): subscribes to alarm state changes and fires the
 //! alarm's configured alerts on OK→ERROR, ERROR→OK and NEW→ERROR.
 //!
 //! Delivery runs beside the engine: each alarm has its own queue and worker,

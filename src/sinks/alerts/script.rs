@@ -1,4 +1,4 @@
-//! The script alerter (SPEC §6.4): runs an executable with the alarm in its
+//! The script alerter (README, "Alerts"): runs an executable with the alarm in its
 //! environment, logs its output line by line, kills its process group after
 //! 10 seconds.
 
