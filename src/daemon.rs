@@ -160,11 +160,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         engine: engine.clone(),
         counters: counters.clone(),
         ws: ws_hub.clone(),
-        keys: config.http.keys(),
-        hosts: http::origin::AllowedHosts::new(
-            &config.http.allowed_hosts,
-            config.public_url().as_deref(),
-        ),
+        gate: http::router::Gate {
+            keys: config.http.keys(),
+            hosts: http::origin::AllowedHosts::new(
+                &config.http.allowed_hosts,
+                config.public_url().as_deref(),
+            ),
+        },
     });
     stop.inputs.spawn(http::serve(
         http_listener,

@@ -14,6 +14,8 @@ pub mod daemon;
 pub mod db;
 pub mod duration;
 pub mod engine;
+#[doc(hidden)]
+pub mod fuzz_targets;
 pub mod http;
 pub mod ingest;
 pub mod logging;

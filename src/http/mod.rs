@@ -9,7 +9,7 @@ mod badge;
 mod metrics;
 pub mod origin;
 pub mod path;
-mod router;
+pub mod router;
 mod ui;
 pub mod ws;
 
@@ -102,10 +102,8 @@ pub struct AppState {
     pub counters: crate::counters::Sources,
     /// The websocket clients.
     pub ws: Arc<ws::WsHub>,
-    /// The API keys.
-    pub keys: auth::Keys,
-    /// The host names answered (`[http] allowed_hosts`).
-    pub hosts: origin::AllowedHosts,
+    /// The API keys and the host names answered.
+    pub gate: router::Gate,
 }
 
 /// A response body: a whole buffer or a stream.

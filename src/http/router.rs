@@ -120,28 +120,49 @@ pub(super) fn endpoint_of(path: &str) -> Option<Endpoint> {
     routes().at(path.as_str()).ok().map(|m| *m.value)
 }
 
-/// Routes one request: its path is checked once (a disguised spelling is
-/// a 400), a change from another site's page is refused, and the key
-/// check and the handler read the same match of the route table.
-async fn route(req: Request<Incoming>, state: &AppState) -> Response<Body> {
-    let path = req.uri().path().to_string();
-    let parsed = match RequestPath::parse(&path) {
-        Ok(p) => p,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
-    };
+/// Who may ask what: the API keys and the host names answered.
+#[derive(Debug, Clone, Default)]
+pub struct Gate {
+    /// `[http] write_keys` and `read_keys`.
+    pub keys: super::auth::Keys,
+    /// `[http] allowed_hosts`.
+    pub hosts: super::origin::AllowedHosts,
+}
+
+/// Decides whether a request may reach a handler, before any handler
+/// runs, from one check of its path and one match of the route table: the
+/// path (a disguised spelling is a 400), the host name (421), the origin
+/// of a change (403), the key (401, 403). `Ok` carries the route's match,
+/// `None` for a path the table does not know (a 404, once the key check
+/// let it through).
+pub fn admit<'p, B>(
+    req: &Request<B>,
+    path: &'p str,
+    gate: &Gate,
+) -> Result<Option<matchit::Match<'static, 'p, &'static Endpoint>>, Response<Body>> {
+    let parsed =
+        RequestPath::parse(path).map_err(|e| error(StatusCode::BAD_REQUEST, e.to_string()))?;
     let matched = routes().at(parsed.as_str()).ok();
     let endpoint = matched.as_ref().map(|m| *m.value);
-    if let Some(refused) = state.hosts.check(&req) {
-        return refused;
+    if let Some(refused) = gate.hosts.check(req) {
+        return Err(refused);
     }
-    if let Some(refused) = super::origin::check(&req, endpoint == Some(Endpoint::Websocket)) {
-        return refused;
+    if let Some(refused) = super::origin::check(req, endpoint == Some(Endpoint::Websocket)) {
+        return Err(refused);
     }
-    if let Some(denied) = state.keys.check(&req, endpoint) {
-        return denied;
+    if let Some(denied) = gate.keys.check(req, endpoint) {
+        return Err(denied);
     }
-    let Some(m) = matched else {
-        return error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}"));
+    Ok(matched)
+}
+
+/// Routes one request, once [`admit`] let it through.
+async fn route(req: Request<Incoming>, state: &AppState) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    let m = match admit(&req, &path, &state.gate) {
+        Ok(Some(m)) => m,
+        Ok(None) => return error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
+        Err(refused) => return refused,
     };
     let param = |k: &str| m.params.get(k).unwrap_or_default();
     let method = req.method().clone();
@@ -211,7 +232,7 @@ async fn route(req: Request<Incoming>, state: &AppState) -> Response<Body> {
         }),
         Endpoint::Version => only(&method, &[Method::GET], || api::version(&req)),
         Endpoint::AlarmLink => only(&method, &[Method::GET], || super::ui::alarm_link(name)),
-        Endpoint::Asset => match super::ui::asset(parsed.as_str().trim_start_matches('/')) {
+        Endpoint::Asset => match super::ui::asset(path.trim_start_matches('/')) {
             Some(asset) => only(&method, &[Method::GET], || super::ui::serve(asset)),
             None => error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
         },

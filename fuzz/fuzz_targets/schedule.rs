@@ -1,0 +1,5 @@
+#![no_main]
+//! See `lovebeat::fuzz_targets::schedule`.
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| lovebeat::fuzz_targets::schedule(data));
