@@ -4,6 +4,11 @@
 //! filter, the same bias-adjusted EWMA computed with the same sequence of
 //! floating point operations, so learned timeouts do not move when users
 //! switch from 1.x.
+//!
+//! `robust` is the algorithm measured against it (and against the failure
+//! detectors of the literature) on the trace suite of `autotrace`; the
+//! figures and the definitions are in docs/AUTO.md. [`Algorithm`] names
+//! the choice.
 
 /// How many of the most recent intervals the algorithm looks at.
 const WINDOW: usize = 20;
@@ -94,6 +99,242 @@ fn ewm_std_last(series: &[f64]) -> f64 {
     t.sqrt()
 }
 
+/// The algorithms a service's automatic timeout can be learned with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Algorithm {
+    /// 1.x's algorithm, exactly ([`lovebeat1`]): the default, so a 1.x
+    /// user changes nothing.
+    #[default]
+    Lovebeat1,
+    /// Robust statistics over the current regime ([`robust`]).
+    Robust,
+}
+
+impl Algorithm {
+    /// Every algorithm, in the order the documentation lists them.
+    pub const ALL: [Algorithm; 2] = [Algorithm::Lovebeat1, Algorithm::Robust];
+
+    /// The name in the configuration and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::Lovebeat1 => "lovebeat1",
+            Algorithm::Robust => "robust",
+        }
+    }
+
+    /// The timeout (ms) for a beat history given oldest first. Allocates
+    /// nothing.
+    pub fn timeout(self, history: impl DoubleEndedIterator<Item = u32> + ExactSizeIterator) -> i64 {
+        match self {
+            Algorithm::Lovebeat1 => lovebeat1(history),
+            Algorithm::Robust => robust(history),
+        }
+    }
+}
+
+impl std::fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A name that is no [`Algorithm`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown algorithm '{0}' (available: lovebeat1, robust)")]
+pub struct UnknownAlgorithm(pub String);
+
+impl std::str::FromStr for Algorithm {
+    type Err = UnknownAlgorithm;
+
+    fn from_str(s: &str) -> Result<Algorithm, UnknownAlgorithm> {
+        Algorithm::ALL
+            .into_iter()
+            .find(|a| a.name() == s)
+            .ok_or_else(|| UnknownAlgorithm(s.to_string()))
+    }
+}
+
+/// How many intervals `robust` looks at: the whole history a service keeps.
+const ROBUST_WINDOW: usize = 100;
+/// Standard deviations of headroom (before the margin knob).
+const ROBUST_K: f64 = 2.8;
+/// Weight of an interval halves every this many newer ones.
+const ROBUST_DECAY: f64 = 0.982_820_598_545_251_1; // 0.5^(1/40)
+/// A value further than this many robust deviations (plus `ROBUST_DELTA`
+/// of the level) from the current level disagrees with it.
+const ROBUST_TOLERANCE: f64 = 5.0;
+/// Relative part of the tolerance, so that a perfectly regular service
+/// still accepts a little drift.
+const ROBUST_DELTA: f64 = 0.05;
+/// Older values above the level in a row that end the regime...
+const ROBUST_OLD_BLOCK: u32 = 6;
+/// ...once this many recent values agree on the lower level.
+const ROBUST_DOWN_EVIDENCE: u32 = 12;
+/// Tukey's far-out fences: quartiles ± 3 interquartile ranges.
+const ROBUST_FENCE: f64 = 3.0;
+/// The interquartile range used for the fences is at least this share of
+/// the median, so a very tight service does not call its own slow beats
+/// outliers.
+const ROBUST_IQR_FLOOR: f64 = 0.1;
+/// Fences are used from this many intervals in the regime on.
+const ROBUST_FENCE_MIN: usize = 8;
+/// Prior relative deviation for short histories, fading to 0 at
+/// `ROBUST_PRIOR_UNTIL` intervals: a few equal intervals prove little.
+const ROBUST_PRIOR: f64 = 0.15;
+const ROBUST_PRIOR_UNTIL: f64 = 20.0;
+/// Constant headroom: a tenth of the interval, at most 1.x's one second.
+const ROBUST_HEADROOM: f64 = 0.1;
+const ROBUST_HEADROOM_MAX_MS: f64 = 1000.0;
+
+/// The timeout (ms) that the "robust" algorithm derives from a beat
+/// history given oldest first. Allocates nothing; linear in the history.
+///
+/// The idea: 1.x's mean + 3 standard deviations is the right shape (the
+/// trace suite shows that a tail-quantile rule would detect later), but 1.x
+/// estimates it from 20 intervals, so its timeout is noisy (false alarms on
+/// jittery services), trusts one second of headroom (twice the interval of
+/// a 1 s service) and cannot tell a lost beat from a changed period. Here:
+///
+/// 1. The current regime. The level is the median of the last three
+///    intervals; the jitter is the median absolute difference of successive
+///    intervals (÷ 0.954, a standard deviation for normal jitter), which a
+///    change of period or a lost beat moves by one or two differences only.
+///    Scanning back from the newest interval, two older intervals in a row
+///    well below the level mean the period went up: only what follows
+///    counts (a longer timeout is safe, so little evidence is needed).
+///    Older intervals well above the level end the regime only as a block
+///    of six, after twelve recent ones agree on the lower level: a single
+///    long gap is a lost beat, and two periods mixed (a 1 s service whose
+///    beats the 1 s rate limit halves) are not a change.
+/// 2. Outliers within the regime: Tukey's far-out fences, quartiles ± 3
+///    interquartile ranges (the range at least a tenth of the median), drop
+///    lost beats and outages but keep a skewed tail.
+/// 3. A recency-weighted mean m and standard deviation sd of the rest
+///    (weights halve every 40 intervals), with sd at least a prior
+///    0.15·m·(1/n − 1/20) while fewer than 20 intervals are known (cold
+///    start, or a new regime).
+/// 4. The timeout is m + 2.8·sd + min(m/10, 1 s).
+///
+/// Sources: the metrics and the fixed-margin estimator of Chen, Toueg and
+/// Aguilera (2002); the accrual view of Hayashibara et al. (2004); the
+/// two-windows idea of Tomsic et al. (2015), a short memory for changes
+/// next to a long one for precision; Tukey's fences (Exploratory Data
+/// Analysis, 1977); the successive-difference scale of von Neumann et al.
+/// (1941). docs/AUTO.md has the figures.
+pub fn robust(history: impl DoubleEndedIterator<Item = u32> + ExactSizeIterator) -> i64 {
+    robust_with_margin(history, 1.0)
+}
+
+/// [`robust`] with its 2.8 standard deviations scaled by `margin`: the
+/// knob `autotrace` sweeps for the trade-off curve. `robust` is `margin`
+/// 1.
+pub fn robust_with_margin(
+    history: impl DoubleEndedIterator<Item = u32> + ExactSizeIterator,
+    margin: f64,
+) -> i64 {
+    let total = history.len();
+    let n = total.min(ROBUST_WINDOW);
+    if n == 0 {
+        return 1000;
+    }
+    let mut buf = [0f64; ROBUST_WINDOW];
+    for (slot, v) in buf.iter_mut().zip(history.skip(total - n)) {
+        *slot = f64::from(v);
+    }
+    let x = &buf[..n];
+    let mut scratch = [0f64; ROBUST_WINDOW];
+
+    // 1. The current regime.
+    let jitter = if n >= 3 {
+        for (d, w) in scratch.iter_mut().zip(x.windows(2)) {
+            *d = (w[1] - w[0]).abs();
+        }
+        median(&mut scratch[..n - 1]) / 0.954
+    } else {
+        0.0
+    };
+    let recent = n.min(3);
+    scratch[..recent].copy_from_slice(&x[n - recent..]);
+    let level = median(&mut scratch[..recent]);
+    let tolerance = ROBUST_TOLERANCE * jitter + ROBUST_DELTA * level;
+    let mut start = 0;
+    let (mut below, mut above, mut agree) = (0u32, 0u32, 0u32);
+    for i in (0..n).rev() {
+        let v = x[i];
+        if v < level - tolerance {
+            below += 1;
+            above = 0;
+            if below == 2 && agree >= 2 {
+                start = i + 2;
+                break;
+            }
+        } else if v > level + tolerance {
+            above += 1;
+            below = 0;
+            if above == ROBUST_OLD_BLOCK && agree >= ROBUST_DOWN_EVIDENCE {
+                start = i + ROBUST_OLD_BLOCK as usize;
+                break;
+            }
+        } else {
+            below = 0;
+            above = 0;
+            agree += 1;
+        }
+    }
+    let x = &x[start..];
+    let n = x.len();
+
+    // 2. Outliers: far-out fences.
+    let (lo, hi) = if n >= ROBUST_FENCE_MIN {
+        let s = &mut scratch[..n];
+        s.copy_from_slice(x);
+        let rank = |p: f64| ((p * (n - 1) as f64).round() as usize).min(n - 1);
+        let q1 = select(s, rank(0.25));
+        let q2 = select(s, rank(0.5));
+        let q3 = select(s, rank(0.75));
+        let iqr = (q3 - q1).max(ROBUST_IQR_FLOOR * q2);
+        (q1 - ROBUST_FENCE * iqr, q3 + ROBUST_FENCE * iqr)
+    } else {
+        (f64::NEG_INFINITY, f64::INFINITY)
+    };
+
+    // 3. Recency-weighted mean and deviation of the rest.
+    let (mut w_sum, mut sum, mut sum_sq, mut kept) = (0f64, 0f64, 0f64, 0f64);
+    let mut w = 1.0;
+    for &v in x.iter().rev() {
+        if (lo..=hi).contains(&v) {
+            w_sum += w;
+            sum += w * v;
+            sum_sq += w * v * v;
+            kept += 1.0;
+        }
+        w *= ROBUST_DECAY;
+    }
+    // The quartiles lie within the fences, so something is kept.
+    let mean = sum / w_sum;
+    let sd = (sum_sq / w_sum - mean * mean).max(0.0).sqrt();
+    let prior = mean * ROBUST_PRIOR * (1.0 / kept - 1.0 / ROBUST_PRIOR_UNTIL).max(0.0);
+
+    // 4. The timeout.
+    let headroom = (ROBUST_HEADROOM * mean).min(ROBUST_HEADROOM_MAX_MS);
+    let t = mean + ROBUST_K * margin * sd.max(prior) + headroom;
+    if t.is_nan() {
+        return 0;
+    }
+    (t + 0.5) as i64
+}
+
+/// The value that would be at `rank` if `v` were sorted (reorders `v`).
+fn select(v: &mut [f64], rank: usize) -> f64 {
+    let (_, x, _) = v.select_nth_unstable_by(rank, f64::total_cmp);
+    *x
+}
+
+/// The upper median of `v` (reorders `v`).
+fn median(v: &mut [f64]) -> f64 {
+    select(v, v.len() / 2)
+}
+
 /// Spread of the beat intervals shown in the API and UI (1.x's analysis).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct BeatAnalysis {
@@ -166,6 +407,85 @@ mod tests {
         let mut long = vec![1_000_000u32; 30];
         long.extend([60000; 20]);
         assert_eq!(lovebeat1(long.iter().copied()), 61000);
+    }
+
+    #[test]
+    fn robust_learns_the_period_plus_a_tenth_up_to_one_second() {
+        assert_eq!(robust(std::iter::empty()), 1000);
+        assert_eq!(robust([60000u32; 50].into_iter()), 61000);
+        assert_eq!(robust([1000u32; 50].into_iter()), 1100);
+        assert_eq!(robust([5000u32; 100].into_iter()), 5500);
+    }
+
+    #[test]
+    fn robust_is_cautious_on_a_cold_start_and_settles_by_twenty_intervals() {
+        let timeouts: Vec<i64> = (1..=25)
+            .map(|n| robust([60000u32; 25][..n].iter().copied()))
+            .collect();
+        // One interval: a prior of 0.15 × (1 − 1/20) relative deviation.
+        assert_eq!(timeouts[0], 60000 + 23940 + 1000);
+        assert_eq!(timeouts[1], 60000 + 11340 + 1000);
+        assert!(timeouts.windows(2).all(|w| w[1] <= w[0]), "{timeouts:?}");
+        assert!(timeouts[19..].iter().all(|&t| t == 61000), "{timeouts:?}");
+    }
+
+    /// Normal-looking jitter around 60 s without a random number generator.
+    fn jittery(n: usize) -> Vec<u32> {
+        (0..n)
+            .map(|i| 60000 + ((i * 7919) % 4001) as u32 - 2000)
+            .collect()
+    }
+
+    #[test]
+    fn robust_ignores_a_lost_beat() {
+        let plain = jittery(60);
+        let mut lost = plain.clone();
+        lost[59] = 120_000;
+        let (a, b) = (robust(plain.iter().copied()), robust(lost.iter().copied()));
+        assert!(a > 62000 && a < 66000, "{a}");
+        assert!((a - b).abs() < a / 50, "{a} vs {b}");
+        lost[30] = 3_600_000;
+        let c = robust(lost.iter().copied());
+        assert!((a - c).abs() < a / 50, "an outage: {a} vs {c}");
+    }
+
+    #[test]
+    fn robust_follows_a_longer_period_after_two_intervals() {
+        let mut h = jittery(60);
+        h.push(120_000);
+        assert!(
+            robust(h.iter().copied()) < 70000,
+            "one long gap is a lost beat"
+        );
+        h.push(121_000);
+        assert!(robust(h.iter().copied()) > 125_000);
+    }
+
+    #[test]
+    fn robust_follows_a_shorter_period_after_twelve_intervals() {
+        let mut h = vec![120_000u32; 60];
+        h.extend([60000; 12]);
+        let t = robust(h.iter().copied());
+        assert!(t < 70000, "{t}");
+    }
+
+    #[test]
+    fn algorithms_parse_by_name_and_lovebeat1_is_the_default() {
+        assert_eq!(Algorithm::default(), Algorithm::Lovebeat1);
+        for a in Algorithm::ALL {
+            assert_eq!(a.name().parse::<Algorithm>(), Ok(a));
+            assert_eq!(a.to_string(), a.name());
+        }
+        assert_eq!(
+            "lovebeat2".parse::<Algorithm>().map_err(|e| e.to_string()),
+            Err("unknown algorithm 'lovebeat2' (available: lovebeat1, robust)".to_string())
+        );
+        let h = [60000u32, 61000, 59000, 120000, 60000];
+        assert_eq!(Algorithm::Lovebeat1.timeout(h.iter().copied()), 150272);
+        assert_eq!(
+            Algorithm::Robust.timeout(h.iter().copied()),
+            robust(h.iter().copied())
+        );
     }
 
     #[test]
