@@ -42,7 +42,11 @@ pub struct Cli {
 pub enum Command {
     /// Read intervals (ms, one per line) on stdin and print the automatic
     /// timeout after each.
-    ValidateAuto,
+    ValidateAuto {
+        /// The algorithm (lovebeat1, robust); see docs/AUTO.md.
+        #[arg(long, default_value = "lovebeat1")]
+        algorithm: crate::engine::auto::Algorithm,
+    },
     /// Check that a lovebeat server answers (exit 0) or not (exit 1).
     Ping {
         #[command(flatten)]

@@ -13,7 +13,7 @@ fn main() -> ExitCode {
     let cli = cli::parse();
     lovebeat::logging::init(cli.debug, cli.syslog.then_some(cli.syslog_socket.as_path()));
     match cli.command {
-        Some(Command::ValidateAuto) => return validate_auto(),
+        Some(Command::ValidateAuto { algorithm }) => return validate_auto(algorithm),
         Some(Command::Ping { client }) => {
             return client::ping_command(&client::Target::resolve(client.server, client.key));
         }
@@ -60,8 +60,8 @@ fn main() -> ExitCode {
 }
 
 /// `lovebeat validate-auto`: one interval (ms) per line in, the automatic
-/// timeout for all intervals so far out.
-fn validate_auto() -> ExitCode {
+/// timeout for all intervals so far out, by `algorithm`.
+fn validate_auto(algorithm: auto::Algorithm) -> ExitCode {
     let mut history: Vec<u32> = Vec::new();
     for (n, line) in std::io::stdin().lock().lines().enumerate() {
         let line = match line {
@@ -78,7 +78,7 @@ fn validate_auto() -> ExitCode {
         match text.parse::<u32>() {
             Ok(v) => {
                 history.push(v);
-                println!("{}", auto::lovebeat1(history.iter().copied()));
+                println!("{}", algorithm.timeout(history.iter().copied()));
             }
             Err(_) => {
                 eprintln!(
