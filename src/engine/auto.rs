@@ -176,6 +176,12 @@ const ROBUST_FENCE: f64 = 3.0;
 /// the median, so a very tight service does not call its own slow beats
 /// outliers.
 const ROBUST_IQR_FLOOR: f64 = 0.1;
+/// A drift is followed when its slope is this many standard errors.
+const ROBUST_TREND_T: f64 = 4.0;
+/// A slow phase is made of intervals at most this many times the mean.
+const ROBUST_SLOW_MAX: f64 = 4.0;
+/// More than this share of intervals above the upper fence are kept.
+const ROBUST_MODE_SHARE: f64 = 0.05;
 /// Fences are used from this many intervals in the regime on.
 const ROBUST_FENCE_MIN: usize = 8;
 /// Prior relative deviation for short histories, fading to 0 at
@@ -189,31 +195,37 @@ const ROBUST_HEADROOM_MAX_MS: f64 = 1000.0;
 /// The timeout (ms) that the "robust" algorithm derives from a beat
 /// history given oldest first. Allocates nothing; linear in the history.
 ///
-/// The idea: 1.x's mean + 3 standard deviations is the right shape (the
-/// trace suite shows that a tail-quantile rule would detect later), but 1.x
-/// estimates it from 20 intervals, so its timeout is noisy (false alarms on
-/// jittery services), trusts one second of headroom (twice the interval of
-/// a 1 s service) and cannot tell a lost beat from a changed period. Here:
+/// The idea: 1.x's mean + 3 standard deviations is the right shape (on
+/// the trace suite a tail-quantile rule detects later than 1.x, and the
+/// delay must not grow), but 1.x estimates it from 20 intervals, so its
+/// timeout is noisy (false alarms on jittery services), adds one second
+/// whatever the period (twice the interval of a 1 s service) and takes a
+/// lost beat for a new period or a new period for an outlier. Here:
 ///
 /// 1. The current regime. The level is the median of the last three
 ///    intervals; the jitter is the median absolute difference of successive
 ///    intervals (÷ 0.954, a standard deviation for normal jitter), which a
 ///    change of period or a lost beat moves by one or two differences only.
-///    Scanning back from the newest interval, two older intervals in a row
-///    well below the level mean the period went up: only what follows
-///    counts (a longer timeout is safe, so little evidence is needed).
-///    Older intervals well above the level end the regime only as a block
-///    of six, after twelve recent ones agree on the lower level: a single
-///    long gap is a lost beat, and two periods mixed (a 1 s service whose
-///    beats the 1 s rate limit halves) are not a change.
+///    Scanning back from the newest interval, a block of six older
+///    intervals well below the level (5 jitters + 5 %) means the period
+///    went up: only what follows counts, once two intervals agree on the
+///    new level. Six well above it end the regime only after twelve recent
+///    ones agree on the lower level (a shorter timeout needs more
+///    evidence). A lost beat, a double beat or two periods mixed (a 1 s
+///    service whose beats the rate limit thins) make no block.
 /// 2. Outliers within the regime: Tukey's far-out fences, quartiles ± 3
 ///    interquartile ranges (the range at least a tenth of the median), drop
-///    lost beats and outages but keep a skewed tail.
-/// 3. A recency-weighted mean m and standard deviation sd of the rest
-///    (weights halve every 40 intervals), with sd at least a prior
-///    0.15·m·(1/n − 1/20) while fewer than 20 intervals are known (cold
+///    lost beats and outages but keep a skewed tail; more than 5 % of
+///    intervals above the upper fence are a mode of the service and kept.
+/// 3. A recency-weighted mean and standard deviation of the rest (weights
+///    halve every 40 intervals), along a weighted linear trend when its
+///    slope is over 4 standard errors (a drifting period: the level is the
+///    trend's next value and sd its residual); sd is at least a prior
+///    0.15·mean·(1/n − 1/20) while fewer than 20 intervals are known (cold
 ///    start, or a new regime).
-/// 4. The timeout is m + 2.8·sd + min(m/10, 1 s).
+/// 4. The timeout is level + 2.8·sd + min(mean/10, 1 s), or, when the
+///    newest two or more intervals are all above the upper fence (and under
+///    4 means: a slow phase, not losses), at least their own mean + 2.8 sd.
 ///
 /// Sources: the metrics and the fixed-margin estimator of Chen, Toueg and
 /// Aguilera (2002); the accrual view of Hayashibara et al. (2004); the
@@ -264,8 +276,8 @@ pub fn robust_with_margin(
         if v < level - tolerance {
             below += 1;
             above = 0;
-            if below == 2 && agree >= 2 {
-                start = i + 2;
+            if below == ROBUST_OLD_BLOCK && agree >= 2 {
+                start = i + ROBUST_OLD_BLOCK as usize;
                 break;
             }
         } else if v > level + tolerance {
@@ -293,31 +305,80 @@ pub fn robust_with_margin(
         let q2 = select(s, rank(0.5));
         let q3 = select(s, rank(0.75));
         let iqr = (q3 - q1).max(ROBUST_IQR_FLOOR * q2);
-        (q1 - ROBUST_FENCE * iqr, q3 + ROBUST_FENCE * iqr)
+        let hi = q3 + ROBUST_FENCE * iqr;
+        // Long intervals too many to be lost beats are a mode of the
+        // service (a 1 s service whose beats the rate limit halves).
+        let long = x.iter().filter(|&&v| v > hi).count();
+        let hi = if long as f64 > ROBUST_MODE_SHARE * n as f64 {
+            f64::INFINITY
+        } else {
+            hi
+        };
+        (q1 - ROBUST_FENCE * iqr, hi)
     } else {
         (f64::NEG_INFINITY, f64::INFINITY)
     };
 
-    // 3. Recency-weighted mean and deviation of the rest.
-    let (mut w_sum, mut sum, mut sum_sq, mut kept) = (0f64, 0f64, 0f64, 0f64);
+    // 3. Recency-weighted mean and deviation of the rest, along a trend
+    // when the period drifts measurably (age 0 is the newest interval).
+    let (mut w_sum, mut w_sq, mut kept) = (0f64, 0f64, 0f64);
+    let (mut s_a, mut s_v, mut s_aa, mut s_av, mut s_vv) = (0f64, 0f64, 0f64, 0f64, 0f64);
     let mut w = 1.0;
-    for &v in x.iter().rev() {
+    for (age, &v) in x.iter().rev().enumerate() {
         if (lo..=hi).contains(&v) {
+            let a = age as f64;
             w_sum += w;
-            sum += w * v;
-            sum_sq += w * v * v;
+            w_sq += w * w;
             kept += 1.0;
+            s_a += w * a;
+            s_v += w * v;
+            s_aa += w * a * a;
+            s_av += w * a * v;
+            s_vv += w * v * v;
         }
         w *= ROBUST_DECAY;
     }
     // The quartiles lie within the fences, so something is kept.
-    let mean = sum / w_sum;
-    let sd = (sum_sq / w_sum - mean * mean).max(0.0).sqrt();
+    let mean = s_v / w_sum;
+    let mean_age = s_a / w_sum;
+    let var_v = (s_vv / w_sum - mean * mean).max(0.0);
+    let var_a = (s_aa / w_sum - mean_age * mean_age).max(0.0);
+    let cov = s_av / w_sum - mean_age * mean;
+    let mut level = mean;
+    let mut sd = var_v.sqrt();
+    if var_a > 0.0 && kept >= ROBUST_FENCE_MIN as f64 {
+        let slope = cov / var_a;
+        let resid = (var_v - slope * cov).max(0.0);
+        let n_eff = w_sum * w_sum / w_sq;
+        let se = (resid / (var_a * n_eff)).sqrt();
+        if slope.abs() > ROBUST_TREND_T * se {
+            // The next interval is one step younger than the newest.
+            level = mean + slope * (-1.0 - mean_age);
+            sd = resid.sqrt();
+        }
+    }
     let prior = mean * ROBUST_PRIOR * (1.0 / kept - 1.0 / ROBUST_PRIOR_UNTIL).max(0.0);
 
     // 4. The timeout.
     let headroom = (ROBUST_HEADROOM * mean).min(ROBUST_HEADROOM_MAX_MS);
-    let t = mean + ROBUST_K * margin * sd.max(prior) + headroom;
+    let mut t = level + ROBUST_K * margin * sd.max(prior);
+    // A slow phase: the newest intervals are all beyond the upper fence
+    // (congestion, an overloaded host). While it lasts, it is the regime.
+    // Longer than `ROBUST_SLOW_MAX` intervals is a loss or an outage.
+    let slow = x
+        .iter()
+        .rev()
+        .take_while(|&&v| v > hi && v <= ROBUST_SLOW_MAX * mean)
+        .count();
+    if slow >= 2 {
+        let phase = &x[n - slow..];
+        let k = slow as f64;
+        let m = phase.iter().sum::<f64>() / k;
+        let var = phase.iter().map(|v| (v - m) * (v - m)).sum::<f64>() / k;
+        let prior = m * ROBUST_PRIOR * (1.0 / k - 1.0 / ROBUST_PRIOR_UNTIL).max(0.0);
+        t = t.max(m + ROBUST_K * margin * var.sqrt().max(prior));
+    }
+    let t = t + headroom;
     if t.is_nan() {
         return 0;
     }
@@ -467,6 +528,32 @@ mod tests {
         h.extend([60000; 12]);
         let t = robust(h.iter().copied());
         assert!(t < 70000, "{t}");
+    }
+
+    #[test]
+    fn robust_takes_a_double_beat_for_noise_not_a_new_period() {
+        let mut h = jittery(60);
+        h.extend([30000, 30000]);
+        h.extend(jittery(3));
+        let plain = robust(jittery(65).iter().copied());
+        let t = robust(h.iter().copied());
+        assert!((t - plain).abs() < plain / 50, "{t} vs {plain}");
+    }
+
+    #[test]
+    fn robust_follows_a_drifting_period() {
+        // +100 ms per beat: 1.x-style averages lag behind.
+        let h: Vec<u32> = (0..100).map(|i| 60000 + 100 * i).collect();
+        let t = robust(h.iter().copied());
+        assert!(t > 69_900 + 1000, "{t}");
+        assert!(t < 69_900 + 2500, "{t}");
+    }
+
+    #[test]
+    fn robust_widens_during_a_slow_phase() {
+        let mut h = jittery(60);
+        h.extend([150_000, 170_000]);
+        assert!(robust(h.iter().copied()) > 170_000);
     }
 
     #[test]
