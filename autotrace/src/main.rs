@@ -152,20 +152,26 @@ fn main() -> anyhow::Result<()> {
             println!(
                 "family\tdetector\tknob\tfalse_alarms_per_1000\tmean_delay\tp99_delay\tmissed"
             );
-            for g in &generated {
-                for &k in &kinds {
-                    for &knob in k.sweep() {
-                        let m = suite::evaluate(k, knob, g, s.options());
-                        println!(
-                            "{}\t{}\t{knob}\t{:.3}\t{:.3}\t{:.3}\t{}",
-                            g.family.name,
-                            k.name(),
-                            m.false_alarm_rate(),
-                            m.mean_delay(),
-                            m.p99_delay(),
-                            m.missed
-                        );
+            let line = |family: &str, k: Kind, knob: f64, m: &replay::Metrics| {
+                println!(
+                    "{family}\t{}\t{knob}\t{:.3}\t{:.3}\t{:.3}\t{}",
+                    k.name(),
+                    m.false_alarm_rate(),
+                    m.mean_delay(),
+                    m.p99_delay(),
+                    m.missed
+                );
+            };
+            for &k in &kinds {
+                for &knob in k.sweep() {
+                    let per_family: Vec<replay::Metrics> = generated
+                        .iter()
+                        .map(|g| suite::evaluate(k, knob, g, s.options()))
+                        .collect();
+                    for (g, m) in generated.iter().zip(&per_family) {
+                        line(g.family.name, k, knob, m);
                     }
+                    line("all", k, knob, &suite::aggregate(&per_family));
                 }
             }
             Ok(())

@@ -39,7 +39,7 @@ pub fn trade_off(path: &Path, title: &str, curves: &[(Kind, Vec<Point>)]) -> any
         .flat_map(|(_, c)| c.iter().map(|p| p.delay))
         .filter(|d| d.is_finite())
         .fold(1.0f64, f64::max)
-        .min(10.0);
+        .min(4.0);
     let min_delay = curves
         .iter()
         .flat_map(|(_, c)| c.iter().map(|p| p.delay))

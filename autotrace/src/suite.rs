@@ -173,10 +173,10 @@ pub fn criteria(suite: &[Generated], base: &[Metrics], ours: &[Metrics]) -> (Str
             "| {name} | {} → {} | {} → {} | {} → {} | {} | {verdict} |",
             num(b.false_alarm_rate(), 2),
             num(o.false_alarm_rate(), 2),
-            num(b.mean_delay(), 3),
-            num(o.mean_delay(), 3),
-            num(b.p99_delay(), 3),
-            num(o.p99_delay(), 3),
+            num(b.mean_delay(), 4),
+            num(o.mean_delay(), 4),
+            num(b.p99_delay(), 4),
+            num(o.p99_delay(), 4),
             o.missed,
         );
         failed.is_empty()
