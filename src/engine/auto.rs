@@ -249,25 +249,32 @@ pub fn robust_with_margin(
     if n == 0 {
         return 1000;
     }
+    // The intervals as given (selections on integers are cheaper) and as
+    // floating point for the sums.
+    let mut raw = [0u32; ROBUST_WINDOW];
+    for (slot, v) in raw.iter_mut().zip(history.skip(total - n)) {
+        *slot = v;
+    }
+    let raw = &raw[..n];
     let mut buf = [0f64; ROBUST_WINDOW];
-    for (slot, v) in buf.iter_mut().zip(history.skip(total - n)) {
+    for (slot, &v) in buf.iter_mut().zip(raw) {
         *slot = f64::from(v);
     }
     let x = &buf[..n];
-    let mut scratch = [0f64; ROBUST_WINDOW];
+    let mut scratch = [0u32; ROBUST_WINDOW];
 
     // 1. The current regime.
     let jitter = if n >= 3 {
-        for (d, w) in scratch.iter_mut().zip(x.windows(2)) {
-            *d = (w[1] - w[0]).abs();
+        for (d, w) in scratch.iter_mut().zip(raw.windows(2)) {
+            *d = w[1].abs_diff(w[0]);
         }
-        median(&mut scratch[..n - 1]) / 0.954
+        f64::from(median(&mut scratch[..n - 1])) / 0.954
     } else {
         0.0
     };
     let recent = n.min(3);
-    scratch[..recent].copy_from_slice(&x[n - recent..]);
-    let level = median(&mut scratch[..recent]);
+    scratch[..recent].copy_from_slice(&raw[n - recent..]);
+    let level = f64::from(median(&mut scratch[..recent]));
     let tolerance = ROBUST_TOLERANCE * jitter + ROBUST_DELTA * level;
     let mut start = 0;
     let (mut below, mut above, mut agree) = (0u32, 0u32, 0u32);
@@ -294,16 +301,21 @@ pub fn robust_with_margin(
         }
     }
     let x = &x[start..];
+    let raw = &raw[start..];
     let n = x.len();
 
     // 2. Outliers: far-out fences.
     let (lo, hi) = if n >= ROBUST_FENCE_MIN {
         let s = &mut scratch[..n];
-        s.copy_from_slice(x);
+        s.copy_from_slice(raw);
         let rank = |p: f64| ((p * (n - 1) as f64).round() as usize).min(n - 1);
-        let q1 = select(s, rank(0.25));
-        let q2 = select(s, rank(0.5));
-        let q3 = select(s, rank(0.75));
+        let (r1, r2, r3) = (rank(0.25), rank(0.5), rank(0.75));
+        // The median first; then each quartile within its half.
+        let q2 = select(s, r2);
+        let (left, right) = s.split_at_mut(r2 + 1);
+        let q1 = f64::from(select(left, r1));
+        let q3 = f64::from(select(right, r3 - r2 - 1));
+        let q2 = f64::from(q2);
         let iqr = (q3 - q1).max(ROBUST_IQR_FLOOR * q2);
         let hi = q3 + ROBUST_FENCE * iqr;
         // Long intervals too many to be lost beats are a mode of the
@@ -386,13 +398,13 @@ pub fn robust_with_margin(
 }
 
 /// The value that would be at `rank` if `v` were sorted (reorders `v`).
-fn select(v: &mut [f64], rank: usize) -> f64 {
-    let (_, x, _) = v.select_nth_unstable_by(rank, f64::total_cmp);
+fn select(v: &mut [u32], rank: usize) -> u32 {
+    let (_, x, _) = v.select_nth_unstable(rank);
     *x
 }
 
 /// The upper median of `v` (reorders `v`).
-fn median(v: &mut [f64]) -> f64 {
+fn median(v: &mut [u32]) -> u32 {
     select(v, v.len() / 2)
 }
 
