@@ -13,7 +13,9 @@ pub const FROZEN_INTERVALS: usize = 20_000;
 
 /// A family with its generated traces.
 pub struct Generated {
+    /// Which family.
     pub family: &'static Family,
+    /// Its traces for the seed, each a service replayed from scratch.
     pub traces: Vec<Trace>,
 }
 

@@ -32,6 +32,7 @@ pub struct Beat {
 /// One service's beats, in arrival order.
 #[derive(Debug, Clone, Default)]
 pub struct Trace {
+    /// The first beat starts the service; each later one ends an interval.
     pub beats: Vec<Beat>,
 }
 
