@@ -7,7 +7,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use lovebeat::engine::auto::lovebeat1;
+use lovebeat::engine::auto::{lovebeat1, robust};
 use lovebeat::engine::membership::{AlarmDef, AlarmMatcher};
 use lovebeat::engine::wheel::Wheel;
 use lovebeat::engine::{Change, Engine, EngineConfig, Timeout};
@@ -203,6 +203,9 @@ fn auto(c: &mut Criterion) {
     let history: Vec<u32> = (0..100).map(|i| 60_000 + (i * 37) % 2000).collect();
     c.bench_function("auto/lovebeat1_100_intervals", |b| {
         b.iter(|| lovebeat1(black_box(&history).iter().copied()))
+    });
+    c.bench_function("auto/robust_100_intervals", |b| {
+        b.iter(|| robust(black_box(&history).iter().copied()))
     });
 }
 

@@ -42,7 +42,11 @@ pub struct Cli {
 pub enum Command {
     /// Read intervals (ms, one per line) on stdin and print the automatic
     /// timeout after each.
-    ValidateAuto,
+    ValidateAuto {
+        /// The algorithm (lovebeat1, robust); see docs/AUTO.md.
+        #[arg(long, default_value = "lovebeat1")]
+        algorithm: crate::engine::auto::Algorithm,
+    },
     /// Read and check the configuration as a start would, and print what
     /// it sets up (exit 0) or the error with its file, line and key (exit
     /// 2); for a systemd unit's ExecStartPre, or before a restart.

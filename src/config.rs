@@ -441,6 +441,7 @@ impl Config {
         EngineConfig {
             alarms: self.alarm_defs(),
             service_defaults: self.services.clone(),
+            algorithm: self.auto.algorithm,
         }
     }
 }
@@ -588,6 +589,22 @@ mode = 600
         assert_eq!(c.alarm_defs()[0].includes, vec!["*".to_string()]);
         assert_eq!(c.metrics[0].server, "localhost:8125");
         assert_eq!(c.eventlog_mode(), 0o600);
+    }
+
+    #[test]
+    fn the_auto_algorithm_is_one_of_those_that_exist() {
+        use crate::engine::auto::Algorithm;
+        let algo = |a: &str| Config::parse(&format!("[auto]\nalgorithm = \"{a}\"\n"));
+        assert_eq!(
+            algo("robust").expect("robust").engine_config().algorithm,
+            Algorithm::Robust
+        );
+        assert_eq!(
+            Config::parse("").expect("empty").engine_config().algorithm,
+            Algorithm::Lovebeat1
+        );
+        let e = algo("best").expect_err("unknown").to_string();
+        assert!(e.contains(":2:") && e.contains("lovebeat1, robust"), "{e}");
     }
 
     #[test]

@@ -563,7 +563,7 @@ mod tests {
                     includes: vec!["*".into()],
                     ..Default::default()
                 }],
-                service_defaults: vec![],
+                ..Default::default()
             },
             T0,
         );

@@ -35,6 +35,7 @@ fn engine() -> &'static Engine {
             EngineConfig {
                 alarms,
                 service_defaults: Vec::new(),
+                ..Default::default()
             },
             1_700_000_000_000,
         )
@@ -78,7 +79,12 @@ pub fn pattern(data: &[u8]) {
     let mut parts = data.split(|c| *c == 0);
     let patterns: Vec<String> = parts
         .next()
-        .map(|p| String::from_utf8_lossy(p).lines().map(str::to_string).collect())
+        .map(|p| {
+            String::from_utf8_lossy(p)
+                .lines()
+                .map(str::to_string)
+                .collect()
+        })
         .unwrap_or_default();
     let mut set = crate::pattern::PatternSet::default();
     for p in patterns.iter().take(16) {
@@ -182,7 +188,8 @@ pub fn http_request(data: &[u8]) {
         .unwrap_or("");
     let query_key = req.uri().query().unwrap_or("").contains("key=");
     let subprotocol = req.headers().contains_key("sec-websocket-protocol");
-    let may_carry_key = auth.contains("writer") || auth.contains("reader") || query_key || subprotocol;
+    let may_carry_key =
+        auth.contains("writer") || auth.contains("reader") || query_key || subprotocol;
     if !crate::http::auth::is_read_only(req.method()) {
         assert!(
             may_carry_key,
@@ -191,6 +198,9 @@ pub fn http_request(data: &[u8]) {
     }
     let open = matched.as_ref().is_some_and(|m| m.value.is_open());
     if !open {
-        assert!(may_carry_key, "a closed read got through: {method} {target}");
+        assert!(
+            may_carry_key,
+            "a closed read got through: {method} {target}"
+        );
     }
 }

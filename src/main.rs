@@ -13,7 +13,7 @@ fn main() -> ExitCode {
     let cli = cli::parse();
     lovebeat::logging::init(cli.debug, cli.syslog.then_some(cli.syslog_socket.as_path()));
     match cli.command {
-        Some(Command::ValidateAuto) => return validate_auto(),
+        Some(Command::ValidateAuto { algorithm }) => return validate_auto(algorithm),
         Some(Command::CheckConfig) => {
             return match Config::load(cli.config.as_deref(), &cli.config_dir) {
                 Ok(c) => {
@@ -73,8 +73,8 @@ fn main() -> ExitCode {
 }
 
 /// `lovebeat validate-auto`: one interval (ms) per line in, the automatic
-/// timeout for all intervals so far out.
-fn validate_auto() -> ExitCode {
+/// timeout for all intervals so far out, by `algorithm`.
+fn validate_auto(algorithm: auto::Algorithm) -> ExitCode {
     let mut history: Vec<u32> = Vec::new();
     for (n, line) in std::io::stdin().lock().lines().enumerate() {
         let line = match line {
@@ -91,7 +91,7 @@ fn validate_auto() -> ExitCode {
         match text.parse::<u32>() {
             Ok(v) => {
                 history.push(v);
-                println!("{}", auto::lovebeat1(history.iter().copied()));
+                println!("{}", algorithm.timeout(history.iter().copied()));
             }
             Err(_) => {
                 eprintln!(

@@ -28,7 +28,12 @@ fn replay(dir: &Path, target: Target) -> usize {
         let path = entry.expect("corpus entry").path();
         let data = std::fs::read(&path).expect("corpus file");
         let result = std::panic::catch_unwind(|| target(&data));
-        assert!(result.is_ok(), "{} fails on {}", dir.display(), path.display());
+        assert!(
+            result.is_ok(),
+            "{} fails on {}",
+            dir.display(),
+            path.display()
+        );
         n += 1;
     }
     n

@@ -284,6 +284,34 @@ fn validate_auto_prints_the_timeout_after_each_interval() {
     assert!(status.success());
 }
 
+#[test]
+fn validate_auto_uses_the_algorithm_asked_for() {
+    let run = |args: &[&str]| {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lovebeat"))
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(b"60000\n60000\n")
+            .expect("write");
+        child.wait_with_output().expect("output")
+    };
+    let out = run(&["validate-auto", "--algorithm", "robust"]);
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "84940\n72340\n");
+    let out = run(&["validate-auto", "--algorithm", "lovebeat1"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "61000\n61000\n");
+    let out = run(&["validate-auto", "--algorithm", "nope"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown algorithm 'nope'"));
+}
+
 /// The daemon re-executes itself once (same process id) with glibc's
 /// malloc asking for huge pages, and keeps a choice made in the
 /// environment: `glibc.malloc.hugetlb=0` leaves them off.

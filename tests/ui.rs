@@ -87,6 +87,12 @@ fn an_alarm_page_lists_exactly_its_services() {
 }
 
 #[test]
+fn an_auto_service_chart_steps_with_its_learned_timeout() {
+    let d = Daemon::start("");
+    scenario("autochart", &d, &page(&d));
+}
+
+#[test]
 fn fifty_thousand_services_render_and_filter() {
     let d = Daemon::start("");
     scenario("many", &d, &page(&d));

@@ -546,11 +546,14 @@ async function loadDetail(name) {
     + (svc.running ? ` · running for ${human(Math.max(0, now() - svc.started_at))}` : '')
     + (svc.max_runtime ? ` · may run ${human(svc.max_runtime)}` : '')
     + (svc.analysis ? ` · usually every ${analysisText(svc.analysis)}${svc.analysis.unstable ? ' (unstable)' : ''}` : '');
-  drawChart($('chart'), svc.beat_history || [], limit, 'no intervals yet');
+  const learned = svc.learned_timeouts || null;
+  drawChart($('chart'), svc.beat_history || [], limit, 'no intervals yet', learned);
   // Name the line only when there is one (a schedule has no timeout).
-  $('chart-cap').textContent = limit
-    ? 'Recent intervals between beats (bars) against the timeout (line).'
-    : 'Recent intervals between beats.';
+  $('chart-cap').textContent = learned
+    ? 'Recent intervals between beats (bars) against the timeout learned before each (step line).'
+    : limit
+      ? 'Recent intervals between beats (bars) against the timeout (line).'
+      : 'Recent intervals between beats.';
   const runs = svc.run_history || [];
   $('runs').hidden = runs.length === 0;
   if (runs.length) drawChart($('run-chart'), runs, svc.max_runtime || 0, 'no runs yet');
@@ -565,18 +568,32 @@ async function loadDetail(name) {
   }
 }
 
-function drawChart(svg, history, limit, empty) {
+// `steps`, when given, is the limit in force for each bar (null: none):
+// an automatic timeout, drawn as a step line that moves as it was learned.
+function drawChart(svg, history, limit, empty, steps = null) {
   const W = 400; const H = 120; const pad = 4;
   if (!history.length) {
     svg.innerHTML = `<text x="${W / 2}" y="${H / 2}" text-anchor="middle" font-size="12" fill="#57606a">${empty}</text>`;
     return;
   }
-  const top = Math.max(limit, ...history) * 1.1;
+  const limitOf = (i) => (steps ? steps[i] : limit);
+  const top = Math.max(limit, ...history, ...(steps || []).filter((v) => v)) * 1.1;
   const bw = (W - pad * 2) / history.length;
   const y = (v) => H - pad - (v / top) * (H - pad * 2);
   const bars = history.map((v, i) =>
-    `<rect class="bar${limit && v > limit ? ' late' : ''}" x="${pad + i * bw}" y="${y(v)}" width="${Math.max(1, bw - 1)}" height="${H - pad - y(v)}"><title>${human(v)}</title></rect>`).join('');
-  const line = limit ? `<line class="limit" x1="0" x2="${W}" y1="${y(limit)}" y2="${y(limit)}"><title>limit ${human(limit)}</title></line>` : '';
+    `<rect class="bar${limitOf(i) && v > limitOf(i) ? ' late' : ''}" x="${pad + i * bw}" y="${y(v)}" width="${Math.max(1, bw - 1)}" height="${H - pad - y(v)}"><title>${human(v)}${limitOf(i) ? ` (timeout ${human(limitOf(i))})` : ''}</title></rect>`).join('');
+  let line = '';
+  if (steps) {
+    const points = [];
+    steps.forEach((t, i) => {
+      if (t) points.push(`${pad + i * bw},${y(t)} ${pad + (i + 1) * bw},${y(t)}`);
+    });
+    line = points.length
+      ? `<polyline class="limit learned" fill="none" points="${points.join(' ')}"><title>learned timeout</title></polyline>`
+      : '';
+  } else if (limit) {
+    line = `<line class="limit" x1="0" x2="${W}" y1="${y(limit)}" y2="${y(limit)}"><title>limit ${human(limit)}</title></line>`;
+  }
   svg.innerHTML = bars + line;
   svg.setAttribute('aria-label', `${history.length} intervals between ${human(Math.min(...history))} and ${human(Math.max(...history))}${limit ? `, timeout ${human(limit)}` : ''}`);
 }

@@ -19,6 +19,8 @@ pub struct EngineConfig {
     pub alarms: Vec<AlarmDef>,
     /// `[[services]]` defaults; the first that matches wins.
     pub service_defaults: Vec<ServiceDefaults>,
+    /// How automatic timeouts are learned.
+    pub algorithm: Algorithm,
 }
 
 /// `[[alarms]]`: a group of services chosen by patterns, with its alerts.

@@ -154,6 +154,8 @@ struct Inner {
     /// `[[services]]` patterns; ids index `default_values`.
     defaults: PatternSet,
     default_values: Vec<ServiceDefaults>,
+    /// How automatic timeouts are learned (`[auto] algorithm`).
+    algorithm: auto::Algorithm,
     timers: Mutex<Timers>,
     /// Wakes the expiry task when a deadline earlier than its next wake
     /// was armed.
@@ -192,6 +194,7 @@ impl Engine {
                 matcher: AlarmMatcher::new(config.alarms),
                 defaults,
                 default_values: config.service_defaults,
+                algorithm: config.algorithm,
                 timers: Mutex::new(Timers::new(now)),
                 wake: Notify::new(),
                 events,
@@ -340,6 +343,7 @@ impl Engine {
     fn new_service(&self, name: &str, alarms: ThinVec<Arc<str>>, now: i64) -> Service {
         let inner = &*self.inner;
         let mut svc = Service::new(now, TIMEOUT_NONE, alarms);
+        svc.set_algorithm(inner.algorithm);
         if inner.defaults.is_empty() {
             return svc;
         }

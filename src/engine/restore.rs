@@ -105,6 +105,7 @@ impl Engine {
         );
         svc.last_beat = s.last_beat;
         svc.muted_since = s.muted_since;
+        svc.set_algorithm(inner.algorithm);
         svc.set_history(s.beat_history);
         svc.anchor = now;
         match s.job.as_deref().map(job::JobRecord::to_ext) {

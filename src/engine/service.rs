@@ -6,7 +6,7 @@ use thin_vec::ThinVec;
 
 use serde::Serialize;
 
-use super::auto::{self, BeatAnalysis};
+use super::auto::{self, Algorithm, BeatAnalysis};
 use super::job::{JobExt, JobFailure};
 use super::timeout::{Timeout, TIMEOUT_AUTO, TIMEOUT_SCHEDULE};
 use super::{Change, FailReport};
@@ -103,6 +103,9 @@ pub struct Service {
     history_len: u8,
     /// Oldest entry once the ring is full, else 0.
     history_head: u8,
+    /// How `auto_ms` is learned (`[auto] algorithm`); a byte that the
+    /// record's padding had spare.
+    algorithm: Algorithm,
     /// Current state; `New` only inside a single engine operation.
     pub state: State,
     /// Names of the alarms this service belongs to, sorted. A thin vector
@@ -114,7 +117,8 @@ pub struct Service {
 
 impl Service {
     /// A service created at `now` with a timeout given as its wire number
-    /// (not a schedule), before its first evaluation.
+    /// (not a schedule), learning with 1.x's algorithm, before its first
+    /// evaluation.
     pub fn new(now: i64, timeout: i64, alarms: ThinVec<Arc<str>>) -> Service {
         Service {
             last_beat: -1,
@@ -127,6 +131,7 @@ impl Service {
             history: Box::new([]),
             history_len: 0,
             history_head: 0,
+            algorithm: Algorithm::Lovebeat1,
             state: State::New,
             alarms,
             ext: None,
@@ -376,10 +381,18 @@ impl Service {
         (self.timeout == TIMEOUT_AUTO && self.auto_ms != NO_AUTO).then_some(i64::from(self.auto_ms))
     }
 
+    /// Learns automatic timeouts with `algorithm` from now on.
+    pub fn set_algorithm(&mut self, algorithm: Algorithm) {
+        if self.algorithm != algorithm {
+            self.algorithm = algorithm;
+            self.relearn();
+        }
+    }
+
     /// Recomputes the learned timeout after the history or the mode changed.
     fn relearn(&mut self) {
         self.auto_ms = if self.timeout == TIMEOUT_AUTO && self.history_len > 0 {
-            u32::try_from(auto::lovebeat1(self.intervals()).max(0)).unwrap_or(NO_AUTO - 1)
+            u32::try_from(self.algorithm.timeout(self.intervals()).max(0)).unwrap_or(NO_AUTO - 1)
         } else {
             NO_AUTO
         };
@@ -466,6 +479,16 @@ impl Service {
         older.iter().chain(newer.iter()).copied().exact()
     }
 
+    /// The timeout that was in force for each interval of `history`: what
+    /// the algorithm learned from the intervals before it (none before the
+    /// first), so a chart can draw the learned timeout as a step line
+    /// against the intervals.
+    fn learned_timeouts(&self, history: &[u32]) -> Vec<Option<i64>> {
+        (0..history.len())
+            .map(|i| (i > 0).then(|| self.algorithm.timeout(history[..i].iter().copied())))
+            .collect()
+    }
+
     /// The externally visible object (README, "HTTP API").
     pub fn view(&self, name: &Name, details: bool) -> ServiceView {
         let history: Vec<u32> = self.intervals().collect();
@@ -479,6 +502,8 @@ impl Service {
             in_alarms: self.alarms.to_vec(),
             analysis: auto::analyze(&history),
             effective_timeout: self.learned(),
+            learned_timeouts: (details && self.timeout == TIMEOUT_AUTO)
+                .then(|| self.learned_timeouts(&history)),
             beat_history: details.then_some(history),
             job: self.ext.as_deref().map(|e| Box::new(JobView::new(e))),
         }
@@ -550,6 +575,11 @@ pub struct ServiceView {
     /// The learned timeout of an auto service with at least one interval.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub effective_timeout: Option<i64>,
+    /// For an auto service, with details: the timeout in force for each
+    /// interval of `beat_history` (learned from the ones before it; `null`
+    /// for the first).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub learned_timeouts: Option<Vec<Option<i64>>>,
     /// The job fields of README, "Cron jobs and scripts" that are in use, inline in the object.
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub job: Option<Box<JobView>>,

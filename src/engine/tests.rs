@@ -8,6 +8,7 @@ fn engine(alarms: Vec<AlarmDef>) -> Engine {
         EngineConfig {
             alarms,
             service_defaults: vec![ServiceDefaults::timeout("deprecated.*", Timeout::Always)],
+            ..Default::default()
         },
         T0,
     )
@@ -397,4 +398,62 @@ async fn a_held_up_driver_reports_once_not_once_per_missed_period() {
     );
     stop.cancel();
     driver.await.expect("driver ends");
+}
+
+#[test]
+fn the_configured_algorithm_learns_and_details_show_each_step() {
+    let e = Engine::new(
+        EngineConfig {
+            algorithm: auto::Algorithm::Robust,
+            ..Default::default()
+        },
+        T0,
+    );
+    let intervals = [60_000u32, 61_000, 59_000, 60_500, 90_000, 60_000];
+    let mut now = T0;
+    e.change(
+        "auto.svc",
+        Change {
+            beat: true,
+            ..Change::timeout(Timeout::Auto)
+        },
+        now,
+    )
+    .expect("valid");
+    for i in intervals {
+        now += i64::from(i);
+        e.beat("auto.svc", now).expect("valid");
+    }
+    let v = e.service("auto.svc", true).expect("exists");
+    assert_eq!(v.beat_history.as_deref(), Some(&intervals[..]));
+    assert_eq!(
+        v.effective_timeout,
+        Some(auto::robust(intervals.iter().copied()))
+    );
+    assert_ne!(
+        v.effective_timeout,
+        Some(auto::lovebeat1(intervals.iter().copied()))
+    );
+    let steps = v.learned_timeouts.expect("an auto service with details");
+    assert_eq!(steps.len(), intervals.len());
+    assert_eq!(steps[0], None);
+    for (i, step) in steps.iter().enumerate().skip(1) {
+        assert_eq!(
+            *step,
+            Some(auto::robust(intervals[..i].iter().copied())),
+            "step {i}"
+        );
+    }
+    // Without details, or for a fixed timeout, there are none.
+    assert!(e
+        .service("auto.svc", false)
+        .expect("exists")
+        .learned_timeouts
+        .is_none());
+    e.change("fixed", timeout(60), now).expect("valid");
+    assert!(e
+        .service("fixed", true)
+        .expect("exists")
+        .learned_timeouts
+        .is_none());
 }

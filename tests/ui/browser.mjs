@@ -201,6 +201,25 @@ const scenarios = {
     assert.equal(await service('csrf.fetch'), null);
   },
 
+  // An auto service's chart draws the timeout learned before each
+  // interval as a step line.
+  async autochart(page) {
+    for (let i = 0; i < 4; i += 1) {
+      await api('api/services/auto.chart?timeout=auto', { method: 'POST' });
+      await new Promise((r) => setTimeout(r, 1100));
+    }
+    const svc = (await api('api/services/auto.chart?details=1')).body.service;
+    assert.equal(svc.beat_history.length, 3);
+    assert.equal(svc.learned_timeouts.length, 3);
+    await page.goto(`${url}#/services`);
+    await row(page, 'auto.chart').locator('[data-open]').click();
+    await page.locator('#chart polyline.learned').waitFor();
+    const points = await page.locator('#chart polyline.learned').getAttribute('points');
+    // Two steps (the first interval had nothing learned before it).
+    assert.equal(points.trim().split(/\s+/).length, 4, points);
+    assert.match(await page.locator('#chart-cap').innerText(), /learned before each/);
+  },
+
   // 50 000 services: only the visible rows exist, and a filter narrows them.
   async many(page) {
     const n = 50000;
