@@ -134,26 +134,25 @@ pub struct Gate {
 /// path (a disguised spelling is a 400), the host name (421), the origin
 /// of a change (403), the key (401, 403). `Ok` carries the route's match,
 /// `None` for a path the table does not know (a 404, once the key check
-/// let it through).
+/// let it through). The refusal is boxed: it is the rare case.
 pub fn admit<'p, B>(
     req: &Request<B>,
     path: &'p str,
     gate: &Gate,
-) -> Result<Option<matchit::Match<'static, 'p, &'static Endpoint>>, Response<Body>> {
-    let parsed =
-        RequestPath::parse(path).map_err(|e| error(StatusCode::BAD_REQUEST, e.to_string()))?;
+) -> Result<Option<matchit::Match<'static, 'p, &'static Endpoint>>, Box<Response<Body>>> {
+    let parsed = RequestPath::parse(path)
+        .map_err(|e| Box::new(error(StatusCode::BAD_REQUEST, e.to_string())))?;
     let matched = routes().at(parsed.as_str()).ok();
     let endpoint = matched.as_ref().map(|m| *m.value);
-    if let Some(refused) = gate.hosts.check(req) {
-        return Err(refused);
+    let refused = gate
+        .hosts
+        .check(req)
+        .or_else(|| super::origin::check(req, endpoint == Some(Endpoint::Websocket)))
+        .or_else(|| gate.keys.check(req, endpoint));
+    match refused {
+        Some(r) => Err(Box::new(r)),
+        None => Ok(matched),
     }
-    if let Some(refused) = super::origin::check(req, endpoint == Some(Endpoint::Websocket)) {
-        return Err(refused);
-    }
-    if let Some(denied) = gate.keys.check(req, endpoint) {
-        return Err(denied);
-    }
-    Ok(matched)
 }
 
 /// Routes one request, once [`admit`] let it through.
@@ -162,7 +161,7 @@ async fn route(req: Request<Incoming>, state: &AppState) -> Response<Body> {
     let m = match admit(&req, &path, &state.gate) {
         Ok(Some(m)) => m,
         Ok(None) => return error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     let param = |k: &str| m.params.get(k).unwrap_or_default();
     let method = req.method().clone();
