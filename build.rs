@@ -19,8 +19,16 @@ fn main() {
         .find(|r| !r.is_empty())
         .unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=LOVEBEAT_GIT_REV={rev}");
-    for path in [".git/HEAD", ".git/refs/heads"] {
-        if Path::new(path).exists() {
+    // Where git keeps HEAD: `.git/HEAD` in a checkout, elsewhere in a
+    // worktree (whose `.git` is a file), so ask git.
+    for what in ["HEAD", "refs/heads"] {
+        let path = Command::new("git")
+            .args(["rev-parse", "--git-path", what])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+        if let Some(path) = path.filter(|p| Path::new(p).exists()) {
             println!("cargo:rerun-if-changed={path}");
         }
     }

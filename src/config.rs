@@ -177,6 +177,12 @@ impl<'de> Deserialize<'de> for ListenAddr {
     }
 }
 
+/// Reads an optional string where an empty one means unset, as the
+/// documented defaults (`password = ""`) write it.
+pub fn empty_is_none<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.filter(|s| !s.is_empty()))
+}
+
 /// Accepts one value where a list of them is expected: `[metrics]` for
 /// `[[metrics]]`, or `write_keys = "k"` (a likely slip, whose type error
 /// would quote the key).
@@ -222,15 +228,26 @@ impl Config {
                 }
             }
         }
-        if let Ok(entries) = std::fs::read_dir(dir) {
-            let mut extra: Vec<PathBuf> = entries
-                .filter_map(Result::ok)
-                .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
-                .filter(|e| e.file_type().is_ok_and(|t| !t.is_dir()))
-                .map(|e| e.path())
-                .collect();
-            extra.sort();
-            files.extend(extra);
+        let io = |source| ConfigError::Io {
+            path: dir.to_path_buf(),
+            source,
+        };
+        match std::fs::read_dir(dir) {
+            Ok(entries) => {
+                let mut extra = Vec::new();
+                for e in entries {
+                    let e = e.map_err(io)?;
+                    let hidden = e.file_name().to_string_lossy().starts_with('.');
+                    if !hidden && !e.file_type().map_err(io)?.is_dir() {
+                        extra.push(e.path());
+                    }
+                }
+                extra.sort();
+                files.extend(extra);
+            }
+            // No directory: nothing to add (the default one rarely exists).
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(e)),
         }
         let mut merged = toml::Table::new();
         for f in &files {
@@ -406,6 +423,36 @@ impl Config {
         out
     }
 
+    /// Settings that work but are likely not what was meant: a start logs
+    /// them and `check-config` prints them.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if !self.views.is_empty() {
+            w.push("[[views]] is deprecated: it is read as [[alarms]]; rename the sections".into());
+        }
+        let http = &self.http;
+        if http.write_keys.is_empty() && http.allowed_hosts.is_empty() {
+            w.push(
+                "[http] has neither write_keys nor allowed_hosts: a web page that points its own name at this lovebeat's address (DNS rebinding) could change it through a visitor's browser; set allowed_hosts to the names lovebeat is reached by, or set write_keys".into(),
+            );
+        }
+        if !http.write_keys.is_empty() {
+            for (what, listen) in [("udp", &self.udp.listen), ("tcp", &self.tcp.listen)] {
+                if !listen.addr.ip().is_loopback() {
+                    w.push(format!(
+                        "[{what}] listen = \"{listen}\" takes statsd lines from the network, and statsd has no keys: anyone who reaches it can beat, fail or silence services despite write_keys; listen on 127.0.0.1 unless the network is trusted"
+                    ));
+                }
+            }
+        }
+        if !http.read_keys.is_empty() && http.write_keys.is_empty() {
+            w.push(
+                "[http] read_keys is set but write_keys is not: reading needs a key, but changes (beats, mutes, deletes) need none; set write_keys to guard them".into(),
+            );
+        }
+        w
+    }
+
     /// The event log's file mode.
     pub fn eventlog_mode(&self) -> u32 {
         self.eventlog.mode.0
@@ -530,12 +577,22 @@ fn quote_mode_token(text: &str) -> Result<std::borrow::Cow<'_, str>, toml::de::E
 }
 
 /// Merges `src` into `dst`: tables recursively, arrays appended, other
-/// values replaced.
+/// values replaced. A section that may be one table or an array of them
+/// (`[metrics]` and `[[metrics]]`) is appended either way.
 fn merge(dst: &mut toml::Table, src: toml::Table) {
     for (k, v) in src {
+        let one_or_many = k == "metrics";
         match (dst.get_mut(&k), v) {
-            (Some(toml::Value::Table(d)), toml::Value::Table(s)) => merge(d, s),
             (Some(toml::Value::Array(d)), toml::Value::Array(s)) => d.extend(s),
+            (Some(toml::Value::Array(d)), toml::Value::Table(s)) if one_or_many => {
+                d.push(toml::Value::Table(s))
+            }
+            (Some(toml::Value::Table(d)), toml::Value::Array(s)) if one_or_many => {
+                let mut all = vec![toml::Value::Table(std::mem::take(d))];
+                all.extend(s);
+                dst.insert(k, toml::Value::Array(all));
+            }
+            (Some(toml::Value::Table(d)), toml::Value::Table(s)) => merge(d, s),
             (_, v) => {
                 dst.insert(k, v);
             }
@@ -714,6 +771,36 @@ mode = 600
                 ("x.*".into(), Timeout::After(3_600_000))
             ]
         );
+    }
+
+    #[test]
+    fn metrics_in_the_main_file_and_in_conf_d_are_both_kept() {
+        let mut a: toml::Table = toml::from_str("[metrics]\nserver = \"a:8125\"\n").expect("toml");
+        let b: toml::Table = toml::from_str("[[metrics]]\nserver = \"b:8125\"\n").expect("toml");
+        merge(&mut a, b);
+        let c: toml::Table = toml::from_str("[metrics]\nserver = \"c:8125\"\n").expect("toml");
+        merge(&mut a, c);
+        let config = Config::from_table(a).expect("valid");
+        let servers: Vec<&str> = config.metrics.iter().map(|m| m.server.as_str()).collect();
+        assert_eq!(servers, ["a:8125", "b:8125", "c:8125"]);
+    }
+
+    #[test]
+    fn empty_credentials_are_none_and_an_unreadable_config_dir_is_an_error() {
+        let c = Config::parse(
+            "[mail]\nusername = \"\"\npassword = \"\"\n[[notify]]\nlovebeat = \"http://x\"\nkey = \"\"\n",
+        )
+        .expect("valid");
+        assert_eq!((c.mail.username, c.mail.password), (None, None));
+        assert_eq!(c.notify[0].key, None);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("not-a-dir");
+        std::fs::write(&file, "").expect("file");
+        assert!(matches!(
+            Config::load(None, &file),
+            Err(ConfigError::Io { .. })
+        ));
+        assert!(Config::load(None, &dir.path().join("missing")).is_ok());
     }
 
     #[test]

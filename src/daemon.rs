@@ -63,7 +63,12 @@ pub fn reexec_with_huge_pages() {
 
 /// Runs until SIGTERM or SIGINT, then stops input, saves and returns.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    warn_deprecated(&config);
+    for f in &config.files {
+        tracing::info!("configuration read from {}", f.display());
+    }
+    for w in config.warnings() {
+        tracing::warn!("{w}");
+    }
     let config = Arc::new(config);
     let now = now_ms();
     let engine = Engine::new(config.engine_config(), now);
@@ -112,7 +117,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         engine.clone(),
         stats.clone(),
         &config.udp,
-        stop.input.clone(),
+        stop.input_token.clone(),
     )
     .with_context(|| format!("cannot listen for statsd on UDP {}", config.udp.listen))?;
     let tcp_listener = TcpListener::bind(config.tcp.listen.addr)
@@ -131,20 +136,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let (reporter, reports) = notify::reporter(&config.notify);
     // Input: what changes the engine, stopped first.
-    stop.inputs.spawn(
-        engine
-            .clone()
-            .run_expiry(stop.input.clone(), notify::REPORT_EVERY, {
-                let reporter = reporter.clone();
-                move || reporter.report(notify::Part::Monitor)
-            }),
-    );
-    stop.inputs.spawn(tcp::serve(
+    stop.input_tasks.spawn(engine.clone().run_expiry(
+        stop.input_token.clone(),
+        notify::REPORT_EVERY,
+        {
+            let reporter = reporter.clone();
+            move || reporter.report(notify::Part::Monitor)
+        },
+    ));
+    stop.input_tasks.spawn(tcp::serve(
         tcp_listener,
         engine.clone(),
         stats.clone(),
-        stop.input.clone(),
-        stop.inputs.clone(),
+        stop.input_token.clone(),
+        stop.input_tasks.clone(),
     ));
     let saves = Arc::new(persistence::SaveStats::default());
     let ws_hub = Arc::new(http::ws::WsHub::default());
@@ -168,97 +173,96 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             ),
         },
     });
-    stop.inputs.spawn(http::serve(
+    stop.input_tasks.spawn(http::serve(
         http_listener,
         state,
-        stop.input.clone(),
-        stop.inputs.clone(),
+        stop.input_token.clone(),
+        stop.input_tasks.clone(),
     ));
     // Alerts: drained once input has stopped.
     let alerters = Alerters::new(config.clone()).context("cannot set up the alerters")?;
-    stop.alerts.spawn(sinks::alerts::run(
+    stop.alert_tasks.spawn(sinks::alerts::run(
         alerters,
         engine.clone(),
         alert_events,
         alert_stats.clone(),
         reporter.clone(),
-        stop.drain.clone(),
+        stop.alert_token.clone(),
     ));
     // Views and sinks: stopped last, before the final save.
     let reopen = Arc::new(Notify::new());
-    stop.sinks.spawn(sinks::log::run(
+    stop.sink_tasks.spawn(sinks::log::run(
         engine.clone(),
         log_events,
-        stop.rest.clone(),
+        stop.sink_token.clone(),
     ));
     if config.eventlog.path.is_empty() {
         drop(eventlog_events); // Unread, it would only pin old events.
     } else {
         let services = engine.watch_services();
-        stop.sinks.spawn(sinks::eventlog::run(
+        stop.sink_tasks.spawn(sinks::eventlog::run(
             services,
             PathBuf::from(&config.eventlog.path),
             config.eventlog_mode(),
             eventlog_events,
             reopen.clone(),
-            stop.rest.clone(),
+            stop.sink_token.clone(),
         ));
     }
-    stop.sinks.spawn(http::ws::run_hub(
+    stop.sink_tasks.spawn(http::ws::run_hub(
         ws_hub,
         engine.clone(),
         ws_events,
-        stop.rest.clone(),
+        stop.sink_token.clone(),
     ));
-    stop.sinks.spawn(sinks::metrics::run(
+    stop.sink_tasks.spawn(sinks::metrics::run(
         config.metrics.clone(),
         engine.clone(),
         metrics_events,
         counters,
-        stop.rest.clone(),
+        stop.sink_token.clone(),
     ));
-    stop.sinks.spawn(notify::run(
+    stop.sink_tasks.spawn(notify::run(
         config.notify.clone(),
         reports,
-        stop.rest.clone(),
+        stop.sink_token.clone(),
     ));
-    stop.sinks.spawn(persistence::run(
+    stop.sink_tasks.spawn(persistence::run(
         engine.clone(),
         db_path.clone(),
         Duration::from_secs(config.database.interval),
         saves.clone(),
         remote.clone(),
         reporter,
-        stop.rest.clone(),
+        stop.sink_token.clone(),
     ));
 
     wait_for_stop(&reopen).await?;
     let deadline = tokio::time::Instant::now() + STOP_WITHIN;
     tracing::info!("shutting down: stopping input, then alerts, then saving");
-    stop.input.cancel();
+    stop.input_token.cancel();
     let _ = tokio::task::spawn_blocking(move || udp.join()).await;
-    stop.inputs.close();
-    if tokio::time::timeout_at(deadline, stop.inputs.wait())
+    stop.input_tasks.close();
+    if tokio::time::timeout_at(deadline, stop.input_tasks.wait())
         .await
         .is_err()
     {
         tracing::warn!("input did not stop in time; saving anyway");
     }
-    stop.drain.cancel();
-    stop.alerts.close();
+    stop.alert_token.cancel();
+    stop.alert_tasks.close();
     let drain_until = (tokio::time::Instant::now() + DRAIN_ALERTS).min(deadline - SAVE_RESERVE);
-    if tokio::time::timeout_at(drain_until, stop.alerts.wait())
+    if tokio::time::timeout_at(drain_until, stop.alert_tasks.wait())
         .await
         .is_err()
     {
         tracing::error!(
-            "alerts still undelivered after {} s of shutdown: they are lost",
-            DRAIN_ALERTS.as_secs()
+            "alerts still undelivered when the shutdown's time for them ran out: they are lost"
         );
     }
-    stop.rest.cancel();
-    stop.sinks.close();
-    let _ = tokio::time::timeout_at(deadline - SAVE_RESERVE, stop.sinks.wait()).await;
+    stop.sink_token.cancel();
+    stop.sink_tasks.close();
+    let _ = tokio::time::timeout_at(deadline - SAVE_RESERVE, stop.sink_tasks.wait()).await;
     let saved = persistence::save_now(&engine, &db_path, &saves)
         .await
         .with_context(|| format!("final save to {} failed", db_path.display()))?;
@@ -279,7 +283,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             );
         }
     }
-    stop.all.cancel();
+    stop.root.cancel();
     Ok(())
 }
 
@@ -296,28 +300,29 @@ const SAVE_RESERVE: Duration = Duration::from_secs(3);
 /// TCP, HTTP and every connection, and the deadline driver, so nothing
 /// changes any more), then alerts (drained: what was queued is
 /// delivered), then the views and sinks; then the final save and upload.
-/// Each phase's token is a child of `all`.
+/// Each phase's token is a child of `root`, which is cancelled last, so
+/// whatever is still running then stops too.
 struct Stopping {
-    all: CancellationToken,
-    input: CancellationToken,
-    inputs: TaskTracker,
-    drain: CancellationToken,
-    alerts: TaskTracker,
-    rest: CancellationToken,
-    sinks: TaskTracker,
+    root: CancellationToken,
+    input_token: CancellationToken,
+    input_tasks: TaskTracker,
+    alert_token: CancellationToken,
+    alert_tasks: TaskTracker,
+    sink_token: CancellationToken,
+    sink_tasks: TaskTracker,
 }
 
 impl Stopping {
     fn new() -> Stopping {
-        let all = CancellationToken::new();
+        let root = CancellationToken::new();
         Stopping {
-            input: all.child_token(),
-            drain: all.child_token(),
-            rest: all.child_token(),
-            all,
-            inputs: TaskTracker::new(),
-            alerts: TaskTracker::new(),
-            sinks: TaskTracker::new(),
+            input_token: root.child_token(),
+            alert_token: root.child_token(),
+            sink_token: root.child_token(),
+            root,
+            input_tasks: TaskTracker::new(),
+            alert_tasks: TaskTracker::new(),
+            sink_tasks: TaskTracker::new(),
         }
     }
 }
@@ -337,34 +342,5 @@ async fn wait_for_stop(reopen: &Notify) -> anyhow::Result<()> {
                 reopen.notify_one();
             }
         }
-    }
-}
-
-/// Warns about settings that work but are likely not what was meant: 1.x
-/// names that should be renamed, and read keys without write keys (which
-/// guard reading while anyone may still change everything).
-fn warn_deprecated(config: &Config) {
-    if !config.views.is_empty() {
-        tracing::warn!("[[views]] is deprecated: it is read as [[alarms]]; rename the sections");
-    }
-    if config.http.write_keys.is_empty() && config.http.allowed_hosts.is_empty() {
-        tracing::warn!(
-            "[http] has neither write_keys nor allowed_hosts: a web page that points its own name at this lovebeat's address (DNS rebinding) could change it through a visitor's browser; set allowed_hosts to the names lovebeat is reached by, or set write_keys"
-        );
-    }
-    if !config.http.write_keys.is_empty() {
-        for (what, listen) in [("udp", &config.udp.listen), ("tcp", &config.tcp.listen)] {
-            let local = listen.addr.ip().is_loopback();
-            if !local {
-                tracing::warn!(
-                    "[{what}] listen = \"{listen}\" takes statsd lines from the network, and statsd has no keys: anyone who reaches it can beat, fail or silence services despite write_keys; listen on 127.0.0.1 unless the network is trusted"
-                );
-            }
-        }
-    }
-    if !config.http.read_keys.is_empty() && config.http.write_keys.is_empty() {
-        tracing::warn!(
-            "[http] read_keys is set but write_keys is not: reading needs a key, but changes (beats, mutes, deletes) need none; set write_keys to guard them"
-        );
     }
 }

@@ -406,7 +406,7 @@ pub fn save(engine: &Engine, path: &Path) -> std::io::Result<Saved> {
                     state: svc.state.as_str(),
                     muted_since: svc.muted_since,
                     last_state_change: svc.last_state_change,
-                    job: svc.ext.as_deref().map(JobRecord::from_ext),
+                    job: svc.job.as_deref().map(JobRecord::from_ext),
                 });
             },
         );

@@ -18,6 +18,9 @@ fn main() -> ExitCode {
             return match Config::load(cli.config.as_deref(), &cli.config_dir) {
                 Ok(c) => {
                     print!("{}", c.summary());
+                    for w in c.warnings() {
+                        println!("warning: {w}");
+                    }
                     println!("configuration OK");
                     ExitCode::SUCCESS
                 }

@@ -443,6 +443,7 @@ fn check_config_prints_what_a_start_would_set_up_or_the_error() {
         "keys: 1 write, 0 read",
         "web-$host: web.$host.*; alerts ops",
         "ops: webhook https://hooks.example.com/…; repeated every 3600 s",
+        "warning: [udp] listen = \":8127\" takes statsd lines from the network",
         "configuration OK",
     ] {
         assert!(text.contains(want), "{want} in {text}");

@@ -24,7 +24,7 @@ while read -r _ args; do
         fi
     done
 done
-# The same packages and profile as .ci/run's `cargo build -p lovebeat -p loadtest`
+# The same packages and profile as ./test's `cargo build -p lovebeat -p loadtest`
 # just before, so only the two crates themselves compile again.
 (cd "$ctx" && cargo build --quiet --locked --offline -p lovebeat -p loadtest --target-dir "$repo/target")
 echo "the Dockerfile's build context compiles: $(cd "$ctx" && find . -type f | wc -l) files"

@@ -74,7 +74,7 @@ impl Engine {
         self.settle(key, &mut guard, before, false, now);
     }
 
-    /// Drives the timer wheel until `shutdown` turns true: sleeps until the
+    /// Drives the timer wheel until `stop` is cancelled: sleeps until the
     /// next deadline (or an earlier one is armed) and expires what is due.
     /// Calls `alive` at start and every `alive_every` after, from this loop,
     /// so whoever watches it (the `[[notify]]` peers) hears from the engine

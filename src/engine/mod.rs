@@ -101,7 +101,8 @@ pub enum EngineError {
     AlarmNotEmpty(String),
 }
 
-/// A job run that failed, as reported by a client (README, "Cron jobs").
+/// A job run that failed, as reported by a client (README, "Cron jobs and
+/// scripts").
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FailReport {
     /// The run's exit code, when the client knows it.
@@ -151,9 +152,10 @@ struct Inner {
     services: ServiceMap,
     alarms: DashMap<Arc<str>, alarms::Alarm, TableHasher>,
     matcher: AlarmMatcher,
-    /// `[[services]]` patterns; ids index `default_values`.
-    defaults: PatternSet,
-    default_values: Vec<ServiceDefaults>,
+    /// `[[services]]` patterns; an id indexes `default_settings`.
+    default_patterns: PatternSet,
+    /// What each `[[services]]` section gives a new service.
+    default_settings: Vec<ServiceDefaults>,
     /// How automatic timeouts are learned (`[auto] algorithm`).
     algorithm: auto::Algorithm,
     timers: Mutex<Timers>,
@@ -182,9 +184,9 @@ pub struct Engine {
 impl Engine {
     /// A new, empty engine whose clock started at `now`.
     pub fn new(config: EngineConfig, now: i64) -> Engine {
-        let mut defaults = PatternSet::default();
+        let mut default_patterns = PatternSet::default();
         for d in &config.service_defaults {
-            defaults.add(&d.pattern);
+            default_patterns.add(&d.pattern);
         }
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
         Engine {
@@ -192,8 +194,8 @@ impl Engine {
                 services: DashMap::with_hasher_and_shard_amount(TableHasher::default(), SHARDS),
                 alarms: DashMap::with_hasher(TableHasher::default()),
                 matcher: AlarmMatcher::new(config.alarms),
-                defaults,
-                default_values: config.service_defaults,
+                default_patterns,
+                default_settings: config.service_defaults,
                 algorithm: config.algorithm,
                 timers: Mutex::new(Timers::new(now)),
                 wake: Notify::new(),
@@ -287,14 +289,14 @@ impl Engine {
     /// latest request wins; `muted_since` keeps the start of the muting.
     pub fn mute_until(&self, name: &str, until: Option<i64>, now: i64) -> Result<(), EngineError> {
         let hash = table::hash(&self.inner.services, name);
-        self.with_service(name, hash, true, now, |svc, _| svc.mute(until, now))
+        self.with_service(name, hash, true, now, |svc, _| (svc.mute(until, now), ()))
             .map(|_| ())
     }
 
     /// Unmutes a service; unknown names are ignored. Idempotent.
     pub fn unmute(&self, name: &str, now: i64) -> Result<(), EngineError> {
         let hash = table::hash(&self.inner.services, name);
-        self.with_service(name, hash, false, now, |svc, _| svc.unmute())
+        self.with_service(name, hash, false, now, |svc, _| (svc.unmute(), ()))
             .map(|_| ())
     }
 
@@ -344,19 +346,19 @@ impl Engine {
         let inner = &*self.inner;
         let mut svc = Service::new(now, TIMEOUT_NONE, alarms);
         svc.set_algorithm(inner.algorithm);
-        if inner.defaults.is_empty() {
+        if inner.default_patterns.is_empty() {
             return svc;
         }
         let mut ids = Vec::new();
-        inner.defaults.matches(name.as_bytes(), &mut ids);
+        inner.default_patterns.matches(name.as_bytes(), &mut ids);
         if let Some(d) = ids
             .iter()
             .min()
-            .map(|id| &inner.default_values[*id as usize])
+            .map(|id| &inner.default_settings[*id as usize])
         {
             svc.set_timeout(d.timeout.clone(), now);
             if let Some(max) = d.max_runtime.filter(|m| *m > 0) {
-                svc.ext_mut().max_runtime = Some(max as i64);
+                svc.job_mut().max_runtime = Some(max as i64);
             }
         }
         svc

@@ -118,7 +118,7 @@ impl Engine {
                     // Its run time limit also counts from the restart.
                     ext.started_at = ext.started_at.max(now);
                 }
-                svc.ext = Some(Box::new(ext));
+                svc.job = Some(Box::new(ext));
             }
             Some(Err(e)) => tracing::warn!(
                 "service {}: ignoring its job settings: {e}",

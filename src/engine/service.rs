@@ -77,21 +77,21 @@ impl State {
 #[derive(Debug, Clone)]
 pub struct Service {
     /// Last accepted beat (ms since epoch), -1 if never.
-    pub last_beat: i64,
+    pub(crate) last_beat: i64,
     /// The [`Timeout`] packed as its wire number (ms, or -1, -2, 0, -3);
     /// a schedule's expression is in `ext`. Set through `set_timeout`.
     timeout: i64,
     /// When muting began, 0 when not muted.
-    pub muted_since: i64,
+    pub(crate) muted_since: i64,
     /// Time of the latest state change.
-    pub last_state_change: i64,
+    pub(crate) last_state_change: i64,
     /// Where the deadline is counted from: the last accepted beat, or, never
     /// beaten, when the timeout was set, or the daemon's start (restart grace).
-    pub anchor: i64,
+    pub(crate) anchor: i64,
     /// Deadline of this service's live wheel entry, `NOT_ARMED` if none.
     /// Invariant: a service with a wake time (`next_wake`) has `armed` at or before it;
     /// a later wake time is found when the earlier entry expires.
-    pub armed: i64,
+    pub(crate) armed: i64,
     /// The learned timeout (ms) for auto services, `NO_AUTO` until an
     /// interval is known.
     auto_ms: u32,
@@ -107,12 +107,12 @@ pub struct Service {
     /// record's padding had spare.
     algorithm: Algorithm,
     /// Current state; `New` only inside a single engine operation.
-    pub state: State,
+    pub(crate) state: State,
     /// Names of the alarms this service belongs to, sorted. A thin vector
     /// (one pointer, nothing allocated when empty) keeps `Service` small.
-    pub alarms: ThinVec<Arc<str>>,
+    pub(crate) alarms: ThinVec<Arc<str>>,
     /// Job monitoring fields (README, "Cron jobs and scripts"), allocated on first use only.
-    pub ext: Option<Box<JobExt>>,
+    pub(crate) job: Option<Box<JobExt>>,
 }
 
 impl Service {
@@ -134,7 +134,7 @@ impl Service {
             algorithm: Algorithm::Lovebeat1,
             state: State::New,
             alarms,
-            ext: None,
+            job: None,
         }
     }
 
@@ -145,7 +145,7 @@ impl Service {
 
     /// The timeout.
     pub fn timeout(&self) -> Timeout {
-        match self.ext.as_ref().and_then(|e| e.schedule.clone()) {
+        match self.job.as_ref().and_then(|e| e.schedule.clone()) {
             Some(s) if self.timeout == TIMEOUT_SCHEDULE => Timeout::Schedule(s),
             _ => Timeout::from_wire(self.timeout).unwrap_or(Timeout::None),
         }
@@ -161,17 +161,17 @@ impl Service {
             self.set_timeout(t, now);
         }
         if let Some(max) = c.max_runtime {
-            self.ext_mut().max_runtime = (max > 0).then_some(max as i64);
+            self.job_mut().max_runtime = (max > 0).then_some(max as i64);
             changed = true;
         }
         if c.start {
-            let ext = self.ext_mut();
+            let ext = self.job_mut();
             ext.started_at = now;
             ext.running = true;
             changed = true;
         }
         if let Some(FailReport { exit_code, output }) = c.fail {
-            let ext = self.ext_mut();
+            let ext = self.job_mut();
             ext.running = false;
             ext.failed = true;
             ext.last_failure = Some(JobFailure {
@@ -186,10 +186,10 @@ impl Service {
         if c.beat {
             accepted = self.beat(now, started_at);
             // A job's beat may end a run or a failure: worth an event.
-            changed |= self.ext.is_some();
+            changed |= self.job.is_some();
         }
-        if self.ext.is_some() {
-            self.drop_unused_ext();
+        if self.job.is_some() {
+            self.drop_unused_job();
         }
         (changed, accepted)
     }
@@ -197,48 +197,48 @@ impl Service {
     /// Mutes until `until` (ms; a snooze), or with no end. The latest
     /// request wins; `muted_since` keeps the start of the muting. Returns
     /// whether anything changed.
-    pub fn mute(&mut self, until: Option<i64>, now: i64) -> (bool, ()) {
+    pub fn mute(&mut self, until: Option<i64>, now: i64) -> bool {
         let mut changed = false;
         if self.muted_since == 0 {
             self.muted_since = now;
             changed = true;
         }
         let until = until.unwrap_or(0);
-        if self.ext.as_ref().map_or(0, |e| e.muted_until) != until {
-            self.ext_mut().muted_until = until;
-            self.drop_unused_ext();
+        if self.job.as_ref().map_or(0, |e| e.muted_until) != until {
+            self.job_mut().muted_until = until;
+            self.drop_unused_job();
             changed = true;
         }
-        (changed, ())
+        changed
     }
 
     /// Unmutes (a snooze too). Returns whether it was muted.
-    pub fn unmute(&mut self) -> (bool, ()) {
+    pub fn unmute(&mut self) -> bool {
         let was = self.muted_since != 0;
         self.muted_since = 0;
-        if let Some(e) = self.ext.as_deref_mut() {
+        if let Some(e) = self.job.as_deref_mut() {
             e.muted_until = 0;
         }
-        self.drop_unused_ext();
-        (was, ())
+        self.drop_unused_job();
+        was
     }
 
     /// The job fields, allocated now if this is their first use.
-    pub fn ext_mut(&mut self) -> &mut JobExt {
-        self.ext.get_or_insert_with(Default::default)
+    pub fn job_mut(&mut self) -> &mut JobExt {
+        self.job.get_or_insert_with(Default::default)
     }
 
     /// Frees the job fields once nothing in them is used.
-    pub fn drop_unused_ext(&mut self) {
-        if self.ext.as_ref().is_some_and(|e| e.is_unused()) {
-            self.ext = None;
+    pub fn drop_unused_job(&mut self) {
+        if self.job.as_ref().is_some_and(|e| e.is_unused()) {
+            self.job = None;
         }
     }
 
     /// The earliest time the service must be looked at again without any
     /// input: its deadline, the end of a snooze, or a run's `max_runtime`.
     pub fn next_wake(&self) -> Option<i64> {
-        let ext = self.ext.as_deref();
+        let ext = self.job.as_deref();
         match self.state {
             State::Muted => ext.map(|e| e.muted_until).filter(|t| *t > 0),
             State::Ok => {
@@ -255,7 +255,7 @@ impl Service {
     /// Applies what time alone changes (a snooze ending, a run exceeding
     /// `max_runtime`) before evaluating. Returns whether anything changed.
     pub fn advance(&mut self, now: i64) -> bool {
-        let Some(ext) = self.ext.as_deref_mut() else {
+        let Some(ext) = self.job.as_deref_mut() else {
             return false;
         };
         let mut changed = false;
@@ -275,7 +275,7 @@ impl Service {
             changed = true;
         }
         if changed {
-            self.drop_unused_ext();
+            self.drop_unused_job();
         }
         changed
     }
@@ -285,7 +285,7 @@ impl Service {
         match self.timeout {
             t if t > 0 => Some(self.anchor.saturating_add(t)),
             TIMEOUT_AUTO => self.learned().map(|a| self.anchor.saturating_add(a)),
-            TIMEOUT_SCHEDULE => self.ext.as_ref().map(|e| e.next_deadline),
+            TIMEOUT_SCHEDULE => self.job.as_ref().map(|e| e.next_deadline),
             _ => None,
         }
     }
@@ -296,7 +296,7 @@ impl Service {
             State::Muted
         } else if self.timeout == 0
             || self.deadline().is_some_and(|d| now >= d)
-            || self.ext.as_ref().is_some_and(|e| e.failed)
+            || self.job.as_ref().is_some_and(|e| e.failed)
         {
             State::Error
         } else {
@@ -310,7 +310,7 @@ impl Service {
     pub fn beat(&mut self, now: i64, counting_since: i64) -> bool {
         if self.last_beat >= 0 && (0..RATE_LIMIT_MS).contains(&(now - self.last_beat)) {
             // Rate limited, but it still ends a run and clears a failure.
-            if let Some(ext) = self.ext.as_deref_mut() {
+            if let Some(ext) = self.job.as_deref_mut() {
                 ext.on_beat(now);
             }
             return false;
@@ -324,7 +324,7 @@ impl Service {
         if self.timeout == TIMEOUT_AUTO {
             self.relearn();
         }
-        if let Some(ext) = self.ext.as_deref_mut() {
+        if let Some(ext) = self.job.as_deref_mut() {
             ext.on_beat(now);
             if let Some(s) = &ext.schedule {
                 ext.next_deadline = s.deadline_after(now);
@@ -349,10 +349,10 @@ impl Service {
             self.anchor = now;
         }
         if timeout != TIMEOUT_SCHEDULE {
-            if let Some(ext) = self.ext.as_deref_mut() {
+            if let Some(ext) = self.job.as_deref_mut() {
                 ext.schedule = None;
             }
-            self.drop_unused_ext();
+            self.drop_unused_job();
         }
         self.relearn();
     }
@@ -370,7 +370,7 @@ impl Service {
             self.anchor = now;
         }
         self.relearn();
-        let ext = self.ext_mut();
+        let ext = self.job_mut();
         ext.next_deadline = schedule.deadline_after(from);
         ext.schedule = Some(schedule);
     }
@@ -448,7 +448,7 @@ impl Service {
     pub fn prefetch_out_of_line(&self) {
         let bytes = usize::from(self.history_len) * std::mem::size_of::<u32>();
         prefetch_range(self.history.as_ptr().cast(), bytes);
-        if let Some(ext) = &self.ext {
+        if let Some(ext) = &self.job {
             prefetch_line((&**ext as *const JobExt).cast());
         }
     }
@@ -505,7 +505,7 @@ impl Service {
             learned_timeouts: (details && self.timeout == TIMEOUT_AUTO)
                 .then(|| self.learned_timeouts(&history)),
             beat_history: details.then_some(history),
-            job: self.ext.as_deref().map(|e| Box::new(JobView::new(e))),
+            job: self.job.as_deref().map(|e| Box::new(JobView::new(e))),
         }
     }
 }
@@ -555,7 +555,8 @@ pub struct ServiceView {
     pub name: Name,
     /// Last accepted beat, ms, or -1.
     pub last_beat: i64,
-    /// Timeout in ms or a special value (-1 none, -2 auto, 0 tripwire).
+    /// Timeout in ms or a special value (-1 none, -2 auto, 0 tripwire, -3
+    /// schedule).
     pub timeout: i64,
     /// Current state.
     pub state: State,
@@ -585,7 +586,8 @@ pub struct ServiceView {
     pub job: Option<Box<JobView>>,
 }
 
-/// The §10 fields of a service object; each is left out while unused.
+/// The job fields of a service object (README, "Cron jobs and
+/// scripts"); each is left out while unused.
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct JobView {
     /// The cron expression.

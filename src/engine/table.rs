@@ -13,8 +13,9 @@
 //!   shard from the hash with `determine_shard`;
 //! - hashbrown 0.14 (dashmap's, pinned by Cargo.lock) stores one control
 //!   byte per bucket right after the entries (`data_end()`), probes from
-//!   `hash & (buckets - 1)` in groups of 16 control bytes (SSE2), and puts a
-//!   new entry in the first free bucket of the first group that has one.
+//!   `hash & (buckets - 1)` in groups of 16 control bytes (SSE2; 8 on
+//!   other architectures), and puts a new entry in the first free bucket of
+//!   the first group that has one.
 //!
 //! Nothing outside this module touches the raw table.
 
@@ -33,9 +34,13 @@ pub type TableHasher = foldhash::fast::RandomState;
 /// The services, sharded.
 pub(crate) type ServiceMap = DashMap<Name, Service, TableHasher>;
 
-/// Control bytes hashbrown reads per probe step (its SSE2 group): a new
-/// entry goes to the first free bucket among the first group's.
+/// Control bytes hashbrown reads per probe step, its group: 16 with SSE2
+/// (x86), 8 elsewhere (its NEON and generic groups). A new entry goes to
+/// the first free bucket of the first group that has one.
+#[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
 const PROBE_GROUP: usize = 16;
+#[cfg(not(any(target_arch = "x86", target_arch = "x86_64")))]
+const PROBE_GROUP: usize = 8;
 
 /// Bytes of one entry of the service table (name and record, as dashmap
 /// stores them in a bucket).

@@ -256,10 +256,10 @@ fn a_snooze_ends_in_the_wheel_and_frees_the_job_fields() {
     e.tick(T0 + 2000, &mut due);
     assert_eq!(state(&e, "snoozed"), State::Error);
     let (muted_since, ext) = e
-        .inspect("snoozed", |_, s| (s.muted_since, s.ext.is_some()))
+        .inspect("snoozed", |_, s| (s.muted_since, s.job.is_some()))
         .expect("exists");
     assert_eq!(muted_since, 0);
-    assert!(!ext, "nothing of §10 is in use any more");
+    assert!(!ext, "no job field is in use any more");
 }
 
 #[test]

@@ -59,7 +59,7 @@ impl BadRequest {
 }
 
 /// The settings a beat request may carry, from the query, a form or JSON
-/// (README, "HTTP API" and "Cron jobs"); a later source overrides an
+/// (README, "HTTP API" and "Cron jobs and scripts"); a later source overrides an
 /// earlier one.
 #[derive(Default)]
 struct BeatParams {

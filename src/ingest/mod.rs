@@ -41,7 +41,7 @@ impl IngestStats {
         {
             self.drops_unlogged.store(0, Ordering::Relaxed);
             let shown = String::from_utf8_lossy(&line[..line.len().min(200)]);
-            tracing::warn!("dropped {n} malformed statsd line(s); latest: {err:?} in {shown:?}");
+            tracing::warn!("dropped {n} malformed statsd line(s); latest: {err}: {shown:?}");
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The statsd line protocol (README, "Sending beats"), parsed without
 //! copying: the name is borrowed from the datagram.
 
+use crate::duration::{timeout_from_secs, DurationError};
 use crate::engine::{valid_name, Timeout};
 
 /// What a line asks for.
@@ -28,21 +29,28 @@ pub struct Command<'a> {
 }
 
 /// Why a line was dropped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
     /// No `:` separating the metric from its value.
+    #[error("no ':' between the metric and its value")]
     MissingColon,
     /// The action is not `beat`, `autobeat`, `timeout`, `start` or `fail`.
+    #[error("the action is not beat, autobeat, timeout, start or fail")]
     UnknownAction,
     /// The service name is not a valid one.
+    #[error("the service name is not [a-z0-9._-]+ of at most 255 bytes")]
     BadName,
     /// The value is not a number.
+    #[error("the value is not a number")]
     BadValue,
     /// The type is missing or not `c`, `g` or `ms`.
+    #[error("the type is missing or not c, g or ms")]
     BadType,
     /// Something after the type is not `|@rate` or `|#tags`.
+    #[error("what follows the type is not |@rate or |#tags")]
     BadSuffix,
     /// A timeout below -2.
+    #[error("a timeout below -2")]
     BadTimeout,
 }
 
@@ -97,13 +105,10 @@ pub fn parse_line(line: &[u8]) -> Result<Command<'_>, ParseError> {
         Verb::Autobeat => Action::Autobeat,
         Verb::Start => Action::Start,
         Verb::Fail => Action::Fail,
-        Verb::Timeout => Action::Timeout(match value {
-            v if v > 0 => Timeout::After(v.checked_mul(1000).ok_or(ParseError::BadValue)? as u64),
-            0 => Timeout::Always,
-            -1 => Timeout::None,
-            -2 => Timeout::Auto,
-            _ => return Err(ParseError::BadTimeout),
-        }),
+        Verb::Timeout => Action::Timeout(timeout_from_secs(value).map_err(|e| match e {
+            DurationError::BadTimeout(_) => ParseError::BadTimeout,
+            _ => ParseError::BadValue,
+        })?),
     };
     // SAFETY: valid_name accepted only the ASCII bytes [a-z0-9._-], and
     // ASCII is valid UTF-8.

@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::engine::{Engine, Event, EventKind};
 
-/// Logs events until `shutdown` turns true. Service events are asked for
+/// Logs events until `stop` is cancelled. Service events are asked for
 /// only when debug logging would show them.
 pub async fn run(
     engine: Engine,

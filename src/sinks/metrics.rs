@@ -48,7 +48,7 @@ struct Target {
     prefix: String,
 }
 
-/// Sends metrics until `shutdown`. Servers that cannot be resolved are
+/// Sends metrics until `stop` is cancelled. Servers that cannot be resolved are
 /// logged and skipped.
 pub async fn run(
     configs: Vec<MetricsConfig>,

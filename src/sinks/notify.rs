@@ -16,7 +16,8 @@ use crate::redact::url_for_log;
 pub struct NotifyConfig {
     /// Base URL of the other lovebeat.
     pub lovebeat: String,
-    /// API key for a peer that requires one.
+    /// API key for a peer that requires one (empty: none).
+    #[serde(deserialize_with = "crate::config::empty_is_none")]
     pub key: Option<String>,
 }
 
@@ -112,7 +113,8 @@ fn sanitize(host: &str) -> String {
     }
 }
 
-/// Beats the peers with every report from `reports` until `shutdown`.
+/// Beats the peers with every report from `reports` until `stop` is
+/// cancelled.
 pub async fn run(
     peers: Vec<NotifyConfig>,
     reports: Option<mpsc::Receiver<Part>>,

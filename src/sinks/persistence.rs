@@ -105,7 +105,7 @@ pub async fn save_now(
     result
 }
 
-/// Saves every `interval` until `shutdown` turns true, and reports each
+/// Saves every `interval` until `stop` is cancelled, and reports each
 /// save to the `[[notify]]` peers. The final save at shutdown is the
 /// caller's, after input has stopped.
 pub async fn run(

@@ -16,9 +16,11 @@ pub struct MailConfig {
     pub server: HostPort,
     /// Sender address.
     pub from: String,
-    /// SMTP user name, if the server needs one.
+    /// SMTP user name, if the server needs one (empty: none).
+    #[serde(deserialize_with = "crate::config::empty_is_none")]
     pub username: Option<String>,
-    /// SMTP password.
+    /// SMTP password (empty: none).
+    #[serde(deserialize_with = "crate::config::empty_is_none")]
     pub password: Option<String>,
     /// How the connection is secured.
     pub tls: Tls,
