@@ -103,6 +103,8 @@ pub struct Config {
     pub services: Vec<ServiceDefaults>,
     /// The automatic timeout algorithm.
     pub auto: AutoConfig,
+    /// What bounds the resources clients can make lovebeat hold.
+    pub limits: crate::limits::LimitsConfig,
     /// The files it was read from, in order (not a key).
     #[serde(skip)]
     pub files: Vec<PathBuf>,
@@ -300,6 +302,7 @@ impl Config {
         crate::engine::membership::check_dependencies(&self.alarm_defs())
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         self.http.validate()?;
+        self.limits.validate()?;
         self.database.validate()?;
         self.mail.validate()?;
         Ok(())
@@ -489,6 +492,8 @@ impl Config {
             alarms: self.alarm_defs(),
             service_defaults: self.services.clone(),
             algorithm: self.auto.algorithm,
+            max_services: self.limits.max_services,
+            max_alarms: self.limits.max_alarms,
         }
     }
 }

@@ -24,6 +24,10 @@ pub struct Sources {
     pub ws: Arc<WsHub>,
     /// The S3 backup, if configured.
     pub remote: Option<Arc<RemoteDb>>,
+    /// The engine (what it refused at its limits).
+    pub engine: crate::engine::Engine,
+    /// The HTTP connections.
+    pub(crate) http: Arc<crate::http::conns::Registry>,
 }
 
 /// One counter: how it is named where, what it counts, and how to read
@@ -65,6 +69,42 @@ pub const COUNTERS: &[Counter] = &[
         statsd: Some("tcp.connections"),
         help: "statsd TCP connections accepted.",
         read: |s| Some(s.ingest.tcp_connections.load(Ordering::Relaxed)),
+    },
+    Counter {
+        prometheus: "lovebeat_tcp_connections_refused_total",
+        statsd: None,
+        help: "statsd TCP connections refused at [limits] max_tcp_connections.",
+        read: |s| Some(s.ingest.tcp_refused.load(Ordering::Relaxed)),
+    },
+    Counter {
+        prometheus: "lovebeat_http_connections_closed_total",
+        statsd: None,
+        help: "HTTP connections closed to make room at [limits] max_http_connections, or for being idle or slow past the timeouts.",
+        read: |s| Some(s.http.closed.load(Ordering::Relaxed)),
+    },
+    Counter {
+        prometheus: "lovebeat_websockets_refused_total",
+        statsd: None,
+        help: "Websocket upgrades refused at [limits] max_websockets.",
+        read: |s| Some(s.ws.refused.load(Ordering::Relaxed)),
+    },
+    Counter {
+        prometheus: "lovebeat_services_refused_total",
+        statsd: Some("services.refused"),
+        help: "New service names refused at [limits] max_services.",
+        read: |s| Some(s.engine.refused().0),
+    },
+    Counter {
+        prometheus: "lovebeat_alarms_refused_total",
+        statsd: None,
+        help: "Alarm memberships not made at [limits] max_alarms.",
+        read: |s| Some(s.engine.refused().1),
+    },
+    Counter {
+        prometheus: "lovebeat_alarm_transitions_merged_total",
+        statsd: None,
+        help: "Alarm transitions merged because an alarm changed state faster than its alerts were dispatched.",
+        read: |s| Some(s.engine.transitions_merged()),
     },
     Counter {
         prometheus: "lovebeat_alerts_sent_total",

@@ -62,13 +62,14 @@ pub fn reexec_with_huge_pages() {
 }
 
 /// Runs until SIGTERM or SIGINT, then stops input, saves and returns.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+pub async fn run(mut config: Config) -> anyhow::Result<()> {
     for f in &config.files {
         tracing::info!("configuration read from {}", f.display());
     }
     for w in config.warnings() {
         tracing::warn!("{w}");
     }
+    config.limits.fit_file_descriptors();
     let config = Arc::new(config);
     let now = now_ms();
     let engine = Engine::new(config.engine_config(), now);
@@ -148,23 +149,34 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tcp_listener,
         engine.clone(),
         stats.clone(),
+        config.limits.max_tcp_connections,
+        crate::limits::LimitsConfig::duration(config.limits.tcp_idle_timeout),
         stop.input_token.clone(),
         stop.input_tasks.clone(),
     ));
     let saves = Arc::new(persistence::SaveStats::default());
-    let ws_hub = Arc::new(http::ws::WsHub::default());
+    let ws_hub = Arc::new(http::ws::WsHub::new(config.limits.max_websockets));
     let alert_stats = Arc::new(AlertStats::default());
+    let http_conns = Arc::new(http::conns::Registry::new(
+        config.limits.max_http_connections,
+        crate::limits::LimitsConfig::duration(config.limits.http_header_timeout),
+        crate::limits::LimitsConfig::duration(config.limits.http_idle_timeout),
+    ));
     let counters = crate::counters::Sources {
         ingest: stats.clone(),
         saves: saves.clone(),
         alerts: alert_stats.clone(),
         ws: ws_hub.clone(),
         remote: remote.clone(),
+        engine: engine.clone(),
+        http: http_conns.clone(),
     };
     let state = Arc::new(AppState {
         engine: engine.clone(),
         counters: counters.clone(),
         ws: ws_hub.clone(),
+        limits: config.limits.clone(),
+        conns: http_conns,
         gate: http::router::Gate {
             keys: config.http.keys(),
             hosts: http::origin::AllowedHosts::new(

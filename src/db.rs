@@ -50,6 +50,8 @@ pub struct Loaded {
     pub services: Vec<StoredService>,
     /// The alarms.
     pub alarms: Vec<StoredAlarm>,
+    /// When it was saved (its `SAVED` record; none in a 1.x file).
+    pub saved_at: Option<i64>,
 }
 
 /// A `SERV` line: the 1.x fields, then the job fields of [`JobRecord`].
@@ -127,6 +129,21 @@ struct AlarmRecord {
     last_state_change: i64,
     #[serde(default)]
     deleted: bool,
+    /// The state its receivers last heard of (not in 1.x's files).
+    #[serde(default)]
+    announced: Option<String>,
+    /// The incident they last heard of.
+    #[serde(default)]
+    announced_incident: Option<i64>,
+}
+
+/// The last line of a file lovebeat 2 saved: when, which makes a local
+/// file and its S3 copy comparable without trusting file times. 1.x skips
+/// record types it does not know.
+#[derive(Deserialize, Serialize)]
+struct SavedRecord {
+    /// When the save began (ms).
+    at: i64,
 }
 
 fn minus_one() -> i64 {
@@ -226,13 +243,32 @@ pub fn decode(data: &mut [u8], path: &Path) -> Result<Loaded, DbError> {
                 parse(json, &mut buffers).map_err(|e| bad(n, format!("bad ALARM record: {e}")))?;
             let state = parse_state(&r.state)
                 .ok_or_else(|| bad(n, format!("unknown state '{}'", r.state)))?;
+            let announced = match (
+                r.announced.as_deref().map(parse_state),
+                r.announced_incident,
+            ) {
+                (Some(Some(s)), Some(i)) => Some((s, i.max(0) as u64)),
+                (Some(None), _) => {
+                    return Err(bad(
+                        n,
+                        format!("unknown announced state in alarm '{}'", r.name),
+                    ))
+                }
+                _ => None,
+            };
             loaded.alarms.push(StoredAlarm {
                 name: r.name,
                 state,
                 incident_nbr: r.incident_nbr.max(0) as u64,
                 last_state_change: r.last_state_change,
                 listed: !r.deleted,
+                announced,
             });
+        } else if line.starts_with(b"SAVED\t") {
+            let json = &mut line[b"SAVED\t".len()..];
+            let r: SavedRecord =
+                parse(json, &mut buffers).map_err(|e| bad(n, format!("bad SAVED record: {e}")))?;
+            loaded.saved_at = Some(r.at);
         } else {
             let kind =
                 String::from_utf8_lossy(line.split(|c| *c == b'\t').next().unwrap_or_default())
@@ -365,12 +401,34 @@ const CHUNK: usize = 256 * 1024;
 /// memory round trip busy, few enough to stay in cache).
 const PREFETCH_AHEAD: usize = 8;
 
-/// Writes the engine's whole state to `path` atomically. Blocking: run it
-/// off the async runtime. The engine keeps serving while it runs.
+/// Saves of this process, one at a time: a periodic save still running
+/// when the final one starts is waited for, never raced.
+static ONE_SAVE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Writes the engine's whole state to `path` atomically: to a temporary
+/// file of its own, created 0600 (it holds job output), fsynced, then
+/// renamed over `path`; the temporary file is removed if anything fails.
+/// Blocking: run it off the async runtime. The engine keeps serving while
+/// it runs.
 pub fn save(engine: &Engine, path: &Path) -> std::io::Result<Saved> {
-    let start = Instant::now();
+    let _one = ONE_SAVE.lock().unwrap_or_else(|e| e.into_inner());
     let tmp = temp_path(path);
-    let file = File::create(&tmp)?;
+    let result = write(engine, path, &tmp);
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn write(engine: &Engine, path: &Path, tmp: &Path) -> std::io::Result<Saved> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let start = Instant::now();
+    let at = crate::clock::now_ms();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(tmp)?;
     let mut gz = GzEncoder::new(BufWriter::with_capacity(1 << 16, file), Compression::fast());
     let mut buf = Vec::with_capacity(CHUNK + 4096);
     let mut services = 0;
@@ -434,6 +492,8 @@ pub fn save(engine: &Engine, path: &Path) -> std::io::Result<Saved> {
             alarm: &'a crate::engine::AlarmView,
             #[serde(skip_serializing_if = "std::ops::Not::not")]
             deleted: bool,
+            announced: State,
+            announced_incident: u64,
         }
         buf.extend_from_slice(b"ALARM\t");
         serde_json::to_writer(
@@ -441,17 +501,22 @@ pub fn save(engine: &Engine, path: &Path) -> std::io::Result<Saved> {
             &Rec {
                 alarm: a,
                 deleted: !listed,
+                announced: a.announced.0,
+                announced_incident: a.announced.1,
             },
         )
         .map_err(std::io::Error::other)?;
         buf.push(b'\n');
     }
+    buf.extend_from_slice(b"SAVED\t");
+    serde_json::to_writer(&mut buf, &SavedRecord { at }).map_err(std::io::Error::other)?;
+    buf.push(b'\n');
     gz.write_all(&buf)?;
     let file = gz.finish()?.into_inner().map_err(|e| e.into_error())?;
     file.sync_all()?;
     let bytes = file.metadata()?.len();
     drop(file);
-    std::fs::rename(&tmp, path)?;
+    std::fs::rename(tmp, path)?;
     sync_dir(path)?;
     Ok(Saved {
         services,
@@ -461,9 +526,13 @@ pub fn save(engine: &Engine, path: &Path) -> std::io::Result<Saved> {
     })
 }
 
+/// A temporary file beside `path` that no other save, here or in another
+/// process, uses: `<path>.tmp.<pid>.<n>`.
 fn temp_path(path: &Path) -> PathBuf {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut s = path.as_os_str().to_owned();
-    s.push(".tmp");
+    s.push(format!(".tmp.{}.{n}", std::process::id()));
     PathBuf::from(s)
 }
 
@@ -581,10 +650,25 @@ mod tests {
         e.mute("z", T0).expect("valid");
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("db");
+        e.mark_announced("all", State::Error, 1);
+        let before = crate::clock::now_ms();
         let saved = save(&e, &path).expect("saved");
         assert_eq!((saved.services, saved.alarms), (3, 1));
-        assert!(!temp_path(&path).exists());
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("dir")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(
+            left,
+            vec![std::ffi::OsString::from("db")],
+            "no temporary file left"
+        );
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "job output is not for other users");
         let l = load(&path).expect("ok").expect("exists");
+        assert!(l.saved_at.is_some_and(|t| t >= before));
+        assert_eq!(l.alarms[0].announced, Some((State::Error, 1)));
         let mut names: Vec<_> = l
             .services
             .iter()
@@ -598,6 +682,38 @@ mod tests {
         let y = l.services.iter().find(|s| s.name == "y").expect("y");
         assert_eq!(y.beat_history, vec![5000]);
         assert_eq!(l.alarms[0].incident_nbr, 1);
+    }
+
+    /// A save that fails (here: the directory is gone) leaves no temporary
+    /// file and the old database as it was; two saves at once take turns.
+    #[test]
+    fn a_failed_save_leaves_nothing_and_saves_never_overlap() {
+        let e = Engine::new(EngineConfig::default(), T0);
+        for i in 0..5000 {
+            e.beat(&format!("s{i}"), T0).expect("valid");
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("db");
+        save(&e, &path).expect("first save");
+        let old = std::fs::read(&path).expect("saved");
+        let gone = dir.path().join("gone/db");
+        assert!(save(&e, &gone).is_err());
+        assert_eq!(std::fs::read(&path).expect("kept"), old);
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let (e, path) = (e.clone(), path.clone());
+                std::thread::spawn(move || save(&e, &path).map(|s| s.services))
+            })
+            .collect();
+        for t in threads {
+            assert_eq!(t.join().expect("thread").expect("saved"), 5000);
+        }
+        assert_eq!(
+            load(&path).expect("ok").expect("exists").services.len(),
+            5000
+        );
+        let left = std::fs::read_dir(dir.path()).expect("dir").count();
+        assert_eq!(left, 1, "only the database");
     }
 
     /// Many services per shard, each with its own number of intervals:

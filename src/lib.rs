@@ -18,6 +18,7 @@ pub mod engine;
 pub mod fuzz_targets;
 pub mod http;
 pub mod ingest;
+pub mod limits;
 pub mod logging;
 pub mod pattern;
 pub mod prefetch;

@@ -3,6 +3,7 @@
 //! "Alarms"). Which alarms a service joins is `membership.rs`'s answer.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -34,6 +35,13 @@ pub struct Alarm {
     pub depends_on: Arc<[Arc<str>]>,
     /// The member whose change last changed its failed set.
     pub cause: Option<Name>,
+    /// Transitions the alert dispatcher has not taken yet (`announce.rs`).
+    pub(super) unannounced: Vec<super::announce::Transition>,
+    /// The state and incident its receivers last heard of.
+    pub announced: (State, u64),
+    /// Changing state too often to alert each change (the dispatcher's
+    /// flap detection decides).
+    pub flapping: bool,
 }
 
 impl Alarm {
@@ -50,6 +58,9 @@ impl Alarm {
             listed: true,
             depends_on: Arc::new([]),
             cause: None,
+            unannounced: Vec::new(),
+            announced: (State::New, 0),
+            flapping: false,
         }
     }
 
@@ -121,6 +132,8 @@ impl Alarm {
             depends_on: self.depends_on.clone(),
             suppressed_by: Vec::new(),
             cause: self.cause.clone(),
+            flapping: self.flapping,
+            announced: self.announced,
         }
     }
 }
@@ -152,24 +165,60 @@ pub struct AlarmView {
     /// its `last_failure`.
     #[serde(skip)]
     pub cause: Option<Name>,
+    /// Changing state too often to alert each change; left out when not.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub flapping: bool,
+    /// The state and incident its receivers last heard of (not shown; kept
+    /// in the database).
+    #[serde(skip)]
+    pub announced: (State, u64),
 }
 
 impl Engine {
     /// The alarms a new service joins, with the alarm's shared key where the
     /// alarm exists already.
+    /// An alarm that would be a new instance beyond `[limits] max_alarms`
+    /// is left out (counted; logged at most every ten seconds).
     pub(super) fn resolve_alarms(&self, name: &str) -> Vec<(Arc<str>, usize)> {
-        self.inner
+        let inner = &self.inner;
+        inner
             .matcher
             .alarms_for(name)
             .into_iter()
-            .map(|(alarm, def)| {
-                let key = match self.inner.alarms.get(alarm.as_str()) {
+            .filter_map(|(alarm, def)| {
+                let key = match inner.alarms.get(alarm.as_str()) {
                     Some(a) => a.key().clone(),
+                    None if inner.alarm_count.load(Ordering::Relaxed) >= inner.max_alarms => {
+                        let n = inner.alarms_refused.fetch_add(1, Ordering::Relaxed);
+                        if n % 10_000 == 0 {
+                            tracing::warn!(
+                                "[limits] max_alarms ({}) reached: service {} does not join a new alarm {} ({} refused so far)",
+                                inner.max_alarms,
+                                name.escape_debug(),
+                                alarm.escape_debug(),
+                                n + 1
+                            );
+                        }
+                        return None;
+                    }
                     None => Arc::from(alarm),
                 };
-                (key, def)
+                Some((key, def))
             })
             .collect()
+    }
+
+    /// The alarm `name`, made (and counted) if it does not exist.
+    pub(super) fn alarm_entry(
+        &self,
+        name: &Arc<str>,
+        def: usize,
+        now: i64,
+    ) -> dashmap::mapref::one::RefMut<'_, Arc<str>, Alarm> {
+        self.inner.alarms.entry(name.clone()).or_insert_with(|| {
+            self.inner.alarm_count.fetch_add(1, Ordering::Relaxed);
+            Alarm::new(Some(def), now)
+        })
     }
 
     /// A new member of `alarm` (created if needed) in `state`.
@@ -181,11 +230,7 @@ impl Engine {
         state: State,
         now: i64,
     ) {
-        let mut a = self
-            .inner
-            .alarms
-            .entry(alarm.clone())
-            .or_insert_with(|| Alarm::new(Some(def), now));
+        let mut a = self.alarm_entry(alarm, def, now);
         let failed_changed = a.add_member(
             def,
             || self.inner.matcher.dependencies(def, service),
@@ -253,6 +298,7 @@ impl Engine {
         if after != a.state {
             let previous = a.state;
             a.transition(after, now);
+            self.announce(name, a, previous, now);
             self.emit(now, || EventKind::AlarmStateChanged {
                 alarm: a.view(name),
                 previous,

@@ -21,6 +21,10 @@ pub struct EngineConfig {
     pub service_defaults: Vec<ServiceDefaults>,
     /// How automatic timeouts are learned.
     pub algorithm: Algorithm,
+    /// Services at most (`[limits] max_services`; 0: the default).
+    pub max_services: usize,
+    /// Alarm instances at most (`[limits] max_alarms`; 0: the default).
+    pub max_alarms: usize,
 }
 
 /// `[[alarms]]`: a group of services chosen by patterns, with its alerts.

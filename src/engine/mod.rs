@@ -20,8 +20,9 @@
 //!
 //! # Lock order
 //!
-//! A service shard's lock, then an alarm shard's lock, then the timers'
-//! mutex; never the other way. A change takes its service's shard lock,
+//! A service shard's lock, then an alarm shard's lock (then, briefly, the
+//! queue of alarms with transitions waiting for the alert dispatcher),
+//! then the timers' mutex; never the other way. A change takes its service's shard lock,
 //! settles the service, updates its alarms (each under its own shard lock,
 //! one at a time) and arms the wheel, all before releasing the service's
 //! shard. The expiry task takes the timers alone, releases them, then
@@ -30,6 +31,7 @@
 //! one alarm are in order.
 
 pub mod alarms;
+mod announce;
 pub mod auto;
 pub mod config;
 pub mod events;
@@ -54,6 +56,7 @@ use tokio::sync::{broadcast, Notify};
 
 use crate::pattern::PatternSet;
 pub use alarms::AlarmView;
+pub use announce::{Transition, MAX_PENDING};
 pub use config::{AlarmConfig, AutoConfig, EngineConfig, ServiceDefaults};
 pub use events::{Event, EventKind};
 pub use job::{JobFailure, Schedule};
@@ -88,6 +91,16 @@ pub fn valid_name(name: &[u8]) -> bool {
         && (name[0] != b'.' || name.iter().any(|c| *c != b'.'))
 }
 
+/// The names lovebeat reports its own trouble under (`lovebeat.self.*`,
+/// README "Watching lovebeat itself"): made by lovebeat only, never by
+/// input, and never refused for lack of room.
+pub const INTERNAL_PREFIX: &str = "lovebeat.self.";
+
+/// True for a name in lovebeat's own namespace ([`INTERNAL_PREFIX`]).
+pub fn is_internal(name: &str) -> bool {
+    name.starts_with(INTERNAL_PREFIX)
+}
+
 /// Why an engine operation was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum EngineError {
@@ -99,6 +112,12 @@ pub enum EngineError {
     /// An alarm cannot be deleted while it has services.
     #[error("alarm '{0}' still has services")]
     AlarmNotEmpty(String),
+    /// `[limits] max_services` is reached: a new name is refused, existing
+    /// services keep working.
+    #[error(
+        "lovebeat holds its maximum of {0} services ([limits] max_services): '{1}' was not created"
+    )]
+    Full(usize, String),
 }
 
 /// A job run that failed, as reported by a client (README, "Cron jobs and
@@ -158,11 +177,24 @@ struct Inner {
     default_settings: Vec<ServiceDefaults>,
     /// How automatic timeouts are learned (`[auto] algorithm`).
     algorithm: auto::Algorithm,
+    /// `[limits] max_services`.
+    max_services: usize,
+    /// `[limits] max_alarms`.
+    max_alarms: usize,
+    /// Alarms in `alarms` (dashmap's `len` locks every shard).
+    alarm_count: AtomicUsize,
+    /// New names refused at `max_services`.
+    services_refused: std::sync::atomic::AtomicU64,
+    /// Memberships not made at `max_alarms`.
+    alarms_refused: std::sync::atomic::AtomicU64,
     timers: Mutex<Timers>,
     /// Wakes the expiry task when a deadline earlier than its next wake
     /// was armed.
     wake: Notify,
     events: broadcast::Sender<Arc<Event>>,
+    /// Alarm transitions waiting for the alert dispatcher: the lossless
+    /// path (`announce.rs`).
+    announcements: announce::Announcements,
     /// Services per state, indexed by `State as usize`.
     counts: [AtomicI64; 4],
     /// When this engine started: beats before it add no interval.
@@ -197,9 +229,21 @@ impl Engine {
                 default_patterns,
                 default_settings: config.service_defaults,
                 algorithm: config.algorithm,
+                max_services: match config.max_services {
+                    0 => crate::limits::LimitsConfig::default().max_services,
+                    n => n,
+                },
+                max_alarms: match config.max_alarms {
+                    0 => crate::limits::LimitsConfig::default().max_alarms,
+                    n => n,
+                },
+                alarm_count: AtomicUsize::new(0),
+                services_refused: Default::default(),
+                alarms_refused: Default::default(),
                 timers: Mutex::new(Timers::new(now)),
                 wake: Notify::new(),
                 events,
+                announcements: Default::default(),
                 counts: Default::default(),
                 started_at: now,
                 service_watchers: AtomicUsize::new(0),
@@ -324,6 +368,10 @@ impl Engine {
                 if !valid_name(name.as_bytes()) {
                     return Err(EngineError::InvalidName(name.to_string()));
                 }
+                if self.service_count_fast() >= inner.max_services && !is_internal(name) {
+                    inner.services_refused.fetch_add(1, Ordering::Relaxed);
+                    return Err(EngineError::Full(inner.max_services, name.to_string()));
+                }
                 let joined = self.resolve_alarms(name);
                 let keys: ThinVec<Arc<str>> = joined.iter().map(|(k, _)| k.clone()).collect();
                 Ok(Some((self.new_service(name, keys, now), joined)))
@@ -406,6 +454,7 @@ impl Engine {
     pub fn delete(&self, name: &str, now: i64) {
         let removed = self.inner.services.remove_if(name, |key, svc| {
             self.count(svc.state, -1);
+            self.disarm(svc);
             self.emit_service(now, || EventKind::ServiceRemoved(svc.view(key, false)));
             for alarm in svc.alarms.iter() {
                 self.alarm_leave(alarm, key, svc.state, now);
@@ -413,6 +462,22 @@ impl Engine {
             true
         });
         drop(removed);
+    }
+
+    /// Services now, from the counts by state: three atomic loads, where
+    /// dashmap's `len` locks every shard.
+    fn service_count_fast(&self) -> usize {
+        let (ok, error, muted) = self.state_counts();
+        (ok + error + muted).max(0) as usize
+    }
+
+    /// New names refused at `max_services`, and alarm memberships not made
+    /// at `max_alarms`, so far.
+    pub fn refused(&self) -> (u64, u64) {
+        (
+            self.inner.services_refused.load(Ordering::Relaxed),
+            self.inner.alarms_refused.load(Ordering::Relaxed),
+        )
     }
 
     fn count(&self, state: State, delta: i64) {

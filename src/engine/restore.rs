@@ -47,6 +47,9 @@ pub struct StoredAlarm {
     pub last_state_change: i64,
     /// False if it had been deleted through the API.
     pub listed: bool,
+    /// The state and incident its receivers last heard of; `None` in a
+    /// database that does not say (1.x's), taken as what it is in.
+    pub announced: Option<(State, u64)>,
 }
 
 /// How far ahead of its insert a record's place in the table is
@@ -65,7 +68,12 @@ impl Engine {
             alarm.state = a.state;
             alarm.incident_nbr = a.incident_nbr;
             alarm.listed = a.listed;
-            inner.alarms.insert(Arc::from(a.name), alarm);
+            alarm.announced = a.announced.unwrap_or((a.state, a.incident_nbr));
+            if inner.alarms.insert(Arc::from(a.name), alarm).is_none() {
+                inner
+                    .alarm_count
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
         }
         table::reserve(&inner.services, services.len());
         // Each insert writes to a random place in a table of hundreds of
@@ -91,6 +99,7 @@ impl Engine {
                 a.transition(after, now);
             }
         }
+        self.announce_what_was_not(now);
     }
 
     /// Inserts one loaded service and counts it in its alarms.
@@ -107,25 +116,15 @@ impl Engine {
         svc.muted_since = s.muted_since;
         svc.set_algorithm(inner.algorithm);
         svc.set_history(s.beat_history);
-        svc.anchor = now;
         match s.job.as_deref().map(job::JobRecord::to_ext) {
-            Some(Ok(Some(mut ext))) => {
-                if let Some(sched) = &ext.schedule {
-                    // Restart grace: a fire missed while down is not due.
-                    ext.next_deadline = sched.deadline_after(s.last_beat.max(now));
-                }
-                if ext.running {
-                    // Its run time limit also counts from the restart.
-                    ext.started_at = ext.started_at.max(now);
-                }
-                svc.job = Some(Box::new(ext));
-            }
+            Some(Ok(Some(ext))) => svc.job = Some(Box::new(ext)),
             Some(Err(e)) => tracing::warn!(
                 "service {}: ignoring its job settings: {e}",
                 key.escape_debug()
             ),
             _ => {}
         }
+        svc.restart_grace(now);
         let state = if s.state == State::Error && s.muted_since == 0 {
             State::Error
         } else {
@@ -139,10 +138,7 @@ impl Engine {
         };
         self.count(state, 1);
         for (alarm, def) in &memberships {
-            let mut a = inner
-                .alarms
-                .entry(alarm.clone())
-                .or_insert_with(|| Alarm::new(Some(*def), now));
+            let mut a = self.alarm_entry(alarm, *def, now);
             a.add_member(*def, || inner.matcher.dependencies(*def, &key), &key, state);
             a.listed = true;
         }

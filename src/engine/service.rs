@@ -381,6 +381,23 @@ impl Service {
         (self.timeout == TIMEOUT_AUTO && self.auto_ms != NO_AUTO).then_some(i64::from(self.auto_ms))
     }
 
+    /// Counts the deadline from `now` as if the service had beaten then,
+    /// without changing `last_beat`: what a restart (or a jump of the
+    /// clock, which is treated as one) gives every service, since beats
+    /// sent meanwhile may have been lost. A schedule's next fire counts from
+    /// now too, and a running job's `max_runtime`.
+    pub fn restart_grace(&mut self, now: i64) {
+        self.anchor = now;
+        if let Some(job) = self.job.as_deref_mut() {
+            if let Some(sched) = &job.schedule {
+                job.next_deadline = sched.deadline_after(self.last_beat.max(now));
+            }
+            if job.running {
+                job.started_at = job.started_at.max(now);
+            }
+        }
+    }
+
     /// Learns automatic timeouts with `algorithm` from now on.
     pub fn set_algorithm(&mut self, algorithm: Algorithm) {
         if self.algorithm != algorithm {

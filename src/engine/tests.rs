@@ -218,6 +218,7 @@ fn load_applies_restart_grace() {
             incident_nbr: 7,
             last_state_change: T0 - 50_000,
             listed: true,
+            announced: None,
         }],
         T0,
     );
@@ -456,4 +457,153 @@ fn the_configured_algorithm_learns_and_details_show_each_step() {
         .expect("exists")
         .learned_timeouts
         .is_none());
+}
+
+#[test]
+fn every_alarm_transition_waits_for_the_dispatcher_in_order() {
+    let e = engine(vec![alarm("web-$x", "web.$x.*"), alarm("all", "*")]);
+    e.change("web.a.x", timeout(1), T0).expect("valid");
+    e.change("web.b.x", Change::timeout(Timeout::Always), T0 + 1)
+        .expect("valid");
+    let mut due = Vec::new();
+    e.tick(T0 + 1000, &mut due);
+    e.beat("web.a.x", T0 + 2000).expect("valid");
+    let got: Vec<(String, State, State)> = e
+        .take_transitions()
+        .into_iter()
+        .map(|t| (t.alarm.name.to_string(), t.previous, t.alarm.state))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("all".into(), State::New, State::Ok),
+            ("web-a".into(), State::New, State::Ok),
+            ("all".into(), State::Ok, State::Error),
+            ("web-b".into(), State::New, State::Error),
+            ("web-a".into(), State::Ok, State::Error),
+            ("web-a".into(), State::Error, State::Ok),
+        ]
+    );
+    assert!(e.take_transitions().is_empty(), "taken once");
+}
+
+#[test]
+fn an_alarm_keeps_a_bounded_number_of_transitions_and_merges_the_middle() {
+    let e = engine(vec![alarm("flappy", "f")]);
+    e.beat("f", T0).expect("valid");
+    let _ = e.take_transitions();
+    // A fail and a beat are two transitions each round, none taken.
+    for i in 0..100 {
+        let now = T0 + 2000 * (i + 1);
+        let fail = Change {
+            fail: Some(FailReport::default()),
+            ..Change::default()
+        };
+        e.change("f", fail, now).expect("valid");
+        e.beat("f", now + 1000).expect("valid");
+    }
+    let t = e.take_transitions();
+    assert_eq!(t.len(), MAX_PENDING);
+    assert_eq!((t[0].previous, t[0].alarm.state), (State::Ok, State::Error));
+    assert_eq!(t[0].alarm.incident_nbr, 1, "the first incident is kept");
+    let last = t.last().expect("some");
+    assert_eq!(
+        (last.alarm.state, last.alarm.incident_nbr),
+        (State::Ok, 100)
+    );
+    let merged: u32 = t.iter().map(|t| t.merged).sum();
+    assert_eq!(merged as usize + t.len(), 200);
+    assert_eq!(e.transitions_merged(), u64::from(merged));
+    // The chain of states stays consistent: each starts where the last
+    // ended.
+    for w in t.windows(2) {
+        assert_eq!(w[1].previous, w[0].alarm.state);
+    }
+}
+
+#[test]
+fn a_restart_announces_what_was_not_and_nothing_else() {
+    let e = engine(vec![
+        alarm("a", "a.*"),
+        alarm("b", "b.*"),
+        alarm("c", "c.*"),
+    ]);
+    let stored = |name: &str, state| StoredService {
+        name: Name::new(name),
+        last_beat: T0 - 1000,
+        timeout: 0,
+        state,
+        muted_since: 0,
+        last_state_change: T0 - 1000,
+        beat_history: vec![],
+        job: None,
+    };
+    let alarm_at = |name: &str, announced| StoredAlarm {
+        name: name.into(),
+        state: State::Error,
+        incident_nbr: 4,
+        last_state_change: T0 - 1000,
+        listed: true,
+        announced,
+    };
+    e.load(
+        vec![
+            stored("a.x", State::Error),
+            stored("b.x", State::Error),
+            stored("c.x", State::Error),
+        ],
+        vec![
+            // Announced: nothing to repeat.
+            alarm_at("a", Some((State::Error, 4))),
+            // Its receivers heard of incident 3 only.
+            alarm_at("b", Some((State::Error, 3))),
+            // A 1.x database: taken as announced.
+            alarm_at("c", None),
+        ],
+        T0,
+    );
+    let t = e.take_transitions();
+    assert_eq!(t.len(), 1, "{t:?}");
+    assert_eq!(&*t[0].alarm.name, "b");
+    assert_eq!(
+        (t[0].previous, t[0].alarm.state, t[0].alarm.incident_nbr),
+        (State::Ok, State::Error, 4)
+    );
+}
+
+#[test]
+fn a_service_holds_one_live_deadline_however_often_its_timeout_changes() {
+    let e = engine(vec![]);
+    e.change("steady", timeout(3600), T0).expect("valid");
+    let mut due = Vec::new();
+    // Every change moves the deadline earlier: each arms a new entry and
+    // leaves the one before stale.
+    for i in 0..200_000u64 {
+        e.change(
+            "moving",
+            Change::timeout(Timeout::After(400_000_000 - i)),
+            T0,
+        )
+        .expect("valid");
+        if i % 10_000 == 0 {
+            e.tick(T0 + 1, &mut due);
+        }
+        let (entries, _) = e.timer_entries();
+        assert!(entries <= 2 * 2 + 4096 + 10_000, "{entries} entries at {i}");
+    }
+    e.tick(T0 + 1, &mut due);
+    let (entries, stale) = e.timer_entries();
+    assert!(
+        entries <= 4096 + 4,
+        "{entries} entries ({stale} stale) for 2 services"
+    );
+    // Both still expire when due.
+    e.tick(T0 + 3_600_000, &mut due);
+    assert_eq!(state(&e, "steady"), State::Error);
+    e.tick(T0 + 400_000_000, &mut due);
+    assert_eq!(state(&e, "moving"), State::Error);
+    // A deleted service's entry is stale too.
+    e.change("gone", timeout(10), T0).expect("valid");
+    e.delete("gone", T0);
+    assert_eq!(e.timer_entries().1, 1);
 }

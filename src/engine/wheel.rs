@@ -139,6 +139,18 @@ impl<T> Wheel<T> {
         None
     }
 
+    /// Takes every entry out, whatever its deadline, keeping the clock
+    /// where it is.
+    pub fn drain_all(&mut self, out: &mut Vec<(u64, T)>) {
+        out.append(&mut self.due);
+        for level in &mut self.levels {
+            level.occupied = 0;
+            for slot in level.slots.iter_mut() {
+                out.append(slot);
+            }
+        }
+    }
+
     /// Moves the clock to `now` and appends every entry whose deadline is at
     /// or before `now` to `out`, as `(deadline, item)`.
     pub fn advance(&mut self, now: u64, out: &mut Vec<(u64, T)>) {
@@ -212,6 +224,21 @@ mod tests {
         w.insert(4_000_000, 1);
         w.insert(70, 2);
         assert!(w.next_wake().expect("held") <= 70);
+    }
+
+    #[test]
+    fn drain_all_takes_everything_and_the_wheel_goes_on() {
+        let mut w = Wheel::new(1_000);
+        for (i, when) in [900, 1_001, 70_000, 5_000_000].into_iter().enumerate() {
+            w.insert(when, i as u32);
+        }
+        let mut out = Vec::new();
+        w.drain_all(&mut out);
+        out.sort();
+        assert_eq!(out.len(), 4);
+        assert!(w.is_empty());
+        w.insert(2_000, 9);
+        assert_eq!(drain(&mut w, 2_000), vec![(2_000, 9)]);
     }
 
     #[test]

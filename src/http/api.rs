@@ -26,6 +26,7 @@ fn engine_error(e: EngineError) -> Response<Body> {
     let status = match e {
         EngineError::InvalidName(_) => StatusCode::BAD_REQUEST,
         EngineError::AlarmNotEmpty(_) => StatusCode::CONFLICT,
+        EngineError::Full(..) => StatusCode::SERVICE_UNAVAILABLE,
     };
     error(status, e.to_string())
 }
@@ -152,7 +153,7 @@ pub(super) async fn beat(req: Request<Incoming>, state: &AppState, name: &str) -
         }
     }
     let content_type = content_type(&req);
-    let body = match read_body(req).await {
+    let body = match read_body(req, state).await {
         Ok(b) => b,
         Err(r) => return r,
     };
@@ -267,7 +268,7 @@ pub(super) async fn job_signal(
         },
     };
     if !change.start {
-        let body = match read_body(req).await {
+        let body = match read_body(req, state).await {
             Ok(b) => b,
             Err(r) => return r,
         };
@@ -286,9 +287,26 @@ pub(super) async fn job_signal(
     }
 }
 
-/// Reads a body of at most `MAX_BODY` bytes, or answers 413/400.
-async fn read_body(req: Request<Incoming>) -> Result<bytes::Bytes, Response<Body>> {
-    match Limited::new(req.into_body(), MAX_BODY).collect().await {
+/// Reads a body of at most `MAX_BODY` bytes within `[limits]
+/// http_body_timeout`, or answers 413, 408 or 400: a body sent a byte at a
+/// time would otherwise hold its connection and handler for ever.
+async fn read_body(
+    req: Request<Incoming>,
+    state: &AppState,
+) -> Result<bytes::Bytes, Response<Body>> {
+    let within = crate::limits::LimitsConfig::duration(state.limits.http_body_timeout);
+    let Ok(read) =
+        tokio::time::timeout(within, Limited::new(req.into_body(), MAX_BODY).collect()).await
+    else {
+        return Err(error(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request body did not arrive within {} s",
+                within.as_secs()
+            ),
+        ));
+    };
+    match read {
         Ok(c) => Ok(c.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(error(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -345,6 +363,7 @@ const LIST_CHUNK: usize = 64 * 1024;
 pub(super) fn list_services<B>(_req: &Request<B>, state: &AppState) -> Response<Body> {
     let engine = state.engine.clone();
     let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(4);
+    let handle = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
         let names = engine.names();
         let mut buf = Vec::with_capacity(LIST_CHUNK + 4096);
@@ -357,14 +376,13 @@ pub(super) fn list_services<B>(_req: &Request<B>, state: &AppState) -> Response<
             buf.extend_from_slice(if first { b"\n" } else { b",\n" });
             first = false;
             write_indented(&mut buf, &view);
-            if buf.len() >= LIST_CHUNK && tx.blocking_send(std::mem::take(&mut buf).into()).is_err()
-            {
-                return; // the client went away
+            if buf.len() >= LIST_CHUNK && !send(&handle, &tx, std::mem::take(&mut buf)) {
+                return; // the client went away, or stopped reading
             }
         }
         buf.extend_from_slice(if first { b"],\n" } else { b"\n  ],\n" });
         buf.extend_from_slice(format!("  \"now\": {}\n}}\n", now_ms()).as_bytes());
-        let _ = tx.blocking_send(buf.into());
+        send(&handle, &tx, buf);
     });
     let mut r = Response::new(ChannelBody(rx).boxed());
     r.headers_mut().insert(
@@ -372,6 +390,28 @@ pub(super) fn list_services<B>(_req: &Request<B>, state: &AppState) -> Response<
         hyper::header::HeaderValue::from_static("application/json"),
     );
     r
+}
+
+/// How long a list's reader may take to accept the next chunk: a client
+/// that stops reading does not keep the blocking thread and the list of
+/// names for longer.
+const STALLED: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Sends a chunk of a streamed list from its blocking thread; false when
+/// the client is gone or did not take it within `STALLED`.
+fn send(
+    handle: &tokio::runtime::Handle,
+    tx: &tokio::sync::mpsc::Sender<bytes::Bytes>,
+    chunk: Vec<u8>,
+) -> bool {
+    match handle.block_on(tokio::time::timeout(STALLED, tx.send(chunk.into()))) {
+        Ok(Ok(())) => true,
+        Ok(Err(_)) => false,
+        Err(_) => {
+            tracing::debug!("a client stopped reading the list of services: dropped");
+            false
+        }
+    }
 }
 
 /// Appends `value` pretty-printed and indented as an element of a list

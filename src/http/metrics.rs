@@ -43,6 +43,11 @@ pub(super) fn render(state: &AppState) -> Response<Body> {
             "Connected websocket clients.",
             state.counters.ws.client_count() as f64,
         ),
+        (
+            "lovebeat_http_connections",
+            "Open HTTP connections.",
+            state.counters.http.len() as f64,
+        ),
     ];
     for (name, help, value) in gauges {
         single(&mut out, name, help, "gauge", value);

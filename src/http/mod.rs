@@ -6,6 +6,7 @@
 mod api;
 pub mod auth;
 mod badge;
+pub(crate) mod conns;
 mod metrics;
 pub mod origin;
 pub mod path;
@@ -21,7 +22,7 @@ use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -104,6 +105,10 @@ pub struct AppState {
     pub ws: Arc<ws::WsHub>,
     /// The API keys and the host names answered.
     pub gate: router::Gate,
+    /// `[limits]`.
+    pub limits: crate::limits::LimitsConfig,
+    /// The HTTP connections, bounded.
+    pub(crate) conns: Arc<conns::Registry>,
 }
 
 /// A response body: a whole buffer or a stream.
@@ -111,18 +116,46 @@ pub type Body = BoxBody<Bytes, Infallible>;
 
 /// Serves HTTP on `listener` until `stop` is cancelled, then asks open
 /// connections to finish their current request and close; each connection
-/// is a task of `tasks`, so the daemon can wait for them.
+/// is a task of `tasks`, so the daemon can wait for them. Connections are
+/// registered in `state.conns`, which bounds them (`[limits]`), and a
+/// reaper closes those that hold a socket without using it.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
     stop: CancellationToken,
     tasks: TaskTracker,
 ) {
+    let conns = state.conns.clone();
+    tasks.spawn({
+        let (conns, stop) = (conns.clone(), stop.clone());
+        async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        conns.reap();
+                    }
+                    _ = stop.cancelled() => return,
+                }
+            }
+        }
+    });
+    // hyper's own header timer runs from when a connection starts waiting
+    // for a request: it is the idle timeout's backstop, the registry's
+    // reaper the finer rule.
+    let idle = crate::limits::LimitsConfig::duration(state.limits.http_idle_timeout);
+    let mut builder = http1::Builder::new();
+    builder
+        .keep_alive(true)
+        .timer(TokioTimer::new())
+        .header_read_timeout(idle + Duration::from_secs(1));
     loop {
         let (stream, _peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
+                    // Out of descriptors, most likely: the caps should
+                    // prevent it; wait rather than spin.
                     tracing::warn!("HTTP accept failed: {e}");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
@@ -130,30 +163,47 @@ pub async fn serve(
             },
             _ = stop.cancelled() => return,
         };
+        let Some(conn) = conns.admit() else {
+            // Every connection is handling a request: refuse this one.
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
-        let state = state.clone();
-        let stop = stop.clone();
+        let (state, stop, builder, conns) =
+            (state.clone(), stop.clone(), builder.clone(), conns.clone());
         tasks.spawn(async move {
-            let service = service_fn(move |req| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(router::answer(req, &state).await) }
-            });
-            let conn = http1::Builder::new()
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            tokio::pin!(conn);
+            let service = {
+                let conn = conn.clone();
+                service_fn(move |req| {
+                    let (state, handling) = (state.clone(), conn.handling());
+                    let conn = conn.clone();
+                    async move {
+                        let r = router::answer(req, &state).await;
+                        if r.status() == hyper::StatusCode::SWITCHING_PROTOCOLS {
+                            conn.upgraded();
+                        }
+                        drop(handling);
+                        Ok::<_, Infallible>(r)
+                    }
+                })
+            };
+            let io = TokioIo::new(conns.track(conn.clone(), stream));
+            let http = builder.serve_connection(io, service).with_upgrades();
+            tokio::pin!(http);
             tokio::select! {
-                r = conn.as_mut() => {
+                r = http.as_mut() => {
                     if let Err(e) = r {
                         tracing::debug!("HTTP connection ended: {e}");
                     }
                 }
+                // Closed to make room, or for taking too long: dropped.
+                _ = conn.kill.cancelled() => {}
                 _ = stop.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(Duration::from_secs(1), conn).await;
+                    http.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(1), http).await;
                 }
             }
+            conns.remove(&conn);
         });
     }
 }

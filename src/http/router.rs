@@ -166,6 +166,23 @@ async fn route(req: Request<Incoming>, state: &AppState) -> Response<Body> {
     let param = |k: &str| m.params.get(k).unwrap_or_default();
     let method = req.method().clone();
     let name = param("name");
+    // lovebeat's own trouble is reported by lovebeat only: a client that
+    // could beat `lovebeat.self.save` could hide a failing save.
+    let service_endpoint = matches!(
+        *m.value,
+        Endpoint::Service
+            | Endpoint::Mute
+            | Endpoint::Unmute
+            | Endpoint::Start
+            | Endpoint::Fail
+            | Endpoint::Exit
+    );
+    if service_endpoint && !super::auth::is_read_only(&method) && crate::engine::is_internal(name) {
+        return error(
+            StatusCode::FORBIDDEN,
+            format!("'{name}' is lovebeat's own: only lovebeat changes it"),
+        );
+    }
     match *m.value {
         Endpoint::ListServices => only(&method, &[Method::GET], || api::list_services(&req, state)),
         Endpoint::Service => {

@@ -104,6 +104,10 @@ impl Client {
 /// The clients and the counters `/metrics` reports.
 #[derive(Default)]
 pub struct WsHub {
+    /// `[limits] max_websockets` (0: no limit).
+    max: usize,
+    /// Upgrades refused at `max` (`/metrics`).
+    pub refused: std::sync::atomic::AtomicU64,
     clients: Mutex<Vec<Arc<Client>>>,
     /// Each client's connection task, so shutdown can wait for them.
     tasks: tokio_util::task::TaskTracker,
@@ -114,6 +118,14 @@ pub struct WsHub {
 }
 
 impl WsHub {
+    /// A hub for at most `max` clients.
+    pub fn new(max: usize) -> WsHub {
+        WsHub {
+            max,
+            ..WsHub::default()
+        }
+    }
+
     fn clients(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Client>>> {
         self.clients.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -295,6 +307,16 @@ pub fn upgrade(mut req: Request<Incoming>, hub: &Arc<WsHub>, engine: &Engine) ->
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|p| p.trim() == super::auth::WS_PROTOCOL);
+    if hub.max > 0 && hub.client_count() >= hub.max {
+        hub.refused.fetch_add(1, Ordering::Relaxed);
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "lovebeat serves its maximum of {} websocket clients ([limits] max_websockets)",
+                hub.max
+            ),
+        );
+    }
     if !upgrade::is_upgrade_request(&req) {
         return error(
             StatusCode::BAD_REQUEST,

@@ -21,6 +21,8 @@ pub struct IngestStats {
     pub datagrams: AtomicU64,
     /// TCP connections accepted.
     pub tcp_connections: AtomicU64,
+    /// TCP connections refused at `[limits] max_tcp_connections`.
+    pub tcp_refused: AtomicU64,
     /// When a dropped line was last logged (ms), for rate limiting.
     last_drop_log: AtomicI64,
     /// Drops since the last log line.

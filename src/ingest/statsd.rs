@@ -2,7 +2,7 @@
 //! copying: the name is borrowed from the datagram.
 
 use crate::duration::{timeout_from_secs, DurationError};
-use crate::engine::{valid_name, Timeout};
+use crate::engine::{valid_name, Timeout, INTERNAL_PREFIX};
 
 /// What a line asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,7 +79,7 @@ pub fn parse_line(line: &[u8]) -> Result<Command<'_>, ParseError> {
         _ => return Err(ParseError::UnknownAction),
     };
     let name = &metric[..dot];
-    if !valid_name(name) {
+    if !valid_name(name) || name.starts_with(INTERNAL_PREFIX.as_bytes()) {
         return Err(ParseError::BadName);
     }
     let mut fields = rest.split(|c| *c == b'|');
@@ -215,6 +215,7 @@ mod tests {
             ("beat:1|c", UnknownAction),
             (".beat:1|c", BadName),
             ("...beat:1|c", BadName),
+            ("lovebeat.self.save.beat:1|c", BadName),
             ("A.beat:1|c", BadName),
             ("a b.beat:1|c", BadName),
             ("a.beat:1|c|@", BadSuffix),

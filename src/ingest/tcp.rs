@@ -1,5 +1,6 @@
 //! statsd over TCP: any number of lines per connection, one task each.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use tokio::io::AsyncReadExt;
@@ -33,24 +34,37 @@ impl Default for TcpConfig {
 pub const MAX_LINE: usize = 64 * 1024;
 
 /// Accepts connections until `stop` is cancelled; each connection is a
-/// task of `tasks` and ends then too.
+/// task of `tasks` and ends then too. At most `max` connections are open
+/// at once (more are closed as they come, and counted); one that sends
+/// nothing for `idle` is closed.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve(
     listener: TcpListener,
     engine: Engine,
     stats: Arc<IngestStats>,
+    max: usize,
+    idle: std::time::Duration,
     stop: CancellationToken,
     tasks: TaskTracker,
 ) {
+    let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    stats.tcp_connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let (engine, stats, stop) = (engine.clone(), stats.clone(), stop.clone());
+                    stats.tcp_connections.fetch_add(1, Ordering::Relaxed);
+                    if open.fetch_add(1, Ordering::Relaxed) >= max {
+                        open.fetch_sub(1, Ordering::Relaxed);
+                        stats.tcp_refused.fetch_add(1, Ordering::Relaxed);
+                        drop(stream);
+                        continue;
+                    }
+                    let (engine, stats, stop, open) = (engine.clone(), stats.clone(), stop.clone(), open.clone());
                     tasks.spawn(async move {
-                        if let Err(e) = connection(stream, &engine, &stats, stop).await {
+                        if let Err(e) = connection(stream, &engine, &stats, idle, stop).await {
                             tracing::info!("statsd TCP connection from {peer} closed: {e}");
                         }
+                        open.fetch_sub(1, Ordering::Relaxed);
                     });
                 }
                 Err(e) => {
@@ -68,13 +82,22 @@ async fn connection(
     mut stream: TcpStream,
     engine: &Engine,
     stats: &IngestStats,
+    idle: std::time::Duration,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
     let mut buf = vec![0u8; MAX_LINE * 2];
     let mut filled = 0;
     loop {
         let n = tokio::select! {
-            n = stream.read(&mut buf[filled..]) => n?,
+            n = tokio::time::timeout(idle, stream.read(&mut buf[filled..])) => match n {
+                Ok(n) => n?,
+                Err(_) => {
+                    return Err(std::io::Error::other(format!(
+                        "nothing sent for {} s",
+                        idle.as_secs()
+                    )))
+                }
+            },
             _ = stop.cancelled() => return Ok(()),
         };
         if n == 0 {

@@ -622,6 +622,8 @@ mod tests {
                 depends_on: Arc::new([]),
                 suppressed_by: Vec::new(),
                 cause: None,
+                flapping: false,
+                announced: (State::Ok, 6),
             },
             previous: State::Ok,
             ts: 1,

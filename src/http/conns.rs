@@ -1,0 +1,292 @@
+//! The HTTP connections: how many there are, what each is doing, and
+//! closing the ones that hold a socket without using it.
+//!
+//! A client that sends half a request, or opens a keep-alive connection
+//! and never sends another, would keep its socket forever; a few thousand
+//! of them exhaust the file descriptors, and then neither the API nor a
+//! save (which needs a descriptor too) works. So every connection is
+//! registered here with what it is doing, a reaper closes one whose
+//! request headers take longer than `http_header_timeout` or that has been
+//! idle longer than `http_idle_timeout`, and at `max_http_connections` a
+//! new connection takes the place of the one that has waited longest
+//! without a request being handled: the API keeps answering whoever
+//! actually sends requests.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_util::sync::CancellationToken;
+
+/// Milliseconds since the registry started: a monotonic clock cheap to
+/// keep in an atomic.
+fn mono_ms(start: Instant) -> i64 {
+    start.elapsed().as_millis() as i64
+}
+
+/// What one connection is doing.
+pub(crate) struct Conn {
+    /// Requests being handled now (a keep-alive connection handles one at
+    /// a time, but an upgrade keeps its request open).
+    in_handler: AtomicUsize,
+    /// When a byte was last read or written (registry ms).
+    last_io: AtomicI64,
+    /// When the first byte of a request not yet handled arrived (registry
+    /// ms), or -1 while none is under way.
+    request_started: AtomicI64,
+    /// Cancelled to close the connection at once.
+    pub(crate) kill: CancellationToken,
+    /// Set once the connection was upgraded to a websocket: it is the
+    /// websocket hub's from then on.
+    upgraded: AtomicBool,
+}
+
+impl Conn {
+    /// A request's headers are complete and its handler runs; the returned
+    /// guard says when it is done.
+    pub(crate) fn handling(self: &Arc<Conn>) -> Handling {
+        self.in_handler.fetch_add(1, Ordering::Relaxed);
+        self.request_started.store(-1, Ordering::Relaxed);
+        Handling(self.clone())
+    }
+
+    /// The connection was upgraded (a websocket): no longer reaped here.
+    pub(crate) fn upgraded(&self) {
+        self.upgraded.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Ends a request's handling when dropped.
+pub(crate) struct Handling(Arc<Conn>);
+
+impl Drop for Handling {
+    fn drop(&mut self) {
+        self.0.in_handler.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The live connections and the limits on them.
+pub(crate) struct Registry {
+    start: Instant,
+    conns: Mutex<Vec<Arc<Conn>>>,
+    /// `max_http_connections`.
+    max: usize,
+    /// `http_header_timeout`.
+    header_timeout: Duration,
+    /// `http_idle_timeout`.
+    idle_timeout: Duration,
+    /// Connections closed to make room, or for taking too long (`/metrics`).
+    pub(crate) closed: AtomicU64,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub(crate) fn new(max: usize, header_timeout: Duration, idle_timeout: Duration) -> Registry {
+        Registry {
+            start: Instant::now(),
+            conns: Mutex::new(Vec::new()),
+            max: max.max(1),
+            header_timeout,
+            idle_timeout,
+            closed: AtomicU64::new(0),
+        }
+    }
+
+    fn conns(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Conn>>> {
+        self.conns.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Live connections.
+    pub(crate) fn len(&self) -> usize {
+        self.conns().len()
+    }
+
+    /// Registers a new connection. At the cap, the connection that has
+    /// waited longest without a request being handled is closed to make
+    /// room; if every one is busy, `None`: the new one is refused.
+    pub(crate) fn admit(&self) -> Option<Arc<Conn>> {
+        let now = mono_ms(self.start);
+        let mut conns = self.conns();
+        if conns.len() >= self.max {
+            let idle = conns
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.in_handler.load(Ordering::Relaxed) == 0)
+                .min_by_key(|(_, c)| c.last_io.load(Ordering::Relaxed))
+                .map(|(i, _)| i)?;
+            let evicted = conns.swap_remove(idle);
+            evicted.kill.cancel();
+            self.closed.fetch_add(1, Ordering::Relaxed);
+        }
+        let conn = Arc::new(Conn {
+            in_handler: AtomicUsize::new(0),
+            last_io: AtomicI64::new(now),
+            request_started: AtomicI64::new(-1),
+            kill: CancellationToken::new(),
+            upgraded: AtomicBool::new(false),
+        });
+        conns.push(conn.clone());
+        Some(conn)
+    }
+
+    /// Forgets a connection that ended.
+    pub(crate) fn remove(&self, conn: &Arc<Conn>) {
+        let mut conns = self.conns();
+        if let Some(i) = conns.iter().position(|c| Arc::ptr_eq(c, conn)) {
+            conns.swap_remove(i);
+        }
+    }
+
+    /// Closes every connection whose request headers took longer than the
+    /// header timeout, or that has been idle longer than the idle timeout.
+    /// Returns how many.
+    pub(crate) fn reap(&self) -> usize {
+        let now = mono_ms(self.start);
+        let header = self.header_timeout.as_millis() as i64;
+        let idle = self.idle_timeout.as_millis() as i64;
+        let mut conns = self.conns();
+        let before = conns.len();
+        conns.retain(|c| {
+            if c.in_handler.load(Ordering::Relaxed) > 0 || c.upgraded.load(Ordering::Relaxed) {
+                return true;
+            }
+            let started = c.request_started.load(Ordering::Relaxed);
+            let slow_headers = started >= 0 && now - started > header;
+            let idle_too_long = now - c.last_io.load(Ordering::Relaxed) > idle;
+            if slow_headers || idle_too_long {
+                c.kill.cancel();
+                return false;
+            }
+            true
+        });
+        let n = before - conns.len();
+        self.closed.fetch_add(n as u64, Ordering::Relaxed);
+        n
+    }
+
+    /// Wraps a connection's stream so its reads and writes are seen.
+    pub(crate) fn track<S>(self: &Arc<Self>, conn: Arc<Conn>, stream: S) -> Tracked<S> {
+        Tracked {
+            stream,
+            conn,
+            registry: self.clone(),
+        }
+    }
+}
+
+/// A stream whose activity is recorded in its connection's entry.
+pub(crate) struct Tracked<S> {
+    stream: S,
+    conn: Arc<Conn>,
+    registry: Arc<Registry>,
+}
+
+impl<S> Tracked<S> {
+    fn saw_io(&self, read: bool) {
+        let now = mono_ms(self.registry.start);
+        self.conn.last_io.store(now, Ordering::Relaxed);
+        // The first byte of a request: its headers' time starts.
+        if read
+            && self.conn.in_handler.load(Ordering::Relaxed) == 0
+            && self.conn.request_started.load(Ordering::Relaxed) < 0
+        {
+            self.conn.request_started.store(now, Ordering::Relaxed);
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.stream).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.saw_io(true);
+        }
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.stream).poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.saw_io(false);
+        }
+        r
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.saw_io(false);
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn at_the_cap_the_longest_waiting_connection_makes_room() {
+        let r = Registry::new(2, Duration::from_secs(10), Duration::from_secs(60));
+        let a = r.admit().expect("room");
+        std::thread::sleep(Duration::from_millis(5));
+        let b = r.admit().expect("room");
+        let _busy = b.handling();
+        let c = r.admit().expect("a's place");
+        assert!(a.kill.is_cancelled() && !b.kill.is_cancelled() && !c.kill.is_cancelled());
+        let _busy_c = c.handling();
+        assert!(
+            r.admit().is_none(),
+            "every connection is handling a request"
+        );
+        assert_eq!(r.len(), 2);
+    }
+
+    #[test]
+    fn slow_headers_and_long_idleness_are_reaped_busy_ones_are_not() {
+        let r = Registry::new(10, Duration::from_millis(20), Duration::from_millis(60));
+        let idle = r.admit().expect("room");
+        let slow = r.admit().expect("room");
+        slow.request_started
+            .store(mono_ms(r.start), Ordering::Relaxed);
+        let busy = r.admit().expect("room");
+        let _h = busy.handling();
+        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(r.reap(), 1);
+        assert!(slow.kill.is_cancelled() && !idle.kill.is_cancelled());
+        std::thread::sleep(Duration::from_millis(40));
+        assert_eq!(r.reap(), 1);
+        assert!(idle.kill.is_cancelled() && !busy.kill.is_cancelled());
+    }
+}

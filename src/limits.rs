@@ -1,0 +1,149 @@
+//! `[limits]`: what bounds the resources a client (or a bad day) can make
+//! lovebeat hold. Each is enforced by the component it bounds; they are
+//! gathered here so an operator finds them in one section.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::config::ConfigError;
+use crate::duration::DurationSetting;
+
+/// `[limits]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// HTTP connections at once; at the cap a new one replaces the one
+    /// that has waited longest without a request being handled.
+    pub max_http_connections: usize,
+    /// How long a request's headers may take to arrive.
+    pub http_header_timeout: DurationSetting,
+    /// How long a keep-alive connection may wait for its next request.
+    pub http_idle_timeout: DurationSetting,
+    /// How long a request's body may take to arrive.
+    pub http_body_timeout: DurationSetting,
+    /// statsd TCP connections at once; more are refused.
+    pub max_tcp_connections: usize,
+    /// How long a statsd TCP connection may send nothing before it is
+    /// closed.
+    pub tcp_idle_timeout: DurationSetting,
+    /// Websocket clients at once; more are refused (503).
+    pub max_websockets: usize,
+    /// Services; beyond, a new name is refused (503 over HTTP, dropped and
+    /// counted over statsd) while existing services keep working.
+    pub max_services: usize,
+    /// Alarms made from `$word` templates; beyond, a new service joins no
+    /// new instance (counted and logged).
+    pub max_alarms: usize,
+    /// Alert deliveries (HTTP and SMTP) under way at once.
+    pub max_alert_deliveries: usize,
+    /// Alert scripts running at once.
+    pub max_scripts: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_http_connections: 1024,
+            http_header_timeout: DurationSetting { ms: 10_000 },
+            http_idle_timeout: DurationSetting { ms: 60_000 },
+            http_body_timeout: DurationSetting { ms: 30_000 },
+            max_tcp_connections: 1024,
+            tcp_idle_timeout: DurationSetting { ms: 600_000 },
+            max_websockets: 256,
+            max_services: 20_000_000,
+            max_alarms: 1_000_000,
+            max_alert_deliveries: 64,
+            max_scripts: 8,
+        }
+    }
+}
+
+/// File descriptors kept beside the connections: the database and its
+/// temporary file, the event log, sockets to alert receivers, S3.
+const RESERVED_FDS: u64 = 256;
+
+impl LimitsConfig {
+    /// Every limit must allow something, and a timeout must be one.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (key, value) in [
+            ("max_http_connections", self.max_http_connections),
+            ("max_tcp_connections", self.max_tcp_connections),
+            ("max_websockets", self.max_websockets),
+            ("max_services", self.max_services),
+            ("max_alarms", self.max_alarms),
+            ("max_alert_deliveries", self.max_alert_deliveries),
+            ("max_scripts", self.max_scripts),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid(format!(
+                    "[limits] {key} must be at least 1"
+                )));
+            }
+        }
+        for (key, value) in [
+            ("http_header_timeout", self.http_header_timeout),
+            ("http_idle_timeout", self.http_idle_timeout),
+            ("http_body_timeout", self.http_body_timeout),
+            ("tcp_idle_timeout", self.tcp_idle_timeout),
+        ] {
+            if value.ms < 100 {
+                return Err(ConfigError::Invalid(format!(
+                    "[limits] {key} must be at least 100ms"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// A timeout as a `Duration`.
+    pub fn duration(setting: DurationSetting) -> Duration {
+        Duration::from_millis(setting.ms)
+    }
+
+    /// Raises the soft limit on open files to the hard one, and lowers the
+    /// connection caps (with a warning) if even that leaves too few
+    /// descriptors for them and the `RESERVED_FDS` the rest needs: at the
+    /// caps, lovebeat must still be able to open its database.
+    pub fn fit_file_descriptors(&mut self) {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit/setrlimit with a valid resource and a pointer to
+        // a struct that lives across the calls.
+        let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0;
+        if !ok {
+            return;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            // SAFETY: as above.
+            if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+                lim.rlim_cur = lim.rlim_max;
+            }
+        }
+        let wanted =
+            (self.max_http_connections + self.max_tcp_connections + self.max_websockets) as u64;
+        let available = lim.rlim_cur.saturating_sub(RESERVED_FDS).max(3);
+        if wanted > available {
+            let scale = |n: usize| ((n as u64 * available / wanted) as usize).max(1);
+            tracing::warn!(
+                "only {} open files are allowed (ulimit -n); connection caps lowered to fit: HTTP {} -> {}, statsd TCP {} -> {}, websockets {} -> {}",
+                lim.rlim_cur,
+                self.max_http_connections,
+                scale(self.max_http_connections),
+                self.max_tcp_connections,
+                scale(self.max_tcp_connections),
+                self.max_websockets,
+                scale(self.max_websockets)
+            );
+            self.max_http_connections = scale(self.max_http_connections);
+            self.max_tcp_connections = scale(self.max_tcp_connections);
+            self.max_websockets = scale(self.max_websockets);
+        }
+    }
+}
