@@ -25,7 +25,10 @@ use crate::engine::{AlarmConfig, AutoConfig, EngineConfig, ServiceDefaults};
 use crate::http::HttpConfig;
 use crate::ingest::tcp::TcpConfig;
 use crate::ingest::udp::UdpConfig;
-use crate::sinks::alerts::{AlertConfig, MailConfig, MailgunConfig, SlackConfig};
+use crate::sinks::alerts::{
+    AlertConfig, AlertsConfig, FlappingConfig, MailConfig, MailgunConfig, SelfAlarmConfig,
+    SlackConfig,
+};
 use crate::sinks::eventlog::EventlogConfig;
 use crate::sinks::metrics::MetricsConfig;
 use crate::sinks::notify::NotifyConfig;
@@ -95,6 +98,10 @@ pub struct Config {
     pub views: Vec<AlarmConfig>,
     /// Alert definitions referenced by alarms.
     pub alerts: BTreeMap<String, AlertConfig>,
+    /// When an alarm counts as flapping.
+    pub flapping: FlappingConfig,
+    /// Who hears of lovebeat's own trouble (the built-in alarm).
+    pub self_alarm: SelfAlarmConfig,
     /// The JSON event log.
     pub eventlog: EventlogConfig,
     /// Other lovebeats to report our own health to.
@@ -299,6 +306,25 @@ impl Config {
         for (name, alert) in &self.alerts {
             alert.validate(name)?;
         }
+        for alert in &self.self_alarm.alerts {
+            if !self.alerts.contains_key(alert) {
+                return Err(ConfigError::Invalid(format!(
+                    "[self_alarm] uses alert '{alert}', but there is no [alerts.{alert}] section"
+                )));
+            }
+        }
+        if let Some(a) = self
+            .alarms
+            .iter()
+            .chain(&self.views)
+            .find(|a| a.name == crate::trouble::SELF_ALARM)
+        {
+            return Err(ConfigError::Invalid(format!(
+                "alarm '{}' is built in (lovebeat's own trouble): name yours differently, and set its alerts in [self_alarm]",
+                a.name
+            )));
+        }
+        self.flapping.validate()?;
         crate::engine::membership::check_dependencies(&self.alarm_defs())
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         self.http.validate()?;
@@ -379,7 +405,12 @@ impl Config {
         let _ = writeln!(out, "alerts: {}", self.alerts.len());
         for (name, a) in &self.alerts {
             let mut channels = Vec::new();
-            if let Some(m) = a.mail.as_deref().filter(|m| !m.is_empty()) {
+            if let Some(m) = a.mail.as_ref().filter(|m| !m.0.is_empty()) {
+                let m =
+                    m.0.iter()
+                        .map(|a| a.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ");
                 let via = if self.mailgun.domain.is_empty() {
                     format!("SMTP {}", self.mail.server)
                 } else {
@@ -387,8 +418,8 @@ impl Config {
                 };
                 channels.push(format!("mail to {m} via {via}"));
             }
-            if let Some(w) = a.webhook.as_deref().filter(|w| !w.is_empty()) {
-                channels.push(format!("webhook {}", url(w)));
+            if let Some(w) = &a.webhook {
+                channels.push(format!("webhook {}", url(w.0.as_str())));
             }
             if let Some(c) = a.slack_channel.as_deref().filter(|c| !c.is_empty()) {
                 channels.push(format!("Slack {c}"));
@@ -477,13 +508,37 @@ impl Config {
         })
     }
 
-    /// The alarms, `[[views]]` included.
+    /// The alarms, `[[views]]` included, and last the built-in alarm of
+    /// lovebeat's own trouble (`crate::trouble`).
     pub fn alarm_defs(&self) -> Vec<AlarmDef> {
-        self.alarms
+        let mut defs: Vec<AlarmDef> = self
+            .alarms
             .iter()
             .chain(&self.views)
             .map(AlarmConfig::to_def)
-            .collect()
+            .collect();
+        defs.push(AlarmDef {
+            name: crate::trouble::SELF_ALARM.into(),
+            includes: vec![format!("{}*", crate::engine::INTERNAL_PREFIX)],
+            excludes: Vec::new(),
+            alerts: self.self_alarm.alerts.clone(),
+            depends_on: Vec::new(),
+        });
+        defs
+    }
+
+    /// What the alerters take from the configuration.
+    pub fn alerts_config(&self) -> AlertsConfig {
+        AlertsConfig {
+            alerts: self.alerts.clone(),
+            mail: self.mail.clone(),
+            mailgun: self.mailgun.clone(),
+            slack: self.slack.clone(),
+            flapping: self.flapping.clone(),
+            public_url: self.public_url(),
+            max_deliveries: self.limits.max_alert_deliveries,
+            max_scripts: self.limits.max_scripts,
+        }
     }
 
     /// What the engine is built from.
@@ -836,5 +891,12 @@ mode = 600
         assert_eq!(c.services.len(), 2);
         assert!(c.alerts["ops"].repeat.is_some());
         assert_eq!(c.alarms[1].depends_on, vec!["network-$name".to_string()]);
+        assert_eq!(c.self_alarm.alerts, ["ops"]);
+        assert_eq!(c.limits.max_services, 20_000_000);
+        assert_eq!((c.flapping.start, c.flapping.stop), (6, 2));
+        assert_eq!(
+            c.alerts["ops"].group_interval(),
+            crate::sinks::alerts::DEFAULT_GROUP_INTERVAL
+        );
     }
 }

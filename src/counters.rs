@@ -109,20 +109,32 @@ pub const COUNTERS: &[Counter] = &[
     Counter {
         prometheus: "lovebeat_alerts_sent_total",
         statsd: Some("alert.sent"),
-        help: "Alert deliveries that succeeded.",
+        help: "Alert messages delivered (a webhook POST or script run per change, a mail or Slack post per group).",
         read: |s| Some(s.alerts.sent.load(Ordering::Relaxed)),
     },
     Counter {
         prometheus: "lovebeat_alerts_failed_total",
         statsd: Some("alert.failed"),
-        help: "Alert deliveries that failed after retries.",
+        help: "Alert messages that failed for good, after their retries (each is logged).",
         read: |s| Some(s.alerts.failed.load(Ordering::Relaxed)),
     },
     Counter {
         prometheus: "lovebeat_alerts_dropped_total",
         statsd: Some("alert.dropped"),
-        help: "Alerts dropped because their alarm's queue was full.",
+        help: "Alert messages still undelivered when the shutdown's time for them ran out (announced after the restart).",
         read: |s| Some(s.alerts.dropped.load(Ordering::Relaxed)),
+    },
+    Counter {
+        prometheus: "lovebeat_alarms_flapping_total",
+        statsd: None,
+        help: "Times an alarm started flapping (its changes then held until it settles).",
+        read: |s| Some(s.alerts.flapping.load(Ordering::Relaxed)),
+    },
+    Counter {
+        prometheus: "lovebeat_eventlog_lost_total",
+        statsd: None,
+        help: "Events counted instead of logged because the event log's writer was stalled (a gap record marks where).",
+        read: |s| Some(s.engine.journal_lost()),
     },
     Counter {
         prometheus: "lovebeat_db_saves_total",

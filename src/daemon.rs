@@ -17,7 +17,7 @@ use crate::config::Config;
 use crate::engine::Engine;
 use crate::http::{self, AppState};
 use crate::ingest::{tcp, udp::UdpIngest, IngestStats};
-use crate::sinks::alerts::{AlertStats, Alerters};
+use crate::sinks::alerts::AlertStats;
 use crate::sinks::s3::RemoteDb;
 use crate::sinks::{self, notify, persistence};
 
@@ -70,6 +70,13 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         tracing::warn!("{w}");
     }
     config.limits.fit_file_descriptors();
+    // A file-size limit (or a full quota) must fail a write with EFBIG,
+    // which a save survives and reports, not kill the monitor.
+    // SAFETY: setting a signal's disposition to SIG_IGN has no handler to
+    // race with.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
     let config = Arc::new(config);
     let now = now_ms();
     let engine = Engine::new(config.engine_config(), now);
@@ -78,21 +85,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         .await
         .map_err(anyhow::Error::msg)?
         .map(Arc::new);
-    if let Some(r) = &remote {
-        match r.download(&db_path).await {
-            Ok(true) => tracing::info!("downloaded the database from {}", r.url()),
-            Ok(false) if db_path.exists() => tracing::warn!(
-                "no database at {}: keeping the local {}",
-                r.url(),
-                db_path.display()
-            ),
-            Ok(false) => tracing::info!("no database at {}: starting empty", r.url()),
-            Err(e) => anyhow::bail!("refusing to start: {e}"),
-        }
-    }
-    if let Some(loaded) = crate::db::load(&db_path)
-        .context("refusing to start: the database cannot be read (move it away to start empty)")?
-    {
+    if let Some(loaded) = persistence::load_at_start(&db_path, remote.as_deref()).await? {
         let (s, a) = (loaded.services.len(), loaded.alarms.len());
         engine.load(loaded.services, loaded.alarms, now);
         tracing::info!(
@@ -105,8 +98,8 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
 
     // Every sink subscribes before any input can produce an event.
     let log_events = engine.subscribe();
-    let eventlog_events = engine.subscribe();
-    let alert_events = engine.subscribe();
+    let eventlog =
+        (!config.eventlog.path.is_empty()).then(|| (engine.journal(), engine.watch_services()));
     let metrics_events = engine.subscribe();
     let ws_events = engine.subscribe();
     let stats = Arc::new(IngestStats::default());
@@ -192,14 +185,26 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         stop.input_tasks.clone(),
     ));
     // Alerts: drained once input has stopped.
-    let alerters = Alerters::new(config.clone()).context("cannot set up the alerters")?;
-    stop.alert_tasks.spawn(sinks::alerts::run(
-        alerters,
-        engine.clone(),
-        alert_events,
-        alert_stats.clone(),
-        reporter.clone(),
-        stop.alert_token.clone(),
+    let trouble = crate::trouble::Trouble::new(engine.clone());
+    stop.alert_tasks.spawn({
+        let run = sinks::alerts::run(
+            Arc::new(config.alerts_config()),
+            Arc::new(config.alarm_defs()),
+            engine.clone(),
+            alert_stats.clone(),
+            trouble.clone(),
+            reporter.clone(),
+            stop.alert_token.clone(),
+        );
+        async move {
+            if let Err(e) = run.await {
+                tracing::error!("alerts cannot be delivered: {e:#}");
+            }
+        }
+    });
+    stop.sink_tasks.spawn(crate::trouble::watch_capacity(
+        trouble.clone(),
+        stop.sink_token.clone(),
     ));
     // Views and sinks: stopped last, before the final save.
     let reopen = Arc::new(Notify::new());
@@ -208,16 +213,14 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         log_events,
         stop.sink_token.clone(),
     ));
-    if config.eventlog.path.is_empty() {
-        drop(eventlog_events); // Unread, it would only pin old events.
-    } else {
-        let services = engine.watch_services();
+    if let Some((journal, services)) = eventlog {
         stop.sink_tasks.spawn(sinks::eventlog::run(
             services,
             PathBuf::from(&config.eventlog.path),
             config.eventlog_mode(),
-            eventlog_events,
+            journal,
             reopen.clone(),
+            trouble.clone(),
             stop.sink_token.clone(),
         ));
     }
@@ -246,6 +249,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         saves.clone(),
         remote.clone(),
         reporter,
+        trouble.clone(),
         stop.sink_token.clone(),
     ));
 
@@ -268,14 +272,21 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         .await
         .is_err()
     {
+        let left = alert_stats
+            .queued
+            .swap(0, std::sync::atomic::Ordering::Relaxed);
+        alert_stats
+            .dropped
+            .fetch_add(left, std::sync::atomic::Ordering::Relaxed);
         tracing::error!(
-            "alerts still undelivered when the shutdown's time for them ran out: they are lost"
+            "{left} alert messages still undelivered when the shutdown's time for them ran out: \
+             the database records what each alarm's receivers last heard, and the next start announces the rest"
         );
     }
     stop.sink_token.cancel();
     stop.sink_tasks.close();
     let _ = tokio::time::timeout_at(deadline - SAVE_RESERVE, stop.sink_tasks.wait()).await;
-    let saved = persistence::save_now(&engine, &db_path, &saves)
+    let saved = persistence::save_now(&engine, &db_path, &saves, persistence::Priority::Normal)
         .await
         .with_context(|| format!("final save to {} failed", db_path.display()))?;
     tracing::info!(
@@ -285,7 +296,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         db_path.display()
     );
     if let Some(r) = &remote {
-        if tokio::time::timeout_at(deadline, r.upload(&db_path))
+        if tokio::time::timeout_at(deadline, r.upload(&db_path, crate::sinks::s3::IfBusy::Wait))
             .await
             .is_err()
         {

@@ -24,3 +24,4 @@ pub mod pattern;
 pub mod prefetch;
 pub mod redact;
 pub mod sinks;
+pub mod trouble;

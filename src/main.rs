@@ -66,7 +66,11 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(lovebeat::daemon::run(config)) {
+    let result = runtime.block_on(lovebeat::daemon::run(config));
+    // Tasks still running (a delivery whose time ran out, a blocking
+    // read) are not waited for past the shutdown's deadline.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("lovebeat: {e:#}");

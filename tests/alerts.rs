@@ -201,6 +201,46 @@ fn mail_reaches_a_real_smtp_server() {
 }
 
 #[test]
+fn mail_goes_at_once_then_groups_the_changes_of_the_interval() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (smtp, port, out) = smtp_server(dir.path(), 0);
+    let d = Daemon::start(&format!(
+        "[[alarms]]\nname = \"g-$n\"\npattern = \"g.$n\"\nalerts = [\"ops\"]\n[alerts.ops]\nmail = \"ops@example.com\"\ngroup_interval = \"2s\"\n[mail]\nserver = \"127.0.0.1:{port}\"\n"
+    ));
+    d.post("/api/services/g.first?timeout=0");
+    let first = read_mails(&out, 1, 10);
+    assert_eq!(first.len(), 1, "the first change goes at once");
+    let sent_first = Instant::now();
+    for name in ["g.second", "g.third", "g.fourth"] {
+        d.post(&format!("/api/services/{name}?timeout=0"));
+    }
+    let mails = read_mails(&out, 2, 10);
+    let grouped_after = sent_first.elapsed();
+    std::thread::sleep(Duration::from_secs(3));
+    let all = read_mails(&out, 3, 0);
+    drop(smtp);
+    assert_eq!(all.len(), 2, "three changes, one message: {all:?}");
+    assert!(
+        grouped_after >= Duration::from_millis(1500),
+        "the group waits for the interval ({grouped_after:?})"
+    );
+    let one = first[0]["data"].as_str().expect("data");
+    assert!(one.contains("Subject: [LOVEBEAT] g-first-1"), "{one}");
+    let group = mails[1]["data"].as_str().expect("data");
+    assert!(
+        group.contains("Subject: [LOVEBEAT] 3 alarm changes"),
+        "{group}"
+    );
+    for name in ["second", "third", "fourth"] {
+        assert!(
+            group.contains(&format!("'g-{name}' (incident 1): NEW -> ERROR")),
+            "{group}"
+        );
+    }
+    assert_eq!(d.metric("lovebeat_alerts_sent_total"), 2.0);
+}
+
+#[test]
 fn smtp_server_refusing_two_connections_still_gets_the_mail() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (smtp, port, out) = smtp_server(dir.path(), 2);

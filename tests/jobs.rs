@@ -317,7 +317,7 @@ fn a_child_alarm_is_held_while_its_parent_is_error() {
         .iter()
         .map(|r| format!("{}:{}", r.json()["name"], r.json()["to_state"]))
         .collect();
-    assert_eq!(names.len(), 3, "{names:?}");
+    assert_eq!(names.len(), 3, "{names:?} {}", d.stderr());
 }
 
 #[test]

@@ -107,6 +107,82 @@ fn backup_round_trip_through_s3() {
     });
     d.post("/api/services/still.working");
     assert!(d.service("still.working").is_some());
+    d.eventually("the upload trouble reported", || {
+        d.service("lovebeat.self.upload")
+            .is_some_and(|s| s["state"] == "error")
+    });
+}
+
+/// Rewrites the daemon's config (same ports) for its next start.
+fn reconfigure(d: &Daemon, extra: &str) {
+    std::fs::write(
+        d.path().join("lovebeat.cfg"),
+        common::config_with_interval(d.http, d.statsd, extra, 1),
+    )
+    .expect("cfg");
+}
+
+#[test]
+fn a_local_file_saved_after_the_remote_copy_is_kept() {
+    set_credentials();
+    let moto = Moto::start();
+    moto.create_bucket("newer-local");
+    let s3 = s3_config(moto.port, "newer-local");
+    let mut d = Daemon::start_with_interval(&s3, 1);
+    d.post("/api/services/in.both");
+    d.eventually("an upload", || {
+        metric(&d, "lovebeat_s3_uploads_total") >= 1.0
+    });
+    assert!(d.stop().success());
+    // A run without S3 saves a newer local file.
+    reconfigure(&d, "");
+    d.restart_stopped();
+    d.post("/api/services/made.locally");
+    assert!(d.stop().success());
+    reconfigure(&d, &s3);
+    d.restart_stopped();
+    assert!(
+        d.stderr().contains("was saved after the copy at s3://newer-local/backups/lovebeat.db: using the local file"),
+        "{}",
+        d.stderr()
+    );
+    assert!(d.service("made.locally").is_some());
+    assert!(d.service("in.both").is_some());
+}
+
+#[test]
+fn a_remote_copy_that_is_not_a_database_never_replaces_the_local_file() {
+    set_credentials();
+    let moto = Moto::start();
+    moto.create_bucket("garbage");
+    let mut d = Daemon::start_with_interval("", 1);
+    d.post("/api/services/kept.here");
+    assert!(d.stop().success());
+    let r = http_request(
+        moto.port,
+        "PUT",
+        "/garbage/backups/lovebeat.db",
+        &[],
+        b"this is not a database",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    reconfigure(&d, &s3_config(moto.port, "garbage"));
+    d.restart_stopped();
+    assert!(
+        d.stderr().contains("is not a usable database"),
+        "{}",
+        d.stderr()
+    );
+    assert!(d.service("kept.here").is_some());
+    assert!(d.stop().success());
+    // The local file was read, not replaced; no download is left behind.
+    let names: Vec<String> = std::fs::read_dir(d.path())
+        .expect("dir")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".download."))
+        .collect();
+    assert!(names.is_empty(), "{names:?}");
 }
 
 #[test]

@@ -46,19 +46,26 @@ pub struct Transition {
 /// The queue of alarms with transitions waiting, and the dispatcher's bell.
 #[derive(Default)]
 pub(super) struct Announcements {
-    /// Alarms with a transition waiting, each once, in the order of their
-    /// first waiting transition.
-    waiting: Mutex<Vec<Arc<str>>>,
+    waiting: Mutex<Waiting>,
     /// Rung when an alarm joins `waiting`.
     wake: Notify,
-    /// The next transition's `seq`.
-    seq: AtomicU64,
     /// Transitions merged so far (`/metrics`).
     pub(super) merged: AtomicU64,
 }
 
+/// Numbered and listed under one lock, so that a take sees every
+/// transition numbered before it: the dispatcher gets them in order across
+/// alarms, never one alarm's later change before another's earlier one.
+#[derive(Default)]
+struct Waiting {
+    /// Alarms with a transition waiting, each once.
+    names: Vec<Arc<str>>,
+    /// The next transition's `seq`.
+    next_seq: u64,
+}
+
 impl Announcements {
-    fn waiting(&self) -> std::sync::MutexGuard<'_, Vec<Arc<str>>> {
+    fn waiting(&self) -> std::sync::MutexGuard<'_, Waiting> {
         self.waiting.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -68,13 +75,7 @@ impl Engine {
     /// dispatcher.
     pub(super) fn announce(&self, name: &Arc<str>, a: &mut Alarm, previous: State, ts: i64) {
         let inner = &self.inner;
-        let t = Transition {
-            seq: inner.announcements.seq.fetch_add(1, Ordering::Relaxed),
-            alarm: a.view(name),
-            previous,
-            ts,
-            merged: 0,
-        };
+        let view = a.view(name);
         if a.unannounced.len() >= MAX_PENDING {
             // Keep the first (the incident that started it) and the latest:
             // the second is merged into the third.
@@ -84,9 +85,22 @@ impl Engine {
             inner.announcements.merged.fetch_add(1, Ordering::Relaxed);
         }
         let first = a.unannounced.is_empty();
-        a.unannounced.push(t);
+        {
+            let mut waiting = inner.announcements.waiting();
+            let seq = waiting.next_seq;
+            waiting.next_seq += 1;
+            a.unannounced.push(Transition {
+                seq,
+                alarm: view,
+                previous,
+                ts,
+                merged: 0,
+            });
+            if first {
+                waiting.names.push(name.clone());
+            }
+        }
         if first {
-            inner.announcements.waiting().push(name.clone());
             inner.announcements.wake.notify_one();
         }
     }
@@ -97,13 +111,28 @@ impl Engine {
         self.inner.announcements.wake.notified().await;
     }
 
-    /// Every transition waiting, in the order they happened.
+    /// Every transition waiting, in the order they happened. One made
+    /// while this runs is left for the next call (its alarm stays listed),
+    /// so no call returns a transition before one numbered earlier.
     pub fn take_transitions(&self) -> Vec<Transition> {
-        let names = std::mem::take(&mut *self.inner.announcements.waiting());
+        let (names, cutoff) = {
+            let mut w = self.inner.announcements.waiting();
+            (std::mem::take(&mut w.names), w.next_seq)
+        };
         let mut out = Vec::new();
         for name in names {
             if let Some(mut a) = self.inner.alarms.get_mut(&*name) {
-                out.append(&mut a.unannounced);
+                let later = a.unannounced.iter().position(|t| t.seq >= cutoff);
+                match later {
+                    None => out.append(&mut a.unannounced),
+                    Some(at) => {
+                        out.extend(a.unannounced.drain(..at));
+                        // Its later ones found the list non-empty and did
+                        // not list the alarm: list it for the next take.
+                        self.inner.announcements.waiting().names.push(name.clone());
+                        self.inner.announcements.wake.notify_one();
+                    }
+                }
             }
         }
         out.sort_unstable_by_key(|t| t.seq);

@@ -236,12 +236,13 @@ impl Engine {
                 let until_alive = next_alive.saturating_duration_since(tokio::time::Instant::now());
                 tokio::select! {
                     _ = tokio::time::sleep(nap.min(until_alive).min(CLOCK_CHECK)) => {}
-                    _ = self.inner.wake.notified() => continue,
+                    _ = self.inner.wake.notified() => {}
                     _ = stop.cancelled() => return,
                 }
-                if now_ms() < wake {
-                    continue; // woke to report, nothing is due yet
-                }
+                // Whatever woke it, the clocks are looked at before anything
+                // expires: a wall clock that stepped during the sleep must
+                // not expire everything it stepped over.
+                continue;
             }
             self.tick_with_clock(now_ms(), &mut due, now_ms);
         }

@@ -173,6 +173,11 @@ impl AlarmMatcher {
         }
         out.sort();
         out.dedup_by(|a, b| a.0 == b.0);
+        if super::is_internal(service) {
+            // lovebeat's own services belong to its own alarm only, not to
+            // a catch-all `*` of the user's.
+            out.retain(|(name, _)| name == crate::trouble::SELF_ALARM);
+        }
         out
     }
 

@@ -37,6 +37,7 @@ pub mod config;
 pub mod events;
 mod expiry;
 pub mod job;
+pub mod journal;
 pub mod membership;
 mod queries;
 mod restore;
@@ -195,6 +196,8 @@ struct Inner {
     /// Alarm transitions waiting for the alert dispatcher: the lossless
     /// path (`announce.rs`).
     announcements: announce::Announcements,
+    /// The event log's lossless feed, once it is asked for (`journal.rs`).
+    journal: std::sync::OnceLock<Arc<journal::Journal>>,
     /// Services per state, indexed by `State as usize`.
     counts: [AtomicI64; 4],
     /// When this engine started: beats before it add no interval.
@@ -244,6 +247,7 @@ impl Engine {
                 wake: Notify::new(),
                 events,
                 announcements: Default::default(),
+                journal: std::sync::OnceLock::new(),
                 counts: Default::default(),
                 started_at: now,
                 service_watchers: AtomicUsize::new(0),
@@ -494,12 +498,17 @@ impl Engine {
     }
 
     fn emit(&self, now: i64, kind: impl FnOnce() -> EventKind) {
-        if self.inner.events.receiver_count() > 0 {
-            // An error only means every receiver is gone: nothing to do.
-            let _ = self.inner.events.send(Arc::new(Event {
+        let journal = self.inner.journal.get();
+        if self.inner.events.receiver_count() > 0 || journal.is_some() {
+            let event = Arc::new(Event {
                 ts: now,
                 kind: kind(),
-            }));
+            });
+            if let Some(j) = journal {
+                j.push(&event);
+            }
+            // An error only means every receiver is gone: nothing to do.
+            let _ = self.inner.events.send(event);
         }
     }
 }

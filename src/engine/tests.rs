@@ -488,6 +488,45 @@ fn every_alarm_transition_waits_for_the_dispatcher_in_order() {
 }
 
 #[test]
+fn takes_racing_changes_never_return_a_later_transition_before_an_earlier_one() {
+    // One thread changes two alarms in turn while another takes: across
+    // all takes the transitions come out in the order they were made (a
+    // take that listed one alarm must not grab a change made after
+    // another alarm's change it will only see next time).
+    let e = engine(vec![alarm("a", "a.*"), alarm("b", "b.*")]);
+    e.change("a.x", Change::beat(), T0).expect("valid");
+    e.change("b.x", Change::beat(), T0).expect("valid");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let taker = {
+        let (e, stop) = (e.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                seen.extend(e.take_transitions().into_iter().map(|t| t.seq));
+            }
+            seen.extend(e.take_transitions().into_iter().map(|t| t.seq));
+            seen
+        })
+    };
+    for i in 0..20_000 {
+        let name = if i % 2 == 0 { "a.x" } else { "b.x" };
+        let t = if (i / 2) % 2 == 0 {
+            Timeout::Always
+        } else {
+            Timeout::None
+        };
+        e.change(name, Change::timeout(t), T0 + i).expect("valid");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let seen = taker.join().expect("taker");
+    assert!(
+        seen.windows(2).all(|w| w[0] < w[1]),
+        "out of order: {:?}",
+        seen.windows(2).find(|w| w[0] >= w[1])
+    );
+}
+
+#[test]
 fn an_alarm_keeps_a_bounded_number_of_transitions_and_merges_the_middle() {
     let e = engine(vec![alarm("flappy", "f")]);
     e.beat("f", T0).expect("valid");

@@ -48,6 +48,11 @@ pub(super) fn render(state: &AppState) -> Response<Body> {
             "Open HTTP connections.",
             state.counters.http.len() as f64,
         ),
+        (
+            "lovebeat_alerts_queued",
+            "Alert messages waiting or being delivered.",
+            state.counters.alerts.queued.load(Ordering::Relaxed) as f64,
+        ),
     ];
     for (name, help, value) in gauges {
         single(&mut out, name, help, "gauge", value);

@@ -1,19 +1,23 @@
-//! The event log (README, "Watching lovebeat itself"): one JSON object per line for every state
-//! change, appended to a file created with the configured mode, reopened on
-//! SIGHUP so logrotate can move it away.
+//! The event log (README, "Watching lovebeat itself"): one JSON object per
+//! line for every state change, appended to a file created with the
+//! configured mode, reopened on SIGHUP so logrotate can move it away. It
+//! reads the engine's lossless feed (`engine/journal.rs`), not the
+//! broadcast that views may fall behind on.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use serde::Serialize;
-use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::engine::journal::Journal;
 use crate::engine::{Event, EventKind, ServiceWatch, State};
+use crate::trouble::Trouble;
 
 /// `[eventlog]`: where every state change is appended.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -139,69 +143,116 @@ fn open(path: &Path, mode: u32) -> std::io::Result<BufWriter<File>> {
     Ok(BufWriter::with_capacity(64 * 1024, f))
 }
 
-/// Appends events to `path` until `stop` (asking for service events with
-/// `_services`); reopens the file whenever `reopen` is notified. A file
-/// that cannot be opened is logged, and retried at the next reopen.
+/// The line that stands where events were counted instead of logged
+/// (the writer was [`crate::engine::journal::MAX_WAIT`] behind): how many.
+pub fn gap_line(ts: i64, count: u64) -> String {
+    format!("{{\"ts\":{ts},\"type\":\"events_lost\",\"events_lost\":{{\"count\":{count}}}}}")
+}
+
+/// Appends every event of `journal` to `path` until `stop` (asking for
+/// service events with `_services`), on a thread of its own so a slow disk
+/// never blocks the runtime; reopens the file whenever `reopen` is
+/// notified. A file that cannot be opened or written is logged and puts
+/// `lovebeat.self.eventlog` in ERROR; it is retried at the next batch.
+/// Once `stop` is cancelled (input has stopped) it writes what is queued
+/// and returns.
 pub async fn run(
     _services: ServiceWatch,
     path: PathBuf,
     mode: u32,
-    mut events: broadcast::Receiver<Arc<Event>>,
+    journal: Arc<Journal>,
     reopen: Arc<Notify>,
+    trouble: Trouble,
     stop: CancellationToken,
 ) {
-    let mut out = match open(&path, mode) {
-        Ok(o) => Some(o),
-        Err(e) => {
-            tracing::error!("cannot open the event log {}: {e}", path.display());
-            None
-        }
+    let flags = Arc::new((AtomicBool::new(false), AtomicBool::new(false)));
+    let (done_tx, mut done_rx) = tokio::sync::oneshot::channel::<()>();
+    let writer = {
+        let (flags, journal) = (flags.clone(), journal.clone());
+        std::thread::Builder::new()
+            .name("eventlog".into())
+            .spawn(move || {
+                write_loop(&path, mode, &journal, &flags.0, &flags.1, &trouble);
+                journal.close();
+                let _ = done_tx.send(());
+            })
     };
+    if let Err(e) = writer {
+        tracing::error!("cannot start the event log's writer: {e}");
+        journal.close();
+        return;
+    }
     loop {
-        let event = tokio::select! {
-            e = events.recv() => e,
-            _ = reopen.notified() => {
-                if let Some(o) = out.as_mut() {
-                    let _ = o.flush();
-                }
-                out = match open(&path, mode) {
-                    Ok(o) => Some(o),
-                    Err(e) => {
-                        tracing::error!("cannot reopen the event log {}: {e}", path.display());
-                        None
-                    }
-                };
-                continue;
-            }
+        tokio::select! {
+            _ = reopen.notified() => flags.0.store(true, Ordering::Relaxed),
             _ = stop.cancelled() => break,
-        };
-        match event {
-            Ok(e) => {
-                if let (Some(o), Some(l)) = (out.as_mut(), line(&e)) {
-                    if let Err(err) = writeln!(o, "{l}") {
-                        tracing::error!("cannot write the event log {}: {err}", path.display());
-                    }
-                }
-            }
-            Err(RecvError::Lagged(n)) => {
-                tracing::warn!("event log fell behind and lost {n} events")
-            }
-            Err(RecvError::Closed) => break,
+            _ = &mut done_rx => return,
         }
-        // Flush once the burst is written, not per line.
-        if events.is_empty() {
-            if let Some(o) = out.as_mut() {
+    }
+    flags.1.store(true, Ordering::Relaxed);
+    let _ = done_rx.await;
+}
+
+/// The writer: a batch at a time, flushed after each.
+fn write_loop(
+    path: &Path,
+    mode: u32,
+    journal: &Journal,
+    reopen: &AtomicBool,
+    stop: &AtomicBool,
+    trouble: &Trouble,
+) {
+    let mut out: Option<BufWriter<File>> = None;
+    let mut failing = false;
+    loop {
+        let stopping = stop.load(Ordering::Relaxed);
+        let batch = journal.take(std::time::Duration::from_millis(100));
+        if reopen.swap(false, Ordering::Relaxed) {
+            if let Some(mut o) = out.take() {
                 let _ = o.flush();
             }
         }
-    }
-    // Write what is still queued, then flush.
-    while let Ok(e) = events.try_recv() {
-        if let (Some(o), Some(l)) = (out.as_mut(), line(&e)) {
-            let _ = writeln!(o, "{l}");
+        if !batch.events.is_empty() || batch.lost_after > 0 {
+            let result = (|| {
+                if out.is_none() {
+                    out = Some(open(path, mode)?);
+                }
+                let o = out.as_mut().expect("opened above");
+                for e in &batch.events {
+                    if let Some(l) = line(e) {
+                        writeln!(o, "{l}")?;
+                    }
+                }
+                if batch.lost_after > 0 {
+                    writeln!(o, "{}", gap_line(crate::clock::now_ms(), batch.lost_after))?;
+                }
+                o.flush()
+            })();
+            match result {
+                Ok(()) if failing => {
+                    failing = false;
+                    tracing::info!("the event log {} is written again", path.display());
+                    trouble.ok(crate::trouble::Part::Eventlog);
+                }
+                Ok(()) => {}
+                Err(e) => {
+                    // Reopened at the next batch.
+                    out = None;
+                    let what = format!(
+                        "cannot write the event log {} ({} events not written): {e}",
+                        path.display(),
+                        batch.events.len()
+                    );
+                    tracing::error!("{what}");
+                    if !failing {
+                        failing = true;
+                        trouble.fail(crate::trouble::Part::Eventlog, &what);
+                    }
+                }
+            }
+        } else if stopping {
+            // Input had stopped before this empty take: all is written.
+            return;
         }
-    }
-    if let Some(o) = out.as_mut() {
-        let _ = o.flush();
     }
 }

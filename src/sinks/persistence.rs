@@ -1,5 +1,6 @@
 //! Saves the database every `interval` seconds, off the async runtime, so a
-//! save never stops ingestion or the API.
+//! save never stops ingestion or the API; and chooses, at start, between
+//! the local file and its S3 copy.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,10 +9,11 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::db::{self, Saved};
+use crate::db::{self, Loaded, Saved};
 use crate::engine::Engine;
 use crate::sinks::notify::{Part, Reporter};
-use crate::sinks::s3::RemoteDb;
+use crate::sinks::s3::{IfBusy, RemoteDb};
+use crate::trouble::{self, Trouble};
 
 /// `[database]`: where the state is saved, how often, and its S3 backup.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -72,18 +74,30 @@ pub struct SaveStats {
     pub last_bytes: AtomicU64,
 }
 
-/// Saves once, on a blocking thread, and counts the result.
+/// How a save shares the CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    /// Periodic saves yield to ingestion (`SCHED_IDLE`).
+    Background,
+    /// The final save has nothing to yield to, and a deadline.
+    Normal,
+}
+
+/// Saves once, on a thread of its own, and counts the result.
 pub async fn save_now(
     engine: &Engine,
     path: &std::path::Path,
     stats: &SaveStats,
+    priority: Priority,
 ) -> std::io::Result<Saved> {
     let (engine, path) = (engine.clone(), path.to_path_buf());
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("save".into())
         .spawn(move || {
-            lower_priority();
+            if priority == Priority::Background {
+                lower_priority();
+            }
             let _ = tx.send(db::save(&engine, &path));
         })?;
     let result = rx
@@ -106,8 +120,11 @@ pub async fn save_now(
 }
 
 /// Saves every `interval` until `stop` is cancelled, and reports each
-/// save to the `[[notify]]` peers. The final save at shutdown is the
-/// caller's, after input has stopped.
+/// save to the `[[notify]]` peers; a failed save or upload puts its
+/// `lovebeat.self` service in ERROR until one succeeds (the old file is
+/// kept: a save only ever renames a complete file over it). The final
+/// save at shutdown is the caller's, after input has stopped.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     engine: Engine,
     path: PathBuf,
@@ -115,6 +132,7 @@ pub async fn run(
     stats: Arc<SaveStats>,
     remote: Option<Arc<RemoteDb>>,
     reporter: Reporter,
+    trouble: Trouble,
     stop: CancellationToken,
 ) {
     let mut ticker = tokio::time::interval(interval.max(Duration::from_secs(1)));
@@ -125,27 +143,178 @@ pub async fn run(
             _ = ticker.tick() => {}
             _ = stop.cancelled() => return,
         }
-        match save_now(&engine, &path, &stats).await {
-            Ok(s) => tracing::debug!(
-                "saved {} services and {} alarms to {} ({} bytes) in {} ms",
-                s.services,
-                s.alarms,
-                path.display(),
-                s.bytes,
-                s.duration.as_millis()
-            ),
+        match save_now(&engine, &path, &stats, Priority::Background).await {
+            Ok(s) => {
+                tracing::debug!(
+                    "saved {} services and {} alarms to {} ({} bytes) in {} ms",
+                    s.services,
+                    s.alarms,
+                    path.display(),
+                    s.bytes,
+                    s.duration.as_millis()
+                );
+                trouble.ok(trouble::Part::Save);
+            }
             Err(e) => {
                 tracing::error!("could not save the database to {}: {e}", path.display());
+                trouble.fail(
+                    trouble::Part::Save,
+                    &format!("could not save the database to {}: {e}", path.display()),
+                );
                 continue;
             }
         }
         reporter.report(Part::Save);
         if let Some(remote) = &remote {
             // Off this task, so a slow store never delays the next save.
-            let (remote, path) = (remote.clone(), path.clone());
-            tokio::spawn(async move { remote.upload(&path).await });
+            let (remote, path, trouble) = (remote.clone(), path.clone(), trouble.clone());
+            tokio::spawn(async move {
+                match remote.upload(&path, IfBusy::Skip).await {
+                    Ok(()) => trouble.ok(trouble::Part::Upload),
+                    Err(e) => trouble.fail(trouble::Part::Upload, &e.to_string()),
+                }
+            });
         }
     }
+}
+
+/// The database to start from. Without S3, the local file. With S3, the
+/// remote copy is downloaded beside it and read (a file that is not a
+/// database is refused, never put in place); then the newer of the two
+/// by the save time recorded in each (its `SAVED` record, not the file's
+/// mtime) is used, and the remote one replaces the local file when it
+/// wins. A file without a save time (1.x's) loses to one with; when
+/// neither has one the remote copy wins, as in 1.x. Which was used is
+/// logged.
+pub async fn load_at_start(
+    path: &std::path::Path,
+    remote: Option<&RemoteDb>,
+) -> anyhow::Result<Option<Loaded>> {
+    use anyhow::Context;
+    remove_stale_temps(path);
+    let local = || {
+        db::load(path)
+            .context("refusing to start: the database cannot be read (move it away to start empty)")
+    };
+    let Some(remote) = remote else {
+        return local();
+    };
+    let tmp = match remote.download(path).await {
+        Ok(Some(tmp)) => tmp,
+        Ok(None) => {
+            if path.exists() {
+                tracing::warn!(
+                    "no database at {}: using the local {}",
+                    remote.url(),
+                    path.display()
+                );
+            } else {
+                tracing::info!("no database at {}: starting empty", remote.url());
+            }
+            return local();
+        }
+        Err(e) => anyhow::bail!("refusing to start: {e}"),
+    };
+    let downloaded = match db::load(&tmp) {
+        Ok(Some(l)) => l,
+        Ok(None) => unreachable_download(&tmp)?,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            tracing::error!(
+                "the copy at {} is not a usable database ({e}): using the local {}",
+                remote.url(),
+                path.display()
+            );
+            return local();
+        }
+    };
+    let here = match db::load(path) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(
+                "the local {} cannot be read ({e}): using the copy from {}",
+                path.display(),
+                remote.url()
+            );
+            None
+        }
+    };
+    let keep_local = match (
+        &here,
+        here.as_ref().and_then(|l| l.saved_at),
+        downloaded.saved_at,
+    ) {
+        (Some(_), Some(mine), Some(theirs)) => mine > theirs,
+        (Some(_), Some(_), None) => true,
+        _ => false,
+    };
+    if keep_local {
+        let _ = std::fs::remove_file(&tmp);
+        tracing::warn!(
+            "the local {} was saved after the copy at {}: using the local file",
+            path.display(),
+            remote.url()
+        );
+        return Ok(here);
+    }
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("refusing to start: cannot replace {}", path.display()))?;
+    tracing::info!("downloaded the database from {}", remote.url());
+    Ok(Some(downloaded))
+}
+
+/// Removes what a killed lovebeat left beside the database: its save's
+/// temporary file, an upload's snapshot link, a download (`<db>.tmp.<pid>.<n>`,
+/// `.upload.`, `.download.`), unless the process that made it still runs
+/// (a second lovebeat on the same file, which is a mistake, but not ours
+/// to break). Our own PID counts as dead: nothing of ours runs yet, and in
+/// a container every start is PID 1.
+fn remove_stale_temps(path: &std::path::Path) {
+    let (Some(dir), Some(base)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        std::path::Path::new(".")
+    } else {
+        dir
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let base = base.to_string_lossy();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix(&*base) else {
+            continue;
+        };
+        let pid = ["tmp", "upload", "download"].iter().find_map(|what| {
+            let rest = rest
+                .strip_prefix('.')?
+                .strip_prefix(what)?
+                .strip_prefix('.')?;
+            let (pid, n) = rest.split_once('.')?;
+            n.parse::<u64>().ok()?;
+            pid.parse::<i32>().ok()
+        });
+        let Some(pid) = pid else { continue };
+        // SAFETY: kill(2) with signal 0 only checks that the process exists.
+        let alive = pid != std::process::id() as i32 && unsafe { libc::kill(pid, 0) } == 0;
+        if !alive {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => tracing::info!("removed {name}, left by a lovebeat that was killed"),
+                Err(e) => tracing::warn!("cannot remove {name}: {e}"),
+            }
+        }
+    }
+}
+
+/// `db::load` answers `None` only for a missing file, and the download was
+/// just written.
+fn unreachable_download(tmp: &std::path::Path) -> anyhow::Result<Loaded> {
+    anyhow::bail!(
+        "refusing to start: {} vanished as it was read",
+        tmp.display()
+    )
 }
 
 /// Makes the calling thread yield the CPU to ingestion: a save is

@@ -213,6 +213,14 @@ impl Daemon {
         }
     }
 
+    /// Kills the daemon with SIGKILL (no save, no goodbye) and reaps it;
+    /// `restart_stopped` starts it again.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("running");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
     /// The daemon's process id.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
@@ -279,6 +287,18 @@ impl Daemon {
         s.write_all(payload.as_bytes()).expect("write");
     }
 
+    /// A value of `/metrics` (0 when it is not there).
+    pub fn metric(&self, name: &str) -> f64 {
+        self.get("/metrics")
+            .body
+            .lines()
+            .find_map(|l| {
+                let (n, v) = l.split_once(' ')?;
+                (n == name).then(|| v.trim().parse().ok()).flatten()
+            })
+            .unwrap_or(0.0)
+    }
+
     /// Polls until `f` holds or 5 s pass.
     pub fn eventually(&self, what: &str, mut f: impl FnMut() -> bool) {
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -299,6 +319,18 @@ impl Drop for Daemon {
             let _ = c.wait();
         }
     }
+}
+
+/// Polls `f` until it holds or `secs` pass; panics naming `what`.
+pub fn wait_until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("timed out after {secs} s waiting for {what}");
 }
 
 /// A plain HTTP/1.1 request with `Connection: close`, so the test sees the

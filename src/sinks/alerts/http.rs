@@ -2,7 +2,9 @@
 
 use serde_json::json;
 
-use super::{failed_list, DeliveryError, Notice};
+use std::time::Duration;
+
+use super::{failed_list, DeliveryError, Flapping, Notice};
 use crate::engine::State;
 use crate::redact::url_for_log;
 
@@ -16,12 +18,12 @@ pub struct SlackConfig {
 
 async fn post(
     client: &reqwest::Client,
-    url: &str,
+    url: &reqwest::Url,
     body: serde_json::Value,
     extra: &[(&str, &str)],
 ) -> Result<(), DeliveryError> {
     let mut req = client
-        .post(url)
+        .post(url.clone())
         .header("Content-Type", "application/json")
         .header("Accept", "application/json")
         .header("User-Agent", "Lovebeat");
@@ -29,15 +31,16 @@ async fn post(
         req = req.header(*k, *v);
     }
     outcome(
-        &format!("POST {}", url_for_log(url)),
+        &format!("POST {}", url_for_log(url.as_str())),
         req.body(body.to_string()).send().await,
     )
 }
 
 /// Maps the result of an HTTP delivery: connection errors, timeouts, 5xx
-/// and 429 are worth retrying; other non-2xx answers are final. `what`
-/// names the receiver without its secrets ([`url_for_log`]), and the
-/// error is stripped of the URL reqwest would put in it.
+/// and 429 are worth retrying (after the `Retry-After` the receiver asks
+/// for, in seconds); other non-2xx answers are final. `what` names the
+/// receiver without its secrets ([`url_for_log`]), and the error is
+/// stripped of the URL reqwest would put in it.
 pub(super) fn outcome(
     what: &str,
     result: reqwest::Result<reqwest::Response>,
@@ -45,14 +48,22 @@ pub(super) fn outcome(
     let resp = result.map_err(|e| DeliveryError {
         reason: format!("{what}: {}", e.without_url()),
         retry: true,
+        retry_after: None,
     })?;
     let status = resp.status();
     if status.is_success() {
         Ok(())
     } else {
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
         Err(DeliveryError {
             reason: format!("{what}: HTTP {status}"),
             retry: status.is_server_error() || status.as_u16() == 429,
+            retry_after,
         })
     }
 }
@@ -76,13 +87,18 @@ pub(super) fn webhook_body(n: &Notice) -> serde_json::Value {
     if n.repeat > 0 {
         body["repeat"] = json!(n.repeat);
     }
+    match n.flapping {
+        Some(Flapping::Started { .. }) => body["flapping"] = json!(true),
+        Some(Flapping::Stopped) => body["flapping"] = json!(false),
+        None => {}
+    }
     body
 }
 
 /// POSTs the webhook.
 pub(super) async fn webhook(
     client: &reqwest::Client,
-    url: &str,
+    url: &reqwest::Url,
     n: &Notice,
 ) -> Result<(), DeliveryError> {
     post(client, url, webhook_body(n), &[("X-Lovebeat", "1")]).await
@@ -110,9 +126,46 @@ pub(super) fn slack_escape(text: &str) -> String {
     out
 }
 
-/// The Slack message. Everything that does not come from the config is
-/// escaped ([`slack_escape`]).
-pub(super) fn slack_body(channel: &str, n: &Notice) -> serde_json::Value {
+/// Changes listed in one grouped Slack message at most (Slack cuts a
+/// message's text at 40 000 characters); the rest are counted.
+pub(super) const SLACK_GROUP_LINES: usize = 100;
+
+/// The Slack message for one change, or for a group. Everything that does
+/// not come from the config is escaped ([`slack_escape`]).
+pub(super) fn slack_body(channel: &str, group: &[&Notice]) -> serde_json::Value {
+    let attachment = match group {
+        [n] => slack_attachment(n),
+        _ => {
+            let error = group.iter().any(|n| n.alarm.state == State::Error);
+            let mut text = String::new();
+            for n in group.iter().take(SLACK_GROUP_LINES) {
+                let line = slack_escape(&super::mail::change_line(n));
+                match &n.url {
+                    Some(u) => text.push_str(&format!("• <{u}|{line}>\n")),
+                    None => text.push_str(&format!("• {line}\n")),
+                }
+            }
+            if group.len() > SLACK_GROUP_LINES {
+                text.push_str(&format!(
+                    "… and {} more changes\n",
+                    group.len() - SLACK_GROUP_LINES
+                ));
+            }
+            json!({
+                "color": if error { "danger" } else { "good" },
+                "title": format!("{} alarm changes", group.len()),
+                "text": text,
+            })
+        }
+    };
+    json!({
+        "username": "Lovebeat",
+        "channel": channel,
+        "attachments": [attachment],
+    })
+}
+
+fn slack_attachment(n: &Notice) -> serde_json::Value {
     let name = slack_escape(&n.alarm.name);
     let name = name.as_str();
     let link = match &n.url {
@@ -120,10 +173,11 @@ pub(super) fn slack_body(channel: &str, n: &Notice) -> serde_json::Value {
         None => name.to_string(),
     };
     let error = n.alarm.state == State::Error;
-    let title = if error {
-        format!("{link} is in ERROR{}", super::mail::reminder(n))
-    } else {
-        format!("{link} has recovered")
+    let title = match n.flapping {
+        Some(Flapping::Started { .. }) => format!("{link} is flapping"),
+        Some(Flapping::Stopped) => format!("{link} stopped flapping"),
+        None if error => format!("{link} is in ERROR{}", super::mail::reminder(n)),
+        None => format!("{link} has recovered"),
     };
     let mut fields = vec![
         json!({"title": "Alarm", "value": name, "short": true}),
@@ -134,11 +188,14 @@ pub(super) fn slack_body(channel: &str, n: &Notice) -> serde_json::Value {
             json!({"title": "Failed Service(s)", "value": slack_escape(&failed_list(&n.alarm)), "short": false}),
         );
     }
-    let mut text = format!(
-        "Changed from {} to {}.",
-        n.previous.as_upper(),
-        n.alarm.state.as_upper()
-    );
+    let mut text = match n.flapping {
+        Some(_) => slack_escape(&super::mail::sentence(n)),
+        None => format!(
+            "Changed from {} to {}.",
+            n.previous.as_upper(),
+            n.alarm.state.as_upper()
+        ),
+    };
     if let Some(f) = &n.failure {
         text.push(' ');
         text.push_str(&slack_escape(&super::mail::failure_line(f)));
@@ -147,14 +204,10 @@ pub(super) fn slack_body(channel: &str, n: &Notice) -> serde_json::Value {
         }
     }
     json!({
-        "username": "Lovebeat",
-        "channel": channel,
-        "attachments": [{
-            "color": if error { "danger" } else { "good" },
-            "title": title,
-            "text": text,
-            "fields": fields,
-        }],
+        "color": if error { "danger" } else { "good" },
+        "title": title,
+        "text": text,
+        "fields": fields,
     })
 }
 
@@ -163,13 +216,14 @@ pub(super) async fn slack(
     client: &reqwest::Client,
     webhook_url: &str,
     channel: &str,
-    n: &Notice,
+    group: &[&Notice],
 ) -> Result<(), DeliveryError> {
     if webhook_url.is_empty() {
-        return Err(DeliveryError {
-            reason: "slack_channel is set but [slack] webhook_url is not".into(),
-            retry: false,
-        });
+        return Err(DeliveryError::permanent(
+            "slack_channel is set but [slack] webhook_url is not".into(),
+        ));
     }
-    post(client, webhook_url, slack_body(channel, n), &[]).await
+    let url = reqwest::Url::parse(webhook_url)
+        .map_err(|_| DeliveryError::permanent("[slack] webhook_url is not a URL".into()))?;
+    post(client, &url, slack_body(channel, group), &[]).await
 }

@@ -4,8 +4,8 @@ use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
-use super::{failed_list, DeliveryError, Notice};
-use crate::config::Config;
+use super::config::{AlertsConfig, Recipients};
+use super::{failed_list, DeliveryError, Flapping, Notice};
 use crate::redact::url_for_log;
 
 /// `[mail]`: the SMTP server mail alerts go through.
@@ -128,14 +128,25 @@ impl Default for MailgunConfig {
     }
 }
 
-/// `[LOVEBEAT] <alarm>-<incident>`.
-pub(super) fn subject(n: &Notice) -> String {
-    format!(
-        "[LOVEBEAT] {}-{}{}",
-        n.alarm.name,
-        n.alarm.incident_nbr,
-        reminder(n)
-    )
+/// The subject: 1.x's `[LOVEBEAT] <alarm>-<incident>` for one change,
+/// the count for a group.
+pub(super) fn subject(group: &[&Notice]) -> String {
+    match group {
+        [n] => {
+            let what = match n.flapping {
+                Some(Flapping::Started { .. }) => " is flapping",
+                Some(Flapping::Stopped) => " stopped flapping",
+                None => "",
+            };
+            format!(
+                "[LOVEBEAT] {}-{}{what}{}",
+                n.alarm.name,
+                n.alarm.incident_nbr,
+                reminder(n)
+            )
+        }
+        _ => format!("[LOVEBEAT] {} alarm changes", group.len()),
+    }
 }
 
 /// ` (reminder n)` for a repeated alert, else nothing.
@@ -147,25 +158,79 @@ pub(super) fn reminder(n: &Notice) -> String {
     }
 }
 
-/// The text body: the 1.x sentence, the failed services and the link.
-pub(super) fn body(n: &Notice) -> String {
-    let mut b = format!(
-        "The status for alarm '{}' has changed from '{}' to '{}'\n",
+/// The first sentence about one notice.
+pub(super) fn sentence(n: &Notice) -> String {
+    match n.flapping {
+        Some(Flapping::Started { changes }) => format!(
+            "The alarm '{}' is flapping: it changed state {changes} times within the flapping window. \
+             Its changes are not announced one by one until it settles; it is '{}' now.",
+            n.alarm.name,
+            n.alarm.state.as_upper()
+        ),
+        Some(Flapping::Stopped) => format!(
+            "The alarm '{}' stopped flapping: it is '{}' (it was '{}' when last announced).",
+            n.alarm.name,
+            n.alarm.state.as_upper(),
+            n.previous.as_upper()
+        ),
+        None => format!(
+            "The status for alarm '{}' has changed from '{}' to '{}'",
+            n.alarm.name,
+            n.previous.as_upper(),
+            n.alarm.state.as_upper()
+        ),
+    }
+}
+
+/// One line of a group: the alarm, its incident and its change.
+pub(super) fn change_line(n: &Notice) -> String {
+    let flapping = match n.flapping {
+        Some(Flapping::Started { .. }) => " (flapping)",
+        Some(Flapping::Stopped) => " (stopped flapping)",
+        None => "",
+    };
+    format!(
+        "'{}' (incident {}): {} -> {}{flapping}{}",
         n.alarm.name,
+        n.alarm.incident_nbr,
         n.previous.as_upper(),
-        n.alarm.state.as_upper()
-    );
-    if !n.alarm.failed_services.is_empty() {
-        b.push_str(&format!("\nFailed services: {}\n", failed_list(&n.alarm)));
-    }
-    if let Some(f) = &n.failure {
-        b.push_str(&format!("\n{}\n", failure_line(f)));
-        if !f.output.is_empty() {
-            b.push_str(&format!("\nOutput:\n{}\n", f.output));
+        n.alarm.state.as_upper(),
+        reminder(n)
+    )
+}
+
+/// The text body: for one change the 1.x sentence, the failed services,
+/// the job's failure and the link; for a group a paragraph per change.
+pub(super) fn body(group: &[&Notice]) -> String {
+    if let [n] = group {
+        let mut b = sentence(n);
+        b.push('\n');
+        if !n.alarm.failed_services.is_empty() {
+            b.push_str(&format!("\nFailed services: {}\n", failed_list(&n.alarm)));
         }
+        if let Some(f) = &n.failure {
+            b.push_str(&format!("\n{}\n", failure_line(f)));
+            if !f.output.is_empty() {
+                b.push_str(&format!("\nOutput:\n{}\n", f.output));
+            }
+        }
+        if let Some(url) = &n.url {
+            b.push_str(&format!("\n{url}\n"));
+        }
+        return b;
     }
-    if let Some(url) = &n.url {
-        b.push_str(&format!("\n{url}\n"));
+    let mut b = format!("{} alarm changes:\n", group.len());
+    for n in group {
+        b.push_str(&format!("\n- {}\n", change_line(n)));
+        if !n.alarm.failed_services.is_empty() && n.alarm.state == crate::engine::State::Error {
+            b.push_str(&format!("  Failed services: {}\n", failed_list(&n.alarm)));
+        }
+        if let Some(f) = &n.failure {
+            b.push_str(&format!("  {}\n", failure_line(f)));
+        }
+        if let Some(url) = &n.url {
+            b.push_str(&format!("  {url}\n"));
+        }
     }
     b
 }
@@ -179,36 +244,27 @@ pub(super) fn failure_line(f: &crate::engine::JobFailure) -> String {
     }
 }
 
-/// Sends the mail to `to` via Mailgun when `[mailgun] domain` is set, else
-/// via SMTP.
+/// Sends one mail about `group` to `to` via Mailgun when `[mailgun]
+/// domain` is set, else via SMTP.
 pub(super) async fn send(
-    config: &Config,
+    config: &AlertsConfig,
     client: &reqwest::Client,
-    n: &Notice,
-    to: &[String],
+    group: &[&Notice],
+    to: &Recipients,
 ) -> Result<(), DeliveryError> {
     if !config.mailgun.domain.is_empty() {
-        return mailgun(config, client, n, to).await;
+        return mailgun(config, client, group, to).await;
     }
-    let permanent = |reason: String| DeliveryError {
-        reason,
-        retry: false,
-    };
-    let from: Mailbox = config
-        .mail
-        .from
-        .parse()
-        .map_err(|e| permanent(format!("[mail] from '{}': {e}", config.mail.from)))?;
-    let mut builder = Message::builder().from(from).subject(subject(n));
-    for addr in to {
-        let mbox: Mailbox = addr
-            .parse()
-            .map_err(|e| permanent(format!("address '{addr}': {e}")))?;
-        builder = builder.to(mbox);
+    let from: Mailbox = config.mail.from.parse().map_err(|e| {
+        DeliveryError::permanent(format!("[mail] from '{}': {e}", config.mail.from))
+    })?;
+    let mut builder = Message::builder().from(from).subject(subject(group));
+    for mbox in to.0.iter() {
+        builder = builder.to(mbox.clone());
     }
     let message = builder
-        .body(body(n))
-        .map_err(|e| permanent(format!("building the mail: {e}")))?;
+        .body(body(group))
+        .map_err(|e| DeliveryError::permanent(format!("building the mail: {e}")))?;
     let (host, port) = (&config.mail.server.host, config.mail.server.port);
     let transport = match config.mail.tls {
         Tls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(host),
@@ -217,7 +273,7 @@ pub(super) async fn send(
             host,
         )),
     }
-    .map_err(|e| permanent(format!("SMTP server {host}: {e}")))?
+    .map_err(|e| DeliveryError::permanent(format!("SMTP server {host}: {e}")))?
     .port(port)
     .timeout(Some(std::time::Duration::from_secs(10)));
     let transport = match (&config.mail.username, &config.mail.password) {
@@ -232,14 +288,15 @@ pub(super) async fn send(
         .map_err(|e| DeliveryError {
             retry: !e.is_permanent(),
             reason: format!("SMTP {}: {e}", config.mail.server),
+            retry_after: None,
         })
 }
 
 async fn mailgun(
-    config: &Config,
+    config: &AlertsConfig,
     client: &reqwest::Client,
-    n: &Notice,
-    to: &[String],
+    group: &[&Notice],
+    to: &Recipients,
 ) -> Result<(), DeliveryError> {
     let mg = &config.mailgun;
     let url = format!(
@@ -247,12 +304,16 @@ async fn mailgun(
         mg.api_base.trim_end_matches('/'),
         mg.domain
     );
-    let to = to.join(", ");
+    let to =
+        to.0.iter()
+            .map(|m| m.to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
     let form = [
         ("from", mg.from.as_str()),
         ("to", to.as_str()),
-        ("subject", &subject(n)),
-        ("text", &body(n)),
+        ("subject", &subject(group)),
+        ("text", &body(group)),
     ];
     let result = client
         .post(&url)

@@ -60,6 +60,15 @@ pub(super) async fn run(path: &str, n: &Notice) -> std::io::Result<()> {
     if n.repeat > 0 {
         cmd.env("LOVEBEAT_REPEAT", n.repeat.to_string());
     }
+    match n.flapping {
+        Some(super::Flapping::Started { .. }) => {
+            cmd.env("LOVEBEAT_FLAPPING", "1");
+        }
+        Some(super::Flapping::Stopped) => {
+            cmd.env("LOVEBEAT_FLAPPING", "0");
+        }
+        None => {}
+    }
     let mut child = cmd.spawn()?;
     let pid = child.id();
     let alarm = n.alarm.name.to_string();

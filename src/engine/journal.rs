@@ -1,0 +1,227 @@
+//! The lossless event feed, for the event log (README promises it holds
+//! every state change).
+//!
+//! The broadcast in `events.rs` is for views: a subscriber that falls
+//! behind loses the oldest events, which a browser can afford and a log
+//! cannot. The journal is a bounded queue instead: when it is full, the
+//! engine waits for the writer (backpressure: a burst of a hundred
+//! thousand new services is written, not dropped), but never longer than
+//! [`MAX_WAIT`] in all. A writer that stalls that long (a hung disk) must
+//! not stall ingestion with it: from then on events are counted instead
+//! of queued until the writer has caught up to half the queue, and the
+//! writer puts the count in the log where the gap is.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use super::events::{Event, EventKind};
+use super::Engine;
+
+/// Events waiting for the writer at most.
+pub const CAPACITY: usize = 1 << 16;
+/// How long the engine waits for room before it counts events instead.
+pub const MAX_WAIT: Duration = Duration::from_secs(1);
+
+#[derive(Default)]
+struct Queue {
+    events: VecDeque<Arc<Event>>,
+    /// Events counted instead of queued since the last batch taken.
+    lost: u64,
+    /// The writer fell [`MAX_WAIT`] behind: count, do not wait, until it
+    /// has caught up to half the queue.
+    overflowing: bool,
+    /// No writer any more (it stopped): nothing waits for room.
+    closed: bool,
+}
+
+/// The queue between the engine and the event log's writer.
+#[derive(Default)]
+pub struct Journal {
+    queue: Mutex<Queue>,
+    /// Rung when events are queued.
+    filled: Condvar,
+    /// Rung when the writer took events.
+    drained: Condvar,
+    /// Events counted instead of queued, in all (`/metrics`).
+    lost: AtomicU64,
+}
+
+/// What the writer takes at once: events in order, and how many were lost
+/// after them.
+#[derive(Default)]
+pub struct Batch {
+    /// The events, oldest first.
+    pub events: Vec<Arc<Event>>,
+    /// Events lost after the last of them (0 normally).
+    pub lost_after: u64,
+}
+
+impl Journal {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether the event log keeps this kind (frequent updates it does
+    /// not need are never queued).
+    fn keeps(kind: &EventKind) -> bool {
+        !matches!(
+            kind,
+            EventKind::ServiceUpdated(_) | EventKind::AlarmUpdated(_)
+        )
+    }
+
+    /// Queues an event, waiting for room if the queue is full (see the
+    /// module's doc for the bound).
+    pub(super) fn push(&self, event: &Arc<Event>) {
+        if !Self::keeps(&event.kind) {
+            return;
+        }
+        let mut q = self.lock();
+        if q.closed {
+            return;
+        }
+        if q.events.len() >= CAPACITY && !q.overflowing {
+            let (guard, timeout) = self
+                .drained
+                .wait_timeout_while(q, MAX_WAIT, |q| {
+                    q.events.len() >= CAPACITY && !q.overflowing && !q.closed
+                })
+                .unwrap_or_else(|e| e.into_inner());
+            q = guard;
+            if timeout.timed_out() && q.events.len() >= CAPACITY {
+                q.overflowing = true;
+                tracing::error!(
+                    "the event log's writer is {} s behind: events are counted, not logged, until it catches up",
+                    MAX_WAIT.as_secs()
+                );
+            }
+        }
+        if q.overflowing || q.events.len() >= CAPACITY {
+            q.lost += 1;
+            self.lost.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        q.events.push_back(event.clone());
+        drop(q);
+        self.filled.notify_one();
+    }
+
+    /// Takes what is queued, waiting up to `wait` for something to come.
+    pub fn take(&self, wait: Duration) -> Batch {
+        let q = self.lock();
+        let (mut q, _) = self
+            .filled
+            .wait_timeout_while(q, wait, |q| q.events.is_empty() && q.lost == 0)
+            .unwrap_or_else(|e| e.into_inner());
+        let batch = Batch {
+            events: q.events.drain(..).collect(),
+            lost_after: std::mem::take(&mut q.lost),
+        };
+        if q.overflowing && q.events.len() < CAPACITY / 2 {
+            q.overflowing = false;
+        }
+        drop(q);
+        self.drained.notify_all();
+        batch
+    }
+
+    /// Events counted instead of logged so far.
+    pub fn lost(&self) -> u64 {
+        self.lost.load(Ordering::Relaxed)
+    }
+
+    /// The writer is gone: nothing waits for room any more.
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.drained.notify_all();
+    }
+}
+
+impl Engine {
+    /// Starts the lossless event feed (one per engine: the event log's).
+    /// Events from now on are queued until taken.
+    pub fn journal(&self) -> Arc<Journal> {
+        self.inner.journal.get_or_init(Arc::default).clone()
+    }
+
+    /// Events the journal counted instead of queuing (0 without one).
+    pub fn journal_lost(&self) -> u64 {
+        self.inner.journal.get().map_or(0, |j| j.lost())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(n: i64) -> Arc<Event> {
+        Arc::new(Event {
+            ts: n,
+            kind: EventKind::AlarmRemoved(crate::engine::AlarmView {
+                name: "a".into(),
+                state: crate::engine::State::Ok,
+                incident_nbr: 0,
+                failed_services: Vec::new(),
+                last_state_change: 0,
+                def: None,
+                depends_on: Arc::new([]),
+                suppressed_by: Vec::new(),
+                cause: None,
+                flapping: false,
+                announced: (crate::engine::State::New, 0),
+            }),
+        })
+    }
+
+    #[test]
+    fn a_burst_larger_than_the_queue_waits_for_the_writer_and_loses_nothing() {
+        let j = Arc::new(Journal::default());
+        let writer = {
+            let j = j.clone();
+            std::thread::spawn(move || {
+                let mut seen = Vec::new();
+                while seen.len() < 3 * CAPACITY {
+                    let b = j.take(Duration::from_millis(100));
+                    assert_eq!(b.lost_after, 0);
+                    seen.extend(b.events.iter().map(|e| e.ts));
+                }
+                seen
+            })
+        };
+        for n in 0..(3 * CAPACITY) as i64 {
+            j.push(&event(n));
+        }
+        let seen = writer.join().expect("writer");
+        assert_eq!(seen, (0..(3 * CAPACITY) as i64).collect::<Vec<_>>());
+        assert_eq!(j.lost(), 0);
+    }
+
+    #[test]
+    fn a_stalled_writer_costs_one_wait_then_events_are_counted_where_they_went() {
+        let j = Journal::default();
+        for n in 0..CAPACITY as i64 {
+            j.push(&event(n));
+        }
+        let start = std::time::Instant::now();
+        j.push(&event(-1));
+        assert!(start.elapsed() >= MAX_WAIT, "it waited for room first");
+        let start = std::time::Instant::now();
+        for _ in 0..1000 {
+            j.push(&event(-1));
+        }
+        assert!(
+            start.elapsed() < MAX_WAIT,
+            "overflowing: no more waiting ({:?})",
+            start.elapsed()
+        );
+        let b = j.take(Duration::ZERO);
+        assert_eq!((b.events.len(), b.lost_after), (CAPACITY, 1001));
+        assert_eq!(j.lost(), 1001);
+        // Caught up: queued again.
+        j.push(&event(7));
+        let b = j.take(Duration::ZERO);
+        assert_eq!((b.events.len(), b.lost_after), (1, 0));
+    }
+}

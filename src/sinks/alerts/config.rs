@@ -1,0 +1,172 @@
+//! The alerts' configuration: `[alerts.<name>]` sections, `[flapping]`,
+//! `[self_alarm]`, and what the alerters take from the rest of the file.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lettre::message::Mailbox;
+use serde::Deserialize;
+
+use super::http::SlackConfig;
+use super::mail::{MailConfig, MailgunConfig};
+use crate::config::ConfigError;
+use crate::duration::DurationSetting;
+
+/// `[alerts.<name>]`: the channels an alarm's changes are announced on.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertConfig {
+    /// Mail addresses, comma-separated as 1.x writes them.
+    pub mail: Option<Recipients>,
+    /// URL each change is POSTed to (a secret: it is never logged).
+    pub webhook: Option<HttpUrl>,
+    /// Slack channel (through `[slack] webhook_url`).
+    pub slack_channel: Option<String>,
+    /// Executable run for each change.
+    pub script: Option<String>,
+    /// Send again every this long while the alarm stays ERROR.
+    pub repeat: Option<DurationSetting>,
+    /// Mail and Slack: changes within this long of the last message to the
+    /// same receiver go together in the next one (default 10 s).
+    pub group_interval: Option<DurationSetting>,
+}
+
+/// How long mail and Slack changes are grouped when no `group_interval`
+/// is given.
+pub const DEFAULT_GROUP_INTERVAL: Duration = Duration::from_secs(10);
+
+impl AlertConfig {
+    /// A reminder more often than every second would flood its receivers.
+    pub fn validate(&self, name: &str) -> Result<(), ConfigError> {
+        match self.repeat {
+            Some(r) if r.ms < 1000 => Err(ConfigError::Invalid(format!(
+                "[alerts.{name}] repeat must be at least 1s"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// `group_interval`, or its default.
+    pub fn group_interval(&self) -> Duration {
+        self.group_interval
+            .map_or(DEFAULT_GROUP_INTERVAL, |g| Duration::from_millis(g.ms))
+    }
+}
+
+/// Mail addresses, read from 1.x's comma-separated string and checked as
+/// the file is read (an empty string is none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recipients(pub Arc<[Mailbox]>);
+
+impl<'de> Deserialize<'de> for Recipients {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Recipients, D::Error> {
+        let text = String::deserialize(d)?;
+        let list: Result<Vec<Mailbox>, _> = text
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(|a| {
+                a.parse::<Mailbox>()
+                    .map_err(|e| serde::de::Error::custom(format!("mail address '{a}': {e}")))
+            })
+            .collect();
+        Ok(Recipients(list?.into()))
+    }
+}
+
+/// An `http` or `https` URL, checked as the file is read. It may hold a
+/// secret (a webhook's path often does): it is only ever logged through
+/// `redact::url_for_log`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpUrl(pub reqwest::Url);
+
+impl<'de> Deserialize<'de> for HttpUrl {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<HttpUrl, D::Error> {
+        let text = String::deserialize(d)?;
+        let url = reqwest::Url::parse(&text).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "not a URL ({e}): {}",
+                crate::redact::url_for_log(&text)
+            ))
+        })?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(serde::de::Error::custom(format!(
+                "{} is not an http or https URL",
+                crate::redact::url_for_log(&text)
+            )));
+        }
+        Ok(HttpUrl(url))
+    }
+}
+
+/// `[flapping]`: an alarm that changes state too often is announced once
+/// as flapping, and once when it settles, instead of at every change
+/// (Nagios's flap detection, on a window of time: lovebeat has no
+/// periodic checks to count).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FlappingConfig {
+    /// Off: every change is announced.
+    pub enabled: bool,
+    /// The window changes are counted in.
+    pub window: DurationSetting,
+    /// Flapping starts when this many changes fall in the window.
+    pub start: usize,
+    /// It ends when at most this many do.
+    pub stop: usize,
+}
+
+impl Default for FlappingConfig {
+    fn default() -> Self {
+        FlappingConfig {
+            enabled: true,
+            window: DurationSetting { ms: 10 * 60_000 },
+            start: 6,
+            stop: 2,
+        }
+    }
+}
+
+impl FlappingConfig {
+    /// The thresholds must leave room between them (hysteresis).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.enabled && (self.start < 2 || self.stop >= self.start || self.window.ms < 1000) {
+            return Err(ConfigError::Invalid(
+                "[flapping] needs start of at least 2, stop below start and a window of at least 1s".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `[self_alarm]`: the built-in alarm `lovebeat.self` that lovebeat's own
+/// trouble (failed saves, uploads and alert deliveries, limits reached)
+/// puts in ERROR, and the alerts it fires.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct SelfAlarmConfig {
+    /// Names of `[alerts.<name>]` sections.
+    pub alerts: Vec<String>,
+}
+
+/// What the alerters take from the configuration.
+#[derive(Debug, Clone, Default)]
+pub struct AlertsConfig {
+    /// `[alerts.<name>]`.
+    pub alerts: BTreeMap<String, AlertConfig>,
+    /// `[mail]`.
+    pub mail: MailConfig,
+    /// `[mailgun]`.
+    pub mailgun: MailgunConfig,
+    /// `[slack]`.
+    pub slack: SlackConfig,
+    /// `[flapping]`.
+    pub flapping: FlappingConfig,
+    /// Links in alerts: `<public_url>alarms/<name>`.
+    pub public_url: Option<String>,
+    /// `[limits] max_alert_deliveries`.
+    pub max_deliveries: usize,
+    /// `[limits] max_scripts`.
+    pub max_scripts: usize,
+}

@@ -1,0 +1,158 @@
+//! Sending one message to one receiver, with retries. The dispatcher
+//! decides what is sent, to whom and how many at a time; this module only
+//! knows how to get it there.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::config::{AlertConfig, AlertsConfig, HttpUrl, Recipients};
+use super::{http, mail, script, DeliveryError, Notice};
+
+/// How long a failing delivery is retried, from its first attempt.
+pub(super) const RETRY_FOR: Duration = Duration::from_secs(60);
+/// First retry delay; doubled after each failure.
+pub(super) const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+/// How long one HTTP attempt may take.
+pub(super) const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One channel of an alert: who receives, and how.
+#[derive(Debug, Clone)]
+pub(super) enum Channel {
+    /// Mail to these addresses (SMTP or Mailgun).
+    Mail(Recipients),
+    /// 1.x's webhook POST.
+    Webhook(HttpUrl),
+    /// A Slack channel through `[slack] webhook_url`.
+    Slack(String),
+    /// An executable.
+    Script(String),
+}
+
+impl Channel {
+    /// The channels an alert names, empty values left out as 1.x does.
+    pub(super) fn of(alert: &AlertConfig) -> Vec<Channel> {
+        let mut out = Vec::new();
+        if let Some(to) = alert.mail.as_ref().filter(|r| !r.0.is_empty()) {
+            out.push(Channel::Mail(to.clone()));
+        }
+        if let Some(url) = &alert.webhook {
+            out.push(Channel::Webhook(url.clone()));
+        }
+        if let Some(c) = alert.slack_channel.as_ref().filter(|c| !c.is_empty()) {
+            out.push(Channel::Slack(c.clone()));
+        }
+        if let Some(s) = alert.script.as_ref().filter(|s| !s.is_empty()) {
+            out.push(Channel::Script(s.clone()));
+        }
+        out
+    }
+
+    /// Its kind, for the log.
+    pub(super) fn kind(&self) -> &'static str {
+        match self {
+            Channel::Mail(_) => "mail",
+            Channel::Webhook(_) => "webhook",
+            Channel::Slack(_) => "slack",
+            Channel::Script(_) => "script",
+        }
+    }
+
+    /// Mail and Slack group the changes of `group_interval` in one
+    /// message; a webhook POST and a script run stay one per change (the
+    /// 1.x shape receivers rely on).
+    pub(super) fn groups(&self) -> bool {
+        matches!(self, Channel::Mail(_) | Channel::Slack(_))
+    }
+
+    /// A script takes a `max_scripts` slot, the others a
+    /// `max_alert_deliveries` one.
+    pub(super) fn is_script(&self) -> bool {
+        matches!(self, Channel::Script(_))
+    }
+}
+
+/// What the senders share.
+pub(super) struct Senders {
+    config: Arc<AlertsConfig>,
+    client: reqwest::Client,
+}
+
+impl Senders {
+    /// One HTTP client (its connection pool) for every HTTP receiver.
+    pub(super) fn new(config: Arc<AlertsConfig>) -> anyhow::Result<Senders> {
+        let client = reqwest::Client::builder()
+            .timeout(HTTP_TIMEOUT)
+            .user_agent("Lovebeat")
+            .build()?;
+        Ok(Senders { config, client })
+    }
+
+    async fn attempt(&self, channel: &Channel, group: &[&Notice]) -> Result<(), DeliveryError> {
+        match channel {
+            Channel::Mail(to) => mail::send(&self.config, &self.client, group, to).await,
+            Channel::Slack(c) => {
+                http::slack(&self.client, &self.config.slack.webhook_url, c, group).await
+            }
+            // Webhooks and scripts are given one notice at a time.
+            Channel::Webhook(url) => {
+                for n in group {
+                    http::webhook(&self.client, &url.0, n).await?;
+                }
+                Ok(())
+            }
+            Channel::Script(path) => {
+                for n in group {
+                    script::run(path, n)
+                        .await
+                        .map_err(|e| DeliveryError::permanent(e.to_string()))?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Sends `notices` as one message until it is delivered, fails for
+    /// good, or [`RETRY_FOR`] has passed, waiting between tries as long as
+    /// the receiver asks (`Retry-After`) or twice as long each time. Each
+    /// failed attempt is logged; the error is the last one's reason.
+    pub(super) async fn deliver(
+        &self,
+        channel: &Channel,
+        notices: &[Arc<Notice>],
+    ) -> Result<(), String> {
+        let group: Vec<&Notice> = notices.iter().map(|n| n.as_ref()).collect();
+        let start = tokio::time::Instant::now();
+        let mut delay = FIRST_BACKOFF;
+        loop {
+            let failure = match self.attempt(channel, &group).await {
+                Ok(()) => return Ok(()),
+                Err(f) => f,
+            };
+            tracing::warn!(
+                "{} alert {} failed: {}",
+                channel.kind(),
+                about(&group),
+                failure.reason
+            );
+            let wait = failure.retry_after.unwrap_or(delay);
+            if !failure.retry || start.elapsed() + wait > RETRY_FOR {
+                return Err(failure.reason);
+            }
+            tokio::time::sleep(wait).await;
+            delay *= 2;
+        }
+    }
+}
+
+/// What a message is about, for the log: the alarm and incident, or how
+/// many changes a group holds.
+pub(super) fn about(group: &[&Notice]) -> String {
+    match group {
+        [n] => format!(
+            "for alarm {} (incident {})",
+            n.alarm.name.escape_debug(),
+            n.alarm.incident_nbr
+        ),
+        _ => format!("for {} alarm changes", group.len()),
+    }
+}

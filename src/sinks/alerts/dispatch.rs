@@ -1,0 +1,836 @@
+//! The alert dispatcher: one task that takes every alarm transition from
+//! the engine, in order, and decides what each receiver is told.
+//!
+//! - A change fires (OK→ERROR, ERROR→OK, NEW→ERROR) unless the alarm is
+//!   flapping ([`super::flapping`]) or a `depends_on` alarm is ERROR: then
+//!   its latest change is held and released, or dropped if the alarm is
+//!   back where its receivers last heard it, when the dependency recovers.
+//! - Each channel of each alert of the alarm is a receiver. Webhooks and
+//!   scripts get one message per change, in order per alarm, several
+//!   alarms at a time. Mail and Slack get the first change at once and
+//!   the changes of the next `group_interval` together in one message.
+//! - Deliveries run as tasks, at most `max_alert_deliveries` (and
+//!   `max_scripts`) at a time, a quarter of them for one receiver, so a
+//!   receiver that hangs delays no other. Messages waiting for a slot are
+//!   data, not tasks: a mass outage queues a record per change.
+//! - When every receiver of a change has had its message (delivered, or
+//!   failed for good: logged and counted), the engine is told that the
+//!   alarm's receivers heard of it; a save keeps that, so a restart
+//!   announces what was not.
+//! - Reminders (`repeat`), group flushes and flapping checks are timers in
+//!   one `DelayQueue`, not a task each.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tokio_util::time::delay_queue::{self, DelayQueue};
+
+use super::config::AlertsConfig;
+use super::delivery::{about, Channel, Senders};
+use super::flapping::{Detector, Verdict};
+use super::{fires, AlertStats, Flapping, Notice};
+use crate::engine::{AlarmDef, AlarmView, Engine, State, Transition};
+use crate::sinks::notify::{Part, Reporter, REPORT_EVERY};
+use crate::trouble::{self, Trouble};
+
+/// Jobs looked at, from the front of a receiver's queue, for one whose
+/// alarm has no message in flight.
+const SCAN: usize = 256;
+
+/// Identifies a change being delivered.
+type NoticeId = u64;
+
+/// A change on its way to its receivers.
+struct Tracked {
+    alarm: Arc<str>,
+    state: State,
+    incident: u64,
+    /// Receivers that have not had it yet.
+    remaining: usize,
+}
+
+/// One message for one receiver: a change, or a group of them.
+struct Job {
+    notices: Vec<Arc<Notice>>,
+    /// The tracked changes it carries (reminders are not tracked).
+    ids: Vec<NoticeId>,
+}
+
+/// One channel of one alert.
+struct Receiver {
+    alert: Arc<str>,
+    channel: Arc<Channel>,
+    interval: Duration,
+    /// Messages waiting for a delivery slot.
+    queue: VecDeque<Job>,
+    /// Messages being delivered.
+    running: usize,
+    /// Alarms with a message in flight here (webhooks and scripts keep
+    /// each alarm's order).
+    busy: HashSet<Arc<str>>,
+    /// Changes waiting for the group's next message (mail and Slack).
+    group: Vec<(Arc<Notice>, Option<NoticeId>)>,
+    /// When the last grouped message was made.
+    last_sent: Option<Instant>,
+    /// The pending flush timer.
+    flush: Option<delay_queue::Key>,
+    /// Its last message failed for good.
+    failing: bool,
+}
+
+/// What a timer is for.
+enum Timed {
+    /// Remind `alert`'s receivers that `alarm` is still ERROR.
+    Reminder {
+        alarm: Arc<str>,
+        alert: Arc<str>,
+        incident: u64,
+        n: u32,
+        every: Duration,
+    },
+    /// Send a receiver's group.
+    Flush(usize),
+    /// See whether a flapping alarm settled.
+    FlapCheck(Arc<str>),
+}
+
+/// What a delivery task reports when it ends.
+struct Done {
+    receiver: usize,
+    job: Job,
+    result: Result<(), String>,
+}
+
+struct Dispatcher {
+    config: Arc<AlertsConfig>,
+    /// The alarms as configured, indexed like `AlarmView::def`.
+    defs: Arc<Vec<AlarmDef>>,
+    engine: Engine,
+    stats: Arc<AlertStats>,
+    trouble: Trouble,
+    senders: Arc<Senders>,
+    public_url: Option<String>,
+    receivers: Vec<Receiver>,
+    /// Alert name → its receivers.
+    by_alert: HashMap<String, Vec<usize>>,
+    tracked: HashMap<NoticeId, Tracked>,
+    /// Each alarm's tracked changes, oldest first.
+    order: HashMap<Arc<str>, VecDeque<NoticeId>>,
+    next_id: NoticeId,
+    /// The state each alarm last announced (absent: never, counts as OK).
+    alerted: HashMap<Arc<str>, State>,
+    /// The latest change held back by a failing dependency.
+    held: HashMap<Arc<str>, Notice>,
+    /// Each alarm's state as of the latest transition handled.
+    /// Dependencies are judged by it, not by the engine's state now, which
+    /// may already be transitions ahead: a parent that failed and
+    /// recovered before its child's transitions were handled must still
+    /// hold them.
+    states: HashMap<Arc<str>, State>,
+    flapping: Detector,
+    timers: DelayQueue<Timed>,
+    reminders: HashMap<(Arc<str>, Arc<str>), delay_queue::Key>,
+    flap_checks: HashMap<Arc<str>, delay_queue::Key>,
+    /// Deliveries running, scripts apart.
+    running: usize,
+    running_scripts: usize,
+    /// Receivers whose last message failed.
+    failing: usize,
+    done: mpsc::UnboundedSender<Done>,
+    tasks: TaskTracker,
+    draining: bool,
+}
+
+/// Takes alarm transitions from `engine` and delivers their alerts until
+/// `drain` is cancelled (input has stopped, so no new change comes); then
+/// takes what is left, sends every group at once, and returns when every
+/// message has been delivered or has failed. The daemon bounds how long
+/// it waits for that (what is still undelivered then is counted in
+/// `AlertStats::dropped` and announced after the restart). Reports to the
+/// `[[notify]]` peers every `REPORT_EVERY` that it serves.
+pub async fn run(
+    config: Arc<AlertsConfig>,
+    defs: Arc<Vec<AlarmDef>>,
+    engine: Engine,
+    stats: Arc<AlertStats>,
+    trouble: Trouble,
+    reporter: Reporter,
+    drain: CancellationToken,
+) -> anyhow::Result<()> {
+    let senders = Arc::new(Senders::new(config.clone())?);
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+    let mut receivers = Vec::new();
+    let mut by_alert: HashMap<String, Vec<usize>> = HashMap::new();
+    for (name, alert) in &config.alerts {
+        for channel in Channel::of(alert) {
+            by_alert
+                .entry(name.clone())
+                .or_default()
+                .push(receivers.len());
+            receivers.push(Receiver {
+                alert: name.as_str().into(),
+                channel: Arc::new(channel),
+                interval: alert.group_interval(),
+                queue: VecDeque::new(),
+                running: 0,
+                busy: HashSet::new(),
+                group: Vec::new(),
+                last_sent: None,
+                flush: None,
+                failing: false,
+            });
+        }
+    }
+    let mut d = Dispatcher {
+        public_url: config.public_url.clone(),
+        flapping: Detector::new(config.flapping.clone()),
+        config,
+        defs,
+        engine: engine.clone(),
+        stats,
+        trouble,
+        senders,
+        receivers,
+        by_alert,
+        tracked: HashMap::new(),
+        order: HashMap::new(),
+        next_id: 0,
+        alerted: HashMap::new(),
+        held: HashMap::new(),
+        states: HashMap::new(),
+        timers: DelayQueue::new(),
+        reminders: HashMap::new(),
+        flap_checks: HashMap::new(),
+        running: 0,
+        running_scripts: 0,
+        failing: 0,
+        done: done_tx,
+        tasks: TaskTracker::new(),
+        draining: false,
+    };
+    let mut alive = tokio::time::interval(REPORT_EVERY);
+    let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
+    housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticks: u64 = 0;
+    loop {
+        if d.draining && d.idle() {
+            break;
+        }
+        tokio::select! {
+            biased;
+            Some(done) = done_rx.recv() => d.on_done(done),
+            _ = engine.transitions_waiting(), if !d.draining => d.take(),
+            Some(t) = std::future::poll_fn(|cx| d.timers.poll_expired(cx)), if !d.timers.is_empty() => {
+                d.on_timer(t.into_inner());
+            }
+            _ = housekeeping.tick() => {
+                ticks += 1;
+                d.housekeeping(ticks % 60 == 0);
+            }
+            _ = alive.tick() => reporter.report(Part::Alerter),
+            _ = drain.cancelled(), if !d.draining => d.start_draining(),
+        }
+    }
+    d.tasks.close();
+    d.tasks.wait().await;
+    Ok(())
+}
+
+impl Dispatcher {
+    /// Nothing waiting, grouped or running.
+    fn idle(&self) -> bool {
+        self.running == 0
+            && self.running_scripts == 0
+            && self
+                .receivers
+                .iter()
+                .all(|r| r.queue.is_empty() && r.group.is_empty())
+    }
+
+    fn take(&mut self) {
+        for t in self.engine.take_transitions() {
+            self.on_transition(t);
+        }
+    }
+
+    /// Input has stopped: handle what is left, send every group now, stop
+    /// reminders and flapping checks (a restart starts them again).
+    fn start_draining(&mut self) {
+        self.draining = true;
+        self.take();
+        self.timers.clear();
+        self.reminders.clear();
+        self.flap_checks.clear();
+        for r in &mut self.receivers {
+            r.flush = None;
+        }
+        for idx in 0..self.receivers.len() {
+            self.flush(idx);
+        }
+        self.pump();
+    }
+
+    fn notice(
+        &self,
+        alarm: AlarmView,
+        previous: State,
+        ts: i64,
+        flapping: Option<Flapping>,
+    ) -> Notice {
+        let failure = if alarm.state == State::Error {
+            alarm
+                .cause
+                .as_ref()
+                .and_then(|c| self.engine.service(c, false))
+                .and_then(|s| s.job.and_then(|j| j.last_failure))
+        } else {
+            None
+        };
+        let url = self.public_url.as_ref().map(|u| {
+            format!(
+                "{u}alarms/{}",
+                percent_encoding::utf8_percent_encode(&alarm.name, crate::redact::PATH_SEGMENT)
+            )
+        });
+        Notice {
+            alarm,
+            previous,
+            ts,
+            url,
+            failure,
+            repeat: 0,
+            flapping,
+        }
+    }
+
+    fn alerts_of(&self, alarm: &AlarmView) -> &[String] {
+        alarm
+            .def
+            .and_then(|d| self.defs.get(d))
+            .map_or(&[], |def| def.alerts.as_slice())
+    }
+
+    /// True when `alarm` is ERROR as of the transitions handled so far (an
+    /// alarm none has mentioned is as the engine holds it; one that no
+    /// longer exists holds nothing).
+    fn in_error(&self, alarm: &str) -> bool {
+        match self.states.get(alarm) {
+            Some(state) => *state == State::Error && self.engine.alarm(alarm).is_some(),
+            None => self.engine.alarm_in_error(alarm),
+        }
+    }
+
+    /// Tells the engine what `alarm`'s receivers heard, when no change of
+    /// it is still on its way.
+    fn mark_if_settled(&self, alarm: &Arc<str>, state: State, incident: u64) {
+        if self.order.get(alarm).is_none_or(VecDeque::is_empty) {
+            self.engine.mark_announced(alarm, state, incident);
+        }
+    }
+
+    fn on_transition(&mut self, t: Transition) {
+        let name = t.alarm.name.clone();
+        let (previous, state) = (t.previous, t.alarm.state);
+        self.states.insert(name.clone(), state);
+        if previous == State::Error {
+            self.release_dependents(&name);
+        }
+        if !fires(previous, state) || self.alerts_of(&t.alarm).is_empty() {
+            self.mark_if_settled(&name, state, t.alarm.incident_nbr);
+            return;
+        }
+        let changes = 1 + t.merged as usize;
+        let flapping = match self.flapping.change(&name, t.ts, changes) {
+            Verdict::Hold => return,
+            Verdict::Announce => None,
+            Verdict::Start { changes } => {
+                self.stats.flapping.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    "alarm {} is flapping ({changes} changes within the window): its changes are held until it settles",
+                    name.escape_debug()
+                );
+                self.engine
+                    .set_flapping(&name, true, crate::clock::now_ms());
+                self.schedule_flap_check(&name);
+                Some(Flapping::Started { changes })
+            }
+        };
+        let notice = self.notice(t.alarm, previous, t.ts, flapping);
+        self.route(notice);
+    }
+
+    fn schedule_flap_check(&mut self, alarm: &Arc<str>) {
+        if let Some(at) = self.flapping.next_check(alarm) {
+            let wait =
+                Duration::from_millis(u64::try_from(at - crate::clock::now_ms()).unwrap_or(0) + 1);
+            if let Some(key) = self.flap_checks.remove(alarm) {
+                self.timers.try_remove(&key);
+            }
+            let key = self.timers.insert(Timed::FlapCheck(alarm.clone()), wait);
+            self.flap_checks.insert(alarm.clone(), key);
+        }
+    }
+
+    /// Sends `notice` unless a dependency holds it.
+    fn route(&mut self, notice: Notice) {
+        let name = notice.alarm.name.clone();
+        let holding: Vec<&str> = notice
+            .alarm
+            .depends_on
+            .iter()
+            .filter(|d| self.in_error(d))
+            .map(|d| d.as_ref())
+            .collect();
+        if holding.is_empty() {
+            self.held.remove(&name);
+            self.send(notice);
+        } else {
+            tracing::info!(
+                "alert of alarm {} (incident {}) held while {} is in ERROR",
+                name.escape_debug(),
+                notice.alarm.incident_nbr,
+                holding.join(", ")
+            );
+            self.stop_reminders(&name);
+            self.held.insert(name, notice);
+        }
+    }
+
+    /// After `recovered` left ERROR: sends each held change none of whose
+    /// dependencies is ERROR any more, if its alarm's state differs from
+    /// the state it last announced; drops it otherwise.
+    fn release_dependents(&mut self, recovered: &str) {
+        let ready: Vec<Arc<str>> = self
+            .held
+            .iter()
+            .filter(|(_, n)| n.alarm.depends_on.iter().any(|d| &**d == recovered))
+            .filter(|(_, n)| !n.alarm.depends_on.iter().any(|d| self.in_error(d)))
+            .map(|(k, _)| k.clone())
+            .collect();
+        self.release(ready);
+    }
+
+    fn release(&mut self, ready: Vec<Arc<str>>) {
+        for name in ready {
+            let Some(notice) = self.held.remove(&name) else {
+                continue;
+            };
+            let current = notice.alarm.state;
+            let last = self.alerted.get(&name).copied().unwrap_or(State::Ok);
+            if current == last && notice.flapping.is_none() {
+                tracing::info!(
+                    "held alert of alarm {} dropped: it is {} again",
+                    name.escape_debug(),
+                    current.as_upper()
+                );
+                self.mark_if_settled(&name, current, notice.alarm.incident_nbr);
+                continue;
+            }
+            tracing::info!("held alert of alarm {} released", name.escape_debug());
+            self.send(notice);
+        }
+    }
+
+    /// Hands a change to every receiver of the alarm's alerts and starts
+    /// its reminders.
+    fn send(&mut self, notice: Notice) {
+        let name = notice.alarm.name.clone();
+        self.stop_reminders(&name);
+        let (state, incident) = (notice.alarm.state, notice.alarm.incident_nbr);
+        self.alerted.insert(name.clone(), state);
+        let alerts: Vec<String> = self.alerts_of(&notice.alarm).to_vec();
+        let id = self.next_id;
+        self.next_id += 1;
+        let reminders = state == State::Error && notice.flapping.is_none() && !self.draining;
+        let notice = Arc::new(notice);
+        let mut remaining = 0;
+        for alert in &alerts {
+            for idx in self.by_alert.get(alert).cloned().unwrap_or_default() {
+                remaining += 1;
+                self.enqueue(idx, notice.clone(), Some(id));
+            }
+            if reminders {
+                self.start_reminder(&notice, alert);
+            }
+        }
+        if remaining == 0 {
+            self.mark_if_settled(&name, state, incident);
+            return;
+        }
+        self.tracked.insert(
+            id,
+            Tracked {
+                alarm: name.clone(),
+                state,
+                incident,
+                remaining,
+            },
+        );
+        self.order.entry(name).or_default().push_back(id);
+        self.pump();
+    }
+
+    fn start_reminder(&mut self, notice: &Notice, alert: &str) {
+        let every = self
+            .config
+            .alerts
+            .get(alert)
+            .and_then(|a| a.repeat)
+            .map(|r| Duration::from_millis(r.ms))
+            .filter(|d| !d.is_zero());
+        let Some(every) = every else { return };
+        let (alarm, alert): (Arc<str>, Arc<str>) = (notice.alarm.name.clone(), alert.into());
+        let key = self.timers.insert(
+            Timed::Reminder {
+                alarm: alarm.clone(),
+                alert: alert.clone(),
+                incident: notice.alarm.incident_nbr,
+                n: 1,
+                every,
+            },
+            every,
+        );
+        if let Some(old) = self.reminders.insert((alarm, alert), key) {
+            self.timers.try_remove(&old);
+        }
+    }
+
+    fn stop_reminders(&mut self, alarm: &Arc<str>) {
+        if self.reminders.is_empty() {
+            return;
+        }
+        let keys: Vec<(Arc<str>, Arc<str>)> = self
+            .reminders
+            .keys()
+            .filter(|(a, _)| a == alarm)
+            .cloned()
+            .collect();
+        for k in keys {
+            if let Some(key) = self.reminders.remove(&k) {
+                self.timers.try_remove(&key);
+            }
+        }
+    }
+
+    /// Gives a receiver a change: at once, or into its group.
+    fn enqueue(&mut self, idx: usize, notice: Arc<Notice>, id: Option<NoticeId>) {
+        let now = Instant::now();
+        let r = &mut self.receivers[idx];
+        let ids: Vec<NoticeId> = id.into_iter().collect();
+        if !r.channel.groups() {
+            r.queue.push_back(Job {
+                notices: vec![notice],
+                ids,
+            });
+            self.stats.queued.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let quiet = r.last_sent.is_none_or(|t| now >= t + r.interval);
+        if r.group.is_empty() && r.flush.is_none() && r.running == 0 && r.queue.is_empty() && quiet
+        {
+            r.last_sent = Some(now);
+            r.queue.push_back(Job {
+                notices: vec![notice],
+                ids,
+            });
+            self.stats.queued.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        r.group.push((notice, id));
+        self.schedule_flush(idx);
+    }
+
+    /// Arms a receiver's flush for when its interval since the last
+    /// message has passed (at once if it has), unless one is armed or a
+    /// message is still on its way (its end arms it).
+    fn schedule_flush(&mut self, idx: usize) {
+        let r = &mut self.receivers[idx];
+        if r.flush.is_some() || r.group.is_empty() || r.running > 0 || !r.queue.is_empty() {
+            return;
+        }
+        let at = r
+            .last_sent
+            .map_or_else(Instant::now, |t| t + r.interval)
+            .max(Instant::now());
+        r.flush = Some(self.timers.insert_at(Timed::Flush(idx), at));
+    }
+
+    /// Makes one message of a receiver's group.
+    fn flush(&mut self, idx: usize) {
+        let r = &mut self.receivers[idx];
+        if r.group.is_empty() {
+            return;
+        }
+        let (notices, ids): (Vec<Arc<Notice>>, Vec<Option<NoticeId>>) =
+            std::mem::take(&mut r.group).into_iter().unzip();
+        r.queue.push_back(Job {
+            notices,
+            ids: ids.into_iter().flatten().collect(),
+        });
+        r.last_sent = Some(Instant::now());
+        self.stats.queued.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Starts what the slots allow: every receiver in turn, up to its
+    /// share, oldest message first (skipping, for webhooks and scripts,
+    /// alarms with one in flight).
+    fn pump(&mut self) {
+        let max = self.config.max_deliveries.max(1);
+        let max_scripts = self.config.max_scripts.max(1);
+        let share = (max / 4).max(1);
+        for idx in 0..self.receivers.len() {
+            loop {
+                let r = &self.receivers[idx];
+                let script = r.channel.is_script();
+                let cap = if r.channel.groups() {
+                    1
+                } else if script {
+                    max_scripts
+                } else {
+                    share
+                };
+                let full = if script {
+                    self.running_scripts >= max_scripts
+                } else {
+                    self.running >= max
+                };
+                if r.running >= cap || full || r.queue.is_empty() {
+                    break;
+                }
+                let pos = if r.channel.groups() {
+                    Some(0)
+                } else {
+                    r.queue
+                        .iter()
+                        .take(SCAN)
+                        .position(|j| !r.busy.contains(&j.notices[0].alarm.name))
+                };
+                let Some(pos) = pos else { break };
+                let r = &mut self.receivers[idx];
+                let Some(job) = r.queue.remove(pos) else {
+                    break;
+                };
+                if !r.channel.groups() {
+                    r.busy.insert(job.notices[0].alarm.name.clone());
+                }
+                r.running += 1;
+                if script {
+                    self.running_scripts += 1;
+                } else {
+                    self.running += 1;
+                }
+                let (senders, channel, done) =
+                    (self.senders.clone(), r.channel.clone(), self.done.clone());
+                self.tasks.spawn(async move {
+                    let result = senders.deliver(&channel, &job.notices).await;
+                    let _ = done.send(Done {
+                        receiver: idx,
+                        job,
+                        result,
+                    });
+                });
+            }
+        }
+    }
+
+    fn on_done(&mut self, done: Done) {
+        self.stats.queued.fetch_sub(1, Ordering::Relaxed);
+        let r = &mut self.receivers[done.receiver];
+        r.running -= 1;
+        if r.channel.is_script() {
+            self.running_scripts -= 1;
+        } else {
+            self.running -= 1;
+        }
+        if !r.channel.groups() {
+            r.busy.remove(&done.job.notices[0].alarm.name);
+        }
+        let group: Vec<&Notice> = done.job.notices.iter().map(|n| n.as_ref()).collect();
+        match &done.result {
+            Ok(()) => {
+                self.stats.sent.fetch_add(1, Ordering::Relaxed);
+                if r.failing {
+                    r.failing = false;
+                    self.failing -= 1;
+                    tracing::info!(
+                        "{} of alert {} delivers again",
+                        r.channel.kind(),
+                        r.alert.escape_debug()
+                    );
+                    if self.failing == 0 {
+                        self.trouble.ok(trouble::Part::Alerts);
+                    }
+                }
+            }
+            Err(reason) => {
+                self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(
+                    "{} of alert {} not delivered {}: {reason}",
+                    r.channel.kind(),
+                    r.alert.escape_debug(),
+                    about(&group)
+                );
+                if !r.failing {
+                    r.failing = true;
+                    self.failing += 1;
+                }
+                let what = format!("{} of alert {} fails: {reason}", r.channel.kind(), r.alert);
+                self.trouble.fail(trouble::Part::Alerts, &what);
+            }
+        }
+        for id in done.job.ids {
+            self.finish(id);
+        }
+        if self.draining {
+            self.flush(done.receiver);
+        } else {
+            self.schedule_flush(done.receiver);
+        }
+        self.pump();
+    }
+
+    /// One receiver is done with change `id`; once all are, the changes of
+    /// its alarm that are all done, in order, are marked announced.
+    fn finish(&mut self, id: NoticeId) {
+        let Some(t) = self.tracked.get_mut(&id) else {
+            return;
+        };
+        t.remaining -= 1;
+        if t.remaining > 0 {
+            return;
+        }
+        let alarm = t.alarm.clone();
+        let Some(order) = self.order.get_mut(&alarm) else {
+            return;
+        };
+        let mut last = None;
+        while let Some(front) = order.front() {
+            match self.tracked.get(front) {
+                Some(t) if t.remaining > 0 => break,
+                _ => {}
+            }
+            let front = order.pop_front().unwrap_or_default();
+            if let Some(t) = self.tracked.remove(&front) {
+                last = Some((t.state, t.incident));
+            }
+        }
+        if order.is_empty() {
+            self.order.remove(&alarm);
+        }
+        if let Some((state, incident)) = last {
+            self.engine.mark_announced(&alarm, state, incident);
+        }
+    }
+
+    fn on_timer(&mut self, t: Timed) {
+        match t {
+            Timed::Flush(idx) => {
+                self.receivers[idx].flush = None;
+                if self.receivers[idx].running == 0 {
+                    self.flush(idx);
+                    self.pump();
+                }
+            }
+            Timed::Reminder {
+                alarm,
+                alert,
+                incident,
+                n,
+                every,
+            } => {
+                self.reminders.remove(&(alarm.clone(), alert.clone()));
+                self.remind(alarm, alert, incident, n, every);
+            }
+            Timed::FlapCheck(alarm) => {
+                self.flap_checks.remove(&alarm);
+                self.flap_check(alarm);
+            }
+        }
+    }
+
+    /// While the alarm stays ERROR in the same incident, queues the n-th
+    /// reminder for `alert` (skipped while a dependency holds the alarm)
+    /// and arms the next.
+    fn remind(&mut self, alarm: Arc<str>, alert: Arc<str>, incident: u64, n: u32, every: Duration) {
+        let Some(now) = self.engine.alarm(&alarm) else {
+            return;
+        };
+        if now.state != State::Error || now.incident_nbr != incident || now.flapping {
+            return;
+        }
+        let mut next = n;
+        if now.suppressed_by.is_empty() && !self.held.contains_key(&alarm) {
+            let mut notice = self.notice(now, State::Ok, crate::clock::now_ms(), None);
+            notice.previous = State::Ok;
+            notice.repeat = n;
+            let notice = Arc::new(notice);
+            for idx in self.by_alert.get(&*alert).cloned().unwrap_or_default() {
+                self.enqueue(idx, notice.clone(), None);
+            }
+            self.pump();
+            next += 1;
+        }
+        let key = self.timers.insert(
+            Timed::Reminder {
+                alarm: alarm.clone(),
+                alert: alert.clone(),
+                incident,
+                n: next,
+                every,
+            },
+            every,
+        );
+        self.reminders.insert((alarm, alert), key);
+    }
+
+    /// A flapping alarm settled when its changes in the window fell to
+    /// `stop`: announce its final state; else look again later.
+    fn flap_check(&mut self, alarm: Arc<str>) {
+        let now = crate::clock::now_ms();
+        if !self.flapping.settle(&alarm, now) {
+            if self.flapping.is_flapping(&alarm) {
+                self.schedule_flap_check(&alarm);
+            }
+            return;
+        }
+        self.engine.set_flapping(&alarm, false, now);
+        let Some(view) = self.engine.alarm(&alarm) else {
+            self.flapping.forget(&alarm);
+            return;
+        };
+        tracing::info!(
+            "alarm {} stopped flapping; it is {}",
+            alarm.escape_debug(),
+            view.state.as_upper()
+        );
+        let previous = self.alerted.get(&alarm).copied().unwrap_or(State::Ok);
+        let notice = self.notice(view, previous, now, Some(Flapping::Stopped));
+        self.route(notice);
+    }
+
+    /// Every second: releases held changes whose dependencies were deleted
+    /// while ERROR (no transition will release them); every minute, forgets
+    /// alarms that no longer exist.
+    fn housekeeping(&mut self, prune: bool) {
+        if !self.held.is_empty() {
+            let ready: Vec<Arc<str>> = self
+                .held
+                .iter()
+                .filter(|(_, n)| !n.alarm.depends_on.iter().any(|d| self.in_error(d)))
+                .map(|(k, _)| k.clone())
+                .collect();
+            self.release(ready);
+        }
+        if prune {
+            let engine = &self.engine;
+            self.states.retain(|a, _| engine.alarm(a).is_some());
+            self.alerted.retain(|a, _| engine.alarm(a).is_some());
+        }
+    }
+}
