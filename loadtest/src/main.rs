@@ -6,6 +6,7 @@
 
 mod blast;
 mod dbgen;
+mod hostile;
 mod run;
 mod sink;
 mod sys;

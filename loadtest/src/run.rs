@@ -20,6 +20,8 @@ pub struct Scale {
     pub expiry_small: usize,
     pub send_for: Duration,
     pub wrk_secs: u64,
+    /// Idle and half-open HTTP connections held in `idle-conns`.
+    pub hostile_conns: usize,
 }
 
 impl Scale {
@@ -32,6 +34,7 @@ impl Scale {
             expiry_small: 1_000,
             send_for: Duration::from_secs(5),
             wrk_secs: 10,
+            hostile_conns: 3000,
         }
     }
     pub fn quick() -> Scale {
@@ -43,6 +46,7 @@ impl Scale {
             expiry_small: 1_000,
             send_for: Duration::from_millis(700),
             wrk_secs: 1,
+            hostile_conns: 300,
         }
     }
 }
@@ -59,23 +63,27 @@ pub const SCENARIOS: &[&str] = &[
     "save",
     "http",
     "list",
+    "outage",
+    "idle-conns",
+    "flapping",
+    "max-services",
 ];
 
 /// One line of the table.
-struct Row {
-    scenario: &'static str,
-    figure: String,
-    value: String,
-    sink: String,
-    ratio: String,
-    goal: &'static str,
-    met: Option<bool>,
+pub(crate) struct Row {
+    pub(crate) scenario: &'static str,
+    pub(crate) figure: String,
+    pub(crate) value: String,
+    pub(crate) sink: String,
+    pub(crate) ratio: String,
+    pub(crate) goal: &'static str,
+    pub(crate) met: Option<bool>,
 }
 
-const DAEMON_CORE: usize = 0;
-const SENDER_CORE: usize = 1;
+pub(crate) const DAEMON_CORE: usize = 0;
+pub(crate) const SENDER_CORE: usize = 1;
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     loop {
         let t = TcpListener::bind("127.0.0.1:0").expect("bind");
         let p = t.local_addr().expect("addr").port();
@@ -86,11 +94,11 @@ fn free_port() -> u16 {
 }
 
 /// A daemon started for a scenario.
-struct Daemon {
+pub(crate) struct Daemon {
     child: Child,
     _dir: tempfile::TempDir,
-    http: u16,
-    statsd: SocketAddr,
+    pub(crate) http: u16,
+    pub(crate) statsd: SocketAddr,
 }
 
 impl Daemon {
@@ -98,6 +106,16 @@ impl Daemon {
         bin: &Path,
         save_interval: u64,
         db: Option<&Path>,
+    ) -> anyhow::Result<(Daemon, Duration)> {
+        Daemon::start_with(bin, save_interval, db, "")
+    }
+
+    /// Starts with `extra` appended to the config.
+    pub(crate) fn start_with(
+        bin: &Path,
+        save_interval: u64,
+        db: Option<&Path>,
+        extra: &str,
     ) -> anyhow::Result<(Daemon, Duration)> {
         let dir = tempfile::tempdir()?;
         let (http, statsd) = (free_port(), free_port());
@@ -107,7 +125,7 @@ impl Daemon {
         std::fs::write(
             dir.path().join("lovebeat.cfg"),
             format!(
-                "[http]\nlisten = \"127.0.0.1:{http}\"\n[udp]\nlisten = \"127.0.0.1:{statsd}\"\n[tcp]\nlisten = \"127.0.0.1:{statsd}\"\n[database]\nfilename = \"lovebeat.db\"\ninterval = {save_interval}\n"
+                "[http]\nlisten = \"127.0.0.1:{http}\"\n[udp]\nlisten = \"127.0.0.1:{statsd}\"\n[tcp]\nlisten = \"127.0.0.1:{statsd}\"\n[database]\nfilename = \"lovebeat.db\"\ninterval = {save_interval}\n{extra}\n"
             ),
         )?;
         let mut cmd = Command::new(bin);
@@ -145,22 +163,22 @@ impl Daemon {
         ))
     }
 
-    fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
-    fn metric(&self, name: &str) -> f64 {
+    pub(crate) fn metric(&self, name: &str) -> f64 {
         sys::metrics(self.http)
             .ok()
             .and_then(|m| m.get(name).copied())
             .unwrap_or(0.0)
     }
 
-    fn accepted(&self) -> f64 {
+    pub(crate) fn accepted(&self) -> f64 {
         self.metric("lovebeat_lines_accepted_total")
     }
 
-    fn services(&self) -> f64 {
+    pub(crate) fn services(&self) -> f64 {
         ["ok", "error", "muted"]
             .iter()
             .map(|s| self.metric(&format!("lovebeat_services{{state=\"{s}\"}}")))
@@ -168,7 +186,7 @@ impl Daemon {
     }
 
     /// Waits until `f` stops changing for 300 ms; returns its last value.
-    fn settle(&self, f: impl Fn(&Daemon) -> f64) -> f64 {
+    pub(crate) fn settle(&self, f: impl Fn(&Daemon) -> f64) -> f64 {
         self.settle_at(f).0
     }
 
@@ -193,7 +211,7 @@ impl Daemon {
     }
 
     /// Creates `n` services `<prefix>.<i>` with a 3600 s timeout and a beat.
-    fn populate(&self, prefix: &str, n: usize) -> anyhow::Result<()> {
+    pub(crate) fn populate(&self, prefix: &str, n: usize) -> anyhow::Result<()> {
         for kind in [Kind::Timeout, Kind::Beat] {
             for _ in 0..5 {
                 blast(&opts(self.statsd, prefix, n, 20, 300_000, kind, true))?;
@@ -221,7 +239,7 @@ impl Drop for Daemon {
     }
 }
 
-fn opts(
+pub(crate) fn opts(
     target: SocketAddr,
     prefix: &str,
     services: usize,
@@ -348,7 +366,7 @@ fn pct(a: f64, b: f64) -> String {
     }
 }
 
-fn num(v: f64) -> String {
+pub(crate) fn num(v: f64) -> String {
     let v = v.round() as i64;
     let s = v.abs().to_string();
     let mut out = String::new();
@@ -699,6 +717,8 @@ pub fn run(bin: &Path, scale: Scale, wanted: &[String]) -> anyhow::Result<()> {
             });
         }
     }
+
+    rows.extend(crate::hostile::run(bin, scale, &want)?);
 
     println!("| scenario | figure | lovebeat | sink / reference | ratio | goal | met |");
     println!("|---|---|---|---|---|---|---|");

@@ -287,6 +287,11 @@ impl Daemon {
         s.write_all(payload.as_bytes()).expect("write");
     }
 
+    /// The statsd address (UDP and TCP).
+    pub fn statsd_addr(&self) -> (&'static str, u16) {
+        ("127.0.0.1", self.statsd)
+    }
+
     /// A value of `/metrics` (0 when it is not there).
     pub fn metric(&self, name: &str) -> f64 {
         self.get("/metrics")

@@ -1,0 +1,198 @@
+//! `[limits]` against the real binary: what a client can make lovebeat
+//! hold is bounded, and at every bound the API keeps answering (README,
+//! "Limits"; docs/RELIABILITY.md).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::{wait_until, Daemon};
+
+/// True once the server closed `s` (a read gives end of file or a reset),
+/// waiting up to `secs`.
+fn closed_within(s: &mut TcpStream, secs: u64) -> bool {
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
+fn limits(d: &str) -> String {
+    format!("[limits]\n{d}\n")
+}
+
+#[test]
+fn a_half_sent_request_and_an_idle_keep_alive_are_closed_in_time() {
+    let d = Daemon::start(&limits(
+        "http_header_timeout = \"1s\"\nhttp_idle_timeout = \"2s\"\nhttp_body_timeout = \"1s\"",
+    ));
+    let mut half = TcpStream::connect(("127.0.0.1", d.http)).expect("connect");
+    half.write_all(b"GET /api/status HTTP/1.1\r\nHost: 127")
+        .expect("write");
+    let start = Instant::now();
+    assert!(closed_within(&mut half, 5), "slow headers are cut");
+    assert!(start.elapsed() >= Duration::from_millis(800));
+
+    let mut idle = TcpStream::connect(("127.0.0.1", d.http)).expect("connect");
+    idle.write_all(b"GET /version HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .expect("write");
+    let start = Instant::now();
+    assert!(closed_within(&mut idle, 6), "an idle keep-alive is closed");
+    assert!(start.elapsed() >= Duration::from_millis(1500));
+
+    // A body that stops coming is a 408.
+    let mut slow = TcpStream::connect(("127.0.0.1", d.http)).expect("connect");
+    slow.write_all(
+        b"POST /api/services/slow.body HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"timeout\"",
+    )
+    .expect("write");
+    slow.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut answer = String::new();
+    let _ = slow.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(d.service("slow.body").is_none());
+}
+
+#[test]
+fn at_the_http_cap_the_longest_waiting_connection_makes_room_and_the_api_answers() {
+    let d = Daemon::start(&limits("max_http_connections = 8"));
+    let mut held: Vec<TcpStream> = (0..8)
+        .map(|_| {
+            let mut s = TcpStream::connect(("127.0.0.1", d.http)).expect("connect");
+            s.write_all(b"GET /version HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                .expect("write");
+            std::thread::sleep(Duration::from_millis(50));
+            s
+        })
+        .collect();
+    // A ninth client is answered: one of the idle ones gave way.
+    let r = d.get("/api/status");
+    assert_eq!(r.status, 200);
+    assert!(
+        closed_within(&mut held[0], 3),
+        "the connection that waited longest was closed"
+    );
+    assert!(d.metric("lovebeat_http_connections") <= 8.0);
+}
+
+#[test]
+fn statsd_tcp_beyond_its_cap_is_refused_and_the_others_keep_working() {
+    let d = Daemon::start(&limits("max_tcp_connections = 3"));
+    let mut kept: Vec<TcpStream> = (0..3)
+        .map(|_| TcpStream::connect(d.statsd_addr()).expect("connect"))
+        .collect();
+    wait_until(5, "three connections counted", || {
+        d.metric("lovebeat_tcp_connections_total") >= 3.0
+    });
+    let mut extra = TcpStream::connect(d.statsd_addr()).expect("connect");
+    let _ = extra.write_all(b"refused.one.beat:1|c\n");
+    assert!(closed_within(&mut extra, 5), "the fourth is closed");
+    kept[0].write_all(b"kept.one.beat:1|c\n").expect("write");
+    drop(kept.remove(0));
+    wait_until(5, "the kept connection's line", || {
+        d.service("kept.one").is_some()
+    });
+    assert!(d.service("refused.one").is_none());
+}
+
+#[test]
+fn websockets_beyond_their_cap_get_a_503() {
+    let d = Daemon::start(&limits("max_websockets = 2"));
+    let upgrade = |port: u16| {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        write!(
+            s,
+            "GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        .expect("write");
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).expect("status line");
+        (s, String::from_utf8_lossy(&head).into_owned())
+    };
+    let (_a, first) = upgrade(d.http);
+    let (_b, second) = upgrade(d.http);
+    let (_c, third) = upgrade(d.http);
+    assert_eq!(
+        [first.as_str(), second.as_str(), third.as_str()],
+        ["HTTP/1.1 101", "HTTP/1.1 101", "HTTP/1.1 503"]
+    );
+    assert_eq!(d.get("/api/status").status, 200);
+}
+
+#[test]
+fn max_services_refuses_new_names_counts_them_and_reports_it() {
+    let d = Daemon::start(&limits("max_services = 5\nmax_alarms = 2"));
+    for i in 0..5 {
+        assert_eq!(d.post(&format!("/api/services/cap.s{i}")).status, 200);
+    }
+    let r = d.post("/api/services/cap.s5");
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.json()["error"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("max_services"));
+    d.udp("cap.s6.beat:1|c\ncap.s0.timeout:60|g\n");
+    wait_until(5, "the existing service changed", || {
+        d.service("cap.s0").is_some_and(|s| s["timeout"] == 60_000)
+    });
+    assert!(d.service("cap.s6").is_none());
+    assert_eq!(d.metric("lovebeat_services_refused_total"), 2.0);
+    // lovebeat's own services are never refused for lack of room.
+    wait_until(15, "lovebeat.self.capacity in ERROR", || {
+        d.service("lovebeat.self.capacity")
+            .is_some_and(|s| s["state"] == "error")
+    });
+}
+
+#[test]
+fn template_alarms_stop_at_max_alarms() {
+    let d = Daemon::start(&format!(
+        "[[alarms]]\nname = \"t-$n\"\npattern = \"t.$n\"\n{}",
+        limits("max_alarms = 3")
+    ));
+    for i in 0..5 {
+        d.post(&format!("/api/services/t.s{i}"));
+    }
+    let alarms = d.get("/api/alarms").json();
+    let names: Vec<&str> = alarms["alarms"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|a| a["name"].as_str())
+        .filter(|n| n.starts_with("t-"))
+        .collect();
+    assert_eq!(names.len(), 3, "{alarms}");
+    assert_eq!(d.metric("lovebeat_alarms_refused_total"), 2.0);
+    assert!(
+        d.service("t.s4").is_some(),
+        "the service exists all the same"
+    );
+}
+
+#[test]
+fn lovebeats_own_names_cannot_be_made_or_changed_by_clients() {
+    let d = Daemon::start("");
+    let r = d.post("/api/services/lovebeat.self.save");
+    assert_eq!(r.status, 403, "{}", r.body);
+    d.udp("lovebeat.self.save.beat:1|c\nlovebeat.self.alerts.fail:1|c\nother.beat:1|c\n");
+    wait_until(5, "the other line", || d.service("other").is_some());
+    assert!(d.service("lovebeat.self.save").is_none());
+    assert!(d.service("lovebeat.self.alerts").is_none());
+    assert_eq!(d.delete("/api/services/lovebeat.self.save").status, 403);
+}
