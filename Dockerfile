@@ -10,6 +10,7 @@ COPY Cargo.toml Cargo.lock build.rs ./
 COPY src ./src
 COPY ui ./ui
 COPY loadtest ./loadtest
+COPY autotrace ./autotrace
 COPY benches ./benches
 # The build has no .git: `lovebeat --version` names the revision given here
 # (contrib/docker/test.sh passes `git rev-parse --short=12 HEAD`).
