@@ -75,7 +75,7 @@ enum Cmd {
         /// Small sizes, under a minute: checks that every scenario runs.
         #[arg(long)]
         quick: bool,
-        /// The daemon binary (default: target/release/lovebeat, built first).
+        /// The daemon binary (default: target/figures/lovebeat, built first).
         #[arg(long)]
         daemon: Option<PathBuf>,
     },
@@ -157,14 +157,15 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-/// Builds the release daemon and returns its path.
+/// Builds the daemon with the `figures` profile (the build BENCHMARKS.md's
+/// figures come from) and returns its path.
 fn build_daemon() -> anyhow::Result<PathBuf> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let status =
         std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(["build", "--release", "--bin", "lovebeat"])
+            .args(["build", "--profile", "figures", "--bin", "lovebeat"])
             .current_dir(&root)
             .status()?;
     anyhow::ensure!(status.success(), "building the daemon failed");
-    Ok(root.join("target/release/lovebeat"))
+    Ok(root.join("target/figures/lovebeat"))
 }
