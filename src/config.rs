@@ -813,6 +813,25 @@ mode = 600
     }
 
     #[test]
+    fn alert_timers_beyond_a_year_are_refused() {
+        for (cfg, key) in [
+            (
+                "[alerts.a]\nwebhook = \"http://h/\"\nrepeat = \"400d\"\n",
+                "repeat",
+            ),
+            (
+                "[alerts.a]\nwebhook = \"http://h/\"\ngroup_interval = \"400d\"\n",
+                "group_interval",
+            ),
+            ("[flapping]\nwindow = \"400d\"\n", "window"),
+        ] {
+            let msg = Config::parse(cfg).expect_err(key).to_string();
+            assert!(msg.contains(key) && msg.contains("365d"), "{msg}");
+        }
+        Config::parse("[alerts.a]\nwebhook = \"http://h/\"\nrepeat = \"365d\"\n").expect("a year");
+    }
+
+    #[test]
     fn service_defaults_take_durations() {
         let c = Config::parse(
             "[[services]]\npattern = \"deprecated.*\"\ntimeout = 0\n[[services]]\npattern = \"x.*\"\ntimeout = \"1h\"\n",

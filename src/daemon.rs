@@ -274,7 +274,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     {
         let left = alert_stats
             .queued
-            .swap(0, std::sync::atomic::Ordering::Relaxed);
+            .load(std::sync::atomic::Ordering::Relaxed);
         alert_stats
             .dropped
             .fetch_add(left, std::sync::atomic::Ordering::Relaxed);

@@ -183,6 +183,20 @@ fn template_alarms_stop_at_max_alarms() {
         d.service("t.s4").is_some(),
         "the service exists all the same"
     );
+    // A deleted alarm frees its place: the cap bounds the alarms listed,
+    // not every alarm ever made.
+    let gone = names[0].to_string();
+    let member = gone.replacen("t-", "t.", 1);
+    assert_eq!(d.delete(&format!("/api/services/{member}")).status, 200);
+    assert_eq!(d.delete(&format!("/api/alarms/{gone}")).status, 200);
+    d.post("/api/services/t.s9");
+    assert_eq!(
+        d.get("/api/alarms/t-s9").status,
+        200,
+        "a new alarm fits again"
+    );
+    d.post("/api/services/t.s10");
+    assert_eq!(d.get("/api/alarms/t-s10").status, 404, "and the cap holds");
 }
 
 #[test]

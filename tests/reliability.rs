@@ -443,3 +443,83 @@ fn the_event_log_holds_every_service_of_a_burst() {
         .contains("events_lost"));
     assert_eq!(d.metric("lovebeat_eventlog_lost_total"), 0.0);
 }
+
+#[test]
+fn reminders_to_a_hanging_receiver_do_not_pile_up() {
+    let rx = Receiver::start(|_| None);
+    let d = Daemon::start(&hook_config(
+        &rx.url("/hook"),
+        "repeat = \"1s\"\n[[alarms]]\nname = \"r\"\npattern = \"r.*\"\nalerts = [\"hook\"]\n",
+    ));
+    d.tcp("r.x.fail:1|c\n");
+    rx.wait_for(1, 5);
+    // Four reminders fall due while the change hangs: one waits, the
+    // others are skipped (it would be five messages queued otherwise).
+    std::thread::sleep(Duration::from_millis(4500));
+    assert_eq!(d.metric("lovebeat_alerts_queued"), 2.0, "{}", d.stderr());
+}
+
+#[test]
+fn reminders_go_on_after_a_restart_and_the_incident_is_not_announced_again() {
+    let rx = Receiver::start(|_| Some(200));
+    let mut d = Daemon::start(&hook_config(
+        &rx.url("/hook"),
+        "repeat = \"1s\"\n[[alarms]]\nname = \"r\"\npattern = \"r.*\"\nalerts = [\"hook\"]\n",
+    ));
+    d.tcp("r.x.fail:1|c\n");
+    rx.wait_for(1, 5);
+    wait_until(5, "the change counted as sent", || {
+        d.metric("lovebeat_alerts_sent_total") >= 1.0
+    });
+    d.restart();
+    let before = rx.requests.lock().expect("lock").len();
+    let got = rx.wait_for(before + 2, 10);
+    let after: Vec<serde_json::Value> = got[before..].iter().map(|r| r.json()).collect();
+    assert!(after.len() >= 2, "reminders after the restart: {after:?}");
+    for b in &after {
+        assert_eq!(b["incident_number"], 1, "{b}");
+        assert!(
+            b["repeat"].as_u64().is_some_and(|n| n > 0),
+            "only reminders: {b}"
+        );
+    }
+}
+
+#[test]
+fn a_recovery_held_by_a_dependency_after_a_restart_is_announced() {
+    let rx = Receiver::start(|_| Some(200));
+    let mut d = Daemon::start(&hook_config(
+        &rx.url("/hook"),
+        "[[alarms]]\nname = \"app\"\npattern = \"app.*\"\nalerts = [\"hook\"]\ndepends_on = [\"net\"]\n\
+         [[alarms]]\nname = \"net\"\npattern = \"net.*\"\nalerts = [\"hook\"]\n",
+    ));
+    d.post("/api/services/net.x?timeout=3600");
+    d.post("/api/services/app.x?timeout=3600");
+    d.tcp("app.x.fail:1|c\n");
+    rx.wait_for(1, 5);
+    wait_until(5, "app's change counted as sent", || {
+        d.metric("lovebeat_alerts_sent_total") >= 1.0
+    });
+    d.restart();
+    d.tcp("net.x.fail:1|c\n");
+    rx.wait_for(2, 5);
+    // app recovers while net is ERROR: held; net recovers: released.
+    d.post("/api/services/app.x?timeout=3600");
+    std::thread::sleep(Duration::from_millis(300));
+    d.post("/api/services/net.x?timeout=3600");
+    let got = rx.wait_for(4, 10);
+    let seen: Vec<(String, String)> = got
+        .iter()
+        .map(|r| r.json())
+        .map(|b| {
+            (
+                b["name"].as_str().unwrap_or_default().to_string(),
+                b["to_state"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        seen.contains(&("app".to_string(), "ok".to_string())),
+        "app's receivers heard ERROR before the restart, so its recovery is news: {seen:?}"
+    );
+}

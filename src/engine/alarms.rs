@@ -186,9 +186,11 @@ impl Engine {
             .alarms_for(name)
             .into_iter()
             .filter_map(|(alarm, def)| {
+                let full = || inner.alarm_count.load(Ordering::Relaxed) >= inner.max_alarms;
                 let key = match inner.alarms.get(alarm.as_str()) {
-                    Some(a) => a.key().clone(),
-                    None if inner.alarm_count.load(Ordering::Relaxed) >= inner.max_alarms => {
+                    // A deleted alarm coming back counts as a new one.
+                    Some(a) if a.listed || !full() => a.key().clone(),
+                    _ if full() => {
                         let n = inner.alarms_refused.fetch_add(1, Ordering::Relaxed);
                         if n % 10_000 == 0 {
                             tracing::warn!(
@@ -201,11 +203,24 @@ impl Engine {
                         }
                         return None;
                     }
-                    None => Arc::from(alarm),
+                    _ => Arc::from(alarm),
                 };
                 Some((key, def))
             })
             .collect()
+    }
+
+    /// Lists or unlists an alarm, keeping `alarm_count` (the listed alarms,
+    /// which `max_alarms` bounds) right: a deleted alarm frees its place.
+    pub(super) fn set_listed(&self, a: &mut Alarm, listed: bool) {
+        if a.listed != listed {
+            a.listed = listed;
+            if listed {
+                self.inner.alarm_count.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.inner.alarm_count.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
     }
 
     /// The alarm `name`, made (and counted) if it does not exist.
@@ -238,7 +253,7 @@ impl Engine {
             state,
         );
         if a.state == State::New || !a.listed {
-            a.listed = true;
+            self.set_listed(&mut a, true);
             self.emit(now, || EventKind::AlarmAdded(a.view(alarm)));
         }
         self.alarm_settle(alarm, &mut a, failed_changed, now);
@@ -319,7 +334,7 @@ impl Engine {
         if a.members > 0 {
             return Err(EngineError::AlarmNotEmpty(name.to_string()));
         }
-        a.listed = false;
+        self.set_listed(&mut a, false);
         let key = a.key().clone();
         self.emit(now, || EventKind::AlarmRemoved(a.view(&key)));
         Ok(true)

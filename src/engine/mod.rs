@@ -182,7 +182,8 @@ struct Inner {
     max_services: usize,
     /// `[limits] max_alarms`.
     max_alarms: usize,
-    /// Alarms in `alarms` (dashmap's `len` locks every shard).
+    /// Listed alarms in `alarms` (what `max_alarms` bounds; dashmap's `len`
+    /// would lock every shard).
     alarm_count: AtomicUsize,
     /// New names refused at `max_services`.
     services_refused: std::sync::atomic::AtomicU64,

@@ -69,7 +69,8 @@ impl Engine {
             alarm.incident_nbr = a.incident_nbr;
             alarm.listed = a.listed;
             alarm.announced = a.announced.unwrap_or((a.state, a.incident_nbr));
-            if inner.alarms.insert(Arc::from(a.name), alarm).is_none() {
+            let listed = alarm.listed;
+            if inner.alarms.insert(Arc::from(a.name), alarm).is_none() && listed {
                 inner
                     .alarm_count
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -140,7 +141,7 @@ impl Engine {
         for (alarm, def) in &memberships {
             let mut a = self.alarm_entry(alarm, *def, now);
             a.add_member(*def, || inner.matcher.dependencies(*def, &key), &key, state);
-            a.listed = true;
+            self.set_listed(&mut a, true);
         }
         self.arm(&key, &mut svc, now);
         inner.services.insert(key, svc);

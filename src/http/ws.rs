@@ -307,15 +307,18 @@ pub fn upgrade(mut req: Request<Incoming>, hub: &Arc<WsHub>, engine: &Engine) ->
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|p| p.trim() == super::auth::WS_PROTOCOL);
-    if hub.max > 0 && hub.client_count() >= hub.max {
+    let full = |hub: &WsHub| {
         hub.refused.fetch_add(1, Ordering::Relaxed);
-        return error(
+        error(
             StatusCode::SERVICE_UNAVAILABLE,
             format!(
                 "lovebeat serves its maximum of {} websocket clients ([limits] max_websockets)",
                 hub.max
             ),
-        );
+        )
+    };
+    if hub.max > 0 && hub.client_count() >= hub.max {
+        return full(hub);
     }
     if !upgrade::is_upgrade_request(&req) {
         return error(
@@ -342,7 +345,16 @@ pub fn upgrade(mut req: Request<Incoming>, hub: &Arc<WsHub>, engine: &Engine) ->
     });
     // Registered before the 101 goes out: every change after the client's
     // handshake reaches it, so its HTTP reload that follows misses nothing.
-    hub.clients().push(client.clone());
+    {
+        // Counted and added under one lock: upgrades racing on two
+        // workers cannot both take the last place.
+        let mut clients = hub.clients();
+        if hub.max > 0 && clients.len() >= hub.max {
+            drop(clients);
+            return full(hub);
+        }
+        clients.push(client.clone());
+    }
     let hub_ = hub.clone();
     hub.tasks.spawn(async move {
         let hub = hub_;

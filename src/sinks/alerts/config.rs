@@ -36,13 +36,32 @@ pub struct AlertConfig {
 /// is given.
 pub const DEFAULT_GROUP_INTERVAL: Duration = Duration::from_secs(10);
 
+/// The longest `repeat`, `group_interval` and `[flapping] window`: the
+/// dispatcher's timers hold about two years at most, and a value beyond
+/// a year is a typo.
+pub(super) const MAX_ALERT_TIMER: Duration = Duration::from_secs(365 * 86_400);
+
 impl AlertConfig {
-    /// A reminder more often than every second would flood its receivers.
+    /// A reminder more often than every second would flood its receivers;
+    /// timers longer than [`MAX_ALERT_TIMER`] are a typo, not a plan.
     pub fn validate(&self, name: &str) -> Result<(), ConfigError> {
         match self.repeat {
-            Some(r) if r.ms < 1000 => Err(ConfigError::Invalid(format!(
-                "[alerts.{name}] repeat must be at least 1s"
-            ))),
+            Some(r) if r.ms < 1000 => {
+                return Err(ConfigError::Invalid(format!(
+                    "[alerts.{name}] repeat must be at least 1s"
+                )))
+            }
+            Some(r) if r.ms > MAX_ALERT_TIMER.as_millis() as u64 => {
+                return Err(ConfigError::Invalid(format!(
+                    "[alerts.{name}] repeat must be at most 365d"
+                )))
+            }
+            _ => {}
+        }
+        match self.group_interval {
+            Some(g) if g.ms > MAX_ALERT_TIMER.as_millis() as u64 => Err(ConfigError::Invalid(
+                format!("[alerts.{name}] group_interval must be at most 365d"),
+            )),
             _ => Ok(()),
         }
     }
@@ -131,9 +150,11 @@ impl Default for FlappingConfig {
 impl FlappingConfig {
     /// The thresholds must leave room between them (hysteresis).
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.enabled && (self.start < 2 || self.stop >= self.start || self.window.ms < 1000) {
+        let window_ok =
+            self.window.ms >= 1000 && self.window.ms <= MAX_ALERT_TIMER.as_millis() as u64;
+        if self.enabled && (self.start < 2 || self.stop >= self.start || !window_ok) {
             return Err(ConfigError::Invalid(
-                "[flapping] needs start of at least 2, stop below start and a window of at least 1s".into(),
+                "[flapping] needs start of at least 2, stop below start and a window from 1s to 365d".into(),
             ));
         }
         Ok(())

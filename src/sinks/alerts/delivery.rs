@@ -134,7 +134,9 @@ impl Senders {
                 about(&group),
                 failure.reason
             );
-            let wait = failure.retry_after.unwrap_or(delay);
+            // A receiver's Retry-After may lengthen the backoff, never
+            // shorten it (`Retry-After: 0` must not make a busy loop).
+            let wait = failure.retry_after.map_or(delay, |after| after.max(delay));
             if !failure.retry || start.elapsed() + wait > RETRY_FOR {
                 return Err(failure.reason);
             }

@@ -82,6 +82,10 @@ struct Receiver {
     flush: Option<delay_queue::Key>,
     /// Its last message failed for good.
     failing: bool,
+    /// Alarms with a reminder waiting or in flight here: the next reminder
+    /// is skipped while one is, so a receiver that fails for hours holds
+    /// one reminder per alarm, not one per `repeat`.
+    reminding: HashSet<Arc<str>>,
 }
 
 /// What a timer is for.
@@ -184,6 +188,7 @@ pub async fn run(
                 last_sent: None,
                 flush: None,
                 failing: false,
+                reminding: HashSet::new(),
             });
         }
     }
@@ -214,6 +219,7 @@ pub async fn run(
         tasks: TaskTracker::new(),
         draining: false,
     };
+    d.resume_reminders();
     let mut alive = tokio::time::interval(REPORT_EVERY);
     let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
     housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -251,6 +257,40 @@ impl Dispatcher {
                 .receivers
                 .iter()
                 .all(|r| r.queue.is_empty() && r.group.is_empty())
+    }
+
+    /// At start: alarms that are ERROR and whose receivers heard of this
+    /// incident before the restart get their reminders again.
+    fn resume_reminders(&mut self) {
+        if !self
+            .config
+            .alerts
+            .values()
+            .any(|a| a.repeat.is_some_and(|r| r.ms > 0))
+        {
+            return;
+        }
+        for alarm in self.engine.alarms() {
+            if alarm.state != State::Error
+                || alarm.flapping
+                || alarm.announced != (State::Error, alarm.incident_nbr)
+            {
+                continue;
+            }
+            for alert in self.alerts_of(&alarm).to_vec() {
+                self.start_reminder(&alarm.name, alarm.incident_nbr, &alert);
+            }
+        }
+    }
+
+    /// The state `alarm`'s receivers last heard: what this run sent, else
+    /// what the database says was announced before the restart.
+    fn last_heard(&self, alarm: &AlarmView) -> State {
+        match self.alerted.get(&alarm.name) {
+            Some(state) => *state,
+            None if alarm.announced.0 == State::Error => State::Error,
+            None => State::Ok,
+        }
     }
 
     fn take(&mut self) {
@@ -336,7 +376,16 @@ impl Dispatcher {
 
     fn on_transition(&mut self, t: Transition) {
         let name = t.alarm.name.clone();
-        let (previous, state) = (t.previous, t.alarm.state);
+        let (mut previous, state) = (t.previous, t.alarm.state);
+        if t.merged > 0 && previous == state {
+            // The engine merged a round trip (ERROR→OK→ERROR) into one
+            // transition: it is still a change, with a new incident.
+            previous = match state {
+                State::Error => State::Ok,
+                State::Ok => State::Error,
+                other => other,
+            };
+        }
         self.states.insert(name.clone(), state);
         if previous == State::Error {
             self.release_dependents(&name);
@@ -422,7 +471,7 @@ impl Dispatcher {
                 continue;
             };
             let current = notice.alarm.state;
-            let last = self.alerted.get(&name).copied().unwrap_or(State::Ok);
+            let last = self.last_heard(&notice.alarm);
             if current == last && notice.flapping.is_none() {
                 tracing::info!(
                     "held alert of alarm {} dropped: it is {} again",
@@ -447,7 +496,10 @@ impl Dispatcher {
         let alerts: Vec<String> = self.alerts_of(&notice.alarm).to_vec();
         let id = self.next_id;
         self.next_id += 1;
-        let reminders = state == State::Error && notice.flapping.is_none() && !self.draining;
+        // A flapping alarm is not reminded of; one that settled in ERROR is.
+        let reminders = state == State::Error
+            && !matches!(notice.flapping, Some(Flapping::Started { .. }))
+            && !self.draining;
         let notice = Arc::new(notice);
         let mut remaining = 0;
         for alert in &alerts {
@@ -456,7 +508,7 @@ impl Dispatcher {
                 self.enqueue(idx, notice.clone(), Some(id));
             }
             if reminders {
-                self.start_reminder(&notice, alert);
+                self.start_reminder(&name, incident, alert);
             }
         }
         if remaining == 0 {
@@ -476,7 +528,7 @@ impl Dispatcher {
         self.pump();
     }
 
-    fn start_reminder(&mut self, notice: &Notice, alert: &str) {
+    fn start_reminder(&mut self, alarm: &Arc<str>, incident: u64, alert: &str) {
         let every = self
             .config
             .alerts
@@ -485,12 +537,12 @@ impl Dispatcher {
             .map(|r| Duration::from_millis(r.ms))
             .filter(|d| !d.is_zero());
         let Some(every) = every else { return };
-        let (alarm, alert): (Arc<str>, Arc<str>) = (notice.alarm.name.clone(), alert.into());
+        let (alarm, alert): (Arc<str>, Arc<str>) = (alarm.clone(), alert.into());
         let key = self.timers.insert(
             Timed::Reminder {
                 alarm: alarm.clone(),
                 alert: alert.clone(),
-                incident: notice.alarm.incident_nbr,
+                incident,
                 n: 1,
                 every,
             },
@@ -518,10 +570,14 @@ impl Dispatcher {
         }
     }
 
-    /// Gives a receiver a change: at once, or into its group.
+    /// Gives a receiver a change: at once, or into its group. A reminder is
+    /// skipped while the receiver still holds the alarm's last one.
     fn enqueue(&mut self, idx: usize, notice: Arc<Notice>, id: Option<NoticeId>) {
         let now = Instant::now();
         let r = &mut self.receivers[idx];
+        if notice.repeat > 0 && !r.reminding.insert(notice.alarm.name.clone()) {
+            return;
+        }
         let ids: Vec<NoticeId> = id.into_iter().collect();
         if !r.channel.groups() {
             r.queue.push_back(Job {
@@ -640,8 +696,17 @@ impl Dispatcher {
     }
 
     fn on_done(&mut self, done: Done) {
-        self.stats.queued.fetch_sub(1, Ordering::Relaxed);
+        // Saturating, so a miscount can never wrap the gauge.
+        let _ = self
+            .stats
+            .queued
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| q.checked_sub(1));
         let r = &mut self.receivers[done.receiver];
+        for n in &done.job.notices {
+            if n.repeat > 0 {
+                r.reminding.remove(&n.alarm.name);
+            }
+        }
         r.running -= 1;
         if r.channel.is_script() {
             self.running_scripts -= 1;
@@ -809,7 +874,7 @@ impl Dispatcher {
             alarm.escape_debug(),
             view.state.as_upper()
         );
-        let previous = self.alerted.get(&alarm).copied().unwrap_or(State::Ok);
+        let previous = self.last_heard(&view);
         let notice = self.notice(view, previous, now, Some(Flapping::Stopped));
         self.route(notice);
     }
@@ -831,6 +896,8 @@ impl Dispatcher {
             let engine = &self.engine;
             self.states.retain(|a, _| engine.alarm(a).is_some());
             self.alerted.retain(|a, _| engine.alarm(a).is_some());
+            self.flapping
+                .prune(crate::clock::now_ms(), |a| engine.alarm(a).is_some());
         }
     }
 }

@@ -100,6 +100,17 @@ impl Detector {
         }
     }
 
+    /// Forgets the records of alarms `keep` rejects (deleted ones), and of
+    /// alarms that are not flapping and changed within no window, so the
+    /// records are bounded by the alarms that changed lately.
+    pub(super) fn prune(&mut self, now: i64, keep: impl Fn(&str) -> bool) {
+        let since = now.saturating_sub(self.window());
+        self.alarms.retain(|alarm, rec| {
+            keep(alarm)
+                && (rec.flapping || rec.changes.back().is_some_and(|(last, _)| *last >= since))
+        });
+    }
+
     /// When a flapping alarm should be looked at again: its oldest
     /// counted change leaves the window then.
     pub(super) fn next_check(&self, alarm: &str) -> Option<i64> {
@@ -205,6 +216,22 @@ mod tests {
         // Three changes left in the window (3 > stop 2): still flapping.
         assert!(!d.settle("a", 3 * 60_000 + 600_000 - 1));
         assert!(d.settle("a", 3 * 60_000 + 600_000));
+    }
+
+    #[test]
+    fn records_of_quiet_and_deleted_alarms_are_pruned() {
+        let mut d = detector();
+        let (quiet, busy, gone): (Arc<str>, Arc<str>, Arc<str>) =
+            ("quiet".into(), "busy".into(), "gone".into());
+        d.change(&quiet, 0, 1);
+        for i in 0..6 {
+            d.change(&busy, i, 1);
+        }
+        d.change(&gone, 700_000, 1);
+        d.prune(700_001, |a| a != "gone");
+        assert_eq!(d.entries("quiet"), 0, "no change within the window");
+        assert!(d.is_flapping("busy"), "a flapping alarm keeps its record");
+        assert_eq!(d.entries("gone"), 0, "a deleted alarm's record goes");
     }
 
     #[test]

@@ -220,10 +220,20 @@ pub(super) fn body(group: &[&Notice]) -> String {
         return b;
     }
     let mut b = format!("{} alarm changes:\n", group.len());
-    for n in group {
+    for n in group.iter().take(MAIL_GROUP_CHANGES) {
         b.push_str(&format!("\n- {}\n", change_line(n)));
-        if !n.alarm.failed_services.is_empty() && n.alarm.state == crate::engine::State::Error {
-            b.push_str(&format!("  Failed services: {}\n", failed_list(&n.alarm)));
+        let failed = &n.alarm.failed_services;
+        if !failed.is_empty() && n.alarm.state == crate::engine::State::Error {
+            let listed: Vec<&str> = failed
+                .iter()
+                .take(MAIL_GROUP_FAILED)
+                .map(|s| s.as_str())
+                .collect();
+            b.push_str(&format!("  Failed services: {}", listed.join(", ")));
+            if failed.len() > MAIL_GROUP_FAILED {
+                b.push_str(&format!(" and {} more", failed.len() - MAIL_GROUP_FAILED));
+            }
+            b.push('\n');
         }
         if let Some(f) = &n.failure {
             b.push_str(&format!("  {}\n", failure_line(f)));
@@ -232,8 +242,21 @@ pub(super) fn body(group: &[&Notice]) -> String {
             b.push_str(&format!("  {url}\n"));
         }
     }
+    if group.len() > MAIL_GROUP_CHANGES {
+        b.push_str(&format!(
+            "\n… and {} more changes\n",
+            group.len() - MAIL_GROUP_CHANGES
+        ));
+    }
     b
 }
+
+/// Changes spelled out in one grouped mail at most, and failed services
+/// named per change: a mass outage's mail stays far below the 10 MB a
+/// mail server commonly accepts (the rest are counted).
+pub(super) const MAIL_GROUP_CHANGES: usize = 500;
+/// See [`MAIL_GROUP_CHANGES`].
+pub(super) const MAIL_GROUP_FAILED: usize = 20;
 
 /// One line saying how the job failed.
 pub(super) fn failure_line(f: &crate::engine::JobFailure) -> String {

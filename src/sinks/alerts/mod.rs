@@ -217,6 +217,36 @@ mod tests {
     }
 
     #[test]
+    fn a_mass_outage_makes_one_mail_of_bounded_size() {
+        let mut big = notice(0, None);
+        big.alarm.failed_services = (0..1000).map(|i| format!("svc.{i}").into()).collect();
+        let group: Vec<Notice> = (0..10_000)
+            .map(|i| {
+                let mut n = big.clone();
+                n.alarm.name = format!("a-{i}").into();
+                n
+            })
+            .collect();
+        let refs: Vec<&Notice> = group.iter().collect();
+        let body = mail::body(&refs);
+        // Unbounded, it would be 10 000 × 1 000 names: about 80 MB.
+        assert!(body.len() < 1 << 20, "{} bytes", body.len());
+        assert!(
+            body.starts_with("10000 alarm changes:"),
+            "every change is counted"
+        );
+        assert!(body.contains("'a-499' (incident 7)") && !body.contains("'a-500'"));
+        assert!(
+            body.contains("… and 9500 more changes"),
+            "the rest are counted"
+        );
+        assert!(
+            body.contains("svc.19 and 980 more\n"),
+            "failed services counted"
+        );
+    }
+
+    #[test]
     fn flapping_notices_say_so_in_every_channel() {
         let mut n = notice(0, None);
         n.flapping = Some(Flapping::Started { changes: 6 });
