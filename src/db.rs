@@ -412,6 +412,8 @@ static ONE_SAVE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// it runs.
 pub fn save(engine: &Engine, path: &Path) -> std::io::Result<Saved> {
     let _one = ONE_SAVE.lock().unwrap_or_else(|e| e.into_inner());
+    #[cfg(test)]
+    let _saving = tests::Saving::enter();
     let tmp = temp_path(path);
     let result = write(engine, path, &tmp);
     if result.is_err() {
@@ -548,6 +550,7 @@ fn sync_dir(path: &Path) -> std::io::Result<()> {
 mod tests {
     use super::*;
     use crate::engine::{AlarmDef, Change, EngineConfig, Timeout};
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     const T0: i64 = 1_700_000_000_000;
 
@@ -699,6 +702,11 @@ mod tests {
         let gone = dir.path().join("gone/db");
         assert!(save(&e, &gone).is_err());
         assert_eq!(std::fs::read(&path).expect("kept"), old);
+        // A save that fails after its temp file was written (the rename
+        // over a directory fails) removes the temp file.
+        let blocked = dir.path().join("blocked");
+        std::fs::create_dir_all(blocked.join("inside")).expect("dir");
+        assert!(save(&e, &blocked).is_err());
         let threads: Vec<_> = (0..4)
             .map(|_| {
                 let (e, path) = (e.clone(), path.clone());
@@ -712,8 +720,39 @@ mod tests {
             load(&path).expect("ok").expect("exists").services.len(),
             5000
         );
-        let left = std::fs::read_dir(dir.path()).expect("dir").count();
-        assert_eq!(left, 1, "only the database");
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("dir")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(
+            left.len(),
+            2,
+            "only the database and the directory: {left:?}"
+        );
+        assert_eq!(MOST_AT_ONCE.load(Ordering::SeqCst), 1, "saves overlapped");
+    }
+
+    /// Saves running at once, and the most seen, in this test binary.
+    static AT_ONCE: AtomicUsize = AtomicUsize::new(0);
+    static MOST_AT_ONCE: AtomicUsize = AtomicUsize::new(0);
+
+    /// Counts a save from its start to its end (see [`save`]).
+    pub(super) struct Saving;
+
+    impl Saving {
+        pub(super) fn enter() -> Saving {
+            let now = AT_ONCE.fetch_add(1, Ordering::SeqCst) + 1;
+            MOST_AT_ONCE.fetch_max(now, Ordering::SeqCst);
+            // Long enough for racing saves to meet if nothing kept them apart.
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            Saving
+        }
+    }
+
+    impl Drop for Saving {
+        fn drop(&mut self) {
+            AT_ONCE.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 
     /// Many services per shard, each with its own number of intervals:
