@@ -554,7 +554,8 @@ impl Config {
 }
 
 /// Keys whose values are secrets: an error about them never quotes them.
-const SECRET_KEYS: [&str; 7] = [
+const SECRET_KEYS: [&str; 8] = [
+    "routing_key",
     "write_keys",
     "read_keys",
     "key",
@@ -909,6 +910,7 @@ mode = 600
         assert_eq!(c.http.listen.to_string(), ":8080");
         assert_eq!(c.services.len(), 2);
         assert!(c.alerts["ops"].repeat.is_some());
+        assert!(c.alerts["ops"].pagerduty.is_some() && c.alerts["ops"].opsgenie.is_some());
         assert_eq!(c.alarms[1].depends_on, vec!["network-$name".to_string()]);
         assert_eq!(c.self_alarm.alerts, ["ops"]);
         assert_eq!(c.limits.max_services, 20_000_000);

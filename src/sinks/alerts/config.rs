@@ -10,6 +10,8 @@ use serde::Deserialize;
 
 use super::http::SlackConfig;
 use super::mail::{MailConfig, MailgunConfig};
+use super::opsgenie::OpsgenieConfig;
+use super::pagerduty::PagerDutyConfig;
 use crate::config::ConfigError;
 use crate::duration::DurationSetting;
 
@@ -25,6 +27,11 @@ pub struct AlertConfig {
     pub slack_channel: Option<String>,
     /// Executable run for each change.
     pub script: Option<String>,
+    /// `[alerts.<name>.pagerduty]`: a PagerDuty incident per alarm
+    /// incident (Events API v2).
+    pub pagerduty: Option<PagerDutyConfig>,
+    /// `[alerts.<name>.opsgenie]`: an Opsgenie alert per alarm incident.
+    pub opsgenie: Option<OpsgenieConfig>,
     /// Send again every this long while the alarm stays ERROR.
     pub repeat: Option<DurationSetting>,
     /// Mail and Slack: changes within this long of the last message to the
@@ -45,6 +52,12 @@ impl AlertConfig {
     /// A reminder more often than every second would flood its receivers;
     /// timers longer than [`MAX_ALERT_TIMER`] are a typo, not a plan.
     pub fn validate(&self, name: &str) -> Result<(), ConfigError> {
+        if let Some(pd) = &self.pagerduty {
+            pd.validate(name)?;
+        }
+        if let Some(og) = &self.opsgenie {
+            og.validate(name)?;
+        }
         match self.repeat {
             Some(r) if r.ms < 1000 => {
                 return Err(ConfigError::Invalid(format!(

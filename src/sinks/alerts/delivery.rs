@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::config::{AlertConfig, AlertsConfig, HttpUrl, Recipients};
-use super::{http, mail, script, DeliveryError, Notice};
+use super::opsgenie::OpsgenieConfig;
+use super::pagerduty::PagerDutyConfig;
+use super::{http, mail, opsgenie, pagerduty, script, DeliveryError, Notice};
 
 /// How long a failing delivery is retried, from its first attempt.
 pub(super) const RETRY_FOR: Duration = Duration::from_secs(60);
@@ -26,6 +28,10 @@ pub(super) enum Channel {
     Slack(String),
     /// An executable.
     Script(String),
+    /// PagerDuty's Events API v2.
+    PagerDuty(Arc<PagerDutyConfig>),
+    /// Opsgenie's Alert API.
+    Opsgenie(Arc<OpsgenieConfig>),
 }
 
 impl Channel {
@@ -44,6 +50,12 @@ impl Channel {
         if let Some(s) = alert.script.as_ref().filter(|s| !s.is_empty()) {
             out.push(Channel::Script(s.clone()));
         }
+        if let Some(pd) = &alert.pagerduty {
+            out.push(Channel::PagerDuty(Arc::new(pd.clone())));
+        }
+        if let Some(og) = &alert.opsgenie {
+            out.push(Channel::Opsgenie(Arc::new(og.clone())));
+        }
         out
     }
 
@@ -54,12 +66,15 @@ impl Channel {
             Channel::Webhook(_) => "webhook",
             Channel::Slack(_) => "slack",
             Channel::Script(_) => "script",
+            Channel::PagerDuty(_) => "pagerduty",
+            Channel::Opsgenie(_) => "opsgenie",
         }
     }
 
     /// Mail and Slack group the changes of `group_interval` in one
     /// message; a webhook POST and a script run stay one per change (the
-    /// 1.x shape receivers rely on).
+    /// 1.x shape receivers rely on), and so do the pagers, whose every
+    /// event opens or closes one incident.
     pub(super) fn groups(&self) -> bool {
         matches!(self, Channel::Mail(_) | Channel::Slack(_))
     }
@@ -97,6 +112,18 @@ impl Senders {
             Channel::Webhook(url) => {
                 for n in group {
                     http::webhook(&self.client, &url.0, n).await?;
+                }
+                Ok(())
+            }
+            Channel::PagerDuty(pd) => {
+                for n in group {
+                    pagerduty::send(&self.client, pd, n).await?;
+                }
+                Ok(())
+            }
+            Channel::Opsgenie(og) => {
+                for n in group {
+                    opsgenie::send(&self.client, og, n).await?;
                 }
                 Ok(())
             }

@@ -16,7 +16,9 @@ pub struct SlackConfig {
     pub webhook_url: String,
 }
 
-async fn post(
+/// POSTs `body` as JSON, with `extra` headers (values may be secrets:
+/// they are never logged).
+pub(super) async fn post(
     client: &reqwest::Client,
     url: &reqwest::Url,
     body: serde_json::Value,

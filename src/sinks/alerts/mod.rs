@@ -14,14 +14,19 @@
 //!   time, and reports back so the dispatcher can tell the engine what
 //!   each alarm's receivers have heard (kept in the database: a restart
 //!   announces what was not);
-//! - [`mail`], [`http`] and [`script`] say it in each channel's words.
+//! - [`mail`], [`http`], [`script`], [`pagerduty`] and [`opsgenie`] say it
+//!   in each channel's words; [`incident`] is how the pagers name an
+//!   incident so that what one notice opens the next one closes.
 
 mod config;
 mod delivery;
 mod dispatch;
 mod flapping;
 mod http;
+mod incident;
 mod mail;
+mod opsgenie;
+mod pagerduty;
 mod script;
 
 pub use config::{
@@ -31,6 +36,8 @@ pub use config::{
 pub use dispatch::run;
 pub use http::SlackConfig;
 pub use mail::{HostPort, MailConfig, MailgunConfig, Tls};
+pub use opsgenie::{OpsgenieConfig, OpsgenieRegion};
+pub use pagerduty::{PagerDutyConfig, PagerDutySeverity};
 
 use std::sync::atomic::AtomicU64;
 
@@ -85,6 +92,10 @@ pub struct Notice {
     pub repeat: u32,
     /// Set on the notices that flapping starts and ends.
     pub flapping: Option<Flapping>,
+    /// The incident the alarm's receivers were last told is open (an
+    /// ERROR, or the start of flapping), before this notice: what pagers
+    /// ([`incident`]) close when it recovers or another incident opens.
+    pub open_incident: Option<u64>,
 }
 
 /// Why a delivery attempt failed, and whether trying again can help.
@@ -155,6 +166,7 @@ mod tests {
             failure,
             repeat,
             flapping: None,
+            open_incident: None,
         }
     }
 

@@ -1,0 +1,262 @@
+//! The alerters for services people are paged and chatted on (README,
+//! "Alerts"), each against a real HTTP server on loopback standing in for
+//! the service. The expected requests are written from each service's
+//! API documentation (cited at each test), not from lovebeat's output.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::receiver::{Received, Receiver};
+use common::Daemon;
+use serde_json::Value;
+
+const ALARM: &str = "[[alarms]]\nname = \"web\"\npattern = \"web.*\"\nalerts = [\"ops\"]\n";
+const ROUTING_KEY: &str = "SECRETR0123456789abcdef012345678";
+
+fn pagerduty(url: &str, extra: &str) -> String {
+    format!(
+        "{ALARM}[general]\npublic_url = \"http://lb.example.com\"\n[alerts.ops.pagerduty]\nrouting_key = \"{ROUTING_KEY}\"\nsource = \"ci-host\"\nurl = \"{url}\"\n{extra}"
+    )
+}
+
+/// Checks a PagerDuty alert event as the Events API v2 documents it
+/// (https://developer.pagerduty.com/docs/events-api-v2/trigger-events/):
+/// POST to /v2/enqueue, JSON, the routing key, the action, a dedup key of
+/// at most 255 characters, and for a trigger the required payload fields
+/// (summary of at most 1024 characters, source, a severity PagerDuty
+/// knows) and a valid ISO 8601 timestamp.
+fn pd_event(r: &Received, action: &str) -> Value {
+    assert_eq!(r.method, "POST");
+    assert_eq!(r.path, "/v2/enqueue");
+    assert_eq!(r.headers["content-type"], "application/json");
+    let b = r.json();
+    assert_eq!(b["routing_key"], ROUTING_KEY, "{b}");
+    assert_eq!(b["event_action"], action, "{b}");
+    let key = b["dedup_key"].as_str().expect("dedup_key");
+    assert!(!key.is_empty() && key.len() <= 255, "{b}");
+    if action == "trigger" {
+        let p = &b["payload"];
+        let summary = p["summary"].as_str().expect("summary");
+        assert!(!summary.is_empty() && summary.chars().count() <= 1024);
+        assert_eq!(p["source"], "ci-host");
+        assert!(
+            ["critical", "error", "warning", "info"]
+                .contains(&p["severity"].as_str().unwrap_or("")),
+            "{b}"
+        );
+        let ts = p["timestamp"].as_str().expect("timestamp");
+        assert!(chrono::DateTime::parse_from_rfc3339(ts).is_ok(), "{ts}");
+    }
+    b
+}
+
+#[test]
+fn pagerduty_triggers_on_error_and_resolves_the_same_key_after_a_restart() {
+    let rx = Receiver::start(|_| Some(202));
+    let mut d = Daemon::start(&pagerduty(&rx.url("/v2/enqueue"), ""));
+    let r = d.request("POST", "/api/services/web.job/exit/3", &[], b"disk full\n");
+    assert_eq!(r.status, 200);
+    let got = rx.wait_for(1, 10);
+    assert_eq!(got.len(), 1, "{got:?}");
+    let t = pd_event(&got[0], "trigger");
+    let key = t["dedup_key"].as_str().expect("key").to_string();
+    let p = &t["payload"];
+    assert_eq!(p["severity"], "critical", "the default severity");
+    assert!(p["summary"].as_str().unwrap_or("").contains("web"), "{t}");
+    let details = &p["custom_details"];
+    assert_eq!(details["failed_services"], serde_json::json!(["web.job"]));
+    assert_eq!(details["job_output"], "disk full\n");
+    assert_eq!(details["job_exit_code"], 3);
+    assert_eq!(t["client_url"], "http://lb.example.com/alarms/web");
+    assert_eq!(t["links"][0]["href"], "http://lb.example.com/alarms/web");
+
+    // The incident that was paged before a restart is resolved after it,
+    // under the same key; nothing is sent again by the restart itself.
+    d.restart();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(rx.requests.lock().expect("lock").len(), 1, "no resend");
+    d.post("/api/services/web.job");
+    let got = rx.wait_for(2, 10);
+    assert_eq!(got.len(), 2, "{got:?}");
+    let resolve = pd_event(&got[1], "resolve");
+    assert_eq!(resolve["dedup_key"], key.as_str());
+
+    // The next failure is a new incident: a new key.
+    d.request("POST", "/api/services/web.job/fail", &[], b"");
+    let got = rx.wait_for(3, 10);
+    let again = pd_event(&got[2], "trigger");
+    assert_ne!(again["dedup_key"], key.as_str());
+}
+
+#[test]
+fn a_flapping_alarm_opens_one_pagerduty_incident_and_resolves_it() {
+    let rx = Receiver::start(|_| Some(202));
+    let d = Daemon::start(&pagerduty(
+        &rx.url("/v2/enqueue"),
+        "[flapping]\nwindow = \"3s\"\nstart = 6\nstop = 2\n",
+    ));
+    let mut lines = String::new();
+    for _ in 0..1000 {
+        lines.push_str("web.x.fail:1|c\nweb.x.beat:1|c\n");
+    }
+    d.tcp(&lines);
+    d.eventually("it flaps", || {
+        d.get("/api/alarms/web").json()["alarm"]["flapping"] == true
+    });
+    d.eventually("it settles", || {
+        d.get("/api/alarms/web").json()["alarm"]
+            .get("flapping")
+            .is_none()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let got = rx.requests.lock().expect("lock").clone();
+    let events: Vec<(String, String)> = got
+        .iter()
+        .map(|r| {
+            let b = r.json();
+            (
+                b["event_action"].as_str().unwrap_or("").to_string(),
+                b["dedup_key"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    // At most five changes go one by one before flapping is seen; then
+    // one trigger and one resolve for the whole episode.
+    assert!(events.len() <= 7, "{events:?}");
+    let triggers = events.iter().filter(|e| e.0 == "trigger").count();
+    assert!(triggers <= 4, "{events:?}");
+    let flapping: Vec<&Received> = got
+        .iter()
+        .filter(|r| r.json()["payload"]["custom_details"]["flapping"] == true)
+        .collect();
+    assert_eq!(flapping.len(), 1, "one trigger says it flaps: {events:?}");
+    let last = events.last().expect("events");
+    assert_eq!(last.0, "resolve", "it settled OK: {events:?}");
+    assert_eq!(
+        flapping[0].json()["dedup_key"],
+        last.1.as_str(),
+        "the episode's resolve closes its trigger"
+    );
+    // Every incident opened is resolved: nothing is left paging.
+    for (action, key) in &events {
+        if action == "trigger" {
+            let opened = events.iter().rposition(|e| &e.1 == key && e.0 == "trigger");
+            let closed = events.iter().rposition(|e| &e.1 == key && e.0 == "resolve");
+            assert!(closed > opened, "{key} left open: {events:?}");
+        }
+    }
+}
+
+#[test]
+fn pagerduty_is_retried_on_429_and_500_as_retry_after_asks_and_keys_are_never_logged() {
+    let rx = Receiver::start_with_headers(Duration::ZERO, |n| match n {
+        0 => Some((429, "Retry-After: 3\r\n".to_string())),
+        1 => Some((500, String::new())),
+        _ => Some((202, String::new())),
+    });
+    let d = Daemon::start(&pagerduty(&rx.url("/v2/enqueue"), ""));
+    d.post("/api/services/web.x?timeout=0");
+    let got = rx.wait_for(3, 15);
+    assert_eq!(got.len(), 3, "{got:?}");
+    for r in &got {
+        pd_event(r, "trigger");
+    }
+    assert!(
+        got[1].at - got[0].at >= Duration::from_millis(2900),
+        "Retry-After: 3 is honoured: {:?}",
+        got[1].at - got[0].at
+    );
+    assert!(
+        got[2].at - got[1].at >= Duration::from_millis(1900),
+        "backoff doubles: {:?}",
+        got[2].at - got[1].at
+    );
+    d.eventually("the failures logged", || {
+        let log = d.stderr();
+        log.contains("pagerduty alert for alarm web") && log.contains("HTTP 429")
+    });
+    assert!(!d.stderr().contains("SECRET"), "{}", d.stderr());
+    d.eventually("counted as sent", || {
+        d.metric("lovebeat_alerts_sent_total") == 1.0
+    });
+}
+
+#[test]
+fn opsgenie_creates_an_alert_and_closes_it_by_its_alias() {
+    let rx = Receiver::start(|_| Some(202));
+    let d = Daemon::start(&format!(
+        "{ALARM}[alerts.ops.opsgenie]\napi_key = \"SECRET-GENIE\"\npriority = \"P1\"\ntags = [\"prod\"]\nurl = \"{}\"\n",
+        rx.url("")
+    ));
+    d.request(
+        "POST",
+        "/api/services/web.job/exit/2",
+        &[],
+        b"no space left",
+    );
+    let got = rx.wait_for(1, 10);
+    assert_eq!(got.len(), 1, "{got:?}");
+    // https://docs.opsgenie.com/docs/alert-api, "Create Alert".
+    let create = &got[0];
+    assert_eq!(create.method, "POST");
+    assert_eq!(create.path, "/v2/alerts");
+    assert_eq!(create.headers["authorization"], "GenieKey SECRET-GENIE");
+    assert_eq!(create.headers["content-type"], "application/json");
+    let b = create.json();
+    let message = b["message"].as_str().expect("message is mandatory");
+    assert!(!message.is_empty() && message.chars().count() <= 130, "{b}");
+    let alias = b["alias"].as_str().expect("alias").to_string();
+    assert!(!alias.is_empty() && alias.len() <= 512);
+    let description = b["description"].as_str().expect("description");
+    assert!(description.chars().count() <= 15_000);
+    assert!(description.contains("no space left"), "{description}");
+    assert_eq!(b["priority"], "P1");
+    assert_eq!(b["entity"], "web");
+    let tags: Vec<&str> = b["tags"]
+        .as_array()
+        .expect("tags")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(tags.contains(&"prod"), "{b}");
+    // details is a map of strings.
+    let details = b["details"].as_object().expect("details");
+    assert!(details.values().all(Value::is_string), "{b}");
+    assert_eq!(details["failed_services"], "web.job");
+
+    d.post("/api/services/web.job");
+    let got = rx.wait_for(2, 10);
+    assert_eq!(got.len(), 2, "{got:?}");
+    // "Close Alert": POST /v2/alerts/:identifier/close?identifierType=alias.
+    let close = &got[1];
+    assert_eq!(close.method, "POST");
+    assert_eq!(
+        close.path,
+        format!("/v2/alerts/{alias}/close?identifierType=alias")
+    );
+    assert_eq!(close.headers["authorization"], "GenieKey SECRET-GENIE");
+    assert!(close.json().is_object());
+}
+
+#[test]
+fn a_hanging_pager_delays_no_other_alerter() {
+    let hang = Receiver::start(|_| None);
+    let rx = Receiver::start(|_| Some(202));
+    let d = Daemon::start(&format!(
+        "{ALARM}[alerts.ops.pagerduty]\nrouting_key = \"k\"\nurl = \"{}\"\n[alerts.ops.opsgenie]\napi_key = \"k\"\nurl = \"{}\"\n",
+        hang.url("/v2/enqueue"),
+        rx.url("")
+    ));
+    let start = Instant::now();
+    d.request("POST", "/api/services/web.a/fail", &[], b"");
+    hang.wait_for(1, 5);
+    d.post("/api/services/web.a");
+    let got = rx.wait_for(2, 5);
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(
+        start.elapsed() < Duration::from_secs(4),
+        "Opsgenie is not held up by PagerDuty: {:?}",
+        start.elapsed()
+    );
+}
