@@ -910,7 +910,10 @@ mode = 600
         assert_eq!(c.http.listen.to_string(), ":8080");
         assert_eq!(c.services.len(), 2);
         assert!(c.alerts["ops"].repeat.is_some());
-        assert!(c.alerts["ops"].pagerduty.is_some() && c.alerts["ops"].opsgenie.is_some());
+        let ops = &c.alerts["ops"];
+        assert!(
+            ops.pagerduty.is_some() && ops.opsgenie.is_some() && ops.templated_webhook.is_some()
+        );
         assert_eq!(c.alarms[1].depends_on, vec!["network-$name".to_string()]);
         assert_eq!(c.self_alarm.alerts, ["ops"]);
         assert_eq!(c.limits.max_services, 20_000_000);

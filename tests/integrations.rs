@@ -260,3 +260,114 @@ fn a_hanging_pager_delays_no_other_alerter() {
         start.elapsed()
     );
 }
+
+/// The README's recipes for the templated webhook (section "Templated
+/// webhook"), with the receiver's address for the services'.
+fn recipes(ntfy: &str, gotify: &str) -> String {
+    format!(
+        r#"[[alarms]]
+name = "web"
+pattern = "web.*"
+alerts = ["ntfy", "gotify"]
+
+[alerts.ntfy.templated_webhook]
+url = "{ntfy}"
+content_type = "text/plain"
+body = "{{{{ message }}}}{{% if output %}}\n{{{{ output }}}}{{% endif %}}"
+[alerts.ntfy.templated_webhook.headers]
+Title = "{{{{ title }}}}"
+Priority = "{{% if state == 'error' %}}urgent{{% else %}}default{{% endif %}}"
+Tags = "{{% if state == 'error' %}}rotating_light{{% else %}}white_check_mark{{% endif %}}"
+Click = "{{{{ url or '' }}}}"
+Authorization = "Bearer tk_SECRETNTFY"
+
+[alerts.gotify.templated_webhook]
+url = "{gotify}"
+body = '{{"title": {{{{ title }}}}, "message": {{{{ message }}}}, "priority": {{% if state == "error" %}}8{{% else %}}2{{% endif %}}}}'
+headers = {{ X-Gotify-Key = "SECRETGOTIFY" }}
+"#
+    )
+}
+
+#[test]
+fn templated_webhook_recipes_reach_ntfy_and_gotify_as_they_document_it() {
+    let rx = Receiver::start(|_| Some(200));
+    let d = Daemon::start(&recipes(&rx.url("/lovebeat-alerts"), &rx.url("/message")));
+    let output = "quote \" brace } backslash \\ <b>";
+    d.request("POST", "/api/services/web.job/fail", &[], output.as_bytes());
+    let got = rx.wait_for(2, 10);
+    assert_eq!(got.len(), 2, "{got:?}");
+    // ntfy (https://docs.ntfy.sh/publish/): POST to the topic's URL, the
+    // message as the body, Title, Priority (1-5 or min, low, default,
+    // high, max/urgent) and Tags (comma-separated) as headers, an access
+    // token as a bearer.
+    let ntfy = got
+        .iter()
+        .find(|r| r.path == "/lovebeat-alerts")
+        .expect("ntfy");
+    assert_eq!(ntfy.method, "POST");
+    assert_eq!(ntfy.headers["content-type"], "text/plain");
+    assert_eq!(ntfy.headers["title"], "web is in ERROR");
+    assert_eq!(ntfy.headers["priority"], "urgent");
+    assert_eq!(ntfy.headers["tags"], "rotating_light");
+    assert_eq!(ntfy.headers["authorization"], "Bearer tk_SECRETNTFY");
+    assert!(
+        ntfy.body.contains("'web'") && ntfy.body.ends_with(output),
+        "{}",
+        ntfy.body
+    );
+    // Gotify (https://gotify.net/docs/pushmsg): POST /message with the
+    // application token in X-Gotify-Key and a JSON body of title,
+    // message and an integer priority.
+    let gotify = got.iter().find(|r| r.path == "/message").expect("gotify");
+    assert_eq!(gotify.method, "POST");
+    assert_eq!(gotify.headers["x-gotify-key"], "SECRETGOTIFY");
+    assert_eq!(gotify.headers["content-type"], "application/json");
+    let b = gotify.json();
+    assert_eq!(b["title"], "web is in ERROR");
+    assert!(b["message"].as_str().expect("message").contains("'web'"));
+    assert_eq!(b["priority"], 8);
+
+    d.post("/api/services/web.job");
+    let got = rx.wait_for(4, 10);
+    assert_eq!(got.len(), 4, "{got:?}");
+    let ntfy = got[2..]
+        .iter()
+        .find(|r| r.path == "/lovebeat-alerts")
+        .expect("ntfy");
+    assert_eq!(ntfy.headers["priority"], "default");
+    assert_eq!(ntfy.headers["title"], "web has recovered");
+    let gotify = got[2..]
+        .iter()
+        .find(|r| r.path == "/message")
+        .expect("gotify");
+    assert_eq!(gotify.json()["priority"], 2);
+    assert!(!d.stderr().contains("SECRET"), "{}", d.stderr());
+}
+
+#[test]
+fn a_template_with_a_misspelt_field_stops_the_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("lovebeat.cfg");
+    std::fs::write(
+        &cfg,
+        "[alerts.ops.templated_webhook]\nurl = \"http://127.0.0.1:9/x\"\nbody = \"{{ alarm_name }}\"\n[alerts.ops.templated_webhook.headers]\nX-Token = \"SECRET-T\"\n",
+    )
+    .expect("write");
+    let (status, out) = common::run_binary(
+        dir.path(),
+        &[
+            "--config",
+            cfg.to_str().expect("utf-8"),
+            "--config-dir",
+            "none",
+            "check-config",
+        ],
+    );
+    assert_eq!(status.code(), Some(2), "{out}");
+    assert!(
+        out.contains("templated_webhook") && out.contains("undefined"),
+        "{out}"
+    );
+    assert!(!out.contains("SECRET"), "{out}");
+}

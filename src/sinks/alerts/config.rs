@@ -12,6 +12,7 @@ use super::http::SlackConfig;
 use super::mail::{MailConfig, MailgunConfig};
 use super::opsgenie::OpsgenieConfig;
 use super::pagerduty::PagerDutyConfig;
+use super::templated::TemplatedWebhookConfig;
 use crate::config::ConfigError;
 use crate::duration::DurationSetting;
 
@@ -32,6 +33,9 @@ pub struct AlertConfig {
     pub pagerduty: Option<PagerDutyConfig>,
     /// `[alerts.<name>.opsgenie]`: an Opsgenie alert per alarm incident.
     pub opsgenie: Option<OpsgenieConfig>,
+    /// `[alerts.<name>.templated_webhook]`: a request of the user's
+    /// making, for services without an alerter of their own.
+    pub templated_webhook: Option<TemplatedWebhookConfig>,
     /// Send again every this long while the alarm stays ERROR.
     pub repeat: Option<DurationSetting>,
     /// Mail and Slack: changes within this long of the last message to the
@@ -57,6 +61,9 @@ impl AlertConfig {
         }
         if let Some(og) = &self.opsgenie {
             og.validate(name)?;
+        }
+        if let Some(t) = &self.templated_webhook {
+            t.validate(name)?;
         }
         match self.repeat {
             Some(r) if r.ms < 1000 => {

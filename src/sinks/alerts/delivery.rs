@@ -8,7 +8,8 @@ use std::time::Duration;
 use super::config::{AlertConfig, AlertsConfig, HttpUrl, Recipients};
 use super::opsgenie::OpsgenieConfig;
 use super::pagerduty::PagerDutyConfig;
-use super::{http, mail, opsgenie, pagerduty, script, DeliveryError, Notice};
+use super::templated::TemplatedWebhookConfig;
+use super::{http, mail, opsgenie, pagerduty, script, templated, DeliveryError, Notice};
 
 /// How long a failing delivery is retried, from its first attempt.
 pub(super) const RETRY_FOR: Duration = Duration::from_secs(60);
@@ -32,6 +33,8 @@ pub(super) enum Channel {
     PagerDuty(Arc<PagerDutyConfig>),
     /// Opsgenie's Alert API.
     Opsgenie(Arc<OpsgenieConfig>),
+    /// A request made from the user's templates.
+    Templated(Arc<TemplatedWebhookConfig>),
 }
 
 impl Channel {
@@ -56,6 +59,9 @@ impl Channel {
         if let Some(og) = &alert.opsgenie {
             out.push(Channel::Opsgenie(Arc::new(og.clone())));
         }
+        if let Some(t) = &alert.templated_webhook {
+            out.push(Channel::Templated(Arc::new(t.clone())));
+        }
         out
     }
 
@@ -68,6 +74,7 @@ impl Channel {
             Channel::Script(_) => "script",
             Channel::PagerDuty(_) => "pagerduty",
             Channel::Opsgenie(_) => "opsgenie",
+            Channel::Templated(_) => "templated_webhook",
         }
     }
 
@@ -124,6 +131,12 @@ impl Senders {
             Channel::Opsgenie(og) => {
                 for n in group {
                     opsgenie::send(&self.client, og, n).await?;
+                }
+                Ok(())
+            }
+            Channel::Templated(t) => {
+                for n in group {
+                    templated::send(&self.client, t, n).await?;
                 }
                 Ok(())
             }

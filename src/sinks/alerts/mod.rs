@@ -14,8 +14,8 @@
 //!   time, and reports back so the dispatcher can tell the engine what
 //!   each alarm's receivers have heard (kept in the database: a restart
 //!   announces what was not);
-//! - [`mail`], [`http`], [`script`], [`pagerduty`] and [`opsgenie`] say it
-//!   in each channel's words; [`incident`] is how the pagers name an
+//! - [`mail`], [`http`], [`script`], [`pagerduty`], [`opsgenie`] and
+//!   [`templated`] say it in each channel's words; [`incident`] is how the pagers name an
 //!   incident so that what one notice opens the next one closes.
 
 mod config;
@@ -28,6 +28,7 @@ mod mail;
 mod opsgenie;
 mod pagerduty;
 mod script;
+mod templated;
 
 pub use config::{
     AlertConfig, AlertsConfig, FlappingConfig, HttpUrl, Recipients, SelfAlarmConfig,
@@ -38,6 +39,7 @@ pub use http::SlackConfig;
 pub use mail::{HostPort, MailConfig, MailgunConfig, Tls};
 pub use opsgenie::{OpsgenieConfig, OpsgenieRegion};
 pub use pagerduty::{PagerDutyConfig, PagerDutySeverity};
+pub use templated::TemplatedWebhookConfig;
 
 use std::sync::atomic::AtomicU64;
 
