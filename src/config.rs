@@ -554,8 +554,12 @@ impl Config {
 }
 
 /// Keys whose values are secrets: an error about them never quotes them.
-const SECRET_KEYS: [&str; 8] = [
+const SECRET_KEYS: [&str; 12] = [
     "routing_key",
+    "token",
+    "bot_token",
+    "access_token",
+    "user",
     "write_keys",
     "read_keys",
     "key",
@@ -914,6 +918,9 @@ mode = 600
         assert!(
             ops.pagerduty.is_some() && ops.opsgenie.is_some() && ops.templated_webhook.is_some()
         );
+        assert!(ops.discord.is_some() && ops.teams.is_some() && ops.telegram.is_some());
+        assert!(ops.ntfy.is_some() && ops.pushover.is_some());
+        assert!(ops.gotify.is_some() && ops.matrix.is_some());
         assert_eq!(c.alarms[1].depends_on, vec!["network-$name".to_string()]);
         assert_eq!(c.self_alarm.alerts, ["ops"]);
         assert_eq!(c.limits.max_services, 20_000_000);

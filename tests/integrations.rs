@@ -371,3 +371,240 @@ fn a_template_with_a_misspelt_field_stops_the_start() {
     );
     assert!(!out.contains("SECRET"), "{out}");
 }
+
+/// Every chat and push alerter in one alert, each at its own path of one
+/// receiver.
+fn chats(rx: &Receiver) -> String {
+    format!(
+        r#"[general]
+public_url = "http://lb.example.com"
+[[alarms]]
+name = "web"
+pattern = "web.*"
+alerts = ["chats"]
+[[alarms]]
+name = "db"
+pattern = "db.*"
+alerts = ["chats"]
+[alerts.chats]
+group_interval = "2s"
+[alerts.chats.discord]
+webhook_url = "{discord}"
+[alerts.chats.teams]
+webhook_url = "{teams}"
+[alerts.chats.telegram]
+bot_token = "123:SECRETTG"
+chat_id = "-1001234"
+url = "{base}"
+[alerts.chats.ntfy]
+url = "{base}"
+topic = "ops-alerts"
+token = "tk_SECRETNTFY"
+[alerts.chats.pushover]
+token = "SECRETPOAPP"
+user = "SECRETPOUSER"
+url = "{pushover}"
+[alerts.chats.gotify]
+url = "{base}/gotify"
+token = "SECRETGOTIFY"
+[alerts.chats.matrix]
+homeserver = "{base}"
+room_id = "!room:example.org"
+access_token = "SECRETMATRIX"
+"#,
+        discord = rx.url("/api/webhooks/1/SECRETDISCORD"),
+        teams = rx.url("/workflows/SECRETTEAMS?sig=SECRETSIG"),
+        pushover = rx.url("/1/messages.json"),
+        base = rx.url(""),
+    )
+}
+
+fn find<'a>(got: &'a [Received], path: &str) -> &'a Received {
+    got.iter()
+        .find(|r| r.path.starts_with(path))
+        .unwrap_or_else(|| panic!("no request to {path}: {got:?}"))
+}
+
+#[test]
+fn chats_and_pushes_get_what_each_service_documents() {
+    let rx = Receiver::start(|_| Some(200));
+    let d = Daemon::start(&chats(&rx));
+    d.request(
+        "POST",
+        "/api/services/web.job/exit/4",
+        &[],
+        b"<b>@everyone</b> & ```",
+    );
+    let got = rx.wait_for(7, 10);
+    assert_eq!(got.len(), 7, "{got:?}");
+
+    // Discord, Execute Webhook
+    // (https://discord.com/developers/docs/resources/webhook#execute-webhook).
+    let r = find(&got, "/api/webhooks/1/SECRETDISCORD");
+    assert_eq!(r.method, "POST");
+    assert_eq!(r.headers["content-type"], "application/json");
+    let b = r.json();
+    assert_eq!(b["allowed_mentions"]["parse"], serde_json::json!([]));
+    let e = &b["embeds"][0];
+    let title = e["title"].as_str().expect("title");
+    assert!(title.contains("web") && title.chars().count() <= 256, "{e}");
+    assert!(
+        e["description"]
+            .as_str()
+            .expect("description")
+            .chars()
+            .count()
+            <= 4096
+    );
+    assert!(e["color"].is_u64(), "an integer color: {e}");
+    assert_eq!(e["url"], "http://lb.example.com/alarms/web");
+    assert!(chrono::DateTime::parse_from_rfc3339(e["timestamp"].as_str().expect("ts")).is_ok());
+    for f in e["fields"].as_array().expect("fields") {
+        assert!(f["name"].is_string() && f["value"].is_string(), "{f}");
+    }
+    let red = e["color"].as_u64();
+
+    // Teams, Adaptive Card through a Workflows webhook.
+    let r = find(&got, "/workflows/SECRETTEAMS");
+    assert_eq!(r.method, "POST");
+    let b = r.json();
+    assert_eq!(b["type"], "message");
+    let att = &b["attachments"][0];
+    assert_eq!(
+        att["contentType"],
+        "application/vnd.microsoft.card.adaptive"
+    );
+    let card = &att["content"];
+    assert_eq!(card["type"], "AdaptiveCard");
+    assert!(
+        card["version"].is_string() && card["body"].is_array(),
+        "{card}"
+    );
+    assert!(card["body"]
+        .as_array()
+        .expect("body")
+        .iter()
+        .all(|el| el["type"].is_string()));
+    assert_eq!(card["actions"][0]["type"], "Action.OpenUrl");
+    assert_eq!(
+        card["actions"][0]["url"],
+        "http://lb.example.com/alarms/web"
+    );
+
+    // Telegram, sendMessage (https://core.telegram.org/bots/api#sendmessage).
+    let r = find(&got, "/bot123:SECRETTG/sendMessage");
+    assert_eq!(r.method, "POST");
+    let b = r.json();
+    assert_eq!(b["chat_id"], "-1001234");
+    assert_eq!(b["parse_mode"], "HTML");
+    let text = b["text"].as_str().expect("text");
+    assert!(text.chars().count() <= 4096);
+    assert!(
+        text.contains("&lt;b&gt;@everyone&lt;/b&gt; &amp;"),
+        "{text}"
+    );
+
+    // ntfy, publish as JSON (https://docs.ntfy.sh/publish/#publish-as-json).
+    let r = got
+        .iter()
+        .find(|r| r.path == "/" && r.json()["topic"] == "ops-alerts")
+        .expect("ntfy");
+    assert_eq!(r.method, "POST");
+    assert_eq!(r.headers["authorization"], "Bearer tk_SECRETNTFY");
+    let b = r.json();
+    assert_eq!(b["priority"], 5);
+    assert!(b["title"].is_string() && b["message"].is_string());
+    assert!(b["tags"].is_array());
+    assert_eq!(b["click"], "http://lb.example.com/alarms/web");
+
+    // Pushover (https://pushover.net/api), form-encoded.
+    let r = find(&got, "/1/messages.json");
+    assert_eq!(r.method, "POST");
+    assert_eq!(
+        r.headers["content-type"],
+        "application/x-www-form-urlencoded"
+    );
+    let f = r.form();
+    assert_eq!(
+        (f["token"].as_str(), f["user"].as_str()),
+        ("SECRETPOAPP", "SECRETPOUSER")
+    );
+    assert!(f["message"].chars().count() <= 1024 && f["title"].chars().count() <= 250);
+    assert_eq!(f["priority"], "1");
+    assert!(f["timestamp"].parse::<i64>().expect("unix seconds") > 1_600_000_000);
+    assert_eq!(f["url"], "http://lb.example.com/alarms/web");
+
+    // Gotify (https://gotify.net/docs/pushmsg).
+    let r = find(&got, "/gotify/message");
+    assert_eq!(r.method, "POST");
+    assert_eq!(r.headers["x-gotify-key"], "SECRETGOTIFY");
+    let b = r.json();
+    assert_eq!(b["priority"], 8);
+    assert!(b["title"].is_string() && b["message"].is_string());
+
+    // Matrix, PUT /rooms/{roomId}/send/m.room.message/{txnId}.
+    let r = find(
+        &got,
+        "/_matrix/client/v3/rooms/%21room%3Aexample.org/send/m.room.message/",
+    );
+    assert_eq!(r.method, "PUT");
+    assert_eq!(r.headers["authorization"], "Bearer SECRETMATRIX");
+    let b = r.json();
+    assert_eq!(b["msgtype"], "m.text");
+    assert!(b["body"].as_str().expect("body").contains("web"));
+    assert_eq!(b["format"], "org.matrix.custom.html");
+    let html = b["formatted_body"].as_str().expect("formatted_body");
+    assert!(html.contains("&lt;b&gt;@everyone"), "{html}");
+
+    // A chat groups: the recovery and another alarm's failure within
+    // group_interval go together, each service once, green no more.
+    d.post("/api/services/web.job");
+    d.request("POST", "/api/services/db.job/fail", &[], b"");
+    let got = rx.wait_for(14, 10);
+    assert_eq!(got.len(), 14, "{got:?}");
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(
+        rx.requests.lock().expect("lock").len(),
+        14,
+        "one message each"
+    );
+    let e = &find(&got[7..], "/api/webhooks/1/").json()["embeds"][0];
+    assert_eq!(e["title"], "2 alarm changes");
+    assert_eq!(e["color"].as_u64(), red, "one ERROR makes the group red");
+    let d_text = e["description"].as_str().unwrap_or_default();
+    assert!(d_text.contains("web") && d_text.contains("db"), "{d_text}");
+    assert!(!d.stderr().contains("SECRET"), "{}", d.stderr());
+}
+
+#[test]
+fn a_retried_chat_message_keeps_its_matrix_transaction_and_no_secret_is_logged() {
+    // Every first request fails with 500; every retry is answered.
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(0usize));
+    let rx = Receiver::start(move |_| {
+        let mut n = seen.lock().expect("lock");
+        *n += 1;
+        Some(if *n <= 7 { 500 } else { 200 })
+    });
+    let d = Daemon::start(&chats(&rx));
+    d.request("POST", "/api/services/web.job/fail", &[], b"");
+    let got = rx.wait_for(14, 15);
+    assert_eq!(got.len(), 14, "{got:?}");
+    let matrix: Vec<&Received> = got
+        .iter()
+        .filter(|r| r.path.starts_with("/_matrix/"))
+        .collect();
+    assert_eq!(matrix.len(), 2, "{got:?}");
+    assert_eq!(
+        matrix[0].path, matrix[1].path,
+        "the retry is the same transaction, so Matrix posts it once"
+    );
+    d.eventually("each failure logged", || {
+        let log = d.stderr();
+        [
+            "discord", "teams", "telegram", "ntfy", "pushover", "gotify", "matrix",
+        ]
+        .iter()
+        .all(|k| log.contains(&format!("{k} alert for alarm web")))
+    });
+    assert!(!d.stderr().contains("SECRET"), "{}", d.stderr());
+}

@@ -8,10 +8,17 @@ use std::time::Duration;
 use lettre::message::Mailbox;
 use serde::Deserialize;
 
+use super::discord::DiscordConfig;
+use super::gotify::GotifyConfig;
 use super::http::SlackConfig;
 use super::mail::{MailConfig, MailgunConfig};
+use super::matrix::MatrixConfig;
+use super::ntfy::NtfyConfig;
 use super::opsgenie::OpsgenieConfig;
 use super::pagerduty::PagerDutyConfig;
+use super::pushover::PushoverConfig;
+use super::teams::TeamsConfig;
+use super::telegram::TelegramConfig;
 use super::templated::TemplatedWebhookConfig;
 use crate::config::ConfigError;
 use crate::duration::DurationSetting;
@@ -36,6 +43,20 @@ pub struct AlertConfig {
     /// `[alerts.<name>.templated_webhook]`: a request of the user's
     /// making, for services without an alerter of their own.
     pub templated_webhook: Option<TemplatedWebhookConfig>,
+    /// `[alerts.<name>.discord]`: Discord: an embed through a channel's webhook.
+    pub discord: Option<DiscordConfig>,
+    /// `[alerts.<name>.teams]`: Microsoft Teams: an Adaptive Card through a Workflows webhook.
+    pub teams: Option<TeamsConfig>,
+    /// `[alerts.<name>.telegram]`: Telegram: a bot's message to a chat.
+    pub telegram: Option<TelegramConfig>,
+    /// `[alerts.<name>.ntfy]`: ntfy: a push to a topic's subscribers.
+    pub ntfy: Option<NtfyConfig>,
+    /// `[alerts.<name>.pushover]`: Pushover: a push to a user or group.
+    pub pushover: Option<PushoverConfig>,
+    /// `[alerts.<name>.gotify]`: Gotify: a push through a self-hosted server.
+    pub gotify: Option<GotifyConfig>,
+    /// `[alerts.<name>.matrix]`: Matrix: a message in a room.
+    pub matrix: Option<MatrixConfig>,
     /// Send again every this long while the alarm stays ERROR.
     pub repeat: Option<DurationSetting>,
     /// Mail and Slack: changes within this long of the last message to the
@@ -64,6 +85,15 @@ impl AlertConfig {
         }
         if let Some(t) = &self.templated_webhook {
             t.validate(name)?;
+        }
+        if let Some(c) = &self.ntfy {
+            c.validate(name)?;
+        }
+        if let Some(c) = &self.pushover {
+            c.validate(name)?;
+        }
+        if let Some(c) = &self.gotify {
+            c.validate(name)?;
         }
         match self.repeat {
             Some(r) if r.ms < 1000 => {
@@ -210,4 +240,28 @@ pub struct AlertsConfig {
     pub max_deliveries: usize,
     /// `[limits] max_scripts`.
     pub max_scripts: usize,
+}
+
+/// A token, key or secret URL from the file: shown as `(secret)` in any
+/// `Debug` output, so a config printed for debugging leaks nothing.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("(secret)")
+    }
+}
+
+/// An [`HttpUrl`] that is itself a credential (a chat's webhook URL):
+/// `Debug` shows only its scheme and host.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct SecretUrl(pub HttpUrl);
+
+impl std::fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&crate::redact::url_for_log(self.0 .0.as_str()))
+    }
 }

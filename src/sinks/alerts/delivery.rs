@@ -6,10 +6,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::config::{AlertConfig, AlertsConfig, HttpUrl, Recipients};
+use super::discord::DiscordConfig;
+use super::gotify::GotifyConfig;
+use super::matrix::MatrixConfig;
+use super::ntfy::NtfyConfig;
 use super::opsgenie::OpsgenieConfig;
 use super::pagerduty::PagerDutyConfig;
+use super::pushover::PushoverConfig;
+use super::teams::TeamsConfig;
+use super::telegram::TelegramConfig;
 use super::templated::TemplatedWebhookConfig;
-use super::{http, mail, opsgenie, pagerduty, script, templated, DeliveryError, Notice};
+use super::{
+    discord, gotify, http, mail, matrix, ntfy, opsgenie, pagerduty, pushover, script, teams,
+    telegram, templated, DeliveryError, Notice,
+};
 
 /// How long a failing delivery is retried, from its first attempt.
 pub(super) const RETRY_FOR: Duration = Duration::from_secs(60);
@@ -35,6 +45,20 @@ pub(super) enum Channel {
     Opsgenie(Arc<OpsgenieConfig>),
     /// A request made from the user's templates.
     Templated(Arc<TemplatedWebhookConfig>),
+    /// Discord: an embed through a channel's webhook.
+    Discord(Arc<DiscordConfig>),
+    /// Microsoft Teams: an Adaptive Card through a Workflows webhook.
+    Teams(Arc<TeamsConfig>),
+    /// Telegram: a bot's message to a chat.
+    Telegram(Arc<TelegramConfig>),
+    /// ntfy: a push to a topic's subscribers.
+    Ntfy(Arc<NtfyConfig>),
+    /// Pushover: a push to a user or group.
+    Pushover(Arc<PushoverConfig>),
+    /// Gotify: a push through a self-hosted server.
+    Gotify(Arc<GotifyConfig>),
+    /// Matrix: a message in a room.
+    Matrix(Arc<MatrixConfig>),
 }
 
 impl Channel {
@@ -62,6 +86,27 @@ impl Channel {
         if let Some(t) = &alert.templated_webhook {
             out.push(Channel::Templated(Arc::new(t.clone())));
         }
+        if let Some(c) = &alert.discord {
+            out.push(Channel::Discord(Arc::new(c.clone())));
+        }
+        if let Some(c) = &alert.teams {
+            out.push(Channel::Teams(Arc::new(c.clone())));
+        }
+        if let Some(c) = &alert.telegram {
+            out.push(Channel::Telegram(Arc::new(c.clone())));
+        }
+        if let Some(c) = &alert.ntfy {
+            out.push(Channel::Ntfy(Arc::new(c.clone())));
+        }
+        if let Some(c) = &alert.pushover {
+            out.push(Channel::Pushover(Arc::new(c.clone())));
+        }
+        if let Some(c) = &alert.gotify {
+            out.push(Channel::Gotify(Arc::new(c.clone())));
+        }
+        if let Some(c) = &alert.matrix {
+            out.push(Channel::Matrix(Arc::new(c.clone())));
+        }
         out
     }
 
@@ -75,15 +120,35 @@ impl Channel {
             Channel::PagerDuty(_) => "pagerduty",
             Channel::Opsgenie(_) => "opsgenie",
             Channel::Templated(_) => "templated_webhook",
+            Channel::Discord(_) => "discord",
+            Channel::Teams(_) => "teams",
+            Channel::Telegram(_) => "telegram",
+            Channel::Ntfy(_) => "ntfy",
+            Channel::Pushover(_) => "pushover",
+            Channel::Gotify(_) => "gotify",
+            Channel::Matrix(_) => "matrix",
         }
     }
 
-    /// Mail and Slack group the changes of `group_interval` in one
-    /// message; a webhook POST and a script run stay one per change (the
-    /// 1.x shape receivers rely on), and so do the pagers, whose every
-    /// event opens or closes one incident.
+    /// Mail, Slack and the other chats and pushes group the changes of
+    /// `group_interval` in one message (a mass outage is one message, not
+    /// a flood a phone or a rate limit cannot take); a webhook POST and a
+    /// script run stay one per change (the 1.x shape receivers rely on),
+    /// and so do the pagers, whose every event opens or closes one
+    /// incident, and the templated webhook, which is a webhook.
     pub(super) fn groups(&self) -> bool {
-        matches!(self, Channel::Mail(_) | Channel::Slack(_))
+        matches!(
+            self,
+            Channel::Mail(_)
+                | Channel::Slack(_)
+                | Channel::Discord(_)
+                | Channel::Teams(_)
+                | Channel::Telegram(_)
+                | Channel::Ntfy(_)
+                | Channel::Pushover(_)
+                | Channel::Gotify(_)
+                | Channel::Matrix(_)
+        )
     }
 
     /// A script takes a `max_scripts` slot, the others a
@@ -134,6 +199,13 @@ impl Senders {
                 }
                 Ok(())
             }
+            Channel::Discord(c) => discord::send(&self.client, c, group).await,
+            Channel::Teams(c) => teams::send(&self.client, c, group).await,
+            Channel::Telegram(c) => telegram::send(&self.client, c, group).await,
+            Channel::Ntfy(c) => ntfy::send(&self.client, c, group).await,
+            Channel::Pushover(c) => pushover::send(&self.client, c, group).await,
+            Channel::Gotify(c) => gotify::send(&self.client, c, group).await,
+            Channel::Matrix(c) => matrix::send(&self.client, c, group).await,
             Channel::Templated(t) => {
                 for n in group {
                     templated::send(&self.client, t, n).await?;

@@ -15,30 +15,47 @@
 //!   each alarm's receivers have heard (kept in the database: a restart
 //!   announces what was not);
 //! - [`mail`], [`http`], [`script`], [`pagerduty`], [`opsgenie`] and
-//!   [`templated`] say it in each channel's words; [`incident`] is how the pagers name an
+//!   [`templated`] say it in each channel's words, and so do the chats
+//!   and pushes ([`discord`], [`teams`], [`telegram`], [`matrix`],
+//!   [`ntfy`], [`pushover`], [`gotify`]) from [`text`]; [`incident`] is how the pagers name an
 //!   incident so that what one notice opens the next one closes.
 
 mod config;
 mod delivery;
+mod discord;
 mod dispatch;
 mod flapping;
+mod gotify;
 mod http;
 mod incident;
 mod mail;
+mod matrix;
+mod ntfy;
 mod opsgenie;
 mod pagerduty;
+mod pushover;
 mod script;
+mod teams;
+mod telegram;
 mod templated;
+mod text;
 
 pub use config::{
     AlertConfig, AlertsConfig, FlappingConfig, HttpUrl, Recipients, SelfAlarmConfig,
     DEFAULT_GROUP_INTERVAL,
 };
+pub use discord::DiscordConfig;
 pub use dispatch::run;
+pub use gotify::GotifyConfig;
 pub use http::SlackConfig;
 pub use mail::{HostPort, MailConfig, MailgunConfig, Tls};
+pub use matrix::MatrixConfig;
+pub use ntfy::NtfyConfig;
 pub use opsgenie::{OpsgenieConfig, OpsgenieRegion};
 pub use pagerduty::{PagerDutyConfig, PagerDutySeverity};
+pub use pushover::PushoverConfig;
+pub use teams::TeamsConfig;
+pub use telegram::TelegramConfig;
 pub use templated::TemplatedWebhookConfig;
 
 use std::sync::atomic::AtomicU64;
