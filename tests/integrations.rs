@@ -177,8 +177,9 @@ fn pagerduty_is_retried_on_429_and_500_as_retry_after_asks_and_keys_are_never_lo
         log.contains("pagerduty alert for alarm web") && log.contains("HTTP 429")
     });
     assert!(!d.stderr().contains("SECRET"), "{}", d.stderr());
-    d.eventually("counted as sent", || {
+    d.eventually("counted as sent, as a pagerduty message", || {
         d.metric("lovebeat_alerts_sent_total") == 1.0
+            && d.metric("lovebeat_alert_messages_total{kind=\"pagerduty\",result=\"sent\"}") == 1.0
     });
 }
 
@@ -605,6 +606,17 @@ fn a_retried_chat_message_keeps_its_matrix_transaction_and_no_secret_is_logged()
         ]
         .iter()
         .all(|k| log.contains(&format!("{k} alert for alarm web")))
+    });
+    d.eventually("each kind counted once in /metrics", || {
+        [
+            "discord", "teams", "telegram", "ntfy", "pushover", "gotify", "matrix",
+        ]
+        .iter()
+        .all(|k| {
+            d.metric(&format!(
+                "lovebeat_alert_messages_total{{kind=\"{k}\",result=\"sent\"}}"
+            )) == 1.0
+        })
     });
     assert!(!d.stderr().contains("SECRET"), "{}", d.stderr());
 }

@@ -740,6 +740,7 @@ impl Dispatcher {
         match &done.result {
             Ok(()) => {
                 self.stats.sent.fetch_add(1, Ordering::Relaxed);
+                self.stats.count_kind(r.channel.kind(), true);
                 if r.failing {
                     r.failing = false;
                     self.failing -= 1;
@@ -755,6 +756,7 @@ impl Dispatcher {
             }
             Err(reason) => {
                 self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                self.stats.count_kind(r.channel.kind(), false);
                 tracing::error!(
                     "{} of alert {} not delivered {}: {reason}",
                     r.channel.kind(),

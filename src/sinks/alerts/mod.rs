@@ -41,8 +41,8 @@ mod templated;
 mod text;
 
 pub use config::{
-    AlertConfig, AlertsConfig, FlappingConfig, HttpUrl, Recipients, SelfAlarmConfig,
-    DEFAULT_GROUP_INTERVAL,
+    AlertConfig, AlertsConfig, FlappingConfig, HttpUrl, Recipients, Secret, SecretUrl,
+    SelfAlarmConfig, DEFAULT_GROUP_INTERVAL,
 };
 pub use discord::DiscordConfig;
 pub use dispatch::run;
@@ -78,6 +78,37 @@ pub struct AlertStats {
     pub queued: AtomicU64,
     /// Times an alarm started flapping.
     pub flapping: AtomicU64,
+    /// Messages delivered and failed for good per alerter kind
+    /// (`pagerduty`, `slack`, ...), so a graph shows which service fails.
+    pub by_kind: std::sync::Mutex<std::collections::BTreeMap<&'static str, KindCounts>>,
+}
+
+/// One alerter kind's messages.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct KindCounts {
+    /// Delivered.
+    pub sent: u64,
+    /// Failed for good.
+    pub failed: u64,
+}
+
+impl AlertStats {
+    /// Counts one message of `kind`.
+    pub(crate) fn count_kind(&self, kind: &'static str, delivered: bool) {
+        let mut m = self.by_kind.lock().unwrap_or_else(|e| e.into_inner());
+        let c = m.entry(kind).or_default();
+        if delivered {
+            c.sent += 1;
+        } else {
+            c.failed += 1;
+        }
+    }
+
+    /// Each kind's counts, by name.
+    pub fn kinds(&self) -> Vec<(&'static str, KindCounts)> {
+        let m = self.by_kind.lock().unwrap_or_else(|e| e.into_inner());
+        m.iter().map(|(k, c)| (*k, *c)).collect()
+    }
 }
 
 /// What a flapping notice says.
