@@ -554,8 +554,9 @@ impl Config {
 }
 
 /// Keys whose values are secrets: an error about them never quotes them.
-const SECRET_KEYS: [&str; 12] = [
+const SECRET_KEYS: [&str; 13] = [
     "routing_key",
+    "slack_webhook_url",
     "token",
     "bot_token",
     "access_token",

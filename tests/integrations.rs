@@ -620,3 +620,27 @@ fn a_retried_chat_message_keeps_its_matrix_transaction_and_no_secret_is_logged()
     });
     assert!(!d.stderr().contains("SECRET"), "{}", d.stderr());
 }
+
+#[test]
+fn a_per_alert_slack_webhook_url_lets_mattermost_and_slack_coexist() {
+    let rx = Receiver::start(|_| Some(200));
+    let d = Daemon::start(&format!(
+        "[[alarms]]\nname = \"web\"\npattern = \"web.*\"\nalerts = [\"slack\", \"mattermost\"]\n\
+         [alerts.slack]\nslack_channel = \"#ops\"\n[slack]\nwebhook_url = \"{}\"\n\
+         [alerts.mattermost]\nslack_webhook_url = \"{}\"\n",
+        rx.url("/services/T0/B0/SECRETSLACK"),
+        rx.url("/hooks/SECRETMM"),
+    ));
+    d.request("POST", "/api/services/web.job/fail", &[], b"");
+    let got = rx.wait_for(2, 10);
+    assert_eq!(got.len(), 2, "{got:?}");
+    let slack = find(&got, "/services/T0/B0/SECRETSLACK").json();
+    assert_eq!(slack["channel"], "#ops");
+    // Mattermost's incoming webhooks take Slack's attachments
+    // (https://developers.mattermost.com/integrate/webhooks/incoming/);
+    // without a channel, the webhook's own is used.
+    let mm = find(&got, "/hooks/SECRETMM").json();
+    assert!(mm.get("channel").is_none(), "{mm}");
+    assert_eq!(mm["attachments"][0]["color"], "danger");
+    assert_eq!(mm["username"], "Lovebeat");
+}

@@ -33,6 +33,11 @@ pub struct AlertConfig {
     pub webhook: Option<HttpUrl>,
     /// Slack channel (through `[slack] webhook_url`).
     pub slack_channel: Option<String>,
+    /// This alert's own Slack-compatible incoming webhook, instead of
+    /// `[slack] webhook_url`: two chats (Slack and Mattermost, say) can
+    /// then be reached side by side. Alone, it posts to the webhook's own
+    /// channel.
+    pub slack_webhook_url: Option<SecretUrl>,
     /// Executable run for each change.
     pub script: Option<String>,
     /// `[alerts.<name>.pagerduty]`: a PagerDuty incident per alarm

@@ -35,8 +35,9 @@ pub(super) enum Channel {
     Mail(Recipients),
     /// 1.x's webhook POST.
     Webhook(HttpUrl),
-    /// A Slack channel through `[slack] webhook_url`.
-    Slack(String),
+    /// A Slack channel through `[slack] webhook_url`, or through the
+    /// alert's own `slack_webhook_url`.
+    Slack(String, Option<reqwest::Url>),
     /// An executable.
     Script(String),
     /// PagerDuty's Events API v2.
@@ -71,8 +72,10 @@ impl Channel {
         if let Some(url) = &alert.webhook {
             out.push(Channel::Webhook(url.clone()));
         }
-        if let Some(c) = alert.slack_channel.as_ref().filter(|c| !c.is_empty()) {
-            out.push(Channel::Slack(c.clone()));
+        let channel = alert.slack_channel.clone().unwrap_or_default();
+        let own = alert.slack_webhook_url.as_ref().map(|u| u.0 .0.clone());
+        if !channel.is_empty() || own.is_some() {
+            out.push(Channel::Slack(channel, own));
         }
         if let Some(s) = alert.script.as_ref().filter(|s| !s.is_empty()) {
             out.push(Channel::Script(s.clone()));
@@ -115,7 +118,7 @@ impl Channel {
         match self {
             Channel::Mail(_) => "mail",
             Channel::Webhook(_) => "webhook",
-            Channel::Slack(_) => "slack",
+            Channel::Slack(..) => "slack",
             Channel::Script(_) => "script",
             Channel::PagerDuty(_) => "pagerduty",
             Channel::Opsgenie(_) => "opsgenie",
@@ -140,7 +143,7 @@ impl Channel {
         matches!(
             self,
             Channel::Mail(_)
-                | Channel::Slack(_)
+                | Channel::Slack(..)
                 | Channel::Discord(_)
                 | Channel::Teams(_)
                 | Channel::Telegram(_)
@@ -177,8 +180,11 @@ impl Senders {
     async fn attempt(&self, channel: &Channel, group: &[&Notice]) -> Result<(), DeliveryError> {
         match channel {
             Channel::Mail(to) => mail::send(&self.config, &self.client, group, to).await,
-            Channel::Slack(c) => {
-                http::slack(&self.client, &self.config.slack.webhook_url, c, group).await
+            Channel::Slack(c, own) => {
+                let url = own
+                    .as_ref()
+                    .map_or(self.config.slack.webhook_url.as_str(), |u| u.as_str());
+                http::slack(&self.client, url, c, group).await
             }
             // Webhooks and scripts are given one notice at a time.
             Channel::Webhook(url) => {

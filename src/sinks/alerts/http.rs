@@ -160,11 +160,15 @@ pub(super) fn slack_body(channel: &str, group: &[&Notice]) -> serde_json::Value 
             })
         }
     };
-    json!({
+    let mut body = json!({
         "username": "Lovebeat",
-        "channel": channel,
         "attachments": [attachment],
-    })
+    });
+    // Empty: the webhook's own channel (a per-alert slack_webhook_url).
+    if !channel.is_empty() {
+        body["channel"] = json!(channel);
+    }
+    body
 }
 
 fn slack_attachment(n: &Notice) -> serde_json::Value {
@@ -222,7 +226,7 @@ pub(super) async fn slack(
 ) -> Result<(), DeliveryError> {
     if webhook_url.is_empty() {
         return Err(DeliveryError::permanent(
-            "slack_channel is set but [slack] webhook_url is not".into(),
+            "slack_channel is set but neither [slack] webhook_url nor the alert's slack_webhook_url is".into(),
         ));
     }
     let url = reqwest::Url::parse(webhook_url)
