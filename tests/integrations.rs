@@ -644,3 +644,116 @@ fn a_per_alert_slack_webhook_url_lets_mattermost_and_slack_coexist() {
     assert_eq!(mm["attachments"][0]["color"], "danger");
     assert_eq!(mm["username"], "Lovebeat");
 }
+
+#[test]
+fn a_test_alert_reaches_every_alerter_marked_and_reports_each_result() {
+    let ok = Receiver::start(|_| Some(202));
+    let bad = Receiver::start(|_| Some(500));
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("conf.d")).expect("conf.d");
+    std::fs::write(
+        dir.path().join("conf.d/http.cfg"),
+        "[http]\nwrite_keys = [\"writer\"]\nread_keys = [\"reader\"]\n",
+    )
+    .expect("keys");
+    let d = Daemon::start_in(
+        dir,
+        &format!(
+            "[alerts.ops]\nwebhook = \"{}\"\n[alerts.ops.pagerduty]\nrouting_key = \"{ROUTING_KEY}\"\nsource = \"ci-host\"\nurl = \"{}\"\n[alerts.ops.discord]\nwebhook_url = \"{}\"\n[alerts.good.discord]\nwebhook_url = \"{}\"\n",
+            bad.url("/hook"),
+            ok.url("/v2/enqueue"),
+            ok.url("/api/webhooks/1/x"),
+            ok.url("/api/webhooks/2/y"),
+        ),
+    );
+    // A change needs a write key.
+    assert_eq!(d.post("/api/alerts/ops/test").status, 401);
+    let read = d.request(
+        "POST",
+        "/api/alerts/ops/test",
+        &[("Authorization", "Bearer reader")],
+        b"",
+    );
+    assert_eq!(read.status, 403);
+    let nothing = d.request(
+        "POST",
+        "/api/alerts/nope/test",
+        &[("Authorization", "Bearer writer")],
+        b"",
+    );
+    assert_eq!(nothing.status, 404);
+
+    let r = d.request(
+        "POST",
+        "/api/alerts/ops/test",
+        &[("Authorization", "Bearer writer")],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let b = r.json();
+    assert_eq!(b["delivered"], false, "{b}");
+    let results = b["results"].as_array().expect("results");
+    let by_kind = |k: &str| {
+        results
+            .iter()
+            .find(|r| r["alerter"] == k)
+            .unwrap_or_else(|| panic!("no {k}: {b}"))
+            .clone()
+    };
+    assert_eq!(by_kind("pagerduty")["delivered"], true);
+    assert_eq!(by_kind("discord")["delivered"], true);
+    let hook = by_kind("webhook");
+    assert_eq!(hook["delivered"], false);
+    assert!(
+        hook["error"].as_str().unwrap_or("").contains("HTTP 500"),
+        "what the receiver answered: {hook}"
+    );
+    // Tried once, not retried: a test reports what the receiver says now.
+    assert_eq!(bad.requests.lock().expect("lock").len(), 1);
+    assert_eq!(bad.requests.lock().expect("lock")[0].json()["test"], true);
+
+    // PagerDuty: the test's incident is opened and closed at once.
+    let got = ok.wait_for(3, 5);
+    let pd: Vec<Value> = got
+        .iter()
+        .filter(|r| r.path == "/v2/enqueue")
+        .map(|r| r.json())
+        .collect();
+    assert_eq!(pd.len(), 2, "{pd:?}");
+    assert_eq!(
+        (
+            pd[0]["event_action"].as_str(),
+            pd[1]["event_action"].as_str()
+        ),
+        (Some("trigger"), Some("resolve"))
+    );
+    assert_eq!(pd[0]["dedup_key"], pd[1]["dedup_key"]);
+    assert!(pd[0]["payload"]["summary"]
+        .as_str()
+        .unwrap_or("")
+        .starts_with("[TEST]"));
+    let discord = find(&got, "/api/webhooks/1/x").json();
+    assert!(discord["embeds"][0]["title"]
+        .as_str()
+        .unwrap_or("")
+        .starts_with("[TEST]"));
+
+    // The command line: exit 1 while one alerter fails, 0 when all deliver.
+    let server = format!("http://127.0.0.1:{}", d.http);
+    let (status, err) = common::run_binary(
+        d.path(),
+        &["test-alert", "ops", "--server", &server, "--key", "writer"],
+    );
+    assert_eq!(status.code(), Some(1), "{err}");
+    let (status, err) = common::run_binary(
+        d.path(),
+        &["test-alert", "good", "--server", &server, "--key", "writer"],
+    );
+    assert_eq!(status.code(), Some(0), "{err}");
+    let (status, err) = common::run_binary(
+        d.path(),
+        &["test-alert", "good", "--server", &server, "--key", "reader"],
+    );
+    assert_eq!(status.code(), Some(1), "a read key is refused: {err}");
+    assert!(err.contains("403"), "{err}");
+}

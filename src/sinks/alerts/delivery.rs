@@ -177,7 +177,12 @@ impl Senders {
         Ok(Senders { config, client })
     }
 
-    async fn attempt(&self, channel: &Channel, group: &[&Notice]) -> Result<(), DeliveryError> {
+    /// One try at sending `group` on `channel`.
+    pub(super) async fn attempt(
+        &self,
+        channel: &Channel,
+        group: &[&Notice],
+    ) -> Result<(), DeliveryError> {
         match channel {
             Channel::Mail(to) => mail::send(&self.config, &self.client, group, to).await,
             Channel::Slack(c, own) => {

@@ -362,6 +362,7 @@ impl Dispatcher {
             repeat: 0,
             flapping,
             open_incident: None,
+            test: false,
         }
     }
 

@@ -89,6 +89,9 @@ pub(super) fn webhook_body(n: &Notice) -> serde_json::Value {
     if n.repeat > 0 {
         body["repeat"] = json!(n.repeat);
     }
+    if n.test {
+        body["test"] = json!(true);
+    }
     match n.flapping {
         Some(Flapping::Started { .. }) => body["flapping"] = json!(true),
         Some(Flapping::Stopped) => body["flapping"] = json!(false),
@@ -180,6 +183,7 @@ fn slack_attachment(n: &Notice) -> serde_json::Value {
     };
     let error = n.alarm.state == State::Error;
     let title = match n.flapping {
+        _ if n.test => format!("[TEST] {link}: a test sent on request"),
         Some(Flapping::Started { .. }) => format!("{link} is flapping"),
         Some(Flapping::Stopped) => format!("{link} stopped flapping"),
         None if error => format!("{link} is in ERROR{}", super::mail::reminder(n)),

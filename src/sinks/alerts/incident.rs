@@ -48,6 +48,10 @@ pub(super) fn key(alarm: &str, incident: u64) -> String {
 /// incident number its key is made of.
 pub(super) fn actions(n: &Notice) -> Vec<(Action, u64)> {
     let current = n.alarm.incident_nbr;
+    if n.test {
+        // A test pages and is closed at once: nobody is left on call for it.
+        return vec![(Action::Open, current), (Action::Close, current)];
+    }
     let opens =
         n.alarm.state == State::Error || matches!(n.flapping, Some(Flapping::Started { .. }));
     match (opens, n.open_incident) {
@@ -62,6 +66,15 @@ pub(super) fn actions(n: &Notice) -> Vec<(Action, u64)> {
 
 /// A one-line title for a notice: what pagers and chats show first.
 pub(super) fn headline(n: &Notice) -> String {
+    let title = untested_headline(n);
+    if n.test {
+        format!("[TEST] {title}")
+    } else {
+        title
+    }
+}
+
+fn untested_headline(n: &Notice) -> String {
     let name = &n.alarm.name;
     let reminder = super::mail::reminder(n);
     match n.flapping {

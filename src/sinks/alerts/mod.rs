@@ -38,6 +38,7 @@ mod script;
 mod teams;
 mod telegram;
 mod templated;
+mod test_send;
 mod text;
 
 pub use config::{
@@ -57,6 +58,7 @@ pub use pushover::PushoverConfig;
 pub use teams::TeamsConfig;
 pub use telegram::TelegramConfig;
 pub use templated::TemplatedWebhookConfig;
+pub use test_send::{send_test, TestResult};
 
 use std::sync::atomic::AtomicU64;
 
@@ -146,6 +148,9 @@ pub struct Notice {
     /// ERROR, or the start of flapping), before this notice: what pagers
     /// ([`incident`]) close when it recovers or another incident opens.
     pub open_incident: Option<u64>,
+    /// A test sent on request (`POST /api/alerts/<name>/test`): every
+    /// alerter marks it as one, and pagers close what it opens at once.
+    pub test: bool,
 }
 
 /// Why a delivery attempt failed, and whether trying again can help.
@@ -217,6 +222,7 @@ mod tests {
             repeat,
             flapping: None,
             open_incident: None,
+            test: false,
         }
     }
 

@@ -97,6 +97,8 @@ pub(super) struct Fields<'a> {
     repeat: u32,
     /// True when flapping starts, false when it stops, else none.
     flapping: Option<bool>,
+    /// True for a test sent on request.
+    test: bool,
 }
 
 impl<'a> Fields<'a> {
@@ -121,6 +123,7 @@ impl<'a> Fields<'a> {
                 Some(Flapping::Stopped) => Some(false),
                 None => None,
             },
+            test: n.test,
         }
     }
 }
@@ -243,6 +246,7 @@ pub(super) fn sample() -> Notice {
         repeat: 0,
         flapping: None,
         open_incident: None,
+        test: false,
     }
 }
 
