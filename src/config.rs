@@ -903,6 +903,34 @@ mode = 600
     }
 
     #[test]
+    fn no_alerter_secret_shows_in_the_configs_debug_output() {
+        let text = "[alerts.ops]\n\
+            slack_webhook_url = \"https://hooks.example.com/S1-SLACKSECRET\"\n\
+            [alerts.ops.pagerduty]\nrouting_key = \"S2-PD\"\n\
+            [alerts.ops.opsgenie]\napi_key = \"S3-OG\"\n\
+            [alerts.ops.templated_webhook]\nurl = \"https://x.example.com/S4-TW\"\nheaders = { X-Key = \"S5-H\" }\n\
+            [alerts.ops.discord]\nwebhook_url = \"https://discord.com/api/webhooks/1/S6-DC\"\n\
+            [alerts.ops.teams]\nwebhook_url = \"https://t.example.com/w?sig=S7-TM\"\n\
+            [alerts.ops.telegram]\nbot_token = \"S8-TG\"\nchat_id = -100\n\
+            [alerts.ops.ntfy]\ntopic = \"t\"\ntoken = \"S9-NT\"\n\
+            [alerts.ops.pushover]\ntoken = \"S10-PO\"\nuser = \"S11-PU\"\n\
+            [alerts.ops.gotify]\nurl = \"https://g.example.com\"\ntoken = \"S12-GO\"\n\
+            [alerts.ops.matrix]\nhomeserver = \"https://m.example.org\"\nroom_id = \"!r:m\"\naccess_token = \"S13-MX\"\n";
+        let c = Config::parse(text).unwrap_or_else(|e| panic!("{e}"));
+        let shown = format!("{:?}", c.alerts["ops"]);
+        assert!(
+            shown.contains("pagerduty") && shown.contains("matrix"),
+            "{shown}"
+        );
+        for i in 1..=13 {
+            assert!(
+                !shown.contains(&format!("S{i}-")),
+                "secret {i} shown: {shown}"
+            );
+        }
+    }
+
+    #[test]
     fn the_documented_example_config_is_valid_uncommented() {
         // lovebeat.cfg: '##' lines are prose, '#' lines are settings.
         let text: String = include_str!("../lovebeat.cfg")

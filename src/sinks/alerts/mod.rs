@@ -56,7 +56,7 @@ pub use opsgenie::{OpsgenieConfig, OpsgenieRegion};
 pub use pagerduty::{PagerDutyConfig, PagerDutySeverity};
 pub use pushover::PushoverConfig;
 pub use teams::TeamsConfig;
-pub use telegram::TelegramConfig;
+pub use telegram::{ChatId, TelegramConfig};
 pub use templated::TemplatedWebhookConfig;
 pub use test_send::{send_test, TestResult};
 

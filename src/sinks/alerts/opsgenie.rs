@@ -172,3 +172,26 @@ pub(super) async fn send(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_region_picks_the_api_and_a_url_replaces_it() {
+        let parse = |t: &str| toml::from_str::<OpsgenieConfig>(t).expect("config");
+        assert_eq!(parse("api_key = \"k\"").base(), "https://api.opsgenie.com");
+        assert_eq!(
+            parse("api_key = \"k\"\nregion = \"eu\"").base(),
+            "https://api.eu.opsgenie.com"
+        );
+        assert_eq!(
+            parse("api_key = \"k\"\nregion = \"eu\"\nurl = \"http://127.0.0.1:9/\"").base(),
+            "http://127.0.0.1:9"
+        );
+        assert!(toml::from_str::<OpsgenieConfig>("api_key = \"k\"\nregion = \"asia\"").is_err());
+        assert!(parse("api_key = \"k\"\npriority = \"P9\"")
+            .validate("ops")
+            .is_err());
+    }
+}

@@ -32,12 +32,23 @@ pub struct TelegramConfig {
     /// The bot's token from @BotFather (a secret: it is in the URL's
     /// path, which is never logged).
     pub bot_token: Secret,
-    /// The chat: a number (`-1001234567890`) or a channel's `@name`.
-    pub chat_id: String,
+    /// The chat: a number (`-1001234567890`, quoted or not) or a
+    /// channel's `@name`.
+    pub chat_id: ChatId,
     /// The Bot API server (default [`TELEGRAM_URL`]; a local Bot API
     /// server, or a test).
     #[serde(default)]
     pub url: Option<HttpUrl>,
+}
+
+/// A chat id as the Bot API takes it: an integer or a `@channel` name.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(untagged)]
+pub enum ChatId {
+    /// A chat's number.
+    Number(i64),
+    /// A number as a string, or `@channelusername`.
+    Name(String),
 }
 
 /// Text made literal in Telegram's HTML parse mode.
@@ -109,7 +120,7 @@ mod tests {
         n.alarm.name = "<b>".into();
         let c = TelegramConfig {
             bot_token: Secret("t".into()),
-            chat_id: "1".into(),
+            chat_id: ChatId::Number(1),
             url: None,
         };
         let t = body(&c, &[&n])["text"]
