@@ -305,6 +305,38 @@ mod tests {
     }
 
     #[test]
+    fn every_readme_recipe_renders_and_a_json_one_is_json() {
+        let readme = include_str!("../../../README.md");
+        let mut seen = 0;
+        for block in readme.split("```toml\n").skip(1) {
+            let block = block.split("```").next().unwrap_or_default();
+            if !block.contains(".templated_webhook]") {
+                continue;
+            }
+            let table: toml::Table =
+                toml::from_str(block).unwrap_or_else(|e| panic!("{e}\n{block}"));
+            for alert in table["alerts"].as_table().expect("alerts").values() {
+                let c: TemplatedWebhookConfig = alert["templated_webhook"]
+                    .clone()
+                    .try_into()
+                    .unwrap_or_else(|e| panic!("{e}\n{block}"));
+                c.validate("recipe")
+                    .unwrap_or_else(|e| panic!("{e}\n{block}"));
+                let mut n = sample();
+                n.url = Some("http://lb.example.com/alarms/sample".into());
+                let body = c.render(&n).expect("renders").body;
+                if c.json() {
+                    let v: serde_json::Value =
+                        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+                    assert!(v.is_object(), "{body}");
+                }
+                seen += 1;
+            }
+        }
+        assert!(seen >= 3, "the README's recipes were found: {seen}");
+    }
+
+    #[test]
     fn a_misspelt_field_or_bad_syntax_is_refused_when_the_file_is_read() {
         assert!(config("{{ name }}").validate("ops").is_ok());
         let e = config("{{ nmae }}").validate("ops").expect_err("strict");
