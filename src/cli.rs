@@ -51,6 +51,16 @@ pub enum Command {
     /// it sets up (exit 0) or the error with its file, line and key (exit
     /// 2); for a systemd unit's ExecStartPre, or before a restart.
     CheckConfig,
+    /// Send a marked test to every alerter of an alert
+    /// (`[alerts.<name>]`) through a running server, and print per
+    /// alerter whether it was delivered (exit 0 when all were, 1 if not).
+    TestAlert {
+        /// The alert's name.
+        name: String,
+        /// Where the server is and how to reach it (a write key).
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Check that a lovebeat server answers (exit 0) or not (exit 1).
     Ping {
         /// Where the server is and how to reach it.

@@ -242,6 +242,66 @@ fn tee(
     })
 }
 
+/// `lovebeat test-alert <name>`: asks the server to send a test to every
+/// alerter of the alert, prints each one's result, and exits 0 when every
+/// one delivered it, 1 otherwise (or when the server refused).
+pub fn test_alert_command(target: &Target, name: &str) -> ExitCode {
+    let base = target.server.trim_end_matches('/').to_string();
+    let alert: String =
+        percent_encoding::utf8_percent_encode(name, crate::redact::PATH_SEGMENT).to_string();
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+        .and_then(|rt| {
+            rt.block_on(async {
+                let client = reqwest::Client::builder()
+                    .timeout(Duration::from_secs(60))
+                    .user_agent(concat!("lovebeat-client/", env!("CARGO_PKG_VERSION")))
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                let mut req = client.post(format!("{base}/api/alerts/{alert}/test"));
+                if let Some(key) = &target.key {
+                    req = req.bearer_auth(key);
+                }
+                let resp = req
+                    .send()
+                    .await
+                    .map_err(|e| format!("{base}: {}", e.without_url()))?;
+                let status = resp.status();
+                let body: serde_json::Value = resp.json().await.unwrap_or_default();
+                if !status.is_success() {
+                    let msg = body["error"].as_str().unwrap_or("").to_string();
+                    return Err(format!("{base}: HTTP {status}: {msg}"));
+                }
+                Ok(body)
+            })
+        });
+    let body = match result {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("lovebeat: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let results = body["results"].as_array().cloned().unwrap_or_default();
+    if results.is_empty() {
+        println!("alert {name} has no alerters");
+    }
+    for r in &results {
+        let kind = r["alerter"].as_str().unwrap_or("?");
+        match r["error"].as_str() {
+            None => println!("{kind}: delivered"),
+            Some(e) => println!("{kind}: NOT delivered: {e}"),
+        }
+    }
+    if body["delivered"] == true {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
 /// `lovebeat run`: reports the start, runs the command (its output still
 /// reaches the terminal), then reports `exit/<code>` with the last 10 KiB of
 /// its combined output, and exits with the command's status (128 + signal

@@ -554,7 +554,13 @@ impl Config {
 }
 
 /// Keys whose values are secrets: an error about them never quotes them.
-const SECRET_KEYS: [&str; 7] = [
+const SECRET_KEYS: [&str; 13] = [
+    "routing_key",
+    "slack_webhook_url",
+    "token",
+    "bot_token",
+    "access_token",
+    "user",
     "write_keys",
     "read_keys",
     "key",
@@ -897,6 +903,34 @@ mode = 600
     }
 
     #[test]
+    fn no_alerter_secret_shows_in_the_configs_debug_output() {
+        let text = "[alerts.ops]\n\
+            slack_webhook_url = \"https://hooks.example.com/S1-SLACKSECRET\"\n\
+            [alerts.ops.pagerduty]\nrouting_key = \"S2-PD\"\n\
+            [alerts.ops.opsgenie]\napi_key = \"S3-OG\"\n\
+            [alerts.ops.templated_webhook]\nurl = \"https://x.example.com/S4-TW\"\nheaders = { X-Key = \"S5-H\" }\n\
+            [alerts.ops.discord]\nwebhook_url = \"https://discord.com/api/webhooks/1/S6-DC\"\n\
+            [alerts.ops.teams]\nwebhook_url = \"https://t.example.com/w?sig=S7-TM\"\n\
+            [alerts.ops.telegram]\nbot_token = \"S8-TG\"\nchat_id = -100\n\
+            [alerts.ops.ntfy]\ntopic = \"t\"\ntoken = \"S9-NT\"\n\
+            [alerts.ops.pushover]\ntoken = \"S10-PO\"\nuser = \"S11-PU\"\n\
+            [alerts.ops.gotify]\nurl = \"https://g.example.com\"\ntoken = \"S12-GO\"\n\
+            [alerts.ops.matrix]\nhomeserver = \"https://m.example.org\"\nroom_id = \"!r:m\"\naccess_token = \"S13-MX\"\n";
+        let c = Config::parse(text).unwrap_or_else(|e| panic!("{e}"));
+        let shown = format!("{:?}", c.alerts["ops"]);
+        assert!(
+            shown.contains("pagerduty") && shown.contains("matrix"),
+            "{shown}"
+        );
+        for i in 1..=13 {
+            assert!(
+                !shown.contains(&format!("S{i}-")),
+                "secret {i} shown: {shown}"
+            );
+        }
+    }
+
+    #[test]
     fn the_documented_example_config_is_valid_uncommented() {
         // lovebeat.cfg: '##' lines are prose, '#' lines are settings.
         let text: String = include_str!("../lovebeat.cfg")
@@ -909,6 +943,13 @@ mode = 600
         assert_eq!(c.http.listen.to_string(), ":8080");
         assert_eq!(c.services.len(), 2);
         assert!(c.alerts["ops"].repeat.is_some());
+        let ops = &c.alerts["ops"];
+        assert!(
+            ops.pagerduty.is_some() && ops.opsgenie.is_some() && ops.templated_webhook.is_some()
+        );
+        assert!(ops.discord.is_some() && ops.teams.is_some() && ops.telegram.is_some());
+        assert!(ops.ntfy.is_some() && ops.pushover.is_some());
+        assert!(ops.gotify.is_some() && ops.matrix.is_some());
         assert_eq!(c.alarms[1].depends_on, vec!["network-$name".to_string()]);
         assert_eq!(c.self_alarm.alerts, ["ops"]);
         assert_eq!(c.limits.max_services, 20_000_000);

@@ -164,11 +164,13 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         engine: engine.clone(),
         http: http_conns.clone(),
     };
+    let alerts_config = Arc::new(config.alerts_config());
     let state = Arc::new(AppState {
         engine: engine.clone(),
         counters: counters.clone(),
         ws: ws_hub.clone(),
         limits: config.limits.clone(),
+        alerts: alerts_config.clone(),
         conns: http_conns,
         gate: http::router::Gate {
             keys: config.http.keys(),
@@ -188,7 +190,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     let trouble = crate::trouble::Trouble::new(engine.clone());
     stop.alert_tasks.spawn({
         let run = sinks::alerts::run(
-            Arc::new(config.alerts_config()),
+            alerts_config,
             Arc::new(config.alarm_defs()),
             engine.clone(),
             alert_stats.clone(),

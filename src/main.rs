@@ -33,6 +33,10 @@ fn main() -> ExitCode {
         Some(Command::Ping { client }) => {
             return client::ping_command(&client::Target::resolve(client.server, client.key));
         }
+        Some(Command::TestAlert { name, client }) => {
+            let target = client::Target::resolve(client.server, client.key);
+            return client::test_alert_command(&target, &name);
+        }
         Some(Command::Beat { name, client }) => {
             let settings = client.settings();
             let target = client::Target::resolve(client.server, client.key);

@@ -573,3 +573,32 @@ pub(super) fn version<B>(req: &Request<B>) -> Response<Body> {
         )
     }
 }
+
+/// What `POST /api/alerts/<name>/test` answers.
+#[derive(serde::Serialize)]
+struct AlertTestAnswer<'a> {
+    alert: &'a str,
+    /// True when every alerter delivered it.
+    delivered: bool,
+    results: Vec<crate::sinks::alerts::TestResult>,
+}
+
+/// POST /api/alerts/<name>/test: sends a marked test to every alerter of
+/// the alert and says, per alerter, whether it was delivered. 404 for an
+/// alert the configuration does not have.
+pub(super) async fn test_alert(state: &AppState, name: &str) -> Response<Body> {
+    match crate::sinks::alerts::send_test(state.alerts.clone(), name).await {
+        None => error(
+            StatusCode::NOT_FOUND,
+            format!("no alert '{name}' is configured"),
+        ),
+        Some(results) => json(
+            StatusCode::OK,
+            &AlertTestAnswer {
+                alert: name,
+                delivered: results.iter().all(|r| r.delivered),
+                results,
+            },
+        ),
+    }
+}

@@ -64,6 +64,24 @@ pub(super) fn render(state: &AppState) -> Response<Body> {
         "gauge",
         state.engine.started_at() as f64 / 1000.0,
     );
+    let kinds = state.counters.alerts.kinds();
+    if !kinds.is_empty() {
+        out.push_str(
+            "# HELP lovebeat_alert_messages_total Alert messages delivered (result=\"sent\") and failed for good (result=\"failed\"), per alerter kind.\n# TYPE lovebeat_alert_messages_total counter\n",
+        );
+        for (kind, c) in kinds {
+            let _ = writeln!(
+                out,
+                "lovebeat_alert_messages_total{{kind=\"{kind}\",result=\"sent\"}} {}",
+                c.sent
+            );
+            let _ = writeln!(
+                out,
+                "lovebeat_alert_messages_total{{kind=\"{kind}\",result=\"failed\"}} {}",
+                c.failed
+            );
+        }
+    }
     let (ok, error, muted) = state.engine.state_counts();
     out.push_str("# HELP lovebeat_services Services by state.\n# TYPE lovebeat_services gauge\n");
     for (label, v) in [("ok", ok), ("error", error), ("muted", muted)] {

@@ -107,6 +107,8 @@ pub struct AppState {
     pub gate: router::Gate,
     /// `[limits]`.
     pub limits: crate::limits::LimitsConfig,
+    /// The alerts, for the test button (`POST /api/alerts/<name>/test`).
+    pub alerts: Arc<crate::sinks::alerts::AlertsConfig>,
     /// The HTTP connections, bounded.
     pub(crate) conns: Arc<conns::Registry>,
 }

@@ -46,6 +46,8 @@ pub enum Endpoint {
     AlarmStatus,
     /// `/api/status`.
     Status,
+    /// `/api/alerts/{name}/test`: a test to every alerter of an alert.
+    AlertTest,
     /// `/metrics`.
     Metrics,
     /// `/ws`.
@@ -92,6 +94,7 @@ fn routes() -> &'static matchit::Router<Endpoint> {
                 ("/api/alarms/{name}", Endpoint::Alarm),
                 ("/api/alarms/{name}/status", Endpoint::AlarmStatus),
                 ("/api/status", Endpoint::Status),
+                ("/api/alerts/{name}/test", Endpoint::AlertTest),
                 ("/metrics", Endpoint::Metrics),
                 ("/ws", Endpoint::Websocket),
                 ("/badge/{file}", Endpoint::Badge),
@@ -238,6 +241,10 @@ async fn route(req: Request<Incoming>, state: &AppState) -> Response<Body> {
             })
         }
         Endpoint::Status => only(&method, &[Method::GET], || api::status(&req, state)),
+        Endpoint::AlertTest => match method {
+            Method::POST => api::test_alert(state, name).await,
+            _ => not_allowed("POST"),
+        },
         Endpoint::Metrics => only(&method, &[Method::GET], || super::metrics::render(state)),
         Endpoint::Websocket => match method {
             Method::GET => super::ws::upgrade(req, &state.ws, &state.engine),

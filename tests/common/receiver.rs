@@ -47,6 +47,16 @@ impl Receiver {
         delay: Duration,
         status: impl Fn(usize) -> Option<u16> + Send + Sync + 'static,
     ) -> Receiver {
+        Receiver::start_with_headers(delay, move |n| status(n).map(|s| (s, String::new())))
+    }
+
+    /// As `start_with_delay`, `answer(n)` giving the status and extra
+    /// header lines (each ending in `\r\n`, e.g. `Retry-After: 3\r\n`).
+    pub fn start_with_headers(
+        delay: Duration,
+        answer: impl Fn(usize) -> Option<(u16, String)> + Send + Sync + 'static,
+    ) -> Receiver {
+        let status = answer;
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let requests = Arc::new(Mutex::new(Vec::new()));
@@ -94,8 +104,8 @@ impl Receiver {
                     let mut stream = stream;
                     std::thread::sleep(delay);
                     match status(n) {
-                        Some(code) => {
-                            let _ = write!(stream, "HTTP/1.1 {code} X\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}");
+                        Some((code, extra)) => {
+                            let _ = write!(stream, "HTTP/1.1 {code} X\r\n{extra}Content-Length: 2\r\nConnection: close\r\n\r\n{{}}");
                         }
                         None => std::thread::sleep(Duration::from_secs(60)),
                     }

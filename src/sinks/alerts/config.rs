@@ -8,8 +8,18 @@ use std::time::Duration;
 use lettre::message::Mailbox;
 use serde::Deserialize;
 
+use super::discord::DiscordConfig;
+use super::gotify::GotifyConfig;
 use super::http::SlackConfig;
 use super::mail::{MailConfig, MailgunConfig};
+use super::matrix::MatrixConfig;
+use super::ntfy::NtfyConfig;
+use super::opsgenie::OpsgenieConfig;
+use super::pagerduty::PagerDutyConfig;
+use super::pushover::PushoverConfig;
+use super::teams::TeamsConfig;
+use super::telegram::TelegramConfig;
+use super::templated::TemplatedWebhookConfig;
 use crate::config::ConfigError;
 use crate::duration::DurationSetting;
 
@@ -23,8 +33,35 @@ pub struct AlertConfig {
     pub webhook: Option<HttpUrl>,
     /// Slack channel (through `[slack] webhook_url`).
     pub slack_channel: Option<String>,
+    /// This alert's own Slack-compatible incoming webhook, instead of
+    /// `[slack] webhook_url`: two chats (Slack and Mattermost, say) can
+    /// then be reached side by side. Alone, it posts to the webhook's own
+    /// channel.
+    pub slack_webhook_url: Option<SecretUrl>,
     /// Executable run for each change.
     pub script: Option<String>,
+    /// `[alerts.<name>.pagerduty]`: a PagerDuty incident per alarm
+    /// incident (Events API v2).
+    pub pagerduty: Option<PagerDutyConfig>,
+    /// `[alerts.<name>.opsgenie]`: an Opsgenie alert per alarm incident.
+    pub opsgenie: Option<OpsgenieConfig>,
+    /// `[alerts.<name>.templated_webhook]`: a request of the user's
+    /// making, for services without an alerter of their own.
+    pub templated_webhook: Option<TemplatedWebhookConfig>,
+    /// `[alerts.<name>.discord]`: Discord: an embed through a channel's webhook.
+    pub discord: Option<DiscordConfig>,
+    /// `[alerts.<name>.teams]`: Microsoft Teams: an Adaptive Card through a Workflows webhook.
+    pub teams: Option<TeamsConfig>,
+    /// `[alerts.<name>.telegram]`: Telegram: a bot's message to a chat.
+    pub telegram: Option<TelegramConfig>,
+    /// `[alerts.<name>.ntfy]`: ntfy: a push to a topic's subscribers.
+    pub ntfy: Option<NtfyConfig>,
+    /// `[alerts.<name>.pushover]`: Pushover: a push to a user or group.
+    pub pushover: Option<PushoverConfig>,
+    /// `[alerts.<name>.gotify]`: Gotify: a push through a self-hosted server.
+    pub gotify: Option<GotifyConfig>,
+    /// `[alerts.<name>.matrix]`: Matrix: a message in a room.
+    pub matrix: Option<MatrixConfig>,
     /// Send again every this long while the alarm stays ERROR.
     pub repeat: Option<DurationSetting>,
     /// Mail and Slack: changes within this long of the last message to the
@@ -45,6 +82,24 @@ impl AlertConfig {
     /// A reminder more often than every second would flood its receivers;
     /// timers longer than [`MAX_ALERT_TIMER`] are a typo, not a plan.
     pub fn validate(&self, name: &str) -> Result<(), ConfigError> {
+        if let Some(pd) = &self.pagerduty {
+            pd.validate(name)?;
+        }
+        if let Some(og) = &self.opsgenie {
+            og.validate(name)?;
+        }
+        if let Some(t) = &self.templated_webhook {
+            t.validate(name)?;
+        }
+        if let Some(c) = &self.ntfy {
+            c.validate(name)?;
+        }
+        if let Some(c) = &self.pushover {
+            c.validate(name)?;
+        }
+        if let Some(c) = &self.gotify {
+            c.validate(name)?;
+        }
         match self.repeat {
             Some(r) if r.ms < 1000 => {
                 return Err(ConfigError::Invalid(format!(
@@ -190,4 +245,28 @@ pub struct AlertsConfig {
     pub max_deliveries: usize,
     /// `[limits] max_scripts`.
     pub max_scripts: usize,
+}
+
+/// A token, key or secret URL from the file: shown as `(secret)` in any
+/// `Debug` output, so a config printed for debugging leaks nothing.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("(secret)")
+    }
+}
+
+/// An [`HttpUrl`] that is itself a credential (a chat's webhook URL):
+/// `Debug` shows only its scheme and host.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct SecretUrl(pub HttpUrl);
+
+impl std::fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&crate::redact::url_for_log(self.0 .0.as_str()))
+    }
 }

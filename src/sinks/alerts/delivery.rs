@@ -6,7 +6,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::config::{AlertConfig, AlertsConfig, HttpUrl, Recipients};
-use super::{http, mail, script, DeliveryError, Notice};
+use super::discord::DiscordConfig;
+use super::gotify::GotifyConfig;
+use super::matrix::MatrixConfig;
+use super::ntfy::NtfyConfig;
+use super::opsgenie::OpsgenieConfig;
+use super::pagerduty::PagerDutyConfig;
+use super::pushover::PushoverConfig;
+use super::teams::TeamsConfig;
+use super::telegram::TelegramConfig;
+use super::templated::TemplatedWebhookConfig;
+use super::{
+    discord, gotify, http, mail, matrix, ntfy, opsgenie, pagerduty, pushover, script, teams,
+    telegram, templated, DeliveryError, Notice,
+};
 
 /// How long a failing delivery is retried, from its first attempt.
 pub(super) const RETRY_FOR: Duration = Duration::from_secs(60);
@@ -22,10 +35,31 @@ pub(super) enum Channel {
     Mail(Recipients),
     /// 1.x's webhook POST.
     Webhook(HttpUrl),
-    /// A Slack channel through `[slack] webhook_url`.
-    Slack(String),
+    /// A Slack channel through `[slack] webhook_url`, or through the
+    /// alert's own `slack_webhook_url`.
+    Slack(String, Option<reqwest::Url>),
     /// An executable.
     Script(String),
+    /// PagerDuty's Events API v2.
+    PagerDuty(Arc<PagerDutyConfig>),
+    /// Opsgenie's Alert API.
+    Opsgenie(Arc<OpsgenieConfig>),
+    /// A request made from the user's templates.
+    Templated(Arc<TemplatedWebhookConfig>),
+    /// Discord: an embed through a channel's webhook.
+    Discord(Arc<DiscordConfig>),
+    /// Microsoft Teams: an Adaptive Card through a Workflows webhook.
+    Teams(Arc<TeamsConfig>),
+    /// Telegram: a bot's message to a chat.
+    Telegram(Arc<TelegramConfig>),
+    /// ntfy: a push to a topic's subscribers.
+    Ntfy(Arc<NtfyConfig>),
+    /// Pushover: a push to a user or group.
+    Pushover(Arc<PushoverConfig>),
+    /// Gotify: a push through a self-hosted server.
+    Gotify(Arc<GotifyConfig>),
+    /// Matrix: a message in a room.
+    Matrix(Arc<MatrixConfig>),
 }
 
 impl Channel {
@@ -38,11 +72,43 @@ impl Channel {
         if let Some(url) = &alert.webhook {
             out.push(Channel::Webhook(url.clone()));
         }
-        if let Some(c) = alert.slack_channel.as_ref().filter(|c| !c.is_empty()) {
-            out.push(Channel::Slack(c.clone()));
+        let channel = alert.slack_channel.clone().unwrap_or_default();
+        let own = alert.slack_webhook_url.as_ref().map(|u| u.0 .0.clone());
+        if !channel.is_empty() || own.is_some() {
+            out.push(Channel::Slack(channel, own));
         }
         if let Some(s) = alert.script.as_ref().filter(|s| !s.is_empty()) {
             out.push(Channel::Script(s.clone()));
+        }
+        if let Some(pd) = &alert.pagerduty {
+            out.push(Channel::PagerDuty(Arc::new(pd.clone())));
+        }
+        if let Some(og) = &alert.opsgenie {
+            out.push(Channel::Opsgenie(Arc::new(og.clone())));
+        }
+        if let Some(t) = &alert.templated_webhook {
+            out.push(Channel::Templated(Arc::new(t.clone())));
+        }
+        if let Some(c) = &alert.discord {
+            out.push(Channel::Discord(Arc::new(c.clone())));
+        }
+        if let Some(c) = &alert.teams {
+            out.push(Channel::Teams(Arc::new(c.clone())));
+        }
+        if let Some(c) = &alert.telegram {
+            out.push(Channel::Telegram(Arc::new(c.clone())));
+        }
+        if let Some(c) = &alert.ntfy {
+            out.push(Channel::Ntfy(Arc::new(c.clone())));
+        }
+        if let Some(c) = &alert.pushover {
+            out.push(Channel::Pushover(Arc::new(c.clone())));
+        }
+        if let Some(c) = &alert.gotify {
+            out.push(Channel::Gotify(Arc::new(c.clone())));
+        }
+        if let Some(c) = &alert.matrix {
+            out.push(Channel::Matrix(Arc::new(c.clone())));
         }
         out
     }
@@ -52,16 +118,40 @@ impl Channel {
         match self {
             Channel::Mail(_) => "mail",
             Channel::Webhook(_) => "webhook",
-            Channel::Slack(_) => "slack",
+            Channel::Slack(..) => "slack",
             Channel::Script(_) => "script",
+            Channel::PagerDuty(_) => "pagerduty",
+            Channel::Opsgenie(_) => "opsgenie",
+            Channel::Templated(_) => "templated_webhook",
+            Channel::Discord(_) => "discord",
+            Channel::Teams(_) => "teams",
+            Channel::Telegram(_) => "telegram",
+            Channel::Ntfy(_) => "ntfy",
+            Channel::Pushover(_) => "pushover",
+            Channel::Gotify(_) => "gotify",
+            Channel::Matrix(_) => "matrix",
         }
     }
 
-    /// Mail and Slack group the changes of `group_interval` in one
-    /// message; a webhook POST and a script run stay one per change (the
-    /// 1.x shape receivers rely on).
+    /// Mail, Slack and the other chats and pushes group the changes of
+    /// `group_interval` in one message (a mass outage is one message, not
+    /// a flood a phone or a rate limit cannot take); a webhook POST and a
+    /// script run stay one per change (the 1.x shape receivers rely on),
+    /// and so do the pagers, whose every event opens or closes one
+    /// incident, and the templated webhook, which is a webhook.
     pub(super) fn groups(&self) -> bool {
-        matches!(self, Channel::Mail(_) | Channel::Slack(_))
+        matches!(
+            self,
+            Channel::Mail(_)
+                | Channel::Slack(..)
+                | Channel::Discord(_)
+                | Channel::Teams(_)
+                | Channel::Telegram(_)
+                | Channel::Ntfy(_)
+                | Channel::Pushover(_)
+                | Channel::Gotify(_)
+                | Channel::Matrix(_)
+        )
     }
 
     /// A script takes a `max_scripts` slot, the others a
@@ -87,16 +177,49 @@ impl Senders {
         Ok(Senders { config, client })
     }
 
-    async fn attempt(&self, channel: &Channel, group: &[&Notice]) -> Result<(), DeliveryError> {
+    /// One try at sending `group` on `channel`.
+    pub(super) async fn attempt(
+        &self,
+        channel: &Channel,
+        group: &[&Notice],
+    ) -> Result<(), DeliveryError> {
         match channel {
             Channel::Mail(to) => mail::send(&self.config, &self.client, group, to).await,
-            Channel::Slack(c) => {
-                http::slack(&self.client, &self.config.slack.webhook_url, c, group).await
+            Channel::Slack(c, own) => {
+                let url = own
+                    .as_ref()
+                    .map_or(self.config.slack.webhook_url.as_str(), |u| u.as_str());
+                http::slack(&self.client, url, c, group).await
             }
             // Webhooks and scripts are given one notice at a time.
             Channel::Webhook(url) => {
                 for n in group {
                     http::webhook(&self.client, &url.0, n).await?;
+                }
+                Ok(())
+            }
+            Channel::PagerDuty(pd) => {
+                for n in group {
+                    pagerduty::send(&self.client, pd, n).await?;
+                }
+                Ok(())
+            }
+            Channel::Opsgenie(og) => {
+                for n in group {
+                    opsgenie::send(&self.client, og, n).await?;
+                }
+                Ok(())
+            }
+            Channel::Discord(c) => discord::send(&self.client, c, group).await,
+            Channel::Teams(c) => teams::send(&self.client, c, group).await,
+            Channel::Telegram(c) => telegram::send(&self.client, c, group).await,
+            Channel::Ntfy(c) => ntfy::send(&self.client, c, group).await,
+            Channel::Pushover(c) => pushover::send(&self.client, c, group).await,
+            Channel::Gotify(c) => gotify::send(&self.client, c, group).await,
+            Channel::Matrix(c) => matrix::send(&self.client, c, group).await,
+            Channel::Templated(t) => {
+                for n in group {
+                    templated::send(&self.client, t, n).await?;
                 }
                 Ok(())
             }

@@ -129,6 +129,10 @@ struct Dispatcher {
     next_id: NoticeId,
     /// The state each alarm last announced (absent: never, counts as OK).
     alerted: HashMap<Arc<str>, State>,
+    /// The incident each alarm's receivers were last told is open (by an
+    /// ERROR or the start of flapping), in this run; absent, the database
+    /// says ([`Dispatcher::open_incident`]).
+    opened: HashMap<Arc<str>, Option<u64>>,
     /// The latest change held back by a failing dependency.
     held: HashMap<Arc<str>, Notice>,
     /// Each alarm's state as of the latest transition handled.
@@ -207,6 +211,7 @@ pub async fn run(
         order: HashMap::new(),
         next_id: 0,
         alerted: HashMap::new(),
+        opened: HashMap::new(),
         held: HashMap::new(),
         states: HashMap::new(),
         timers: DelayQueue::new(),
@@ -293,6 +298,16 @@ impl Dispatcher {
         }
     }
 
+    /// The incident `alarm`'s receivers were last told is open: what this
+    /// run sent, else an ERROR announced before the restart.
+    fn open_incident(&self, alarm: &AlarmView) -> Option<u64> {
+        match self.opened.get(&alarm.name) {
+            Some(open) => *open,
+            None if alarm.announced.0 == State::Error => Some(alarm.announced.1),
+            None => None,
+        }
+    }
+
     fn take(&mut self) {
         for t in self.engine.take_transitions() {
             self.on_transition(t);
@@ -346,6 +361,8 @@ impl Dispatcher {
             failure,
             repeat: 0,
             flapping,
+            open_incident: None,
+            test: false,
         }
     }
 
@@ -488,11 +505,15 @@ impl Dispatcher {
 
     /// Hands a change to every receiver of the alarm's alerts and starts
     /// its reminders.
-    fn send(&mut self, notice: Notice) {
+    fn send(&mut self, mut notice: Notice) {
         let name = notice.alarm.name.clone();
         self.stop_reminders(&name);
         let (state, incident) = (notice.alarm.state, notice.alarm.incident_nbr);
         self.alerted.insert(name.clone(), state);
+        notice.open_incident = self.open_incident(&notice.alarm);
+        let opens =
+            state == State::Error || matches!(notice.flapping, Some(Flapping::Started { .. }));
+        self.opened.insert(name.clone(), opens.then_some(incident));
         let alerts: Vec<String> = self.alerts_of(&notice.alarm).to_vec();
         let id = self.next_id;
         self.next_id += 1;
@@ -720,6 +741,7 @@ impl Dispatcher {
         match &done.result {
             Ok(()) => {
                 self.stats.sent.fetch_add(1, Ordering::Relaxed);
+                self.stats.count_kind(r.channel.kind(), true);
                 if r.failing {
                     r.failing = false;
                     self.failing -= 1;
@@ -735,6 +757,7 @@ impl Dispatcher {
             }
             Err(reason) => {
                 self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                self.stats.count_kind(r.channel.kind(), false);
                 tracing::error!(
                     "{} of alert {} not delivered {}: {reason}",
                     r.channel.kind(),
@@ -834,6 +857,7 @@ impl Dispatcher {
             let mut notice = self.notice(now, State::Ok, crate::clock::now_ms(), None);
             notice.previous = State::Ok;
             notice.repeat = n;
+            notice.open_incident = Some(incident);
             let notice = Arc::new(notice);
             for idx in self.by_alert.get(&*alert).cloned().unwrap_or_default() {
                 self.enqueue(idx, notice.clone(), None);
@@ -896,6 +920,7 @@ impl Dispatcher {
             let engine = &self.engine;
             self.states.retain(|a, _| engine.alarm(a).is_some());
             self.alerted.retain(|a, _| engine.alarm(a).is_some());
+            self.opened.retain(|a, _| engine.alarm(a).is_some());
             self.flapping
                 .prune(crate::clock::now_ms(), |a| engine.alarm(a).is_some());
         }

@@ -16,7 +16,9 @@ pub struct SlackConfig {
     pub webhook_url: String,
 }
 
-async fn post(
+/// POSTs `body` as JSON, with `extra` headers (values may be secrets:
+/// they are never logged).
+pub(super) async fn post(
     client: &reqwest::Client,
     url: &reqwest::Url,
     body: serde_json::Value,
@@ -86,6 +88,9 @@ pub(super) fn webhook_body(n: &Notice) -> serde_json::Value {
     }
     if n.repeat > 0 {
         body["repeat"] = json!(n.repeat);
+    }
+    if n.test {
+        body["test"] = json!(true);
     }
     match n.flapping {
         Some(Flapping::Started { .. }) => body["flapping"] = json!(true),
@@ -158,11 +163,15 @@ pub(super) fn slack_body(channel: &str, group: &[&Notice]) -> serde_json::Value 
             })
         }
     };
-    json!({
+    let mut body = json!({
         "username": "Lovebeat",
-        "channel": channel,
         "attachments": [attachment],
-    })
+    });
+    // Empty: the webhook's own channel (a per-alert slack_webhook_url).
+    if !channel.is_empty() {
+        body["channel"] = json!(channel);
+    }
+    body
 }
 
 fn slack_attachment(n: &Notice) -> serde_json::Value {
@@ -174,6 +183,7 @@ fn slack_attachment(n: &Notice) -> serde_json::Value {
     };
     let error = n.alarm.state == State::Error;
     let title = match n.flapping {
+        _ if n.test => format!("[TEST] {link}: a test sent on request"),
         Some(Flapping::Started { .. }) => format!("{link} is flapping"),
         Some(Flapping::Stopped) => format!("{link} stopped flapping"),
         None if error => format!("{link} is in ERROR{}", super::mail::reminder(n)),
@@ -220,7 +230,7 @@ pub(super) async fn slack(
 ) -> Result<(), DeliveryError> {
     if webhook_url.is_empty() {
         return Err(DeliveryError::permanent(
-            "slack_channel is set but [slack] webhook_url is not".into(),
+            "slack_channel is set but neither [slack] webhook_url nor the alert's slack_webhook_url is".into(),
         ));
     }
     let url = reqwest::Url::parse(webhook_url)

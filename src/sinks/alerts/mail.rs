@@ -139,7 +139,8 @@ pub(super) fn subject(group: &[&Notice]) -> String {
                 None => "",
             };
             format!(
-                "[LOVEBEAT] {}-{}{what}{}",
+                "[LOVEBEAT] {}{}-{}{what}{}",
+                if n.test { "[TEST] " } else { "" },
                 n.alarm.name,
                 n.alarm.incident_nbr,
                 reminder(n)
@@ -160,6 +161,12 @@ pub(super) fn reminder(n: &Notice) -> String {
 
 /// The first sentence about one notice.
 pub(super) fn sentence(n: &Notice) -> String {
+    if n.test {
+        return format!(
+            "This is a test of lovebeat's alert '{}', sent on request: nothing failed",
+            n.alarm.name
+        );
+    }
     match n.flapping {
         Some(Flapping::Started { changes }) => format!(
             "The alarm '{}' is flapping: it changed state {changes} times within the flapping window. \

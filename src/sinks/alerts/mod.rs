@@ -14,23 +14,51 @@
 //!   time, and reports back so the dispatcher can tell the engine what
 //!   each alarm's receivers have heard (kept in the database: a restart
 //!   announces what was not);
-//! - [`mail`], [`http`] and [`script`] say it in each channel's words.
+//! - [`mail`], [`http`], [`script`], [`pagerduty`], [`opsgenie`] and
+//!   [`templated`] say it in each channel's words, and so do the chats
+//!   and pushes ([`discord`], [`teams`], [`telegram`], [`matrix`],
+//!   [`ntfy`], [`pushover`], [`gotify`]) from [`text`]; [`incident`] is how the pagers name an
+//!   incident so that what one notice opens the next one closes.
 
 mod config;
 mod delivery;
+mod discord;
 mod dispatch;
 mod flapping;
+mod gotify;
 mod http;
+mod incident;
 mod mail;
+mod matrix;
+mod ntfy;
+mod opsgenie;
+mod pagerduty;
+mod pushover;
 mod script;
+mod teams;
+mod telegram;
+mod templated;
+mod test_send;
+mod text;
 
 pub use config::{
-    AlertConfig, AlertsConfig, FlappingConfig, HttpUrl, Recipients, SelfAlarmConfig,
-    DEFAULT_GROUP_INTERVAL,
+    AlertConfig, AlertsConfig, FlappingConfig, HttpUrl, Recipients, Secret, SecretUrl,
+    SelfAlarmConfig, DEFAULT_GROUP_INTERVAL,
 };
+pub use discord::DiscordConfig;
 pub use dispatch::run;
+pub use gotify::GotifyConfig;
 pub use http::SlackConfig;
 pub use mail::{HostPort, MailConfig, MailgunConfig, Tls};
+pub use matrix::MatrixConfig;
+pub use ntfy::NtfyConfig;
+pub use opsgenie::{OpsgenieConfig, OpsgenieRegion};
+pub use pagerduty::{PagerDutyConfig, PagerDutySeverity};
+pub use pushover::PushoverConfig;
+pub use teams::TeamsConfig;
+pub use telegram::{ChatId, TelegramConfig};
+pub use templated::TemplatedWebhookConfig;
+pub use test_send::{send_test, TestResult};
 
 use std::sync::atomic::AtomicU64;
 
@@ -52,6 +80,37 @@ pub struct AlertStats {
     pub queued: AtomicU64,
     /// Times an alarm started flapping.
     pub flapping: AtomicU64,
+    /// Messages delivered and failed for good per alerter kind
+    /// (`pagerduty`, `slack`, ...), so a graph shows which service fails.
+    pub by_kind: std::sync::Mutex<std::collections::BTreeMap<&'static str, KindCounts>>,
+}
+
+/// One alerter kind's messages.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct KindCounts {
+    /// Delivered.
+    pub sent: u64,
+    /// Failed for good.
+    pub failed: u64,
+}
+
+impl AlertStats {
+    /// Counts one message of `kind`.
+    pub(crate) fn count_kind(&self, kind: &'static str, delivered: bool) {
+        let mut m = self.by_kind.lock().unwrap_or_else(|e| e.into_inner());
+        let c = m.entry(kind).or_default();
+        if delivered {
+            c.sent += 1;
+        } else {
+            c.failed += 1;
+        }
+    }
+
+    /// Each kind's counts, by name.
+    pub fn kinds(&self) -> Vec<(&'static str, KindCounts)> {
+        let m = self.by_kind.lock().unwrap_or_else(|e| e.into_inner());
+        m.iter().map(|(k, c)| (*k, *c)).collect()
+    }
 }
 
 /// What a flapping notice says.
@@ -85,6 +144,13 @@ pub struct Notice {
     pub repeat: u32,
     /// Set on the notices that flapping starts and ends.
     pub flapping: Option<Flapping>,
+    /// The incident the alarm's receivers were last told is open (an
+    /// ERROR, or the start of flapping), before this notice: what pagers
+    /// ([`incident`]) close when it recovers or another incident opens.
+    pub open_incident: Option<u64>,
+    /// A test sent on request (`POST /api/alerts/<name>/test`): every
+    /// alerter marks it as one, and pagers close what it opens at once.
+    pub test: bool,
 }
 
 /// Why a delivery attempt failed, and whether trying again can help.
@@ -155,6 +221,8 @@ mod tests {
             failure,
             repeat,
             flapping: None,
+            open_incident: None,
+            test: false,
         }
     }
 

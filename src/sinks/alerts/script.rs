@@ -57,6 +57,9 @@ pub(super) async fn run(path: &str, n: &Notice) -> std::io::Result<()> {
             cmd.env("LOVEBEAT_EXIT_CODE", c.to_string());
         }
     }
+    if n.test {
+        cmd.env("LOVEBEAT_TEST", "1");
+    }
     if n.repeat > 0 {
         cmd.env("LOVEBEAT_REPEAT", n.repeat.to_string());
     }

@@ -1,0 +1,143 @@
+//! How the pagers (PagerDuty, Opsgenie) turn a notice into "open" and
+//! "close" of an incident they know by a key, so that what one notice
+//! opens a later one closes, across restarts and flapping.
+//!
+//! The key is `lovebeat-<alarm>-<incident>`: the incident number is kept
+//! in the database, so after a restart the recovery of an incident that
+//! was paged before it carries the same key, and an announcement resent
+//! after a restart (its delivery was cut short) is deduplicated by the
+//! service instead of opening a second incident.
+//!
+//! A notice that opens an incident (an ERROR, or the start of flapping)
+//! first closes the one its receivers were last told is open, if that is
+//! another ([`Notice::open_incident`]): an alarm that failed, recovered and
+//! failed again before its alert was out, or one that starts flapping in
+//! a later incident, leaves nothing open behind it. A notice that closes
+//! (a recovery, or settling in OK) closes the open one. So a flapping
+//! episode is one open and one close of the same key, and every incident
+//! opened is closed when the alarm is OK again.
+
+use super::{Flapping, Notice};
+use crate::engine::State;
+
+/// What a pager is asked to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Action {
+    /// Open (or, with the same key, update) an incident.
+    Open,
+    /// Close it.
+    Close,
+}
+
+/// The longest key: PagerDuty takes 255 characters, Opsgenie 512.
+const MAX_KEY: usize = 255;
+
+/// `lovebeat-<alarm>-<incident>`, the alarm's name cut (at a character
+/// boundary) so the key stays within [`MAX_KEY`] bytes.
+pub(super) fn key(alarm: &str, incident: u64) -> String {
+    let suffix = format!("-{incident}");
+    let room = MAX_KEY - "lovebeat-".len() - suffix.len();
+    let mut end = alarm.len().min(room);
+    while !alarm.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("lovebeat-{}{suffix}", &alarm[..end])
+}
+
+/// The pager actions a notice stands for, in order, each with the
+/// incident number its key is made of.
+pub(super) fn actions(n: &Notice) -> Vec<(Action, u64)> {
+    let current = n.alarm.incident_nbr;
+    if n.test {
+        // A test pages and is closed at once: nobody is left on call for it.
+        return vec![(Action::Open, current), (Action::Close, current)];
+    }
+    let opens =
+        n.alarm.state == State::Error || matches!(n.flapping, Some(Flapping::Started { .. }));
+    match (opens, n.open_incident) {
+        (true, Some(open)) if open != current => {
+            vec![(Action::Close, open), (Action::Open, current)]
+        }
+        (true, _) => vec![(Action::Open, current)],
+        (false, Some(open)) => vec![(Action::Close, open)],
+        (false, None) => vec![(Action::Close, current)],
+    }
+}
+
+/// A one-line title for a notice: what pagers and chats show first.
+pub(super) fn headline(n: &Notice) -> String {
+    let title = untested_headline(n);
+    if n.test {
+        format!("[TEST] {title}")
+    } else {
+        title
+    }
+}
+
+fn untested_headline(n: &Notice) -> String {
+    let name = &n.alarm.name;
+    let reminder = super::mail::reminder(n);
+    match n.flapping {
+        Some(Flapping::Started { .. }) => format!("{name} is flapping"),
+        Some(Flapping::Stopped) => {
+            format!("{name} stopped flapping: {}", n.alarm.state.as_upper())
+        }
+        None if n.alarm.state == State::Error => format!("{name} is in ERROR{reminder}"),
+        None => format!("{name} has recovered"),
+    }
+}
+
+/// `text` cut to at most `max` characters, with an ellipsis when cut.
+pub(super) fn cut(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sinks::alerts::tests::notice;
+
+    #[test]
+    fn what_is_opened_is_closed_once_even_across_flapping() {
+        // Paged in incident 1; it starts flapping in incident 3.
+        let mut start = notice(0, None);
+        start.alarm.incident_nbr = 3;
+        start.alarm.state = State::Ok;
+        start.flapping = Some(Flapping::Started { changes: 6 });
+        start.open_incident = Some(1);
+        assert_eq!(actions(&start), [(Action::Close, 1), (Action::Open, 3)]);
+        // It settles OK in incident 9: the flapping incident is closed.
+        let mut settled = notice(0, None);
+        settled.alarm.incident_nbr = 9;
+        settled.alarm.state = State::Ok;
+        settled.flapping = Some(Flapping::Stopped);
+        settled.open_incident = Some(3);
+        assert_eq!(actions(&settled), [(Action::Close, 3)]);
+        // Settled in ERROR: the flapping incident gives way to incident 9,
+        // which its recovery closes.
+        settled.alarm.state = State::Error;
+        assert_eq!(actions(&settled), [(Action::Close, 3), (Action::Open, 9)]);
+        let mut recovery = notice(0, None);
+        recovery.alarm.incident_nbr = 9;
+        recovery.alarm.state = State::Ok;
+        recovery.open_incident = Some(9);
+        assert_eq!(actions(&recovery), [(Action::Close, 9)]);
+        // A reminder updates what is open.
+        let mut reminder = notice(2, None);
+        reminder.open_incident = Some(7);
+        assert_eq!(actions(&reminder), [(Action::Open, 7)]);
+    }
+
+    #[test]
+    fn keys_are_bounded_and_keep_their_incident() {
+        assert_eq!(key("web", 4), "lovebeat-web-4");
+        let long = "é".repeat(300);
+        let k = key(&long, 12);
+        assert!(k.len() <= MAX_KEY && k.ends_with("é-12"), "{k}");
+    }
+}

@@ -1,0 +1,101 @@
+//! The Matrix alerter (`[alerts.<name>.matrix]`): a message in a Matrix
+//! room, sent as a bot user with an access token.
+//!
+//! What is sent is what the Client-Server API documents for sending a
+//! room event
+//! (<https://spec.matrix.org/latest/client-server-api/#put_matrixclientv3roomsroomidsendeventtypetxnid>)
+//! with an `m.text` message
+//! (<https://spec.matrix.org/latest/client-server-api/#mtext>): `PUT
+//! /_matrix/client/v3/rooms/<room id>/send/m.room.message/<txnId>` with
+//! `Authorization: Bearer <token>` and `msgtype`, `body` (plain text),
+//! `format` `org.matrix.custom.html` and `formatted_body`. The
+//! transaction id is the same for every attempt of a message, so a retry
+//! after a lost answer does not post it twice. The homeserver answers
+//! 429 with `Retry-After` (or `retry_after_ms`) when rate-limited.
+//!
+//! A chat groups: the changes of `group_interval` go in one message.
+
+use serde::Deserialize;
+use serde_json::json;
+
+use super::config::{HttpUrl, Secret};
+use super::text::{self, Plain};
+use super::{DeliveryError, Notice};
+use crate::redact::url_for_log;
+
+/// `[alerts.<name>.matrix]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatrixConfig {
+    /// The homeserver, e.g. `https://matrix.example.org`.
+    pub homeserver: HttpUrl,
+    /// The room's id (`!abc123:example.org`; the bot must have joined).
+    pub room_id: String,
+    /// The bot user's access token (a secret).
+    pub access_token: Secret,
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// The `m.room.message` content for one change or a group.
+pub(super) fn body(group: &[&Notice]) -> serde_json::Value {
+    let Plain {
+        title,
+        text,
+        output,
+        error,
+        url,
+    } = text::plain(group);
+    let mark = if error { "🔴" } else { "🟢" };
+    let mut plain = format!("{mark} {title}\n{text}");
+    let mut html = format!(
+        "{mark} <strong>{}</strong><br>{}",
+        escape(&title),
+        escape(&text).replace('\n', "<br>")
+    );
+    if let Some(out) = output {
+        let out = text::tail(&out, 3000);
+        plain.push_str(&format!("\n\n{out}"));
+        html.push_str(&format!("<pre><code>{}</code></pre>", escape(&out)));
+    }
+    if let Some(u) = url {
+        plain.push_str(&format!("\n{u}"));
+        html.push_str(&format!(
+            "<br><a href=\"{}\">Open in lovebeat</a>",
+            escape(&u)
+        ));
+    }
+    json!({
+        "msgtype": "m.text",
+        "body": plain,
+        "format": "org.matrix.custom.html",
+        "formatted_body": html,
+    })
+}
+
+/// Sends one message.
+pub(super) async fn send(
+    client: &reqwest::Client,
+    config: &MatrixConfig,
+    group: &[&Notice],
+) -> Result<(), DeliveryError> {
+    let base = config.homeserver.0.as_str().trim_end_matches('/');
+    let room = percent_encoding::utf8_percent_encode(&config.room_id, crate::redact::PATH_SEGMENT);
+    let txn = text::message_id(group);
+    let url = format!("{base}/_matrix/client/v3/rooms/{room}/send/m.room.message/{txn}");
+    let what = format!("PUT {}", url_for_log(&url));
+    let result = client
+        .put(&url)
+        .bearer_auth(&config.access_token.0)
+        .header("Content-Type", "application/json")
+        .header("User-Agent", "Lovebeat")
+        .body(body(group).to_string())
+        .send()
+        .await;
+    super::http::outcome(&what, result)
+}

@@ -1,0 +1,137 @@
+//! The Telegram alerter (`[alerts.<name>.telegram]`): a message from a
+//! bot to a chat, group or channel.
+//!
+//! What is sent is what the Bot API documents for `sendMessage`
+//! (<https://core.telegram.org/bots/api#sendmessage>): `POST
+//! https://api.telegram.org/bot<token>/sendMessage` with `chat_id`,
+//! `text` (at most 4096 characters), `parse_mode` `HTML` and
+//! `link_preview_options`. In HTML mode `<`, `>` and `&` in text must be
+//! written `&lt;`, `&gt;` and `&amp;`
+//! (<https://core.telegram.org/bots/api#html-style>): everything that
+//! does not come from lovebeat is escaped so, and a job's output is shown
+//! in `<pre>`. Telegram answers 429 with `parameters.retry_after` when
+//! flooded; the shared retries back off (and honour a `Retry-After`
+//! header when one is sent).
+//!
+//! A chat groups: the changes of `group_interval` go in one message.
+
+use serde::Deserialize;
+use serde_json::json;
+
+use super::config::{HttpUrl, Secret};
+use super::text::{self, Plain};
+use super::{DeliveryError, Notice};
+
+/// The Bot API's address.
+pub(super) const TELEGRAM_URL: &str = "https://api.telegram.org";
+
+/// `[alerts.<name>.telegram]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelegramConfig {
+    /// The bot's token from @BotFather (a secret: it is in the URL's
+    /// path, which is never logged).
+    pub bot_token: Secret,
+    /// The chat: a number (`-1001234567890`, quoted or not) or a
+    /// channel's `@name`.
+    pub chat_id: ChatId,
+    /// The Bot API server (default [`TELEGRAM_URL`]; a local Bot API
+    /// server, or a test).
+    #[serde(default)]
+    pub url: Option<HttpUrl>,
+}
+
+/// A chat id as the Bot API takes it: an integer or a `@channel` name.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(untagged)]
+pub enum ChatId {
+    /// A chat's number.
+    Number(i64),
+    /// A number as a string, or `@channelusername`.
+    Name(String),
+}
+
+/// Text made literal in Telegram's HTML parse mode.
+pub(super) fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// The `sendMessage` body for one change or a group.
+pub(super) fn body(config: &TelegramConfig, group: &[&Notice]) -> serde_json::Value {
+    let Plain {
+        title,
+        text,
+        output,
+        error,
+        url,
+    } = text::plain(group);
+    let mark = if error { "🔴" } else { "🟢" };
+    let mut html = format!("{mark} <b>{}</b>\n{}", escape(&title), escape(&text));
+    if let Some(out) = output {
+        html.push_str(&format!("\n<pre>{}</pre>", escape(&text::tail(&out, 2500))));
+    }
+    if let Some(u) = url {
+        html.push_str(&format!(
+            "\n<a href=\"{}\">Open in lovebeat</a>",
+            escape(&u).replace('"', "&quot;")
+        ));
+    }
+    json!({
+        "chat_id": config.chat_id,
+        "text": html,
+        "parse_mode": "HTML",
+        "link_preview_options": {"is_disabled": true},
+    })
+}
+
+/// Sends one message.
+pub(super) async fn send(
+    client: &reqwest::Client,
+    config: &TelegramConfig,
+    group: &[&Notice],
+) -> Result<(), DeliveryError> {
+    let base = config
+        .url
+        .as_ref()
+        .map_or(TELEGRAM_URL, |u| u.0.as_str())
+        .trim_end_matches('/');
+    let url = reqwest::Url::parse(&format!("{base}/bot{}/sendMessage", config.bot_token.0))
+        .map_err(|_| DeliveryError::permanent("[telegram] url is not a URL".into()))?;
+    super::http::post(client, &url, body(config, group), &[]).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::JobFailure;
+    use crate::sinks::alerts::tests::notice;
+
+    #[test]
+    fn job_output_cannot_open_a_tag() {
+        let f = JobFailure {
+            ts: 1,
+            exit_code: None,
+            output: "</pre><a href=\"x\">&".into(),
+            reason: None,
+        };
+        let mut n = notice(0, Some(f));
+        n.alarm.name = "<b>".into();
+        let c = TelegramConfig {
+            bot_token: Secret("t".into()),
+            chat_id: ChatId::Number(1),
+            url: None,
+        };
+        let t = body(&c, &[&n])["text"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            t.contains("<pre>&lt;/pre&gt;&lt;a href=\"x\"&gt;&amp;</pre>"),
+            "{t}"
+        );
+        assert!(t.contains("&lt;b&gt; is in ERROR"), "{t}");
+        assert_eq!(t.matches("<b>").count(), 1, "{t}");
+    }
+}

@@ -1,0 +1,354 @@
+//! The templated webhook (`[alerts.<name>.templated_webhook]`): any HTTP
+//! service lovebeat has no alerter for is reached without code, with a
+//! method, a URL, headers and a body written as templates of the alert's
+//! fields (README, "Templated webhook", has recipes).
+//!
+//! Templates are MiniJinja (Jinja2's syntax,
+//! <https://docs.rs/minijinja/latest/minijinja/syntax/index.html>) with
+//! strict undefined variables: a misspelt field is an error, caught when
+//! the configuration is read by rendering every template once with a
+//! sample alert. When the content type is JSON, `{{ ... }}` in the body
+//! writes JSON values (a string with its quotes and escapes, a list as an
+//! array), so a job's output can never break the document; the `tojson`
+//! filter does the same anywhere. Headers are rendered as plain text. One
+//! request per change, like the 1.x webhook.
+
+use std::collections::BTreeMap;
+
+use minijinja::{AutoEscape, Environment, UndefinedBehavior};
+use serde::{Deserialize, Serialize};
+
+use super::config::HttpUrl;
+use super::{incident, DeliveryError, Flapping, Notice};
+use crate::engine::State;
+use crate::redact::url_for_log;
+
+/// `[alerts.<name>.templated_webhook]`: the request made for each change.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplatedWebhookConfig {
+    /// Where the request goes (a secret: only its host is logged).
+    pub url: HttpUrl,
+    /// `POST` (default), `PUT`, `PATCH` or `GET` (sent without a body).
+    #[serde(default = "default_method")]
+    pub method: String,
+    /// Header name → value template (values may be secrets: never
+    /// logged).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// The body template.
+    #[serde(default)]
+    pub body: String,
+    /// The body's `Content-Type` (default `application/json`, which
+    /// makes `{{ ... }}` in the body write JSON values).
+    #[serde(default = "default_content_type")]
+    pub content_type: String,
+}
+
+fn default_method() -> String {
+    "POST".into()
+}
+
+fn default_content_type() -> String {
+    "application/json".into()
+}
+
+impl std::fmt::Debug for TemplatedWebhookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TemplatedWebhookConfig")
+            .field("url", &url_for_log(self.url.0.as_str()))
+            .field("method", &self.method)
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("content_type", &self.content_type)
+            .finish()
+    }
+}
+
+/// What a template sees: the alert's fields.
+#[derive(Debug, Serialize)]
+pub(super) struct Fields<'a> {
+    /// The alarm's name.
+    name: &'a str,
+    /// `error` or `ok`.
+    state: &'a str,
+    /// The state its receivers heard before.
+    previous_state: &'a str,
+    /// The incident number.
+    incident: u64,
+    /// `lovebeat-<alarm>-<incident>`: a de-duplication key.
+    key: String,
+    /// The failed services.
+    failed_services: Vec<&'a str>,
+    /// The same, comma-separated.
+    failed_list: String,
+    /// A one-line title ("web is in ERROR").
+    title: String,
+    /// A sentence saying what changed.
+    message: String,
+    /// The link to the alarm, or none.
+    url: Option<&'a str>,
+    /// When it changed (ms since 1970).
+    timestamp: i64,
+    /// The job's output, or none.
+    output: Option<&'a str>,
+    /// The job's exit code, or none.
+    exit_code: Option<i32>,
+    /// 0, or n for the n-th reminder.
+    repeat: u32,
+    /// True when flapping starts, false when it stops, else none.
+    flapping: Option<bool>,
+    /// True for a test sent on request.
+    test: bool,
+}
+
+impl<'a> Fields<'a> {
+    pub(super) fn of(n: &'a Notice) -> Fields<'a> {
+        Fields {
+            name: &n.alarm.name,
+            state: n.alarm.state.as_str(),
+            previous_state: n.previous.as_str(),
+            incident: n.alarm.incident_nbr,
+            key: incident::key(&n.alarm.name, n.alarm.incident_nbr),
+            failed_services: n.alarm.failed_services.iter().map(|s| s.as_str()).collect(),
+            failed_list: super::failed_list(&n.alarm),
+            title: incident::headline(n),
+            message: super::mail::sentence(n),
+            url: n.url.as_deref(),
+            timestamp: n.ts,
+            output: n.failure.as_ref().map(|f| f.output.as_str()),
+            exit_code: n.failure.as_ref().and_then(|f| f.exit_code),
+            repeat: n.repeat,
+            flapping: match n.flapping {
+                Some(Flapping::Started { .. }) => Some(true),
+                Some(Flapping::Stopped) => Some(false),
+                None => None,
+            },
+            test: n.test,
+        }
+    }
+}
+
+fn environment(json: bool) -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_keep_trailing_newline(true);
+    env.set_auto_escape_callback(move |_| {
+        if json {
+            AutoEscape::Json
+        } else {
+            AutoEscape::None
+        }
+    });
+    env
+}
+
+/// A rendered request.
+#[derive(Debug)]
+pub(super) struct Rendered {
+    pub(super) headers: Vec<(String, String)>,
+    pub(super) body: String,
+}
+
+impl TemplatedWebhookConfig {
+    fn json(&self) -> bool {
+        let ct = self.content_type.to_ascii_lowercase();
+        ct.starts_with("application/json") || ct.contains("+json")
+    }
+
+    fn method(&self) -> Option<reqwest::Method> {
+        match self.method.to_ascii_uppercase().as_str() {
+            "POST" => Some(reqwest::Method::POST),
+            "PUT" => Some(reqwest::Method::PUT),
+            "PATCH" => Some(reqwest::Method::PATCH),
+            "GET" => Some(reqwest::Method::GET),
+            _ => None,
+        }
+    }
+
+    /// The request for one notice. An error names the template that
+    /// failed and why, never a header's value.
+    pub(super) fn render(&self, n: &Notice) -> Result<Rendered, String> {
+        let fields = Fields::of(n);
+        let mut headers = Vec::new();
+        let plain = environment(false);
+        for (name, template) in &self.headers {
+            let value = plain
+                .render_str(template, &fields)
+                .map_err(|e| format!("header {name}: {}", describe(&e)))?;
+            headers.push((name.clone(), value.trim().to_string()));
+        }
+        let body = environment(self.json())
+            .render_str(&self.body, &fields)
+            .map_err(|e| format!("body: {}", describe(&e)))?;
+        Ok(Rendered { headers, body })
+    }
+
+    /// Refuses, as the file is read, a method lovebeat does not send, a
+    /// header name HTTP does not allow, and templates that do not render
+    /// (a syntax error, a misspelt field) for a sample alert.
+    pub fn validate(&self, alert: &str) -> Result<(), crate::config::ConfigError> {
+        let invalid = |what: String| {
+            crate::config::ConfigError::Invalid(format!(
+                "[alerts.{alert}.templated_webhook] {what}"
+            ))
+        };
+        if self.method().is_none() {
+            return Err(invalid(format!(
+                "method must be POST, PUT, PATCH or GET, not {}",
+                self.method
+            )));
+        }
+        for name in self.headers.keys() {
+            if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                return Err(invalid(format!("{name:?} is not a header name")));
+            }
+        }
+        self.render(&sample())
+            .map(|_| ())
+            .map_err(|e| invalid(format!("template does not render: {e}")))
+    }
+}
+
+/// The kind of error and its detail, without the template's source (a
+/// header template may hold a token).
+fn describe(e: &minijinja::Error) -> String {
+    match e.detail() {
+        Some(d) => format!("{} ({d}, line {})", e.kind(), e.line().unwrap_or(0)),
+        None => format!("{} (line {})", e.kind(), e.line().unwrap_or(0)),
+    }
+}
+
+/// An alarm in ERROR with a failed job: what templates are checked with.
+pub(super) fn sample() -> Notice {
+    Notice {
+        alarm: crate::engine::AlarmView {
+            name: "sample".into(),
+            state: State::Error,
+            incident_nbr: 1,
+            failed_services: vec!["sample.job".into()],
+            last_state_change: 0,
+            def: None,
+            depends_on: std::sync::Arc::new([]),
+            suppressed_by: Vec::new(),
+            cause: None,
+            flapping: false,
+            announced: (State::Ok, 0),
+        },
+        previous: State::Ok,
+        ts: 0,
+        url: None,
+        failure: Some(crate::engine::JobFailure {
+            ts: 0,
+            exit_code: Some(1),
+            output: "output".into(),
+            reason: None,
+        }),
+        repeat: 0,
+        flapping: None,
+        open_incident: None,
+        test: false,
+    }
+}
+
+/// Makes the request of one notice.
+pub(super) async fn send(
+    client: &reqwest::Client,
+    config: &TemplatedWebhookConfig,
+    n: &Notice,
+) -> Result<(), DeliveryError> {
+    let rendered = config.render(n).map_err(DeliveryError::permanent)?;
+    let method = config.method().unwrap_or(reqwest::Method::POST);
+    let what = format!("{method} {}", url_for_log(config.url.0.as_str()));
+    let mut req = client
+        .request(method.clone(), config.url.0.clone())
+        .header("User-Agent", "Lovebeat");
+    for (name, value) in &rendered.headers {
+        let value = reqwest::header::HeaderValue::from_str(value).map_err(|_| {
+            DeliveryError::permanent(format!("{what}: header {name} is not a valid value"))
+        })?;
+        req = req.header(name.as_str(), value);
+    }
+    if method != reqwest::Method::GET {
+        req = req
+            .header("Content-Type", config.content_type.as_str())
+            .body(rendered.body);
+    }
+    super::http::outcome(&what, req.send().await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(body: &str) -> TemplatedWebhookConfig {
+        TemplatedWebhookConfig {
+            url: HttpUrl(reqwest::Url::parse("http://127.0.0.1:9/x").expect("url")),
+            method: "POST".into(),
+            headers: BTreeMap::new(),
+            body: body.into(),
+            content_type: default_content_type(),
+        }
+    }
+
+    #[test]
+    fn job_output_cannot_break_a_json_body() {
+        let mut n = sample();
+        if let Some(f) = n.failure.as_mut() {
+            f.output = "\"}, \"evil\": true, {\"\n\\".into();
+        }
+        let c = config(r#"{"text": {{ output }}, "who": {{ failed_services }}}"#);
+        let body = c.render(&n).expect("renders").body;
+        let v: serde_json::Value = serde_json::from_str(&body).expect("still JSON");
+        assert_eq!(v["text"], "\"}, \"evil\": true, {\"\n\\");
+        assert_eq!(v["who"], serde_json::json!(["sample.job"]));
+        assert!(v.get("evil").is_none());
+    }
+
+    #[test]
+    fn every_readme_recipe_renders_and_a_json_one_is_json() {
+        let readme = include_str!("../../../README.md");
+        let mut seen = 0;
+        for block in readme.split("```toml\n").skip(1) {
+            let block = block.split("```").next().unwrap_or_default();
+            if !block.contains(".templated_webhook]") {
+                continue;
+            }
+            let table: toml::Table =
+                toml::from_str(block).unwrap_or_else(|e| panic!("{e}\n{block}"));
+            for alert in table["alerts"].as_table().expect("alerts").values() {
+                let c: TemplatedWebhookConfig = alert["templated_webhook"]
+                    .clone()
+                    .try_into()
+                    .unwrap_or_else(|e| panic!("{e}\n{block}"));
+                c.validate("recipe")
+                    .unwrap_or_else(|e| panic!("{e}\n{block}"));
+                let mut n = sample();
+                n.url = Some("http://lb.example.com/alarms/sample".into());
+                let body = c.render(&n).expect("renders").body;
+                if c.json() {
+                    let v: serde_json::Value =
+                        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+                    assert!(v.is_object(), "{body}");
+                }
+                seen += 1;
+            }
+        }
+        assert!(seen >= 3, "the README's recipes were found: {seen}");
+    }
+
+    #[test]
+    fn a_misspelt_field_or_bad_syntax_is_refused_when_the_file_is_read() {
+        assert!(config("{{ name }}").validate("ops").is_ok());
+        let e = config("{{ nmae }}").validate("ops").expect_err("strict");
+        assert!(e.to_string().contains("undefined"), "{e}");
+        assert!(config("{% if %}").validate("ops").is_err());
+        let mut c = config("{{ name }}");
+        c.headers
+            .insert("X-Token".into(), "{{ secret_typo }} tok-123".into());
+        let e = c.validate("ops").expect_err("header typo");
+        assert!(!e.to_string().contains("tok-123"), "{e}");
+        c.headers.clear();
+        c.method = "BREW".into();
+        assert!(c.validate("ops").is_err());
+    }
+}

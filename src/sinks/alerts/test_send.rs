@@ -1,0 +1,121 @@
+//! Test it before you need it: `POST /api/alerts/<name>/test` and
+//! `lovebeat test-alert <name>` send a clearly marked test to every
+//! alerter of an alert, at once and once each (no retries: the answer is
+//! what the receiver says now), and report per alerter whether it was
+//! delivered and, if not, what went wrong. Pagers open and close the
+//! test's incident at once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::config::AlertsConfig;
+use super::delivery::{Channel, Senders};
+use super::Notice;
+use crate::engine::{AlarmView, State};
+
+/// How long one alerter's test may take (a script gets its own 10 s).
+const TEST_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// One alerter's result.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct TestResult {
+    /// Its kind (`pagerduty`, `mail`, ...).
+    pub alerter: &'static str,
+    /// True when the receiver accepted it.
+    pub delivered: bool,
+    /// What went wrong, when it was not (never a secret).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The notice a test sends: an alarm `lovebeat.test.<alert>` in ERROR,
+/// marked as a test, its incident the time in seconds (so a pager's key
+/// is new each time).
+fn notice(alert: &str, public_url: Option<&str>) -> Notice {
+    let now = crate::clock::now_ms();
+    let name = format!("lovebeat.test.{alert}");
+    Notice {
+        url: public_url.map(|u| u.to_string()),
+        alarm: AlarmView {
+            name: name.as_str().into(),
+            state: State::Error,
+            incident_nbr: u64::try_from(now / 1000).unwrap_or(0),
+            failed_services: vec![name.as_str().into()],
+            last_state_change: now,
+            def: None,
+            depends_on: Arc::new([]),
+            suppressed_by: Vec::new(),
+            cause: None,
+            flapping: false,
+            announced: (State::Ok, 0),
+        },
+        previous: State::Ok,
+        ts: now,
+        failure: None,
+        repeat: 0,
+        flapping: None,
+        open_incident: None,
+        test: true,
+    }
+}
+
+/// Sends a test to every alerter of `alert`, all at once; `None` when the
+/// configuration has no such alert.
+pub async fn send_test(config: Arc<AlertsConfig>, alert: &str) -> Option<Vec<TestResult>> {
+    let channels = Channel::of(config.alerts.get(alert)?);
+    let senders = match Senders::new(config.clone()) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            let error = Some(format!("no HTTP client: {e}"));
+            return Some(
+                channels
+                    .iter()
+                    .map(|c| TestResult {
+                        alerter: c.kind(),
+                        delivered: false,
+                        error: error.clone(),
+                    })
+                    .collect(),
+            );
+        }
+    };
+    let notice = Arc::new(notice(alert, config.public_url.as_deref()));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, channel) in channels.into_iter().enumerate() {
+        let (senders, notice) = (senders.clone(), notice.clone());
+        let alert_name = alert.to_string();
+        tasks.spawn(async move {
+            let kind = channel.kind();
+            let result =
+                tokio::time::timeout(TEST_TIMEOUT, senders.attempt(&channel, &[&notice])).await;
+            let error = match result {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e.reason),
+                Err(_) => Some(format!("no answer within {} s", TEST_TIMEOUT.as_secs())),
+            };
+            match &error {
+                None => tracing::info!(
+                    "test of {kind} of alert {} delivered",
+                    alert_name.escape_debug()
+                ),
+                Some(e) => tracing::warn!(
+                    "test of {kind} of alert {} failed: {e}",
+                    alert_name.escape_debug()
+                ),
+            }
+            (
+                i,
+                TestResult {
+                    alerter: kind,
+                    delivered: error.is_none(),
+                    error,
+                },
+            )
+        });
+    }
+    let mut results: Vec<(usize, TestResult)> = tasks.join_all().await.into_iter().collect();
+    results.sort_by_key(|(i, _)| *i);
+    Some(results.into_iter().map(|(_, r)| r).collect())
+}

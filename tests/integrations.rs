@@ -1,0 +1,759 @@
+//! The alerters for services people are paged and chatted on (README,
+//! "Alerts"), each against a real HTTP server on loopback standing in for
+//! the service. The expected requests are written from each service's
+//! API documentation (cited at each test), not from lovebeat's output.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::receiver::{Received, Receiver};
+use common::Daemon;
+use serde_json::Value;
+
+const ALARM: &str = "[[alarms]]\nname = \"web\"\npattern = \"web.*\"\nalerts = [\"ops\"]\n";
+const ROUTING_KEY: &str = "SECRETR0123456789abcdef012345678";
+
+fn pagerduty(url: &str, extra: &str) -> String {
+    format!(
+        "{ALARM}[general]\npublic_url = \"http://lb.example.com\"\n[alerts.ops.pagerduty]\nrouting_key = \"{ROUTING_KEY}\"\nsource = \"ci-host\"\nurl = \"{url}\"\n{extra}"
+    )
+}
+
+/// Checks a PagerDuty alert event as the Events API v2 documents it
+/// (https://developer.pagerduty.com/docs/events-api-v2/trigger-events/):
+/// POST to /v2/enqueue, JSON, the routing key, the action, a dedup key of
+/// at most 255 characters, and for a trigger the required payload fields
+/// (summary of at most 1024 characters, source, a severity PagerDuty
+/// knows) and a valid ISO 8601 timestamp.
+fn pd_event(r: &Received, action: &str) -> Value {
+    assert_eq!(r.method, "POST");
+    assert_eq!(r.path, "/v2/enqueue");
+    assert_eq!(r.headers["content-type"], "application/json");
+    let b = r.json();
+    assert_eq!(b["routing_key"], ROUTING_KEY, "{b}");
+    assert_eq!(b["event_action"], action, "{b}");
+    let key = b["dedup_key"].as_str().expect("dedup_key");
+    assert!(!key.is_empty() && key.len() <= 255, "{b}");
+    if action == "trigger" {
+        let p = &b["payload"];
+        let summary = p["summary"].as_str().expect("summary");
+        assert!(!summary.is_empty() && summary.chars().count() <= 1024);
+        assert_eq!(p["source"], "ci-host");
+        assert!(
+            ["critical", "error", "warning", "info"]
+                .contains(&p["severity"].as_str().unwrap_or("")),
+            "{b}"
+        );
+        let ts = p["timestamp"].as_str().expect("timestamp");
+        assert!(chrono::DateTime::parse_from_rfc3339(ts).is_ok(), "{ts}");
+    }
+    b
+}
+
+#[test]
+fn pagerduty_triggers_on_error_and_resolves_the_same_key_after_a_restart() {
+    let rx = Receiver::start(|_| Some(202));
+    let mut d = Daemon::start(&pagerduty(&rx.url("/v2/enqueue"), ""));
+    let r = d.request("POST", "/api/services/web.job/exit/3", &[], b"disk full\n");
+    assert_eq!(r.status, 200);
+    let got = rx.wait_for(1, 10);
+    assert_eq!(got.len(), 1, "{got:?}");
+    let t = pd_event(&got[0], "trigger");
+    let key = t["dedup_key"].as_str().expect("key").to_string();
+    let p = &t["payload"];
+    assert_eq!(p["severity"], "critical", "the default severity");
+    assert!(p["summary"].as_str().unwrap_or("").contains("web"), "{t}");
+    let details = &p["custom_details"];
+    assert_eq!(details["failed_services"], serde_json::json!(["web.job"]));
+    assert_eq!(details["job_output"], "disk full\n");
+    assert_eq!(details["job_exit_code"], 3);
+    assert_eq!(t["client_url"], "http://lb.example.com/alarms/web");
+    assert_eq!(t["links"][0]["href"], "http://lb.example.com/alarms/web");
+
+    // The incident that was paged before a restart is resolved after it,
+    // under the same key; nothing is sent again by the restart itself.
+    d.restart();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(rx.requests.lock().expect("lock").len(), 1, "no resend");
+    d.post("/api/services/web.job");
+    let got = rx.wait_for(2, 10);
+    assert_eq!(got.len(), 2, "{got:?}");
+    let resolve = pd_event(&got[1], "resolve");
+    assert_eq!(resolve["dedup_key"], key.as_str());
+
+    // The next failure is a new incident: a new key.
+    d.request("POST", "/api/services/web.job/fail", &[], b"");
+    let got = rx.wait_for(3, 10);
+    let again = pd_event(&got[2], "trigger");
+    assert_ne!(again["dedup_key"], key.as_str());
+}
+
+#[test]
+fn a_flapping_alarm_opens_one_pagerduty_incident_and_resolves_it() {
+    let rx = Receiver::start(|_| Some(202));
+    let d = Daemon::start(&pagerduty(
+        &rx.url("/v2/enqueue"),
+        "[flapping]\nwindow = \"3s\"\nstart = 6\nstop = 2\n",
+    ));
+    let mut lines = String::new();
+    for _ in 0..1000 {
+        lines.push_str("web.x.fail:1|c\nweb.x.beat:1|c\n");
+    }
+    d.tcp(&lines);
+    d.eventually("it flaps", || {
+        d.get("/api/alarms/web").json()["alarm"]["flapping"] == true
+    });
+    d.eventually("it settles", || {
+        d.get("/api/alarms/web").json()["alarm"]
+            .get("flapping")
+            .is_none()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let got = rx.requests.lock().expect("lock").clone();
+    let events: Vec<(String, String)> = got
+        .iter()
+        .map(|r| {
+            let b = r.json();
+            (
+                b["event_action"].as_str().unwrap_or("").to_string(),
+                b["dedup_key"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    // At most five changes go one by one before flapping is seen; then
+    // one trigger and one resolve for the whole episode.
+    assert!(events.len() <= 7, "{events:?}");
+    let triggers = events.iter().filter(|e| e.0 == "trigger").count();
+    assert!(triggers <= 4, "{events:?}");
+    let flapping: Vec<&Received> = got
+        .iter()
+        .filter(|r| r.json()["payload"]["custom_details"]["flapping"] == true)
+        .collect();
+    assert_eq!(flapping.len(), 1, "one trigger says it flaps: {events:?}");
+    let last = events.last().expect("events");
+    assert_eq!(last.0, "resolve", "it settled OK: {events:?}");
+    assert_eq!(
+        flapping[0].json()["dedup_key"],
+        last.1.as_str(),
+        "the episode's resolve closes its trigger"
+    );
+    // Every incident opened is resolved: nothing is left paging.
+    for (action, key) in &events {
+        if action == "trigger" {
+            let opened = events.iter().rposition(|e| &e.1 == key && e.0 == "trigger");
+            let closed = events.iter().rposition(|e| &e.1 == key && e.0 == "resolve");
+            assert!(closed > opened, "{key} left open: {events:?}");
+        }
+    }
+}
+
+#[test]
+fn pagerduty_is_retried_on_429_and_500_as_retry_after_asks_and_keys_are_never_logged() {
+    let rx = Receiver::start_with_headers(Duration::ZERO, |n| match n {
+        0 => Some((429, "Retry-After: 3\r\n".to_string())),
+        1 => Some((500, String::new())),
+        _ => Some((202, String::new())),
+    });
+    let d = Daemon::start(&pagerduty(&rx.url("/v2/enqueue"), ""));
+    d.post("/api/services/web.x?timeout=0");
+    let got = rx.wait_for(3, 15);
+    assert_eq!(got.len(), 3, "{got:?}");
+    for r in &got {
+        pd_event(r, "trigger");
+    }
+    assert!(
+        got[1].at - got[0].at >= Duration::from_millis(2900),
+        "Retry-After: 3 is honoured: {:?}",
+        got[1].at - got[0].at
+    );
+    assert!(
+        got[2].at - got[1].at >= Duration::from_millis(1900),
+        "backoff doubles: {:?}",
+        got[2].at - got[1].at
+    );
+    d.eventually("the failures logged", || {
+        let log = d.stderr();
+        log.contains("pagerduty alert for alarm web") && log.contains("HTTP 429")
+    });
+    assert!(!d.stderr().contains("SECRET"), "{}", d.stderr());
+    d.eventually("counted as sent, as a pagerduty message", || {
+        d.metric("lovebeat_alerts_sent_total") == 1.0
+            && d.metric("lovebeat_alert_messages_total{kind=\"pagerduty\",result=\"sent\"}") == 1.0
+    });
+}
+
+#[test]
+fn opsgenie_creates_an_alert_and_closes_it_by_its_alias() {
+    let rx = Receiver::start(|_| Some(202));
+    let d = Daemon::start(&format!(
+        "{ALARM}[alerts.ops.opsgenie]\napi_key = \"SECRET-GENIE\"\npriority = \"P1\"\ntags = [\"prod\"]\nurl = \"{}\"\n",
+        rx.url("")
+    ));
+    d.request(
+        "POST",
+        "/api/services/web.job/exit/2",
+        &[],
+        b"no space left",
+    );
+    let got = rx.wait_for(1, 10);
+    assert_eq!(got.len(), 1, "{got:?}");
+    // https://docs.opsgenie.com/docs/alert-api, "Create Alert".
+    let create = &got[0];
+    assert_eq!(create.method, "POST");
+    assert_eq!(create.path, "/v2/alerts");
+    assert_eq!(create.headers["authorization"], "GenieKey SECRET-GENIE");
+    assert_eq!(create.headers["content-type"], "application/json");
+    let b = create.json();
+    let message = b["message"].as_str().expect("message is mandatory");
+    assert!(!message.is_empty() && message.chars().count() <= 130, "{b}");
+    let alias = b["alias"].as_str().expect("alias").to_string();
+    assert!(!alias.is_empty() && alias.len() <= 512);
+    let description = b["description"].as_str().expect("description");
+    assert!(description.chars().count() <= 15_000);
+    assert!(description.contains("no space left"), "{description}");
+    assert_eq!(b["priority"], "P1");
+    assert_eq!(b["entity"], "web");
+    let tags: Vec<&str> = b["tags"]
+        .as_array()
+        .expect("tags")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(tags.contains(&"prod"), "{b}");
+    // details is a map of strings.
+    let details = b["details"].as_object().expect("details");
+    assert!(details.values().all(Value::is_string), "{b}");
+    assert_eq!(details["failed_services"], "web.job");
+
+    d.post("/api/services/web.job");
+    let got = rx.wait_for(2, 10);
+    assert_eq!(got.len(), 2, "{got:?}");
+    // "Close Alert": POST /v2/alerts/:identifier/close?identifierType=alias.
+    let close = &got[1];
+    assert_eq!(close.method, "POST");
+    assert_eq!(
+        close.path,
+        format!("/v2/alerts/{alias}/close?identifierType=alias")
+    );
+    assert_eq!(close.headers["authorization"], "GenieKey SECRET-GENIE");
+    assert!(close.json().is_object());
+}
+
+#[test]
+fn a_hanging_pager_delays_no_other_alerter() {
+    let hang = Receiver::start(|_| None);
+    let rx = Receiver::start(|_| Some(202));
+    let d = Daemon::start(&format!(
+        "{ALARM}[alerts.ops.pagerduty]\nrouting_key = \"k\"\nurl = \"{}\"\n[alerts.ops.opsgenie]\napi_key = \"k\"\nurl = \"{}\"\n",
+        hang.url("/v2/enqueue"),
+        rx.url("")
+    ));
+    let start = Instant::now();
+    d.request("POST", "/api/services/web.a/fail", &[], b"");
+    hang.wait_for(1, 5);
+    d.post("/api/services/web.a");
+    let got = rx.wait_for(2, 5);
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(
+        start.elapsed() < Duration::from_secs(4),
+        "Opsgenie is not held up by PagerDuty: {:?}",
+        start.elapsed()
+    );
+}
+
+/// The README's recipes for the templated webhook (section "Templated
+/// webhook"), with the receiver's address for the services'.
+fn recipes(ntfy: &str, gotify: &str) -> String {
+    format!(
+        r#"[[alarms]]
+name = "web"
+pattern = "web.*"
+alerts = ["ntfy", "gotify"]
+
+[alerts.ntfy.templated_webhook]
+url = "{ntfy}"
+content_type = "text/plain"
+body = "{{{{ message }}}}{{% if output %}}\n{{{{ output }}}}{{% endif %}}"
+[alerts.ntfy.templated_webhook.headers]
+Title = "{{{{ title }}}}"
+Priority = "{{% if state == 'error' %}}urgent{{% else %}}default{{% endif %}}"
+Tags = "{{% if state == 'error' %}}rotating_light{{% else %}}white_check_mark{{% endif %}}"
+Click = "{{{{ url or '' }}}}"
+Authorization = "Bearer tk_SECRETNTFY"
+
+[alerts.gotify.templated_webhook]
+url = "{gotify}"
+body = '{{"title": {{{{ title }}}}, "message": {{{{ message }}}}, "priority": {{% if state == "error" %}}8{{% else %}}2{{% endif %}}}}'
+headers = {{ X-Gotify-Key = "SECRETGOTIFY" }}
+"#
+    )
+}
+
+#[test]
+fn templated_webhook_recipes_reach_ntfy_and_gotify_as_they_document_it() {
+    let rx = Receiver::start(|_| Some(200));
+    let d = Daemon::start(&recipes(&rx.url("/lovebeat-alerts"), &rx.url("/message")));
+    let output = "quote \" brace } backslash \\ <b>";
+    d.request("POST", "/api/services/web.job/fail", &[], output.as_bytes());
+    let got = rx.wait_for(2, 10);
+    assert_eq!(got.len(), 2, "{got:?}");
+    // ntfy (https://docs.ntfy.sh/publish/): POST to the topic's URL, the
+    // message as the body, Title, Priority (1-5 or min, low, default,
+    // high, max/urgent) and Tags (comma-separated) as headers, an access
+    // token as a bearer.
+    let ntfy = got
+        .iter()
+        .find(|r| r.path == "/lovebeat-alerts")
+        .expect("ntfy");
+    assert_eq!(ntfy.method, "POST");
+    assert_eq!(ntfy.headers["content-type"], "text/plain");
+    assert_eq!(ntfy.headers["title"], "web is in ERROR");
+    assert_eq!(ntfy.headers["priority"], "urgent");
+    assert_eq!(ntfy.headers["tags"], "rotating_light");
+    assert_eq!(ntfy.headers["authorization"], "Bearer tk_SECRETNTFY");
+    assert!(
+        ntfy.body.contains("'web'") && ntfy.body.ends_with(output),
+        "{}",
+        ntfy.body
+    );
+    // Gotify (https://gotify.net/docs/pushmsg): POST /message with the
+    // application token in X-Gotify-Key and a JSON body of title,
+    // message and an integer priority.
+    let gotify = got.iter().find(|r| r.path == "/message").expect("gotify");
+    assert_eq!(gotify.method, "POST");
+    assert_eq!(gotify.headers["x-gotify-key"], "SECRETGOTIFY");
+    assert_eq!(gotify.headers["content-type"], "application/json");
+    let b = gotify.json();
+    assert_eq!(b["title"], "web is in ERROR");
+    assert!(b["message"].as_str().expect("message").contains("'web'"));
+    assert_eq!(b["priority"], 8);
+
+    d.post("/api/services/web.job");
+    let got = rx.wait_for(4, 10);
+    assert_eq!(got.len(), 4, "{got:?}");
+    let ntfy = got[2..]
+        .iter()
+        .find(|r| r.path == "/lovebeat-alerts")
+        .expect("ntfy");
+    assert_eq!(ntfy.headers["priority"], "default");
+    assert_eq!(ntfy.headers["title"], "web has recovered");
+    let gotify = got[2..]
+        .iter()
+        .find(|r| r.path == "/message")
+        .expect("gotify");
+    assert_eq!(gotify.json()["priority"], 2);
+    assert!(!d.stderr().contains("SECRET"), "{}", d.stderr());
+}
+
+#[test]
+fn a_template_with_a_misspelt_field_stops_the_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("lovebeat.cfg");
+    std::fs::write(
+        &cfg,
+        "[alerts.ops.templated_webhook]\nurl = \"http://127.0.0.1:9/x\"\nbody = \"{{ alarm_name }}\"\n[alerts.ops.templated_webhook.headers]\nX-Token = \"SECRET-T\"\n",
+    )
+    .expect("write");
+    let (status, out) = common::run_binary(
+        dir.path(),
+        &[
+            "--config",
+            cfg.to_str().expect("utf-8"),
+            "--config-dir",
+            "none",
+            "check-config",
+        ],
+    );
+    assert_eq!(status.code(), Some(2), "{out}");
+    assert!(
+        out.contains("templated_webhook") && out.contains("undefined"),
+        "{out}"
+    );
+    assert!(!out.contains("SECRET"), "{out}");
+}
+
+/// Every chat and push alerter in one alert, each at its own path of one
+/// receiver.
+fn chats(rx: &Receiver) -> String {
+    format!(
+        r#"[general]
+public_url = "http://lb.example.com"
+[[alarms]]
+name = "web"
+pattern = "web.*"
+alerts = ["chats"]
+[[alarms]]
+name = "db"
+pattern = "db.*"
+alerts = ["chats"]
+[alerts.chats]
+group_interval = "2s"
+[alerts.chats.discord]
+webhook_url = "{discord}"
+[alerts.chats.teams]
+webhook_url = "{teams}"
+[alerts.chats.telegram]
+bot_token = "123:SECRETTG"
+chat_id = "-1001234"
+url = "{base}"
+[alerts.chats.ntfy]
+url = "{base}"
+topic = "ops-alerts"
+token = "tk_SECRETNTFY"
+[alerts.chats.pushover]
+token = "SECRETPOAPP"
+user = "SECRETPOUSER"
+url = "{pushover}"
+[alerts.chats.gotify]
+url = "{base}/gotify"
+token = "SECRETGOTIFY"
+[alerts.chats.matrix]
+homeserver = "{base}"
+room_id = "!room:example.org"
+access_token = "SECRETMATRIX"
+"#,
+        discord = rx.url("/api/webhooks/1/SECRETDISCORD"),
+        teams = rx.url("/workflows/SECRETTEAMS?sig=SECRETSIG"),
+        pushover = rx.url("/1/messages.json"),
+        base = rx.url(""),
+    )
+}
+
+fn find<'a>(got: &'a [Received], path: &str) -> &'a Received {
+    got.iter()
+        .find(|r| r.path.starts_with(path))
+        .unwrap_or_else(|| panic!("no request to {path}: {got:?}"))
+}
+
+#[test]
+fn chats_and_pushes_get_what_each_service_documents() {
+    let rx = Receiver::start(|_| Some(200));
+    let d = Daemon::start(&chats(&rx));
+    d.request(
+        "POST",
+        "/api/services/web.job/exit/4",
+        &[],
+        b"<b>@everyone</b> & ```",
+    );
+    let got = rx.wait_for(7, 10);
+    assert_eq!(got.len(), 7, "{got:?}");
+
+    // Discord, Execute Webhook
+    // (https://discord.com/developers/docs/resources/webhook#execute-webhook).
+    let r = find(&got, "/api/webhooks/1/SECRETDISCORD");
+    assert_eq!(r.method, "POST");
+    assert_eq!(r.headers["content-type"], "application/json");
+    let b = r.json();
+    assert_eq!(b["allowed_mentions"]["parse"], serde_json::json!([]));
+    let e = &b["embeds"][0];
+    let title = e["title"].as_str().expect("title");
+    assert!(title.contains("web") && title.chars().count() <= 256, "{e}");
+    assert!(
+        e["description"]
+            .as_str()
+            .expect("description")
+            .chars()
+            .count()
+            <= 4096
+    );
+    assert!(e["color"].is_u64(), "an integer color: {e}");
+    assert_eq!(e["url"], "http://lb.example.com/alarms/web");
+    assert!(chrono::DateTime::parse_from_rfc3339(e["timestamp"].as_str().expect("ts")).is_ok());
+    for f in e["fields"].as_array().expect("fields") {
+        assert!(f["name"].is_string() && f["value"].is_string(), "{f}");
+    }
+    let red = e["color"].as_u64();
+
+    // Teams, Adaptive Card through a Workflows webhook.
+    let r = find(&got, "/workflows/SECRETTEAMS");
+    assert_eq!(r.method, "POST");
+    let b = r.json();
+    assert_eq!(b["type"], "message");
+    let att = &b["attachments"][0];
+    assert_eq!(
+        att["contentType"],
+        "application/vnd.microsoft.card.adaptive"
+    );
+    let card = &att["content"];
+    assert_eq!(card["type"], "AdaptiveCard");
+    assert!(
+        card["version"].is_string() && card["body"].is_array(),
+        "{card}"
+    );
+    assert!(card["body"]
+        .as_array()
+        .expect("body")
+        .iter()
+        .all(|el| el["type"].is_string()));
+    assert_eq!(card["actions"][0]["type"], "Action.OpenUrl");
+    assert_eq!(
+        card["actions"][0]["url"],
+        "http://lb.example.com/alarms/web"
+    );
+
+    // Telegram, sendMessage (https://core.telegram.org/bots/api#sendmessage).
+    let r = find(&got, "/bot123:SECRETTG/sendMessage");
+    assert_eq!(r.method, "POST");
+    let b = r.json();
+    assert_eq!(b["chat_id"], "-1001234");
+    assert_eq!(b["parse_mode"], "HTML");
+    let text = b["text"].as_str().expect("text");
+    assert!(text.chars().count() <= 4096);
+    assert!(
+        text.contains("&lt;b&gt;@everyone&lt;/b&gt; &amp;"),
+        "{text}"
+    );
+
+    // ntfy, publish as JSON (https://docs.ntfy.sh/publish/#publish-as-json).
+    let r = got
+        .iter()
+        .find(|r| r.path == "/" && r.json()["topic"] == "ops-alerts")
+        .expect("ntfy");
+    assert_eq!(r.method, "POST");
+    assert_eq!(r.headers["authorization"], "Bearer tk_SECRETNTFY");
+    let b = r.json();
+    assert_eq!(b["priority"], 5);
+    assert!(b["title"].is_string() && b["message"].is_string());
+    assert!(b["tags"].is_array());
+    assert_eq!(b["click"], "http://lb.example.com/alarms/web");
+
+    // Pushover (https://pushover.net/api), form-encoded.
+    let r = find(&got, "/1/messages.json");
+    assert_eq!(r.method, "POST");
+    assert_eq!(
+        r.headers["content-type"],
+        "application/x-www-form-urlencoded"
+    );
+    let f = r.form();
+    assert_eq!(
+        (f["token"].as_str(), f["user"].as_str()),
+        ("SECRETPOAPP", "SECRETPOUSER")
+    );
+    assert!(f["message"].chars().count() <= 1024 && f["title"].chars().count() <= 250);
+    assert_eq!(f["priority"], "1");
+    assert!(f["timestamp"].parse::<i64>().expect("unix seconds") > 1_600_000_000);
+    assert_eq!(f["url"], "http://lb.example.com/alarms/web");
+
+    // Gotify (https://gotify.net/docs/pushmsg).
+    let r = find(&got, "/gotify/message");
+    assert_eq!(r.method, "POST");
+    assert_eq!(r.headers["x-gotify-key"], "SECRETGOTIFY");
+    let b = r.json();
+    assert_eq!(b["priority"], 8);
+    assert!(b["title"].is_string() && b["message"].is_string());
+
+    // Matrix, PUT /rooms/{roomId}/send/m.room.message/{txnId}.
+    let r = find(
+        &got,
+        "/_matrix/client/v3/rooms/%21room%3Aexample.org/send/m.room.message/",
+    );
+    assert_eq!(r.method, "PUT");
+    assert_eq!(r.headers["authorization"], "Bearer SECRETMATRIX");
+    let b = r.json();
+    assert_eq!(b["msgtype"], "m.text");
+    assert!(b["body"].as_str().expect("body").contains("web"));
+    assert_eq!(b["format"], "org.matrix.custom.html");
+    let html = b["formatted_body"].as_str().expect("formatted_body");
+    assert!(html.contains("&lt;b&gt;@everyone"), "{html}");
+
+    // A chat groups: the recovery and another alarm's failure within
+    // group_interval go together, each service once, green no more.
+    d.post("/api/services/web.job");
+    d.request("POST", "/api/services/db.job/fail", &[], b"");
+    let got = rx.wait_for(14, 10);
+    assert_eq!(got.len(), 14, "{got:?}");
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(
+        rx.requests.lock().expect("lock").len(),
+        14,
+        "one message each"
+    );
+    let e = &find(&got[7..], "/api/webhooks/1/").json()["embeds"][0];
+    assert_eq!(e["title"], "2 alarm changes");
+    assert_eq!(e["color"].as_u64(), red, "one ERROR makes the group red");
+    let d_text = e["description"].as_str().unwrap_or_default();
+    assert!(d_text.contains("web") && d_text.contains("db"), "{d_text}");
+    assert!(!d.stderr().contains("SECRET"), "{}", d.stderr());
+}
+
+#[test]
+fn a_retried_chat_message_keeps_its_matrix_transaction_and_no_secret_is_logged() {
+    // Every first request fails with 500; every retry is answered.
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(0usize));
+    let rx = Receiver::start(move |_| {
+        let mut n = seen.lock().expect("lock");
+        *n += 1;
+        Some(if *n <= 7 { 500 } else { 200 })
+    });
+    let d = Daemon::start(&chats(&rx));
+    d.request("POST", "/api/services/web.job/fail", &[], b"");
+    let got = rx.wait_for(14, 15);
+    assert_eq!(got.len(), 14, "{got:?}");
+    let matrix: Vec<&Received> = got
+        .iter()
+        .filter(|r| r.path.starts_with("/_matrix/"))
+        .collect();
+    assert_eq!(matrix.len(), 2, "{got:?}");
+    assert_eq!(
+        matrix[0].path, matrix[1].path,
+        "the retry is the same transaction, so Matrix posts it once"
+    );
+    d.eventually("each failure logged", || {
+        let log = d.stderr();
+        [
+            "discord", "teams", "telegram", "ntfy", "pushover", "gotify", "matrix",
+        ]
+        .iter()
+        .all(|k| log.contains(&format!("{k} alert for alarm web")))
+    });
+    d.eventually("each kind counted once in /metrics", || {
+        [
+            "discord", "teams", "telegram", "ntfy", "pushover", "gotify", "matrix",
+        ]
+        .iter()
+        .all(|k| {
+            d.metric(&format!(
+                "lovebeat_alert_messages_total{{kind=\"{k}\",result=\"sent\"}}"
+            )) == 1.0
+        })
+    });
+    assert!(!d.stderr().contains("SECRET"), "{}", d.stderr());
+}
+
+#[test]
+fn a_per_alert_slack_webhook_url_lets_mattermost_and_slack_coexist() {
+    let rx = Receiver::start(|_| Some(200));
+    let d = Daemon::start(&format!(
+        "[[alarms]]\nname = \"web\"\npattern = \"web.*\"\nalerts = [\"slack\", \"mattermost\"]\n\
+         [alerts.slack]\nslack_channel = \"#ops\"\n[slack]\nwebhook_url = \"{}\"\n\
+         [alerts.mattermost]\nslack_webhook_url = \"{}\"\n",
+        rx.url("/services/T0/B0/SECRETSLACK"),
+        rx.url("/hooks/SECRETMM"),
+    ));
+    d.request("POST", "/api/services/web.job/fail", &[], b"");
+    let got = rx.wait_for(2, 10);
+    assert_eq!(got.len(), 2, "{got:?}");
+    let slack = find(&got, "/services/T0/B0/SECRETSLACK").json();
+    assert_eq!(slack["channel"], "#ops");
+    // Mattermost's incoming webhooks take Slack's attachments
+    // (https://developers.mattermost.com/integrate/webhooks/incoming/);
+    // without a channel, the webhook's own is used.
+    let mm = find(&got, "/hooks/SECRETMM").json();
+    assert!(mm.get("channel").is_none(), "{mm}");
+    assert_eq!(mm["attachments"][0]["color"], "danger");
+    assert_eq!(mm["username"], "Lovebeat");
+}
+
+#[test]
+fn a_test_alert_reaches_every_alerter_marked_and_reports_each_result() {
+    let ok = Receiver::start(|_| Some(202));
+    let bad = Receiver::start(|_| Some(500));
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("conf.d")).expect("conf.d");
+    std::fs::write(
+        dir.path().join("conf.d/http.cfg"),
+        "[http]\nwrite_keys = [\"writer\"]\nread_keys = [\"reader\"]\n",
+    )
+    .expect("keys");
+    let d = Daemon::start_in(
+        dir,
+        &format!(
+            "[alerts.ops]\nwebhook = \"{}\"\n[alerts.ops.pagerduty]\nrouting_key = \"{ROUTING_KEY}\"\nsource = \"ci-host\"\nurl = \"{}\"\n[alerts.ops.discord]\nwebhook_url = \"{}\"\n[alerts.good.discord]\nwebhook_url = \"{}\"\n",
+            bad.url("/hook"),
+            ok.url("/v2/enqueue"),
+            ok.url("/api/webhooks/1/x"),
+            ok.url("/api/webhooks/2/y"),
+        ),
+    );
+    // A change needs a write key.
+    assert_eq!(d.post("/api/alerts/ops/test").status, 401);
+    let read = d.request(
+        "POST",
+        "/api/alerts/ops/test",
+        &[("Authorization", "Bearer reader")],
+        b"",
+    );
+    assert_eq!(read.status, 403);
+    let nothing = d.request(
+        "POST",
+        "/api/alerts/nope/test",
+        &[("Authorization", "Bearer writer")],
+        b"",
+    );
+    assert_eq!(nothing.status, 404);
+
+    let r = d.request(
+        "POST",
+        "/api/alerts/ops/test",
+        &[("Authorization", "Bearer writer")],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let b = r.json();
+    assert_eq!(b["delivered"], false, "{b}");
+    let results = b["results"].as_array().expect("results");
+    let by_kind = |k: &str| {
+        results
+            .iter()
+            .find(|r| r["alerter"] == k)
+            .unwrap_or_else(|| panic!("no {k}: {b}"))
+            .clone()
+    };
+    assert_eq!(by_kind("pagerduty")["delivered"], true);
+    assert_eq!(by_kind("discord")["delivered"], true);
+    let hook = by_kind("webhook");
+    assert_eq!(hook["delivered"], false);
+    assert!(
+        hook["error"].as_str().unwrap_or("").contains("HTTP 500"),
+        "what the receiver answered: {hook}"
+    );
+    // Tried once, not retried: a test reports what the receiver says now.
+    assert_eq!(bad.requests.lock().expect("lock").len(), 1);
+    assert_eq!(bad.requests.lock().expect("lock")[0].json()["test"], true);
+
+    // PagerDuty: the test's incident is opened and closed at once.
+    let got = ok.wait_for(3, 5);
+    let pd: Vec<Value> = got
+        .iter()
+        .filter(|r| r.path == "/v2/enqueue")
+        .map(|r| r.json())
+        .collect();
+    assert_eq!(pd.len(), 2, "{pd:?}");
+    assert_eq!(
+        (
+            pd[0]["event_action"].as_str(),
+            pd[1]["event_action"].as_str()
+        ),
+        (Some("trigger"), Some("resolve"))
+    );
+    assert_eq!(pd[0]["dedup_key"], pd[1]["dedup_key"]);
+    assert!(pd[0]["payload"]["summary"]
+        .as_str()
+        .unwrap_or("")
+        .starts_with("[TEST]"));
+    let discord = find(&got, "/api/webhooks/1/x").json();
+    assert!(discord["embeds"][0]["title"]
+        .as_str()
+        .unwrap_or("")
+        .starts_with("[TEST]"));
+
+    // The command line: exit 1 while one alerter fails, 0 when all deliver.
+    let server = format!("http://127.0.0.1:{}", d.http);
+    let (status, err) = common::run_binary(
+        d.path(),
+        &["test-alert", "ops", "--server", &server, "--key", "writer"],
+    );
+    assert_eq!(status.code(), Some(1), "{err}");
+    let (status, err) = common::run_binary(
+        d.path(),
+        &["test-alert", "good", "--server", &server, "--key", "writer"],
+    );
+    assert_eq!(status.code(), Some(0), "{err}");
+    let (status, err) = common::run_binary(
+        d.path(),
+        &["test-alert", "good", "--server", &server, "--key", "reader"],
+    );
+    assert_eq!(status.code(), Some(1), "a read key is refused: {err}");
+    assert!(err.contains("403"), "{err}");
+}
