@@ -133,7 +133,7 @@ pub const COUNTERS: &[Counter] = &[
     Counter {
         prometheus: "lovebeat_eventlog_lost_total",
         statsd: None,
-        help: "Events counted instead of logged because the event log's writer was stalled (a gap record marks where).",
+        help: "Events the event log lost: counted instead of logged while its writer was stalled, or not written because the file could not be (a gap record marks where).",
         read: |s| Some(s.engine.journal_lost()),
     },
     Counter {
