@@ -85,7 +85,8 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         .await
         .map_err(anyhow::Error::msg)?
         .map(Arc::new);
-    if let Some(loaded) = persistence::load_at_start(&db_path, remote.as_deref()).await? {
+    let start = persistence::load_at_start(&db_path, remote.as_deref()).await?;
+    if let Some(loaded) = start.loaded {
         let (s, a) = (loaded.services.len(), loaded.alarms.len());
         engine.load(loaded.services, loaded.alarms, now);
         tracing::info!(
@@ -186,6 +187,9 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     ));
     // Alerts: drained once input has stopped.
     let trouble = crate::trouble::Trouble::new(engine.clone());
+    if let Some(why) = &start.remote_trouble {
+        trouble.fail(crate::trouble::Part::Upload, why);
+    }
     stop.alert_tasks.spawn({
         let run = sinks::alerts::run(
             Arc::new(config.alerts_config()),
