@@ -28,6 +28,8 @@ pub struct Sources {
     pub engine: crate::engine::Engine,
     /// The HTTP connections.
     pub(crate) http: Arc<crate::http::conns::Registry>,
+    /// The answers that hold a whole table.
+    pub(crate) lists: Arc<crate::http::lists::Lists>,
 }
 
 /// One counter: how it is named where, what it counts, and how to read
@@ -81,6 +83,18 @@ pub const COUNTERS: &[Counter] = &[
         statsd: None,
         help: "HTTP connections closed to make room at [limits] max_http_connections, or for being idle or slow past the timeouts.",
         read: |s| Some(s.http.closed.load(Ordering::Relaxed)),
+    },
+    Counter {
+        prometheus: "lovebeat_http_lists_refused_total",
+        statsd: None,
+        help: "Requests for a whole table (/api/services, /api/alarms, an alarm's page) refused with 503 at [limits] max_http_lists.",
+        read: |s| Some(s.lists.refused.load(Ordering::Relaxed)),
+    },
+    Counter {
+        prometheus: "lovebeat_http_lists_cut_total",
+        statsd: None,
+        help: "Answers holding a whole table cut because their client had not read them within [limits] http_list_timeout (plus 1 ms per object).",
+        read: |s| Some(s.lists.cut.load(Ordering::Relaxed)),
     },
     Counter {
         prometheus: "lovebeat_websockets_refused_total",

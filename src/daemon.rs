@@ -156,6 +156,10 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         crate::limits::LimitsConfig::duration(config.limits.http_header_timeout),
         crate::limits::LimitsConfig::duration(config.limits.http_idle_timeout),
     ));
+    let lists = Arc::new(http::lists::Lists::new(
+        config.limits.max_http_lists,
+        crate::limits::LimitsConfig::duration(config.limits.http_list_timeout),
+    ));
     let counters = crate::counters::Sources {
         ingest: stats.clone(),
         saves: saves.clone(),
@@ -164,6 +168,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         remote: remote.clone(),
         engine: engine.clone(),
         http: http_conns.clone(),
+        lists: lists.clone(),
     };
     let state = Arc::new(AppState {
         engine: engine.clone(),
@@ -171,6 +176,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         ws: ws_hub.clone(),
         limits: config.limits.clone(),
         conns: http_conns,
+        lists,
         gate: http::router::Gate {
             keys: config.http.keys(),
             hosts: http::origin::AllowedHosts::new(
