@@ -28,6 +28,8 @@ pub struct Sources {
     pub engine: crate::engine::Engine,
     /// The HTTP connections.
     pub(crate) http: Arc<crate::http::conns::Registry>,
+    /// The answers that hold a whole table.
+    pub(crate) lists: Arc<crate::http::lists::Lists>,
 }
 
 /// One counter: how it is named where, what it counts, and how to read
@@ -83,6 +85,18 @@ pub const COUNTERS: &[Counter] = &[
         read: |s| Some(s.http.closed.load(Ordering::Relaxed)),
     },
     Counter {
+        prometheus: "lovebeat_http_lists_refused_total",
+        statsd: None,
+        help: "Requests for a whole table (/api/services, /api/alarms, an alarm's page) refused with 503 at [limits] max_http_lists.",
+        read: |s| Some(s.lists.refused.load(Ordering::Relaxed)),
+    },
+    Counter {
+        prometheus: "lovebeat_http_lists_cut_total",
+        statsd: None,
+        help: "Answers holding a whole table cut because their client had not read them within [limits] http_list_timeout (plus 1 ms per object).",
+        read: |s| Some(s.lists.cut.load(Ordering::Relaxed)),
+    },
+    Counter {
         prometheus: "lovebeat_websockets_refused_total",
         statsd: None,
         help: "Websocket upgrades refused at [limits] max_websockets.",
@@ -133,7 +147,7 @@ pub const COUNTERS: &[Counter] = &[
     Counter {
         prometheus: "lovebeat_eventlog_lost_total",
         statsd: None,
-        help: "Events counted instead of logged because the event log's writer was stalled (a gap record marks where).",
+        help: "Events the event log lost: counted instead of logged while its writer was stalled, or not written because the file could not be (a gap record marks where).",
         read: |s| Some(s.engine.journal_lost()),
     },
     Counter {

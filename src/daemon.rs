@@ -85,7 +85,8 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         .await
         .map_err(anyhow::Error::msg)?
         .map(Arc::new);
-    if let Some(loaded) = persistence::load_at_start(&db_path, remote.as_deref()).await? {
+    let start = persistence::load_at_start(&db_path, remote.as_deref()).await?;
+    if let Some(loaded) = start.loaded {
         let (s, a) = (loaded.services.len(), loaded.alarms.len());
         engine.load(loaded.services, loaded.alarms, now);
         tracing::info!(
@@ -155,6 +156,10 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         crate::limits::LimitsConfig::duration(config.limits.http_header_timeout),
         crate::limits::LimitsConfig::duration(config.limits.http_idle_timeout),
     ));
+    let lists = Arc::new(http::lists::Lists::new(
+        config.limits.max_http_lists,
+        crate::limits::LimitsConfig::duration(config.limits.http_list_timeout),
+    ));
     let counters = crate::counters::Sources {
         ingest: stats.clone(),
         saves: saves.clone(),
@@ -163,6 +168,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         remote: remote.clone(),
         engine: engine.clone(),
         http: http_conns.clone(),
+        lists: lists.clone(),
     };
     let alerts_config = Arc::new(config.alerts_config());
     let state = Arc::new(AppState {
@@ -172,6 +178,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         limits: config.limits.clone(),
         alerts: alerts_config.clone(),
         conns: http_conns,
+        lists,
         gate: http::router::Gate {
             keys: config.http.keys(),
             hosts: http::origin::AllowedHosts::new(
@@ -188,6 +195,9 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     ));
     // Alerts: drained once input has stopped.
     let trouble = crate::trouble::Trouble::new(engine.clone());
+    if let Some(why) = &start.remote_trouble {
+        trouble.fail(crate::trouble::Part::Upload, why);
+    }
     stop.alert_tasks.spawn({
         let run = sinks::alerts::run(
             alerts_config,

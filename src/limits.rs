@@ -29,6 +29,15 @@ pub struct LimitsConfig {
     pub tcp_idle_timeout: DurationSetting,
     /// Websocket clients at once; more are refused (503).
     pub max_websockets: usize,
+    /// Answers that hold a whole table (`GET /api/services`,
+    /// `/api/alarms`, `/api/alarms/<name>`) being built or sent at once;
+    /// more are refused (503). Each holds a thread of the blocking pool,
+    /// which alert delivery needs too (DNS lookups).
+    pub max_http_lists: usize,
+    /// How long one such answer may take, plus 1 ms per object it holds;
+    /// a client that reads it slowly is then cut off (its response ends
+    /// unfinished).
+    pub http_list_timeout: DurationSetting,
     /// Services; beyond, a new name is refused (503 over HTTP, dropped and
     /// counted over statsd) while existing services keep working.
     pub max_services: usize,
@@ -51,6 +60,8 @@ impl Default for LimitsConfig {
             max_tcp_connections: 1024,
             tcp_idle_timeout: DurationSetting { ms: 600_000 },
             max_websockets: 256,
+            max_http_lists: 4,
+            http_list_timeout: DurationSetting { ms: 300_000 },
             max_services: 20_000_000,
             max_alarms: 1_000_000,
             max_alert_deliveries: 64,
@@ -70,6 +81,7 @@ impl LimitsConfig {
             ("max_http_connections", self.max_http_connections),
             ("max_tcp_connections", self.max_tcp_connections),
             ("max_websockets", self.max_websockets),
+            ("max_http_lists", self.max_http_lists),
             ("max_services", self.max_services),
             ("max_alarms", self.max_alarms),
             ("max_alert_deliveries", self.max_alert_deliveries),
@@ -86,6 +98,7 @@ impl LimitsConfig {
             ("http_idle_timeout", self.http_idle_timeout),
             ("http_body_timeout", self.http_body_timeout),
             ("tcp_idle_timeout", self.tcp_idle_timeout),
+            ("http_list_timeout", self.http_list_timeout),
         ] {
             if value.ms < 100 {
                 return Err(ConfigError::Invalid(format!(

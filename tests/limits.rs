@@ -6,6 +6,8 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{wait_until, Daemon};
@@ -209,4 +211,92 @@ fn lovebeats_own_names_cannot_be_made_or_changed_by_clients() {
     assert!(d.service("lovebeat.self.save").is_none());
     assert!(d.service("lovebeat.self.alerts").is_none());
     assert_eq!(d.delete("/api/services/lovebeat.self.save").status, 403);
+}
+
+#[test]
+fn whole_table_answers_beyond_max_http_lists_get_a_503_and_a_slow_reader_is_cut() {
+    let d = Daemon::start(&limits("max_http_lists = 1\nhttp_list_timeout = \"1s\""));
+    // 3 000 services with 10 kB of failure output each: a 30 MB list,
+    // far more than the sockets buffer; its deadline is 1 s + 3 000 ms.
+    let output = vec![b'x'; 10_000];
+    for i in 0..3000 {
+        let r = d.request(
+            "POST",
+            &format!("/api/services/big.s{i}/fail"),
+            &[],
+            &output,
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let mut slow = TcpStream::connect(("127.0.0.1", d.http)).expect("connect");
+    slow.write_all(b"GET /api/services HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .expect("write");
+    std::thread::sleep(Duration::from_millis(300));
+    // The only place is taken: a second whole-table answer is refused.
+    let busy = d.get("/api/alarms");
+    assert_eq!(busy.status, 503, "{}", busy.body);
+    assert!(
+        busy.json()["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("max_http_lists")),
+        "{}",
+        busy.body
+    );
+    assert_eq!(busy.header("retry-after"), Some("1"));
+    assert_eq!(d.get("/api/status").status, 200, "the rest answers");
+    // Read 16 kB every 100 ms (never stalled for 30 s): cut at the
+    // deadline. The daemon lets go then; the reader still drains what the
+    // sockets hold, and finds the chunked body unfinished.
+    let cut = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let cut = cut.clone();
+        std::thread::spawn(move || {
+            slow.set_read_timeout(Some(Duration::from_secs(5)))
+                .expect("timeout");
+            let mut got = Vec::new();
+            let mut buf = vec![0u8; 16 * 1024];
+            loop {
+                match slow.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+                if !cut.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+            got
+        })
+    };
+    let start = Instant::now();
+    wait_until(15, "the slow answer cut", || {
+        d.metric("lovebeat_http_lists_cut_total") == 1.0
+    });
+    assert!(
+        start.elapsed() < Duration::from_secs(8),
+        "cut {:?} after the deadline of about 4 s",
+        start.elapsed()
+    );
+    cut.store(true, Ordering::Relaxed);
+    assert_eq!(d.metric("lovebeat_http_lists_refused_total"), 1.0);
+    // The place is free again (the thread gives it back as it counts the
+    // cut).
+    let mut whole = None;
+    wait_until(5, "a place for a list", || {
+        let r = d.get("/api/services");
+        let free = r.status == 200;
+        whole = free.then_some(r);
+        free
+    });
+    let whole = whole.expect("a whole list");
+    assert_eq!(
+        whole.json()["services"].as_array().map(Vec::len),
+        Some(3000)
+    );
+    let got = reader.join().expect("reader");
+    assert!(got.starts_with(b"HTTP/1.1 200"));
+    assert!(got.len() < 30_000_000, "{}", got.len());
+    assert!(
+        !got.ends_with(b"0\r\n\r\n"),
+        "a cut answer is not a whole one"
+    );
 }

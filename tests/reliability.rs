@@ -523,3 +523,65 @@ fn a_recovery_held_by_a_dependency_after_a_restart_is_announced() {
         "app's receivers heard ERROR before the restart, so its recovery is news: {seen:?}"
     );
 }
+
+#[test]
+fn a_full_disk_under_the_event_log_counts_what_it_loses_and_writes_whole_lines() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("events.jsonl");
+    let d = Daemon::start_in(dir, &format!("[eventlog]\npath = \"{}\"\n", log.display()));
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    let added = |prefix: &str| {
+        read()
+            .lines()
+            .filter(|l| l.contains("\"type\":\"service_added\"") && l.contains(prefix))
+            .count()
+    };
+    let burst = |prefix: &str, n: usize| {
+        let lines: String = (0..n)
+            .map(|i| format!("{prefix}.s{i}.beat:1|c\n"))
+            .collect();
+        d.tcp(&lines);
+    };
+    burst("before", 50);
+    wait_until(10, "the first burst logged", || added("\"before.") == 50);
+    // Room for a few more lines only (the daemon's stderr is smaller, so
+    // its log goes on): the next burst fills the file mid-batch.
+    let len = std::fs::metadata(&log).expect("log").len();
+    let stderr_len = std::fs::metadata(&d.stderr_path).map_or(0, |m| m.len());
+    assert!(stderr_len < len, "{stderr_len} {len}");
+    prlimit_fsize(d.pid(), &(len + 3000).to_string());
+    burst("during", 200);
+    wait_until(10, "the loss counted and reported", || {
+        d.metric("lovebeat_eventlog_lost_total") > 0.0
+            && d.service("lovebeat.self.eventlog")
+                .is_some_and(|s| s["state"] == "error")
+    });
+    prlimit_fsize(d.pid(), "unlimited");
+    // Whole lines only, and every lost event both in /metrics and in a
+    // gap record once the file takes lines again.
+    let gaps = || {
+        let text = read();
+        assert!(text.ends_with('\n'));
+        let mut gaps = 0.0;
+        for l in text.lines() {
+            let v: serde_json::Value =
+                serde_json::from_str(l).unwrap_or_else(|e| panic!("a torn line ({e}): {l}"));
+            if v["type"] == "events_lost" {
+                gaps += v["events_lost"]["count"].as_f64().expect("count");
+            }
+        }
+        gaps
+    };
+    wait_until(10, "the gap records and the recovery", || {
+        gaps() == d.metric("lovebeat_eventlog_lost_total")
+            && d.service("lovebeat.self.eventlog")
+                .is_some_and(|s| s["state"] == "ok")
+    });
+    let lost = d.metric("lovebeat_eventlog_lost_total");
+    let written = added("\"during.");
+    assert!(written < 200, "the limit cut the burst short");
+    assert!(
+        lost >= (200 - written) as f64,
+        "every service_added not written is counted: {lost} lost, {written} written"
+    );
+}

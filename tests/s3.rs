@@ -45,6 +45,20 @@ impl Drop for Moto {
     }
 }
 
+/// An "S3 store" that accepts every connection and never says a word:
+/// the connections are held open until the test ends.
+fn silent_store() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming().flatten() {
+            held.push(conn);
+        }
+    });
+    port
+}
+
 fn s3_config(port: u16, bucket: &str) -> String {
     // These keys land in the [database] section of the base config.
     format!(
@@ -206,4 +220,97 @@ fn a_missing_bucket_refuses_the_start() {
             && stderr.contains("s3://no-such-bucket/backups/lovebeat.db"),
         "{stderr}"
     );
+}
+
+#[test]
+fn a_store_that_never_answers_does_not_hold_the_start_and_the_local_file_is_used() {
+    set_credentials();
+    let mut d = Daemon::start_with_interval("", 3600);
+    d.post("/api/services/kept.here");
+    assert!(d.stop().success());
+    let silent = silent_store();
+    reconfigure(&d, &silent_config(silent));
+    let start = Instant::now();
+    d.restart_stopped();
+    // Each request: 1 s an attempt, 2 s with its retry.
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "started after {:?}",
+        start.elapsed()
+    );
+    assert!(
+        d.stderr()
+            .contains("started from the local lovebeat.db instead"),
+        "{}",
+        d.stderr()
+    );
+    assert!(d.service("kept.here").is_some());
+    let upload = d.service("lovebeat.self.upload").expect("upload trouble");
+    assert_eq!(upload["state"], "error");
+    assert!(
+        upload["last_failure"]["output"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("s3://silent/backups/lovebeat.db"),
+        "{upload}"
+    );
+}
+
+/// The config of a daemon whose store is `silent_store`'s, with 1 s
+/// timeouts.
+fn silent_config(port: u16) -> String {
+    format!("{}remote_s3_timeout = \"1s\"\n", s3_config(port, "silent"))
+}
+
+#[test]
+fn a_silent_store_and_no_local_file_refuse_the_start_in_bounded_time() {
+    set_credentials();
+    let silent = silent_store();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (http, statsd) = (common::free_port(), common::free_port());
+    std::fs::write(
+        dir.path().join("lovebeat.cfg"),
+        common::config_with_interval(http, statsd, &silent_config(silent), 60),
+    )
+    .expect("cfg");
+    // run_binary fails the test if it still runs after 20 s.
+    let (status, stderr) = common::run_binary(
+        dir.path(),
+        &["--config", "lovebeat.cfg", "--config-dir", "none"],
+    );
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("refusing to start")
+            && stderr.contains("s3://silent/backups/lovebeat.db")
+            && stderr.contains("no local lovebeat.db"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn an_upload_still_running_at_the_next_save_is_upload_trouble() {
+    set_credentials();
+    let silent = silent_store();
+    let mut d = Daemon::start_with_interval("", 1);
+    d.post("/api/services/kept.here");
+    assert!(d.stop().success());
+    // Uploads to the silent store take 4 s (1 s and 1 s per MiB an
+    // attempt, twice that in all) and saves come every second: a save
+    // finds the upload before its own still running.
+    reconfigure(&d, &silent_config(silent));
+    d.restart_stopped();
+    common::wait_until(15, "a skipped upload, warned about", || {
+        d.stderr().lines().any(|l| {
+            l.contains("WARN") && l.contains("is still running: this save's upload is skipped")
+        })
+    });
+    common::wait_until(10, "the skip reported as upload trouble", || {
+        d.service("lovebeat.self.upload").is_some_and(|s| {
+            s["state"] == "error"
+                && s["last_failure"]["output"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("this save's upload is skipped")
+        })
+    });
 }

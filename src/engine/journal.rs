@@ -44,7 +44,8 @@ pub struct Journal {
     filled: Condvar,
     /// Rung when the writer took events.
     drained: Condvar,
-    /// Events counted instead of queued, in all (`/metrics`).
+    /// Events lost, in all (`/metrics`): counted instead of queued, or
+    /// taken by the writer and not written.
     lost: AtomicU64,
 }
 
@@ -127,9 +128,15 @@ impl Journal {
         batch
     }
 
-    /// Events counted instead of logged so far.
+    /// Events lost so far: counted instead of logged, or not written.
     pub fn lost(&self) -> u64 {
         self.lost.load(Ordering::Relaxed)
+    }
+
+    /// The writer took `events` but could not write them (a full disk):
+    /// they are lost too, and `lovebeat_eventlog_lost_total` must say so.
+    pub fn count_unwritten(&self, events: u64) {
+        self.lost.fetch_add(events, Ordering::Relaxed);
     }
 
     /// The writer is gone: nothing waits for room any more.
@@ -146,7 +153,8 @@ impl Engine {
         self.inner.journal.get_or_init(Arc::default).clone()
     }
 
-    /// Events the journal counted instead of queuing (0 without one).
+    /// Events the event log lost: counted instead of queued, or not
+    /// written (0 without a journal).
     pub fn journal_lost(&self) -> u64 {
         self.inner.journal.get().map_or(0, |j| j.lost())
     }

@@ -140,15 +140,28 @@ impl Engine {
         view
     }
 
-    /// The services of an alarm (a scan of all services).
-    pub fn alarm_services(&self, alarm: &str) -> Vec<ServiceView> {
+    /// The names of an alarm's members at this moment: a snapshot that
+    /// holds no lock afterwards, for an alarm's page, which views each
+    /// member one at a time (a whole-table walk: off the runtime).
+    pub fn alarm_member_names(&self, alarm: &str) -> Vec<Name> {
         let mut out = Vec::new();
         self.for_each_service(|name, svc| {
             if svc.alarms.binary_search_by(|a| (**a).cmp(alarm)).is_ok() {
-                out.push(svc.view(name, false));
+                out.push(name.clone());
             }
         });
         out
+    }
+
+    /// The names of the listed alarms at this moment, for the list of
+    /// alarms, which views each one at a time.
+    pub fn alarm_names(&self) -> Vec<Arc<str>> {
+        self.inner
+            .alarms
+            .iter()
+            .filter(|a| a.listed)
+            .map(|a| a.key().clone())
+            .collect()
     }
 
     /// Every alarm including deleted ones (whose incident numbers are kept),

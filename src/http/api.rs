@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use crate::duration::{parse_duration_input, parse_timeout, timeout_from_secs, DurationError};
 use crate::engine::job::{output_tail, ScheduleError};
-use crate::engine::{AlarmView, Change, EngineError, FailReport, Schedule, ServiceView, Timeout};
+use crate::engine::{Change, EngineError, FailReport, Schedule, ServiceView, Timeout};
 
 /// Largest request body accepted.
 pub(super) const MAX_BODY: usize = 1 << 20;
@@ -352,98 +352,38 @@ pub(super) fn delete_service(state: &AppState, name: &str) -> Response<Body> {
     empty_ok()
 }
 
-/// Bytes of a streamed list gathered before they are sent.
-const LIST_CHUNK: usize = 64 * 1024;
-
-/// GET /api/services, streamed: the names are gathered first (24 bytes
-/// each, most stored inline), then the objects are serialized a chunk at a
-/// time on a blocking thread, so memory stays flat however many services
-/// there are. The bytes
-/// are what serde_json's pretty printer would give for the whole object.
-pub(super) fn list_services<B>(_req: &Request<B>, state: &AppState) -> Response<Body> {
+/// GET /api/services, streamed (`lists.rs`): the names are gathered
+/// first (24 bytes each, most stored inline), then each service is viewed
+/// and written in turn, so memory stays flat however many services there
+/// are. The bytes are what serde_json's pretty printer would give for the
+/// whole object.
+pub(super) fn list_services(state: &AppState) -> Response<Body> {
+    let admitted = match state.lists.admit() {
+        Ok(a) => a,
+        Err(busy) => return *busy,
+    };
     let engine = state.engine.clone();
-    let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(4);
-    let handle = tokio::runtime::Handle::current();
-    tokio::task::spawn_blocking(move || {
+    admitted.stream(move |out| {
         let names = engine.names();
-        let mut buf = Vec::with_capacity(LIST_CHUNK + 4096);
-        buf.extend_from_slice(b"{\n  \"services\": [");
+        out.holds(names.len());
+        out.put(b"{\n  \"services\": [");
         let mut first = true;
         for name in names {
             let Some(view) = engine.service(&name, false) else {
                 continue;
             };
-            buf.extend_from_slice(if first { b"\n" } else { b",\n" });
-            first = false;
-            write_indented(&mut buf, &view);
-            if buf.len() >= LIST_CHUNK && !send(&handle, &tx, std::mem::take(&mut buf)) {
-                return; // the client went away, or stopped reading
-            }
+            out.element(&mut first, &view)?;
         }
-        buf.extend_from_slice(if first { b"],\n" } else { b"\n  ],\n" });
-        buf.extend_from_slice(format!("  \"now\": {}\n}}\n", now_ms()).as_bytes());
-        send(&handle, &tx, buf);
-    });
-    let mut r = Response::new(ChannelBody(rx).boxed());
-    r.headers_mut().insert(
-        CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("application/json"),
-    );
-    r
+        close_list(out, first);
+        Some(())
+    })
 }
 
-/// How long a list's reader may take to accept the next chunk: a client
-/// that stops reading does not keep the blocking thread and the list of
-/// names for longer.
-const STALLED: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// Sends a chunk of a streamed list from its blocking thread; false when
-/// the client is gone or did not take it within `STALLED`.
-fn send(
-    handle: &tokio::runtime::Handle,
-    tx: &tokio::sync::mpsc::Sender<bytes::Bytes>,
-    chunk: Vec<u8>,
-) -> bool {
-    match handle.block_on(tokio::time::timeout(STALLED, tx.send(chunk.into()))) {
-        Ok(Ok(())) => true,
-        Ok(Err(_)) => false,
-        Err(_) => {
-            tracing::debug!("a client stopped reading the list of services: dropped");
-            false
-        }
-    }
-}
-
-/// Appends `value` pretty-printed and indented as an element of a list
-/// nested one level deep (4 spaces).
-fn write_indented<T: Serialize>(buf: &mut Vec<u8>, value: &T) {
-    let Ok(text) = serde_json::to_vec_pretty(value) else {
-        return;
-    };
-    for (i, line) in text.split(|c| *c == b'\n').enumerate() {
-        if i > 0 {
-            buf.push(b'\n');
-        }
-        buf.extend_from_slice(b"    ");
-        buf.extend_from_slice(line);
-    }
-}
-
-/// A response body fed by a channel of chunks.
-struct ChannelBody(tokio::sync::mpsc::Receiver<bytes::Bytes>);
-
-impl hyper::body::Body for ChannelBody {
-    type Data = bytes::Bytes;
-    type Error = std::convert::Infallible;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
-        self.0
-            .poll_recv(cx)
-            .map(|chunk| chunk.map(|b| Ok(hyper::body::Frame::data(b))))
-    }
+/// Ends a list opened with `[` and the top-level object after it with
+/// `now`, as serde_json's pretty printer does (`[]` for an empty list).
+fn close_list(out: &mut super::lists::Out, empty: bool) {
+    out.put(if empty { b"],\n" } else { b"\n  ],\n" });
+    out.put(format!("  \"now\": {}\n}}\n", now_ms()).as_bytes());
 }
 
 /// GET /api/services/<name>[?details=1].
@@ -467,41 +407,59 @@ pub(super) fn get_service<B>(req: &Request<B>, state: &AppState, name: &str) -> 
     }
 }
 
-/// GET /api/alarms.
+/// GET /api/alarms, streamed like the list of services (there may be a
+/// million alarms made from templates): `{"alarms": [...], "now": ms}`.
 pub(super) fn list_alarms(state: &AppState) -> Response<Body> {
-    #[derive(Serialize)]
-    struct List {
-        alarms: Vec<AlarmView>,
-        now: i64,
-    }
-    json(
-        StatusCode::OK,
-        &List {
-            alarms: state.engine.alarms(),
-            now: now_ms(),
-        },
-    )
+    let admitted = match state.lists.admit() {
+        Ok(a) => a,
+        Err(busy) => return *busy,
+    };
+    let engine = state.engine.clone();
+    admitted.stream(move |out| {
+        let names = engine.alarm_names();
+        out.holds(names.len());
+        out.put(b"{\n  \"alarms\": [");
+        let mut first = true;
+        for name in names {
+            let Some(view) = engine.alarm(&name) else {
+                continue;
+            };
+            out.element(&mut first, &view)?;
+        }
+        close_list(out, first);
+        Some(())
+    })
 }
 
-/// GET /api/alarms/<name>.
+/// GET /api/alarms/<name>: `{"alarm": {...}, "services": [...], "now":
+/// ms}`. The alarm is looked up here (a 404 if it is not listed); its
+/// members, found by a walk of every service, are streamed like the list
+/// of services.
 pub(super) fn get_alarm(state: &AppState, name: &str) -> Response<Body> {
-    #[derive(Serialize)]
-    struct One {
-        alarm: AlarmView,
-        services: Vec<ServiceView>,
-        now: i64,
-    }
-    match state.engine.alarm(name) {
-        Some(alarm) => json(
-            StatusCode::OK,
-            &One {
-                alarm,
-                services: state.engine.alarm_services(name),
-                now: now_ms(),
-            },
-        ),
-        None => error(StatusCode::NOT_FOUND, format!("no alarm named '{name}'")),
-    }
+    let Some(alarm) = state.engine.alarm(name) else {
+        return error(StatusCode::NOT_FOUND, format!("no alarm named '{name}'"));
+    };
+    let admitted = match state.lists.admit() {
+        Ok(a) => a,
+        Err(busy) => return *busy,
+    };
+    let engine = state.engine.clone();
+    admitted.stream(move |out| {
+        out.put(b"{\n  \"alarm\": ");
+        out.field(&alarm);
+        out.put(b",\n  \"services\": [");
+        let members = engine.alarm_member_names(&alarm.name);
+        out.holds(members.len());
+        let mut first = true;
+        for name in members {
+            let Some(view) = engine.service(&name, false) else {
+                continue;
+            };
+            out.element(&mut first, &view)?;
+        }
+        close_list(out, first);
+        Some(())
+    })
 }
 
 /// DELETE /api/alarms/<name>.
@@ -600,5 +558,208 @@ pub(super) async fn test_alert(state: &AppState, name: &str) -> Response<Body> {
                 results,
             },
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{AlarmDef, Engine, EngineConfig};
+    use std::sync::Arc;
+
+    /// A state around `engine`, as the daemon builds it.
+    fn app(engine: Engine, max_lists: usize) -> AppState {
+        let limits = crate::limits::LimitsConfig {
+            max_http_lists: max_lists,
+            ..Default::default()
+        };
+        let conns = Arc::new(super::super::conns::Registry::new(
+            8,
+            std::time::Duration::from_secs(10),
+            std::time::Duration::from_secs(60),
+        ));
+        let lists = Arc::new(super::super::lists::Lists::new(
+            max_lists,
+            std::time::Duration::from_secs(60),
+        ));
+        let ws = Arc::new(super::super::ws::WsHub::new(4));
+        AppState {
+            counters: crate::counters::Sources {
+                ingest: Default::default(),
+                saves: Default::default(),
+                alerts: Default::default(),
+                ws: ws.clone(),
+                remote: None,
+                engine: engine.clone(),
+                http: conns.clone(),
+                lists: lists.clone(),
+            },
+            engine,
+            ws,
+            gate: Default::default(),
+            limits,
+            conns,
+            lists,
+            alerts: Default::default(),
+        }
+    }
+
+    /// An engine with `n` services, a third of them in ERROR, half of
+    /// them in the alarm `web`.
+    fn engine(n: usize) -> Engine {
+        let now = now_ms();
+        let e = Engine::new(
+            EngineConfig {
+                alarms: vec![
+                    AlarmDef {
+                        name: "web".into(),
+                        includes: vec!["web.*".into()],
+                        ..Default::default()
+                    },
+                    AlarmDef {
+                        name: "none".into(),
+                        includes: vec!["none.*".into()],
+                        ..Default::default()
+                    },
+                ],
+                ..Default::default()
+            },
+            now,
+        );
+        for i in 0..n {
+            let name = if i % 2 == 0 {
+                format!("web.s{i}")
+            } else {
+                format!("db.s{i}")
+            };
+            e.beat(&name, now).expect("beat");
+            if i % 3 == 0 {
+                let fail = Change {
+                    fail: Some(FailReport {
+                        exit_code: Some(2),
+                        output: format!("failure {i}\nsecond line \"quoted\""),
+                    }),
+                    ..Change::default()
+                };
+                e.change(&name, fail, now).expect("fail");
+            }
+        }
+        e
+    }
+
+    async fn body(r: Response<Body>) -> (StatusCode, Vec<u8>) {
+        let status = r.status();
+        let bytes = r.into_body().collect().await.expect("whole").to_bytes();
+        (status, bytes.to_vec())
+    }
+
+    /// serde_json's pretty printing of `value` with the `now` the answer
+    /// gave, and a newline, as `router::json` sends a whole object.
+    fn expected<T: Serialize>(value: T) -> Vec<u8> {
+        let mut v = serde_json::to_vec_pretty(&value).expect("json");
+        v.push(b'\n');
+        v
+    }
+
+    fn now_of(got: &[u8]) -> i64 {
+        let v: serde_json::Value = serde_json::from_slice(got).expect("JSON");
+        v["now"].as_i64().expect("now")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn streamed_answers_are_byte_for_byte_what_serde_json_prints_for_the_whole_object() {
+        let mut alarm_pages = 0;
+        for n in [0, 1, 3000] {
+            let e = engine(n);
+            let state = app(e.clone(), 4);
+
+            let (status, got) = body(list_services(&state)).await;
+            assert_eq!(status, StatusCode::OK);
+            #[derive(Serialize)]
+            struct Services {
+                services: Vec<ServiceView>,
+                now: i64,
+            }
+            let services: Vec<ServiceView> = e
+                .names()
+                .iter()
+                .filter_map(|n| e.service(n, false))
+                .collect();
+            assert_eq!(services.len(), n);
+            let want = expected(Services {
+                services: services.clone(),
+                now: now_of(&got),
+            });
+            assert!(
+                got == want,
+                "{n} services:\n{}\n---\n{}",
+                String::from_utf8_lossy(&got[..got.len().min(2000)]),
+                String::from_utf8_lossy(&want[..want.len().min(2000)])
+            );
+            if n == 3000 {
+                assert!(got.len() > 4 * 64 * 1024, "several chunks: {}", got.len());
+            }
+
+            let (status, got) = body(list_alarms(&state)).await;
+            assert_eq!(status, StatusCode::OK);
+            #[derive(Serialize)]
+            struct Alarms {
+                alarms: Vec<crate::engine::AlarmView>,
+                now: i64,
+            }
+            let want = expected(Alarms {
+                alarms: e.alarms(),
+                now: now_of(&got),
+            });
+            assert_eq!(
+                String::from_utf8_lossy(&got),
+                String::from_utf8_lossy(&want)
+            );
+
+            for alarm in ["web", "none"] {
+                let (status, got) = body(get_alarm(&state, alarm)).await;
+                let Some(view) = e.alarm(alarm) else {
+                    // Not listed: no member has ever joined it.
+                    assert_eq!(status, StatusCode::NOT_FOUND);
+                    continue;
+                };
+                assert_eq!(status, StatusCode::OK);
+                #[derive(Serialize)]
+                struct One {
+                    alarm: crate::engine::AlarmView,
+                    services: Vec<ServiceView>,
+                    now: i64,
+                }
+                let members: Vec<ServiceView> = services
+                    .iter()
+                    .filter(|s| s.in_alarms.iter().any(|a| &**a == alarm))
+                    .cloned()
+                    .collect();
+                let want = expected(One {
+                    alarm: view,
+                    services: members,
+                    now: now_of(&got),
+                });
+                alarm_pages += 1;
+                assert!(
+                    got == want,
+                    "{alarm} of {n}:\n{}\n---\n{}",
+                    String::from_utf8_lossy(&got[..got.len().min(3000)]),
+                    String::from_utf8_lossy(&want[..want.len().min(3000)])
+                );
+            }
+        }
+        assert_eq!(alarm_pages, 2, "web, with 1 and with 1500 members");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unknown_alarm_is_a_404_even_when_every_list_is_under_way() {
+        let state = app(engine(3000), 1);
+        // A list whose reader never reads holds the only place.
+        let held = list_services(&state);
+        let busy = list_alarms(&state);
+        assert_eq!(busy.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(get_alarm(&state, "no.such").status(), StatusCode::NOT_FOUND);
+        drop(held);
     }
 }

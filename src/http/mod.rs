@@ -7,6 +7,7 @@ mod api;
 pub mod auth;
 mod badge;
 pub(crate) mod conns;
+pub(crate) mod lists;
 mod metrics;
 pub mod origin;
 pub mod path;
@@ -111,10 +112,13 @@ pub struct AppState {
     pub alerts: Arc<crate::sinks::alerts::AlertsConfig>,
     /// The HTTP connections, bounded.
     pub(crate) conns: Arc<conns::Registry>,
+    /// The answers that hold a whole table, bounded.
+    pub(crate) lists: Arc<lists::Lists>,
 }
 
-/// A response body: a whole buffer or a stream.
-pub type Body = BoxBody<Bytes, Infallible>;
+/// A response body: a whole buffer or a stream. A stream that fails
+/// (an answer cut at its deadline) closes its connection unfinished.
+pub type Body = BoxBody<Bytes, std::io::Error>;
 
 /// Serves HTTP on `listener` until `stop` is cancelled, then asks open
 /// connections to finish their current request and close; each connection

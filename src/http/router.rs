@@ -187,7 +187,7 @@ async fn route(req: Request<Incoming>, state: &AppState) -> Response<Body> {
         );
     }
     match *m.value {
-        Endpoint::ListServices => only(&method, &[Method::GET], || api::list_services(&req, state)),
+        Endpoint::ListServices => only(&method, &[Method::GET], || api::list_services(state)),
         Endpoint::Service => {
             if let Some(bad) = check_name(name, "service") {
                 return bad;

@@ -5,7 +5,7 @@
 //! broadcast that views may fall behind on.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,7 +15,7 @@ use serde::Serialize;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::journal::Journal;
+use crate::engine::journal::{Batch, Journal};
 use crate::engine::{Event, EventKind, ServiceWatch, State};
 use crate::trouble::Trouble;
 
@@ -134,13 +134,12 @@ pub fn line(event: &Event) -> Option<String> {
     }
 }
 
-fn open(path: &Path, mode: u32) -> std::io::Result<BufWriter<File>> {
-    let f = OpenOptions::new()
+fn open(path: &Path, mode: u32) -> std::io::Result<File> {
+    OpenOptions::new()
         .create(true)
         .append(true)
         .mode(mode)
-        .open(path)?;
-    Ok(BufWriter::with_capacity(64 * 1024, f))
+        .open(path)
 }
 
 /// The line that stands where events were counted instead of logged
@@ -154,6 +153,10 @@ pub fn gap_line(ts: i64, count: u64) -> String {
 /// never blocks the runtime; reopens the file whenever `reopen` is
 /// notified. A file that cannot be opened or written is logged and puts
 /// `lovebeat.self.eventlog` in ERROR; it is retried at the next batch.
+/// Lines are written whole (a line torn by a failed write is cut off), and
+/// the events that could not be written are counted as lost
+/// (`lovebeat_eventlog_lost_total`) and marked by a gap record once the
+/// file takes lines again.
 /// Once `stop` is cancelled (input has stopped) it writes what is queued
 /// and returns.
 pub async fn run(
@@ -193,7 +196,7 @@ pub async fn run(
     let _ = done_rx.await;
 }
 
-/// The writer: a batch at a time, flushed after each.
+/// The writer: a batch at a time, each written as whole lines.
 fn write_loop(
     path: &Path,
     mode: u32,
@@ -202,57 +205,400 @@ fn write_loop(
     stop: &AtomicBool,
     trouble: &Trouble,
 ) {
-    let mut out: Option<BufWriter<File>> = None;
+    let mut out: Option<File> = None;
+    let mut writer = Writer::default();
     let mut failing = false;
+    let mut last_try = std::time::Instant::now();
     loop {
         let stopping = stop.load(Ordering::Relaxed);
         let batch = journal.take(std::time::Duration::from_millis(100));
         if reopen.swap(false, Ordering::Relaxed) {
-            if let Some(mut o) = out.take() {
-                let _ = o.flush();
-            }
+            out = None;
         }
-        if !batch.events.is_empty() || batch.lost_after > 0 {
-            let result = (|| {
-                if out.is_none() {
-                    out = Some(open(path, mode)?);
+        let news = !batch.events.is_empty() || batch.lost_after > 0;
+        // A gap record still owed is tried again on its own now and then,
+        // so it lands (and the trouble clears) without waiting for events.
+        let owed_due = writer.owes() && (stopping || last_try.elapsed() >= RETRY_OWED);
+        if !news && !owed_due {
+            if stopping {
+                // Input had stopped before this empty take: all is written.
+                return;
+            }
+            continue;
+        }
+        last_try = std::time::Instant::now();
+        let result = match out.take().map_or_else(|| open(path, mode), Ok) {
+            Ok(mut f) => {
+                let r = writer.write(&mut f, &batch, crate::clock::now_ms());
+                // A file that failed is reopened at the next try.
+                if r.is_ok() {
+                    out = Some(f);
                 }
-                let o = out.as_mut().expect("opened above");
-                for e in &batch.events {
-                    if let Some(l) = line(e) {
-                        writeln!(o, "{l}")?;
-                    }
-                }
-                if batch.lost_after > 0 {
-                    writeln!(o, "{}", gap_line(crate::clock::now_ms(), batch.lost_after))?;
-                }
-                o.flush()
-            })();
-            match result {
-                Ok(()) if failing => {
-                    failing = false;
-                    tracing::info!("the event log {} is written again", path.display());
-                    trouble.ok(crate::trouble::Part::Eventlog);
-                }
-                Ok(()) => {}
-                Err(e) => {
-                    // Reopened at the next batch.
-                    out = None;
-                    let what = format!(
-                        "cannot write the event log {} ({} events not written): {e}",
-                        path.display(),
-                        batch.events.len()
-                    );
+                r
+            }
+            Err(e) => Err(writer.not_opened(&batch, e)),
+        };
+        match result {
+            Ok(()) if failing => {
+                failing = false;
+                tracing::info!("the event log {} is written again", path.display());
+                trouble.ok(crate::trouble::Part::Eventlog);
+            }
+            Ok(()) => {}
+            Err(Unwritten { events, error }) => {
+                journal.count_unwritten(events);
+                let what = format!(
+                    "cannot write the event log {} ({events} events not written, {} owed a gap record): {error}",
+                    path.display(),
+                    writer.owed,
+                );
+                if events > 0 || !failing {
                     tracing::error!("{what}");
-                    if !failing {
-                        failing = true;
-                        trouble.fail(crate::trouble::Part::Eventlog, &what);
-                    }
+                } else {
+                    tracing::debug!("{what}");
+                }
+                if !failing {
+                    failing = true;
+                    trouble.fail(crate::trouble::Part::Eventlog, &what);
+                }
+                if stopping && !news {
+                    // The last try of a shutdown: what is owed stays
+                    // counted in /metrics.
+                    return;
                 }
             }
-        } else if stopping {
-            // Input had stopped before this empty take: all is written.
-            return;
         }
+    }
+}
+
+/// How often a gap record owed for a failed write is tried again while no
+/// events come.
+const RETRY_OWED: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Where the writer appends: the event log's file, or a stand-in in tests.
+trait LogFile {
+    /// Writes some of `buf`, as write(2) does.
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize>;
+    /// Removes the last `bytes` bytes: the torn line a failed write left.
+    fn trim(&mut self, bytes: u64) -> std::io::Result<()>;
+}
+
+impl LogFile for File {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        Write::write(self, buf)
+    }
+
+    fn trim(&mut self, bytes: u64) -> std::io::Result<()> {
+        let len = self.metadata()?.len();
+        if len < bytes {
+            // Truncated under us (logrotate's copytruncate): nothing of
+            // ours to cut.
+            return Err(std::io::Error::other("the file shrank"));
+        }
+        self.set_len(len - bytes)
+    }
+}
+
+/// Bytes of whole lines gathered before they are written: a batch of up
+/// to [`crate::engine::journal::CAPACITY`] events is written in pieces,
+/// never held as one buffer.
+const PIECE: usize = 256 * 1024;
+
+/// Events the writer took but could not write, and why.
+struct Unwritten {
+    /// How many (newly lost: not yet in `lovebeat_eventlog_lost_total`).
+    events: u64,
+    /// What the system said.
+    error: std::io::Error,
+}
+
+/// What the writer carries from one batch to the next when a write
+/// fails: the events it owes a gap record for, and whether a torn line is
+/// left in the file.
+#[derive(Default)]
+struct Writer {
+    /// Events lost since the last line that was written, by the writer
+    /// or by the journal: the gap record written once writing works again.
+    owed: u64,
+    /// A failed write left part of a line that could not be cut off: the
+    /// next write starts a new line first, so only that line is broken.
+    torn: bool,
+}
+
+/// Whole lines to be written together, and where each ends.
+#[derive(Default)]
+struct Piece {
+    bytes: Vec<u8>,
+    /// For each line: where it ends in `bytes`, how many events it stands
+    /// for, and whether they are counted in the journal's lost total
+    /// already (a gap record's are; an event's are not).
+    lines: Vec<(usize, u64, bool)>,
+}
+
+impl Piece {
+    fn push(&mut self, line: &str, events: u64, counted: bool) {
+        self.bytes.extend_from_slice(line.as_bytes());
+        self.bytes.push(b'\n');
+        self.lines.push((self.bytes.len(), events, counted));
+    }
+}
+
+impl Writer {
+    /// Whether a gap record or a line break is still to be written.
+    fn owes(&self) -> bool {
+        self.owed > 0 || self.torn
+    }
+
+    /// Appends `batch`: first, if earlier writes failed, the gap record
+    /// for what they lost; then one line per event; then the gap record
+    /// for events the journal counted after them. Lines go out whole, a
+    /// piece at a time; when a write fails, a torn line is cut off, and
+    /// every event not written in full is owed a gap record and returned.
+    fn write(&mut self, f: &mut impl LogFile, batch: &Batch, now: i64) -> Result<(), Unwritten> {
+        let mut piece = Piece::default();
+        if std::mem::take(&mut self.torn) {
+            piece.push("", 0, true);
+        }
+        let owed = std::mem::take(&mut self.owed);
+        if owed > 0 {
+            piece.push(&gap_line(now, owed), owed, true);
+        }
+        for (i, e) in batch.events.iter().enumerate() {
+            if let Some(l) = line(e) {
+                piece.push(&l, 1, false);
+            }
+            if piece.bytes.len() >= PIECE {
+                if let Err(mut u) = self.write_piece(f, &mut piece) {
+                    let rest = (batch.events.len() - i - 1) as u64;
+                    u.events += rest;
+                    self.owed += rest + batch.lost_after;
+                    return Err(u);
+                }
+            }
+        }
+        if batch.lost_after > 0 {
+            piece.push(&gap_line(now, batch.lost_after), batch.lost_after, true);
+        }
+        self.write_piece(f, &mut piece)
+    }
+
+    /// Writes `piece` and empties it; see [`Writer::write`].
+    fn write_piece(&mut self, f: &mut impl LogFile, piece: &mut Piece) -> Result<(), Unwritten> {
+        let mut written = 0;
+        let error = loop {
+            if written == piece.bytes.len() {
+                piece.bytes.clear();
+                piece.lines.clear();
+                return Ok(());
+            }
+            match f.write(&piece.bytes[written..]) {
+                Ok(0) => break std::io::Error::from(std::io::ErrorKind::WriteZero),
+                Ok(n) => written += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => break e,
+            }
+        };
+        let whole = piece
+            .lines
+            .iter()
+            .map(|l| l.0)
+            .take_while(|end| *end <= written)
+            .last()
+            .unwrap_or(0);
+        if written > whole && f.trim((written - whole) as u64).is_err() {
+            self.torn = true;
+        }
+        let mut events = 0;
+        for &(end, n, counted) in &piece.lines {
+            if end > whole {
+                // A line break is owed again; the rest are events.
+                self.torn |= n == 0;
+                self.owed += n;
+                if !counted {
+                    events += n;
+                }
+            }
+        }
+        Err(Unwritten { events, error })
+    }
+
+    /// The file could not be opened: the whole batch is owed.
+    fn not_opened(&mut self, batch: &Batch, error: std::io::Error) -> Unwritten {
+        let events = batch.events.len() as u64;
+        self.owed += events + batch.lost_after;
+        Unwritten { events, error }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A disk that takes `room` bytes, then fails every write (as a full
+    /// disk or a file-size limit does: the write that reaches the limit
+    /// is cut short first); optionally one whose file cannot be trimmed.
+    struct Disk {
+        data: Vec<u8>,
+        room: usize,
+        trims: bool,
+    }
+
+    impl LogFile for Disk {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let n = buf.len().min(self.room.saturating_sub(self.data.len()));
+            if n == 0 {
+                return Err(std::io::Error::from_raw_os_error(libc::ENOSPC));
+            }
+            self.data.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+
+        fn trim(&mut self, bytes: u64) -> std::io::Result<()> {
+            if !self.trims {
+                return Err(std::io::Error::from_raw_os_error(libc::EIO));
+            }
+            self.data.truncate(self.data.len() - bytes as usize);
+            Ok(())
+        }
+    }
+
+    /// `n` alarm_removed events of the same length, named `<prefix>.<i>`.
+    fn batch(prefix: &str, n: usize) -> Batch {
+        let events = (0..n)
+            .map(|i| {
+                Arc::new(Event {
+                    ts: 1,
+                    kind: EventKind::AlarmRemoved(crate::engine::AlarmView {
+                        name: format!("{prefix}.{i:06}").into(),
+                        state: State::Ok,
+                        incident_nbr: 0,
+                        failed_services: Vec::new(),
+                        last_state_change: 0,
+                        def: None,
+                        depends_on: Arc::new([]),
+                        suppressed_by: Vec::new(),
+                        cause: None,
+                        flapping: false,
+                        announced: (State::New, 0),
+                    }),
+                })
+            })
+            .collect();
+        Batch {
+            events,
+            lost_after: 0,
+        }
+    }
+
+    fn lines(disk: &Disk) -> Vec<serde_json::Value> {
+        let text = std::str::from_utf8(&disk.data).expect("utf-8");
+        assert!(
+            text.is_empty() || text.ends_with('\n'),
+            "whole lines: {text}"
+        );
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
+    }
+
+    /// The length of one line of [`batch`], with its newline.
+    fn line_len() -> usize {
+        line(&batch("xxxxx", 1).events[0]).expect("a line").len() + 1
+    }
+
+    #[test]
+    fn a_failed_write_loses_counted_events_leaves_whole_lines_and_is_marked_by_a_gap_record() {
+        let len = line_len();
+        // Room for two and a half lines: the third is torn by the limit.
+        let mut disk = Disk {
+            data: Vec::new(),
+            room: 2 * len + len / 2,
+            trims: true,
+        };
+        let mut writer = Writer::default();
+        let first = batch("first", 10);
+        let Err(u) = writer.write(&mut disk, &first, 1) else {
+            panic!("the write must fail")
+        };
+        assert_eq!(u.events, 8, "two of ten lines were written whole");
+        assert_eq!(u.error.raw_os_error(), Some(libc::ENOSPC));
+        assert_eq!(lines(&disk).len(), 2, "the torn third line was cut off");
+        assert!(writer.owes());
+        // Full to the last byte: nothing more is written, the debt grows.
+        disk.room = disk.data.len();
+        let second = batch("second", 3);
+        let Err(u) = writer.write(&mut disk, &second, 2) else {
+            panic!("the write must fail")
+        };
+        assert_eq!(u.events, 3);
+        assert_eq!(lines(&disk).len(), 2);
+        // Room again: the gap record comes first, where the events went.
+        disk.room = usize::MAX;
+        let third = batch("third", 2);
+        assert!(writer.write(&mut disk, &third, 3).is_ok());
+        assert!(!writer.owes());
+        let got = lines(&disk);
+        let kinds: Vec<&str> = got.iter().map(|l| l["type"].as_str().unwrap()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "alarm_removed",
+                "alarm_removed",
+                "events_lost",
+                "alarm_removed",
+                "alarm_removed"
+            ]
+        );
+        assert_eq!(got[2]["events_lost"]["count"], 11);
+        assert_eq!(got[2]["ts"], 3);
+        assert_eq!(got[1]["alarm_removed"]["name"], "first.000001");
+        assert_eq!(got[3]["alarm_removed"]["name"], "third.000000");
+    }
+
+    #[test]
+    fn a_torn_line_that_cannot_be_cut_off_breaks_only_itself() {
+        let len = line_len();
+        let mut disk = Disk {
+            data: Vec::new(),
+            room: len + len / 2,
+            trims: false,
+        };
+        let mut writer = Writer::default();
+        let first = batch("first", 4);
+        assert_eq!(
+            writer.write(&mut disk, &first, 1).err().map(|u| u.events),
+            Some(3)
+        );
+        disk.room = usize::MAX;
+        assert!(writer.write(&mut disk, &Batch::default(), 2).is_ok());
+        let text = String::from_utf8(disk.data.clone()).expect("utf-8");
+        let got: Vec<&str> = text.lines().collect();
+        assert_eq!(got.len(), 3, "{text}");
+        assert!(serde_json::from_str::<serde_json::Value>(got[0]).is_ok());
+        assert!(serde_json::from_str::<serde_json::Value>(got[1]).is_err());
+        assert_eq!(
+            got[2],
+            gap_line(2, 3),
+            "the gap record starts a line of its own"
+        );
+    }
+
+    #[test]
+    fn a_batch_larger_than_a_piece_is_written_in_whole_lines_and_the_rest_is_owed() {
+        let len = line_len();
+        let n = 3 * PIECE / len;
+        let mut disk = Disk {
+            data: Vec::new(),
+            room: PIECE + PIECE / 2,
+            trims: true,
+        };
+        let mut writer = Writer::default();
+        let big = batch("big", n);
+        let written_before = |disk: &Disk| lines(disk).len() as u64;
+        let u = writer.write(&mut disk, &big, 1).expect_err("fails");
+        let written = written_before(&disk);
+        assert!(written > 0 && written < n as u64);
+        assert_eq!(u.events + written, n as u64, "every event written or lost");
+        assert_eq!(writer.owed, u.events);
     }
 }

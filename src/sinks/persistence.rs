@@ -29,6 +29,10 @@ pub struct DatabaseConfig {
     pub remote_s3_region: String,
     /// Endpoint of an S3-compatible store.
     pub remote_s3_endpoint: String,
+    /// How long one request to the store may take (plus 1 s per MiB it
+    /// carries), so a store that accepts a connection and then says
+    /// nothing can hold neither the start nor the uploads.
+    pub remote_s3_timeout: crate::duration::DurationSetting,
 }
 
 impl Default for DatabaseConfig {
@@ -39,13 +43,14 @@ impl Default for DatabaseConfig {
             remote_s3_url: String::new(),
             remote_s3_region: String::new(),
             remote_s3_endpoint: String::new(),
+            remote_s3_timeout: crate::duration::DurationSetting { ms: 30_000 },
         }
     }
 }
 
 impl DatabaseConfig {
     /// A zero interval would save in a loop; an S3 URL must name a bucket
-    /// and a key.
+    /// and a key; a zero S3 timeout would fail every request.
     pub fn validate(&self) -> Result<(), crate::config::ConfigError> {
         let invalid = crate::config::ConfigError::Invalid;
         if self.interval == 0 {
@@ -56,6 +61,11 @@ impl DatabaseConfig {
         if !self.remote_s3_url.is_empty() {
             crate::sinks::s3::parse_url(&self.remote_s3_url)
                 .map_err(|e| invalid(format!("[database] {e}")))?;
+        }
+        if self.remote_s3_timeout.ms < 100 {
+            return Err(invalid(
+                "[database] remote_s3_timeout must be at least 100ms".into(),
+            ));
         }
         Ok(())
     }
@@ -178,26 +188,42 @@ pub async fn run(
     }
 }
 
+/// What the daemon starts from.
+pub struct Start {
+    /// The database read, or `None` to start empty.
+    pub loaded: Option<Loaded>,
+    /// Why the S3 copy could not be had when the local file was used in
+    /// its place: reported as upload trouble from the first moment.
+    pub remote_trouble: Option<String>,
+}
+
 /// The database to start from. Without S3, the local file. With S3, the
 /// remote copy is downloaded beside it and read (a file that is not a
 /// database is refused, never put in place); then the newer of the two
 /// by the save time recorded in each (its `SAVED` record, not the file's
 /// mtime) is used, and the remote one replaces the local file when it
 /// wins. A file without a save time (1.x's) loses to one with; when
-/// neither has one the remote copy wins, as in 1.x. Which was used is
-/// logged.
+/// neither has one the remote copy wins, as in 1.x. When the download
+/// fails (the store unreachable or silent, a missing bucket) a readable
+/// local file is used, with a warning and upload trouble; without one the
+/// start is refused, as starting empty would upload an empty database
+/// over the copy. Which was used is logged.
 pub async fn load_at_start(
     path: &std::path::Path,
     remote: Option<&RemoteDb>,
-) -> anyhow::Result<Option<Loaded>> {
+) -> anyhow::Result<Start> {
     use anyhow::Context;
     remove_stale_temps(path);
     let local = || {
         db::load(path)
             .context("refusing to start: the database cannot be read (move it away to start empty)")
     };
+    let start = |loaded| Start {
+        loaded,
+        remote_trouble: None,
+    };
     let Some(remote) = remote else {
-        return local();
+        return local().map(start);
     };
     let tmp = match remote.download(path).await {
         Ok(Some(tmp)) => tmp,
@@ -211,9 +237,31 @@ pub async fn load_at_start(
             } else {
                 tracing::info!("no database at {}: starting empty", remote.url());
             }
-            return local();
+            return local().map(start);
         }
-        Err(e) => anyhow::bail!("refusing to start: {e}"),
+        Err(e) => {
+            return match db::load(path) {
+                Ok(Some(here)) => {
+                    let why = format!(
+                        "{e}: started from the local {} instead, which the next upload puts in the copy's place",
+                        path.display()
+                    );
+                    tracing::error!("{why}");
+                    Ok(Start {
+                        loaded: Some(here),
+                        remote_trouble: Some(why),
+                    })
+                }
+                Ok(None) => anyhow::bail!(
+                    "refusing to start: {e}; and there is no local {} to start from (starting empty would upload an empty database over the copy)",
+                    path.display()
+                ),
+                Err(le) => anyhow::bail!(
+                    "refusing to start: {e}; and the local {} cannot be read either: {le:#}",
+                    path.display()
+                ),
+            };
+        }
     };
     let downloaded = match db::load(&tmp) {
         Ok(Some(l)) => l,
@@ -225,7 +273,7 @@ pub async fn load_at_start(
                 remote.url(),
                 path.display()
             );
-            return local();
+            return local().map(start);
         }
     };
     let here = match db::load(path) {
@@ -255,12 +303,12 @@ pub async fn load_at_start(
             path.display(),
             remote.url()
         );
-        return Ok(here);
+        return Ok(start(here));
     }
     std::fs::rename(&tmp, path)
         .with_context(|| format!("refusing to start: cannot replace {}", path.display()))?;
     tracing::info!("downloaded the database from {}", remote.url());
-    Ok(Some(downloaded))
+    Ok(start(Some(downloaded)))
 }
 
 /// Removes what a killed lovebeat left beside the database: its save's

@@ -6,13 +6,20 @@
 //! An upload sends an immutable snapshot: a hard link to the file the save
 //! just renamed into place, which a later save renames over without
 //! touching. Periodic uploads never overlap (one still running makes the
-//! next save skip its upload); the final upload at shutdown waits for a
-//! running one instead of being skipped. A download lands in a temporary
-//! file that the caller validates before anything replaces the local
-//! database (`persistence::load_at_start`).
+//! next save skip its upload, which is reported as upload trouble); the
+//! final upload at shutdown waits for a running one instead of being
+//! skipped. A download lands in a temporary file that the caller validates
+//! before anything replaces the local database
+//! (`persistence::load_at_start`).
+//!
+//! Every request has a deadline (`[database] remote_s3_timeout`, plus 1 s
+//! per MiB it carries), a download's body included: a store that accepts
+//! the connection and then says nothing holds neither the start nor the
+//! uploads.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use aws_sdk_s3::primitives::ByteStream;
 
@@ -37,6 +44,13 @@ pub enum S3Error {
         /// The SDK's account of it.
         reason: String,
     },
+    /// A periodic upload found the one before it still running: skipped,
+    /// and the store is that slow.
+    #[error("the upload to {url} started before this save's is still running: this save's upload is skipped")]
+    StillUploading {
+        /// `s3://bucket/key`.
+        url: String,
+    },
     /// A local file could not be written, linked or read.
     #[error("{path}: {source}")]
     Local {
@@ -54,6 +68,8 @@ pub struct RemoteDb {
     key: String,
     /// Held while an upload runs: never two at once.
     uploading: tokio::sync::Mutex<()>,
+    /// `[database] remote_s3_timeout`.
+    timeout: Duration,
     /// Uploads that succeeded.
     pub uploads: AtomicU64,
     /// Uploads that failed (retried at the next save).
@@ -83,6 +99,29 @@ pub fn parse_url(url: &str) -> Result<(String, String), String> {
     }
 }
 
+/// The connect timeout the SDK sets by default, kept beside the others.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(3100);
+
+/// How long a request carrying `bytes` may take: `base` plus 1 s per MiB,
+/// so a large database on a slow link is not cut off while a store that
+/// says nothing is.
+pub fn allowance(base: Duration, bytes: u64) -> Duration {
+    base + Duration::from_secs(bytes.div_ceil(1 << 20))
+}
+
+/// The SDK's timeouts for a request carrying `bytes`: each attempt within
+/// its [`allowance`], the whole operation with its retries within twice
+/// that. Without them the SDK sets only a connect timeout, and a store
+/// that stalls after connecting hangs the request for ever.
+pub fn timeouts(base: Duration, bytes: u64) -> aws_sdk_s3::config::timeout::TimeoutConfig {
+    let attempt = allowance(base, bytes);
+    aws_sdk_s3::config::timeout::TimeoutConfig::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .operation_attempt_timeout(attempt)
+        .operation_timeout(attempt * 2)
+        .build()
+}
+
 impl RemoteDb {
     /// The remote database of `[database]`, or `None` when no URL is set.
     pub async fn from_config(db: &DatabaseConfig) -> Result<Option<RemoteDb>, String> {
@@ -90,7 +129,9 @@ impl RemoteDb {
             return Ok(None);
         }
         let (bucket, key) = parse_url(&db.remote_s3_url)?;
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        let timeout = crate::limits::LimitsConfig::duration(db.remote_s3_timeout);
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .timeout_config(timeouts(timeout, 0));
         if !db.remote_s3_region.is_empty() {
             loader = loader.region(aws_config::Region::new(db.remote_s3_region.clone()));
         }
@@ -110,6 +151,7 @@ impl RemoteDb {
             bucket,
             key,
             uploading: tokio::sync::Mutex::new(()),
+            timeout,
             uploads: AtomicU64::new(0),
             upload_failures: AtomicU64::new(0),
         }))
@@ -128,16 +170,18 @@ impl RemoteDb {
             url: self.url(),
             reason,
         };
-        let resp = match self
+        let get = self
             .client
             .get_object()
             .bucket(&self.bucket)
             .key(&self.key)
-            .send()
-            .await
-        {
-            Ok(r) => r,
-            Err(e) => {
+            .send();
+        // The SDK's own timeouts bound this; the backstop is for whatever
+        // they do not cover.
+        let within = backstop(timeouts(self.timeout, 0));
+        let resp = match tokio::time::timeout(within, get).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
                 if e.as_service_error().is_some_and(|s| s.is_no_such_key()) {
                     return Ok(None);
                 }
@@ -145,13 +189,21 @@ impl RemoteDb {
                     aws_sdk_s3::error::DisplayErrorContext(&e).to_string(),
                 ));
             }
+            Err(_) => return Err(failed(no_answer(within))),
         };
-        let data = resp
-            .body
-            .collect()
-            .await
-            .map_err(|e| failed(e.to_string()))?
-            .into_bytes();
+        // The body is read after the SDK's operation has ended: it has a
+        // deadline of its own, by its announced size.
+        let size = resp.content_length().unwrap_or(0).max(0) as u64;
+        let within = allowance(self.timeout, size);
+        let data = match tokio::time::timeout(within, resp.body.collect()).await {
+            Ok(body) => body.map_err(|e| failed(e.to_string()))?.into_bytes(),
+            Err(_) => {
+                return Err(failed(format!(
+                    "the object ({size} bytes) did not arrive within {} s",
+                    within.as_secs()
+                )))
+            }
+        };
         let tmp = beside(path, "download");
         let local = |source| S3Error::Local {
             path: tmp.clone(),
@@ -176,19 +228,19 @@ impl RemoteDb {
     }
 
     /// Uploads a snapshot of `path` (see the module's doc); with
-    /// [`IfBusy::Skip`], not when another upload is running. Failures are
-    /// logged and counted, and returned.
+    /// [`IfBusy::Skip`], not when another upload is running, which is
+    /// logged and returned as [`S3Error::StillUploading`]: uploads slower
+    /// than saves are trouble. Failures are logged and counted, and
+    /// returned.
     pub async fn upload(&self, path: &Path, if_busy: IfBusy) -> Result<(), S3Error> {
         let _one = match if_busy {
             IfBusy::Wait => self.uploading.lock().await,
             IfBusy::Skip => match self.uploading.try_lock() {
                 Ok(g) => g,
                 Err(_) => {
-                    tracing::debug!(
-                        "an upload to {} is still running; the next save uploads",
-                        self.url()
-                    );
-                    return Ok(());
+                    let e = S3Error::StillUploading { url: self.url() };
+                    tracing::warn!("{e}");
+                    return Err(e);
                 }
             },
         };
@@ -218,25 +270,51 @@ impl RemoteDb {
     }
 
     async fn put(&self, snapshot: &Path) -> Result<(), S3Error> {
+        let local = |source| S3Error::Local {
+            path: snapshot.to_path_buf(),
+            source,
+        };
+        let size = std::fs::metadata(snapshot).map_err(local)?.len();
         let body = ByteStream::from_path(snapshot)
             .await
-            .map_err(|e| S3Error::Local {
-                path: snapshot.to_path_buf(),
-                source: std::io::Error::other(e),
-            })?;
-        self.client
+            .map_err(|e| local(std::io::Error::other(e)))?;
+        // This request's timeouts, by its size.
+        let limits = timeouts(self.timeout, size);
+        let within = backstop(limits.clone());
+        let put = self
+            .client
             .put_object()
             .bucket(&self.bucket)
             .key(&self.key)
             .body(body)
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| S3Error::Upload {
-                url: self.url(),
-                reason: aws_sdk_s3::error::DisplayErrorContext(&e).to_string(),
-            })
+            .customize()
+            .config_override(aws_sdk_s3::config::Builder::default().timeout_config(limits))
+            .send();
+        let failed = |reason: String| S3Error::Upload {
+            url: self.url(),
+            reason,
+        };
+        match tokio::time::timeout(within, put).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(failed(
+                aws_sdk_s3::error::DisplayErrorContext(&e).to_string(),
+            )),
+            Err(_) => Err(failed(no_answer(within))),
+        }
     }
+}
+
+/// The deadline past the SDK's own: its operation timeout and a connect.
+fn backstop(limits: aws_sdk_s3::config::timeout::TimeoutConfig) -> Duration {
+    limits
+        .operation_timeout()
+        .unwrap_or(Duration::from_secs(60))
+        + CONNECT_TIMEOUT
+}
+
+/// Why a request that ran into the backstop failed.
+fn no_answer(within: Duration) -> String {
+    format!("no answer within {} s", within.as_secs())
 }
 
 /// `<path>.<what>.<pid>.<n>`: a file beside `path` no other one uses.
@@ -250,7 +328,24 @@ fn beside(path: &Path, what: &str) -> PathBuf {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_url;
+    use super::{parse_url, timeouts};
+    use std::time::Duration;
+
+    #[test]
+    fn every_request_has_a_deadline_that_grows_with_what_it_carries() {
+        let t = timeouts(Duration::from_secs(30), 0);
+        assert_eq!(t.operation_attempt_timeout(), Some(Duration::from_secs(30)));
+        assert_eq!(t.operation_timeout(), Some(Duration::from_secs(60)));
+        assert_eq!(t.connect_timeout(), Some(Duration::from_millis(3100)));
+        let t = timeouts(Duration::from_secs(30), 100 << 20);
+        assert_eq!(
+            t.operation_attempt_timeout(),
+            Some(Duration::from_secs(130))
+        );
+        assert_eq!(t.operation_timeout(), Some(Duration::from_secs(260)));
+        let t = timeouts(Duration::from_secs(30), 1);
+        assert_eq!(t.operation_attempt_timeout(), Some(Duration::from_secs(31)));
+    }
 
     #[test]
     fn s3_urls() {

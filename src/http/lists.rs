@@ -1,0 +1,432 @@
+//! Answers that hold a whole table: `GET /api/services`, `/api/alarms` and
+//! `/api/alarms/<name>` (whose members are found by a walk of every
+//! service). With a million services or members, building such an answer
+//! on a runtime worker would stall the runtime, and holding it whole would
+//! double the memory; so each is built on a thread of the blocking pool, a
+//! chunk at a time, and sent as it is built.
+//!
+//! The blocking pool is shared: DNS lookups for alert delivery (webhooks,
+//! mail, S3) run there too. A reader that takes a chunk just often enough
+//! not to be cut as stalled would otherwise keep its thread for hours, and
+//! enough of them would leave no thread for an alert. So at most
+//! `[limits] max_http_lists` such answers are under way at once (more get
+//! a 503 with the usual JSON error), and each must be sent within
+//! `[limits] http_list_timeout` plus 1 ms per object it holds: past that
+//! it is cut. A cut answer ends unfinished (the connection is closed
+//! before the end of its chunked body), so a client can tell it from a
+//! whole one.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use hyper::{Response, StatusCode};
+use serde::Serialize;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+
+use super::router::error;
+use super::Body;
+
+/// Bytes of an answer gathered before they are sent.
+const CHUNK: usize = 64 * 1024;
+
+/// How long a reader may take to accept the next chunk: a client that
+/// stops reading does not keep its thread and its snapshot longer.
+const STALLED: Duration = Duration::from_secs(30);
+
+/// What each object of an answer adds to its deadline: a million services
+/// (about 190 MB) get 1 000 s more, about 190 kB/s at the least.
+const PER_OBJECT: Duration = Duration::from_millis(1);
+
+/// The whole-table answers under way, and their limits.
+pub(crate) struct Lists {
+    permits: Arc<Semaphore>,
+    /// `[limits] max_http_lists`.
+    max: usize,
+    /// `[limits] http_list_timeout`.
+    timeout: Duration,
+    /// How long a reader may leave a chunk untaken (`STALLED`; shorter in
+    /// tests).
+    stalled: Duration,
+    /// Answers refused because `max` were under way (`/metrics`).
+    pub(crate) refused: AtomicU64,
+    /// Answers cut at their deadline (`/metrics`).
+    pub(crate) cut: AtomicU64,
+}
+
+impl Lists {
+    /// At most `max` answers at once, each within `timeout` plus
+    /// [`PER_OBJECT`] per object.
+    pub(crate) fn new(max: usize, timeout: Duration) -> Lists {
+        Lists {
+            permits: Arc::new(Semaphore::new(max.max(1))),
+            max: max.max(1),
+            timeout,
+            stalled: STALLED,
+            refused: AtomicU64::new(0),
+            cut: AtomicU64::new(0),
+        }
+    }
+
+    /// The same, with a reader allowed `stalled` per chunk instead of
+    /// [`STALLED`].
+    #[cfg(test)]
+    pub(crate) fn with_stall(mut self, stalled: Duration) -> Lists {
+        self.stalled = stalled;
+        self
+    }
+
+    /// A place for one more answer, or the 503 that says there is none.
+    pub(crate) fn admit(self: &Arc<Self>) -> Result<Admitted, Box<Response<Body>>> {
+        match self.permits.clone().try_acquire_owned() {
+            Ok(permit) => Ok(Admitted {
+                lists: self.clone(),
+                permit,
+                since: Instant::now(),
+            }),
+            Err(_) => {
+                self.refused.fetch_add(1, Ordering::Relaxed);
+                let mut r = error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "{} answers that hold a whole table are being sent already ([limits] max_http_lists): try again shortly",
+                        self.max
+                    ),
+                );
+                r.headers_mut()
+                    .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+                Err(Box::new(r))
+            }
+        }
+    }
+}
+
+/// A place among the answers under way, held until the answer is sent,
+/// cut or abandoned.
+pub(crate) struct Admitted {
+    lists: Arc<Lists>,
+    permit: OwnedSemaphorePermit,
+    since: Instant,
+}
+
+impl Admitted {
+    /// Answers 200 with the JSON that `build` writes into its [`Out`], on
+    /// a thread of the blocking pool, sent a chunk at a time. `build`
+    /// returns `None` when a write says the answer is over (the client is
+    /// gone, stalled or past the deadline): it should then return at once.
+    pub(crate) fn stream(
+        self,
+        build: impl FnOnce(&mut Out) -> Option<()> + Send + 'static,
+    ) -> Response<Body> {
+        let (tx, rx) = mpsc::channel::<Chunk>(4);
+        let handle = tokio::runtime::Handle::current();
+        let Admitted {
+            lists,
+            permit,
+            since,
+        } = self;
+        tokio::task::spawn_blocking(move || {
+            let mut out = Out {
+                buf: Vec::with_capacity(CHUNK + 4096),
+                tx,
+                handle,
+                deadline: since + lists.timeout,
+                objects: 0,
+                lists: lists.clone(),
+            };
+            if build(&mut out).is_some() {
+                let last = std::mem::take(&mut out.buf);
+                out.send(Chunk::Last(last.into()));
+            }
+            drop(permit);
+        });
+        let mut r = Response::new(
+            ChannelBody {
+                rx,
+                finished: false,
+            }
+            .boxed(),
+        );
+        r.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        r
+    }
+}
+
+/// A piece of an answer: more to come, or the end.
+enum Chunk {
+    More(Bytes),
+    Last(Bytes),
+}
+
+/// Where an answer is written, on its blocking thread.
+pub(crate) struct Out {
+    buf: Vec<u8>,
+    tx: mpsc::Sender<Chunk>,
+    handle: tokio::runtime::Handle,
+    deadline: Instant,
+    /// Objects the answer holds, as announced (for the log).
+    objects: usize,
+    lists: Arc<Lists>,
+}
+
+impl Out {
+    /// The answer holds `objects` objects: its deadline grows by
+    /// [`PER_OBJECT`] for each.
+    pub(crate) fn holds(&mut self, objects: usize) {
+        self.objects += objects;
+        self.deadline += PER_OBJECT * objects.min(u32::MAX as usize) as u32;
+    }
+
+    /// Appends raw bytes.
+    pub(crate) fn put(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Appends `value` as an element of a list that is a field of the
+    /// top-level object, pretty-printed as serde_json prints it there
+    /// (after `[` or `,`, on a line of its own, 4 spaces in), then sends
+    /// the chunk if it is full; `None` when the answer is over.
+    pub(crate) fn element<T: Serialize>(&mut self, first: &mut bool, value: &T) -> Option<()> {
+        self.put(if *first { b"\n" } else { b",\n" });
+        *first = false;
+        self.put(b"    ");
+        nested(&mut self.buf, value, b"    ");
+        if self.buf.len() >= CHUNK {
+            let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK + 4096));
+            return self.send(Chunk::More(chunk.into())).then_some(());
+        }
+        Some(())
+    }
+
+    /// Appends `value` as the value of a field of the top-level object,
+    /// pretty-printed as serde_json prints it there (its first line after
+    /// the key, the others 2 spaces in).
+    pub(crate) fn field<T: Serialize>(&mut self, value: &T) {
+        nested(&mut self.buf, value, b"  ");
+    }
+
+    /// Sends a chunk from the blocking thread; false when the client is
+    /// gone, did not take it within the stall limit, or the deadline has
+    /// passed.
+    fn send(&mut self, chunk: Chunk) -> bool {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return self.cut();
+        }
+        let wait = left.min(self.lists.stalled);
+        let sent = self
+            .handle
+            .block_on(tokio::time::timeout(wait, self.tx.send(chunk)));
+        match sent {
+            Ok(Ok(())) => true,
+            Ok(Err(_)) => false, // the client went away
+            Err(_) if wait < left => {
+                tracing::debug!("a client stopped reading a list: dropped");
+                false
+            }
+            Err(_) => self.cut(),
+        }
+    }
+
+    /// The deadline has passed: the answer ends unfinished. Always false.
+    fn cut(&self) -> bool {
+        self.lists.cut.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            "an answer of {} objects was cut: its client had not taken it within its deadline ([limits] http_list_timeout, plus 1 ms per object)",
+            self.objects
+        );
+        false
+    }
+}
+
+/// Appends `value` pretty-printed, every line after the first indented by
+/// `indent`: how serde_json's pretty printer writes a value nested that
+/// deep (JSON text has no raw newline inside a value, so the lines are the
+/// printer's own).
+fn nested<T: Serialize>(buf: &mut Vec<u8>, value: &T, indent: &[u8]) {
+    let Ok(text) = serde_json::to_vec_pretty(value) else {
+        return;
+    };
+    for (i, line) in text.split(|c| *c == b'\n').enumerate() {
+        if i > 0 {
+            buf.push(b'\n');
+            buf.extend_from_slice(indent);
+        }
+        buf.extend_from_slice(line);
+    }
+}
+
+/// A response body fed by an answer's thread. A channel that closes
+/// before the last chunk is an answer cut short: the body ends with an
+/// error, so hyper closes the connection without ending the chunked body,
+/// and the client cannot take a cut answer for a whole one.
+struct ChannelBody {
+    rx: mpsc::Receiver<Chunk>,
+    finished: bool,
+}
+
+impl hyper::body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        use std::task::Poll;
+        if self.finished {
+            return Poll::Ready(None);
+        }
+        match self.rx.poll_recv(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Chunk::More(b))) => Poll::Ready(Some(Ok(hyper::body::Frame::data(b)))),
+            Poll::Ready(Some(Chunk::Last(b))) => {
+                self.finished = true;
+                Poll::Ready(Some(Ok(hyper::body::Frame::data(b))))
+            }
+            Poll::Ready(None) => {
+                self.finished = true;
+                Poll::Ready(Some(Err(std::io::Error::other("the answer was cut short"))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.finished
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writes `n` elements of 64 KiB each: far more than the channel and
+    /// a chunk hold, so the answer's thread waits for its reader.
+    fn big(n: usize) -> impl FnOnce(&mut Out) -> Option<()> + Send + 'static {
+        move |out| {
+            out.holds(0);
+            out.put(b"{\n  \"big\": [");
+            let mut first = true;
+            let item = "x".repeat(64 * 1024);
+            for _ in 0..n {
+                out.element(&mut first, &item)?;
+            }
+            out.put(b"\n  ]\n}\n");
+            Some(())
+        }
+    }
+
+    /// A place among the answers, which must be free.
+    fn place(lists: &Arc<Lists>) -> Admitted {
+        match lists.admit() {
+            Ok(a) => a,
+            Err(_) => panic!("no place among the answers"),
+        }
+    }
+
+    /// Waits up to 5 s for a place among the answers.
+    async fn admitted(lists: &Arc<Lists>) -> Admitted {
+        for _ in 0..500 {
+            if let Ok(a) = lists.admit() {
+                return a;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("no place was given back");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn beyond_max_lists_an_answer_is_a_503_json_error_until_one_ends() {
+        let lists = Arc::new(Lists::new(2, Duration::from_secs(60)));
+        let first = place(&lists).stream(big(100));
+        let _second = place(&lists).stream(big(100));
+        let Err(refused) = lists.admit() else {
+            panic!("a third must be refused")
+        };
+        let refused = *refused;
+        assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            refused.headers().get(RETRY_AFTER).map(|v| v.as_bytes()),
+            Some(&b"1"[..])
+        );
+        let body = refused
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+        assert!(
+            v["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("max_http_lists")),
+            "{v}"
+        );
+        assert_eq!(lists.refused.load(Ordering::Relaxed), 1);
+        // The first client goes away: its thread ends, and its place is
+        // given to the next.
+        drop(first);
+        let _third = admitted(&lists).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_answer_read_too_slowly_is_cut_at_its_deadline_and_ends_unfinished() {
+        let lists = Arc::new(Lists::new(1, Duration::from_millis(500)));
+        let mut body = place(&lists).stream(big(100)).into_body();
+        // One chunk every 100 ms: never stalled (30 s), far too slow for
+        // 6.4 MB in 500 ms.
+        let start = Instant::now();
+        let mut got = 0;
+        let ended = loop {
+            match body.frame().await {
+                Some(Ok(f)) => got += f.into_data().map_or(0, |d| d.len()),
+                Some(Err(e)) => break e,
+                None => panic!("a cut answer must not end as a whole one"),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert!(start.elapsed() < Duration::from_secs(10), "never cut");
+        };
+        assert!(ended.to_string().contains("cut short"), "{ended}");
+        assert!(got < 100 * 64 * 1024, "{got}");
+        assert!(start.elapsed() >= Duration::from_millis(500));
+        assert_eq!(lists.cut.load(Ordering::Relaxed), 1);
+        // Its place is free again.
+        let _next = admitted(&lists).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn each_object_an_answer_holds_adds_to_its_deadline() {
+        let lists = Arc::new(Lists::new(1, Duration::from_millis(100)));
+        // 2 000 objects: 2 s more, enough for a reader that takes a chunk
+        // every 20 ms.
+        let build = |out: &mut Out| {
+            out.holds(2000);
+            big(20)(out)
+        };
+        let mut body = place(&lists).stream(build).into_body();
+        let mut got = Vec::new();
+        while let Some(f) = body.frame().await {
+            got.extend_from_slice(&f.expect("not cut").into_data().expect("data"));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let v: serde_json::Value = serde_json::from_slice(&got).expect("whole JSON");
+        assert_eq!(v["big"].as_array().map(Vec::len), Some(20));
+        assert_eq!(lists.cut.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reader_that_stops_is_dropped_after_the_stall_limit() {
+        let lists =
+            Arc::new(Lists::new(1, Duration::from_secs(60)).with_stall(Duration::from_millis(200)));
+        let held = place(&lists).stream(big(100));
+        let start = Instant::now();
+        let _next = admitted(&lists).await;
+        assert!(start.elapsed() >= Duration::from_millis(200));
+        assert_eq!(lists.cut.load(Ordering::Relaxed), 0, "a stall is not a cut");
+        drop(held);
+    }
+}
