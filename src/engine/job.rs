@@ -76,6 +76,18 @@ impl Schedule {
     /// the problem for a 400.
     pub fn parse(expr: &str, tz: &str, grace_ms: i64) -> Result<Schedule, ScheduleError> {
         let expr = expr.trim();
+        // croner reads an empty list item (`0 , * * *`) as a field that
+        // matches nothing, and the never-fires check below would then walk
+        // every day to the year 5000: seconds of CPU for one request.
+        if expr
+            .split_whitespace()
+            .any(|field| field.split(',').any(str::is_empty))
+        {
+            return Err(ScheduleError::BadExpression {
+                expr: expr.to_string(),
+                reason: "a list has an empty item".into(),
+            });
+        }
         let parser = CronParser::builder().seconds(Seconds::Disallowed).build();
         let cron = parser
             .parse(expr)
@@ -357,6 +369,13 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("never fires"), "{e}");
+        // Found by fuzzing the config: an empty list item took seconds.
+        for expr in ["0 , * * *", "0 1,,2 * * *", "0 1, * * *", ",0 * * * *"] {
+            let start = std::time::Instant::now();
+            let e = Schedule::parse(expr, "UTC", 0).expect_err(expr).to_string();
+            assert!(e.contains("empty item"), "{e}");
+            assert!(start.elapsed() < std::time::Duration::from_millis(100));
+        }
     }
 
     #[test]
