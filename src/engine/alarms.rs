@@ -174,6 +174,33 @@ pub struct AlarmView {
     pub announced: (State, u64),
 }
 
+impl AlarmView {
+    /// A view of an alarm no configured section made and no engine holds:
+    /// the test alert's, the sample templates are checked with, and tests'.
+    /// Nothing depends on it, and its receivers last heard it was OK.
+    pub fn standalone(
+        name: &str,
+        state: State,
+        incident_nbr: u64,
+        failed_services: Vec<Name>,
+        last_state_change: i64,
+    ) -> AlarmView {
+        AlarmView {
+            name: name.into(),
+            state,
+            incident_nbr,
+            failed_services,
+            last_state_change,
+            def: None,
+            depends_on: Arc::new([]),
+            suppressed_by: Vec::new(),
+            cause: None,
+            flapping: false,
+            announced: (State::Ok, 0),
+        }
+    }
+}
+
 impl Engine {
     /// The alarms a new service joins, with the alarm's shared key where the
     /// alarm exists already.

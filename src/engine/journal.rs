@@ -167,19 +167,13 @@ mod tests {
     fn event(n: i64) -> Arc<Event> {
         Arc::new(Event {
             ts: n,
-            kind: EventKind::AlarmRemoved(crate::engine::AlarmView {
-                name: "a".into(),
-                state: crate::engine::State::Ok,
-                incident_nbr: 0,
-                failed_services: Vec::new(),
-                last_state_change: 0,
-                def: None,
-                depends_on: Arc::new([]),
-                suppressed_by: Vec::new(),
-                cause: None,
-                flapping: false,
-                announced: (crate::engine::State::New, 0),
-            }),
+            kind: EventKind::AlarmRemoved(crate::engine::AlarmView::standalone(
+                "a",
+                crate::engine::State::Ok,
+                0,
+                Vec::new(),
+                0,
+            )),
         })
     }
 

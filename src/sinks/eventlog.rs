@@ -468,19 +468,13 @@ mod tests {
             .map(|i| {
                 Arc::new(Event {
                     ts: 1,
-                    kind: EventKind::AlarmRemoved(crate::engine::AlarmView {
-                        name: format!("{prefix}.{i:06}").into(),
-                        state: State::Ok,
-                        incident_nbr: 0,
-                        failed_services: Vec::new(),
-                        last_state_change: 0,
-                        def: None,
-                        depends_on: Arc::new([]),
-                        suppressed_by: Vec::new(),
-                        cause: None,
-                        flapping: false,
-                        announced: (State::New, 0),
-                    }),
+                    kind: EventKind::AlarmRemoved(crate::engine::AlarmView::standalone(
+                        &format!("{prefix}.{i:06}"),
+                        State::Ok,
+                        0,
+                        Vec::new(),
+                        0,
+                    )),
                 })
             })
             .collect();

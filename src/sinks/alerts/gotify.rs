@@ -57,15 +57,11 @@ impl GotifyConfig {
 pub(super) fn body(config: &GotifyConfig, group: &[&Notice]) -> serde_json::Value {
     let Plain {
         title,
-        mut text,
-        output,
+        text,
         error,
         url,
-    } = text::plain(group);
-    if let Some(out) = output {
-        text.push_str("\n\n");
-        text.push_str(&text::tail(&out, 3000));
-    }
+        ..
+    } = text::plain_with_output(group, 3000);
     let mut body = json!({
         "title": title,
         "message": text,

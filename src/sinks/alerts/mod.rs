@@ -198,22 +198,12 @@ pub fn failed_list(alarm: &AlarmView) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
     pub(super) fn notice(repeat: u32, failure: Option<JobFailure>) -> Notice {
         Notice {
             alarm: AlarmView {
-                name: "jobs".into(),
-                state: State::Error,
-                incident_nbr: 7,
-                failed_services: vec!["job.etl".into()],
-                last_state_change: 1,
-                def: None,
-                depends_on: Arc::new([]),
-                suppressed_by: Vec::new(),
-                cause: None,
-                flapping: false,
                 announced: (State::Ok, 6),
+                ..AlarmView::standalone("jobs", State::Error, 7, vec!["job.etl".into()], 1)
             },
             previous: State::Ok,
             ts: 1,

@@ -69,15 +69,11 @@ impl NtfyConfig {
 pub(super) fn body(config: &NtfyConfig, group: &[&Notice]) -> serde_json::Value {
     let Plain {
         title,
-        mut text,
-        output,
+        text,
         error,
         url,
-    } = text::plain(group);
-    if let Some(out) = output {
-        text.push_str("\n\n");
-        text.push_str(&text::tail(&out, 1500));
-    }
+        ..
+    } = text::plain_with_output(group, 1500);
     let mut body = json!({
         "topic": config.topic,
         "title": title,

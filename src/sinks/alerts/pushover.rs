@@ -63,15 +63,11 @@ impl PushoverConfig {
 pub(super) fn form(config: &PushoverConfig, group: &[&Notice]) -> Vec<(&'static str, String)> {
     let Plain {
         title,
-        mut text,
-        output,
+        text,
         error,
         url,
-    } = text::plain(group);
-    if let Some(out) = output {
-        text.push_str("\n\n");
-        text.push_str(&text::tail(&out, 400));
-    }
+        ..
+    } = text::plain_with_output(group, 400);
     let priority = if error {
         config.priority_error
     } else {

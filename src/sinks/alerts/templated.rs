@@ -221,19 +221,13 @@ fn describe(e: &minijinja::Error) -> String {
 /// An alarm in ERROR with a failed job: what templates are checked with.
 pub(super) fn sample() -> Notice {
     Notice {
-        alarm: crate::engine::AlarmView {
-            name: "sample".into(),
-            state: State::Error,
-            incident_nbr: 1,
-            failed_services: vec!["sample.job".into()],
-            last_state_change: 0,
-            def: None,
-            depends_on: std::sync::Arc::new([]),
-            suppressed_by: Vec::new(),
-            cause: None,
-            flapping: false,
-            announced: (State::Ok, 0),
-        },
+        alarm: crate::engine::AlarmView::standalone(
+            "sample",
+            State::Error,
+            1,
+            vec!["sample.job".into()],
+            0,
+        ),
         previous: State::Ok,
         ts: 0,
         url: None,

@@ -38,19 +38,13 @@ fn notice(alert: &str, public_url: Option<&str>) -> Notice {
     let name = format!("lovebeat.test.{alert}");
     Notice {
         url: public_url.map(|u| u.to_string()),
-        alarm: AlarmView {
-            name: name.as_str().into(),
-            state: State::Error,
-            incident_nbr: u64::try_from(now / 1000).unwrap_or(0),
-            failed_services: vec![name.as_str().into()],
-            last_state_change: now,
-            def: None,
-            depends_on: Arc::new([]),
-            suppressed_by: Vec::new(),
-            cause: None,
-            flapping: false,
-            announced: (State::Ok, 0),
-        },
+        alarm: AlarmView::standalone(
+            &name,
+            State::Error,
+            u64::try_from(now / 1000).unwrap_or(0),
+            vec![name.as_str().into()],
+            now,
+        ),
         previous: State::Ok,
         ts: now,
         failure: None,

@@ -70,6 +70,18 @@ pub(super) fn plain(group: &[&Notice]) -> Plain {
     }
 }
 
+/// [`plain`] with the job's output (its last `max` characters) after the
+/// text and a blank line: how services that take one plain text (ntfy,
+/// Pushover, Gotify) show it. `output` is then `None`.
+pub(super) fn plain_with_output(group: &[&Notice], max: usize) -> Plain {
+    let mut p = plain(group);
+    if let Some(out) = p.output.take() {
+        p.text.push_str("\n\n");
+        p.text.push_str(&tail(&out, max));
+    }
+    p
+}
+
 /// Job output made safe inside a Markdown code fence: no two backticks
 /// stay adjacent, so it cannot close the fence and format what follows.
 pub(super) fn in_fence(output: &str) -> String {
