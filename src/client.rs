@@ -170,32 +170,38 @@ pub fn beat(target: &Target, name: &str, settings: &Settings) -> Result<(), Clie
     post(target, name, "", &settings.pairs(), Vec::new(), false)
 }
 
+/// Runs `f` with an HTTP client (`timeout`, lovebeat's user agent) on a
+/// runtime of its own: what each one-shot client command needs.
+fn with_client<T, F, Fut>(timeout: Duration, f: F) -> Result<T, String>
+where
+    F: FnOnce(reqwest::Client) -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let client = reqwest::Client::builder()
+        .timeout(timeout)
+        .user_agent(concat!("lovebeat-client/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(f(client))
+}
+
 /// `lovebeat ping`: 0 when the server answers `/version`, 1 otherwise
 /// (for container health checks and scripts).
 pub fn ping_command(target: &Target) -> ExitCode {
     let base = target.server.trim_end_matches('/').to_string();
-    let result = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())
-        .and_then(|rt| {
-            rt.block_on(async {
-                let client = reqwest::Client::builder()
-                    .timeout(Duration::from_secs(5))
-                    .build()
-                    .map_err(|e| e.to_string())?;
-                let resp = client
-                    .get(format!("{base}/version"))
-                    .send()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                if resp.status().is_success() {
-                    Ok(())
-                } else {
-                    Err(format!("HTTP {}", resp.status()))
-                }
-            })
-        });
+    let url = format!("{base}/version");
+    let result = with_client(Duration::from_secs(5), |client| async move {
+        let resp = client.get(url).send().await.map_err(|e| e.to_string())?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(format!("HTTP {}", resp.status()))
+        }
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -249,34 +255,26 @@ pub fn test_alert_command(target: &Target, name: &str) -> ExitCode {
     let base = target.server.trim_end_matches('/').to_string();
     let alert: String =
         percent_encoding::utf8_percent_encode(name, crate::redact::PATH_SEGMENT).to_string();
-    let result = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())
-        .and_then(|rt| {
-            rt.block_on(async {
-                let client = reqwest::Client::builder()
-                    .timeout(Duration::from_secs(60))
-                    .user_agent(concat!("lovebeat-client/", env!("CARGO_PKG_VERSION")))
-                    .build()
-                    .map_err(|e| e.to_string())?;
-                let mut req = client.post(format!("{base}/api/alerts/{alert}/test"));
-                if let Some(key) = &target.key {
-                    req = req.bearer_auth(key);
-                }
-                let resp = req
-                    .send()
-                    .await
-                    .map_err(|e| format!("{base}: {}", e.without_url()))?;
-                let status = resp.status();
-                let body: serde_json::Value = resp.json().await.unwrap_or_default();
-                if !status.is_success() {
-                    let msg = body["error"].as_str().unwrap_or("").to_string();
-                    return Err(format!("{base}: HTTP {status}: {msg}"));
-                }
-                Ok(body)
-            })
-        });
+    let url = format!("{base}/api/alerts/{alert}/test");
+    let at = base.as_str();
+    let result = with_client(Duration::from_secs(60), |client| async move {
+        let base = at;
+        let mut req = client.post(url);
+        if let Some(key) = &target.key {
+            req = req.bearer_auth(key);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| format!("{base}: {}", e.without_url()))?;
+        let status = resp.status();
+        let body: serde_json::Value = resp.json().await.unwrap_or_default();
+        if !status.is_success() {
+            let msg = body["error"].as_str().unwrap_or("").to_string();
+            return Err(format!("{base}: HTTP {status}: {msg}"));
+        }
+        Ok(body)
+    });
     let body = match result {
         Ok(b) => b,
         Err(e) => {
