@@ -48,8 +48,10 @@ impl Drop for Moto {
 /// An "S3 store" that accepts every connection and never says a word:
 /// the connections are held open until the test ends.
 fn silent_store() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
+    // A port from `free_port`, never one the kernel picks: that could be a
+    // port a stopped daemon of this test will listen on again.
+    let port = common::free_port();
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind");
     std::thread::spawn(move || {
         let mut held = Vec::new();
         for conn in listener.incoming().flatten() {

@@ -57,8 +57,10 @@ impl Receiver {
         answer: impl Fn(usize) -> Option<(u16, String)> + Send + Sync + 'static,
     ) -> Receiver {
         let status = answer;
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = listener.local_addr().expect("addr").port();
+        // From `free_port`, so never a port a stopped daemon of the same
+        // test binary will listen on again.
+        let port = super::free_port();
+        let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind");
         let requests = Arc::new(Mutex::new(Vec::new()));
         let (reqs, status) = (requests.clone(), Arc::new(status));
         std::thread::spawn(move || {

@@ -917,12 +917,13 @@ impl Dispatcher {
             self.release(ready);
         }
         if prune {
+            // `alarm_status` is O(1); `alarm` would copy each alarm's view.
             let engine = &self.engine;
-            self.states.retain(|a, _| engine.alarm(a).is_some());
-            self.alerted.retain(|a, _| engine.alarm(a).is_some());
-            self.opened.retain(|a, _| engine.alarm(a).is_some());
-            self.flapping
-                .prune(crate::clock::now_ms(), |a| engine.alarm(a).is_some());
+            let exists = |a: &str| engine.alarm_status(a).is_some();
+            self.states.retain(|a, _| exists(a));
+            self.alerted.retain(|a, _| exists(a));
+            self.opened.retain(|a, _| exists(a));
+            self.flapping.prune(crate::clock::now_ms(), exists);
         }
     }
 }
