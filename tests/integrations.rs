@@ -757,3 +757,107 @@ fn a_test_alert_reaches_every_alerter_marked_and_reports_each_result() {
     assert_eq!(status.code(), Some(1), "a read key is refused: {err}");
     assert!(err.contains("403"), "{err}");
 }
+
+#[test]
+fn an_alarm_names_its_alerts_and_their_alerters_without_a_secret() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("conf.d")).expect("conf.d");
+    std::fs::write(
+        dir.path().join("conf.d/http.cfg"),
+        "[http]\nwrite_keys = [\"writer\"]\nread_keys = [\"reader\"]\n",
+    )
+    .expect("keys");
+    let d = Daemon::start_in(
+        dir,
+        &format!(
+            "[[alarms]]\nname = \"web\"\npattern = \"web.*\"\nalerts = [\"ops\", \"chat\"]\n\
+             [[alarms]]\nname = \"quiet\"\npattern = \"quiet.*\"\n\
+             [alerts.ops]\nwebhook = \"http://127.0.0.1:9/SECRETHOOK\"\n\
+             [alerts.ops.pagerduty]\nrouting_key = \"{ROUTING_KEY}\"\n\
+             [alerts.chat.ntfy]\ntopic = \"SECRETTOPIC\"\n"
+        ),
+    );
+    let writer = [("Authorization", "Bearer writer")];
+    let reader = [("Authorization", "Bearer reader")];
+    d.request("POST", "/api/services/web.a", &writer, b"");
+    d.request("POST", "/api/services/quiet.a", &writer, b"");
+    // Read like every other part of the API: a key is needed.
+    assert_eq!(d.get("/api/alarms/web/alerts").status, 401);
+    let r = d.request("GET", "/api/alarms/web/alerts", &reader, b"");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.json(),
+        serde_json::json!({
+            "alarm": "web",
+            "alerts": [
+                {"name": "ops", "alerters": ["webhook", "pagerduty"]},
+                {"name": "chat", "alerters": ["ntfy"]},
+            ],
+        })
+    );
+    assert!(!r.body.contains("SECRET"), "{}", r.body);
+    let quiet = d.request("GET", "/api/alarms/quiet/alerts", &reader, b"");
+    assert_eq!(
+        quiet.json(),
+        serde_json::json!({"alarm": "quiet", "alerts": []})
+    );
+    let none = d.request("GET", "/api/alarms/nope/alerts", &reader, b"");
+    assert_eq!(none.status, 404, "{}", none.body);
+    let post = d.request("POST", "/api/alarms/web/alerts", &writer, b"");
+    assert_eq!(post.status, 405, "{}", post.body);
+}
+
+#[test]
+fn alert_tests_under_way_at_once_are_bounded() {
+    // A receiver that takes 3 s: two tests hold both places meanwhile.
+    let slow = Receiver::start_with_delay(Duration::from_secs(3), |_| Some(200));
+    let d = Daemon::start(&format!(
+        "[alerts.ops]\nwebhook = \"{}\"\n",
+        slow.url("/hook")
+    ));
+    let port = d.http;
+    let test = move || common::http_request(port, "POST", "/api/alerts/ops/test", &[], b"").status;
+    let first = std::thread::spawn(test);
+    let second = std::thread::spawn(test);
+    slow.wait_for(2, 5);
+    let third = d.post("/api/alerts/ops/test");
+    assert_eq!(third.status, 503, "{}", third.body);
+    assert_eq!(third.header("retry-after"), Some("5"));
+    assert_eq!(first.join().expect("first"), 200);
+    assert_eq!(second.join().expect("second"), 200);
+    // Places are given back: the next test is sent.
+    assert_eq!(d.post("/api/alerts/ops/test").status, 200);
+    assert_eq!(slow.requests.lock().expect("lock").len(), 3);
+}
+
+#[test]
+fn telegram_waits_the_retry_after_its_429_body_names() {
+    // The Bot API says how long to wait in the body, not a header
+    // (https://core.telegram.org/bots/api#responseparameters).
+    let rx = Receiver::start_with_answer(Duration::ZERO, |n| {
+        match n {
+        0 => Some((
+            429,
+            String::new(),
+            r#"{"ok":false,"error_code":429,"description":"Too Many Requests: retry after 4","parameters":{"retry_after":4}}"#.into(),
+        )),
+        _ => Some((200, String::new(), r#"{"ok":true,"result":{}}"#.into())),
+    }
+    });
+    let d = Daemon::start(&format!(
+        "{ALARM}[alerts.ops.telegram]\nbot_token = \"123:SECRETTG\"\nchat_id = \"42\"\nurl = \"{}\"\n",
+        rx.url("")
+    ));
+    d.post("/api/services/web.x?timeout=0");
+    let got = rx.wait_for(2, 15);
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(
+        got[1].at - got[0].at >= Duration::from_millis(3900),
+        "retry_after 4 is honoured: {:?}",
+        got[1].at - got[0].at
+    );
+    d.eventually("the refusal logged with what Telegram said", || {
+        d.stderr().contains("Too Many Requests: retry after 4")
+    });
+    assert!(!d.stderr().contains("SECRETTG"), "{}", d.stderr());
+}

@@ -11,6 +11,9 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+use std::time::Duration;
+
+use common::receiver::Receiver;
 use common::{answers_http, free_port, Daemon};
 
 fn repo() -> PathBuf {
@@ -84,6 +87,31 @@ fn an_alarm_page_lists_exactly_its_services() {
         "[[alarms]]\nname = \"web\"\npattern = \"web.*\"\n[[alarms]]\nname = \"db\"\npattern = \"db.*\"\n",
     );
     scenario("alarm", &d, &page(&d));
+}
+
+#[test]
+fn an_alarm_page_sends_a_test_alert_and_shows_each_receivers_answer() {
+    let hook = Receiver::start(|_| Some(200));
+    let ntfy = Receiver::start_with_answer(Duration::ZERO, |_| {
+        Some((400, String::new(), r#"{"error":"topic is gone"}"#.into()))
+    });
+    let d = Daemon::start(&format!(
+        "[[alarms]]\nname = \"web\"\npattern = \"web.*\"\nalerts = [\"ops\"]\n\
+         [[alarms]]\nname = \"quiet\"\npattern = \"quiet.*\"\n\
+         [alerts.ops]\nwebhook = \"{}\"\n\
+         [alerts.ops.ntfy]\nurl = \"{}\"\ntopic = \"ops\"\n",
+        hook.url("/hook"),
+        ntfy.url("")
+    ));
+    scenario("testalert", &d, &page(&d));
+    // One test, once: the dismissed question sent nothing, and a test is
+    // not retried.
+    let got = hook.requests.lock().expect("lock").clone();
+    assert_eq!(got.len(), 1, "{got:?}");
+    let body = got[0].json();
+    assert_eq!(body["test"], true, "{body}");
+    assert_eq!(body["name"], "lovebeat.test.ops", "{body}");
+    assert_eq!(ntfy.requests.lock().expect("lock").len(), 1);
 }
 
 #[test]

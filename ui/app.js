@@ -194,6 +194,10 @@ function apply(msg) {
       ui.selected.delete(msg.service.name); break;
     case 'ADD_ALARM':
     case 'UPDATE_ALARM':
+      // An alarm whose page is open before it existed gets its alerts now.
+      if (!store.alarms.has(msg.alarm.name) && msg.alarm.name === ui.route.alarm) {
+        loadAlarmAlerts(msg.alarm.name);
+      }
       store.alarms.set(msg.alarm.name, msg.alarm); break;
     case 'REMOVE_ALARM':
       store.alarms.delete(msg.alarm.name); break;
@@ -259,8 +263,49 @@ function parseRoute() {
   return { view: 'home', alarm: null, state: null };
 }
 
+// The alerts an alarm fires, each with a button that sends it a test
+// (README, "Testing an alert"). Loaded when the alarm's page opens.
+async function loadAlarmAlerts(alarm) {
+  $('alarm-alerts').hidden = true;
+  $('test-results').innerHTML = '';
+  let alerts;
+  try {
+    alerts = (await api(`api/alarms/${encodeURIComponent(alarm)}/alerts`)).alerts;
+  } catch (_) { return; } // no such alarm (yet): the page says so
+  if (ui.route.alarm !== alarm) return;
+  $('alarm-alerts').hidden = false;
+  $('alert-list').textContent = alerts.length
+    ? `Alerts: ${alerts.map((a) => `${a.name} (${a.alerters.join(', ')})`).join(' · ')}`
+    : 'This alarm fires no alerts.';
+  $('alert-tests').innerHTML = alerts.map((a) =>
+    `<button type="button" data-test-alert="${esc(a.name)}" data-alerters="${esc(a.alerters.join(', '))}">Send test alert: ${esc(a.name)}</button>`).join(' ');
+}
+
+async function testAlert(button) {
+  const name = button.dataset.testAlert;
+  if (!window.confirm(`Send a test alert to every alerter of "${name}" (${button.dataset.alerters})?\nIt is marked as a test; pagers open and close a test incident at once.`)) return;
+  button.disabled = true;
+  const out = $('test-results');
+  out.innerHTML = `<li>Sending a test to ${esc(name)}…</li>`;
+  try {
+    const r = await api(`api/alerts/${encodeURIComponent(name)}/test`, { method: 'POST' });
+    out.innerHTML = r.results.map((x) => (x.delivered
+      ? `<li class="ok">${esc(x.alerter)}: delivered</li>`
+      : `<li class="error">${esc(x.alerter)}: not delivered: ${esc(x.error || 'no reason given')}</li>`)).join('')
+      || '<li>This alert has no alerters.</li>';
+    toast(r.delivered ? `Test of ${name} delivered` : `Test of ${name}: not every alerter delivered it`);
+  } catch (e) {
+    out.innerHTML = `<li class="error">Test not sent: ${esc(e.message)}</li>`;
+  } finally {
+    button.disabled = false;
+  }
+}
+
 function onRoute() {
+  const before = ui.route.alarm;
   ui.route = parseRoute();
+  if (ui.route.view === 'alarm' && ui.route.alarm !== before) loadAlarmAlerts(ui.route.alarm);
+  if (ui.route.view !== 'alarm') $('alarm-alerts').hidden = true;
   ui.selected.clear();
   ui.needSort = true;
   $('viewport').scrollTop = 0;
@@ -644,6 +689,10 @@ function wire() {
       e.preventDefault();
       editTimeout(row.dataset.name);
     }
+  });
+  $('alert-tests').addEventListener('click', (e) => {
+    const b = e.target.closest('[data-test-alert]');
+    if (b) testAlert(b);
   });
   $('detail-close').addEventListener('click', () => { ui.detail = null; $('detail').hidden = true; });
   // Relative times age even when nothing changes.

@@ -86,6 +86,21 @@ impl Engine {
         Some((a.members as i64 - error, error))
     }
 
+    /// The names of the `[alerts.<name>]` sections a listed alarm fires,
+    /// or `None` if it is not listed. O(1).
+    pub fn alarm_alerts(&self, name: &str) -> Option<Vec<String>> {
+        let a = self.inner.alarms.get(name)?;
+        if !a.listed {
+            return None;
+        }
+        let defs = self.inner.matcher.defs();
+        Some(
+            a.def
+                .and_then(|d| defs.get(d))
+                .map_or_else(Vec::new, |d| d.alerts.clone()),
+        )
+    }
+
     /// Every listed alarm.
     pub fn alarms(&self) -> Vec<AlarmView> {
         let views: Vec<AlarmView> = self

@@ -532,6 +532,48 @@ pub(super) fn version<B>(req: &Request<B>) -> Response<Body> {
     }
 }
 
+/// One alert in `GET /api/alarms/<name>/alerts`.
+#[derive(serde::Serialize)]
+struct AlertKinds<'a> {
+    name: &'a str,
+    /// The kinds of its alerters: what a test of it reaches.
+    alerters: Vec<&'static str>,
+}
+
+/// GET /api/alarms/<name>/alerts: `{"alarm": name, "alerts": [{"name",
+/// "alerters"}]}`, the alerts the alarm's configured section fires, in
+/// its order. The UI offers a test of each; only kinds are shown, never
+/// an address or a key.
+pub(super) fn alarm_alerts(state: &AppState, name: &str) -> Response<Body> {
+    let Some(names) = state.engine.alarm_alerts(name) else {
+        return error(StatusCode::NOT_FOUND, format!("no alarm named '{name}'"));
+    };
+    #[derive(serde::Serialize)]
+    struct Answer<'a> {
+        alarm: &'a str,
+        alerts: Vec<AlertKinds<'a>>,
+    }
+    let alerts = names
+        .iter()
+        .filter_map(|n| {
+            Some(AlertKinds {
+                name: n,
+                alerters: crate::sinks::alerts::alerter_kinds(&state.alerts, n)?,
+            })
+        })
+        .collect();
+    json(
+        StatusCode::OK,
+        &Answer {
+            alarm: name,
+            alerts,
+        },
+    )
+}
+
+/// Alert tests sent at once by one server; more are a 503.
+const TESTS_AT_ONCE: usize = 2;
+
 /// What `POST /api/alerts/<name>/test` answers.
 #[derive(serde::Serialize)]
 struct AlertTestAnswer<'a> {
@@ -545,6 +587,20 @@ struct AlertTestAnswer<'a> {
 /// the alert and says, per alerter, whether it was delivered. 404 for an
 /// alert the configuration does not have.
 pub(super) async fn test_alert(state: &AppState, name: &str) -> Response<Body> {
+    // Each test makes a request to every alerter of the alert: a client
+    // that asks in a loop must not turn the server into a flood of pages.
+    static UNDER_WAY: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(TESTS_AT_ONCE);
+    let Ok(_permit) = UNDER_WAY.try_acquire() else {
+        let mut r = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{TESTS_AT_ONCE} alert tests are under way already: try again shortly"),
+        );
+        r.headers_mut().insert(
+            hyper::header::RETRY_AFTER,
+            hyper::header::HeaderValue::from_static("5"),
+        );
+        return r;
+    };
     match crate::sinks::alerts::send_test(state.alerts.clone(), name).await {
         None => error(
             StatusCode::NOT_FOUND,

@@ -44,6 +44,9 @@ pub enum Endpoint {
     Alarm,
     /// `/api/alarms/{name}/status`.
     AlarmStatus,
+    /// `/api/alarms/{name}/alerts`: the alerts an alarm fires, and their
+    /// alerters' kinds (what the UI offers to test).
+    AlarmAlerts,
     /// `/api/status`.
     Status,
     /// `/api/alerts/{name}/test`: a test to every alerter of an alert.
@@ -93,6 +96,7 @@ fn routes() -> &'static matchit::Router<Endpoint> {
                 ("/api/alarms/", Endpoint::ListAlarms),
                 ("/api/alarms/{name}", Endpoint::Alarm),
                 ("/api/alarms/{name}/status", Endpoint::AlarmStatus),
+                ("/api/alarms/{name}/alerts", Endpoint::AlarmAlerts),
                 ("/api/status", Endpoint::Status),
                 ("/api/alerts/{name}/test", Endpoint::AlertTest),
                 ("/metrics", Endpoint::Metrics),
@@ -239,6 +243,12 @@ async fn route(req: Request<Incoming>, state: &AppState) -> Response<Body> {
             only(&method, &[Method::GET], || {
                 api::alarm_status(&req, state, name)
             })
+        }
+        Endpoint::AlarmAlerts => {
+            if let Some(bad) = check_name(name, "alarm") {
+                return bad;
+            }
+            only(&method, &[Method::GET], || api::alarm_alerts(state, name))
         }
         Endpoint::Status => only(&method, &[Method::GET], || api::status(&req, state)),
         Endpoint::AlertTest => match method {

@@ -56,6 +56,16 @@ impl Receiver {
         delay: Duration,
         answer: impl Fn(usize) -> Option<(u16, String)> + Send + Sync + 'static,
     ) -> Receiver {
+        Receiver::start_with_answer(delay, move |n| {
+            answer(n).map(|(code, headers)| (code, headers, "{}".to_string()))
+        })
+    }
+
+    /// As `start_with_headers`, `answer(n)` also giving the body.
+    pub fn start_with_answer(
+        delay: Duration,
+        answer: impl Fn(usize) -> Option<(u16, String, String)> + Send + Sync + 'static,
+    ) -> Receiver {
         let status = answer;
         // From `free_port`, so never a port a stopped daemon of the same
         // test binary will listen on again.
@@ -106,8 +116,8 @@ impl Receiver {
                     let mut stream = stream;
                     std::thread::sleep(delay);
                     match status(n) {
-                        Some((code, extra)) => {
-                            let _ = write!(stream, "HTTP/1.1 {code} X\r\n{extra}Content-Length: 2\r\nConnection: close\r\n\r\n{{}}");
+                        Some((code, extra, body)) => {
+                            let _ = write!(stream, "HTTP/1.1 {code} X\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
                         }
                         None => std::thread::sleep(Duration::from_secs(60)),
                     }

@@ -160,6 +160,36 @@ const scenarios = {
     assert.equal(await page.locator('#detail-name').innerText(), 'web.a');
   },
 
+  // An alarm's page names its alerts and, once asked, sends a marked test
+  // to every alerter of one, showing what each receiver answered.
+  // tests/ui.rs checks what the receivers got.
+  async testalert(page) {
+    await api('api/services/web.a?timeout=60', { method: 'POST' });
+    await api('api/services/quiet.a?timeout=60', { method: 'POST' });
+    await page.goto(`${url}#/alarm/web`);
+    await page.locator('#alert-list', { hasText: 'ops (webhook, ntfy)' }).waitFor();
+    const button = page.getByRole('button', { name: 'Send test alert: ops' });
+    // Dismissing the question sends nothing.
+    page.once('dialog', (d) => d.dismiss());
+    await button.click();
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(await page.locator('#test-results li').count(), 0);
+    let asked = '';
+    page.once('dialog', (d) => { asked = d.message(); d.accept(); });
+    await button.click();
+    await page.locator('#test-results li.error').waitFor();
+    assert.match(asked, /every alerter of "ops" \(webhook, ntfy\)/);
+    const lines = await page.locator('#test-results li').allInnerTexts();
+    assert.equal(lines.length, 2, lines.join('\n'));
+    assert.equal(lines[0], 'webhook: delivered');
+    assert.match(lines[1], /^ntfy: not delivered: .*HTTP 400.*topic is gone/);
+    assert.ok(await button.isEnabled(), 'the button is usable again');
+    // An alarm that fires no alerts says so and offers no test.
+    await page.goto(`${url}#/alarm/quiet`);
+    await page.locator('#alert-list', { hasText: 'This alarm fires no alerts.' }).waitFor();
+    assert.equal(await page.locator('[data-test-alert]').count(), 0);
+  },
+
   // Served through nginx under /monitoring/lovebeat/, websocket included.
   async proxy(page) {
     assert.match(url, /\/monitoring\/lovebeat\/$/);

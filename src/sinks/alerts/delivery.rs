@@ -260,7 +260,7 @@ impl Senders {
             // A receiver's Retry-After may lengthen the backoff, never
             // shorten it (`Retry-After: 0` must not make a busy loop).
             let wait = failure.retry_after.map_or(delay, |after| after.max(delay));
-            if !failure.retry || start.elapsed() + wait > RETRY_FOR {
+            if !failure.retry || start.elapsed().saturating_add(wait) > RETRY_FOR {
                 return Err(failure.reason);
             }
             tokio::time::sleep(wait).await;

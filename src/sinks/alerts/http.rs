@@ -36,38 +36,76 @@ pub(super) async fn post(
         &format!("POST {}", url_for_log(url.as_str())),
         req.body(body.to_string()).send().await,
     )
+    .await
 }
 
+/// Bytes of a refusing receiver's answer kept for the log and the test
+/// report: enough for the error message every service puts first.
+const ANSWER_BYTES: usize = 300;
+
 /// Maps the result of an HTTP delivery: connection errors, timeouts, 5xx
-/// and 429 are worth retrying (after the `Retry-After` the receiver asks
-/// for, in seconds); other non-2xx answers are final. `what` names the
-/// receiver without its secrets ([`url_for_log`]), and the error is
-/// stripped of the URL reqwest would put in it.
-pub(super) fn outcome(
+/// and 429 are worth retrying (after the wait the receiver asks for, as a
+/// `Retry-After` header in seconds or, as Telegram says it, a JSON body's
+/// `parameters.retry_after`); other non-2xx answers are final. A refusal
+/// carries the start of what the receiver answered, on one line, so a test
+/// of the alert shows why. `what` names the receiver without its secrets
+/// ([`url_for_log`]), and the error is stripped of the URL reqwest would
+/// put in it.
+pub(super) async fn outcome(
     what: &str,
     result: reqwest::Result<reqwest::Response>,
 ) -> Result<(), DeliveryError> {
-    let resp = result.map_err(|e| DeliveryError {
+    let mut resp = result.map_err(|e| DeliveryError {
         reason: format!("{what}: {}", e.without_url()),
         retry: true,
         retry_after: None,
     })?;
     let status = resp.status();
     if status.is_success() {
-        Ok(())
-    } else {
-        let retry_after = resp
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        Err(DeliveryError {
-            reason: format!("{what}: HTTP {status}"),
-            retry: status.is_server_error() || status.as_u16() == 429,
-            retry_after,
-        })
+        return Ok(());
     }
+    let header_wait = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    // The start of the answer, read in chunks so a receiver that sends
+    // megabytes costs at most one chunk more than the cap.
+    let mut answer = Vec::new();
+    while answer.len() < ANSWER_BYTES {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => answer.extend_from_slice(&chunk),
+            _ => break,
+        }
+    }
+    let body_wait = || {
+        serde_json::from_slice::<serde_json::Value>(&answer)
+            .ok()?
+            .pointer("/parameters/retry_after")?
+            .as_u64()
+    };
+    // A day is longer than any retry lasts: a wait beyond it means the
+    // same, give up now, and cannot overflow a clock.
+    let retry_after = header_wait
+        .or_else(body_wait)
+        .map(|s| Duration::from_secs(s.min(86_400)));
+    let text = String::from_utf8_lossy(&answer[..answer.len().min(ANSWER_BYTES)]);
+    // One line: a receiver's newlines cannot forge lines in the log.
+    let text: String = text
+        .trim()
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let reason = if text.is_empty() {
+        format!("{what}: HTTP {status}")
+    } else {
+        format!("{what}: HTTP {status}: {text}")
+    };
+    Err(DeliveryError {
+        reason,
+        retry: status.is_server_error() || status.as_u16() == 429,
+        retry_after,
+    })
 }
 
 /// The webhook body: 1.x's documented fields plus ours.
@@ -236,4 +274,58 @@ pub(super) async fn slack(
     let url = reqwest::Url::parse(webhook_url)
         .map_err(|_| DeliveryError::permanent("[slack] webhook_url is not a URL".into()))?;
     post(client, &url, slack_body(channel, group), &[]).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn refusal(status: u16, headers: &[(&str, &str)], body: &str) -> DeliveryError {
+        let mut b = hyper::Response::builder().status(status);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        let resp = reqwest::Response::from(b.body(body.to_string()).expect("response"));
+        outcome("POST x", Ok(resp)).await.expect_err("a refusal")
+    }
+
+    #[tokio::test]
+    async fn a_wait_is_read_from_the_header_or_a_telegram_body_and_bounded() {
+        let e = refusal(429, &[("Retry-After", "7")], "").await;
+        assert_eq!(e.retry_after, Some(Duration::from_secs(7)));
+        assert!(e.retry);
+        let body = r#"{"ok":false,"error_code":429,"parameters":{"retry_after":4}}"#;
+        assert_eq!(
+            refusal(429, &[], body).await.retry_after,
+            Some(Duration::from_secs(4))
+        );
+        // The header wins over the body.
+        assert_eq!(
+            refusal(429, &[("Retry-After", "2")], body)
+                .await
+                .retry_after,
+            Some(Duration::from_secs(2))
+        );
+        // An absurd wait is a day, not an overflow.
+        let e = refusal(503, &[("Retry-After", "18446744073709551615")], "").await;
+        assert_eq!(e.retry_after, Some(Duration::from_secs(86_400)));
+        assert!(!refusal(400, &[], "{}").await.retry, "a 4xx is final");
+    }
+
+    #[tokio::test]
+    async fn a_refusal_says_what_the_receiver_answered_on_one_bounded_line() {
+        let e = refusal(400, &[], "{\"error\":\"bad topic\"}\nforged: log line\r\n").await;
+        assert_eq!(
+            e.reason,
+            "POST x: HTTP 400 Bad Request: {\"error\":\"bad topic\"} forged: log line"
+        );
+        let long = "é".repeat(10_000);
+        let e = refusal(500, &[], &long).await;
+        assert!(!e.reason.contains('\n'));
+        assert!(e.reason.len() < 400, "{}", e.reason.len());
+        assert_eq!(
+            refusal(502, &[], "").await.reason,
+            "POST x: HTTP 502 Bad Gateway"
+        );
+    }
 }

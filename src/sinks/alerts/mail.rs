@@ -351,5 +351,5 @@ async fn mailgun(
         .form(&form)
         .send()
         .await;
-    super::http::outcome(&format!("Mailgun {}", url_for_log(&url)), result)
+    super::http::outcome(&format!("Mailgun {}", url_for_log(&url)), result).await
 }

@@ -97,5 +97,5 @@ pub(super) async fn send(
         .body(body(group).to_string())
         .send()
         .await;
-    super::http::outcome(&what, result)
+    super::http::outcome(&what, result).await
 }

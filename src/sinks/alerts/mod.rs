@@ -58,7 +58,7 @@ pub use pushover::PushoverConfig;
 pub use teams::TeamsConfig;
 pub use telegram::{ChatId, TelegramConfig};
 pub use templated::TemplatedWebhookConfig;
-pub use test_send::{send_test, TestResult};
+pub use test_send::{alerter_kinds, send_test, TestResult};
 
 use std::sync::atomic::AtomicU64;
 

@@ -101,5 +101,5 @@ pub(super) async fn send(
 ) -> Result<(), DeliveryError> {
     let url = config.url.as_ref().map_or(PUSHOVER_URL, |u| u.0.as_str());
     let result = client.post(url).form(&form(config, group)).send().await;
-    super::http::outcome(&format!("POST {}", url_for_log(url)), result)
+    super::http::outcome(&format!("POST {}", url_for_log(url)), result).await
 }

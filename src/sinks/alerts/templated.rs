@@ -267,7 +267,7 @@ pub(super) async fn send(
             .header("Content-Type", config.content_type.as_str())
             .body(rendered.body);
     }
-    super::http::outcome(&what, req.send().await)
+    super::http::outcome(&what, req.send().await).await
 }
 
 #[cfg(test)]

@@ -55,6 +55,18 @@ fn notice(alert: &str, public_url: Option<&str>) -> Notice {
     }
 }
 
+/// The kinds of the alerters an alert has (`webhook`, `pagerduty`, ...),
+/// in the order a test reports them; `None` when the configuration has no
+/// such alert. Kinds only: never an address or a secret.
+pub fn alerter_kinds(config: &AlertsConfig, alert: &str) -> Option<Vec<&'static str>> {
+    Some(
+        Channel::of(config.alerts.get(alert)?)
+            .iter()
+            .map(Channel::kind)
+            .collect(),
+    )
+}
+
 /// Sends a test to every alerter of `alert`, all at once; `None` when the
 /// configuration has no such alert.
 pub async fn send_test(config: Arc<AlertsConfig>, alert: &str) -> Option<Vec<TestResult>> {
