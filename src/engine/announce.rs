@@ -174,9 +174,12 @@ impl Engine {
             let current = (a.state, a.incident_nbr);
             if a.listed && a.members > 0 && current != (state, incident) && a.state != State::New {
                 let key = a.key().clone();
-                // A new incident means the previous one ended: announce it
-                // as a change from OK.
-                let previous = if incident != a.incident_nbr {
+                // A new ERROR incident is announced as a change from OK
+                // (the previous one ended; pagers close what they were
+                // told is open as they open this one). An OK is announced
+                // from what was heard: receivers told of an ERROR or of
+                // flapping get the recovery that closes it.
+                let previous = if incident != a.incident_nbr && a.state == State::Error {
                     State::Ok
                 } else {
                     state
