@@ -861,3 +861,101 @@ fn telegram_waits_the_retry_after_its_429_body_names() {
     });
     assert!(!d.stderr().contains("SECRETTG"), "{}", d.stderr());
 }
+
+#[test]
+fn a_restart_while_flapping_still_resolves_the_flapping_incident() {
+    let rx = Receiver::start(|_| Some(202));
+    // A window long enough that the alarm is still flapping at the stop.
+    let mut d = Daemon::start(&pagerduty(
+        &rx.url("/v2/enqueue"),
+        "[flapping]\nwindow = \"60s\"\nstart = 6\nstop = 2\n",
+    ));
+    let mut lines = String::new();
+    for _ in 0..50 {
+        lines.push_str("web.x.fail:1|c\nweb.x.beat:1|c\n");
+    }
+    d.tcp(&lines);
+    let flapping_key = || {
+        rx.requests
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|r| r.json())
+            .find(|b| b["payload"]["custom_details"]["flapping"] == true)
+            .map(|b| b["dedup_key"].as_str().unwrap_or("").to_string())
+    };
+    d.eventually("the flapping trigger", || flapping_key().is_some());
+    let key = flapping_key().expect("key");
+    // It began with the alarm OK (its sixth change was a recovery), and
+    // ends OK; the restart forgets the flapping, not what was paged.
+    d.eventually("it is OK", || {
+        d.get("/api/alarms/web").json()["alarm"]["state"] == "ok"
+    });
+    d.restart();
+    d.eventually("the flapping incident resolved after the restart", || {
+        rx.requests
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|r| r.json())
+            .any(|b| b["event_action"] == "resolve" && b["dedup_key"] == key.as_str())
+    });
+}
+
+#[test]
+fn a_receiver_that_echoes_a_secret_or_redirects_is_reported_without_the_secret() {
+    // A framework's 404 quotes the path it was asked for: the webhook's
+    // token, and an answer that quotes the request's key.
+    let echo = Receiver::start_with_answer(Duration::ZERO, |_| {
+        Some((
+            404,
+            String::new(),
+            "Cannot POST /api/webhooks/1/SECRETDISCORD (key SECRETR0123456789abcdef012345678)"
+                .into(),
+        ))
+    });
+    let moved = Receiver::start_with_headers(Duration::ZERO, |_| {
+        Some((
+            302,
+            "Location: http://elsewhere.example/x?token=1\r\n".into(),
+        ))
+    });
+    let d = Daemon::start(&format!(
+        "[alerts.ops]\nwebhook = \"{}\"\n[alerts.ops.discord]\nwebhook_url = \"{}\"\n[alerts.ops.pagerduty]\nrouting_key = \"{ROUTING_KEY}\"\nurl = \"{}\"\n",
+        moved.url("/hook"),
+        echo.url("/api/webhooks/1/SECRETDISCORD"),
+        echo.url("/v2/enqueue"),
+    ));
+    let r = d.post("/api/alerts/ops/test");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(!r.body.contains("SECRET"), "{}", r.body);
+    let b = r.json();
+    let results = b["results"].as_array().expect("results");
+    for res in results {
+        assert_eq!(res["delivered"], false, "{res}");
+    }
+    let error = |kind: &str| {
+        results
+            .iter()
+            .find(|x| x["alerter"] == kind)
+            .and_then(|x| x["error"].as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(
+        error("discord").contains("HTTP 404 Not Found: Cannot POST /api/webhooks/1/…"),
+        "{b}"
+    );
+    assert!(error("pagerduty").contains("(key …)"), "{b}");
+    // The redirect is not followed: one POST, reported as what it is.
+    assert!(
+        error("webhook").contains(
+            "HTTP 302 Found (redirects are not followed: it points to http://elsewhere.example/…)"
+        ),
+        "{b}"
+    );
+    let got = moved.requests.lock().expect("lock").clone();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].method, "POST");
+    assert!(!d.stderr().contains("SECRET"), "{}", d.stderr());
+}

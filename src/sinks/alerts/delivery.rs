@@ -165,20 +165,121 @@ impl Channel {
 pub(super) struct Senders {
     config: Arc<AlertsConfig>,
     client: reqwest::Client,
+    /// Every secret of every alerter ([`Senders::secrets`]), which no
+    /// error may name.
+    secrets: Vec<String>,
 }
 
 impl Senders {
     /// One HTTP client (its connection pool) for every HTTP receiver.
     pub(super) fn new(config: Arc<AlertsConfig>) -> anyhow::Result<Senders> {
+        // Redirects are not followed: a redirected POST comes back as a
+        // GET without its body (an alert "delivered" nowhere), and headers
+        // that hold keys would go to whatever host the answer names.
         let client = reqwest::Client::builder()
             .timeout(HTTP_TIMEOUT)
             .user_agent("Lovebeat")
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
-        Ok(Senders { config, client })
+        let mut senders = Senders {
+            config,
+            client,
+            secrets: Vec::new(),
+        };
+        let mut secrets: Vec<String> = senders
+            .config
+            .alerts
+            .values()
+            .flat_map(Channel::of)
+            .flat_map(|c| senders.secrets(&c))
+            .collect();
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        secrets.dedup();
+        senders.secrets = secrets;
+        Ok(senders)
     }
 
-    /// One try at sending `group` on `channel`.
+    /// One try at sending `group` on `channel`. What went wrong names no
+    /// secret of any alerter's, even when the receiver echoed one back
+    /// ([`Senders::secrets`]).
     pub(super) async fn attempt(
+        &self,
+        channel: &Channel,
+        group: &[&Notice],
+    ) -> Result<(), DeliveryError> {
+        self.attempt_once(channel, group).await.map_err(|mut e| {
+            e.reason = scrub(&e.reason, &self.secrets);
+            e
+        })
+    }
+
+    /// What of a channel's configuration is, or may hold, a secret: keys,
+    /// tokens and passwords, and the parts of its URLs' paths and queries
+    /// that are not plain words (a webhook's token is its path). Many
+    /// receivers echo the request in an error (a framework's "Cannot POST
+    /// /bot<token>/sendMessage"), and what went wrong is logged, reported
+    /// and kept as `lovebeat.self.alerts`'s output.
+    fn secrets(&self, channel: &Channel) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        let url = |out: &mut Vec<String>, u: &reqwest::Url| {
+            out.push(u.as_str().to_string());
+            let parts = u
+                .path_segments()
+                .into_iter()
+                .flatten()
+                .map(str::to_string)
+                .chain(u.query_pairs().map(|(_, v)| v.into_owned()));
+            out.extend(parts.filter(|p| {
+                p.len() >= 6 && !p.bytes().all(|b| b.is_ascii_lowercase() || b == b'-')
+            }));
+        };
+        match channel {
+            Channel::Mail(_) => {
+                out.push(self.config.mailgun.api_key.clone());
+                out.extend(self.config.mail.password.clone());
+            }
+            Channel::Webhook(u) => url(&mut out, &u.0),
+            Channel::Slack(_, own) => match own {
+                Some(u) => url(&mut out, u),
+                None => {
+                    if let Ok(u) = reqwest::Url::parse(&self.config.slack.webhook_url) {
+                        url(&mut out, &u);
+                    }
+                }
+            },
+            Channel::Script(_) => {}
+            Channel::PagerDuty(c) => {
+                out.push(c.routing_key.clone());
+                if let Some(u) = &c.url {
+                    url(&mut out, &u.0);
+                }
+            }
+            Channel::Opsgenie(c) => out.push(c.api_key.clone()),
+            Channel::Templated(c) => {
+                url(&mut out, &c.url.0);
+                out.extend(c.headers.values().flat_map(|v| {
+                    v.split_whitespace()
+                        .map(str::to_string)
+                        .chain(std::iter::once(v.clone()))
+                        .collect::<Vec<_>>()
+                }));
+            }
+            Channel::Discord(c) => url(&mut out, &c.webhook_url.0 .0),
+            Channel::Teams(c) => url(&mut out, &c.webhook_url.0 .0),
+            Channel::Telegram(c) => out.push(c.bot_token.0.clone()),
+            Channel::Ntfy(c) => {
+                out.push(c.topic.clone());
+                out.extend(c.token.iter().map(|t| t.0.clone()));
+            }
+            Channel::Pushover(c) => out.extend([c.token.0.clone(), c.user.0.clone()]),
+            Channel::Gotify(c) => out.push(c.token.0.clone()),
+            Channel::Matrix(c) => out.push(c.access_token.0.clone()),
+        }
+        out
+    }
+
+    /// [`Senders::attempt`], before its error is scrubbed.
+    async fn attempt_once(
         &self,
         channel: &Channel,
         group: &[&Notice],
@@ -267,6 +368,24 @@ impl Senders {
             delay *= 2;
         }
     }
+}
+
+/// `text` with every secret in `secrets` of 4 bytes or more replaced by
+/// `…`, longest first (so a URL goes before the token inside it).
+pub(super) fn scrub(text: &str, secrets: &[String]) -> String {
+    let mut secrets: Vec<&str> = secrets
+        .iter()
+        .map(String::as_str)
+        .filter(|s| s.len() >= 4)
+        .collect();
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    let mut out = text.to_string();
+    for s in secrets {
+        if out.contains(s) {
+            out = out.replace(s, "…");
+        }
+    }
+    out
 }
 
 /// What a message is about, for the log: the alarm and incident, or how

@@ -532,15 +532,19 @@ impl Dispatcher {
                 self.start_reminder(&name, incident, alert);
             }
         }
+        // What its receivers hear is saved as the alarm's announced
+        // state: the start of flapping counts as an ERROR, since it opens
+        // an incident that a restart must not forget to close.
+        let heard = if opens { State::Error } else { state };
         if remaining == 0 {
-            self.mark_if_settled(&name, state, incident);
+            self.mark_if_settled(&name, heard, incident);
             return;
         }
         self.tracked.insert(
             id,
             Tracked {
                 alarm: name.clone(),
-                state,
+                state: heard,
                 incident,
                 remaining,
             },
@@ -705,7 +709,17 @@ impl Dispatcher {
                 let (senders, channel, done) =
                     (self.senders.clone(), r.channel.clone(), self.done.clone());
                 self.tasks.spawn(async move {
-                    let result = senders.deliver(&channel, &job.notices).await;
+                    use futures_util::FutureExt;
+                    // An alerter that panics still gives its slot, its
+                    // alarm and its change back: a task that never says
+                    // it is done would hold them for good.
+                    let result =
+                        std::panic::AssertUnwindSafe(senders.deliver(&channel, &job.notices))
+                            .catch_unwind()
+                            .await
+                            .unwrap_or_else(|_| {
+                                Err(format!("{} alerter failed unexpectedly", channel.kind()))
+                            });
                     let _ = done.send(Done {
                         receiver: idx,
                         job,

@@ -44,9 +44,10 @@ pub(super) async fn post(
 const ANSWER_BYTES: usize = 300;
 
 /// Maps the result of an HTTP delivery: connection errors, timeouts, 5xx
-/// and 429 are worth retrying (after the wait the receiver asks for, as a
-/// `Retry-After` header in seconds or, as Telegram says it, a JSON body's
-/// `parameters.retry_after`); other non-2xx answers are final. A refusal
+/// 408, 425 and 429 are worth retrying (after the wait the receiver asks
+/// for, as a `Retry-After` header in seconds or, in a JSON body, as
+/// Telegram's `parameters.retry_after` or Matrix's `retry_after_ms`);
+/// other non-2xx answers, redirects included, are final. A refusal
 /// carries the start of what the receiver answered, on one line, so a test
 /// of the alert shows why. `what` names the receiver without its secrets
 /// ([`url_for_log`]), and the error is stripped of the URL reqwest would
@@ -56,8 +57,10 @@ pub(super) async fn outcome(
     result: reqwest::Result<reqwest::Response>,
 ) -> Result<(), DeliveryError> {
     let mut resp = result.map_err(|e| DeliveryError {
-        reason: format!("{what}: {}", e.without_url()),
-        retry: true,
+        // A request that cannot even be built (a header value a token
+        // with a line break makes) fails the same way every time.
+        retry: !e.is_builder(),
+        reason: format!("{what}: {}", causes(&e.without_url())),
         retry_after: None,
     })?;
     let status = resp.status();
@@ -78,12 +81,26 @@ pub(super) async fn outcome(
             _ => break,
         }
     }
+    // Telegram says `parameters.retry_after` (seconds), Matrix
+    // `retry_after_ms`.
     let body_wait = || {
-        serde_json::from_slice::<serde_json::Value>(&answer)
-            .ok()?
-            .pointer("/parameters/retry_after")?
-            .as_u64()
+        let v = serde_json::from_slice::<serde_json::Value>(&answer).ok()?;
+        v.pointer("/parameters/retry_after")
+            .and_then(serde_json::Value::as_u64)
+            .or_else(|| Some(v.get("retry_after_ms")?.as_u64()?.div_ceil(1000)))
     };
+    let redirect = status
+        .is_redirection()
+        .then(|| resp.headers().get(reqwest::header::LOCATION))
+        .flatten()
+        .and_then(|l| l.to_str().ok())
+        .and_then(|l| resp.url().join(l).ok())
+        .map(|to| {
+            format!(
+                " (redirects are not followed: it points to {})",
+                url_for_log(to.as_str())
+            )
+        });
     // A day is longer than any retry lasts: a wait beyond it means the
     // same, give up now, and cannot overflow a clock.
     let retry_after = header_wait
@@ -96,16 +113,31 @@ pub(super) async fn outcome(
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
-    let reason = if text.is_empty() {
-        format!("{what}: HTTP {status}")
-    } else {
-        format!("{what}: HTTP {status}: {text}")
-    };
+    let mut reason = format!("{what}: HTTP {status}{}", redirect.unwrap_or_default());
+    if !text.is_empty() {
+        reason.push_str(": ");
+        reason.push_str(&text);
+    }
     Err(DeliveryError {
         reason,
-        retry: status.is_server_error() || status.as_u16() == 429,
+        // 408 (it timed out waiting) and 425 (too early) ask for another
+        // try, as 429 and 5xx do.
+        retry: status.is_server_error() || matches!(status.as_u16(), 408 | 425 | 429),
         retry_after,
     })
+}
+
+/// An error and its causes on one line (reqwest's own says only "error
+/// sending request"; its causes say why: refused, reset, timed out).
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }
 
 /// The webhook body: 1.x's documented fields plus ours.

@@ -185,14 +185,26 @@ pub fn fires(previous: State, current: State) -> bool {
     )
 }
 
-/// The failed services as one comma-separated string.
+/// Failed services named in a message at most; the rest are counted. A
+/// mass outage fails thousands, and a message that long is refused for
+/// good by the services that cap their messages (Telegram 4096
+/// characters, Opsgenie's details 8000, Teams 28 KB).
+pub const FAILED_LISTED: usize = 50;
+
+/// The failed services as one comma-separated string: the first
+/// [`FAILED_LISTED`], then "and N more".
 pub fn failed_list(alarm: &AlarmView) -> String {
-    alarm
-        .failed_services
+    let failed = &alarm.failed_services;
+    let mut out = failed
         .iter()
+        .take(FAILED_LISTED)
         .map(|s| s.as_str())
         .collect::<Vec<_>>()
-        .join(", ")
+        .join(", ");
+    if failed.len() > FAILED_LISTED {
+        out.push_str(&format!(" and {} more", failed.len() - FAILED_LISTED));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -214,6 +226,17 @@ mod tests {
             open_incident: None,
             test: false,
         }
+    }
+
+    #[test]
+    fn a_failed_list_names_fifty_and_counts_the_rest() {
+        let mut n = notice(0, None);
+        n.alarm.failed_services = (0..1234).map(|i| format!("s{i}").into()).collect();
+        let list = failed_list(&n.alarm);
+        assert!(list.starts_with("s0, s1, "), "{list}");
+        assert!(list.ends_with("s49 and 1184 more"), "{list}");
+        n.alarm.failed_services.truncate(FAILED_LISTED);
+        assert!(failed_list(&n.alarm).ends_with("s48, s49"));
     }
 
     #[test]

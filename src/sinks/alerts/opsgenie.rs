@@ -113,7 +113,11 @@ pub(super) fn create_body(config: &OpsgenieConfig, n: &Notice, incident: u64) ->
         let line = super::mail::failure_line(f);
         description.push_str(&format!("\n{line}"));
         if !f.output.is_empty() {
-            description.push_str(&format!("\nOutput:\n{}", f.output));
+            // Its end: where a job says why it failed.
+            description.push_str(&format!(
+                "\nOutput:\n{}",
+                super::text::tail(&f.output, 3000)
+            ));
         }
         details["job_failure"] = json!(line);
     }

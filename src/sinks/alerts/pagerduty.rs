@@ -23,7 +23,7 @@ use serde_json::json;
 
 use super::config::HttpUrl;
 use super::incident::{self, Action};
-use super::{failed_list, DeliveryError, Notice};
+use super::{DeliveryError, Notice};
 use crate::redact::url_for_log;
 
 /// PagerDuty's Events API v2 endpoint.
@@ -127,8 +127,8 @@ pub(super) fn event(
                 "incident": n.alarm.incident_nbr,
                 "state": n.alarm.state.as_str(),
                 "previous_state": n.previous.as_str(),
-                "failed_services": n.alarm.failed_services,
-                "failed_services_list": failed_list(&n.alarm),
+                "failed_services": n.alarm.failed_services.iter().take(super::FAILED_LISTED).collect::<Vec<_>>(),
+                "failed_count": n.alarm.failed_services.len(),
             });
             if let Some(f) = &n.failure {
                 details["job_failure"] = json!(super::mail::failure_line(f));

@@ -8,7 +8,8 @@
 //! (<https://learn.microsoft.com/en-us/microsoftteams/platform/webhooks-and-connectors/how-to/connectors-using#send-adaptive-cards-using-an-incoming-webhook>):
 //! `{"type": "message", "attachments": [{"contentType":
 //! "application/vnd.microsoft.card.adaptive", "content": <card>}]}`, the
-//! card an `AdaptiveCard` of version 1.4 with `TextBlock`s, a `FactSet`
+//! card an `AdaptiveCard` of version 1.4 with a `TextBlock` title,
+//! `RichTextBlock`s of plain `TextRun`s, a `FactSet`
 //! and an `Action.OpenUrl` (<https://adaptivecards.io/explorer/>). A
 //! Workflows webhook answers 202.
 //!
@@ -29,8 +30,20 @@ pub struct TeamsConfig {
     pub webhook_url: SecretUrl,
 }
 
-/// The message for one change or a group. Text blocks take a Markdown
-/// subset: the job's output goes in a monospace block of its own.
+/// Text that is shown as it is: a `RichTextBlock` of one `TextRun`, which
+/// Teams does not read as Markdown (a `TextBlock` would, and a job's
+/// output could then put a link in the on-call channel).
+fn plain_block(text: &str, monospace: bool) -> serde_json::Value {
+    let mut run = json!({"type": "TextRun", "text": text});
+    if monospace {
+        run["fontType"] = json!("Monospace");
+    }
+    json!({"type": "RichTextBlock", "inlines": [run]})
+}
+
+/// The message for one change or a group. The title comes from names
+/// (no Markdown in them); the text and the job's output, in a monospace
+/// block of its own, go in blocks that are not read as Markdown.
 pub(super) fn body(group: &[&Notice]) -> serde_json::Value {
     let Plain {
         title,
@@ -48,7 +61,7 @@ pub(super) fn body(group: &[&Notice]) -> serde_json::Value {
             "color": if error { "Attention" } else { "Good" },
             "wrap": true,
         }),
-        json!({"type": "TextBlock", "text": text, "wrap": true}),
+        plain_block(&text, false),
     ];
     if let [n] = group {
         blocks.push(json!({
@@ -61,12 +74,7 @@ pub(super) fn body(group: &[&Notice]) -> serde_json::Value {
         }));
     }
     if let Some(out) = output {
-        blocks.push(json!({
-            "type": "TextBlock",
-            "text": text::tail(&out, 3000),
-            "fontType": "Monospace",
-            "wrap": true,
-        }));
+        blocks.push(plain_block(&text::tail(&out, 3000), true));
     }
     let mut card = json!({
         "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
@@ -95,4 +103,39 @@ pub(super) async fn send(
     group: &[&Notice],
 ) -> Result<(), DeliveryError> {
     super::http::post(client, &config.webhook_url.0 .0, body(group), &[]).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::JobFailure;
+    use crate::sinks::alerts::tests::notice;
+
+    #[test]
+    fn job_output_is_never_read_as_markdown() {
+        let f = JobFailure {
+            ts: 1,
+            exit_code: None,
+            output: "[Sign in again](https://evil.example) **now**".into(),
+            reason: Some("[x](https://evil.example)".into()),
+        };
+        let n = notice(0, Some(f));
+        let card = &body(&[&n])["attachments"][0]["content"];
+        let blocks = card["body"].as_array().expect("blocks");
+        // Whatever holds the output or the reason is a plain text run,
+        // never a Markdown TextBlock.
+        for b in blocks {
+            if b.to_string().contains("evil.example") {
+                assert_eq!(b["type"], "RichTextBlock", "{b}");
+                assert_eq!(b["inlines"][0]["type"], "TextRun", "{b}");
+            }
+        }
+        let runs = blocks
+            .iter()
+            .filter(|b| b["type"] == "RichTextBlock")
+            .count();
+        assert_eq!(runs, 2, "the text and the output: {card}");
+        let output = blocks.last().expect("output");
+        assert_eq!(output["inlines"][0]["fontType"], "Monospace");
+    }
 }

@@ -58,6 +58,10 @@ pub(super) fn escape(text: &str) -> String {
         .replace('>', "&gt;")
 }
 
+/// Characters of title, text and output in one message at most: 4096
+/// (`sendMessage`'s limit) less the mark, line breaks and link words.
+const VISIBLE_TEXT: usize = 4000;
+
 /// The `sendMessage` body for one change or a group.
 pub(super) fn body(config: &TelegramConfig, group: &[&Notice]) -> serde_json::Value {
     let Plain {
@@ -67,10 +71,18 @@ pub(super) fn body(config: &TelegramConfig, group: &[&Notice]) -> serde_json::Va
         error,
         url,
     } = text::plain(group);
+    // Telegram refuses, for good, a text over 4096 characters once its
+    // markup is read: the visible text is budgeted before it is escaped,
+    // the output's end first, then the title, the text what is left.
+    let output = output.map(|o| text::tail(&o, 1500));
+    let title = super::incident::cut(&title, 200);
+    let room =
+        VISIBLE_TEXT - title.chars().count() - output.as_ref().map_or(0, |o| o.chars().count());
+    let text = super::incident::cut(&text, room);
     let mark = if error { "🔴" } else { "🟢" };
     let mut html = format!("{mark} <b>{}</b>\n{}", escape(&title), escape(&text));
     if let Some(out) = output {
-        html.push_str(&format!("\n<pre>{}</pre>", escape(&text::tail(&out, 2500))));
+        html.push_str(&format!("\n<pre>{}</pre>", escape(&out)));
     }
     if let Some(u) = url {
         html.push_str(&format!(
@@ -133,5 +145,59 @@ mod tests {
         );
         assert!(t.contains("&lt;b&gt; is in ERROR"), "{t}");
         assert_eq!(t.matches("<b>").count(), 1, "{t}");
+    }
+
+    /// What Telegram counts: the text once its HTML is read.
+    fn visible(html: &str) -> usize {
+        let mut out = String::new();
+        let mut in_tag = false;
+        for c in html.chars() {
+            match c {
+                '<' => in_tag = true,
+                '>' => in_tag = false,
+                c if !in_tag => out.push(c),
+                _ => {}
+            }
+        }
+        out.replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&amp;", "&")
+            .replace("&quot;", "\"")
+            .chars()
+            .count()
+    }
+
+    #[test]
+    fn a_mass_outage_fits_one_message() {
+        let c = TelegramConfig {
+            bot_token: Secret("t".into()),
+            chat_id: ChatId::Number(1),
+            url: None,
+        };
+        let f = JobFailure {
+            ts: 1,
+            exit_code: None,
+            output: "<&>".repeat(5000),
+            reason: None,
+        };
+        // One change with ten thousand long failed names and a long
+        // output, and a group of thirty such changes.
+        let mut n = notice(0, Some(f));
+        n.url = Some("http://lb/alarms/jobs".into());
+        n.alarm.failed_services = (0..10_000)
+            .map(|i| format!("{}.{i}", "a".repeat(200)).into())
+            .collect();
+        let one = body(&c, &[&n])["text"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(visible(&one) <= 4096, "{}", visible(&one));
+        assert!(one.contains("<pre>"), "the output's end is kept");
+        let group: Vec<&Notice> = std::iter::repeat_n(&n, 30).collect();
+        let many = body(&c, &group)["text"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(visible(&many) <= 4096, "{}", visible(&many));
     }
 }
