@@ -713,7 +713,7 @@ fn a_test_alert_reaches_every_alerter_marked_and_reports_each_result() {
     assert_eq!(bad.requests.lock().expect("lock")[0].json()["test"], true);
 
     // PagerDuty: the test's incident is opened and closed at once.
-    let got = ok.wait_for(3, 5);
+    let got = ok.wait_for(3, 10);
     let pd: Vec<Value> = got
         .iter()
         .filter(|r| r.path == "/v2/enqueue")
@@ -958,4 +958,27 @@ fn a_receiver_that_echoes_a_secret_or_redirects_is_reported_without_the_secret()
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(got[0].method, "POST");
     assert!(!d.stderr().contains("SECRET"), "{}", d.stderr());
+}
+
+#[test]
+fn a_pushover_emergency_is_cancelled_by_its_recovery() {
+    // https://pushover.net/api/receipts#cancel_by_tag
+    let rx = Receiver::start(|_| Some(200));
+    let d = Daemon::start(&format!(
+        "{ALARM}[alerts.ops.pushover]\ntoken = \"SECRETPOAPP\"\nuser = \"SECRETPOUSER\"\npriority_error = 2\nurl = \"{}\"\n",
+        rx.url("/1/messages.json")
+    ));
+    d.post("/api/services/web.x?timeout=0");
+    let got = rx.wait_for(1, 10);
+    let first = got[0].form();
+    assert_eq!(first["priority"], "2");
+    assert_eq!(first["tags"], "lovebeat-web-1");
+    d.post("/api/services/web.x?timeout=60");
+    let got = rx.wait_for(3, 10);
+    assert_eq!(got.len(), 3, "{got:?}");
+    assert_eq!(got[1].path, "/1/messages.json");
+    assert_eq!(got[1].form()["priority"], "0");
+    assert_eq!(got[2].method, "POST");
+    assert_eq!(got[2].path, "/1/receipts/cancel_by_tag/lovebeat-web-1.json");
+    assert_eq!(got[2].form()["token"], "SECRETPOAPP");
 }

@@ -154,6 +154,11 @@ impl Channel {
         )
     }
 
+    /// The pagers: what they open stays open until it is closed.
+    pub(super) fn is_pager(&self) -> bool {
+        matches!(self, Channel::PagerDuty(_) | Channel::Opsgenie(_))
+    }
+
     /// A script takes a `max_scripts` slot, the others a
     /// `max_alert_deliveries` one.
     pub(super) fn is_script(&self) -> bool {

@@ -7,7 +7,10 @@
 //! (the application's), `user` (the user or group key), `message` (at most
 //! 1024 characters), `title` (at most 250), `url` and `url_title`,
 //! `priority` (-2 to 2; 2, an emergency, also needs `retry` of at least 30
-//! seconds and `expire`) and `timestamp` (Unix seconds). Pushover answers
+//! seconds and `expire`, and takes `tags`, by which
+//! `/1/receipts/cancel_by_tag/<tag>.json` cancels it: an emergency is
+//! tagged with its incident's key and cancelled by its recovery; a test
+//! is never an emergency) and `timestamp` (Unix seconds). Pushover answers
 //! 4xx for a bad request (not retried) and 429 when over quota.
 //!
 //! A push groups: the changes of `group_interval` go in one notification.
@@ -64,27 +67,47 @@ pub(super) fn form(config: &PushoverConfig, group: &[&Notice]) -> Vec<(&'static 
     let Plain {
         title,
         text,
+        output,
         error,
         url,
-        ..
-    } = text::plain_with_output(group, 400);
-    let priority = if error {
+    } = text::plain(group);
+    // The output's end is kept whole; the text is cut to make room.
+    let message = match output {
+        Some(out) => {
+            let out = text::tail(&out, 400);
+            let room = 1024 - 2 - out.chars().count();
+            format!("{}\n\n{out}", super::incident::cut(&text, room))
+        }
+        None => super::incident::cut(&text, 1024),
+    };
+    let mut priority = if error {
         config.priority_error
     } else {
         config.priority_ok
     };
+    // A test never starts an emergency, which repeats for an hour.
+    if group.iter().any(|n| n.test) {
+        priority = priority.min(1);
+    }
     let ts = group.iter().map(|n| n.ts).max().unwrap_or(0) / 1000;
     let mut form = vec![
         ("token", config.token.0.clone()),
         ("user", config.user.0.clone()),
         ("title", super::incident::cut(&title, 250)),
-        ("message", super::incident::cut(&text, 1024)),
+        ("message", message),
         ("priority", priority.to_string()),
         ("timestamp", ts.to_string()),
     ];
     if priority == 2 {
         form.push(("retry", "60".into()));
         form.push(("expire", "3600".into()));
+        // Tagged with its incidents, so their recoveries cancel it.
+        let tags: Vec<String> = group
+            .iter()
+            .filter(|n| n.alarm.state == crate::engine::State::Error)
+            .map(|n| super::incident::key(&n.alarm.name, n.alarm.incident_nbr))
+            .collect();
+        form.push(("tags", tags.join(",")));
     }
     if let Some(u) = url {
         form.push(("url", u));
@@ -101,5 +124,97 @@ pub(super) async fn send(
 ) -> Result<(), DeliveryError> {
     let url = config.url.as_ref().map_or(PUSHOVER_URL, |u| u.0.as_str());
     let result = client.post(url).form(&form(config, group)).send().await;
-    super::http::outcome(&format!("POST {}", url_for_log(url)), result).await
+    super::http::outcome(&format!("POST {}", url_for_log(url)), result).await?;
+    if config.priority_error == 2 {
+        cancel_emergencies(client, config, url, group).await;
+    }
+    Ok(())
+}
+
+/// Stops the emergencies of the recovered incidents in `group` from
+/// repeating (`POST /1/receipts/cancel_by_tag/<tag>.json`, Pushover's
+/// "Canceling Retries by Tag"). The recovery itself was delivered: a
+/// cancel that fails is logged, and the emergency expires within its hour.
+async fn cancel_emergencies(
+    client: &reqwest::Client,
+    config: &PushoverConfig,
+    url: &str,
+    group: &[&Notice],
+) {
+    let Ok(base) = reqwest::Url::parse(url) else {
+        return;
+    };
+    for n in group {
+        if n.alarm.state != crate::engine::State::Ok || n.test {
+            continue;
+        }
+        let tag = super::incident::key(&n.alarm.name, n.alarm.incident_nbr);
+        let Ok(cancel) = base.join(&format!("receipts/cancel_by_tag/{tag}.json")) else {
+            continue;
+        };
+        let result = client
+            .post(cancel)
+            .form(&[("token", config.token.0.as_str())])
+            .send()
+            .await;
+        if let Err(e) = super::http::outcome(&format!("cancel of {tag}"), result).await {
+            let secrets = [config.token.0.clone(), config.user.0.clone()];
+            tracing::warn!(
+                "pushover emergency not cancelled: {}",
+                super::delivery::scrub(&e.reason, &secrets)
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{JobFailure, State};
+    use crate::sinks::alerts::tests::notice;
+
+    fn emergency() -> PushoverConfig {
+        PushoverConfig {
+            token: Secret("app".into()),
+            user: Secret("usr".into()),
+            priority_error: 2,
+            priority_ok: 0,
+            url: None,
+        }
+    }
+
+    fn field(form: &[(&'static str, String)], k: &str) -> Option<String> {
+        form.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone())
+    }
+
+    #[test]
+    fn an_emergency_is_tagged_with_its_incident_and_a_test_is_never_one() {
+        let n = notice(0, None);
+        let form = form(&emergency(), &[&n]);
+        assert_eq!(field(&form, "priority").as_deref(), Some("2"));
+        assert_eq!(field(&form, "tags").as_deref(), Some("lovebeat-jobs-7"));
+        let mut t = notice(0, None);
+        t.test = true;
+        let form = super::form(&emergency(), &[&t]);
+        assert_eq!(field(&form, "priority").as_deref(), Some("1"));
+        assert_eq!(field(&form, "retry"), None);
+    }
+
+    #[test]
+    fn the_output_end_survives_a_long_failed_list() {
+        let f = JobFailure {
+            ts: 1,
+            exit_code: Some(1),
+            output: "why it failed".into(),
+            reason: None,
+        };
+        let mut n = notice(0, Some(f));
+        n.alarm.state = State::Error;
+        n.alarm.failed_services = (0..100)
+            .map(|i| format!("{}{i}", "s".repeat(60)).into())
+            .collect();
+        let message = field(&form(&emergency(), &[&n]), "message").unwrap_or_default();
+        assert!(message.chars().count() <= 1024, "{}", message.len());
+        assert!(message.ends_with("why it failed"), "{message}");
+    }
 }

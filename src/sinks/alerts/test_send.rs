@@ -2,8 +2,11 @@
 //! `lovebeat test-alert <name>` send a clearly marked test to every
 //! alerter of an alert, at once and once each (no retries: the answer is
 //! what the receiver says now), and report per alerter whether it was
-//! delivered and, if not, what went wrong. Pagers open and close the
-//! test's incident at once.
+//! delivered and, if not, what went wrong. A pager's test incident is
+//! closed [`PAGER_CLOSE_AFTER`] later by a task of its own, with retries,
+//! whatever the open's result: it is not cut short by a slow receiver or
+//! a client that hangs up, and Opsgenie, which handles requests in the
+//! background, has opened it before the close arrives.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +20,9 @@ use crate::engine::{AlarmView, State};
 
 /// How long one alerter's test may take (a script gets its own 10 s).
 const TEST_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How long after a pager's test incident is opened it is closed.
+const PAGER_CLOSE_AFTER: Duration = Duration::from_secs(3);
 
 /// One alerter's result.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -69,7 +75,8 @@ pub fn alerter_kinds(config: &AlertsConfig, alert: &str) -> Option<Vec<&'static 
 
 /// Sends a test to every alerter of `alert`, all at once; `None` when the
 /// configuration has no such alert.
-pub async fn send_test(config: Arc<AlertsConfig>, alert: &str) -> Option<Vec<TestResult>> {
+pub async fn send_test(config: Arc<AlertsConfig>, alert: String) -> Option<Vec<TestResult>> {
+    let alert = alert.as_str();
     let channels = Channel::of(config.alerts.get(alert)?);
     let senders = match Senders::new(config.clone()) {
         Ok(s) => Arc::new(s),
@@ -88,6 +95,22 @@ pub async fn send_test(config: Arc<AlertsConfig>, alert: &str) -> Option<Vec<Tes
         }
     };
     let notice = Arc::new(notice(alert, config.public_url.as_deref()));
+    for channel in channels.iter().filter(|c| c.is_pager()) {
+        let (senders, channel) = (senders.clone(), channel.clone());
+        let mut close = (*notice).clone();
+        close.alarm.state = State::Ok;
+        close.previous = State::Error;
+        let close = [Arc::new(close)];
+        tokio::spawn(async move {
+            tokio::time::sleep(PAGER_CLOSE_AFTER).await;
+            if let Err(e) = senders.deliver(&channel, &close).await {
+                tracing::warn!(
+                    "the test incident of {} was not closed: {e}",
+                    channel.kind()
+                );
+            }
+        });
+    }
     let mut tasks = tokio::task::JoinSet::new();
     for (i, channel) in channels.into_iter().enumerate() {
         let (senders, notice) = (senders.clone(), notice.clone());
