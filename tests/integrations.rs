@@ -982,3 +982,39 @@ fn a_pushover_emergency_is_cancelled_by_its_recovery() {
     assert_eq!(got[2].path, "/1/receipts/cancel_by_tag/lovebeat-web-1.json");
     assert_eq!(got[2].form()["token"], "SECRETPOAPP");
 }
+
+#[test]
+fn receivers_that_hang_leave_a_slot_for_every_other_receiver() {
+    // Four pager-like receivers that never answer, served before one
+    // that does, with 8 delivery slots: without a slot kept for it, the
+    // hanging ones hold all 8 through a minute of retries.
+    let hang = Receiver::start(|_| None);
+    let good = Receiver::start(|_| Some(200));
+    let h = hang.url("/h");
+    let d = Daemon::start(&format!(
+        "[limits]\nmax_alert_deliveries = 8\n\
+         [[alarms]]\nname = \"web-$n\"\npattern = \"web.$n.*\"\nalerts = [\"a-hang\"]\n\
+         [[alarms]]\nname = \"db\"\npattern = \"db.*\"\nalerts = [\"z-good\"]\n\
+         [alerts.a-hang]\nwebhook = \"{h}\"\n\
+         [alerts.a-hang.pagerduty]\nrouting_key = \"{ROUTING_KEY}\"\nurl = \"{h}\"\n\
+         [alerts.a-hang.opsgenie]\napi_key = \"k\"\nurl = \"{h}\"\n\
+         [alerts.a-hang.templated_webhook]\nurl = \"{h}\"\nbody = \"{{{{ name }}}}\"\ncontent_type = \"text/plain\"\n\
+         [alerts.z-good]\nwebhook = \"{}\"\n",
+        good.url("/good"),
+    ));
+    for n in ["a", "b", "c", "d"] {
+        d.post(&format!("/api/services/web.{n}.x?timeout=0"));
+    }
+    // They take every slot they may: all but the one kept.
+    let hung = hang.wait_for(7, 5).len();
+    assert_eq!(hung, 7);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        hang.requests.lock().expect("lock").len(),
+        7,
+        "one slot kept"
+    );
+    d.post("/api/services/db.x?timeout=0");
+    let got = good.wait_for(1, 3);
+    assert_eq!(got.len(), 1, "the answering receiver is not kept waiting");
+}

@@ -660,11 +660,22 @@ impl Dispatcher {
 
     /// Starts what the slots allow: every receiver in turn, up to its
     /// share, oldest message first (skipping, for webhooks and scripts,
-    /// alarms with one in flight).
+    /// alarms with one in flight). A receiver's first slot is kept for
+    /// it: one that has a delivery under way takes another only while a
+    /// slot stays free for every receiver that has none, so receivers
+    /// that hang (each holding slots through a minute of retries) never
+    /// leave another without one.
     fn pump(&mut self) {
         let max = self.config.max_deliveries.max(1);
         let max_scripts = self.config.max_scripts.max(1);
         let share = (max / 4).max(1);
+        let idle = |rs: &[Receiver], script: bool| {
+            rs.iter()
+                .filter(|r| r.running == 0 && r.channel.is_script() == script)
+                .count()
+        };
+        let (mut idle_deliveries, mut idle_scripts) =
+            (idle(&self.receivers, false), idle(&self.receivers, true));
         for idx in 0..self.receivers.len() {
             loop {
                 let r = &self.receivers[idx];
@@ -676,10 +687,17 @@ impl Dispatcher {
                 } else {
                     share
                 };
-                let full = if script {
-                    self.running_scripts >= max_scripts
+                let (running, pool, idle) = if script {
+                    (self.running_scripts, max_scripts, idle_scripts)
                 } else {
-                    self.running >= max
+                    (self.running, max, idle_deliveries)
+                };
+                // A first slot is any free one; another leaves one free
+                // for each receiver that has none.
+                let full = if r.running == 0 {
+                    running >= pool
+                } else {
+                    running + idle >= pool
                 };
                 if r.running >= cap || full || r.queue.is_empty() {
                     break;
@@ -699,6 +717,13 @@ impl Dispatcher {
                 };
                 if !r.channel.groups() {
                     r.busy.insert(job.notices[0].alarm.name.clone());
+                }
+                if r.running == 0 {
+                    if script {
+                        idle_scripts -= 1;
+                    } else {
+                        idle_deliveries -= 1;
+                    }
                 }
                 r.running += 1;
                 if script {
