@@ -10,8 +10,10 @@
 //! sample alert. When the content type is JSON, `{{ ... }}` in the body
 //! writes JSON values (a string with its quotes and escapes, a list as an
 //! array), so a job's output can never break the document; the `tojson`
-//! filter does the same anywhere. Headers are rendered as plain text. One
-//! request per change, like the 1.x webhook.
+//! filter does the same anywhere, and `urlencode` escapes a form's value.
+//! Headers are rendered as plain text, control characters as spaces. A
+//! rendering has a bounded number of instructions ([`FUEL`]). One request
+//! per change, like the 1.x webhook.
 
 use std::collections::BTreeMap;
 
@@ -128,8 +130,14 @@ impl<'a> Fields<'a> {
     }
 }
 
+/// Instructions one rendering may run: far more than any template of a
+/// request needs, and a bound on one that loops (a render runs on a
+/// runtime thread, where nothing could stop it).
+const FUEL: u64 = 100_000;
+
 fn environment(json: bool) -> Environment<'static> {
     let mut env = Environment::new();
+    env.set_fuel(Some(FUEL));
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_keep_trailing_newline(true);
     env.set_auto_escape_callback(move |_| {
@@ -150,9 +158,14 @@ pub(super) struct Rendered {
 }
 
 impl TemplatedWebhookConfig {
+    /// Any JSON type: `application/json`, `text/json`, `+json`, ndjson.
     fn json(&self) -> bool {
-        let ct = self.content_type.to_ascii_lowercase();
-        ct.starts_with("application/json") || ct.contains("+json")
+        self.content_type.to_ascii_lowercase().contains("json")
+    }
+
+    /// True when the user's headers set `name` (case aside).
+    fn sets(&self, name: &str) -> bool {
+        self.headers.keys().any(|k| k.eq_ignore_ascii_case(name))
     }
 
     fn method(&self) -> Option<reqwest::Method> {
@@ -175,7 +188,14 @@ impl TemplatedWebhookConfig {
             let value = plain
                 .render_str(template, &fields)
                 .map_err(|e| format!("header {name}: {}", describe(&e)))?;
-            headers.push((name.clone(), value.trim().to_string()));
+            // A line break (from a job's output, say) would make the
+            // value invalid and the alert undeliverable: it is a space.
+            let value: String = value
+                .trim()
+                .chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .collect();
+            headers.push((name.clone(), value));
         }
         let body = environment(self.json())
             .render_str(&self.body, &fields)
@@ -253,9 +273,8 @@ pub(super) async fn send(
     let rendered = config.render(n).map_err(DeliveryError::permanent)?;
     let method = config.method().unwrap_or(reqwest::Method::POST);
     let what = format!("{method} {}", url_for_log(config.url.0.as_str()));
-    let mut req = client
-        .request(method.clone(), config.url.0.clone())
-        .header("User-Agent", "Lovebeat");
+    // The client says `User-Agent: Lovebeat` unless a header does.
+    let mut req = client.request(method.clone(), config.url.0.clone());
     for (name, value) in &rendered.headers {
         let value = reqwest::header::HeaderValue::from_str(value).map_err(|_| {
             DeliveryError::permanent(format!("{what}: header {name} is not a valid value"))
@@ -263,9 +282,10 @@ pub(super) async fn send(
         req = req.header(name.as_str(), value);
     }
     if method != reqwest::Method::GET {
-        req = req
-            .header("Content-Type", config.content_type.as_str())
-            .body(rendered.body);
+        if !config.sets("Content-Type") {
+            req = req.header("Content-Type", config.content_type.as_str());
+        }
+        req = req.body(rendered.body);
     }
     super::http::outcome(&what, req.send().await).await
 }
@@ -344,5 +364,48 @@ mod tests {
         c.headers.clear();
         c.method = "BREW".into();
         assert!(c.validate("ops").is_err());
+    }
+
+    #[test]
+    fn a_looping_template_runs_out_of_fuel_and_output_in_a_header_is_one_line() {
+        let c = config(
+            "{% for a in range(10000) %}{% for b in range(10000) %}x{% endfor %}{% endfor %}",
+        );
+        let e = c.render(&sample()).expect_err("out of fuel");
+        assert!(e.contains("fuel"), "{e}");
+        assert!(c.validate("ops").is_err(), "refused as the file is read");
+
+        let mut c = config("{}");
+        c.headers.insert("X-Why".into(), "{{ output }}".into());
+        let mut n = sample();
+        if let Some(f) = n.failure.as_mut() {
+            f.output = "line one\r\nInjected: yes\n".into();
+        }
+        let r = c.render(&n).expect("render");
+        assert_eq!(
+            r.headers,
+            [("X-Why".to_string(), "line one  Injected: yes".to_string())]
+        );
+        assert!(reqwest::header::HeaderValue::from_str(&r.headers[0].1).is_ok());
+    }
+
+    #[test]
+    fn every_json_type_is_escaped_and_a_form_value_can_be() {
+        let mut n = sample();
+        if let Some(f) = n.failure.as_mut() {
+            f.output = "\"},\"x\":\"&y=1".into();
+        }
+        let mut c = config(r#"{"text": {{ output }}}"#);
+        c.content_type = "text/json".into();
+        let body = c.render(&n).expect("render").body;
+        let v: serde_json::Value = serde_json::from_str(&body).expect(&body);
+        assert_eq!(v["text"], "\"},\"x\":\"&y=1");
+        let mut c = config("text={{ output | urlencode }}");
+        c.content_type = "application/x-www-form-urlencoded".into();
+        let body = c.render(&n).expect("render").body;
+        let form: Vec<(String, String)> = form_urlencoded::parse(body.as_bytes())
+            .into_owned()
+            .collect();
+        assert_eq!(form, [("text".to_string(), "\"},\"x\":\"&y=1".to_string())]);
     }
 }
