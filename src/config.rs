@@ -916,13 +916,21 @@ mode = 600
             [alerts.ops.pushover]\ntoken = \"S10-PO\"\nuser = \"S11-PU\"\n\
             [alerts.ops.gotify]\nurl = \"https://g.example.com\"\ntoken = \"S12-GO\"\n\
             [alerts.ops.matrix]\nhomeserver = \"https://m.example.org\"\nroom_id = \"!r:m\"\naccess_token = \"S13-MX\"\n";
-        let c = Config::parse(text).unwrap_or_else(|e| panic!("{e}"));
-        let shown = format!("{:?}", c.alerts["ops"]);
+        let text = format!(
+            "{text}[slack]\nwebhook_url = \"https://hooks.slack.com/services/S14-SL\"\n\
+             [mail]\nusername = \"u\"\npassword = \"S15-PW\"\n\
+             [mailgun]\napi_key = \"S16-MG\"\n"
+        );
+        let c = Config::parse(&text).unwrap_or_else(|e| panic!("{e}"));
+        let shown = format!(
+            "{:?} {:?} {:?} {:?}",
+            c.alerts["ops"], c.slack, c.mail, c.mailgun
+        );
         assert!(
             shown.contains("pagerduty") && shown.contains("matrix"),
             "{shown}"
         );
-        for i in 1..=13 {
+        for i in 1..=16 {
             assert!(
                 !shown.contains(&format!("S{i}-")),
                 "secret {i} shown: {shown}"

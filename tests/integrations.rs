@@ -756,6 +756,20 @@ fn a_test_alert_reaches_every_alerter_marked_and_reports_each_result() {
     );
     assert_eq!(status.code(), Some(1), "a read key is refused: {err}");
     assert!(err.contains("403"), "{err}");
+    // A name a URL path cannot carry is refused before any request.
+    let (status, err) = common::run_binary(
+        d.path(),
+        &[
+            "test-alert",
+            "on call",
+            "--server",
+            &server,
+            "--key",
+            "writer",
+        ],
+    );
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(err.contains("cannot be tested over HTTP"), "{err}");
 }
 
 #[test]

@@ -23,6 +23,10 @@ use super::{
 
 /// How long a failing delivery is retried, from its first attempt.
 pub(super) const RETRY_FOR: Duration = Duration::from_secs(60);
+/// How long a delivery is retried once the receiver has asked for a wait
+/// (a rate limit, Telegram's flood wait of a minute or more): the message
+/// is fine, it is only early.
+pub(super) const ASKED_RETRY_FOR: Duration = Duration::from_secs(600);
 /// First retry delay; doubled after each failure.
 pub(super) const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 /// How long one HTTP attempt may take.
@@ -341,8 +345,9 @@ impl Senders {
     }
 
     /// Sends `notices` as one message until it is delivered, fails for
-    /// good, or [`RETRY_FOR`] has passed, waiting between tries as long as
-    /// the receiver asks (`Retry-After`) or twice as long each time. Each
+    /// good, or [`RETRY_FOR`] has passed ([`ASKED_RETRY_FOR`] once the
+    /// receiver asked for a wait), waiting between tries as long as the
+    /// receiver asks (`Retry-After`) or twice as long each time. Each
     /// failed attempt is logged; the error is the last one's reason.
     pub(super) async fn deliver(
         &self,
@@ -366,7 +371,12 @@ impl Senders {
             // A receiver's Retry-After may lengthen the backoff, never
             // shorten it (`Retry-After: 0` must not make a busy loop).
             let wait = failure.retry_after.map_or(delay, |after| after.max(delay));
-            if !failure.retry || start.elapsed().saturating_add(wait) > RETRY_FOR {
+            let budget = if failure.retry_after.is_some() {
+                ASKED_RETRY_FOR
+            } else {
+                RETRY_FOR
+            };
+            if !failure.retry || start.elapsed().saturating_add(wait) > budget {
                 return Err(failure.reason);
             }
             tokio::time::sleep(wait).await;

@@ -9,11 +9,19 @@ use crate::engine::State;
 use crate::redact::url_for_log;
 
 /// `[slack]`: the incoming webhook that `slack_channel` alerts post to.
-#[derive(Debug, Clone, serde::Deserialize, Default)]
+#[derive(Clone, serde::Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct SlackConfig {
     /// Incoming webhook URL (a secret: its path is the token).
     pub webhook_url: String,
+}
+
+impl std::fmt::Debug for SlackConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SlackConfig")
+            .field("webhook_url", &url_for_log(&self.webhook_url))
+            .finish()
+    }
 }
 
 /// POSTs `body` as JSON, with `extra` headers (values may be secrets:

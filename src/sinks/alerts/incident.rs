@@ -32,16 +32,24 @@ pub(super) enum Action {
 /// The longest key: PagerDuty takes 255 characters, Opsgenie 512.
 const MAX_KEY: usize = 255;
 
-/// `lovebeat-<alarm>-<incident>`, the alarm's name cut (at a character
-/// boundary) so the key stays within [`MAX_KEY`] bytes.
+/// `lovebeat-<alarm>-<incident>`, within [`MAX_KEY`] bytes: a name too
+/// long for it is cut (at a character boundary) and ends in `~` and 16
+/// hex digits of its SHA-256, so two long names that start alike never
+/// share a key (one's recovery would resolve the other's page).
 pub(super) fn key(alarm: &str, incident: u64) -> String {
+    use sha2::Digest;
     let suffix = format!("-{incident}");
     let room = MAX_KEY - "lovebeat-".len() - suffix.len();
-    let mut end = alarm.len().min(room);
+    if alarm.len() <= room {
+        return format!("lovebeat-{alarm}{suffix}");
+    }
+    let digest = sha2::Sha256::digest(alarm.as_bytes());
+    let hash: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    let mut end = room - 1 - hash.len();
     while !alarm.is_char_boundary(end) {
         end -= 1;
     }
-    format!("lovebeat-{}{suffix}", &alarm[..end])
+    format!("lovebeat-{}~{hash}{suffix}", &alarm[..end])
 }
 
 /// The pager actions a notice stands for, in order, each with the
@@ -143,6 +151,20 @@ mod tests {
         assert_eq!(key("web", 4), "lovebeat-web-4");
         let long = "é".repeat(300);
         let k = key(&long, 12);
-        assert!(k.len() <= MAX_KEY && k.ends_with("é-12"), "{k}");
+        assert!(k.len() <= MAX_KEY && k.ends_with("-12"), "{k}");
+        assert_eq!(k, key(&long, 12), "the same name, the same key");
+        // Names alike in all the room a key has still get two keys.
+        let (a, b) = (
+            format!("{}a", "x".repeat(240)),
+            format!("{}b", "x".repeat(240)),
+        );
+        assert_ne!(key(&a, 1), key(&b, 1));
+        assert!(key(&a, 1).len() <= MAX_KEY);
+        let exact = "y".repeat(MAX_KEY - "lovebeat-".len() - 2);
+        assert_eq!(
+            key(&exact, 1),
+            format!("lovebeat-{exact}-1"),
+            "uncut when it fits"
+        );
     }
 }

@@ -9,7 +9,7 @@ use super::{failed_list, DeliveryError, Flapping, Notice};
 use crate::redact::url_for_log;
 
 /// `[mail]`: the SMTP server mail alerts go through.
-#[derive(Debug, Clone, serde::Deserialize)]
+#[derive(Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MailConfig {
     /// SMTP server as host:port.
@@ -24,6 +24,18 @@ pub struct MailConfig {
     pub password: Option<String>,
     /// How the connection is secured.
     pub tls: Tls,
+}
+
+impl std::fmt::Debug for MailConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MailConfig")
+            .field("server", &self.server)
+            .field("from", &self.from)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "(secret)"))
+            .field("tls", &self.tls)
+            .finish()
+    }
 }
 
 /// A server as `host:port`, split when the file is read.
@@ -104,7 +116,7 @@ pub enum Tls {
 
 /// `[mailgun]`: when `domain` is set, mail goes through Mailgun's HTTP API
 /// instead of SMTP.
-#[derive(Debug, Clone, serde::Deserialize)]
+#[derive(Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MailgunConfig {
     /// Sending domain; empty disables Mailgun.
@@ -115,6 +127,17 @@ pub struct MailgunConfig {
     pub api_key: String,
     /// API base URL.
     pub api_base: String,
+}
+
+impl std::fmt::Debug for MailgunConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MailgunConfig")
+            .field("domain", &self.domain)
+            .field("from", &self.from)
+            .field("api_key", &"(secret)")
+            .field("api_base", &self.api_base)
+            .finish()
+    }
 }
 
 impl Default for MailgunConfig {
