@@ -1032,3 +1032,35 @@ fn receivers_that_hang_leave_a_slot_for_every_other_receiver() {
     let got = good.wait_for(1, 3);
     assert_eq!(got.len(), 1, "the answering receiver is not kept waiting");
 }
+
+#[test]
+fn alerts_go_through_the_proxy_the_environment_names() {
+    // The receiver plays the proxy: a plain-HTTP request reaches it with
+    // the whole URL as its target, an HTTPS one as a CONNECT tunnel.
+    let proxy = Receiver::start(|_| Some(200));
+    let d = Daemon::start_with_env(
+        &format!(
+            "{ALARM}[alerts.ops]\nwebhook = \"http://hooks.example.invalid/hook\"\n\
+             [alerts.ops.pagerduty]\nrouting_key = \"{ROUTING_KEY}\"\n"
+        ),
+        &[
+            ("HTTP_PROXY", &proxy.url("")),
+            ("HTTPS_PROXY", &proxy.url("")),
+            ("NO_PROXY", ""),
+        ],
+    );
+    d.post("/api/services/web.x?timeout=0");
+    let got = proxy.wait_for(2, 10);
+    let targets: Vec<(String, String)> = got
+        .iter()
+        .map(|r| (r.method.clone(), r.path.clone()))
+        .collect();
+    assert!(
+        targets.contains(&("POST".into(), "http://hooks.example.invalid/hook".into())),
+        "{targets:?}"
+    );
+    assert!(
+        targets.contains(&("CONNECT".into(), "events.pagerduty.com:443".into())),
+        "{targets:?}"
+    );
+}
