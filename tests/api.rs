@@ -332,7 +332,13 @@ fn wrong_method_is_405() {
 
 #[test]
 fn metrics_count_lines_and_states() {
-    let d = Daemon::start("");
+    // Three alarms: one in ERROR, one OK, and one deleted (not counted).
+    let d = Daemon::start(
+        "[[alarms]]\nname = \"m-$x\"\npattern = \"m.$x\"\n[[alarms]]\nname = \"gone\"\npattern = \"gone.*\"\n",
+    );
+    d.post("/api/services/gone.a?timeout=60");
+    d.delete("/api/services/gone.a");
+    assert_eq!(d.delete("/api/alarms/gone").status, 200);
     d.udp("m.ok.beat:1|c\nnot a line\n");
     d.eventually("line applied", || d.service("m.ok").is_some());
     d.post("/api/services/m.err?timeout=0");
@@ -348,6 +354,8 @@ fn metrics_count_lines_and_states() {
         "lovebeat_services{state=\"ok\"} 1\n",
         "lovebeat_services{state=\"error\"} 1\n",
         "lovebeat_services{state=\"muted\"} 0\n",
+        "lovebeat_alarms{state=\"ok\"} 1\n",
+        "lovebeat_alarms{state=\"error\"} 1\n",
     ] {
         assert!(r.body.contains(line), "missing {line:?} in\n{}", r.body);
     }

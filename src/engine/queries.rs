@@ -86,6 +86,21 @@ impl Engine {
         Some((a.members as i64 - error, error))
     }
 
+    /// Listed alarms by state: `(error, others)`. A walk of the alarms
+    /// that copies nothing (`/metrics` asks on every scrape; [`Engine::alarms`]
+    /// would copy every failed-services list).
+    pub fn alarm_state_counts(&self) -> (usize, usize) {
+        let (mut error, mut others) = (0, 0);
+        for a in self.inner.alarms.iter().filter(|a| a.listed) {
+            if a.state == State::Error {
+                error += 1;
+            } else {
+                others += 1;
+            }
+        }
+        (error, others)
+    }
+
     /// The names of the `[alerts.<name>]` sections a listed alarm fires,
     /// or `None` if it is not listed. O(1).
     pub fn alarm_alerts(&self, name: &str) -> Option<Vec<String>> {

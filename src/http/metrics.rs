@@ -16,7 +16,6 @@ use hyper::{Response, StatusCode};
 use super::router::respond;
 use super::{AppState, Body};
 use crate::counters::COUNTERS;
-use crate::engine::State;
 
 /// Renders every metric.
 pub(super) fn render(state: &AppState) -> Response<Body> {
@@ -87,13 +86,7 @@ pub(super) fn render(state: &AppState) -> Response<Body> {
     for (label, v) in [("ok", ok), ("error", error), ("muted", muted)] {
         let _ = writeln!(out, "lovebeat_services{{state=\"{label}\"}} {v}");
     }
-    let (mut a_ok, mut a_err) = (0, 0);
-    for a in state.engine.alarms() {
-        match a.state {
-            State::Error => a_err += 1,
-            _ => a_ok += 1,
-        }
-    }
+    let (a_err, a_ok) = state.engine.alarm_state_counts();
     out.push_str("# HELP lovebeat_alarms Alarms by state.\n# TYPE lovebeat_alarms gauge\n");
     let _ = writeln!(out, "lovebeat_alarms{{state=\"ok\"}} {a_ok}");
     let _ = writeln!(out, "lovebeat_alarms{{state=\"error\"}} {a_err}");
