@@ -116,6 +116,23 @@ impl Engine {
         )
     }
 
+    /// The listed alarms that depend on `name`: copied only when they do
+    /// (the websocket asks on every alarm change; [`Engine::alarms`]
+    /// would copy every alarm's failed-services list).
+    pub fn alarms_depending_on(&self, name: &str) -> Vec<AlarmView> {
+        let views: Vec<AlarmView> = self
+            .inner
+            .alarms
+            .iter()
+            .filter(|a| a.listed && a.depends_on.iter().any(|d| **d == *name))
+            .map(|a| a.view(a.key()))
+            .collect();
+        views
+            .into_iter()
+            .map(|v| self.with_suppression(v))
+            .collect()
+    }
+
     /// Every listed alarm.
     pub fn alarms(&self) -> Vec<AlarmView> {
         let views: Vec<AlarmView> = self

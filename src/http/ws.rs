@@ -232,9 +232,8 @@ fn dependents(engine: &Engine, event: &Event) -> Vec<Bytes> {
         return Vec::new();
     }
     engine
-        .alarms()
+        .alarms_depending_on(&alarm.name)
         .iter()
-        .filter(|a| a.depends_on.contains(&alarm.name))
         .filter_map(|a| alarm_msg("UPDATE_ALARM", a))
         .collect()
 }
