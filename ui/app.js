@@ -277,7 +277,8 @@ async function loadAlarmAlerts(alarm) {
   $('alert-list').textContent = alerts.length
     ? `Alerts: ${alerts.map((a) => `${a.name} (${a.alerters.join(', ')})`).join(' · ')}`
     : 'This alarm fires no alerts.';
-  $('alert-tests').innerHTML = alerts.map((a) =>
+  // A name a URL path cannot carry cannot be asked for (README).
+  $('alert-tests').innerHTML = alerts.filter((a) => /^[A-Za-z0-9._~-]+$/.test(a.name)).map((a) =>
     `<button type="button" data-test-alert="${esc(a.name)}" data-alerters="${esc(a.alerters.join(', '))}">Send test alert: ${esc(a.name)}</button>`).join(' ');
 }
 
@@ -286,16 +287,23 @@ async function testAlert(button) {
   if (!window.confirm(`Send a test alert to every alerter of "${name}" (${button.dataset.alerters})?\nIt is marked as a test; pagers open and close a test incident at once.`)) return;
   button.disabled = true;
   const out = $('test-results');
+  const alarm = ui.route.alarm;
   out.innerHTML = `<li>Sending a test to ${esc(name)}…</li>`;
   try {
     const r = await api(`api/alerts/${encodeURIComponent(name)}/test`, { method: 'POST' });
+    // Another alarm's page by now: the toast says it, the list stays its own.
+    if (ui.route.alarm !== alarm) {
+      toast(r.delivered ? `Test of ${name} delivered` : `Test of ${name}: not every alerter delivered it`);
+      return;
+    }
     out.innerHTML = r.results.map((x) => (x.delivered
       ? `<li class="ok">${esc(x.alerter)}: delivered</li>`
       : `<li class="error">${esc(x.alerter)}: not delivered: ${esc(x.error || 'no reason given')}</li>`)).join('')
       || '<li>This alert has no alerters.</li>';
     toast(r.delivered ? `Test of ${name} delivered` : `Test of ${name}: not every alerter delivered it`);
   } catch (e) {
-    out.innerHTML = `<li class="error">Test not sent: ${esc(e.message)}</li>`;
+    if (ui.route.alarm === alarm) out.innerHTML = `<li class="error">Test not sent: ${esc(e.message)}</li>`;
+    else toast(`Test of ${name} not sent: ${e.message}`);
   } finally {
     button.disabled = false;
   }

@@ -587,10 +587,10 @@ struct AlertTestAnswer<'a> {
 /// the alert and says, per alerter, whether it was delivered. 404 for an
 /// alert the configuration does not have.
 pub(super) async fn test_alert(state: &AppState, name: &str) -> Response<Body> {
-    // Each test makes a request to every alerter of the alert: a client
-    // that asks in a loop must not turn the server into a flood of pages.
+    // Each test makes a request to every alerter of the alert: however
+    // many clients ask at once, two tests are under way at most.
     static UNDER_WAY: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(TESTS_AT_ONCE);
-    let Ok(_permit) = UNDER_WAY.try_acquire() else {
+    let Ok(permit) = UNDER_WAY.try_acquire() else {
         let mut r = error(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("{TESTS_AT_ONCE} alert tests are under way already: try again shortly"),
@@ -601,19 +601,27 @@ pub(super) async fn test_alert(state: &AppState, name: &str) -> Response<Body> {
         );
         return r;
     };
-    // Its own task: a client that hangs up does not cut the tests short.
-    let sent = tokio::spawn(crate::sinks::alerts::send_test(
-        state.alerts.clone(),
-        name.to_string(),
-    ))
-    .await
-    .unwrap_or_default();
+    // Its own task, which holds the place: a client that hangs up cuts
+    // the test short no more than it frees its place early.
+    let test = crate::sinks::alerts::send_test(state.alerts.clone(), name.to_string());
+    let sent = tokio::spawn(async move {
+        let _permit = permit;
+        test.await
+    })
+    .await;
     match sent {
-        None => error(
+        Err(e) => {
+            tracing::error!("the test of alert {} failed: {e}", name.escape_debug());
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the test failed unexpectedly".into(),
+            )
+        }
+        Ok(None) => error(
             StatusCode::NOT_FOUND,
             format!("no alert '{name}' is configured"),
         ),
-        Some(results) => json(
+        Ok(Some(results)) => json(
             StatusCode::OK,
             &AlertTestAnswer {
                 alert: name,

@@ -24,8 +24,8 @@ use super::{
 /// How long a failing delivery is retried, from its first attempt.
 pub(super) const RETRY_FOR: Duration = Duration::from_secs(60);
 /// How long a delivery is retried once the receiver has asked for a wait
-/// (a rate limit, Telegram's flood wait of a minute or more): the message
-/// is fine, it is only early.
+/// longer than the backoff's (a rate limit, Telegram's flood wait of a
+/// minute or more): the message is fine, it is only early.
 pub(super) const ASKED_RETRY_FOR: Duration = Duration::from_secs(600);
 /// First retry delay; doubled after each failure.
 pub(super) const FIRST_BACKOFF: Duration = Duration::from_secs(1);
@@ -201,6 +201,14 @@ impl Senders {
             .values()
             .flat_map(Channel::of)
             .flat_map(|c| senders.secrets(&c))
+            .flat_map(|s| {
+                // As a URL or a form would carry it.
+                let escaped =
+                    percent_encoding::utf8_percent_encode(&s, percent_encoding::NON_ALPHANUMERIC)
+                        .to_string();
+                let form: String = form_urlencoded::byte_serialize(s.as_bytes()).collect();
+                [s, escaped, form]
+            })
             .collect();
         secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
         secrets.dedup();
@@ -216,35 +224,38 @@ impl Senders {
         channel: &Channel,
         group: &[&Notice],
     ) -> Result<(), DeliveryError> {
+        // Scrubbed before it is cut, so no secret is cut in two.
         self.attempt_once(channel, group).await.map_err(|mut e| {
-            e.reason = scrub(&e.reason, &self.secrets);
+            e.reason = super::incident::cut(&scrub(&e.reason, &self.secrets), REASON_CHARS);
             e
         })
     }
 
     /// What of a channel's configuration is, or may hold, a secret: keys,
-    /// tokens and passwords, and the parts of its URLs' paths and queries
-    /// that are not plain words (a webhook's token is its path). Many
-    /// receivers echo the request in an error (a framework's "Cannot POST
-    /// /bot<token>/sendMessage"), and what went wrong is logged, reported
-    /// and kept as `lovebeat.self.alerts`'s output.
+    /// tokens and passwords, and what looks like one ([`token_like`]) in
+    /// its URLs' paths and queries (a webhook's token is its path) and in
+    /// its templates. Many receivers echo the request in an error (a
+    /// framework's "Cannot POST /bot<token>/sendMessage"), and what went
+    /// wrong is logged, reported and kept as `lovebeat.self.alerts`'s
+    /// output. [`Senders::new`] adds each one's escaped forms.
     fn secrets(&self, channel: &Channel) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
         let url = |out: &mut Vec<String>, u: &reqwest::Url| {
             out.push(u.as_str().to_string());
-            let parts = u
-                .path_segments()
-                .into_iter()
-                .flatten()
-                .map(str::to_string)
-                .chain(u.query_pairs().map(|(_, v)| v.into_owned()));
-            out.extend(parts.filter(|p| {
-                p.len() >= 6 && !p.bytes().all(|b| b.is_ascii_lowercase() || b == b'-')
-            }));
+            out.extend(token_like(u.path()));
+            out.extend(token_like(u.query().unwrap_or_default()));
+            out.extend(u.query_pairs().flat_map(|(_, v)| token_like(&v)));
         };
         match channel {
             Channel::Mail(_) => {
-                out.push(self.config.mailgun.api_key.clone());
+                let key = &self.config.mailgun.api_key;
+                out.push(key.clone());
+                // As an `Authorization: Basic` header would quote it.
+                if !key.is_empty() {
+                    use base64::Engine as _;
+                    let basic = base64::engine::general_purpose::STANDARD;
+                    out.push(basic.encode(format!("api:{key}")));
+                }
                 out.extend(self.config.mail.password.clone());
             }
             Channel::Webhook(u) => url(&mut out, &u.0),
@@ -266,18 +277,19 @@ impl Senders {
             Channel::Opsgenie(c) => out.push(c.api_key.clone()),
             Channel::Templated(c) => {
                 url(&mut out, &c.url.0);
-                out.extend(c.headers.values().flat_map(|v| {
-                    v.split_whitespace()
-                        .map(str::to_string)
-                        .chain(std::iter::once(v.clone()))
-                        .collect::<Vec<_>>()
-                }));
+                for v in c.headers.values() {
+                    out.extend(token_like(v));
+                }
+                out.extend(token_like(&c.body));
             }
             Channel::Discord(c) => url(&mut out, &c.webhook_url.0 .0),
             Channel::Teams(c) => url(&mut out, &c.webhook_url.0 .0),
             Channel::Telegram(c) => out.push(c.bot_token.0.clone()),
             Channel::Ntfy(c) => {
-                out.push(c.topic.clone());
+                // On ntfy.sh a topic is read by whoever knows it.
+                if c.topic.len() >= 8 {
+                    out.push(c.topic.clone());
+                }
                 out.extend(c.token.iter().map(|t| t.0.clone()));
             }
             Channel::Pushover(c) => out.extend([c.token.0.clone(), c.user.0.clone()]),
@@ -371,7 +383,10 @@ impl Senders {
             // A receiver's Retry-After may lengthen the backoff, never
             // shorten it (`Retry-After: 0` must not make a busy loop).
             let wait = failure.retry_after.map_or(delay, |after| after.max(delay));
-            let budget = if failure.retry_after.is_some() {
+            // The longer budget is for a wait the receiver asked for and
+            // the backoff did not already cover (a `Retry-After: 1` on
+            // every 503 keeps the minute).
+            let budget = if failure.retry_after.is_some_and(|asked| asked > delay) {
                 ASKED_RETRY_FOR
             } else {
                 RETRY_FOR
@@ -383,6 +398,24 @@ impl Senders {
             delay *= 2;
         }
     }
+}
+
+/// Characters of what went wrong that are kept: a receiver's answer is
+/// read up to 2 KiB (`http::outcome`) and cut here, once scrubbed.
+const REASON_CHARS: usize = 600;
+
+/// The words of `text` that look like a key or a token: 8 characters or
+/// more of letters, digits and `_-.~+=:`, with a digit, a capital or an
+/// underscore in them (so `application/json` or `webhooks` are not).
+pub(super) fn token_like(text: &str) -> Vec<String> {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || "_-.~+=:".contains(c)))
+        .filter(|w| {
+            w.len() >= 8
+                && w.bytes()
+                    .any(|b| b.is_ascii_digit() || b.is_ascii_uppercase() || b == b'_')
+        })
+        .map(str::to_string)
+        .collect()
 }
 
 /// `text` with every secret in `secrets` of 4 bytes or more replaced by
@@ -413,5 +446,55 @@ pub(super) fn about(group: &[&Notice]) -> String {
             n.alarm.incident_nbr
         ),
         _ => format!("for {} alarm changes", group.len()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_like_words_are_keys_not_words() {
+        assert_eq!(
+            token_like("Bearer tk_AbCdEf12 application/json webhooks T0123456"),
+            ["tk_AbCdEf12", "T0123456"]
+        );
+        assert_eq!(
+            token_like("/services/T000AAAA/B000BBBB/xxxxxxxxxxxxXXXXxxxx"),
+            ["T000AAAA", "B000BBBB", "xxxxxxxxxxxxXXXXxxxx"]
+        );
+        assert!(token_like("short A1 words-only").is_empty());
+    }
+
+    #[test]
+    fn secrets_are_scrubbed_longest_first() {
+        let secrets = [
+            "tok".to_string(),
+            "abcd1234".into(),
+            "https://x/abcd1234".into(),
+        ];
+        assert_eq!(
+            scrub("POST https://x/abcd1234 said abcd1234 tok", &secrets),
+            "POST … said … tok",
+            "a URL goes whole; 3-byte secrets are too short to scrub"
+        );
+    }
+
+    #[test]
+    fn every_escaped_form_of_a_secret_is_known_and_a_long_answer_is_cut_after_scrubbing() {
+        let config = crate::config::Config::parse(
+            "[alerts.ops.telegram]\nbot_token = \"1:S ecret+Key\"\nchat_id = 1\n",
+        )
+        .expect("config")
+        .alerts_config();
+        let senders = Senders::new(Arc::new(config)).expect("senders");
+        let escaped = scrub(
+            "1%3AS%20ecret%2BKey and 1%3AS+ecret%2BKey",
+            &senders.secrets,
+        );
+        assert_eq!(escaped, "… and …");
+        let long = format!("{}1:S ecret+Key", "x".repeat(595));
+        let cut = super::super::incident::cut(&scrub(&long, &senders.secrets), REASON_CHARS);
+        assert!(!cut.contains("1:S"), "{cut}");
     }
 }

@@ -152,6 +152,8 @@ struct Dispatcher {
     failing: usize,
     done: mpsc::UnboundedSender<Done>,
     tasks: TaskTracker,
+    /// The receiver the next [`Dispatcher::pump`] serves first.
+    pump_from: usize,
     draining: bool,
 }
 
@@ -222,6 +224,7 @@ pub async fn run(
         failing: 0,
         done: done_tx,
         tasks: TaskTracker::new(),
+        pump_from: 0,
         draining: false,
     };
     d.resume_reminders();
@@ -662,9 +665,9 @@ impl Dispatcher {
     /// share, oldest message first (skipping, for webhooks and scripts,
     /// alarms with one in flight). A receiver's first slot is kept for
     /// it: one that has a delivery under way takes another only while a
-    /// slot stays free for every receiver that has none, so receivers
-    /// that hang (each holding slots through a minute of retries) never
-    /// leave another without one.
+    /// slot stays free for every receiver that has none (up to half the
+    /// slots), so receivers that hang (each holding slots through a
+    /// minute of retries) never leave another without one.
     fn pump(&mut self) {
         let max = self.config.max_deliveries.max(1);
         let max_scripts = self.config.max_scripts.max(1);
@@ -676,7 +679,11 @@ impl Dispatcher {
         };
         let (mut idle_deliveries, mut idle_scripts) =
             (idle(&self.receivers, false), idle(&self.receivers, true));
-        for idx in 0..self.receivers.len() {
+        // Each pump starts with the next receiver: when slots are short,
+        // none is always served last.
+        let n = self.receivers.len();
+        self.pump_from = if n == 0 { 0 } else { (self.pump_from + 1) % n };
+        for idx in (self.pump_from..n).chain(0..self.pump_from) {
             loop {
                 let r = &self.receivers[idx];
                 let script = r.channel.is_script();
@@ -693,11 +700,13 @@ impl Dispatcher {
                     (self.running, max, idle_deliveries)
                 };
                 // A first slot is any free one; another leaves one free
-                // for each receiver that has none.
+                // for each receiver that has none, up to half the pool
+                // (many receivers must not shrink a busy one's share to
+                // nothing).
                 let full = if r.running == 0 {
                     running >= pool
                 } else {
-                    running + idle >= pool
+                    running + idle.min(pool / 2) >= pool
                 };
                 if r.running >= cap || full || r.queue.is_empty() {
                     break;

@@ -18,6 +18,7 @@
 use serde::Deserialize;
 
 use super::config::{HttpUrl, Secret};
+use super::incident::Action;
 use super::text::{self, Plain};
 use super::{DeliveryError, Notice};
 use crate::redact::url_for_log;
@@ -101,11 +102,11 @@ pub(super) fn form(config: &PushoverConfig, group: &[&Notice]) -> Vec<(&'static 
     if priority == 2 {
         form.push(("retry", "60".into()));
         form.push(("expire", "3600".into()));
-        // Tagged with its incidents, so their recoveries cancel it.
+        // Tagged with the incidents it opens, as a pager keys them, so
+        // what closes them cancels it.
         let tags: Vec<String> = group
             .iter()
-            .filter(|n| n.alarm.state == crate::engine::State::Error)
-            .map(|n| super::incident::key(&n.alarm.name, n.alarm.incident_nbr))
+            .flat_map(|n| incident_keys(n, Action::Open))
             .collect();
         form.push(("tags", tags.join(",")));
     }
@@ -114,6 +115,17 @@ pub(super) fn form(config: &PushoverConfig, group: &[&Notice]) -> Vec<(&'static 
         form.push(("url_title", "Open in lovebeat".into()));
     }
     form
+}
+
+/// The keys of the incidents a notice opens or closes, as the pagers
+/// decide ([`super::incident::actions`]): a recovery after a restart
+/// closes the incident its receivers were told of, not the current one.
+fn incident_keys(n: &Notice, which: Action) -> Vec<String> {
+    super::incident::actions(n)
+        .into_iter()
+        .filter(|(a, _)| *a == which)
+        .map(|(_, incident)| super::incident::key(&n.alarm.name, incident))
+        .collect()
 }
 
 /// Sends one notification.
@@ -144,11 +156,11 @@ async fn cancel_emergencies(
     let Ok(base) = reqwest::Url::parse(url) else {
         return;
     };
-    for n in group {
-        if n.alarm.state != crate::engine::State::Ok || n.test {
-            continue;
-        }
-        let tag = super::incident::key(&n.alarm.name, n.alarm.incident_nbr);
+    for tag in group
+        .iter()
+        .filter(|n| !n.test)
+        .flat_map(|n| incident_keys(n, Action::Close))
+    {
         let Ok(cancel) = base.join(&format!("receipts/cancel_by_tag/{tag}.json")) else {
             continue;
         };

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
-use super::{failed_list, Notice};
+use super::Notice;
 
 /// How long a script may run.
 pub(super) const SCRIPT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -39,9 +39,11 @@ pub(super) async fn run(path: &str, n: &Notice) -> std::io::Result<()> {
         .env("LOVEBEAT_STATE", n.alarm.state.as_upper())
         .env("LOVEBEAT_PREVIOUS_STATE", n.previous.as_upper())
         .env("LOVEBEAT_INCIDENT", n.alarm.incident_nbr.to_string())
+        // Every name, as 1.x gave them (a script may split the list),
+        // within what the kernel takes.
         .env(
             "LOVEBEAT_FAILED_SERVICES",
-            env_value(&failed_list(&n.alarm)),
+            env_value(&n.alarm.failed_services.join(", ")),
         )
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -130,10 +130,11 @@ impl<'a> Fields<'a> {
     }
 }
 
-/// Instructions one rendering may run: far more than any template of a
-/// request needs, and a bound on one that loops (a render runs on a
-/// runtime thread, where nothing could stop it).
-const FUEL: u64 = 100_000;
+/// Instructions one rendering may run: enough for a loop over the failed
+/// services of a mass outage (100 000 of them fit, a unit test checks),
+/// and a bound on one that loops for ever (a render runs on a runtime
+/// thread, where nothing could stop it).
+const FUEL: u64 = 20_000_000;
 
 fn environment(json: bool) -> Environment<'static> {
     let mut env = Environment::new();
@@ -158,9 +159,16 @@ pub(super) struct Rendered {
 }
 
 impl TemplatedWebhookConfig {
-    /// Any JSON type: `application/json`, `text/json`, `+json`, ndjson.
+    /// Any JSON type: `application/json`, `text/json`, `+json`, ndjson;
+    /// the type a `Content-Type` header of the user's sends, if there is
+    /// one, else `content_type`.
     fn json(&self) -> bool {
-        self.content_type.to_ascii_lowercase().contains("json")
+        let sent = self
+            .headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("Content-Type"))
+            .map_or(&self.content_type, |(_, v)| v);
+        sent.to_ascii_lowercase().contains("json")
     }
 
     /// True when the user's headers set `name` (case aside).
@@ -374,6 +382,15 @@ mod tests {
         let e = c.render(&sample()).expect_err("out of fuel");
         assert!(e.contains("fuel"), "{e}");
         assert!(c.validate("ops").is_err(), "refused as the file is read");
+        // A loop over a mass outage's failed services is not cut short.
+        let mut n = sample();
+        n.alarm.failed_services = (0..100_000).map(|i| format!("s.{i}").into()).collect();
+        let c = config(
+            "[{% for s in failed_services %}{{ s }}{% if not loop.last %},{% endif %}{% endfor %}]",
+        );
+        let body = c.render(&n).expect("100 000 failed services").body;
+        let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        assert_eq!(v.as_array().map(Vec::len), Some(100_000));
 
         let mut c = config("{}");
         c.headers.insert("X-Why".into(), "{{ output }}".into());
@@ -400,6 +417,16 @@ mod tests {
         let body = c.render(&n).expect("render").body;
         let v: serde_json::Value = serde_json::from_str(&body).expect(&body);
         assert_eq!(v["text"], "\"},\"x\":\"&y=1");
+        // A Content-Type header of the user's decides, as it is what is sent.
+        let mut c = config(r#"{"text": {{ output }}}"#);
+        c.headers
+            .insert("content-type".into(), "application/json".into());
+        c.content_type = "text/plain".into();
+        let body = c.render(&n).expect("render").body;
+        assert!(
+            serde_json::from_str::<serde_json::Value>(&body).is_ok(),
+            "{body}"
+        );
         let mut c = config("text={{ output | urlencode }}");
         c.content_type = "application/x-www-form-urlencoded".into();
         let body = c.render(&n).expect("render").body;

@@ -3,8 +3,8 @@
 //! alerter of an alert, at once and once each (no retries: the answer is
 //! what the receiver says now), and report per alerter whether it was
 //! delivered and, if not, what went wrong. A pager's test incident is
-//! closed [`PAGER_CLOSE_AFTER`] later by a task of its own, with retries,
-//! whatever the open's result: it is not cut short by a slow receiver or
+//! closed [`PAGER_CLOSE_AFTER`] after its open was answered, by a task of
+//! its own, with retries, whatever the open's result: it is not cut short by a slow receiver or
 //! a client that hangs up, and Opsgenie, which handles requests in the
 //! background, has opened it before the close arrives.
 
@@ -73,6 +73,25 @@ pub fn alerter_kinds(config: &AlertsConfig, alert: &str) -> Option<Vec<&'static 
     )
 }
 
+/// Closes a pager's test incident [`PAGER_CLOSE_AFTER`] after its open
+/// was answered (or given up on: a request that got no answer may still
+/// have opened it), in a task of its own, with the usual retries.
+fn close_later(senders: Arc<Senders>, channel: Channel, opened: &Notice) {
+    let mut close = opened.clone();
+    close.alarm.state = State::Ok;
+    close.previous = State::Error;
+    let close = [Arc::new(close)];
+    tokio::spawn(async move {
+        tokio::time::sleep(PAGER_CLOSE_AFTER).await;
+        if let Err(e) = senders.deliver(&channel, &close).await {
+            tracing::warn!(
+                "the test incident of {} was not closed: {e}",
+                channel.kind()
+            );
+        }
+    });
+}
+
 /// Sends a test to every alerter of `alert`, all at once; `None` when the
 /// configuration has no such alert.
 pub async fn send_test(config: Arc<AlertsConfig>, alert: String) -> Option<Vec<TestResult>> {
@@ -95,22 +114,6 @@ pub async fn send_test(config: Arc<AlertsConfig>, alert: String) -> Option<Vec<T
         }
     };
     let notice = Arc::new(notice(alert, config.public_url.as_deref()));
-    for channel in channels.iter().filter(|c| c.is_pager()) {
-        let (senders, channel) = (senders.clone(), channel.clone());
-        let mut close = (*notice).clone();
-        close.alarm.state = State::Ok;
-        close.previous = State::Error;
-        let close = [Arc::new(close)];
-        tokio::spawn(async move {
-            tokio::time::sleep(PAGER_CLOSE_AFTER).await;
-            if let Err(e) = senders.deliver(&channel, &close).await {
-                tracing::warn!(
-                    "the test incident of {} was not closed: {e}",
-                    channel.kind()
-                );
-            }
-        });
-    }
     let mut tasks = tokio::task::JoinSet::new();
     for (i, channel) in channels.into_iter().enumerate() {
         let (senders, notice) = (senders.clone(), notice.clone());
@@ -119,6 +122,9 @@ pub async fn send_test(config: Arc<AlertsConfig>, alert: String) -> Option<Vec<T
             let kind = channel.kind();
             let result =
                 tokio::time::timeout(TEST_TIMEOUT, senders.attempt(&channel, &[&notice])).await;
+            if channel.is_pager() {
+                close_later(senders.clone(), channel.clone(), &notice);
+            }
             let error = match result {
                 Ok(Ok(())) => None,
                 Ok(Err(e)) => Some(e.reason),
