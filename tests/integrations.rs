@@ -20,6 +20,19 @@ fn pagerduty(url: &str, extra: &str) -> String {
     )
 }
 
+/// A daemon with `extra` in its config and API keys in `conf.d`: the
+/// write key `writer`, the read key `reader`.
+fn keyed(extra: &str) -> Daemon {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("conf.d")).expect("conf.d");
+    std::fs::write(
+        dir.path().join("conf.d/http.cfg"),
+        "[http]\nwrite_keys = [\"writer\"]\nread_keys = [\"reader\"]\n",
+    )
+    .expect("keys");
+    Daemon::start_in(dir, extra)
+}
+
 /// Checks a PagerDuty alert event as the Events API v2 documents it
 /// (https://developer.pagerduty.com/docs/events-api-v2/trigger-events/):
 /// POST to /v2/enqueue, JSON, the routing key, the action, a dedup key of
@@ -649,16 +662,7 @@ fn a_per_alert_slack_webhook_url_lets_mattermost_and_slack_coexist() {
 fn a_test_alert_reaches_every_alerter_marked_and_reports_each_result() {
     let ok = Receiver::start(|_| Some(202));
     let bad = Receiver::start(|_| Some(500));
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::create_dir(dir.path().join("conf.d")).expect("conf.d");
-    std::fs::write(
-        dir.path().join("conf.d/http.cfg"),
-        "[http]\nwrite_keys = [\"writer\"]\nread_keys = [\"reader\"]\n",
-    )
-    .expect("keys");
-    let d = Daemon::start_in(
-        dir,
-        &format!(
+    let d = keyed(&format!(
             "[alerts.ops]\nwebhook = \"{}\"\n[alerts.ops.pagerduty]\nrouting_key = \"{ROUTING_KEY}\"\nsource = \"ci-host\"\nurl = \"{}\"\n[alerts.ops.discord]\nwebhook_url = \"{}\"\n[alerts.good.discord]\nwebhook_url = \"{}\"\n",
             bad.url("/hook"),
             ok.url("/v2/enqueue"),
@@ -774,23 +778,13 @@ fn a_test_alert_reaches_every_alerter_marked_and_reports_each_result() {
 
 #[test]
 fn an_alarm_names_its_alerts_and_their_alerters_without_a_secret() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::create_dir(dir.path().join("conf.d")).expect("conf.d");
-    std::fs::write(
-        dir.path().join("conf.d/http.cfg"),
-        "[http]\nwrite_keys = [\"writer\"]\nread_keys = [\"reader\"]\n",
-    )
-    .expect("keys");
-    let d = Daemon::start_in(
-        dir,
-        &format!(
-            "[[alarms]]\nname = \"web\"\npattern = \"web.*\"\nalerts = [\"ops\", \"chat\"]\n\
+    let d = keyed(&format!(
+        "[[alarms]]\nname = \"web\"\npattern = \"web.*\"\nalerts = [\"ops\", \"chat\"]\n\
              [[alarms]]\nname = \"quiet\"\npattern = \"quiet.*\"\n\
              [alerts.ops]\nwebhook = \"http://127.0.0.1:9/SECRETHOOK\"\n\
              [alerts.ops.pagerduty]\nrouting_key = \"{ROUTING_KEY}\"\n\
              [alerts.chat.ntfy]\ntopic = \"SECRETTOPIC\"\n"
-        ),
-    );
+    ));
     let writer = [("Authorization", "Bearer writer")];
     let reader = [("Authorization", "Bearer reader")];
     d.request("POST", "/api/services/web.a", &writer, b"");

@@ -120,26 +120,23 @@ impl Engine {
     /// (the websocket asks on every alarm change; [`Engine::alarms`]
     /// would copy every alarm's failed-services list).
     pub fn alarms_depending_on(&self, name: &str) -> Vec<AlarmView> {
-        let views: Vec<AlarmView> = self
-            .inner
-            .alarms
-            .iter()
-            .filter(|a| a.listed && a.depends_on.iter().any(|d| **d == *name))
-            .map(|a| a.view(a.key()))
-            .collect();
-        views
-            .into_iter()
-            .map(|v| self.with_suppression(v))
-            .collect()
+        self.listed_views(|a| a.depends_on.iter().any(|d| **d == *name))
     }
 
     /// Every listed alarm.
     pub fn alarms(&self) -> Vec<AlarmView> {
+        self.listed_views(|_| true)
+    }
+
+    /// Views of the listed alarms `keep` chooses, copied only for them.
+    /// The suppression is added once the map's locks are let go (it looks
+    /// other alarms up).
+    fn listed_views(&self, keep: impl Fn(&super::alarms::Alarm) -> bool) -> Vec<AlarmView> {
         let views: Vec<AlarmView> = self
             .inner
             .alarms
             .iter()
-            .filter(|a| a.listed)
+            .filter(|a| a.listed && keep(a))
             .map(|a| a.view(a.key()))
             .collect();
         views
