@@ -79,9 +79,7 @@ pub(super) async fn send(
     config: &GotifyConfig,
     group: &[&Notice],
 ) -> Result<(), DeliveryError> {
-    let base = config.url.0.as_str().trim_end_matches('/');
-    let url = reqwest::Url::parse(&format!("{base}/message"))
-        .map_err(|_| DeliveryError::permanent("[gotify] url is not a URL".into()))?;
+    let url = super::http::endpoint(config.url.0.as_str(), "/message", "[gotify] url")?;
     super::http::post(
         client,
         &url,

@@ -32,19 +32,40 @@ pub(super) async fn post(
     body: serde_json::Value,
     extra: &[(&str, &str)],
 ) -> Result<(), DeliveryError> {
+    send_json(client, reqwest::Method::POST, url, body, extra).await
+}
+
+/// Sends `body` as JSON with `method`, with `extra` headers (values may
+/// be secrets: they are never logged). The client says `User-Agent:
+/// Lovebeat`.
+pub(super) async fn send_json(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    url: &reqwest::Url,
+    body: serde_json::Value,
+    extra: &[(&str, &str)],
+) -> Result<(), DeliveryError> {
+    let what = format!("{method} {}", url_for_log(url.as_str()));
     let mut req = client
-        .post(url.clone())
+        .request(method, url.clone())
         .header("Content-Type", "application/json")
-        .header("Accept", "application/json")
-        .header("User-Agent", "Lovebeat");
+        .header("Accept", "application/json");
     for (k, v) in extra {
         req = req.header(*k, *v);
     }
-    outcome(
-        &format!("POST {}", url_for_log(url.as_str())),
-        req.body(body.to_string()).send().await,
-    )
-    .await
+    outcome(&what, req.body(body.to_string()).send().await).await
+}
+
+/// A configured server's `base` URL with `path` (which starts with `/`)
+/// after it, a trailing `/` of the base or not; a failure names the
+/// `setting` it came from.
+pub(super) fn endpoint(
+    base: &str,
+    path: &str,
+    setting: &str,
+) -> Result<reqwest::Url, DeliveryError> {
+    reqwest::Url::parse(&format!("{}{path}", base.trim_end_matches('/')))
+        .map_err(|_| DeliveryError::permanent(format!("{setting} is not a URL")))
 }
 
 /// Bytes of a refusing receiver's answer read for the log and the test

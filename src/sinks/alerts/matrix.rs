@@ -21,7 +21,6 @@ use serde_json::json;
 use super::config::{HttpUrl, Secret};
 use super::text::{self, Plain};
 use super::{DeliveryError, Notice};
-use crate::redact::url_for_log;
 
 /// `[alerts.<name>.matrix]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -84,18 +83,17 @@ pub(super) async fn send(
     config: &MatrixConfig,
     group: &[&Notice],
 ) -> Result<(), DeliveryError> {
-    let base = config.homeserver.0.as_str().trim_end_matches('/');
     let room = percent_encoding::utf8_percent_encode(&config.room_id, crate::redact::PATH_SEGMENT);
     let txn = text::message_id(group);
-    let url = format!("{base}/_matrix/client/v3/rooms/{room}/send/m.room.message/{txn}");
-    let what = format!("PUT {}", url_for_log(&url));
-    let result = client
-        .put(&url)
-        .bearer_auth(&config.access_token.0)
-        .header("Content-Type", "application/json")
-        .header("User-Agent", "Lovebeat")
-        .body(body(group).to_string())
-        .send()
-        .await;
-    super::http::outcome(&what, result).await
+    let path = format!("/_matrix/client/v3/rooms/{room}/send/m.room.message/{txn}");
+    let url = super::http::endpoint(config.homeserver.0.as_str(), &path, "[matrix] homeserver")?;
+    let auth = format!("Bearer {}", config.access_token.0);
+    super::http::send_json(
+        client,
+        reqwest::Method::PUT,
+        &url,
+        body(group),
+        &[("Authorization", auth.as_str())],
+    )
+    .await
 }

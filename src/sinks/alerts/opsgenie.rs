@@ -152,17 +152,14 @@ pub(super) async fn send(
     let headers = [("Authorization", auth.as_str())];
     let base = config.base();
     for (action, incident) in incident::actions(n) {
-        let (url, body) = match action {
-            Action::Open => (
-                format!("{base}/v2/alerts"),
-                create_body(config, n, incident),
-            ),
+        let (path, body) = match action {
+            Action::Open => ("/v2/alerts".to_string(), create_body(config, n, incident)),
             Action::Close => {
                 let alias = incident::key(&n.alarm.name, incident);
                 let alias =
                     percent_encoding::utf8_percent_encode(&alias, crate::redact::PATH_SEGMENT);
                 (
-                    format!("{base}/v2/alerts/{alias}/close?identifierType=alias"),
+                    format!("/v2/alerts/{alias}/close?identifierType=alias"),
                     json!({
                         "source": "Lovebeat",
                         "note": super::mail::sentence(n),
@@ -170,8 +167,7 @@ pub(super) async fn send(
                 )
             }
         };
-        let url = reqwest::Url::parse(&url)
-            .map_err(|_| DeliveryError::permanent("[opsgenie] url is not a URL".into()))?;
+        let url = super::http::endpoint(&base, &path, "[opsgenie] url")?;
         super::http::post(client, &url, body, &headers).await?;
     }
     Ok(())

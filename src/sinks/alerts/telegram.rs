@@ -104,13 +104,9 @@ pub(super) async fn send(
     config: &TelegramConfig,
     group: &[&Notice],
 ) -> Result<(), DeliveryError> {
-    let base = config
-        .url
-        .as_ref()
-        .map_or(TELEGRAM_URL, |u| u.0.as_str())
-        .trim_end_matches('/');
-    let url = reqwest::Url::parse(&format!("{base}/bot{}/sendMessage", config.bot_token.0))
-        .map_err(|_| DeliveryError::permanent("[telegram] url is not a URL".into()))?;
+    let base = config.url.as_ref().map_or(TELEGRAM_URL, |u| u.0.as_str());
+    let path = format!("/bot{}/sendMessage", config.bot_token.0);
+    let url = super::http::endpoint(base, &path, "[telegram] url")?;
     super::http::post(client, &url, body(config, group), &[]).await
 }
 
