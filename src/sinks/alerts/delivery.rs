@@ -380,24 +380,29 @@ impl Senders {
                 about(&group),
                 failure.reason
             );
-            // A receiver's Retry-After may lengthen the backoff, never
-            // shorten it (`Retry-After: 0` must not make a busy loop).
-            let wait = failure.retry_after.map_or(delay, |after| after.max(delay));
-            // The longer budget is for a wait the receiver asked for and
-            // the backoff did not already cover (a `Retry-After: 1` on
-            // every 503 keeps the minute).
-            let budget = if failure.retry_after.is_some_and(|asked| asked > delay) {
-                ASKED_RETRY_FOR
-            } else {
-                RETRY_FOR
-            };
-            if !failure.retry || start.elapsed().saturating_add(wait) > budget {
+            let Some(wait) = next_wait(&failure, delay, start.elapsed()) else {
                 return Err(failure.reason);
-            }
+            };
             tokio::time::sleep(wait).await;
             delay *= 2;
         }
     }
+}
+
+/// How long to wait before the next try after `failure`, `elapsed` since
+/// the first, with the backoff at `delay`; `None` to give up. A
+/// receiver's wait may lengthen the backoff, never shorten it (`Retry-After:
+/// 0` must not make a busy loop). The longer budget is for a wait the
+/// receiver asked for and the backoff did not already cover (a
+/// `Retry-After: 1` on every 503 keeps the minute).
+fn next_wait(failure: &DeliveryError, delay: Duration, elapsed: Duration) -> Option<Duration> {
+    let wait = failure.retry_after.map_or(delay, |asked| asked.max(delay));
+    let budget = if failure.retry_after.is_some_and(|asked| asked > delay) {
+        ASKED_RETRY_FOR
+    } else {
+        RETRY_FOR
+    };
+    (failure.retry && elapsed.saturating_add(wait) <= budget).then_some(wait)
 }
 
 /// Characters of what went wrong that are kept: a receiver's answer is
@@ -452,6 +457,48 @@ pub(super) fn about(group: &[&Notice]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_wait_asked_for_is_kept_and_earns_ten_minutes_only_beyond_the_backoff() {
+        let secs = Duration::from_secs;
+        let failure = |retry, asked: Option<u64>| DeliveryError {
+            reason: String::new(),
+            retry,
+            retry_after: asked.map(secs),
+        };
+        // The backoff, then the end of the minute.
+        assert_eq!(
+            next_wait(&failure(true, None), secs(4), secs(10)),
+            Some(secs(4))
+        );
+        assert_eq!(next_wait(&failure(true, None), secs(8), secs(55)), None);
+        // Asked for 0 or 1: the backoff, within the minute.
+        assert_eq!(
+            next_wait(&failure(true, Some(0)), secs(2), secs(1)),
+            Some(secs(2))
+        );
+        assert_eq!(next_wait(&failure(true, Some(1)), secs(8), secs(55)), None);
+        // A flood wait of 35 s after 40 s: kept, within ten minutes.
+        assert_eq!(
+            next_wait(&failure(true, Some(35)), secs(4), secs(40)),
+            Some(secs(35))
+        );
+        assert_eq!(
+            next_wait(&failure(true, Some(35)), secs(4), secs(580)),
+            None
+        );
+        assert_eq!(
+            next_wait(&failure(true, Some(86_400)), secs(1), secs(0)),
+            None
+        );
+        // A final refusal is not retried.
+        assert_eq!(next_wait(&failure(false, None), secs(1), secs(0)), None);
+        // Nothing overflows.
+        assert_eq!(
+            next_wait(&failure(true, Some(u64::MAX)), secs(1), secs(2)),
+            None
+        );
+    }
 
     #[test]
     fn token_like_words_are_keys_not_words() {

@@ -372,6 +372,15 @@ mod tests {
         let e = refusal(503, &[("Retry-After", "18446744073709551615")], "").await;
         assert_eq!(e.retry_after, Some(Duration::from_secs(86_400)));
         assert!(!refusal(400, &[], "{}").await.retry, "a 4xx is final");
+        for asks_again in [408, 425, 429, 500, 503] {
+            assert!(refusal(asks_again, &[], "").await.retry, "{asks_again}");
+        }
+        // Matrix says it in milliseconds, rounded up here.
+        let body = r#"{"errcode":"M_LIMIT_EXCEEDED","retry_after_ms":2500}"#;
+        assert_eq!(
+            refusal(429, &[], body).await.retry_after,
+            Some(Duration::from_secs(3))
+        );
     }
 
     #[tokio::test]
