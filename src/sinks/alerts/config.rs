@@ -64,13 +64,14 @@ pub struct AlertConfig {
     pub matrix: Option<MatrixConfig>,
     /// Send again every this long while the alarm stays ERROR.
     pub repeat: Option<DurationSetting>,
-    /// Mail and Slack: changes within this long of the last message to the
-    /// same receiver go together in the next one (default 10 s).
+    /// Receivers that group (mail, Slack, chats, pushes): changes within
+    /// this long of the last message to the same receiver go together in
+    /// the next one (default 10 s).
     pub group_interval: Option<DurationSetting>,
 }
 
-/// How long mail and Slack changes are grouped when no `group_interval`
-/// is given.
+/// How long changes are grouped, for the receivers that group, when no
+/// `group_interval` is given.
 pub const DEFAULT_GROUP_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The longest `repeat`, `group_interval` and `[flapping] window`: the

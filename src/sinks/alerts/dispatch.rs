@@ -5,13 +5,16 @@
 //!   flapping ([`super::flapping`]) or a `depends_on` alarm is ERROR: then
 //!   its latest change is held and released, or dropped if the alarm is
 //!   back where its receivers last heard it, when the dependency recovers.
-//! - Each channel of each alert of the alarm is a receiver. Webhooks and
-//!   scripts get one message per change, in order per alarm, several
-//!   alarms at a time. Mail and Slack get the first change at once and
-//!   the changes of the next `group_interval` together in one message.
+//! - Each channel of each alert of the alarm is a receiver. Webhooks,
+//!   pagers, templated webhooks and scripts get one message per change,
+//!   in order per alarm, several alarms at a time. The receivers that
+//!   group (mail, Slack, the chats and pushes: `Channel::groups`) get
+//!   the first change at once and the changes of the next
+//!   `group_interval` together in one message, one message at a time.
 //! - Deliveries run as tasks, at most `max_alert_deliveries` (and
-//!   `max_scripts`) at a time, a quarter of them for one receiver, so a
-//!   receiver that hangs delays no other. Messages waiting for a slot are
+//!   `max_scripts`) at a time: a quarter of them for one HTTP receiver
+//!   that sends per change, and a slot kept for every receiver that has
+//!   none (up to half), so a receiver that hangs delays no other. Messages waiting for a slot are
 //!   data, not tasks: a mass outage queues a record per change.
 //! - When every receiver of a change has had its message (delivered, or
 //!   failed for good: logged and counted), the engine is told that the
@@ -71,10 +74,11 @@ struct Receiver {
     queue: VecDeque<Job>,
     /// Messages being delivered.
     running: usize,
-    /// Alarms with a message in flight here (webhooks and scripts keep
-    /// each alarm's order).
+    /// Alarms with a message in flight here (receivers that send per
+    /// change keep each alarm's order).
     busy: HashSet<Arc<str>>,
-    /// Changes waiting for the group's next message (mail and Slack).
+    /// Changes waiting for the group's next message (receivers that
+    /// group).
     group: Vec<(Arc<Notice>, Option<NoticeId>)>,
     /// When the last grouped message was made.
     last_sent: Option<Instant>,

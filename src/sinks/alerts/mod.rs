@@ -8,8 +8,9 @@
 //!   lossless path, `engine/announce.rs`);
 //! - [`dispatch`] takes them in order and decides what is said: held while
 //!   a dependency is ERROR, folded while the alarm is flapping
-//!   ([`flapping`]), repeated while it stays ERROR, grouped per mail or
-//!   Slack receiver within `group_interval`;
+//!   ([`flapping`]), repeated while it stays ERROR, grouped within
+//!   `group_interval` for the receivers that group (mail, Slack, the
+//!   chats and pushes: `Channel::groups`);
 //! - [`delivery`] sends each message with retries, a bounded number at a
 //!   time, and reports back so the dispatcher can tell the engine what
 //!   each alarm's receivers have heard (kept in the database: a restart
@@ -65,8 +66,9 @@ use std::sync::atomic::AtomicU64;
 use crate::engine::{AlarmView, JobFailure, State};
 
 /// Alert delivery counters, shown in `/metrics`. A message is what one
-/// receiver gets: one webhook POST or script run per change, one mail or
-/// Slack post per group of changes.
+/// receiver gets: one webhook POST, pager event, templated request or
+/// script run per change; one mail, Slack or chat post per group of
+/// changes.
 #[derive(Debug, Default)]
 pub struct AlertStats {
     /// Messages delivered.
