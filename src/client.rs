@@ -89,22 +89,7 @@ pub enum ClientError {
     },
 }
 
-/// An error and its causes in one line (`error sending request: tcp
-/// connect error: Connection refused`): the top one alone rarely says
-/// what to fix.
-fn causes(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut next = e.source();
-    while let Some(cause) = next {
-        let text = cause.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        next = cause.source();
-    }
-    out
-}
+use crate::escape::error_chain as causes;
 
 /// POSTs to `<server>/api/services/<name><suffix>` with the query `pairs`
 /// and `body`.

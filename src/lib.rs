@@ -14,6 +14,7 @@ pub mod daemon;
 pub mod db;
 pub mod duration;
 pub mod engine;
+pub mod escape;
 #[doc(hidden)]
 pub mod fuzz_targets;
 pub mod http;

@@ -36,13 +36,6 @@ fn text_width(s: &str) -> usize {
         + 10
 }
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
 /// GET /badge/<file>.
 pub(super) fn serve<B>(req: &Request<B>, state: &AppState, file: &str) -> Response<Body> {
     let (alarm, kind) = match file.rsplit_once('.') {
@@ -89,7 +82,7 @@ pub(super) fn serve<B>(req: &Request<B>, state: &AppState, file: &str) -> Respon
     } else {
         let (lw, mw) = (text_width(&label), text_width(message));
         let w = lw + mw;
-        let label = escape(&label);
+        let label = crate::escape::html_attr(&label);
         let svg = format!(
             r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="20" role="img" aria-label="{label}: {message}"><title>{label}: {message}</title><linearGradient id="s" x2="0" y2="100%"><stop offset="0" stop-color="#bbb" stop-opacity=".1"/><stop offset="1" stop-opacity=".1"/></linearGradient><clipPath id="r"><rect width="{w}" height="20" rx="3" fill="#fff"/></clipPath><g clip-path="url(#r)"><rect width="{lw}" height="20" fill="#555"/><rect x="{lw}" width="{mw}" height="20" fill="{color}"/><rect width="{w}" height="20" fill="url(#s)"/></g><g fill="#fff" text-anchor="middle" font-family="Verdana,Geneva,DejaVu Sans,sans-serif" font-size="11"><text x="{lx}" y="14">{label}</text><text x="{mx}" y="14">{message}</text></g></svg>
 "##,

@@ -80,8 +80,11 @@ pub const DEFAULT_GROUP_INTERVAL: Duration = Duration::from_secs(10);
 pub(super) const MAX_ALERT_TIMER: Duration = Duration::from_secs(365 * 86_400);
 
 impl AlertConfig {
-    /// A reminder more often than every second would flood its receivers;
-    /// timers longer than [`MAX_ALERT_TIMER`] are a typo, not a plan.
+    /// Checks the alert as the file is read: each alerter's own settings
+    /// (those that have a `validate`), a reminder no more often than every
+    /// second (more would flood its receivers), and `repeat` and
+    /// `group_interval` within [`MAX_ALERT_TIMER`] (beyond is a typo, not
+    /// a plan).
     pub fn validate(&self, name: &str) -> Result<(), ConfigError> {
         if let Some(pd) = &self.pagerduty {
             pd.validate(name)?;

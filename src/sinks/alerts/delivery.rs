@@ -180,7 +180,8 @@ pub(super) struct Senders {
 }
 
 impl Senders {
-    /// One HTTP client (its connection pool) for every HTTP receiver.
+    /// One HTTP client (its connection pool) for every HTTP receiver, and
+    /// the list of every alerter's secrets that errors are scrubbed of.
     pub(super) fn new(config: Arc<AlertsConfig>) -> anyhow::Result<Senders> {
         // Redirects are not followed: a redirected POST comes back as a
         // GET without its body (an alert "delivered" nowhere), and headers

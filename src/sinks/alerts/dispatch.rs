@@ -907,7 +907,6 @@ impl Dispatcher {
         let mut next = n;
         if now.suppressed_by.is_empty() && !self.held.contains_key(&alarm) {
             let mut notice = self.notice(now, State::Ok, crate::clock::now_ms(), None);
-            notice.previous = State::Ok;
             notice.repeat = n;
             notice.open_incident = Some(incident);
             let notice = Arc::new(notice);

@@ -148,7 +148,7 @@ impl Detector {
         self.alarms.remove(alarm);
     }
 
-    /// Alarms with a record (for tests of its bound).
+    /// The changes `alarm`'s record holds (for tests of its bound).
     #[cfg(test)]
     fn entries(&self, alarm: &str) -> usize {
         self.alarms.get(alarm).map_or(0, |r| r.changes.len())

@@ -90,7 +90,7 @@ pub(super) async fn outcome(
         // A request that cannot even be built (a header value a token
         // with a line break makes) fails the same way every time.
         retry: !e.is_builder(),
-        reason: format!("{what}: {}", causes(&e.without_url())),
+        reason: format!("{what}: {}", crate::escape::error_chain(&e.without_url())),
         retry_after: None,
     })?;
     let status = resp.status();
@@ -155,19 +155,6 @@ pub(super) async fn outcome(
         retry: status.is_server_error() || matches!(status.as_u16(), 408 | 425 | 429),
         retry_after,
     })
-}
-
-/// An error and its causes on one line (reqwest's own says only "error
-/// sending request"; its causes say why: refused, reset, timed out).
-fn causes(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 /// The webhook body: 1.x's documented fields plus ours.

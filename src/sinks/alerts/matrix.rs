@@ -34,12 +34,7 @@ pub struct MatrixConfig {
     pub access_token: Secret,
 }
 
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
+use crate::escape::html_attr as escape;
 
 /// The `m.room.message` content for one change or a group.
 pub(super) fn body(group: &[&Notice]) -> serde_json::Value {

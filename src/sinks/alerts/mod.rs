@@ -138,7 +138,8 @@ pub struct Notice {
     pub previous: State,
     /// When it changed (ms).
     pub ts: i64,
-    /// `<public_url>alarms/<name>`, if a public URL is configured.
+    /// `<public_url>alarms/<name>`, if a public URL is configured (a test
+    /// alert, whose alarm has no page, links the bare public URL).
     pub url: Option<String>,
     /// The `last_failure` of the service whose change fired it.
     pub failure: Option<JobFailure>,

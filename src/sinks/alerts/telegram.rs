@@ -51,12 +51,8 @@ pub enum ChatId {
     Name(String),
 }
 
-/// Text made literal in Telegram's HTML parse mode.
-pub(super) fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-}
+// Text made literal in Telegram's HTML parse mode.
+use crate::escape::html_text as escape;
 
 /// Characters of title, text and output in one message at most: 4096
 /// (`sendMessage`'s limit) less the mark, line breaks and link words.
@@ -87,7 +83,7 @@ pub(super) fn body(config: &TelegramConfig, group: &[&Notice]) -> serde_json::Va
     if let Some(u) = url {
         html.push_str(&format!(
             "\n<a href=\"{}\">Open in lovebeat</a>",
-            escape(&u).replace('"', "&quot;")
+            crate::escape::html_attr(&u)
         ));
     }
     json!({

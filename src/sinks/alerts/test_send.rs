@@ -18,7 +18,8 @@ use super::delivery::{Channel, Senders};
 use super::Notice;
 use crate::engine::{AlarmView, State};
 
-/// How long one alerter's test may take (a script gets its own 10 s).
+/// How long one alerter's test may take (a script is killed after its
+/// own [`super::script::SCRIPT_TIMEOUT`]).
 const TEST_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// How long after a pager's test incident is opened it is closed.

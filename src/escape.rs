@@ -1,0 +1,53 @@
+//! Text made safe for the formats lovebeat writes, in one place: HTML and
+//! XML (badges, Telegram and Matrix messages) and errors told on one line
+//! (the client's messages, alert failures).
+
+/// `text` as HTML or XML text: `&`, `<` and `>` escaped, so nothing in it
+/// opens a tag.
+pub fn html_text(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// `text` as an HTML or XML attribute value in double quotes:
+/// [`html_text`] with `"` escaped too.
+pub fn html_attr(text: &str) -> String {
+    html_text(text).replace('"', "&quot;")
+}
+
+/// An error and its causes on one line (`error sending request: tcp
+/// connect error: Connection refused`): the top one alone rarely says
+/// what to fix. A cause whose text the line already holds is left out.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = cause.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_opens_no_tag_and_an_attribute_no_quote() {
+        assert_eq!(html_text(r#"<a href="x">&"#), r#"&lt;a href="x"&gt;&amp;"#);
+        assert_eq!(html_attr(r#"x" onclick="y"#), "x&quot; onclick=&quot;y");
+    }
+
+    #[test]
+    fn a_chain_names_each_cause_once() {
+        let inner = std::io::Error::other("connection refused");
+        let outer = std::io::Error::other(inner);
+        // io::Error's Display already shows its inner error.
+        assert_eq!(error_chain(&outer), "connection refused");
+    }
+}
