@@ -211,7 +211,8 @@ impl Senders {
                 [s, escaped, form]
             })
             .collect();
-        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        // Longest first, as `scrub` wants them; equal ones side by side.
+        secrets.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
         secrets.dedup();
         senders.secrets = secrets;
         Ok(senders)

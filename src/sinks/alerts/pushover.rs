@@ -161,6 +161,8 @@ async fn cancel_emergencies(
         .filter(|n| !n.test)
         .flat_map(|n| incident_keys(n, Action::Close))
     {
+        // Escaped as a path segment, as Opsgenie's alias is.
+        let tag = percent_encoding::utf8_percent_encode(&tag, crate::redact::PATH_SEGMENT);
         let Ok(cancel) = base.join(&format!("receipts/cancel_by_tag/{tag}.json")) else {
             continue;
         };
