@@ -228,7 +228,7 @@ impl Senders {
     ) -> Result<(), DeliveryError> {
         // Scrubbed before it is cut, so no secret is cut in two.
         self.attempt_once(channel, group).await.map_err(|mut e| {
-            e.reason = super::incident::cut(&scrub(&e.reason, &self.secrets), REASON_CHARS);
+            e.reason = super::text::cut(&scrub(&e.reason, &self.secrets), REASON_CHARS);
             e
         })
     }
@@ -543,7 +543,7 @@ mod tests {
         );
         assert_eq!(escaped, "… and …");
         let long = format!("{}1:S ecret+Key", "x".repeat(595));
-        let cut = super::super::incident::cut(&scrub(&long, &senders.secrets), REASON_CHARS);
+        let cut = super::super::text::cut(&scrub(&long, &senders.secrets), REASON_CHARS);
         assert!(!cut.contains("1:S"), "{cut}");
     }
 }

@@ -65,8 +65,8 @@ pub(super) fn body(group: &[&Notice]) -> serde_json::Value {
         ));
     }
     let mut embed = json!({
-        "title": super::incident::cut(&title, 256),
-        "description": super::incident::cut(&description, 4096),
+        "title": super::text::cut(&title, 256),
+        "description": super::text::cut(&description, 4096),
         "color": if error { RED } else { GREEN },
         "timestamp": chrono::DateTime::from_timestamp_millis(group.iter().map(|n| n.ts).max().unwrap_or(0))
             .unwrap_or_default()
@@ -74,7 +74,7 @@ pub(super) fn body(group: &[&Notice]) -> serde_json::Value {
     });
     if let [n] = group {
         embed["fields"] = json!([
-            {"name": "Alarm", "value": super::incident::cut(&n.alarm.name, 1024), "inline": true},
+            {"name": "Alarm", "value": super::text::cut(&n.alarm.name, 1024), "inline": true},
             {"name": "Incident", "value": format!("#{}", n.alarm.incident_nbr), "inline": true},
         ]);
     }

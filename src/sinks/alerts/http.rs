@@ -231,7 +231,7 @@ pub(super) fn slack_body(channel: &str, group: &[&Notice]) -> serde_json::Value 
             let error = group.iter().any(|n| n.alarm.state == State::Error);
             let mut text = String::new();
             for n in group.iter().take(SLACK_GROUP_LINES) {
-                let line = slack_escape(&super::mail::change_line(n));
+                let line = slack_escape(&super::text::change_line(n));
                 match &n.url {
                     Some(u) => text.push_str(&format!("• <{u}|{line}>\n")),
                     None => text.push_str(&format!("• {line}\n")),
@@ -273,7 +273,7 @@ fn slack_attachment(n: &Notice) -> serde_json::Value {
         _ if n.test => format!("[TEST] {link}: a test sent on request"),
         Some(Flapping::Started { .. }) => format!("{link} is flapping"),
         Some(Flapping::Stopped) => format!("{link} stopped flapping"),
-        None if error => format!("{link} is in ERROR{}", super::mail::reminder(n)),
+        None if error => format!("{link} is in ERROR{}", super::text::reminder(n)),
         None => format!("{link} has recovered"),
     };
     let mut fields = vec![
@@ -286,7 +286,7 @@ fn slack_attachment(n: &Notice) -> serde_json::Value {
         );
     }
     let mut text = match n.flapping {
-        Some(_) => slack_escape(&super::mail::sentence(n)),
+        Some(_) => slack_escape(&super::text::sentence(n)),
         None => format!(
             "Changed from {} to {}.",
             n.previous.as_upper(),
@@ -295,7 +295,7 @@ fn slack_attachment(n: &Notice) -> serde_json::Value {
     };
     if let Some(f) = &n.failure {
         text.push(' ');
-        text.push_str(&slack_escape(&super::mail::failure_line(f)));
+        text.push_str(&slack_escape(&super::text::failure_line(f)));
         if !f.output.is_empty() {
             text.push_str(&format!("\n```\n{}\n```", slack_escape(&f.output)));
         }

@@ -77,39 +77,6 @@ pub(super) fn actions(n: &Notice) -> Vec<(Action, u64)> {
     }
 }
 
-/// A one-line title for a notice: what pagers and chats show first.
-pub(super) fn headline(n: &Notice) -> String {
-    let title = untested_headline(n);
-    if n.test {
-        format!("[TEST] {title}")
-    } else {
-        title
-    }
-}
-
-fn untested_headline(n: &Notice) -> String {
-    let name = &n.alarm.name;
-    let reminder = super::mail::reminder(n);
-    match n.flapping {
-        Some(Flapping::Started { .. }) => format!("{name} is flapping"),
-        Some(Flapping::Stopped) => {
-            format!("{name} stopped flapping: {}", n.alarm.state.as_upper())
-        }
-        None if n.alarm.state == State::Error => format!("{name} is in ERROR{reminder}"),
-        None => format!("{name} has recovered"),
-    }
-}
-
-/// `text` cut to at most `max` characters, with an ellipsis when cut.
-pub(super) fn cut(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        return text.to_string();
-    }
-    let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
-    out.push('…');
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

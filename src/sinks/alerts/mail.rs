@@ -5,6 +5,7 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use super::config::{AlertsConfig, Recipients};
+use super::text::{change_line, failure_line, reminder, sentence};
 use super::{failed_list, DeliveryError, Flapping, Notice};
 use crate::redact::url_for_log;
 
@@ -173,62 +174,6 @@ pub(super) fn subject(group: &[&Notice]) -> String {
     }
 }
 
-/// ` (reminder n)` for a repeated alert, else nothing.
-pub(super) fn reminder(n: &Notice) -> String {
-    if n.repeat > 0 {
-        format!(" (reminder {})", n.repeat)
-    } else {
-        String::new()
-    }
-}
-
-/// The first sentence about one notice.
-pub(super) fn sentence(n: &Notice) -> String {
-    if n.test {
-        return format!(
-            "This is a test of lovebeat's alert '{}', sent on request: nothing failed",
-            n.alarm.name
-        );
-    }
-    match n.flapping {
-        Some(Flapping::Started { changes }) => format!(
-            "The alarm '{}' is flapping: it changed state {changes} times within the flapping window. \
-             Its changes are not announced one by one until it settles; it is '{}' now.",
-            n.alarm.name,
-            n.alarm.state.as_upper()
-        ),
-        Some(Flapping::Stopped) => format!(
-            "The alarm '{}' stopped flapping: it is '{}' (it was '{}' when last announced).",
-            n.alarm.name,
-            n.alarm.state.as_upper(),
-            n.previous.as_upper()
-        ),
-        None => format!(
-            "The status for alarm '{}' has changed from '{}' to '{}'",
-            n.alarm.name,
-            n.previous.as_upper(),
-            n.alarm.state.as_upper()
-        ),
-    }
-}
-
-/// One line of a group: the alarm, its incident and its change.
-pub(super) fn change_line(n: &Notice) -> String {
-    let flapping = match n.flapping {
-        Some(Flapping::Started { .. }) => " (flapping)",
-        Some(Flapping::Stopped) => " (stopped flapping)",
-        None => "",
-    };
-    format!(
-        "'{}' (incident {}): {} -> {}{flapping}{}",
-        n.alarm.name,
-        n.alarm.incident_nbr,
-        n.previous.as_upper(),
-        n.alarm.state.as_upper(),
-        reminder(n)
-    )
-}
-
 /// The text body: for one change the 1.x sentence, the failed services,
 /// the job's failure and the link; for a group a paragraph per change.
 pub(super) fn body(group: &[&Notice]) -> String {
@@ -287,15 +232,6 @@ pub(super) fn body(group: &[&Notice]) -> String {
 pub(super) const MAIL_GROUP_CHANGES: usize = 500;
 /// See [`MAIL_GROUP_CHANGES`].
 pub(super) const MAIL_GROUP_FAILED: usize = 20;
-
-/// One line saying how the job failed.
-pub(super) fn failure_line(f: &crate::engine::JobFailure) -> String {
-    match (&f.reason, f.exit_code) {
-        (Some(r), _) => format!("The job failed: {r}."),
-        (None, Some(c)) => format!("The job failed with exit code {c}."),
-        (None, None) => "The job reported a failure.".to_string(),
-    }
-}
 
 /// Sends one mail about `group` to `to` via Mailgun when `[mailgun]
 /// domain` is set, else via SMTP.

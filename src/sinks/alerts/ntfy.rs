@@ -77,7 +77,7 @@ pub(super) fn body(config: &NtfyConfig, group: &[&Notice]) -> serde_json::Value 
     let mut body = json!({
         "topic": config.topic,
         "title": title,
-        "message": super::incident::cut(&text, 3500),
+        "message": super::text::cut(&text, 3500),
         "priority": if error { config.priority_error } else { config.priority_ok },
         "tags": [if error { "rotating_light" } else { "white_check_mark" }],
     });

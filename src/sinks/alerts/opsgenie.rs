@@ -97,7 +97,7 @@ impl OpsgenieConfig {
 
 /// The body that creates the alert of a notice.
 pub(super) fn create_body(config: &OpsgenieConfig, n: &Notice, incident: u64) -> serde_json::Value {
-    let mut description = super::mail::sentence(n);
+    let mut description = super::text::sentence(n);
     description.push('.');
     let failed = failed_list(&n.alarm);
     if !failed.is_empty() {
@@ -110,7 +110,7 @@ pub(super) fn create_body(config: &OpsgenieConfig, n: &Notice, incident: u64) ->
         "failed_services": failed,
     });
     if let Some(f) = &n.failure {
-        let line = super::mail::failure_line(f);
+        let line = super::text::failure_line(f);
         description.push_str(&format!("\n{line}"));
         if !f.output.is_empty() {
             // Its end: where a job says why it failed.
@@ -128,9 +128,9 @@ pub(super) fn create_body(config: &OpsgenieConfig, n: &Notice, incident: u64) ->
     let mut tags = vec!["lovebeat".to_string()];
     tags.extend(config.tags.iter().cloned());
     let mut body = json!({
-        "message": incident::cut(&incident::headline(n), 130),
+        "message": super::text::cut(&super::text::headline(n), 130),
         "alias": incident::key(&n.alarm.name, incident),
-        "description": incident::cut(&description, 15_000),
+        "description": super::text::cut(&description, 15_000),
         "details": details,
         "entity": n.alarm.name,
         "source": "Lovebeat",
@@ -162,7 +162,7 @@ pub(super) async fn send(
                     format!("/v2/alerts/{alias}/close?identifierType=alias"),
                     json!({
                         "source": "Lovebeat",
-                        "note": super::mail::sentence(n),
+                        "note": super::text::sentence(n),
                     }),
                 )
             }

@@ -131,7 +131,7 @@ pub(super) fn event(
                 "failed_count": n.alarm.failed_services.len(),
             });
             if let Some(f) = &n.failure {
-                details["job_failure"] = json!(super::mail::failure_line(f));
+                details["job_failure"] = json!(super::text::failure_line(f));
                 details["job_output"] = json!(f.output);
                 if let Some(code) = f.exit_code {
                     details["job_exit_code"] = json!(code);
@@ -153,7 +153,7 @@ pub(super) fn event(
                 "dedup_key": dedup_key,
                 "client": "Lovebeat",
                 "payload": {
-                    "summary": incident::cut(&incident::headline(n), 1024),
+                    "summary": super::text::cut(&super::text::headline(n), 1024),
                     "source": config.source.as_deref().unwrap_or("lovebeat"),
                     "severity": config.severity.as_str(),
                     "timestamp": timestamp,

@@ -77,9 +77,9 @@ pub(super) fn form(config: &PushoverConfig, group: &[&Notice]) -> Vec<(&'static 
         Some(out) => {
             let out = text::tail(&out, 400);
             let room = 1024 - 2 - out.chars().count();
-            format!("{}\n\n{out}", super::incident::cut(&text, room))
+            format!("{}\n\n{out}", super::text::cut(&text, room))
         }
-        None => super::incident::cut(&text, 1024),
+        None => super::text::cut(&text, 1024),
     };
     let mut priority = if error {
         config.priority_error
@@ -94,7 +94,7 @@ pub(super) fn form(config: &PushoverConfig, group: &[&Notice]) -> Vec<(&'static 
     let mut form = vec![
         ("token", config.token.0.clone()),
         ("user", config.user.0.clone()),
-        ("title", super::incident::cut(&title, 250)),
+        ("title", super::text::cut(&title, 250)),
         ("message", message),
         ("priority", priority.to_string()),
         ("timestamp", ts.to_string()),

@@ -71,10 +71,10 @@ pub(super) fn body(config: &TelegramConfig, group: &[&Notice]) -> serde_json::Va
     // markup is read: the visible text is budgeted before it is escaped,
     // the output's end first, then the title, the text what is left.
     let output = output.map(|o| text::tail(&o, 1500));
-    let title = super::incident::cut(&title, 200);
+    let title = super::text::cut(&title, 200);
     let room =
         VISIBLE_TEXT - title.chars().count() - output.as_ref().map_or(0, |o| o.chars().count());
-    let text = super::incident::cut(&text, room);
+    let text = super::text::cut(&text, room);
     let mark = if error { "🔴" } else { "🟢" };
     let mut html = format!("{mark} <b>{}</b>\n{}", escape(&title), escape(&text));
     if let Some(out) = output {

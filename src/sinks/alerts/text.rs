@@ -1,8 +1,11 @@
-//! What the chat and push alerters say, before each service's own
-//! formatting and escaping: a title, a few lines, the job's output apart
-//! (each shows it as code), for one change or a group of them.
+//! What the alerters say, before each service's own formatting and
+//! escaping: the wording every alerter shares (a notice's headline, its
+//! sentence, a group's lines, how a job failed, cutting to a length), and
+//! the plain message the chats and pushes build on: a title, a few lines,
+//! the job's output apart (each shows it as code), for one change or a
+//! group of them.
 
-use super::{failed_list, incident, Notice};
+use super::{failed_list, Flapping, Notice};
 use crate::engine::State;
 
 /// Changes listed in one grouped message at most; the rest are counted
@@ -28,7 +31,7 @@ pub(super) struct Plain {
 pub(super) fn plain(group: &[&Notice]) -> Plain {
     match group {
         [n] => {
-            let mut text = super::mail::sentence(n);
+            let mut text = sentence(n);
             text.push('.');
             let failed = failed_list(&n.alarm);
             if n.alarm.state == State::Error && !failed.is_empty() {
@@ -36,10 +39,10 @@ pub(super) fn plain(group: &[&Notice]) -> Plain {
             }
             if let Some(f) = &n.failure {
                 text.push('\n');
-                text.push_str(&super::mail::failure_line(f));
+                text.push_str(&failure_line(f));
             }
             Plain {
-                title: incident::headline(n),
+                title: headline(n),
                 text,
                 output: n
                     .failure
@@ -54,7 +57,7 @@ pub(super) fn plain(group: &[&Notice]) -> Plain {
             let mut lines: Vec<String> = group
                 .iter()
                 .take(GROUP_LINES)
-                .map(|n| super::mail::change_line(n))
+                .map(|n| change_line(n))
                 .collect();
             if group.len() > GROUP_LINES {
                 lines.push(format!("… and {} more changes", group.len() - GROUP_LINES));
@@ -121,6 +124,104 @@ pub(super) fn message_id(group: &[&Notice]) -> String {
         n.repeat.hash(&mut h);
     }
     format!("lovebeat-{:016x}", h.finish())
+}
+
+/// ` (reminder n)` for a repeated alert, else nothing.
+pub(super) fn reminder(n: &Notice) -> String {
+    if n.repeat > 0 {
+        format!(" (reminder {})", n.repeat)
+    } else {
+        String::new()
+    }
+}
+
+/// The first sentence about one notice.
+pub(super) fn sentence(n: &Notice) -> String {
+    if n.test {
+        return format!(
+            "This is a test of lovebeat's alert '{}', sent on request: nothing failed",
+            n.alarm.name
+        );
+    }
+    match n.flapping {
+        Some(Flapping::Started { changes }) => format!(
+            "The alarm '{}' is flapping: it changed state {changes} times within the flapping window. \
+             Its changes are not announced one by one until it settles; it is '{}' now.",
+            n.alarm.name,
+            n.alarm.state.as_upper()
+        ),
+        Some(Flapping::Stopped) => format!(
+            "The alarm '{}' stopped flapping: it is '{}' (it was '{}' when last announced).",
+            n.alarm.name,
+            n.alarm.state.as_upper(),
+            n.previous.as_upper()
+        ),
+        None => format!(
+            "The status for alarm '{}' has changed from '{}' to '{}'",
+            n.alarm.name,
+            n.previous.as_upper(),
+            n.alarm.state.as_upper()
+        ),
+    }
+}
+
+/// One line of a group: the alarm, its incident and its change.
+pub(super) fn change_line(n: &Notice) -> String {
+    let flapping = match n.flapping {
+        Some(Flapping::Started { .. }) => " (flapping)",
+        Some(Flapping::Stopped) => " (stopped flapping)",
+        None => "",
+    };
+    format!(
+        "'{}' (incident {}): {} -> {}{flapping}{}",
+        n.alarm.name,
+        n.alarm.incident_nbr,
+        n.previous.as_upper(),
+        n.alarm.state.as_upper(),
+        reminder(n)
+    )
+}
+
+/// One line saying how the job failed.
+pub(super) fn failure_line(f: &crate::engine::JobFailure) -> String {
+    match (&f.reason, f.exit_code) {
+        (Some(r), _) => format!("The job failed: {r}."),
+        (None, Some(c)) => format!("The job failed with exit code {c}."),
+        (None, None) => "The job reported a failure.".to_string(),
+    }
+}
+
+/// A one-line title for a notice: what pagers and chats show first.
+pub(super) fn headline(n: &Notice) -> String {
+    let title = bare_headline(n);
+    if n.test {
+        format!("[TEST] {title}")
+    } else {
+        title
+    }
+}
+
+fn bare_headline(n: &Notice) -> String {
+    let name = &n.alarm.name;
+    let reminder = reminder(n);
+    match n.flapping {
+        Some(Flapping::Started { .. }) => format!("{name} is flapping"),
+        Some(Flapping::Stopped) => {
+            format!("{name} stopped flapping: {}", n.alarm.state.as_upper())
+        }
+        None if n.alarm.state == State::Error => format!("{name} is in ERROR{reminder}"),
+        None => format!("{name} has recovered"),
+    }
+}
+
+/// `text` cut to at most `max` characters, with an ellipsis when cut.
+pub(super) fn cut(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
 }
 
 #[cfg(test)]
