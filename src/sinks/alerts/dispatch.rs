@@ -108,6 +108,12 @@ enum Timed {
     FlapCheck(Arc<str>),
 }
 
+/// The pool of delivery slots a channel draws from: 0 for HTTP and mail
+/// (`max_alert_deliveries`), 1 for scripts (`max_scripts`).
+fn pool(channel: &Channel) -> usize {
+    usize::from(channel.is_script())
+}
+
 /// What a delivery task reports when it ends.
 struct Done {
     receiver: usize,
@@ -149,9 +155,8 @@ struct Dispatcher {
     timers: DelayQueue<Timed>,
     reminders: HashMap<(Arc<str>, Arc<str>), delay_queue::Key>,
     flap_checks: HashMap<Arc<str>, delay_queue::Key>,
-    /// Deliveries running, scripts apart.
-    running: usize,
-    running_scripts: usize,
+    /// Deliveries running, per pool ([`pool`]): HTTP and mail, scripts.
+    running: [usize; 2],
     /// Receivers whose last message failed.
     failing: usize,
     done: mpsc::UnboundedSender<Done>,
@@ -223,8 +228,8 @@ pub async fn run(
         timers: DelayQueue::new(),
         reminders: HashMap::new(),
         flap_checks: HashMap::new(),
-        running: 0,
-        running_scripts: 0,
+        running: [0, 0],
+
         failing: 0,
         done: done_tx,
         tasks: TaskTracker::new(),
@@ -263,8 +268,7 @@ pub async fn run(
 impl Dispatcher {
     /// Nothing waiting, grouped or running.
     fn idle(&self) -> bool {
-        self.running == 0
-            && self.running_scripts == 0
+        self.running == [0, 0]
             && self
                 .receivers
                 .iter()
@@ -610,28 +614,34 @@ impl Dispatcher {
         if notice.repeat > 0 && !r.reminding.insert(notice.alarm.name.clone()) {
             return;
         }
-        let ids: Vec<NoticeId> = id.into_iter().collect();
-        if !r.channel.groups() {
-            r.queue.push_back(Job {
-                notices: vec![notice],
-                ids,
-            });
-            self.stats.queued.fetch_add(1, Ordering::Relaxed);
+        // A receiver that groups sends at once only the first change
+        // after a quiet interval with nothing waiting or under way.
+        let groups = r.channel.groups();
+        let at_once = !groups
+            || (r.group.is_empty()
+                && r.flush.is_none()
+                && r.running == 0
+                && r.queue.is_empty()
+                && r.last_sent.is_none_or(|t| now >= t + r.interval));
+        if !at_once {
+            r.group.push((notice, id));
+            self.schedule_flush(idx);
             return;
         }
-        let quiet = r.last_sent.is_none_or(|t| now >= t + r.interval);
-        if r.group.is_empty() && r.flush.is_none() && r.running == 0 && r.queue.is_empty() && quiet
-        {
+        if groups {
             r.last_sent = Some(now);
-            r.queue.push_back(Job {
-                notices: vec![notice],
-                ids,
-            });
-            self.stats.queued.fetch_add(1, Ordering::Relaxed);
-            return;
         }
-        r.group.push((notice, id));
-        self.schedule_flush(idx);
+        let job = Job {
+            notices: vec![notice],
+            ids: id.into_iter().collect(),
+        };
+        self.push_job(idx, job);
+    }
+
+    /// Puts a message in a receiver's queue, for [`Dispatcher::pump`].
+    fn push_job(&mut self, idx: usize, job: Job) {
+        self.receivers[idx].queue.push_back(job);
+        self.stats.queued.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Arms a receiver's flush for when its interval since the last
@@ -657,12 +667,12 @@ impl Dispatcher {
         }
         let (notices, ids): (Vec<Arc<Notice>>, Vec<Option<NoticeId>>) =
             std::mem::take(&mut r.group).into_iter().unzip();
-        r.queue.push_back(Job {
+        r.last_sent = Some(Instant::now());
+        let job = Job {
             notices,
             ids: ids.into_iter().flatten().collect(),
-        });
-        r.last_sent = Some(Instant::now());
-        self.stats.queued.fetch_add(1, Ordering::Relaxed);
+        };
+        self.push_job(idx, job);
     }
 
     /// Starts what the slots allow: every receiver in turn, up to its
@@ -673,16 +683,16 @@ impl Dispatcher {
     /// slots), so receivers that hang (each holding slots through a
     /// minute of retries) never leave another without one.
     fn pump(&mut self) {
-        let max = self.config.max_deliveries.max(1);
-        let max_scripts = self.config.max_scripts.max(1);
-        let share = (max / 4).max(1);
-        let idle = |rs: &[Receiver], script: bool| {
-            rs.iter()
-                .filter(|r| r.running == 0 && r.channel.is_script() == script)
-                .count()
-        };
-        let (mut idle_deliveries, mut idle_scripts) =
-            (idle(&self.receivers, false), idle(&self.receivers, true));
+        let size = [
+            self.config.max_deliveries.max(1),
+            self.config.max_scripts.max(1),
+        ];
+        let share = (size[0] / 4).max(1);
+        // Receivers with nothing under way, per pool.
+        let mut idle = [0, 0];
+        for r in self.receivers.iter().filter(|r| r.running == 0) {
+            idle[pool(&r.channel)] += 1;
+        }
         // Each pump starts with the next receiver: when slots are short,
         // none is always served last.
         let n = self.receivers.len();
@@ -690,27 +700,23 @@ impl Dispatcher {
         for idx in (self.pump_from..n).chain(0..self.pump_from) {
             loop {
                 let r = &self.receivers[idx];
-                let script = r.channel.is_script();
+                let p = pool(&r.channel);
                 let cap = if r.channel.groups() {
                     1
-                } else if script {
-                    max_scripts
+                } else if r.channel.is_script() {
+                    size[p]
                 } else {
                     share
                 };
-                let (running, pool, idle) = if script {
-                    (self.running_scripts, max_scripts, idle_scripts)
-                } else {
-                    (self.running, max, idle_deliveries)
-                };
+                let (in_use, slots, waiting) = (self.running[p], size[p], idle[p]);
                 // A first slot is any free one; another leaves one free
                 // for each receiver that has none, up to half the pool
                 // (many receivers must not shrink a busy one's share to
                 // nothing).
                 let full = if r.running == 0 {
-                    running >= pool
+                    in_use >= slots
                 } else {
-                    running + idle.min(pool / 2) >= pool
+                    in_use + waiting.min(slots / 2) >= slots
                 };
                 if r.running >= cap || full || r.queue.is_empty() {
                     break;
@@ -732,18 +738,10 @@ impl Dispatcher {
                     r.busy.insert(job.notices[0].alarm.name.clone());
                 }
                 if r.running == 0 {
-                    if script {
-                        idle_scripts -= 1;
-                    } else {
-                        idle_deliveries -= 1;
-                    }
+                    idle[p] -= 1;
                 }
                 r.running += 1;
-                if script {
-                    self.running_scripts += 1;
-                } else {
-                    self.running += 1;
-                }
+                self.running[p] += 1;
                 let (senders, channel, done) =
                     (self.senders.clone(), r.channel.clone(), self.done.clone());
                 self.tasks.spawn(async move {
@@ -781,11 +779,7 @@ impl Dispatcher {
             }
         }
         r.running -= 1;
-        if r.channel.is_script() {
-            self.running_scripts -= 1;
-        } else {
-            self.running -= 1;
-        }
+        self.running[pool(&r.channel)] -= 1;
         if !r.channel.groups() {
             r.busy.remove(&done.job.notices[0].alarm.name);
         }
