@@ -573,13 +573,25 @@ impl Dispatcher {
             .map(|r| Duration::from_millis(r.ms))
             .filter(|d| !d.is_zero());
         let Some(every) = every else { return };
-        let (alarm, alert): (Arc<str>, Arc<str>) = (alarm.clone(), alert.into());
+        self.arm_reminder(alarm.clone(), alert.into(), incident, 1, every);
+    }
+
+    /// Arms reminder `n` of `alert` for `alarm`, `every` from now,
+    /// replacing one armed before.
+    fn arm_reminder(
+        &mut self,
+        alarm: Arc<str>,
+        alert: Arc<str>,
+        incident: u64,
+        n: u32,
+        every: Duration,
+    ) {
         let key = self.timers.insert(
             Timed::Reminder {
                 alarm: alarm.clone(),
                 alert: alert.clone(),
                 incident,
-                n: 1,
+                n,
                 every,
             },
             every,
@@ -910,17 +922,7 @@ impl Dispatcher {
             self.pump();
             next += 1;
         }
-        let key = self.timers.insert(
-            Timed::Reminder {
-                alarm: alarm.clone(),
-                alert: alert.clone(),
-                incident,
-                n: next,
-                every,
-            },
-            every,
-        );
-        self.reminders.insert((alarm, alert), key);
+        self.arm_reminder(alarm, alert, incident, next, every);
     }
 
     /// A flapping alarm settled when its changes in the window fell to
