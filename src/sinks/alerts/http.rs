@@ -237,11 +237,8 @@ pub(super) fn slack_body(channel: &str, group: &[&Notice]) -> serde_json::Value 
                     None => text.push_str(&format!("• {line}\n")),
                 }
             }
-            if group.len() > SLACK_GROUP_LINES {
-                text.push_str(&format!(
-                    "… and {} more changes\n",
-                    group.len() - SLACK_GROUP_LINES
-                ));
+            if let Some(more) = super::text::more_changes(group.len(), SLACK_GROUP_LINES) {
+                text.push_str(&format!("{more}\n"));
             }
             json!({
                 "color": if error { "danger" } else { "good" },

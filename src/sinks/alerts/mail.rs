@@ -197,18 +197,9 @@ pub(super) fn body(group: &[&Notice]) -> String {
     let mut b = format!("{} alarm changes:\n", group.len());
     for n in group.iter().take(MAIL_GROUP_CHANGES) {
         b.push_str(&format!("\n- {}\n", change_line(n)));
-        let failed = &n.alarm.failed_services;
-        if !failed.is_empty() && n.alarm.state == crate::engine::State::Error {
-            let listed: Vec<&str> = failed
-                .iter()
-                .take(MAIL_GROUP_FAILED)
-                .map(|s| s.as_str())
-                .collect();
-            b.push_str(&format!("  Failed services: {}", listed.join(", ")));
-            if failed.len() > MAIL_GROUP_FAILED {
-                b.push_str(&format!(" and {} more", failed.len() - MAIL_GROUP_FAILED));
-            }
-            b.push('\n');
+        if !n.alarm.failed_services.is_empty() && n.alarm.state == crate::engine::State::Error {
+            let listed = super::failed_list_max(&n.alarm, MAIL_GROUP_FAILED);
+            b.push_str(&format!("  Failed services: {listed}\n"));
         }
         if let Some(f) = &n.failure {
             b.push_str(&format!("  {}\n", failure_line(f)));
@@ -217,11 +208,8 @@ pub(super) fn body(group: &[&Notice]) -> String {
             b.push_str(&format!("  {url}\n"));
         }
     }
-    if group.len() > MAIL_GROUP_CHANGES {
-        b.push_str(&format!(
-            "\n… and {} more changes\n",
-            group.len() - MAIL_GROUP_CHANGES
-        ));
+    if let Some(more) = super::text::more_changes(group.len(), MAIL_GROUP_CHANGES) {
+        b.push_str(&format!("\n{more}\n"));
     }
     b
 }

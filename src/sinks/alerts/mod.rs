@@ -197,15 +197,21 @@ pub const FAILED_LISTED: usize = 50;
 /// The failed services as one comma-separated string: the first
 /// [`FAILED_LISTED`], then "and N more".
 pub fn failed_list(alarm: &AlarmView) -> String {
+    failed_list_max(alarm, FAILED_LISTED)
+}
+
+/// The failed services as one comma-separated string: the first `max`,
+/// then "and N more".
+pub(crate) fn failed_list_max(alarm: &AlarmView, max: usize) -> String {
     let failed = &alarm.failed_services;
     let mut out = failed
         .iter()
-        .take(FAILED_LISTED)
+        .take(max)
         .map(|s| s.as_str())
         .collect::<Vec<_>>()
         .join(", ");
-    if failed.len() > FAILED_LISTED {
-        out.push_str(&format!(" and {} more", failed.len() - FAILED_LISTED));
+    if failed.len() > max {
+        out.push_str(&format!(" and {} more", failed.len() - max));
     }
     out
 }

@@ -59,9 +59,7 @@ pub(super) fn plain(group: &[&Notice]) -> Plain {
                 .take(GROUP_LINES)
                 .map(|n| change_line(n))
                 .collect();
-            if group.len() > GROUP_LINES {
-                lines.push(format!("… and {} more changes", group.len() - GROUP_LINES));
-            }
+            lines.extend(more_changes(group.len(), GROUP_LINES));
             Plain {
                 title: format!("{} alarm changes", group.len()),
                 text: lines.join("\n"),
@@ -71,6 +69,12 @@ pub(super) fn plain(group: &[&Notice]) -> Plain {
             }
         }
     }
+}
+
+/// "… and N more changes" for a group of `total` of which `listed` were
+/// named, if any were left out.
+pub(super) fn more_changes(total: usize, listed: usize) -> Option<String> {
+    (total > listed).then(|| format!("… and {} more changes", total - listed))
 }
 
 /// [`plain`] with the job's output (its last `max` characters) after the
