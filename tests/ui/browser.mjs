@@ -271,6 +271,9 @@ const scenarios = {
     await page.locator('#count', { hasText: /^11 shown/ }).waitFor();
     await page.locator('#viewport').evaluate((v) => { v.scrollTop = 0; });
     await page.locator('#filter').fill('');
+    // Scrolled once the whole list is back: scrolled sooner, the viewport
+    // still holds 11 rows and stays at the top.
+    await page.locator('#count', { hasText: `${n} shown` }).waitFor();
     await page.locator('#viewport').evaluate((v) => { v.scrollTop = v.scrollHeight; });
     await page.locator('.row[data-name="many.s9999"]').waitFor();
   },
