@@ -20,19 +20,6 @@ fn pagerduty(url: &str, extra: &str) -> String {
     )
 }
 
-/// A daemon with `extra` in its config and API keys in `conf.d`: the
-/// write key `writer`, the read key `reader`.
-fn keyed(extra: &str) -> Daemon {
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::create_dir(dir.path().join("conf.d")).expect("conf.d");
-    std::fs::write(
-        dir.path().join("conf.d/http.cfg"),
-        "[http]\nwrite_keys = [\"writer\"]\nread_keys = [\"reader\"]\n",
-    )
-    .expect("keys");
-    Daemon::start_in(dir, extra)
-}
-
 /// Checks a PagerDuty alert event as the Events API v2 documents it
 /// (https://developer.pagerduty.com/docs/events-api-v2/trigger-events/):
 /// POST to /v2/enqueue, JSON, the routing key, the action, a dedup key of
@@ -109,11 +96,7 @@ fn a_flapping_alarm_opens_one_pagerduty_incident_and_resolves_it() {
         &rx.url("/v2/enqueue"),
         "[flapping]\nwindow = \"3s\"\nstart = 6\nstop = 2\n",
     ));
-    let mut lines = String::new();
-    for _ in 0..1000 {
-        lines.push_str("web.x.fail:1|c\nweb.x.beat:1|c\n");
-    }
-    d.tcp(&lines);
+    d.tcp(&"web.x.fail:1|c\nweb.x.beat:1|c\n".repeat(1000));
     d.eventually("it flaps", || {
         d.get("/api/alarms/web").json()["alarm"]["flapping"] == true
     });
@@ -662,7 +645,7 @@ fn a_per_alert_slack_webhook_url_lets_mattermost_and_slack_coexist() {
 fn a_test_alert_reaches_every_alerter_marked_and_reports_each_result() {
     let ok = Receiver::start(|_| Some(202));
     let bad = Receiver::start(|_| Some(500));
-    let d = keyed(&format!(
+    let d = Daemon::start_keyed(&format!(
             "[alerts.ops]\nwebhook = \"{}\"\n[alerts.ops.pagerduty]\nrouting_key = \"{ROUTING_KEY}\"\nsource = \"ci-host\"\nurl = \"{}\"\n[alerts.ops.discord]\nwebhook_url = \"{}\"\n[alerts.good.discord]\nwebhook_url = \"{}\"\n",
             bad.url("/hook"),
             ok.url("/v2/enqueue"),
@@ -778,7 +761,7 @@ fn a_test_alert_reaches_every_alerter_marked_and_reports_each_result() {
 
 #[test]
 fn an_alarm_names_its_alerts_and_their_alerters_without_a_secret() {
-    let d = keyed(&format!(
+    let d = Daemon::start_keyed(&format!(
         "[[alarms]]\nname = \"web\"\npattern = \"web.*\"\nalerts = [\"ops\", \"chat\"]\n\
              [[alarms]]\nname = \"quiet\"\npattern = \"quiet.*\"\n\
              [alerts.ops]\nwebhook = \"http://127.0.0.1:9/SECRETHOOK\"\n\
@@ -878,11 +861,7 @@ fn a_restart_while_flapping_still_resolves_the_flapping_incident() {
         &rx.url("/v2/enqueue"),
         "[flapping]\nwindow = \"60s\"\nstart = 6\nstop = 2\n",
     ));
-    let mut lines = String::new();
-    for _ in 0..50 {
-        lines.push_str("web.x.fail:1|c\nweb.x.beat:1|c\n");
-    }
-    d.tcp(&lines);
+    d.tcp(&"web.x.fail:1|c\nweb.x.beat:1|c\n".repeat(50));
     let flapping_key = || {
         rx.requests
             .lock()

@@ -375,7 +375,7 @@ fn badges_for_an_ok_and_an_error_alarm() {
 
 #[test]
 fn api_keys_guard_reads_and_writes() {
-    let d = Daemon::start_with_http("read_keys = [\"reader\"]\nwrite_keys = [\"writer\"]");
+    let d = Daemon::start_keyed("");
     let call = |method: &str, path: &str, key: Option<&str>| {
         let auth = key.map(|k| format!("Bearer {k}"));
         let headers: Vec<(&str, &str)> =

@@ -201,15 +201,14 @@ fn a_remote_copy_that_is_not_a_database_never_replaces_the_local_file() {
     assert!(names.is_empty(), "{names:?}");
 }
 
-#[test]
-fn a_missing_bucket_refuses_the_start() {
-    set_credentials();
-    let moto = Moto::start();
+/// Starts the binary with `extra` in a config of its own, in an empty
+/// directory, and asserts that it refuses to start (exit 1): its stderr.
+fn refused_start(extra: &str) -> String {
     let dir = tempfile::tempdir().expect("tempdir");
     let (http, statsd) = (common::free_port(), common::free_port());
     std::fs::write(
         dir.path().join("lovebeat.cfg"),
-        common::config_with_interval(http, statsd, &s3_config(moto.port, "no-such-bucket"), 60),
+        common::config_with_interval(http, statsd, extra, 60),
     )
     .expect("cfg");
     let (status, stderr) = common::run_binary(
@@ -217,6 +216,14 @@ fn a_missing_bucket_refuses_the_start() {
         &["--config", "lovebeat.cfg", "--config-dir", "none"],
     );
     assert_eq!(status.code(), Some(1), "{stderr}");
+    stderr
+}
+
+#[test]
+fn a_missing_bucket_refuses_the_start() {
+    set_credentials();
+    let moto = Moto::start();
+    let stderr = refused_start(&s3_config(moto.port, "no-such-bucket"));
     assert!(
         stderr.contains("refusing to start")
             && stderr.contains("s3://no-such-bucket/backups/lovebeat.db"),
@@ -268,19 +275,8 @@ fn silent_config(port: u16) -> String {
 fn a_silent_store_and_no_local_file_refuse_the_start_in_bounded_time() {
     set_credentials();
     let silent = silent_store();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (http, statsd) = (common::free_port(), common::free_port());
-    std::fs::write(
-        dir.path().join("lovebeat.cfg"),
-        common::config_with_interval(http, statsd, &silent_config(silent), 60),
-    )
-    .expect("cfg");
     // run_binary fails the test if it still runs after 20 s.
-    let (status, stderr) = common::run_binary(
-        dir.path(),
-        &["--config", "lovebeat.cfg", "--config-dir", "none"],
-    );
-    assert_eq!(status.code(), Some(1), "{stderr}");
+    let stderr = refused_start(&silent_config(silent));
     assert!(
         stderr.contains("refusing to start")
             && stderr.contains("s3://silent/backups/lovebeat.db")

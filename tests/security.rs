@@ -115,14 +115,7 @@ fn disguises(path: &str) -> Vec<String> {
 
 /// A daemon with read and write keys and the alarm `a` of service `x`.
 fn keyed_daemon() -> Daemon {
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::create_dir(dir.path().join("conf.d")).expect("conf.d");
-    std::fs::write(
-        dir.path().join("conf.d/http.cfg"),
-        "[http]\nread_keys = [\"reader\"]\nwrite_keys = [\"writer\"]\n",
-    )
-    .expect("keys");
-    Daemon::start_in(dir, "[[alarms]]\nname = \"a\"\npattern = \"x\"\n")
+    Daemon::start_keyed("[[alarms]]\nname = \"a\"\npattern = \"x\"\n")
 }
 
 #[test]
@@ -252,14 +245,14 @@ fn an_empty_or_padded_key_stops_the_start_naming_its_place() {
 
 #[test]
 fn read_keys_without_write_keys_warn_that_changes_need_none() {
-    let d = Daemon::start_with_http("read_keys = [\"reader\"]");
+    let d = Daemon::start_with_http("read_keys = [\"reader\"]", "");
     assert!(
         d.stderr()
             .contains("changes (beats, mutes, deletes) need none"),
         "{}",
         d.stderr()
     );
-    let d = Daemon::start_with_http("read_keys = [\"reader\"]\nwrite_keys = [\"writer\"]");
+    let d = Daemon::start_keyed("");
     assert!(!d.stderr().contains("need none"), "{}", d.stderr());
 }
 
@@ -331,7 +324,7 @@ fn changes_forged_by_another_sites_page_are_refused() {
 
 #[test]
 fn a_rebound_host_name_is_refused_when_allowed_hosts_are_set() {
-    let d = Daemon::start_with_http("allowed_hosts = [\"lovebeat.internal\"]");
+    let d = Daemon::start_with_http("allowed_hosts = [\"lovebeat.internal\"]", "");
     let as_host = |method: &str, host: &str, path: &str| {
         let mut s = TcpStream::connect(("127.0.0.1", d.http)).expect("connect");
         s.set_read_timeout(Some(Duration::from_secs(10)))
@@ -408,7 +401,7 @@ fn an_alert_links_to_its_alarm_page_in_the_ui() {
     assert_eq!(r.status, 303);
     assert_eq!(r.header("location"), Some("../#/alarm/web"));
     // The route stays open with read keys set: a link in a mail works.
-    let k = Daemon::start_with_http("read_keys = [\"r\"]");
+    let k = Daemon::start_with_http("read_keys = [\"r\"]", "");
     assert_eq!(k.get("/alarms/web").status, 303);
 }
 

@@ -134,7 +134,7 @@ fn job_fields_in_the_page_schedule_text_and_failure_output() {
 
 #[test]
 fn the_page_asks_for_a_read_key_once() {
-    let d = Daemon::start_with_http("read_keys = [\"reader\"]\nwrite_keys = [\"writer\"]");
+    let d = Daemon::start_keyed("");
     let r = d.request(
         "POST",
         "/api/services/secret.svc",

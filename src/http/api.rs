@@ -6,9 +6,11 @@ use hyper::header::CONTENT_TYPE;
 use hyper::{Request, Response, StatusCode};
 use serde::Serialize;
 
+use super::lists::Out;
 use super::router::{error, json, query_param, respond, wants_json};
 use super::{AppState, Body};
 use crate::clock::now_ms;
+use crate::engine::Engine;
 use std::sync::Arc;
 
 use crate::duration::{parse_duration_input, parse_timeout, timeout_from_secs, DurationError};
@@ -358,32 +360,46 @@ pub(super) fn delete_service(state: &AppState, name: &str) -> Response<Body> {
 /// are. The bytes are what serde_json's pretty printer would give for the
 /// whole object.
 pub(super) fn list_services(state: &AppState) -> Response<Body> {
+    stream_list(
+        state,
+        |out| out.put(b"{\n  \"services\": ["),
+        |engine| engine.names(),
+        |engine, name| engine.service(name, false),
+    )
+}
+
+/// Streams a whole-table answer: `head` opens the top-level object and a
+/// list in it, each of `names` that still has a `view` when its turn
+/// comes is an element, and `now` ends the object. The names and the
+/// views are taken on the answer's blocking thread.
+fn stream_list<N, V: Serialize>(
+    state: &AppState,
+    head: impl FnOnce(&mut Out) + Send + 'static,
+    names: impl FnOnce(&Engine) -> Vec<N> + Send + 'static,
+    view: impl Fn(&Engine, &N) -> Option<V> + Send + 'static,
+) -> Response<Body> {
     let admitted = match state.lists.admit() {
         Ok(a) => a,
         Err(busy) => return *busy,
     };
     let engine = state.engine.clone();
     admitted.stream(move |out| {
-        let names = engine.names();
+        head(out);
+        let names = names(&engine);
         out.holds(names.len());
-        out.put(b"{\n  \"services\": [");
         let mut first = true;
-        for name in names {
-            let Some(view) = engine.service(&name, false) else {
+        for name in &names {
+            let Some(v) = view(&engine, name) else {
                 continue;
             };
-            out.element(&mut first, &view)?;
+            out.element(&mut first, &v)?;
         }
-        close_list(out, first);
+        // The list and then the object, as serde_json's pretty printer
+        // ends them (`[]` for an empty list).
+        out.put(if first { b"],\n" } else { b"\n  ],\n" });
+        out.put(format!("  \"now\": {}\n}}\n", now_ms()).as_bytes());
         Some(())
     })
-}
-
-/// Ends a list opened with `[` and the top-level object after it with
-/// `now`, as serde_json's pretty printer does (`[]` for an empty list).
-fn close_list(out: &mut super::lists::Out, empty: bool) {
-    out.put(if empty { b"],\n" } else { b"\n  ],\n" });
-    out.put(format!("  \"now\": {}\n}}\n", now_ms()).as_bytes());
 }
 
 /// GET /api/services/<name>[?details=1].
@@ -410,25 +426,12 @@ pub(super) fn get_service<B>(req: &Request<B>, state: &AppState, name: &str) -> 
 /// GET /api/alarms, streamed like the list of services (there may be a
 /// million alarms made from templates): `{"alarms": [...], "now": ms}`.
 pub(super) fn list_alarms(state: &AppState) -> Response<Body> {
-    let admitted = match state.lists.admit() {
-        Ok(a) => a,
-        Err(busy) => return *busy,
-    };
-    let engine = state.engine.clone();
-    admitted.stream(move |out| {
-        let names = engine.alarm_names();
-        out.holds(names.len());
-        out.put(b"{\n  \"alarms\": [");
-        let mut first = true;
-        for name in names {
-            let Some(view) = engine.alarm(&name) else {
-                continue;
-            };
-            out.element(&mut first, &view)?;
-        }
-        close_list(out, first);
-        Some(())
-    })
+    stream_list(
+        state,
+        |out| out.put(b"{\n  \"alarms\": ["),
+        |engine| engine.alarm_names(),
+        |engine, name| engine.alarm(name),
+    )
 }
 
 /// GET /api/alarms/<name>: `{"alarm": {...}, "services": [...], "now":
@@ -439,27 +442,17 @@ pub(super) fn get_alarm(state: &AppState, name: &str) -> Response<Body> {
     let Some(alarm) = state.engine.alarm(name) else {
         return error(StatusCode::NOT_FOUND, format!("no alarm named '{name}'"));
     };
-    let admitted = match state.lists.admit() {
-        Ok(a) => a,
-        Err(busy) => return *busy,
-    };
-    let engine = state.engine.clone();
-    admitted.stream(move |out| {
-        out.put(b"{\n  \"alarm\": ");
-        out.field(&alarm);
-        out.put(b",\n  \"services\": [");
-        let members = engine.alarm_member_names(&alarm.name);
-        out.holds(members.len());
-        let mut first = true;
-        for name in members {
-            let Some(view) = engine.service(&name, false) else {
-                continue;
-            };
-            out.element(&mut first, &view)?;
-        }
-        close_list(out, first);
-        Some(())
-    })
+    let name = alarm.name.clone();
+    stream_list(
+        state,
+        move |out| {
+            out.put(b"{\n  \"alarm\": ");
+            out.field(&alarm);
+            out.put(b",\n  \"services\": [");
+        },
+        move |engine| engine.alarm_member_names(&name),
+        |engine, name| engine.service(name, false),
+    )
 }
 
 /// DELETE /api/alarms/<name>.

@@ -101,8 +101,9 @@ impl Daemon {
     }
 
     /// Starts a daemon whose `[http]` section also holds `http_extra`
-    /// (through conf.d, which the base config's `[http]` is merged with).
-    pub fn start_with_http(http_extra: &str) -> Daemon {
+    /// (through conf.d, which the base config's `[http]` is merged with),
+    /// with `extra` in its config.
+    pub fn start_with_http(http_extra: &str, extra: &str) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir(dir.path().join("conf.d")).expect("conf.d");
         std::fs::write(
@@ -110,7 +111,13 @@ impl Daemon {
             format!("[http]\n{http_extra}\n"),
         )
         .expect("write conf.d/http.cfg");
-        Daemon::start_in(dir, "")
+        Daemon::start_in(dir, extra)
+    }
+
+    /// Starts a daemon with `extra` in its config and two API keys: the
+    /// read key `reader` and the write key `writer`.
+    pub fn start_keyed(extra: &str) -> Daemon {
+        Daemon::start_with_http("read_keys = [\"reader\"]\nwrite_keys = [\"writer\"]", extra)
     }
 
     /// Starts a daemon that saves every `interval` seconds.

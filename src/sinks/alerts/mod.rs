@@ -220,6 +220,16 @@ pub(crate) fn failed_list_max(alarm: &AlarmView, max: usize) -> String {
 mod tests {
     use super::*;
 
+    /// A job's failure reported at 1 ms with `exit_code` and `output`.
+    pub(super) fn failed_job(exit_code: Option<i32>, output: impl Into<String>) -> JobFailure {
+        JobFailure {
+            ts: 1,
+            exit_code,
+            output: output.into(),
+            reason: None,
+        }
+    }
+
     pub(super) fn notice(repeat: u32, failure: Option<JobFailure>) -> Notice {
         Notice {
             alarm: AlarmView {
@@ -250,12 +260,7 @@ mod tests {
 
     #[test]
     fn a_failure_and_a_reminder_reach_every_alerter() {
-        let f = JobFailure {
-            ts: 1,
-            exit_code: Some(3),
-            output: "disk full\n".into(),
-            reason: None,
-        };
+        let f = failed_job(Some(3), "disk full\n");
         let n = notice(2, Some(f.clone()));
         assert_eq!(mail::subject(&[&n]), "[LOVEBEAT] jobs-7 (reminder 2)");
         let body = mail::body(&[&n]);
@@ -355,12 +360,7 @@ mod tests {
 
     #[test]
     fn slack_text_from_a_job_cannot_mention_or_format() {
-        let f = JobFailure {
-            ts: 1,
-            exit_code: Some(1),
-            output: "<!channel> wake up & <@U123> ```\n*bold*".into(),
-            reason: None,
-        };
+        let f = failed_job(Some(1), "<!channel> wake up & <@U123> ```\n*bold*");
         let mut n = notice(0, Some(f));
         n.alarm.name = "a<b>".into();
         n.alarm.failed_services = vec!["x<!here>".into()];

@@ -184,8 +184,8 @@ async fn cancel_emergencies(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{JobFailure, State};
-    use crate::sinks::alerts::tests::notice;
+    use crate::engine::State;
+    use crate::sinks::alerts::tests::{failed_job, notice};
 
     fn emergency() -> PushoverConfig {
         PushoverConfig {
@@ -216,12 +216,7 @@ mod tests {
 
     #[test]
     fn the_output_end_survives_a_long_failed_list() {
-        let f = JobFailure {
-            ts: 1,
-            exit_code: Some(1),
-            output: "why it failed".into(),
-            reason: None,
-        };
+        let f = failed_job(Some(1), "why it failed");
         let mut n = notice(0, Some(f));
         n.alarm.state = State::Error;
         n.alarm.failed_services = (0..100)

@@ -109,15 +109,13 @@ pub(super) async fn send(
 mod tests {
     use super::*;
     use crate::engine::JobFailure;
-    use crate::sinks::alerts::tests::notice;
+    use crate::sinks::alerts::tests::{failed_job, notice};
 
     #[test]
     fn job_output_is_never_read_as_markdown() {
         let f = JobFailure {
-            ts: 1,
-            exit_code: None,
-            output: "[Sign in again](https://evil.example) **now**".into(),
             reason: Some("[x](https://evil.example)".into()),
+            ..failed_job(None, "[Sign in again](https://evil.example) **now**")
         };
         let n = notice(0, Some(f));
         let card = &body(&[&n])["attachments"][0]["content"];

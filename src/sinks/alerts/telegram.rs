@@ -109,17 +109,11 @@ pub(super) async fn send(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::JobFailure;
-    use crate::sinks::alerts::tests::notice;
+    use crate::sinks::alerts::tests::{failed_job, notice};
 
     #[test]
     fn job_output_cannot_open_a_tag() {
-        let f = JobFailure {
-            ts: 1,
-            exit_code: None,
-            output: "</pre><a href=\"x\">&".into(),
-            reason: None,
-        };
+        let f = failed_job(None, "</pre><a href=\"x\">&");
         let mut n = notice(0, Some(f));
         n.alarm.name = "<b>".into();
         let c = TelegramConfig {
@@ -166,12 +160,7 @@ mod tests {
             chat_id: ChatId::Number(1),
             url: None,
         };
-        let f = JobFailure {
-            ts: 1,
-            exit_code: None,
-            output: "<&>".repeat(5000),
-            reason: None,
-        };
+        let f = failed_job(None, "<&>".repeat(5000));
         // One change with ten thousand long failed names and a long
         // output, and a group of thirty such changes.
         let mut n = notice(0, Some(f));

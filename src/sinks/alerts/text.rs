@@ -231,17 +231,11 @@ pub(super) fn cut(text: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::JobFailure;
-    use crate::sinks::alerts::tests::notice;
+    use crate::sinks::alerts::tests::{failed_job, notice};
 
     #[test]
     fn one_change_says_what_failed_and_a_group_counts_what_it_leaves_out() {
-        let f = JobFailure {
-            ts: 1,
-            exit_code: Some(2),
-            output: "boom".into(),
-            reason: None,
-        };
+        let f = failed_job(Some(2), "boom");
         let n = notice(0, Some(f));
         let p = plain(&[&n]);
         assert_eq!(p.title, "jobs is in ERROR");
