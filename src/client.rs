@@ -9,6 +9,8 @@ use std::process::{Command, ExitCode, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::escape::error_chain;
+
 /// Where and how to reach the daemon.
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -68,7 +70,10 @@ pub enum ClientError {
     #[error("cannot start the HTTP client: {0}")]
     Start(#[source] std::io::Error),
     /// The server could not be reached.
-    #[error("cannot reach the lovebeat server at {server}: {}", causes(source))]
+    #[error(
+        "cannot reach the lovebeat server at {server}: {}",
+        error_chain(source)
+    )]
     Unreachable {
         /// The server's base URL.
         server: String,
@@ -88,8 +93,6 @@ pub enum ClientError {
         message: String,
     },
 }
-
-use crate::escape::error_chain as causes;
 
 /// POSTs to `<server>/api/services/<name><suffix>` with the query `pairs`
 /// and `body`.
@@ -259,7 +262,7 @@ pub fn test_alert_command(target: &Target, name: &str) -> ExitCode {
         let resp = req
             .send()
             .await
-            .map_err(|e| format!("{base}: {}", e.without_url()))?;
+            .map_err(|e| format!("{base}: {}", error_chain(&e.without_url())))?;
         let status = resp.status();
         let body: serde_json::Value = resp.json().await.unwrap_or_default();
         if !status.is_success() {

@@ -43,11 +43,35 @@ mod tests {
         assert_eq!(html_attr(r#"x" onclick="y"#), "x&quot; onclick=&quot;y");
     }
 
+    /// An error with a message and, optionally, a cause.
+    #[derive(Debug)]
+    struct Layer(&'static str, Option<Box<Layer>>);
+
+    impl std::fmt::Display for Layer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Layer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|c| c as _)
+        }
+    }
+
     #[test]
     fn a_chain_names_each_cause_once() {
-        let inner = std::io::Error::other("connection refused");
-        let outer = std::io::Error::other(inner);
-        // io::Error's Display already shows its inner error.
-        assert_eq!(error_chain(&outer), "connection refused");
+        let refused = Layer("Connection refused", None);
+        // A cause that repeats what the line holds is left out.
+        let connect = Layer(
+            "tcp connect error: Connection refused",
+            Some(Box::new(refused)),
+        );
+        let top = Layer("error sending request", Some(Box::new(connect)));
+        assert_eq!(
+            error_chain(&top),
+            "error sending request: tcp connect error: Connection refused"
+        );
+        assert_eq!(error_chain(&Layer("alone", None)), "alone");
     }
 }

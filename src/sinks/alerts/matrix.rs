@@ -21,6 +21,7 @@ use serde_json::json;
 use super::config::{HttpUrl, Secret};
 use super::text::{self, Plain};
 use super::{DeliveryError, Notice};
+use crate::escape::html_attr;
 
 /// `[alerts.<name>.matrix]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -33,8 +34,6 @@ pub struct MatrixConfig {
     /// The bot user's access token (a secret).
     pub access_token: Secret,
 }
-
-use crate::escape::html_attr as escape;
 
 /// The `m.room.message` content for one change or a group.
 pub(super) fn body(group: &[&Notice]) -> serde_json::Value {
@@ -49,19 +48,19 @@ pub(super) fn body(group: &[&Notice]) -> serde_json::Value {
     let mut plain = format!("{mark} {title}\n{text}");
     let mut html = format!(
         "{mark} <strong>{}</strong><br>{}",
-        escape(&title),
-        escape(&text).replace('\n', "<br>")
+        html_attr(&title),
+        html_attr(&text).replace('\n', "<br>")
     );
     if let Some(out) = output {
         let out = text::tail(&out, 3000);
         plain.push_str(&format!("\n\n{out}"));
-        html.push_str(&format!("<pre><code>{}</code></pre>", escape(&out)));
+        html.push_str(&format!("<pre><code>{}</code></pre>", html_attr(&out)));
     }
     if let Some(u) = url {
         plain.push_str(&format!("\n{u}"));
         html.push_str(&format!(
             "<br><a href=\"{}\">Open in lovebeat</a>",
-            escape(&u)
+            html_attr(&u)
         ));
     }
     json!({

@@ -21,6 +21,7 @@ use serde_json::json;
 use super::config::{HttpUrl, Secret};
 use super::text::{self, Plain};
 use super::{DeliveryError, Notice};
+use crate::escape::html_text;
 
 /// The Bot API's address.
 pub(super) const TELEGRAM_URL: &str = "https://api.telegram.org";
@@ -52,7 +53,6 @@ pub enum ChatId {
 }
 
 // Text made literal in Telegram's HTML parse mode.
-use crate::escape::html_text as escape;
 
 /// Characters of title, text and output in one message at most: 4096
 /// (`sendMessage`'s limit) less the mark, line breaks and link words.
@@ -76,9 +76,9 @@ pub(super) fn body(config: &TelegramConfig, group: &[&Notice]) -> serde_json::Va
         VISIBLE_TEXT - title.chars().count() - output.as_ref().map_or(0, |o| o.chars().count());
     let text = super::text::cut(&text, room);
     let mark = if error { "🔴" } else { "🟢" };
-    let mut html = format!("{mark} <b>{}</b>\n{}", escape(&title), escape(&text));
+    let mut html = format!("{mark} <b>{}</b>\n{}", html_text(&title), html_text(&text));
     if let Some(out) = output {
-        html.push_str(&format!("\n<pre>{}</pre>", escape(&out)));
+        html.push_str(&format!("\n<pre>{}</pre>", html_text(&out)));
     }
     if let Some(u) = url {
         html.push_str(&format!(
