@@ -211,8 +211,7 @@ impl Senders {
                 [s, escaped, form]
             })
             .collect();
-        // Longest first, as `scrub` wants them; equal ones side by side.
-        secrets.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+        secrets.sort_unstable();
         secrets.dedup();
         senders.secrets = secrets;
         Ok(senders)
@@ -338,7 +337,7 @@ impl Senders {
             Channel::Teams(c) => teams::send(&self.client, c, group).await,
             Channel::Telegram(c) => telegram::send(&self.client, c, group).await,
             Channel::Ntfy(c) => ntfy::send(&self.client, c, group).await,
-            Channel::Pushover(c) => pushover::send(&self.client, c, group).await,
+            Channel::Pushover(c) => pushover::send(&self.client, c, group, &self.secrets).await,
             Channel::Gotify(c) => gotify::send(&self.client, c, group).await,
             Channel::Matrix(c) => matrix::send(&self.client, c, group).await,
             Channel::Templated(t) => {

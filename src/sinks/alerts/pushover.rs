@@ -128,17 +128,19 @@ fn incident_keys(n: &Notice, which: Action) -> Vec<String> {
         .collect()
 }
 
-/// Sends one notification.
+/// Sends one notification. A failed cancel is logged scrubbed of
+/// `secrets`, every alerter's ([`super::delivery::Senders`]).
 pub(super) async fn send(
     client: &reqwest::Client,
     config: &PushoverConfig,
     group: &[&Notice],
+    secrets: &[String],
 ) -> Result<(), DeliveryError> {
     let url = config.url.as_ref().map_or(PUSHOVER_URL, |u| u.0.as_str());
     let result = client.post(url).form(&form(config, group)).send().await;
     super::http::outcome(&format!("POST {}", url_for_log(url)), result).await?;
     if config.priority_error == 2 {
-        cancel_emergencies(client, config, url, group).await;
+        cancel_emergencies(client, config, url, group, secrets).await;
     }
     Ok(())
 }
@@ -152,6 +154,7 @@ async fn cancel_emergencies(
     config: &PushoverConfig,
     url: &str,
     group: &[&Notice],
+    secrets: &[String],
 ) {
     let Ok(base) = reqwest::Url::parse(url) else {
         return;
@@ -172,10 +175,9 @@ async fn cancel_emergencies(
             .send()
             .await;
         if let Err(e) = super::http::outcome(&format!("cancel of {tag}"), result).await {
-            let secrets = [config.token.0.clone(), config.user.0.clone()];
             tracing::warn!(
                 "pushover emergency not cancelled: {}",
-                super::delivery::scrub(&e.reason, &secrets)
+                super::delivery::scrub(&e.reason, secrets)
             );
         }
     }
