@@ -16,6 +16,17 @@ pub fn html_attr(text: &str) -> String {
     html_text(text).replace('"', "&quot;")
 }
 
+/// `text` on one line: trimmed, and each control character (a line
+/// break, a terminal escape) a space, so what a receiver or a job wrote
+/// cannot forge log lines, break a header or drive a terminal.
+pub fn one_line(text: &str) -> String {
+    let line: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    line.trim().to_string()
+}
+
 /// An error and its causes on one line (`error sending request: tcp
 /// connect error: Connection refused`): the top one alone rarely says
 /// what to fix. A cause whose text the line already holds is left out.
@@ -41,6 +52,14 @@ mod tests {
     fn text_opens_no_tag_and_an_attribute_no_quote() {
         assert_eq!(html_text(r#"<a href="x">&"#), r#"&lt;a href="x"&gt;&amp;"#);
         assert_eq!(html_attr(r#"x" onclick="y"#), "x&quot; onclick=&quot;y");
+    }
+
+    #[test]
+    fn one_line_has_no_control_character() {
+        assert_eq!(
+            one_line(" 550 no\r\nX-Forged: 1\x1b[2J\0 "),
+            "550 no  X-Forged: 1 [2J"
+        );
     }
 
     /// An error with a message and, optionally, a cause.

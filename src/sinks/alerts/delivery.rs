@@ -225,9 +225,8 @@ impl Senders {
         channel: &Channel,
         group: &[&Notice],
     ) -> Result<(), DeliveryError> {
-        // Scrubbed before it is cut, so no secret is cut in two.
         self.attempt_once(channel, group).await.map_err(|mut e| {
-            e.reason = super::text::cut(&scrub(&e.reason, &self.secrets), REASON_CHARS);
+            e.reason = told(&e.reason, &self.secrets);
             e
         })
     }
@@ -241,21 +240,34 @@ impl Senders {
     /// output. [`Senders::new`] adds each one's escaped forms.
     fn secrets(&self, channel: &Channel) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
+        // As an `Authorization: Basic` header would quote a user and key.
+        let basic = |user: &str, key: &str| {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{key}"))
+        };
         let url = |out: &mut Vec<String>, u: &reqwest::Url| {
             out.push(u.as_str().to_string());
             out.extend(token_like(u.path()));
             out.extend(token_like(u.query().unwrap_or_default()));
             out.extend(u.query_pairs().flat_map(|(_, v)| token_like(&v)));
+            // `https://user:password@host/`: sent as Basic authorization.
+            if let Some(password) = u.password() {
+                let decoded = |s: &str| {
+                    percent_encoding::percent_decode_str(s)
+                        .decode_utf8_lossy()
+                        .into_owned()
+                };
+                let password = decoded(password);
+                out.push(basic(&decoded(u.username()), &password));
+                out.push(password);
+            }
         };
         match channel {
             Channel::Mail(_) => {
                 let key = &self.config.mailgun.api_key;
                 out.push(key.clone());
-                // As an `Authorization: Basic` header would quote it.
                 if !key.is_empty() {
-                    use base64::Engine as _;
-                    let basic = base64::engine::general_purpose::STANDARD;
-                    out.push(basic.encode(format!("api:{key}")));
+                    out.push(basic("api", key));
                 }
                 out.extend(self.config.mail.password.clone());
             }
@@ -410,6 +422,16 @@ fn next_wait(failure: &DeliveryError, delay: Duration, elapsed: Duration) -> Opt
 /// read up to 2 KiB (`http::outcome`) and cut here, once scrubbed.
 const REASON_CHARS: usize = 600;
 
+/// What went wrong as it is logged and reported: scrubbed of `secrets`
+/// before it is cut (so no secret is cut in two), on one line whatever
+/// the receiver (an SMTP server as much as an HTTP one) answered.
+fn told(reason: &str, secrets: &[String]) -> String {
+    super::text::cut(
+        &crate::escape::one_line(&scrub(reason, secrets)),
+        REASON_CHARS,
+    )
+}
+
 /// The words of `text` that look like a key or a token: 8 characters or
 /// more of letters, digits and `_-.~+=:`, with a digit, a capital or an
 /// underscore in them (so `application/json` or `webhooks` are not).
@@ -542,7 +564,26 @@ mod tests {
         );
         assert_eq!(escaped, "… and …");
         let long = format!("{}1:S ecret+Key", "x".repeat(595));
-        let cut = super::super::text::cut(&scrub(&long, &senders.secrets), REASON_CHARS);
+        let cut = told(&long, &senders.secrets);
         assert!(!cut.contains("1:S"), "{cut}");
+        // A password in a webhook's URL, as it is sent.
+        let config = crate::config::Config::parse(
+            "[alerts.ops]\nwebhook = \"https://alerts:pass%20word@hook.example/in\"\n",
+        )
+        .expect("config")
+        .alerts_config();
+        let senders = Senders::new(Arc::new(config)).expect("senders");
+        assert_eq!(
+            told(
+                "401 for YWxlcnRzOnBhc3Mgd29yZA== (pass word)",
+                &senders.secrets
+            ),
+            "401 for … (…)"
+        );
+        // An SMTP server's reply is one line too.
+        assert_eq!(
+            told("535 denied\r\n\x1b[31mforged line", &[]),
+            "535 denied   [31mforged line"
+        );
     }
 }

@@ -137,12 +137,7 @@ pub(super) async fn outcome(
         .or_else(body_wait)
         .map(|s| Duration::from_secs(s.min(86_400)));
     let text = String::from_utf8_lossy(&answer[..answer.len().min(ANSWER_BYTES)]);
-    // One line: a receiver's newlines cannot forge lines in the log.
-    let text: String = text
-        .trim()
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
+    let text = crate::escape::one_line(&text);
     let mut reason = format!("{what}: HTTP {status}{}", redirect.unwrap_or_default());
     if !text.is_empty() {
         reason.push_str(": ");

@@ -198,11 +198,7 @@ impl TemplatedWebhookConfig {
                 .map_err(|e| format!("header {name}: {}", describe(&e)))?;
             // A line break (from a job's output, say) would make the
             // value invalid and the alert undeliverable: it is a space.
-            let value: String = value
-                .trim()
-                .chars()
-                .map(|c| if c.is_control() { ' ' } else { c })
-                .collect();
+            let value = crate::escape::one_line(&value);
             headers.push((name.clone(), value));
         }
         let body = environment(self.json())
