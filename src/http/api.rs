@@ -362,19 +362,23 @@ pub(super) fn delete_service(state: &AppState, name: &str) -> Response<Body> {
 pub(super) fn list_services(state: &AppState) -> Response<Body> {
     stream_list(
         state,
-        |out| out.put(b"{\n  \"services\": ["),
+        |out, _| {
+            out.put(b"{\n  \"services\": [");
+            Some(())
+        },
         |engine| engine.names(),
         |engine, name| engine.service(name, false),
     )
 }
 
 /// Streams a whole-table answer: `head` opens the top-level object and a
-/// list in it, each of `names` that still has a `view` when its turn
-/// comes is an element, and `now` ends the object. The names and the
-/// views are taken on the answer's blocking thread.
+/// list in it (`None`: what it would write is gone, and the answer is
+/// cut), each of `names` that still has a `view` when its turn comes is
+/// an element, and `now` ends the object. All of it is taken on the
+/// answer's blocking thread, once the answer is admitted.
 fn stream_list<N, V: Serialize>(
     state: &AppState,
-    head: impl FnOnce(&mut Out) + Send + 'static,
+    head: impl FnOnce(&mut Out, &Engine) -> Option<()> + Send + 'static,
     names: impl FnOnce(&Engine) -> Vec<N> + Send + 'static,
     view: impl Fn(&Engine, &N) -> Option<V> + Send + 'static,
 ) -> Response<Body> {
@@ -384,7 +388,7 @@ fn stream_list<N, V: Serialize>(
     };
     let engine = state.engine.clone();
     admitted.stream(move |out| {
-        head(out);
+        head(out, &engine)?;
         let names = names(&engine);
         out.holds(names.len());
         let mut first = true;
@@ -428,29 +432,35 @@ pub(super) fn get_service<B>(req: &Request<B>, state: &AppState, name: &str) -> 
 pub(super) fn list_alarms(state: &AppState) -> Response<Body> {
     stream_list(
         state,
-        |out| out.put(b"{\n  \"alarms\": ["),
+        |out, _| {
+            out.put(b"{\n  \"alarms\": [");
+            Some(())
+        },
         |engine| engine.alarm_names(),
         |engine, name| engine.alarm(name),
     )
 }
 
 /// GET /api/alarms/<name>: `{"alarm": {...}, "services": [...], "now":
-/// ms}`. The alarm is looked up here (a 404 if it is not listed); its
-/// members, found by a walk of every service, are streamed like the list
-/// of services.
+/// ms}`. That the alarm is listed is checked here, in O(1) (a 404 if
+/// not); its view (which holds every failed member's name) and its
+/// members, found by a walk of every service, are taken once the answer
+/// is admitted, off the runtime, and streamed like the list of services.
 pub(super) fn get_alarm(state: &AppState, name: &str) -> Response<Body> {
-    let Some(alarm) = state.engine.alarm(name) else {
+    if state.engine.alarm_status(name).is_none() {
         return error(StatusCode::NOT_FOUND, format!("no alarm named '{name}'"));
-    };
-    let name = alarm.name.clone();
+    }
+    let (name, members_of) = (name.to_string(), name.to_string());
     stream_list(
         state,
-        move |out| {
+        move |out, engine| {
+            let alarm = engine.alarm(&name)?;
             out.put(b"{\n  \"alarm\": ");
             out.field(&alarm);
             out.put(b",\n  \"services\": [");
+            Some(())
         },
-        move |engine| engine.alarm_member_names(&name),
+        move |engine| engine.alarm_member_names(&members_of),
         |engine, name| engine.service(name, false),
     )
 }
