@@ -104,17 +104,39 @@ pub(super) fn form(config: &PushoverConfig, group: &[&Notice]) -> Vec<(&'static 
         form.push(("expire", "3600".into()));
         // Tagged with the incidents it opens, as a pager keys them, so
         // what closes them cancels it.
-        let tags: Vec<String> = group
-            .iter()
-            .flat_map(|n| incident_keys(n, Action::Open))
-            .collect();
-        form.push(("tags", tags.join(",")));
+        form.push(("tags", tags(group, Action::Open).join(",")));
     }
     if let Some(u) = url {
         form.push(("url", u));
         form.push(("url_title", "Open in lovebeat".into()));
     }
     form
+}
+
+/// At most this many incidents tag an emergency, and a recovery cancels
+/// at most this many: a mass outage's one grouped message would otherwise
+/// carry 100 000 tags (megabytes, refused, the page lost) and its
+/// recovery make as many cancels in a row while the receiver's slot waits.
+/// As many as the message lists changes.
+const TAGGED: usize = text::GROUP_LINES;
+
+/// The keys of up to [`TAGGED`] incidents that `group` opens or closes, each
+/// once, in the group's order.
+fn tags(group: &[&Notice], which: Action) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for key in group
+        .iter()
+        .filter(|n| !n.test)
+        .flat_map(|n| incident_keys(n, which))
+    {
+        if out.len() == TAGGED {
+            break;
+        }
+        if !out.contains(&key) {
+            out.push(key);
+        }
+    }
+    out
 }
 
 /// The keys of the incidents a notice opens or closes, as the pagers
@@ -148,7 +170,8 @@ pub(super) async fn send(
 /// Stops the emergencies of the recovered incidents in `group` from
 /// repeating (`POST /1/receipts/cancel_by_tag/<tag>.json`, Pushover's
 /// "Canceling Retries by Tag"). The recovery itself was delivered: a
-/// cancel that fails is logged, and the emergency expires within its hour.
+/// cancel that fails is logged, the rest are not tried (the receiver is
+/// failing), and the emergency expires within its hour.
 async fn cancel_emergencies(
     client: &reqwest::Client,
     config: &PushoverConfig,
@@ -159,13 +182,10 @@ async fn cancel_emergencies(
     let Ok(base) = reqwest::Url::parse(url) else {
         return;
     };
-    for tag in group
-        .iter()
-        .filter(|n| !n.test)
-        .flat_map(|n| incident_keys(n, Action::Close))
-    {
+    let tags = tags(group, Action::Close);
+    for (i, tag) in tags.iter().enumerate() {
         // Escaped as a path segment, as Opsgenie's alias is.
-        let tag = percent_encoding::utf8_percent_encode(&tag, crate::redact::PATH_SEGMENT);
+        let tag = percent_encoding::utf8_percent_encode(tag, crate::redact::PATH_SEGMENT);
         let Ok(cancel) = base.join(&format!("receipts/cancel_by_tag/{tag}.json")) else {
             continue;
         };
@@ -176,9 +196,11 @@ async fn cancel_emergencies(
             .await;
         if let Err(e) = super::http::outcome(&format!("cancel of {tag}"), result).await {
             tracing::warn!(
-                "pushover emergency not cancelled: {}",
-                super::delivery::scrub(&e.reason, secrets)
+                "pushover emergency not cancelled: {} ({} more not tried)",
+                super::delivery::scrub(&e.reason, secrets),
+                tags.len() - i - 1
             );
+            return;
         }
     }
 }
@@ -214,6 +236,34 @@ mod tests {
         let form = super::form(&emergency(), &[&t]);
         assert_eq!(field(&form, "priority").as_deref(), Some("1"));
         assert_eq!(field(&form, "retry"), None);
+    }
+
+    #[test]
+    fn a_mass_outage_tags_and_cancels_a_bounded_number_of_incidents() {
+        let outage: Vec<Notice> = (0..10_000)
+            .map(|i| {
+                let mut n = notice(0, None);
+                n.alarm.name = format!("a{i}").into();
+                n
+            })
+            .collect();
+        let group: Vec<&Notice> = outage.iter().chain(outage.iter()).collect();
+        let form = form(&emergency(), &group);
+        let tags = field(&form, "tags").unwrap_or_default();
+        let tags: Vec<&str> = tags.split(',').collect();
+        assert_eq!(tags.len(), TAGGED);
+        assert_eq!((tags[0], tags[1]), ("lovebeat-a0-7", "lovebeat-a1-7"));
+        let recovered: Vec<Notice> = outage
+            .iter()
+            .map(|n| {
+                let mut n = n.clone();
+                (n.previous, n.alarm.state) = (State::Error, State::Ok);
+                n
+            })
+            .collect();
+        let closes = super::tags(&recovered.iter().collect::<Vec<_>>(), Action::Close);
+        assert_eq!(closes.len(), TAGGED);
+        assert_eq!(closes[..], tags[..]);
     }
 
     #[test]
