@@ -66,6 +66,8 @@ fn pagerduty_triggers_on_error_and_resolves_the_same_key_after_a_restart() {
     assert!(p["summary"].as_str().unwrap_or("").contains("web"), "{t}");
     let details = &p["custom_details"];
     assert_eq!(details["failed_services"], serde_json::json!(["web.job"]));
+    assert_eq!(details["failed_services_list"], "web.job");
+    assert_eq!(details["failed_count"], 1);
     assert_eq!(details["job_output"], "disk full\n");
     assert_eq!(details["job_exit_code"], 3);
     assert_eq!(t["client_url"], "http://lb.example.com/alarms/web");

@@ -200,18 +200,30 @@ pub fn failed_list(alarm: &AlarmView) -> String {
     failed_list_max(alarm, FAILED_LISTED)
 }
 
-/// The failed services as one comma-separated string: the first `max`,
-/// then "and N more".
+/// Characters of names a failed list holds at most: fifty names of the
+/// longest kind (255 bytes) would be 12.8 KB, over Opsgenie's 8000 for
+/// all of an alert's details.
+pub const FAILED_LIST_CHARS: usize = 4000;
+
+/// The failed services as one comma-separated string: the first `max`
+/// that fit in [`FAILED_LIST_CHARS`] (the first always does), then "and
+/// N more".
 pub(crate) fn failed_list_max(alarm: &AlarmView, max: usize) -> String {
     let failed = &alarm.failed_services;
-    let mut out = failed
-        .iter()
-        .take(max)
-        .map(|s| s.as_str())
-        .collect::<Vec<_>>()
-        .join(", ");
-    if failed.len() > max {
-        out.push_str(&format!(" and {} more", failed.len() - max));
+    let mut out = String::new();
+    let mut listed = 0;
+    for name in failed.iter().take(max) {
+        if listed > 0 {
+            if out.len() + 2 + name.len() > FAILED_LIST_CHARS {
+                break;
+            }
+            out.push_str(", ");
+        }
+        out.push_str(name);
+        listed += 1;
+    }
+    if failed.len() > listed {
+        out.push_str(&format!(" and {} more", failed.len() - listed));
     }
     out
 }
@@ -256,6 +268,13 @@ mod tests {
         assert!(list.ends_with("s49 and 1184 more"), "{list}");
         n.alarm.failed_services.truncate(FAILED_LISTED);
         assert!(failed_list(&n.alarm).ends_with("s48, s49"));
+        // Names of the longest kind: as many as fit, the rest counted.
+        n.alarm.failed_services = (0..FAILED_LISTED)
+            .map(|i| format!("{i:0>255}").into())
+            .collect();
+        let list = failed_list(&n.alarm);
+        assert!(list.len() <= FAILED_LIST_CHARS + " and 50 more".len());
+        assert!(list.ends_with(&format!(", {:0>255} and 35 more", 14)));
     }
 
     #[test]

@@ -23,7 +23,7 @@ use serde_json::json;
 
 use super::config::HttpUrl;
 use super::incident::{self, Action};
-use super::{DeliveryError, Notice};
+use super::{failed_list, DeliveryError, Notice};
 use crate::redact::url_for_log;
 
 /// PagerDuty's Events API v2 endpoint.
@@ -129,6 +129,7 @@ pub(super) fn event(
                 "previous_state": n.previous.as_str(),
                 "failed_services": n.alarm.failed_services.iter().take(super::FAILED_LISTED).collect::<Vec<_>>(),
                 "failed_count": n.alarm.failed_services.len(),
+                "failed_services_list": failed_list(&n.alarm),
             });
             if let Some(f) = &n.failure {
                 details["job_failure"] = json!(super::text::failure_line(f));
