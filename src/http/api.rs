@@ -7,7 +7,7 @@ use hyper::{Request, Response, StatusCode};
 use serde::Serialize;
 
 use super::lists::Out;
-use super::router::{error, json, query_param, respond, wants_json};
+use super::router::{busy, error, json, query_param, respond, wants_json};
 use super::{AppState, Body};
 use crate::clock::now_ms;
 use crate::engine::Engine;
@@ -596,15 +596,10 @@ pub(super) async fn test_alert(state: &AppState, name: &str) -> Response<Body> {
     // many clients ask at once, two tests are under way at most.
     static UNDER_WAY: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(TESTS_AT_ONCE);
     let Ok(permit) = UNDER_WAY.try_acquire() else {
-        let mut r = error(
-            StatusCode::SERVICE_UNAVAILABLE,
+        return busy(
             format!("{TESTS_AT_ONCE} alert tests are under way already: try again shortly"),
+            "5",
         );
-        r.headers_mut().insert(
-            hyper::header::RETRY_AFTER,
-            hyper::header::HeaderValue::from_static("5"),
-        );
-        return r;
     };
     // Its own task, which holds the place: a client that hangs up cuts
     // the test short no more than it frees its place early.

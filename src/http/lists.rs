@@ -22,12 +22,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use hyper::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
-use hyper::{Response, StatusCode};
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::Response;
 use serde::Serialize;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
-use super::router::error;
+use super::router::busy;
 use super::Body;
 
 /// Bytes of an answer gathered before they are sent.
@@ -89,16 +89,13 @@ impl Lists {
             }),
             Err(_) => {
                 self.refused.fetch_add(1, Ordering::Relaxed);
-                let mut r = error(
-                    StatusCode::SERVICE_UNAVAILABLE,
+                Err(Box::new(busy(
                     format!(
                         "{} answers that hold a whole table are being sent already ([limits] max_http_lists): try again shortly",
                         self.max
                     ),
-                );
-                r.headers_mut()
-                    .insert(RETRY_AFTER, HeaderValue::from_static("1"));
-                Err(Box::new(r))
+                    "1",
+                )))
             }
         }
     }
@@ -303,6 +300,8 @@ impl hyper::body::Body for ChannelBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hyper::header::RETRY_AFTER;
+    use hyper::StatusCode;
 
     /// Writes `n` elements of 64 KiB each: far more than the channel and
     /// a chunk hold, so the answer's thread waits for its reader.

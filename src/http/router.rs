@@ -335,6 +335,17 @@ pub(super) fn error(status: StatusCode, message: String) -> Response<Body> {
     json(status, &E { error: message })
 }
 
+/// A 503 for a request that finds every place of its kind taken: the
+/// error says why, `Retry-After` when to come back (seconds).
+pub(super) fn busy(message: String, retry_after: &'static str) -> Response<Body> {
+    let mut r = error(StatusCode::SERVICE_UNAVAILABLE, message);
+    r.headers_mut().insert(
+        hyper::header::RETRY_AFTER,
+        hyper::header::HeaderValue::from_static(retry_after),
+    );
+    r
+}
+
 /// A response with a content type.
 pub(super) fn respond(
     status: StatusCode,
