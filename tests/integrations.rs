@@ -701,7 +701,7 @@ fn a_test_alert_reaches_every_alerter_marked_and_reports_each_result() {
     assert_eq!(bad.requests.lock().expect("lock").len(), 1);
     assert_eq!(bad.requests.lock().expect("lock")[0].json()["test"], true);
 
-    // PagerDuty: the test's incident is opened and closed at once.
+    // PagerDuty: the test's incident is opened, and closed 3 s later.
     let got = ok.wait_for(3, 10);
     let pd: Vec<Value> = got
         .iter()

@@ -264,7 +264,7 @@ function parseRoute() {
 }
 
 // The alerts an alarm fires, each with a button that sends it a test
-// (README, "Testing an alert"). Loaded when the alarm's page opens.
+// (README, "Alerts"). Loaded when the alarm's page opens.
 async function loadAlarmAlerts(alarm) {
   $('alarm-alerts').hidden = true;
   $('test-results').innerHTML = '';
@@ -284,7 +284,7 @@ async function loadAlarmAlerts(alarm) {
 
 async function testAlert(button) {
   const name = button.dataset.testAlert;
-  if (!window.confirm(`Send a test alert to every alerter of "${name}" (${button.dataset.alerters})?\nIt is marked as a test; pagers open and close a test incident at once.`)) return;
+  if (!window.confirm(`Send a test alert to every alerter of "${name}" (${button.dataset.alerters})?\nIt is marked as a test; pagers open a test incident and close it seconds later.`)) return;
   button.disabled = true;
   const out = $('test-results');
   const alarm = ui.route.alarm;

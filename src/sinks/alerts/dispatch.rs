@@ -229,7 +229,6 @@ pub async fn run(
         reminders: HashMap::new(),
         flap_checks: HashMap::new(),
         running: [0, 0],
-
         failing: 0,
         done: done_tx,
         tasks: TaskTracker::new(),
@@ -688,8 +687,9 @@ impl Dispatcher {
     }
 
     /// Starts what the slots allow: every receiver in turn, up to its
-    /// share, oldest message first (skipping, for webhooks and scripts,
-    /// alarms with one in flight). A receiver's first slot is kept for
+    /// share, oldest message first (skipping, for receivers that send one
+    /// message per change, alarms with one in flight, so an alarm's
+    /// changes arrive in order). A receiver's first slot is kept for
     /// it: one that has a delivery under way takes another only while a
     /// slot stays free for every receiver that has none (up to half the
     /// slots), so receivers that hang (each holding slots through a

@@ -122,7 +122,12 @@ mod tests {
         let blocks = card["body"].as_array().expect("blocks");
         // Whatever holds the output or the reason is a plain text run,
         // never a Markdown TextBlock.
-        for b in blocks {
+        let holding: Vec<_> = blocks
+            .iter()
+            .filter(|b| b.to_string().contains("evil.example"))
+            .collect();
+        assert!(!holding.is_empty(), "the output is shown: {card}");
+        for b in holding {
             if b.to_string().contains("evil.example") {
                 assert_eq!(b["type"], "RichTextBlock", "{b}");
                 assert_eq!(b["inlines"][0]["type"], "TextRun", "{b}");
