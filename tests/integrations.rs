@@ -77,7 +77,7 @@ fn pagerduty_triggers_on_error_and_resolves_the_same_key_after_a_restart() {
     // under the same key; nothing is sent again by the restart itself.
     d.restart();
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(rx.requests.lock().expect("lock").len(), 1, "no resend");
+    assert_eq!(rx.count(), 1, "no resend");
     d.post("/api/services/web.job");
     let got = rx.wait_for(2, 10);
     assert_eq!(got.len(), 2, "{got:?}");
@@ -108,7 +108,7 @@ fn a_flapping_alarm_opens_one_pagerduty_incident_and_resolves_it() {
             .is_none()
     });
     std::thread::sleep(Duration::from_millis(500));
-    let got = rx.requests.lock().expect("lock").clone();
+    let got = rx.got();
     let events: Vec<(String, String)> = got
         .iter()
         .map(|r| {
@@ -562,11 +562,7 @@ fn chats_and_pushes_get_what_each_service_documents() {
     let got = rx.wait_for(14, 10);
     assert_eq!(got.len(), 14, "{got:?}");
     std::thread::sleep(Duration::from_millis(2500));
-    assert_eq!(
-        rx.requests.lock().expect("lock").len(),
-        14,
-        "one message each"
-    );
+    assert_eq!(rx.count(), 14, "one message each");
     let e = &find(&got[7..], "/api/webhooks/1/").json()["embeds"][0];
     assert_eq!(e["title"], "2 alarm changes");
     assert_eq!(e["color"].as_u64(), red, "one ERROR makes the group red");
@@ -698,8 +694,8 @@ fn a_test_alert_reaches_every_alerter_marked_and_reports_each_result() {
         "what the receiver answered: {hook}"
     );
     // Tried once, not retried: a test reports what the receiver says now.
-    assert_eq!(bad.requests.lock().expect("lock").len(), 1);
-    assert_eq!(bad.requests.lock().expect("lock")[0].json()["test"], true);
+    assert_eq!(bad.count(), 1);
+    assert_eq!(bad.got()[0].json()["test"], true);
 
     // PagerDuty: the test's incident is opened, and closed 3 s later.
     let got = ok.wait_for(3, 10);
@@ -820,7 +816,7 @@ fn alert_tests_under_way_at_once_are_bounded() {
     assert_eq!(second.join().expect("second"), 200);
     // Places are given back: the next test is sent.
     assert_eq!(d.post("/api/alerts/ops/test").status, 200);
-    assert_eq!(slow.requests.lock().expect("lock").len(), 3);
+    assert_eq!(slow.count(), 3);
 }
 
 #[test]
@@ -865,9 +861,7 @@ fn a_restart_while_flapping_still_resolves_the_flapping_incident() {
     ));
     d.tcp(&"web.x.fail:1|c\nweb.x.beat:1|c\n".repeat(50));
     let flapping_key = || {
-        rx.requests
-            .lock()
-            .expect("lock")
+        rx.got()
             .iter()
             .map(|r| r.json())
             .find(|b| b["payload"]["custom_details"]["flapping"] == true)
@@ -882,9 +876,7 @@ fn a_restart_while_flapping_still_resolves_the_flapping_incident() {
     });
     d.restart();
     d.eventually("the flapping incident resolved after the restart", || {
-        rx.requests
-            .lock()
-            .expect("lock")
+        rx.got()
             .iter()
             .map(|r| r.json())
             .any(|b| b["event_action"] == "resolve" && b["dedup_key"] == key.as_str())
@@ -943,7 +935,7 @@ fn a_receiver_that_echoes_a_secret_or_redirects_is_reported_without_the_secret()
         ),
         "{b}"
     );
-    let got = moved.requests.lock().expect("lock").clone();
+    let got = moved.got();
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(got[0].method, "POST");
     assert!(!d.stderr().contains("SECRET"), "{}", d.stderr());
@@ -998,11 +990,7 @@ fn receivers_that_hang_leave_a_slot_for_every_other_receiver() {
     let hung = hang.wait_for(7, 5).len();
     assert_eq!(hung, 7);
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(
-        hang.requests.lock().expect("lock").len(),
-        7,
-        "one slot kept"
-    );
+    assert_eq!(hang.count(), 7, "one slot kept");
     d.post("/api/services/db.x?timeout=0");
     let got = good.wait_for(1, 3);
     assert_eq!(got.len(), 1, "the answering receiver is not kept waiting");

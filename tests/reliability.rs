@@ -64,7 +64,7 @@ fn every_change_of_a_mass_outage_reaches_the_webhook_with_stalled_views_attached
     assert_eq!(d.metric("lovebeat_alerts_sent_total"), ALARMS as f64);
     assert_eq!(d.metric("lovebeat_alerts_failed_total"), 0.0);
     assert_eq!(d.metric("lovebeat_alerts_dropped_total"), 0.0);
-    assert_eq!(rx.requests.lock().expect("lock").len(), ALARMS);
+    assert_eq!(rx.count(), ALARMS);
 }
 
 #[test]
@@ -81,11 +81,7 @@ fn a_service_toggled_a_thousand_times_is_announced_as_flapping_once_and_settled_
     }
     d.tcp(&lines);
     wait_until(10, "the flapping notice", || {
-        rx.requests
-            .lock()
-            .expect("lock")
-            .iter()
-            .any(|r| r.json()["flapping"] == true)
+        rx.got().iter().any(|r| r.json()["flapping"] == true)
     });
     let alarm = d.get("/api/alarms/flap").json();
     assert_eq!(alarm["alarm"]["flapping"], true, "{alarm}");
@@ -192,11 +188,7 @@ fn a_restart_announces_what_was_not_and_repeats_nothing() {
     });
     d.restart();
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(
-        rx.requests.lock().expect("lock").len(),
-        2,
-        "an announced incident is not repeated"
-    );
+    assert_eq!(rx.count(), 2, "an announced incident is not repeated");
 }
 
 #[test]
@@ -472,7 +464,7 @@ fn reminders_go_on_after_a_restart_and_the_incident_is_not_announced_again() {
         d.metric("lovebeat_alerts_sent_total") >= 1.0
     });
     d.restart();
-    let before = rx.requests.lock().expect("lock").len();
+    let before = rx.count();
     let got = rx.wait_for(before + 2, 10);
     let after: Vec<serde_json::Value> = got[before..].iter().map(|r| r.json()).collect();
     assert!(after.len() >= 2, "reminders after the restart: {after:?}");

@@ -106,12 +106,12 @@ fn an_alarm_page_sends_a_test_alert_and_shows_each_receivers_answer() {
     scenario("testalert", &d, &page(&d));
     // One test, once: the dismissed question sent nothing, and a test is
     // not retried.
-    let got = hook.requests.lock().expect("lock").clone();
+    let got = hook.got();
     assert_eq!(got.len(), 1, "{got:?}");
     let body = got[0].json();
     assert_eq!(body["test"], true, "{body}");
     assert_eq!(body["name"], "lovebeat.test.ops", "{body}");
-    assert_eq!(ntfy.requests.lock().expect("lock").len(), 1);
+    assert_eq!(ntfy.count(), 1);
 }
 
 #[test]

@@ -559,12 +559,11 @@ pub(super) fn alarm_alerts(state: &AppState, name: &str) -> Response<Body> {
     let alerts = names
         .iter()
         // Every name an alarm lists is configured (the file is refused
-        // otherwise, and it is read once), so none is skipped here.
-        .filter_map(|n| {
-            Some(AlertKinds {
-                name: n,
-                alerters: crate::sinks::alerts::alerter_kinds(&state.alerts, n)?,
-            })
+        // otherwise, and it is read once); one that were not would be
+        // listed with no alerters, not hidden.
+        .map(|n| AlertKinds {
+            name: n,
+            alerters: crate::sinks::alerts::alerter_kinds(&state.alerts, n).unwrap_or_default(),
         })
         .collect();
     json(

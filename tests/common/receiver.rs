@@ -36,6 +36,16 @@ pub struct Receiver {
 }
 
 impl Receiver {
+    /// A copy of what was received so far.
+    pub fn got(&self) -> Vec<Received> {
+        self.requests.lock().expect("lock").clone()
+    }
+
+    /// How many requests were received so far.
+    pub fn count(&self) -> usize {
+        self.requests.lock().expect("lock").len()
+    }
+
     /// `status(n)` is the answer to the n-th request (0-based); `None` never
     /// answers.
     pub fn start(status: impl Fn(usize) -> Option<u16> + Send + Sync + 'static) -> Receiver {
@@ -135,7 +145,7 @@ impl Receiver {
     pub fn wait_for(&self, n: usize, secs: u64) -> Vec<Received> {
         let deadline = Instant::now() + Duration::from_secs(secs);
         loop {
-            let r = self.requests.lock().expect("lock").clone();
+            let r = self.got();
             if r.len() >= n || Instant::now() > deadline {
                 return r;
             }
