@@ -177,6 +177,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         ws: ws_hub.clone(),
         limits: config.limits.clone(),
         alerts: alerts_config.clone(),
+        alert_tasks: stop.alert_tasks.clone(),
         conns: http_conns,
         lists,
         gate: http::router::Gate {

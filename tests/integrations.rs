@@ -640,6 +640,28 @@ fn a_per_alert_slack_webhook_url_lets_mattermost_and_slack_coexist() {
 }
 
 #[test]
+fn a_pager_test_incident_is_closed_when_the_daemon_stops_right_after_the_test() {
+    let rx = Receiver::start(|_| Some(202));
+    let mut d = Daemon::start_keyed(&format!(
+        "[alerts.ops.pagerduty]\nrouting_key = \"{ROUTING_KEY}\"\nsource = \"ci-host\"\nurl = \"{}\"\n",
+        rx.url("/v2/enqueue")
+    ));
+    let r = d.request(
+        "POST",
+        "/api/alerts/ops/test",
+        &[("Authorization", "Bearer writer")],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    // The close is due 3 s after the open: the stop waits for it.
+    assert!(d.stop().success());
+    let got = rx.got();
+    assert_eq!(got.len(), 2, "{got:?}");
+    let (open, close) = (pd_event(&got[0], "trigger"), pd_event(&got[1], "resolve"));
+    assert_eq!(open["dedup_key"], close["dedup_key"]);
+}
+
+#[test]
 fn a_test_alert_reaches_every_alerter_marked_and_reports_each_result() {
     let ok = Receiver::start(|_| Some(202));
     let bad = Receiver::start(|_| Some(500));

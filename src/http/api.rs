@@ -602,12 +602,18 @@ pub(super) async fn test_alert(state: &AppState, name: &str) -> Response<Body> {
     };
     // Its own task, which holds the place: a client that hangs up cuts
     // the test short no more than it frees its place early.
-    let test = crate::sinks::alerts::send_test(state.alerts.clone(), name.to_string());
-    let sent = tokio::spawn(async move {
-        let _permit = permit;
-        test.await
-    })
-    .await;
+    let test = crate::sinks::alerts::send_test(
+        state.alerts.clone(),
+        name.to_string(),
+        state.alert_tasks.clone(),
+    );
+    let sent = state
+        .alert_tasks
+        .spawn(async move {
+            let _permit = permit;
+            test.await
+        })
+        .await;
     match sent {
         Err(e) => {
             tracing::error!("the test of alert {} failed: {e}", name.escape_debug());
@@ -672,6 +678,7 @@ mod tests {
             conns,
             lists,
             alerts: Default::default(),
+            alert_tasks: Default::default(),
         }
     }
 

@@ -110,6 +110,9 @@ pub struct AppState {
     pub limits: crate::limits::LimitsConfig,
     /// The alerts, for the test button (`POST /api/alerts/<name>/test`).
     pub alerts: Arc<crate::sinks::alerts::AlertsConfig>,
+    /// Where an alert test's own tasks run (the test, and a pager's close
+    /// seconds later), so a shutdown waits for them as for the alerts.
+    pub alert_tasks: tokio_util::task::TaskTracker,
     /// The HTTP connections, bounded.
     pub(crate) conns: Arc<conns::Registry>,
     /// The answers that hold a whole table, bounded.

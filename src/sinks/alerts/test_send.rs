@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
+use tokio_util::task::TaskTracker;
 
 use super::config::AlertsConfig;
 use super::delivery::{Channel, Senders};
@@ -76,13 +77,14 @@ pub fn alerter_kinds(config: &AlertsConfig, alert: &str) -> Option<Vec<&'static 
 
 /// Closes a pager's test incident [`PAGER_CLOSE_AFTER`] after its open
 /// was answered (or given up on: a request that got no answer may still
-/// have opened it), in a task of its own, with the usual retries.
-fn close_later(senders: Arc<Senders>, channel: Channel, opened: &Notice) {
+/// have opened it), in a task of its own among `tasks` (which a shutdown
+/// waits for), with the usual retries.
+fn close_later(tasks: &TaskTracker, senders: Arc<Senders>, channel: Channel, opened: &Notice) {
     let mut close = opened.clone();
     close.alarm.state = State::Ok;
     close.previous = State::Error;
     let close = [Arc::new(close)];
-    tokio::spawn(async move {
+    tasks.spawn(async move {
         tokio::time::sleep(PAGER_CLOSE_AFTER).await;
         if let Err(e) = senders.deliver(&channel, &close).await {
             tracing::warn!(
@@ -94,8 +96,13 @@ fn close_later(senders: Arc<Senders>, channel: Channel, opened: &Notice) {
 }
 
 /// Sends a test to every alerter of `alert`, all at once; `None` when the
-/// configuration has no such alert.
-pub async fn send_test(config: Arc<AlertsConfig>, alert: String) -> Option<Vec<TestResult>> {
+/// configuration has no such alert. What outlives the answer (a pager's
+/// close) runs among `tasks`.
+pub async fn send_test(
+    config: Arc<AlertsConfig>,
+    alert: String,
+    tasks: TaskTracker,
+) -> Option<Vec<TestResult>> {
     let alert = alert.as_str();
     let channels = Channel::of(config.alerts.get(alert)?);
     let senders = match Senders::new(config.clone()) {
@@ -115,16 +122,17 @@ pub async fn send_test(config: Arc<AlertsConfig>, alert: String) -> Option<Vec<T
         }
     };
     let notice = Arc::new(notice(alert, config.public_url.as_deref()));
-    let mut tasks = tokio::task::JoinSet::new();
+    let mut sending = tokio::task::JoinSet::new();
     for (i, channel) in channels.into_iter().enumerate() {
         let (senders, notice) = (senders.clone(), notice.clone());
         let alert_name = alert.to_string();
-        tasks.spawn(async move {
+        let later = tasks.clone();
+        sending.spawn(async move {
             let kind = channel.kind();
             let result =
                 tokio::time::timeout(TEST_TIMEOUT, senders.attempt(&channel, &[&notice])).await;
             if channel.is_pager() {
-                close_later(senders.clone(), channel.clone(), &notice);
+                close_later(&later, senders.clone(), channel.clone(), &notice);
             }
             let error = match result {
                 Ok(Ok(())) => None,
@@ -151,7 +159,7 @@ pub async fn send_test(config: Arc<AlertsConfig>, alert: String) -> Option<Vec<T
             )
         });
     }
-    let mut results: Vec<(usize, TestResult)> = tasks.join_all().await.into_iter().collect();
+    let mut results: Vec<(usize, TestResult)> = sending.join_all().await.into_iter().collect();
     results.sort_by_key(|(i, _)| *i);
     Some(results.into_iter().map(|(_, r)| r).collect())
 }
