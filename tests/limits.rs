@@ -91,6 +91,44 @@ fn at_the_http_cap_the_longest_waiting_connection_makes_room_and_the_api_answers
 }
 
 #[test]
+fn a_whole_table_answer_being_sent_is_not_closed_to_make_room() {
+    let d = Daemon::start(&limits("max_http_connections = 2"));
+    // 600 services with 10 kB of output each: a 6 MB list, more than the
+    // sockets buffer, so its answer is still being written below.
+    let output = vec![b'x'; 10_000];
+    for i in 0..600 {
+        let r = d.request(
+            "POST",
+            &format!("/api/services/big.s{i}/fail"),
+            &[],
+            &output,
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let mut list = TcpStream::connect(("127.0.0.1", d.http)).expect("connect");
+    list.write_all(b"GET /api/services HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .expect("write");
+    std::thread::sleep(Duration::from_millis(500));
+    // Two more clients at a cap of two: the list's connection, written
+    // to longest ago but still answering, is not the one that gives way.
+    let mut idle = TcpStream::connect(("127.0.0.1", d.http)).expect("connect");
+    idle.write_all(b"GET /version HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .expect("write");
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(d.get("/version").status, 200);
+    assert!(closed_within(&mut idle, 3), "the idle keep-alive gave way");
+    list.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut got = Vec::new();
+    let _ = list.read_to_end(&mut got);
+    assert!(got.len() > 6_000_000, "{} bytes", got.len());
+    assert!(
+        got.ends_with(b"}\n\r\n0\r\n\r\n"),
+        "the whole list, to its last chunk"
+    );
+}
+
+#[test]
 fn statsd_tcp_beyond_its_cap_is_refused_and_the_others_keep_working() {
     let d = Daemon::start(&limits("max_tcp_connections = 3"));
     let mut kept: Vec<TcpStream> = (0..3)

@@ -10,7 +10,8 @@
 //! idle longer than `http_idle_timeout`, and at `max_http_connections` a
 //! new connection takes the place of the one that has waited longest
 //! without a request being handled: the API keeps answering whoever
-//! actually sends requests.
+//! actually sends requests. A request is handled until its answer is
+//! sent, so a whole table still being streamed is never the one closed.
 
 use std::io;
 use std::pin::Pin;

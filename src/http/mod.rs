@@ -21,8 +21,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
+use http_body_util::BodyExt;
+use hyper::body::Body as _;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
+use hyper::Response;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -119,6 +122,23 @@ pub struct AppState {
     pub(crate) lists: Arc<lists::Lists>,
 }
 
+/// `r`, whose request counts as handled until its body is sent: a
+/// streamed answer (a whole table, bounded by its own deadline and stall
+/// rules) is neither idle nor closed to make room while it is written. A
+/// whole buffer is sent at once, so its request is done now.
+fn handled_until_sent(r: Response<Body>, handling: conns::Handling) -> Response<Body> {
+    if r.body().size_hint().exact().is_some() {
+        return r;
+    }
+    r.map(|body| {
+        body.map_frame(move |frame| {
+            let _held = &handling;
+            frame
+        })
+        .boxed()
+    })
+}
+
 /// A response body: a whole buffer or a stream. A stream that fails
 /// (an answer cut at its deadline) closes its connection unfinished.
 pub type Body = BoxBody<Bytes, std::io::Error>;
@@ -191,8 +211,7 @@ pub async fn serve(
                         if r.status() == hyper::StatusCode::SWITCHING_PROTOCOLS {
                             conn.upgraded();
                         }
-                        drop(handling);
-                        Ok::<_, Infallible>(r)
+                        Ok::<_, Infallible>(handled_until_sent(r, handling))
                     }
                 })
             };
