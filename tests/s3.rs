@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -262,6 +264,75 @@ fn a_store_that_never_answers_does_not_hold_the_start_and_the_local_file_is_used
             .unwrap_or_default()
             .contains("s3://silent/backups/lovebeat.db"),
         "{upload}"
+    );
+}
+
+/// A store that takes its time: a proxy to `to` that holds each request
+/// (the first bytes a client sends after a pause) for `delay` before
+/// passing it on.
+fn slow_proxy(to: u16, delay: Duration) -> u16 {
+    let port = common::free_port();
+    let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind");
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let Ok(server) = TcpStream::connect(("127.0.0.1", to)) else {
+                continue;
+            };
+            let (mut from, mut onward) = (
+                client.try_clone().expect("clone"),
+                server.try_clone().expect("clone"),
+            );
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut last = Instant::now() - delay;
+                while let Ok(n) = from.read(&mut buf) {
+                    // A new request: the first bytes after a pause.
+                    if last.elapsed() > Duration::from_millis(200) {
+                        std::thread::sleep(delay);
+                    }
+                    if n == 0 || onward.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                    last = Instant::now();
+                }
+                let _ = onward.shutdown(Shutdown::Write);
+            });
+            let (mut back, mut to_client) = (server, client);
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut back, &mut to_client);
+                let _ = to_client.shutdown(Shutdown::Write);
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn uploads_slower_than_saves_stay_upload_trouble_while_the_store_is_behind() {
+    set_credentials();
+    let moto = Moto::start();
+    moto.create_bucket("slow");
+    // Every upload takes 3 s or more; saves come every second.
+    let proxy = slow_proxy(moto.port, Duration::from_secs(3));
+    let d = Daemon::start_with_interval(&s3_config(proxy, "slow"), 1);
+    d.post("/api/services/kept.here");
+    let in_error = || {
+        d.service("lovebeat.self.upload")
+            .is_some_and(|s| s["state"] == "error")
+    };
+    common::wait_until(20, "a skipped upload, reported", in_error);
+    // Uploads go through every 4 s or so, but each finds a later save
+    // skipped: the store stays behind, and so does the trouble.
+    let until = Instant::now() + Duration::from_secs(9);
+    while Instant::now() < until {
+        assert!(in_error(), "{:?}", d.service("lovebeat.self.upload"));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        d.stderr()
+            .contains("went through, but a later save's was skipped meanwhile"),
+        "{}",
+        d.stderr()
     );
 }
 

@@ -18,7 +18,7 @@
 //! uploads.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use aws_sdk_s3::primitives::ByteStream;
@@ -51,6 +51,13 @@ pub enum S3Error {
         /// `s3://bucket/key`.
         url: String,
     },
+    /// An upload went through, but a later save's was skipped while it
+    /// ran: the copy in the store is older than the last save.
+    #[error("the upload to {url} went through, but a later save's was skipped meanwhile: the copy there is behind the last save")]
+    Behind {
+        /// `s3://bucket/key`.
+        url: String,
+    },
     /// A local file could not be written, linked or read.
     #[error("{path}: {source}")]
     Local {
@@ -68,6 +75,9 @@ pub struct RemoteDb {
     key: String,
     /// Held while an upload runs: never two at once.
     uploading: tokio::sync::Mutex<()>,
+    /// A save's upload was skipped since the running one started: when
+    /// that one ends, the store is still behind.
+    skipped: AtomicBool,
     /// `[database] remote_s3_timeout`.
     timeout: Duration,
     /// Uploads that succeeded.
@@ -151,6 +161,7 @@ impl RemoteDb {
             bucket,
             key,
             uploading: tokio::sync::Mutex::new(()),
+            skipped: AtomicBool::new(false),
             timeout,
             uploads: AtomicU64::new(0),
             upload_failures: AtomicU64::new(0),
@@ -238,12 +249,15 @@ impl RemoteDb {
             IfBusy::Skip => match self.uploading.try_lock() {
                 Ok(g) => g,
                 Err(_) => {
+                    self.skipped.store(true, Ordering::Relaxed);
                     let e = S3Error::StillUploading { url: self.url() };
                     tracing::warn!("{e}");
                     return Err(e);
                 }
             },
         };
+        // This upload takes the newest save: nothing is skipped yet.
+        self.skipped.store(false, Ordering::Relaxed);
         let snapshot = beside(path, "upload");
         let result = match std::fs::hard_link(path, &snapshot) {
             Err(source) => Err(S3Error::Local {
@@ -265,6 +279,14 @@ impl RemoteDb {
                 self.upload_failures.fetch_add(1, Ordering::Relaxed);
                 tracing::error!("the upload failed (retried after the next save): {e}");
             }
+        }
+        // Reported as trouble still: an upload that went through must not
+        // clear the skip of a later save (uploads slower than saves would
+        // turn the trouble on and off at every save).
+        if result.is_ok() && self.skipped.load(Ordering::Relaxed) {
+            let e = S3Error::Behind { url: self.url() };
+            tracing::warn!("{e}");
+            return Err(e);
         }
         result
     }
