@@ -548,6 +548,18 @@ fn a_full_disk_under_the_event_log_counts_what_it_loses_and_writes_whole_lines()
             && d.service("lovebeat.self.eventlog")
                 .is_some_and(|s| s["state"] == "error")
     });
+    // More batches fail on the full disk, but the log (maybe on that
+    // disk too) gets one error for them all, not one per batch.
+    for i in 0..5 {
+        burst(&format!("later{i}"), 20);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let errors = d
+        .stderr()
+        .lines()
+        .filter(|l| l.contains("ERROR") && l.contains("cannot write the event log"))
+        .count();
+    assert_eq!(errors, 1, "{}", d.stderr());
     prlimit_fsize(d.pid(), "unlimited");
     // Whole lines only, and every lost event both in /metrics and in a
     // gap record once the file takes lines again.

@@ -209,6 +209,9 @@ fn write_loop(
     let mut writer = Writer::default();
     let mut failing = false;
     let mut last_try = std::time::Instant::now();
+    // Events not written since the last error logged, and when that was:
+    // a full disk fails every batch, and the log may be on that disk.
+    let (mut unreported, mut reported) = (0u64, std::time::Instant::now());
     loop {
         let stopping = stop.load(Ordering::Relaxed);
         let batch = journal.take(std::time::Duration::from_millis(100));
@@ -247,13 +250,19 @@ fn write_loop(
             Ok(()) => {}
             Err(Unwritten { events, error }) => {
                 journal.count_unwritten(events);
+                unreported += events;
                 let what = format!(
                     "cannot write the event log {} ({events} events not written, {} owed a gap record): {error}",
                     path.display(),
                     writer.owed,
                 );
-                if events > 0 || !failing {
-                    tracing::error!("{what}");
+                if !failing || (unreported > 0 && reported.elapsed() >= REPORT_EVERY) {
+                    tracing::error!(
+                        "cannot write the event log {} ({unreported} events not written since the last report, {} owed a gap record): {error}",
+                        path.display(),
+                        writer.owed,
+                    );
+                    (unreported, reported) = (0, std::time::Instant::now());
                 } else {
                     tracing::debug!("{what}");
                 }
@@ -270,6 +279,10 @@ fn write_loop(
         }
     }
 }
+
+/// How often, at most, a failing event log logs an error (each says how
+/// many events were not written since the one before).
+const REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How often a gap record owed for a failed write is tried again while no
 /// events come.
