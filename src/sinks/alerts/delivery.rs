@@ -264,7 +264,7 @@ impl Senders {
         };
         match channel {
             Channel::Mail(_) => {
-                let key = &self.config.mailgun.api_key;
+                let key = &self.config.mailgun.api_key.0;
                 out.push(key.clone());
                 if !key.is_empty() {
                     out.push(basic("api", key));

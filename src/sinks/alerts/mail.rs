@@ -4,7 +4,7 @@ use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
-use super::config::{AlertsConfig, Recipients};
+use super::config::{AlertsConfig, Recipients, Secret};
 use super::text::{change_line, failure_line, reminder, sentence};
 use super::{failed_list, DeliveryError, Flapping, Notice};
 use crate::redact::url_for_log;
@@ -117,28 +117,17 @@ pub enum Tls {
 
 /// `[mailgun]`: when `domain` is set, mail goes through Mailgun's HTTP API
 /// instead of SMTP.
-#[derive(Clone, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MailgunConfig {
     /// Sending domain; empty disables Mailgun.
     pub domain: String,
     /// Sender address.
     pub from: String,
-    /// API key.
-    pub api_key: String,
+    /// API key (a secret: never logged).
+    pub api_key: Secret,
     /// API base URL.
     pub api_base: String,
-}
-
-impl std::fmt::Debug for MailgunConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MailgunConfig")
-            .field("domain", &self.domain)
-            .field("from", &self.from)
-            .field("api_key", &"(secret)")
-            .field("api_base", &self.api_base)
-            .finish()
-    }
 }
 
 impl Default for MailgunConfig {
@@ -146,7 +135,7 @@ impl Default for MailgunConfig {
         MailgunConfig {
             domain: String::new(),
             from: String::new(),
-            api_key: String::new(),
+            api_key: Secret(String::new()),
             api_base: "https://api.mailgun.net".into(),
         }
     }
@@ -294,7 +283,7 @@ async fn mailgun(
     ];
     let result = client
         .post(&url)
-        .basic_auth("api", Some(&mg.api_key))
+        .basic_auth("api", Some(&mg.api_key.0))
         .form(&form)
         .send()
         .await;
