@@ -129,6 +129,33 @@ fn a_whole_table_answer_being_sent_is_not_closed_to_make_room() {
 }
 
 #[test]
+fn a_client_that_stops_reading_a_whole_table_answer_is_closed_when_idle() {
+    let d = Daemon::start(&limits("http_idle_timeout = \"2s\""));
+    let output = vec![b'x'; 10_000];
+    for i in 0..600 {
+        let r = d.request(
+            "POST",
+            &format!("/api/services/big.s{i}/fail"),
+            &[],
+            &output,
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let mut stalled = TcpStream::connect(("127.0.0.1", d.http)).expect("connect");
+    stalled
+        .write_all(b"GET /api/services HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .expect("write");
+    // Nothing is read: once the sockets are full nothing moves, and the
+    // connection is idle, streamed answer or not.
+    let start = Instant::now();
+    wait_until(10, "the stalled connection closed", || {
+        d.metric("lovebeat_http_connections_closed_total") >= 1.0
+    });
+    assert!(start.elapsed() >= Duration::from_secs(2));
+    assert!(d.metric("lovebeat_http_connections") <= 1.0);
+}
+
+#[test]
 fn statsd_tcp_beyond_its_cap_is_refused_and_the_others_keep_working() {
     let d = Daemon::start(&limits("max_tcp_connections = 3"));
     let mut kept: Vec<TcpStream> = (0..3)

@@ -10,8 +10,10 @@
 //! idle longer than `http_idle_timeout`, and at `max_http_connections` a
 //! new connection takes the place of the one that has waited longest
 //! without a request being handled: the API keeps answering whoever
-//! actually sends requests. A request is handled until its answer is
-//! sent, so a whole table still being streamed is never the one closed.
+//! actually sends requests. A connection still sending a streamed answer
+//! (a whole table) goes last: it gives way only when every other one is
+//! busy too, and it is idle (reaped) once nothing is read or written for
+//! `http_idle_timeout`, so a client that stops reading holds nothing.
 
 use std::io;
 use std::pin::Pin;
@@ -44,6 +46,8 @@ pub(crate) struct Conn {
     /// Set once the connection was upgraded to a websocket: it is the
     /// websocket hub's from then on.
     upgraded: AtomicBool,
+    /// Streamed answers being sent (after their handler returned).
+    streaming: AtomicUsize,
 }
 
 impl Conn {
@@ -53,6 +57,13 @@ impl Conn {
         self.in_handler.fetch_add(1, Ordering::Relaxed);
         self.request_started.store(-1, Ordering::Relaxed);
         Handling(self.clone())
+    }
+
+    /// A streamed answer's body is being sent; the returned guard says
+    /// when it is over (sent, cut or dropped).
+    pub(crate) fn streaming(self: &Arc<Conn>) -> Streaming {
+        self.streaming.fetch_add(1, Ordering::Relaxed);
+        Streaming(self.clone())
     }
 
     /// The connection was upgraded (a websocket): no longer reaped here.
@@ -67,6 +78,15 @@ pub(crate) struct Handling(Arc<Conn>);
 impl Drop for Handling {
     fn drop(&mut self) {
         self.0.in_handler.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Ends a streamed answer's sending when dropped.
+pub(crate) struct Streaming(Arc<Conn>);
+
+impl Drop for Streaming {
+    fn drop(&mut self) {
+        self.0.streaming.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -108,7 +128,9 @@ impl Registry {
 
     /// Registers a new connection. At the cap, the connection that has
     /// waited longest without a request being handled is closed to make
-    /// room; if every one is busy, `None`: the new one is refused.
+    /// room, one still sending a streamed answer only when no other can
+    /// be; if every one is handling a request, `None`: the new one is
+    /// refused.
     pub(crate) fn admit(&self) -> Option<Arc<Conn>> {
         let now = mono_ms(self.start);
         let mut conns = self.conns();
@@ -117,7 +139,12 @@ impl Registry {
                 .iter()
                 .enumerate()
                 .filter(|(_, c)| c.in_handler.load(Ordering::Relaxed) == 0)
-                .min_by_key(|(_, c)| c.last_io.load(Ordering::Relaxed))
+                .min_by_key(|(_, c)| {
+                    (
+                        c.streaming.load(Ordering::Relaxed) > 0,
+                        c.last_io.load(Ordering::Relaxed),
+                    )
+                })
                 .map(|(i, _)| i)?;
             let evicted = conns.swap_remove(idle);
             evicted.kill.cancel();
@@ -129,6 +156,7 @@ impl Registry {
             request_started: AtomicI64::new(-1),
             kill: CancellationToken::new(),
             upgraded: AtomicBool::new(false),
+            streaming: AtomicUsize::new(0),
         });
         conns.push(conn.clone());
         Some(conn)
@@ -155,8 +183,11 @@ impl Registry {
             if c.in_handler.load(Ordering::Relaxed) > 0 || c.upgraded.load(Ordering::Relaxed) {
                 return true;
             }
+            // A request read while an answer still streams waits for it,
+            // not for its own headers.
             let started = c.request_started.load(Ordering::Relaxed);
-            let slow_headers = started >= 0 && now - started > header;
+            let slow_headers =
+                started >= 0 && c.streaming.load(Ordering::Relaxed) == 0 && now - started > header;
             let idle_too_long = now - c.last_io.load(Ordering::Relaxed) > idle;
             if slow_headers || idle_too_long {
                 c.kill.cancel();

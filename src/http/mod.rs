@@ -122,17 +122,18 @@ pub struct AppState {
     pub(crate) lists: Arc<lists::Lists>,
 }
 
-/// `r`, whose request counts as handled until its body is sent: a
-/// streamed answer (a whole table, bounded by its own deadline and stall
-/// rules) is neither idle nor closed to make room while it is written. A
-/// whole buffer is sent at once, so its request is done now.
-fn handled_until_sent(r: Response<Body>, handling: conns::Handling) -> Response<Body> {
+/// `r`, with its connection marked as sending a streamed answer until
+/// the body is over (sent, cut or dropped), so that at the connection cap
+/// it is the last to give way ([`conns::Registry::admit`]). A whole
+/// buffer (its size known) is sent at once and needs no mark.
+fn marked_while_streamed(r: Response<Body>, conn: &Arc<conns::Conn>) -> Response<Body> {
     if r.body().size_hint().exact().is_some() {
         return r;
     }
+    let streaming = conn.streaming();
     r.map(|body| {
         body.map_frame(move |frame| {
-            let _held = &handling;
+            let _marked = &streaming;
             frame
         })
         .boxed()
@@ -211,7 +212,8 @@ pub async fn serve(
                         if r.status() == hyper::StatusCode::SWITCHING_PROTOCOLS {
                             conn.upgraded();
                         }
-                        Ok::<_, Infallible>(handled_until_sent(r, handling))
+                        drop(handling);
+                        Ok::<_, Infallible>(marked_while_streamed(r, &conn))
                     }
                 })
             };
