@@ -291,10 +291,17 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         alert_stats
             .dropped
             .fetch_add(left, std::sync::atomic::Ordering::Relaxed);
-        tracing::error!(
-            "{left} alert messages still undelivered when the shutdown's time for them ran out: \
-             the database records what each alarm's receivers last heard, and the next start announces the rest"
-        );
+        if left > 0 {
+            tracing::error!(
+                "{left} alert messages still undelivered when the shutdown's time for them ran out: \
+                 the database records what each alarm's receivers last heard, and the next start announces the rest"
+            );
+        } else {
+            // Only an alert test, or a pager's close of one, was left.
+            tracing::warn!(
+                "an alert test was still under way when the shutdown's time for alerts ran out"
+            );
+        }
     }
     stop.sink_token.cancel();
     stop.sink_tasks.close();
