@@ -120,23 +120,20 @@ pub(super) fn form(config: &PushoverConfig, group: &[&Notice]) -> Vec<(&'static 
 /// As many as the message lists changes.
 const TAGGED: usize = text::GROUP_LINES;
 
-/// The keys of up to [`TAGGED`] incidents that `group` opens or closes, each
-/// once, in the group's order.
+/// The keys of the incidents that `group` opens or closes, each once: the
+/// first [`TAGGED`] in key order, so a recovery that closes the same
+/// incidents, in whatever order they recovered, cancels what their
+/// failure tagged.
 fn tags(group: &[&Notice], which: Action) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for key in group
+    let mut keys: Vec<String> = group
         .iter()
         .filter(|n| !n.test)
         .flat_map(|n| incident_keys(n, which))
-    {
-        if out.len() == TAGGED {
-            break;
-        }
-        if !out.contains(&key) {
-            out.push(key);
-        }
-    }
-    out
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys.truncate(TAGGED);
+    keys
 }
 
 /// The keys of the incidents a notice opens or closes, as the pagers
@@ -253,8 +250,10 @@ mod tests {
         let tags: Vec<&str> = tags.split(',').collect();
         assert_eq!(tags.len(), TAGGED);
         assert_eq!((tags[0], tags[1]), ("lovebeat-a0-7", "lovebeat-a1-7"));
+        // They recover in another order.
         let recovered: Vec<Notice> = outage
             .iter()
+            .rev()
             .map(|n| {
                 let mut n = n.clone();
                 (n.previous, n.alarm.state) = (State::Error, State::Ok);
