@@ -581,6 +581,17 @@ fn a_full_disk_under_the_event_log_counts_what_it_loses_and_writes_whole_lines()
             && d.service("lovebeat.self.eventlog")
                 .is_some_and(|s| s["state"] == "ok")
     });
+    // The later bursts' events were lost after the one error: the
+    // recovery says how many.
+    let since: u64 = d
+        .stderr()
+        .lines()
+        .find_map(|l| {
+            let (_, after) = l.split_once("is written again; ")?;
+            after.split_once(' ')?.0.parse().ok()
+        })
+        .unwrap_or_else(|| panic!("no recovery line: {}", d.stderr()));
+    assert!(since >= 100, "{since}");
     let lost = d.metric("lovebeat_eventlog_lost_total");
     let written = added("\"during.");
     assert!(written < 200, "the limit cut the burst short");

@@ -211,7 +211,8 @@ fn write_loop(
     let mut last_try = std::time::Instant::now();
     // Events not written since the last error logged, and when that was:
     // a full disk fails every batch, and the log may be on that disk.
-    let (mut unreported, mut reported) = (0u64, std::time::Instant::now());
+    let mut unreported = 0u64;
+    let mut reported: Option<std::time::Instant> = None;
     loop {
         let stopping = stop.load(Ordering::Relaxed);
         let batch = journal.take(std::time::Duration::from_millis(100));
@@ -244,7 +245,15 @@ fn write_loop(
         match result {
             Ok(()) if failing => {
                 failing = false;
-                tracing::info!("the event log {} is written again", path.display());
+                if unreported > 0 {
+                    tracing::error!(
+                        "the event log {} is written again; {unreported} events were not written since the last report",
+                        path.display()
+                    );
+                    (unreported, reported) = (0, Some(std::time::Instant::now()));
+                } else {
+                    tracing::info!("the event log {} is written again", path.display());
+                }
                 trouble.ok(crate::trouble::Part::Eventlog);
             }
             Ok(()) => {}
@@ -256,13 +265,14 @@ fn write_loop(
                     path.display(),
                     writer.owed,
                 );
-                if !failing || (unreported > 0 && reported.elapsed() >= REPORT_EVERY) {
+                let due = reported.is_none_or(|t| t.elapsed() >= REPORT_EVERY);
+                if due && (!failing || unreported > 0) {
                     tracing::error!(
                         "cannot write the event log {} ({unreported} events not written since the last report, {} owed a gap record): {error}",
                         path.display(),
                         writer.owed,
                     );
-                    (unreported, reported) = (0, std::time::Instant::now());
+                    (unreported, reported) = (0, Some(std::time::Instant::now()));
                 } else {
                     tracing::debug!("{what}");
                 }
@@ -273,6 +283,12 @@ fn write_loop(
                 if stopping && !news {
                     // The last try of a shutdown: what is owed stays
                     // counted in /metrics.
+                    if unreported > 0 {
+                        tracing::error!(
+                            "the event log {} was not written again before the stop: {unreported} events were not written since the last report",
+                            path.display()
+                        );
+                    }
                     return;
                 }
             }
@@ -281,7 +297,8 @@ fn write_loop(
 }
 
 /// How often, at most, a failing event log logs an error (each says how
-/// many events were not written since the one before).
+/// many events were not written since the one before); its recovery and
+/// the stop say how many since the last, however soon.
 const REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How often a gap record owed for a failed write is tried again while no
