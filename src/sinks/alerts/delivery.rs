@@ -245,12 +245,9 @@ impl Senders {
             use base64::Engine as _;
             base64::engine::general_purpose::STANDARD.encode(format!("{user}:{key}"))
         };
-        let url = |out: &mut Vec<String>, u: &reqwest::Url| {
-            out.push(u.as_str().to_string());
-            out.extend(token_like(u.path()));
-            out.extend(token_like(u.query().unwrap_or_default()));
-            out.extend(u.query_pairs().flat_map(|(_, v)| token_like(&v)));
-            // `https://user:password@host/`: sent as Basic authorization.
+        // `https://user:password@host/`: sent as Basic authorization. Any
+        // server URL may carry one, a receiver's own or a base.
+        let credentials = |out: &mut Vec<String>, u: &reqwest::Url| {
             if let Some(password) = u.password() {
                 let decoded = |s: &str| {
                     percent_encoding::percent_decode_str(s)
@@ -260,6 +257,19 @@ impl Senders {
                 let password = decoded(password);
                 out.push(basic(&decoded(u.username()), &password));
                 out.push(password);
+            }
+        };
+        // A URL that is itself a secret (a webhook's token is its path).
+        let url = |out: &mut Vec<String>, u: &reqwest::Url| {
+            out.push(u.as_str().to_string());
+            out.extend(token_like(u.path()));
+            out.extend(token_like(u.query().unwrap_or_default()));
+            out.extend(u.query_pairs().flat_map(|(_, v)| token_like(&v)));
+            credentials(out, u);
+        };
+        let base = |out: &mut Vec<String>, u: Option<&HttpUrl>| {
+            if let Some(u) = u {
+                credentials(out, &u.0);
             }
         };
         match channel {
@@ -287,7 +297,10 @@ impl Senders {
                     url(&mut out, &u.0);
                 }
             }
-            Channel::Opsgenie(c) => out.push(c.api_key.clone()),
+            Channel::Opsgenie(c) => {
+                out.push(c.api_key.clone());
+                base(&mut out, c.url.as_ref());
+            }
             Channel::Templated(c) => {
                 url(&mut out, &c.url.0);
                 for v in c.headers.values() {
@@ -297,17 +310,30 @@ impl Senders {
             }
             Channel::Discord(c) => url(&mut out, &c.webhook_url.0 .0),
             Channel::Teams(c) => url(&mut out, &c.webhook_url.0 .0),
-            Channel::Telegram(c) => out.push(c.bot_token.0.clone()),
+            Channel::Telegram(c) => {
+                out.push(c.bot_token.0.clone());
+                base(&mut out, c.url.as_ref());
+            }
             Channel::Ntfy(c) => {
                 // On ntfy.sh a topic is read by whoever knows it.
                 if c.topic.len() >= 8 {
                     out.push(c.topic.clone());
                 }
                 out.extend(c.token.iter().map(|t| t.0.clone()));
+                base(&mut out, c.url.as_ref());
             }
-            Channel::Pushover(c) => out.extend([c.token.0.clone(), c.user.0.clone()]),
-            Channel::Gotify(c) => out.push(c.token.0.clone()),
-            Channel::Matrix(c) => out.push(c.access_token.0.clone()),
+            Channel::Pushover(c) => {
+                out.extend([c.token.0.clone(), c.user.0.clone()]);
+                base(&mut out, c.url.as_ref());
+            }
+            Channel::Gotify(c) => {
+                out.push(c.token.0.clone());
+                base(&mut out, Some(&c.url));
+            }
+            Channel::Matrix(c) => {
+                out.push(c.access_token.0.clone());
+                base(&mut out, Some(&c.homeserver));
+            }
         }
         out
     }
@@ -568,7 +594,8 @@ mod tests {
         assert!(!cut.contains("1:S"), "{cut}");
         // A password in a webhook's URL, as it is sent.
         let config = crate::config::Config::parse(
-            "[alerts.ops]\nwebhook = \"https://alerts:pass%20word@hook.example/in\"\n",
+            "[alerts.ops]\nwebhook = \"https://alerts:pass%20word@hook.example/in\"\n\
+             [alerts.ops.ntfy]\ntopic = \"t\"\nurl = \"https://u:ntfy-pw@ntfy.internal\"\n",
         )
         .expect("config")
         .alerts_config();
@@ -578,6 +605,11 @@ mod tests {
                 "401 for YWxlcnRzOnBhc3Mgd29yZA== (pass word)",
                 &senders.secrets
             ),
+            "401 for … (…)"
+        );
+        // A server's, too, where the URL itself is no secret.
+        assert_eq!(
+            told("401 for dTpudGZ5LXB3 (ntfy-pw)", &senders.secrets),
             "401 for … (…)"
         );
         // An SMTP server's reply is one line too.
