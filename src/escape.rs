@@ -17,12 +17,18 @@ pub fn html_attr(text: &str) -> String {
 }
 
 /// `text` on one line: trimmed, and each control character (a line
-/// break, a terminal escape) a space, so what a receiver or a job wrote
-/// cannot forge log lines, break a header or drive a terminal.
+/// break, a terminal escape), Unicode line or paragraph separator and
+/// bidirectional override a space, so what a receiver or a job wrote
+/// cannot forge log lines, break a header, drive a terminal or reorder
+/// what a reader sees.
 pub fn one_line(text: &str) -> String {
+    let breaks = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
     let line: String = text
         .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
+        .map(|c| if breaks(c) { ' ' } else { c })
         .collect();
     line.trim().to_string()
 }
@@ -56,6 +62,7 @@ mod tests {
 
     #[test]
     fn one_line_has_no_control_character() {
+        assert_eq!(one_line("a\u{2028}b\u{202e}c\u{2069}"), "a b c");
         assert_eq!(
             one_line(" 550 no\r\nX-Forged: 1\x1b[2J\0 "),
             "550 no  X-Forged: 1 [2J"
