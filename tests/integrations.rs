@@ -639,6 +639,17 @@ fn a_per_alert_slack_webhook_url_lets_mattermost_and_slack_coexist() {
     assert_eq!(mm["username"], "Lovebeat");
 }
 
+/// `POST /api/alerts/<alert>/test` with the write key of
+/// [`Daemon::start_keyed`].
+fn test_alert(d: &Daemon, alert: &str) -> common::Reply {
+    d.request(
+        "POST",
+        &format!("/api/alerts/{alert}/test"),
+        &[("Authorization", "Bearer writer")],
+        b"",
+    )
+}
+
 #[test]
 fn a_pager_test_incident_is_closed_when_the_daemon_stops_right_after_the_test() {
     let rx = Receiver::start(|_| Some(202));
@@ -646,12 +657,7 @@ fn a_pager_test_incident_is_closed_when_the_daemon_stops_right_after_the_test() 
         "[alerts.ops.pagerduty]\nrouting_key = \"{ROUTING_KEY}\"\nsource = \"ci-host\"\nurl = \"{}\"\n",
         rx.url("/v2/enqueue")
     ));
-    let r = d.request(
-        "POST",
-        "/api/alerts/ops/test",
-        &[("Authorization", "Bearer writer")],
-        b"",
-    );
+    let r = test_alert(&d, "ops");
     assert_eq!(r.status, 200, "{}", r.body);
     // The close is due 3 s after the open: the stop waits for it.
     assert!(d.stop().success());
@@ -682,20 +688,9 @@ fn a_test_alert_reaches_every_alerter_marked_and_reports_each_result() {
         b"",
     );
     assert_eq!(read.status, 403);
-    let nothing = d.request(
-        "POST",
-        "/api/alerts/nope/test",
-        &[("Authorization", "Bearer writer")],
-        b"",
-    );
-    assert_eq!(nothing.status, 404);
+    assert_eq!(test_alert(&d, "nope").status, 404);
 
-    let r = d.request(
-        "POST",
-        "/api/alerts/ops/test",
-        &[("Authorization", "Bearer writer")],
-        b"",
-    );
+    let r = test_alert(&d, "ops");
     assert_eq!(r.status, 200, "{}", r.body);
     let b = r.json();
     assert_eq!(b["delivered"], false, "{b}");

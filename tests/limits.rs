@@ -31,6 +31,21 @@ fn closed_within(s: &mut TcpStream, secs: u64) -> bool {
     false
 }
 
+/// Gives `d` `n` services with 10 kB of failure output each: a list of
+/// them is far more than the sockets buffer.
+fn big_table(d: &Daemon, n: usize) {
+    let output = vec![b'x'; 10_000];
+    for i in 0..n {
+        let r = d.request(
+            "POST",
+            &format!("/api/services/big.s{i}/fail"),
+            &[],
+            &output,
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+}
+
 fn limits(d: &str) -> String {
     format!("[limits]\n{d}\n")
 }
@@ -95,16 +110,7 @@ fn a_whole_table_answer_being_sent_is_not_closed_to_make_room() {
     let d = Daemon::start(&limits("max_http_connections = 2"));
     // 600 services with 10 kB of output each: a 6 MB list, more than the
     // sockets buffer, so its answer is still being written below.
-    let output = vec![b'x'; 10_000];
-    for i in 0..600 {
-        let r = d.request(
-            "POST",
-            &format!("/api/services/big.s{i}/fail"),
-            &[],
-            &output,
-        );
-        assert_eq!(r.status, 200, "{}", r.body);
-    }
+    big_table(&d, 600);
     let mut list = TcpStream::connect(("127.0.0.1", d.http)).expect("connect");
     list.write_all(b"GET /api/services HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
         .expect("write");
@@ -131,16 +137,7 @@ fn a_whole_table_answer_being_sent_is_not_closed_to_make_room() {
 #[test]
 fn a_client_that_stops_reading_a_whole_table_answer_is_closed_when_idle() {
     let d = Daemon::start(&limits("http_idle_timeout = \"2s\""));
-    let output = vec![b'x'; 10_000];
-    for i in 0..600 {
-        let r = d.request(
-            "POST",
-            &format!("/api/services/big.s{i}/fail"),
-            &[],
-            &output,
-        );
-        assert_eq!(r.status, 200, "{}", r.body);
-    }
+    big_table(&d, 600);
     let mut stalled = TcpStream::connect(("127.0.0.1", d.http)).expect("connect");
     stalled
         .write_all(b"GET /api/services HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
@@ -283,16 +280,7 @@ fn whole_table_answers_beyond_max_http_lists_get_a_503_and_a_slow_reader_is_cut(
     let d = Daemon::start(&limits("max_http_lists = 1\nhttp_list_timeout = \"1s\""));
     // 3 000 services with 10 kB of failure output each: a 30 MB list,
     // far more than the sockets buffer; its deadline is 1 s + 3 000 ms.
-    let output = vec![b'x'; 10_000];
-    for i in 0..3000 {
-        let r = d.request(
-            "POST",
-            &format!("/api/services/big.s{i}/fail"),
-            &[],
-            &output,
-        );
-        assert_eq!(r.status, 200, "{}", r.body);
-    }
+    big_table(&d, 3000);
     let mut slow = TcpStream::connect(("127.0.0.1", d.http)).expect("connect");
     slow.write_all(b"GET /api/services HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         .expect("write");
