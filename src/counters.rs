@@ -169,6 +169,12 @@ pub const COUNTERS: &[Counter] = &[
         read: |s| Some(s.ws.sent.load(Ordering::Relaxed)),
     },
     Counter {
+        prometheus: "lovebeat_websocket_bytes_total",
+        statsd: None,
+        help: "Bytes of the messages queued for websocket clients (a message counted once per client).",
+        read: |s| Some(s.ws.sent_bytes.load(Ordering::Relaxed)),
+    },
+    Counter {
         prometheus: "lovebeat_websocket_resyncs_total",
         statsd: None,
         help: "RESYNCs sent to websocket clients that fell behind.",

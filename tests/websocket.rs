@@ -336,3 +336,56 @@ fn a_child_alarm_hears_when_its_parent_holds_its_alerts() {
         assert!(m["alarm"].get("suppressed_by").is_none(), "{m}");
     });
 }
+
+/// SPEC §8: an alarm whose members fail one after another sends at most one
+/// `UPDATE_ALARM` per 250 ms, the last state winning, and the client still
+/// ends with the whole failed list. Each member's failure used to send the
+/// alarm's whole list (quadratic: 100 000 members sent gigabytes).
+#[test]
+fn a_big_alarm_failing_member_by_member_is_one_update_per_tick() {
+    let d = Daemon::start("[[alarms]]\nname = \"all\"\npattern = \"big.*\"\n");
+    let n = 3_000;
+    runtime().block_on(async {
+        // The members, beating, with a timeout long enough to connect.
+        send_lines(d.statsd, n, |i| format!("big.s{i}.beat:1|c")).await;
+        d.eventually("members created", || {
+            d.request("GET", "/api/status", &[("Accept", "application/json")], b"")
+                .json()["num_ok"]
+                == n
+        });
+        let mut ws = connect(d.http).await;
+        // They fail over about 1.5 s: ten groups of timeouts, 150 ms apart.
+        let started = Instant::now();
+        for g in 0..10 {
+            send_lines(d.statsd, n / 10, |i| {
+                format!("big.s{}.timeout:0|g", g * (n / 10) + i)
+            })
+            .await;
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+        let mut updates = 0;
+        let mut last_failed = 0;
+        let mut resync = false;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline && last_failed < n {
+            match next(&mut ws, Duration::from_millis(500)).await {
+                Some(m) if m["type"] == "UPDATE_ALARM" && m["alarm"]["name"] == "all" => {
+                    updates += 1;
+                    last_failed = m["alarm"]["failed_services"].as_array().map_or(0, Vec::len);
+                }
+                Some(m) if m["type"] == "RESYNC" => resync = true,
+                _ => {}
+            }
+        }
+        let took = started.elapsed();
+        assert!(!resync, "a reading client is not sent RESYNC");
+        assert_eq!(last_failed, n, "the last update carries the whole list");
+        // One per 250 ms tick at most, over the time the failures took, plus
+        // the tick each end may add.
+        let bound = (took.as_millis() / 250) as usize + 2;
+        assert!(
+            updates <= bound,
+            "{updates} UPDATE_ALARM messages in {took:?} (at most {bound})"
+        );
+    });
+}

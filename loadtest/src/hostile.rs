@@ -4,6 +4,10 @@
 //! - `outage`: a tenth of the services' alarms go ERROR together while
 //!   websocket clients that never read are attached; every change must
 //!   reach the webhook receiver.
+//! - `big-alarm`: one alarm over a tenth of the services, whose members
+//!   fail one after another with one websocket client reading and four
+//!   stalled: the daemon's peak memory and CPU, and the bytes the reader
+//!   is sent, must stay bounded (SPEC §8: one `UPDATE_ALARM` per tick).
 //! - `idle-conns`: thousands of idle and half-open HTTP connections while
 //!   beats, saves and the API must keep working.
 //! - `flapping`: one service toggled a thousand times.
@@ -168,6 +172,9 @@ pub(crate) fn run(
     if want("outage") {
         rows.push(outage(bin, scale.services / 10)?);
     }
+    if want("big-alarm") {
+        rows.push(big_alarm(bin, scale.services / 10)?);
+    }
     if want("idle-conns") {
         rows.extend(idle_conns(bin, scale.hostile_conns)?);
     }
@@ -195,6 +202,10 @@ fn outage(bin: &Path, alarms: usize) -> anyhow::Result<Row> {
     let _views: Vec<TcpStream> = (0..VIEWS)
         .map(|_| stalled_websocket(d.http))
         .collect::<anyhow::Result<_>>()?;
+    let reader = ReadingWebsocket::start(d.http)?;
+    std::thread::sleep(Duration::from_millis(200));
+    let rss0 = sys::rss(d.pid());
+    sys::reset_peak(d.pid());
     let mut lines = String::with_capacity(alarms * 24);
     for i in 0..alarms {
         lines.push_str(&format!("o.s{i}.timeout:2|g\n"));
@@ -214,20 +225,159 @@ fn outage(bin: &Path, alarms: usize) -> anyhow::Result<Row> {
     let sent = d.metric("lovebeat_alerts_sent_total");
     let dropped =
         d.metric("lovebeat_alerts_dropped_total") + d.metric("lovebeat_alerts_failed_total");
-    eprintln!("  outage: {names} alarms announced in {posts} POSTs, last {took:.2} s after the deadline; /metrics sent {sent}, failed+dropped {dropped}");
+    let peak = sys::status_bytes(d.pid(), "VmHWM:");
+    eprintln!("  outage: {names} alarms announced in {posts} POSTs, last {took:.2} s after the deadline; /metrics sent {sent}, failed+dropped {dropped}; RSS {} MB before, peak {} MB; the reading websocket client was sent {} MB",
+        rss0 / 1_000_000, peak / 1_000_000, reader.bytes() / 1_000_000);
     Ok(Row {
         scenario: "outage",
         figure: format!(
-            "{} alarms ERROR at once, {VIEWS} stalled websocket clients: every change delivered, last POST after the deadline (sent {}, lost {})",
+            "{} alarms ERROR at once, {VIEWS} stalled and 1 reading websocket clients: every change delivered, last POST after the deadline (sent {}, lost {}; peak RSS {} MB from {} MB, {} MB sent to the reader)",
             num(alarms as f64),
             num(sent),
-            alarms.saturating_sub(names)
+            alarms.saturating_sub(names),
+            peak / 1_000_000,
+            rss0 / 1_000_000,
+            reader.bytes() / 1_000_000
         ),
         value: format!("{took:.1} s"),
         sink: format!("{} POSTs/s", num(posts as f64 / took.max(1e-3))),
         ratio: "-".into(),
         goal: "all delivered",
         met: Some(names == alarms && posts as usize == alarms && sent as usize == alarms && dropped == 0.0),
+    })
+}
+
+/// A websocket client that reads every frame the daemon sends (server
+/// frames are unmasked), counting bytes and keeping the last
+/// `UPDATE_ALARM`'s text.
+struct ReadingWebsocket {
+    bytes: Arc<std::sync::atomic::AtomicU64>,
+    last_alarm: Arc<Mutex<Option<Vec<u8>>>>,
+}
+
+impl ReadingWebsocket {
+    fn start(port: u16) -> anyhow::Result<ReadingWebsocket> {
+        let s = stalled_websocket(port)?;
+        let bytes = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let last_alarm = Arc::new(Mutex::new(None));
+        let (b, l) = (bytes.clone(), last_alarm.clone());
+        std::thread::spawn(move || {
+            let mut r = BufReader::with_capacity(1 << 20, s);
+            // The 101 answer's head.
+            let mut line = String::new();
+            while r.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
+                line.clear();
+            }
+            loop {
+                let mut head = [0u8; 2];
+                if r.read_exact(&mut head).is_err() {
+                    return;
+                }
+                let len = match head[1] & 0x7f {
+                    126 => {
+                        let mut x = [0u8; 2];
+                        if r.read_exact(&mut x).is_err() {
+                            return;
+                        }
+                        u16::from_be_bytes(x) as usize
+                    }
+                    127 => {
+                        let mut x = [0u8; 8];
+                        if r.read_exact(&mut x).is_err() {
+                            return;
+                        }
+                        u64::from_be_bytes(x) as usize
+                    }
+                    n => n as usize,
+                };
+                let mut payload = vec![0u8; len];
+                if r.read_exact(&mut payload).is_err() {
+                    return;
+                }
+                b.fetch_add(2 + len as u64, std::sync::atomic::Ordering::Relaxed);
+                if payload.starts_with(br#"{"type":"UPDATE_ALARM""#) {
+                    *l.lock().unwrap_or_else(|e| e.into_inner()) = Some(payload);
+                }
+            }
+        });
+        Ok(ReadingWebsocket { bytes, last_alarm })
+    }
+
+    fn bytes(&self) -> u64 {
+        self.bytes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Failed services in the last `UPDATE_ALARM` read.
+    fn last_failed(&self) -> usize {
+        let last = self.last_alarm.lock().unwrap_or_else(|e| e.into_inner());
+        last.as_ref()
+            .and_then(|p| serde_json::from_slice::<serde_json::Value>(p).ok())
+            .and_then(|v| v["alarm"]["failed_services"].as_array().map(Vec::len))
+            .unwrap_or(0)
+    }
+}
+
+fn big_alarm(bin: &Path, members: usize) -> anyhow::Result<Row> {
+    const STALLED: usize = 4;
+    let (d, _) = Daemon::start_with(
+        bin,
+        3600,
+        None,
+        "[[alarms]]\nname = \"everything\"\npattern = \"m.*\"\n",
+    )?;
+    let mut lines = String::with_capacity(members * 24);
+    for i in 0..members {
+        lines.push_str(&format!("m.s{i}.timeout:3600|g\n"));
+    }
+    tcp_send(&d, &lines)?;
+    d.settle(|d| d.services());
+    let reader = ReadingWebsocket::start(d.http)?;
+    let _stalled: Vec<TcpStream> = (0..STALLED)
+        .map(|_| stalled_websocket(d.http))
+        .collect::<anyhow::Result<_>>()?;
+    std::thread::sleep(Duration::from_millis(500));
+    let rss0 = sys::rss(d.pid());
+    sys::reset_peak(d.pid());
+    let cpu0 = sys::cpu_secs(d.pid());
+    // The members fail one after another over about ten seconds: a
+    // hundred steps of a hundredth each.
+    let started = Instant::now();
+    let step = members.div_ceil(100);
+    for chunk in 0..100 {
+        let mut text = String::with_capacity(step * 24);
+        for i in chunk * step..((chunk + 1) * step).min(members) {
+            text.push_str(&format!("m.s{i}.timeout:0|g\n"));
+        }
+        tcp_send(&d, &text)?;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let limit = Instant::now() + Duration::from_secs(120);
+    while reader.last_failed() < members && Instant::now() < limit {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let took = started.elapsed().as_secs_f64();
+    let cpu = sys::cpu_secs(d.pid()) - cpu0;
+    let peak = sys::status_bytes(d.pid(), "VmHWM:");
+    let sent = reader.bytes();
+    let failed = reader.last_failed();
+    eprintln!(
+        "  big-alarm: {members} members failed over {took:.1} s; reader sent {} MB, last update {failed} failed; RSS {} MB before, peak {} MB; CPU {cpu:.1} s",
+        sent / 1_000_000,
+        rss0 / 1_000_000,
+        peak / 1_000_000
+    );
+    Ok(Row {
+        scenario: "big-alarm",
+        figure: format!(
+            "one alarm of {} members failing one by one over 10 s, 1 reading and {STALLED} stalled websocket clients: peak RSS (from {} MB), bytes sent to the reader, daemon CPU",
+            num(members as f64),
+            rss0 / 1_000_000
+        ),
+        value: format!("{} MB peak", peak / 1_000_000),
+        sink: format!("{} MB sent, {cpu:.1} s CPU", sent / 1_000_000),
+        ratio: "-".into(),
+        goal: "bounded; last update whole",
+        met: Some(failed == members && peak < rss0 + (256 << 20)),
     })
 }
 

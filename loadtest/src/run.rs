@@ -64,6 +64,7 @@ pub const SCENARIOS: &[&str] = &[
     "http",
     "list",
     "outage",
+    "big-alarm",
     "idle-conns",
     "flapping",
     "max-services",

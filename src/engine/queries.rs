@@ -116,11 +116,16 @@ impl Engine {
         )
     }
 
-    /// The listed alarms that depend on `name`: copied only when they do
-    /// (the websocket asks on every alarm change; [`Engine::alarms`]
-    /// would copy every alarm's failed-services list).
-    pub fn alarms_depending_on(&self, name: &str) -> Vec<AlarmView> {
-        self.listed_views(|a| a.depends_on.iter().any(|d| **d == *name))
+    /// The names of the listed alarms that depend on `name` (the websocket
+    /// asks on every alarm state change, and sends their views later,
+    /// coalesced: copying views here would copy failed lists per change).
+    pub fn alarm_names_depending_on(&self, name: &str) -> Vec<Arc<str>> {
+        self.inner
+            .alarms
+            .iter()
+            .filter(|a| a.listed && a.depends_on.iter().any(|d| **d == *name))
+            .map(|a| a.key().clone())
+            .collect()
     }
 
     /// Every listed alarm.

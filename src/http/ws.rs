@@ -3,18 +3,27 @@
 //! One hub task turns engine events into JSON text messages, each encoded
 //! once and shared by every client. Accepted beats publish no event; the hub
 //! drains the engine's beaten set every 250 ms instead, so a service yields
-//! at most one beat message per 250 ms however fast it beats. Every client
-//! has a bounded queue: the hub only appends to it, never waits, so a slow or
-//! dead browser can never slow the engine. A queue that overflows is emptied
-//! and replaced by `{"type": "RESYNC"}`, after which the client reloads its
+//! at most one beat message per 250 ms however fast it beats. An alarm's
+//! changes are coalesced the same way (`AlarmUpdates`): a change only marks
+//! the alarm, and each tick sends one `UPDATE_ALARM` per marked alarm with its
+//! state at that moment, so an alarm whose members fail one by one costs one
+//! copy of its failed list per tick, not one per member (which was quadratic:
+//! 100 000 members sent gigabytes). A big alarm's next message also waits
+//! until its last one would have gone out at `ALARM_BYTES_PER_SEC`. Every
+//! client has a queue bounded in messages and in bytes: the hub only appends
+//! to it, never waits, so a slow or dead browser can never slow the engine
+//! nor hold more than its bound. A queue that overflows is emptied and
+//! replaced by `{"type": "RESYNC"}`, after which the client reloads its
 //! lists over HTTP. A writer task per client drains its queue in batches
 //! (many frames, one flush), pings every 30 s and drops a connection that
 //! has not answered for 75 s.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use fastwebsockets::{upgrade, Frame, OpCode, Payload, WebSocketError};
@@ -33,6 +42,16 @@ use crate::engine::{
 
 /// Messages a client may have waiting before it is sent RESYNC instead.
 pub const CLIENT_QUEUE: usize = 4096;
+/// Bytes a client may have waiting before it is sent RESYNC instead. One
+/// message bigger than this (a huge alarm's) is still queued when nothing
+/// else waits, so every message can reach a client that reads.
+pub const CLIENT_QUEUE_BYTES: usize = 4 << 20;
+/// The rate a big alarm's messages are paced to: after a message of `n`
+/// bytes, its next one waits `n / ALARM_BYTES_PER_SEC` (at least one tick,
+/// at most `ALARM_MAX_HOLD`), the last state winning meanwhile.
+pub const ALARM_BYTES_PER_SEC: usize = 1 << 20;
+/// The longest a changed alarm waits for its message.
+const ALARM_MAX_HOLD: Duration = Duration::from_secs(5);
 /// How often accepted beats are collected into messages.
 pub const BEAT_COALESCE: Duration = Duration::from_millis(250);
 /// How often an idle connection is pinged.
@@ -55,9 +74,41 @@ enum Outgoing {
     Control(OpCode, Vec<u8>),
 }
 
+/// What a client has waiting, and its size in bytes.
+#[derive(Default)]
+struct Queue {
+    msgs: VecDeque<Outgoing>,
+    /// Sum of the text messages' lengths in `msgs`.
+    bytes: usize,
+}
+
+impl Queue {
+    /// Appends a message, or empties the queue down to one RESYNC when it
+    /// would pass either bound (false then).
+    fn push_text(&mut self, msg: &Bytes) -> bool {
+        let full = self.msgs.len() >= CLIENT_QUEUE
+            || (!self.msgs.is_empty() && self.bytes + msg.len() > CLIENT_QUEUE_BYTES);
+        if full {
+            self.resync();
+        } else {
+            self.bytes += msg.len();
+            self.msgs.push_back(Outgoing::Text(msg.clone()));
+        }
+        !full
+    }
+
+    /// Empties the queue down to one RESYNC.
+    fn resync(&mut self) {
+        self.msgs.clear();
+        self.msgs
+            .push_back(Outgoing::Text(Bytes::from_static(RESYNC)));
+        self.bytes = RESYNC.len();
+    }
+}
+
 /// One connected browser: its queue and what its writer needs to know.
 struct Client {
-    queue: Mutex<VecDeque<Outgoing>>,
+    queue: Mutex<Queue>,
     wake: Notify,
     /// Last time anything arrived from the peer (ms).
     last_seen: AtomicI64,
@@ -70,34 +121,36 @@ struct Client {
 }
 
 impl Client {
-    fn queue(&self) -> std::sync::MutexGuard<'_, VecDeque<Outgoing>> {
+    fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
         // Only pushes and drains happen under this lock; a panic there
-        // leaves a valid deque, so poisoning is ignored.
+        // leaves a valid queue, so poisoning is ignored.
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Appends a message, or replaces the backlog by RESYNC when full.
-    fn push(&self, msg: &Bytes) {
-        let mut q = self.queue();
-        if q.len() >= CLIENT_QUEUE {
-            q.clear();
-            q.push_back(Outgoing::Text(Bytes::from_static(RESYNC)));
-        } else {
-            q.push_back(Outgoing::Text(msg.clone()));
-        }
-        drop(q);
+    /// Appends a message, or replaces the backlog by RESYNC when it would
+    /// pass either bound. Returns false when it did the latter.
+    fn push(&self, msg: &Bytes) -> bool {
+        let fits = self.queue().push_text(msg);
         self.wake.notify_one();
+        fits
     }
 
     /// Queues a control frame; a close always, a pong or ping only while
     /// the queue has room (a peer that pings without reading gets no more).
     fn push_control(&self, opcode: OpCode, payload: Vec<u8>) {
         let mut q = self.queue();
-        if opcode == OpCode::Close || q.len() < CLIENT_QUEUE {
-            q.push_back(Outgoing::Control(opcode, payload));
+        if opcode == OpCode::Close || q.msgs.len() < CLIENT_QUEUE {
+            q.msgs.push_back(Outgoing::Control(opcode, payload));
         }
         drop(q);
         self.wake.notify_one();
+    }
+
+    /// Takes everything waiting, for the writer.
+    fn take(&self, into: &mut Vec<Outgoing>) {
+        let mut q = self.queue();
+        into.extend(q.msgs.drain(..));
+        q.bytes = 0;
     }
 }
 
@@ -113,6 +166,8 @@ pub struct WsHub {
     tasks: tokio_util::task::TaskTracker,
     /// Messages queued for clients (one per client per change).
     pub sent: std::sync::atomic::AtomicU64,
+    /// Bytes of the messages queued for clients (`/metrics`).
+    pub sent_bytes: std::sync::atomic::AtomicU64,
     /// RESYNCs sent because a client fell behind.
     pub resyncs: std::sync::atomic::AtomicU64,
 }
@@ -137,19 +192,25 @@ impl WsHub {
 
     fn broadcast(&self, msg: &Bytes) {
         let clients = self.clients();
+        let mut resyncs = 0;
         for c in clients.iter() {
-            c.push(msg);
+            if !c.push(msg) {
+                resyncs += 1;
+            }
         }
-        self.sent.fetch_add(clients.len() as u64, Ordering::Relaxed);
+        let n = clients.len() as u64;
+        self.sent.fetch_add(n, Ordering::Relaxed);
+        self.sent_bytes
+            .fetch_add(n * msg.len() as u64, Ordering::Relaxed);
+        if resyncs > 0 {
+            self.resyncs.fetch_add(resyncs, Ordering::Relaxed);
+        }
     }
 
     fn resync_all(&self) {
         let clients = self.clients();
         for c in clients.iter() {
-            let mut q = c.queue();
-            q.clear();
-            q.push_back(Outgoing::Text(Bytes::from_static(RESYNC)));
-            drop(q);
+            c.queue().resync();
             c.wake.notify_one();
         }
         self.resyncs
@@ -193,7 +254,8 @@ fn alarm_msg(kind: &'static str, alarm: &AlarmView) -> Option<Bytes> {
     encode(&AlarmMsg { kind, alarm })
 }
 
-/// The message for one event, if the UI needs one.
+/// The message for one event that is sent at once, if the UI needs one.
+/// An alarm's updates are not: they mark it in `AlarmUpdates` (`marks`).
 fn message(engine: &Engine, event: &Event) -> Option<Bytes> {
     match &event.kind {
         EventKind::ServiceAdded(s) => service_msg("ADD_SERVICE", s),
@@ -208,34 +270,118 @@ fn message(engine: &Engine, event: &Event) -> Option<Bytes> {
         }
         EventKind::ServiceRemoved(s) => service_msg("REMOVE_SERVICE", s),
         EventKind::AlarmAdded(a) => alarm_msg("ADD_ALARM", &engine.with_suppression(a.clone())),
-        EventKind::AlarmStateChanged { alarm, .. } => {
-            alarm_msg("UPDATE_ALARM", &engine.with_suppression(alarm.clone()))
-        }
-        EventKind::AlarmUpdated(name) => alarm_msg("UPDATE_ALARM", &engine.alarm(name)?),
+        EventKind::AlarmStateChanged { .. } | EventKind::AlarmUpdated(_) => None,
         EventKind::AlarmRemoved(a) => alarm_msg("REMOVE_ALARM", a),
     }
 }
 
-/// When an alarm changes state, the alarms that depend on it change their
-/// `suppressed_by` (README, "Cron jobs and scripts") without an event of their own: one
-/// `UPDATE_ALARM` each. Alarms are few; this walks them only then.
-fn dependents(engine: &Engine, event: &Event) -> Vec<Bytes> {
-    let EventKind::AlarmStateChanged { alarm, .. } = &event.kind else {
-        return Vec::new();
-    };
-    if !engine
-        .matcher()
-        .defs()
-        .iter()
-        .any(|d| !d.depends_on.is_empty())
-    {
-        return Vec::new();
+/// The alarms whose `UPDATE_ALARM` an event calls for: the alarm itself,
+/// and when it changed state, the alarms that depend on it, whose
+/// `suppressed_by` (README, "Cron jobs and scripts") changed without an
+/// event of their own. Alarms are few; this walks them only then.
+fn marks(engine: &Engine, event: &Event, updates: &mut AlarmUpdates) {
+    match &event.kind {
+        EventKind::AlarmUpdated(name) => updates.mark(name),
+        EventKind::AlarmStateChanged { alarm, .. } => {
+            updates.mark(&alarm.name);
+            if engine
+                .matcher()
+                .defs()
+                .iter()
+                .any(|d| !d.depends_on.is_empty())
+            {
+                for name in engine.alarm_names_depending_on(&alarm.name) {
+                    updates.mark(&name);
+                }
+            }
+        }
+        // Its REMOVE_ALARM goes at once; an update after it would bring it
+        // back in the UI.
+        EventKind::AlarmRemoved(a) => updates.forget(&a.name),
+        _ => {}
     }
-    engine
-        .alarms_depending_on(&alarm.name)
-        .iter()
-        .filter_map(|a| alarm_msg("UPDATE_ALARM", a))
-        .collect()
+}
+
+/// The alarms changed since the last tick, and the big ones whose next
+/// message must wait: what makes an alarm cost one message per tick at
+/// most, however many of its members change (SPEC §8), and a huge one no
+/// more than `ALARM_BYTES_PER_SEC`.
+#[derive(Default)]
+struct AlarmUpdates {
+    /// Alarms changed since their last message; each gets one, with its
+    /// state at the tick that sends it.
+    changed: HashSet<Arc<str>>,
+    /// Alarms whose last message was big, and when their next may go.
+    /// Entries leave once their time has passed.
+    held: HashMap<Arc<str>, Instant>,
+}
+
+impl AlarmUpdates {
+    fn mark(&mut self, name: &Arc<str>) {
+        if !self.changed.contains(name) {
+            self.changed.insert(name.clone());
+        }
+    }
+
+    fn forget(&mut self, name: &str) {
+        self.changed.remove(name);
+    }
+
+    /// Drops every change: the clients were sent RESYNC and reload.
+    fn clear(&mut self) {
+        self.changed.clear();
+    }
+
+    /// The changed alarms whose message may go at `now`, taken out.
+    fn due(&mut self, now: Instant) -> Vec<Arc<str>> {
+        self.held.retain(|_, until| *until > now);
+        if self.held.is_empty() {
+            return self.changed.drain().collect();
+        }
+        let held = &self.held;
+        let due: Vec<Arc<str>> = self
+            .changed
+            .iter()
+            .filter(|n| !held.contains_key(*n))
+            .cloned()
+            .collect();
+        for n in &due {
+            self.changed.remove(n);
+        }
+        due
+    }
+
+    /// A message of `bytes` went for `name` at `now`: a big one holds the
+    /// alarm's next message for as long as it takes at the paced rate.
+    fn sent(&mut self, name: &Arc<str>, bytes: usize, now: Instant) {
+        let hold = Duration::from_secs_f64(bytes as f64 / ALARM_BYTES_PER_SEC as f64);
+        if hold > BEAT_COALESCE {
+            self.held
+                .insert(name.clone(), now + hold.min(ALARM_MAX_HOLD));
+        }
+    }
+}
+
+/// Sends the alarms `updates` says are due, each with its state now.
+fn send_alarm_updates(hub: &WsHub, engine: &Engine, updates: &mut AlarmUpdates) {
+    let now = Instant::now();
+    let due = updates.due(now);
+    if due.len() > CLIENT_QUEUE {
+        // More than a client may queue: each would get RESYNC anyway.
+        hub.resync_all();
+        updates.clear();
+        return;
+    }
+    for name in due {
+        // An alarm deleted since its change has sent its REMOVE_ALARM.
+        if let Some(msg) = engine
+            .alarm(&name)
+            .and_then(|a| alarm_msg("UPDATE_ALARM", &a))
+        {
+            updates.sent(&name, msg.len(), now);
+            hub.broadcast(&msg);
+        }
+    }
 }
 
 /// The hub task: events and collected beats to every client's queue.
@@ -245,8 +391,9 @@ pub async fn run_hub(
     mut events: broadcast::Receiver<Arc<Event>>,
     stop: tokio_util::sync::CancellationToken,
 ) {
-    let mut beats = tokio::time::interval(BEAT_COALESCE);
-    beats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticks = tokio::time::interval(BEAT_COALESCE);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut alarms = AlarmUpdates::default();
     loop {
         tokio::select! {
             ev = events.recv() => match ev {
@@ -255,21 +402,25 @@ pub async fn run_hub(
                         if let Some(msg) = message(&engine, &ev) {
                             hub.broadcast(&msg);
                         }
-                        for msg in dependents(&engine, &ev) {
-                            hub.broadcast(&msg);
-                        }
+                        marks(&engine, &ev, &mut alarms);
                     }
                 }
                 Err(broadcast::error::RecvError::Lagged(n)) => {
                     tracing::debug!("websocket hub missed {n} events; clients resync");
                     hub.resync_all();
+                    alarms.clear();
                 }
                 Err(broadcast::error::RecvError::Closed) => return,
             },
-            _ = beats.tick() => {
+            _ = ticks.tick() => {
+                if hub.client_count() == 0 {
+                    alarms.clear();
+                }
+                // Services first, then the alarms they changed.
                 let beaten = engine.take_beaten();
                 if beaten.len() > CLIENT_QUEUE {
                     hub.resync_all();
+                    alarms.clear();
                     continue;
                 }
                 for name in beaten {
@@ -280,6 +431,7 @@ pub async fn run_hub(
                         hub.broadcast(&msg);
                     }
                 }
+                send_alarm_updates(&hub, &engine, &mut alarms);
             }
             _ = stop.cancelled() => {
                 // 1001: going away. Each client's task sends it and ends.
@@ -335,7 +487,7 @@ pub fn upgrade(mut req: Request<Incoming>, hub: &Arc<WsHub>, engine: &Engine) ->
         }
     };
     let client = Arc::new(Client {
-        queue: Mutex::new(VecDeque::new()),
+        queue: Mutex::new(Queue::default()),
         wake: Notify::new(),
         last_seen: AtomicI64::new(now_ms()),
         gone: AtomicBool::new(false),
@@ -421,7 +573,7 @@ async fn serve(ws: fastwebsockets::WebSocket<Upgraded>, client: &Arc<Client>) {
         if client.gone.load(Ordering::Relaxed) {
             break;
         }
-        batch.extend(client.queue().drain(..));
+        client.take(&mut batch);
         let write = async {
             for out in batch.drain(..) {
                 let (opcode, bytes): (OpCode, &[u8]) = match &out {
@@ -452,4 +604,72 @@ async fn serve(ws: fastwebsockets::WebSocket<Upgraded>, client: &Arc<Client>) {
         }
     }
     reader.abort();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_queue_is_bounded_in_bytes_and_resyncs_when_full() {
+        let mut q = Queue::default();
+        let msg = Bytes::from(vec![b'x'; 100_000]);
+        let mut resynced = false;
+        for _ in 0..1_000 {
+            resynced |= !q.push_text(&msg);
+            assert!(q.bytes <= CLIENT_QUEUE_BYTES, "{} bytes queued", q.bytes);
+        }
+        assert!(resynced, "100 MB offered to a 4 MiB queue");
+        assert!(matches!(q.msgs.front(), Some(Outgoing::Text(b)) if &b[..] == RESYNC));
+    }
+
+    #[test]
+    fn a_message_bigger_than_the_bound_still_reaches_an_empty_queue() {
+        let mut q = Queue::default();
+        let huge = Bytes::from(vec![b'x'; CLIENT_QUEUE_BYTES * 2]);
+        assert!(q.push_text(&huge));
+        assert!(!q.push_text(&Bytes::from_static(b"{}")), "full behind it");
+        assert_eq!(q.msgs.len(), 1);
+    }
+
+    #[test]
+    fn an_alarm_changed_many_times_is_due_once() {
+        let mut u = AlarmUpdates::default();
+        let a: Arc<str> = "a".into();
+        for _ in 0..1_000 {
+            u.mark(&a);
+        }
+        let now = Instant::now();
+        assert_eq!(u.due(now), vec![a.clone()]);
+        assert!(u.due(now).is_empty());
+    }
+
+    #[test]
+    fn a_big_alarm_waits_for_its_bytes_at_the_paced_rate_and_no_longer_than_the_cap() {
+        let mut u = AlarmUpdates::default();
+        let (big, small): (Arc<str>, Arc<str>) = ("big".into(), "small".into());
+        let t0 = Instant::now();
+        u.sent(&big, 2 * ALARM_BYTES_PER_SEC, t0);
+        u.sent(&small, 1_000, t0);
+        u.mark(&big);
+        u.mark(&small);
+        assert_eq!(u.due(t0 + BEAT_COALESCE), vec![small.clone()]);
+        assert!(u.due(t0 + Duration::from_millis(1_900)).is_empty());
+        assert_eq!(u.due(t0 + Duration::from_millis(2_001)), vec![big.clone()]);
+        u.sent(&big, 100 * ALARM_BYTES_PER_SEC, t0);
+        u.mark(&big);
+        assert_eq!(
+            u.due(t0 + ALARM_MAX_HOLD + Duration::from_millis(1)),
+            vec![big]
+        );
+    }
+
+    #[test]
+    fn a_removed_alarm_is_not_updated_after_its_removal() {
+        let mut u = AlarmUpdates::default();
+        let a: Arc<str> = "a".into();
+        u.mark(&a);
+        u.forget(&a);
+        assert!(u.due(Instant::now()).is_empty());
+    }
 }
