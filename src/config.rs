@@ -112,6 +112,8 @@ pub struct Config {
     pub auto: AutoConfig,
     /// What bounds the resources clients can make lovebeat hold.
     pub limits: crate::limits::LimitsConfig,
+    /// The history store.
+    pub history: crate::history::HistoryConfig,
     /// The files it was read from, in order (not a key).
     #[serde(skip)]
     pub files: Vec<PathBuf>,

@@ -30,6 +30,8 @@ pub struct Sources {
     pub(crate) http: Arc<crate::http::conns::Registry>,
     /// The answers that hold a whole table.
     pub(crate) lists: Arc<crate::http::lists::Lists>,
+    /// The history store, when it is open.
+    pub history: Option<Arc<crate::history::History>>,
 }
 
 /// One counter: how it is named where, what it counts, and how to read
@@ -148,7 +150,7 @@ pub const COUNTERS: &[Counter] = &[
         prometheus: "lovebeat_eventlog_lost_total",
         statsd: None,
         help: "Events the event log lost: counted instead of logged while its writer was stalled, or not written because the file could not be (a gap record marks where).",
-        read: |s| Some(s.engine.journal_lost()),
+        read: |s| Some(s.engine.journal_lost(crate::engine::journal::Feed::EventLog)),
     },
     Counter {
         prometheus: "lovebeat_db_saves_total",
@@ -161,6 +163,24 @@ pub const COUNTERS: &[Counter] = &[
         statsd: None,
         help: "Database saves that failed.",
         read: |s| Some(s.saves.failures.load(Ordering::Relaxed)),
+    },
+    Counter {
+        prometheus: "lovebeat_history_changes_written_total",
+        statsd: None,
+        help: "State changes written to the history file.",
+        read: |s| s.history.as_ref().map(|h| h.written()),
+    },
+    Counter {
+        prometheus: "lovebeat_history_changes_lost_total",
+        statsd: None,
+        help: "State changes the history lost: its writer was stalled past its bound, or a write failed.",
+        read: |s| s.history.as_ref().map(|h| h.lost()),
+    },
+    Counter {
+        prometheus: "lovebeat_history_write_errors_total",
+        statsd: None,
+        help: "Failed writes to the history file.",
+        read: |s| s.history.as_ref().map(|h| h.errors()),
     },
     Counter {
         prometheus: "lovebeat_websocket_messages_total",

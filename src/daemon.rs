@@ -98,9 +98,15 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     }
 
     // Every sink subscribes before any input can produce an event.
+    let trouble = crate::trouble::Trouble::new(engine.clone());
+    let history = crate::history::History::start(&config.history, &db_path, &engine, &trouble);
     let log_events = engine.subscribe();
-    let eventlog =
-        (!config.eventlog.path.is_empty()).then(|| (engine.journal(), engine.watch_services()));
+    let eventlog = (!config.eventlog.path.is_empty()).then(|| {
+        (
+            engine.journal(crate::engine::journal::Feed::EventLog),
+            engine.watch_services(),
+        )
+    });
     let metrics_events = engine.subscribe();
     let ws_events = engine.subscribe();
     let stats = Arc::new(IngestStats::default());
@@ -169,6 +175,10 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         engine: engine.clone(),
         http: http_conns.clone(),
         lists: lists.clone(),
+        history: match &history {
+            crate::history::HistoryState::On(h) => Some(h.clone()),
+            _ => None,
+        },
     };
     let alerts_config = Arc::new(config.alerts_config());
     let state = Arc::new(AppState {
@@ -180,6 +190,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         alert_tasks: stop.alert_tasks.clone(),
         conns: http_conns,
         lists,
+        history: history.clone(),
         gate: http::router::Gate {
             keys: config.http.keys(),
             hosts: http::origin::AllowedHosts::new(
@@ -195,7 +206,6 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         stop.input_tasks.clone(),
     ));
     // Alerts: drained once input has stopped.
-    let trouble = crate::trouble::Trouble::new(engine.clone());
     if let Some(why) = &start.remote_trouble {
         trouble.fail(crate::trouble::Part::Upload, why);
     }
@@ -306,6 +316,18 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     stop.sink_token.cancel();
     stop.sink_tasks.close();
     let _ = tokio::time::timeout_at(deadline - SAVE_RESERVE, stop.sink_tasks.wait()).await;
+    if let crate::history::HistoryState::On(h) = &history {
+        // The inputs have stopped: what is queued is written, and the stop
+        // recorded (the time until the next start is lovebeat's downtime).
+        let h = h.clone();
+        let writing = tokio::task::spawn_blocking(move || h.stop());
+        if tokio::time::timeout_at(deadline - SAVE_RESERVE, writing)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the history writer did not finish before the deadline");
+        }
+    }
     let saved = persistence::save_now(&engine, &db_path, &saves, persistence::Priority::Normal)
         .await
         .with_context(|| format!("final save to {} failed", db_path.display()))?;

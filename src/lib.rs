@@ -17,6 +17,7 @@ pub mod engine;
 pub mod escape;
 #[doc(hidden)]
 pub mod fuzz_targets;
+pub mod history;
 pub mod http;
 pub mod ingest;
 pub mod limits;

@@ -27,15 +27,18 @@ pub enum Part {
     Eventlog,
     /// Room for new services and alarms (`[limits]`).
     Capacity,
+    /// Opening or writing the history file.
+    History,
 }
 
 /// Every part.
-const PARTS: [Part; 5] = [
+const PARTS: [Part; 6] = [
     Part::Save,
     Part::Upload,
     Part::Alerts,
     Part::Eventlog,
     Part::Capacity,
+    Part::History,
 ];
 
 impl Part {
@@ -47,6 +50,7 @@ impl Part {
             Part::Alerts => "lovebeat.self.alerts",
             Part::Eventlog => "lovebeat.self.eventlog",
             Part::Capacity => "lovebeat.self.capacity",
+            Part::History => "lovebeat.self.history",
         }
     }
 }

@@ -1,5 +1,6 @@
-//! The lossless event feed, for the event log (README promises it holds
-//! every state change).
+//! The lossless event feeds, for the event log (README promises it holds
+//! every state change) and the history store (`history/`): one queue per
+//! [`Feed`], each taken by its own writer.
 //!
 //! The broadcast in `events.rs` is for views: a subscriber that falls
 //! behind loses the oldest events, which a browser can afford and a log
@@ -146,17 +147,33 @@ impl Journal {
     }
 }
 
+/// The writers that take a lossless feed of the engine's changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feed {
+    /// The JSON event log (`sinks/eventlog.rs`).
+    EventLog = 0,
+    /// The history store (`history/`).
+    History = 1,
+}
+
+/// How many feeds there are.
+pub(super) const FEEDS: usize = 2;
+
 impl Engine {
-    /// Starts the lossless event feed (one per engine: the event log's).
-    /// Events from now on are queued until taken.
-    pub fn journal(&self) -> Arc<Journal> {
-        self.inner.journal.get_or_init(Arc::default).clone()
+    /// Starts a lossless event feed (one per [`Feed`]). Events from now on
+    /// are queued until taken.
+    pub fn journal(&self, feed: Feed) -> Arc<Journal> {
+        self.inner.journals[feed as usize]
+            .get_or_init(Arc::default)
+            .clone()
     }
 
-    /// Events the event log lost: counted instead of queued, or not
-    /// written (0 without a journal).
-    pub fn journal_lost(&self) -> u64 {
-        self.inner.journal.get().map_or(0, |j| j.lost())
+    /// Events a feed lost: counted instead of queued, or not written (0
+    /// without it).
+    pub fn journal_lost(&self, feed: Feed) -> u64 {
+        self.inner.journals[feed as usize]
+            .get()
+            .map_or(0, |j| j.lost())
     }
 }
 

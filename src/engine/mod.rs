@@ -197,8 +197,8 @@ struct Inner {
     /// Alarm transitions waiting for the alert dispatcher: the lossless
     /// path (`announce.rs`).
     announcements: announce::Announcements,
-    /// The event log's lossless feed, once it is asked for (`journal.rs`).
-    journal: std::sync::OnceLock<Arc<journal::Journal>>,
+    /// The lossless feeds, each once it is asked for (`journal.rs`).
+    journals: [std::sync::OnceLock<Arc<journal::Journal>>; journal::FEEDS],
     /// Services per state, indexed by `State as usize`.
     counts: [AtomicI64; 4],
     /// When this engine started: beats before it add no interval.
@@ -248,7 +248,7 @@ impl Engine {
                 wake: Notify::new(),
                 events,
                 announcements: Default::default(),
-                journal: std::sync::OnceLock::new(),
+                journals: Default::default(),
                 counts: Default::default(),
                 started_at: now,
                 service_watchers: AtomicUsize::new(0),
@@ -499,13 +499,13 @@ impl Engine {
     }
 
     fn emit(&self, now: i64, kind: impl FnOnce() -> EventKind) {
-        let journal = self.inner.journal.get();
-        if self.inner.events.receiver_count() > 0 || journal.is_some() {
+        let journals = &self.inner.journals;
+        if self.inner.events.receiver_count() > 0 || journals.iter().any(|j| j.get().is_some()) {
             let event = Arc::new(Event {
                 ts: now,
                 kind: kind(),
             });
-            if let Some(j) = journal {
+            for j in journals.iter().filter_map(|j| j.get()) {
                 j.push(&event);
             }
             // An error only means every receiver is gone: nothing to do.

@@ -670,6 +670,7 @@ mod tests {
                 engine: engine.clone(),
                 http: conns.clone(),
                 lists: lists.clone(),
+                history: None,
             },
             engine,
             ws,
@@ -679,6 +680,7 @@ mod tests {
             lists,
             alerts: Default::default(),
             alert_tasks: Default::default(),
+            history: crate::history::HistoryState::Off,
         }
     }
 

@@ -7,6 +7,7 @@ mod api;
 pub mod auth;
 mod badge;
 pub(crate) mod conns;
+mod history;
 pub(crate) mod lists;
 mod metrics;
 pub mod origin;
@@ -120,6 +121,8 @@ pub struct AppState {
     pub(crate) conns: Arc<conns::Registry>,
     /// The answers that hold a whole table, bounded.
     pub(crate) lists: Arc<lists::Lists>,
+    /// The history store, for its endpoints.
+    pub history: crate::history::HistoryState,
 }
 
 /// `r`, with its connection marked as sending a streamed answer until

@@ -38,6 +38,8 @@ pub enum Endpoint {
     Fail,
     /// `/api/services/{name}/exit/{code}`.
     Exit,
+    /// `/api/services/{name}/history`: its state changes (README, "History").
+    ServiceHistory,
     /// `/api/alarms` (and with a trailing `/`).
     ListAlarms,
     /// `/api/alarms/{name}`.
@@ -47,6 +49,8 @@ pub enum Endpoint {
     /// `/api/alarms/{name}/alerts`: the alerts an alarm fires, and their
     /// alerters' kinds (what the UI offers to test).
     AlarmAlerts,
+    /// `/api/alarms/{name}/history`: its state changes.
+    AlarmHistory,
     /// `/api/status`.
     Status,
     /// `/api/alerts/{name}/test`: a test to every alerter of an alert.
@@ -92,11 +96,13 @@ fn routes() -> &'static matchit::Router<Endpoint> {
                 ("/api/services/{name}/start", Endpoint::Start),
                 ("/api/services/{name}/fail", Endpoint::Fail),
                 ("/api/services/{name}/exit/{code}", Endpoint::Exit),
+                ("/api/services/{name}/history", Endpoint::ServiceHistory),
                 ("/api/alarms", Endpoint::ListAlarms),
                 ("/api/alarms/", Endpoint::ListAlarms),
                 ("/api/alarms/{name}", Endpoint::Alarm),
                 ("/api/alarms/{name}/status", Endpoint::AlarmStatus),
                 ("/api/alarms/{name}/alerts", Endpoint::AlarmAlerts),
+                ("/api/alarms/{name}/history", Endpoint::AlarmHistory),
                 ("/api/status", Endpoint::Status),
                 ("/api/alerts/{name}/test", Endpoint::AlertTest),
                 ("/metrics", Endpoint::Metrics),
@@ -249,6 +255,19 @@ async fn route(req: Request<Incoming>, state: &AppState) -> Response<Body> {
                 return bad;
             }
             only(&method, &[Method::GET], || api::alarm_alerts(state, name))
+        }
+        e @ (Endpoint::ServiceHistory | Endpoint::AlarmHistory) => {
+            let (what, kind) = match e {
+                Endpoint::ServiceHistory => ("service", crate::history::record::Kind::Service),
+                _ => ("alarm", crate::history::record::Kind::Alarm),
+            };
+            if let Some(bad) = check_name(name, what) {
+                return bad;
+            }
+            if method != Method::GET && method != Method::HEAD {
+                return not_allowed("GET");
+            }
+            super::history::changes(&req, state, kind, name).await
         }
         Endpoint::Status => only(&method, &[Method::GET], || api::status(&req, state)),
         Endpoint::AlertTest => match method {

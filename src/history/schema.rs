@@ -1,0 +1,87 @@
+//! The history file's tables. The file is plain SQLite: an operator opens
+//! it with `sqlite3` (README, "History"). Each change of the schema bumps
+//! `user_version` and adds a step to [`migrate`]; a file newer than this
+//! build is refused rather than written wrongly.
+
+use rusqlite::Connection;
+
+/// The schema this build writes.
+pub const VERSION: i64 = 1;
+
+/// Version 1: names, their state changes, and lovebeat's own runs.
+///
+/// - `names`: one row per service (`kind` 0) or alarm (`kind` 1) ever
+///   seen; `deleted_at` (ms) while it is deleted. Changes refer to it by
+///   `id`, so a long name is stored once, not per change.
+/// - `changes`: one row per state change, clustered by name and time (a
+///   name's history is one range read). `seq` orders changes of one
+///   millisecond and makes the key unique; states are `State as u8`,
+///   `reason` a [`super::record::Reason`], `detail` its number (an exit
+///   code, an incident number) or NULL.
+/// - `lifecycle`: one row per run of lovebeat, `started`, `last_seen`
+///   (renewed while it runs) and `stopped` (a clean stop): the time
+///   between one run's last sign of life and the next start is time
+///   lovebeat was down, which uptime counts as unknown.
+const V1: &str = "
+CREATE TABLE names (
+    id INTEGER PRIMARY KEY,
+    kind INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    deleted_at INTEGER,
+    UNIQUE (kind, name)
+);
+CREATE TABLE changes (
+    name_id INTEGER NOT NULL,
+    ts INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    from_state INTEGER,
+    to_state INTEGER NOT NULL,
+    reason INTEGER NOT NULL,
+    detail INTEGER,
+    PRIMARY KEY (name_id, ts, seq)
+) WITHOUT ROWID;
+CREATE TABLE lifecycle (
+    id INTEGER PRIMARY KEY,
+    started INTEGER NOT NULL,
+    last_seen INTEGER NOT NULL,
+    stopped INTEGER
+);
+";
+
+/// Why a history file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaError {
+    /// SQLite refused (not a database, unreadable, read-only, ...).
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+    /// A later lovebeat wrote it.
+    #[error("it was written by a newer lovebeat (schema {0}, this one knows {VERSION})")]
+    Newer(i64),
+}
+
+/// Brings the file's tables to [`VERSION`].
+pub fn migrate(conn: &mut Connection) -> Result<(), SchemaError> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version > VERSION {
+        return Err(SchemaError::Newer(version));
+    }
+    if version < 1 {
+        let tx = conn.transaction()?;
+        tx.execute_batch(V1)?;
+        tx.execute_batch("PRAGMA user_version = 1")?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+/// The settings every connection to the file gets: WAL (readers never
+/// wait for the writer), a busy wait instead of an immediate error, and
+/// `NORMAL` sync (a power cut may lose the last transactions, never
+/// corrupt the file).
+pub fn configure(conn: &Connection) -> Result<(), rusqlite::Error> {
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "OFF")?;
+    Ok(())
+}

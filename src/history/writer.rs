@@ -1,0 +1,251 @@
+//! The history's one writer: a thread that takes the engine's lossless
+//! feed (`engine/journal.rs`) and writes it in batched transactions, so a
+//! mass outage never waits on SQLite inside the engine's locks, and a
+//! failing file never stops monitoring.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::record::{self, Change, Kind};
+use super::Shared;
+use crate::clock::now_ms;
+use crate::engine::journal::Journal;
+
+/// Rows written in one transaction at most.
+pub(super) const BATCH_ROWS: usize = 4096;
+/// How long the writer waits for changes before it writes what it has.
+pub(super) const BATCH_WAIT: Duration = Duration::from_millis(100);
+/// How often the current run's `last_seen` is renewed.
+const ALIVE_EVERY: Duration = Duration::from_secs(10);
+/// Names whose ids the writer remembers at most (then it forgets them all
+/// and asks the file again): bounds its memory at a million services.
+const NAME_CACHE: usize = 100_000;
+/// How often retention is pruned, and how many names one step covers.
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
+const PRUNE_STEP: i64 = 2_000;
+
+/// The writer's connection and what it remembers between batches.
+pub(super) struct Writer {
+    conn: Connection,
+    /// (kind, name) to `names.id`.
+    ids: HashMap<(u8, String), i64>,
+    /// The next `seq`.
+    seq: i64,
+    /// This run's `lifecycle` row.
+    run: i64,
+    last_alive: Instant,
+    /// Where the retention pruning goes on (a `names.id`), and when it ran.
+    prune_from: i64,
+    last_prune: Instant,
+}
+
+impl Writer {
+    /// Starts this run's `lifecycle` row.
+    pub(super) fn open(conn: Connection, now: i64) -> rusqlite::Result<Writer> {
+        let seq: i64 =
+            conn.query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM changes", [], |r| {
+                r.get(0)
+            })?;
+        conn.execute(
+            "INSERT INTO lifecycle (started, last_seen) VALUES (?1, ?1)",
+            [now],
+        )?;
+        let run = conn.last_insert_rowid();
+        Ok(Writer {
+            conn,
+            ids: HashMap::new(),
+            seq,
+            run,
+            last_alive: Instant::now(),
+            prune_from: 0,
+            last_prune: Instant::now(),
+        })
+    }
+
+    fn name_id(&mut self, kind: Kind, name: &str) -> rusqlite::Result<i64> {
+        let key = (kind as u8, name.to_string());
+        if let Some(id) = self.ids.get(&key) {
+            return Ok(*id);
+        }
+        if self.ids.len() >= NAME_CACHE {
+            self.ids.clear();
+        }
+        let found: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT id FROM names WHERE kind = ?1 AND name = ?2")?
+            .query_row(params![kind as u8, name], |r| r.get(0))
+            .optional()?;
+        let id = match found {
+            Some(id) => id,
+            None => {
+                self.conn
+                    .prepare_cached("INSERT INTO names (kind, name) VALUES (?1, ?2)")?
+                    .execute(params![kind as u8, name])?;
+                self.conn.last_insert_rowid()
+            }
+        };
+        self.ids.insert(key, id);
+        Ok(id)
+    }
+
+    /// Writes `changes` in one transaction.
+    pub(super) fn write(&mut self, changes: &[Change]) -> rusqlite::Result<()> {
+        self.conn.execute_batch("BEGIN")?;
+        let result = self.write_rows(changes);
+        match result {
+            Ok(()) => self.conn.execute_batch("COMMIT"),
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                Err(e)
+            }
+        }
+    }
+
+    fn write_rows(&mut self, changes: &[Change]) -> rusqlite::Result<()> {
+        for c in changes {
+            let id = self.name_id(c.kind, &c.name)?;
+            self.conn
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO changes (name_id, ts, seq, from_state, to_state, reason, detail) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?
+                .execute(params![
+                    id,
+                    c.ts,
+                    self.seq,
+                    c.from,
+                    c.to,
+                    c.reason as u8,
+                    c.detail
+                ])?;
+            self.seq += 1;
+            // A deleted name is marked, one that comes back unmarked.
+            let deleted = (c.to == record::DELETED).then_some(c.ts);
+            self.conn
+                .prepare_cached("UPDATE names SET deleted_at = ?2 WHERE id = ?1")?
+                .execute(params![id, deleted])?;
+        }
+        Ok(())
+    }
+
+    /// Renews this run's `last_seen` every [`ALIVE_EVERY`], or at `stop`.
+    pub(super) fn alive(&mut self, now: i64, stop: bool) -> rusqlite::Result<()> {
+        if stop {
+            self.conn.execute(
+                "UPDATE lifecycle SET last_seen = ?2, stopped = ?2 WHERE id = ?1",
+                params![self.run, now],
+            )?;
+        } else if self.last_alive.elapsed() >= ALIVE_EVERY {
+            self.conn.execute(
+                "UPDATE lifecycle SET last_seen = ?2 WHERE id = ?1",
+                params![self.run, now],
+            )?;
+            self.last_alive = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// One small step of retention: the changes older than `retention_ms`
+    /// of the next [`PRUNE_STEP`] names, so the writer is never held long.
+    /// A pass over every name runs every [`PRUNE_EVERY`].
+    pub(super) fn prune(&mut self, retention_ms: u64, now: i64) -> rusqlite::Result<usize> {
+        if retention_ms == 0 || (self.prune_from == 0 && self.last_prune.elapsed() < PRUNE_EVERY) {
+            return Ok(0);
+        }
+        let cutoff = now.saturating_sub(retention_ms as i64);
+        let to = self.prune_from + PRUNE_STEP;
+        let n = self.conn.execute(
+            "DELETE FROM changes WHERE name_id >= ?1 AND name_id < ?2 AND ts < ?3",
+            params![self.prune_from, to, cutoff],
+        )?;
+        let max: i64 = self
+            .conn
+            .query_row("SELECT COALESCE(MAX(id), 0) FROM names", [], |r| r.get(0))?;
+        if to > max {
+            self.prune_from = 0;
+            self.last_prune = Instant::now();
+        } else {
+            self.prune_from = to;
+        }
+        Ok(n)
+    }
+
+    /// Starts a pass of pruning at the next call (tests, and the start).
+    pub(super) fn prune_now(&mut self) {
+        self.prune_from = 1;
+    }
+}
+
+/// Takes the feed and writes it until the feed is closed and drained.
+/// Errors are counted, logged at most every 10 s, and reported as
+/// lovebeat's own trouble; the changes of a failed batch are lost (and
+/// counted), never retried forever.
+pub(super) fn run(mut w: Writer, journal: &Journal, shared: &Arc<Shared>, stop: &dyn Fn() -> bool) {
+    let mut last_error_log: Option<Instant> = None;
+    let mut failing = false;
+    w.prune_now();
+    loop {
+        let stopping = stop();
+        let batch = journal.take(if stopping { Duration::ZERO } else { BATCH_WAIT });
+        if batch.lost_after > 0 {
+            shared.lost.fetch_add(batch.lost_after, Ordering::Relaxed);
+        }
+        let changes: Vec<Change> = batch
+            .events
+            .iter()
+            .filter_map(|e| record::change(e))
+            .collect();
+        let mut result = Ok(());
+        for chunk in changes.chunks(BATCH_ROWS) {
+            result = w.write(chunk);
+            match &result {
+                Ok(()) => {
+                    shared
+                        .written
+                        .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                }
+                Err(_) => {
+                    shared.lost.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                    journal.count_unwritten(chunk.len() as u64);
+                }
+            }
+        }
+        let now = now_ms();
+        let result = result
+            .and_then(|()| w.alive(now, false))
+            .and_then(|()| w.prune(shared.retention_ms, now).map(|_| ()));
+        match result {
+            Ok(()) => {
+                if failing {
+                    failing = false;
+                    tracing::info!("the history file is written again");
+                    shared.trouble.ok(crate::trouble::Part::History);
+                }
+            }
+            Err(e) => {
+                shared.errors.fetch_add(1, Ordering::Relaxed);
+                if last_error_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                    last_error_log = Some(Instant::now());
+                    tracing::error!("cannot write the history file: {e}");
+                }
+                if !failing {
+                    failing = true;
+                    shared.trouble.fail(
+                        crate::trouble::Part::History,
+                        &format!("cannot write the history file: {e}"),
+                    );
+                }
+            }
+        }
+        if stopping && batch.events.is_empty() {
+            break;
+        }
+    }
+    if let Err(e) = w.alive(now_ms(), true) {
+        tracing::error!("cannot record the stop in the history file: {e}");
+    }
+}

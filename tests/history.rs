@@ -1,0 +1,202 @@
+//! The history store against the real binary (README, "History"): every
+//! state change kept across restarts, with its reason, in a SQLite file an
+//! operator opens with `sqlite3`; a file that cannot be used never stops
+//! monitoring.
+
+mod common;
+
+use common::{wait_until, Daemon};
+use serde_json::Value;
+
+fn history(d: &Daemon, what: &str, name: &str, query: &str) -> common::Reply {
+    d.get(&format!("/api/{what}/{name}/history{query}"))
+}
+
+/// (to, reason) of each change, newest first.
+fn changes(v: &Value) -> Vec<(String, String)> {
+    v["changes"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|c| {
+                    (
+                        c["to"].as_str().unwrap_or("?").to_string(),
+                        c["reason"].as_str().unwrap_or("?").to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
+    p.iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
+}
+
+#[test]
+fn every_change_is_kept_with_its_reason_across_a_restart() {
+    let mut d = Daemon::start("[[alarms]]\nname = \"web\"\npattern = \"web.*\"\n");
+    assert_eq!(d.post("/api/services/web.a?timeout=3600").status, 200);
+    // A tripwire timeout: ERROR at once; a beat with a timeout brings it back.
+    assert_eq!(d.post("/api/services/web.a?timeout=0").status, 200);
+    assert_eq!(d.post("/api/services/web.a?timeout=3600").status, 200);
+    assert_eq!(d.post("/api/services/web.a/mute").status, 200);
+    assert_eq!(d.post("/api/services/web.a/unmute").status, 200);
+    let want = pairs(&[
+        ("ok", "unmute"),
+        ("muted", "mute"),
+        ("ok", "beat"),
+        ("error", "timeout"),
+        ("ok", "created"),
+    ]);
+    wait_until(10, "the changes are written", || {
+        changes(&history(&d, "services", "web.a", "").json()) == want
+    });
+    d.restart();
+    let v = history(&d, "services", "web.a", "").json();
+    assert_eq!(changes(&v), want, "{v}");
+    assert!(v["next_cursor"].is_null());
+    let alarm = history(&d, "alarms", "web", "").json();
+    let a = changes(&alarm);
+    assert!(
+        a.contains(&("error".into(), "members failed".into()))
+            && a.contains(&("ok".into(), "recovered".into())),
+        "{alarm}"
+    );
+    assert_eq!(alarm["changes"][1]["incident"], 1, "{alarm}");
+
+    // Deleted: still answered, marked; never known: 404.
+    assert_eq!(d.delete("/api/services/web.a").status, 200);
+    wait_until(10, "the delete is written", || {
+        history(&d, "services", "web.a", "").json()["deleted_at"].is_i64()
+    });
+    let v = history(&d, "services", "web.a", "").json();
+    assert_eq!(changes(&v)[0], ("deleted".into(), "deleted".into()));
+    let r = history(&d, "services", "web.never", "");
+    assert_eq!(r.status, 404);
+    assert!(r.json()["error"].is_string());
+
+    // The file is plain SQLite, private to its owner.
+    let file = d.path().join("lovebeat.db.history");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&file)
+            .expect("history file")
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+    let out = std::process::Command::new("sqlite3")
+        .arg(&file)
+        .arg("SELECT count(*) FROM changes JOIN names ON names.id = name_id WHERE name = 'web.a'")
+        .output()
+        .expect("sqlite3 (the test command installs it)");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "6");
+}
+
+#[test]
+fn pages_follow_a_cursor_and_a_range_and_refuse_what_is_not_ours() {
+    let d = Daemon::start("");
+    d.post("/api/services/p.a?timeout=3600");
+    for _ in 0..6 {
+        d.post("/api/services/p.a/mute");
+        d.post("/api/services/p.a/unmute");
+    }
+    wait_until(10, "13 changes written", || {
+        history(&d, "services", "p.a", "?limit=1000").json()["changes"]
+            .as_array()
+            .is_some_and(|a| a.len() == 13)
+    });
+    let all = history(&d, "services", "p.a", "").json()["changes"].clone();
+    let mut seen = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let v = history(&d, "services", "p.a", &format!("?limit=5{cursor}")).json();
+        seen.extend(v["changes"].as_array().cloned().unwrap_or_default());
+        match v["next_cursor"].as_str() {
+            Some(c) => cursor = format!("&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(Value::Array(seen), all, "pages of 5 give the whole list");
+    let first = all[12]["ts"].as_i64().expect("ts");
+    let v = history(&d, "services", "p.a", &format!("?until={}", first + 1)).json();
+    assert_eq!(changes(&v), pairs(&[("ok", "created")]));
+    let v = history(
+        &d,
+        "services",
+        "p.a",
+        "?since=2000-01-01T00:00:00Z&until=2000-01-02T00:00:00Z",
+    )
+    .json();
+    assert_eq!(changes(&v), Vec::new());
+    for bad in [
+        "?cursor=x",
+        "?cursor=1.2.3",
+        "?limit=0",
+        "?limit=100000",
+        "?since=yesterday",
+    ] {
+        let r = history(&d, "services", "p.a", bad);
+        assert_eq!(r.status, 400, "{bad}: {}", r.body);
+    }
+    // A name that is a SQL string is no name.
+    let r = d.get("/api/services/x%27%3B%20DROP%20TABLE%20changes%3B--/history");
+    assert_eq!(r.status, 400);
+    assert_eq!(history(&d, "services", "p.a", "").status, 200);
+}
+
+#[test]
+fn history_off_answers_404_saying_so() {
+    let d = Daemon::start("[history]\nenabled = false\n");
+    d.post("/api/services/off.a?timeout=3600");
+    let r = history(&d, "services", "off.a", "");
+    assert_eq!(r.status, 404);
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("history is off"),
+        "{}",
+        r.body
+    );
+    assert!(!d.path().join("lovebeat.db.history").exists());
+}
+
+#[test]
+fn a_damaged_history_file_is_moved_aside_and_a_new_one_kept() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("lovebeat.db.history"), vec![0x5a; 8192]).expect("junk");
+    let d = Daemon::start_in(dir, "");
+    d.post("/api/services/c.a?timeout=3600");
+    wait_until(10, "written to the new file", || {
+        history(&d, "services", "c.a", "").status == 200
+    });
+    let aside = std::fs::read_dir(d.path())
+        .expect("dir")
+        .flatten()
+        .any(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("lovebeat.db.history.corrupt-")
+        });
+    assert!(aside, "the damaged file is kept for a person to look at");
+    assert!(d.stderr().contains("damaged"), "{}", d.stderr());
+}
+
+#[test]
+fn a_history_file_that_cannot_be_opened_stops_nothing_and_is_reported() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A directory where the file should be: no SQLite can open it.
+    std::fs::create_dir(dir.path().join("lovebeat.db.history")).expect("dir");
+    let d = Daemon::start_in(dir, "[[alarms]]\nname = \"w\"\npattern = \"w.*\"\n");
+    assert_eq!(d.post("/api/services/w.a?timeout=3600").status, 200);
+    assert_eq!(d.post("/api/services/w.a?timeout=0").status, 200);
+    assert_eq!(d.service("w.a").expect("service")["state"], "error");
+    let r = history(&d, "services", "w.a", "");
+    assert_eq!(r.status, 503, "{}", r.body);
+    let me = d
+        .service("lovebeat.self.history")
+        .expect("lovebeat.self.history");
+    assert_eq!(me["state"], "error", "{me}");
+}
