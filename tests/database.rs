@@ -173,7 +173,9 @@ fn newline_bomb(n: usize) -> Vec<u8> {
 }
 
 /// Runs the binary in `dir` until it exits (killed after 60 s): its exit
-/// status, its stderr and its peak resident memory in bytes.
+/// status, its stderr and its peak resident memory in bytes. The child
+/// is reaped by `wait4` (which also gives its peak memory), not `wait`.
+#[allow(clippy::zombie_processes)]
 fn run_measured(dir: &Path) -> (std::process::ExitStatus, String, u64) {
     use std::os::unix::process::ExitStatusExt;
     let stderr = dir.join("stderr.log");
