@@ -87,8 +87,9 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         .map(Arc::new);
     let start = persistence::load_at_start(&db_path, remote.as_deref()).await?;
     if let Some(loaded) = start.loaded {
-        let (s, a) = (loaded.services.len(), loaded.alarms.len());
-        engine.load(loaded.services, loaded.alarms, now);
+        let a = loaded.alarms.len();
+        let report = engine.load(loaded.services, loaded.alarms, now);
+        let (s, a) = (report.services, a - report.duplicate_alarms);
         tracing::info!(
             "loaded {s} services and {a} alarms from {}",
             db_path.display()

@@ -41,6 +41,25 @@ pub enum DbError {
         /// What is wrong.
         message: String,
     },
+    /// The content decompresses to more than a database could: a gzip
+    /// bomb, or not a database.
+    #[error("database {path} cannot be read: {read} compressed bytes decompress to {content} bytes or more, over {MAX_RATIO} times as many (plus {} MiB), which no lovebeat database does: damaged, or not a database", RATIO_FLOOR >> 20)]
+    TooBig {
+        /// The file.
+        path: PathBuf,
+        /// Compressed bytes read.
+        read: u64,
+        /// What they decompressed to, when the read stopped.
+        content: u64,
+    },
+    /// The records would not fit in memory.
+    #[error("database {path} cannot be read: no memory for its records after line {line}")]
+    NoMemory {
+        /// The file.
+        path: PathBuf,
+        /// The line reached.
+        line: usize,
+    },
 }
 
 /// What a load found.
@@ -151,6 +170,14 @@ fn minus_one() -> i64 {
 }
 
 /// Reads the database at `path`; `Ok(None)` if there is no file.
+///
+/// What it holds in memory is bounded by the file: as it is read, the
+/// content may grow to at most [`MAX_RATIO`] times the compressed bytes
+/// read so far, plus [`RATIO_FLOOR`], which a real database never
+/// approaches; and the records are kept as they are parsed, never
+/// reserved ahead by a count of lines. A few hundred KB of gzipped
+/// newlines (a poisoned file or S3 copy) would decompress to gigabytes:
+/// refused as "cannot be read" after at most the floor, not an abort.
 pub fn load(path: &Path) -> Result<Option<Loaded>, DbError> {
     let io = |source| DbError::Io {
         path: path.to_path_buf(),
@@ -161,12 +188,80 @@ pub fn load(path: &Path) -> Result<Option<Loaded>, DbError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io(e)),
     };
-    let mut data = Vec::with_capacity(uncompressed_size_hint(&file));
-    MultiGzDecoder::new(std::io::BufReader::with_capacity(1 << 16, file))
-        .read_to_end(&mut data)
-        .map_err(io)?;
+    let mut data = read_content(file, RATIO_FLOOR, path)?;
     decode(&mut data, path).map(Some)
 }
+
+/// Decompresses `file` whole, refusing it once its content outgrows
+/// [`MAX_RATIO`] times the compressed bytes read plus `floor`.
+fn read_content(file: File, floor: u64, path: &Path) -> Result<Vec<u8>, DbError> {
+    let io = |source| DbError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut data = Vec::new();
+    // Only a hint: without the room, the buffer grows as it is filled.
+    let _ = data.try_reserve_exact(uncompressed_size_hint(&file));
+    let mut gz = MultiGzDecoder::new(std::io::BufReader::with_capacity(
+        1 << 16,
+        Counted { file, read: 0 },
+    ));
+    let allowed = |gz: &MultiGzDecoder<_>| {
+        compressed_read(gz)
+            .saturating_mul(MAX_RATIO)
+            .saturating_add(floor)
+    };
+    loop {
+        let budget = allowed(&gz).saturating_sub(data.len() as u64);
+        let got = (&mut gz)
+            .take(budget.saturating_add(1))
+            .read_to_end(&mut data)
+            .map_err(io)? as u64;
+        if got <= budget {
+            return Ok(data); // the end, within the allowance
+        }
+        // Over what was allowed when the read began: the allowance has
+        // grown with what the read consumed, or the file is a bomb.
+        if data.len() as u64 > allowed(&gz) {
+            return Err(DbError::TooBig {
+                path: path.to_path_buf(),
+                read: compressed_read(&gz),
+                content: data.len() as u64,
+            });
+        }
+    }
+}
+
+/// The file under a decoder, counting the compressed bytes it gives.
+struct Counted {
+    file: File,
+    read: u64,
+}
+
+impl Read for Counted {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.file.read(buf)?;
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
+/// Compressed bytes the decoder has taken from the file.
+fn compressed_read(gz: &MultiGzDecoder<std::io::BufReader<Counted>>) -> u64 {
+    gz.get_ref().get_ref().read
+}
+
+/// Most that a database's content may be larger than its file. Deflate
+/// can expand 1032-fold; lovebeat's records compress 80 to 140-fold when
+/// every service has the same 100 intervals (measured, gzip levels 1 and
+/// 6), and a file of identical records recompressed with `gzip -9`
+/// reaches about 290. 400 leaves room above that and still refuses a file
+/// of newlines or other filler (over 1 000-fold).
+pub const MAX_RATIO: u64 = 400;
+
+/// Content allowed whatever the ratio, so that a small database, or the
+/// start of one, is never refused for its ratio (64 MiB).
+pub const RATIO_FLOOR: u64 = 64 << 20;
 
 /// Most that deflate can expand its input (a stream of maximal matches).
 const MAX_DEFLATE_RATIO: u64 = 1032;
@@ -175,8 +270,9 @@ const MAX_DEFLATE_RATIO: u64 = 1032;
 /// 4 GiB, and of the last member only), so the buffer it is read into
 /// need not be regrown and copied a dozen times. Only a hint: 0 when the
 /// file is too short or cannot be read, and never more than the file
-/// could expand to, so that a truncated or corrupt file, whose last four
-/// bytes are not a size, cannot ask for gigabytes.
+/// could expand to nor than [`load`] allows, so that a truncated or
+/// corrupt file, whose last four bytes are not a size, cannot ask for
+/// gigabytes.
 fn uncompressed_size_hint(file: &File) -> usize {
     use std::os::unix::fs::FileExt;
     let Ok(meta) = file.metadata() else {
@@ -187,17 +283,21 @@ fn uncompressed_size_hint(file: &File) -> usize {
         return 0;
     }
     let stated = u64::from(u32::from_le_bytes(trailer));
-    usize::try_from(stated.min(meta.len().saturating_mul(MAX_DEFLATE_RATIO))).unwrap_or(0)
+    let most = meta.len().saturating_mul(MAX_DEFLATE_RATIO).min(
+        meta.len()
+            .saturating_mul(MAX_RATIO)
+            .saturating_add(RATIO_FLOOR),
+    );
+    usize::try_from(stated.min(most)).unwrap_or(0)
 }
 
 /// Parses decompressed database content (modified in place by simd-json).
 pub fn decode(data: &mut [u8], path: &Path) -> Result<Loaded, DbError> {
     let mut loaded = Loaded::default();
-    // One record per line: counting them first (a fast byte scan) sizes
-    // the list once instead of regrowing it as a million records arrive.
-    loaded
-        .services
-        .reserve(memchr::memchr_iter(b'\n', data).count() + 1);
+    // The list grows with the records parsed, never ahead of them by a
+    // count of lines: 400 M empty lines would ask for 38 GB. A large list
+    // regrows in place (glibc moves big blocks with mremap, not copies),
+    // and a failed reservation is an error, not an abort.
     let bad = |line: usize, message: String| DbError::Record {
         path: path.to_path_buf(),
         line,
@@ -226,6 +326,16 @@ pub fn decode(data: &mut [u8], path: &Path) -> Result<Loaded, DbError> {
             if let Some(job) = &job {
                 job.to_ext()
                     .map_err(|e| bad(n, format!("service '{}': {e}", r.name)))?;
+            }
+            if loaded.services.len() == loaded.services.capacity() {
+                let more = loaded.services.len().max(1024);
+                loaded
+                    .services
+                    .try_reserve(more)
+                    .map_err(|_| DbError::NoMemory {
+                        path: path.to_path_buf(),
+                        line: n,
+                    })?;
             }
             loaded.services.push(StoredService {
                 name: Name::from(&*r.name),
@@ -836,5 +946,145 @@ mod tests {
         std::fs::write(&path, &bad).expect("write");
         let file = File::open(&path).expect("open");
         assert_eq!(uncompressed_size_hint(&file), 44 * 1032);
+    }
+
+    /// `n` gzip members of 1 MB of newlines each, concatenated: a gzip
+    /// bomb that compresses about 1 000-fold, made in milliseconds.
+    fn newline_bomb(n: usize) -> Vec<u8> {
+        let member = gz(&"\n".repeat(1_000_000));
+        member.repeat(n)
+    }
+
+    /// A file whose content outgrows 400 times what was read of it (plus
+    /// the floor) is refused as it is read, with "cannot be read": its
+    /// memory is the floor and a little, not what it expands to.
+    #[test]
+    fn a_gzip_bomb_is_refused_once_it_outgrows_the_ratio() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("db");
+        std::fs::write(&path, newline_bomb(40)).expect("write");
+        let floor = 1 << 20;
+        let err = read_content(File::open(&path).expect("open"), floor, &path).expect_err("a bomb");
+        let DbError::TooBig { read, content, .. } = &err else {
+            panic!("{err}");
+        };
+        assert!(*content <= read * MAX_RATIO + floor + (1 << 20), "{err}");
+        assert!(*content < 20_000_000, "stopped early: {err}");
+        assert!(err.to_string().contains("cannot be read"), "{err}");
+        // A real database of the same content size is read whole.
+        let text = (0..100_000)
+            .map(|i| {
+                format!(
+                    "SERV\t{{\"name\":\"svc.{i:06}\",\"beat_history\":[{}]}}\n",
+                    ["60000"; 100].join(",")
+                )
+            })
+            .collect::<String>();
+        std::fs::write(&path, gz(&text)).expect("write");
+        let data =
+            read_content(File::open(&path).expect("open"), floor, &path).expect("a database");
+        assert_eq!(data.len(), text.len());
+    }
+
+    /// Lines are not records: a file of empty lines reserves nothing for
+    /// them (a reservation per line asked 38 GB for 400 M newlines).
+    #[test]
+    fn empty_lines_reserve_no_records() {
+        let mut data = vec![b'\n'; 1 << 20];
+        let l = decode(&mut data, Path::new("db")).expect("empty lines are fine");
+        assert_eq!(l.services.capacity(), 0);
+        let mut data = "SERV\t{\"name\":\"a\"}\n\n\n\n".repeat(1000).into_bytes();
+        let l = decode(&mut data, Path::new("db")).expect("valid");
+        assert_eq!(l.services.len(), 1000);
+        assert!(l.services.capacity() <= 2048, "{}", l.services.capacity());
+    }
+
+    mod adversarial {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Pieces of records, valid and not: a file made of them is what
+        /// a damaged or hostile database looks like.
+        fn piece() -> impl Strategy<Value = &'static str> {
+            prop::sample::select(vec![
+                "SERV\t",
+                "ALARM\t",
+                "SAVED\t",
+                "VIEW\t",
+                "\n",
+                "\n\n\n",
+                "{",
+                "}",
+                "[",
+                "]",
+                ",",
+                ":",
+                "\"",
+                "\"name\":",
+                "\"a\"",
+                "\"b.c\"",
+                "\"My Service\"",
+                "\"state\":",
+                "\"error\"",
+                "\"ok\"",
+                "\"muted\"",
+                "\"bogus\"",
+                "\"last_beat\":",
+                "\"timeout\":",
+                "\"beat_history\":",
+                "\"incident_nbr\":",
+                "\"last_state_change\":",
+                "\"deleted\":",
+                "\"at\":",
+                "true",
+                "null",
+                "-1",
+                "0",
+                "99999999999999999999",
+                "1700000000000",
+                "-9223372036854775808",
+                "\"\\u0000\"",
+                "\"\\ud800\"",
+                "\u{feff}",
+                "\t",
+                "SERV\t{\"name\":\"a\",\"state\":\"error\",\"last_beat\":5}\n",
+                "SERV\t{\"name\":\"a\",\"state\":\"ok\",\"last_beat\":7}\n",
+                "ALARM\t{\"name\":\"x\",\"state\":\"error\",\"incident_nbr\":2}\n",
+            ])
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(400))]
+            /// Whatever the bytes: decoded or refused, never a panic;
+            /// what decodes reserved no more than twice its records (and
+            /// a first block), and loads with each name counted once.
+            #[test]
+            fn the_loader_survives_adversarial_files(pieces in prop::collection::vec(piece(), 0..60), junk in prop::collection::vec(any::<u8>(), 0..40)) {
+                let mut data = pieces.concat().into_bytes();
+                data.extend_from_slice(&junk);
+                if let Ok(l) = decode(&mut data, Path::new("fuzz.db")) {
+                    prop_assert!(l.services.capacity() <= (2 * l.services.len()).max(1024));
+                    let mut names: Vec<_> = l.services.iter().map(|s| s.name.to_string()).collect();
+                    names.sort();
+                    names.dedup();
+                    let e = Engine::new(EngineConfig::default(), T0);
+                    let report = e.load(l.services, l.alarms, T0);
+                    let (ok, error, muted) = e.state_counts();
+                    prop_assert_eq!(report.services, names.len());
+                    prop_assert_eq!((ok + error + muted) as usize, names.len());
+                }
+                // The same bytes gzipped go through the reader too.
+                let path_dir = tempfile::tempdir().expect("tempdir");
+                let path = path_dir.path().join("db");
+                let mut raw = pieces.concat().into_bytes();
+                raw.extend_from_slice(&junk);
+                let mut e = GzEncoder::new(Vec::new(), Compression::fast());
+                e.write_all(&raw).expect("in memory");
+                let mut file = e.finish().expect("in memory");
+                file.extend_from_slice(&junk);
+                std::fs::write(&path, &file).expect("write");
+                let _ = load(&path);
+            }
+        }
     }
 }

@@ -203,6 +203,52 @@ fn a_remote_copy_that_is_not_a_database_never_replaces_the_local_file() {
     assert!(names.is_empty(), "{names:?}");
 }
 
+/// A copy poisoned with 400 M newlines gzipped (about 400 KB; the loader
+/// once reserved a record per line, 38 GB, and aborted every start) is
+/// treated as a failed download: the valid local file is used, loudly,
+/// with `lovebeat.self.upload` in ERROR until an upload replaces the copy.
+#[test]
+fn a_poisoned_copy_with_a_valid_local_file_starts_from_the_local_file() {
+    set_credentials();
+    let moto = Moto::start();
+    moto.create_bucket("poisoned");
+    let mut d = Daemon::start_with_interval("", 3600);
+    d.post("/api/services/kept.here");
+    assert!(d.stop().success());
+    // One member of a million newlines, repeated: the loader reads every
+    // member of a gzip file, and this builds it in milliseconds.
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(&vec![b'\n'; 1_000_000]).expect("in memory");
+    let bomb = e.finish().expect("in memory").repeat(400);
+    let r = http_request(
+        moto.port,
+        "PUT",
+        "/poisoned/backups/lovebeat.db",
+        &[],
+        &bomb,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    reconfigure(&d, &s3_config(moto.port, "poisoned"));
+    d.restart_stopped();
+    let stderr = d.stderr();
+    assert!(
+        stderr.contains("is not a usable database")
+            && stderr.contains("cannot be read")
+            && stderr.contains("started from the local lovebeat.db instead"),
+        "{stderr}"
+    );
+    assert!(d.service("kept.here").is_some());
+    let upload = d.service("lovebeat.self.upload").expect("upload trouble");
+    assert_eq!(upload["state"], "error");
+    assert!(
+        upload["last_failure"]["output"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("s3://poisoned/backups/lovebeat.db"),
+        "{upload}"
+    );
+}
+
 /// Starts the binary with `extra` in a config of its own, in an empty
 /// directory, and asserts that it refuses to start (exit 1): its stderr.
 fn refused_start(extra: &str) -> String {

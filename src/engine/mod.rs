@@ -62,7 +62,7 @@ pub use config::{AlarmConfig, AutoConfig, EngineConfig, ServiceDefaults};
 pub use events::{Event, EventKind};
 pub use job::{JobFailure, Schedule};
 pub use membership::{AlarmDef, AlarmMatcher};
-pub use restore::{StoredAlarm, StoredService};
+pub use restore::{LoadReport, StoredAlarm, StoredService};
 pub use service::{Name, Service, ServiceView, State};
 pub use table::TableHasher;
 pub use timeout::{Timeout, TIMEOUT_AUTO, TIMEOUT_NONE, TIMEOUT_SCHEDULE};

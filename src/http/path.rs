@@ -3,6 +3,14 @@
 //! what a request names: a spelling that some other parser would read as
 //! another path (`//api`, `/./api`, `/%61pi`) is refused before either
 //! runs.
+//!
+//! One escape is read: in the name of `/api/services/<name>` (and its
+//! `/mute`, `/unmute`), where it spells a name that §1.1 does not allow
+//! and a path cannot carry as it is (a 1.x database may hold `My Service`,
+//! and SPEC §7 loads stored names as they are): without it such a service
+//! could never be muted or deleted. The router serves it only for a
+//! service that exists, to read, mute, unmute or delete. An escape that
+//! spells a name §1.1 allows stays a disguise.
 
 /// Why a request path is refused (a 400 before routing and authorization).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -17,7 +25,8 @@ pub enum PathError {
     #[error("the request path has a '.' or '..' segment")]
     DotSegment,
     /// A `%` escape: names are sent as they are (their characters never
-    /// need escaping), so an escape can only disguise a path.
+    /// need escaping), so an escape can only disguise a path. (The one
+    /// exception, a stored name outside §1.1, is [`stored_name`].)
     #[error("the request path has a percent-escape ('%'): send names unescaped")]
     PercentEscape,
 }
@@ -33,7 +42,7 @@ impl<'a> RequestPath<'a> {
     /// Checks `path` (the path of a request URI, without its query).
     pub fn parse(path: &'a str) -> Result<RequestPath<'a>, PathError> {
         let rest = path.strip_prefix('/').ok_or(PathError::NotAbsolute)?;
-        if rest.contains('%') {
+        if rest.contains('%') && stored_name(path).is_none() {
             return Err(PathError::PercentEscape);
         }
         let mut segments = rest.split('/').peekable();
@@ -53,6 +62,35 @@ impl<'a> RequestPath<'a> {
     pub fn as_str(&self) -> &'a str {
         self.0
     }
+}
+
+/// The name of `/api/services/<name>`, `/api/services/<name>/mute` or
+/// `/api/services/<name>/unmute`, decoded, when it is written with
+/// percent-escapes (every `%` followed by two hex digits, UTF-8 once
+/// decoded) and spells a name outside §1.1; `None` for any other path.
+/// Only a name a path cannot carry otherwise is read this way, so no
+/// name that new input may create has a second spelling.
+pub fn stored_name(path: &str) -> Option<String> {
+    let rest = path.strip_prefix("/api/services/")?;
+    let escaped = match rest.split_once('/') {
+        None => rest,
+        Some((name, "mute" | "unmute")) => name,
+        Some(_) => return None,
+    };
+    let bytes = escaped.as_bytes();
+    let well_formed = bytes.iter().enumerate().all(|(i, c)| {
+        *c != b'%'
+            || (bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+    });
+    if !escaped.contains('%') || !well_formed {
+        return None;
+    }
+    let name = percent_encoding::percent_decode_str(escaped)
+        .decode_utf8()
+        .ok()?
+        .into_owned();
+    (!name.is_empty() && !crate::engine::valid_name(name.as_bytes())).then_some(name)
 }
 
 #[cfg(test)]
@@ -94,6 +132,39 @@ mod tests {
             ("", PathError::NotAbsolute),
         ] {
             assert_eq!(RequestPath::parse(p), Err(e), "{p}");
+        }
+    }
+
+    /// A name outside §1.1 (a 1.x database's) may be escaped in a
+    /// service's path, to read, mute, unmute or delete it; an escape that
+    /// spells an allowed name, or stands anywhere else, is still refused.
+    #[test]
+    fn only_a_stored_name_outside_the_rules_may_be_escaped() {
+        for (p, name) in [
+            ("/api/services/My%20Service", "My Service"),
+            ("/api/services/a%2Fb/mute", "a/b"),
+            ("/api/services/%2E%2E/unmute", ".."),
+            ("/api/services/50%25off", "50%off"),
+            ("/api/services/caf%C3%A9", "café"),
+            ("/api/services/Upper%41", "UpperA"),
+        ] {
+            assert_eq!(stored_name(p).as_deref(), Some(name), "{p}");
+            assert_eq!(RequestPath::parse(p).map(|r| r.as_str()), Ok(p));
+        }
+        for p in [
+            "/api/services/%61",
+            "/api/services/a%2Eb",
+            "/api/services/My%20Service/start",
+            "/api/services/My%20Service/exit/1",
+            "/api/services/My%2",
+            "/api/services/My%zz",
+            "/api/services/%FF",
+            "/api/alarms/My%20Alarm",
+            "/api%2Fservices/My%20Service",
+            "/api/services/My%20Service/",
+        ] {
+            assert_eq!(stored_name(p), None, "{p}");
+            assert_eq!(RequestPath::parse(p), Err(PathError::PercentEscape), "{p}");
         }
     }
 

@@ -178,7 +178,9 @@ async fn route(req: Request<Incoming>, state: &AppState) -> Response<Body> {
     };
     let param = |k: &str| m.params.get(k).unwrap_or_default();
     let method = req.method().clone();
-    let name = param("name");
+    // A stored name outside §1.1, percent-escaped (see `path.rs`).
+    let stored = super::path::stored_name(&path);
+    let name = stored.as_deref().unwrap_or_else(|| param("name"));
     // lovebeat's own trouble is reported by lovebeat only: a client that
     // could beat `lovebeat.self.save` could hide a failing save.
     let service_endpoint = matches!(
@@ -199,7 +201,8 @@ async fn route(req: Request<Incoming>, state: &AppState) -> Response<Body> {
     match *m.value {
         Endpoint::ListServices => only(&method, &[Method::GET], || api::list_services(state)),
         Endpoint::Service => {
-            if let Some(bad) = check_name(name, "service") {
+            let manage = matches!(method, Method::GET | Method::HEAD | Method::DELETE);
+            if let Some(bad) = check_service_name(state, name, manage) {
                 return bad;
             }
             match method {
@@ -210,7 +213,7 @@ async fn route(req: Request<Incoming>, state: &AppState) -> Response<Body> {
             }
         }
         e @ (Endpoint::Mute | Endpoint::Unmute) => {
-            if let Some(bad) = check_name(name, "service") {
+            if let Some(bad) = check_service_name(state, name, method == Method::POST) {
                 return bad;
             }
             only(&method, &[Method::POST], || {
@@ -318,6 +321,19 @@ fn check_name(name: &str, what: &str) -> Option<Response<Body>> {
         StatusCode::BAD_REQUEST,
         format!("invalid {what} name '{name}': use lower-case letters, digits, '.', '_' and '-', not dots only (at most 255 bytes)"),
     ))
+}
+
+/// A 400 for a service name outside README, "Sending beats", unless the
+/// request only manages (`manage`: reads, mutes, unmutes or deletes) a
+/// service that exists under that name: a 1.x database may hold names
+/// that the rules of today refuse, and SPEC §7 loads them as they are;
+/// one in ERROR would otherwise pin its alarms for ever. Such a name is
+/// never created, beaten or given a timeout.
+fn check_service_name(state: &AppState, name: &str, manage: bool) -> Option<Response<Body>> {
+    if manage && !valid_name(name.as_bytes()) && state.engine.service(name, false).is_some() {
+        return None;
+    }
+    check_name(name, "service")
 }
 
 /// A whole body.

@@ -204,10 +204,11 @@ pub struct Start {
 /// mtime) is used, and the remote one replaces the local file when it
 /// wins. A file without a save time (1.x's) loses to one with; when
 /// neither has one the remote copy wins, as in 1.x. When the download
-/// fails (the store unreachable or silent, a missing bucket) a readable
-/// local file is used, with a warning and upload trouble; without one the
-/// start is refused, as starting empty would upload an empty database
-/// over the copy. Which was used is logged.
+/// fails (the store unreachable or silent, a missing bucket) or the copy
+/// cannot be read (damaged, poisoned, a gzip bomb) a readable local file
+/// is used, with an error and upload trouble; without one the start is
+/// refused, as starting empty would upload an empty database over the
+/// copy. Which was used is logged.
 pub async fn load_at_start(
     path: &std::path::Path,
     remote: Option<&RemoteDb>,
@@ -225,6 +226,34 @@ pub async fn load_at_start(
     let Some(remote) = remote else {
         return local().map(start);
     };
+    // A download that fails and a copy that cannot be read are treated
+    // alike: the local file if it reads, loudly, with upload trouble from
+    // the first moment (the next upload replaces the copy with it); else
+    // no start, as starting empty would upload an empty database over
+    // the copy.
+    let fall_back = |why: String| -> anyhow::Result<Start> {
+        match db::load(path) {
+            Ok(Some(here)) => {
+                let why = format!(
+                    "{why}: started from the local {} instead, which the next upload puts in the copy's place",
+                    path.display()
+                );
+                tracing::error!("{why}");
+                Ok(Start {
+                    loaded: Some(here),
+                    remote_trouble: Some(why),
+                })
+            }
+            Ok(None) => anyhow::bail!(
+                "refusing to start: {why}; and there is no local {} to start from (starting empty would upload an empty database over the copy)",
+                path.display()
+            ),
+            Err(le) => anyhow::bail!(
+                "refusing to start: {why}; and the local {} cannot be read either: {le:#}",
+                path.display()
+            ),
+        }
+    };
     let tmp = match remote.download(path).await {
         Ok(Some(tmp)) => tmp,
         Ok(None) => {
@@ -239,41 +268,17 @@ pub async fn load_at_start(
             }
             return local().map(start);
         }
-        Err(e) => {
-            return match db::load(path) {
-                Ok(Some(here)) => {
-                    let why = format!(
-                        "{e}: started from the local {} instead, which the next upload puts in the copy's place",
-                        path.display()
-                    );
-                    tracing::error!("{why}");
-                    Ok(Start {
-                        loaded: Some(here),
-                        remote_trouble: Some(why),
-                    })
-                }
-                Ok(None) => anyhow::bail!(
-                    "refusing to start: {e}; and there is no local {} to start from (starting empty would upload an empty database over the copy)",
-                    path.display()
-                ),
-                Err(le) => anyhow::bail!(
-                    "refusing to start: {e}; and the local {} cannot be read either: {le:#}",
-                    path.display()
-                ),
-            };
-        }
+        Err(e) => return fall_back(e.to_string()),
     };
     let downloaded = match db::load(&tmp) {
         Ok(Some(l)) => l,
         Ok(None) => unreachable_download(&tmp)?,
         Err(e) => {
             let _ = std::fs::remove_file(&tmp);
-            tracing::error!(
-                "the copy at {} is not a usable database ({e}): using the local {}",
-                remote.url(),
-                path.display()
-            );
-            return local().map(start);
+            return fall_back(format!(
+                "the copy at {} is not a usable database ({e})",
+                remote.url()
+            ));
         }
     };
     let here = match db::load(path) {
