@@ -66,17 +66,17 @@ fn range<B>(req: &Request<B>) -> Result<Range, Box<Response<Body>>> {
 /// The history, or the answer that says why there is none.
 pub(super) fn open(
     state: &AppState,
-) -> Result<std::sync::Arc<crate::history::History>, Response<Body>> {
+) -> Result<std::sync::Arc<crate::history::History>, Box<Response<Body>>> {
     match &state.history {
         HistoryState::On(h) => Ok(h.clone()),
-        HistoryState::Off => Err(error(
+        HistoryState::Off => Err(Box::new(error(
             StatusCode::NOT_FOUND,
             "history is off ([history] enabled = false)".into(),
-        )),
-        HistoryState::Failed(why) => Err(error(
+        ))),
+        HistoryState::Failed(why) => Err(Box::new(error(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("history is unavailable: {why}"),
-        )),
+        ))),
     }
 }
 
@@ -89,7 +89,7 @@ pub(super) async fn changes<B>(
 ) -> Response<Body> {
     let history = match open(state) {
         Ok(h) => h,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let range = match range(req) {
         Ok(r) => r,
