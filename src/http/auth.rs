@@ -11,7 +11,8 @@
 use base64::Engine as _;
 use hyper::header::{AUTHORIZATION, SEC_WEBSOCKET_PROTOCOL};
 use hyper::{Method, Request, Response, StatusCode};
-use subtle::ConstantTimeEq;
+use sha2::{Digest, Sha256};
+use subtle::{Choice, ConstantTimeEq};
 
 use super::router::{error, query_param, Endpoint};
 use super::Body;
@@ -91,11 +92,20 @@ fn presented<B>(req: &Request<B>) -> Option<String> {
     websocket_key(req).or_else(|| query_param(req, "key"))
 }
 
+/// Whether `key` is one of `keys`, in a time that says neither which one
+/// matched nor how long any of them is: each side is hashed with SHA-256
+/// first, so every comparison is of 32 bytes (a comparison of the keys
+/// themselves ends at once when their lengths differ), the digests are
+/// compared in constant time, and every key is compared.
 fn any_matches(keys: &[String], key: &str) -> bool {
-    // Every key is compared, so the time taken does not say which matched.
-    keys.iter().fold(false, |found, k| {
-        found | bool::from(k.as_bytes().ct_eq(key.as_bytes()))
-    })
+    let presented = Sha256::digest(key.as_bytes());
+    let found = keys.iter().fold(Choice::from(0), |found, k| {
+        found
+            | Sha256::digest(k.as_bytes())
+                .as_slice()
+                .ct_eq(presented.as_slice())
+    });
+    found.into()
 }
 
 impl Keys {
@@ -155,6 +165,21 @@ mod tests {
         let endpoint = super::super::router::endpoint_of(r.uri().path());
         keys.check(&r, endpoint)
             .map_or(200, |r| r.status().as_u16())
+    }
+
+    #[test]
+    fn a_key_matches_only_itself_whatever_the_lengths() {
+        let keys = vec!["first-key".to_string(), "second".to_string()];
+        assert!(any_matches(&keys, "first-key"));
+        assert!(any_matches(&keys, "second"));
+        // Same length, one byte off; a prefix; a longer key; empty.
+        assert!(!any_matches(&keys, "first-kez"));
+        assert!(!any_matches(&keys, "first"));
+        assert!(!any_matches(&keys, "second-and-more"));
+        assert!(!any_matches(&keys, ""));
+        assert!(!any_matches(&[], "first-key"));
+        assert!(!any_matches(&[], ""));
+        assert!(any_matches(&[String::new()], ""));
     }
 
     #[test]
