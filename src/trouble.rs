@@ -1,6 +1,6 @@
 //! lovebeat's own trouble, made visible like any other failure (README,
 //! "Watching lovebeat itself"): each part that can fail on its own (saves,
-//! uploads, alert deliveries, the event log, room for services) is a
+//! uploads, alert deliveries, the event log, room for services, the statsd UDP port) is a
 //! service `lovebeat.self.<part>` that a failure puts in ERROR (with the
 //! reason as its job output) and a success brings back to OK. They belong
 //! to the built-in alarm [`SELF_ALARM`], which alerts through the alerts
@@ -27,15 +27,19 @@ pub enum Part {
     Eventlog,
     /// Room for new services and alarms (`[limits]`).
     Capacity,
+    /// The statsd UDP port, which another process may share
+    /// (`ingest::owners`).
+    Udp,
 }
 
 /// Every part.
-const PARTS: [Part; 5] = [
+const PARTS: [Part; 6] = [
     Part::Save,
     Part::Upload,
     Part::Alerts,
     Part::Eventlog,
     Part::Capacity,
+    Part::Udp,
 ];
 
 impl Part {
@@ -47,6 +51,7 @@ impl Part {
             Part::Alerts => "lovebeat.self.alerts",
             Part::Eventlog => "lovebeat.self.eventlog",
             Part::Capacity => "lovebeat.self.capacity",
+            Part::Udp => "lovebeat.self.udp",
         }
     }
 }
