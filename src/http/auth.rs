@@ -1,6 +1,7 @@
 //! API keys (README, "Cron jobs and scripts"): write keys guard every change, read keys guard
-//! reading the API, `/ws` and `/metrics`. Badges, `/version` and the UI's
-//! files stay open. Keys are compared in constant time and never logged.
+//! reading the API, `/ws` and `/metrics`. Badges (unless `[http]
+//! public_badges = false`), `/version` and the UI's files stay open. Keys
+//! are compared in constant time and never logged.
 //!
 //! What a request needs is decided from the same match of the route
 //! table that the router dispatches on, and closed by default: only the
@@ -24,6 +25,10 @@ pub struct Keys {
     pub read: Vec<String>,
     /// `[http] write_keys`.
     pub write: Vec<String>,
+    /// `[http] public_badges = false`: badges need a read key like the
+    /// rest of the API, since a badge tells whether an alarm of that name
+    /// exists and its state.
+    pub closed_badges: bool,
 }
 
 /// What a request needs.
@@ -39,9 +44,11 @@ pub fn is_read_only(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
-fn need(method: &Method, endpoint: Option<Endpoint>) -> Need {
+fn need(method: &Method, endpoint: Option<Endpoint>, closed_badges: bool) -> Need {
     if !is_read_only(method) {
         Need::Write
+    } else if closed_badges && endpoint == Some(Endpoint::Badge) {
+        Need::Read
     } else if endpoint.is_some_and(Endpoint::is_open) {
         Need::Nothing
     } else {
@@ -119,7 +126,7 @@ impl Keys {
         if self.is_empty() {
             return None;
         }
-        let need = need(req.method(), endpoint);
+        let need = need(req.method(), endpoint, self.closed_badges);
         let guarded = match need {
             Need::Nothing => false,
             Need::Read => !self.read.is_empty(),
@@ -187,6 +194,7 @@ mod tests {
         let k = Keys {
             read: vec![],
             write: vec!["w".into()],
+            ..Keys::default()
         };
         assert_eq!(status(&k, "GET", "/api/services", None), 200);
         assert_eq!(status(&k, "POST", "/api/services/a", None), 401);
@@ -201,6 +209,7 @@ mod tests {
         let k = Keys {
             read: vec!["r".into()],
             write: vec!["w".into()],
+            ..Keys::default()
         };
         for path in ["/api/services", "/api/status", "/ws", "/metrics"] {
             assert_eq!(status(&k, "GET", path, None), 401, "{path}");
@@ -214,10 +223,25 @@ mod tests {
     }
 
     #[test]
+    fn closed_badges_need_a_read_key_like_the_rest() {
+        let k = Keys {
+            read: vec!["r".into()],
+            write: vec!["w".into()],
+            closed_badges: true,
+        };
+        assert_eq!(status(&k, "GET", "/badge/x.svg", None), 401);
+        assert_eq!(status(&k, "GET", "/badge/x.json?key=nope", None), 401);
+        assert_eq!(status(&k, "GET", "/badge/x.svg", Some("r")), 200);
+        assert_eq!(status(&k, "GET", "/badge/x.json?key=w", None), 200);
+        assert_eq!(status(&k, "GET", "/version", None), 200);
+    }
+
+    #[test]
     fn a_websocket_may_carry_its_key_as_a_subprotocol() {
         let k = Keys {
             read: vec!["r/+?".into()],
             write: vec![],
+            ..Keys::default()
         };
         let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("r/+?");
         let with = |protocols: &str| {
@@ -240,6 +264,7 @@ mod tests {
         let k = Keys {
             read: vec!["r".into()],
             write: vec!["w".into()],
+            ..Keys::default()
         };
         for path in [
             "/apis",
