@@ -30,6 +30,64 @@ impl Target {
         let key = key.or_else(|| std::env::var("LOVEBEAT_KEY").ok().filter(|s| !s.is_empty()));
         Target { server, key }
     }
+
+    /// The server as messages name it: its scheme and host only
+    /// ([`crate::redact::url_for_log`], as the daemon logs its receivers).
+    /// A user, password, path or `?key=` in `--server` may be a secret,
+    /// and cron mails whatever a job prints.
+    pub fn shown(&self) -> String {
+        crate::redact::url_for_log(self.server.trim_end_matches('/'))
+    }
+
+    /// What the target carries that is secret: the key, and the user,
+    /// password and query values of the server URL (as written and
+    /// percent-decoded).
+    fn secrets(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.key.iter().cloned().collect();
+        let rest = self
+            .server
+            .split_once("://")
+            .map_or(self.server.as_str(), |(_, r)| r);
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        if let Some((userinfo, _)) = authority.rsplit_once('@') {
+            out.extend(userinfo.split(':').map(str::to_string));
+        }
+        if let Some((_, query)) = rest.split_once('?') {
+            let query = query.split('#').next().unwrap_or_default();
+            for pair in query.split('&') {
+                out.push(pair.split_once('=').map_or(pair, |(_, v)| v).to_string());
+            }
+        }
+        let decoded: Vec<String> = out
+            .iter()
+            .map(|s| {
+                percent_encoding::percent_decode_str(s)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            })
+            .collect();
+        out.extend(decoded);
+        out
+    }
+
+    /// `text` with every secret of the target ([`Target::secrets`]) of 4
+    /// bytes or more replaced by `…`, longest first: what a client error
+    /// may print, whatever the server or a library put in it.
+    pub fn scrub(&self, text: &str) -> String {
+        let mut secrets: Vec<String> = self
+            .secrets()
+            .into_iter()
+            .filter(|s| s.len() >= 4)
+            .collect();
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        let mut out = text.to_string();
+        for s in &secrets {
+            if out.contains(s.as_str()) {
+                out = out.replace(s.as_str(), "…");
+            }
+        }
+        out
+    }
 }
 
 /// What a beat may set besides the beat itself (README, "Cron jobs and scripts").
@@ -75,7 +133,7 @@ pub enum ClientError {
         error_chain(source)
     )]
     Unreachable {
-        /// The server's base URL.
+        /// The server, as [`Target::shown`] names it.
         server: String,
         /// Why.
         source: reqwest::Error,
@@ -83,7 +141,7 @@ pub enum ClientError {
     /// The server answered with an error.
     #[error("the lovebeat server at {server} refused '{what}' (HTTP {status}): {message}")]
     Refused {
-        /// The server's base URL.
+        /// The server, as [`Target::shown`] names it.
         server: String,
         /// The service and the endpoint.
         what: String,
@@ -132,7 +190,7 @@ fn post(
             req = req.bearer_auth(key);
         }
         let resp = req.send().await.map_err(|e| ClientError::Unreachable {
-            server: base.to_string(),
+            server: target.shown(),
             source: e.without_url(),
         })?;
         let status = resp.status();
@@ -145,7 +203,7 @@ fn post(
             .and_then(|v| v["error"].as_str().map(str::to_string))
             .unwrap_or(body);
         Err(ClientError::Refused {
-            server: base.to_string(),
+            server: target.shown(),
             what: format!("{name}{suffix}"),
             status,
             message: msg,
@@ -183,7 +241,11 @@ pub fn ping_command(target: &Target) -> ExitCode {
     let base = target.server.trim_end_matches('/').to_string();
     let url = format!("{base}/version");
     let result = with_client(Duration::from_secs(5), |client| async move {
-        let resp = client.get(url).send().await.map_err(|e| e.to_string())?;
+        let resp = client
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| error_chain(&e.without_url()))?;
         if resp.status().is_success() {
             Ok(())
         } else {
@@ -193,7 +255,13 @@ pub fn ping_command(target: &Target) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("lovebeat: the lovebeat server at {base} does not answer: {e}");
+            eprintln!(
+                "lovebeat: {}",
+                target.scrub(&format!(
+                    "the lovebeat server at {} does not answer: {e}",
+                    target.shown()
+                ))
+            );
             ExitCode::from(1)
         }
     }
@@ -204,7 +272,7 @@ pub fn beat_command(target: &Target, name: &str, settings: &Settings) -> ExitCod
     match beat(target, name, settings) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("lovebeat: {e}");
+            eprintln!("lovebeat: {}", target.scrub(&e.to_string()));
             ExitCode::from(1)
         }
     }
@@ -252,7 +320,8 @@ pub fn test_alert_command(target: &Target, name: &str) -> ExitCode {
         return ExitCode::from(2);
     }
     let url = format!("{base}/api/alerts/{name}/test");
-    let at = base.as_str();
+    let shown = target.shown();
+    let at = shown.as_str();
     let result = with_client(Duration::from_secs(60), |client| async move {
         let base = at;
         let mut req = client.post(url);
@@ -274,7 +343,7 @@ pub fn test_alert_command(target: &Target, name: &str) -> ExitCode {
     let body = match result {
         Ok(b) => b,
         Err(e) => {
-            eprintln!("lovebeat: {e}");
+            eprintln!("lovebeat: {}", target.scrub(&e));
             return ExitCode::from(1);
         }
     };
@@ -313,7 +382,10 @@ pub fn run_command(
     };
     let report = |what: &str, r: Result<(), ClientError>| {
         if let Err(e) = r {
-            eprintln!("lovebeat: could not report the {what}: {e}");
+            eprintln!(
+                "lovebeat: could not report the {what}: {}",
+                target.scrub(&e.to_string())
+            );
         }
     };
     if !settings.pairs().is_empty() {
@@ -389,4 +461,20 @@ fn settings_json(settings: &Settings) -> String {
         obj.insert(k.into(), serde_json::Value::String(v.to_string()));
     }
     serde_json::Value::Object(obj).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_target_scrubs_its_password_user_query_and_key_also_decoded() {
+        let t = Target {
+            server: "https://tokenUser:p%40ssWord@host:8443/base?key=k3y%2Fvalue&x=1#frag".into(),
+            key: Some("Bearer-key-1".into()),
+        };
+        assert_eq!(t.shown(), "https://host:8443/…");
+        let text = "tokenUser p%40ssWord p@ssWord k3y%2Fvalue k3y/value Bearer-key-1 host";
+        assert_eq!(t.scrub(text), "… … … … … … host");
+    }
 }

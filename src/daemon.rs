@@ -230,6 +230,14 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         trouble.clone(),
         stop.sink_token.clone(),
     ));
+    if let Some(ours) = udp.ours.clone() {
+        stop.sink_tasks.spawn(crate::ingest::owners::watch(
+            ours,
+            stats.clone(),
+            trouble.clone(),
+            stop.sink_token.clone(),
+        ));
+    }
     // Views and sinks: stopped last, before the final save.
     let reopen = Arc::new(Notify::new());
     stop.sink_tasks.spawn(sinks::log::run(

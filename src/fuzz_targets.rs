@@ -143,6 +143,7 @@ pub fn http_request(data: &[u8]) {
         keys: Keys {
             read: vec!["reader".into()],
             write: vec!["writer".into()],
+            ..Keys::default()
         },
         hosts: AllowedHosts::new(&["lovebeat.internal".into()], None),
     });

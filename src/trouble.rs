@@ -1,6 +1,6 @@
 //! lovebeat's own trouble, made visible like any other failure (README,
 //! "Watching lovebeat itself"): each part that can fail on its own (saves,
-//! uploads, alert deliveries, the event log, room for services) is a
+//! uploads, alert deliveries, the event log, room for services, the statsd UDP port) is a
 //! service `lovebeat.self.<part>` that a failure puts in ERROR (with the
 //! reason as its job output) and a success brings back to OK. They belong
 //! to the built-in alarm [`SELF_ALARM`], which alerts through the alerts
@@ -29,16 +29,20 @@ pub enum Part {
     Capacity,
     /// Opening or writing the history file.
     History,
+    /// The statsd UDP port, which another process may share
+    /// (`ingest::owners`).
+    Udp,
 }
 
 /// Every part.
-const PARTS: [Part; 6] = [
+const PARTS: [Part; 7] = [
     Part::Save,
     Part::Upload,
     Part::Alerts,
     Part::Eventlog,
     Part::Capacity,
     Part::History,
+    Part::Udp,
 ];
 
 impl Part {
@@ -51,6 +55,7 @@ impl Part {
             Part::Eventlog => "lovebeat.self.eventlog",
             Part::Capacity => "lovebeat.self.capacity",
             Part::History => "lovebeat.self.history",
+            Part::Udp => "lovebeat.self.udp",
         }
     }
 }

@@ -77,6 +77,42 @@ fn unreachable_server_is_a_clear_error() {
     assert!(err.contains("cannot reach the lovebeat server"), "{err}");
 }
 
+/// What the client prints on failure reaches cron's mail: a password or
+/// key in `--server` (or `--key`) must not be in it, whether the server
+/// is unreachable or refuses.
+#[test]
+fn client_errors_name_neither_the_password_nor_the_key_of_the_server_url() {
+    let secrets = ["urlUser1", "Pa55word", "Qkey7secret", "Bearer9key"];
+    let check = |args: &[&str], what: &str| {
+        let out = lovebeat(args, None);
+        assert_ne!(out.status.code(), Some(0), "{what}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("lovebeat: "), "{what}: {err}");
+        for s in secrets {
+            assert!(!err.contains(s), "{what} printed {s}: {err}");
+        }
+    };
+    let unreachable = format!(
+        "http://urlUser1:Pa55word@127.0.0.1:{}/?key=Qkey7secret",
+        common::free_port()
+    );
+    let d = Daemon::start_keyed("");
+    let refusing = format!(
+        "http://urlUser1:Pa55word@127.0.0.1:{}/?key=Qkey7secret",
+        d.http
+    );
+    for server in [&unreachable, &refusing] {
+        let key = ["--server", server.as_str(), "--key", "Bearer9key"];
+        check(&[&["beat", "x"][..], &key].concat(), "beat");
+        if server == &unreachable {
+            // `/` answers even with read keys set (the UI's page).
+            check(&[&["ping"][..], &key[..2]].concat(), "ping");
+        }
+        check(&[&["test-alert", "ops"][..], &key].concat(), "test-alert");
+        check(&[&["run", "x"][..], &key, &["--", "false"]].concat(), "run");
+    }
+}
+
 #[test]
 fn bad_name_is_reported_with_the_servers_reason() {
     let d = Daemon::start("");

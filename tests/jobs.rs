@@ -373,6 +373,36 @@ fn badges_for_an_ok_and_an_error_alarm() {
     assert_eq!(d.get("/badge/good.json").json()["message"], "muted");
 }
 
+/// A badge tells whether an alarm of that name exists and its state: with
+/// read keys set it stays open by default (READMEs embed badges), and
+/// `public_badges = false` makes it need a read key like the rest of the
+/// API, with the same 401 whether the alarm exists or not.
+#[test]
+fn badges_stay_open_with_read_keys_unless_public_badges_is_false() {
+    let alarm = "[[alarms]]\nname = \"good\"\npattern = \"g.*\"\n";
+    let open = Daemon::start_keyed(alarm);
+    assert_eq!(open.post("/api/services/g.one?key=writer").status, 200);
+    assert_eq!(open.get("/badge/good.svg").status, 200);
+    assert_eq!(open.get("/badge/nope.json").status, 404);
+    let closed = Daemon::start_with_http(
+        "read_keys = [\"reader\"]\nwrite_keys = [\"writer\"]\npublic_badges = false",
+        alarm,
+    );
+    assert_eq!(closed.post("/api/services/g.one?key=writer").status, 200);
+    for path in ["/badge/good.svg", "/badge/good.json", "/badge/nope.svg"] {
+        assert_eq!(closed.get(path).status, 401, "{path}");
+        assert_eq!(
+            closed.get(&format!("{path}?key=wrong")).status,
+            401,
+            "{path}"
+        );
+    }
+    assert_eq!(closed.get("/badge/good.svg?key=reader").status, 200);
+    assert_eq!(closed.get("/badge/good.json?key=writer").status, 200);
+    assert_eq!(closed.get("/badge/nope.svg?key=reader").status, 404);
+    assert_eq!(closed.get("/version").status, 200);
+}
+
 #[test]
 fn api_keys_guard_reads_and_writes() {
     let d = Daemon::start_keyed("");

@@ -83,6 +83,70 @@ fn tcp_line_over_64k_closes_the_connection() {
     d.eventually("new connection works", || d.service("again").is_some());
 }
 
+/// A UDP socket on 127.0.0.1:`port` with `SO_REUSEPORT`, as another
+/// program of the same user (or a second lovebeat) would bind it: Linux
+/// lets it share lovebeat's port and spreads the datagrams over both.
+fn reuseport_socket(port: u16) -> socket2::Socket {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let sock = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).expect("socket");
+    sock.set_reuse_port(true).expect("SO_REUSEPORT");
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    sock.bind(&addr.into()).expect("bind with SO_REUSEPORT");
+    sock
+}
+
+#[test]
+fn a_udp_port_another_process_holds_is_refused_at_start() {
+    let port = common::free_port();
+    let _other = reuseport_socket(port);
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("lovebeat.cfg"),
+        common::base_config(common::free_port(), port, ""),
+    )
+    .expect("write config");
+    let (status, stderr) = common::run_binary(
+        dir.path(),
+        &["--config", "lovebeat.cfg", "--config-dir", "conf.d"],
+    );
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    let last = stderr.trim_end().lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("lovebeat: cannot listen for statsd on UDP")
+            && last.contains(&format!("another process already holds UDP port {port}")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_process_that_joins_the_udp_port_later_puts_lovebeat_self_udp_in_error() {
+    let d = Daemon::start("");
+    let other = reuseport_socket(d.statsd);
+    common::wait_until(40, "lovebeat.self.udp in ERROR", || {
+        d.service("lovebeat.self.udp")
+            .is_some_and(|s| s["state"] == "error")
+    });
+    let s = d.service("lovebeat.self.udp").expect("lovebeat.self.udp");
+    let output = s["last_failure"]["output"].as_str().unwrap_or_default();
+    assert!(
+        output.contains(&format!("shares statsd UDP port {}", d.statsd)),
+        "{s}"
+    );
+    assert_eq!(d.metric("lovebeat_udp_foreign_sockets"), 1.0);
+    assert!(
+        d.stderr()
+            .contains("another process shares statsd UDP port"),
+        "{}",
+        d.stderr()
+    );
+    drop(other);
+    common::wait_until(40, "lovebeat.self.udp OK again", || {
+        d.service("lovebeat.self.udp")
+            .is_some_and(|s| s["state"] == "ok")
+    });
+    assert_eq!(d.metric("lovebeat_udp_foreign_sockets"), 0.0);
+}
+
 #[test]
 fn statsd_timeout_then_beat_does_not_alarm() {
     let d = Daemon::start("[[alarms]]\nname = \"all\"\npattern = \"*\"\n");

@@ -1,6 +1,7 @@
 //! API keys (README, "Cron jobs and scripts"): write keys guard every change, read keys guard
-//! reading the API, `/ws` and `/metrics`. Badges, `/version` and the UI's
-//! files stay open. Keys are compared in constant time and never logged.
+//! reading the API, `/ws` and `/metrics`. Badges (unless `[http]
+//! public_badges = false`), `/version` and the UI's files stay open. Keys
+//! are compared in constant time and never logged.
 //!
 //! What a request needs is decided from the same match of the route
 //! table that the router dispatches on, and closed by default: only the
@@ -11,7 +12,8 @@
 use base64::Engine as _;
 use hyper::header::{AUTHORIZATION, SEC_WEBSOCKET_PROTOCOL};
 use hyper::{Method, Request, Response, StatusCode};
-use subtle::ConstantTimeEq;
+use sha2::{Digest, Sha256};
+use subtle::{Choice, ConstantTimeEq};
 
 use super::router::{error, query_param, Endpoint};
 use super::Body;
@@ -23,6 +25,10 @@ pub struct Keys {
     pub read: Vec<String>,
     /// `[http] write_keys`.
     pub write: Vec<String>,
+    /// `[http] public_badges = false`: badges need a read key like the
+    /// rest of the API, since a badge tells whether an alarm of that name
+    /// exists and its state.
+    pub closed_badges: bool,
 }
 
 /// What a request needs.
@@ -38,9 +44,11 @@ pub fn is_read_only(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
-fn need(method: &Method, endpoint: Option<Endpoint>) -> Need {
+fn need(method: &Method, endpoint: Option<Endpoint>, closed_badges: bool) -> Need {
     if !is_read_only(method) {
         Need::Write
+    } else if closed_badges && endpoint == Some(Endpoint::Badge) {
+        Need::Read
     } else if endpoint.is_some_and(Endpoint::is_open) {
         Need::Nothing
     } else {
@@ -91,11 +99,20 @@ fn presented<B>(req: &Request<B>) -> Option<String> {
     websocket_key(req).or_else(|| query_param(req, "key"))
 }
 
+/// Whether `key` is one of `keys`, in a time that says neither which one
+/// matched nor how long any of them is: each side is hashed with SHA-256
+/// first, so every comparison is of 32 bytes (a comparison of the keys
+/// themselves ends at once when their lengths differ), the digests are
+/// compared in constant time, and every key is compared.
 fn any_matches(keys: &[String], key: &str) -> bool {
-    // Every key is compared, so the time taken does not say which matched.
-    keys.iter().fold(false, |found, k| {
-        found | bool::from(k.as_bytes().ct_eq(key.as_bytes()))
-    })
+    let presented = Sha256::digest(key.as_bytes());
+    let found = keys.iter().fold(Choice::from(0), |found, k| {
+        found
+            | Sha256::digest(k.as_bytes())
+                .as_slice()
+                .ct_eq(presented.as_slice())
+    });
+    found.into()
 }
 
 impl Keys {
@@ -109,7 +126,7 @@ impl Keys {
         if self.is_empty() {
             return None;
         }
-        let need = need(req.method(), endpoint);
+        let need = need(req.method(), endpoint, self.closed_badges);
         let guarded = match need {
             Need::Nothing => false,
             Need::Read => !self.read.is_empty(),
@@ -158,10 +175,26 @@ mod tests {
     }
 
     #[test]
+    fn a_key_matches_only_itself_whatever_the_lengths() {
+        let keys = vec!["first-key".to_string(), "second".to_string()];
+        assert!(any_matches(&keys, "first-key"));
+        assert!(any_matches(&keys, "second"));
+        // Same length, one byte off; a prefix; a longer key; empty.
+        assert!(!any_matches(&keys, "first-kez"));
+        assert!(!any_matches(&keys, "first"));
+        assert!(!any_matches(&keys, "second-and-more"));
+        assert!(!any_matches(&keys, ""));
+        assert!(!any_matches(&[], "first-key"));
+        assert!(!any_matches(&[], ""));
+        assert!(any_matches(&[String::new()], ""));
+    }
+
+    #[test]
     fn write_keys_alone_leave_reading_open() {
         let k = Keys {
             read: vec![],
             write: vec!["w".into()],
+            ..Keys::default()
         };
         assert_eq!(status(&k, "GET", "/api/services", None), 200);
         assert_eq!(status(&k, "POST", "/api/services/a", None), 401);
@@ -176,6 +209,7 @@ mod tests {
         let k = Keys {
             read: vec!["r".into()],
             write: vec!["w".into()],
+            ..Keys::default()
         };
         for path in ["/api/services", "/api/status", "/ws", "/metrics"] {
             assert_eq!(status(&k, "GET", path, None), 401, "{path}");
@@ -189,10 +223,25 @@ mod tests {
     }
 
     #[test]
+    fn closed_badges_need_a_read_key_like_the_rest() {
+        let k = Keys {
+            read: vec!["r".into()],
+            write: vec!["w".into()],
+            closed_badges: true,
+        };
+        assert_eq!(status(&k, "GET", "/badge/x.svg", None), 401);
+        assert_eq!(status(&k, "GET", "/badge/x.json?key=nope", None), 401);
+        assert_eq!(status(&k, "GET", "/badge/x.svg", Some("r")), 200);
+        assert_eq!(status(&k, "GET", "/badge/x.json?key=w", None), 200);
+        assert_eq!(status(&k, "GET", "/version", None), 200);
+    }
+
+    #[test]
     fn a_websocket_may_carry_its_key_as_a_subprotocol() {
         let k = Keys {
             read: vec!["r/+?".into()],
             write: vec![],
+            ..Keys::default()
         };
         let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("r/+?");
         let with = |protocols: &str| {
@@ -215,6 +264,7 @@ mod tests {
         let k = Keys {
             read: vec!["r".into()],
             write: vec!["w".into()],
+            ..Keys::default()
         };
         for path in [
             "/apis",

@@ -48,6 +48,15 @@ pub(super) fn render(state: &AppState) -> Response<Body> {
             state.counters.http.len() as f64,
         ),
         (
+            "lovebeat_udp_foreign_sockets",
+            "Sockets of other processes sharing the statsd UDP port at the last check (each takes a share of the beats; lovebeat.self.udp is ERROR meanwhile).",
+            state
+                .counters
+                .ingest
+                .udp_foreign_sockets
+                .load(Ordering::Relaxed) as f64,
+        ),
+        (
             "lovebeat_alerts_queued",
             "Alert messages waiting or being delivered.",
             state.counters.alerts.queued.load(Ordering::Relaxed) as f64,

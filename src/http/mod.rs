@@ -51,6 +51,10 @@ pub struct HttpConfig {
     /// and `public_url`'s host); empty: any.
     #[serde(deserialize_with = "crate::config::one_or_many")]
     pub allowed_hosts: Vec<String>,
+    /// Whether badges answer without a key when `read_keys` is set (as
+    /// they did before this key): a badge tells whether an alarm of that
+    /// name exists and its state, which `false` keeps for key holders.
+    pub public_badges: bool,
 }
 
 impl Default for HttpConfig {
@@ -60,6 +64,7 @@ impl Default for HttpConfig {
             write_keys: Vec::new(),
             read_keys: Vec::new(),
             allowed_hosts: Vec::new(),
+            public_badges: true,
         }
     }
 }
@@ -96,6 +101,7 @@ impl HttpConfig {
         auth::Keys {
             read: self.read_keys.clone(),
             write: self.write_keys.clone(),
+            closed_badges: !self.public_badges,
         }
     }
 }

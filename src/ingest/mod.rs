@@ -1,5 +1,6 @@
 //! Ingestion of statsd lines over UDP and TCP (README, "Sending beats").
 
+pub mod owners;
 pub mod statsd;
 pub mod tcp;
 pub mod udp;
@@ -23,6 +24,9 @@ pub struct IngestStats {
     pub tcp_connections: AtomicU64,
     /// TCP connections refused at `[limits] max_tcp_connections`.
     pub tcp_refused: AtomicU64,
+    /// Other processes' sockets sharing the statsd UDP port at the last
+    /// check ([`owners::watch`]): each takes a share of the beats.
+    pub udp_foreign_sockets: AtomicU64,
     /// When a dropped line was last logged (ms), for rate limiting.
     last_drop_log: AtomicI64,
     /// Drops since the last log line.

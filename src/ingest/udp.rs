@@ -1,5 +1,7 @@
 //! statsd over UDP: several `SO_REUSEPORT` sockets, one reader thread each,
-//! reading whole datagrams of up to 64 KiB in batches with `recvmmsg`.
+//! reading whole datagrams of up to 64 KiB in batches with `recvmmsg`. The
+//! port must be ours alone ([`super::owners`]): no other process may share
+//! it through `SO_REUSEPORT`.
 
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
@@ -11,6 +13,7 @@ use std::time::Duration;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio_util::sync::CancellationToken;
 
+use super::owners::{self, Ours, PortError};
 use super::{apply_packets, IngestStats};
 use crate::clock::now_ms;
 use crate::config::ListenAddr;
@@ -48,6 +51,9 @@ const POLL: Duration = Duration::from_millis(100);
 pub struct UdpIngest {
     /// The address the sockets are bound to.
     pub local_addr: SocketAddr,
+    /// Our sockets, to tell them from another process's on the port
+    /// (`None` when `/proc` cannot tell).
+    pub ours: Option<Ours>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -55,13 +61,14 @@ impl UdpIngest {
     /// Binds `sockets` sockets (0 = one per core) to `addr`, each asking
     /// for a receive buffer of `receive_buffer` bytes, and starts a reader
     /// thread for each. They stop when `stop` is cancelled, within the
-    /// socket's read timeout.
+    /// socket's read timeout. Refuses ([`PortError::Taken`]) when another
+    /// process holds the port, before binding and once bound.
     pub fn start(
         engine: Engine,
         stats: Arc<IngestStats>,
         config: &UdpConfig,
         stop: CancellationToken,
-    ) -> std::io::Result<UdpIngest> {
+    ) -> Result<UdpIngest, PortError> {
         let (addr, sockets, receive_buffer) =
             (config.listen.addr, config.sockets, config.receive_buffer);
         let n = if sockets == 0 {
@@ -69,6 +76,7 @@ impl UdpIngest {
         } else {
             sockets
         };
+        owners::probe(addr)?;
         let first = bind(addr, receive_buffer)?;
         // The kernel reports twice what it grants (it counts its overhead).
         let granted = first.recv_buffer_size().unwrap_or(0) / 2;
@@ -87,6 +95,9 @@ impl UdpIngest {
         for _ in 1..n {
             socks.push(bind(local_addr, receive_buffer)?);
         }
+        let fds: Vec<_> = socks.iter().map(AsRawFd::as_raw_fd).collect();
+        // One that bound between the probe and our sockets joined them.
+        let ours = owners::ensure_alone(local_addr, &fds)?;
         let mut threads = Vec::new();
         for (i, sock) in socks.into_iter().enumerate() {
             let (engine, stats, stop) = (engine.clone(), stats.clone(), stop.clone());
@@ -99,6 +110,7 @@ impl UdpIngest {
         }
         Ok(UdpIngest {
             local_addr,
+            ours,
             threads,
         })
     }
