@@ -69,7 +69,7 @@ impl Engine {
             alarm.incident_nbr = a.incident_nbr;
             alarm.listed = a.listed;
             alarm.announced = a.announced.unwrap_or((a.state, a.incident_nbr));
-            let listed = alarm.listed;
+            let listed = alarm.listed && super::alarms::takes_a_place(&a.name);
             if inner.alarms.insert(Arc::from(a.name), alarm).is_none() && listed {
                 inner
                     .alarm_count
@@ -106,7 +106,7 @@ impl Engine {
     /// Inserts one loaded service and counts it in its alarms.
     fn restore_service(&self, s: StoredService, now: i64) {
         let inner = &*self.inner;
-        let memberships = self.resolve_alarms(&s.name);
+        let (memberships, refused) = self.resolve_alarms(&s.name);
         let key = s.name;
         let mut svc = Service::new(
             now,
@@ -141,9 +141,10 @@ impl Engine {
         for (alarm, def) in &memberships {
             let mut a = self.alarm_entry(alarm, *def, now);
             a.add_member(*def, || inner.matcher.dependencies(*def, &key), &key, state);
-            self.set_listed(&mut a, true);
+            self.set_listed(alarm, &mut a, true);
         }
         self.arm(&key, &mut svc, now);
+        self.orphan(&key, &refused);
         inner.services.insert(key, svc);
     }
 }
