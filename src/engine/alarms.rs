@@ -201,6 +201,10 @@ impl AlarmView {
     }
 }
 
+/// An alarm a service belongs to: its name (the alarm's shared key where it
+/// exists) and the `[[alarms]]` section that makes it.
+pub(super) type Membership = (Arc<str>, usize);
+
 /// Whether the alarm `name` counts against `[limits] max_alarms`: every
 /// alarm but lovebeat's own, which reports the lack of room and must not
 /// take one of the user's places.
@@ -215,10 +219,7 @@ impl Engine {
     /// is left out (counted; logged at most every ten thousand) and
     /// returned second: the service waits for it as an orphan
     /// (`orphans.rs`) and joins it when a place frees.
-    pub(super) fn resolve_alarms(
-        &self,
-        name: &str,
-    ) -> (Vec<(Arc<str>, usize)>, Vec<(Arc<str>, usize)>) {
+    pub(super) fn resolve_alarms(&self, name: &str) -> (Vec<Membership>, Vec<Membership>) {
         let inner = &self.inner;
         let mut refused = Vec::new();
         let joined = inner
