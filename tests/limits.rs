@@ -253,14 +253,15 @@ fn template_alarms_stop_at_max_alarms() {
     let member = gone.replacen("t-", "t.", 1);
     assert_eq!(d.delete(&format!("/api/services/{member}")).status, 200);
     assert_eq!(d.delete(&format!("/api/alarms/{gone}")).status, 200);
-    d.post("/api/services/t.s9");
+    // The place goes to the oldest service waiting for one (SPEC §5).
     assert_eq!(
-        d.get("/api/alarms/t-s9").status,
+        d.get("/api/alarms/t-s3").status,
         200,
         "a new alarm fits again"
     );
     d.post("/api/services/t.s10");
     assert_eq!(d.get("/api/alarms/t-s10").status, 404, "and the cap holds");
+    assert_eq!(d.get("/api/alarms/t-s4").status, 404, "for orphans too");
 }
 
 #[test]
