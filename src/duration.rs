@@ -1,7 +1,7 @@
 //! Timeout and duration inputs: seconds as in 1.x, plus `90s`, `15m`,
 //! `1h30m`, `2d` and `auto` (README, "Sending beats").
 
-use crate::engine::{Timeout, TIMEOUT_AUTO, TIMEOUT_NONE};
+use crate::engine::Timeout;
 
 /// Why a timeout or a duration cannot be read; the message names the
 /// problem for a 400 or a config error.
@@ -42,40 +42,98 @@ pub enum DurationError {
     },
 }
 
-/// The timeout a number of whole seconds stands for (1.x's statsd and JSON
-/// form): N > 0 is N s, 0 always ERROR, -1 none, -2 auto; other negative
-/// numbers are refused.
-pub fn timeout_from_secs(secs: i64) -> Result<Timeout, DurationError> {
-    match secs {
-        s if s > 0 => s
-            .checked_mul(1000)
-            .map(|ms| Timeout::After(ms as u64))
-            .ok_or(DurationError::TooLarge),
-        0 => Ok(Timeout::Always),
-        TIMEOUT_NONE => Ok(Timeout::None),
-        TIMEOUT_AUTO => Ok(Timeout::Auto),
-        s => Err(DurationError::BadTimeout(s.to_string())),
+/// Why a number of seconds is not a timeout ([`timeout_from_decimal`]).
+/// Carries nothing, so statsd's hot path reads a bad line without
+/// allocating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SecsError {
+    /// Not `-?digits[.digits]`.
+    #[error("not a number of seconds")]
+    NotANumber,
+    /// Negative, and not the whole number -1 or -2.
+    #[error("a negative timeout other than -1 and -2")]
+    Negative,
+    /// More milliseconds than an `i64` holds.
+    #[error("timeout too large")]
+    TooLarge,
+}
+
+/// The timeout a number of seconds written in decimal (`60`, `2.5`,
+/// `0.0004`, `-1`) stands for: the one reading every path shares (statsd
+/// lines, HTTP `?timeout=` and JSON, the client through HTTP, the
+/// config), so they agree (SPEC §1.3 and §4.1). It is kept to the
+/// millisecond (rounded to the nearest), a positive value under 1 ms is
+/// 1 ms, and only a value that is exactly zero (`0`, `0.00`) is the
+/// tripwire: a sub-second timeout never becomes "always ERROR". Negative
+/// values are -1 (none) and -2 (auto), written as whole numbers; any other,
+/// `-0` included, is refused. Exact (no floating point) and allocation-free.
+pub fn timeout_from_decimal(text: &[u8]) -> Result<Timeout, SecsError> {
+    let digits = |d: &[u8]| d.iter().all(u8::is_ascii_digit);
+    let (neg, rest) = match text.split_first() {
+        Some((b'-', r)) => (true, r),
+        _ => (false, text),
+    };
+    let (int, frac) = match memchr::memchr(b'.', rest) {
+        Some(p) => (&rest[..p], Some(&rest[p + 1..])),
+        None => (rest, None),
+    };
+    let frac_digits = frac.unwrap_or_default();
+    if !digits(int) || !digits(frac_digits) || (int.is_empty() && frac_digits.is_empty()) {
+        return Err(SecsError::NotANumber);
     }
+    if neg {
+        let first = int.iter().position(|d| *d != b'0').unwrap_or(int.len());
+        return match (&int[first..], frac) {
+            (b"1", None) => Ok(Timeout::None),
+            (b"2", None) => Ok(Timeout::Auto),
+            _ => Err(SecsError::Negative),
+        };
+    }
+    let mut secs: u64 = 0;
+    for d in int {
+        secs = secs
+            .checked_mul(10)
+            .and_then(|n| n.checked_add(u64::from(d - b'0')))
+            .ok_or(SecsError::TooLarge)?;
+    }
+    let mut part: u64 = 0;
+    for i in 0..3 {
+        part = part * 10 + frac_digits.get(i).map_or(0, |d| u64::from(d - b'0'));
+    }
+    let below = frac_digits.get(3..).unwrap_or_default();
+    if below.first().is_some_and(|d| *d >= b'5') {
+        part += 1;
+    }
+    let ms = secs
+        .checked_mul(1000)
+        .and_then(|ms| ms.checked_add(part))
+        .filter(|ms| *ms <= i64::MAX as u64)
+        .ok_or(SecsError::TooLarge)?;
+    Ok(match ms {
+        0 if below.iter().all(|d| *d == b'0') => Timeout::Always,
+        0 => Timeout::After(1),
+        ms => Timeout::After(ms),
+    })
 }
 
 /// Parses a timeout as text: `auto`, whole or decimal seconds (`3600`,
-/// `1.5`, `-1`), or a duration (`1h30m`).
+/// `1.5`, `-1`; [`timeout_from_decimal`]), or a duration (`1h30m`).
 pub fn parse_timeout(text: &str) -> Result<Timeout, DurationError> {
     let t = text.trim();
     if t.eq_ignore_ascii_case("auto") {
         return Ok(Timeout::Auto);
     }
-    if let Ok(secs) = t.parse::<i64>() {
-        return timeout_from_secs(secs);
-    }
-    if let Ok(secs) = t.parse::<f64>() {
-        if (0.0..9.0e15).contains(&secs) {
-            return Ok(match (secs * 1000.0).round() as u64 {
-                0 => Timeout::Always,
-                ms => Timeout::After(ms),
-            });
+    match timeout_from_decimal(t.as_bytes()) {
+        Ok(timeout) => return Ok(timeout),
+        Err(SecsError::Negative) => return Err(DurationError::BadTimeout(text.to_string())),
+        Err(SecsError::TooLarge) => {
+            return Err(DurationError::In {
+                what: "timeout",
+                text: text.to_string(),
+                source: Box::new(DurationError::TooLarge),
+            })
         }
-        return Err(DurationError::BadTimeout(text.to_string()));
+        Err(SecsError::NotANumber) => {}
     }
     parse_duration_ms(t)
         .map(|ms| match ms {
@@ -157,7 +215,7 @@ pub struct TimeoutSetting(pub Timeout);
 impl<'de> serde::Deserialize<'de> for TimeoutSetting {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<TimeoutSetting, D::Error> {
         match Written::deserialize(d)? {
-            Written::Secs(s) => timeout_from_secs(s),
+            Written::Secs(s) => parse_timeout(&s.to_string()),
             Written::Float(f) => parse_timeout(&f.to_string()),
             Written::Text(t) => parse_timeout(&t),
         }
@@ -215,6 +273,8 @@ mod tests {
         assert_eq!(parse_timeout("2d"), Ok(Timeout::After(172_800_000)));
         assert!(parse_timeout("-3").is_err());
         assert!(parse_timeout("-1.5").is_err());
+        assert!(parse_timeout("-1.0").is_err());
+        assert!(parse_timeout("1e3").is_err());
         assert!(parse_timeout("1x").is_err());
         assert!(parse_timeout("h").is_err());
         assert!(parse_timeout("").is_err());
@@ -233,6 +293,73 @@ mod tests {
             .expect_err("negative")
             .to_string();
         assert!(e.contains("'-5'") && e.contains("0 or more"), "{e}");
+    }
+
+    /// SPEC §1.3 and §4.1: kept to the millisecond, a positive value under
+    /// 1 ms is 1 ms, only an exact zero is the tripwire, and negative
+    /// values are -1 and -2 only.
+    #[test]
+    fn decimal_seconds_are_kept_to_the_millisecond() {
+        let t = |s: &str| timeout_from_decimal(s.as_bytes());
+        assert_eq!(t("0.5"), Ok(Timeout::After(500)));
+        assert_eq!(t("2.5"), Ok(Timeout::After(2500)));
+        assert_eq!(t("1.9"), Ok(Timeout::After(1900)));
+        assert_eq!(t(".25"), Ok(Timeout::After(250)));
+        assert_eq!(t("3."), Ok(Timeout::After(3000)));
+        assert_eq!(t("0.0004"), Ok(Timeout::After(1)));
+        assert_eq!(t("0.0000000001"), Ok(Timeout::After(1)));
+        assert_eq!(t("0.0015"), Ok(Timeout::After(2)));
+        assert_eq!(t("0.9999"), Ok(Timeout::After(1000)));
+        assert_eq!(t("0"), Ok(Timeout::Always));
+        assert_eq!(t("0.000"), Ok(Timeout::Always));
+        assert_eq!(t("00"), Ok(Timeout::Always));
+        assert_eq!(t("-1"), Ok(Timeout::None));
+        assert_eq!(t("-2"), Ok(Timeout::Auto));
+        assert_eq!(t("-01"), Ok(Timeout::None));
+        for negative in ["-0", "-0.0", "-0.5", "-1.0", "-1.5", "-3", "-00"] {
+            assert_eq!(t(negative), Err(SecsError::Negative), "{negative}");
+        }
+        for junk in ["", ".", "-", "-.", "1.2.3", "1e3", "+1", " 1", "0x1", "1s"] {
+            assert_eq!(t(junk), Err(SecsError::NotANumber), "{junk}");
+        }
+        assert_eq!(
+            t("9223372036854775.807"),
+            Ok(Timeout::After(i64::MAX as u64))
+        );
+        assert_eq!(t("9223372036854775.808"), Err(SecsError::TooLarge));
+        assert_eq!(t("99999999999999999999999"), Err(SecsError::TooLarge));
+        // HTTP and the config read the same.
+        assert_eq!(parse_timeout("0.5"), Ok(Timeout::After(500)));
+        assert_eq!(parse_timeout("0.0004"), Ok(Timeout::After(1)));
+        assert!(parse_timeout("-0").is_err());
+    }
+
+    proptest! {
+        /// Every decimal number of seconds agrees with exact arithmetic:
+        /// rounded to the millisecond, at least 1 ms when positive, the
+        /// tripwire only at zero; and its wire number reads back the same.
+        #[test]
+        fn decimal_seconds_agree_with_exact_arithmetic(
+            int in 0u64..10_000_000,
+            frac in "[0-9]{0,9}",
+        ) {
+            let text = if frac.is_empty() { int.to_string() } else { format!("{int}.{frac}") };
+            let got = timeout_from_decimal(text.as_bytes()).expect("a timeout");
+            // The value in nanoseconds, exactly (nine fraction digits).
+            let nanos = u128::from(int) * 1_000_000_000
+                + format!("{frac:0<9}").parse::<u128>().expect("digits");
+            let want = match (nanos + 500_000) / 1_000_000 {
+                0 if nanos == 0 => Timeout::Always,
+                0 => Timeout::After(1),
+                ms => Timeout::After(ms as u64),
+            };
+            prop_assert_eq!(&got, &want, "{}", text);
+            prop_assert_eq!(Timeout::from_wire(got.wire()), Some(got.clone()));
+            prop_assert_eq!(parse_timeout(&text), Ok(got.clone()));
+            let line = format!("svc.timeout:{text}|g");
+            let parsed = crate::ingest::statsd::parse_line(line.as_bytes()).expect("a line");
+            prop_assert_eq!(parsed.action, crate::ingest::statsd::Action::Timeout(got));
+        }
     }
 
     proptest! {

@@ -146,9 +146,13 @@ const CAPACITY_CHECK: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Puts `lovebeat.self.capacity` in ERROR while new names are being refused
 /// at `[limits] max_services` or `max_alarms` (a check finds more refused
-/// than the one before), and back to OK after a check that finds none.
+/// than the one before) or while any service waits for a place under
+/// `max_alarms` to join its alarm (an orphan, SPEC §5: it stays ERROR as
+/// long as one waits, with their count), and back to OK after a check that
+/// finds neither.
 pub async fn watch_capacity(trouble: Trouble, stop: tokio_util::sync::CancellationToken) {
     let mut last = trouble.engine.refused();
+    let mut last_reason = String::new();
     let mut tick = tokio::time::interval(CAPACITY_CHECK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -157,18 +161,53 @@ pub async fn watch_capacity(trouble: Trouble, stop: tokio_util::sync::Cancellati
             _ = stop.cancelled() => return,
         }
         let now = trouble.engine.refused();
-        let (services, alarms) = (now.0 - last.0, now.1 - last.1);
-        if services > 0 || alarms > 0 {
-            trouble.fail(
-                Part::Capacity,
-                &format!(
-                    "[limits] reached: {services} new services and {alarms} alarm memberships refused in the last {} s",
-                    CAPACITY_CHECK.as_secs()
-                ),
-            );
-        } else {
-            trouble.ok(Part::Capacity);
-        }
+        let refused = (now.0 - last.0, now.1 - last.1);
         last = now;
+        match capacity_reason(refused, trouble.engine.orphans()) {
+            // A reason already recorded is not recorded again every check.
+            Some(reason) if reason == last_reason && trouble.is_failing(Part::Capacity) => {}
+            Some(reason) => {
+                trouble.fail(Part::Capacity, &reason);
+                last_reason = reason;
+            }
+            None => {
+                trouble.ok(Part::Capacity);
+                last_reason.clear();
+            }
+        }
+    }
+}
+
+/// Why `lovebeat.self.capacity` is in ERROR after a check that found
+/// `(services, alarms)` refused since the one before and `orphans`
+/// services waiting for an alarm; `None` when it is not.
+fn capacity_reason((services, alarms): (u64, u64), orphans: usize) -> Option<String> {
+    let mut parts = Vec::new();
+    if services > 0 || alarms > 0 {
+        parts.push(format!(
+            "[limits] reached: {services} new services and {alarms} alarm memberships refused in the last {} s",
+            CAPACITY_CHECK.as_secs()
+        ));
+    }
+    if orphans > 0 {
+        parts.push(format!(
+            "{orphans} services wait for a place under [limits] max_alarms to join their alarm (delete an alarm, or raise max_alarms and restart)"
+        ));
+    }
+    (!parts.is_empty()).then(|| parts.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn orphans_keep_capacity_failing_with_their_count() {
+        assert_eq!(capacity_reason((0, 0), 0), None);
+        let r = capacity_reason((0, 0), 3).expect("failing");
+        assert!(r.starts_with("3 services wait"), "{r}");
+        let r = capacity_reason((1, 2), 3).expect("failing");
+        assert!(r.contains("1 new services and 2 alarm memberships"), "{r}");
+        assert!(r.contains("; 3 services wait"), "{r}");
     }
 }

@@ -253,14 +253,15 @@ fn template_alarms_stop_at_max_alarms() {
     let member = gone.replacen("t-", "t.", 1);
     assert_eq!(d.delete(&format!("/api/services/{member}")).status, 200);
     assert_eq!(d.delete(&format!("/api/alarms/{gone}")).status, 200);
-    d.post("/api/services/t.s9");
+    // The place goes to the oldest service waiting for one (SPEC §5).
     assert_eq!(
-        d.get("/api/alarms/t-s9").status,
+        d.get("/api/alarms/t-s3").status,
         200,
         "a new alarm fits again"
     );
     d.post("/api/services/t.s10");
     assert_eq!(d.get("/api/alarms/t-s10").status, 404, "and the cap holds");
+    assert_eq!(d.get("/api/alarms/t-s4").status, 404, "for orphans too");
 }
 
 #[test]
@@ -352,4 +353,66 @@ fn whole_table_answers_beyond_max_http_lists_get_a_503_and_a_slow_reader_is_cut(
         !got.ends_with(b"0\r\n\r\n"),
         "a cut answer is not a whole one"
     );
+}
+
+/// SPEC §5 and README "Limits": a service that could not join its alarm at
+/// `max_alarms` is an orphan: `lovebeat.self.capacity` stays ERROR while
+/// any waits (with their count, also in `/metrics`), and a freed place
+/// makes its alarm, which it joins in its current state, with alerts.
+#[test]
+fn orphans_beyond_max_alarms_stay_visible_and_join_when_a_place_frees() {
+    let rx = common::receiver::Receiver::start(|_| Some(200));
+    let d = Daemon::start(&format!(
+        "[[alarms]]\nname = \"t-$n\"\npattern = \"t.$n\"\nalerts = [\"ops\"]\n[alerts.ops]\nwebhook = \"{}\"\n{}",
+        rx.url("/hook"),
+        limits("max_alarms = 2")
+    ));
+    for path in ["t.a", "t.b", "t.c?timeout=0", "t.d"] {
+        assert_eq!(d.post(&format!("/api/services/{path}")).status, 200);
+    }
+    assert_eq!(d.get("/api/alarms/t-c").status, 404);
+    assert_eq!(d.metric("lovebeat_orphaned_services"), 2.0);
+    let capacity = |d: &Daemon| d.service("lovebeat.self.capacity").unwrap_or_default();
+    wait_until(20, "lovebeat.self.capacity in ERROR", || {
+        capacity(&d)["state"] == "error"
+    });
+    let why = capacity(&d)["last_failure"]["output"].to_string();
+    assert!(why.contains("2 services wait"), "{why}");
+    // It stays ERROR past the checks that find no new refusal (one every
+    // 10 s; before, it cleared two or three checks after the last refusal):
+    // the orphans are still there.
+    let until = Instant::now() + Duration::from_secs(25);
+    while Instant::now() < until {
+        let s = capacity(&d);
+        assert_eq!(s["state"], "error", "capacity cleared with orphans: {s}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // A freed place goes to the oldest orphan, in ERROR: its alarm is ERROR
+    // and alerts.
+    assert_eq!(d.delete("/api/services/t.a").status, 200);
+    assert_eq!(d.delete("/api/alarms/t-a").status, 200);
+    let c = d.get("/api/alarms/t-c");
+    assert_eq!(c.status, 200, "{}", c.body);
+    assert_eq!(c.json()["alarm"]["state"], "error", "{}", c.body);
+    let alerted = |alarm: &'static str| {
+        let rx = &rx;
+        move || {
+            rx.got()
+                .iter()
+                .any(|r| r.json()["name"] == alarm && r.json()["to_state"] == "error")
+        }
+    };
+    wait_until(15, "the alert of t-c", alerted("t-c"));
+    assert_eq!(d.metric("lovebeat_orphaned_services"), 1.0);
+    // The next place goes to t.d, and a failure of it raises its alarm.
+    assert_eq!(d.delete("/api/services/t.b").status, 200);
+    assert_eq!(d.delete("/api/alarms/t-b").status, 200);
+    assert_eq!(d.get("/api/alarms/t-d").status, 200);
+    let r = d.request("POST", "/api/services/t.d/fail", &[], b"broken");
+    assert_eq!(r.status, 200, "{}", r.body);
+    wait_until(15, "the alert of t-d", alerted("t-d"));
+    assert_eq!(d.metric("lovebeat_orphaned_services"), 0.0);
+    wait_until(30, "lovebeat.self.capacity back to OK", || {
+        capacity(&d)["state"] == "ok"
+    });
 }

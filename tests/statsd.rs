@@ -156,3 +156,60 @@ fn statsd_timeout_then_beat_does_not_alarm() {
     assert_eq!(a["alarm"]["state"], "ok");
     assert_eq!(a["alarm"]["incident_nbr"], 0);
 }
+
+/// SPEC §1.3 and §4.1: a timeout is kept to the millisecond on every path,
+/// UDP, TCP and HTTP alike: `0.5` is 500 ms (not a tripwire), a positive
+/// value under 1 ms is 1 ms, and `-0` is refused, not a tripwire.
+#[test]
+fn sub_second_timeouts_are_kept_to_the_millisecond_on_every_path() {
+    let d = Daemon::start("");
+    d.udp("sub.udp.beat:1|c\nsub.neg.beat:1|c\n");
+    d.eventually("beats applied", || d.service("sub.neg").is_some());
+    d.udp("sub.udp.timeout:0.5|g\nsub.tiny.timeout:0.0004|g\nsub.neg.timeout:-0|g\nsub.neg.timeout:-0.5|g\nsub.mark.beat:1|c\n");
+    d.tcp("sub.tcp.timeout:2.5|g\n");
+    d.eventually("lines applied", || {
+        d.service("sub.mark").is_some() && d.service("sub.tcp").is_some()
+    });
+    let timeout = |name: &str| d.service(name).expect(name)["timeout"].clone();
+    assert_eq!(timeout("sub.udp"), 500);
+    assert_eq!(timeout("sub.tiny"), 1);
+    assert_eq!(timeout("sub.tcp"), 2500);
+    assert_eq!(timeout("sub.neg"), -1, "-0 is dropped, not a tripwire");
+    assert_eq!(d.service("sub.neg").expect("sub.neg")["state"], "ok");
+    // Over HTTP the same numbers read the same.
+    assert_eq!(d.post("/api/services/sub.http?timeout=0.5").status, 200);
+    assert_eq!(timeout("sub.http"), 500);
+    assert_eq!(d.post("/api/services/sub.http2?timeout=0.0004").status, 200);
+    assert_eq!(timeout("sub.http2"), 1);
+    let r = d.post("/api/services/sub.http3?timeout=-0");
+    assert_eq!(r.status, 400, "{}", r.body);
+    let json = [("Content-Type", "application/json")];
+    let r = d.request(
+        "POST",
+        "/api/services/sub.json",
+        &json,
+        b"{\"timeout\": 0.25}",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(timeout("sub.json"), 250);
+    let r = d.request(
+        "POST",
+        "/api/services/sub.json2",
+        &json,
+        b"{\"timeout\": -0}",
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    let r = d.request(
+        "POST",
+        "/api/services/sub.json",
+        &json,
+        b"{\"timeout\": 60}",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(timeout("sub.json"), 60_000);
+    // 500 ms after its beat the half-second service is ERROR by expiry, as
+    // any timeout expires.
+    d.eventually("sub.udp expired", || {
+        d.service("sub.udp").expect("sub.udp")["state"] == "error"
+    });
+}

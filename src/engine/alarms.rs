@@ -201,51 +201,87 @@ impl AlarmView {
     }
 }
 
+/// An alarm a service belongs to: its name (the alarm's shared key where it
+/// exists) and the `[[alarms]]` section that makes it.
+pub(super) type Membership = (Arc<str>, usize);
+
+/// Whether the alarm `name` counts against `[limits] max_alarms`: every
+/// alarm but lovebeat's own, which reports the lack of room and must not
+/// take one of the user's places.
+pub(super) fn takes_a_place(name: &str) -> bool {
+    name != crate::trouble::SELF_ALARM
+}
+
 impl Engine {
     /// The alarms a new service joins, with the alarm's shared key where the
-    /// alarm exists already.
+    /// alarm exists already, and those it cannot join yet.
     /// An alarm that would be a new instance beyond `[limits] max_alarms`
-    /// is left out (counted; logged at most every ten seconds).
-    pub(super) fn resolve_alarms(&self, name: &str) -> Vec<(Arc<str>, usize)> {
+    /// is left out (counted; logged at most every ten thousand) and
+    /// returned second: the service waits for it as an orphan
+    /// (`orphans.rs`) and joins it when a place frees.
+    pub(super) fn resolve_alarms(&self, name: &str) -> (Vec<Membership>, Vec<Membership>) {
         let inner = &self.inner;
-        inner
+        let mut refused = Vec::new();
+        let joined = inner
             .matcher
             .alarms_for(name)
             .into_iter()
             .filter_map(|(alarm, def)| {
-                let full = || inner.alarm_count.load(Ordering::Relaxed) >= inner.max_alarms;
-                let key = match inner.alarms.get(alarm.as_str()) {
-                    // A deleted alarm coming back counts as a new one.
-                    Some(a) if a.listed || !full() => a.key().clone(),
-                    _ if full() => {
+                let place = if super::is_internal(name) {
+                    // lovebeat's own trouble is never refused for lack of
+                    // room: it is what reports the lack.
+                    self.alarm_place(&alarm).or_else(|| Some(Arc::from(alarm.as_str())))
+                } else {
+                    self.alarm_place(&alarm)
+                };
+                let key = match place {
+                    Some(key) => key,
+                    None => {
                         let n = inner.alarms_refused.fetch_add(1, Ordering::Relaxed);
                         if n % 10_000 == 0 {
                             tracing::warn!(
-                                "[limits] max_alarms ({}) reached: service {} does not join a new alarm {} ({} refused so far)",
+                                "[limits] max_alarms ({}) reached: service {} waits to join a new alarm {} ({} refused so far)",
                                 inner.max_alarms,
                                 name.escape_debug(),
                                 alarm.escape_debug(),
                                 n + 1
                             );
                         }
+                        refused.push((Arc::from(alarm), def));
                         return None;
                     }
-                    _ => Arc::from(alarm),
                 };
                 Some((key, def))
             })
-            .collect()
+            .collect();
+        (joined, refused)
+    }
+
+    /// The key a member of `alarm` joins under: the alarm's own where it
+    /// is listed, a new one where a new alarm fits under `max_alarms`;
+    /// `None` when it does not fit. A deleted alarm coming back counts as
+    /// a new one. Takes (briefly) the alarm's shard lock.
+    pub(super) fn alarm_place(&self, alarm: &str) -> Option<Arc<str>> {
+        let inner = &self.inner;
+        let full = || inner.alarm_count.load(Ordering::Relaxed) >= inner.max_alarms;
+        match inner.alarms.get(alarm) {
+            Some(a) if a.listed || !full() => Some(a.key().clone()),
+            _ if full() => None,
+            _ => Some(Arc::from(alarm)),
+        }
     }
 
     /// Lists or unlists an alarm, keeping `alarm_count` (the listed alarms,
     /// which `max_alarms` bounds) right: a deleted alarm frees its place.
-    pub(super) fn set_listed(&self, a: &mut Alarm, listed: bool) {
+    pub(super) fn set_listed(&self, name: &str, a: &mut Alarm, listed: bool) {
         if a.listed != listed {
             a.listed = listed;
-            if listed {
-                self.inner.alarm_count.fetch_add(1, Ordering::Relaxed);
-            } else {
-                self.inner.alarm_count.fetch_sub(1, Ordering::Relaxed);
+            if takes_a_place(name) {
+                if listed {
+                    self.inner.alarm_count.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    self.inner.alarm_count.fetch_sub(1, Ordering::Relaxed);
+                }
             }
         }
     }
@@ -258,7 +294,9 @@ impl Engine {
         now: i64,
     ) -> dashmap::mapref::one::RefMut<'_, Arc<str>, Alarm> {
         self.inner.alarms.entry(name.clone()).or_insert_with(|| {
-            self.inner.alarm_count.fetch_add(1, Ordering::Relaxed);
+            if takes_a_place(name) {
+                self.inner.alarm_count.fetch_add(1, Ordering::Relaxed);
+            }
             Alarm::new(Some(def), now)
         })
     }
@@ -280,7 +318,7 @@ impl Engine {
             state,
         );
         if a.state == State::New || !a.listed {
-            self.set_listed(&mut a, true);
+            self.set_listed(alarm, &mut a, true);
             self.emit(now, || EventKind::AlarmAdded(a.view(alarm)));
         }
         self.alarm_settle(alarm, &mut a, failed_changed, now);
@@ -361,9 +399,12 @@ impl Engine {
         if a.members > 0 {
             return Err(EngineError::AlarmNotEmpty(name.to_string()));
         }
-        self.set_listed(&mut a, false);
+        self.set_listed(name, &mut a, false);
         let key = a.key().clone();
         self.emit(now, || EventKind::AlarmRemoved(a.view(&key)));
+        drop(a);
+        // Its place goes first to the services waiting for one.
+        self.adopt_orphans(now);
         Ok(true)
     }
 }

@@ -39,6 +39,7 @@ mod expiry;
 pub mod job;
 pub mod journal;
 pub mod membership;
+mod orphans;
 mod queries;
 mod restore;
 pub mod service;
@@ -189,6 +190,10 @@ struct Inner {
     services_refused: std::sync::atomic::AtomicU64,
     /// Memberships not made at `max_alarms`.
     alarms_refused: std::sync::atomic::AtomicU64,
+    /// Services waiting for a place under `max_alarms` (`orphans.rs`).
+    orphans: Mutex<orphans::Orphans>,
+    /// How many services `orphans` holds, read without its lock.
+    orphan_count: AtomicUsize,
     timers: Mutex<Timers>,
     /// Wakes the expiry task when a deadline earlier than its next wake
     /// was armed.
@@ -244,6 +249,8 @@ impl Engine {
                 alarm_count: AtomicUsize::new(0),
                 services_refused: Default::default(),
                 alarms_refused: Default::default(),
+                orphans: Mutex::default(),
+                orphan_count: AtomicUsize::new(0),
                 timers: Mutex::new(Timers::new(now)),
                 wake: Notify::new(),
                 events,
@@ -377,16 +384,19 @@ impl Engine {
                     inner.services_refused.fetch_add(1, Ordering::Relaxed);
                     return Err(EngineError::Full(inner.max_services, name.to_string()));
                 }
-                let joined = self.resolve_alarms(name);
+                let (joined, refused) = self.resolve_alarms(name);
                 let keys: ThinVec<Arc<str>> = joined.iter().map(|(k, _)| k.clone()).collect();
-                Ok(Some((self.new_service(name, keys, now), joined)))
+                Ok(Some((self.new_service(name, keys, now), (joined, refused))))
             },
             |key, svc, joined| {
                 let before = svc.state;
                 let (changed, r) = f(svc, inner.started_at);
                 match joined {
                     None => self.settle(key, svc, before, changed, now),
-                    Some(joined) => self.settle_new(key, svc, &joined, now),
+                    Some((joined, refused)) => {
+                        self.settle_new(key, svc, &joined, now);
+                        self.orphan(key, &refused);
+                    }
                 }
                 r
             },
@@ -464,6 +474,7 @@ impl Engine {
             for alarm in svc.alarms.iter() {
                 self.alarm_leave(alarm, key, svc.state, now);
             }
+            self.forget_orphan(key);
             true
         });
         drop(removed);

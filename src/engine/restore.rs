@@ -95,7 +95,8 @@ impl Engine {
             alarm.incident_nbr = a.incident_nbr;
             alarm.listed = a.listed;
             alarm.announced = a.announced.unwrap_or((a.state, a.incident_nbr));
-            let listed = i64::from(alarm.listed);
+            let takes = super::alarms::takes_a_place(&a.name);
+            let listed = i64::from(alarm.listed && takes);
             let counted = match inner.alarms.entry(Arc::from(a.name)) {
                 dashmap::Entry::Vacant(v) => {
                     v.insert(alarm);
@@ -104,7 +105,7 @@ impl Engine {
                 dashmap::Entry::Occupied(mut o) => {
                     report.duplicate_alarms += 1;
                     let old = o.get();
-                    let was = i64::from(old.listed);
+                    let was = i64::from(old.listed && takes);
                     if (alarm.last_state_change, alarm.incident_nbr)
                         < (old.last_state_change, old.incident_nbr)
                     {
@@ -179,7 +180,7 @@ impl Engine {
             Some(true) => return true,
             Some(false) => self.unload_service(&s.name),
         }
-        let memberships = self.resolve_alarms(&s.name);
+        let (memberships, refused) = self.resolve_alarms(&s.name);
         let key = s.name;
         let mut svc = Service::new(
             now,
@@ -214,9 +215,10 @@ impl Engine {
         for (alarm, def) in &memberships {
             let mut a = self.alarm_entry(alarm, *def, now);
             a.add_member(*def, || inner.matcher.dependencies(*def, &key), &key, state);
-            self.set_listed(&mut a, true);
+            self.set_listed(alarm, &mut a, true);
         }
         self.arm(&key, &mut svc, now);
+        self.orphan(&key, &refused);
         inner.services.insert(key, svc);
         older.is_some()
     }
@@ -228,6 +230,8 @@ impl Engine {
         let Some((key, old)) = self.inner.services.remove(name) else {
             return;
         };
+        // The newer record is resolved again, orphaned again if it must be.
+        self.forget_orphan(name);
         self.count(old.state, -1);
         self.disarm(&old);
         for alarm in old.alarms.iter() {

@@ -646,3 +646,54 @@ fn a_service_holds_one_live_deadline_however_often_its_timeout_changes() {
     e.delete("gone", T0);
     assert_eq!(e.timer_entries().1, 1);
 }
+
+/// SPEC §5: a service refused an alarm at `max_alarms` waits for it, is
+/// counted while it waits, and joins it (in its current state) when a
+/// place frees; a deleted orphan waits for nothing.
+#[test]
+fn orphans_join_their_alarm_when_a_place_frees() {
+    let e = Engine::new(
+        EngineConfig {
+            alarms: vec![alarm("t-$n", "t.$n")],
+            max_alarms: 2,
+            ..Default::default()
+        },
+        T0,
+    );
+    for n in ["a", "b", "c", "d", "e"] {
+        e.beat(&format!("t.{n}"), T0).expect("valid");
+    }
+    assert_eq!(e.orphans(), 3);
+    assert!(e.alarm("t-c").is_none());
+    // An orphan in ERROR before it joins.
+    e.change("t.c", Change::timeout(Timeout::Always), T0)
+        .expect("valid");
+    e.delete("t.d", T0);
+    assert_eq!(e.orphans(), 2, "a deleted orphan leaves the set");
+    e.delete("t.a", T0);
+    assert_eq!(e.delete_alarm("t-a", T0), Ok(true));
+    let c = e.alarm("t-c").expect("the orphan joined its alarm");
+    assert_eq!(c.state, State::Error, "{c:?}");
+    assert_eq!(c.failed_services, vec![Name::from("t.c")]);
+    assert_eq!(
+        e.service("t.c", false).expect("exists").in_alarms,
+        vec![Arc::<str>::from("t-c")]
+    );
+    assert_eq!(e.orphans(), 1);
+    // t.d was deleted: its alarm is not made when the next place frees.
+    e.delete("t.b", T0);
+    assert_eq!(e.delete_alarm("t-b", T0), Ok(true));
+    assert!(e.alarm("t-d").is_none());
+    assert!(e.alarm("t-e").is_some());
+    assert_eq!(e.orphans(), 0);
+    e.change(
+        "t.e",
+        Change {
+            fail: Some(FailReport::default()),
+            ..Change::default()
+        },
+        T0,
+    )
+    .expect("valid");
+    assert_eq!(e.alarm("t-e").expect("joined").state, State::Error);
+}

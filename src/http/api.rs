@@ -13,7 +13,7 @@ use crate::clock::now_ms;
 use crate::engine::Engine;
 use std::sync::Arc;
 
-use crate::duration::{parse_duration_input, parse_timeout, timeout_from_secs, DurationError};
+use crate::duration::{parse_duration_input, parse_timeout, DurationError};
 use crate::engine::job::{output_tail, ScheduleError};
 use crate::engine::{Change, EngineError, FailReport, Schedule, ServiceView, Timeout};
 
@@ -194,11 +194,9 @@ fn apply_json(body: &[u8], params: &mut BeatParams) -> Result<(), BadRequest> {
     match obj.get("timeout") {
         None | Some(serde_json::Value::Null) => {}
         Some(serde_json::Value::Number(n)) => {
-            params.timeout = Some(if let Some(i) = n.as_i64() {
-                timeout_from_secs(i)?
-            } else {
-                parse_timeout(&n.to_string())?
-            });
+            // As written (`-0` stays negative): read as every path reads
+            // seconds.
+            params.timeout = Some(parse_timeout(&n.to_string())?);
         }
         Some(serde_json::Value::String(s)) => params.timeout = Some(parse_timeout(s)?),
         Some(other) => {

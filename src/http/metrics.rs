@@ -57,6 +57,11 @@ pub(super) fn render(state: &AppState) -> Response<Body> {
                 .load(Ordering::Relaxed) as f64,
         ),
         (
+            "lovebeat_orphaned_services",
+            "Services waiting for a place under [limits] max_alarms to join their alarm.",
+            state.engine.orphans() as f64,
+        ),
+        (
             "lovebeat_alerts_queued",
             "Alert messages waiting or being delivered.",
             state.counters.alerts.queued.load(Ordering::Relaxed) as f64,

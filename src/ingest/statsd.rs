@@ -1,7 +1,7 @@
 //! The statsd line protocol (README, "Sending beats"), parsed without
 //! copying: the name is borrowed from the datagram.
 
-use crate::duration::{timeout_from_secs, DurationError};
+use crate::duration::{timeout_from_decimal, SecsError};
 use crate::engine::{valid_name, Timeout, INTERNAL_PREFIX};
 
 /// What a line asks for.
@@ -83,7 +83,24 @@ pub fn parse_line(line: &[u8]) -> Result<Command<'_>, ParseError> {
         return Err(ParseError::BadName);
     }
     let mut fields = rest.split(|c| *c == b'|');
-    let value = parse_value(fields.next().unwrap_or_default())?;
+    let value = fields.next().unwrap_or_default();
+    // A timeout is kept to the millisecond, as every path keeps it; other
+    // values are only checked.
+    let action = match verb {
+        Verb::Timeout => Action::Timeout(timeout_from_decimal(value).map_err(|e| match e {
+            SecsError::Negative => ParseError::BadTimeout,
+            SecsError::NotANumber | SecsError::TooLarge => ParseError::BadValue,
+        })?),
+        other => {
+            parse_value(value)?;
+            match other {
+                Verb::Autobeat => Action::Autobeat,
+                Verb::Start => Action::Start,
+                Verb::Fail => Action::Fail,
+                Verb::Beat | Verb::Timeout => Action::Beat,
+            }
+        }
+    };
     match fields.next() {
         Some(b"c" | b"g" | b"ms") => {}
         _ => return Err(ParseError::BadType),
@@ -100,23 +117,15 @@ pub fn parse_line(line: &[u8]) -> Result<Command<'_>, ParseError> {
             _ => return Err(ParseError::BadSuffix),
         }
     }
-    let action = match verb {
-        Verb::Beat => Action::Beat,
-        Verb::Autobeat => Action::Autobeat,
-        Verb::Start => Action::Start,
-        Verb::Fail => Action::Fail,
-        Verb::Timeout => Action::Timeout(timeout_from_secs(value).map_err(|e| match e {
-            DurationError::BadTimeout(_) => ParseError::BadTimeout,
-            _ => ParseError::BadValue,
-        })?),
-    };
     // SAFETY: valid_name accepted only the ASCII bytes [a-z0-9._-], and
     // ASCII is valid UTF-8.
     let name = unsafe { std::str::from_utf8_unchecked(name) };
     Ok(Command { name, action })
 }
 
-/// An integer, or a non-negative decimal truncated toward zero.
+/// An integer, or a non-negative decimal truncated toward zero: the value
+/// of a beat, autobeat, start or fail, which only has to be a number (a
+/// timeout's is read by [`timeout_from_decimal`]).
 fn parse_value(v: &[u8]) -> Result<i64, ParseError> {
     let (neg, digits) = match v.split_first() {
         Some((b'-', d)) => (true, d),
@@ -172,7 +181,9 @@ mod tests {
             ("a.beat:1|c|#env:prod", ("a", Beat)),
             ("a.beat:1|c\r", ("a", Beat)),
             ("a.timeout:60|g", ("a", after(60_000))),
-            ("a.timeout:1.9|g", ("a", after(1000))),
+            ("a.timeout:1.9|g", ("a", after(1900))),
+            ("a.timeout:0.5|g", ("a", after(500))),
+            ("a.timeout:0.0004|g", ("a", after(1))),
             (
                 "a.timeout:0|g",
                 ("a", Action::Timeout(crate::engine::Timeout::Always)),
@@ -210,6 +221,11 @@ mod tests {
             ("a.beat:1.|c", BadValue),
             ("a.beat:99999999999999999999|c", BadValue),
             ("a.timeout:-3|g", BadTimeout),
+            ("a.timeout:-0|g", BadTimeout),
+            ("a.timeout:-0.5|g", BadTimeout),
+            ("a.timeout:-1.0|g", BadTimeout),
+            ("a.timeout:1e3|g", BadValue),
+            ("a.timeout:|g", BadValue),
             ("a.timeout:9223372036854775807|g", BadValue),
             ("a.bogus:1|c", UnknownAction),
             ("beat:1|c", UnknownAction),
