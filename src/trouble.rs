@@ -1,8 +1,9 @@
 //! lovebeat's own trouble, made visible like any other failure (README,
 //! "Watching lovebeat itself"): each part that can fail on its own (saves,
-//! uploads, alert deliveries, the event log, room for services) is a
-//! service `lovebeat.self.<part>` that a failure puts in ERROR (with the
-//! reason as its job output) and a success brings back to OK. They belong
+//! uploads, alert deliveries, the event log, room for services or for
+//! statsd TCP senders) is a service `lovebeat.self.<part>` that a failure
+//! puts in ERROR (with the reason as its job output) and a success brings
+//! back to OK. They belong
 //! to the built-in alarm [`SELF_ALARM`], which alerts through the alerts
 //! named in `[self_alarm]` like any other alarm: a full disk reaches a
 //! person, not only the log.
@@ -27,15 +28,18 @@ pub enum Part {
     Eventlog,
     /// Room for new services and alarms (`[limits]`).
     Capacity,
+    /// Room for statsd TCP senders (`[limits] max_tcp_connections`).
+    Tcp,
 }
 
 /// Every part.
-const PARTS: [Part; 5] = [
+const PARTS: [Part; 6] = [
     Part::Save,
     Part::Upload,
     Part::Alerts,
     Part::Eventlog,
     Part::Capacity,
+    Part::Tcp,
 ];
 
 impl Part {
@@ -47,6 +51,7 @@ impl Part {
             Part::Alerts => "lovebeat.self.alerts",
             Part::Eventlog => "lovebeat.self.eventlog",
             Part::Capacity => "lovebeat.self.capacity",
+            Part::Tcp => "lovebeat.self.tcp",
         }
     }
 }

@@ -23,6 +23,9 @@ pub struct IngestStats {
     pub tcp_connections: AtomicU64,
     /// TCP connections refused at `[limits] max_tcp_connections`.
     pub tcp_refused: AtomicU64,
+    /// TCP connections closed to make room at `[limits]
+    /// max_tcp_connections`.
+    pub tcp_evicted: AtomicU64,
     /// When a dropped line was last logged (ms), for rate limiting.
     last_drop_log: AtomicI64,
     /// Drops since the last log line.
