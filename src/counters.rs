@@ -81,6 +81,12 @@ pub const COUNTERS: &[Counter] = &[
         read: |s| Some(s.ingest.tcp_refused.load(Ordering::Relaxed)),
     },
     Counter {
+        prometheus: "lovebeat_tcp_connections_evicted_total",
+        statsd: None,
+        help: "statsd TCP connections closed to make room at [limits] max_tcp_connections (the one longest without a whole line gives way).",
+        read: |s| Some(s.ingest.tcp_evicted.load(Ordering::Relaxed)),
+    },
+    Counter {
         prometheus: "lovebeat_http_connections_closed_total",
         statsd: None,
         help: "HTTP connections closed to make room at [limits] max_http_connections, or for being idle or slow past the timeouts.",

@@ -238,6 +238,12 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
             stop.sink_token.clone(),
         ));
     }
+    stop.sink_tasks.spawn(tcp::watch_evictions(
+        trouble.clone(),
+        stats.clone(),
+        config.limits.max_tcp_connections,
+        stop.sink_token.clone(),
+    ));
     // Views and sinks: stopped last, before the final save.
     let reopen = Arc::new(Notify::new());
     stop.sink_tasks.spawn(sinks::log::run(

@@ -14,7 +14,8 @@ use crate::duration::DurationSetting;
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
     /// HTTP connections at once; at the cap a new one replaces the one
-    /// that has waited longest without a request being handled.
+    /// that has waited longest without a request being handled, failing
+    /// that the one whose handler has waited longest for its body.
     pub max_http_connections: usize,
     /// How long a request's headers may take to arrive.
     pub http_header_timeout: DurationSetting,
@@ -22,7 +23,13 @@ pub struct LimitsConfig {
     pub http_idle_timeout: DurationSetting,
     /// How long a request's body may take to arrive.
     pub http_body_timeout: DurationSetting,
-    /// statsd TCP connections at once; more are refused.
+    /// Bytes per second a request's body must average once its first
+    /// seconds have passed (0: no minimum), or it is a 408: a body sent a
+    /// byte a second would otherwise hold its connection for the whole
+    /// `http_body_timeout`, and a thousand of them every connection.
+    pub http_body_min_rate: u64,
+    /// statsd TCP connections at once; at the cap a new one replaces the
+    /// one that has gone longest without sending a whole line.
     pub max_tcp_connections: usize,
     /// How long a statsd TCP connection may send nothing before it is
     /// closed.
@@ -57,6 +64,7 @@ impl Default for LimitsConfig {
             http_header_timeout: DurationSetting { ms: 10_000 },
             http_idle_timeout: DurationSetting { ms: 60_000 },
             http_body_timeout: DurationSetting { ms: 30_000 },
+            http_body_min_rate: 500,
             max_tcp_connections: 1024,
             tcp_idle_timeout: DurationSetting { ms: 600_000 },
             max_websockets: 256,

@@ -1,8 +1,9 @@
 //! lovebeat's own trouble, made visible like any other failure (README,
 //! "Watching lovebeat itself"): each part that can fail on its own (saves,
-//! uploads, alert deliveries, the event log, room for services, the statsd UDP port) is a
-//! service `lovebeat.self.<part>` that a failure puts in ERROR (with the
-//! reason as its job output) and a success brings back to OK. They belong
+//! uploads, alert deliveries, the event log, the history, room for
+//! services or for statsd TCP senders, the statsd UDP port) is a service
+//! `lovebeat.self.<part>` that a failure puts in ERROR (with the reason as
+//! its job output) and a success brings back to OK. They belong
 //! to the built-in alarm [`SELF_ALARM`], which alerts through the alerts
 //! named in `[self_alarm]` like any other alarm: a full disk reaches a
 //! person, not only the log.
@@ -32,10 +33,12 @@ pub enum Part {
     /// The statsd UDP port, which another process may share
     /// (`ingest::owners`).
     Udp,
+    /// Room for statsd TCP senders (`[limits] max_tcp_connections`).
+    Tcp,
 }
 
 /// Every part.
-const PARTS: [Part; 7] = [
+const PARTS: [Part; 8] = [
     Part::Save,
     Part::Upload,
     Part::Alerts,
@@ -43,6 +46,7 @@ const PARTS: [Part; 7] = [
     Part::Capacity,
     Part::History,
     Part::Udp,
+    Part::Tcp,
 ];
 
 impl Part {
@@ -56,6 +60,7 @@ impl Part {
             Part::Capacity => "lovebeat.self.capacity",
             Part::History => "lovebeat.self.history",
             Part::Udp => "lovebeat.self.udp",
+            Part::Tcp => "lovebeat.self.tcp",
         }
     }
 }

@@ -153,23 +153,158 @@ fn a_client_that_stops_reading_a_whole_table_answer_is_closed_when_idle() {
 }
 
 #[test]
-fn statsd_tcp_beyond_its_cap_is_refused_and_the_others_keep_working() {
+fn at_the_statsd_tcp_cap_a_stalled_connection_makes_room_for_a_new_sender() {
     let d = Daemon::start(&limits("max_tcp_connections = 3"));
-    let mut kept: Vec<TcpStream> = (0..3)
-        .map(|_| TcpStream::connect(d.statsd_addr()).expect("connect"))
+    // A sender that keeps its connection and sends whole lines.
+    let mut steady = TcpStream::connect(d.statsd_addr()).expect("connect");
+    steady.write_all(b"steady.one.beat:1|c\n").expect("write");
+    wait_until(10, "the steady sender's line", || {
+        d.service("steady.one").is_some()
+    });
+    // Two that send a byte and never end their line.
+    let mut stalled: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut s = TcpStream::connect(d.statsd_addr()).expect("connect");
+            s.write_all(b"x").expect("write");
+            // Accepted one after the other, so the first is the oldest.
+            std::thread::sleep(Duration::from_millis(50));
+            s
+        })
         .collect();
-    wait_until(5, "three connections counted", || {
+    wait_until(10, "three connections counted", || {
         d.metric("lovebeat_tcp_connections_total") >= 3.0
     });
-    let mut extra = TcpStream::connect(d.statsd_addr()).expect("connect");
-    let _ = extra.write_all(b"refused.one.beat:1|c\n");
-    assert!(closed_within(&mut extra, 5), "the fourth is closed");
-    kept[0].write_all(b"kept.one.beat:1|c\n").expect("write");
-    drop(kept.remove(0));
-    wait_until(5, "the kept connection's line", || {
-        d.service("kept.one").is_some()
+    // The steady one sends again: the stalled ones have gone longest
+    // without a whole line.
+    steady.write_all(b"steady.one.beat:1|c\n").expect("write");
+    wait_until(10, "the steady sender's second line", || {
+        d.metric("lovebeat_lines_accepted_total") >= 2.0
     });
-    assert!(d.service("refused.one").is_none());
+    // At the cap, a new sender's beat gets through...
+    let mut fresh = TcpStream::connect(d.statsd_addr()).expect("connect");
+    fresh.write_all(b"fresh.one.beat:1|c\n").expect("write");
+    wait_until(10, "the new sender's beat", || {
+        d.service("fresh.one").is_some()
+    });
+    // ... because the first stalled connection gave way.
+    assert!(closed_within(&mut stalled[0], 10), "the stalled one closed");
+    assert!(!closed_within(&mut steady, 1), "the steady one stays");
+    steady.write_all(b"steady.two.beat:1|c\n").expect("write");
+    wait_until(10, "the steady sender still heard", || {
+        d.service("steady.two").is_some()
+    });
+    assert!(d.metric("lovebeat_tcp_connections_evicted_total") >= 1.0);
+    // And someone is told.
+    wait_until(30, "lovebeat.self.tcp in ERROR", || {
+        d.service("lovebeat.self.tcp")
+            .is_some_and(|s| s["state"] == "error")
+    });
+    let output = d.service("lovebeat.self.tcp").expect("there")["last_failure"]["output"].clone();
+    assert!(
+        output
+            .as_str()
+            .unwrap_or("")
+            .contains("max_tcp_connections"),
+        "{output}"
+    );
+}
+
+/// Opens a POST whose headers promise a 1 000-byte body, waits until its
+/// handler asks for the body (`Expect: 100-continue` makes that visible),
+/// and sends one byte of it.
+fn slow_body(d: &Daemon, name: &str) -> TcpStream {
+    let mut s = TcpStream::connect(("127.0.0.1", d.http)).expect("connect");
+    write!(
+        s,
+        "POST /api/services/{name} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+         Content-Length: 1000\r\nExpect: 100-continue\r\n\r\n"
+    )
+    .expect("write");
+    s.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let mut got = Vec::new();
+    let mut byte = [0u8; 1];
+    while !got.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).expect("100 Continue");
+        got.push(byte[0]);
+    }
+    assert!(got.starts_with(b"HTTP/1.1 100"), "{got:?}");
+    s.write_all(b"{").expect("write");
+    s
+}
+
+#[test]
+fn at_the_http_cap_slow_bodies_make_room_and_the_api_answers() {
+    // No minimum rate here: the cap alone must make room.
+    let d = Daemon::start(&limits(
+        "max_http_connections = 4\nhttp_body_timeout = \"120s\"\nhttp_body_min_rate = 0",
+    ));
+    let mut held: Vec<TcpStream> = (0..4)
+        .map(|i| {
+            let s = slow_body(&d, &format!("slow.s{i}"));
+            std::thread::sleep(Duration::from_millis(20));
+            s
+        })
+        .collect();
+    // Every place is a handler waiting for its body: a new client is
+    // still answered, promptly, and so is a beat.
+    let start = Instant::now();
+    assert_eq!(d.get("/api/status").status, 200);
+    assert_eq!(d.post("/api/services/fresh.beat").status, 200);
+    assert!(start.elapsed() < Duration::from_secs(10));
+    assert!(d.service("fresh.beat").is_some());
+    // The body that waited longest gave way first. (Which made room for
+    // the beat depends on whether the status request's connection was
+    // still registered then: it was idle, and would go before a body.)
+    assert!(closed_within(&mut held[0], 5), "the first slow body closed");
+    assert!(d.metric("lovebeat_http_connections_closed_total") >= 2.0);
+    assert!(d.service("slow.s0").is_none());
+}
+
+#[test]
+fn a_body_slower_than_http_body_min_rate_is_a_408_a_faster_one_is_read() {
+    let d = Daemon::start(&limits(
+        "http_body_timeout = \"120s\"\nhttp_body_min_rate = 500",
+    ));
+    // Ten bytes of a 1 000-byte body in its first second, then nothing
+    // (a body still trickling when the answer comes could have the close
+    // reset, losing the answer): under 500 bytes/s once the grace is over.
+    let mut slow = slow_body(&d, "slow.body");
+    let start = Instant::now();
+    for _ in 0..9 {
+        std::thread::sleep(Duration::from_millis(100));
+        slow.write_all(b" ").expect("write");
+    }
+    slow.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let mut answer = Vec::new();
+    let _ = slow.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    assert!(answer.contains("http_body_min_rate"), "{answer}");
+    assert!(start.elapsed() >= Duration::from_secs(2), "after its grace");
+    assert!(d.service("slow.body").is_none());
+
+    // 4 000 bytes at about 800 bytes/s, past the grace: read.
+    let mut s = TcpStream::connect(("127.0.0.1", d.http)).expect("connect");
+    let body = format!("{{\"timeout\": 60, \"pad\": \"{}\"}}", "x".repeat(3970));
+    write!(
+        s,
+        "POST /api/services/steady.body HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .expect("write");
+    for chunk in body.as_bytes().chunks(200) {
+        s.write_all(chunk).expect("write");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(d.service("steady.body").expect("made")["timeout"], 60_000);
 }
 
 #[test]

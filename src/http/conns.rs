@@ -14,6 +14,15 @@
 //! (a whole table) goes last: it gives way only when every other one is
 //! busy too, and it is idle (reaped) once nothing is read or written for
 //! `http_idle_timeout`, so a client that stops reading holds nothing.
+//! A connection whose handler waits for its request's body gives way
+//! after the idle ones (the one that has waited longest first): a body
+//! trickled in a byte a second is within its timeouts for a while, and
+//! a cap full of them must not lock every other client out.
+//!
+//! statsd over TCP (`crate::ingest::tcp`) holds its connections to its
+//! cap by the same rule: they never enter a handler, and their last use
+//! is their last whole line ([`Registry::used`]), not their last byte, so
+//! one that trickles a line it never ends is the first to give way.
 
 use std::io;
 use std::pin::Pin;
@@ -48,6 +57,9 @@ pub(crate) struct Conn {
     upgraded: AtomicBool,
     /// Streamed answers being sent (after their handler returned).
     streaming: AtomicUsize,
+    /// When its handler started waiting for the request's body (registry
+    /// ms), or -1 while it waits for none.
+    body_since: AtomicI64,
 }
 
 impl Conn {
@@ -78,6 +90,15 @@ pub(crate) struct Handling(Arc<Conn>);
 impl Drop for Handling {
     fn drop(&mut self) {
         self.0.in_handler.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Ends a handler's wait for its request's body when dropped.
+pub(crate) struct ReadingBody(Arc<Conn>);
+
+impl Drop for ReadingBody {
+    fn drop(&mut self) {
+        self.0.body_since.store(-1, Ordering::Relaxed);
     }
 }
 
@@ -128,27 +149,31 @@ impl Registry {
 
     /// Registers a new connection. At the cap, the connection that has
     /// waited longest without a request being handled is closed to make
-    /// room, one still sending a streamed answer only when no other can
-    /// be; if every one is handling a request, `None`: the new one is
-    /// refused.
+    /// room; failing that, the one whose handler has waited longest for
+    /// its request's body; one still sending a streamed answer only when
+    /// no other can be. If every one is handling a request that is past
+    /// its body, `None`: the new one is refused.
     pub(crate) fn admit(&self) -> Option<Arc<Conn>> {
+        self.admit_evicting().map(|(conn, _)| conn)
+    }
+
+    /// [`admit`](Registry::admit), saying too whether another connection
+    /// was closed to make room (for a caller that counts those apart).
+    pub(crate) fn admit_evicting(&self) -> Option<(Arc<Conn>, bool)> {
         let now = mono_ms(self.start);
+        let mut evicted = false;
         let mut conns = self.conns();
         if conns.len() >= self.max {
             let idle = conns
                 .iter()
                 .enumerate()
-                .filter(|(_, c)| c.in_handler.load(Ordering::Relaxed) == 0)
-                .min_by_key(|(_, c)| {
-                    (
-                        c.streaming.load(Ordering::Relaxed) > 0,
-                        c.last_io.load(Ordering::Relaxed),
-                    )
-                })
+                .filter_map(|(i, c)| Some((i, Self::giving_way(c)?)))
+                .min_by_key(|(_, rank)| *rank)
                 .map(|(i, _)| i)?;
-            let evicted = conns.swap_remove(idle);
-            evicted.kill.cancel();
+            let gone = conns.swap_remove(idle);
+            gone.kill.cancel();
             self.closed.fetch_add(1, Ordering::Relaxed);
+            evicted = true;
         }
         let conn = Arc::new(Conn {
             in_handler: AtomicUsize::new(0),
@@ -157,9 +182,42 @@ impl Registry {
             kill: CancellationToken::new(),
             upgraded: AtomicBool::new(false),
             streaming: AtomicUsize::new(0),
+            body_since: AtomicI64::new(-1),
         });
         conns.push(conn.clone());
-        Some(conn)
+        Some((conn, evicted))
+    }
+
+    /// Where `c` stands in the line to give way at the cap (the least
+    /// first), or `None` if it cannot: idle ones by when they were last
+    /// used, then those waiting for a body by when they began to, then
+    /// those sending a streamed answer by when they last sent.
+    fn giving_way(c: &Conn) -> Option<(u8, i64)> {
+        if c.in_handler.load(Ordering::Relaxed) == 0 {
+            let streaming = c.streaming.load(Ordering::Relaxed) > 0;
+            return Some((
+                if streaming { 2 } else { 0 },
+                c.last_io.load(Ordering::Relaxed),
+            ));
+        }
+        let body = c.body_since.load(Ordering::Relaxed);
+        (body >= 0).then_some((1, body))
+    }
+
+    /// `conn`'s handler waits for its request's body until the returned
+    /// guard is dropped: meanwhile the connection can give way at the cap.
+    pub(crate) fn reading_body(&self, conn: &Arc<Conn>) -> ReadingBody {
+        conn.body_since
+            .store(mono_ms(self.start), Ordering::Relaxed);
+        ReadingBody(conn.clone())
+    }
+
+    /// `conn` was used just now (for a connection that is not [`track`]ed,
+    /// or whose bytes alone do not say it is used).
+    ///
+    /// [`track`]: Registry::track
+    pub(crate) fn used(&self, conn: &Conn) {
+        conn.last_io.store(mono_ms(self.start), Ordering::Relaxed);
     }
 
     /// Forgets a connection that ended.
@@ -303,6 +361,42 @@ mod tests {
             "every connection is handling a request"
         );
         assert_eq!(r.len(), 2);
+    }
+
+    #[test]
+    fn a_handler_waiting_for_its_body_gives_way_after_the_idle_ones() {
+        let r = Registry::new(3, Duration::from_secs(10), Duration::from_secs(60));
+        let (first, second, done) = (
+            r.admit().expect("room"),
+            r.admit().expect("room"),
+            r.admit().expect("room"),
+        );
+        let (_h1, _h2, _h3) = (first.handling(), second.handling(), done.handling());
+        let _waiting_first = r.reading_body(&first);
+        std::thread::sleep(Duration::from_millis(5));
+        let waiting_second = r.reading_body(&second);
+        // `done` read its body: it is past the point of giving way.
+        let idle = r.admit().expect("the first body's place");
+        assert!(first.kill.is_cancelled() && !second.kill.is_cancelled());
+        let next = r.admit().expect("the idle one's place");
+        assert!(idle.kill.is_cancelled() && !second.kill.is_cancelled());
+        let _h4 = next.handling();
+        let second_place = r.admit().expect("the second body's place");
+        assert!(second.kill.is_cancelled() && !done.kill.is_cancelled());
+        drop(waiting_second);
+        let _h5 = second_place.handling();
+        assert!(r.admit().is_none(), "handlers past their body stay");
+        assert!(!done.kill.is_cancelled() && !next.kill.is_cancelled());
+    }
+
+    #[test]
+    fn a_connection_used_lately_is_kept_over_one_that_only_sent_bytes() {
+        let r = Registry::new(2, Duration::from_secs(10), Duration::from_secs(60));
+        let (a, b) = (r.admit().expect("room"), r.admit().expect("room"));
+        std::thread::sleep(Duration::from_millis(5));
+        r.used(&a);
+        let (_c, evicted) = r.admit_evicting().expect("b's place");
+        assert!(evicted && b.kill.is_cancelled() && !a.kill.is_cancelled());
     }
 
     #[test]

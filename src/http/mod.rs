@@ -213,9 +213,12 @@ pub async fn serve(
         tasks.spawn(async move {
             let service = {
                 let conn = conn.clone();
-                service_fn(move |req| {
+                service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                     let (state, handling) = (state.clone(), conn.handling());
                     let conn = conn.clone();
+                    // A handler that reads the body marks its connection
+                    // as waiting for it (`api::read_body`).
+                    req.extensions_mut().insert(conn.clone());
                     async move {
                         let r = router::answer(req, &state).await;
                         if r.status() == hyper::StatusCode::SWITCHING_PROTOCOLS {

@@ -27,6 +27,9 @@ pub struct IngestStats {
     /// Other processes' sockets sharing the statsd UDP port at the last
     /// check ([`owners::watch`]): each takes a share of the beats.
     pub udp_foreign_sockets: AtomicU64,
+    /// TCP connections closed to make room at `[limits]
+    /// max_tcp_connections`.
+    pub tcp_evicted: AtomicU64,
     /// When a dropped line was last logged (ms), for rate limiting.
     last_drop_log: AtomicI64,
     /// Drops since the last log line.
