@@ -8,7 +8,7 @@
 //! - Each channel of each alert of the alarm is a receiver. Webhooks,
 //!   pagers, templated webhooks and scripts get one message per change,
 //!   in order per alarm, several alarms at a time. The receivers that
-//!   group (mail, Slack, the chats and pushes: `Channel::groups`) get
+//!   group (mail, Slack, the chats and pushes: `Alerter::groups`) get
 //!   the first change at once and the changes of the next
 //!   `group_interval` together in one message, one message at a time.
 //! - Deliveries run as tasks, at most `max_alert_deliveries` (and
@@ -34,8 +34,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tokio_util::time::delay_queue::{self, DelayQueue};
 
+use super::alerter::{alerters_of, Alerter, Pool};
 use super::config::AlertsConfig;
-use super::delivery::{about, Channel, Senders};
+use super::delivery::{about, Senders, Undelivered};
 use super::flapping::{Detector, Verdict};
 use super::{fires, AlertStats, Flapping, Notice};
 use crate::engine::{AlarmDef, AlarmView, Engine, State, Transition};
@@ -68,7 +69,7 @@ struct Job {
 /// One channel of one alert.
 struct Receiver {
     alert: Arc<str>,
-    channel: Arc<Channel>,
+    channel: Arc<dyn Alerter>,
     interval: Duration,
     /// Messages waiting for a delivery slot.
     queue: VecDeque<Job>,
@@ -110,15 +111,15 @@ enum Timed {
 
 /// The pool of delivery slots a channel draws from: 0 for HTTP and mail
 /// (`max_alert_deliveries`), 1 for scripts (`max_scripts`).
-fn pool(channel: &Channel) -> usize {
-    usize::from(channel.is_script())
+fn pool(channel: &dyn Alerter) -> usize {
+    channel.pool() as usize
 }
 
 /// What a delivery task reports when it ends.
 struct Done {
     receiver: usize,
     job: Job,
-    result: Result<(), String>,
+    result: Result<(), Undelivered>,
 }
 
 struct Dispatcher {
@@ -187,14 +188,14 @@ pub async fn run(
     let mut receivers = Vec::new();
     let mut by_alert: HashMap<String, Vec<usize>> = HashMap::new();
     for (name, alert) in &config.alerts {
-        for channel in Channel::of(alert) {
+        for channel in alerters_of(alert) {
             by_alert
                 .entry(name.clone())
                 .or_default()
                 .push(receivers.len());
             receivers.push(Receiver {
                 alert: name.as_str().into(),
-                channel: Arc::new(channel),
+                channel,
                 interval: alert.group_interval(),
                 queue: VecDeque::new(),
                 running: 0,
@@ -703,7 +704,7 @@ impl Dispatcher {
         // Receivers with nothing under way, per pool.
         let mut idle = [0, 0];
         for r in self.receivers.iter().filter(|r| r.running == 0) {
-            idle[pool(&r.channel)] += 1;
+            idle[pool(r.channel.as_ref())] += 1;
         }
         // Each pump starts with the next receiver: when slots are short,
         // none is always served last.
@@ -712,10 +713,10 @@ impl Dispatcher {
         for idx in (self.pump_from..n).chain(0..self.pump_from) {
             loop {
                 let r = &self.receivers[idx];
-                let p = pool(&r.channel);
+                let p = pool(r.channel.as_ref());
                 let cap = if r.channel.groups() {
                     1
-                } else if r.channel.is_script() {
+                } else if r.channel.pool() == Pool::Scripts {
                     size[p]
                 } else {
                     share
@@ -761,13 +762,16 @@ impl Dispatcher {
                     // An alerter that panics still gives its slot, its
                     // alarm and its change back: a task that never says
                     // it is done would hold them for good.
-                    let result =
-                        std::panic::AssertUnwindSafe(senders.deliver(&channel, &job.notices))
-                            .catch_unwind()
-                            .await
-                            .unwrap_or_else(|_| {
-                                Err(format!("{} alerter failed unexpectedly", channel.kind()))
-                            });
+                    let result = std::panic::AssertUnwindSafe(
+                        senders.deliver(channel.as_ref(), &job.notices),
+                    )
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(Undelivered {
+                            reason: format!("{} alerter failed unexpectedly", channel.kind()),
+                        })
+                    });
                     let _ = done.send(Done {
                         receiver: idx,
                         job,
@@ -791,7 +795,7 @@ impl Dispatcher {
             }
         }
         r.running -= 1;
-        self.running[pool(&r.channel)] -= 1;
+        self.running[pool(r.channel.as_ref())] -= 1;
         if !r.channel.groups() {
             r.busy.remove(&done.job.notices[0].alarm.name);
         }
