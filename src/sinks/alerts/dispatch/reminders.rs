@@ -1,0 +1,78 @@
+//! Reminders (`repeat`): while an alarm stays ERROR, each of its alerts
+//! is told again every `repeat`, until the alarm recovers, starts
+//! flapping, or is held by a dependency.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::time::delay_queue::{self, DelayQueue};
+
+use super::Timed;
+
+/// The reminders armed, one per alarm and alert.
+#[derive(Default)]
+pub(super) struct Reminders {
+    /// (alarm, alert) → its armed timer in the dispatcher's queue: at most
+    /// one per pair (arming again replaces it), and none for an alarm
+    /// that is not ERROR in the incident it was armed for (its recovery
+    /// or hold [`Reminders::stop`]s them).
+    armed: HashMap<(Arc<str>, Arc<str>), delay_queue::Key>,
+}
+
+impl Reminders {
+    /// Arms reminder `n` of `alert` for `alarm`, `every` from now,
+    /// replacing one armed before.
+    pub(super) fn arm(
+        &mut self,
+        timers: &mut DelayQueue<Timed>,
+        alarm: Arc<str>,
+        alert: Arc<str>,
+        incident: u64,
+        n: u32,
+        every: Duration,
+    ) {
+        let key = timers.insert(
+            Timed::Reminder {
+                alarm: alarm.clone(),
+                alert: alert.clone(),
+                incident,
+                n,
+                every,
+            },
+            every,
+        );
+        if let Some(old) = self.armed.insert((alarm, alert), key) {
+            timers.try_remove(&old);
+        }
+    }
+
+    /// Stops every reminder of `alarm` (it recovered, or is held).
+    pub(super) fn stop(&mut self, timers: &mut DelayQueue<Timed>, alarm: &Arc<str>) {
+        if self.armed.is_empty() {
+            return;
+        }
+        let keys: Vec<(Arc<str>, Arc<str>)> = self
+            .armed
+            .keys()
+            .filter(|(a, _)| a == alarm)
+            .cloned()
+            .collect();
+        for k in keys {
+            if let Some(key) = self.armed.remove(&k) {
+                timers.try_remove(&key);
+            }
+        }
+    }
+
+    /// The reminder of `alarm` for `alert` fired: its timer is gone.
+    pub(super) fn fired(&mut self, alarm: &Arc<str>, alert: &Arc<str>) {
+        self.armed.remove(&(alarm.clone(), alert.clone()));
+    }
+
+    /// Forgets every reminder (the queue was cleared at shutdown).
+    pub(super) fn clear(&mut self) {
+        self.armed.clear();
+    }
+}
+
