@@ -95,3 +95,49 @@ impl Flaps {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn flapping_starts_at_six_changes_in_ten_minutes_and_settles_at_two() {
+        // The README's defaults: `start` 6 within a `window` of 10m,
+        // settled when the changes within it fall to `stop` 2.
+        let mut flaps = Flaps::new(FlappingConfig::default());
+        let mut timers = DelayQueue::new();
+        let web: Arc<str> = "web".into();
+        let t0 = 1_000_000_000_000_i64;
+        let start = tokio::time::Instant::now();
+        let now = || t0 + i64::try_from(start.elapsed().as_millis()).unwrap_or(0);
+        // A change a minute: the first five are announced, the sixth
+        // starts flapping, the rest are held.
+        let mut verdicts = Vec::new();
+        for _ in 0..8 {
+            verdicts.push(flaps.change(&web, now(), 1));
+            tokio::time::advance(Duration::from_secs(60)).await;
+        }
+        assert_eq!(verdicts[..5], [Verdict::Announce; 5]);
+        assert_eq!(verdicts[5], Verdict::Start { changes: 6 });
+        assert_eq!(verdicts[6..], [Verdict::Hold; 2]);
+        flaps.schedule(&mut timers, &web, now());
+        // It settles when only two of its changes are left in the window:
+        // the last change was at 7 min, so at 15 min 8 (or a moment after).
+        let mut looks = Vec::new();
+        while let Some(t) = std::future::poll_fn(|cx| timers.poll_expired(cx)).await {
+            let Timed::FlapCheck(alarm) = t.into_inner() else {
+                continue;
+            };
+            looks.push((
+                start.elapsed().as_secs(),
+                flaps.look(&mut timers, &alarm, now()),
+            ));
+        }
+        let settled = looks.iter().find(|(_, l)| *l == Look::Settled);
+        assert_eq!(settled.map(|(at, _)| *at), Some(15 * 60), "{looks:?}");
+        assert!(looks[..looks.len() - 1]
+            .iter()
+            .all(|(_, l)| *l == Look::Flapping));
+        // Settled, a change is announced again.
+        assert_eq!(flaps.change(&web, now(), 1), Verdict::Announce);
+    }
+}

@@ -74,3 +74,40 @@ impl Grouping {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sinks::alerts::tests::notice;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_group_closes_at_group_interval() {
+        let secs = Duration::from_secs;
+        let mut g = Grouping::new(secs(10));
+        let t0 = Instant::now();
+        // The first change goes at once, and starts the interval.
+        assert!(g.sends_at_once(t0, true));
+        g.last_sent = Some(t0);
+        // One 3 s later waits: its message is due when the interval ends.
+        tokio::time::advance(secs(3)).await;
+        assert!(!g.sends_at_once(Instant::now(), true));
+        g.pending.push((Arc::new(notice(0, None)), Some(1)));
+        assert_eq!(g.flush_at(Instant::now()), Some(t0 + secs(10)));
+        // More changes join it; the flush is not moved.
+        tokio::time::advance(secs(6)).await;
+        g.pending.push((Arc::new(notice(0, None)), None));
+        assert_eq!(g.flush_at(Instant::now()), Some(t0 + secs(10)));
+        // At 10 s the group is one message of both, and the next interval
+        // runs from it.
+        tokio::time::advance(secs(1)).await;
+        let (notices, ids) = g.take(Instant::now()).expect("a group");
+        assert_eq!((notices.len(), ids), (2, vec![1]));
+        assert!(!g.sends_at_once(t0 + secs(15), true));
+        assert!(g.sends_at_once(t0 + secs(20), true));
+        // A busy receiver groups even after a quiet interval.
+        assert!(!g.sends_at_once(t0 + secs(60), false));
+        // A change waiting long after the last message goes at once.
+        g.pending.push((Arc::new(notice(0, None)), None));
+        tokio::time::advance(secs(60)).await;
+        assert_eq!(g.flush_at(Instant::now()), Some(Instant::now()));
+    }
+}

@@ -92,3 +92,35 @@ impl Holds {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sinks::alerts::tests::notice;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_held_depends_on_change_is_released_when_its_dependencies_recover() {
+        let mut holds = Holds::default();
+        let mut child = notice(0, None);
+        child.alarm.depends_on = vec!["net".into(), "dns".into()].into();
+        holds.record("net".into(), State::Error);
+        holds.record("dns".into(), State::Error);
+        fn in_error(h: &Holds) -> impl Fn(&str) -> bool + '_ {
+            |a| h.state(a) == Some(State::Error)
+        }
+        assert_eq!(Holds::holding(&child, in_error(&holds)), ["net", "dns"]);
+        holds.hold(child);
+        assert!(holds.is_held("jobs"));
+        // One dependency recovers; the other still holds it.
+        holds.record("net".into(), State::Ok);
+        assert!(holds.ready(Some("net"), in_error(&holds)).is_empty());
+        // The other recovers: it is released, once.
+        holds.record("dns".into(), State::Ok);
+        assert!(holds.ready(Some("web"), in_error(&holds)).is_empty());
+        let ready = holds.ready(Some("dns"), in_error(&holds));
+        assert_eq!(ready, [Arc::<str>::from("jobs")]);
+        assert_eq!(holds.ready(None, in_error(&holds)), ready);
+        let released = holds.take("jobs").expect("held");
+        assert_eq!(released.alarm.incident_nbr, 7);
+        assert!(holds.is_empty() && holds.take("jobs").is_none());
+    }
+}

@@ -76,3 +76,59 @@ impl Reminders {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The reminders that expire within `within`, as (alarm, n).
+    async fn expired(
+        timers: &mut DelayQueue<Timed>,
+        within: Duration,
+    ) -> Vec<(Arc<str>, Arc<str>, u32)> {
+        let mut out = Vec::new();
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let next = std::future::poll_fn(|cx| timers.poll_expired(cx));
+            match tokio::time::timeout_at(deadline, next).await {
+                Ok(Some(t)) => {
+                    if let Timed::Reminder {
+                        alarm, alert, n, ..
+                    } = t.into_inner()
+                    {
+                        out.push((alarm, alert, n));
+                    }
+                }
+                Ok(None) | Err(_) => return out,
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reminder_repeats_and_stops_on_recovery() {
+        let minute = Duration::from_secs(60);
+        let mut timers = DelayQueue::new();
+        let mut r = Reminders::default();
+        let (web, ops): (Arc<str>, Arc<str>) = ("web".into(), "ops".into());
+        r.arm(&mut timers, web.clone(), ops.clone(), 7, 1, minute);
+        // Nothing before `repeat`, then reminder 1.
+        assert!(expired(&mut timers, minute - Duration::from_millis(1))
+            .await
+            .is_empty());
+        let got = expired(&mut timers, Duration::from_millis(1)).await;
+        assert_eq!(got, [(web.clone(), ops.clone(), 1)]);
+        // The dispatcher arms the next as it sends one: it repeats.
+        r.fired(&web, &ops);
+        r.arm(&mut timers, web.clone(), ops.clone(), 7, 2, minute);
+        let got = expired(&mut timers, minute).await;
+        assert_eq!(got, [(web.clone(), ops.clone(), 2)]);
+        r.fired(&web, &ops);
+        r.arm(&mut timers, web.clone(), ops.clone(), 7, 3, minute);
+        // Arming again replaces, never adds.
+        r.arm(&mut timers, web.clone(), ops.clone(), 7, 3, minute);
+        assert_eq!(timers.len(), 1);
+        // The alarm recovers: no reminder comes, however long it is.
+        tokio::time::advance(minute / 2).await;
+        r.stop(&mut timers, &web);
+        assert!(expired(&mut timers, minute * 60).await.is_empty());
+    }
+}

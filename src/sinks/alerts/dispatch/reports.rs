@@ -151,3 +151,50 @@ impl Heard {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sinks::alerts::tests::notice;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_change_is_reported_once_every_receiver_has_it_and_in_order() {
+        let mut r = Reports::default();
+        let web: Arc<str> = "web".into();
+        let fail = r.track(web.clone(), State::Error, 7, 2);
+        let recover = r.track(web.clone(), State::Ok, 7, 1);
+        // The recovery is delivered first: nothing is reported while the
+        // failure is still on its way to a receiver.
+        assert_eq!(r.finish(recover), None);
+        assert_eq!(r.finish(fail), None);
+        assert!(!r.settled("web"));
+        // The failure's last receiver: both are reported, as the latest.
+        assert_eq!(r.finish(fail), Some((web.clone(), State::Ok, 7)));
+        assert!(r.settled("web"));
+        // Reported once: a late or repeated report says nothing.
+        assert_eq!(r.finish(fail), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_change_reported_delivered_before_a_restart_is_not_sent_again() {
+        // After the restart, this run has sent nothing; the database says
+        // incident 7's ERROR was delivered.
+        let heard = Heard::default();
+        let mut n = notice(0, None);
+        n.alarm.announced = (State::Error, 7);
+        assert_eq!(heard.last_heard(&n.alarm), State::Error);
+        assert_eq!(heard.open_incident(&n.alarm), Some(7));
+        // The same ERROR, released by a dependency, is not news.
+        assert!(!heard.is_news(&n));
+        // Its recovery is, and one never delivered is.
+        let mut ok = n.clone();
+        ok.alarm.state = State::Ok;
+        assert!(heard.is_news(&ok));
+        let mut new = n.clone();
+        new.alarm.announced = (State::Ok, 6);
+        assert!(heard.is_news(&new));
+        // Once this run sends the recovery, it is what was heard.
+        let mut heard = heard;
+        assert!(!heard.sending(&ok));
+        assert!(!heard.is_news(&ok) && heard.open_incident(&ok.alarm).is_none());
+    }
+}

@@ -111,3 +111,57 @@ impl Slots {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Receivers whose deliveries never end (they hang), each with
+    /// `jobs` messages waiting.
+    struct Hanging {
+        jobs: Vec<usize>,
+        running: Vec<usize>,
+        cap: usize,
+    }
+
+    impl Queues for Hanging {
+        fn len(&self) -> usize {
+            self.jobs.len()
+        }
+        fn load(&self, idx: usize) -> Load {
+            Load {
+                pool: Pool::Deliveries,
+                cap: self.cap,
+                running: self.running[idx],
+                waiting: self.jobs[idx] > 0,
+            }
+        }
+        fn start(&mut self, idx: usize) -> bool {
+            self.jobs[idx] -= 1;
+            self.running[idx] += 1;
+            true
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn four_hanging_receivers_never_starve_a_fifth() {
+        // 8 slots, a share of 2 each: four receivers that hang could
+        // hold all 8 through a minute of retries.
+        let mut slots = Slots::new(8, 1);
+        let share = slots.share(Pool::Deliveries);
+        let mut q = Hanging {
+            jobs: vec![100, 100, 100, 100, 0],
+            running: vec![0; 5],
+            cap: share,
+        };
+        for _ in 0..10 {
+            slots.fill(&mut q);
+            tokio::time::advance(std::time::Duration::from_secs(1)).await;
+        }
+        assert!(q.running[..4].iter().all(|&r| r >= 1), "{:?}", q.running);
+        // The fifth's first change, long after: a slot is still free.
+        q.jobs[4] = 1;
+        slots.fill(&mut q);
+        assert_eq!(q.running[4], 1, "{:?}", q.running);
+        assert!(slots.running[0] <= 8);
+    }
+}
