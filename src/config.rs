@@ -405,30 +405,11 @@ impl Config {
             let _ = writeln!(out, "{line}");
         }
         let _ = writeln!(out, "alerts: {}", self.alerts.len());
+        let alerts_config = self.alerts_config();
         for (name, a) in &self.alerts {
-            let mut channels = Vec::new();
-            if let Some(m) = a.mail.as_ref().filter(|m| !m.0.is_empty()) {
-                let m =
-                    m.0.iter()
-                        .map(|a| a.to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ");
-                let via = if self.mailgun.domain.is_empty() {
-                    format!("SMTP {}", self.mail.server)
-                } else {
-                    format!("Mailgun {}", self.mailgun.domain)
-                };
-                channels.push(format!("mail to {m} via {via}"));
-            }
-            if let Some(w) = &a.webhook {
-                channels.push(format!("webhook {}", url(w.0.as_str())));
-            }
-            if let Some(c) = a.slack_channel.as_deref().filter(|c| !c.is_empty()) {
-                channels.push(format!("Slack {c}"));
-            }
-            if let Some(s) = a.script.as_deref().filter(|s| !s.is_empty()) {
-                channels.push(format!("script {s}"));
-            }
+            // Each alerter describes itself, so none is left out.
+            let mut channels =
+                crate::sinks::alerts::descriptions(&alerts_config, name).unwrap_or_default();
             if let Some(r) = a.repeat {
                 channels.push(format!("repeated every {} s", r.ms / 1000));
             }
@@ -555,14 +536,10 @@ impl Config {
     }
 }
 
-/// Keys whose values are secrets: an error about them never quotes them.
-const SECRET_KEYS: [&str; 13] = [
-    "routing_key",
+/// Keys whose values are secrets: an error about them never quotes them
+/// (the alerters' tables say theirs: `alerts::is_secret_key`).
+const SECRET_KEYS: [&str; 8] = [
     "slack_webhook_url",
-    "token",
-    "bot_token",
-    "access_token",
-    "user",
     "write_keys",
     "read_keys",
     "key",
@@ -588,7 +565,7 @@ fn check_file(path: &Path, text: &str) -> Result<toml::Table, ConfigError> {
             None => (1, 1, String::new()),
         };
         let mut message = e.message().trim().to_string();
-        if SECRET_KEYS.contains(&key.as_str()) {
+        if SECRET_KEYS.contains(&key.as_str()) || crate::sinks::alerts::is_secret_key(&key) {
             // serde quotes the value it could not use: not a secret's.
             message = match message.split_once(", expected") {
                 Some((_, expected)) => format!(

@@ -19,8 +19,11 @@ const ALARM: &str = "[[alarms]]\nname = \"web\"\npattern = \"web.*\"\nalerts = [
 #[test]
 fn webhook_slack_and_mailgun_get_the_exact_payloads() {
     let rx = Receiver::start(|_| Some(200));
+    // Slack and mail group: their recoveries go a group_interval after
+    // the first messages, well inside the 10 s wait (the default 10 s
+    // would race it).
     let d = Daemon::start(&format!(
-        "{ALARM}[general]\npublic_url = \"http://lb.example.com\"\n[alerts.ops]\nwebhook = \"{}\"\nslack_channel = \"#ops\"\nmail = \"a@example.com, b@example.com\"\n[slack]\nwebhook_url = \"{}\"\n[mailgun]\ndomain = \"mg.example.com\"\nfrom = \"lb@example.com\"\napi_key = \"key-123\"\napi_base = \"{}\"\n",
+        "{ALARM}[general]\npublic_url = \"http://lb.example.com\"\n[alerts.ops]\ngroup_interval = \"1s\"\nwebhook = \"{}\"\nslack_channel = \"#ops\"\nmail = \"a@example.com, b@example.com\"\n[slack]\nwebhook_url = \"{}\"\n[mailgun]\ndomain = \"mg.example.com\"\nfrom = \"lb@example.com\"\napi_key = \"key-123\"\napi_base = \"{}\"\n",
         rx.url("/hook"),
         rx.url("/slack"),
         rx.url("")

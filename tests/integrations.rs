@@ -371,6 +371,63 @@ fn a_template_with_a_misspelt_field_stops_the_start() {
     assert!(!out.contains("SECRET"), "{out}");
 }
 
+#[test]
+fn check_config_names_every_alerter_of_an_alert_and_none_of_its_secrets() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("lovebeat.cfg");
+    std::fs::write(
+        &cfg,
+        r#"[alerts.ops]
+webhook = "https://hooks.example.com/in/SECRET-WH-PATH"
+[alerts.ops.pagerduty]
+routing_key = "SECRET-PD-KEY"
+[alerts.ops.telegram]
+bot_token = "123:SECRET-TG-TOKEN"
+chat_id = "-1001234"
+[alerts.ops.templated_webhook]
+url = "https://user:SECRET-TW-PW@tickets.example.com/api/SECRET-TW-PATH?key=SECRET-TW-QUERY"
+body = "{{ message }}"
+[alerts.ops.templated_webhook.headers]
+Authorization = "Bearer SECRET-TW-HEADER"
+[alerts.ops.pushover]
+token = "SECRET-PO-TOKEN"
+user = "SECRET-PO-USER"
+"#,
+    )
+    .expect("write");
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_lovebeat"))
+        .args([
+            "--config",
+            cfg.to_str().expect("utf-8"),
+            "--config-dir",
+            "none",
+            "check-config",
+        ])
+        .current_dir(dir.path())
+        .output()
+        .expect("run");
+    let out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_eq!(run.status.code(), Some(0), "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("ops:"))
+        .unwrap_or_else(|| panic!("no line for alert ops: {out}"));
+    for named in [
+        "webhook https://hooks.example.com/",
+        "PagerDuty at https://events.pagerduty.com/",
+        "Telegram chat -1001234",
+        "templated webhook POST https://tickets.example.com/",
+        "Pushover",
+    ] {
+        assert!(line.contains(named), "{named} missing from {line}");
+    }
+    assert!(!out.contains("SECRET"), "{out}");
+}
+
 /// Every chat and push alerter in one alert, each at its own path of one
 /// receiver.
 fn chats(rx: &Receiver) -> String {
@@ -963,7 +1020,9 @@ fn a_pushover_emergency_is_cancelled_by_its_recovery() {
     // https://pushover.net/api/receipts#cancel_by_tag
     let rx = Receiver::start(|_| Some(200));
     let d = Daemon::start(&format!(
-        "{ALARM}[alerts.ops.pushover]\ntoken = \"SECRETPOAPP\"\nuser = \"SECRETPOUSER\"\npriority_error = 2\nurl = \"{}\"\n",
+        // Pushover groups: the recovery goes a group_interval after the
+        // emergency, well inside the wait (the default 10 s would race it).
+        "{ALARM}[alerts.ops]\ngroup_interval = \"1s\"\n[alerts.ops.pushover]\ntoken = \"SECRETPOAPP\"\nuser = \"SECRETPOUSER\"\npriority_error = 2\nurl = \"{}\"\n",
         rx.url("/1/messages.json")
     ));
     d.post("/api/services/web.x?timeout=0");

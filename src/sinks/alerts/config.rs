@@ -8,6 +8,7 @@ use std::time::Duration;
 use lettre::message::Mailbox;
 use serde::Deserialize;
 
+use super::alerter::{alerters_of, Alerter, AlerterTable};
 use super::discord::DiscordConfig;
 use super::gotify::GotifyConfig;
 use super::http::SlackConfig;
@@ -23,51 +24,80 @@ use super::templated::TemplatedWebhookConfig;
 use crate::config::ConfigError;
 use crate::duration::DurationSetting;
 
-/// `[alerts.<name>]`: the channels an alarm's changes are announced on.
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
-pub struct AlertConfig {
-    /// Mail addresses, comma-separated as 1.x writes them.
-    pub mail: Option<Recipients>,
-    /// URL each change is POSTed to (a secret: it is never logged).
-    pub webhook: Option<HttpUrl>,
-    /// Slack channel (through `[slack] webhook_url`).
-    pub slack_channel: Option<String>,
-    /// This alert's own Slack-compatible incoming webhook, instead of
-    /// `[slack] webhook_url`: two chats (Slack and Mattermost, say) can
-    /// then be reached side by side. Alone, it posts to the webhook's own
-    /// channel.
-    pub slack_webhook_url: Option<SecretUrl>,
-    /// Executable run for each change.
-    pub script: Option<String>,
+/// Defines [`AlertConfig`] with 1.x's keys and one `[alerts.<name>.<kind>]`
+/// table per registered alerter, and [`AlertConfig::tables`], which
+/// builds the alerters of the tables an alert has: the one place an
+/// alerter's table is registered.
+macro_rules! alert_config {
+    ($( $(#[$doc:meta])* $field:ident: $ty:ty, )*) => {
+        /// `[alerts.<name>]`: the channels an alarm's changes are announced on.
+        #[derive(Debug, Clone, Deserialize, Default)]
+        #[serde(deny_unknown_fields, default)]
+        pub struct AlertConfig {
+            /// Mail addresses, comma-separated as 1.x writes them.
+            pub mail: Option<Recipients>,
+            /// URL each change is POSTed to (a secret: it is never logged).
+            pub webhook: Option<HttpUrl>,
+            /// Slack channel (through `[slack] webhook_url`).
+            pub slack_channel: Option<String>,
+            /// This alert's own Slack-compatible incoming webhook, instead of
+            /// `[slack] webhook_url`: two chats (Slack and Mattermost, say) can
+            /// then be reached side by side. Alone, it posts to the webhook's own
+            /// channel.
+            pub slack_webhook_url: Option<SecretUrl>,
+            /// Executable run for each change.
+            pub script: Option<String>,
+            /// Send again every this long while the alarm stays ERROR.
+            pub repeat: Option<DurationSetting>,
+            /// Receivers that group (mail, Slack, chats, pushes): changes within
+            /// this long of the last message to the same receiver go together in
+            /// the next one (default 10 s).
+            pub group_interval: Option<DurationSetting>,
+            $( $(#[$doc])* pub $field: Option<$ty>, )*
+        }
+
+        impl AlertConfig {
+            /// The alerters of the tables this alert has, in the order
+            /// they are registered.
+            pub(super) fn tables(&self) -> Vec<Arc<dyn Alerter>> {
+                let mut out: Vec<Arc<dyn Alerter>> = Vec::new();
+                $( if let Some(c) = &self.$field { out.push(Arc::new(c.clone())); } )*
+                out
+            }
+        }
+
+        /// True when `key`, in some alerter's table, holds a secret: a
+        /// parse error about it does not quote its value.
+        pub fn is_secret_key(key: &str) -> bool {
+            false $( || <$ty as AlerterTable>::SECRET_KEYS.contains(&key) )*
+        }
+    };
+}
+
+// The registry: one line per alerter configured as a table.
+alert_config! {
     /// `[alerts.<name>.pagerduty]`: a PagerDuty incident per alarm
     /// incident (Events API v2).
-    pub pagerduty: Option<PagerDutyConfig>,
+    pagerduty: PagerDutyConfig,
     /// `[alerts.<name>.opsgenie]`: an Opsgenie alert per alarm incident.
-    pub opsgenie: Option<OpsgenieConfig>,
+    opsgenie: OpsgenieConfig,
     /// `[alerts.<name>.templated_webhook]`: a request of the user's
     /// making, for services without an alerter of their own.
-    pub templated_webhook: Option<TemplatedWebhookConfig>,
+    templated_webhook: TemplatedWebhookConfig,
     /// `[alerts.<name>.discord]`: Discord: an embed through a channel's webhook.
-    pub discord: Option<DiscordConfig>,
+    discord: DiscordConfig,
     /// `[alerts.<name>.teams]`: Microsoft Teams: an Adaptive Card through a Workflows webhook.
-    pub teams: Option<TeamsConfig>,
+    teams: TeamsConfig,
     /// `[alerts.<name>.telegram]`: Telegram: a bot's message to a chat.
-    pub telegram: Option<TelegramConfig>,
+    telegram: TelegramConfig,
     /// `[alerts.<name>.ntfy]`: ntfy: a push to a topic's subscribers.
-    pub ntfy: Option<NtfyConfig>,
+    ntfy: NtfyConfig,
     /// `[alerts.<name>.pushover]`: Pushover: a push to a user or group.
-    pub pushover: Option<PushoverConfig>,
+    pushover: PushoverConfig,
     /// `[alerts.<name>.gotify]`: Gotify: a push through a self-hosted server.
-    pub gotify: Option<GotifyConfig>,
+    gotify: GotifyConfig,
     /// `[alerts.<name>.matrix]`: Matrix: a message in a room.
-    pub matrix: Option<MatrixConfig>,
-    /// Send again every this long while the alarm stays ERROR.
-    pub repeat: Option<DurationSetting>,
-    /// Receivers that group (mail, Slack, chats, pushes): changes within
-    /// this long of the last message to the same receiver go together in
-    /// the next one (default 10 s).
-    pub group_interval: Option<DurationSetting>,
+    matrix: MatrixConfig,
 }
 
 /// How long changes are grouped, for the receivers that group, when no
@@ -81,28 +111,13 @@ pub(super) const MAX_ALERT_TIMER: Duration = Duration::from_secs(365 * 86_400);
 
 impl AlertConfig {
     /// Checks the alert as the file is read: each alerter's own settings
-    /// (those that have a `validate`), a reminder no more often than every
+    /// ([`Alerter::validate`]), a reminder no more often than every
     /// second (more would flood its receivers), and `repeat` and
     /// `group_interval` within [`MAX_ALERT_TIMER`] (beyond is a typo, not
     /// a plan).
     pub fn validate(&self, name: &str) -> Result<(), ConfigError> {
-        if let Some(pd) = &self.pagerduty {
-            pd.validate(name)?;
-        }
-        if let Some(og) = &self.opsgenie {
-            og.validate(name)?;
-        }
-        if let Some(t) = &self.templated_webhook {
-            t.validate(name)?;
-        }
-        if let Some(c) = &self.ntfy {
-            c.validate(name)?;
-        }
-        if let Some(c) = &self.pushover {
-            c.validate(name)?;
-        }
-        if let Some(c) = &self.gotify {
-            c.validate(name)?;
+        for alerter in alerters_of(self) {
+            alerter.validate(name)?;
         }
         match self.repeat {
             Some(r) if r.ms < 1000 => {

@@ -15,7 +15,12 @@
 use serde::Deserialize;
 use serde_json::json;
 
+use futures_util::future::BoxFuture;
+
+use super::alerter::{secret_url, shown, Alerter, AlerterTable};
+use super::config::AlertsConfig;
 use super::config::SecretUrl;
+use super::delivery::Senders;
 use super::text::{self, Plain};
 use super::{DeliveryError, Notice};
 
@@ -95,6 +100,38 @@ pub(super) async fn send(
     group: &[&Notice],
 ) -> Result<(), DeliveryError> {
     super::http::post(client, &config.webhook_url.0 .0, body(group), &[]).await
+}
+
+impl Alerter for DiscordConfig {
+    fn kind(&self) -> &'static str {
+        "discord"
+    }
+
+    fn groups(&self) -> bool {
+        true
+    }
+
+    fn secrets(&self, _shared: &AlertsConfig) -> Vec<String> {
+        let mut out = Vec::new();
+        secret_url(&mut out, &self.webhook_url.0 .0);
+        out
+    }
+
+    fn describe(&self, _shared: &AlertsConfig) -> String {
+        format!("Discord webhook {}", shown(self.webhook_url.0 .0.as_str()))
+    }
+
+    fn send<'a>(
+        &'a self,
+        senders: &'a Senders,
+        group: &'a [&'a Notice],
+    ) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        Box::pin(send(&senders.client, self, group))
+    }
+}
+
+impl AlerterTable for DiscordConfig {
+    const SECRET_KEYS: &'static [&'static str] = &["webhook_url"];
 }
 
 #[cfg(test)]

@@ -13,7 +13,12 @@
 use serde::Deserialize;
 use serde_json::json;
 
+use futures_util::future::BoxFuture;
+
+use super::alerter::{server_url, shown, Alerter, AlerterTable};
+use super::config::AlertsConfig;
 use super::config::{HttpUrl, Secret};
+use super::delivery::Senders;
 use super::text::{self, Plain};
 use super::{DeliveryError, Notice};
 
@@ -87,4 +92,41 @@ pub(super) async fn send(
         &[("X-Gotify-Key", config.token.0.as_str())],
     )
     .await
+}
+
+impl Alerter for GotifyConfig {
+    fn kind(&self) -> &'static str {
+        "gotify"
+    }
+
+    fn groups(&self) -> bool {
+        true
+    }
+
+    fn secrets(&self, _shared: &AlertsConfig) -> Vec<String> {
+        let mut out = Vec::new();
+        out.push(self.token.0.clone());
+        server_url(&mut out, Some(&self.url));
+        out
+    }
+
+    fn describe(&self, _shared: &AlertsConfig) -> String {
+        format!("Gotify at {}", shown(self.url.0.as_str()))
+    }
+
+    fn validate(&self, alert: &str) -> Result<(), crate::config::ConfigError> {
+        GotifyConfig::validate(self, alert)
+    }
+
+    fn send<'a>(
+        &'a self,
+        senders: &'a Senders,
+        group: &'a [&'a Notice],
+    ) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        Box::pin(send(&senders.client, self, group))
+    }
+}
+
+impl AlerterTable for GotifyConfig {
+    const SECRET_KEYS: &'static [&'static str] = &["token"];
 }

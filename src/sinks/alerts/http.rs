@@ -4,6 +4,13 @@ use serde_json::json;
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+
+use super::alerter::{each, secret_url, shown, Alerter};
+use super::config::{AlertConfig, AlertsConfig, HttpUrl};
+use super::delivery::Senders;
 use super::{failed_list, DeliveryError, Flapping, Notice};
 use crate::engine::State;
 use crate::redact::url_for_log;
@@ -315,6 +322,116 @@ pub(super) async fn slack(
     let url = reqwest::Url::parse(webhook_url)
         .map_err(|_| DeliveryError::permanent("[slack] webhook_url is not a URL".into()))?;
     post(client, &url, slack_body(channel, group), &[]).await
+}
+
+/// 1.x's webhook: one JSON POST per change.
+#[derive(Debug, Clone)]
+pub(super) struct WebhookAlerter {
+    /// Where (a secret: its path often is a token).
+    url: HttpUrl,
+}
+
+/// The webhook alerter of `alert`, if it has a `webhook`.
+pub(super) fn webhook_alerter(alert: &AlertConfig) -> Option<Arc<dyn Alerter>> {
+    let url = alert.webhook.clone()?;
+    Some(Arc::new(WebhookAlerter { url }))
+}
+
+impl Alerter for WebhookAlerter {
+    fn kind(&self) -> &'static str {
+        "webhook"
+    }
+
+    fn groups(&self) -> bool {
+        false
+    }
+
+    fn secrets(&self, _shared: &AlertsConfig) -> Vec<String> {
+        let mut out = Vec::new();
+        secret_url(&mut out, &self.url.0);
+        out
+    }
+
+    fn describe(&self, _shared: &AlertsConfig) -> String {
+        format!("webhook {}", shown(self.url.0.as_str()))
+    }
+
+    fn send<'a>(
+        &'a self,
+        senders: &'a Senders,
+        group: &'a [&'a Notice],
+    ) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        Box::pin(each(group, |n| webhook(&senders.client, &self.url.0, n)))
+    }
+}
+
+/// A Slack channel, through `[slack] webhook_url` or the alert's own
+/// `slack_webhook_url`.
+#[derive(Debug, Clone)]
+pub(super) struct SlackAlerter {
+    /// The channel named in the message (empty: the webhook's own).
+    channel: String,
+    /// The alert's own webhook (a secret), instead of `[slack]`'s.
+    own: Option<reqwest::Url>,
+}
+
+/// The Slack alerter of `alert`, if it names a channel or a webhook of
+/// its own.
+pub(super) fn slack_alerter(alert: &AlertConfig) -> Option<Arc<dyn Alerter>> {
+    let channel = alert.slack_channel.clone().unwrap_or_default();
+    let own = alert.slack_webhook_url.as_ref().map(|u| u.0 .0.clone());
+    if channel.is_empty() && own.is_none() {
+        return None;
+    }
+    Some(Arc::new(SlackAlerter { channel, own }))
+}
+
+impl Alerter for SlackAlerter {
+    fn kind(&self) -> &'static str {
+        "slack"
+    }
+
+    fn groups(&self) -> bool {
+        true
+    }
+
+    fn secrets(&self, shared: &AlertsConfig) -> Vec<String> {
+        let mut out = Vec::new();
+        match &self.own {
+            Some(u) => secret_url(&mut out, u),
+            None => {
+                if let Ok(u) = reqwest::Url::parse(&shared.slack.webhook_url) {
+                    secret_url(&mut out, &u);
+                }
+            }
+        }
+        out
+    }
+
+    fn describe(&self, _shared: &AlertsConfig) -> String {
+        let mut out = "Slack".to_string();
+        if !self.channel.is_empty() {
+            out.push(' ');
+            out.push_str(&self.channel);
+        }
+        if let Some(u) = &self.own {
+            out.push_str(" via ");
+            out.push_str(&shown(u.as_str()));
+        }
+        out
+    }
+
+    fn send<'a>(
+        &'a self,
+        senders: &'a Senders,
+        group: &'a [&'a Notice],
+    ) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        let url = self
+            .own
+            .as_ref()
+            .map_or(senders.config.slack.webhook_url.as_str(), |u| u.as_str());
+        Box::pin(slack(&senders.client, url, &self.channel, group))
+    }
 }
 
 #[cfg(test)]

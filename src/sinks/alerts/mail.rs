@@ -4,7 +4,11 @@ use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
+use futures_util::future::BoxFuture;
+
+use super::alerter::Alerter;
 use super::config::{AlertsConfig, Recipients, Secret};
+use super::delivery::Senders;
 use super::text::{change_line, failure_line, reminder, sentence};
 use super::{failed_list, DeliveryError, Flapping, Notice};
 use crate::redact::url_for_log;
@@ -288,4 +292,57 @@ async fn mailgun(
         .send()
         .await;
     super::http::outcome(&format!("Mailgun {}", url_for_log(&url)), result).await
+}
+
+/// Mail to an alert's addresses, through `[mailgun]` when it has a domain,
+/// else `[mail]`'s SMTP server.
+#[derive(Debug, Clone)]
+pub(super) struct MailAlerter {
+    /// The alert's addresses (never empty: an empty `mail` is no alerter).
+    to: Recipients,
+}
+
+/// The mail alerter of `alert`, if its `mail` names an address.
+pub(super) fn alerter(alert: &super::config::AlertConfig) -> Option<std::sync::Arc<dyn Alerter>> {
+    let to = alert.mail.as_ref().filter(|r| !r.0.is_empty())?;
+    Some(std::sync::Arc::new(MailAlerter { to: to.clone() }))
+}
+
+impl Alerter for MailAlerter {
+    fn kind(&self) -> &'static str {
+        "mail"
+    }
+
+    fn groups(&self) -> bool {
+        true
+    }
+
+    fn secrets(&self, shared: &AlertsConfig) -> Vec<String> {
+        let mut out = Vec::new();
+        let key = &shared.mailgun.api_key.0;
+        out.push(key.clone());
+        if !key.is_empty() {
+            out.push(super::alerter::basic("api", key));
+        }
+        out.extend(shared.mail.password.clone());
+        out
+    }
+
+    fn describe(&self, shared: &AlertsConfig) -> String {
+        let to: Vec<String> = self.to.0.iter().map(|a| a.to_string()).collect();
+        let via = if shared.mailgun.domain.is_empty() {
+            format!("SMTP {}", shared.mail.server)
+        } else {
+            format!("Mailgun {}", shared.mailgun.domain)
+        };
+        format!("mail to {} via {via}", to.join(", "))
+    }
+
+    fn send<'a>(
+        &'a self,
+        senders: &'a Senders,
+        group: &'a [&'a Notice],
+    ) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        Box::pin(send(&senders.config, &senders.client, group, &self.to))
+    }
 }

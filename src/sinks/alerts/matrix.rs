@@ -18,7 +18,12 @@
 use serde::Deserialize;
 use serde_json::json;
 
+use futures_util::future::BoxFuture;
+
+use super::alerter::{server_url, shown, Alerter, AlerterTable};
+use super::config::AlertsConfig;
 use super::config::{HttpUrl, Secret};
+use super::delivery::Senders;
 use super::text::{self, Plain};
 use super::{DeliveryError, Notice};
 use crate::escape::html_attr;
@@ -90,4 +95,41 @@ pub(super) async fn send(
         &[("Authorization", auth.as_str())],
     )
     .await
+}
+
+impl Alerter for MatrixConfig {
+    fn kind(&self) -> &'static str {
+        "matrix"
+    }
+
+    fn groups(&self) -> bool {
+        true
+    }
+
+    fn secrets(&self, _shared: &AlertsConfig) -> Vec<String> {
+        let mut out = Vec::new();
+        out.push(self.access_token.0.clone());
+        server_url(&mut out, Some(&self.homeserver));
+        out
+    }
+
+    fn describe(&self, _shared: &AlertsConfig) -> String {
+        format!(
+            "Matrix room {} at {}",
+            self.room_id,
+            shown(self.homeserver.0.as_str())
+        )
+    }
+
+    fn send<'a>(
+        &'a self,
+        senders: &'a Senders,
+        group: &'a [&'a Notice],
+    ) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        Box::pin(send(&senders.client, self, group))
+    }
+}
+
+impl AlerterTable for MatrixConfig {
+    const SECRET_KEYS: &'static [&'static str] = &["access_token"];
 }

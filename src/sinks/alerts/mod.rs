@@ -10,17 +10,22 @@
 //!   a dependency is ERROR, folded while the alarm is flapping
 //!   ([`flapping`]), repeated while it stays ERROR, grouped within
 //!   `group_interval` for the receivers that group (mail, Slack, the
-//!   chats and pushes: `Channel::groups`);
+//!   chats and pushes: [`alerter::Alerter::groups`]);
 //! - [`delivery`] sends each message with retries, a bounded number at a
 //!   time, and reports back so the dispatcher can tell the engine what
 //!   each alarm's receivers have heard (kept in the database: a restart
 //!   announces what was not);
+//! - each alerter is a component ([`alerter`]): it says its kind,
+//!   whether it groups, its pool, its secrets, how it describes and
+//!   validates itself and how it sends, and [`alerter::alerters_of`]
+//!   lists an alert's;
 //! - [`mail`], [`http`], [`script`], [`pagerduty`], [`opsgenie`] and
 //!   [`templated`] say it in each channel's words, and so do the chats
 //!   and pushes ([`discord`], [`teams`], [`telegram`], [`matrix`],
 //!   [`ntfy`], [`pushover`], [`gotify`]) from [`text`]; [`incident`] is how the pagers name an
 //!   incident so that what one notice opens the next one closes.
 
+mod alerter;
 mod config;
 mod delivery;
 mod discord;
@@ -42,9 +47,10 @@ mod templated;
 mod test_send;
 mod text;
 
+pub use alerter::descriptions;
 pub use config::{
-    AlertConfig, AlertsConfig, FlappingConfig, HttpUrl, Recipients, Secret, SecretUrl,
-    SelfAlarmConfig, DEFAULT_GROUP_INTERVAL,
+    is_secret_key, AlertConfig, AlertsConfig, FlappingConfig, HttpUrl, Recipients, Secret,
+    SecretUrl, SelfAlarmConfig, DEFAULT_GROUP_INTERVAL,
 };
 pub use discord::DiscordConfig;
 pub use dispatch::run;

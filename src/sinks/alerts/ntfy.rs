@@ -16,7 +16,12 @@
 use serde::Deserialize;
 use serde_json::json;
 
+use futures_util::future::BoxFuture;
+
+use super::alerter::{server_url, shown, Alerter, AlerterTable};
+use super::config::AlertsConfig;
 use super::config::{HttpUrl, Secret};
+use super::delivery::Senders;
 use super::text::{self, Plain};
 use super::{DeliveryError, Notice};
 
@@ -100,4 +105,48 @@ pub(super) async fn send(
     let auth = config.token.as_ref().map(|t| format!("Bearer {}", t.0));
     let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
     super::http::post(client, &url, body(config, group), &headers).await
+}
+
+impl Alerter for NtfyConfig {
+    fn kind(&self) -> &'static str {
+        "ntfy"
+    }
+
+    fn groups(&self) -> bool {
+        true
+    }
+
+    fn secrets(&self, _shared: &AlertsConfig) -> Vec<String> {
+        let mut out = Vec::new();
+        // On ntfy.sh a topic is read by whoever knows it.
+        if self.topic.len() >= 8 {
+            out.push(self.topic.clone());
+        }
+        out.extend(self.token.iter().map(|t| t.0.clone()));
+        server_url(&mut out, self.url.as_ref());
+        out
+    }
+
+    fn describe(&self, _shared: &AlertsConfig) -> String {
+        format!(
+            "ntfy at {}",
+            shown(self.url.as_ref().map_or(NTFY_URL, |u| u.0.as_str()))
+        )
+    }
+
+    fn validate(&self, alert: &str) -> Result<(), crate::config::ConfigError> {
+        NtfyConfig::validate(self, alert)
+    }
+
+    fn send<'a>(
+        &'a self,
+        senders: &'a Senders,
+        group: &'a [&'a Notice],
+    ) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        Box::pin(send(&senders.client, self, group))
+    }
+}
+
+impl AlerterTable for NtfyConfig {
+    const SECRET_KEYS: &'static [&'static str] = &["token"];
 }

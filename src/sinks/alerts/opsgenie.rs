@@ -18,7 +18,12 @@
 use serde::Deserialize;
 use serde_json::json;
 
+use futures_util::future::BoxFuture;
+
+use super::alerter::{each, server_url, shown, Alerter, AlerterTable};
+use super::config::AlertsConfig;
 use super::config::HttpUrl;
+use super::delivery::Senders;
 use super::incident::{self, Action};
 use super::{failed_list, DeliveryError, Notice};
 use crate::redact::url_for_log;
@@ -171,6 +176,50 @@ pub(super) async fn send(
         super::http::post(client, &url, body, &headers).await?;
     }
     Ok(())
+}
+
+impl Alerter for OpsgenieConfig {
+    fn kind(&self) -> &'static str {
+        "opsgenie"
+    }
+
+    fn groups(&self) -> bool {
+        false
+    }
+
+    fn is_pager(&self) -> bool {
+        true
+    }
+
+    fn secrets(&self, _shared: &AlertsConfig) -> Vec<String> {
+        let mut out = Vec::new();
+        out.push(self.api_key.clone());
+        server_url(&mut out, self.url.as_ref());
+        out
+    }
+
+    fn describe(&self, _shared: &AlertsConfig) -> String {
+        match &self.url {
+            Some(u) => format!("Opsgenie at {}", shown(u.0.as_str())),
+            None => format!("Opsgenie ({:?})", self.region),
+        }
+    }
+
+    fn validate(&self, alert: &str) -> Result<(), crate::config::ConfigError> {
+        OpsgenieConfig::validate(self, alert)
+    }
+
+    fn send<'a>(
+        &'a self,
+        senders: &'a Senders,
+        group: &'a [&'a Notice],
+    ) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        Box::pin(each(group, |n| send(&senders.client, self, n)))
+    }
+}
+
+impl AlerterTable for OpsgenieConfig {
+    const SECRET_KEYS: &'static [&'static str] = &["api_key"];
 }
 
 #[cfg(test)]

@@ -21,7 +21,12 @@
 use serde::Deserialize;
 use serde_json::json;
 
+use futures_util::future::BoxFuture;
+
+use super::alerter::{each, secret_url, shown, Alerter, AlerterTable};
+use super::config::AlertsConfig;
 use super::config::HttpUrl;
+use super::delivery::Senders;
 use super::incident::{self, Action};
 use super::{failed_list, DeliveryError, Notice};
 use crate::redact::url_for_log;
@@ -183,4 +188,47 @@ pub(super) async fn send(
         super::http::post(client, &url, event(config, n, action, incident), &[]).await?;
     }
     Ok(())
+}
+
+impl Alerter for PagerDutyConfig {
+    fn kind(&self) -> &'static str {
+        "pagerduty"
+    }
+
+    fn groups(&self) -> bool {
+        false
+    }
+
+    fn is_pager(&self) -> bool {
+        true
+    }
+
+    fn secrets(&self, _shared: &AlertsConfig) -> Vec<String> {
+        let mut out = Vec::new();
+        out.push(self.routing_key.clone());
+        if let Some(u) = &self.url {
+            secret_url(&mut out, &u.0);
+        }
+        out
+    }
+
+    fn describe(&self, _shared: &AlertsConfig) -> String {
+        format!("PagerDuty at {}", shown(self.endpoint().as_str()))
+    }
+
+    fn validate(&self, alert: &str) -> Result<(), crate::config::ConfigError> {
+        PagerDutyConfig::validate(self, alert)
+    }
+
+    fn send<'a>(
+        &'a self,
+        senders: &'a Senders,
+        group: &'a [&'a Notice],
+    ) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        Box::pin(each(group, |n| send(&senders.client, self, n)))
+    }
+}
+
+impl AlerterTable for PagerDutyConfig {
+    const SECRET_KEYS: &'static [&'static str] = &["routing_key"];
 }

@@ -17,7 +17,12 @@
 
 use serde::Deserialize;
 
+use futures_util::future::BoxFuture;
+
+use super::alerter::{server_url, shown, Alerter, AlerterTable};
+use super::config::AlertsConfig;
 use super::config::{HttpUrl, Secret};
+use super::delivery::Senders;
 use super::incident::Action;
 use super::text::{self, Plain};
 use super::{DeliveryError, Notice};
@@ -200,6 +205,46 @@ async fn cancel_emergencies(
             return;
         }
     }
+}
+
+impl Alerter for PushoverConfig {
+    fn kind(&self) -> &'static str {
+        "pushover"
+    }
+
+    fn groups(&self) -> bool {
+        true
+    }
+
+    fn secrets(&self, _shared: &AlertsConfig) -> Vec<String> {
+        let mut out = Vec::new();
+        out.extend([self.token.0.clone(), self.user.0.clone()]);
+        server_url(&mut out, self.url.as_ref());
+        out
+    }
+
+    fn describe(&self, _shared: &AlertsConfig) -> String {
+        format!(
+            "Pushover via {}",
+            shown(self.url.as_ref().map_or(PUSHOVER_URL, |u| u.0.as_str()))
+        )
+    }
+
+    fn validate(&self, alert: &str) -> Result<(), crate::config::ConfigError> {
+        PushoverConfig::validate(self, alert)
+    }
+
+    fn send<'a>(
+        &'a self,
+        senders: &'a Senders,
+        group: &'a [&'a Notice],
+    ) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        Box::pin(send(&senders.client, self, group, &senders.secrets))
+    }
+}
+
+impl AlerterTable for PushoverConfig {
+    const SECRET_KEYS: &'static [&'static str] = &["token", "user"];
 }
 
 #[cfg(test)]

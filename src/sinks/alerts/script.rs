@@ -8,6 +8,12 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
+use futures_util::future::BoxFuture;
+
+use super::alerter::{each, Alerter, Pool};
+use super::config::AlertsConfig;
+use super::delivery::Senders;
+use super::DeliveryError;
 use super::Notice;
 
 /// How long a script may run.
@@ -136,6 +142,54 @@ async fn log_lines<R: tokio::io::AsyncRead + Unpin>(
             alarm.escape_debug(),
             line.escape_debug()
         );
+    }
+}
+
+/// An executable run for each change, with the alarm in its environment.
+#[derive(Debug, Clone)]
+pub(super) struct ScriptAlerter {
+    /// Its path.
+    path: String,
+}
+
+/// The script alerter of `alert`, if its `script` is set.
+pub(super) fn alerter(alert: &super::config::AlertConfig) -> Option<std::sync::Arc<dyn Alerter>> {
+    let path = alert.script.as_ref().filter(|s| !s.is_empty())?;
+    Some(std::sync::Arc::new(ScriptAlerter { path: path.clone() }))
+}
+
+impl Alerter for ScriptAlerter {
+    fn kind(&self) -> &'static str {
+        "script"
+    }
+
+    fn groups(&self) -> bool {
+        false
+    }
+
+    fn pool(&self) -> Pool {
+        Pool::Scripts
+    }
+
+    fn secrets(&self, _shared: &AlertsConfig) -> Vec<String> {
+        Vec::new()
+    }
+
+    fn describe(&self, _shared: &AlertsConfig) -> String {
+        format!("script {}", self.path)
+    }
+
+    fn send<'a>(
+        &'a self,
+        _senders: &'a Senders,
+        group: &'a [&'a Notice],
+    ) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        let path = self.path.as_str();
+        Box::pin(each(group, move |n| async move {
+            run(path, n)
+                .await
+                .map_err(|e| DeliveryError::permanent(e.to_string()))
+        }))
     }
 }
 

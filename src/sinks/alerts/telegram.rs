@@ -18,7 +18,12 @@
 use serde::Deserialize;
 use serde_json::json;
 
+use futures_util::future::BoxFuture;
+
+use super::alerter::{server_url, shown, Alerter, AlerterTable};
+use super::config::AlertsConfig;
 use super::config::{HttpUrl, Secret};
+use super::delivery::Senders;
 use super::text::{self, Plain};
 use super::{DeliveryError, Notice};
 use crate::escape::html_text;
@@ -104,6 +109,46 @@ pub(super) async fn send(
     let path = format!("/bot{}/sendMessage", config.bot_token.0);
     let url = super::http::endpoint(base, &path, "[telegram] url")?;
     super::http::post(client, &url, body(config, group), &[]).await
+}
+
+impl Alerter for TelegramConfig {
+    fn kind(&self) -> &'static str {
+        "telegram"
+    }
+
+    fn groups(&self) -> bool {
+        true
+    }
+
+    fn secrets(&self, _shared: &AlertsConfig) -> Vec<String> {
+        let mut out = Vec::new();
+        out.push(self.bot_token.0.clone());
+        server_url(&mut out, self.url.as_ref());
+        out
+    }
+
+    fn describe(&self, _shared: &AlertsConfig) -> String {
+        {
+            let chat = match &self.chat_id {
+                ChatId::Number(n) => n.to_string(),
+                ChatId::Name(s) => s.clone(),
+            };
+            let at = self.url.as_ref().map_or(TELEGRAM_URL, |u| u.0.as_str());
+            format!("Telegram chat {chat} via {}", shown(at))
+        }
+    }
+
+    fn send<'a>(
+        &'a self,
+        senders: &'a Senders,
+        group: &'a [&'a Notice],
+    ) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        Box::pin(send(&senders.client, self, group))
+    }
+}
+
+impl AlerterTable for TelegramConfig {
+    const SECRET_KEYS: &'static [&'static str] = &["bot_token"];
 }
 
 #[cfg(test)]

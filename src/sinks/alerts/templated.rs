@@ -20,7 +20,13 @@ use std::collections::BTreeMap;
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 use serde::{Deserialize, Serialize};
 
+use futures_util::future::BoxFuture;
+
+use super::alerter::{each, secret_url, shown, Alerter, AlerterTable};
+use super::config::AlertsConfig;
 use super::config::HttpUrl;
+use super::delivery::token_like;
+use super::delivery::Senders;
 use super::{incident, DeliveryError, Flapping, Notice};
 use crate::engine::State;
 use crate::redact::url_for_log;
@@ -151,6 +157,23 @@ fn environment(json: bool) -> Environment<'static> {
     env
 }
 
+/// A template that does not render: which one, and why (never its
+/// source or a header's value: a header template may hold a token).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(super) enum RenderError {
+    /// A header's template.
+    #[error("header {name}: {why}")]
+    Header {
+        /// The header's name.
+        name: String,
+        /// The kind of error and its line.
+        why: String,
+    },
+    /// The body's template.
+    #[error("body: {0}")]
+    Body(String),
+}
+
 /// A rendered request.
 #[derive(Debug)]
 pub(super) struct Rendered {
@@ -188,14 +211,17 @@ impl TemplatedWebhookConfig {
 
     /// The request for one notice. An error names the template that
     /// failed and why, never a header's value.
-    pub(super) fn render(&self, n: &Notice) -> Result<Rendered, String> {
+    pub(super) fn render(&self, n: &Notice) -> Result<Rendered, RenderError> {
         let fields = Fields::of(n);
         let mut headers = Vec::new();
         let plain = environment(false);
         for (name, template) in &self.headers {
             let value = plain
                 .render_str(template, &fields)
-                .map_err(|e| format!("header {name}: {}", describe(&e)))?;
+                .map_err(|e| RenderError::Header {
+                    name: name.clone(),
+                    why: describe(&e),
+                })?;
             // A line break (from a job's output, say) would make the
             // value invalid and the alert undeliverable: it is a space.
             let value = crate::escape::one_line(&value);
@@ -203,7 +229,7 @@ impl TemplatedWebhookConfig {
         }
         let body = environment(self.json())
             .render_str(&self.body, &fields)
-            .map_err(|e| format!("body: {}", describe(&e)))?;
+            .map_err(|e| RenderError::Body(describe(&e)))?;
         Ok(Rendered { headers, body })
     }
 
@@ -274,7 +300,9 @@ pub(super) async fn send(
     config: &TemplatedWebhookConfig,
     n: &Notice,
 ) -> Result<(), DeliveryError> {
-    let rendered = config.render(n).map_err(DeliveryError::permanent)?;
+    let rendered = config
+        .render(n)
+        .map_err(|e| DeliveryError::permanent(e.to_string()))?;
     let method = config.method().unwrap_or(reqwest::Method::POST);
     let what = format!("{method} {}", url_for_log(config.url.0.as_str()));
     // The client says `User-Agent: Lovebeat` unless a header does.
@@ -292,6 +320,50 @@ pub(super) async fn send(
         req = req.body(rendered.body);
     }
     super::http::outcome(&what, req.send().await).await
+}
+
+impl Alerter for TemplatedWebhookConfig {
+    fn kind(&self) -> &'static str {
+        "templated_webhook"
+    }
+
+    fn groups(&self) -> bool {
+        false
+    }
+
+    fn secrets(&self, _shared: &AlertsConfig) -> Vec<String> {
+        let mut out = Vec::new();
+        secret_url(&mut out, &self.url.0);
+        for v in self.headers.values() {
+            out.extend(token_like(v));
+        }
+        out.extend(token_like(&self.body));
+        out
+    }
+
+    fn describe(&self, _shared: &AlertsConfig) -> String {
+        format!(
+            "templated webhook {} {}",
+            self.method.to_ascii_uppercase(),
+            shown(self.url.0.as_str())
+        )
+    }
+
+    fn validate(&self, alert: &str) -> Result<(), crate::config::ConfigError> {
+        TemplatedWebhookConfig::validate(self, alert)
+    }
+
+    fn send<'a>(
+        &'a self,
+        senders: &'a Senders,
+        group: &'a [&'a Notice],
+    ) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        Box::pin(each(group, |n| send(&senders.client, self, n)))
+    }
+}
+
+impl AlerterTable for TemplatedWebhookConfig {
+    const SECRET_KEYS: &'static [&'static str] = &[];
 }
 
 #[cfg(test)]
@@ -376,7 +448,7 @@ mod tests {
             "{% for a in range(10000) %}{% for b in range(10000) %}x{% endfor %}{% endfor %}",
         );
         let e = c.render(&sample()).expect_err("out of fuel");
-        assert!(e.contains("fuel"), "{e}");
+        assert!(e.to_string().contains("fuel"), "{e}");
         assert!(c.validate("ops").is_err(), "refused as the file is read");
         // A loop over a mass outage's failed services is not cut short.
         let mut n = sample();

@@ -14,8 +14,9 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio_util::task::TaskTracker;
 
+use super::alerter::{alerters_of, Alerter};
 use super::config::AlertsConfig;
-use super::delivery::{Channel, Senders};
+use super::delivery::Senders;
 use super::Notice;
 use crate::engine::{AlarmView, State};
 
@@ -68,9 +69,9 @@ fn notice(alert: &str, public_url: Option<&str>) -> Notice {
 /// such alert. Kinds only: never an address or a secret.
 pub fn alerter_kinds(config: &AlertsConfig, alert: &str) -> Option<Vec<&'static str>> {
     Some(
-        Channel::of(config.alerts.get(alert)?)
+        alerters_of(config.alerts.get(alert)?)
             .iter()
-            .map(Channel::kind)
+            .map(|a| a.kind())
             .collect(),
     )
 }
@@ -79,14 +80,19 @@ pub fn alerter_kinds(config: &AlertsConfig, alert: &str) -> Option<Vec<&'static 
 /// was answered (or given up on: a request that got no answer may still
 /// have opened it), in a task of its own among `tasks` (which a shutdown
 /// waits for), with the usual retries.
-fn close_later(tasks: &TaskTracker, senders: Arc<Senders>, channel: Channel, opened: &Notice) {
+fn close_later(
+    tasks: &TaskTracker,
+    senders: Arc<Senders>,
+    channel: Arc<dyn Alerter>,
+    opened: &Notice,
+) {
     let mut close = opened.clone();
     close.alarm.state = State::Ok;
     close.previous = State::Error;
     let close = [Arc::new(close)];
     tasks.spawn(async move {
         tokio::time::sleep(PAGER_CLOSE_AFTER).await;
-        if let Err(e) = senders.deliver(&channel, &close).await {
+        if let Err(e) = senders.deliver(channel.as_ref(), &close).await {
             tracing::warn!(
                 "the test incident of {} was not closed: {e}",
                 channel.kind()
@@ -104,7 +110,7 @@ pub async fn send_test(
     tasks: TaskTracker,
 ) -> Option<Vec<TestResult>> {
     let alert = alert.as_str();
-    let channels = Channel::of(config.alerts.get(alert)?);
+    let channels = alerters_of(config.alerts.get(alert)?);
     let senders = match Senders::new(config.clone()) {
         Ok(s) => Arc::new(s),
         Err(e) => {
@@ -130,7 +136,8 @@ pub async fn send_test(
         sending.spawn(async move {
             let kind = channel.kind();
             let result =
-                tokio::time::timeout(TEST_TIMEOUT, senders.attempt(&channel, &[&notice])).await;
+                tokio::time::timeout(TEST_TIMEOUT, senders.attempt(channel.as_ref(), &[&notice]))
+                    .await;
             if channel.is_pager() {
                 close_later(&later, senders.clone(), channel.clone(), &notice);
             }

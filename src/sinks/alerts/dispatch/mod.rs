@@ -1,29 +1,36 @@
 //! The alert dispatcher: one task that takes every alarm transition from
 //! the engine, in order, and decides what each receiver is told.
 //!
-//! - A change fires (OK→ERROR, ERROR→OK, NEW→ERROR) unless the alarm is
-//!   flapping ([`super::flapping`]) or a `depends_on` alarm is ERROR: then
-//!   its latest change is held and released, or dropped if the alarm is
-//!   back where its receivers last heard it, when the dependency recovers.
-//! - Each channel of each alert of the alarm is a receiver. Webhooks,
-//!   pagers, templated webhooks and scripts get one message per change,
-//!   in order per alarm, several alarms at a time. The receivers that
-//!   group (mail, Slack, the chats and pushes: `Channel::groups`) get
-//!   the first change at once and the changes of the next
-//!   `group_interval` together in one message, one message at a time.
-//! - Deliveries run as tasks, at most `max_alert_deliveries` (and
-//!   `max_scripts`) at a time: a quarter of them for one HTTP receiver
-//!   that sends per change, and a slot kept for every receiver that has
-//!   none (up to half), so a receiver that hangs delays no other. Messages waiting for a slot are
-//!   data, not tasks: a mass outage queues a record per change.
-//! - When every receiver of a change has had its message (delivered, or
-//!   failed for good: logged and counted), the engine is told that the
-//!   alarm's receivers heard of it; a save keeps that, so a restart
-//!   announces what was not.
-//! - Reminders (`repeat`), group flushes and flapping checks are timers in
-//!   one `DelayQueue`, not a task each.
+//! A change fires (OK→ERROR, ERROR→OK, NEW→ERROR) and reaches every
+//! receiver (each alerter of each alert of the alarm, [`receiver`])
+//! unless a part says otherwise; each part is a type of its own, with
+//! its rule and its unit tests on a paused clock:
+//!
+//! - [`holds`]: held while a `depends_on` alarm is ERROR, released (or
+//!   dropped, if nothing new) when it recovers;
+//! - [`flaps`]: folded while the alarm is flapping, announced as it
+//!   starts and settles;
+//! - [`reminders`]: repeated every `repeat` while it stays ERROR;
+//! - [`grouping`]: grouped within `group_interval` for the receivers
+//!   that group;
+//! - [`slots`]: delivered as tasks, a bounded number at a time, shared so
+//!   that a receiver that hangs delays no other (waiting messages are
+//!   data, not tasks);
+//! - [`reports`]: once every receiver has had a change, the engine is
+//!   told, so a restart announces what was not and nothing twice.
+//!
+//! Reminders, group flushes and flapping checks are timers in one
+//! `DelayQueue`, not a task each.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+mod flaps;
+mod grouping;
+mod holds;
+mod receiver;
+mod reminders;
+mod reports;
+mod slots;
+
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,65 +39,25 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tokio_util::time::delay_queue::{self, DelayQueue};
+use tokio_util::time::DelayQueue;
 
+use super::alerter::{alerters_of, Pool};
 use super::config::AlertsConfig;
-use super::delivery::{about, Channel, Senders};
-use super::flapping::{Detector, Verdict};
+use super::delivery::{about, Senders};
+use super::flapping::Verdict;
 use super::{fires, AlertStats, Flapping, Notice};
 use crate::engine::{AlarmDef, AlarmView, Engine, State, Transition};
 use crate::sinks::notify::{Part, Reporter, REPORT_EVERY};
 use crate::trouble::{self, Trouble};
-
-/// Jobs looked at, from the front of a receiver's queue, for one whose
-/// alarm has no message in flight.
-const SCAN: usize = 256;
+use flaps::{Flaps, Look};
+use holds::Holds;
+use receiver::{Done, Job, Receiver, Starter};
+use reminders::Reminders;
+use reports::{Heard, Reports};
+use slots::Slots;
 
 /// Identifies a change being delivered.
 type NoticeId = u64;
-
-/// A change on its way to its receivers.
-struct Tracked {
-    alarm: Arc<str>,
-    state: State,
-    incident: u64,
-    /// Receivers that have not had it yet.
-    remaining: usize,
-}
-
-/// One message for one receiver: a change, or a group of them.
-struct Job {
-    notices: Vec<Arc<Notice>>,
-    /// The tracked changes it carries (reminders are not tracked).
-    ids: Vec<NoticeId>,
-}
-
-/// One channel of one alert.
-struct Receiver {
-    alert: Arc<str>,
-    channel: Arc<Channel>,
-    interval: Duration,
-    /// Messages waiting for a delivery slot.
-    queue: VecDeque<Job>,
-    /// Messages being delivered.
-    running: usize,
-    /// Alarms with a message in flight here (receivers that send per
-    /// change keep each alarm's order).
-    busy: HashSet<Arc<str>>,
-    /// Changes waiting for the group's next message (receivers that
-    /// group).
-    group: Vec<(Arc<Notice>, Option<NoticeId>)>,
-    /// When the last grouped message was made.
-    last_sent: Option<Instant>,
-    /// The pending flush timer.
-    flush: Option<delay_queue::Key>,
-    /// Its last message failed for good.
-    failing: bool,
-    /// Alarms with a reminder waiting or in flight here: the next reminder
-    /// is skipped while one is, so a receiver that fails for hours holds
-    /// one reminder per alarm, not one per `repeat`.
-    reminding: HashSet<Arc<str>>,
-}
 
 /// What a timer is for.
 enum Timed {
@@ -108,19 +75,6 @@ enum Timed {
     FlapCheck(Arc<str>),
 }
 
-/// The pool of delivery slots a channel draws from: 0 for HTTP and mail
-/// (`max_alert_deliveries`), 1 for scripts (`max_scripts`).
-fn pool(channel: &Channel) -> usize {
-    usize::from(channel.is_script())
-}
-
-/// What a delivery task reports when it ends.
-struct Done {
-    receiver: usize,
-    job: Job,
-    result: Result<(), String>,
-}
-
 struct Dispatcher {
     config: Arc<AlertsConfig>,
     /// The alarms as configured, indexed like `AlarmView::def`.
@@ -133,36 +87,25 @@ struct Dispatcher {
     receivers: Vec<Receiver>,
     /// Alert name → its receivers.
     by_alert: HashMap<String, Vec<usize>>,
-    tracked: HashMap<NoticeId, Tracked>,
-    /// Each alarm's tracked changes, oldest first.
-    order: HashMap<Arc<str>, VecDeque<NoticeId>>,
-    next_id: NoticeId,
-    /// The state each alarm last announced (absent: never, counts as OK).
-    alerted: HashMap<Arc<str>, State>,
-    /// The incident each alarm's receivers were last told is open (by an
-    /// ERROR or the start of flapping), in this run; absent, the database
-    /// says ([`Dispatcher::open_incident`]).
-    opened: HashMap<Arc<str>, Option<u64>>,
-    /// The latest change held back by a failing dependency.
-    held: HashMap<Arc<str>, Notice>,
-    /// Each alarm's state as of the latest transition handled.
-    /// Dependencies are judged by it, not by the engine's state now, which
-    /// may already be transitions ahead: a parent that failed and
-    /// recovered before its child's transitions were handled must still
-    /// hold them.
-    states: HashMap<Arc<str>, State>,
-    flapping: Detector,
+    /// The changes on their way, until every receiver has had them.
+    reports: Reports,
+    /// What each alarm's receivers last heard.
+    heard: Heard,
+    /// Changes held by a failing dependency.
+    holds: Holds,
+    /// Flapping alarms and their checks.
+    flaps: Flaps,
+    /// Every timer: reminders, group flushes, flapping checks.
     timers: DelayQueue<Timed>,
-    reminders: HashMap<(Arc<str>, Arc<str>), delay_queue::Key>,
-    flap_checks: HashMap<Arc<str>, delay_queue::Key>,
-    /// Deliveries running, per pool ([`pool`]): HTTP and mail, scripts.
-    running: [usize; 2],
+    /// The reminders armed in `timers`.
+    reminders: Reminders,
+    /// The delivery slots.
+    slots: Slots,
     /// Receivers whose last message failed.
     failing: usize,
     done: mpsc::UnboundedSender<Done>,
     tasks: TaskTracker,
-    /// The receiver the next [`Dispatcher::pump`] serves first.
-    pump_from: usize,
+    /// Input has stopped: groups go at once, no timer is armed.
     draining: bool,
 }
 
@@ -187,29 +130,18 @@ pub async fn run(
     let mut receivers = Vec::new();
     let mut by_alert: HashMap<String, Vec<usize>> = HashMap::new();
     for (name, alert) in &config.alerts {
-        for channel in Channel::of(alert) {
+        for channel in alerters_of(alert) {
             by_alert
                 .entry(name.clone())
                 .or_default()
                 .push(receivers.len());
-            receivers.push(Receiver {
-                alert: name.as_str().into(),
-                channel: Arc::new(channel),
-                interval: alert.group_interval(),
-                queue: VecDeque::new(),
-                running: 0,
-                busy: HashSet::new(),
-                group: Vec::new(),
-                last_sent: None,
-                flush: None,
-                failing: false,
-                reminding: HashSet::new(),
-            });
+            receivers.push(Receiver::new(name, channel, alert.group_interval()));
         }
     }
     let mut d = Dispatcher {
         public_url: config.public_url.clone(),
-        flapping: Detector::new(config.flapping.clone()),
+        flaps: Flaps::new(config.flapping.clone()),
+        slots: Slots::new(config.max_deliveries, config.max_scripts),
         config,
         defs,
         engine: engine.clone(),
@@ -218,21 +150,14 @@ pub async fn run(
         senders,
         receivers,
         by_alert,
-        tracked: HashMap::new(),
-        order: HashMap::new(),
-        next_id: 0,
-        alerted: HashMap::new(),
-        opened: HashMap::new(),
-        held: HashMap::new(),
-        states: HashMap::new(),
+        reports: Reports::default(),
+        heard: Heard::default(),
+        holds: Holds::default(),
         timers: DelayQueue::new(),
-        reminders: HashMap::new(),
-        flap_checks: HashMap::new(),
-        running: [0, 0],
+        reminders: Reminders::default(),
         failing: 0,
         done: done_tx,
         tasks: TaskTracker::new(),
-        pump_from: 0,
         draining: false,
     };
     d.resume_reminders();
@@ -267,11 +192,11 @@ pub async fn run(
 impl Dispatcher {
     /// Nothing waiting, grouped or running.
     fn idle(&self) -> bool {
-        self.running == [0, 0]
+        self.slots.idle()
             && self
                 .receivers
                 .iter()
-                .all(|r| r.queue.is_empty() && r.group.is_empty())
+                .all(|r| r.queue.is_empty() && r.group.pending.is_empty())
     }
 
     /// At start: alarms that are ERROR and whose receivers heard of this
@@ -298,26 +223,6 @@ impl Dispatcher {
         }
     }
 
-    /// The state `alarm`'s receivers last heard: what this run sent, else
-    /// what the database says was announced before the restart.
-    fn last_heard(&self, alarm: &AlarmView) -> State {
-        match self.alerted.get(&alarm.name) {
-            Some(state) => *state,
-            None if alarm.announced.0 == State::Error => State::Error,
-            None => State::Ok,
-        }
-    }
-
-    /// The incident `alarm`'s receivers were last told is open: what this
-    /// run sent, else an ERROR announced before the restart.
-    fn open_incident(&self, alarm: &AlarmView) -> Option<u64> {
-        match self.opened.get(&alarm.name) {
-            Some(open) => *open,
-            None if alarm.announced.0 == State::Error => Some(alarm.announced.1),
-            None => None,
-        }
-    }
-
     fn take(&mut self) {
         for t in self.engine.take_transitions() {
             self.on_transition(t);
@@ -331,9 +236,9 @@ impl Dispatcher {
         self.take();
         self.timers.clear();
         self.reminders.clear();
-        self.flap_checks.clear();
+        self.flaps.clear();
         for r in &mut self.receivers {
-            r.flush = None;
+            r.group.flush = None;
         }
         for idx in 0..self.receivers.len() {
             self.flush(idx);
@@ -387,8 +292,8 @@ impl Dispatcher {
     /// alarm none has mentioned is as the engine holds it; one that no
     /// longer exists holds nothing).
     fn in_error(&self, alarm: &str) -> bool {
-        match self.states.get(alarm) {
-            Some(state) => *state == State::Error && self.engine.alarm(alarm).is_some(),
+        match self.holds.state(alarm) {
+            Some(state) => state == State::Error && self.engine.alarm(alarm).is_some(),
             None => self.engine.alarm_in_error(alarm),
         }
     }
@@ -396,7 +301,7 @@ impl Dispatcher {
     /// Tells the engine what `alarm`'s receivers heard, when no change of
     /// it is still on its way.
     fn mark_if_settled(&self, alarm: &Arc<str>, state: State, incident: u64) {
-        if self.order.get(alarm).is_none_or(VecDeque::is_empty) {
+        if self.reports.settled(alarm) {
             self.engine.mark_announced(alarm, state, incident);
         }
     }
@@ -413,7 +318,7 @@ impl Dispatcher {
                 other => other,
             };
         }
-        self.states.insert(name.clone(), state);
+        self.holds.record(name.clone(), state);
         if previous == State::Error {
             self.release_dependents(&name);
         }
@@ -422,7 +327,7 @@ impl Dispatcher {
             return;
         }
         let changes = 1 + t.merged as usize;
-        let flapping = match self.flapping.change(&name, t.ts, changes) {
+        let flapping = match self.flaps.change(&name, t.ts, changes) {
             Verdict::Hold => return,
             Verdict::Announce => None,
             Verdict::Start { changes } => {
@@ -433,7 +338,8 @@ impl Dispatcher {
                 );
                 self.engine
                     .set_flapping(&name, true, crate::clock::now_ms());
-                self.schedule_flap_check(&name);
+                self.flaps
+                    .schedule(&mut self.timers, &name, crate::clock::now_ms());
                 Some(Flapping::Started { changes })
             }
         };
@@ -441,30 +347,12 @@ impl Dispatcher {
         self.route(notice);
     }
 
-    fn schedule_flap_check(&mut self, alarm: &Arc<str>) {
-        if let Some(at) = self.flapping.next_check(alarm) {
-            let wait =
-                Duration::from_millis(u64::try_from(at - crate::clock::now_ms()).unwrap_or(0) + 1);
-            if let Some(key) = self.flap_checks.remove(alarm) {
-                self.timers.try_remove(&key);
-            }
-            let key = self.timers.insert(Timed::FlapCheck(alarm.clone()), wait);
-            self.flap_checks.insert(alarm.clone(), key);
-        }
-    }
-
     /// Sends `notice` unless a dependency holds it.
     fn route(&mut self, notice: Notice) {
         let name = notice.alarm.name.clone();
-        let holding: Vec<&str> = notice
-            .alarm
-            .depends_on
-            .iter()
-            .filter(|d| self.in_error(d))
-            .map(|d| d.as_ref())
-            .collect();
+        let holding = Holds::holding(&notice, |d| self.in_error(d));
         if holding.is_empty() {
-            self.held.remove(&name);
+            self.holds.unhold(&name);
             self.send(notice);
         } else {
             tracing::info!(
@@ -473,8 +361,8 @@ impl Dispatcher {
                 notice.alarm.incident_nbr,
                 holding.join(", ")
             );
-            self.stop_reminders(&name);
-            self.held.insert(name, notice);
+            self.reminders.stop(&mut self.timers, &name);
+            self.holds.hold(notice);
         }
     }
 
@@ -482,24 +370,17 @@ impl Dispatcher {
     /// dependencies is ERROR any more, if its alarm's state differs from
     /// the state it last announced; drops it otherwise.
     fn release_dependents(&mut self, recovered: &str) {
-        let ready: Vec<Arc<str>> = self
-            .held
-            .iter()
-            .filter(|(_, n)| n.alarm.depends_on.iter().any(|d| &**d == recovered))
-            .filter(|(_, n)| !n.alarm.depends_on.iter().any(|d| self.in_error(d)))
-            .map(|(k, _)| k.clone())
-            .collect();
+        let ready = self.holds.ready(Some(recovered), |d| self.in_error(d));
         self.release(ready);
     }
 
     fn release(&mut self, ready: Vec<Arc<str>>) {
         for name in ready {
-            let Some(notice) = self.held.remove(&name) else {
+            let Some(notice) = self.holds.take(&name) else {
                 continue;
             };
             let current = notice.alarm.state;
-            let last = self.last_heard(&notice.alarm);
-            if current == last && notice.flapping.is_none() {
+            if !self.heard.is_news(&notice) {
                 tracing::info!(
                     "held alert of alarm {} dropped: it is {} again",
                     name.escape_debug(),
@@ -517,49 +398,42 @@ impl Dispatcher {
     /// its reminders.
     fn send(&mut self, mut notice: Notice) {
         let name = notice.alarm.name.clone();
-        self.stop_reminders(&name);
+        self.reminders.stop(&mut self.timers, &name);
         let (state, incident) = (notice.alarm.state, notice.alarm.incident_nbr);
-        self.alerted.insert(name.clone(), state);
-        notice.open_incident = self.open_incident(&notice.alarm);
-        let opens =
-            state == State::Error || matches!(notice.flapping, Some(Flapping::Started { .. }));
-        self.opened.insert(name.clone(), opens.then_some(incident));
+        notice.open_incident = self.heard.open_incident(&notice.alarm);
+        let opens = self.heard.sending(&notice);
         let alerts: Vec<String> = self.alerts_of(&notice.alarm).to_vec();
-        let id = self.next_id;
-        self.next_id += 1;
+        // Its receivers, known before it is tracked: a change none hears
+        // is settled at once.
+        let receivers: Vec<usize> = alerts
+            .iter()
+            .flat_map(|a| self.by_alert.get(a).cloned().unwrap_or_default())
+            .collect();
+        // What its receivers hear is saved as the alarm's announced
+        // state: the start of flapping counts as an ERROR, since it opens
+        // an incident that a restart must not forget to close.
+        let heard = if opens { State::Error } else { state };
+        let id = (!receivers.is_empty()).then(|| {
+            self.reports
+                .track(name.clone(), heard, incident, receivers.len())
+        });
         // A flapping alarm is not reminded of; one that settled in ERROR is.
         let reminders = state == State::Error
             && !matches!(notice.flapping, Some(Flapping::Started { .. }))
             && !self.draining;
         let notice = Arc::new(notice);
-        let mut remaining = 0;
-        for alert in &alerts {
-            for idx in self.by_alert.get(alert).cloned().unwrap_or_default() {
-                remaining += 1;
-                self.enqueue(idx, notice.clone(), Some(id));
-            }
-            if reminders {
+        for idx in receivers {
+            self.enqueue(idx, notice.clone(), id);
+        }
+        if reminders {
+            for alert in &alerts {
                 self.start_reminder(&name, incident, alert);
             }
         }
-        // What its receivers hear is saved as the alarm's announced
-        // state: the start of flapping counts as an ERROR, since it opens
-        // an incident that a restart must not forget to close.
-        let heard = if opens { State::Error } else { state };
-        if remaining == 0 {
+        if id.is_none() {
             self.mark_if_settled(&name, heard, incident);
             return;
         }
-        self.tracked.insert(
-            id,
-            Tracked {
-                alarm: name.clone(),
-                state: heard,
-                incident,
-                remaining,
-            },
-        );
-        self.order.entry(name).or_default().push_back(id);
         self.pump();
     }
 
@@ -572,49 +446,14 @@ impl Dispatcher {
             .map(|r| Duration::from_millis(r.ms))
             .filter(|d| !d.is_zero());
         let Some(every) = every else { return };
-        self.arm_reminder(alarm.clone(), alert.into(), incident, 1, every);
-    }
-
-    /// Arms reminder `n` of `alert` for `alarm`, `every` from now,
-    /// replacing one armed before.
-    fn arm_reminder(
-        &mut self,
-        alarm: Arc<str>,
-        alert: Arc<str>,
-        incident: u64,
-        n: u32,
-        every: Duration,
-    ) {
-        let key = self.timers.insert(
-            Timed::Reminder {
-                alarm: alarm.clone(),
-                alert: alert.clone(),
-                incident,
-                n,
-                every,
-            },
+        self.reminders.arm(
+            &mut self.timers,
+            alarm.clone(),
+            alert.into(),
+            incident,
+            1,
             every,
         );
-        if let Some(old) = self.reminders.insert((alarm, alert), key) {
-            self.timers.try_remove(&old);
-        }
-    }
-
-    fn stop_reminders(&mut self, alarm: &Arc<str>) {
-        if self.reminders.is_empty() {
-            return;
-        }
-        let keys: Vec<(Arc<str>, Arc<str>)> = self
-            .reminders
-            .keys()
-            .filter(|(a, _)| a == alarm)
-            .cloned()
-            .collect();
-        for k in keys {
-            if let Some(key) = self.reminders.remove(&k) {
-                self.timers.try_remove(&key);
-            }
-        }
     }
 
     /// Gives a receiver a change: at once, or into its group. A reminder is
@@ -628,19 +467,14 @@ impl Dispatcher {
         // A receiver that groups sends at once only the first change
         // after a quiet interval with nothing waiting or under way.
         let groups = r.channel.groups();
-        let at_once = !groups
-            || (r.group.is_empty()
-                && r.flush.is_none()
-                && r.running == 0
-                && r.queue.is_empty()
-                && r.last_sent.is_none_or(|t| now >= t + r.interval));
-        if !at_once {
-            r.group.push((notice, id));
+        let idle = r.running == 0 && r.queue.is_empty();
+        if groups && !r.group.sends_at_once(now, idle) {
+            r.group.pending.push((notice, id));
             self.schedule_flush(idx);
             return;
         }
         if groups {
-            r.last_sent = Some(now);
+            r.group.last_sent = Some(now);
         }
         let job = Job {
             notices: vec![notice],
@@ -660,122 +494,38 @@ impl Dispatcher {
     /// message is still on its way (its end arms it).
     fn schedule_flush(&mut self, idx: usize) {
         let r = &mut self.receivers[idx];
-        if r.flush.is_some() || r.group.is_empty() || r.running > 0 || !r.queue.is_empty() {
+        if r.running > 0 || !r.queue.is_empty() {
             return;
         }
-        let at = r
-            .last_sent
-            .map_or_else(Instant::now, |t| t + r.interval)
-            .max(Instant::now());
-        r.flush = Some(self.timers.insert_at(Timed::Flush(idx), at));
+        if let Some(at) = r.group.flush_at(Instant::now()) {
+            r.group.flush = Some(self.timers.insert_at(Timed::Flush(idx), at));
+        }
     }
 
     /// Makes one message of a receiver's group.
     fn flush(&mut self, idx: usize) {
-        let r = &mut self.receivers[idx];
-        if r.group.is_empty() {
+        let Some((notices, ids)) = self.receivers[idx].group.take(Instant::now()) else {
             return;
-        }
-        let (notices, ids): (Vec<Arc<Notice>>, Vec<Option<NoticeId>>) =
-            std::mem::take(&mut r.group).into_iter().unzip();
-        r.last_sent = Some(Instant::now());
-        let job = Job {
-            notices,
-            ids: ids.into_iter().flatten().collect(),
         };
-        self.push_job(idx, job);
+        self.push_job(idx, Job { notices, ids });
     }
 
-    /// Starts what the slots allow: every receiver in turn, up to its
-    /// share, oldest message first (skipping, for receivers that send one
-    /// message per change, alarms with one in flight, so an alarm's
-    /// changes arrive in order). A receiver's first slot is kept for
-    /// it: one that has a delivery under way takes another only while a
-    /// slot stays free for every receiver that has none (up to half the
-    /// slots), so receivers that hang (each holding slots through a
-    /// minute of retries) never leave another without one.
+    /// Starts what the slots allow ([`Slots::fill`]), oldest message
+    /// first (skipping, for receivers that send one message per change,
+    /// alarms with one in flight, so an alarm's changes arrive in order).
     fn pump(&mut self) {
-        let size = [
-            self.config.max_deliveries.max(1),
-            self.config.max_scripts.max(1),
+        let share = [
+            self.slots.share(Pool::Deliveries),
+            self.slots.share(Pool::Scripts),
         ];
-        let share = (size[0] / 4).max(1);
-        // Receivers with nothing under way, per pool.
-        let mut idle = [0, 0];
-        for r in self.receivers.iter().filter(|r| r.running == 0) {
-            idle[pool(&r.channel)] += 1;
-        }
-        // Each pump starts with the next receiver: when slots are short,
-        // none is always served last.
-        let n = self.receivers.len();
-        self.pump_from = if n == 0 { 0 } else { (self.pump_from + 1) % n };
-        for idx in (self.pump_from..n).chain(0..self.pump_from) {
-            loop {
-                let r = &self.receivers[idx];
-                let p = pool(&r.channel);
-                let cap = if r.channel.groups() {
-                    1
-                } else if r.channel.is_script() {
-                    size[p]
-                } else {
-                    share
-                };
-                let (in_use, slots, waiting) = (self.running[p], size[p], idle[p]);
-                // A first slot is any free one; another leaves one free
-                // for each receiver that has none, up to half the pool
-                // (many receivers must not shrink a busy one's share to
-                // nothing).
-                let full = if r.running == 0 {
-                    in_use >= slots
-                } else {
-                    in_use + waiting.min(slots / 2) >= slots
-                };
-                if r.running >= cap || full || r.queue.is_empty() {
-                    break;
-                }
-                let pos = if r.channel.groups() {
-                    Some(0)
-                } else {
-                    r.queue
-                        .iter()
-                        .take(SCAN)
-                        .position(|j| !r.busy.contains(&j.notices[0].alarm.name))
-                };
-                let Some(pos) = pos else { break };
-                let r = &mut self.receivers[idx];
-                let Some(job) = r.queue.remove(pos) else {
-                    break;
-                };
-                if !r.channel.groups() {
-                    r.busy.insert(job.notices[0].alarm.name.clone());
-                }
-                if r.running == 0 {
-                    idle[p] -= 1;
-                }
-                r.running += 1;
-                self.running[p] += 1;
-                let (senders, channel, done) =
-                    (self.senders.clone(), r.channel.clone(), self.done.clone());
-                self.tasks.spawn(async move {
-                    use futures_util::FutureExt;
-                    // An alerter that panics still gives its slot, its
-                    // alarm and its change back: a task that never says
-                    // it is done would hold them for good.
-                    let result =
-                        std::panic::AssertUnwindSafe(senders.deliver(&channel, &job.notices))
-                            .catch_unwind()
-                            .await
-                            .unwrap_or_else(|_| {
-                                Err(format!("{} alerter failed unexpectedly", channel.kind()))
-                            });
-                    let _ = done.send(Done {
-                        receiver: idx,
-                        job,
-                        result,
-                    });
-                });
-            }
-        }
+        let mut starter = Starter {
+            receivers: &mut self.receivers,
+            share,
+            senders: &self.senders,
+            done: &self.done,
+            tasks: &self.tasks,
+        };
+        self.slots.fill(&mut starter);
     }
 
     fn on_done(&mut self, done: Done) {
@@ -791,7 +541,7 @@ impl Dispatcher {
             }
         }
         r.running -= 1;
-        self.running[pool(&r.channel)] -= 1;
+        self.slots.release(r.channel.pool());
         if !r.channel.groups() {
             r.busy.remove(&done.job.notices[0].alarm.name);
         }
@@ -841,35 +591,10 @@ impl Dispatcher {
         self.pump();
     }
 
-    /// One receiver is done with change `id`; once all are, the changes of
-    /// its alarm that are all done, in order, are marked announced.
+    /// One receiver is done with change `id`; once all are, what its
+    /// alarm's receivers heard is told to the engine ([`Reports::finish`]).
     fn finish(&mut self, id: NoticeId) {
-        let Some(t) = self.tracked.get_mut(&id) else {
-            return;
-        };
-        t.remaining -= 1;
-        if t.remaining > 0 {
-            return;
-        }
-        let alarm = t.alarm.clone();
-        let Some(order) = self.order.get_mut(&alarm) else {
-            return;
-        };
-        let mut last = None;
-        while let Some(front) = order.front() {
-            match self.tracked.get(front) {
-                Some(t) if t.remaining > 0 => break,
-                _ => {}
-            }
-            let front = order.pop_front().unwrap_or_default();
-            if let Some(t) = self.tracked.remove(&front) {
-                last = Some((t.state, t.incident));
-            }
-        }
-        if order.is_empty() {
-            self.order.remove(&alarm);
-        }
-        if let Some((state, incident)) = last {
+        if let Some((alarm, state, incident)) = self.reports.finish(id) {
             self.engine.mark_announced(&alarm, state, incident);
         }
     }
@@ -877,7 +602,7 @@ impl Dispatcher {
     fn on_timer(&mut self, t: Timed) {
         match t {
             Timed::Flush(idx) => {
-                self.receivers[idx].flush = None;
+                self.receivers[idx].group.flush = None;
                 if self.receivers[idx].running == 0 {
                     self.flush(idx);
                     self.pump();
@@ -890,11 +615,10 @@ impl Dispatcher {
                 n,
                 every,
             } => {
-                self.reminders.remove(&(alarm.clone(), alert.clone()));
+                self.reminders.fired(&alarm, &alert);
                 self.remind(alarm, alert, incident, n, every);
             }
             Timed::FlapCheck(alarm) => {
-                self.flap_checks.remove(&alarm);
                 self.flap_check(alarm);
             }
         }
@@ -911,7 +635,7 @@ impl Dispatcher {
             return;
         }
         let mut next = n;
-        if now.suppressed_by.is_empty() && !self.held.contains_key(&alarm) {
+        if now.suppressed_by.is_empty() && !self.holds.is_held(&alarm) {
             let mut notice = self.notice(now, State::Ok, crate::clock::now_ms(), None);
             notice.repeat = n;
             notice.open_incident = Some(incident);
@@ -922,22 +646,20 @@ impl Dispatcher {
             self.pump();
             next += 1;
         }
-        self.arm_reminder(alarm, alert, incident, next, every);
+        self.reminders
+            .arm(&mut self.timers, alarm, alert, incident, next, every);
     }
 
     /// A flapping alarm settled when its changes in the window fell to
     /// `stop`: announce its final state; else look again later.
     fn flap_check(&mut self, alarm: Arc<str>) {
         let now = crate::clock::now_ms();
-        if !self.flapping.settle(&alarm, now) {
-            if self.flapping.is_flapping(&alarm) {
-                self.schedule_flap_check(&alarm);
-            }
+        if self.flaps.look(&mut self.timers, &alarm, now) != Look::Settled {
             return;
         }
         self.engine.set_flapping(&alarm, false, now);
         let Some(view) = self.engine.alarm(&alarm) else {
-            self.flapping.forget(&alarm);
+            self.flaps.forget(&alarm);
             return;
         };
         tracing::info!(
@@ -945,7 +667,7 @@ impl Dispatcher {
             alarm.escape_debug(),
             view.state.as_upper()
         );
-        let previous = self.last_heard(&view);
+        let previous = self.heard.last_heard(&view);
         let notice = self.notice(view, previous, now, Some(Flapping::Stopped));
         self.route(notice);
     }
@@ -954,23 +676,17 @@ impl Dispatcher {
     /// while ERROR (no transition will release them); every minute, forgets
     /// alarms that no longer exist.
     fn housekeeping(&mut self, prune: bool) {
-        if !self.held.is_empty() {
-            let ready: Vec<Arc<str>> = self
-                .held
-                .iter()
-                .filter(|(_, n)| !n.alarm.depends_on.iter().any(|d| self.in_error(d)))
-                .map(|(k, _)| k.clone())
-                .collect();
+        if !self.holds.is_empty() {
+            let ready = self.holds.ready(None, |d| self.in_error(d));
             self.release(ready);
         }
         if prune {
             // `alarm_status` is O(1); `alarm` would copy each alarm's view.
             let engine = &self.engine;
             let exists = |a: &str| engine.alarm_status(a).is_some();
-            self.states.retain(|a, _| exists(a));
-            self.alerted.retain(|a, _| exists(a));
-            self.opened.retain(|a, _| exists(a));
-            self.flapping.prune(crate::clock::now_ms(), exists);
+            self.holds.prune(exists);
+            self.heard.prune(exists);
+            self.flaps.prune(crate::clock::now_ms(), exists);
         }
     }
 }
