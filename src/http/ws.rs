@@ -52,6 +52,13 @@ pub const CLIENT_QUEUE_BYTES: usize = 4 << 20;
 pub const ALARM_BYTES_PER_SEC: usize = 1 << 20;
 /// The longest a changed alarm waits for its message.
 const ALARM_MAX_HOLD: Duration = Duration::from_secs(5);
+/// The rate all alarms' messages together are paced to, so that many big
+/// alarms failing at once do not add up to more than a client on a modest
+/// link reads (each would be sent RESYNC, and reload the lists, again and
+/// again). What is not sent at a tick waits for the next, the last state
+/// winning; a message bigger than what is left still goes when anything
+/// is left, and its debt is forgiven past `ALARM_MAX_HOLD`.
+pub const ALARMS_BYTES_PER_SEC: usize = 2 << 20;
 /// How often accepted beats are collected into messages.
 pub const BEAT_COALESCE: Duration = Duration::from_millis(250);
 /// How often an idle connection is pinged.
@@ -314,6 +321,12 @@ struct AlarmUpdates {
     /// Alarms whose last message was big, and when their next may go.
     /// Entries leave once their time has passed.
     held: HashMap<Arc<str>, Instant>,
+    /// Bytes all alarms may still send, refilled at
+    /// `ALARMS_BYTES_PER_SEC` up to one second's worth; never below
+    /// `ALARM_MAX_HOLD` seconds' worth of debt.
+    budget: f64,
+    /// When `budget` was last refilled.
+    refilled: Option<Instant>,
 }
 
 impl AlarmUpdates {
@@ -351,9 +364,29 @@ impl AlarmUpdates {
         due
     }
 
+    /// Refills the shared budget for the time since the last refill, and
+    /// says whether any is left to send with.
+    fn refill(&mut self, now: Instant) -> bool {
+        let rate = ALARMS_BYTES_PER_SEC as f64;
+        let elapsed = self
+            .refilled
+            .map_or(1.0, |t| now.saturating_duration_since(t).as_secs_f64());
+        self.refilled = Some(now);
+        self.budget = (self.budget + elapsed * rate).min(rate);
+        self.budget > 0.0
+    }
+
+    /// Puts a due alarm back: the budget ran out before its turn.
+    fn defer(&mut self, name: Arc<str>) {
+        self.changed.insert(name);
+    }
+
     /// A message of `bytes` went for `name` at `now`: a big one holds the
-    /// alarm's next message for as long as it takes at the paced rate.
+    /// alarm's next message for as long as it takes at the paced rate, and
+    /// every message spends the shared budget.
     fn sent(&mut self, name: &Arc<str>, bytes: usize, now: Instant) {
+        let floor = -(ALARMS_BYTES_PER_SEC as f64) * ALARM_MAX_HOLD.as_secs_f64();
+        self.budget = (self.budget - bytes as f64).max(floor);
         let hold = Duration::from_secs_f64(bytes as f64 / ALARM_BYTES_PER_SEC as f64);
         if hold > BEAT_COALESCE {
             self.held
@@ -372,7 +405,12 @@ fn send_alarm_updates(hub: &WsHub, engine: &Engine, updates: &mut AlarmUpdates) 
         updates.clear();
         return;
     }
+    let mut left = updates.refill(now);
     for name in due {
+        if !left {
+            updates.defer(name);
+            continue;
+        }
         // An alarm deleted since its change has sent its REMOVE_ALARM.
         if let Some(msg) = engine
             .alarm(&name)
@@ -380,6 +418,7 @@ fn send_alarm_updates(hub: &WsHub, engine: &Engine, updates: &mut AlarmUpdates) 
         {
             updates.sent(&name, msg.len(), now);
             hub.broadcast(&msg);
+            left = updates.budget > 0.0;
         }
     }
 }
@@ -661,6 +700,38 @@ mod tests {
         assert_eq!(
             u.due(t0 + ALARM_MAX_HOLD + Duration::from_millis(1)),
             vec![big]
+        );
+    }
+
+    #[test]
+    fn many_big_alarms_share_one_budget_and_the_rest_wait_their_turn() {
+        let mut u = AlarmUpdates::default();
+        let t0 = Instant::now();
+        let names: Vec<Arc<str>> = (0..20).map(|i| format!("a{i}").into()).collect();
+        let mut sent = 0usize;
+        // Twenty alarms of 512 KiB each, all changed at every tick for 4 s.
+        for tick in 0..16u32 {
+            let now = t0 + BEAT_COALESCE * tick;
+            for n in &names {
+                u.mark(n);
+            }
+            let mut left = u.refill(now);
+            for n in u.due(now) {
+                if !left {
+                    u.defer(n);
+                    continue;
+                }
+                u.sent(&n, 512 << 10, now);
+                sent += 512 << 10;
+                left = u.budget > 0.0;
+            }
+        }
+        // One second's burst plus 4 s at the rate, and one message over.
+        let bound = ALARMS_BYTES_PER_SEC * 5 + (512 << 10);
+        assert!(sent <= bound, "{sent} bytes sent in 4 s (at most {bound})");
+        assert!(
+            sent >= ALARMS_BYTES_PER_SEC * 3,
+            "{sent} bytes: the budget is spent"
         );
     }
 
