@@ -257,7 +257,9 @@ fn at_the_http_cap_slow_bodies_make_room_and_the_api_answers() {
     // the beat depends on whether the status request's connection was
     // still registered then: it was idle, and would go before a body.)
     assert!(closed_within(&mut held[0], 5), "the first slow body closed");
-    assert!(d.metric("lovebeat_http_connections_closed_total") >= 2.0);
+    // One close at least: the beat's place may be the one the status
+    // request's connection left, if it was gone by then.
+    assert!(d.metric("lovebeat_http_connections_closed_total") >= 1.0);
     assert!(d.service("slow.s0").is_none());
 }
 
