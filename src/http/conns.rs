@@ -19,12 +19,24 @@
 //! trickled in a byte a second is within its timeouts for a while, and
 //! a cap full of them must not lock every other client out.
 //!
+//! That order runs within one source: at the cap the connection to close
+//! is taken from the peer address (IP, not port) holding the most
+//! connections, counting the new one. Else a source that holds most of
+//! the cap and keeps every connection a little busier than the others
+//! (a line a second each) makes every quieter client's connection the
+//! one to give way; this way a source hogging the cap closes its own.
+//! With every connection from one address (a proxy, a test) the order is
+//! the one above.
+//!
 //! statsd over TCP (`crate::ingest::tcp`) holds its connections to its
 //! cap by the same rule: they never enter a handler, and their last use
 //! is their last whole line ([`Registry::used`]), not their last byte, so
 //! one that trickles a line it never ends is the first to give way.
 
+use std::cmp::Reverse;
+use std::collections::HashMap;
 use std::io;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -60,6 +72,9 @@ pub(crate) struct Conn {
     /// When its handler started waiting for the request's body (registry
     /// ms), or -1 while it waits for none.
     body_since: AtomicI64,
+    /// The peer's address (canonical: an IPv4-mapped IPv6 one is its
+    /// IPv4): the source whose count decides who gives way at the cap.
+    source: IpAddr,
 }
 
 impl Conn {
@@ -147,30 +162,29 @@ impl Registry {
         self.conns().len()
     }
 
-    /// Registers a new connection. At the cap, the connection that has
-    /// waited longest without a request being handled is closed to make
-    /// room; failing that, the one whose handler has waited longest for
-    /// its request's body; one still sending a streamed answer only when
-    /// no other can be. If every one is handling a request that is past
-    /// its body, `None`: the new one is refused.
-    pub(crate) fn admit(&self) -> Option<Arc<Conn>> {
-        self.admit_evicting().map(|(conn, _)| conn)
+    /// Registers a new connection from `peer`. At the cap one is closed
+    /// to make room, taken from the source (peer address) holding the
+    /// most connections, the new one counted, that has one able to give
+    /// way; within that source, the connection that has waited longest
+    /// without a request being handled; failing that, the one whose
+    /// handler has waited longest for its request's body; one still
+    /// sending a streamed answer only when no other can be. If every one
+    /// is handling a request that is past its body, `None`: the new one
+    /// is refused.
+    pub(crate) fn admit(&self, peer: IpAddr) -> Option<Arc<Conn>> {
+        self.admit_evicting(peer).map(|(conn, _)| conn)
     }
 
     /// [`admit`](Registry::admit), saying too whether another connection
     /// was closed to make room (for a caller that counts those apart).
-    pub(crate) fn admit_evicting(&self) -> Option<(Arc<Conn>, bool)> {
+    pub(crate) fn admit_evicting(&self, peer: IpAddr) -> Option<(Arc<Conn>, bool)> {
         let now = mono_ms(self.start);
+        let source = peer.to_canonical();
         let mut evicted = false;
         let mut conns = self.conns();
         if conns.len() >= self.max {
-            let idle = conns
-                .iter()
-                .enumerate()
-                .filter_map(|(i, c)| Some((i, Self::giving_way(c)?)))
-                .min_by_key(|(_, rank)| *rank)
-                .map(|(i, _)| i)?;
-            let gone = conns.swap_remove(idle);
+            let victim = Self::victim(&conns, source)?;
+            let gone = conns.swap_remove(victim);
             gone.kill.cancel();
             self.closed.fetch_add(1, Ordering::Relaxed);
             evicted = true;
@@ -183,9 +197,32 @@ impl Registry {
             upgraded: AtomicBool::new(false),
             streaming: AtomicUsize::new(0),
             body_since: AtomicI64::new(-1),
+            source,
         });
         conns.push(conn.clone());
         Some((conn, evicted))
+    }
+
+    /// The connection to close at the cap for a newcomer from `newcomer`:
+    /// the sources by how many connections they hold (the newcomer's
+    /// counting it), the largest first, and within a source (or sources
+    /// holding as many) by [`giving_way`](Registry::giving_way). A linear
+    /// scan, run only at the cap, so nothing per request or line costs
+    /// more.
+    fn victim(conns: &[Arc<Conn>], newcomer: IpAddr) -> Option<usize> {
+        let mut held: HashMap<IpAddr, usize> = HashMap::new();
+        for c in conns.iter().map(|c| c.source).chain([newcomer]) {
+            *held.entry(c).or_default() += 1;
+        }
+        conns
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| {
+                let count = held.get(&c.source).copied().unwrap_or(0);
+                Some((i, (Reverse(count), Self::giving_way(c)?)))
+            })
+            .min_by_key(|(_, rank)| *rank)
+            .map(|(i, _)| i)
     }
 
     /// Where `c` stands in the line to give way at the cap (the least
@@ -346,18 +383,21 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
 mod tests {
     use super::*;
 
+    /// The one source of the tests that are about the order within one.
+    const HOST: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
     #[test]
     fn at_the_cap_the_longest_waiting_connection_makes_room() {
         let r = Registry::new(2, Duration::from_secs(10), Duration::from_secs(60));
-        let a = r.admit().expect("room");
+        let a = r.admit(HOST).expect("room");
         std::thread::sleep(Duration::from_millis(5));
-        let b = r.admit().expect("room");
+        let b = r.admit(HOST).expect("room");
         let _busy = b.handling();
-        let c = r.admit().expect("a's place");
+        let c = r.admit(HOST).expect("a's place");
         assert!(a.kill.is_cancelled() && !b.kill.is_cancelled() && !c.kill.is_cancelled());
         let _busy_c = c.handling();
         assert!(
-            r.admit().is_none(),
+            r.admit(HOST).is_none(),
             "every connection is handling a request"
         );
         assert_eq!(r.len(), 2);
@@ -367,46 +407,95 @@ mod tests {
     fn a_handler_waiting_for_its_body_gives_way_after_the_idle_ones() {
         let r = Registry::new(3, Duration::from_secs(10), Duration::from_secs(60));
         let (first, second, done) = (
-            r.admit().expect("room"),
-            r.admit().expect("room"),
-            r.admit().expect("room"),
+            r.admit(HOST).expect("room"),
+            r.admit(HOST).expect("room"),
+            r.admit(HOST).expect("room"),
         );
         let (_h1, _h2, _h3) = (first.handling(), second.handling(), done.handling());
         let _waiting_first = r.reading_body(&first);
         std::thread::sleep(Duration::from_millis(5));
         let waiting_second = r.reading_body(&second);
         // `done` read its body: it is past the point of giving way.
-        let idle = r.admit().expect("the first body's place");
+        let idle = r.admit(HOST).expect("the first body's place");
         assert!(first.kill.is_cancelled() && !second.kill.is_cancelled());
-        let next = r.admit().expect("the idle one's place");
+        let next = r.admit(HOST).expect("the idle one's place");
         assert!(idle.kill.is_cancelled() && !second.kill.is_cancelled());
         let _h4 = next.handling();
-        let second_place = r.admit().expect("the second body's place");
+        let second_place = r.admit(HOST).expect("the second body's place");
         assert!(second.kill.is_cancelled() && !done.kill.is_cancelled());
         drop(waiting_second);
         let _h5 = second_place.handling();
-        assert!(r.admit().is_none(), "handlers past their body stay");
+        assert!(r.admit(HOST).is_none(), "handlers past their body stay");
         assert!(!done.kill.is_cancelled() && !next.kill.is_cancelled());
     }
 
     #[test]
     fn a_connection_used_lately_is_kept_over_one_that_only_sent_bytes() {
         let r = Registry::new(2, Duration::from_secs(10), Duration::from_secs(60));
-        let (a, b) = (r.admit().expect("room"), r.admit().expect("room"));
+        let (a, b) = (r.admit(HOST).expect("room"), r.admit(HOST).expect("room"));
         std::thread::sleep(Duration::from_millis(5));
         r.used(&a);
-        let (_c, evicted) = r.admit_evicting().expect("b's place");
+        let (_c, evicted) = r.admit_evicting(HOST).expect("b's place");
         assert!(evicted && b.kill.is_cancelled() && !a.kill.is_cancelled());
+    }
+
+    #[test]
+    fn at_the_cap_the_source_holding_the_most_connections_gives_way_not_a_quiet_one() {
+        let (busy, quiet, other): (IpAddr, IpAddr, IpAddr) = (
+            [10, 0, 0, 1].into(),
+            [10, 0, 0, 2].into(),
+            [10, 0, 0, 3].into(),
+        );
+        let r = Registry::new(4, Duration::from_secs(10), Duration::from_secs(60));
+        // The quiet source's one connection was used long before the busy
+        // source's three, which keep sending a line each.
+        let lone = r.admit(quiet).expect("room");
+        std::thread::sleep(Duration::from_millis(5));
+        let hog: Vec<_> = (0..3).map(|_| r.admit(busy).expect("room")).collect();
+        for c in &hog {
+            r.used(c);
+        }
+        let (_new, evicted) = r.admit_evicting(other).expect("a busy one's place");
+        assert!(evicted && !lone.kill.is_cancelled(), "the quiet one stays");
+        assert_eq!(hog.iter().filter(|c| c.kill.is_cancelled()).count(), 1);
+        let _more = r.admit(busy).expect("its own place");
+        assert!(!lone.kill.is_cancelled());
+        assert_eq!(hog.iter().filter(|c| c.kill.is_cancelled()).count(), 2);
+        // An IPv4-mapped IPv6 peer is the same source as its IPv4.
+        let mapped = IpAddr::V6(std::net::Ipv4Addr::new(10, 0, 0, 1).to_ipv6_mapped());
+        let _mapped = r.admit(mapped).expect("room");
+        assert!(!lone.kill.is_cancelled());
+        assert_eq!(hog.iter().filter(|c| c.kill.is_cancelled()).count(), 3);
+    }
+
+    #[test]
+    fn a_newcomer_counts_for_its_source_and_a_source_that_cannot_give_way_is_skipped() {
+        let (a, b): (IpAddr, IpAddr) = ([10, 0, 0, 1].into(), [10, 0, 0, 2].into());
+        let r = Registry::new(4, Duration::from_secs(10), Duration::from_secs(60));
+        let a_old = r.admit(a).expect("room");
+        std::thread::sleep(Duration::from_millis(5));
+        let b1 = r.admit(b).expect("room");
+        let _a2 = r.admit(a).expect("room");
+        let b2 = r.admit(b).expect("room");
+        // Two each: a third from b makes b the largest, so b's oldest goes
+        // though a's is older.
+        let b3 = r.admit(b).expect("b's own place");
+        assert!(b1.kill.is_cancelled() && !a_old.kill.is_cancelled());
+        // b holds the most but every one of its connections is handling a
+        // request past its body: a's oldest gives way instead.
+        let (_h2, _h3) = (b2.handling(), b3.handling());
+        let _c = r.admit(b).expect("a's place");
+        assert!(a_old.kill.is_cancelled() && !b2.kill.is_cancelled());
     }
 
     #[test]
     fn slow_headers_and_long_idleness_are_reaped_busy_ones_are_not() {
         let r = Registry::new(10, Duration::from_millis(20), Duration::from_millis(60));
-        let idle = r.admit().expect("room");
-        let slow = r.admit().expect("room");
+        let idle = r.admit(HOST).expect("room");
+        let slow = r.admit(HOST).expect("room");
         slow.request_started
             .store(mono_ms(r.start), Ordering::Relaxed);
-        let busy = r.admit().expect("room");
+        let busy = r.admit(HOST).expect("room");
         let _h = busy.handling();
         std::thread::sleep(Duration::from_millis(30));
         assert_eq!(r.reap(), 1);

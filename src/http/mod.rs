@@ -189,7 +189,7 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(idle + Duration::from_secs(1));
     loop {
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
@@ -202,7 +202,7 @@ pub async fn serve(
             },
             _ = stop.cancelled() => return,
         };
-        let Some(conn) = conns.admit() else {
+        let Some(conn) = conns.admit(peer.ip()) else {
             // Every connection is handling a request: refuse this one.
             drop(stream);
             continue;

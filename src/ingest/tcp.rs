@@ -39,9 +39,11 @@ pub const MAX_LINE: usize = 64 * 1024;
 /// Accepts connections until `stop` is cancelled; each connection is a
 /// task of `tasks` and ends then too. At most `max` connections are open
 /// at once: at the cap a new one takes the place of the one that has gone
-/// longest without sending a whole line (counted in
-/// `stats.tcp_evicted`), so senders that trickle a line they never end,
-/// or stay silent, cannot lock the others out. One that sends nothing for
+/// longest without sending a whole line among those of the peer address
+/// holding the most (counted in `stats.tcp_evicted`), so senders that
+/// trickle a line they never end, or stay silent, cannot lock the others
+/// out, and a source keeping many connections busy closes its own, not a
+/// quiet sender's one. One that sends nothing for
 /// `idle` is closed.
 #[allow(clippy::too_many_arguments)]
 pub async fn serve(
@@ -60,7 +62,7 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     stats.tcp_connections.fetch_add(1, Ordering::Relaxed);
-                    let Some((conn, evicted)) = conns.admit_evicting() else {
+                    let Some((conn, evicted)) = conns.admit_evicting(peer.ip()) else {
                         // Cannot happen (none of these is ever busy), but
                         // a refusal is what the cap would mean.
                         stats.tcp_refused.fetch_add(1, Ordering::Relaxed);
