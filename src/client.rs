@@ -34,23 +34,72 @@ impl Target {
     /// The server as messages name it: its scheme and host only
     /// ([`crate::redact::url_for_log`], as the daemon logs its receivers).
     /// A user, password, path or `?key=` in `--server` may be a secret,
-    /// and cron mails whatever a job prints.
+    /// and cron mails whatever a job prints. When the text between `//`
+    /// and its last `@` is not the user and password the URL parser read
+    /// (a password with an unescaped `#`, `/` or `?` is read as a host
+    /// and port), only the scheme is named: that text may be a password.
     pub fn shown(&self) -> String {
+        let Ok(url) = reqwest::Url::parse(&self.server) else {
+            return "<the --server URL, which does not parse>".to_string();
+        };
+        let written = self
+            .server
+            .split_once("://")
+            .and_then(|(_, rest)| rest.rsplit_once('@'))
+            .map(|(userinfo, _)| userinfo);
+        let parsed = match (url.username(), url.password()) {
+            ("", None) => None,
+            (user, None) => Some(user.to_string()),
+            (user, Some(password)) => Some(format!("{user}:{password}")),
+        };
+        if written != parsed.as_deref() {
+            return format!("{}://…", url.scheme());
+        }
         crate::redact::url_for_log(self.server.trim_end_matches('/'))
     }
 
+    /// The URL of `path` (`/api/services/x`) on the server: the server's
+    /// own path is its prefix, and its own query (`?key=`) comes after
+    /// the path, before `pairs`. Appending the path to the text as
+    /// written would put it inside the query.
+    fn endpoint(&self, path: &str, pairs: &[(&str, &str)]) -> Result<reqwest::Url, ClientError> {
+        let mut url = reqwest::Url::parse(&self.server).map_err(ClientError::BadServer)?;
+        let prefix = url.path().trim_end_matches('/').to_string();
+        url.set_path(&format!("{prefix}{path}"));
+        url.set_fragment(None);
+        if !pairs.is_empty() {
+            url.query_pairs_mut().extend_pairs(pairs);
+        }
+        Ok(url)
+    }
+
     /// What the target carries that is secret: the key, and the user,
-    /// password and query values of the server URL (as written and
-    /// percent-decoded).
+    /// password and query values of the server URL (as written, as the
+    /// URL parser read them, percent-decoded, and as the
+    /// `Authorization: Basic` header a server or proxy may echo).
     fn secrets(&self) -> Vec<String> {
         let mut out: Vec<String> = self.key.iter().cloned().collect();
         let rest = self
             .server
             .split_once("://")
             .map_or(self.server.as_str(), |(_, r)| r);
-        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-        if let Some((userinfo, _)) = authority.rsplit_once('@') {
+        // Up to the last `@`, not the first `/`: a password may hold an
+        // unescaped `/`, `?` or `#`.
+        let mut pairs = Vec::new();
+        if let Some((userinfo, _)) = rest.rsplit_once('@') {
+            out.push(userinfo.to_string());
             out.extend(userinfo.split(':').map(str::to_string));
+            if let Some((user, password)) = userinfo.split_once(':') {
+                out.push(password.to_string());
+                pairs.push((user.to_string(), password.to_string()));
+            }
+        }
+        if let Ok(url) = reqwest::Url::parse(&self.server) {
+            if let Some(password) = url.password() {
+                out.push(url.username().to_string());
+                out.push(password.to_string());
+                pairs.push((url.username().to_string(), password.to_string()));
+            }
         }
         if let Some((_, query)) = rest.split_once('?') {
             let query = query.split('#').next().unwrap_or_default();
@@ -58,15 +107,20 @@ impl Target {
                 out.push(pair.split_once('=').map_or(pair, |(_, v)| v).to_string());
             }
         }
-        let decoded: Vec<String> = out
-            .iter()
-            .map(|s| {
-                percent_encoding::percent_decode_str(s)
-                    .decode_utf8_lossy()
-                    .into_owned()
-            })
-            .collect();
+        let decode = |s: &str| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        };
+        let decoded: Vec<String> = out.iter().map(|s| decode(s)).collect();
         out.extend(decoded);
+        for (user, password) in pairs {
+            out.push(crate::redact::basic_credentials(&user, &password));
+            out.push(crate::redact::basic_credentials(
+                &decode(&user),
+                &decode(&password),
+            ));
+        }
         out
     }
 
@@ -124,6 +178,10 @@ impl Settings {
 /// the user.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// `--server` is not a URL. The parser's reason never quotes the
+    /// text, which may hold a password.
+    #[error("the --server URL does not parse: {0}")]
+    BadServer(#[source] url::ParseError),
     /// The client itself could not start (no runtime, no TLS roots).
     #[error("cannot start the HTTP client: {0}")]
     Start(#[source] std::io::Error),
@@ -172,17 +230,8 @@ fn post(
             .user_agent(concat!("lovebeat-client/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| ClientError::Start(std::io::Error::other(e)))?;
-        let base = target.server.trim_end_matches('/');
-        let mut url = format!("{base}/api/services/{name}{suffix}");
-        if !pairs.is_empty() {
-            url.push('?');
-            url.push_str(
-                &form_urlencoded::Serializer::new(String::new())
-                    .extend_pairs(pairs)
-                    .finish(),
-            );
-        }
-        let mut req = client.post(&url).body(body);
+        let url = target.endpoint(&format!("/api/services/{name}{suffix}"), pairs)?;
+        let mut req = client.post(url).body(body);
         if json {
             req = req.header("Content-Type", "application/json");
         }
@@ -238,9 +287,10 @@ where
 /// `lovebeat ping`: 0 when the server answers `/version`, 1 otherwise
 /// (for container health checks and scripts).
 pub fn ping_command(target: &Target) -> ExitCode {
-    let base = target.server.trim_end_matches('/').to_string();
-    let url = format!("{base}/version");
     let result = with_client(Duration::from_secs(5), |client| async move {
+        let url = target
+            .endpoint("/version", &[])
+            .map_err(|e| e.to_string())?;
         let resp = client
             .get(url)
             .send()
@@ -308,7 +358,6 @@ fn tee(
 /// alerter of the alert, prints each one's result, and exits 0 when every
 /// one delivered it, 1 otherwise (or when the server refused).
 pub fn test_alert_command(target: &Target, name: &str) -> ExitCode {
-    let base = target.server.trim_end_matches('/').to_string();
     // The server takes no escapes in a path (one spelling per path, for
     // the key check): a name that needs one cannot be asked for.
     let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '~');
@@ -319,11 +368,13 @@ pub fn test_alert_command(target: &Target, name: &str) -> ExitCode {
         );
         return ExitCode::from(2);
     }
-    let url = format!("{base}/api/alerts/{name}/test");
     let shown = target.shown();
     let at = shown.as_str();
     let result = with_client(Duration::from_secs(60), |client| async move {
         let base = at;
+        let url = target
+            .endpoint(&format!("/api/alerts/{name}/test"), &[])
+            .map_err(|e| e.to_string())?;
         let mut req = client.post(url);
         if let Some(key) = &target.key {
             req = req.bearer_auth(key);
@@ -476,5 +527,73 @@ mod tests {
         assert_eq!(t.shown(), "https://host:8443/…");
         let text = "tokenUser p%40ssWord p@ssWord k3y%2Fvalue k3y/value Bearer-key-1 host";
         assert_eq!(t.scrub(text), "… … … … … … host");
+    }
+
+    /// A password with an unescaped `#`, `/` or `?` is read as a host and
+    /// port: the name printed must hold none of it.
+    #[test]
+    fn a_server_whose_password_the_parser_misreads_is_named_by_its_scheme_only() {
+        for (server, password) in [
+            ("http://admin:hunter2#x@127.0.0.1:1/", "hunter2#x"),
+            ("http://user:Pass/word@127.0.0.1:1/", "Pass/word"),
+            ("http://admin:hun?ter2@127.0.0.1:1/", "hun?ter2"),
+            ("http://h/path@x", "h/path"),
+        ] {
+            let t = Target {
+                server: server.into(),
+                key: None,
+            };
+            let shown = t.shown();
+            assert!(
+                ["http://…", "<the --server URL, which does not parse>"].contains(&shown.as_str()),
+                "{server}: {shown}"
+            );
+            let scrubbed = t.scrub(&format!("pw {password}."));
+            assert_eq!(scrubbed, "pw ….", "{server}");
+        }
+        let t = Target {
+            server: "not a url hunter2".into(),
+            key: None,
+        };
+        assert_eq!(t.shown(), "<the --server URL, which does not parse>");
+    }
+
+    /// A server or proxy that echoes the request echoes the password as
+    /// `Authorization: Basic` carries it.
+    #[test]
+    fn a_target_scrubs_its_credentials_in_basic_authorization_form() {
+        use base64::Engine as _;
+        let t = Target {
+            server: "http://urlUser1:Pa%24%24word@127.0.0.1:1/".into(),
+            key: None,
+        };
+        let basic = base64::engine::general_purpose::STANDARD.encode("urlUser1:Pa$$word");
+        let text = format!("authorization: Basic {basic}");
+        assert_eq!(t.scrub(&text), "authorization: Basic …");
+    }
+
+    /// The API path goes before the server URL's own query, after its
+    /// own path.
+    #[test]
+    fn endpoints_keep_the_servers_path_prefix_and_query() {
+        let t = |s: &str| Target {
+            server: s.into(),
+            key: None,
+        };
+        let url = |s: &str, pairs: &[(&str, &str)]| {
+            t(s).endpoint("/api/services/x", pairs)
+                .map(|u| u.to_string())
+                .expect("a URL")
+        };
+        assert_eq!(
+            url("http://h/lb/?key=Q", &[("timeout", "5")]),
+            "http://h/lb/api/services/x?key=Q&timeout=5"
+        );
+        assert_eq!(url("http://h:8080", &[]), "http://h:8080/api/services/x");
+        assert_eq!(
+            url("http://h/?key=Q#f", &[]),
+            "http://h/api/services/x?key=Q"
+        );
+        assert!(t("http://h:bad").endpoint("/version", &[]).is_err());
     }
 }

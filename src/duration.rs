@@ -15,6 +15,11 @@ pub enum DurationError {
     /// A negative or absurdly large duration in seconds.
     #[error("duration '{0}' must be 0 or more seconds")]
     Negative(String),
+    /// A JSON number that is not written as plain decimal seconds
+    /// (`1e3`): every path reads seconds as statsd does, without an
+    /// exponent.
+    #[error("timeout {0} is not allowed: write seconds as a plain decimal number (60, 0.5, -1), without an exponent")]
+    Exponent(String),
     /// Nothing given.
     #[error("empty duration")]
     Empty,
@@ -118,24 +123,17 @@ pub fn timeout_from_decimal(text: &[u8]) -> Result<Timeout, SecsError> {
 
 /// Parses a timeout as text: `auto`, whole or decimal seconds (`3600`,
 /// `1.5`, `-1`; [`timeout_from_decimal`]), or a duration (`1h30m`).
+/// Nothing is trimmed: ` 5` (and `+5` in a query, where `+` is a space)
+/// is refused here as statsd refuses it.
 pub fn parse_timeout(text: &str) -> Result<Timeout, DurationError> {
-    let t = text.trim();
-    if t.eq_ignore_ascii_case("auto") {
+    if text.eq_ignore_ascii_case("auto") {
         return Ok(Timeout::Auto);
     }
-    match timeout_from_decimal(t.as_bytes()) {
-        Ok(timeout) => return Ok(timeout),
-        Err(SecsError::Negative) => return Err(DurationError::BadTimeout(text.to_string())),
-        Err(SecsError::TooLarge) => {
-            return Err(DurationError::In {
-                what: "timeout",
-                text: text.to_string(),
-                source: Box::new(DurationError::TooLarge),
-            })
-        }
+    match timeout_from_decimal(text.as_bytes()) {
         Err(SecsError::NotANumber) => {}
+        other => return decimal_result(text, other),
     }
-    parse_duration_ms(t)
+    parse_duration_ms(text)
         .map(|ms| match ms {
             0 => Timeout::Always,
             ms => Timeout::After(ms),
@@ -145,6 +143,34 @@ pub fn parse_timeout(text: &str) -> Result<Timeout, DurationError> {
             text: text.to_string(),
             source: Box::new(e),
         })
+}
+
+/// Reads a JSON number's timeout from the number's text as written
+/// (`0.0000000001`, not the `1e-10` a float would print as), with
+/// [`timeout_from_decimal`], so a JSON body reads the same number as
+/// statsd and `?timeout=` do.
+pub fn timeout_from_json_number(text: &str) -> Result<Timeout, DurationError> {
+    match timeout_from_decimal(text.as_bytes()) {
+        Err(SecsError::NotANumber) => Err(DurationError::Exponent(text.to_string())),
+        other => decimal_result(text, other),
+    }
+}
+
+/// [`timeout_from_decimal`]'s answer for `text` as a [`DurationError`].
+fn decimal_result(text: &str, read: Result<Timeout, SecsError>) -> Result<Timeout, DurationError> {
+    read.map_err(|e| match e {
+        SecsError::Negative => DurationError::BadTimeout(text.to_string()),
+        SecsError::TooLarge => DurationError::In {
+            what: "timeout",
+            text: text.to_string(),
+            source: Box::new(DurationError::TooLarge),
+        },
+        SecsError::NotANumber => DurationError::In {
+            what: "timeout",
+            text: text.to_string(),
+            source: Box::new(DurationError::ExpectedNumber(text.to_string())),
+        },
+    })
 }
 
 /// Parses a duration input (`grace`, `max_runtime`, `for`, `repeat`): a
@@ -298,6 +324,41 @@ mod tests {
     /// SPEC §1.3 and §4.1: kept to the millisecond, a positive value under
     /// 1 ms is 1 ms, only an exact zero is the tripwire, and negative
     /// values are -1 and -2 only.
+    /// A JSON number is read from its text as every path reads seconds:
+    /// what statsd and `?timeout=` take, it takes; what they refuse, it
+    /// refuses.
+    #[test]
+    fn json_numbers_read_as_statsd_and_the_query_read_them() {
+        let j = timeout_from_json_number;
+        assert_eq!(j("0.0000000001"), Ok(Timeout::After(1)));
+        assert_eq!(j("0.0004"), Ok(Timeout::After(1)));
+        assert_eq!(j("0.25"), Ok(Timeout::After(250)));
+        assert_eq!(
+            j("9223372036854775.807"),
+            Ok(Timeout::After(i64::MAX as u64))
+        );
+        assert_eq!(j("0"), Ok(Timeout::Always));
+        assert_eq!(j("-2"), Ok(Timeout::Auto));
+        assert!(matches!(j("-0"), Err(DurationError::BadTimeout(_))));
+        for exp in ["1e3", "4e-4", "1E3", "1e-10"] {
+            assert_eq!(j(exp), Err(DurationError::Exponent(exp.into())));
+            assert!(timeout_from_decimal(exp.as_bytes()).is_err(), "{exp}");
+            assert!(parse_timeout(exp).is_err(), "{exp}");
+        }
+        assert!(j("9223372036854775.808").is_err());
+    }
+
+    /// `+5` in a query is ` 5`; statsd refuses both, so every path does.
+    #[test]
+    fn a_sign_or_space_before_a_timeout_is_refused_as_statsd_refuses_it() {
+        for text in [" 5", "5 ", "+5", "\t5"] {
+            assert!(timeout_from_decimal(text.as_bytes()).is_err(), "{text:?}");
+            assert!(parse_timeout(text).is_err(), "{text:?}");
+        }
+        assert_eq!(parse_timeout("5"), Ok(Timeout::After(5000)));
+        assert_eq!(parse_timeout("AUTO"), Ok(Timeout::Auto));
+    }
+
     #[test]
     fn decimal_seconds_are_kept_to_the_millisecond() {
         let t = |s: &str| timeout_from_decimal(s.as_bytes());

@@ -28,6 +28,15 @@ pub fn url_for_log(url: &str) -> String {
     format!("{scheme}://{host}{}", if hidden { "/…" } else { "" })
 }
 
+/// `dXNlcjpwdw==` for `user` and `pw`: how an `Authorization: Basic`
+/// header carries a URL's user and password, so a server or proxy that
+/// echoes the request echoes the password in this form; what quotes an
+/// error must scrub it too.
+pub fn basic_credentials(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -113,6 +113,110 @@ fn client_errors_name_neither_the_password_nor_the_key_of_the_server_url() {
     }
 }
 
+/// A password with an unescaped `#`, `/` or `?` is misread by the URL
+/// parser as a host and port; and a server (or proxy) that echoes the
+/// request echoes the password as `Authorization: Basic` carries it.
+/// Neither reaches stderr.
+#[test]
+fn client_errors_name_no_part_of_a_misread_password_nor_its_basic_form() {
+    let port = common::free_port();
+    for server in [
+        format!("http://admin:hunter2#x@127.0.0.1:{port}/"),
+        format!("http://user:Pass/word@127.0.0.1:{port}/"),
+        format!("http://admin:hun?ter2@127.0.0.1:{port}/"),
+    ] {
+        for args in [
+            &["beat", "x", "--server", server.as_str()][..],
+            &["ping", "--server", server.as_str()][..],
+            &["test-alert", "ops", "--server", server.as_str()][..],
+        ] {
+            let out = lovebeat(args, None);
+            assert_eq!(out.status.code(), Some(1), "{args:?}");
+            let err = String::from_utf8_lossy(&out.stderr);
+            for s in ["hunter2", "Pass", "word", "hun"] {
+                assert!(!err.contains(s), "{args:?} printed {s}: {err}");
+            }
+        }
+    }
+    // A server that answers 400 with the request it read as its error.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let echo = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for conn in listener.incoming().take(4) {
+            let Ok(mut conn) = conn else { return };
+            let _ = conn.set_read_timeout(Some(std::time::Duration::from_secs(10)));
+            let mut buf = vec![0u8; 8192];
+            let mut got = Vec::new();
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                match conn.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+            let body = serde_json::json!({"error": String::from_utf8_lossy(&got)}).to_string();
+            let _ = write!(
+                conn,
+                "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    let server = format!("http://urlUser1:Pa55word@127.0.0.1:{echo}/");
+    let out = lovebeat(&["beat", "x", "--server", &server], None);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.to_lowercase().contains("authorization: basic"), "{err}");
+    use base64::Engine as _;
+    let basic = base64::engine::general_purpose::STANDARD.encode("urlUser1:Pa55word");
+    assert!(
+        !err.contains(&basic),
+        "printed the Basic credentials: {err}"
+    );
+    assert!(!err.contains("Pa55word"), "{err}");
+}
+
+/// A key given as `?key=` in `--server` is sent: the API path goes
+/// before the server's query, not into it.
+#[test]
+fn a_key_in_the_server_urls_query_is_sent() {
+    let d = Daemon::start_keyed("");
+    let server = format!("http://127.0.0.1:{}/?key=writer", d.http);
+    let out = lovebeat(&["beat", "cl.x", "--server", &server], None);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = lovebeat(
+        &["beat", "cl.y", "--timeout", "5", "--server", &server],
+        None,
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = d.request(
+        "GET",
+        "/api/services/cl.y",
+        &[("Authorization", "Bearer reader")],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v: serde_json::Value = serde_json::from_str(&r.body).expect("JSON");
+    assert_eq!(v["service"]["timeout"], 5000, "{}", r.body);
+    let r = d.request(
+        "GET",
+        "/api/services/cl.x",
+        &[("Authorization", "Bearer reader")],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
 #[test]
 fn bad_name_is_reported_with_the_servers_reason() {
     let d = Daemon::start("");

@@ -207,6 +207,42 @@ fn sub_second_timeouts_are_kept_to_the_millisecond_on_every_path() {
     );
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(timeout("sub.json"), 60_000);
+    // A JSON number reads as its text reads on the other paths, not as
+    // the float it would round to (`1e-10`).
+    for (body, ms) in [
+        ("{\"timeout\": 0.0000000001}", 1),
+        ("{\"timeout\": 9223372036854775.807}", i64::MAX),
+        ("{\"timeout\": 0.0004}", 1),
+    ] {
+        let r = d.request("POST", "/api/services/sub.json3", &json, body.as_bytes());
+        assert_eq!(r.status, 200, "{body}: {}", r.body);
+        assert_eq!(timeout("sub.json3"), ms, "{body}");
+    }
+    d.udp("sub.big.timeout:9223372036854775.807|g\nsub.big.beat:1|c\n");
+    d.eventually("big timeout applied", || {
+        d.service("sub.big")
+            .is_some_and(|s| s["timeout"] == i64::MAX)
+    });
+    // Exponents and a leading sign or space are refused on every path:
+    // statsd drops them, HTTP answers 400.
+    for body in [
+        "{\"timeout\": 1e3}",
+        "{\"timeout\": 4e-4}",
+        "{\"timeout\": \" 5\"}",
+    ] {
+        let r = d.request("POST", "/api/services/sub.exp", &json, body.as_bytes());
+        assert_eq!(r.status, 400, "{body}: {}", r.body);
+    }
+    for query in ["timeout=1e3", "timeout=+5", "timeout=%205", "timeout=%2B5"] {
+        let r = d.post(&format!("/api/services/sub.exp?{query}"));
+        assert_eq!(r.status, 400, "{query}: {}", r.body);
+    }
+    let form = [("Content-Type", "application/x-www-form-urlencoded")];
+    let r = d.request("POST", "/api/services/sub.exp", &form, b"timeout= 5");
+    assert_eq!(r.status, 400, "{}", r.body);
+    d.udp("sub.exp.timeout:+5|g\nsub.exp.timeout:1e3|g\nsub.exp2.beat:1|c\n");
+    d.eventually("lines read", || d.service("sub.exp2").is_some());
+    assert!(d.service("sub.exp").is_none(), "statsd took a bad timeout");
     // 500 ms after its beat the half-second service is ERROR by expiry, as
     // any timeout expires.
     d.eventually("sub.udp expired", || {

@@ -14,7 +14,9 @@ use crate::engine::Engine;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::duration::{parse_duration_input, parse_timeout, DurationError};
+use crate::duration::{
+    parse_duration_input, parse_timeout, timeout_from_json_number, DurationError,
+};
 use crate::engine::job::{output_tail, ScheduleError};
 use crate::engine::{Change, EngineError, FailReport, Schedule, ServiceView, Timeout};
 
@@ -194,10 +196,10 @@ fn apply_json(body: &[u8], params: &mut BeatParams) -> Result<(), BadRequest> {
         .ok_or_else(|| BadRequest::Body("request body must be a JSON object".into()))?;
     match obj.get("timeout") {
         None | Some(serde_json::Value::Null) => {}
-        Some(serde_json::Value::Number(n)) => {
-            // As written (`-0` stays negative): read as every path reads
-            // seconds.
-            params.timeout = Some(parse_timeout(&n.to_string())?);
+        Some(serde_json::Value::Number(_)) => {
+            // As written (`-0` stays negative, `0.0000000001` is not
+            // `1e-10`): read as every path reads seconds.
+            params.timeout = Some(timeout_from_json_number(&json_text(body, "timeout")?)?);
         }
         Some(serde_json::Value::String(s)) => params.timeout = Some(parse_timeout(s)?),
         Some(other) => {
@@ -230,6 +232,20 @@ fn apply_json(body: &[u8], params: &mut BeatParams) -> Result<(), BadRequest> {
         }
     }
     Ok(())
+}
+
+/// The text of the top-level field `key` of a JSON object `body` as it is
+/// written (a number's own digits, which a float would round or print
+/// with an exponent); the last one when the key is repeated, as
+/// `serde_json::Value` keeps the last.
+fn json_text(body: &[u8], key: &str) -> Result<String, BadRequest> {
+    let fields: std::collections::HashMap<String, &serde_json::value::RawValue> =
+        serde_json::from_slice(body)
+            .map_err(|e| BadRequest::Body(format!("request body is not valid JSON: {e}")))?;
+    Ok(fields
+        .get(key)
+        .map(|v| v.get().to_string())
+        .unwrap_or_default())
 }
 
 /// Which job signal a request sends.

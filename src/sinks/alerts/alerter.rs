@@ -104,8 +104,7 @@ pub(super) fn alerters_of(alert: &AlertConfig) -> Vec<Arc<dyn Alerter>> {
 
 /// As an `Authorization: Basic` header would quote a user and key.
 pub(super) fn basic(user: &str, key: &str) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{key}"))
+    crate::redact::basic_credentials(user, key)
 }
 
 /// The password of `https://user:password@host/` (sent as Basic
