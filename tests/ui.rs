@@ -76,6 +76,12 @@ fn mute_unmute_and_delete_from_the_page() {
 }
 
 #[test]
+fn names_sort_by_their_numbers_a_schedule_stays_in_its_row_and_dates_name_their_zone() {
+    let d = Daemon::start("");
+    scenario("order", &d, &page(&d));
+}
+
+#[test]
 fn editing_a_timeout_to_1h30m_sets_5400000_ms() {
     let d = Daemon::start("");
     scenario("timeout", &d, &page(&d));

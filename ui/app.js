@@ -106,8 +106,38 @@ function ago(ts) {
   return `${Math.floor(h / 24)} days ago`;
 }
 
+// A time the same for every reader: ISO order, 24 hours, and the zone it
+// is given in (the browser's own, by its offset from UTC).
 function localTime(ts) {
-  return new Date(ts).toLocaleString();
+  const d = new Date(ts);
+  const p = (n, w = 2) => String(n).padStart(w, '0');
+  const off = -d.getTimezoneOffset();
+  const zone = off === 0 ? 'UTC'
+    : `UTC${off > 0 ? '+' : '-'}${p(Math.floor(Math.abs(off) / 60))}:${p(Math.abs(off) % 60)}`;
+  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} `
+    + `${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())} ${zone}`;
+}
+
+// Names in the order a person expects: runs of digits compare by value
+// (worker1003 before worker10003), the rest by code point.
+function naturalCmp(a, b) {
+  const re = /(\d+)|(\D+)/g;
+  const xa = a.match(re) || [];
+  const xb = b.match(re) || [];
+  for (let i = 0; i < Math.min(xa.length, xb.length); i++) {
+    const [x, y] = [xa[i], xb[i]];
+    if (x === y) continue;
+    const dx = /^\d/.test(x);
+    const dy = /^\d/.test(y);
+    if (dx && dy) {
+      const [tx, ty] = [x.replace(/^0+/, ''), y.replace(/^0+/, '')];
+      if (tx.length !== ty.length) return tx.length - ty.length;
+      if (tx !== ty) return tx < ty ? -1 : 1;
+      return x.length - y.length;
+    }
+    return x < y ? -1 : 1;
+  }
+  return xa.length - xb.length;
 }
 
 function failureText(f) {
@@ -349,7 +379,7 @@ function renderSummary() {
 
 function renderAlarms() {
   const list = [...store.alarms.values()].sort((a, b) =>
-    (STATE_ORDER[a.state] - STATE_ORDER[b.state]) || a.name.localeCompare(b.name));
+    (STATE_ORDER[a.state] - STATE_ORDER[b.state]) || naturalCmp(a.name, b.name));
   $('no-alarms').hidden = list.length > 0 || !store.loaded;
   $('alarms').innerHTML = list.map((a) => {
     const failed = a.failed_services.length;
@@ -373,7 +403,7 @@ function resort() {
   const r = ui.route;
   const shown = [];
   for (const s of store.services.values()) if (matches(s, filter, r)) shown.push(s);
-  const byName = (a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
+  const byName = (a, b) => naturalCmp(a.name, b.name);
   const cmp = {
     name: byName,
     state: (a, b) => (STATE_ORDER[a.state] - STATE_ORDER[b.state]) || byName(a, b),
@@ -482,9 +512,9 @@ function rowHtml(svc) {
   return `<div class="row${sel ? ' selected' : ''}" role="row" data-name="${n}">
     <span class="c-sel"><input type="checkbox" ${sel ? 'checked' : ''} aria-label="Select ${n}"></span>
     <span class="c-state">${stateBadge(svc.state)}${running}${failure}</span>
-    <span class="c-name"><button type="button" data-open title="Show beat chart">${n}</button></span>
+    <span class="c-name"><button type="button" data-open title="${n}: show beat chart">${n}</button></span>
     <span class="c-beat">${beat}</span>
-    <span class="c-timeout"><button type="button" class="edit" aria-label="Timeout of ${n}: ${esc(timeoutText(svc))}. Press Enter to edit." title="Double-click to edit">${esc(timeoutText(svc))}</button>${next}</span>
+    <span class="c-timeout" title="${esc(timeoutText(svc))}${svc.timeout === -3 && svc.next_deadline ? `, due by ${localTime(svc.next_deadline)}` : ''}"><button type="button" class="edit" aria-label="Timeout of ${n}: ${esc(timeoutText(svc))}. Press Enter to edit." title="Double-click to edit">${esc(timeoutText(svc))}</button>${next}</span>
     <span class="c-analysis">${analysis}</span>
     <span class="c-muted">${muted}</span>
   </div>`;

@@ -115,6 +115,44 @@ const scenarios = {
     assert.ok(await service('act.a'), 'only the selected service was deleted');
   },
 
+  // Names sort by the value of their numbers; a schedule's text stays in
+  // its row, on a wide screen and on a phone; dates say their zone.
+  async order(page) {
+    for (const n of ['ord.w10003', 'ord.w1003', 'ord.w2', 'ord.w20']) {
+      assert.equal((await api(`api/services/${n}?timeout=60`, { method: 'POST' })).status, 200);
+    }
+    const sched = 'ord.job-with-a-long-schedule-name-that-goes-on';
+    const body = JSON.stringify({ schedule: '*/5 1-3,7,9-11 * * 1-5', tz: 'America/Argentina/ComodRivadavia', beat: true });
+    assert.equal((await api(`api/services/${sched}`, {
+      method: 'POST', headers: { 'Content-Type': 'application/json' }, body,
+    })).status, 200);
+    for (const width of [1280, 360]) {
+      await page.setViewportSize({ width, height: 800 });
+      await page.goto(`${url}#/services`);
+      await page.locator('#filter').fill('ord.');
+      await row(page, sched).waitFor();
+      await until('sorted', async () => (await page.locator('.row').count()) === 5);
+      const names = await page.locator('.row').evaluateAll((rows) => rows
+        .sort((a, b) => a.getBoundingClientRect().top - b.getBoundingClientRect().top)
+        .map((r) => r.dataset.name));
+      assert.deepEqual(names.filter((n) => n !== sched),
+        ['ord.w2', 'ord.w20', 'ord.w1003', 'ord.w10003'], `at ${width}px`);
+      // No cell of a row reaches below the row's own bottom (into the
+      // next row), and the name is never cut on a phone's width.
+      const spill = await page.locator('.row').evaluateAll((rows) => rows.flatMap((r) => {
+        const bottom = r.getBoundingClientRect().bottom;
+        return [...r.children]
+          .filter((c) => c.getBoundingClientRect().bottom > bottom + 1)
+          .map((c) => `${r.dataset.name}: ${c.className} ends at ${c.getBoundingClientRect().bottom}, row at ${bottom}`);
+      }));
+      assert.deepEqual(spill, [], `cells spill out of their rows at ${width}px`);
+    }
+    await page.setViewportSize({ width: 1280, height: 800 });
+    // A beat time names its zone and is in ISO order, 24 hours.
+    const when = await row(page, 'ord.w2').locator('.c-beat small').innerText();
+    assert.match(when, /^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} UTC([+-]\d{2}:\d{2})?$/);
+  },
+
   // Double-click a timeout, type 1h30m, Enter: 5 400 000 ms.
   async timeout(page) {
     await api('api/services/edit.me?timeout=60', { method: 'POST' });
