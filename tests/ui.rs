@@ -82,6 +82,12 @@ fn names_sort_by_their_numbers_a_schedule_stays_in_its_row_and_dates_name_their_
 }
 
 #[test]
+fn a_service_page_draws_its_history_as_a_timeline() {
+    let d = Daemon::start("");
+    scenario("timeline", &d, &page(&d));
+}
+
+#[test]
 fn editing_a_timeout_to_1h30m_sets_5400000_ms() {
     let d = Daemon::start("");
     scenario("timeout", &d, &page(&d));

@@ -637,6 +637,7 @@ async function loadDetail(name) {
     : limit
       ? 'Recent intervals between beats (bars) against the timeout (line).'
       : 'Recent intervals between beats.';
+  loadTimeline(name);
   const runs = svc.run_history || [];
   $('runs').hidden = runs.length === 0;
   if (runs.length) drawChart($('run-chart'), runs, svc.max_runtime || 0, 'no runs yet');
@@ -649,6 +650,45 @@ async function loadDetail(name) {
     $('failure-head').textContent = `Last failure ${localTime(f.ts)} (${ago(f.ts)}): ${failureText(f)}`;
     $('failure-output').textContent = f.output || '(no output)';
   }
+}
+
+// The state of `name` over the chosen range, from its history: one
+// segment per state it was in, hover for the exact times.
+async function loadTimeline(name) {
+  const svg = $('timeline');
+  const range = Number($('timeline-range').value);
+  const until = now();
+  const since = until - range;
+  const path = `api/services/${encodeURIComponent(name)}/history`;
+  let changes = [];
+  let before = null;
+  try {
+    let cursor = '';
+    for (let page = 0; page < 5; page++) {
+      const r = await api(`${path}?since=${since}&until=${until}&limit=1000${cursor}`);
+      changes = changes.concat(r.changes);
+      if (!r.next_cursor) break;
+      cursor = `&cursor=${encodeURIComponent(r.next_cursor)}`;
+    }
+    before = (await api(`${path}?until=${since}&limit=1`)).changes[0] || null;
+  } catch (e) {
+    svg.innerHTML = `<text x="200" y="16" text-anchor="middle" font-size="10" fill="#57606a">${esc(e.message)}</text>`;
+    return;
+  }
+  if (ui.detail !== name) return;
+  changes.reverse();
+  const cls = (st) => (['ok', 'error', 'muted'].includes(st) ? st : 'unknown');
+  const segs = [];
+  let [from, state] = [since, before ? before.to : 'unknown'];
+  for (const c of changes) {
+    if (c.ts > from) segs.push([from, c.ts, state]);
+    [from, state] = [Math.max(from, c.ts), c.to];
+  }
+  segs.push([from, until, state]);
+  const x = (t) => ((t - since) / range) * 400;
+  svg.innerHTML = segs.map(([a, b, st]) =>
+    `<rect class="${cls(st)}" x="${x(a)}" y="0" width="${Math.max(0.5, x(b) - x(a))}" height="24"><title>${esc(st)}: ${localTime(a)} to ${localTime(b)} (${human(b - a)})</title></rect>`).join('');
+  svg.setAttribute('aria-label', `${segs.length} periods over ${human(range)}`);
 }
 
 // `steps`, when given, is the limit in force for each bar (null: none):
@@ -677,7 +717,11 @@ function drawChart(svg, history, limit, empty, steps = null) {
   } else if (limit) {
     line = `<line class="limit" x1="0" x2="${W}" y1="${y(limit)}" y2="${y(limit)}"><title>limit ${human(limit)}</title></line>`;
   }
-  svg.innerHTML = bars + line;
+  // Axes: the scale's top and the timeout, in time units; oldest left.
+  const axis = `<text class="axis" x="${W - pad}" y="10" text-anchor="end">${human(Math.round(top))}</text>`
+    + `<text class="axis" x="${W - pad}" y="${H - pad - 2}" text-anchor="end">0</text>`
+    + `<text class="axis" x="${pad}" y="10">oldest → newest</text>`;
+  svg.innerHTML = bars + line + axis;
   svg.setAttribute('aria-label', `${history.length} intervals between ${human(Math.min(...history))} and ${human(Math.max(...history))}${limit ? `, timeout ${human(limit)}` : ''}`);
 }
 
@@ -732,6 +776,7 @@ function wire() {
     const b = e.target.closest('[data-test-alert]');
     if (b) testAlert(b);
   });
+  $('timeline-range').addEventListener('change', () => { if (ui.detail) loadTimeline(ui.detail); });
   $('detail-close').addEventListener('click', () => { ui.detail = null; $('detail').hidden = true; });
   // Relative times age even when nothing changes.
   setInterval(schedule, 5000);

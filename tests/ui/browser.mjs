@@ -153,6 +153,30 @@ const scenarios = {
     assert.match(when, /^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} UTC([+-]\d{2}:\d{2})?$/);
   },
 
+  // A service's page draws its history: OK, then ERROR, then OK again,
+  // each period with its exact times on hover; the range can be changed.
+  async timeline(page) {
+    const name = 'tl.svc';
+    assert.equal((await api(`api/services/${name}?timeout=3600`, { method: 'POST' })).status, 200);
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal((await api(`api/services/${name}?timeout=0`, { method: 'POST' })).status, 200);
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal((await api(`api/services/${name}?timeout=3600`, { method: 'POST' })).status, 200);
+    await until('three changes in the history', async () =>
+      (await api(`api/services/${name}/history`)).body?.changes?.length === 3);
+    await page.goto(`${url}#/services`);
+    await row(page, name).locator('[data-open]').click();
+    await page.locator('#timeline rect.error').waitFor();
+    const classes = await page.locator('#timeline rect').evaluateAll((rs) => rs.map((r) => r.getAttribute('class')));
+    assert.deepEqual(classes, ['unknown', 'ok', 'error', 'ok']);
+    const hover = await page.locator('#timeline rect.error title').textContent();
+    assert.match(hover, /^error: \d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} UTC.* to \d{4}-/);
+    await page.locator('#timeline-range').selectOption({ label: '365 days' });
+    await until('redrawn', async () => (await page.locator('#timeline').getAttribute('aria-label')).includes('365d'));
+    // The interval chart has axes in time units.
+    assert.ok(await page.locator('#chart .axis').count() >= 2);
+  },
+
   // Double-click a timeout, type 1h30m, Enter: 5 400 000 ms.
   async timeout(page) {
     await api('api/services/edit.me?timeout=60', { method: 'POST' });
@@ -310,10 +334,11 @@ const scenarios = {
     await page.locator('#viewport').evaluate((v) => { v.scrollTop = 0; });
     await page.locator('#filter').fill('');
     // Scrolled once the whole list is back: scrolled sooner, the viewport
-    // still holds 11 rows and stays at the top.
+    // still holds 11 rows and stays at the top. Names sort by their
+    // numbers' value: the last is many.s49999.
     await page.locator('#count', { hasText: `${n} shown` }).waitFor();
     await page.locator('#viewport').evaluate((v) => { v.scrollTop = v.scrollHeight; });
-    await page.locator('.row[data-name="many.s9999"]').waitFor();
+    await page.locator('.row[data-name="many.s49999"]').waitFor();
   },
 
   // Job monitoring: the schedule in words, a running job, the failure
