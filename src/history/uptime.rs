@@ -146,6 +146,11 @@ pub fn downtime(runs: &[(i64, i64, Option<i64>)], now: i64) -> Vec<(i64, i64)> {
             None => {}
         }
     }
+    merge(gaps, now)
+}
+
+/// `gaps` and everything from `now` on, sorted and merged.
+fn merge(mut gaps: Vec<(i64, i64)>, now: i64) -> Vec<(i64, i64)> {
     gaps.push((now, i64::MAX));
     gaps.retain(|g| g.0 < g.1);
     gaps.sort_unstable();
@@ -157,6 +162,24 @@ pub fn downtime(runs: &[(i64, i64, Option<i64>)], now: i64) -> Vec<(i64, i64)> {
         }
     }
     out
+}
+
+/// [`downtime`] computed by SQLite, keeping only the gaps that touch
+/// `[lo, hi)`: the `lifecycle` table is never pruned, and a crash loop
+/// may have made many runs.
+fn downtime_in(conn: &Connection, lo: i64, hi: i64, now: i64) -> rusqlite::Result<Vec<(i64, i64)>> {
+    let gaps = conn
+        .prepare_cached(
+            "SELECT a, COALESCE(b, ?3) FROM ( \
+               SELECT COALESCE(stopped, last_seen) AS a, stopped, \
+                      LEAD(started) OVER (ORDER BY started, id) AS b \
+               FROM lifecycle) \
+             WHERE (b IS NOT NULL OR stopped IS NOT NULL) \
+               AND a < ?2 AND COALESCE(b, ?3) > ?1",
+        )?
+        .query_map(params![lo, hi, now], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<Vec<(i64, i64)>>>()?;
+    Ok(merge(gaps, now))
 }
 
 /// The fold: feed it the changes in time order (`(ts, to_state)`), then
@@ -315,13 +338,10 @@ pub fn compute(
     else {
         return Ok(None);
     };
-    let runs: Vec<(i64, i64, Option<i64>)> = conn
-        .prepare_cached("SELECT started, last_seen, stopped FROM lifecycle ORDER BY started")?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-        .collect::<rusqlite::Result<_>>()?;
-    let down = downtime(&runs, now);
+    let lo = windows.iter().map(|w| w.0).min().unwrap_or(0);
+    let hi = windows.iter().map(|w| w.1).max().unwrap_or(0);
+    let down = downtime_in(conn, lo, hi, now)?;
     let mut fold = Fold::new(windows, &down);
-    let (lo, hi) = (fold.lo(), fold.hi());
     // The state in force at `lo`, and when its ERROR period began.
     let before: Option<(i64, i64)> = conn
         .prepare_cached(
@@ -561,6 +581,36 @@ mod tests {
         assert_eq!(
             downtime(&[(100, 500, Some(500))], 3000),
             vec![(500, i64::MAX)]
+        );
+    }
+
+    #[test]
+    fn sqlite_finds_the_same_downtime_as_the_runs_say() {
+        let conn = Connection::open_in_memory().expect("db");
+        conn.execute_batch(
+            "CREATE TABLE lifecycle (id INTEGER PRIMARY KEY, started INTEGER NOT NULL, \
+             last_seen INTEGER NOT NULL, stopped INTEGER);",
+        )
+        .expect("table");
+        let runs = [
+            (100, 900, Some(900)),
+            (1000, 1990, None),
+            (2500, 2600, None),
+            (4000, 4100, None),
+        ];
+        for r in runs {
+            conn.execute(
+                "INSERT INTO lifecycle (started, last_seen, stopped) VALUES (?1, ?2, ?3)",
+                params![r.0, r.1, r.2],
+            )
+            .expect("row");
+        }
+        let all = downtime(&runs, 5000);
+        assert_eq!(downtime_in(&conn, 0, 6000, 5000).expect("query"), all);
+        // Only the gaps that touch the range.
+        assert_eq!(
+            downtime_in(&conn, 2000, 3000, 5000).expect("query"),
+            vec![(1990, 2500), (2600, 4000), (5000, i64::MAX)]
         );
     }
 
