@@ -193,7 +193,7 @@ fn uptime_is_counted_to_the_millisecond_across_a_mute_and_lovebeats_own_downtime
 
 #[test]
 fn uptime_refuses_what_it_cannot_answer() {
-    let d = Daemon::start("");
+    let d = Daemon::start("[[alarms]]\nname = \"r\"\npattern = \"r.*\"\n");
     assert_eq!(d.post("/api/services/r.a?timeout=3600").status, 200);
     wait_until(10, "the creation is written", || {
         d.get("/api/services/r.a/uptime").status == 200
@@ -226,6 +226,12 @@ fn uptime_refuses_what_it_cannot_answer() {
     assert_eq!(v["days"].as_array().map(|a| a.len()), Some(400), "{v}");
     assert_eq!(v["days"][0]["date"], "1970-01-01");
     assert_eq!(d.get("/api/services/r.never/uptime").status, 404);
+    // An alarm is answered the same way.
+    wait_until(10, "the alarm's creation is written", || {
+        d.get("/api/alarms/r/uptime?windows=1h").status == 200
+    });
+    let v = d.get("/api/alarms/r/daily").json();
+    assert_eq!(v["days"].as_array().map(|a| a.len()), Some(30), "{v}");
     assert_eq!(d.get("/api/alarms/r.never/daily").status, 404);
     // The default daily range: the last 30 days, today included.
     let v = d.get("/api/services/r.a/daily").json();

@@ -353,20 +353,21 @@ pub fn compute(
     if let Some((ts, to)) = before {
         let error = State::Error as i64;
         let start = if to == error {
-            let last_other: Option<i64> = conn
+            // The first change after the last one out of ERROR: (ts, seq)
+            // order, so changes of one millisecond keep their order.
+            let last_other: (i64, i64) = conn
                 .prepare_cached(
-                    "SELECT ts FROM changes WHERE name_id = ?1 AND ts < ?2 AND to_state != ?3 \
+                    "SELECT ts, seq FROM changes WHERE name_id = ?1 AND ts < ?2 AND to_state != ?3 \
                      ORDER BY ts DESC, seq DESC LIMIT 1",
                 )?
-                .query_row(params![id, lo, error], |r| r.get(0))
-                .optional()?;
+                .query_row(params![id, lo, error], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?
+                .unwrap_or((i64::MIN, i64::MIN));
             conn.prepare_cached(
-                "SELECT ts FROM changes WHERE name_id = ?1 AND ts < ?2 AND ts > ?3 \
+                "SELECT ts FROM changes WHERE name_id = ?1 AND ts < ?2 AND (ts, seq) > (?3, ?4) \
                  ORDER BY ts, seq LIMIT 1",
             )?
-            .query_row(params![id, lo, last_other.unwrap_or(i64::MIN)], |r| {
-                r.get(0)
-            })
+            .query_row(params![id, lo, last_other.0, last_other.1], |r| r.get(0))
             .optional()?
             .unwrap_or(ts)
         } else {
@@ -612,6 +613,34 @@ mod tests {
             downtime_in(&conn, 2000, 3000, 5000).expect("query"),
             vec![(1990, 2500), (2600, 4000), (5000, i64::MAX)]
         );
+    }
+
+    #[test]
+    fn an_error_period_begun_before_the_window_counts_from_its_start() {
+        let mut conn = Connection::open_in_memory().expect("db");
+        super::super::schema::migrate(&mut conn).expect("schema");
+        conn.execute_batch(
+            "INSERT INTO names (id, kind, name) VALUES (7, 0, 'x'); \
+             INSERT INTO lifecycle (started, last_seen) VALUES (0, 0); \
+             INSERT INTO changes VALUES (7, 1000, 1, NULL, 1, 0, NULL); \
+             INSERT INTO changes VALUES (7, 1500, 2, 1, 3, 4, NULL); \
+             INSERT INTO changes VALUES (7, 1500, 3, 3, 2, 1, NULL); \
+             INSERT INTO changes VALUES (7, 2000, 4, 2, 2, 2, NULL); \
+             INSERT INTO changes VALUES (7, 3000, 5, 2, 1, 3, NULL);",
+        )
+        .expect("rows");
+        let r = compute(&conn, Kind::Service, "x", &[(2500, 4000)], 10_000)
+            .expect("query")
+            .expect("known");
+        let f = &r.windows[0];
+        assert_eq!(parts(f), [1000, 500, 0, 0, 0]);
+        assert_eq!((f.incidents, f.recoveries), (0, 1));
+        // From the change into ERROR at 1500 (after the mute of the same
+        // millisecond), not from the last ERROR change at 2000.
+        assert_eq!(f.mttr_ms, Some(1500));
+        assert!(compute(&conn, Kind::Alarm, "x", &[(0, 1)], 10)
+            .expect("query")
+            .is_none());
     }
 
     #[test]
