@@ -9,6 +9,7 @@
 pub mod query;
 pub mod record;
 pub mod schema;
+pub mod uptime;
 mod writer;
 
 use std::path::{Path, PathBuf};

@@ -158,9 +158,15 @@ impl Writer {
         }
         let cutoff = now.saturating_sub(retention_ms as i64);
         let to = self.prune_from + PRUNE_STEP;
+        // Each name's last change before the cutoff stays (unless it is
+        // its deletion): it says the state from then on, without which
+        // uptime would count a name steady for longer than the retention
+        // as unknown.
         let n = self.conn.execute(
-            "DELETE FROM changes WHERE name_id >= ?1 AND name_id < ?2 AND ts < ?3",
-            params![self.prune_from, to, cutoff],
+            "DELETE FROM changes AS c WHERE name_id >= ?1 AND name_id < ?2 AND ts < ?3 \
+             AND (to_state = ?4 OR EXISTS (SELECT 1 FROM changes AS n \
+                  WHERE n.name_id = c.name_id AND n.ts < ?3 AND (n.ts, n.seq) > (c.ts, c.seq)))",
+            params![self.prune_from, to, cutoff, record::DELETED],
         )?;
         let max: i64 = self
             .conn
@@ -247,5 +253,38 @@ pub(super) fn run(mut w: Writer, journal: &Journal, shared: &Arc<Shared>, stop: 
     }
     if let Err(e) = w.alive(now_ms(), true) {
         tracing::error!("cannot record the stop in the history file: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pruning_keeps_the_last_change_before_the_cutoff_unless_it_is_a_deletion() {
+        let mut conn = Connection::open_in_memory().expect("db");
+        super::super::schema::migrate(&mut conn).expect("schema");
+        conn.execute_batch(
+            "INSERT INTO names (id, kind, name) VALUES (1, 0, 'steady'), (2, 0, 'gone'); \
+             INSERT INTO changes VALUES (1, 100, 1, NULL, 1, 0, NULL); \
+             INSERT INTO changes VALUES (1, 200, 2, 1, 2, 1, NULL); \
+             INSERT INTO changes VALUES (1, 200, 3, 2, 1, 3, NULL); \
+             INSERT INTO changes VALUES (1, 5000, 4, 1, 2, 1, NULL); \
+             INSERT INTO changes VALUES (2, 100, 5, NULL, 1, 0, NULL); \
+             INSERT INTO changes VALUES (2, 300, 6, 1, 255, 7, NULL);",
+        )
+        .expect("rows");
+        let mut w = Writer::open(conn, 10_000).expect("writer");
+        w.prune_now();
+        assert_eq!(w.prune(9_000, 10_000).expect("prune"), 4);
+        let left: Vec<(i64, i64, i64)> = w
+            .conn
+            .prepare("SELECT name_id, ts, seq FROM changes ORDER BY name_id, ts, seq")
+            .expect("stmt")
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .expect("rows")
+            .collect::<rusqlite::Result<_>>()
+            .expect("rows");
+        assert_eq!(left, vec![(1, 200, 3), (1, 5000, 4)]);
     }
 }

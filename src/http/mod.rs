@@ -14,6 +14,7 @@ pub mod origin;
 pub mod path;
 pub mod router;
 mod ui;
+mod uptime;
 pub mod ws;
 
 use std::convert::Infallible;

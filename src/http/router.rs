@@ -40,6 +40,10 @@ pub enum Endpoint {
     Exit,
     /// `/api/services/{name}/history`: its state changes (README, "History").
     ServiceHistory,
+    /// `/api/services/{name}/uptime`: its time-weighted uptime per window.
+    ServiceUptime,
+    /// `/api/services/{name}/daily`: its uptime per calendar day.
+    ServiceDaily,
     /// `/api/alarms` (and with a trailing `/`).
     ListAlarms,
     /// `/api/alarms/{name}`.
@@ -51,6 +55,10 @@ pub enum Endpoint {
     AlarmAlerts,
     /// `/api/alarms/{name}/history`: its state changes.
     AlarmHistory,
+    /// `/api/alarms/{name}/uptime`: its time-weighted uptime per window.
+    AlarmUptime,
+    /// `/api/alarms/{name}/daily`: its uptime per calendar day.
+    AlarmDaily,
     /// `/api/status`.
     Status,
     /// `/api/alerts/{name}/test`: a test to every alerter of an alert.
@@ -97,12 +105,16 @@ fn routes() -> &'static matchit::Router<Endpoint> {
                 ("/api/services/{name}/fail", Endpoint::Fail),
                 ("/api/services/{name}/exit/{code}", Endpoint::Exit),
                 ("/api/services/{name}/history", Endpoint::ServiceHistory),
+                ("/api/services/{name}/uptime", Endpoint::ServiceUptime),
+                ("/api/services/{name}/daily", Endpoint::ServiceDaily),
                 ("/api/alarms", Endpoint::ListAlarms),
                 ("/api/alarms/", Endpoint::ListAlarms),
                 ("/api/alarms/{name}", Endpoint::Alarm),
                 ("/api/alarms/{name}/status", Endpoint::AlarmStatus),
                 ("/api/alarms/{name}/alerts", Endpoint::AlarmAlerts),
                 ("/api/alarms/{name}/history", Endpoint::AlarmHistory),
+                ("/api/alarms/{name}/uptime", Endpoint::AlarmUptime),
+                ("/api/alarms/{name}/daily", Endpoint::AlarmDaily),
                 ("/api/status", Endpoint::Status),
                 ("/api/alerts/{name}/test", Endpoint::AlertTest),
                 ("/metrics", Endpoint::Metrics),
@@ -271,6 +283,29 @@ async fn route(req: Request<Incoming>, state: &AppState) -> Response<Body> {
                 return not_allowed("GET");
             }
             super::history::changes(&req, state, kind, name).await
+        }
+        e @ (Endpoint::ServiceUptime
+        | Endpoint::ServiceDaily
+        | Endpoint::AlarmUptime
+        | Endpoint::AlarmDaily) => {
+            let (what, kind) = match e {
+                Endpoint::ServiceUptime | Endpoint::ServiceDaily => {
+                    ("service", crate::history::record::Kind::Service)
+                }
+                _ => ("alarm", crate::history::record::Kind::Alarm),
+            };
+            if let Some(bad) = check_name(name, what) {
+                return bad;
+            }
+            if method != Method::GET && method != Method::HEAD {
+                return not_allowed("GET");
+            }
+            match e {
+                Endpoint::ServiceUptime | Endpoint::AlarmUptime => {
+                    super::uptime::uptime(&req, state, kind, name).await
+                }
+                _ => super::uptime::daily(&req, state, kind, name).await,
+            }
         }
         Endpoint::Status => only(&method, &[Method::GET], || api::status(&req, state)),
         Endpoint::AlertTest => match method {
