@@ -123,6 +123,9 @@ impl Writer {
                     c.detail
                 ])?;
             self.seq += 1;
+            if let Some(edge) = &c.incident {
+                super::incidents::write(&self.conn, id, c.ts, edge)?;
+            }
             // A deleted name is marked, one that comes back unmarked.
             let deleted = (c.to == record::DELETED).then_some(c.ts);
             self.conn

@@ -1,0 +1,219 @@
+//! The incidents of alarms (README, "History"): an alarm entering ERROR
+//! opens incident `incident_nbr`, leaving it closes that incident. Rows are
+//! written by the history writer from the alarm changes it already takes
+//! from the journal, and keyed by the incident's number, so an incident
+//! open when lovebeat stops stays open until its close arrives after the
+//! restart (the restored alarm keeps its number).
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
+
+use super::query::{cursor, Range, MAX_LIMIT};
+use super::record::Kind;
+use crate::engine::{AlarmView, State};
+
+/// Bytes of the first failed service's name kept at most: names are at
+/// most 255 bytes today, but a 1.x database may hold longer ones.
+pub const FIRST_FAILED_MAX: usize = 255;
+
+/// What an alarm change does to its incidents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Edge {
+    /// Into ERROR: incident `number` opens with `failed` members failed,
+    /// `first` the one whose failure opened it.
+    Open {
+        /// The incident number.
+        number: i64,
+        /// Members in ERROR at the open.
+        failed: i64,
+        /// The member that opened it, bounded to [`FIRST_FAILED_MAX`].
+        first: Option<String>,
+    },
+    /// Out of ERROR: incident `number` closes.
+    Close {
+        /// The incident number.
+        number: i64,
+    },
+}
+
+/// `s` cut to at most `max` bytes, on a character boundary.
+fn bounded(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
+/// What an alarm's move from `previous` to its state now does to its
+/// incidents, if anything.
+pub fn edge(alarm: &AlarmView, previous: State) -> Option<Edge> {
+    let number = i64::try_from(alarm.incident_nbr).ok()?;
+    if number == 0 {
+        return None;
+    }
+    match (previous == State::Error, alarm.state == State::Error) {
+        (false, true) => {
+            // The member whose failure opened it (the view's cause), else
+            // the first failed one by name (a restored alarm's).
+            let first = alarm
+                .cause
+                .as_ref()
+                .filter(|c| alarm.failed_services.contains(c))
+                .or_else(|| alarm.failed_services.first())
+                .map(|n| bounded(n, FIRST_FAILED_MAX));
+            Some(Edge::Open {
+                number,
+                failed: i64::try_from(alarm.failed_services.len()).unwrap_or(i64::MAX),
+                first,
+            })
+        }
+        (true, false) => Some(Edge::Close { number }),
+        _ => None,
+    }
+}
+
+/// Writes `edge` of the alarm `name_id` at `ts`, inside the writer's
+/// transaction. An open that is already there (the same change written
+/// twice) keeps the first; a close with no open incident of that number
+/// (opened before the history was kept) changes nothing.
+pub fn write(conn: &Connection, name_id: i64, ts: i64, edge: &Edge) -> rusqlite::Result<()> {
+    match edge {
+        Edge::Open {
+            number,
+            failed,
+            first,
+        } => conn
+            .prepare_cached(
+                "INSERT OR IGNORE INTO incidents (name_id, number, opened, failed_at_open, first_failed) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![name_id, number, ts, failed, first])?,
+        Edge::Close { number } => conn
+            .prepare_cached(
+                "UPDATE incidents SET closed = ?3 \
+                 WHERE name_id = ?1 AND number = ?2 AND closed IS NULL",
+            )?
+            .execute(params![name_id, number, ts])?,
+    };
+    Ok(())
+}
+
+/// One incident as the API shows it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct IncidentView {
+    /// The alarm's incident number.
+    pub number: i64,
+    /// When it opened (ms).
+    pub opened: i64,
+    /// When it closed (ms); `null` while open.
+    pub closed: Option<i64>,
+    /// `closed - opened`; `null` while open.
+    pub duration_ms: Option<i64>,
+    /// Members in ERROR when it opened.
+    pub failed_at_open: i64,
+    /// The member whose failure opened it (at most 255 bytes).
+    pub first_failed: Option<String>,
+}
+
+/// A page of an alarm's incidents.
+#[derive(Debug, Clone, Serialize)]
+pub struct IncidentPage {
+    /// The alarm asked for.
+    pub name: String,
+    /// When it was deleted (ms), if it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deleted_at: Option<i64>,
+    /// Its incidents, newest first.
+    pub incidents: Vec<IncidentView>,
+    /// Pass as `cursor` for the next page; absent on the last.
+    pub next_cursor: Option<String>,
+}
+
+/// A page of the incidents of alarm `name` that overlap the range (open
+/// at some time in `[since, until)`), newest first by opening time, or
+/// `None` when the history never knew the alarm. The cursor is the last
+/// incident's (opened, number).
+pub fn list(conn: &Connection, name: &str, range: Range) -> rusqlite::Result<Option<IncidentPage>> {
+    let Some((id, deleted_at)) = conn
+        .prepare_cached("SELECT id, deleted_at FROM names WHERE kind = ?1 AND name = ?2")?
+        .query_row(params![Kind::Alarm as u8, name], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, Option<i64>>(1)?))
+        })
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    // Incidents of one alarm do not overlap: of those opened before
+    // `since`, only the latest can reach into the range. Reading from its
+    // opening keeps the scan to the range (one index seek), whatever the
+    // alarm's past holds.
+    let floor: i64 = conn
+        .prepare_cached(
+            "SELECT opened FROM incidents WHERE name_id = ?1 AND opened < ?2 \
+             ORDER BY opened DESC LIMIT 1",
+        )?
+        .query_row(params![id, range.since], |r| r.get(0))
+        .optional()?
+        .unwrap_or(range.since);
+    let limit = range.limit.clamp(1, MAX_LIMIT);
+    let (bts, bnum) = range.before.unwrap_or((i64::MAX, i64::MAX));
+    let mut stmt = conn.prepare_cached(
+        "SELECT number, opened, closed, failed_at_open, first_failed FROM incidents \
+         WHERE name_id = ?1 AND opened >= ?2 AND opened < ?3 \
+         AND (opened >= ?4 OR closed IS NULL OR closed >= ?4) \
+         AND (opened, number) < (?5, ?6) \
+         ORDER BY opened DESC, number DESC LIMIT ?7",
+    )?;
+    let mut rows = stmt.query(params![
+        id,
+        floor,
+        range.until,
+        range.since,
+        bts,
+        bnum,
+        (limit + 1) as i64
+    ])?;
+    let mut incidents = Vec::with_capacity(limit);
+    let mut more = false;
+    while let Some(r) = rows.next()? {
+        if incidents.len() == limit {
+            more = true;
+            break;
+        }
+        let opened: i64 = r.get(1)?;
+        let closed: Option<i64> = r.get(2)?;
+        incidents.push(IncidentView {
+            number: r.get(0)?,
+            opened,
+            closed,
+            duration_ms: closed.map(|c| c.saturating_sub(opened)),
+            failed_at_open: r.get(3)?,
+            first_failed: r.get(4)?,
+        });
+    }
+    let next_cursor = incidents
+        .last()
+        .filter(|_| more)
+        .map(|i| cursor(i.opened, i.number));
+    Ok(Some(IncidentPage {
+        name: name.to_string(),
+        deleted_at,
+        incidents,
+        next_cursor,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_name_is_cut_on_a_character_boundary() {
+        assert_eq!(bounded("abc", 255), "abc");
+        let long = "é".repeat(200); // 400 bytes
+        let cut = bounded(&long, FIRST_FAILED_MAX);
+        assert_eq!(cut.len(), 254);
+        assert!(long.starts_with(&cut));
+    }
+}
