@@ -207,6 +207,83 @@ pub fn list(conn: &Connection, name: &str, range: Range) -> rusqlite::Result<Opt
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::Name;
+
+    fn alarm(state: State, nbr: u64, failed: &[&str], cause: Option<&str>) -> AlarmView {
+        let failed = failed.iter().map(|f| Name::from(*f)).collect();
+        let mut a = AlarmView::standalone("web", state, nbr, failed, 0);
+        a.cause = cause.map(Name::from);
+        a
+    }
+
+    #[test]
+    fn entering_error_opens_the_incident_its_cause_opened_and_leaving_closes_it() {
+        let open = edge(
+            &alarm(State::Error, 3, &["web.a", "web.b"], Some("web.b")),
+            State::Ok,
+        );
+        assert_eq!(
+            open,
+            Some(Edge::Open {
+                number: 3,
+                failed: 2,
+                first: Some("web.b".into())
+            })
+        );
+        // A cause no longer failed: the first failed by name.
+        let open = edge(
+            &alarm(State::Error, 1, &["web.a"], Some("web.z")),
+            State::New,
+        );
+        assert!(matches!(open, Some(Edge::Open { first: Some(f), .. }) if f == "web.a"));
+        assert_eq!(
+            edge(&alarm(State::Ok, 3, &[], None), State::Error),
+            Some(Edge::Close { number: 3 })
+        );
+        assert_eq!(edge(&alarm(State::Ok, 3, &[], None), State::New), None);
+        assert_eq!(edge(&alarm(State::Muted, 3, &[], None), State::Ok), None);
+    }
+
+    #[test]
+    fn a_version_1_file_gets_the_incidents_table() {
+        let mut conn = Connection::open_in_memory().expect("memory");
+        crate::history::schema::migrate(&mut conn).expect("schema");
+        // What a file written by the build before looks like.
+        conn.execute_batch("DROP TABLE incidents; PRAGMA user_version = 1")
+            .expect("v1");
+        crate::history::schema::migrate(&mut conn).expect("migrated");
+        conn.execute("INSERT INTO names (kind, name) VALUES (1, 'web')", [])
+            .expect("name");
+        let id = conn.last_insert_rowid();
+        let open = Edge::Open {
+            number: 7,
+            failed: 1,
+            first: Some("web.a".into()),
+        };
+        write(&conn, id, 1000, &open).expect("open");
+        write(&conn, id, 1000, &open).expect("the same open again");
+        write(&conn, id, 1500, &Edge::Close { number: 7 }).expect("close");
+        write(&conn, id, 1600, &Edge::Close { number: 6 }).expect("unknown close");
+        let range = Range {
+            since: 0,
+            until: i64::MAX,
+            limit: 10,
+            before: None,
+        };
+        let page = list(&conn, "web", range).expect("list").expect("known");
+        assert_eq!(
+            page.incidents,
+            vec![IncidentView {
+                number: 7,
+                opened: 1000,
+                closed: Some(1500),
+                duration_ms: Some(500),
+                failed_at_open: 1,
+                first_failed: Some("web.a".into()),
+            }]
+        );
+        assert!(list(&conn, "nope", range).expect("list").is_none());
+    }
 
     #[test]
     fn a_long_name_is_cut_on_a_character_boundary() {
