@@ -136,11 +136,15 @@ fn with_history_off_incidents_and_export_answer_404_saying_so() {
 #[test]
 fn incidents_and_export_need_the_read_key() {
     let d = Daemon::start_keyed("[[alarms]]\nname = \"k\"\npattern = \"k.*\"\n");
+    let writer = [("Authorization", "Bearer writer")];
+    let reader = [("Authorization", "Bearer reader")];
+    let r = d.request("POST", "/api/services/k.a?timeout=3600", &writer, b"");
+    assert_eq!(r.status, 200, "{}", r.body);
     for path in ["/api/alarms/k/incidents", "/api/export"] {
         assert_eq!(d.get(path).status, 401, "{path}");
-        let r = d.request("GET", path, &[("Authorization", "Bearer reader")], b"");
-        assert_ne!(r.status, 401, "{path}: {}", r.body);
-        assert_ne!(r.status, 403, "{path}: {}", r.body);
+        wait_until(10, "an answer with the read key", || {
+            d.request("GET", path, &reader, b"").status == 200
+        });
     }
 }
 
@@ -351,6 +355,11 @@ fn an_hour_ago() -> i64 {
 /// 1 000 bytes long (a 1.x database may hold such names), from `base`
 /// (ms) on, while the daemon is stopped.
 fn fill(d: &mut Daemon, names: usize, per_name: usize, base: i64) {
+    // The writer is under way (and the daemon past its start) before the
+    // stop.
+    wait_until(10, "the history written", || {
+        d.get("/api/services/live.a/history").status == 200
+    });
     assert!(d.stop().success(), "{}", d.stderr());
     let file = d.path().join("lovebeat.db.history");
     sqlite(

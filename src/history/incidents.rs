@@ -99,6 +99,16 @@ pub fn write(conn: &Connection, name_id: i64, ts: i64, edge: &Edge) -> rusqlite:
     Ok(())
 }
 
+/// Retention for the incidents of names `[from, to)`: those closed before
+/// `cutoff` go with the changes of their time; open ones stay, however
+/// old (they are still going on). Returns how many went.
+pub fn prune(conn: &Connection, from: i64, to: i64, cutoff: i64) -> rusqlite::Result<usize> {
+    conn.prepare_cached(
+        "DELETE FROM incidents WHERE name_id >= ?1 AND name_id < ?2 AND closed < ?3",
+    )?
+    .execute(params![from, to, cutoff])
+}
+
 /// One incident as the API shows it.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct IncidentView {
@@ -283,6 +293,17 @@ mod tests {
             }]
         );
         assert!(list(&conn, "nope", range).expect("list").is_none());
+        // Retention takes closed incidents only.
+        let open = Edge::Open {
+            number: 8,
+            failed: 1,
+            first: None,
+        };
+        write(&conn, id, 1700, &open).expect("open");
+        assert_eq!(prune(&conn, id, id + 1, 1_000_000).expect("prune"), 1);
+        let page = list(&conn, "web", range).expect("list").expect("known");
+        let left: Vec<i64> = page.incidents.iter().map(|i| i.number).collect();
+        assert_eq!(left, vec![8]);
     }
 
     #[test]

@@ -165,6 +165,7 @@ impl Writer {
             "DELETE FROM changes WHERE name_id >= ?1 AND name_id < ?2 AND ts < ?3",
             params![self.prune_from, to, cutoff],
         )?;
+        super::incidents::prune(&self.conn, self.prune_from, to, cutoff)?;
         let max: i64 = self
             .conn
             .query_row("SELECT COALESCE(MAX(id), 0) FROM names", [], |r| r.get(0))?;
