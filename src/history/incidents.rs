@@ -1,7 +1,7 @@
 //! The incidents of alarms (README, "History"): an alarm entering ERROR
 //! opens incident `incident_nbr`, leaving it closes that incident. Rows are
 //! written by the history writer from the alarm changes it already takes
-//! from the journal, and keyed by the incident's number, so an incident
+//! from the journal. A close finds its incident by number, so an incident
 //! open when lovebeat stops stays open until its close arrives after the
 //! restart (the restored alarm keeps its number).
 
@@ -75,8 +75,9 @@ pub fn edge(alarm: &AlarmView, previous: State) -> Option<Edge> {
 
 /// Writes `edge` of the alarm `name_id` at `ts`, inside the writer's
 /// transaction. An open that is already there (the same change written
-/// twice) keeps the first; a close with no open incident of that number
-/// (opened before the history was kept) changes nothing.
+/// twice) keeps the first; a close closes the open incidents of its
+/// number, and changes nothing when there is none (it opened before the
+/// history was kept).
 pub fn write(conn: &Connection, name_id: i64, ts: i64, edge: &Edge) -> rusqlite::Result<()> {
     match edge {
         Edge::Open {
@@ -293,6 +294,33 @@ mod tests {
             }]
         );
         assert!(list(&conn, "nope", range).expect("list").is_none());
+        // An alarm that counts from 1 again: a new incident, and the close
+        // of number 1 closes only the open one.
+        let one = Edge::Open {
+            number: 1,
+            failed: 1,
+            first: None,
+        };
+        write(&conn, id, 1100, &one).expect("open 1");
+        write(&conn, id, 1200, &Edge::Close { number: 1 }).expect("close 1");
+        write(&conn, id, 1300, &one).expect("open 1 again");
+        write(&conn, id, 1400, &Edge::Close { number: 1 }).expect("close 1 again");
+        let page = list(&conn, "web", range).expect("list").expect("known");
+        let got: Vec<(i64, i64, Option<i64>)> = page
+            .incidents
+            .iter()
+            .map(|i| (i.number, i.opened, i.closed))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (1, 1300, Some(1400)),
+                (1, 1100, Some(1200)),
+                (7, 1000, Some(1500))
+            ]
+        );
+        conn.execute("DELETE FROM incidents WHERE number = 1", [])
+            .expect("tidy");
         // Retention takes closed incidents only.
         let open = Edge::Open {
             number: 8,

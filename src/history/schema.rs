@@ -49,20 +49,22 @@ CREATE TABLE lifecycle (
 ";
 
 /// Version 2: the incidents of alarms (`incidents.rs`), one row per
-/// incident, keyed by the alarm and its incident number (so the close of
-/// an incident open at a stop finds it after the restart), and indexed by
-/// when it opened (a range of them is one index read).
+/// incident, clustered by the alarm and when it opened (a range of them is
+/// one range read), and indexed by its number (so the close of an incident
+/// open at a stop finds it after the restart). The number is not the key:
+/// an alarm removed from the configuration and added again counts from 1
+/// again, and its new incidents must not be taken for the old ones.
 const V2: &str = "
 CREATE TABLE incidents (
     name_id INTEGER NOT NULL,
-    number INTEGER NOT NULL,
     opened INTEGER NOT NULL,
+    number INTEGER NOT NULL,
     closed INTEGER,
     failed_at_open INTEGER NOT NULL,
     first_failed TEXT,
-    PRIMARY KEY (name_id, number)
+    PRIMARY KEY (name_id, opened, number)
 ) WITHOUT ROWID;
-CREATE INDEX incidents_opened ON incidents (name_id, opened);
+CREATE INDEX incidents_number ON incidents (name_id, number);
 ";
 
 /// Why a history file cannot be used.
