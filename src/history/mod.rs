@@ -6,6 +6,8 @@
 //! written never stops monitoring or alerting: lovebeat says so, counts it
 //! and reports it as `lovebeat.self.history`.
 
+pub mod export;
+pub mod incidents;
 pub mod query;
 pub mod record;
 pub mod schema;

@@ -110,6 +110,8 @@ pub struct Change {
     pub reason: Reason,
     /// The reason's number, if it has one.
     pub detail: Option<i64>,
+    /// An alarm's incident opened or closed by this change.
+    pub incident: Option<super::incidents::Edge>,
 }
 
 /// Why a service went from `previous` to its state now.
@@ -146,6 +148,7 @@ pub fn change(event: &Event) -> Option<Change> {
         to,
         reason,
         detail,
+        incident: None,
     };
     Some(match &event.kind {
         EventKind::ServiceAdded(s) => row(
@@ -193,7 +196,10 @@ pub fn change(event: &Event) -> Option<Change> {
                 _ => (Reason::Other, None),
             };
             let from = (*previous != State::New).then_some(*previous as u8);
-            row(Kind::Alarm, &alarm.name, from, alarm.state as u8, why)
+            Change {
+                incident: super::incidents::edge(alarm, *previous),
+                ..row(Kind::Alarm, &alarm.name, from, alarm.state as u8, why)
+            }
         }
         EventKind::AlarmRemoved(a) => row(
             Kind::Alarm,

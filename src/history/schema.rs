@@ -6,7 +6,7 @@
 use rusqlite::Connection;
 
 /// The schema this build writes.
-pub const VERSION: i64 = 1;
+pub const VERSION: i64 = 2;
 
 /// Version 1: names, their state changes, and lovebeat's own runs.
 ///
@@ -48,6 +48,25 @@ CREATE TABLE lifecycle (
 );
 ";
 
+/// Version 2: the incidents of alarms (`incidents.rs`), one row per
+/// incident, clustered by the alarm and when it opened (a range of them is
+/// one range read), and indexed by its number (so the close of an incident
+/// open at a stop finds it after the restart). The number is not the key:
+/// an alarm removed from the configuration and added again counts from 1
+/// again, and its new incidents must not be taken for the old ones.
+const V2: &str = "
+CREATE TABLE incidents (
+    name_id INTEGER NOT NULL,
+    opened INTEGER NOT NULL,
+    number INTEGER NOT NULL,
+    closed INTEGER,
+    failed_at_open INTEGER NOT NULL,
+    first_failed TEXT,
+    PRIMARY KEY (name_id, opened, number)
+) WITHOUT ROWID;
+CREATE INDEX incidents_number ON incidents (name_id, number);
+";
+
 /// Why a history file cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum SchemaError {
@@ -69,6 +88,12 @@ pub fn migrate(conn: &mut Connection) -> Result<(), SchemaError> {
         let tx = conn.transaction()?;
         tx.execute_batch(V1)?;
         tx.execute_batch("PRAGMA user_version = 1")?;
+        tx.commit()?;
+    }
+    if version < 2 {
+        let tx = conn.transaction()?;
+        tx.execute_batch(V2)?;
+        tx.execute_batch("PRAGMA user_version = 2")?;
         tx.commit()?;
     }
     Ok(())

@@ -123,6 +123,9 @@ impl Writer {
                     c.detail
                 ])?;
             self.seq += 1;
+            if let Some(edge) = &c.incident {
+                super::incidents::write(&self.conn, id, c.ts, edge)?;
+            }
             // A deleted name is marked, one that comes back unmarked.
             let deleted = (c.to == record::DELETED).then_some(c.ts);
             self.conn
@@ -168,6 +171,7 @@ impl Writer {
                   WHERE n.name_id = c.name_id AND n.ts < ?3 AND (n.ts, n.seq) > (c.ts, c.seq)))",
             params![self.prune_from, to, cutoff, record::DELETED],
         )?;
+        super::incidents::prune(&self.conn, self.prune_from, to, cutoff)?;
         let max: i64 = self
             .conn
             .query_row("SELECT COALESCE(MAX(id), 0) FROM names", [], |r| r.get(0))?;

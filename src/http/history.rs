@@ -23,7 +23,7 @@ pub(super) fn parse_time(s: &str) -> Option<i64> {
 
 /// The range and page a request asks for, or the 400 that says what is
 /// wrong with it.
-fn range<B>(req: &Request<B>) -> Result<Range, Box<Response<Body>>> {
+pub(super) fn range<B>(req: &Request<B>) -> Result<Range, Box<Response<Body>>> {
     let bad = |what: &str, v: &str| {
         Box::new(error(
             StatusCode::BAD_REQUEST,

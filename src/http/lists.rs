@@ -192,6 +192,18 @@ impl Out {
         *first = false;
         self.put(b"    ");
         nested(&mut self.buf, value, b"    ");
+        self.flush_full()
+    }
+
+    /// Appends `bytes` as they are (a line of NDJSON or CSV), then sends
+    /// the chunk if it is full; `None` when the answer is over.
+    pub(crate) fn line(&mut self, bytes: &[u8]) -> Option<()> {
+        self.put(bytes);
+        self.flush_full()
+    }
+
+    /// Sends the chunk if it is full; `None` when the answer is over.
+    fn flush_full(&mut self) -> Option<()> {
         if self.buf.len() >= CHUNK {
             let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK + 4096));
             return self.send(Chunk::More(chunk.into())).then_some(());

@@ -59,6 +59,10 @@ pub enum Endpoint {
     AlarmUptime,
     /// `/api/alarms/{name}/daily`: its uptime per calendar day.
     AlarmDaily,
+    /// `/api/alarms/{name}/incidents`: its incidents (README, "History").
+    AlarmIncidents,
+    /// `/api/export`: every state change in a range, streamed.
+    Export,
     /// `/api/status`.
     Status,
     /// `/api/alerts/{name}/test`: a test to every alerter of an alert.
@@ -115,6 +119,8 @@ fn routes() -> &'static matchit::Router<Endpoint> {
                 ("/api/alarms/{name}/history", Endpoint::AlarmHistory),
                 ("/api/alarms/{name}/uptime", Endpoint::AlarmUptime),
                 ("/api/alarms/{name}/daily", Endpoint::AlarmDaily),
+                ("/api/alarms/{name}/incidents", Endpoint::AlarmIncidents),
+                ("/api/export", Endpoint::Export),
                 ("/api/status", Endpoint::Status),
                 ("/api/alerts/{name}/test", Endpoint::AlertTest),
                 ("/metrics", Endpoint::Metrics),
@@ -307,6 +313,18 @@ async fn route(req: Request<Incoming>, state: &AppState) -> Response<Body> {
                 _ => super::uptime::daily(&req, state, kind, name).await,
             }
         }
+        Endpoint::AlarmIncidents => {
+            if let Some(bad) = check_name(name, "alarm") {
+                return bad;
+            }
+            if method != Method::GET && method != Method::HEAD {
+                return not_allowed("GET");
+            }
+            super::incidents::list(&req, state, name).await
+        }
+        Endpoint::Export => only(&method, &[Method::GET], || {
+            super::export::export(&req, state)
+        }),
         Endpoint::Status => only(&method, &[Method::GET], || api::status(&req, state)),
         Endpoint::AlertTest => match method {
             Method::POST => api::test_alert(state, name).await,
