@@ -383,6 +383,7 @@ fn tee(
     mut to: impl Write + Send + 'static,
     tail: Arc<Mutex<VecDeque<u8>>>,
 ) -> std::thread::JoinHandle<()> {
+    // The client has no shutdown to track it: `run_command` joins it.
     std::thread::spawn(move || {
         let mut buf = [0u8; 8192];
         loop {

@@ -286,6 +286,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         reporter,
         trouble.clone(),
         stop.sink_token.clone(),
+        stop.sink_tasks.clone(),
     ));
 
     wait_for_stop(&reopen).await?;

@@ -575,6 +575,8 @@ async fn serve(ws: fastwebsockets::WebSocket<Upgraded>, client: &Arc<Client>) {
     rd.set_max_message_size(MAX_INCOMING);
     wr.set_writev(false);
     let reader_client = client.clone();
+    // Not in a tracker of its own: it lives inside this client's task,
+    // which the sink tracker holds, and is aborted before that task ends.
     let reader = tokio::spawn(async move {
         let c = reader_client;
         loop {
