@@ -2,7 +2,7 @@
 //! `-debug`, `-validate-auto`) so 1.x service files keep working.
 
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 
@@ -16,21 +16,25 @@ use crate::config::DEFAULT_CONFIG_DIR;
     about,
     long_about = None
 )]
+// The daemon's flags are not `global`: a global flag is listed in every
+// subcommand's --help, and the client commands (run from cron, with their
+// own --help as their manual) take none of them. `check-config` takes the
+// two that name the configuration, as its own (`ConfigFiles`).
 pub struct Cli {
     /// Configuration file (must exist). Default: /etc/lovebeat.cfg if present.
-    #[arg(long, value_name = "FILE", global = true)]
+    #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Directory of extra configuration files, read in name order.
-    #[arg(long = "config-dir", value_name = "DIR", default_value = DEFAULT_CONFIG_DIR, global = true)]
+    #[arg(long = "config-dir", value_name = "DIR", default_value = DEFAULT_CONFIG_DIR)]
     pub config_dir: PathBuf,
     /// Log debug messages.
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub debug: bool,
     /// Log to the local syslog instead of stderr.
-    #[arg(long, global = true)]
+    #[arg(long)]
     pub syslog: bool,
     /// The syslog socket used with --syslog.
-    #[arg(long = "syslog-socket", value_name = "PATH", default_value = crate::logging::DEFAULT_SYSLOG_SOCKET, global = true)]
+    #[arg(long = "syslog-socket", value_name = "PATH", default_value = crate::logging::DEFAULT_SYSLOG_SOCKET)]
     pub syslog_socket: PathBuf,
     /// What to do; without a command, run the daemon.
     #[command(subcommand)]
@@ -50,7 +54,11 @@ pub enum Command {
     /// Read and check the configuration as a start would, and print what
     /// it sets up (exit 0) or the error with its file, line and key (exit
     /// 2); for a systemd unit's ExecStartPre, or before a restart.
-    CheckConfig,
+    CheckConfig {
+        /// The configuration to check, when named after the subcommand.
+        #[command(flatten)]
+        files: ConfigFiles,
+    },
     /// Send a marked test to every alerter of an alert
     /// (`[alerts.<name>]`) through a running server, and print per
     /// alerter whether it was delivered (exit 0 when all were, 1 if not).
@@ -59,13 +67,13 @@ pub enum Command {
         name: String,
         /// Where the server is and how to reach it (a write key).
         #[command(flatten)]
-        client: ClientArgs,
+        server: ServerArgs,
     },
     /// Check that a lovebeat server answers (exit 0) or not (exit 1).
     Ping {
         /// Where the server is and how to reach it.
         #[command(flatten)]
-        client: ClientArgs,
+        server: ServerArgs,
     },
     /// Send one beat to a lovebeat server over HTTP.
     Beat {
@@ -89,7 +97,45 @@ pub enum Command {
     },
 }
 
-/// Options of the client subcommands.
+/// `check-config`'s own `--config` and `--config-dir`, so that
+/// `lovebeat check-config --config FILE` (the systemd unit's
+/// ExecStartPre) reads as it did while those flags were global; either
+/// may also come before the subcommand, as for the daemon.
+#[derive(Debug, clap::Args)]
+pub struct ConfigFiles {
+    /// Configuration file (must exist). Default: /etc/lovebeat.cfg if present.
+    #[arg(long = "config", id = "check_config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Directory of extra configuration files, read in name order.
+    #[arg(long = "config-dir", id = "check_config_dir", value_name = "DIR")]
+    pub config_dir: Option<PathBuf>,
+}
+
+impl ConfigFiles {
+    /// The file and directory to read: these, else the ones given before
+    /// the subcommand (or their defaults).
+    pub fn or_from(self, config: Option<&Path>, config_dir: &Path) -> (Option<PathBuf>, PathBuf) {
+        (
+            self.config.or_else(|| config.map(Path::to_path_buf)),
+            self.config_dir.unwrap_or_else(|| config_dir.to_path_buf()),
+        )
+    }
+}
+
+/// Where the server is and how to reach it: what every client
+/// subcommand takes.
+#[derive(Debug, clap::Args)]
+pub struct ServerArgs {
+    /// The lovebeat server (default: $LOVEBEAT_URL, else http://localhost:8080).
+    #[arg(long)]
+    pub server: Option<String>,
+    /// API key (default: $LOVEBEAT_KEY).
+    #[arg(long)]
+    pub key: Option<String>,
+}
+
+/// Options of the client subcommands that report a service (`beat`,
+/// `run`): its settings, and the server.
 #[derive(Debug, clap::Args)]
 pub struct ClientArgs {
     /// Timeout to set: seconds, a duration (90s, 1h30m, 2d) or auto.
@@ -107,12 +153,9 @@ pub struct ClientArgs {
     /// Longest a run may take before it counts as failed.
     #[arg(long)]
     pub max_runtime: Option<String>,
-    /// The lovebeat server (default: $LOVEBEAT_URL, else http://localhost:8080).
-    #[arg(long)]
-    pub server: Option<String>,
-    /// API key (default: $LOVEBEAT_KEY).
-    #[arg(long)]
-    pub key: Option<String>,
+    /// Where the server is and how to reach it.
+    #[command(flatten)]
+    pub server: ServerArgs,
 }
 
 impl ClientArgs {
@@ -211,5 +254,46 @@ mod tests {
             ["lovebeat", "-config", "a.cfg"].map(OsString::from),
         ));
         assert_eq!(cli.config, Some(PathBuf::from("a.cfg")));
+    }
+
+    #[test]
+    fn check_config_reads_the_files_named_before_or_after_it() {
+        let parse = |args: &[&str]| {
+            let cli = Cli::try_parse_from(args).expect("parses");
+            let Some(Command::CheckConfig { files }) = cli.command else {
+                panic!("not check-config");
+            };
+            files.or_from(cli.config.as_deref(), &cli.config_dir)
+        };
+        let want = (Some(PathBuf::from("a.cfg")), PathBuf::from("d"));
+        assert_eq!(
+            parse(&[
+                "lovebeat",
+                "check-config",
+                "--config",
+                "a.cfg",
+                "--config-dir",
+                "d"
+            ]),
+            want
+        );
+        assert_eq!(
+            parse(&[
+                "lovebeat",
+                "--config",
+                "a.cfg",
+                "--config-dir",
+                "d",
+                "check-config"
+            ]),
+            want
+        );
+        assert_eq!(
+            parse(&["lovebeat", "check-config"]),
+            (None, PathBuf::from(DEFAULT_CONFIG_DIR))
+        );
+        // The daemon's other flags are not the client commands'.
+        assert!(Cli::try_parse_from(["lovebeat", "ping", "--syslog"]).is_err());
+        assert!(Cli::try_parse_from(["lovebeat", "--debug", "--syslog"]).is_ok());
     }
 }

@@ -265,22 +265,70 @@ pub fn beat(target: &Target, name: &str, settings: &Settings) -> Result<(), Clie
     post(target, name, "", &settings.pairs(), Vec::new(), false)
 }
 
+/// Why a one-shot client command (`ping`, `test-alert`) has no answer
+/// to show; each reads as the command printed it before it had a type.
+#[derive(Debug, thiserror::Error)]
+enum OneShotError {
+    /// The command's runtime could not be built.
+    #[error("{0}")]
+    Runtime(#[source] std::io::Error),
+    /// The HTTP client could not be built (no TLS roots).
+    #[error("{0}")]
+    Client(#[source] reqwest::Error),
+    /// `--server` does not parse.
+    #[error("{0}")]
+    Server(#[from] ClientError),
+    /// The request got no answer: the whole chain of causes, without the
+    /// URL (it may hold a key).
+    #[error("{}", error_chain(.0))]
+    Unanswered(reqwest::Error),
+    /// The server answered with an error status.
+    #[error("HTTP {0}")]
+    Status(reqwest::StatusCode),
+    /// The server answered with an error status and said why.
+    #[error("HTTP {status}: {message}")]
+    Refused {
+        /// The HTTP status.
+        status: reqwest::StatusCode,
+        /// The server's `error` message.
+        message: String,
+    },
+    /// One of the above, said of the server it was asked of.
+    #[error("{at}: {source}")]
+    At {
+        /// The server, as [`Target::shown`] names it.
+        at: String,
+        /// What went wrong there.
+        source: Box<OneShotError>,
+    },
+}
+
+impl OneShotError {
+    /// This error, said of the server `at`.
+    fn at(self, at: &str) -> OneShotError {
+        OneShotError::At {
+            at: at.to_string(),
+            source: Box::new(self),
+        }
+    }
+}
+
 /// Runs `f` with an HTTP client (`timeout`, lovebeat's user agent) on a
 /// runtime of its own: what each one-shot client command needs.
-fn with_client<T, F, Fut>(timeout: Duration, f: F) -> Result<T, String>
+fn with_client<T, F, Fut>(timeout: Duration, f: F) -> Result<T, OneShotError>
 where
     F: FnOnce(reqwest::Client) -> Fut,
-    Fut: std::future::Future<Output = Result<T, String>>,
+    Fut: std::future::Future<Output = Result<T, OneShotError>>,
 {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| e.to_string())?;
+        .map_err(OneShotError::Runtime)?;
     let client = reqwest::Client::builder()
         .timeout(timeout)
         .user_agent(concat!("lovebeat-client/", env!("CARGO_PKG_VERSION")))
         .build()
-        .map_err(|e| e.to_string())?;
+        .map_err(OneShotError::Client)?;
     runtime.block_on(f(client))
 }
 
@@ -288,18 +336,16 @@ where
 /// (for container health checks and scripts).
 pub fn ping_command(target: &Target) -> ExitCode {
     let result = with_client(Duration::from_secs(5), |client| async move {
-        let url = target
-            .endpoint("/version", &[])
-            .map_err(|e| e.to_string())?;
+        let url = target.endpoint("/version", &[])?;
         let resp = client
             .get(url)
             .send()
             .await
-            .map_err(|e| error_chain(&e.without_url()))?;
+            .map_err(|e| OneShotError::Unanswered(e.without_url()))?;
         if resp.status().is_success() {
             Ok(())
         } else {
-            Err(format!("HTTP {}", resp.status()))
+            Err(OneShotError::Status(resp.status()))
         }
     });
     match result {
@@ -337,6 +383,7 @@ fn tee(
     mut to: impl Write + Send + 'static,
     tail: Arc<Mutex<VecDeque<u8>>>,
 ) -> std::thread::JoinHandle<()> {
+    // The client has no shutdown to track it: `run_command` joins it.
     std::thread::spawn(move || {
         let mut buf = [0u8; 8192];
         loop {
@@ -372,9 +419,7 @@ pub fn test_alert_command(target: &Target, name: &str) -> ExitCode {
     let at = shown.as_str();
     let result = with_client(Duration::from_secs(60), |client| async move {
         let base = at;
-        let url = target
-            .endpoint(&format!("/api/alerts/{name}/test"), &[])
-            .map_err(|e| e.to_string())?;
+        let url = target.endpoint(&format!("/api/alerts/{name}/test"), &[])?;
         let mut req = client.post(url);
         if let Some(key) = &target.key {
             req = req.bearer_auth(key);
@@ -382,19 +427,23 @@ pub fn test_alert_command(target: &Target, name: &str) -> ExitCode {
         let resp = req
             .send()
             .await
-            .map_err(|e| format!("{base}: {}", error_chain(&e.without_url())))?;
+            .map_err(|e| OneShotError::Unanswered(e.without_url()).at(base))?;
         let status = resp.status();
         let body: serde_json::Value = resp.json().await.unwrap_or_default();
         if !status.is_success() {
             let msg = body["error"].as_str().unwrap_or("").to_string();
-            return Err(format!("{base}: HTTP {status}: {msg}"));
+            return Err(OneShotError::Refused {
+                status,
+                message: msg,
+            }
+            .at(base));
         }
         Ok(body)
     });
     let body = match result {
         Ok(b) => b,
         Err(e) => {
-            eprintln!("lovebeat: {}", target.scrub(&e));
+            eprintln!("lovebeat: {}", target.scrub(&e.to_string()));
             return ExitCode::from(1);
         }
     };

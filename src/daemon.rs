@@ -81,10 +81,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     let now = now_ms();
     let engine = Engine::new(config.engine_config(), now);
     let db_path = PathBuf::from(&config.database.filename);
-    let remote = RemoteDb::from_config(&config.database)
-        .await
-        .map_err(anyhow::Error::msg)?
-        .map(Arc::new);
+    let remote = RemoteDb::from_config(&config.database).await?.map(Arc::new);
     let start = persistence::load_at_start(&db_path, remote.as_deref()).await?;
     if let Some(loaded) = start.loaded {
         let a = loaded.alarms.len();
@@ -289,6 +286,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         reporter,
         trouble.clone(),
         stop.sink_token.clone(),
+        stop.sink_tasks.clone(),
     ));
 
     wait_for_stop(&reopen).await?;

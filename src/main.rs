@@ -14,8 +14,9 @@ fn main() -> ExitCode {
     lovebeat::logging::init(cli.debug, cli.syslog.then_some(cli.syslog_socket.as_path()));
     match cli.command {
         Some(Command::ValidateAuto { algorithm }) => return validate_auto(algorithm),
-        Some(Command::CheckConfig) => {
-            return match Config::load(cli.config.as_deref(), &cli.config_dir) {
+        Some(Command::CheckConfig { files }) => {
+            let (config, dir) = files.or_from(cli.config.as_deref(), &cli.config_dir);
+            return match Config::load(config.as_deref(), &dir) {
                 Ok(c) => {
                     print!("{}", c.summary());
                     for w in c.warnings() {
@@ -30,16 +31,16 @@ fn main() -> ExitCode {
                 }
             };
         }
-        Some(Command::Ping { client }) => {
-            return client::ping_command(&client::Target::resolve(client.server, client.key));
+        Some(Command::Ping { server }) => {
+            return client::ping_command(&client::Target::resolve(server.server, server.key));
         }
-        Some(Command::TestAlert { name, client }) => {
-            let target = client::Target::resolve(client.server, client.key);
+        Some(Command::TestAlert { name, server }) => {
+            let target = client::Target::resolve(server.server, server.key);
             return client::test_alert_command(&target, &name);
         }
         Some(Command::Beat { name, client }) => {
             let settings = client.settings();
-            let target = client::Target::resolve(client.server, client.key);
+            let target = client::Target::resolve(client.server.server, client.server.key);
             return client::beat_command(&target, &name, &settings);
         }
         Some(Command::Run {
@@ -48,7 +49,7 @@ fn main() -> ExitCode {
             command,
         }) => {
             let settings = client.settings();
-            let target = client::Target::resolve(client.server, client.key);
+            let target = client::Target::resolve(client.server.server, client.server.key);
             return client::run_command(&target, &name, &settings, &command);
         }
         None => lovebeat::daemon::reexec_with_huge_pages(),

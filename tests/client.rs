@@ -393,3 +393,43 @@ fn beat_and_run_set_schedules_and_max_runtime() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("61 * * * *"));
 }
+
+#[test]
+fn each_client_subcommands_help_lists_only_its_own_flags() {
+    // The daemon's flags stay the daemon's: a cron job's author reading
+    // `lovebeat run --help` is not offered --syslog or --config-dir.
+    for sub in ["run", "beat", "ping", "test-alert"] {
+        let out = lovebeat(&[sub, "--help"], None);
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{sub}: {help}");
+        assert!(help.contains("--server"), "{sub}: {help}");
+        for daemon_flag in ["--syslog", "--syslog-socket", "--config-dir", "--debug"] {
+            assert!(
+                !help.contains(daemon_flag),
+                "{sub} lists {daemon_flag}: {help}"
+            );
+        }
+    }
+    // ping and test-alert set nothing about a service.
+    let help = lovebeat(&["ping", "--help"], None);
+    assert!(!String::from_utf8_lossy(&help.stdout).contains("--timeout"));
+    // The daemon's --help still lists its own flags, and check-config the
+    // two that name the configuration.
+    let out = lovebeat(&["--help"], None);
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--syslog",
+        "--syslog-socket",
+        "--config",
+        "--config-dir",
+        "--debug",
+    ] {
+        assert!(help.contains(flag), "lovebeat --help lacks {flag}: {help}");
+    }
+    let out = lovebeat(&["check-config", "--help"], None);
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        help.contains("--config-dir") && !help.contains("--syslog"),
+        "{help}"
+    );
+}

@@ -255,7 +255,7 @@ impl JobExt {
 /// The job fields as the database stores them, beside the 1.x fields of
 /// a `SERV` record; each is left out while unused, so a database without
 /// job monitoring is byte for byte what 1.x writes. Read back by
-/// `db::ServiceRecord`, which lists the same fields (see there why).
+/// `db/format.rs` `ServiceRecord`, which lists the same fields (see there why).
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct JobRecord {
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -3,12 +3,18 @@
 //! Six levels of 64 slots; level `l` slots are `64^l` ms wide. Each level
 //! keeps a bitmap of occupied slots so the next deadline is found with
 //! `trailing_zeros` instead of a scan, and entries cascade to finer levels as
-//! time approaches them. Inserting and expiring are O(1) per entry; advancing
-//! past empty time costs nothing per idle entry.
+//! time approaches them. Inserting is O(1); an entry is moved at most once
+//! per level on its way down before it expires; advancing past empty time
+//! costs nothing per idle entry.
 //!
-//! Times are absolute milliseconds. Entries are never removed: the engine
-//! ignores an entry that no longer matches its service (lazy re-arming), which
-//! keeps the beat path free of wheel operations.
+//! Times are absolute milliseconds. An entry is never removed when its
+//! service's deadline changes: the engine (`expiry.rs` `arm`) inserts a new
+//! entry only when the deadline moved earlier than the live one, and
+//! ignores an entry that no longer matches its service when it fires
+//! (lazy re-arming), so most beats, which move a deadline later, do no
+//! wheel operation. The superseded entries are counted, and when they
+//! outnumber the live ones `drain_all` takes everything out for the engine
+//! to put back only what is live.
 
 const LEVEL_BITS: u32 = 6;
 const SLOTS: usize = 1 << LEVEL_BITS;

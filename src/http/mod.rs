@@ -220,7 +220,7 @@ pub async fn serve(
                     let (state, handling) = (state.clone(), conn.handling());
                     let conn = conn.clone();
                     // A handler that reads the body marks its connection
-                    // as waiting for it (`api::read_body`).
+                    // as waiting for it (`api/body.rs` `read_body`).
                     req.extensions_mut().insert(conn.clone());
                     async move {
                         let r = router::answer(req, &state).await;

@@ -75,7 +75,10 @@ fn apply(engine: &Engine, cmd: Command<'_>, hash: u64, now: i64) {
             ..Change::default()
         },
     };
-    // The parser validated the name, so this cannot fail.
+    // The parser validated the name, so the one refusal left is a new
+    // name at `[limits] max_services`, which the engine counts itself
+    // (`services_refused` in /metrics); the line was well formed, and
+    // stays counted as accepted.
     let _ = engine.change_hashed(cmd.name, hash, change, now);
 }
 

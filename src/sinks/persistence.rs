@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::db::{self, Loaded, Saved};
 use crate::engine::Engine;
@@ -133,7 +134,10 @@ pub async fn save_now(
 /// save to the `[[notify]]` peers; a failed save or upload puts its
 /// `lovebeat.self` service in ERROR until one succeeds (the old file is
 /// kept: a save only ever renames a complete file over it). The final
-/// save at shutdown is the caller's, after input has stopped.
+/// save at shutdown is the caller's, after input has stopped. Each
+/// upload runs in `tasks` (the shutdown's sink tracker), so the shutdown
+/// waits for it before the final save rather than the runtime dropping it
+/// halfway, with its hard link left behind.
 #[allow(clippy::too_many_arguments)]
 pub async fn run(
     engine: Engine,
@@ -144,6 +148,7 @@ pub async fn run(
     reporter: Reporter,
     trouble: Trouble,
     stop: CancellationToken,
+    tasks: TaskTracker,
 ) {
     let mut ticker = tokio::time::interval(interval.max(Duration::from_secs(1)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -178,7 +183,7 @@ pub async fn run(
         if let Some(remote) = &remote {
             // Off this task, so a slow store never delays the next save.
             let (remote, path, trouble) = (remote.clone(), path.clone(), trouble.clone());
-            tokio::spawn(async move {
+            tasks.spawn(async move {
                 match remote.upload(&path, IfBusy::Skip).await {
                     Ok(()) => trouble.ok(trouble::Part::Upload),
                     Err(e) => trouble.fail(trouble::Part::Upload, &e.to_string()),

@@ -66,6 +66,12 @@ pub enum S3Error {
         /// What the system said.
         source: std::io::Error,
     },
+    /// `remote_s3_url` is not an `s3://bucket/key` URL.
+    #[error("remote_s3_url '{url}' must look like s3://bucket/key")]
+    BadUrl {
+        /// The URL as configured.
+        url: String,
+    },
 }
 
 /// A bucket and key, with a client for them.
@@ -97,15 +103,14 @@ pub enum IfBusy {
 }
 
 /// Splits `s3://bucket/key`.
-pub fn parse_url(url: &str) -> Result<(String, String), String> {
-    let rest = url
-        .strip_prefix("s3://")
-        .ok_or_else(|| format!("remote_s3_url '{url}' must look like s3://bucket/key"))?;
+pub fn parse_url(url: &str) -> Result<(String, String), S3Error> {
+    let bad = || S3Error::BadUrl {
+        url: url.to_string(),
+    };
+    let rest = url.strip_prefix("s3://").ok_or_else(bad)?;
     match rest.split_once('/') {
         Some((b, k)) if !b.is_empty() && !k.is_empty() => Ok((b.to_string(), k.to_string())),
-        _ => Err(format!(
-            "remote_s3_url '{url}' must look like s3://bucket/key"
-        )),
+        _ => Err(bad()),
     }
 }
 
@@ -134,7 +139,7 @@ pub fn timeouts(base: Duration, bytes: u64) -> aws_sdk_s3::config::timeout::Time
 
 impl RemoteDb {
     /// The remote database of `[database]`, or `None` when no URL is set.
-    pub async fn from_config(db: &DatabaseConfig) -> Result<Option<RemoteDb>, String> {
+    pub async fn from_config(db: &DatabaseConfig) -> Result<Option<RemoteDb>, S3Error> {
         if db.remote_s3_url.is_empty() {
             return Ok(None);
         }
@@ -372,10 +377,14 @@ mod tests {
     #[test]
     fn s3_urls() {
         assert_eq!(
-            parse_url("s3://b/k/db.gz"),
-            Ok(("b".into(), "k/db.gz".into()))
+            parse_url("s3://b/k/db.gz").ok(),
+            Some(("b".into(), "k/db.gz".into()))
         );
         assert!(parse_url("s3://b").is_err());
         assert!(parse_url("http://b/k").is_err());
+        assert_eq!(
+            parse_url("s3:///k").map_err(|e| e.to_string()),
+            Err("remote_s3_url 's3:///k' must look like s3://bucket/key".to_string())
+        );
     }
 }

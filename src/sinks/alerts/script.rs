@@ -83,6 +83,8 @@ pub(super) async fn run(path: &str, n: &Notice) -> std::io::Result<()> {
     let mut child = cmd.spawn()?;
     let pid = child.id();
     let alarm = n.alarm.name.to_string();
+    // The readers are not in a tracker of their own: this delivery's task
+    // (in the alert tracker) waits for them or aborts them before it ends.
     let mut readers = Vec::new();
     if let Some(out) = child.stdout.take() {
         readers.push(tokio::spawn(log_lines(

@@ -1,4 +1,7 @@
-//! The service record and its state machine (README, "States").
+//! The service record and its state machine (README, "States"): what a
+//! change does to it and what state it is in. Its beat history and what
+//! is learned from it are in `history.rs`; how it is shown (the API,
+//! events and the database) in `view.rs`.
 
 use std::sync::Arc;
 
@@ -10,7 +13,6 @@ use super::auto::{self, Algorithm, BeatAnalysis};
 use super::job::{JobExt, JobFailure};
 use super::timeout::{Timeout, TIMEOUT_AUTO, TIMEOUT_SCHEDULE};
 use super::{Change, FailReport};
-use crate::prefetch::{prefetch_line, prefetch_range};
 
 /// A service name: stored inline (no allocation, no pointer to chase on
 /// lookup) up to 24 bytes, which covers most names.
@@ -397,270 +399,17 @@ impl Service {
             }
         }
     }
-
-    /// Learns automatic timeouts with `algorithm` from now on.
-    pub fn set_algorithm(&mut self, algorithm: Algorithm) {
-        if self.algorithm != algorithm {
-            self.algorithm = algorithm;
-            self.relearn();
-        }
-    }
-
-    /// Recomputes the learned timeout after the history or the mode changed.
-    fn relearn(&mut self) {
-        self.auto_ms = if self.timeout == TIMEOUT_AUTO && self.history_len > 0 {
-            u32::try_from(self.algorithm.timeout(self.intervals()).max(0)).unwrap_or(NO_AUTO - 1)
-        } else {
-            NO_AUTO
-        };
-    }
-
-    fn push_interval(&mut self, v: u32) {
-        let len = usize::from(self.history_len);
-        if len < self.history.len() {
-            self.history[len] = v;
-            self.history_len += 1;
-        } else if len < HISTORY_LEN {
-            let cap = history_capacity(len + 1);
-            let mut grown = vec![0u32; cap].into_boxed_slice();
-            grown[..len].copy_from_slice(&self.history[..len]);
-            grown[len] = v;
-            self.history = grown;
-            self.history_len += 1;
-        } else {
-            let head = usize::from(self.history_head);
-            self.history[head] = v;
-            self.history_head = ((head + 1) % HISTORY_LEN) as u8;
-        }
-    }
-
-    /// Replaces the history (oldest first), keeping the last `HISTORY_LEN`.
-    /// Takes the vector's memory as the ring when its capacity is the
-    /// ring's ([`history_capacity`]), as the database loader makes it: one
-    /// allocation per service for a million loaded at start.
-    pub fn set_history(&mut self, mut intervals: Vec<u32>) {
-        if intervals.len() > HISTORY_LEN {
-            intervals.drain(..intervals.len() - HISTORY_LEN);
-        }
-        let len = intervals.len();
-        let cap = history_capacity(len);
-        if intervals.capacity() != cap {
-            let mut exact = Vec::with_capacity(cap);
-            exact.extend_from_slice(&intervals);
-            intervals = exact;
-        }
-        intervals.resize(cap, 0);
-        self.history = intervals.into_boxed_slice();
-        // `len` ≤ HISTORY_LEN = 100 fits a u8.
-        self.history_len = len as u8;
-        self.history_head = 0;
-        self.relearn();
-    }
-
-    /// Starts loading the memory this service points to (its intervals and
-    /// job fields) without waiting for it. A walk over many services, such
-    /// as a save copying a shard under its lock, calls it a few services
-    /// ahead, so their cache misses overlap instead of adding up.
-    #[inline]
-    pub fn prefetch_out_of_line(&self) {
-        let bytes = usize::from(self.history_len) * std::mem::size_of::<u32>();
-        prefetch_range(self.history.as_ptr().cast(), bytes);
-        if let Some(ext) = &self.job {
-            prefetch_line((&**ext as *const JobExt).cast());
-        }
-    }
-
-    /// Starts loading what the next accepted beat touches out of line: the
-    /// history slot it writes and, for an auto service, the intervals it
-    /// learns from. Ingestion calls it a few lines ahead of applying a beat.
-    #[inline]
-    pub fn prefetch_beat(&self) {
-        if self.timeout == TIMEOUT_AUTO {
-            self.prefetch_out_of_line();
-            return;
-        }
-        let next = if usize::from(self.history_len) < HISTORY_LEN {
-            usize::from(self.history_len)
-        } else {
-            usize::from(self.history_head)
-        };
-        if next < self.history.len() {
-            prefetch_line(self.history[next..].as_ptr().cast());
-        }
-    }
-
-    /// The beat intervals, oldest first.
-    pub fn intervals(&self) -> impl DoubleEndedIterator<Item = u32> + ExactSizeIterator + '_ {
-        let stored = &self.history[..usize::from(self.history_len)];
-        let (newer, older) = stored.split_at(usize::from(self.history_head));
-        older.iter().chain(newer.iter()).copied().exact()
-    }
-
-    /// The timeout that was in force for each interval of `history`: what
-    /// the algorithm learned from the intervals before it (none before the
-    /// first), so a chart can draw the learned timeout as a step line
-    /// against the intervals.
-    fn learned_timeouts(&self, history: &[u32]) -> Vec<Option<i64>> {
-        (0..history.len())
-            .map(|i| (i > 0).then(|| self.algorithm.timeout(history[..i].iter().copied())))
-            .collect()
-    }
-
-    /// The externally visible object (README, "HTTP API").
-    pub fn view(&self, name: &Name, details: bool) -> ServiceView {
-        let history: Vec<u32> = self.intervals().collect();
-        ServiceView {
-            name: name.clone(),
-            last_beat: self.last_beat,
-            timeout: self.timeout,
-            state: self.state,
-            muted_since: self.muted_since,
-            last_state_change: self.last_state_change,
-            in_alarms: self.alarms.to_vec(),
-            analysis: auto::analyze(&history),
-            effective_timeout: self.learned(),
-            learned_timeouts: (details && self.timeout == TIMEOUT_AUTO)
-                .then(|| self.learned_timeouts(&history)),
-            beat_history: details.then_some(history),
-            job: self.job.as_deref().map(|e| Box::new(JobView::new(e))),
-        }
-    }
-}
-
-/// The ring a history of `len` intervals lives in: 4, 8, 16, ... slots as
-/// it grows, and never more than `HISTORY_LEN`.
-pub fn history_capacity(len: usize) -> usize {
-    match len {
-        0 => 0,
-        n => n.next_power_of_two().clamp(4, HISTORY_LEN),
-    }
-}
-
-/// `chain` is not `ExactSizeIterator`; this adapter restores the length,
-/// which the auto algorithm uses to skip to its window without allocating.
-trait Exact: Iterator + Sized {
-    fn exact(self) -> ExactChain<Self> {
-        ExactChain(self)
-    }
-}
-impl<I: Iterator> Exact for I {}
-
-/// An iterator of known exact length (see `Exact`).
-pub struct ExactChain<I>(I);
-
-impl<I: Iterator> Iterator for ExactChain<I> {
-    type Item = I::Item;
-    fn next(&mut self) -> Option<I::Item> {
-        self.0.next()
-    }
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        self.0.size_hint()
-    }
-}
-impl<I: DoubleEndedIterator> DoubleEndedIterator for ExactChain<I> {
-    fn next_back(&mut self) -> Option<I::Item> {
-        self.0.next_back()
-    }
-}
-// Chained slice iterators report an exact size_hint.
-impl<I: Iterator> ExactSizeIterator for ExactChain<I> {}
-
-/// A service as the API, events and the database show it.
-#[derive(Debug, Clone, Serialize)]
-pub struct ServiceView {
-    /// The service name.
-    pub name: Name,
-    /// Last accepted beat, ms, or -1.
-    pub last_beat: i64,
-    /// Timeout in ms or a special value (-1 none, -2 auto, 0 tripwire, -3
-    /// schedule).
-    pub timeout: i64,
-    /// Current state.
-    pub state: State,
-    /// When muting began, 0 when not muted.
-    pub muted_since: i64,
-    /// Time of the latest state change.
-    pub last_state_change: i64,
-    /// Alarms the service belongs to, sorted.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub in_alarms: Vec<Arc<str>>,
-    /// Spread of the intervals, with at least 10 of them.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub analysis: Option<BeatAnalysis>,
-    /// The intervals, oldest first; only when details were asked for.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub beat_history: Option<Vec<u32>>,
-    /// The learned timeout of an auto service with at least one interval.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub effective_timeout: Option<i64>,
-    /// For an auto service, with details: the timeout in force for each
-    /// interval of `beat_history` (learned from the ones before it; `null`
-    /// for the first).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub learned_timeouts: Option<Vec<Option<i64>>>,
-    /// The job fields of README, "Cron jobs and scripts" that are in use, inline in the object.
-    #[serde(flatten, skip_serializing_if = "Option::is_none")]
-    pub job: Option<Box<JobView>>,
-}
-
-/// The job fields of a service object (README, "Cron jobs and
-/// scripts"); each is left out while unused.
-#[derive(Debug, Clone, Serialize, Default)]
-pub struct JobView {
-    /// The cron expression.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub schedule: Option<String>,
-    /// Its zone.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tz: Option<String>,
-    /// Grace after a fire time, ms.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub grace: Option<i64>,
-    /// The current deadline of a scheduled service, ms.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub next_deadline: Option<i64>,
-    /// A start with no beat or fail after it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub running: Option<bool>,
-    /// When the latest run started, ms.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub started_at: Option<i64>,
-    /// Run times, ms, oldest first.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub run_history: Option<Vec<u32>>,
-    /// The latest failure.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_failure: Option<JobFailure>,
-    /// Longest allowed run, ms.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_runtime: Option<i64>,
-    /// End of a snooze, ms.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub muted_until: Option<i64>,
-}
-
-impl JobView {
-    fn new(e: &JobExt) -> JobView {
-        let sched = e.schedule.as_deref();
-        JobView {
-            schedule: sched.map(|s| s.expr.clone()),
-            tz: sched.map(|s| s.tz.name().to_string()),
-            grace: sched.map(|s| s.grace_ms),
-            next_deadline: sched.map(|_| e.next_deadline),
-            running: (e.started_at > 0).then_some(e.running),
-            started_at: (e.started_at > 0).then_some(e.started_at),
-            run_history: (!e.run_history.is_empty())
-                .then(|| e.run_history.iter().copied().collect()),
-            last_failure: e.last_failure.clone(),
-            max_runtime: e.max_runtime,
-            muted_until: (e.muted_until > 0).then_some(e.muted_until),
-        }
-    }
 }
 
 /// A million services: every byte of `Service` counts, and job monitoring
 /// (README, "Cron jobs and scripts") must not make a plain service bigger than before it (88 B).
 const _: () = assert!(std::mem::size_of::<Service>() <= 88);
+
+mod history;
+mod view;
+
+pub use history::{history_capacity, ExactChain};
+pub use view::{JobView, ServiceView};
 
 #[cfg(test)]
 mod tests {

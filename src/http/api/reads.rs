@@ -1,0 +1,402 @@
+//! The reads of the tables: whole lists streamed off the runtime
+//! (`lists.rs`), one service or alarm, the status summaries and the
+//! version.
+
+use hyper::{Request, Response, StatusCode};
+use serde::Serialize;
+
+use crate::clock::now_ms;
+use crate::engine::Engine;
+use crate::http::lists::Out;
+use crate::http::router::{error, json, query_param, respond, wants_json};
+use crate::http::{AppState, Body};
+
+use crate::engine::ServiceView;
+
+/// GET /api/services, streamed (`lists.rs`): the names are gathered
+/// first (24 bytes each, most stored inline), then each service is viewed
+/// and written in turn, so memory stays flat however many services there
+/// are. The bytes are what serde_json's pretty printer would give for the
+/// whole object.
+pub(in crate::http) fn list_services(state: &AppState) -> Response<Body> {
+    stream_list(
+        state,
+        |out, _| {
+            out.put(b"{\n  \"services\": [");
+            Some(())
+        },
+        |engine| engine.names(),
+        |engine, name| engine.service(name, false),
+    )
+}
+
+/// Streams a whole-table answer: `head` opens the top-level object and a
+/// list in it (`None`: what it would write is gone, and the answer is
+/// cut), each of `names` that still has a `view` when its turn comes is
+/// an element, and `now` ends the object. All of it is taken on the
+/// answer's blocking thread, once the answer is admitted.
+fn stream_list<N, V: Serialize>(
+    state: &AppState,
+    head: impl FnOnce(&mut Out, &Engine) -> Option<()> + Send + 'static,
+    names: impl FnOnce(&Engine) -> Vec<N> + Send + 'static,
+    view: impl Fn(&Engine, &N) -> Option<V> + Send + 'static,
+) -> Response<Body> {
+    let admitted = match state.lists.admit() {
+        Ok(a) => a,
+        Err(busy) => return *busy,
+    };
+    let engine = state.engine.clone();
+    admitted.stream(move |out| {
+        head(out, &engine)?;
+        let names = names(&engine);
+        out.holds(names.len());
+        let mut first = true;
+        for name in &names {
+            let Some(v) = view(&engine, name) else {
+                continue;
+            };
+            out.element(&mut first, &v)?;
+        }
+        // The list and then the object, as serde_json's pretty printer
+        // ends them (`[]` for an empty list).
+        out.put(if first { b"],\n" } else { b"\n  ],\n" });
+        out.put(format!("  \"now\": {}\n}}\n", now_ms()).as_bytes());
+        Some(())
+    })
+}
+
+/// GET /api/services/<name>[?details=1].
+pub(in crate::http) fn get_service<B>(
+    req: &Request<B>,
+    state: &AppState,
+    name: &str,
+) -> Response<Body> {
+    #[derive(Serialize)]
+    struct One {
+        service: ServiceView,
+        now: i64,
+    }
+    let details =
+        query_param(req, "details").is_some_and(|v| !matches!(v.as_str(), "" | "0" | "false"));
+    match state.engine.service(name, details) {
+        Some(service) => json(
+            StatusCode::OK,
+            &One {
+                service,
+                now: now_ms(),
+            },
+        ),
+        None => error(StatusCode::NOT_FOUND, format!("no service named '{name}'")),
+    }
+}
+
+/// GET /api/alarms, streamed like the list of services (there may be a
+/// million alarms made from templates): `{"alarms": [...], "now": ms}`.
+pub(in crate::http) fn list_alarms(state: &AppState) -> Response<Body> {
+    stream_list(
+        state,
+        |out, _| {
+            out.put(b"{\n  \"alarms\": [");
+            Some(())
+        },
+        |engine| engine.alarm_names(),
+        |engine, name| engine.alarm(name),
+    )
+}
+
+/// GET /api/alarms/<name>: `{"alarm": {...}, "services": [...], "now":
+/// ms}`. That the alarm is listed is checked here, in O(1) (a 404 if
+/// not); its view (which holds every failed member's name) and its
+/// members, found by a walk of every service, are taken once the answer
+/// is admitted, off the runtime, and streamed like the list of services.
+pub(in crate::http) fn get_alarm(state: &AppState, name: &str) -> Response<Body> {
+    if state.engine.alarm_status(name).is_none() {
+        return error(StatusCode::NOT_FOUND, format!("no alarm named '{name}'"));
+    }
+    let (name, members_of) = (name.to_string(), name.to_string());
+    stream_list(
+        state,
+        move |out, engine| {
+            let alarm = engine.alarm(&name)?;
+            out.put(b"{\n  \"alarm\": ");
+            out.field(&alarm);
+            out.put(b",\n  \"services\": [");
+            Some(())
+        },
+        move |engine| engine.alarm_member_names(&members_of),
+        |engine, name| engine.service(name, false),
+    )
+}
+
+/// GET /api/status.
+pub(in crate::http) fn status<B>(req: &Request<B>, state: &AppState) -> Response<Body> {
+    let (ok, err) = state.engine.status();
+    status_response(req, ok, err)
+}
+
+/// GET /api/alarms/<name>/status.
+pub(in crate::http) fn alarm_status<B>(
+    req: &Request<B>,
+    state: &AppState,
+    name: &str,
+) -> Response<Body> {
+    match state.engine.alarm_status(name) {
+        Some((ok, err)) => status_response(req, ok, err),
+        None => error(StatusCode::NOT_FOUND, format!("no alarm named '{name}'")),
+    }
+}
+
+fn status_response<B>(req: &Request<B>, num_ok: i64, num_error: i64) -> Response<Body> {
+    if wants_json(req) {
+        #[derive(Serialize)]
+        struct Status {
+            num_ok: i64,
+            num_error: i64,
+            has_error: bool,
+            good: bool,
+        }
+        json(
+            StatusCode::OK,
+            &Status {
+                num_ok,
+                num_error,
+                has_error: num_error > 0,
+                good: num_error == 0,
+            },
+        )
+    } else {
+        let text = format!(
+            "num_ok {num_ok}\nnum_error {num_error}\nhas_error {}\ngood {}\n",
+            num_error > 0,
+            num_error == 0
+        );
+        respond(StatusCode::OK, "text/plain; charset=utf-8", text)
+    }
+}
+
+/// The version string.
+pub(in crate::http) const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// GET /version.
+pub(in crate::http) fn version<B>(req: &Request<B>) -> Response<Body> {
+    if wants_json(req) {
+        #[derive(Serialize)]
+        struct V {
+            version: &'static str,
+        }
+        json(StatusCode::OK, &V { version: VERSION })
+    } else {
+        respond(
+            StatusCode::OK,
+            "text/plain; charset=utf-8",
+            format!("{VERSION}\n"),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{AlarmDef, Change, Engine, EngineConfig, FailReport};
+    use http_body_util::BodyExt;
+    use std::sync::Arc;
+
+    /// A state around `engine`, as the daemon builds it.
+    fn app(engine: Engine, max_lists: usize) -> AppState {
+        let limits = crate::limits::LimitsConfig {
+            max_http_lists: max_lists,
+            ..Default::default()
+        };
+        let conns = Arc::new(crate::http::conns::Registry::new(
+            8,
+            std::time::Duration::from_secs(10),
+            std::time::Duration::from_secs(60),
+        ));
+        let lists = Arc::new(crate::http::lists::Lists::new(
+            max_lists,
+            std::time::Duration::from_secs(60),
+        ));
+        let ws = Arc::new(crate::http::ws::WsHub::new(4));
+        AppState {
+            counters: crate::counters::Sources {
+                ingest: Default::default(),
+                saves: Default::default(),
+                alerts: Default::default(),
+                ws: ws.clone(),
+                remote: None,
+                engine: engine.clone(),
+                http: conns.clone(),
+                lists: lists.clone(),
+                history: None,
+            },
+            engine,
+            ws,
+            gate: Default::default(),
+            limits,
+            conns,
+            lists,
+            alerts: Default::default(),
+            alert_tasks: Default::default(),
+            history: crate::history::HistoryState::Off,
+        }
+    }
+
+    /// An engine with `n` services, a third of them in ERROR, half of
+    /// them in the alarm `web`.
+    fn engine(n: usize) -> Engine {
+        let now = now_ms();
+        let e = Engine::new(
+            EngineConfig {
+                alarms: vec![
+                    AlarmDef {
+                        name: "web".into(),
+                        includes: vec!["web.*".into()],
+                        ..Default::default()
+                    },
+                    AlarmDef {
+                        name: "none".into(),
+                        includes: vec!["none.*".into()],
+                        ..Default::default()
+                    },
+                ],
+                ..Default::default()
+            },
+            now,
+        );
+        for i in 0..n {
+            let name = if i % 2 == 0 {
+                format!("web.s{i}")
+            } else {
+                format!("db.s{i}")
+            };
+            e.beat(&name, now).expect("beat");
+            if i % 3 == 0 {
+                let fail = Change {
+                    fail: Some(FailReport {
+                        exit_code: Some(2),
+                        output: format!("failure {i}\nsecond line \"quoted\""),
+                    }),
+                    ..Change::default()
+                };
+                e.change(&name, fail, now).expect("fail");
+            }
+        }
+        e
+    }
+
+    async fn body(r: Response<Body>) -> (StatusCode, Vec<u8>) {
+        let status = r.status();
+        let bytes = r.into_body().collect().await.expect("whole").to_bytes();
+        (status, bytes.to_vec())
+    }
+
+    /// serde_json's pretty printing of `value` with the `now` the answer
+    /// gave, and a newline, as `router::json` sends a whole object.
+    fn expected<T: Serialize>(value: T) -> Vec<u8> {
+        let mut v = serde_json::to_vec_pretty(&value).expect("json");
+        v.push(b'\n');
+        v
+    }
+
+    fn now_of(got: &[u8]) -> i64 {
+        let v: serde_json::Value = serde_json::from_slice(got).expect("JSON");
+        v["now"].as_i64().expect("now")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn streamed_answers_are_byte_for_byte_what_serde_json_prints_for_the_whole_object() {
+        let mut alarm_pages = 0;
+        for n in [0, 1, 3000] {
+            let e = engine(n);
+            let state = app(e.clone(), 4);
+
+            let (status, got) = body(list_services(&state)).await;
+            assert_eq!(status, StatusCode::OK);
+            #[derive(Serialize)]
+            struct Services {
+                services: Vec<ServiceView>,
+                now: i64,
+            }
+            let services: Vec<ServiceView> = e
+                .names()
+                .iter()
+                .filter_map(|n| e.service(n, false))
+                .collect();
+            assert_eq!(services.len(), n);
+            let want = expected(Services {
+                services: services.clone(),
+                now: now_of(&got),
+            });
+            assert!(
+                got == want,
+                "{n} services:\n{}\n---\n{}",
+                String::from_utf8_lossy(&got[..got.len().min(2000)]),
+                String::from_utf8_lossy(&want[..want.len().min(2000)])
+            );
+            if n == 3000 {
+                assert!(got.len() > 4 * 64 * 1024, "several chunks: {}", got.len());
+            }
+
+            let (status, got) = body(list_alarms(&state)).await;
+            assert_eq!(status, StatusCode::OK);
+            #[derive(Serialize)]
+            struct Alarms {
+                alarms: Vec<crate::engine::AlarmView>,
+                now: i64,
+            }
+            let want = expected(Alarms {
+                alarms: e.alarms(),
+                now: now_of(&got),
+            });
+            assert_eq!(
+                String::from_utf8_lossy(&got),
+                String::from_utf8_lossy(&want)
+            );
+
+            for alarm in ["web", "none"] {
+                let (status, got) = body(get_alarm(&state, alarm)).await;
+                let Some(view) = e.alarm(alarm) else {
+                    // Not listed: no member has ever joined it.
+                    assert_eq!(status, StatusCode::NOT_FOUND);
+                    continue;
+                };
+                assert_eq!(status, StatusCode::OK);
+                #[derive(Serialize)]
+                struct One {
+                    alarm: crate::engine::AlarmView,
+                    services: Vec<ServiceView>,
+                    now: i64,
+                }
+                let members: Vec<ServiceView> = services
+                    .iter()
+                    .filter(|s| s.in_alarms.iter().any(|a| &**a == alarm))
+                    .cloned()
+                    .collect();
+                let want = expected(One {
+                    alarm: view,
+                    services: members,
+                    now: now_of(&got),
+                });
+                alarm_pages += 1;
+                assert!(
+                    got == want,
+                    "{alarm} of {n}:\n{}\n---\n{}",
+                    String::from_utf8_lossy(&got[..got.len().min(3000)]),
+                    String::from_utf8_lossy(&want[..want.len().min(3000)])
+                );
+            }
+        }
+        assert_eq!(alarm_pages, 2, "web, with 1 and with 1500 members");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unknown_alarm_is_a_404_even_when_every_list_is_under_way() {
+        let state = app(engine(3000), 1);
+        // A list whose reader never reads holds the only place.
+        let held = list_services(&state);
+        let busy = list_alarms(&state);
+        assert_eq!(busy.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(get_alarm(&state, "no.such").status(), StatusCode::NOT_FOUND);
+        drop(held);
+    }
+}
