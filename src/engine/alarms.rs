@@ -209,7 +209,7 @@ pub(super) type Membership = (Arc<str>, usize);
 /// alarm but lovebeat's own, which reports the lack of room and must not
 /// take one of the user's places.
 pub(super) fn takes_a_place(name: &str) -> bool {
-    name != crate::trouble::SELF_ALARM
+    name != super::SELF_ALARM
 }
 
 impl Engine {

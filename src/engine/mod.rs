@@ -45,6 +45,7 @@ mod restore;
 pub mod service;
 mod table;
 pub mod timeout;
+pub mod timeout_text;
 mod watch;
 pub mod wheel;
 
@@ -97,6 +98,12 @@ pub fn valid_name(name: &[u8]) -> bool {
 /// README "Watching lovebeat itself"): made by lovebeat only, never by
 /// input, and never refused for lack of room.
 pub const INTERNAL_PREFIX: &str = "lovebeat.self.";
+
+/// The built-in alarm of lovebeat's own trouble; its pattern is
+/// `lovebeat.self.*`. The engine treats it apart (it is never refused for
+/// room, and an alarm of that name cannot be configured), so the name is
+/// the engine's; `crate::trouble` feeds it.
+pub const SELF_ALARM: &str = "lovebeat.self";
 
 /// True for a name in lovebeat's own namespace ([`INTERNAL_PREFIX`]).
 pub fn is_internal(name: &str) -> bool {

@@ -18,9 +18,9 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, OpenFlags};
 use serde::Deserialize;
 
-use crate::duration::DurationSetting;
 use crate::engine::journal::Feed;
 use crate::engine::Engine;
+use crate::settings::duration::DurationSetting;
 use crate::trouble::{Part, Trouble};
 
 /// `[history]`.

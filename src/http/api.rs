@@ -14,11 +14,10 @@ use crate::engine::Engine;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::duration::{
-    parse_duration_input, parse_timeout, timeout_from_json_number, DurationError,
-};
 use crate::engine::job::{output_tail, ScheduleError};
+use crate::engine::timeout_text::{parse_timeout, timeout_from_json_number};
 use crate::engine::{Change, EngineError, FailReport, Schedule, ServiceView, Timeout};
+use crate::settings::duration::{parse_duration_input, DurationError};
 
 /// Largest request body accepted.
 pub(super) const MAX_BODY: usize = 1 << 20;

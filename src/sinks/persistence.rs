@@ -32,7 +32,7 @@ pub struct DatabaseConfig {
     /// How long one request to the store may take (plus 1 s per MiB it
     /// carries), so a store that accepts a connection and then says
     /// nothing can hold neither the start nor the uploads.
-    pub remote_s3_timeout: crate::duration::DurationSetting,
+    pub remote_s3_timeout: crate::settings::duration::DurationSetting,
 }
 
 impl Default for DatabaseConfig {
@@ -43,7 +43,7 @@ impl Default for DatabaseConfig {
             remote_s3_url: String::new(),
             remote_s3_region: String::new(),
             remote_s3_endpoint: String::new(),
-            remote_s3_timeout: crate::duration::DurationSetting { ms: 30_000 },
+            remote_s3_timeout: crate::settings::duration::DurationSetting { ms: 30_000 },
         }
     }
 }
@@ -51,8 +51,8 @@ impl Default for DatabaseConfig {
 impl DatabaseConfig {
     /// A zero interval would save in a loop; an S3 URL must name a bucket
     /// and a key; a zero S3 timeout would fail every request.
-    pub fn validate(&self) -> Result<(), crate::config::ConfigError> {
-        let invalid = crate::config::ConfigError::Invalid;
+    pub fn validate(&self) -> Result<(), crate::settings::ConfigError> {
+        let invalid = crate::settings::ConfigError::Invalid;
         if self.interval == 0 {
             return Err(invalid(
                 "[database] interval must be at least 1 second".into(),
