@@ -110,8 +110,8 @@ impl HttpConfig {
 pub struct AppState {
     /// The engine.
     pub engine: Engine,
-    /// The daemon's counters (`/metrics`).
-    pub counters: crate::counters::Sources,
+    /// Every component's counters (`/metrics`).
+    pub counters: crate::counters::Counters,
     /// The websocket clients.
     pub ws: Arc<ws::WsHub>,
     /// The API keys and the host names answered.

@@ -36,6 +36,7 @@ use tokio::sync::{broadcast, Notify};
 use super::router::error;
 use super::Body;
 use crate::clock::now_ms;
+use crate::counters::{Counted, Kind, Metric, Reading, Value};
 use crate::engine::{
     AlarmView, BeatWatch, Engine, Event, EventKind, ServiceView, ServiceWatch, State,
 };
@@ -643,6 +644,58 @@ async fn serve(ws: fastwebsockets::WebSocket<Upgraded>, client: &Arc<Client>) {
         }
     }
     reader.abort();
+}
+
+static REFUSED: Metric = Metric {
+    prometheus: "lovebeat_websockets_refused_total",
+    statsd: None,
+    help: "Websocket upgrades refused at [limits] max_websockets.",
+    kind: Kind::Counter,
+};
+
+static MESSAGES: Metric = Metric {
+    prometheus: "lovebeat_websocket_messages_total",
+    statsd: None,
+    help: "Messages queued for websocket clients.",
+    kind: Kind::Counter,
+};
+
+static BYTES: Metric = Metric {
+    prometheus: "lovebeat_websocket_bytes_total",
+    statsd: None,
+    help: "Bytes of the messages queued for websocket clients (a message counted once per client).",
+    kind: Kind::Counter,
+};
+
+static RESYNCS: Metric = Metric {
+    prometheus: "lovebeat_websocket_resyncs_total",
+    statsd: None,
+    help: "RESYNCs sent to websocket clients that fell behind.",
+    kind: Kind::Counter,
+};
+
+static CLIENTS: Metric = Metric {
+    prometheus: "lovebeat_websocket_clients",
+    statsd: None,
+    help: "Connected websocket clients.",
+    kind: Kind::Gauge,
+};
+
+/// The websocket clients' counters, for `/metrics`.
+impl Counted for WsHub {
+    fn read(&self, out: &mut Vec<Reading>) {
+        let n = |a: &std::sync::atomic::AtomicU64| {
+            Value::Count(a.load(std::sync::atomic::Ordering::Relaxed))
+        };
+        out.push(Reading::of(&REFUSED, n(&self.refused)));
+        out.push(Reading::of(&MESSAGES, n(&self.sent)));
+        out.push(Reading::of(&BYTES, n(&self.sent_bytes)));
+        out.push(Reading::of(&RESYNCS, n(&self.resyncs)));
+        out.push(Reading::of(
+            &CLIENTS,
+            Value::Level(self.client_count() as f64),
+        ));
+    }
 }
 
 #[cfg(test)]
