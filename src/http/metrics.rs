@@ -44,3 +44,48 @@ pub(super) fn render(state: &AppState) -> Response<Body> {
         out,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use crate::counters::{Counted, Counters, Kind, Metric};
+
+    /// Every component's metrics are named once (Prometheus refuses a
+    /// second HELP; statsd deltas are kept by name), and a counter's
+    /// name ends in `_total` as Prometheus' text format wants.
+    #[test]
+    fn each_name_belongs_to_one_metric_and_counters_end_in_total() {
+        let engine = crate::engine::Engine::new(Default::default(), crate::clock::now_ms());
+        let alerts = crate::sinks::alerts::AlertStats::default();
+        alerts.count_kind("slack", true);
+        let parts: Vec<Arc<dyn Counted>> = vec![
+            Arc::new(crate::ingest::IngestStats::default()),
+            Arc::new(super::super::conns::Registry::new(
+                1,
+                Duration::from_secs(1),
+                Duration::from_secs(1),
+            )),
+            Arc::new(super::super::lists::Lists::new(1, Duration::from_secs(1))),
+            Arc::new(super::super::ws::WsHub::new(1)),
+            Arc::new(engine),
+            Arc::new(alerts),
+            Arc::new(crate::sinks::persistence::SaveStats::default()),
+        ];
+        let mut names: HashMap<&str, *const Metric> = HashMap::new();
+        let readings = Counters::new(parts).read();
+        assert!(readings.len() > 30, "{}", readings.len());
+        for r in readings {
+            let m = r.metric;
+            if m.kind == Kind::Counter {
+                assert!(m.prometheus.ends_with("_total"), "{}", m.prometheus);
+            }
+            for name in [Some(m.prometheus), m.statsd].into_iter().flatten() {
+                let seen = *names.entry(name).or_insert(m as *const Metric);
+                assert!(std::ptr::eq(seen, m), "{name} names two metrics");
+            }
+        }
+    }
+}
