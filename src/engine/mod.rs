@@ -58,8 +58,8 @@ use thin_vec::ThinVec;
 use tokio::sync::{broadcast, Notify};
 
 use crate::pattern::PatternSet;
-pub use alarms::AlarmView;
-pub use announce::{Transition, MAX_PENDING};
+pub use alarms::{AlarmView, Transition};
+pub use announce::MAX_PENDING;
 pub use config::{AlarmConfig, AutoConfig, EngineConfig, ServiceDefaults};
 pub use events::{Event, EventKind};
 pub use job::{JobFailure, Schedule};
