@@ -164,20 +164,24 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         config.limits.max_http_lists,
         crate::limits::LimitsConfig::duration(config.limits.http_list_timeout),
     ));
-    let counters = crate::counters::Sources {
-        ingest: stats.clone(),
-        saves: saves.clone(),
-        alerts: alert_stats.clone(),
-        ws: ws_hub.clone(),
-        remote: remote.clone(),
-        engine: engine.clone(),
-        http: http_conns.clone(),
-        lists: lists.clone(),
-        history: match &history {
-            crate::history::HistoryState::On(h) => Some(h.clone()),
-            _ => None,
-        },
-    };
+    // Every component that counts, in the order `/metrics` lists them;
+    // each says its own metrics (`crate::counters::Counted`).
+    let mut counted: Vec<Arc<dyn crate::counters::Counted>> = vec![
+        stats.clone(),
+        http_conns.clone(),
+        lists.clone(),
+        ws_hub.clone(),
+        Arc::new(engine.clone()),
+        alert_stats.clone(),
+        saves.clone(),
+    ];
+    if let crate::history::HistoryState::On(h) = &history {
+        counted.push(h.clone());
+    }
+    if let Some(r) = &remote {
+        counted.push(r.clone());
+    }
+    let counters = crate::counters::Counters::new(counted);
     let alerts_config = Arc::new(config.alerts_config());
     let state = Arc::new(AppState {
         engine: engine.clone(),
@@ -270,6 +274,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         engine.clone(),
         metrics_events,
         counters,
+        saves.clone(),
         stop.sink_token.clone(),
     ));
     stop.sink_tasks.spawn(notify::run(

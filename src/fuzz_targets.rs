@@ -109,10 +109,10 @@ pub fn pattern(data: &[u8]) {
 /// is one whose wire number reads back the same.
 pub fn duration(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
-    if let Ok(t) = crate::duration::parse_timeout(&text) {
+    if let Ok(t) = crate::engine::timeout_text::parse_timeout(&text) {
         assert_eq!(Timeout::from_wire(t.wire()), Some(t));
     }
-    let _ = crate::duration::parse_duration_input(&text);
+    let _ = crate::settings::duration::parse_duration_input(&text);
 }
 
 /// A cron schedule and zone, split at the first NUL: parsed or refused;

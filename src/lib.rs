@@ -12,7 +12,6 @@ pub mod config;
 pub mod counters;
 pub mod daemon;
 pub mod db;
-pub mod duration;
 pub mod engine;
 pub mod escape;
 #[doc(hidden)]
@@ -25,5 +24,6 @@ pub mod logging;
 pub mod pattern;
 pub mod prefetch;
 pub mod redact;
+pub mod settings;
 pub mod sinks;
 pub mod trouble;

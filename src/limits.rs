@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::ConfigError;
-use crate::duration::DurationSetting;
+use crate::settings::duration::DurationSetting;
+use crate::settings::ConfigError;
 
 /// `[limits]`.
 #[derive(Debug, Clone, Deserialize)]

@@ -4,16 +4,13 @@
 //! services or for statsd TCP senders, the statsd UDP port) is a service
 //! `lovebeat.self.<part>` that a failure puts in ERROR (with the reason as
 //! its job output) and a success brings back to OK. They belong
-//! to the built-in alarm [`SELF_ALARM`], which alerts through the alerts
+//! to the built-in alarm [`crate::engine::SELF_ALARM`], which alerts through the alerts
 //! named in `[self_alarm]` like any other alarm: a full disk reaches a
 //! person, not only the log.
 
 use std::sync::{Arc, Mutex};
 
 use crate::engine::{Change, Engine, FailReport, Timeout, INTERNAL_PREFIX};
-
-/// The built-in alarm's name; its pattern is `lovebeat.self.*`.
-pub const SELF_ALARM: &str = "lovebeat.self";
 
 /// A part of lovebeat that can be in trouble on its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -11,6 +11,23 @@ use serde::Serialize;
 use super::service::{Name, State};
 use super::{Engine, EngineError, EventKind};
 
+/// One alarm transition the dispatcher has not taken yet (kept in its
+/// alarm's record until taken: `announce.rs`).
+#[derive(Debug, Clone)]
+pub struct Transition {
+    /// Its place in the order of all alarms' transitions.
+    pub seq: u64,
+    /// The alarm just after the change.
+    pub alarm: AlarmView,
+    /// Its state before.
+    pub previous: State,
+    /// When it changed (ms).
+    pub ts: i64,
+    /// Earlier transitions of this alarm merged into this one because too
+    /// many were waiting (0 normally).
+    pub merged: u32,
+}
+
 /// A live alarm.
 #[derive(Debug, Clone)]
 pub struct Alarm {
@@ -36,7 +53,7 @@ pub struct Alarm {
     /// The member whose change last changed its failed set.
     pub cause: Option<Name>,
     /// Transitions the alert dispatcher has not taken yet (`announce.rs`).
-    pub(super) unannounced: Vec<super::announce::Transition>,
+    pub(super) unannounced: Vec<Transition>,
     /// The state and incident its receivers last heard of.
     pub announced: (State, u64),
     /// Changing state too often to alert each change (the dispatcher's
@@ -209,7 +226,7 @@ pub(super) type Membership = (Arc<str>, usize);
 /// alarm but lovebeat's own, which reports the lack of room and must not
 /// take one of the user's places.
 pub(super) fn takes_a_place(name: &str) -> bool {
-    name != crate::trouble::SELF_ALARM
+    name != super::SELF_ALARM
 }
 
 impl Engine {

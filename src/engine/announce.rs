@@ -20,28 +20,12 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
-use super::alarms::{Alarm, AlarmView};
+use super::alarms::{Alarm, Transition};
 use super::service::State;
 use super::Engine;
 
 /// Transitions an alarm keeps for the dispatcher at most.
 pub const MAX_PENDING: usize = 16;
-
-/// One alarm transition the dispatcher has not taken yet.
-#[derive(Debug, Clone)]
-pub struct Transition {
-    /// Its place in the order of all alarms' transitions.
-    pub seq: u64,
-    /// The alarm just after the change.
-    pub alarm: AlarmView,
-    /// Its state before.
-    pub previous: State,
-    /// When it changed (ms).
-    pub ts: i64,
-    /// Earlier transitions of this alarm merged into this one because too
-    /// many were waiting (0 normally).
-    pub merged: u32,
-}
 
 /// The queue of alarms with transitions waiting, and the dispatcher's bell.
 #[derive(Default)]

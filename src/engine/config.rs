@@ -10,7 +10,8 @@ use super::auto::Algorithm;
 use super::job::{Schedule, ScheduleError};
 use super::membership::AlarmDef;
 use super::Timeout;
-use crate::duration::{DurationSetting, TimeoutSetting};
+use crate::engine::timeout_text::TimeoutSetting;
+use crate::settings::duration::DurationSetting;
 
 /// What the engine is built from.
 #[derive(Debug, Default)]

@@ -176,7 +176,7 @@ impl AlarmMatcher {
         if super::is_internal(service) {
             // lovebeat's own services belong to its own alarm only, not to
             // a catch-all `*` of the user's.
-            out.retain(|(name, _)| name == crate::trouble::SELF_ALARM);
+            out.retain(|(name, _)| name == super::SELF_ALARM);
         }
         out
     }

@@ -45,6 +45,7 @@ mod restore;
 pub mod service;
 mod table;
 pub mod timeout;
+pub mod timeout_text;
 mod watch;
 pub mod wheel;
 
@@ -57,8 +58,8 @@ use thin_vec::ThinVec;
 use tokio::sync::{broadcast, Notify};
 
 use crate::pattern::PatternSet;
-pub use alarms::AlarmView;
-pub use announce::{Transition, MAX_PENDING};
+pub use alarms::{AlarmView, Transition};
+pub use announce::MAX_PENDING;
 pub use config::{AlarmConfig, AutoConfig, EngineConfig, ServiceDefaults};
 pub use events::{Event, EventKind};
 pub use job::{JobFailure, Schedule};
@@ -69,6 +70,7 @@ pub use table::TableHasher;
 pub use timeout::{Timeout, TIMEOUT_AUTO, TIMEOUT_NONE, TIMEOUT_SCHEDULE};
 pub use watch::{BeatWatch, ServiceWatch};
 
+use crate::counters::{Counted, Kind, Metric, Reading, Value};
 use expiry::Timers;
 use table::ServiceMap;
 
@@ -97,6 +99,12 @@ pub fn valid_name(name: &[u8]) -> bool {
 /// README "Watching lovebeat itself"): made by lovebeat only, never by
 /// input, and never refused for lack of room.
 pub const INTERNAL_PREFIX: &str = "lovebeat.self.";
+
+/// The built-in alarm of lovebeat's own trouble; its pattern is
+/// `lovebeat.self.*`. The engine treats it apart (it is never refused for
+/// room, and an alarm of that name cannot be configured), so the name is
+/// the engine's; `crate::trouble` feeds it.
+pub const SELF_ALARM: &str = "lovebeat.self";
 
 /// True for a name in lovebeat's own namespace ([`INTERNAL_PREFIX`]).
 pub fn is_internal(name: &str) -> bool {
@@ -522,6 +530,92 @@ impl Engine {
             // An error only means every receiver is gone: nothing to do.
             let _ = self.inner.events.send(event);
         }
+    }
+}
+
+static SERVICES_REFUSED: Metric = Metric {
+    prometheus: "lovebeat_services_refused_total",
+    statsd: Some("services.refused"),
+    help: "New service names refused at [limits] max_services.",
+    kind: Kind::Counter,
+};
+
+static ALARMS_REFUSED: Metric = Metric {
+    prometheus: "lovebeat_alarms_refused_total",
+    statsd: None,
+    help: "Alarm memberships not made at [limits] max_alarms.",
+    kind: Kind::Counter,
+};
+
+static MERGED: Metric = Metric {
+    prometheus: "lovebeat_alarm_transitions_merged_total",
+    statsd: None,
+    help: "Alarm transitions merged because an alarm changed state faster than its alerts were dispatched.",
+    kind: Kind::Counter,
+};
+
+static EVENTLOG_LOST: Metric = Metric {
+    prometheus: "lovebeat_eventlog_lost_total",
+    statsd: None,
+    help: "Events the event log lost: counted instead of logged while its writer was stalled, or not written because the file could not be (a gap record marks where).",
+    kind: Kind::Counter,
+};
+
+static ORPHANS: Metric = Metric {
+    prometheus: "lovebeat_orphaned_services",
+    statsd: None,
+    help: "Services waiting for a place under [limits] max_alarms to join their alarm.",
+    kind: Kind::Gauge,
+};
+
+static STARTED: Metric = Metric {
+    prometheus: "lovebeat_start_time_seconds",
+    statsd: None,
+    help: "When the engine started (Unix time); restart deadlines count from it.",
+    kind: Kind::Gauge,
+};
+
+static SERVICES: Metric = Metric {
+    prometheus: "lovebeat_services",
+    statsd: None,
+    help: "Services by state.",
+    kind: Kind::Gauge,
+};
+static ALARMS: Metric = Metric {
+    prometheus: "lovebeat_alarms",
+    statsd: None,
+    help: "Alarms by state.",
+    kind: Kind::Gauge,
+};
+
+/// The engine's counters and counts, for `/metrics` and the statsd sink.
+impl Counted for Engine {
+    fn read(&self, out: &mut Vec<Reading>) {
+        let (services, alarms) = self.refused();
+        out.push(Reading::of(&SERVICES_REFUSED, Value::Count(services)));
+        out.push(Reading::of(&ALARMS_REFUSED, Value::Count(alarms)));
+        out.push(Reading::of(
+            &MERGED,
+            Value::Count(self.transitions_merged()),
+        ));
+        let lost = self.journal_lost(journal::Feed::EventLog);
+        out.push(Reading::of(&EVENTLOG_LOST, Value::Count(lost)));
+        out.push(Reading::of(&ORPHANS, Value::Level(self.orphans() as f64)));
+        let started = self.started_at() as f64 / 1000.0;
+        out.push(Reading::of(&STARTED, Value::Level(started)));
+        // Gauges: counts now, written as Prometheus reads any gauge.
+        let state = |metric: &'static Metric, label: &str, n: f64| Reading {
+            metric,
+            labels: vec![("state", label.to_string())],
+            value: Value::Level(n),
+        };
+        let (ok, error, muted) = self.state_counts();
+        for (label, n) in [("ok", ok), ("error", error), ("muted", muted)] {
+            out.push(state(&SERVICES, label, n as f64));
+        }
+        let (a_err, a_ok) = self.alarm_state_counts();
+        out.push(state(&ALARMS, "ok", a_ok as f64));
+        out.push(state(&ALARMS, "error", a_err as f64));
     }
 }
 

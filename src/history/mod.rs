@@ -21,9 +21,10 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, OpenFlags};
 use serde::Deserialize;
 
-use crate::duration::DurationSetting;
+use crate::counters::{Counted, Kind, Metric, Reading, Value};
 use crate::engine::journal::Feed;
 use crate::engine::Engine;
+use crate::settings::duration::DurationSetting;
 use crate::trouble::{Part, Trouble};
 
 /// `[history]`.
@@ -284,4 +285,35 @@ fn create_private(path: &Path) {
         .create_new(true)
         .mode(0o600)
         .open(path);
+}
+
+static WRITTEN: Metric = Metric {
+    prometheus: "lovebeat_history_changes_written_total",
+    statsd: None,
+    help: "State changes written to the history file.",
+    kind: Kind::Counter,
+};
+
+static LOST: Metric = Metric {
+    prometheus: "lovebeat_history_changes_lost_total",
+    statsd: None,
+    help:
+        "State changes the history lost: its writer was stalled past its bound, or a write failed.",
+    kind: Kind::Counter,
+};
+
+static ERRORS: Metric = Metric {
+    prometheus: "lovebeat_history_write_errors_total",
+    statsd: None,
+    help: "Failed writes to the history file.",
+    kind: Kind::Counter,
+};
+
+/// The history store's counters, for `/metrics`.
+impl Counted for History {
+    fn read(&self, out: &mut Vec<Reading>) {
+        out.push(Reading::of(&WRITTEN, Value::Count(self.written())));
+        out.push(Reading::of(&LOST, Value::Count(self.lost())));
+        out.push(Reading::of(&ERRORS, Value::Count(self.errors())));
+    }
 }

@@ -43,6 +43,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use crate::counters::{Counted, Kind, Metric, Reading, Value};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::sync::CancellationToken;
 
@@ -376,6 +377,31 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
 
     fn is_write_vectored(&self) -> bool {
         self.stream.is_write_vectored()
+    }
+}
+
+static CLOSED: Metric = Metric {
+    prometheus: "lovebeat_http_connections_closed_total",
+    statsd: None,
+    help: "HTTP connections closed to make room at [limits] max_http_connections, or for being idle or slow past the timeouts.",
+    kind: Kind::Counter,
+};
+
+static OPEN: Metric = Metric {
+    prometheus: "lovebeat_http_connections",
+    statsd: None,
+    help: "Open HTTP connections.",
+    kind: Kind::Gauge,
+};
+
+/// The connections' counters, for `/metrics`.
+impl Counted for Registry {
+    fn read(&self, out: &mut Vec<Reading>) {
+        out.push(Reading::of(
+            &CLOSED,
+            Value::Count(self.closed.load(std::sync::atomic::Ordering::Relaxed)),
+        ));
+        out.push(Reading::of(&OPEN, Value::Level(self.len() as f64)));
     }
 }
 

@@ -29,6 +29,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use super::router::busy;
 use super::Body;
+use crate::counters::{Counted, Kind, Metric, Reading, Value};
 
 /// Bytes of an answer gathered before they are sent.
 const CHUNK: usize = 64 * 1024;
@@ -306,6 +307,34 @@ impl hyper::body::Body for ChannelBody {
 
     fn is_end_stream(&self) -> bool {
         self.finished
+    }
+}
+
+static REFUSED: Metric = Metric {
+    prometheus: "lovebeat_http_lists_refused_total",
+    statsd: None,
+    help: "Requests for a whole table (/api/services, /api/alarms, an alarm's page) refused with 503 at [limits] max_http_lists.",
+    kind: Kind::Counter,
+};
+
+static CUT: Metric = Metric {
+    prometheus: "lovebeat_http_lists_cut_total",
+    statsd: None,
+    help: "Answers holding a whole table cut because their client had not read them within [limits] http_list_timeout (plus 1 ms per object).",
+    kind: Kind::Counter,
+};
+
+/// The whole-table answers' counters, for `/metrics`.
+impl Counted for Lists {
+    fn read(&self, out: &mut Vec<Reading>) {
+        out.push(Reading::of(
+            &REFUSED,
+            Value::Count(self.refused.load(std::sync::atomic::Ordering::Relaxed)),
+        ));
+        out.push(Reading::of(
+            &CUT,
+            Value::Count(self.cut.load(std::sync::atomic::Ordering::Relaxed)),
+        ));
     }
 }
 

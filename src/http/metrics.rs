@@ -9,101 +9,35 @@
 //! `promtool`.
 
 use std::fmt::Write;
-use std::sync::atomic::Ordering;
 
 use hyper::{Response, StatusCode};
 
 use super::router::respond;
 use super::{AppState, Body};
-use crate::counters::COUNTERS;
 
-/// Renders every metric.
+/// Renders every metric of every component, each metric's HELP and TYPE
+/// once, before its series.
 pub(super) fn render(state: &AppState) -> Response<Body> {
-    let mut out = String::with_capacity(2048);
-    for c in COUNTERS {
-        if let Some(value) = (c.read)(&state.counters) {
-            single(&mut out, c.prometheus, c.help, "counter", value);
+    let mut out = String::with_capacity(4096);
+    let mut last: Option<&str> = None;
+    for r in state.counters.read() {
+        let m = r.metric;
+        if last != Some(m.prometheus) {
+            let _ = writeln!(out, "# HELP {} {}", m.prometheus, m.help);
+            let _ = writeln!(out, "# TYPE {} {}", m.prometheus, m.kind.word());
+            last = Some(m.prometheus);
         }
-    }
-    let saves = &state.counters.saves;
-    let gauges = [
-        (
-            "lovebeat_db_save_duration_seconds",
-            "Duration of the latest database save.",
-            saves.last_duration_ms.load(Ordering::Relaxed) as f64 / 1000.0,
-        ),
-        (
-            "lovebeat_db_size_bytes",
-            "Size of the database file after the latest save.",
-            saves.last_bytes.load(Ordering::Relaxed) as f64,
-        ),
-        (
-            "lovebeat_websocket_clients",
-            "Connected websocket clients.",
-            state.counters.ws.client_count() as f64,
-        ),
-        (
-            "lovebeat_http_connections",
-            "Open HTTP connections.",
-            state.counters.http.len() as f64,
-        ),
-        (
-            "lovebeat_udp_foreign_sockets",
-            "Sockets of other processes sharing the statsd UDP port at the last check (each takes a share of the beats; lovebeat.self.udp is ERROR meanwhile).",
-            state
-                .counters
-                .ingest
-                .udp_foreign_sockets
-                .load(Ordering::Relaxed) as f64,
-        ),
-        (
-            "lovebeat_orphaned_services",
-            "Services waiting for a place under [limits] max_alarms to join their alarm.",
-            state.engine.orphans() as f64,
-        ),
-        (
-            "lovebeat_alerts_queued",
-            "Alert messages waiting or being delivered.",
-            state.counters.alerts.queued.load(Ordering::Relaxed) as f64,
-        ),
-    ];
-    for (name, help, value) in gauges {
-        single(&mut out, name, help, "gauge", value);
-    }
-    single(
-        &mut out,
-        "lovebeat_start_time_seconds",
-        "When the engine started (Unix time); restart deadlines count from it.",
-        "gauge",
-        state.engine.started_at() as f64 / 1000.0,
-    );
-    let kinds = state.counters.alerts.kinds();
-    if !kinds.is_empty() {
-        out.push_str(
-            "# HELP lovebeat_alert_messages_total Alert messages delivered (result=\"sent\") and failed for good (result=\"failed\"), per alerter kind.\n# TYPE lovebeat_alert_messages_total counter\n",
-        );
-        for (kind, c) in kinds {
-            let _ = writeln!(
-                out,
-                "lovebeat_alert_messages_total{{kind=\"{kind}\",result=\"sent\"}} {}",
-                c.sent
-            );
-            let _ = writeln!(
-                out,
-                "lovebeat_alert_messages_total{{kind=\"{kind}\",result=\"failed\"}} {}",
-                c.failed
-            );
+        out.push_str(m.prometheus);
+        if !r.labels.is_empty() {
+            let labels: Vec<String> = r
+                .labels
+                .iter()
+                .map(|(k, v)| format!("{k}=\"{v}\""))
+                .collect();
+            let _ = write!(out, "{{{}}}", labels.join(","));
         }
+        let _ = writeln!(out, " {}", r.value);
     }
-    let (ok, error, muted) = state.engine.state_counts();
-    out.push_str("# HELP lovebeat_services Services by state.\n# TYPE lovebeat_services gauge\n");
-    for (label, v) in [("ok", ok), ("error", error), ("muted", muted)] {
-        let _ = writeln!(out, "lovebeat_services{{state=\"{label}\"}} {v}");
-    }
-    let (a_err, a_ok) = state.engine.alarm_state_counts();
-    out.push_str("# HELP lovebeat_alarms Alarms by state.\n# TYPE lovebeat_alarms gauge\n");
-    let _ = writeln!(out, "lovebeat_alarms{{state=\"ok\"}} {a_ok}");
-    let _ = writeln!(out, "lovebeat_alarms{{state=\"error\"}} {a_err}");
     respond(
         StatusCode::OK,
         "text/plain; version=0.0.4; charset=utf-8",
@@ -111,10 +45,47 @@ pub(super) fn render(state: &AppState) -> Response<Body> {
     )
 }
 
-/// Appends one unlabelled metric with its HELP and TYPE lines.
-fn single(out: &mut String, name: &str, help: &str, kind: &str, value: impl std::fmt::Display) {
-    let _ = write!(
-        out,
-        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
-    );
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use crate::counters::{Counted, Counters, Kind, Metric};
+
+    /// Every component's metrics are named once (Prometheus refuses a
+    /// second HELP; statsd deltas are kept by name), and a counter's
+    /// name ends in `_total` as Prometheus' text format wants.
+    #[test]
+    fn each_name_belongs_to_one_metric_and_counters_end_in_total() {
+        let engine = crate::engine::Engine::new(Default::default(), crate::clock::now_ms());
+        let alerts = crate::sinks::alerts::AlertStats::default();
+        alerts.count_kind("slack", true);
+        let parts: Vec<Arc<dyn Counted>> = vec![
+            Arc::new(crate::ingest::IngestStats::default()),
+            Arc::new(super::super::conns::Registry::new(
+                1,
+                Duration::from_secs(1),
+                Duration::from_secs(1),
+            )),
+            Arc::new(super::super::lists::Lists::new(1, Duration::from_secs(1))),
+            Arc::new(super::super::ws::WsHub::new(1)),
+            Arc::new(engine),
+            Arc::new(alerts),
+            Arc::new(crate::sinks::persistence::SaveStats::default()),
+        ];
+        let mut names: HashMap<&str, *const Metric> = HashMap::new();
+        let readings = Counters::new(parts).read();
+        assert!(readings.len() > 30, "{}", readings.len());
+        for r in readings {
+            let m = r.metric;
+            if m.kind == Kind::Counter {
+                assert!(m.prometheus.ends_with("_total"), "{}", m.prometheus);
+            }
+            for name in [Some(m.prometheus), m.statsd].into_iter().flatten() {
+                let seen = *names.entry(name).or_insert(m as *const Metric);
+                assert!(std::ptr::eq(seen, m), "{name} names two metrics");
+            }
+        }
+    }
 }

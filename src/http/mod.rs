@@ -35,8 +35,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{ConfigError, ListenAddr};
 use crate::engine::Engine;
+use crate::settings::{ConfigError, ListenAddr};
 
 /// `[http]`: where the API and UI listen, and who may use them.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -45,14 +45,14 @@ pub struct HttpConfig {
     /// Address; an empty host means every interface.
     pub listen: ListenAddr,
     /// Keys allowed to change state; when set, every change needs one.
-    #[serde(deserialize_with = "crate::config::one_or_many")]
+    #[serde(deserialize_with = "crate::settings::one_or_many")]
     pub write_keys: Vec<String>,
     /// Keys allowed to read; when set, reading needs a read or write key.
-    #[serde(deserialize_with = "crate::config::one_or_many")]
+    #[serde(deserialize_with = "crate::settings::one_or_many")]
     pub read_keys: Vec<String>,
     /// Host names lovebeat answers to (besides IP addresses, `localhost`
     /// and `public_url`'s host); empty: any.
-    #[serde(deserialize_with = "crate::config::one_or_many")]
+    #[serde(deserialize_with = "crate::settings::one_or_many")]
     pub allowed_hosts: Vec<String>,
     /// Whether badges answer without a key when `read_keys` is set (as
     /// they did before this key): a badge tells whether an alarm of that
@@ -113,8 +113,8 @@ impl HttpConfig {
 pub struct AppState {
     /// The engine.
     pub engine: Engine,
-    /// The daemon's counters (`/metrics`).
-    pub counters: crate::counters::Sources,
+    /// Every component's counters (`/metrics`).
+    pub counters: crate::counters::Counters,
     /// The websocket clients.
     pub ws: Arc<ws::WsHub>,
     /// The API keys and the host names answered.

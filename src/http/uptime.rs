@@ -86,7 +86,7 @@ fn windows<B>(req: &Request<B>, now: i64) -> Result<Vec<(String, i64, i64)>, Ref
         if out.len() == MAX_WINDOWS {
             return Err(bad(format!("at most {MAX_WINDOWS} windows")));
         }
-        let ms = crate::duration::parse_duration_ms(w.trim())
+        let ms = crate::settings::duration::parse_duration_ms(w.trim())
             .ok()
             .and_then(|ms| i64::try_from(ms).ok())
             .filter(|ms| *ms > 0 && *ms <= now)

@@ -7,6 +7,7 @@ pub mod udp;
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
+use crate::counters::{Counted, Kind, Metric, Reading, Value};
 use crate::engine::{Change, Engine, FailReport, Timeout};
 use crate::prefetch::Pipeline;
 use statsd::{Action, Command, ParseError};
@@ -139,6 +140,72 @@ pub fn apply_packets<'a>(
     pipeline.finish(|(cmd, hash)| apply(engine, cmd, hash, now));
     stats.lines_accepted.fetch_add(ok, Ordering::Relaxed);
     (ok, bad)
+}
+
+static LINES_ACCEPTED: Metric = Metric {
+    prometheus: "lovebeat_lines_accepted_total",
+    statsd: Some("lines.accepted"),
+    help: "statsd lines applied.",
+    kind: Kind::Counter,
+};
+
+static LINES_DROPPED: Metric = Metric {
+    prometheus: "lovebeat_lines_dropped_total",
+    statsd: Some("lines.dropped"),
+    help: "statsd lines dropped as malformed.",
+    kind: Kind::Counter,
+};
+
+static DATAGRAMS: Metric = Metric {
+    prometheus: "lovebeat_datagrams_received_total",
+    statsd: Some("datagrams.received"),
+    help: "UDP datagrams received.",
+    kind: Kind::Counter,
+};
+
+static TCP_CONNECTIONS: Metric = Metric {
+    prometheus: "lovebeat_tcp_connections_total",
+    statsd: Some("tcp.connections"),
+    help: "statsd TCP connections accepted.",
+    kind: Kind::Counter,
+};
+
+static TCP_REFUSED: Metric = Metric {
+    prometheus: "lovebeat_tcp_connections_refused_total",
+    statsd: None,
+    help: "statsd TCP connections refused at [limits] max_tcp_connections.",
+    kind: Kind::Counter,
+};
+
+static TCP_EVICTED: Metric = Metric {
+    prometheus: "lovebeat_tcp_connections_evicted_total",
+    statsd: None,
+    help: "statsd TCP connections closed to make room at [limits] max_tcp_connections (the one longest without a whole line gives way).",
+    kind: Kind::Counter,
+};
+
+static UDP_FOREIGN_SOCKETS: Metric = Metric {
+    prometheus: "lovebeat_udp_foreign_sockets",
+    statsd: None,
+    help: "Sockets of other processes sharing the statsd UDP port at the last check (each takes a share of the beats; lovebeat.self.udp is ERROR meanwhile).",
+    kind: Kind::Gauge,
+};
+
+/// Ingestion's counters, for `/metrics` and the statsd sink.
+impl Counted for IngestStats {
+    fn read(&self, out: &mut Vec<Reading>) {
+        let n = |a: &AtomicU64| Value::Count(a.load(std::sync::atomic::Ordering::Relaxed));
+        out.push(Reading::of(&LINES_ACCEPTED, n(&self.lines_accepted)));
+        out.push(Reading::of(&LINES_DROPPED, n(&self.lines_dropped)));
+        out.push(Reading::of(&DATAGRAMS, n(&self.datagrams)));
+        out.push(Reading::of(&TCP_CONNECTIONS, n(&self.tcp_connections)));
+        out.push(Reading::of(&TCP_REFUSED, n(&self.tcp_refused)));
+        out.push(Reading::of(&TCP_EVICTED, n(&self.tcp_evicted)));
+        let foreign = self
+            .udp_foreign_sockets
+            .load(std::sync::atomic::Ordering::Relaxed) as f64;
+        out.push(Reading::of(&UDP_FOREIGN_SOCKETS, Value::Level(foreign)));
+    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! The statsd line protocol (README, "Sending beats"), parsed without
 //! copying: the name is borrowed from the datagram.
 
-use crate::duration::{timeout_from_decimal, SecsError};
+use crate::engine::timeout_text::{timeout_from_decimal, SecsError};
 use crate::engine::{valid_name, Timeout, INTERNAL_PREFIX};
 
 /// What a line asks for.

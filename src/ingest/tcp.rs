@@ -11,9 +11,9 @@ use tokio_util::task::TaskTracker;
 
 use super::{apply_packet, IngestStats};
 use crate::clock::now_ms;
-use crate::config::ListenAddr;
 use crate::engine::Engine;
 use crate::http::conns::{Conn, Registry};
+use crate::settings::ListenAddr;
 use crate::trouble::{Part, Trouble};
 
 /// `[tcp]`: where statsd lines are read over TCP (1.x's default port is

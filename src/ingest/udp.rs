@@ -16,8 +16,8 @@ use tokio_util::sync::CancellationToken;
 use super::owners::{self, Ours, PortError};
 use super::{apply_packets, IngestStats};
 use crate::clock::now_ms;
-use crate::config::ListenAddr;
 use crate::engine::Engine;
+use crate::settings::ListenAddr;
 
 /// `[udp]`: where statsd datagrams are read.
 #[derive(Debug, Clone, serde::Deserialize)]

@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio_util::sync::CancellationToken;
 
-use crate::counters::{Sources, COUNTERS};
+use crate::counters::{Counters, Kind, Value};
 use crate::engine::{Engine, EventKind, State};
 
 /// `[metrics]` (or `[[metrics]]`: each server gets every metric).
@@ -54,7 +54,8 @@ pub async fn run(
     configs: Vec<MetricsConfig>,
     engine: Engine,
     mut events: broadcast::Receiver<Arc<crate::engine::Event>>,
-    sources: Sources,
+    counters: Counters,
+    saves: Arc<crate::sinks::persistence::SaveStats>,
     stop: CancellationToken,
 ) {
     let mut targets = Vec::new();
@@ -84,12 +85,9 @@ pub async fn run(
     };
     send("started.count:1|c".into());
     let mut flush = tokio::time::interval(FLUSH);
-    // The counters 1.x and its users graph in statsd.
-    let counters: Vec<_> = COUNTERS
-        .iter()
-        .filter_map(|c| c.statsd.map(|name| (name, c.read)))
-        .collect();
-    let mut last = vec![0u64; counters.len()];
+    // The counters 1.x and its users graph in statsd, by statsd name:
+    // their value at the last flush.
+    let mut last = std::collections::HashMap::<&'static str, u64>::new();
     let mut last_saves = 0;
     loop {
         tokio::select! {
@@ -107,17 +105,19 @@ pub async fn run(
                 Err(RecvError::Closed) => return,
             },
             _ = flush.tick() => {
-                for (i, (name, read)) in counters.iter().enumerate() {
-                    let now = read(&sources).unwrap_or(0);
-                    if now > last[i] {
-                        send(format!("{name}:{}|c", now - last[i]));
+                for r in counters.read() {
+                    let (Some(name), Kind::Counter, Value::Count(now)) = (r.metric.statsd, r.metric.kind, r.value) else {
+                        continue;
+                    };
+                    let before = last.insert(name, now).unwrap_or(0);
+                    if now > before {
+                        send(format!("{name}:{}|c", now - before));
                     }
-                    last[i] = now;
                 }
-                let saves = sources.saves.saves.load(Ordering::Relaxed);
-                if saves != last_saves {
-                    last_saves = saves;
-                    send(format!("db.save.duration:{}|g", sources.saves.last_duration_ms.load(Ordering::Relaxed)));
+                let saved = saves.saves.load(Ordering::Relaxed);
+                if saved != last_saves {
+                    last_saves = saved;
+                    send(format!("db.save.duration:{}|g", saves.last_duration_ms.load(Ordering::Relaxed)));
                 }
                 send(format!("service.count:{}|g", engine.service_count()));
                 send(format!("alarm.count:{}|g", engine.alarms().len()));

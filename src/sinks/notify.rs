@@ -17,7 +17,7 @@ pub struct NotifyConfig {
     /// Base URL of the other lovebeat.
     pub lovebeat: String,
     /// API key for a peer that requires one (empty: none).
-    #[serde(deserialize_with = "crate::config::empty_is_none")]
+    #[serde(deserialize_with = "crate::settings::empty_is_none")]
     pub key: Option<String>,
 }
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::counters::{Counted, Kind, Metric, Reading, Value};
 use crate::db::{self, Loaded, Saved};
 use crate::engine::Engine;
 use crate::sinks::notify::{Part, Reporter};
@@ -33,7 +34,7 @@ pub struct DatabaseConfig {
     /// How long one request to the store may take (plus 1 s per MiB it
     /// carries), so a store that accepts a connection and then says
     /// nothing can hold neither the start nor the uploads.
-    pub remote_s3_timeout: crate::duration::DurationSetting,
+    pub remote_s3_timeout: crate::settings::duration::DurationSetting,
 }
 
 impl Default for DatabaseConfig {
@@ -44,7 +45,7 @@ impl Default for DatabaseConfig {
             remote_s3_url: String::new(),
             remote_s3_region: String::new(),
             remote_s3_endpoint: String::new(),
-            remote_s3_timeout: crate::duration::DurationSetting { ms: 30_000 },
+            remote_s3_timeout: crate::settings::duration::DurationSetting { ms: 30_000 },
         }
     }
 }
@@ -52,8 +53,8 @@ impl Default for DatabaseConfig {
 impl DatabaseConfig {
     /// A zero interval would save in a loop; an S3 URL must name a bucket
     /// and a key; a zero S3 timeout would fail every request.
-    pub fn validate(&self) -> Result<(), crate::config::ConfigError> {
-        let invalid = crate::config::ConfigError::Invalid;
+    pub fn validate(&self) -> Result<(), crate::settings::ConfigError> {
+        let invalid = crate::settings::ConfigError::Invalid;
         if self.interval == 0 {
             return Err(invalid(
                 "[database] interval must be at least 1 second".into(),
@@ -392,5 +393,54 @@ fn lower_priority() {
         if libc::sched_setscheduler(tid, libc::SCHED_IDLE, &param) != 0 {
             libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 15);
         }
+    }
+}
+
+static SAVES: Metric = Metric {
+    prometheus: "lovebeat_db_saves_total",
+    statsd: Some("db.save.count"),
+    help: "Database saves completed.",
+    kind: Kind::Counter,
+};
+
+static SAVE_FAILURES: Metric = Metric {
+    prometheus: "lovebeat_db_save_failures_total",
+    statsd: None,
+    help: "Database saves that failed.",
+    kind: Kind::Counter,
+};
+
+static SAVE_DURATION: Metric = Metric {
+    prometheus: "lovebeat_db_save_duration_seconds",
+    statsd: None,
+    help: "Duration of the latest database save.",
+    kind: Kind::Gauge,
+};
+
+static SIZE: Metric = Metric {
+    prometheus: "lovebeat_db_size_bytes",
+    statsd: None,
+    help: "Size of the database file after the latest save.",
+    kind: Kind::Gauge,
+};
+
+/// The saves' counters, for `/metrics` and the statsd sink.
+impl Counted for SaveStats {
+    fn read(&self, out: &mut Vec<Reading>) {
+        out.push(Reading::of(
+            &SAVES,
+            Value::Count(self.saves.load(std::sync::atomic::Ordering::Relaxed)),
+        ));
+        let failures = self.failures.load(std::sync::atomic::Ordering::Relaxed);
+        out.push(Reading::of(&SAVE_FAILURES, Value::Count(failures)));
+        let ms = self
+            .last_duration_ms
+            .load(std::sync::atomic::Ordering::Relaxed);
+        out.push(Reading::of(
+            &SAVE_DURATION,
+            Value::Level(ms as f64 / 1000.0),
+        ));
+        let bytes = self.last_bytes.load(std::sync::atomic::Ordering::Relaxed) as f64;
+        out.push(Reading::of(&SIZE, Value::Level(bytes)));
     }
 }

@@ -353,6 +353,35 @@ fn beside(path: &Path, what: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
+static UPLOADS: crate::counters::Metric = crate::counters::Metric {
+    prometheus: "lovebeat_s3_uploads_total",
+    statsd: None,
+    help: "Database uploads to S3 that succeeded.",
+    kind: crate::counters::Kind::Counter,
+};
+
+static UPLOAD_FAILURES: crate::counters::Metric = crate::counters::Metric {
+    prometheus: "lovebeat_s3_upload_failures_total",
+    statsd: None,
+    help: "Database uploads to S3 that failed (retried after the next save).",
+    kind: crate::counters::Kind::Counter,
+};
+
+/// The S3 backup's counters, for `/metrics`.
+impl crate::counters::Counted for RemoteDb {
+    fn read(&self, out: &mut Vec<crate::counters::Reading>) {
+        use crate::counters::{Reading, Value};
+        out.push(Reading::of(
+            &UPLOADS,
+            Value::Count(self.uploads.load(std::sync::atomic::Ordering::Relaxed)),
+        ));
+        let failures = self
+            .upload_failures
+            .load(std::sync::atomic::Ordering::Relaxed);
+        out.push(Reading::of(&UPLOAD_FAILURES, Value::Count(failures)));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::{parse_url, timeouts};

@@ -218,17 +218,12 @@ mod tests {
         ));
         let ws = Arc::new(crate::http::ws::WsHub::new(4));
         AppState {
-            counters: crate::counters::Sources {
-                ingest: Default::default(),
-                saves: Default::default(),
-                alerts: Default::default(),
-                ws: ws.clone(),
-                remote: None,
-                engine: engine.clone(),
-                http: conns.clone(),
-                lists: lists.clone(),
-                history: None,
-            },
+            counters: crate::counters::Counters::new(vec![
+                conns.clone(),
+                lists.clone(),
+                ws.clone(),
+                Arc::new(engine.clone()),
+            ]),
             engine,
             ws,
             gate: Default::default(),

@@ -11,11 +11,10 @@ use crate::http::router::{error, query_param};
 use crate::http::{AppState, Body};
 use std::sync::Arc;
 
-use crate::duration::{
-    parse_duration_input, parse_timeout, timeout_from_json_number, DurationError,
-};
 use crate::engine::job::{output_tail, ScheduleError};
+use crate::engine::timeout_text::{parse_timeout, timeout_from_json_number};
 use crate::engine::{Change, FailReport, Schedule, Timeout};
+use crate::settings::duration::{parse_duration_input, DurationError};
 
 use super::body::read_body;
 use super::{empty_ok, engine_error};

@@ -15,7 +15,7 @@ use futures_util::future::BoxFuture;
 use super::config::{AlertConfig, AlertsConfig, HttpUrl};
 use super::delivery::{token_like, Senders};
 use super::{http, mail, script, DeliveryError, Notice};
-use crate::config::ConfigError;
+use crate::settings::ConfigError;
 
 /// The delivery slots an alerter's messages draw from: a script is a
 /// process, bounded on its own so that many cannot exhaust the host.

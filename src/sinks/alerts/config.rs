@@ -21,8 +21,8 @@ use super::pushover::PushoverConfig;
 use super::teams::TeamsConfig;
 use super::telegram::TelegramConfig;
 use super::templated::TemplatedWebhookConfig;
-use crate::config::ConfigError;
-use crate::duration::DurationSetting;
+use crate::settings::duration::DurationSetting;
+use crate::settings::ConfigError;
 
 /// Defines [`AlertConfig`] with 1.x's keys and one `[alerts.<name>.<kind>]`
 /// table per registered alerter, and [`AlertConfig::tables`], which

@@ -158,7 +158,7 @@ impl Detector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::duration::DurationSetting;
+    use crate::settings::duration::DurationSetting;
 
     fn detector() -> Detector {
         Detector::new(FlappingConfig {

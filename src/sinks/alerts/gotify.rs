@@ -48,9 +48,9 @@ fn four() -> u8 {
 
 impl GotifyConfig {
     /// Gotify's priorities run from 0 to 10.
-    pub fn validate(&self, alert: &str) -> Result<(), crate::config::ConfigError> {
+    pub fn validate(&self, alert: &str) -> Result<(), crate::settings::ConfigError> {
         if self.priority_error > 10 || self.priority_ok > 10 {
-            return Err(crate::config::ConfigError::Invalid(format!(
+            return Err(crate::settings::ConfigError::Invalid(format!(
                 "[alerts.{alert}.gotify] priorities are from 0 to 10"
             )));
         }
@@ -114,7 +114,7 @@ impl Alerter for GotifyConfig {
         format!("Gotify at {}", shown(self.url.0.as_str()))
     }
 
-    fn validate(&self, alert: &str) -> Result<(), crate::config::ConfigError> {
+    fn validate(&self, alert: &str) -> Result<(), crate::settings::ConfigError> {
         GotifyConfig::validate(self, alert)
     }
 

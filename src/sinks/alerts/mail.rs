@@ -22,10 +22,10 @@ pub struct MailConfig {
     /// Sender address.
     pub from: String,
     /// SMTP user name, if the server needs one (empty: none).
-    #[serde(deserialize_with = "crate::config::empty_is_none")]
+    #[serde(deserialize_with = "crate::settings::empty_is_none")]
     pub username: Option<String>,
     /// SMTP password (empty: none).
-    #[serde(deserialize_with = "crate::config::empty_is_none")]
+    #[serde(deserialize_with = "crate::settings::empty_is_none")]
     pub password: Option<String>,
     /// How the connection is secured.
     pub tls: Tls,
@@ -84,9 +84,9 @@ impl<'de> serde::Deserialize<'de> for HostPort {
 impl MailConfig {
     /// The sender must be an address mail servers accept; checked once,
     /// not at the first alert.
-    pub fn validate(&self) -> Result<(), crate::config::ConfigError> {
+    pub fn validate(&self) -> Result<(), crate::settings::ConfigError> {
         self.from.parse::<Mailbox>().map(|_| ()).map_err(|e| {
-            crate::config::ConfigError::Invalid(format!("[mail] from '{}': {e}", self.from))
+            crate::settings::ConfigError::Invalid(format!("[mail] from '{}': {e}", self.from))
         })
     }
 }

@@ -69,6 +69,7 @@ pub use test_send::{alerter_kinds, send_test, TestResult};
 
 use std::sync::atomic::AtomicU64;
 
+use crate::counters::{Counted, Kind, Metric, Reading, Value};
 use crate::engine::{AlarmView, JobFailure, State};
 
 /// Alert delivery counters, shown in `/metrics`. A message is what one
@@ -232,6 +233,70 @@ pub(crate) fn failed_list_max(alarm: &AlarmView, max: usize) -> String {
         out.push_str(&format!(" and {} more", failed.len() - listed));
     }
     out
+}
+
+static SENT: Metric = Metric {
+    prometheus: "lovebeat_alerts_sent_total",
+    statsd: Some("alert.sent"),
+    help: "Alert messages delivered (a webhook POST or script run per change, a mail or Slack post per group).",
+    kind: Kind::Counter,
+};
+
+static FAILED: Metric = Metric {
+    prometheus: "lovebeat_alerts_failed_total",
+    statsd: Some("alert.failed"),
+    help: "Alert messages that failed for good, after their retries (each is logged).",
+    kind: Kind::Counter,
+};
+
+static DROPPED: Metric = Metric {
+    prometheus: "lovebeat_alerts_dropped_total",
+    statsd: Some("alert.dropped"),
+    help: "Alert messages still undelivered when the shutdown's time for them ran out (announced after the restart).",
+    kind: Kind::Counter,
+};
+
+static FLAPPING: Metric = Metric {
+    prometheus: "lovebeat_alarms_flapping_total",
+    statsd: None,
+    help: "Times an alarm started flapping (its changes then held until it settles).",
+    kind: Kind::Counter,
+};
+
+static QUEUED: Metric = Metric {
+    prometheus: "lovebeat_alerts_queued",
+    statsd: None,
+    help: "Alert messages waiting or being delivered.",
+    kind: Kind::Gauge,
+};
+
+static BY_KIND: Metric = Metric {
+    prometheus: "lovebeat_alert_messages_total",
+    statsd: None,
+    help: "Alert messages delivered (result=\"sent\") and failed for good (result=\"failed\"), per alerter kind.",
+    kind: Kind::Counter,
+};
+
+/// The alert deliveries' counters, for `/metrics` and the statsd sink.
+impl Counted for AlertStats {
+    fn read(&self, out: &mut Vec<Reading>) {
+        let n = |a: &AtomicU64| Value::Count(a.load(std::sync::atomic::Ordering::Relaxed));
+        out.push(Reading::of(&SENT, n(&self.sent)));
+        out.push(Reading::of(&FAILED, n(&self.failed)));
+        out.push(Reading::of(&DROPPED, n(&self.dropped)));
+        out.push(Reading::of(&FLAPPING, n(&self.flapping)));
+        let queued = self.queued.load(std::sync::atomic::Ordering::Relaxed) as f64;
+        out.push(Reading::of(&QUEUED, Value::Level(queued)));
+        for (kind, c) in self.kinds() {
+            for (result, v) in [("sent", c.sent), ("failed", c.failed)] {
+                out.push(Reading {
+                    metric: &BY_KIND,
+                    labels: vec![("kind", kind.to_string()), ("result", result.to_string())],
+                    value: Value::Count(v),
+                });
+            }
+        }
+    }
 }
 
 #[cfg(test)]

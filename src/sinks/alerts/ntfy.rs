@@ -59,10 +59,10 @@ fn three() -> u8 {
 
 impl NtfyConfig {
     /// ntfy refuses priorities outside 1 to 5 and an empty topic.
-    pub fn validate(&self, alert: &str) -> Result<(), crate::config::ConfigError> {
+    pub fn validate(&self, alert: &str) -> Result<(), crate::settings::ConfigError> {
         let ok = |p: u8| (1..=5).contains(&p);
         if self.topic.trim().is_empty() || !ok(self.priority_error) || !ok(self.priority_ok) {
-            return Err(crate::config::ConfigError::Invalid(format!(
+            return Err(crate::settings::ConfigError::Invalid(format!(
                 "[alerts.{alert}.ntfy] needs a topic and priorities from 1 to 5"
             )));
         }
@@ -134,7 +134,7 @@ impl Alerter for NtfyConfig {
         )
     }
 
-    fn validate(&self, alert: &str) -> Result<(), crate::config::ConfigError> {
+    fn validate(&self, alert: &str) -> Result<(), crate::settings::ConfigError> {
         NtfyConfig::validate(self, alert)
     }
 

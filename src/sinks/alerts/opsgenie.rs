@@ -76,9 +76,9 @@ pub enum OpsgenieRegion {
 impl OpsgenieConfig {
     /// A key and a priority Opsgenie would refuse are refused as the file
     /// is read.
-    pub fn validate(&self, alert: &str) -> Result<(), crate::config::ConfigError> {
+    pub fn validate(&self, alert: &str) -> Result<(), crate::settings::ConfigError> {
         let invalid = |what: &str| {
-            crate::config::ConfigError::Invalid(format!("[alerts.{alert}.opsgenie] {what}"))
+            crate::settings::ConfigError::Invalid(format!("[alerts.{alert}.opsgenie] {what}"))
         };
         if self.api_key.trim().is_empty() {
             return Err(invalid("api_key is empty"));
@@ -205,7 +205,7 @@ impl Alerter for OpsgenieConfig {
         }
     }
 
-    fn validate(&self, alert: &str) -> Result<(), crate::config::ConfigError> {
+    fn validate(&self, alert: &str) -> Result<(), crate::settings::ConfigError> {
         OpsgenieConfig::validate(self, alert)
     }
 

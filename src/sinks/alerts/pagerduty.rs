@@ -95,9 +95,9 @@ impl PagerDutySeverity {
 impl PagerDutyConfig {
     /// An empty routing key can only be refused by PagerDuty: say so when
     /// the file is read.
-    pub fn validate(&self, alert: &str) -> Result<(), crate::config::ConfigError> {
+    pub fn validate(&self, alert: &str) -> Result<(), crate::settings::ConfigError> {
         if self.routing_key.trim().is_empty() {
-            return Err(crate::config::ConfigError::Invalid(format!(
+            return Err(crate::settings::ConfigError::Invalid(format!(
                 "[alerts.{alert}.pagerduty] routing_key is empty"
             )));
         }
@@ -216,7 +216,7 @@ impl Alerter for PagerDutyConfig {
         format!("PagerDuty at {}", shown(self.endpoint().as_str()))
     }
 
-    fn validate(&self, alert: &str) -> Result<(), crate::config::ConfigError> {
+    fn validate(&self, alert: &str) -> Result<(), crate::settings::ConfigError> {
         PagerDutyConfig::validate(self, alert)
     }
 

@@ -57,10 +57,10 @@ fn one() -> i8 {
 
 impl PushoverConfig {
     /// Pushover refuses priorities outside -2 to 2.
-    pub fn validate(&self, alert: &str) -> Result<(), crate::config::ConfigError> {
+    pub fn validate(&self, alert: &str) -> Result<(), crate::settings::ConfigError> {
         let ok = |p: i8| (-2..=2).contains(&p);
         if !ok(self.priority_error) || !ok(self.priority_ok) {
-            return Err(crate::config::ConfigError::Invalid(format!(
+            return Err(crate::settings::ConfigError::Invalid(format!(
                 "[alerts.{alert}.pushover] priorities are from -2 to 2"
             )));
         }
@@ -230,7 +230,7 @@ impl Alerter for PushoverConfig {
         )
     }
 
-    fn validate(&self, alert: &str) -> Result<(), crate::config::ConfigError> {
+    fn validate(&self, alert: &str) -> Result<(), crate::settings::ConfigError> {
         PushoverConfig::validate(self, alert)
     }
 

@@ -236,9 +236,9 @@ impl TemplatedWebhookConfig {
     /// Refuses, as the file is read, a method lovebeat does not send, a
     /// header name HTTP does not allow, and templates that do not render
     /// (a syntax error, a misspelt field) for a sample alert.
-    pub fn validate(&self, alert: &str) -> Result<(), crate::config::ConfigError> {
+    pub fn validate(&self, alert: &str) -> Result<(), crate::settings::ConfigError> {
         let invalid = |what: String| {
-            crate::config::ConfigError::Invalid(format!(
+            crate::settings::ConfigError::Invalid(format!(
                 "[alerts.{alert}.templated_webhook] {what}"
             ))
         };
@@ -349,7 +349,7 @@ impl Alerter for TemplatedWebhookConfig {
         )
     }
 
-    fn validate(&self, alert: &str) -> Result<(), crate::config::ConfigError> {
+    fn validate(&self, alert: &str) -> Result<(), crate::settings::ConfigError> {
         TemplatedWebhookConfig::validate(self, alert)
     }
 
