@@ -157,10 +157,11 @@ const scenarios = {
   // each period with its exact times on hover; the range can be changed.
   async timeline(page) {
     const name = 'tl.svc';
+    // Beats over a second apart: each also adds an interval to the chart.
     assert.equal((await api(`api/services/${name}?timeout=3600`, { method: 'POST' })).status, 200);
-    await new Promise((r) => setTimeout(r, 300));
+    await new Promise((r) => setTimeout(r, 1100));
     assert.equal((await api(`api/services/${name}?timeout=0`, { method: 'POST' })).status, 200);
-    await new Promise((r) => setTimeout(r, 300));
+    await new Promise((r) => setTimeout(r, 1100));
     assert.equal((await api(`api/services/${name}?timeout=3600`, { method: 'POST' })).status, 200);
     await until('three changes in the history', async () =>
       (await api(`api/services/${name}/history`)).body?.changes?.length === 3);
@@ -174,6 +175,7 @@ const scenarios = {
     await page.locator('#timeline-range').selectOption({ label: '365 days' });
     await until('redrawn', async () => (await page.locator('#timeline').getAttribute('aria-label')).includes('365d'));
     // The interval chart has axes in time units.
+    await page.locator('#chart rect').first().waitFor();
     assert.ok(await page.locator('#chart .axis').count() >= 2);
   },
 
