@@ -1103,3 +1103,64 @@ fn alerts_go_through_the_proxy_the_environment_names() {
         "{targets:?}"
     );
 }
+
+#[test]
+fn mattermost_gets_a_post_through_its_webhook_and_check_config_hides_its_key() {
+    let rx = Receiver::start(|_| Some(200));
+    let cfg = format!(
+        "[general]\npublic_url = \"http://lb.example.com\"\n\
+         [[alarms]]\nname = \"web\"\npattern = \"web.*\"\nalerts = [\"mm\"]\n\
+         [alerts.mm]\nmattermost = {{ webhook_url = \"{}\", channel = \"ops\", username = \"lb\" }}\n",
+        rx.url("/hooks/xyzSECRETMM1"),
+    );
+    let d = Daemon::start(&cfg);
+    d.request("POST", "/api/services/web.job/exit/4", &[], b"@channel out");
+    let got = rx.wait_for(1, 10);
+    assert_eq!(got.len(), 1, "{got:?}");
+    let r = find(&got, "/hooks/xyzSECRETMM1");
+    assert_eq!(r.method, "POST");
+    assert_eq!(r.headers["content-type"], "application/json");
+    let post = r.json();
+    let text = post["text"].as_str().unwrap_or_default();
+    assert!(text.contains("**web is in ERROR**"), "{text}");
+    assert!(text.contains("Failed services: web.job"), "{text}");
+    assert!(text.contains("```\n@channel out\n```"), "{text}");
+    assert!(
+        text.contains("(http://lb.example.com/alarms/web)"),
+        "{text}"
+    );
+    assert_eq!(post["channel"], "ops");
+    assert_eq!(post["username"], "lb");
+    assert!(post.get("icon_url").is_none(), "{post}");
+
+    // check-config names it by its host, never by its key.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("lovebeat.cfg");
+    std::fs::write(&file, &cfg).expect("write");
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_lovebeat"))
+        .args([
+            "--config",
+            file.to_str().expect("utf-8"),
+            "--config-dir",
+            "none",
+            "check-config",
+        ])
+        .current_dir(dir.path())
+        .output()
+        .expect("run");
+    let out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_eq!(run.status.code(), Some(0), "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("mm:"))
+        .unwrap_or_else(|| panic!("no line for alert mm: {out}"));
+    assert!(
+        line.contains("Mattermost webhook http://127.0.0.1:") && line.contains("to ops"),
+        "{line}"
+    );
+    assert!(!out.contains("SECRETMM") && !out.contains("xyz"), "{out}");
+}

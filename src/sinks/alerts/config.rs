@@ -14,6 +14,7 @@ use super::gotify::GotifyConfig;
 use super::http::SlackConfig;
 use super::mail::{MailConfig, MailgunConfig};
 use super::matrix::MatrixConfig;
+use super::mattermost::MattermostConfig;
 use super::ntfy::NtfyConfig;
 use super::opsgenie::OpsgenieConfig;
 use super::pagerduty::PagerDutyConfig;
@@ -98,6 +99,8 @@ alert_config! {
     gotify: GotifyConfig,
     /// `[alerts.<name>.matrix]`: Matrix: a message in a room.
     matrix: MatrixConfig,
+    /// `[alerts.<name>.mattermost]`: Mattermost: a post through an incoming webhook.
+    mattermost: MattermostConfig,
 }
 
 /// How long changes are grouped, for the receivers that group, when no

@@ -36,6 +36,7 @@ mod http;
 mod incident;
 mod mail;
 mod matrix;
+mod mattermost;
 mod ntfy;
 mod opsgenie;
 mod pagerduty;
