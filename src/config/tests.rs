@@ -248,7 +248,8 @@ fn no_alerter_secret_shows_in_the_configs_debug_output() {
             [alerts.ops.ntfy]\ntopic = \"t\"\ntoken = \"S9-NT\"\n\
             [alerts.ops.pushover]\ntoken = \"S10-PO\"\nuser = \"S11-PU\"\n\
             [alerts.ops.gotify]\nurl = \"https://g.example.com\"\ntoken = \"S12-GO\"\n\
-            [alerts.ops.matrix]\nhomeserver = \"https://m.example.org\"\nroom_id = \"!r:m\"\naccess_token = \"S13-MX\"\n";
+            [alerts.ops.matrix]\nhomeserver = \"https://m.example.org\"\nroom_id = \"!r:m\"\naccess_token = \"S13-MX\"\n\
+            [alerts.ops.mattermost]\nwebhook_url = \"https://mm.example.com/hooks/S17-MM\"\n";
     let text = format!(
         "{text}[slack]\nwebhook_url = \"https://hooks.slack.com/services/S14-SL\"\n\
              [mail]\nusername = \"u\"\npassword = \"S15-PW\"\n\
@@ -263,7 +264,7 @@ fn no_alerter_secret_shows_in_the_configs_debug_output() {
         shown.contains("pagerduty") && shown.contains("matrix"),
         "{shown}"
     );
-    for i in 1..=16 {
+    for i in 1..=17 {
         assert!(
             !shown.contains(&format!("S{i}-")),
             "secret {i} shown: {shown}"
@@ -288,7 +289,7 @@ fn the_documented_example_config_is_valid_uncommented() {
     assert!(ops.pagerduty.is_some() && ops.opsgenie.is_some() && ops.templated_webhook.is_some());
     assert!(ops.discord.is_some() && ops.teams.is_some() && ops.telegram.is_some());
     assert!(ops.ntfy.is_some() && ops.pushover.is_some());
-    assert!(ops.gotify.is_some() && ops.matrix.is_some());
+    assert!(ops.gotify.is_some() && ops.matrix.is_some() && ops.mattermost.is_some());
     assert_eq!(c.alarms[1].depends_on, vec!["network-$name".to_string()]);
     assert_eq!(c.self_alarm.alerts, ["ops"]);
     assert_eq!(c.limits.max_services, 20_000_000);

@@ -211,6 +211,8 @@ token = "t"
 homeserver = "https://matrix.example.com"
 room_id = "!r:example.com"
 access_token = "t"
+[alerts.all.mattermost]
+webhook_url = "https://mm.example.com/hooks/x"
 "##;
 
     #[test]
@@ -242,9 +244,10 @@ access_token = "t"
                 ("pushover", true, false, D),
                 ("gotify", true, false, D),
                 ("matrix", true, false, D),
+                ("mattermost", true, false, D),
             ]
         );
-        assert_eq!(descriptions(&config, "all").map(|d| d.len()), Some(14));
+        assert_eq!(descriptions(&config, "all").map(|d| d.len()), Some(15));
     }
 
     #[test]

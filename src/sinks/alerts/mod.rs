@@ -21,7 +21,7 @@
 //!   lists an alert's;
 //! - [`mail`], [`http`], [`script`], [`pagerduty`], [`opsgenie`] and
 //!   [`templated`] say it in each channel's words, and so do the chats
-//!   and pushes ([`discord`], [`teams`], [`telegram`], [`matrix`],
+//!   and pushes ([`discord`], [`teams`], [`telegram`], [`matrix`], [`mattermost`],
 //!   [`ntfy`], [`pushover`], [`gotify`]) from [`text`]; [`incident`] is how the pagers name an
 //!   incident so that what one notice opens the next one closes.
 
