@@ -412,6 +412,14 @@ const scenarios = {
     await row(page, 'cron.nightly-report').locator('[data-open]').click();
     await page.locator('#failure-output').waitFor();
     await page.screenshot({ path: 'docs/ui-job.png' });
+    // The history timeline (tests/ui/demo-history.py wrote thirty days).
+    await page.goto(`${url}#/alarm/web`);
+    await row(page, 'web.payments').waitFor();
+    await row(page, 'web.payments').locator('[data-open]').click();
+    await page.locator('#timeline-range').selectOption({ label: '30 days' });
+    await page.locator('#timeline rect.error').first().waitFor();
+    await new Promise((r) => setTimeout(r, 300));
+    await page.screenshot({ path: 'docs/ui-history.png' });
   },
 };
 

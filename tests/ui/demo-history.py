@@ -1,0 +1,42 @@
+#!/usr/bin/env python3
+"""Writes a demo history file for the README screenshots: thirty days of
+state changes of web.payments (a few outages, a maintenance-like mute) in
+the history store's schema, beside the demo database.
+
+    python3 tests/ui/demo-history.py /tmp/lovebeat-demo.db.history
+
+Run it on the file a first start of the demo daemon made (with its
+tables), with the daemon stopped (docs/README.md). The tables are
+src/history/schema.rs's; states are 1 ok, 2
+error, 3 muted; reasons 0 created, 1 timeout, 3 beat, 4 mute, 5 unmute.
+"""
+import random
+import sqlite3
+import sys
+import time
+
+random.seed(11)
+DAY = 86_400_000
+now = int(time.time() * 1000)
+db = sqlite3.connect(sys.argv[1])
+db.execute("INSERT INTO names (id, kind, name) VALUES (1000, 0, 'web.payments')")
+rows = [(now - 30 * DAY, None, 1, 0)]
+t = now - 30 * DAY
+while True:
+    t += random.randint(DAY // 2, 4 * DAY)
+    if t > now - DAY // 2:
+        break
+    if random.random() < 0.2:
+        rows.append((t, 1, 3, 4))
+        t += random.randint(1_800_000, 7_200_000)
+        rows.append((t, 3, 1, 5))
+    else:
+        rows.append((t, 1, 2, 1))
+        t += random.randint(120_000, 5_400_000)
+        rows.append((t, 2, 1, 3))
+rows.append((now - 600_000, 1, 2, 1))
+for seq, (ts, frm, to, why) in enumerate(rows, 1):
+    db.execute("INSERT INTO changes VALUES (1000, ?, ?, ?, ?, ?, NULL)", (ts, seq, frm, to, why))
+db.execute("INSERT INTO lifecycle (started, last_seen, stopped) VALUES (?, ?, ?)",
+           (now - 31 * DAY, now - 60_000, now - 60_000))
+db.commit()
