@@ -74,6 +74,14 @@ pub(crate) struct Shared {
     pub errors: AtomicU64,
     retention_ms: u64,
     trouble: Trouble,
+    /// Why the file is not being written now, while it is not.
+    failing: Mutex<Option<String>>,
+}
+
+impl Shared {
+    fn set_failing(&self, why: Option<String>) {
+        *self.failing.lock().unwrap_or_else(|e| e.into_inner()) = why;
+    }
 }
 
 /// The history, as the API reads it.
@@ -208,6 +216,7 @@ impl History {
             errors: AtomicU64::new(0),
             retention_ms: config.retention.ms,
             trouble: trouble.clone(),
+            failing: Mutex::new(None),
         });
         let stopping = Arc::new(AtomicBool::new(false));
         let journal = engine.journal(Feed::History);
@@ -250,6 +259,16 @@ impl History {
     /// Changes lost so far (`/metrics`).
     pub fn lost(&self) -> u64 {
         self.shared.lost.load(Ordering::Relaxed)
+    }
+
+    /// Why changes are not being written now, if they are not: answers
+    /// from the file would leave them out.
+    pub fn failing(&self) -> Option<String> {
+        self.shared
+            .failing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Failed writes so far (`/metrics`).

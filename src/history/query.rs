@@ -67,7 +67,9 @@ pub fn cursor(ts: i64, seq: i64) -> String {
 /// The position a cursor names, if it is one of ours.
 pub fn parse_cursor(s: &str) -> Option<(i64, i64)> {
     let (ts, seq) = s.split_once('.')?;
-    Some((ts.parse().ok()?, seq.parse().ok()?))
+    let (ts, seq): (i64, i64) = (ts.parse().ok()?, seq.parse().ok()?);
+    // Ours are a change's time and sequence: never negative, never 0.
+    (ts >= 0 && seq > 0).then_some((ts, seq))
 }
 
 fn state_name(code: i64) -> &'static str {

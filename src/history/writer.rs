@@ -136,20 +136,25 @@ impl Writer {
     }
 
     /// Renews this run's `last_seen` every [`ALIVE_EVERY`], or at `stop`.
-    pub(super) fn alive(&mut self, now: i64, stop: bool) -> rusqlite::Result<()> {
+    /// True when it wrote (a failed try waits its turn again, so a file
+    /// that cannot be written is not retried in a hot loop).
+    pub(super) fn alive(&mut self, now: i64, stop: bool) -> rusqlite::Result<bool> {
         if stop {
             self.conn.execute(
                 "UPDATE lifecycle SET last_seen = ?2, stopped = ?2 WHERE id = ?1",
                 params![self.run, now],
             )?;
-        } else if self.last_alive.elapsed() >= ALIVE_EVERY {
-            self.conn.execute(
-                "UPDATE lifecycle SET last_seen = ?2 WHERE id = ?1",
-                params![self.run, now],
-            )?;
-            self.last_alive = Instant::now();
+            return Ok(true);
         }
-        Ok(())
+        if self.last_alive.elapsed() < ALIVE_EVERY {
+            return Ok(false);
+        }
+        self.last_alive = Instant::now();
+        self.conn.execute(
+            "UPDATE lifecycle SET last_seen = ?2 WHERE id = ?1",
+            params![self.run, now],
+        )?;
+        Ok(true)
     }
 
     /// One small step of retention: the changes older than `retention_ms`
@@ -225,13 +230,19 @@ pub(super) fn run(mut w: Writer, journal: &Journal, shared: &Arc<Shared>, stop: 
             }
         }
         let now = now_ms();
+        let wrote_changes = !changes.is_empty() && result.is_ok();
         let result = result
             .and_then(|()| w.alive(now, false))
-            .and_then(|()| w.prune(shared.retention_ms, now).map(|_| ()));
+            .and_then(|alive| w.prune(shared.retention_ms, now).map(|_| alive));
         match result {
-            Ok(()) => {
-                if failing {
+            // Only a write that happened says the file works again: a
+            // batch with nothing to write proves nothing (taking it for a
+            // recovery turned lovebeat.self ERROR and OK ten times a
+            // second, each turn a change that failed to be written).
+            Ok(alive) => {
+                if failing && (wrote_changes || alive) {
                     failing = false;
+                    shared.set_failing(None);
                     tracing::info!("the history file is written again");
                     shared.trouble.ok(crate::trouble::Part::History);
                 }
@@ -244,10 +255,9 @@ pub(super) fn run(mut w: Writer, journal: &Journal, shared: &Arc<Shared>, stop: 
                 }
                 if !failing {
                     failing = true;
-                    shared.trouble.fail(
-                        crate::trouble::Part::History,
-                        &format!("cannot write the history file: {e}"),
-                    );
+                    let why = format!("cannot write the history file: {e}");
+                    shared.set_failing(Some(why.clone()));
+                    shared.trouble.fail(crate::trouble::Part::History, &why);
                 }
             }
         }

@@ -68,7 +68,13 @@ pub(super) fn open(
     state: &AppState,
 ) -> Result<std::sync::Arc<crate::history::History>, Box<Response<Body>>> {
     match &state.history {
-        HistoryState::On(h) => Ok(h.clone()),
+        HistoryState::On(h) => match h.failing() {
+            None => Ok(h.clone()),
+            Some(why) => Err(Box::new(error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("history is unavailable: {why}"),
+            ))),
+        },
         HistoryState::Off => Err(Box::new(error(
             StatusCode::NOT_FOUND,
             "history is off ([history] enabled = false)".into(),

@@ -35,7 +35,8 @@ fn zone<B>(req: &Request<B>) -> Result<chrono_tz::Tz, Refusal> {
         Some(v) => v.parse::<chrono_tz::Tz>().map_err(|_| {
             bad(format!(
                 "invalid tz '{}': an IANA time zone such as Europe/Stockholm",
-                v.escape_debug()
+                // A zone name is short: a long one is not echoed whole.
+                v.chars().take(64).collect::<String>().escape_debug()
             ))
         }),
     }
