@@ -18,6 +18,21 @@ impl Engine {
             .map(|s| s.view(s.key(), details))
     }
 
+    /// A service's state, if it exists: O(1), no copy (the history's
+    /// start-up reconciliation asks it of every name it knows).
+    pub fn service_state(&self, name: &str) -> Option<State> {
+        self.inner.services.get(name).map(|s| s.state)
+    }
+
+    /// A listed alarm's state, if it exists: O(1), no copy.
+    pub fn alarm_state(&self, name: &str) -> Option<State> {
+        self.inner
+            .alarms
+            .get(name)
+            .filter(|a| a.listed)
+            .map(|a| a.state)
+    }
+
     /// Calls `f` for every service. Holds one shard's read lock at a time:
     /// keep `f` short and never call back into the engine from it.
     pub(crate) fn for_each_service(&self, mut f: impl FnMut(&Name, &Service)) {

@@ -260,8 +260,10 @@ mod tests {
         let mut conn = Connection::open_in_memory().expect("memory");
         crate::history::schema::migrate(&mut conn).expect("schema");
         // What a file written by the build before looks like.
-        conn.execute_batch("DROP TABLE incidents; PRAGMA user_version = 1")
-            .expect("v1");
+        conn.execute_batch(
+            "DROP TABLE incidents; ALTER TABLE names DROP COLUMN last_state; PRAGMA user_version = 1",
+        )
+        .expect("v1");
         crate::history::schema::migrate(&mut conn).expect("migrated");
         conn.execute("INSERT INTO names (kind, name) VALUES (1, 'web')", [])
             .expect("name");

@@ -222,12 +222,24 @@ impl History {
         let journal = engine.journal(Feed::History);
         let handle = {
             let (shared, stopping) = (shared.clone(), stopping.clone());
+            let engine = engine.clone();
             std::thread::Builder::new()
                 .name("history".into())
                 .spawn(move || {
-                    writer::run(writer, &journal, &shared, &|| {
-                        stopping.load(Ordering::Relaxed)
-                    });
+                    let now_state = |kind, name: &str| {
+                        match kind {
+                            record::Kind::Service => engine.service_state(name),
+                            record::Kind::Alarm => engine.alarm_state(name),
+                        }
+                        .map(|s| s as u8)
+                    };
+                    writer::run(
+                        writer,
+                        &journal,
+                        &shared,
+                        &|| stopping.load(Ordering::Relaxed),
+                        &now_state,
+                    );
                     journal.close();
                 })
                 .map_err(|source| HistoryError::Io {

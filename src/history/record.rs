@@ -37,9 +37,12 @@ pub enum Reason {
     MembersFailed = 8,
     /// An alarm's members recovered.
     Recovered = 9,
-    /// Any other change (a restored state, a timeout raised past the
-    /// silence).
+    /// Any other change (a timeout raised past the silence).
     Other = 10,
+    /// At a start, the state lovebeat loaded differs from the history's
+    /// last: the database was saved before changes the history kept (a
+    /// kill -9), or the name is gone.
+    Restored = 11,
 }
 
 impl Reason {
@@ -57,6 +60,7 @@ impl Reason {
             Reason::MembersFailed => "members failed",
             Reason::Recovered => "recovered",
             Reason::Other => "other",
+            Reason::Restored => "restored",
         }
     }
 
@@ -73,6 +77,7 @@ impl Reason {
             7 => Reason::Deleted,
             8 => Reason::MembersFailed,
             9 => Reason::Recovered,
+            11 => Reason::Restored,
             _ => Reason::Other,
         }
     }

@@ -6,7 +6,7 @@
 use rusqlite::Connection;
 
 /// The schema this build writes.
-pub const VERSION: i64 = 2;
+pub const VERSION: i64 = 3;
 
 /// Version 1: names, their state changes, and lovebeat's own runs.
 ///
@@ -54,6 +54,18 @@ CREATE TABLE lifecycle (
 /// open at a stop finds it after the restart). The number is not the key:
 /// an alarm removed from the configuration and added again counts from 1
 /// again, and its new incidents must not be taken for the old ones.
+/// Version 3: each name's state after its last change (`names.last_state`,
+/// `DELETED` after a deletion), which the start compares with the state
+/// the engine loaded: after a kill -9 the database file can be older than
+/// the history, and the history must say what lovebeat now holds.
+const V3: &str = "
+ALTER TABLE names ADD COLUMN last_state INTEGER;
+UPDATE names SET last_state = (
+    SELECT to_state FROM changes c WHERE c.name_id = names.id
+    ORDER BY ts DESC, seq DESC LIMIT 1
+);
+";
+
 const V2: &str = "
 CREATE TABLE incidents (
     name_id INTEGER NOT NULL,
@@ -94,6 +106,12 @@ pub fn migrate(conn: &mut Connection) -> Result<(), SchemaError> {
         let tx = conn.transaction()?;
         tx.execute_batch(V2)?;
         tx.execute_batch("PRAGMA user_version = 2")?;
+        tx.commit()?;
+    }
+    if version < 3 {
+        let tx = conn.transaction()?;
+        tx.execute_batch(V3)?;
+        tx.execute_batch("PRAGMA user_version = 3")?;
         tx.commit()?;
     }
     Ok(())

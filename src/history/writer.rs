@@ -129,8 +129,8 @@ impl Writer {
             // A deleted name is marked, one that comes back unmarked.
             let deleted = (c.to == record::DELETED).then_some(c.ts);
             self.conn
-                .prepare_cached("UPDATE names SET deleted_at = ?2 WHERE id = ?1")?
-                .execute(params![id, deleted])?;
+                .prepare_cached("UPDATE names SET deleted_at = ?2, last_state = ?3 WHERE id = ?1")?
+                .execute(params![id, deleted, c.to])?;
         }
         Ok(())
     }
@@ -189,6 +189,70 @@ impl Writer {
         Ok(n)
     }
 
+    /// One page of the start's reconciliation: the names after `from`
+    /// (an id) whose last state in the history is not what lovebeat holds
+    /// now (`now_state`; `None`: gone) get a `restored` change, or a
+    /// deletion. Returns where the next page starts, `None` when done.
+    pub(super) fn reconcile(
+        &mut self,
+        from: i64,
+        now: i64,
+        now_state: &dyn Fn(Kind, &str) -> Option<u8>,
+    ) -> rusqlite::Result<Option<i64>> {
+        const PAGE: i64 = 10_000;
+        let mut rows: Vec<(i64, u8, String, Option<u8>)> = Vec::new();
+        {
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT id, kind, name, last_state FROM names \
+                 WHERE id > ?1 AND deleted_at IS NULL ORDER BY id LIMIT ?2",
+            )?;
+            let mut q = stmt.query(params![from, PAGE])?;
+            while let Some(r) = q.next()? {
+                rows.push((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?));
+            }
+        }
+        let Some(last) = rows.last().map(|r| r.0) else {
+            return Ok(None);
+        };
+        let mut changes = Vec::new();
+        for (_, kind, name, last_state) in rows {
+            let kind = if kind == Kind::Alarm as u8 {
+                Kind::Alarm
+            } else {
+                Kind::Service
+            };
+            let state = now_state(kind, &name);
+            // A name written before version 3 has no last state, and one
+            // not evaluated yet (NEW) no state to tell: nothing to compare.
+            let Some(before) = last_state else { continue };
+            if state == Some(crate::engine::State::New as u8) {
+                continue;
+            }
+            let after = state.unwrap_or(record::DELETED);
+            if before == after {
+                continue;
+            }
+            changes.push(Change {
+                kind,
+                name,
+                ts: now,
+                from: Some(before),
+                to: after,
+                reason: if state.is_some() {
+                    record::Reason::Restored
+                } else {
+                    record::Reason::Deleted
+                },
+                detail: None,
+                incident: None,
+            });
+        }
+        for chunk in changes.chunks(BATCH_ROWS) {
+            self.write(chunk)?;
+        }
+        Ok(Some(last))
+    }
+
     /// Starts a pass of pruning at the next call (tests, and the start).
     pub(super) fn prune_now(&mut self) {
         self.prune_from = 1;
@@ -199,11 +263,30 @@ impl Writer {
 /// Errors are counted, logged at most every 10 s, and reported as
 /// lovebeat's own trouble; the changes of a failed batch are lost (and
 /// counted), never retried forever.
-pub(super) fn run(mut w: Writer, journal: &Journal, shared: &Arc<Shared>, stop: &dyn Fn() -> bool) {
+pub(super) fn run(
+    mut w: Writer,
+    journal: &Journal,
+    shared: &Arc<Shared>,
+    stop: &dyn Fn() -> bool,
+    now_state: &dyn Fn(Kind, &str) -> Option<u8>,
+) {
     let mut last_error_log: Option<Instant> = None;
     let mut failing = false;
     w.prune_now();
+    // The start's reconciliation goes a page at a time between batches,
+    // so the feed is never held long, however many names there are.
+    let started = now_ms();
+    let mut reconcile_from = Some(0);
     loop {
+        if let Some(from) = reconcile_from {
+            reconcile_from = match w.reconcile(from, started, now_state) {
+                Ok(next) => next,
+                Err(e) => {
+                    tracing::error!("cannot compare the history with the loaded state: {e}");
+                    None
+                }
+            };
+        }
         let stopping = stop();
         let batch = journal.take(if stopping { Duration::ZERO } else { BATCH_WAIT });
         if batch.lost_after > 0 {

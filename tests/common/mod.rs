@@ -250,7 +250,12 @@ impl Daemon {
 
     /// Stops with SIGTERM and starts again in the same directory and ports.
     pub fn restart(&mut self) {
-        assert!(self.stop().success(), "clean exit: {}", self.stderr());
+        let status = self.stop();
+        assert!(
+            status.success(),
+            "clean exit ({status:?}): {}",
+            self.stderr()
+        );
         self.child = Some(self.spawn());
         self.wait_ready();
     }
