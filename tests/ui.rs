@@ -230,7 +230,19 @@ http {{
 }
 
 impl Drop for Nginx {
+    /// SIGTERM to the master, which stops its workers with it (SIGKILL
+    /// left them running after every test), then SIGKILL if it hangs.
     fn drop(&mut self) {
+        // SAFETY: kill(2) on the PID of a child we started and still own.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        for _ in 0..250 {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
