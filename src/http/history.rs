@@ -101,32 +101,54 @@ pub(super) async fn changes<B>(
         Ok(r) => r,
         Err(r) => return *r,
     };
-    let owned = name.to_string();
-    let page = tokio::task::spawn_blocking(move || {
-        history.read(|conn| query::changes(conn, kind, &owned, range))
+    let page = read_named(history, what(kind), name, move |conn, name| {
+        query::changes(conn, kind, name, range)
     })
     .await;
-    let what = match kind {
+    match page {
+        Ok(page) => json(StatusCode::OK, &page),
+        Err(r) => *r,
+    }
+}
+
+/// "service" or "alarm", for messages.
+pub(super) fn what(kind: Kind) -> &'static str {
+    match kind {
         Kind::Service => "service",
         Kind::Alarm => "alarm",
-    };
-    match page {
-        Ok(Ok(Some(page))) => json(StatusCode::OK, &page),
-        Ok(Ok(None)) => error(
+    }
+}
+
+/// Runs `query` for `name` on the blocking pool (SQLite is synchronous):
+/// its answer, or the one that says why there is none, the same for every
+/// history endpoint: 404 for a name the history never knew, 503 for a file
+/// that cannot be read, 500 for a query that panicked.
+pub(super) async fn read_named<T: Send + 'static>(
+    history: std::sync::Arc<crate::history::History>,
+    what: &'static str,
+    name: &str,
+    query: impl FnOnce(&rusqlite::Connection, &str) -> rusqlite::Result<Option<T>> + Send + 'static,
+) -> Result<T, Box<Response<Body>>> {
+    let owned = name.to_string();
+    let answer =
+        tokio::task::spawn_blocking(move || history.read(|conn| query(conn, &owned))).await;
+    match answer {
+        Ok(Ok(Some(t))) => Ok(t),
+        Ok(Ok(None)) => Err(Box::new(error(
             StatusCode::NOT_FOUND,
             format!("no {what} '{name}' in the history"),
-        ),
+        ))),
         Ok(Err(e)) => {
             tracing::error!("cannot read the history file: {e}");
-            error(
+            Err(Box::new(error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("cannot read the history file: {e}"),
-            )
+            )))
         }
-        Err(e) => error(
+        Err(e) => Err(Box::new(error(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("the history query failed: {e}"),
-        ),
+        ))),
     }
 }
 

@@ -4,7 +4,7 @@
 
 use hyper::{Request, Response, StatusCode};
 
-use super::router::{error, json};
+use super::router::json;
 use super::{AppState, Body};
 use crate::history::incidents;
 
@@ -18,26 +18,12 @@ pub(super) async fn list<B>(req: &Request<B>, state: &AppState, name: &str) -> R
         Ok(r) => r,
         Err(r) => return *r,
     };
-    let owned = name.to_string();
-    let page =
-        tokio::task::spawn_blocking(move || history.read(|c| incidents::list(c, &owned, range)))
-            .await;
+    let page = super::history::read_named(history, "alarm", name, move |c, name| {
+        incidents::list(c, name, range)
+    })
+    .await;
     match page {
-        Ok(Ok(Some(page))) => json(StatusCode::OK, &page),
-        Ok(Ok(None)) => error(
-            StatusCode::NOT_FOUND,
-            format!("no alarm '{name}' in the history"),
-        ),
-        Ok(Err(e)) => {
-            tracing::error!("cannot read the history file: {e}");
-            error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("cannot read the history file: {e}"),
-            )
-        }
-        Err(e) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("the history query failed: {e}"),
-        ),
+        Ok(page) => json(StatusCode::OK, &page),
+        Err(r) => *r,
     }
 }

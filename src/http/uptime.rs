@@ -151,33 +151,13 @@ async fn compute(
     now: i64,
 ) -> Result<uptime::Report, Refusal> {
     let history = open(state)?;
-    let owned = name.to_string();
-    let report = tokio::task::spawn_blocking(move || {
-        history.read(|conn| uptime::compute(conn, kind, &owned, &spans, now))
-    })
-    .await;
-    let what = match kind {
-        Kind::Service => "service",
-        Kind::Alarm => "alarm",
-    };
-    match report {
-        Ok(Ok(Some(r))) => Ok(r),
-        Ok(Ok(None)) => Err(Box::new(error(
-            StatusCode::NOT_FOUND,
-            format!("no {what} '{name}' in the history"),
-        ))),
-        Ok(Err(e)) => {
-            tracing::error!("cannot read the history file: {e}");
-            Err(Box::new(error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("cannot read the history file: {e}"),
-            )))
-        }
-        Err(e) => Err(Box::new(error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("the uptime query failed: {e}"),
-        ))),
-    }
+    super::history::read_named(
+        history,
+        super::history::what(kind),
+        name,
+        move |conn, name| uptime::compute(conn, kind, name, &spans, now),
+    )
+    .await
 }
 
 /// `GET /api/services/<name>/uptime` and `/api/alarms/<name>/uptime`.
