@@ -63,6 +63,11 @@ pub fn reexec_with_huge_pages() {
 
 /// Runs until SIGTERM or SIGINT, then stops input, saves and returns.
 pub async fn run(mut config: Config) -> anyhow::Result<()> {
+    // Handled from the first moment: a SIGTERM (or a SIGHUP from log
+    // rotation) while the database loads, or between "listening" and the
+    // end of the start, would otherwise take the default action and end
+    // lovebeat at once, without its save.
+    let mut signals = Signals::new()?;
     for f in &config.files {
         tracing::info!("configuration read from {}", f.display());
     }
@@ -294,7 +299,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         stop.sink_tasks.clone(),
     ));
 
-    wait_for_stop(&reopen).await?;
+    signals.wait_for_stop(&reopen).await;
     let deadline = tokio::time::Instant::now() + STOP_WITHIN;
     tracing::info!("shutting down: stopping input, then alerts, then saving");
     stop.input_token.cancel();
@@ -410,19 +415,35 @@ impl Stopping {
     }
 }
 
-/// Waits for SIGTERM or SIGINT. SIGHUP reopens the event log (there is no
-/// config reload; a restart applies a new config).
-async fn wait_for_stop(reopen: &Notify) -> anyhow::Result<()> {
-    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
-    loop {
-        tokio::select! {
-            _ = term.recv() => return Ok(()),
-            _ = int.recv() => return Ok(()),
-            _ = hup.recv() => {
-                tracing::info!("SIGHUP received: reopening the event log");
-                reopen.notify_one();
+/// The signals lovebeat acts on, registered at the start of [`run`] so
+/// none of them meets the default disposition (which ends the process).
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Self> {
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+            hup: signal(SignalKind::hangup()).context("cannot handle SIGHUP")?,
+        })
+    }
+
+    /// Waits for SIGTERM or SIGINT, including one that came while lovebeat
+    /// was starting. SIGHUP reopens the event log (there is no config
+    /// reload; a restart applies a new config).
+    async fn wait_for_stop(&mut self, reopen: &Notify) {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => return,
+                _ = self.int.recv() => return,
+                _ = self.hup.recv() => {
+                    tracing::info!("SIGHUP received: reopening the event log");
+                    reopen.notify_one();
+                }
             }
         }
     }

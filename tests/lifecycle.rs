@@ -471,3 +471,44 @@ fn check_config_prints_what_a_start_would_set_up_or_the_error() {
         "{stderr}"
     );
 }
+
+/// A SIGTERM while lovebeat is still starting (loading its database,
+/// opening its history, binding) is a clean stop, with its save, once the
+/// start is done: it used to meet the default disposition and end the
+/// process at once when it came before the signal handlers were made,
+/// which on a loaded machine was after the HTTP port already answered.
+#[test]
+fn a_sigterm_during_the_start_is_a_clean_stop_with_a_save() {
+    let mut d = Daemon::start("");
+    for i in 0..2000 {
+        d.post(&format!("/api/services/early.{i}?timeout=60"));
+    }
+    let status = d.stop();
+    assert!(status.success(), "{status:?}");
+    let log = d.path().join("early.log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lovebeat"))
+        .args(["--config", "lovebeat.cfg"])
+        .current_dir(d.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("start lovebeat");
+    // The first line lovebeat logs: from here on a SIGTERM is its own.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("configuration read from")
+    {
+        assert!(Instant::now() < deadline, "no start line");
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    // SAFETY: kill(2) on the PID of a child this test started and owns.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let status = child.wait().expect("wait");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(status.success(), "exit {status:?}:\n{text}");
+    assert!(text.contains("shutting down"), "{text}");
+    assert!(text.contains("loaded 2000 services"), "{text}");
+}
