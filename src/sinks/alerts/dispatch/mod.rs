@@ -6,8 +6,9 @@
 //! unless a part says otherwise; each part is a type of its own, with
 //! its rule and its unit tests on a paused clock:
 //!
-//! - [`holds`]: held while a `depends_on` alarm is ERROR, released (or
-//!   dropped, if nothing new) when it recovers;
+//! - [`holds`]: held while a `depends_on` alarm is ERROR or a maintenance
+//!   window holds the alarm, released (or dropped, if nothing new) when
+//!   it recovers or the window ends;
 //! - [`flaps`]: folded while the alarm is flapping, announced as it
 //!   starts and settles;
 //! - [`reminders`]: repeated every `repeat` while it stays ERROR;
@@ -347,20 +348,40 @@ impl Dispatcher {
         self.route(notice);
     }
 
-    /// Sends `notice` unless a dependency holds it.
+    /// The maintenance windows open now that hold `notice` (README,
+    /// "Maintenance windows").
+    fn windows_holding(&self, notice: &Notice) -> Vec<Arc<str>> {
+        self.engine.maintenance().holding_alarm(
+            &notice.alarm.name,
+            &notice.alarm.failed_services,
+            crate::clock::now_ms(),
+        )
+    }
+
+    /// Sends `notice` unless a dependency or a maintenance window holds it.
     fn route(&mut self, notice: Notice) {
         let name = notice.alarm.name.clone();
         let holding = Holds::holding(&notice, |d| self.in_error(d));
-        if holding.is_empty() {
+        let windows = self.windows_holding(&notice);
+        if holding.is_empty() && windows.is_empty() {
             self.holds.unhold(&name);
             self.send(notice);
         } else {
-            tracing::info!(
-                "alert of alarm {} (incident {}) held while {} is in ERROR",
-                name.escape_debug(),
-                notice.alarm.incident_nbr,
-                holding.join(", ")
-            );
+            if holding.is_empty() {
+                tracing::info!(
+                    "alert of alarm {} (incident {}) held during maintenance window {}",
+                    name.escape_debug(),
+                    notice.alarm.incident_nbr,
+                    windows.join(", ")
+                );
+            } else {
+                tracing::info!(
+                    "alert of alarm {} (incident {}) held while {} is in ERROR",
+                    name.escape_debug(),
+                    notice.alarm.incident_nbr,
+                    holding.join(", ")
+                );
+            }
             self.reminders.stop(&mut self.timers, &name);
             self.holds.hold(notice);
         }
@@ -376,6 +397,15 @@ impl Dispatcher {
 
     fn release(&mut self, ready: Vec<Arc<str>>) {
         for name in ready {
+            // Still in a maintenance window: the window's end releases it
+            // (housekeeping looks every second).
+            if self
+                .holds
+                .peek(&name)
+                .is_some_and(|n| !self.windows_holding(n).is_empty())
+            {
+                continue;
+            }
             let Some(notice) = self.holds.take(&name) else {
                 continue;
             };
@@ -635,7 +665,9 @@ impl Dispatcher {
             return;
         }
         let mut next = n;
-        if now.suppressed_by.is_empty() && !self.holds.is_held(&alarm) {
+        // `now` comes with its suppression and maintenance filled in.
+        if now.suppressed_by.is_empty() && now.maintenance.is_empty() && !self.holds.is_held(&alarm)
+        {
             let mut notice = self.notice(now, State::Ok, crate::clock::now_ms(), None);
             notice.repeat = n;
             notice.open_incident = Some(incident);
@@ -673,7 +705,8 @@ impl Dispatcher {
     }
 
     /// Every second: releases held changes whose dependencies were deleted
-    /// while ERROR (no transition will release them); every minute, forgets
+    /// while ERROR (no transition will release them) and those whose
+    /// maintenance window ended (no transition marks that); every minute, forgets
     /// alarms that no longer exist.
     fn housekeeping(&mut self, prune: bool) {
         if !self.holds.is_empty() {

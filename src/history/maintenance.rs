@@ -1,0 +1,206 @@
+//! Maintenance windows in the history store (schema version 4): the
+//! windows made through the API live here only, and survive restarts; the
+//! configuration's are copied here at each start, so that uptime finds
+//! every window, past ones included, in one table. A window is a row of
+//! its own beside the changes: it changes no state.
+
+use rusqlite::{params, Connection};
+
+use super::record::Kind;
+use crate::maintenance::{Source, Window, WindowSpec};
+
+/// Rows one uptime query reads at most: windows are bounded while they
+/// live (`maintenance::MAX_WINDOWS`), deleted ones only by retention.
+const MAX_ROWS: i64 = 10_000;
+
+fn source_code(s: Source) -> i64 {
+    match s {
+        Source::Config => 0,
+        Source::Api => 1,
+    }
+}
+
+fn source_of(code: i64) -> Source {
+    if code == 0 {
+        Source::Config
+    } else {
+        Source::Api
+    }
+}
+
+fn spec_json(spec: &WindowSpec) -> String {
+    // A spec is plain strings and lists: encoding it cannot fail.
+    serde_json::to_string(spec).unwrap_or_default()
+}
+
+/// One row, compiled; `None` for a row this build cannot read (written by
+/// another, or a schedule that no longer fires): it is left out.
+fn window(
+    spec: &str,
+    source: i64,
+    created_by: String,
+    created_at: i64,
+    deleted_at: Option<i64>,
+) -> Option<Window> {
+    let spec: WindowSpec = serde_json::from_str(spec).ok()?;
+    let mut w = Window::new(spec, source_of(source), created_by, created_at).ok()?;
+    w.deleted_at = deleted_at;
+    Some(w)
+}
+
+/// Keeps a window made through the API.
+pub fn insert(conn: &Connection, w: &Window) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO maintenance (name, source, spec, created_by, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![
+        w.name(),
+        source_code(w.source),
+        spec_json(&w.spec),
+        w.created_by,
+        w.created_at
+    ])?;
+    Ok(())
+}
+
+/// Ends the live API window `w` at `now`: its past stays maintenance. A
+/// window that covered no time yet is removed whole.
+pub fn delete(conn: &Connection, w: &Window, now: i64) -> rusqlite::Result<()> {
+    if w.intervals(i64::MIN / 2, now).is_empty() {
+        conn.prepare_cached(
+            "DELETE FROM maintenance WHERE name = ?1 AND source = 1 AND deleted_at IS NULL",
+        )?
+        .execute(params![w.name()])?;
+    } else {
+        conn.prepare_cached(
+            "UPDATE maintenance SET deleted_at = ?2 \
+             WHERE name = ?1 AND source = 1 AND deleted_at IS NULL",
+        )?
+        .execute(params![w.name(), now])?;
+    }
+    Ok(())
+}
+
+/// At start: copies the configuration's windows (`config`) into the
+/// table, ending the rows of windows that left it or changed (an unchanged
+/// window keeps its row, and so when it was made); prunes rows that ended
+/// before `now - retention_ms` (0: kept for ever); and returns every live
+/// window, the configuration's first, for the registry.
+pub fn load(
+    conn: &mut Connection,
+    config: &[WindowSpec],
+    now: i64,
+    retention_ms: u64,
+) -> rusqlite::Result<Vec<Window>> {
+    let tx = conn.transaction()?;
+    let live: Vec<(i64, String, String, i64)> = tx
+        .prepare("SELECT id, name, spec, created_at FROM maintenance WHERE source = 0 AND deleted_at IS NULL")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut made_at: Vec<i64> = Vec::with_capacity(config.len());
+    for spec in config {
+        let json = spec_json(spec);
+        match live
+            .iter()
+            .find(|(_, name, s, _)| *name == spec.name && *s == json)
+        {
+            Some(&(_, _, _, at)) => made_at.push(at),
+            None => {
+                tx.execute(
+                    "INSERT INTO maintenance (name, source, spec, created_by, created_at) \
+                     VALUES (?1, 0, ?2, ?3, ?4)",
+                    params![spec.name, json, crate::maintenance::BY_CONFIG, now],
+                )?;
+                made_at.push(now);
+            }
+        }
+    }
+    for (id, name, s, _) in &live {
+        if !config.iter().any(|c| c.name == *name && spec_json(c) == *s) {
+            tx.execute(
+                "UPDATE maintenance SET deleted_at = ?2 WHERE id = ?1",
+                params![id, now],
+            )?;
+        }
+    }
+    if retention_ms > 0 {
+        let cutoff = now.saturating_sub(i64::try_from(retention_ms).unwrap_or(i64::MAX));
+        tx.execute(
+            "DELETE FROM maintenance WHERE deleted_at IS NOT NULL AND deleted_at < ?1",
+            params![cutoff],
+        )?;
+    }
+    tx.commit()?;
+    let mut out: Vec<Window> = config
+        .iter()
+        .zip(made_at)
+        .filter_map(|(spec, at)| {
+            Window::new(
+                spec.clone(),
+                Source::Config,
+                crate::maintenance::BY_CONFIG.into(),
+                at,
+            )
+            .ok()
+        })
+        .collect();
+    let api: Vec<(String, String, i64)> = conn
+        .prepare(
+            "SELECT spec, created_by, created_at FROM maintenance \
+             WHERE source = 1 AND deleted_at IS NULL ORDER BY id",
+        )?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (spec, by, at) in api {
+        if out.len() >= crate::maintenance::MAX_WINDOWS {
+            break;
+        }
+        match window(&spec, 1, by, at, None) {
+            Some(w) if !out.iter().any(|o| o.name() == w.name()) => out.push(w),
+            Some(w) => tracing::warn!(
+                "maintenance window {} made through the API is shadowed by the configuration's of that name",
+                w.name()
+            ),
+            None => tracing::warn!("a maintenance window of the history store cannot be read: left out"),
+        }
+    }
+    Ok(out)
+}
+
+/// The times within `[lo, hi)` that windows covering `name` (by its kind:
+/// an alarm by `alarms`, a service by `services`) covered, sorted and
+/// merged: what uptime counts as maintenance.
+pub fn intervals(
+    conn: &Connection,
+    kind: Kind,
+    name: &str,
+    lo: i64,
+    hi: i64,
+) -> rusqlite::Result<Vec<(i64, i64)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT spec, source, created_by, created_at, deleted_at FROM maintenance \
+         WHERE (deleted_at IS NULL OR deleted_at > ?1) ORDER BY id LIMIT ?2",
+    )?;
+    let mut rows = stmt.query(params![lo, MAX_ROWS])?;
+    let mut spans = Vec::new();
+    while let Some(r) = rows.next()? {
+        let Some(w) = window(
+            &r.get::<_, String>(0)?,
+            r.get(1)?,
+            r.get(2)?,
+            r.get(3)?,
+            r.get(4)?,
+        ) else {
+            continue;
+        };
+        let covers = match kind {
+            Kind::Alarm => w.covers_alarm(name),
+            Kind::Service => w.covers_service(name),
+        };
+        if covers {
+            spans.extend(w.intervals(lo, hi));
+        }
+    }
+    Ok(crate::maintenance::merge(spans))
+}

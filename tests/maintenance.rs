@@ -1,0 +1,385 @@
+//! Maintenance windows against the real binary (README, "Maintenance
+//! windows"): a window from the configuration and one made through the
+//! API (across a restart) hold an alarm's alert until they end, and the
+//! alert comes then with the service still down; one that recovered
+//! during the window sends nothing; the API lists both kinds with who
+//! made them, refuses bad windows saying why, and refuses to delete the
+//! configuration's; uptime counts the window as maintenance, to the
+//! millisecond.
+
+mod common;
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::receiver::Receiver;
+use common::{wait_until, Daemon};
+use serde_json::{json, Value};
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .expect("time")
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+const W: &[(&str, &str)] = &[("Authorization", "Bearer writer")];
+const R: &[(&str, &str)] = &[("Authorization", "Bearer reader")];
+
+fn alarms_with_hook(rx: &Receiver) -> String {
+    format!(
+        "[[alarms]]\nname = \"db\"\npattern = \"db.*\"\nalerts = [\"hook\"]\n\
+         [[alarms]]\nname = \"web\"\npattern = \"web.*\"\nalerts = [\"hook\"]\n\
+         [alerts.hook]\nwebhook = \"{}\"\n",
+        rx.url("/hook")
+    )
+}
+
+/// The alerts received, as `name:to_state`.
+fn alerts(rx: &Receiver) -> Vec<String> {
+    rx.got()
+        .iter()
+        .map(|r| {
+            let b = r.json();
+            format!(
+                "{}:{}",
+                b["name"].as_str().unwrap_or("?"),
+                b["to_state"].as_str().unwrap_or("?")
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_config_window_holds_an_alert_until_it_ends_with_the_service_still_down() {
+    let rx = Receiver::start(|_| Some(200));
+    let end = now_ms() + 6000;
+    let d = Daemon::start(&format!(
+        "{}[[maintenance]]\nname = \"upgrade\"\nalarms = [\"db\", \"web\"]\nstart = \"{}\"\nend = \"{}\"\ncomment = \"db 17\"\n",
+        alarms_with_hook(&rx),
+        rfc3339(now_ms() - 60_000),
+        rfc3339(end)
+    ));
+    d.post("/api/services/db.main?timeout=3600");
+    d.post("/api/services/web.front?timeout=3600");
+    d.post("/api/services/db.main?timeout=0");
+    // web fails and recovers within the window: nothing is ever sent of it.
+    d.post("/api/services/web.front?timeout=0");
+    d.post("/api/services/web.front?timeout=3600");
+    let a = d.get("/api/alarms/db").json();
+    assert_eq!(a["alarm"]["state"], "error", "states stay true: {a}");
+    assert_eq!(a["alarm"]["maintenance"], json!(["upgrade"]), "{a}");
+    let listed = d.get("/api/alarms").json();
+    assert!(listed.to_string().contains("\"maintenance\""), "{listed}");
+    assert!(
+        now_ms() < end,
+        "the machine was too slow to fail db within the window"
+    );
+    assert_eq!(alerts(&rx), Vec::<String>::new(), "held during the window");
+
+    let got = rx.wait_for(1, 30);
+    assert_eq!(alerts(&rx), ["db:error"], "{}", d.stderr());
+    assert!(now_ms() >= end);
+    let b = got[0].json();
+    assert_eq!(b["name"], "db");
+    // Whatever came after it: never web's.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(alerts(&rx), ["db:error"], "{}", d.stderr());
+    let a = d.get("/api/alarms/db").json();
+    assert!(a["alarm"].get("maintenance").is_none(), "{a}");
+}
+
+#[test]
+fn an_api_window_holds_an_alert_across_a_restart_and_releases_it_at_its_end() {
+    let rx = Receiver::start(|_| Some(200));
+    let mut d = Daemon::start_with_http(
+        "read_keys = [\"reader\"]\nwrite_keys = [\"other\", \"writer\"]",
+        &alarms_with_hook(&rx),
+    );
+    let end = now_ms() + 15_000;
+    let body = json!({
+        "name": "db-move",
+        "alarms": ["db"],
+        "start": rfc3339(now_ms() - 1000),
+        "end": rfc3339(end),
+        "comment": "moving the database",
+    });
+    let r = d.request(
+        "POST",
+        "/api/maintenance",
+        &[W[0], ("Content-Type", "application/json")],
+        body.to_string().as_bytes(),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.json()["created_by"], "write_keys[1]");
+    assert_eq!(r.json()["active"], true);
+    d.request("POST", "/api/services/db.main?timeout=3600", W, b"");
+    d.request("POST", "/api/services/db.main?timeout=0", W, b"");
+    wait_until(10, "db is ERROR", || {
+        d.request("GET", "/api/alarms/db", R, b"").json()["alarm"]["state"] == "error"
+    });
+    d.restart();
+    let listed = d.request("GET", "/api/maintenance", R, b"").json();
+    assert_eq!(listed[0]["name"], "db-move", "{listed}");
+    assert_eq!(listed[0]["created_by"], "write_keys[1]", "{listed}");
+    assert_eq!(listed[0]["source"], "api", "{listed}");
+    let a = d.request("GET", "/api/alarms/db", R, b"").json();
+    assert_eq!(a["alarm"]["maintenance"], json!(["db-move"]), "{a}");
+    assert!(
+        now_ms() < end,
+        "the machine was too slow to restart within the window"
+    );
+    assert_eq!(
+        alerts(&rx),
+        Vec::<String>::new(),
+        "held, also after the restart"
+    );
+
+    rx.wait_for(1, 40);
+    assert_eq!(alerts(&rx), ["db:error"], "{}", d.stderr());
+    assert!(now_ms() >= end);
+}
+
+#[test]
+fn the_api_lists_both_kinds_refuses_bad_windows_and_keeps_the_configurations() {
+    let d = Daemon::start_keyed(&format!(
+        "[[alarms]]\nname = \"db\"\npattern = \"db.*\"\n\
+         [[maintenance]]\nname = \"nightly\"\nalarms = \"db\"\nschedule = \"0 3 * * *\"\nduration = \"30m\"\ntz = \"Europe/Berlin\"\n"
+    ));
+    let post = |body: Value, key: &(&str, &str)| {
+        d.request(
+            "POST",
+            "/api/maintenance",
+            &[*key, ("Content-Type", "application/json")],
+            body.to_string().as_bytes(),
+        )
+    };
+    let ok = json!({"name": "later", "services": ["db.*"], "start": rfc3339(now_ms() + 3_600_000), "end": rfc3339(now_ms() + 7_200_000)});
+    assert_eq!(
+        post(ok.clone(), &R[0]).status,
+        403,
+        "a read key cannot make one"
+    );
+    let r = post(ok.clone(), &W[0]);
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(post(ok, &W[0]).status, 409, "the name is taken");
+    for (body, says) in [
+        (
+            json!({"name": "a", "alarms": ["db"], "schedule": "0 3 * * *", "duration": "1h", "tz": "Mars/Olympus"}),
+            "IANA",
+        ),
+        (
+            json!({"name": "a", "alarms": ["db"], "schedule": "0 3 * *", "duration": "1h"}),
+            "cron",
+        ),
+        (
+            json!({"name": "a", "alarms": ["db"], "start": rfc3339(now_ms()), "end": rfc3339(now_ms() - 1000)}),
+            "end must be after start",
+        ),
+        (
+            json!({"name": "a", "alarms": ["db"], "schedule": "0 3 * * *", "duration": "-5"}),
+            "duration",
+        ),
+        (
+            json!({"name": "a", "alarms": ["db"], "schedule": "0 3 * * *", "duration": "0"}),
+            "more than 0",
+        ),
+        (
+            json!({"name": "a", "alarms": ["db"], "created_by": "me", "start": rfc3339(now_ms()), "end": rfc3339(now_ms() + 1000)}),
+            "created_by",
+        ),
+        (json!({"name": "a"}), "matches nothing"),
+        (json!("not a window"), "JSON maintenance window"),
+    ] {
+        let r = post(body.clone(), &W[0]);
+        assert_eq!(r.status, 400, "{body}: {}", r.body);
+        let e = r.json()["error"].as_str().unwrap_or_default().to_string();
+        assert!(e.contains(says), "{body}: {e}");
+    }
+
+    let listed = d.request("GET", "/api/maintenance", R, b"").json();
+    let by: Vec<(String, String, String)> = listed
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|w| {
+            (
+                w["name"].as_str().unwrap_or("?").into(),
+                w["created_by"].as_str().unwrap_or("?").into(),
+                w["source"].as_str().unwrap_or("?").into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        by,
+        [
+            ("nightly".into(), "config".into(), "config".into()),
+            ("later".into(), "write_keys[0]".into(), "api".into())
+        ],
+        "{listed}"
+    );
+    assert_eq!(listed[0]["tz"], "Europe/Berlin");
+    assert!(listed[0]["next_start"].as_i64().is_some(), "{listed}");
+    assert_eq!(d.request("GET", "/api/maintenance", &[], b"").status, 401);
+
+    let r = d.request("DELETE", "/api/maintenance/nightly", W, b"");
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert!(r.json()["error"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("configuration"));
+    assert_eq!(
+        d.request("DELETE", "/api/maintenance/nope", W, b"").status,
+        404
+    );
+    assert_eq!(
+        d.request("DELETE", "/api/maintenance/later", W, b"").status,
+        200
+    );
+    let listed = d.request("GET", "/api/maintenance", R, b"").json();
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+}
+
+#[test]
+fn with_history_off_api_windows_are_refused_and_config_windows_still_hold() {
+    let d = Daemon::start(
+        "[history]\nenabled = false\n[[maintenance]]\nname = \"always\"\nalarms = \"db\"\nstart = \"2020-01-01T00:00:00Z\"\nend = \"2020-12-31T00:00:00Z\"\n",
+    );
+    let r = d.request(
+        "POST",
+        "/api/maintenance",
+        &[],
+        json!({"name": "a", "alarms": ["db"], "start": rfc3339(now_ms()), "end": rfc3339(now_ms() + 1000)})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert!(r.json()["error"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("[history] enabled = false"));
+    assert_eq!(d.get("/api/maintenance").json()[0]["name"], "always");
+}
+
+#[test]
+fn a_bad_config_window_stops_the_start_saying_why() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = dir.path().join("c.cfg");
+    for (text, word) in [
+        ("[[maintenance]]\nname = \"a\"\nalarms = \"db\"\nschedule = \"0 3 * * *\"\nduration = \"1h\"\ntz = \"Nowhere/Land\"\n", "IANA"),
+        ("[[maintenance]]\nname = \"a\"\nalarms = \"db\"\nstart = \"2026-01-02T00:00:00Z\"\nend = \"2026-01-01T00:00:00Z\"\n", "end must be after start"),
+        ("[[maintenance]]\nname = \"a\"\nalarms = \"db\"\nschedule = \"0 3 * * *\"\nduration = \"1h\"\n[[maintenance]]\nname = \"a\"\nalarms = \"x\"\nschedule = \"0 4 * * *\"\nduration = \"1h\"\n", "two windows"),
+    ] {
+        std::fs::write(&cfg, text).expect("write");
+        let (status, out) = common::run_binary(
+            dir.path(),
+            &["--config", cfg.to_str().expect("utf8"), "--config-dir", "/nonexistent"],
+        );
+        assert_eq!(status.code(), Some(2), "{out}");
+        assert!(out.contains(word), "{word}: {out}");
+    }
+}
+
+/// (ts, to) of each change of `name`, oldest first.
+fn changes(d: &Daemon, name: &str) -> Vec<(i64, String)> {
+    let v = d
+        .get(&format!("/api/services/{name}/history?limit=1000"))
+        .json();
+    let mut out: Vec<(i64, String)> = v["changes"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|c| {
+                    (
+                        c["ts"].as_i64().unwrap_or(-1),
+                        c["to"].as_str().unwrap_or("?").to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.reverse();
+    out
+}
+
+fn ms(v: &Value, field: &str) -> i64 {
+    v[field]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{field} in {v}"))
+}
+
+#[test]
+fn uptime_counts_a_window_as_maintenance_to_the_millisecond() {
+    let d = Daemon::start("[[alarms]]\nname = \"m\"\npattern = \"u.*\"\n");
+    d.post("/api/services/u.m?timeout=3600");
+    std::thread::sleep(Duration::from_millis(80));
+    d.post("/api/services/u.m?timeout=0");
+    std::thread::sleep(Duration::from_millis(300));
+    d.post("/api/services/u.m?timeout=3600");
+    wait_until(10, "three changes written", || {
+        changes(&d, "u.m").len() == 3
+    });
+    let c = changes(&d, "u.m");
+    let t: Vec<i64> = c.iter().map(|x| x.0).collect();
+    assert_eq!(c[1].1, "error", "{c:?}");
+    // A window from inside the ERROR period to after the recovery: its
+    // start is retroactive, which a one-off window may be.
+    let (ws, we) = (t[1] + 10, t[2] + 20);
+    let r = d.request(
+        "POST",
+        "/api/maintenance",
+        &[],
+        json!({"name": "fix", "services": ["u.m"], "alarms": ["m"], "start": rfc3339(ws), "end": rfc3339(we)})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let (since, until) = (t[0], t[2] + 100);
+    let started = Instant::now();
+    wait_until(10, "until is past", || now_ms() > until);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    for what in ["services/u.m", "alarms/m"] {
+        let v = d
+            .get(&format!("/api/{what}/uptime?since={since}&until={until}"))
+            .json();
+        let w = &v["windows"][0];
+        let a = d.get(&format!("/api/{what}/history?limit=10")).json();
+        if what == "alarms/m" {
+            // The alarm's own changes are a few ms from the service's.
+            let tc: Vec<i64> = a["changes"]
+                .as_array()
+                .expect("changes")
+                .iter()
+                .rev()
+                .map(|c| c["ts"].as_i64().unwrap_or(0))
+                .collect();
+            let (e, o) = (tc[tc.len() - 2], tc[tc.len() - 1]);
+            assert!(e <= ws && t[0] < e, "{a}");
+            assert_eq!(ms(w, "maintenance_ms"), we - ws, "{v}");
+            let down = (o.min(ws) - e).max(0) + (o - we).max(0);
+            assert_eq!(ms(w, "down_ms"), down, "{v} {a}");
+            let parts: i64 = [
+                "up_ms",
+                "down_ms",
+                "muted_ms",
+                "maintenance_ms",
+                "unknown_ms",
+            ]
+            .iter()
+            .map(|f| ms(w, f))
+            .sum();
+            assert_eq!(parts, until - since, "{v}");
+            continue;
+        }
+        assert_eq!(ms(w, "maintenance_ms"), we - ws, "{v}");
+        assert_eq!(ms(w, "down_ms"), ws - t[1], "{v}");
+        assert_eq!(ms(w, "up_ms"), (t[1] - t[0]) + (until - we), "{v}");
+        assert_eq!(ms(w, "unknown_ms"), 0, "{v}");
+        assert_eq!(w["incidents"], 1, "the window changes no state: {v}");
+    }
+}
