@@ -147,10 +147,10 @@ fn an_api_window_holds_an_alert_across_a_restart_and_releases_it_at_its_end() {
 
 #[test]
 fn the_api_lists_both_kinds_refuses_bad_windows_and_keeps_the_configurations() {
-    let d = Daemon::start_keyed(&format!(
+    let d = Daemon::start_keyed(
         "[[alarms]]\nname = \"db\"\npattern = \"db.*\"\n\
-         [[maintenance]]\nname = \"nightly\"\nalarms = \"db\"\nschedule = \"0 3 * * *\"\nduration = \"30m\"\ntz = \"Europe/Berlin\"\n"
-    ));
+         [[maintenance]]\nname = \"nightly\"\nalarms = \"db\"\nschedule = \"0 3 * * *\"\nduration = \"30m\"\ntz = \"Europe/Berlin\"\n",
+    );
     let post = |body: Value, key: &(&str, &str)| {
         d.request(
             "POST",
@@ -382,4 +382,122 @@ fn uptime_counts_a_window_as_maintenance_to_the_millisecond() {
         assert_eq!(ms(w, "unknown_ms"), 0, "{v}");
         assert_eq!(w["incidents"], 1, "the window changes no state: {v}");
     }
+}
+
+/// The SMTP server of the alert tests (tests/support/smtp_server.py),
+/// killed when the test ends however it ends.
+struct Smtp(std::process::Child);
+
+impl Drop for Smtp {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn smtp_server(dir: &std::path::Path) -> (Smtp, u16, std::path::PathBuf) {
+    use std::io::BufRead;
+    let port = common::free_port();
+    let out = dir.join("mail.jsonl");
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/smtp_server.py");
+    let mut child = std::process::Command::new("python3")
+        .arg(script)
+        .arg(port.to_string())
+        .arg(&out)
+        .arg("0")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("python3 with aiosmtpd (pip install aiosmtpd)");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("ready line");
+    assert_eq!(line.trim(), "ready", "SMTP server did not start");
+    (Smtp(child), port, out)
+}
+
+fn read_mails(path: &std::path::Path, n: usize, secs: u64) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let mails: Vec<Value> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        if mails.len() >= n || Instant::now() > deadline {
+            return mails;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn notify_tells_the_mail_of_the_matched_alarms_when_a_window_opens_and_ends_and_no_webhook() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (smtp, port, out) = smtp_server(dir.path());
+    let rx = Receiver::start(|_| Some(200));
+    let d = Daemon::start(&format!(
+        "[[alarms]]\nname = \"db\"\npattern = \"db.*\"\nalerts = [\"team\"]\n\
+         [[alarms]]\nname = \"web\"\npattern = \"web.*\"\nalerts = [\"other\"]\n\
+         [alerts.team]\nmail = \"ops@example.com\"\nwebhook = \"{}\"\ngroup_interval = \"1s\"\n\
+         [alerts.other]\nmail = \"web@example.com\"\n\
+         [mail]\nserver = \"127.0.0.1:{port}\"\n",
+        rx.url("/hook")
+    ));
+    d.post("/api/services/db.main?timeout=3600");
+    d.post("/api/services/web.main?timeout=3600");
+    let (start, end) = (now_ms() + 2000, now_ms() + 4000);
+    let r = d.request(
+        "POST",
+        "/api/maintenance",
+        &[],
+        json!({"name": "upgrade", "alarms": ["db"], "start": rfc3339(start), "end": rfc3339(end), "notify": true, "comment": "db 17"})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let mails = read_mails(&out, 2, 30);
+    std::thread::sleep(Duration::from_millis(1500));
+    let mails_after = read_mails(&out, 3, 0);
+    drop(smtp);
+    assert_eq!(mails.len(), 2, "{mails:?} {}", d.stderr());
+    assert_eq!(mails_after.len(), 2, "{mails_after:?}");
+    let data: Vec<&str> = mails
+        .iter()
+        .map(|m| m["data"].as_str().unwrap_or_default())
+        .collect();
+    assert!(
+        data[0].contains("Subject: [LOVEBEAT] maintenance 'upgrade' started"),
+        "{}",
+        data[0]
+    );
+    assert!(
+        data[0].contains("'db'") && data[0].contains("db 17"),
+        "{}",
+        data[0]
+    );
+    assert!(
+        data[1].contains("Subject: [LOVEBEAT] maintenance 'upgrade' ended"),
+        "{}",
+        data[1]
+    );
+    for m in &mails {
+        assert!(
+            m.to_string().contains("ops@example.com"),
+            "only db's alert: {m}"
+        );
+        assert!(
+            !m.to_string().contains("web@example.com"),
+            "not web's alert: {m}"
+        );
+    }
+    assert!(now_ms() >= end);
+    assert_eq!(
+        rx.count(),
+        0,
+        "the webhook gets nothing new: {:?}",
+        alerts(&rx)
+    );
 }
