@@ -47,25 +47,25 @@ fn not_found(name: &str) -> Response<Body> {
 
 /// The history store, where windows made through the API are kept, or the
 /// answer that says why they cannot be.
-fn store(state: &AppState) -> Result<std::sync::Arc<crate::history::History>, Response<Body>> {
+fn store(state: &AppState) -> Result<std::sync::Arc<crate::history::History>, Box<Response<Body>>> {
     match &state.history {
         HistoryState::On(h) => match h.failing() {
             None => Ok(h.clone()),
-            Some(why) => Err(error(
+            Some(why) => Err(Box::new(error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("maintenance windows cannot be kept now: the history store fails ({why})"),
-            )),
+            ))),
         },
-        HistoryState::Off => Err(error(
+        HistoryState::Off => Err(Box::new(error(
             StatusCode::CONFLICT,
             "maintenance windows made through the API are kept in the history store, which is off \
              ([history] enabled = false): put the window in [[maintenance]] of the configuration"
                 .into(),
-        )),
-        HistoryState::Failed(why) => Err(error(
+        ))),
+        HistoryState::Failed(why) => Err(Box::new(error(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("maintenance windows cannot be kept: the history store is unavailable ({why})"),
-        )),
+        ))),
     }
 }
 
@@ -74,20 +74,20 @@ fn store(state: &AppState) -> Result<std::sync::Arc<crate::history::History>, Re
 async fn on_store(
     history: std::sync::Arc<crate::history::History>,
     f: impl FnOnce(&mut rusqlite::Connection) -> rusqlite::Result<()> + Send + 'static,
-) -> Result<(), Response<Body>> {
+) -> Result<(), Box<Response<Body>>> {
     match tokio::task::spawn_blocking(move || history.write(f)).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => {
             tracing::error!("cannot write a maintenance window to the history file: {e}");
-            Err(error(
+            Err(Box::new(error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("the history store refused the change: {e}"),
-            ))
+            )))
         }
-        Err(_) => Err(error(
+        Err(_) => Err(Box::new(error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "the history store's task failed".into(),
-        )),
+        ))),
     }
 }
 
@@ -97,7 +97,7 @@ pub(super) async fn create(req: Request<Incoming>, state: &AppState) -> Response
     let who = state.gate.keys.who(&req);
     let history = match store(state) {
         Ok(h) => h,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let body = match super::api::read_body(req, state).await {
         Ok(b) => b,
@@ -131,7 +131,7 @@ pub(super) async fn create(req: Request<Incoming>, state: &AppState) -> Response
     .await
     {
         state.engine.maintenance().remove(window.name());
-        return r;
+        return *r;
     }
     tracing::info!(
         "maintenance window {} made by {}",
@@ -158,7 +158,7 @@ pub(super) async fn delete(state: &AppState, name: &str) -> Response<Body> {
     }
     let history = match store(state) {
         Ok(h) => h,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let now = now_ms();
     let ended = window.clone();
@@ -167,7 +167,7 @@ pub(super) async fn delete(state: &AppState, name: &str) -> Response<Body> {
     })
     .await
     {
-        return r;
+        return *r;
     }
     state.engine.maintenance().remove(name);
     tracing::info!("maintenance window {name} deleted");

@@ -178,7 +178,7 @@ enum When {
     /// `[start, end)`, ms.
     Once { start: i64, end: i64 },
     /// Each occurrence of the schedule, for its duration.
-    Recurring(Recurrence),
+    Recurring(Box<Recurrence>),
 }
 
 /// Where a window came from.
@@ -299,7 +299,7 @@ impl Window {
                             what,
                         }
                     })?;
-                When::Recurring(rec)
+                When::Recurring(Box::new(rec))
             }
             _ => return Err(WindowError::Shape(name)),
         };
@@ -475,6 +475,17 @@ impl Maintenance {
             let at = list.iter().position(|w| w.name() == name)?;
             Some(list.remove(at))
         })
+    }
+
+    /// The names of the windows open at `now`, in the list's order: a
+    /// view compares it with the last it saw to learn that windows opened
+    /// or closed (which no state change says).
+    pub fn open_now(&self, now: i64) -> Vec<Arc<str>> {
+        self.list()
+            .iter()
+            .filter(|w| w.is_open(now))
+            .map(|w| Arc::from(w.name()))
+            .collect()
     }
 
     /// The names of the windows open at `now` that cover alarm `alarm`
