@@ -501,3 +501,39 @@ fn notify_tells_the_mail_of_the_matched_alarms_when_a_window_opens_and_ends_and_
         alerts(&rx)
     );
 }
+
+#[test]
+fn windows_are_bounded_and_ended_ones_make_room() {
+    let d = Daemon::start("");
+    let post = |name: String, start: i64, end: i64| {
+        d.request(
+            "POST",
+            "/api/maintenance",
+            &[],
+            json!({"name": name, "alarms": ["x"], "start": rfc3339(start), "end": rfc3339(end)})
+                .to_string()
+                .as_bytes(),
+        )
+    };
+    let now = now_ms();
+    for i in 0..200 {
+        let r = post(format!("past-{i}"), now - 7_200_000, now - 3_600_000);
+        assert_eq!(r.status, 201, "{i}: {}", r.body);
+    }
+    // Full of windows that are over: they give way.
+    let (from, to) = (now + 3_600_000, now + 7_200_000);
+    assert_eq!(post("next-0".into(), from, to).status, 201);
+    let listed = d.get("/api/maintenance").json();
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    for i in 1..200 {
+        assert_eq!(post(format!("next-{i}"), from, to).status, 201, "{i}");
+    }
+    let r = post("one-too-many".into(), from, to);
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.json()["error"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("maximum of 200"));
+    assert_eq!(d.delete("/api/maintenance/next-7").status, 200);
+    assert_eq!(post("one-too-many".into(), from, to).status, 201);
+}

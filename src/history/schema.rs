@@ -73,6 +73,9 @@ UPDATE names SET last_state = (
 /// its own row, read beside the changes. `deleted_at` ends it (a
 /// deletion through the API, or a window gone from or changed in the
 /// configuration): its past stays maintenance, until retention.
+/// `first_ms` and `last_ms` bound the time it may cover (a one-off
+/// window's start and end; a recurring one's creation, and NULL), so that
+/// uptime reads only the rows of its range.
 const V4: &str = "
 CREATE TABLE IF NOT EXISTS maintenance (
     id INTEGER PRIMARY KEY,
@@ -81,7 +84,9 @@ CREATE TABLE IF NOT EXISTS maintenance (
     spec TEXT NOT NULL,
     created_by TEXT NOT NULL,
     created_at INTEGER NOT NULL,
-    deleted_at INTEGER
+    deleted_at INTEGER,
+    first_ms INTEGER NOT NULL,
+    last_ms INTEGER
 );
 CREATE INDEX IF NOT EXISTS maintenance_live ON maintenance (deleted_at);
 ";

@@ -119,7 +119,37 @@ pub(super) async fn create(req: Request<Incoming>, state: &AppState) -> Response
     };
     // In the registry first, so two requests for one name cannot both
     // be kept; taken out again if the store refuses it.
-    let window = match state.engine.maintenance().add(window) {
+    let mut added = state.engine.maintenance().add(window);
+    if let Err(WindowError::Full(w)) = added {
+        // Room is made from windows of the API that are over: their rows
+        // stay in the store, ended, and keep counting their past.
+        let over: Vec<std::sync::Arc<Window>> = state
+            .engine
+            .maintenance()
+            .list()
+            .iter()
+            .filter(|o| o.source == Source::Api && o.current_or_next(now).is_none())
+            .cloned()
+            .collect();
+        if !over.is_empty() {
+            let ended = over.clone();
+            if let Err(r) = on_store(history.clone(), move |conn| {
+                for o in &ended {
+                    crate::history::maintenance::delete(conn, o, now)?;
+                }
+                Ok(())
+            })
+            .await
+            {
+                return *r;
+            }
+            for o in &over {
+                state.engine.maintenance().remove(o.name());
+            }
+        }
+        added = state.engine.maintenance().add(*w);
+    }
+    let window = match added {
         Ok(w) => w,
         Err(e @ WindowError::Exists(_)) => return error(StatusCode::CONFLICT, e.to_string()),
         Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),

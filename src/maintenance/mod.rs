@@ -105,7 +105,7 @@ fn duration_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String
 
 /// Why a window cannot be made; the message says what to change (a 400,
 /// or a configuration error).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum WindowError {
     /// No name, or one outside the allowed characters or length.
     #[error(
@@ -157,9 +157,10 @@ pub enum WindowError {
     /// The name is taken.
     #[error("a maintenance window named '{0}' exists already")]
     Exists(String),
-    /// [`MAX_WINDOWS`] reached.
+    /// [`MAX_WINDOWS`] reached; the window refused, for a retry once
+    /// room is made.
     #[error("lovebeat holds its maximum of {MAX_WINDOWS} maintenance windows: delete one first")]
-    Full,
+    Full(Box<Window>),
 }
 
 /// True for a window name: what a URL segment carries without escaping.
@@ -231,6 +232,28 @@ impl Window {
         created_by: String,
         created_at: i64,
     ) -> Result<Window, WindowError> {
+        Window::build(spec, source, created_by, created_at, true)
+    }
+
+    /// A window read back from the history store: checked as [`Window::new`]
+    /// checks, except the schedule's gaps, which were checked when it was
+    /// made (a search of many occurrences, too dear for every uptime query).
+    pub fn from_store(
+        spec: WindowSpec,
+        source: Source,
+        created_by: String,
+        created_at: i64,
+    ) -> Result<Window, WindowError> {
+        Window::build(spec, source, created_by, created_at, false)
+    }
+
+    fn build(
+        spec: WindowSpec,
+        source: Source,
+        created_by: String,
+        created_at: i64,
+        check_gaps: bool,
+    ) -> Result<Window, WindowError> {
         let name = spec.name.clone();
         if !valid_window_name(&name) {
             return Err(WindowError::BadName(
@@ -292,12 +315,10 @@ impl Window {
                 When::Once { start, end }
             }
             (None, None, Some(schedule), Some(duration)) => {
-                let rec =
-                    Recurrence::new(schedule, spec.tz.as_deref(), duration).map_err(|what| {
-                        WindowError::BadRecurrence {
-                            name: name.clone(),
-                            what,
-                        }
+                let rec = Recurrence::new(schedule, spec.tz.as_deref(), duration, check_gaps)
+                    .map_err(|what| WindowError::BadRecurrence {
+                        name: name.clone(),
+                        what,
                     })?;
                 When::Recurring(Box::new(rec))
             }
@@ -315,6 +336,15 @@ impl Window {
             deleted_at: None,
             when,
         })
+    }
+
+    /// The first instant it may cover and the last (excluded; `None` for
+    /// a recurring window, open-ended): what the store filters rows by.
+    pub fn span(&self) -> (i64, Option<i64>) {
+        match &self.when {
+            When::Once { start, end } => (*start, Some(*end)),
+            When::Recurring(_) => (self.created_at, None),
+        }
     }
 
     /// The window's name.
@@ -401,6 +431,17 @@ pub fn merge(mut spans: Vec<(i64, i64)>) -> Vec<(i64, i64)> {
 #[derive(Default)]
 pub struct Maintenance {
     windows: RwLock<Arc<Vec<Arc<Window>>>>,
+    /// The windows open at a time, and until when that answer holds: a
+    /// recurring window's search is done once per opening and closing,
+    /// not once per alarm a list shows.
+    open: std::sync::Mutex<Option<OpenSet>>,
+}
+
+/// The windows open throughout `[from, until)`.
+struct OpenSet {
+    from: i64,
+    until: i64,
+    open: Arc<Vec<Arc<Window>>>,
 }
 
 impl std::fmt::Debug for Maintenance {
@@ -426,7 +467,44 @@ impl Maintenance {
         let mut list = (**guard).clone();
         let out = f(&mut list);
         *guard = Arc::new(list);
+        *self.open.lock().unwrap_or_else(|e| e.into_inner()) = None;
         out
+    }
+
+    /// The windows open at `now`, in the list's order: computed once for
+    /// as long as no window opens or closes (exact, not a cache that may
+    /// be a moment late).
+    pub fn open_windows(&self, now: i64) -> Arc<Vec<Arc<Window>>> {
+        let list = self.list();
+        let mut cache = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = cache.as_ref() {
+            if c.from <= now && now < c.until {
+                return c.open.clone();
+            }
+        }
+        let mut until = i64::MAX;
+        let mut open = Vec::new();
+        for w in list.iter() {
+            match w.current_or_next(now) {
+                Some((s, e)) if s <= now => {
+                    until = until.min(e);
+                    open.push(w.clone());
+                }
+                Some((s, _)) => until = until.min(s),
+                None => {}
+            }
+        }
+        let open = Arc::new(open);
+        // Written only if no update came in between (it clears the cache
+        // under the list's lock, which this read no longer holds).
+        if Arc::ptr_eq(&list, &self.list()) {
+            *cache = Some(OpenSet {
+                from: now,
+                until,
+                open: open.clone(),
+            });
+        }
+        open
     }
 
     /// Replaces every window (at start: the configuration's, then those
@@ -435,28 +513,15 @@ impl Maintenance {
         self.update(|list| *list = windows.into_iter().map(Arc::new).collect());
     }
 
-    /// Checks that `window` may be added: its name is free and there is
-    /// room.
-    pub fn check_new(&self, window: &Window) -> Result<(), WindowError> {
-        let list = self.list();
-        if list.iter().any(|w| w.name() == window.name()) {
-            return Err(WindowError::Exists(window.spec.name.clone()));
-        }
-        if list.len() >= MAX_WINDOWS {
-            return Err(WindowError::Full);
-        }
-        Ok(())
-    }
-
-    /// Adds a window made through the API, unless [`Maintenance::check_new`]
-    /// refuses it.
+    /// Adds a window made through the API, unless its name is taken or
+    /// there is no room.
     pub fn add(&self, window: Window) -> Result<Arc<Window>, WindowError> {
         self.update(|list| {
             if list.iter().any(|w| w.name() == window.name()) {
                 return Err(WindowError::Exists(window.spec.name.clone()));
             }
             if list.len() >= MAX_WINDOWS {
-                return Err(WindowError::Full);
+                return Err(WindowError::Full(Box::new(window)));
             }
             let w = Arc::new(window);
             list.push(w.clone());
@@ -481,9 +546,8 @@ impl Maintenance {
     /// view compares it with the last it saw to learn that windows opened
     /// or closed (which no state change says).
     pub fn open_now(&self, now: i64) -> Vec<Arc<str>> {
-        self.list()
+        self.open_windows(now)
             .iter()
-            .filter(|w| w.is_open(now))
             .map(|w| Arc::from(w.name()))
             .collect()
     }
@@ -491,9 +555,9 @@ impl Maintenance {
     /// The names of the windows open at `now` that cover alarm `alarm`
     /// by its name: its alerts are held while one is.
     pub fn active_for_alarm(&self, alarm: &str, now: i64) -> Vec<Arc<str>> {
-        self.list()
+        self.open_windows(now)
             .iter()
-            .filter(|w| w.covers_alarm(alarm) && w.is_open(now))
+            .filter(|w| w.covers_alarm(alarm))
             .map(|w| Arc::from(w.name()))
             .collect()
     }
@@ -501,9 +565,9 @@ impl Maintenance {
     /// The names of the windows open at `now` that cover service
     /// `service` by its name.
     pub fn active_for_service(&self, service: &str, now: i64) -> Vec<Arc<str>> {
-        self.list()
+        self.open_windows(now)
             .iter()
-            .filter(|w| w.covers_service(service) && w.is_open(now))
+            .filter(|w| w.covers_service(service))
             .map(|w| Arc::from(w.name()))
             .collect()
     }
@@ -519,11 +583,10 @@ impl Maintenance {
         failed: &[impl AsRef<str>],
         now: i64,
     ) -> Vec<Arc<str>> {
-        let list = self.list();
-        if list.is_empty() {
+        let open = self.open_windows(now);
+        if open.is_empty() {
             return Vec::new();
         }
-        let open: Vec<&Arc<Window>> = list.iter().filter(|w| w.is_open(now)).collect();
         let by_name: Vec<Arc<str>> = open
             .iter()
             .filter(|w| w.covers_alarm(alarm))

@@ -14,6 +14,10 @@ pub const MIN_GAP_MS: i64 = 3_600_000;
 pub const MAX_OCCURRENCES: usize = 10_000;
 /// Openings looked at to check [`MIN_GAP_MS`].
 const GAP_CHECKS: usize = 48;
+/// Longest cron expression read.
+const MAX_EXPR_LEN: usize = 200;
+/// Longest zone name read (the longest IANA name is 32 bytes).
+const MAX_TZ_LEN: usize = 64;
 
 /// A schedule and how long each of its occurrences lasts.
 #[derive(Debug)]
@@ -25,7 +29,23 @@ pub struct Recurrence {
 impl Recurrence {
     /// Reads `expr` in zone `tz` (UTC when `None`), each occurrence
     /// lasting `duration` (`2h`, or seconds); the error says what is wrong.
-    pub fn new(expr: &str, tz: Option<&str>, duration: &str) -> Result<Recurrence, String> {
+    /// `check_gaps`: refuse a schedule that opens more often than
+    /// [`MIN_GAP_MS`] (a window read back from the store was checked when
+    /// it was made, and a schedule's gaps do not change).
+    pub fn new(
+        expr: &str,
+        tz: Option<&str>,
+        duration: &str,
+        check_gaps: bool,
+    ) -> Result<Recurrence, String> {
+        if expr.len() > MAX_EXPR_LEN {
+            return Err(format!("schedule is longer than {MAX_EXPR_LEN} bytes"));
+        }
+        if tz.is_some_and(|z| z.len() > MAX_TZ_LEN) {
+            return Err(format!(
+                "tz is longer than {MAX_TZ_LEN} bytes: not an IANA zone"
+            ));
+        }
         let duration_ms = crate::settings::duration::parse_duration_input(duration)
             .map_err(|e| e.to_string())
             .and_then(|ms| i64::try_from(ms).map_err(|_| "duration too large".to_string()))?;
@@ -44,6 +64,9 @@ impl Recurrence {
             schedule,
             duration_ms,
         };
+        if !check_gaps {
+            return Ok(rec);
+        }
         let mut at = crate::clock::now_ms();
         let mut previous: Option<i64> = None;
         for _ in 0..GAP_CHECKS {
