@@ -60,7 +60,7 @@ fn a_config_window_holds_an_alert_until_it_ends_with_the_service_still_down() {
     let rx = Receiver::start(|_| Some(200));
     let end = now_ms() + 6000;
     let d = Daemon::start(&format!(
-        "{}[[maintenance]]\nname = \"upgrade\"\nalarms = [\"db\", \"web\"]\nstart = \"{}\"\nend = \"{}\"\ncomment = \"db 17\"\n",
+        "{}[[maintenance]]\nname = \"upgrade\"\nalarms = [\"db\", \"web\"]\nservices = \"db.*\"\nstart = \"{}\"\nend = \"{}\"\ncomment = \"db 17\"\n",
         alarms_with_hook(&rx),
         rfc3339(now_ms() - 60_000),
         rfc3339(end)
@@ -74,6 +74,13 @@ fn a_config_window_holds_an_alert_until_it_ends_with_the_service_still_down() {
     let a = d.get("/api/alarms/db").json();
     assert_eq!(a["alarm"]["state"], "error", "states stay true: {a}");
     assert_eq!(a["alarm"]["maintenance"], json!(["upgrade"]), "{a}");
+    let s = d.get("/api/services/db.main").json();
+    assert_eq!(s["maintenance"], json!(["upgrade"]), "{s}");
+    assert!(d
+        .get("/api/services/web.front")
+        .json()
+        .get("maintenance")
+        .is_none());
     let listed = d.get("/api/alarms").json();
     assert!(listed.to_string().contains("\"maintenance\""), "{listed}");
     assert!(
