@@ -12,6 +12,9 @@ use crate::maintenance::{Source, Window, WindowSpec};
 /// Rows one uptime query reads at most: windows are bounded while they
 /// live (`maintenance::MAX_WINDOWS`), deleted ones only by retention.
 const MAX_ROWS: i64 = 10_000;
+/// Occurrences of recurring windows one uptime query computes at most,
+/// all windows together (the hourly openings of five windows over a year).
+pub const MAX_OCCURRENCES: usize = 50_000;
 
 fn source_code(s: Source) -> i64 {
     match s {
@@ -178,6 +181,7 @@ pub fn intervals(
     )?;
     let mut rows = stmt.query(params![lo, hi, MAX_ROWS])?;
     let mut spans = Vec::new();
+    let mut budget = MAX_OCCURRENCES;
     while let Some(r) = rows.next()? {
         let Some(w) = window(
             &r.get::<_, String>(0)?,
@@ -193,7 +197,7 @@ pub fn intervals(
             Kind::Service => w.covers_service(name),
         };
         if covers {
-            spans.extend(w.intervals(lo, hi));
+            spans.extend(w.intervals_within(lo, hi, &mut budget));
         }
     }
     Ok(crate::maintenance::merge(spans))

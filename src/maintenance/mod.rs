@@ -392,6 +392,13 @@ impl Window {
     /// disjoint, cut at the window's deletion; a recurring window's
     /// occurrences before it was made are left out.
     pub fn intervals(&self, lo: i64, hi: i64) -> Vec<(i64, i64)> {
+        let mut budget = recur::MAX_OCCURRENCES;
+        self.intervals_within(lo, hi, &mut budget)
+    }
+
+    /// [`Window::intervals`], counting a recurring window's occurrences
+    /// against `budget`: a query over many windows bounds its work.
+    pub fn intervals_within(&self, lo: i64, hi: i64, budget: &mut usize) -> Vec<(i64, i64)> {
         let hi = hi.min(self.deleted_at.unwrap_or(i64::MAX));
         if lo >= hi {
             return Vec::new();
@@ -405,7 +412,7 @@ impl Window {
                     Vec::new()
                 }
             }
-            When::Recurring(r) => r.intervals(lo.max(self.created_at), hi),
+            When::Recurring(r) => r.intervals(lo.max(self.created_at), hi, budget),
         }
     }
 }

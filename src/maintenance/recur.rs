@@ -96,17 +96,19 @@ impl Recurrence {
     }
 
     /// The occurrences' times within `[lo, hi)`, sorted, merged where they
-    /// overlap, and clipped to the range; at most [`MAX_OCCURRENCES`].
-    pub fn intervals(&self, lo: i64, hi: i64) -> Vec<(i64, i64)> {
+    /// overlap, and clipped to the range; at most [`MAX_OCCURRENCES`], and
+    /// at most `budget` (which is decreased by those found).
+    pub fn intervals(&self, lo: i64, hi: i64, budget: &mut usize) -> Vec<(i64, i64)> {
         let mut out = Vec::new();
         let Some(from) = lo.checked_sub(self.duration_ms) else {
             return out;
         };
         let mut next = self.schedule.next_fire(from);
         while let Some(s) = next {
-            if s >= hi || out.len() >= MAX_OCCURRENCES {
+            if s >= hi || out.len() >= MAX_OCCURRENCES || *budget == 0 {
                 break;
             }
+            *budget -= 1;
             out.push((s.max(lo), s.saturating_add(self.duration_ms).min(hi)));
             next = self.schedule.next_fire(s);
         }

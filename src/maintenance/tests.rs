@@ -260,3 +260,14 @@ fn a_spec_reads_the_same_from_toml_and_json_and_shows_as_given() {
             .is_err()
     );
 }
+
+#[test]
+fn the_occurrences_one_answer_computes_are_bounded() {
+    let w = make(recurring("0 * * * *", "UTC", "10m")).expect("window");
+    let (lo, hi) = (ms("2025-01-01T00:00:00Z"), ms("2027-01-01T00:00:00Z"));
+    assert_eq!(w.intervals(lo, hi).len(), recur::MAX_OCCURRENCES);
+    let mut budget = 100;
+    assert_eq!(w.intervals_within(lo, hi, &mut budget).len(), 100);
+    assert_eq!(budget, 0);
+    assert!(w.intervals_within(lo, hi, &mut budget).is_empty());
+}
