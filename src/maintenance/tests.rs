@@ -271,3 +271,55 @@ fn the_occurrences_one_answer_computes_are_bounded() {
     assert_eq!(budget, 0);
     assert!(w.intervals_within(lo, hi, &mut budget).is_empty());
 }
+
+#[test]
+fn upcoming_lists_the_open_and_the_coming_windows_soonest_first() {
+    let m = Maintenance::default();
+    let t = ms("2026-06-01T12:00:00Z");
+    m.set(vec![
+        make(once(
+            "past",
+            &["a"],
+            "2026-05-01T00:00:00Z",
+            "2026-05-02T00:00:00Z",
+        ))
+        .expect("w"),
+        make(once(
+            "far",
+            &["a"],
+            "2026-09-01T00:00:00Z",
+            "2026-09-02T00:00:00Z",
+        ))
+        .expect("w"),
+        make(once(
+            "open",
+            &["a"],
+            "2026-06-01T11:00:00Z",
+            "2026-06-01T13:00:00Z",
+        ))
+        .expect("w"),
+        make(recurring("0 3 * * *", "UTC", "1h")).expect("w"),
+    ]);
+    let got: Vec<(String, i64, i64)> = m
+        .upcoming(t, 7 * 86_400_000)
+        .iter()
+        .map(|(w, s, e)| (w.name().to_string(), *s, *e))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                "open".into(),
+                ms("2026-06-01T11:00:00Z"),
+                ms("2026-06-01T13:00:00Z")
+            ),
+            (
+                "weekly".into(),
+                ms("2026-06-02T03:00:00Z"),
+                ms("2026-06-02T04:00:00Z")
+            ),
+        ]
+    );
+    assert_eq!(m.open_now(t), [Arc::<str>::from("open")]);
+    assert!(m.open_now(ms("2026-06-01T13:00:00Z")).is_empty());
+}
