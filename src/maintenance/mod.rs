@@ -223,9 +223,9 @@ fn matches(src: &str, pattern: &Pattern, name: &str) -> bool {
 }
 
 impl Window {
-    /// Checks `spec` and compiles it. `now` bounds nothing (a one-off
-    /// window may lie in the past: it says that time was planned), but
-    /// checks that a schedule fires at all.
+    /// Checks `spec` and compiles it; the error says what is wrong. A
+    /// one-off window may lie in the past (it says that time was
+    /// planned); a schedule must fire, at most once an hour.
     pub fn new(
         spec: WindowSpec,
         source: Source,
@@ -257,7 +257,11 @@ impl Window {
         let name = spec.name.clone();
         if !valid_window_name(&name) {
             return Err(WindowError::BadName(
-                name.chars().take(MAX_NAME_LEN + 1).collect(),
+                name.chars()
+                    .take(MAX_NAME_LEN + 1)
+                    .collect::<String>()
+                    .escape_debug()
+                    .to_string(),
             ));
         }
         if spec.alarms.is_empty() && spec.services.is_empty() {
@@ -296,7 +300,12 @@ impl Window {
                         .map_err(|_| WindowError::BadTime {
                             name: name.clone(),
                             field,
-                            value: value.chars().take(64).collect(),
+                            value: value
+                                .chars()
+                                .take(64)
+                                .collect::<String>()
+                                .escape_debug()
+                                .to_string(),
                         })
                 };
                 let (start, end) = (time("start", start)?, time("end", end)?);

@@ -14,6 +14,8 @@ pub const MIN_GAP_MS: i64 = 3_600_000;
 pub const MAX_OCCURRENCES: usize = 10_000;
 /// Openings looked at to check [`MIN_GAP_MS`].
 const GAP_CHECKS: usize = 48;
+/// Longest duration text read.
+const MAX_DURATION_TEXT: usize = 32;
 /// Longest cron expression read.
 const MAX_EXPR_LEN: usize = 200;
 /// Longest zone name read (the longest IANA name is 32 bytes).
@@ -38,6 +40,11 @@ impl Recurrence {
         duration: &str,
         check_gaps: bool,
     ) -> Result<Recurrence, String> {
+        if duration.len() > MAX_DURATION_TEXT {
+            return Err(format!(
+                "duration is longer than {MAX_DURATION_TEXT} bytes (write 90m, 2h or seconds)"
+            ));
+        }
         if expr.len() > MAX_EXPR_LEN {
             return Err(format!("schedule is longer than {MAX_EXPR_LEN} bytes"));
         }

@@ -101,6 +101,15 @@ fn bad_windows_are_refused_saying_what_is_wrong() {
         (recurring("0 2 * * *", "UTC", "soon"), "duration"),
         (recurring("*/5 * * * *", "UTC", "1m"), "once an hour"),
         (recurring("0 0 30 2 *", "UTC", "1h"), "never fires"),
+        (
+            recurring("0 3 * * *", "UTC", &"1".repeat(100)),
+            "longer than 32",
+        ),
+        (recurring(&"0 ".repeat(200), "UTC", "1h"), "longer than 200"),
+        (
+            recurring("0 3 * * *", &"A".repeat(100), "1h"),
+            "longer than 64",
+        ),
     ];
     for (spec, says) in cases {
         let e = make(spec.clone()).expect_err(&format!("{spec:?} refused"));
