@@ -544,3 +544,32 @@ fn windows_are_bounded_and_ended_ones_make_room() {
     assert_eq!(d.delete("/api/maintenance/next-7").status, 200);
     assert_eq!(post("one-too-many".into(), from, to).status, 201);
 }
+
+#[test]
+fn a_window_on_services_holds_an_alarm_failing_only_through_them_until_another_member_fails() {
+    let rx = Receiver::start(|_| Some(200));
+    let end = now_ms() + 60_000;
+    let d = Daemon::start(&format!(
+        "[[alarms]]\nname = \"all\"\npattern = \"x.*\"\nalerts = [\"hook\"]\n[alerts.hook]\nwebhook = \"{}\"\n\
+         [[maintenance]]\nname = \"dbs\"\nservices = \"x.db*\"\nstart = \"{}\"\nend = \"{}\"\n",
+        rx.url("/hook"),
+        rfc3339(now_ms() - 1000),
+        rfc3339(end)
+    ));
+    d.post("/api/services/x.db1?timeout=3600");
+    d.post("/api/services/x.web?timeout=3600");
+    d.post("/api/services/x.db1?timeout=0");
+    let a = d.get("/api/alarms/all").json();
+    assert_eq!(a["alarm"]["state"], "error", "{a}");
+    assert_eq!(a["alarm"]["maintenance"], json!(["dbs"]), "{a}");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(alerts(&rx), Vec::<String>::new(), "held: only x.db1 failed");
+    // A member outside the window fails: the alarm's alert goes now,
+    // though no state changed and the window is still open.
+    d.post("/api/services/x.web?timeout=0");
+    rx.wait_for(1, 20);
+    assert_eq!(alerts(&rx), ["all:error"], "{}", d.stderr());
+    assert!(now_ms() < end);
+    let a = d.get("/api/alarms/all").json();
+    assert!(a["alarm"].get("maintenance").is_none(), "{a}");
+}

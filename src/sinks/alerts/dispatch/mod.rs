@@ -368,6 +368,25 @@ impl Dispatcher {
         )
     }
 
+    /// True while a maintenance window holds `alarm`: by its name, or
+    /// through its failed services as they are now (a member outside the
+    /// windows that failed since the change was held releases it; no
+    /// transition would).
+    fn still_in_maintenance(&self, alarm: &str) -> bool {
+        let now = crate::clock::now_ms();
+        let maintenance = self.engine.maintenance();
+        if maintenance.open_windows(now).is_empty() {
+            return false;
+        }
+        if !maintenance.active_for_alarm(alarm, now).is_empty() {
+            return true;
+        }
+        // The view comes with its windows filled in from its failed list.
+        self.engine
+            .alarm(alarm)
+            .is_some_and(|v| !v.maintenance.is_empty())
+    }
+
     /// Sends `notice` unless a dependency or a maintenance window holds it.
     fn route(&mut self, notice: Notice) {
         let name = notice.alarm.name.clone();
@@ -409,11 +428,7 @@ impl Dispatcher {
         for name in ready {
             // Still in a maintenance window: the window's end releases it
             // (housekeeping looks every second).
-            if self
-                .holds
-                .peek(&name)
-                .is_some_and(|n| !self.windows_holding(n).is_empty())
-            {
+            if self.holds.peek(&name).is_some() && self.still_in_maintenance(&name) {
                 continue;
             }
             let Some(notice) = self.holds.take(&name) else {
