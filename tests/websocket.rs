@@ -409,11 +409,11 @@ fn an_alarm_hears_when_a_maintenance_window_opens_and_closes() {
     };
     runtime().block_on(async {
         let mut ws = connect(d.http).await;
-        let body = serde_json::json!({"name": "w", "alarms": ["db"], "start": at(now + 1500), "end": at(now + 3500)});
+        let body = serde_json::json!({"name": "w", "alarms": ["db"], "start": at(now + 2000), "end": at(now + 6000)});
         let r = d.request("POST", "/api/maintenance", &[], body.to_string().as_bytes());
         assert_eq!(r.status, 201, "{}", r.body);
         let mut seen = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline && seen.len() < 2 {
             if let Some(m) = next(&mut ws, Duration::from_millis(200)).await {
                 if m["type"] == "UPDATE_ALARM" && m["alarm"]["name"] == "db" {
