@@ -61,6 +61,39 @@ pub fn reexec_with_huge_pages() {
     }
 }
 
+/// Gives the engine its maintenance windows: the configuration's, and
+/// those made through the API that the history store kept. Without a
+/// usable history the configuration's alone (and the API refuses new
+/// ones, saying why).
+fn load_maintenance(
+    config: &Config,
+    engine: &Engine,
+    history: &crate::history::HistoryState,
+    now: i64,
+) -> anyhow::Result<()> {
+    if let crate::history::HistoryState::On(h) = history {
+        let loaded = h.write(|conn| {
+            crate::history::maintenance::load(conn, &config.maintenance, now, h.retention_ms())
+        });
+        match loaded {
+            Ok(windows) => {
+                if !windows.is_empty() {
+                    tracing::info!("{} maintenance windows", windows.len());
+                }
+                engine.maintenance().set(windows);
+                return Ok(());
+            }
+            Err(e) => tracing::error!(
+                "cannot read the maintenance windows of the history file: {e}; only the configuration's are in force"
+            ),
+        }
+    }
+    engine
+        .maintenance()
+        .set(config.maintenance_windows(now).context("[[maintenance]]")?);
+    Ok(())
+}
+
 /// Runs until SIGTERM or SIGINT, then stops input, saves and returns.
 pub async fn run(mut config: Config) -> anyhow::Result<()> {
     // Handled from the first moment: a SIGTERM (or a SIGHUP from log
@@ -103,6 +136,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     // Every sink subscribes before any input can produce an event.
     let trouble = crate::trouble::Trouble::new(engine.clone());
     let history = crate::history::History::start(&config.history, &db_path, &engine, &trouble);
+    load_maintenance(&config, &engine, &history, now)?;
     let log_events = engine.subscribe();
     let eventlog = (!config.eventlog.path.is_empty()).then(|| {
         (

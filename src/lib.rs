@@ -21,6 +21,7 @@ pub mod http;
 pub mod ingest;
 pub mod limits;
 pub mod logging;
+pub mod maintenance;
 pub mod pattern;
 pub mod prefetch;
 pub mod redact;

@@ -389,3 +389,45 @@ fn a_big_alarm_failing_member_by_member_is_one_update_per_tick() {
         );
     });
 }
+
+/// A maintenance window opening or closing changes no state, yet the UI
+/// shows it on the alarm: the hub looks every second and sends the alarms
+/// an UPDATE_ALARM when the open windows changed (README, "Maintenance
+/// windows").
+#[test]
+fn an_alarm_hears_when_a_maintenance_window_opens_and_closes() {
+    let d = Daemon::start("[[alarms]]\nname = \"db\"\npattern = \"db.*\"\n");
+    d.post("/api/services/db.main?timeout=3600");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|t| t.as_millis() as i64)
+        .unwrap_or(0);
+    let at = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .expect("time")
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    };
+    runtime().block_on(async {
+        let mut ws = connect(d.http).await;
+        let body = serde_json::json!({"name": "w", "alarms": ["db"], "start": at(now + 2000), "end": at(now + 6000)});
+        let r = d.request("POST", "/api/maintenance", &[], body.to_string().as_bytes());
+        assert_eq!(r.status, 201, "{}", r.body);
+        let mut seen = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline && seen.len() < 2 {
+            if let Some(m) = next(&mut ws, Duration::from_millis(200)).await {
+                if m["type"] == "UPDATE_ALARM" && m["alarm"]["name"] == "db" {
+                    let shown = m["alarm"].get("maintenance").cloned();
+                    if seen.last() != Some(&shown) {
+                        seen.push(shown);
+                    }
+                }
+            }
+        }
+        assert_eq!(
+            seen,
+            [Some(serde_json::json!(["w"])), None],
+            "opened, then closed"
+        );
+    });
+}

@@ -387,7 +387,8 @@ function renderAlarms() {
       <div>${stateBadge(a.state)} <span class="name">${esc(a.name)}</span></div>
       <div class="sub">${failed ? `${failed} failed: ${esc(a.failed_services.slice(0, 3).join(', '))}${failed > 3 ? '…' : ''}` : 'all good'}
       · incident #${a.incident_nbr}</div>${(a.suppressed_by || []).length
-  ? `<div class="sub held">alerts held while ${esc(a.suppressed_by.join(', '))} ${a.suppressed_by.length > 1 ? 'are' : 'is'} in ERROR</div>` : ''}</a></li>`;
+  ? `<div class="sub held">alerts held while ${esc(a.suppressed_by.join(', '))} ${a.suppressed_by.length > 1 ? 'are' : 'is'} in ERROR</div>` : ''}${(a.maintenance || []).length
+  ? `<div class="sub held maintenance">in maintenance: ${esc(a.maintenance.join(', '))} (alerts held)</div>` : ''}</a></li>`;
   }).join('');
 }
 

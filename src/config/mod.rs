@@ -88,6 +88,8 @@ pub struct Config {
     pub limits: crate::limits::LimitsConfig,
     /// The history store.
     pub history: crate::history::HistoryConfig,
+    /// Maintenance windows (README, "Maintenance windows").
+    pub maintenance: Vec<crate::maintenance::WindowSpec>,
     /// The files it was read from, in order (not a key).
     #[serde(skip)]
     pub files: Vec<PathBuf>,
@@ -147,7 +149,36 @@ impl Config {
         self.limits.validate()?;
         self.database.validate()?;
         self.mail.validate()?;
+        self.maintenance_windows(0)?;
         Ok(())
+    }
+
+    /// The `[[maintenance]]` windows, checked: each on its own, names
+    /// unique, at most `maintenance::MAX_WINDOWS`. `now` is when they are
+    /// taken to be made.
+    pub fn maintenance_windows(
+        &self,
+        now: i64,
+    ) -> Result<Vec<crate::maintenance::Window>, ConfigError> {
+        use crate::maintenance::{Source, Window, BY_CONFIG, MAX_WINDOWS};
+        if self.maintenance.len() > MAX_WINDOWS {
+            return Err(ConfigError::Invalid(format!(
+                "[[maintenance]]: at most {MAX_WINDOWS} windows"
+            )));
+        }
+        let mut out: Vec<Window> = Vec::with_capacity(self.maintenance.len());
+        for spec in &self.maintenance {
+            let w = Window::new(spec.clone(), Source::Config, BY_CONFIG.into(), now)
+                .map_err(|e| ConfigError::Invalid(format!("[[maintenance]] {e}")))?;
+            if out.iter().any(|o| o.name() == w.name()) {
+                return Err(ConfigError::Invalid(format!(
+                    "[[maintenance]]: two windows are named '{}'",
+                    w.name()
+                )));
+            }
+            out.push(w);
+        }
+        Ok(out)
     }
 
     /// The event log's file mode.

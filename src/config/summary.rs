@@ -72,6 +72,36 @@ impl Config {
             }
             let _ = writeln!(out, "{line}");
         }
+        if !self.maintenance.is_empty() {
+            let _ = writeln!(out, "maintenance windows: {}", self.maintenance.len());
+            for m in &self.maintenance {
+                let when = match (&m.start, &m.end, &m.schedule) {
+                    (Some(s), Some(e), _) => format!("{s} to {e}"),
+                    (_, _, Some(c)) => format!(
+                        "'{c}' in {} for {}",
+                        m.tz.as_deref().unwrap_or("UTC"),
+                        m.duration.as_deref().unwrap_or("?")
+                    ),
+                    _ => "?".into(),
+                };
+                let _ = writeln!(
+                    out,
+                    "  {}: alarms {}; services {}; {when}{}",
+                    m.name,
+                    if m.alarms.is_empty() {
+                        "none".into()
+                    } else {
+                        m.alarms.join(", ")
+                    },
+                    if m.services.is_empty() {
+                        "none".into()
+                    } else {
+                        m.services.join(", ")
+                    },
+                    if m.notify { "; notify" } else { "" }
+                );
+            }
+        }
         let _ = writeln!(out, "alerts: {}", self.alerts.len());
         let alerts_config = self.alerts_config();
         for (name, a) in &self.alerts {

@@ -299,3 +299,42 @@ fn the_documented_example_config_is_valid_uncommented() {
         crate::sinks::alerts::DEFAULT_GROUP_INTERVAL
     );
 }
+
+#[test]
+fn maintenance_windows_are_read_checked_and_summarised() {
+    let c = Config::parse(
+        "[[maintenance]]\nname = \"nightly\"\nalarms = \"db\"\nschedule = \"0 3 * * *\"\nduration = \"30m\"\ntz = \"Europe/Berlin\"\nnotify = true\n\
+         [[maintenance]]\nname = \"move\"\nservices = [\"db.*\"]\nstart = \"2026-12-24T22:00:00Z\"\nend = \"2026-12-25T02:00:00Z\"\n",
+    )
+    .expect("config");
+    let windows = c.maintenance_windows(5).expect("windows");
+    assert_eq!(windows.len(), 2);
+    assert_eq!(windows[0].created_by, "config");
+    let s = c.summary();
+    assert!(s.contains("maintenance windows: 2"), "{s}");
+    assert!(
+        s.contains(
+            "  nightly: alarms db; services none; '0 3 * * *' in Europe/Berlin for 30m; notify"
+        ),
+        "{s}"
+    );
+    assert!(
+        s.contains(
+            "  move: alarms none; services db.*; 2026-12-24T22:00:00Z to 2026-12-25T02:00:00Z"
+        ),
+        "{s}"
+    );
+    for (text, says) in [
+        (
+            "[[maintenance]]\nname = \"a\"\nalarms = \"db\"\nwhen = \"now\"\n",
+            "unknown field",
+        ),
+        (
+            "[[maintenance]]\nname = \"a\"\nalarms = \"db\"\nschedule = \"0 3 * * *\"\n",
+            "either start and end",
+        ),
+    ] {
+        let e = Config::parse(text).expect_err(text).to_string();
+        assert!(e.contains(says), "{e}");
+    }
+}

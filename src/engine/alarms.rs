@@ -148,6 +148,7 @@ impl Alarm {
             def: self.def,
             depends_on: self.depends_on.clone(),
             suppressed_by: Vec::new(),
+            maintenance: Vec::new(),
             cause: self.cause.clone(),
             flapping: self.flapping,
             announced: self.announced,
@@ -178,6 +179,11 @@ pub struct AlarmView {
     /// empty. Filled by `Engine::with_suppression`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub suppressed_by: Vec<Arc<str>>,
+    /// The maintenance windows open now that hold its alerts (README,
+    /// "Maintenance windows"); left out when none. Filled by
+    /// `Engine::with_suppression`, so the database never holds it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub maintenance: Vec<Arc<str>>,
     /// The member whose change caused this state (not shown): alerts carry
     /// its `last_failure`.
     #[serde(skip)]
@@ -211,6 +217,7 @@ impl AlarmView {
             def: None,
             depends_on: Arc::new([]),
             suppressed_by: Vec::new(),
+            maintenance: Vec::new(),
             cause: None,
             flapping: false,
             announced: (State::Ok, 0),

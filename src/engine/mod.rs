@@ -222,6 +222,10 @@ struct Inner {
     beat_watchers: AtomicUsize,
     /// Services beaten since the last [`Engine::take_beaten`].
     beaten: Mutex<HashSet<Name, TableHasher>>,
+    /// The maintenance windows (README, "Maintenance windows"): here so
+    /// that every reader of alarms (the dispatcher, the API, the views)
+    /// finds them where it finds the alarms.
+    maintenance: crate::maintenance::Maintenance,
 }
 
 /// Handle to the engine; clone freely.
@@ -269,6 +273,7 @@ impl Engine {
                 service_watchers: AtomicUsize::new(0),
                 beat_watchers: AtomicUsize::new(0),
                 beaten: Mutex::new(HashSet::default()),
+                maintenance: Default::default(),
             }),
         }
     }
@@ -276,6 +281,12 @@ impl Engine {
     /// When the engine started (ms): restart grace counts from here.
     pub fn started_at(&self) -> i64 {
         self.inner.started_at
+    }
+
+    /// The maintenance windows: which hold an alarm's alerts now, which
+    /// are open or coming (README, "Maintenance windows").
+    pub fn maintenance(&self) -> &crate::maintenance::Maintenance {
+        &self.inner.maintenance
     }
 
     /// The compiled alarm configuration.

@@ -192,9 +192,15 @@ impl Engine {
             .is_some_and(|a| a.listed && a.state == State::Error)
     }
 
-    /// Fills `suppressed_by`: the alarms it depends on that are ERROR now.
+    /// Fills `suppressed_by`: the alarms it depends on that are ERROR now;
+    /// and `maintenance`: the windows open now that hold its alerts.
     /// Takes no lock of its own alarm, so call it with none held.
     pub(crate) fn with_suppression(&self, mut view: AlarmView) -> AlarmView {
+        view.maintenance = self.maintenance().holding_alarm(
+            &view.name,
+            &view.failed_services,
+            crate::clock::now_ms(),
+        );
         view.suppressed_by = view
             .depends_on
             .iter()

@@ -8,6 +8,7 @@
 
 pub mod export;
 pub mod incidents;
+pub mod maintenance;
 pub mod query;
 pub mod record;
 pub mod schema;
@@ -261,6 +262,19 @@ impl History {
     /// Runs `f` on the read connection (call it off the async runtime).
     pub fn read<T>(&self, f: impl FnOnce(&Connection) -> T) -> T {
         f(&self.read.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Runs `f` on the read connection to write the rare rows that are not
+    /// the feed's (maintenance windows made through the API): WAL lets it
+    /// write between the writer's batches, with the busy wait of
+    /// `schema::configure`. Call it off the async runtime.
+    pub fn write<T>(&self, f: impl FnOnce(&mut Connection) -> T) -> T {
+        f(&mut self.read.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// How long ended rows are kept (ms; 0: for ever).
+    pub fn retention_ms(&self) -> u64 {
+        self.shared.retention_ms
     }
 
     /// Changes written so far (`/metrics`).

@@ -6,7 +6,7 @@
 use rusqlite::Connection;
 
 /// The schema this build writes.
-pub const VERSION: i64 = 3;
+pub const VERSION: i64 = 4;
 
 /// Version 1: names, their state changes, and lovebeat's own runs.
 ///
@@ -66,6 +66,31 @@ UPDATE names SET last_state = (
 );
 ";
 
+/// Version 4: maintenance windows (`maintenance.rs`, README "Maintenance
+/// windows"), one row per window as it was made: the API's (which live
+/// here only) and the configuration's (copied at each start, so uptime
+/// finds every window in one place). A window changes no state: it is
+/// its own row, read beside the changes. `deleted_at` ends it (a
+/// deletion through the API, or a window gone from or changed in the
+/// configuration): its past stays maintenance, until retention.
+/// `first_ms` and `last_ms` bound the time it may cover (a one-off
+/// window's start and end; a recurring one's creation, and NULL), so that
+/// uptime reads only the rows of its range.
+const V4: &str = "
+CREATE TABLE IF NOT EXISTS maintenance (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    source INTEGER NOT NULL,
+    spec TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    deleted_at INTEGER,
+    first_ms INTEGER NOT NULL,
+    last_ms INTEGER
+);
+CREATE INDEX IF NOT EXISTS maintenance_live ON maintenance (deleted_at);
+";
+
 const V2: &str = "
 CREATE TABLE incidents (
     name_id INTEGER NOT NULL,
@@ -112,6 +137,12 @@ pub fn migrate(conn: &mut Connection) -> Result<(), SchemaError> {
         let tx = conn.transaction()?;
         tx.execute_batch(V3)?;
         tx.execute_batch("PRAGMA user_version = 3")?;
+        tx.commit()?;
+    }
+    if version < 4 {
+        let tx = conn.transaction()?;
+        tx.execute_batch(V4)?;
+        tx.execute_batch("PRAGMA user_version = 4")?;
         tx.commit()?;
     }
     Ok(())

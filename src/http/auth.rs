@@ -115,7 +115,38 @@ fn any_matches(keys: &[String], key: &str) -> bool {
     found.into()
 }
 
+/// The position in `keys` of `key`, compared as [`any_matches`] does
+/// (every key, in constant time each).
+fn position(keys: &[String], key: &str) -> Option<usize> {
+    let presented = Sha256::digest(key.as_bytes());
+    keys.iter().enumerate().fold(None, |found, (i, k)| {
+        let same: bool = Sha256::digest(k.as_bytes())
+            .as_slice()
+            .ct_eq(presented.as_slice())
+            .into();
+        found.or(same.then_some(i))
+    })
+}
+
 impl Keys {
+    /// Who made a change, as what the server records beside it (a
+    /// maintenance window's `created_by`, the audit trail): the list and
+    /// 0-based position in the configuration of the key presented
+    /// (`write_keys[0]`, `read_keys[1]`), never the key; `none` when the
+    /// request carried no configured key (none was needed).
+    pub fn who<B>(&self, req: &Request<B>) -> String {
+        let Some(key) = presented(req) else {
+            return "none".into();
+        };
+        if let Some(i) = position(&self.write, &key) {
+            return format!("write_keys[{i}]");
+        }
+        if let Some(i) = position(&self.read, &key) {
+            return format!("read_keys[{i}]");
+        }
+        "none".into()
+    }
+
     /// True when no key is configured: nothing to check.
     pub fn is_empty(&self) -> bool {
         self.read.is_empty() && self.write.is_empty()
@@ -187,6 +218,32 @@ mod tests {
         assert!(!any_matches(&[], "first-key"));
         assert!(!any_matches(&[], ""));
         assert!(any_matches(&[String::new()], ""));
+    }
+
+    #[test]
+    fn who_names_the_list_and_position_of_the_key_never_the_key() {
+        let k = Keys {
+            read: vec!["r0".into(), "r1".into()],
+            write: vec!["w0".into(), "w1".into()],
+            ..Keys::default()
+        };
+        assert_eq!(
+            k.who(&req("POST", "/api/maintenance", Some("w1"))),
+            "write_keys[1]"
+        );
+        assert_eq!(
+            k.who(&req("POST", "/api/maintenance?key=w0", None)),
+            "write_keys[0]"
+        );
+        assert_eq!(
+            k.who(&req("GET", "/api/maintenance", Some("r1"))),
+            "read_keys[1]"
+        );
+        assert_eq!(
+            k.who(&req("POST", "/api/maintenance", Some("nope"))),
+            "none"
+        );
+        assert_eq!(k.who(&req("POST", "/api/maintenance", None)), "none");
     }
 
     #[test]

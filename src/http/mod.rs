@@ -11,6 +11,7 @@ mod export;
 mod history;
 mod incidents;
 pub(crate) mod lists;
+mod maintenance;
 mod metrics;
 pub mod origin;
 pub mod path;

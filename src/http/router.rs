@@ -63,6 +63,10 @@ pub enum Endpoint {
     AlarmIncidents,
     /// `/api/export`: every state change in a range, streamed.
     Export,
+    /// `/api/maintenance`: the maintenance windows; `POST` makes one.
+    Maintenance,
+    /// `/api/maintenance/{name}`: one window; `DELETE` ends it.
+    MaintenanceWindow,
     /// `/api/status`.
     Status,
     /// `/api/alerts/{name}/test`: a test to every alerter of an alert.
@@ -121,6 +125,9 @@ fn routes() -> &'static matchit::Router<Endpoint> {
                 ("/api/alarms/{name}/daily", Endpoint::AlarmDaily),
                 ("/api/alarms/{name}/incidents", Endpoint::AlarmIncidents),
                 ("/api/export", Endpoint::Export),
+                ("/api/maintenance", Endpoint::Maintenance),
+                ("/api/maintenance/", Endpoint::Maintenance),
+                ("/api/maintenance/{name}", Endpoint::MaintenanceWindow),
                 ("/api/status", Endpoint::Status),
                 ("/api/alerts/{name}/test", Endpoint::AlertTest),
                 ("/metrics", Endpoint::Metrics),
@@ -325,6 +332,16 @@ async fn route(req: Request<Incoming>, state: &AppState) -> Response<Body> {
         Endpoint::Export => only(&method, &[Method::GET], || {
             super::export::export(&req, state)
         }),
+        Endpoint::Maintenance => match method {
+            Method::GET | Method::HEAD => super::maintenance::list(state),
+            Method::POST => super::maintenance::create(req, state).await,
+            _ => not_allowed("GET, POST"),
+        },
+        Endpoint::MaintenanceWindow => match method {
+            Method::GET | Method::HEAD => super::maintenance::get(state, param("name")),
+            Method::DELETE => super::maintenance::delete(state, param("name")).await,
+            _ => not_allowed("GET, DELETE"),
+        },
         Endpoint::Status => only(&method, &[Method::GET], || api::status(&req, state)),
         Endpoint::AlertTest => match method {
             Method::POST => api::test_alert(state, name).await,

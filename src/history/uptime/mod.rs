@@ -28,6 +28,8 @@ pub enum Class {
     Muted,
     /// Not known: before creation, after deletion, new, or lovebeat down.
     Unknown,
+    /// Up, down or muted inside a maintenance window: neither up nor down.
+    Maintenance,
 }
 
 /// The class of a stored `to_state`.
@@ -53,8 +55,9 @@ pub struct Figures {
     pub down_ms: i64,
     /// Milliseconds muted (or snoozed).
     pub muted_ms: i64,
-    /// Milliseconds in a maintenance window (none yet: kept so the field
-    /// is there when maintenance windows come).
+    /// Milliseconds inside a maintenance window that would otherwise be
+    /// up, down or muted (unknown time stays unknown: nothing was known
+    /// then, window or not).
     pub maintenance_ms: i64,
     /// Milliseconds not known (see the module's comment).
     pub unknown_ms: i64,
@@ -100,6 +103,7 @@ impl Figures {
             Class::Up => self.up_ms += len,
             Class::Muted => self.muted_ms += len,
             Class::Unknown => self.unknown_ms += len,
+            Class::Maintenance => self.maintenance_ms += len,
             Class::Down => {
                 self.down_ms += len;
                 self.run_len = if a == self.run_end {
@@ -190,6 +194,10 @@ pub struct Fold<'a> {
     down: &'a [(i64, i64)],
     /// The first down interval that may still matter.
     down_at: usize,
+    /// The maintenance intervals (sorted, disjoint), and the first that
+    /// may still matter.
+    maintenance: &'a [(i64, i64)],
+    maint_at: usize,
     /// The first window that may still matter.
     first: usize,
     /// Where the emitted time ends, and the class from there on.
@@ -210,12 +218,25 @@ impl<'a> Fold<'a> {
             windows: windows.iter().map(|&(a, b)| Figures::new(a, b)).collect(),
             down,
             down_at: 0,
+            maintenance: &[],
+            maint_at: 0,
             first: 0,
             at: lo,
             class: Class::Unknown,
             error_since: None,
             hi,
         }
+    }
+
+    /// The same fold, counting the time within `maintenance` (sorted,
+    /// disjoint `[from, to)` pairs, as `maintenance::merge` makes them) as
+    /// maintenance where it would be up, down or muted. [`compute`] reads
+    /// them from the history store; a caller folding by itself passes
+    /// [`super::maintenance::intervals`].
+    pub fn with_maintenance(mut self, maintenance: &'a [(i64, i64)]) -> Fold<'a> {
+        self.maintenance = maintenance;
+        self.maint_at = 0;
+        self
     }
 
     /// Where the windows begin: changes before it only set the state.
@@ -288,6 +309,30 @@ impl<'a> Fold<'a> {
                 Some(&(ds, _)) => (ds.min(b), class),
                 None => (b, class),
             };
+            self.maintained(a, end, c);
+            a = end;
+        }
+    }
+
+    /// `[a, b)` in `class`, split where a maintenance window covers it.
+    fn maintained(&mut self, mut a: i64, b: i64, class: Class) {
+        if class == Class::Unknown {
+            self.segment(a, b, class);
+            return;
+        }
+        while a < b {
+            while self
+                .maintenance
+                .get(self.maint_at)
+                .is_some_and(|m| m.1 <= a)
+            {
+                self.maint_at += 1;
+            }
+            let (end, c) = match self.maintenance.get(self.maint_at) {
+                Some(&(ms, me)) if ms <= a => (me.min(b), Class::Maintenance),
+                Some(&(ms, _)) => (ms.min(b), class),
+                None => (b, class),
+            };
             self.segment(a, end, c);
             a = end;
         }
@@ -320,8 +365,9 @@ pub struct Report {
 
 /// Computes `windows` (sorted as [`Fold::new`] says) for `name` with one
 /// range read of its changes (plus the two rows that give the state and
-/// the ERROR period in force at the first window's start) and the
-/// `lifecycle` rows.
+/// the ERROR period in force at the first window's start), the
+/// `lifecycle` rows and the maintenance windows that cover `name`
+/// (`maintenance` rows, README "Maintenance windows").
 pub fn compute(
     conn: &Connection,
     kind: Kind,
@@ -341,7 +387,8 @@ pub fn compute(
     let lo = windows.iter().map(|w| w.0).min().unwrap_or(0);
     let hi = windows.iter().map(|w| w.1).max().unwrap_or(0);
     let down = downtime_in(conn, lo, hi, now)?;
-    let mut fold = Fold::new(windows, &down);
+    let maintenance = super::maintenance::intervals(conn, kind, name, lo, hi)?;
+    let mut fold = Fold::new(windows, &down).with_maintenance(&maintenance);
     // The state in force at `lo`, and when its ERROR period began.
     let before: Option<(i64, i64)> = conn
         .prepare_cached(

@@ -250,3 +250,26 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn maintenance_takes_up_down_and_muted_time_but_leaves_unknown_time_unknown() {
+    // Windows 1800..2200 (across the start of the first ERROR period),
+    // 3300..3500 (across the end of the mute), 5100..5250 (into
+    // lovebeat's own downtime) and 8900..9500 (across the deletion).
+    let down = [(5200, 5300), (20_000, i64::MAX)];
+    let maintenance = [(1800, 2200), (3300, 3500), (5100, 5250), (8900, 9500)];
+    let mut f = Fold::new(&[(0, 10_000)], &down).with_maintenance(&maintenance);
+    for &(ts, to) in &history() {
+        f.change(ts, to);
+    }
+    let w = f.finish();
+    let f = &w[0];
+    // Without the windows: [6100, 1400, 400, 0, 2100]; up loses 200 + 100
+    // + 100, down 200 + 100, muted 100; 5200..5250 and 9000..9500 stay
+    // unknown.
+    assert_eq!(parts(f), [5700, 1100, 300, 800, 2100]);
+    assert_eq!(f.incidents, 2, "a window changes no state");
+    // 2200..2500 and 5300..6000: the window cut the first period.
+    assert_eq!(f.longest_down_ms, 700);
+    assert_eq!(f.uptime, Some(5700.0 / 6800.0));
+}

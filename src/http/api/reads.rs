@@ -74,18 +74,26 @@ pub(in crate::http) fn get_service<B>(
     #[derive(Serialize)]
     struct One {
         service: ServiceView,
+        /// The maintenance windows open now whose `services` cover it
+        /// (README, "Maintenance windows"); left out when none.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        maintenance: Vec<std::sync::Arc<str>>,
         now: i64,
     }
     let details =
         query_param(req, "details").is_some_and(|v| !matches!(v.as_str(), "" | "0" | "false"));
     match state.engine.service(name, details) {
-        Some(service) => json(
-            StatusCode::OK,
-            &One {
-                service,
-                now: now_ms(),
-            },
-        ),
+        Some(service) => {
+            let now = now_ms();
+            json(
+                StatusCode::OK,
+                &One {
+                    service,
+                    maintenance: state.engine.maintenance().active_for_service(name, now),
+                    now,
+                },
+            )
+        }
         None => error(StatusCode::NOT_FOUND, format!("no service named '{name}'")),
     }
 }

@@ -214,6 +214,10 @@ pub async fn run_hub(
     let mut ticks = tokio::time::interval(BEAT_COALESCE);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut alarms = AlarmUpdates::default();
+    // The maintenance windows open at the last look: when they change,
+    // every alarm's `maintenance` may have, without an event of its own.
+    let mut open_windows: Vec<Arc<str>> = Vec::new();
+    let mut tick_count: u32 = 0;
     loop {
         tokio::select! {
             ev = events.recv() => match ev {
@@ -249,6 +253,16 @@ pub async fn run_hub(
                         .and_then(|s| service_msg("UPDATE_SERVICE", &s));
                     if let Some(msg) = msg {
                         hub.broadcast(&msg);
+                    }
+                }
+                tick_count = tick_count.wrapping_add(1);
+                if tick_count % 4 == 0 && hub.client_count() > 0 {
+                    let open = engine.maintenance().open_now(crate::clock::now_ms());
+                    if open != open_windows {
+                        open_windows = open;
+                        for name in engine.alarm_names() {
+                            alarms.mark(&name);
+                        }
                     }
                 }
                 send_alarm_updates(&hub, &engine, &mut alarms);

@@ -41,6 +41,14 @@ pub(super) trait Alerter: Send + Sync {
     /// message of its own (the webhook's 1.x shape, a pager's incident).
     fn groups(&self) -> bool;
 
+    /// True for the alerters that tell people (mail and chats): they hear
+    /// when a maintenance window with `notify = true` opens and ends.
+    /// Webhooks, pagers and scripts keep their 1.x-shaped state changes,
+    /// which a machine reads: those are the alerters that do not group.
+    fn hears_maintenance(&self) -> bool {
+        self.groups()
+    }
+
     /// The slots its deliveries draw from.
     fn pool(&self) -> Pool {
         Pool::Deliveries
@@ -225,6 +233,26 @@ webhook_url = "https://mm.example.com/hooks/x"
             .iter()
             .map(|a| (a.kind(), a.groups(), a.is_pager(), a.pool()))
             .collect();
+        let told: Vec<&str> = all
+            .iter()
+            .filter(|a| a.hears_maintenance())
+            .map(|a| a.kind())
+            .collect();
+        assert_eq!(
+            told,
+            [
+                "mail",
+                "slack",
+                "discord",
+                "teams",
+                "telegram",
+                "ntfy",
+                "pushover",
+                "gotify",
+                "matrix",
+                "mattermost"
+            ]
+        );
         use Pool::{Deliveries as D, Scripts as S};
         // The kinds are what the alerts endpoint and `/metrics` say.
         assert_eq!(

@@ -268,6 +268,13 @@ fn slack_attachment(n: &Notice) -> serde_json::Value {
         None => name.to_string(),
     };
     let error = n.alarm.state == State::Error;
+    if n.maintenance.is_some() {
+        return json!({
+            "color": "#439FE0",
+            "title": slack_escape(&super::text::headline(n)),
+            "text": slack_escape(&super::text::sentence(n)),
+        });
+    }
     let title = match n.flapping {
         _ if n.test => format!("[TEST] {link}: a test sent on request"),
         Some(Flapping::Started { .. }) => format!("{link} is flapping"),

@@ -149,6 +149,7 @@ impl Default for MailgunConfig {
 /// the count for a group.
 pub(super) fn subject(group: &[&Notice]) -> String {
     match group {
+        [n] if n.maintenance.is_some() => format!("[LOVEBEAT] {}", super::text::headline(n)),
         [n] => {
             let what = match n.flapping {
                 Some(Flapping::Started { .. }) => " is flapping",

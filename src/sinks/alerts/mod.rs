@@ -162,6 +162,26 @@ pub struct Notice {
     /// A test sent on request (`POST /api/alerts/<name>/test`): every
     /// alerter marks it as one, and pagers close what it opens at once.
     pub test: bool,
+    /// Set on the notice that a maintenance window with `notify = true`
+    /// opened or ended (README, "Maintenance windows"): only the mail and
+    /// chat alerters get it ([`alerter::Alerter::hears_maintenance`]), and
+    /// its `alarm` is a stand-in named after the window.
+    pub maintenance: Option<MaintenanceNote>,
+}
+
+/// What a maintenance notice says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MaintenanceNote {
+    /// The window.
+    pub window: String,
+    /// True when it opened, false when it ended.
+    pub opened: bool,
+    /// When the occurrence ends (ms), for an opening.
+    pub until: i64,
+    /// The window's comment.
+    pub comment: String,
+    /// The alarms it holds, by name.
+    pub alarms: Vec<String>,
 }
 
 /// Why a delivery attempt failed, and whether trying again can help.
@@ -328,6 +348,7 @@ mod tests {
             flapping: None,
             open_incident: None,
             test: false,
+            maintenance: None,
         }
     }
 

@@ -291,6 +291,7 @@ pub(super) fn sample() -> Notice {
         flapping: None,
         open_incident: None,
         test: false,
+        maintenance: None,
     }
 }
 

@@ -61,6 +61,7 @@ fn notice(alert: &str, public_url: Option<&str>) -> Notice {
         flapping: None,
         open_incident: None,
         test: true,
+        maintenance: None,
     }
 }
 

@@ -139,8 +139,51 @@ pub(super) fn reminder(n: &Notice) -> String {
     }
 }
 
+/// When a maintenance notice's occurrence ends, as UTC text.
+fn utc(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+        .unwrap_or_default()
+}
+
+/// The sentence of a maintenance notice.
+fn maintenance_sentence(m: &super::MaintenanceNote) -> String {
+    let alarms = if m.alarms.is_empty() {
+        "its alarms".to_string()
+    } else {
+        format!(
+            "alarms {}",
+            m.alarms
+                .iter()
+                .take(GROUP_LINES)
+                .map(|a| format!("'{a}'"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    let mut out = if m.opened {
+        format!(
+            "Maintenance window '{}' has started, until {}: {alarms} send no alert meanwhile",
+            m.window,
+            utc(m.until)
+        )
+    } else {
+        format!(
+            "Maintenance window '{}' has ended: {alarms} alert again",
+            m.window
+        )
+    };
+    if !m.comment.is_empty() {
+        out.push_str(&format!(" ({})", cut(&m.comment, 200)));
+    }
+    out
+}
+
 /// The first sentence about one notice.
 pub(super) fn sentence(n: &Notice) -> String {
+    if let Some(m) = &n.maintenance {
+        return maintenance_sentence(m);
+    }
     if n.test {
         return format!(
             "This is a test of lovebeat's alert '{}', sent on request: nothing failed",
@@ -171,6 +214,9 @@ pub(super) fn sentence(n: &Notice) -> String {
 
 /// One line of a group: the alarm, its incident and its change.
 pub(super) fn change_line(n: &Notice) -> String {
+    if let Some(m) = &n.maintenance {
+        return maintenance_headline(m);
+    }
     let flapping = match n.flapping {
         Some(Flapping::Started { .. }) => " (flapping)",
         Some(Flapping::Stopped) => " (stopped flapping)",
@@ -205,7 +251,18 @@ pub(super) fn headline(n: &Notice) -> String {
     }
 }
 
+fn maintenance_headline(m: &super::MaintenanceNote) -> String {
+    if m.opened {
+        format!("maintenance '{}' started", m.window)
+    } else {
+        format!("maintenance '{}' ended", m.window)
+    }
+}
+
 fn bare_headline(n: &Notice) -> String {
+    if let Some(m) = &n.maintenance {
+        return maintenance_headline(m);
+    }
     let name = &n.alarm.name;
     let reminder = reminder(n);
     match n.flapping {

@@ -1,6 +1,8 @@
 //! Dependency holds (`depends_on`): while an alarm's dependency is ERROR,
 //! its latest change is held, and released (or dropped, if the alarm is
 //! back where its receivers last heard it) when the dependency recovers.
+//! A maintenance window holds a change the same way (the dispatcher asks
+//! `Maintenance::holding_alarm` before it sends and before it releases).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -79,6 +81,11 @@ impl Holds {
             .filter(|(_, n)| !n.alarm.depends_on.iter().any(|d| in_error(d)))
             .map(|(k, _)| k.clone())
             .collect()
+    }
+
+    /// `alarm`'s held change, left held.
+    pub(super) fn peek(&self, alarm: &str) -> Option<&Notice> {
+        self.held.get(alarm)
     }
 
     /// Takes `alarm`'s held change out, to send or drop.

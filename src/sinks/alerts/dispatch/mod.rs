@@ -6,8 +6,9 @@
 //! unless a part says otherwise; each part is a type of its own, with
 //! its rule and its unit tests on a paused clock:
 //!
-//! - [`holds`]: held while a `depends_on` alarm is ERROR, released (or
-//!   dropped, if nothing new) when it recovers;
+//! - [`holds`]: held while a `depends_on` alarm is ERROR or a maintenance
+//!   window holds the alarm, released (or dropped, if nothing new) when
+//!   it recovers or the window ends;
 //! - [`flaps`]: folded while the alarm is flapping, announced as it
 //!   starts and settles;
 //! - [`reminders`]: repeated every `repeat` while it stays ERROR;
@@ -45,8 +46,9 @@ use super::alerter::{alerters_of, Pool};
 use super::config::AlertsConfig;
 use super::delivery::{about, Senders};
 use super::flapping::Verdict;
-use super::{fires, AlertStats, Flapping, Notice};
+use super::{fires, AlertStats, Flapping, MaintenanceNote, Notice};
 use crate::engine::{AlarmDef, AlarmView, Engine, State, Transition};
+use crate::maintenance::Window;
 use crate::sinks::notify::{Part, Reporter, REPORT_EVERY};
 use crate::trouble::{self, Trouble};
 use flaps::{Flaps, Look};
@@ -107,6 +109,10 @@ struct Dispatcher {
     tasks: TaskTracker,
     /// Input has stopped: groups go at once, no timer is armed.
     draining: bool,
+    /// The maintenance windows with `notify = true` open at the last
+    /// look, each with its occurrence's end: the next look tells their
+    /// receivers of those that opened or ended since.
+    maintenance_open: HashMap<Arc<str>, (i64, Arc<Window>)>,
 }
 
 /// Takes alarm transitions from `engine` and delivers their alerts until
@@ -159,7 +165,11 @@ pub async fn run(
         done: done_tx,
         tasks: TaskTracker::new(),
         draining: false,
+        maintenance_open: HashMap::new(),
     };
+    // Windows open at start were announced before the stop, or opened
+    // while lovebeat was down: only their end is told.
+    d.maintenance_open = d.notify_windows_open(crate::clock::now_ms());
     d.resume_reminders();
     let mut alive = tokio::time::interval(REPORT_EVERY);
     let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
@@ -278,6 +288,7 @@ impl Dispatcher {
             flapping,
             open_incident: None,
             test: false,
+            maintenance: None,
         }
     }
 
@@ -347,20 +358,59 @@ impl Dispatcher {
         self.route(notice);
     }
 
-    /// Sends `notice` unless a dependency holds it.
+    /// The maintenance windows open now that hold `notice` (README,
+    /// "Maintenance windows").
+    fn windows_holding(&self, notice: &Notice) -> Vec<Arc<str>> {
+        self.engine.maintenance().holding_alarm(
+            &notice.alarm.name,
+            &notice.alarm.failed_services,
+            crate::clock::now_ms(),
+        )
+    }
+
+    /// True while a maintenance window holds `alarm`: by its name, or
+    /// through its failed services as they are now (a member outside the
+    /// windows that failed since the change was held releases it; no
+    /// transition would).
+    fn still_in_maintenance(&self, alarm: &str) -> bool {
+        let now = crate::clock::now_ms();
+        let maintenance = self.engine.maintenance();
+        if maintenance.open_windows(now).is_empty() {
+            return false;
+        }
+        if !maintenance.active_for_alarm(alarm, now).is_empty() {
+            return true;
+        }
+        // The view comes with its windows filled in from its failed list.
+        self.engine
+            .alarm(alarm)
+            .is_some_and(|v| !v.maintenance.is_empty())
+    }
+
+    /// Sends `notice` unless a dependency or a maintenance window holds it.
     fn route(&mut self, notice: Notice) {
         let name = notice.alarm.name.clone();
         let holding = Holds::holding(&notice, |d| self.in_error(d));
-        if holding.is_empty() {
+        let windows = self.windows_holding(&notice);
+        if holding.is_empty() && windows.is_empty() {
             self.holds.unhold(&name);
             self.send(notice);
         } else {
-            tracing::info!(
-                "alert of alarm {} (incident {}) held while {} is in ERROR",
-                name.escape_debug(),
-                notice.alarm.incident_nbr,
-                holding.join(", ")
-            );
+            if holding.is_empty() {
+                tracing::info!(
+                    "alert of alarm {} (incident {}) held during maintenance window {}",
+                    name.escape_debug(),
+                    notice.alarm.incident_nbr,
+                    windows.join(", ")
+                );
+            } else {
+                tracing::info!(
+                    "alert of alarm {} (incident {}) held while {} is in ERROR",
+                    name.escape_debug(),
+                    notice.alarm.incident_nbr,
+                    holding.join(", ")
+                );
+            }
             self.reminders.stop(&mut self.timers, &name);
             self.holds.hold(notice);
         }
@@ -376,6 +426,11 @@ impl Dispatcher {
 
     fn release(&mut self, ready: Vec<Arc<str>>) {
         for name in ready {
+            // Still in a maintenance window: the window's end releases it
+            // (housekeeping looks every second).
+            if self.holds.peek(&name).is_some() && self.still_in_maintenance(&name) {
+                continue;
+            }
             let Some(notice) = self.holds.take(&name) else {
                 continue;
             };
@@ -635,7 +690,9 @@ impl Dispatcher {
             return;
         }
         let mut next = n;
-        if now.suppressed_by.is_empty() && !self.holds.is_held(&alarm) {
+        // `now` comes with its suppression and maintenance filled in.
+        if now.suppressed_by.is_empty() && now.maintenance.is_empty() && !self.holds.is_held(&alarm)
+        {
             let mut notice = self.notice(now, State::Ok, crate::clock::now_ms(), None);
             notice.repeat = n;
             notice.open_incident = Some(incident);
@@ -672,10 +729,117 @@ impl Dispatcher {
         self.route(notice);
     }
 
+    /// The windows with `notify = true` open at `now`.
+    fn notify_windows_open(&self, now: i64) -> HashMap<Arc<str>, (i64, Arc<Window>)> {
+        self.engine
+            .maintenance()
+            .list()
+            .iter()
+            .filter(|w| w.spec.notify)
+            .filter_map(|w| {
+                let (start, end) = w.current_or_next(now)?;
+                (start <= now).then(|| (Arc::from(w.name()), (end, w.clone())))
+            })
+            .collect()
+    }
+
+    /// Tells the receivers of the windows with `notify = true` that
+    /// opened or ended since the last look (README, "Maintenance
+    /// windows"); a window deleted while open has ended.
+    fn maintenance_notices(&mut self) {
+        let now = crate::clock::now_ms();
+        let open = self.notify_windows_open(now);
+        if open.is_empty() && self.maintenance_open.is_empty() {
+            return;
+        }
+        let ended: Vec<Arc<Window>> = self
+            .maintenance_open
+            .iter()
+            .filter(|(k, _)| !open.contains_key(*k))
+            .map(|(_, (_, w))| w.clone())
+            .collect();
+        let started: Vec<(Arc<Window>, i64)> = open
+            .iter()
+            .filter(|(k, _)| !self.maintenance_open.contains_key(*k))
+            .map(|(_, (end, w))| (w.clone(), *end))
+            .collect();
+        self.maintenance_open = open;
+        for w in ended {
+            self.tell_maintenance(&w, false, now, now);
+        }
+        for (w, end) in started {
+            self.tell_maintenance(&w, true, now, end);
+        }
+    }
+
+    /// Queues a maintenance notice for the mail and chat receivers of the
+    /// alerts of the alarms `w` names ([`super::alerter::Alerter::hears_maintenance`]):
+    /// each receiver once, however many of its alarms the window holds.
+    fn tell_maintenance(&mut self, w: &Window, opened: bool, now: i64, until: i64) {
+        if self.draining {
+            return;
+        }
+        let alarms: Vec<Arc<str>> = self
+            .engine
+            .alarm_names()
+            .into_iter()
+            .filter(|a| w.covers_alarm(a))
+            .collect();
+        let mut receivers: Vec<usize> = Vec::new();
+        for a in &alarms {
+            let Some(view) = self.engine.alarm(a) else {
+                continue;
+            };
+            for alert in self.alerts_of(&view) {
+                for &idx in self.by_alert.get(alert).map_or(&[][..], |v| v.as_slice()) {
+                    let hears = self
+                        .receivers
+                        .get(idx)
+                        .is_some_and(|r| r.channel.hears_maintenance());
+                    if hears && !receivers.contains(&idx) {
+                        receivers.push(idx);
+                    }
+                }
+            }
+        }
+        tracing::info!(
+            "maintenance window {} {}",
+            w.name(),
+            if opened { "opened" } else { "ended" }
+        );
+        if receivers.is_empty() {
+            return;
+        }
+        let notice = Arc::new(Notice {
+            alarm: AlarmView::standalone(w.name(), State::Ok, 0, Vec::new(), now),
+            previous: State::Ok,
+            ts: now,
+            url: None,
+            failure: None,
+            repeat: 0,
+            flapping: None,
+            open_incident: None,
+            test: false,
+            maintenance: Some(MaintenanceNote {
+                window: w.name().to_string(),
+                opened,
+                until,
+                comment: w.spec.comment.clone(),
+                alarms: alarms.iter().map(|a| a.to_string()).collect(),
+            }),
+        });
+        for idx in receivers {
+            self.enqueue(idx, notice.clone(), None);
+        }
+        self.pump();
+    }
+
     /// Every second: releases held changes whose dependencies were deleted
-    /// while ERROR (no transition will release them); every minute, forgets
+    /// while ERROR (no transition will release them) and those whose
+    /// maintenance window ended (no transition marks that); every minute, forgets
     /// alarms that no longer exist.
     fn housekeeping(&mut self, prune: bool) {
+        self.maintenance_notices();
         if !self.holds.is_empty() {
             let ready = self.holds.ready(None, |d| self.in_error(d));
             self.release(ready);
