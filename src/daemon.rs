@@ -198,6 +198,13 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         conns: http_conns,
         lists,
         history: history.clone(),
+        configured_alarms: config
+            .alarms
+            .iter()
+            .chain(&config.views)
+            .filter(|a| !a.name.contains('$'))
+            .map(|a| a.name.clone())
+            .collect(),
         gate: http::router::Gate {
             keys: config.http.keys(),
             hosts: http::origin::AllowedHosts::new(

@@ -24,6 +24,7 @@ pub mod logging;
 pub mod pattern;
 pub mod prefetch;
 pub mod redact;
+pub mod reports;
 pub mod settings;
 pub mod sinks;
 pub mod trouble;

@@ -63,6 +63,8 @@ pub enum Endpoint {
     AlarmIncidents,
     /// `/api/export`: every state change in a range, streamed.
     Export,
+    /// `/api/reports`: the alarms' uptime reports over a range.
+    Reports,
     /// `/api/status`.
     Status,
     /// `/api/alerts/{name}/test`: a test to every alerter of an alert.
@@ -121,6 +123,7 @@ fn routes() -> &'static matchit::Router<Endpoint> {
                 ("/api/alarms/{name}/daily", Endpoint::AlarmDaily),
                 ("/api/alarms/{name}/incidents", Endpoint::AlarmIncidents),
                 ("/api/export", Endpoint::Export),
+                ("/api/reports", Endpoint::Reports),
                 ("/api/status", Endpoint::Status),
                 ("/api/alerts/{name}/test", Endpoint::AlertTest),
                 ("/metrics", Endpoint::Metrics),
@@ -325,6 +328,12 @@ async fn route(req: Request<Incoming>, state: &AppState) -> Response<Body> {
         Endpoint::Export => only(&method, &[Method::GET], || {
             super::export::export(&req, state)
         }),
+        Endpoint::Reports => {
+            if method != Method::GET && method != Method::HEAD {
+                return not_allowed("GET");
+            }
+            super::reports::reports(&req, state).await
+        }
         Endpoint::Status => only(&method, &[Method::GET], || api::status(&req, state)),
         Endpoint::AlertTest => match method {
             Method::POST => api::test_alert(state, name).await,
