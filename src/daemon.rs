@@ -225,7 +225,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     }
     stop.alert_tasks.spawn({
         let run = sinks::alerts::run(
-            alerts_config,
+            alerts_config.clone(),
             Arc::new(config.alarm_defs()),
             engine.clone(),
             alert_stats.clone(),
@@ -305,6 +305,27 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         stop.sink_token.clone(),
         stop.sink_tasks.clone(),
     ));
+
+    match &history {
+        crate::history::HistoryState::On(h) => {
+            for report in &config.reports {
+                let scheduled = crate::reports::schedule::Scheduled {
+                    report: report.clone(),
+                    alarms: config.report_alarms(report),
+                };
+                stop.sink_tasks.spawn(crate::reports::schedule::run(
+                    scheduled,
+                    h.clone(),
+                    alerts_config.clone(),
+                    stop.sink_token.clone(),
+                ));
+            }
+        }
+        _ if !config.reports.is_empty() => {
+            tracing::error!("reports are not mailed: the history file is unavailable");
+        }
+        _ => {}
+    }
 
     signals.wait_for_stop(&reopen).await;
     let deadline = tokio::time::Instant::now() + STOP_WITHIN;

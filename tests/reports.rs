@@ -9,10 +9,12 @@
 
 mod common;
 
+use std::io::BufRead;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
-use common::Daemon;
+use common::{wait_until, Daemon};
 use lovebeat::reports::period::{self, Every, Period};
 use serde_json::Value;
 
@@ -381,4 +383,146 @@ fn the_report_command_prints_text_csv_and_json() {
     let (ok, out, err) = report_cli(&d, &range);
     assert!(!ok, "{out}");
     assert!(err.contains("401"), "{err}");
+}
+
+/// The SMTP server of the alert tests (`tests/support/smtp_server.py`,
+/// aiosmtpd), killed when the test ends however it ends.
+struct Smtp(Child);
+
+impl Drop for Smtp {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn smtp_server(dir: &Path) -> (Smtp, u16, std::path::PathBuf) {
+    let port = common::free_port();
+    let out = dir.join("mail.jsonl");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/smtp_server.py");
+    let mut child = Command::new("python3")
+        .arg(script)
+        .arg(port.to_string())
+        .arg(&out)
+        .arg("0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3 with aiosmtpd (pip install aiosmtpd)");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("ready line");
+    assert_eq!(line.trim(), "ready", "SMTP server did not start");
+    (Smtp(child), port, out)
+}
+
+fn read_mails(path: &Path, n: usize, secs: u64) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let mails: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json"))
+            .collect();
+        if mails.len() >= n || Instant::now() > deadline {
+            return mails;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A mail's text with quoted-printable soft line breaks and escapes undone.
+fn decoded(data: &str) -> String {
+    data.replace("=\r\n", "")
+        .replace("=\n", "")
+        .replace("=3D", "=")
+        .replace("=20", " ")
+}
+
+const DUE: &str = "report 'monthly' (every month, UTC): the next is due at";
+
+#[test]
+fn a_report_owed_for_a_month_that_ended_while_lovebeat_was_down_is_mailed_at_the_start_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (smtp, port, out) = smtp_server(dir.path());
+    // The alert's webhook is not the report's: only its mail alerter sends.
+    let hook = common::receiver::Receiver::start(|_| Some(200));
+    let mut d = Daemon::start(&format!(
+        "{ALARMS}[alerts.ops]\nmail = \"ops@example.com\"\nwebhook = \"{}\"\n[mail]\nserver = \"127.0.0.1:{port}\"\nfrom = \"lovebeat@example.com\"\n[[reports]]\nname = \"monthly\"\nalarms = [\"web\", \"db\"]\nevery = \"month\"\nmail = \"ops\"\n",
+        hook.url("/hook")
+    ));
+    let (p, q) = months();
+    let file = d.path().join("lovebeat.db.history");
+    let record = |file: &Path| {
+        sqlite(
+            file,
+            "SELECT covered_until, coalesce(sent_at, -1) FROM reports_sent WHERE name = 'monthly'",
+        )
+        .trim()
+        .to_string()
+    };
+    // A new report is owed from the month under way: nothing is mailed
+    // for the months before it was configured.
+    wait_until(20, "the schedule's first check", || {
+        d.stderr().contains(DUE)
+    });
+    assert_eq!(record(&file), format!("{}|-1", p.until));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        read_mails(&out, 1, 0).is_empty(),
+        "a new report mails nothing"
+    );
+
+    // Last month not mailed, as when lovebeat was down when it ended.
+    construct(
+        &mut d,
+        &format!(
+            "UPDATE reports_sent SET covered_until = {} WHERE name = 'monthly';",
+            p.since
+        ),
+    );
+    let mails = read_mails(&out, 1, 30);
+    assert_eq!(mails.len(), 1, "{}", d.stderr());
+    let m = &mails[0];
+    assert_eq!(m["from"], "lovebeat@example.com");
+    assert_eq!(m["to"], serde_json::json!(["ops@example.com"]));
+    let data = decoded(m["data"].as_str().expect("data"));
+    let month = period::label(Every::Month, &chrono_tz::UTC, p);
+    assert!(
+        data.contains(&format!(
+            "Subject: [LOVEBEAT] Uptime report monthly: {month} (UTC)"
+        )),
+        "{data}"
+    );
+    assert!(data.contains("multipart/alternative"), "{data}");
+    // The figures of the constructed month, against the month before.
+    assert!(
+        data.contains("alarm web\r\n") || data.contains("alarm web\n"),
+        "{data}"
+    );
+    assert!(data.contains("incidents    3"), "{data}");
+    assert!(data.contains("(+2)"), "{data}");
+    assert!(data.contains("downtime     1h 24m 0.123s"), "{data}");
+    assert!(data.contains("longest      45m 0.123s"), "{data}");
+    assert!(data.contains("MTTR         28m 0.041s"), "{data}");
+    assert!(data.contains("maintenance  0s"), "{data}");
+    assert!(data.contains("alarm db"), "{data}");
+    assert!(data.contains("<table"), "{data}");
+    assert!(data.contains("<td>web</td>"), "{data}");
+    let prev = period::label(Every::Month, &chrono_tz::UTC, q);
+    assert!(!data.contains(&format!("report monthly: {prev}")), "{data}");
+    wait_until(20, "the mail is recorded", || {
+        record(&file).starts_with(&format!("{}|", p.until)) && !record(&file).ends_with("|-1")
+    });
+
+    // A restart mails nothing again.
+    d.restart();
+    wait_until(20, "the schedule's check after the restart", || {
+        d.stderr().contains(DUE)
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(read_mails(&out, 2, 0).len(), 1, "{}", d.stderr());
+    assert_eq!(hook.count(), 0, "the webhook got the report");
+    drop(smtp);
 }

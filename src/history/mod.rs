@@ -10,6 +10,7 @@ pub mod export;
 pub mod incidents;
 pub mod query;
 pub mod record;
+pub mod report_log;
 pub mod schema;
 pub mod uptime;
 mod writer;

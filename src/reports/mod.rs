@@ -8,6 +8,7 @@
 
 pub mod period;
 pub mod render;
+pub mod schedule;
 
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};

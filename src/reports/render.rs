@@ -93,7 +93,7 @@ pub fn text(report: &Report) -> String {
         None => format!("Uptime report: {}\n", title(report)),
     };
     out.push_str(&format!(
-        "From {} to {}, against {} to {}.\n",
+        "From {} to {},\nagainst {} to {}.\n",
         time(&tz, report.since),
         time(&tz, report.until),
         time(&tz, report.previous_since),
@@ -174,12 +174,12 @@ pub fn html(report: &Report) -> String {
     }
     out.push_str("</tr>\n");
     for e in &report.alarms {
-        out.push_str(&format!("<tr><td>{}</td>", html_text(&e.alarm)));
+        out.push_str(&format!("<tr><td>{}</td>\n", html_text(&e.alarm)));
         match (&e.period, &e.delta) {
             (Some(p), Some(d)) => {
                 for (_, now, change) in rows(p, d) {
                     out.push_str(&format!(
-                        "<td>{}<br><small>{}</small></td>",
+                        "<td>{}<br>\n<small>{}</small></td>\n",
                         html_text(&now),
                         html_text(&change)
                     ));
