@@ -396,7 +396,9 @@ impl Drop for Smtp {
     }
 }
 
-fn smtp_server(dir: &Path) -> (Smtp, u16, std::path::PathBuf) {
+/// The server, its port and the file of what it received; it refuses
+/// (accepts and closes) the first `refuse` connections.
+fn smtp_server(dir: &Path, refuse: u32) -> (Smtp, u16, std::path::PathBuf) {
     let port = common::free_port();
     let out = dir.join("mail.jsonl");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/smtp_server.py");
@@ -404,7 +406,7 @@ fn smtp_server(dir: &Path) -> (Smtp, u16, std::path::PathBuf) {
         .arg(script)
         .arg(port.to_string())
         .arg(&out)
-        .arg("0")
+        .arg(refuse.to_string())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -445,7 +447,7 @@ const DUE: &str = "report 'monthly' (every month, UTC): the next is due at";
 #[test]
 fn a_report_owed_for_a_month_that_ended_while_lovebeat_was_down_is_mailed_at_the_start_once() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (smtp, port, out) = smtp_server(dir.path());
+    let (smtp, port, out) = smtp_server(dir.path(), 0);
     // The alert's webhook is not the report's: only its mail alerter sends.
     let hook = common::receiver::Receiver::start(|_| Some(200));
     let mut d = Daemon::start(&format!(
@@ -474,12 +476,13 @@ fn a_report_owed_for_a_month_that_ended_while_lovebeat_was_down_is_mailed_at_the
         "a new report mails nothing"
     );
 
-    // Last month not mailed, as when lovebeat was down when it ended.
+    // Neither of the last two months mailed, as when lovebeat was down
+    // when they ended: the latest only is mailed.
     construct(
         &mut d,
         &format!(
             "UPDATE reports_sent SET covered_until = {} WHERE name = 'monthly';",
-            p.since
+            q.since
         ),
     );
     let mails = read_mails(&out, 1, 30);
@@ -512,6 +515,8 @@ fn a_report_owed_for_a_month_that_ended_while_lovebeat_was_down_is_mailed_at_the
     assert!(data.contains("<td>web</td>"), "{data}");
     let prev = period::label(Every::Month, &chrono_tz::UTC, q);
     assert!(!data.contains(&format!("report monthly: {prev}")), "{data}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(read_mails(&out, 2, 0).len(), 1, "only the latest month");
     wait_until(20, "the mail is recorded", || {
         record(&file).starts_with(&format!("{}|", p.until)) && !record(&file).ends_with("|-1")
     });
@@ -524,5 +529,34 @@ fn a_report_owed_for_a_month_that_ended_while_lovebeat_was_down_is_mailed_at_the
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(read_mails(&out, 2, 0).len(), 1, "{}", d.stderr());
     assert_eq!(hook.count(), 0, "the webhook got the report");
+    drop(smtp);
+}
+
+#[test]
+fn a_report_whose_mail_fails_is_tried_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (smtp, port, out) = smtp_server(dir.path(), 1);
+    let mut d = Daemon::start(&format!(
+        "{ALARMS}[alerts.ops]\nmail = \"ops@example.com\"\n[mail]\nserver = \"127.0.0.1:{port}\"\n[[reports]]\nname = \"monthly\"\nalarms = [\"web\"]\nevery = \"month\"\nmail = \"ops\"\n"
+    ));
+    let (p, _) = months();
+    wait_until(20, "the schedule's first check", || {
+        d.stderr().contains(DUE)
+    });
+    construct(
+        &mut d,
+        &format!(
+            "UPDATE reports_sent SET covered_until = {} WHERE name = 'monthly';",
+            p.since
+        ),
+    );
+    wait_until(20, "the refused mail", || {
+        d.stderr().contains("report 'monthly' not mailed")
+    });
+    // Tried again 30 s later; the server takes it this time.
+    let mails = read_mails(&out, 1, 90);
+    assert_eq!(mails.len(), 1, "{}", d.stderr());
+    let data = decoded(mails[0]["data"].as_str().expect("data"));
+    assert!(data.contains("incidents    3"), "{data}");
     drop(smtp);
 }

@@ -360,6 +360,19 @@ mod tests {
         assert_eq!(c.report_alarms(&c.reports[0]), ["web"]);
         assert_eq!(c.reports[1].zone(), chrono_tz::UTC);
         assert_eq!(c.reports[1].status_page.as_deref(), Some("public"));
+        let summary = c.summary();
+        assert!(
+            summary.contains(
+                "report monthly: every month (Europe/Berlin), mailed by alert ops: web\n"
+            ),
+            "{summary}"
+        );
+        assert!(
+            summary.contains(
+                "report page: every week (UTC), mailed by alert ops: status page public\n"
+            ),
+            "{summary}"
+        );
     }
 
     #[test]
