@@ -560,3 +560,31 @@ fn a_report_whose_mail_fails_is_tried_again() {
     assert!(data.contains("incidents    3"), "{data}");
     drop(smtp);
 }
+
+#[test]
+fn a_report_takes_a_place_among_the_whole_table_answers() {
+    let mut d = Daemon::start(&format!("{ALARMS}[limits]\nmax_http_lists = 1\n"));
+    // 300 000 changes: an export far bigger than the sockets hold.
+    construct(
+        &mut d,
+        "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 300000) \
+         INSERT INTO changes (name_id, ts, seq, from_state, to_state, reason) \
+         SELECT id, 1000 + x, x, NULL, 1 + x % 2, 0 FROM names, n WHERE kind = 1 AND name = 'web';",
+    );
+    let mut slow = std::net::TcpStream::connect(("127.0.0.1", d.http)).expect("connect");
+    std::io::Write::write_all(
+        &mut slow,
+        b"GET /api/export HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+    )
+    .expect("write");
+    // The export, unread, holds the only place: the report waits its turn.
+    wait_until(20, "the report refused", || {
+        d.get("/api/reports?alarms=web").status == 503
+    });
+    let r = d.get("/api/reports?alarms=web");
+    assert!(r.body.contains("max_http_lists"), "{}", r.body);
+    drop(slow);
+    wait_until(60, "the place freed", || {
+        d.get("/api/reports?alarms=web").status == 200
+    });
+}

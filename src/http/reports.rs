@@ -1,6 +1,7 @@
 //! `GET /api/reports` (README, "Reports"): the figures a mailed report
 //! holds (`crate::reports`), for any range of at most 400 days, as JSON or
-//! CSV. Computed on the blocking pool: SQLite is synchronous.
+//! CSV. Computed on the blocking pool (SQLite is synchronous), at most
+//! `[limits] max_http_lists` at once with the other whole-table answers.
 
 use hyper::header::{HeaderValue, CONTENT_DISPOSITION, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
@@ -106,9 +107,18 @@ pub(super) async fn reports<B>(req: &Request<B>, state: &AppState) -> Response<B
         Ok(a) => a,
         Err(r) => return *r,
     };
-    let built =
-        tokio::task::spawn_blocking(move || report::build(&history, None, &names, &tz, this, now))
-            .await;
+    // A report over every alarm is a whole-table answer: it takes one of
+    // their places (`lists.rs`), held by the computation itself, so that
+    // clients that leave do not leave its threads unbounded.
+    let admitted = match state.lists.admit() {
+        Ok(a) => a,
+        Err(busy) => return *busy,
+    };
+    let built = tokio::task::spawn_blocking(move || {
+        let _place = admitted;
+        report::build(&history, None, &names, &tz, this, now)
+    })
+    .await;
     let report = match built {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
