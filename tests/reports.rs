@@ -588,3 +588,37 @@ fn a_report_takes_a_place_among_the_whole_table_answers() {
         d.get("/api/reports?alarms=web").status == 200
     });
 }
+
+#[test]
+fn a_report_goes_through_mailgun_when_mail_goes_that_way() {
+    let rx = common::receiver::Receiver::start(|_| Some(200));
+    let mut d = Daemon::start(&format!(
+        "{ALARMS}[alerts.ops]\nmail = \"ops@example.com\"\n[mailgun]\ndomain = \"mg.example.com\"\nfrom = \"lb@example.com\"\napi_key = \"key-123\"\napi_base = \"{}\"\n[[reports]]\nname = \"monthly\"\nalarms = [\"web\"]\nevery = \"month\"\nmail = \"ops\"\n",
+        rx.url("")
+    ));
+    let (p, _) = months();
+    wait_until(20, "the schedule's first check", || {
+        d.stderr().contains(DUE)
+    });
+    construct(
+        &mut d,
+        &format!(
+            "UPDATE reports_sent SET covered_until = {} WHERE name = 'monthly';",
+            p.since
+        ),
+    );
+    let got = rx.wait_for(1, 30);
+    assert_eq!(got.len(), 1, "{}", d.stderr());
+    assert_eq!(got[0].path, "/v3/mg.example.com/messages");
+    assert_eq!(got[0].headers["authorization"], "Basic YXBpOmtleS0xMjM=");
+    let form = got[0].form();
+    assert_eq!(form["from"], "lb@example.com");
+    assert_eq!(form["to"], "ops@example.com");
+    let month = period::label(Every::Month, &chrono_tz::UTC, p);
+    assert_eq!(
+        form["subject"],
+        format!("[LOVEBEAT] Uptime report monthly: {month} (UTC)")
+    );
+    assert!(form["text"].contains("incidents    3"), "{form:?}");
+    assert!(form["html"].contains("<td>web</td>"), "{form:?}");
+}

@@ -106,10 +106,7 @@ impl Config {
             let _ = writeln!(out, "notify: {}", url(&n.lovebeat));
         }
         for r in &self.reports {
-            let every = match r.every {
-                crate::reports::period::Every::Month => "month",
-                crate::reports::period::Every::Week => "week",
-            };
+            let every = r.every.as_str();
             let mut covers = self.report_alarms(r).join(", ");
             if let Some(page) = &r.status_page {
                 let _ = write!(

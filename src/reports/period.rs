@@ -20,6 +20,16 @@ pub enum Every {
     Month,
 }
 
+impl Every {
+    /// As the configuration writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Every::Week => "week",
+            Every::Month => "month",
+        }
+    }
+}
+
 /// A period: `[since, until)` in ms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Period {

@@ -3,7 +3,7 @@
 //! a simple HTML table (the mail's HTML part). Every figure comes from the
 //! [`Report`]; nothing here computes one.
 
-use super::period::{self, Every, Period};
+use super::period::{self, Period};
 use super::{Delta, Entry, PeriodFigures, Report};
 use crate::escape::{html_text, one_line};
 
@@ -68,9 +68,7 @@ pub fn title(report: &Report) -> String {
         until: report.until,
     };
     match report.every {
-        Some(e @ (Every::Month | Every::Week)) => {
-            format!("{} ({})", period::label(e, &tz, p), report.tz)
-        }
+        Some(e) => format!("{} ({})", period::label(e, &tz, p), report.tz),
         None => format!("{} to {}", time(&tz, p.since), time(&tz, p.until)),
     }
 }

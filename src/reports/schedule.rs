@@ -96,10 +96,7 @@ pub async fn run(
         if first && !failed {
             tracing::info!(
                 "report '{name}' (every {}, {}): the next is due at {}",
-                serde_json::to_value(every)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default(),
+                every.as_str(),
                 tz.name(),
                 shown(&tz, current.until)
             );
