@@ -564,12 +564,16 @@ fn a_report_whose_mail_fails_is_tried_again() {
 #[test]
 fn a_report_takes_a_place_among_the_whole_table_answers() {
     let mut d = Daemon::start(&format!("{ALARMS}[limits]\nmax_http_lists = 1\n"));
-    // 300 000 changes: an export far bigger than the sockets hold.
+    // 300 000 changes of the last day (retention prunes none of them): an
+    // export far bigger than the sockets hold.
+    let day_ago = lovebeat::clock::now_ms() - DAY;
     construct(
         &mut d,
-        "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 300000) \
-         INSERT INTO changes (name_id, ts, seq, from_state, to_state, reason) \
-         SELECT id, 1000 + x, x, NULL, 1 + x % 2, 0 FROM names, n WHERE kind = 1 AND name = 'web';",
+        &format!(
+            "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 300000) \
+             INSERT INTO changes (name_id, ts, seq, from_state, to_state, reason) \
+             SELECT id, {day_ago} + x, x, NULL, 1 + x % 2, 0 FROM names, n WHERE kind = 1 AND name = 'web';"
+        ),
     );
     let mut slow = std::net::TcpStream::connect(("127.0.0.1", d.http)).expect("connect");
     std::io::Write::write_all(
