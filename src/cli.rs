@@ -69,6 +69,30 @@ pub enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
+    /// Print the alarms' uptime report over a range (README, "Reports")
+    /// from a running server: per alarm, uptime, incidents, downtime,
+    /// MTTR and maintenance, against the period before.
+    Report {
+        /// Start: RFC 3339 or ms since the epoch (with --until; without
+        /// both, the last whole month).
+        #[arg(long, requires = "until")]
+        since: Option<String>,
+        /// End, excluded: RFC 3339 or ms since the epoch.
+        #[arg(long, requires = "since")]
+        until: Option<String>,
+        /// Alarms to report, comma-separated (default: every alarm).
+        #[arg(long)]
+        alarms: Option<String>,
+        /// Time zone (IANA) that names the period and shows its times.
+        #[arg(long)]
+        tz: Option<String>,
+        /// Output: text, csv or json.
+        #[arg(long, default_value = "text")]
+        format: crate::client::ReportFormat,
+        /// Where the server is and how to reach it (a read key).
+        #[command(flatten)]
+        server: ServerArgs,
+    },
     /// Check that a lovebeat server answers (exit 0) or not (exit 1).
     Ping {
         /// Where the server is and how to reach it.

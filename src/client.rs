@@ -465,6 +465,93 @@ pub fn test_alert_command(target: &Target, name: &str) -> ExitCode {
     }
 }
 
+/// `lovebeat report --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormat {
+    /// A block per alarm, for people.
+    Text,
+    /// The server's CSV.
+    Csv,
+    /// The server's JSON.
+    Json,
+}
+
+/// What `lovebeat report` asks the server for (`GET /api/reports`).
+#[derive(Debug, Clone, Default)]
+pub struct ReportQuery {
+    /// `--since`.
+    pub since: Option<String>,
+    /// `--until`.
+    pub until: Option<String>,
+    /// `--alarms`.
+    pub alarms: Option<String>,
+    /// `--tz`.
+    pub tz: Option<String>,
+}
+
+/// `lovebeat report`: prints the report the server computes, as text
+/// (rendered here from its JSON, as the mail's text part is), CSV or
+/// JSON; exit 0, or 1 with the server's reason.
+pub fn report_command(target: &Target, query: &ReportQuery, format: ReportFormat) -> ExitCode {
+    let shown = target.shown();
+    let at = shown.as_str();
+    let mut pairs: Vec<(&str, &str)> = [
+        ("since", &query.since),
+        ("until", &query.until),
+        ("alarms", &query.alarms),
+        ("tz", &query.tz),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.as_deref().map(|v| (k, v)))
+    .collect();
+    if format == ReportFormat::Csv {
+        pairs.push(("format", "csv"));
+    }
+    let result = with_client(Duration::from_secs(120), |client| async move {
+        let url = target.endpoint("/api/reports", &pairs)?;
+        let mut req = client.get(url);
+        if let Some(key) = &target.key {
+            req = req.bearer_auth(key);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| OneShotError::Unanswered(e.without_url()).at(at))?;
+        let status = resp.status();
+        let body = resp
+            .text()
+            .await
+            .map_err(|e| OneShotError::Unanswered(e.without_url()).at(at))?;
+        if !status.is_success() {
+            let message = serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["error"].as_str().map(str::to_string))
+                .unwrap_or(body);
+            return Err(OneShotError::Refused { status, message }.at(at));
+        }
+        Ok(body)
+    });
+    let body = match result {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("lovebeat: {}", target.scrub(&e.to_string()));
+            return ExitCode::from(1);
+        }
+    };
+    match format {
+        ReportFormat::Csv => print!("{body}"),
+        ReportFormat::Json => println!("{}", body.trim_end()),
+        ReportFormat::Text => match serde_json::from_str::<crate::reports::Report>(&body) {
+            Ok(r) => print!("{}", crate::reports::render::text(&r)),
+            Err(e) => {
+                eprintln!("lovebeat: the server's report does not read as one: {e}");
+                return ExitCode::from(1);
+            }
+        },
+    }
+    ExitCode::SUCCESS
+}
+
 /// `lovebeat run`: reports the start, runs the command (its output still
 /// reaches the terminal), then reports `exit/<code>` with the last 10 KiB of
 /// its combined output, and exits with the command's status (128 + signal

@@ -232,6 +232,13 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         conns: http_conns,
         lists,
         history: history.clone(),
+        configured_alarms: config
+            .alarms
+            .iter()
+            .chain(&config.views)
+            .filter(|a| !a.name.contains('$'))
+            .map(|a| a.name.clone())
+            .collect(),
         gate: http::router::Gate {
             keys: config.http.keys(),
             hosts: http::origin::AllowedHosts::new(
@@ -252,7 +259,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     }
     stop.alert_tasks.spawn({
         let run = sinks::alerts::run(
-            alerts_config,
+            alerts_config.clone(),
             Arc::new(config.alarm_defs()),
             engine.clone(),
             alert_stats.clone(),
@@ -332,6 +339,27 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         stop.sink_token.clone(),
         stop.sink_tasks.clone(),
     ));
+
+    match &history {
+        crate::history::HistoryState::On(h) => {
+            for report in &config.reports {
+                let scheduled = crate::reports::schedule::Scheduled {
+                    report: report.clone(),
+                    alarms: config.report_alarms(report),
+                };
+                stop.sink_tasks.spawn(crate::reports::schedule::run(
+                    scheduled,
+                    h.clone(),
+                    alerts_config.clone(),
+                    stop.sink_token.clone(),
+                ));
+            }
+        }
+        _ if !config.reports.is_empty() => {
+            tracing::error!("reports are not mailed: the history file is unavailable");
+        }
+        _ => {}
+    }
 
     signals.wait_for_stop(&reopen).await;
     let deadline = tokio::time::Instant::now() + STOP_WITHIN;

@@ -25,6 +25,7 @@ pub mod maintenance;
 pub mod pattern;
 pub mod prefetch;
 pub mod redact;
+pub mod reports;
 pub mod settings;
 pub mod sinks;
 pub mod trouble;

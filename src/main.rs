@@ -34,6 +34,23 @@ fn main() -> ExitCode {
         Some(Command::Ping { server }) => {
             return client::ping_command(&client::Target::resolve(server.server, server.key));
         }
+        Some(Command::Report {
+            since,
+            until,
+            alarms,
+            tz,
+            format,
+            server,
+        }) => {
+            let target = client::Target::resolve(server.server, server.key);
+            let query = client::ReportQuery {
+                since,
+                until,
+                alarms,
+                tz,
+            };
+            return client::report_command(&target, &query, format);
+        }
         Some(Command::TestAlert { name, server }) => {
             let target = client::Target::resolve(server.server, server.key);
             return client::test_alert_command(&target, &name);

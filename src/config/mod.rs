@@ -90,6 +90,8 @@ pub struct Config {
     pub history: crate::history::HistoryConfig,
     /// Maintenance windows (README, "Maintenance windows").
     pub maintenance: Vec<crate::maintenance::WindowSpec>,
+    /// Uptime reports mailed each month or week.
+    pub reports: Vec<crate::reports::ReportConfig>,
     /// The files it was read from, in order (not a key).
     #[serde(skip)]
     pub files: Vec<PathBuf>,
@@ -150,6 +152,7 @@ impl Config {
         self.database.validate()?;
         self.mail.validate()?;
         self.maintenance_windows(0)?;
+        self.validate_reports()?;
         Ok(())
     }
 
@@ -179,6 +182,60 @@ impl Config {
             out.push(w);
         }
         Ok(out)
+    }
+
+    /// Each report's own checks, a name used once, alarms that can exist,
+    /// and the history they are computed from.
+    fn validate_reports(&self) -> Result<(), ConfigError> {
+        let mut seen = std::collections::HashSet::new();
+        // An alarm with `$` in its name makes others from service names:
+        // any name may be one of them.
+        let templated = self
+            .alarms
+            .iter()
+            .chain(&self.views)
+            .any(|a| a.name.contains('$'));
+        for r in &self.reports {
+            r.validate(&self.alerts)?;
+            if !seen.insert(r.name.as_str()) {
+                return Err(ConfigError::Invalid(format!(
+                    "[[reports]] name '{}' is used twice: each report's record of what it sent is kept by name",
+                    r.name
+                )));
+            }
+            if !self.history.enabled {
+                return Err(ConfigError::Invalid(format!(
+                    "[[reports]] '{}' is computed from the history, which [history] enabled = false turns off",
+                    r.name
+                )));
+            }
+            let known = |name: &str| {
+                self.alarms
+                    .iter()
+                    .chain(&self.views)
+                    .any(|a| a.name == name)
+            };
+            if let Some(a) = r.alarms.iter().find(|a| !templated && !known(a)) {
+                return Err(ConfigError::Invalid(format!(
+                    "[[reports]] '{}' covers alarm '{a}', but no [[alarms]] is named so",
+                    r.name
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The alarms a report covers: its `alarms`, then (once status pages
+    /// are part of the build, which adds them here) its status page's
+    /// alarm entries, each once.
+    pub fn report_alarms(&self, report: &crate::reports::ReportConfig) -> Vec<String> {
+        let mut out: Vec<String> = Vec::with_capacity(report.alarms.len());
+        for a in &report.alarms {
+            if !out.contains(a) {
+                out.push(a.clone());
+            }
+        }
+        out
     }
 
     /// The event log's file mode.

@@ -135,6 +135,22 @@ impl Config {
         for n in &self.notify {
             let _ = writeln!(out, "notify: {}", url(&n.lovebeat));
         }
+        for r in &self.reports {
+            let every = r.every.as_str();
+            let mut covers = self.report_alarms(r).join(", ");
+            if let Some(page) = &r.status_page {
+                let _ = write!(
+                    covers,
+                    "{}status page {page}",
+                    if covers.is_empty() { "" } else { ", " }
+                );
+            }
+            let _ = writeln!(
+                out,
+                "report {}: every {every} ({}), mailed by alert {}: {covers}",
+                r.name, r.tz, r.mail
+            );
+        }
         out
     }
 

@@ -11,6 +11,7 @@ pub mod incidents;
 pub mod maintenance;
 pub mod query;
 pub mod record;
+pub mod report_log;
 pub mod schema;
 pub mod uptime;
 mod writer;

@@ -6,7 +6,7 @@
 use rusqlite::Connection;
 
 /// The schema this build writes.
-pub const VERSION: i64 = 4;
+pub const VERSION: i64 = 7;
 
 /// Version 1: names, their state changes, and lovebeat's own runs.
 ///
@@ -104,6 +104,19 @@ CREATE TABLE incidents (
 CREATE INDEX incidents_number ON incidents (name_id, number);
 ";
 
+/// Version 7: what each `[[reports]]` has sent (`history/report_log.rs`):
+/// one row per report name, `covered_until` the end (ms) of the last
+/// period it sent, or where it began to be owed (the start of the period
+/// it was first seen in, `sent_at` NULL), so that a restart neither skips
+/// nor repeats a period.
+const V7: &str = "
+CREATE TABLE IF NOT EXISTS reports_sent (
+    name TEXT PRIMARY KEY,
+    covered_until INTEGER NOT NULL,
+    sent_at INTEGER
+);
+";
+
 /// Why a history file cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum SchemaError {
@@ -143,6 +156,12 @@ pub fn migrate(conn: &mut Connection) -> Result<(), SchemaError> {
         let tx = conn.transaction()?;
         tx.execute_batch(V4)?;
         tx.execute_batch("PRAGMA user_version = 4")?;
+        tx.commit()?;
+    }
+    if version < 7 {
+        let tx = conn.transaction()?;
+        tx.execute_batch(V7)?;
+        tx.execute_batch("PRAGMA user_version = 7")?;
         tx.commit()?;
     }
     Ok(())

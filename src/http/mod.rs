@@ -15,6 +15,7 @@ mod maintenance;
 mod metrics;
 pub mod origin;
 pub mod path;
+mod reports;
 pub mod router;
 mod ui;
 mod uptime;
@@ -133,6 +134,10 @@ pub struct AppState {
     pub(crate) lists: Arc<lists::Lists>,
     /// The history store, for its endpoints.
     pub history: crate::history::HistoryState,
+    /// The configured alarms' names (but those made from a `$` template,
+    /// which the engine lists once they exist): what a report covers by
+    /// default, members or not.
+    pub configured_alarms: Arc<[String]>,
 }
 
 /// `r`, with its connection marked as sending a streamed answer until

@@ -67,6 +67,8 @@ pub enum Endpoint {
     Maintenance,
     /// `/api/maintenance/{name}`: one window; `DELETE` ends it.
     MaintenanceWindow,
+    /// `/api/reports`: the alarms' uptime reports over a range.
+    Reports,
     /// `/api/status`.
     Status,
     /// `/api/alerts/{name}/test`: a test to every alerter of an alert.
@@ -128,6 +130,7 @@ fn routes() -> &'static matchit::Router<Endpoint> {
                 ("/api/maintenance", Endpoint::Maintenance),
                 ("/api/maintenance/", Endpoint::Maintenance),
                 ("/api/maintenance/{name}", Endpoint::MaintenanceWindow),
+                ("/api/reports", Endpoint::Reports),
                 ("/api/status", Endpoint::Status),
                 ("/api/alerts/{name}/test", Endpoint::AlertTest),
                 ("/metrics", Endpoint::Metrics),
@@ -342,6 +345,12 @@ async fn route(req: Request<Incoming>, state: &AppState) -> Response<Body> {
             Method::DELETE => super::maintenance::delete(state, param("name")).await,
             _ => not_allowed("GET, DELETE"),
         },
+        Endpoint::Reports => {
+            if method != Method::GET && method != Method::HEAD {
+                return not_allowed("GET");
+            }
+            super::reports::reports(&req, state).await
+        }
         Endpoint::Status => only(&method, &[Method::GET], || api::status(&req, state)),
         Endpoint::AlertTest => match method {
             Method::POST => api::test_alert(state, name).await,

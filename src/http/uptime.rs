@@ -29,7 +29,7 @@ fn bad(message: String) -> Refusal {
 }
 
 /// `?tz=`: an IANA zone, UTC when absent.
-fn zone<B>(req: &Request<B>) -> Result<chrono_tz::Tz, Refusal> {
+pub(super) fn zone<B>(req: &Request<B>) -> Result<chrono_tz::Tz, Refusal> {
     match query_param(req, "tz") {
         None => Ok(chrono_tz::UTC),
         Some(v) => v.parse::<chrono_tz::Tz>().map_err(|_| {
@@ -43,7 +43,7 @@ fn zone<B>(req: &Request<B>) -> Result<chrono_tz::Tz, Refusal> {
 }
 
 /// `?since=` or `?until=`, within 1970 to 9999.
-fn time<B>(req: &Request<B>, key: &str) -> Result<Option<i64>, Refusal> {
+pub(super) fn time<B>(req: &Request<B>, key: &str) -> Result<Option<i64>, Refusal> {
     match query_param(req, key) {
         None => Ok(None),
         Some(v) => match parse_time(&v) {

@@ -241,6 +241,7 @@ mod tests {
             alerts: Default::default(),
             alert_tasks: Default::default(),
             history: crate::history::HistoryState::Off,
+            configured_alarms: Arc::from([]),
         }
     }
 

@@ -1,6 +1,6 @@
 //! The mail alerter (README, "Alerts"): SMTP through lettre, or Mailgun's HTTP API.
 
-use lettre::message::Mailbox;
+use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
@@ -236,6 +236,11 @@ pub(super) async fn send(
     let message = builder
         .body(body(group))
         .map_err(|e| DeliveryError::permanent(format!("building the mail: {e}")))?;
+    smtp(config, message).await
+}
+
+/// Sends `message` through `[mail]`'s SMTP server.
+async fn smtp(config: &AlertsConfig, message: Message) -> Result<(), DeliveryError> {
     let (host, port) = (&config.mail.server.host, config.mail.server.port);
     let transport = match config.mail.tls {
         Tls::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(host),
@@ -261,6 +266,77 @@ pub(super) async fn send(
             reason: format!("SMTP {}: {e}", config.mail.server),
             retry_after: None,
         })
+}
+
+/// A message that is no alert (a report): a subject, a plain text and the
+/// same as HTML.
+#[derive(Debug, Clone)]
+pub struct Mail {
+    /// The subject (one line).
+    pub subject: String,
+    /// The plain text part.
+    pub text: String,
+    /// The HTML part.
+    pub html: String,
+}
+
+/// Sends `mail` to `to` as the mail alerter sends an alert (through
+/// `[mailgun]` when it has a domain, else `[mail]`'s SMTP server), as a
+/// plain text and HTML alternative: for the reports, which an alert's
+/// mail alerter sends and none of its other alerters.
+pub async fn send_message(
+    config: &AlertsConfig,
+    to: &Recipients,
+    mail: &Mail,
+) -> Result<(), DeliveryError> {
+    let subject = crate::escape::one_line(&mail.subject);
+    if !config.mailgun.domain.is_empty() {
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .user_agent("Lovebeat")
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| DeliveryError::permanent(format!("the HTTP client: {e}")))?;
+        let mg = &config.mailgun;
+        let url = format!(
+            "{}/v3/{}/messages",
+            mg.api_base.trim_end_matches('/'),
+            mg.domain
+        );
+        let to =
+            to.0.iter()
+                .map(|m| m.to_string())
+                .collect::<Vec<_>>()
+                .join(", ");
+        let form = [
+            ("from", mg.from.as_str()),
+            ("to", to.as_str()),
+            ("subject", subject.as_str()),
+            ("text", mail.text.as_str()),
+            ("html", mail.html.as_str()),
+        ];
+        let result = client
+            .post(&url)
+            .basic_auth("api", Some(&mg.api_key.0))
+            .form(&form)
+            .send()
+            .await;
+        return super::http::outcome(&format!("Mailgun {}", url_for_log(&url)), result).await;
+    }
+    let from: Mailbox = config.mail.from.parse().map_err(|e| {
+        DeliveryError::permanent(format!("[mail] from '{}': {e}", config.mail.from))
+    })?;
+    let mut builder = Message::builder().from(from).subject(subject);
+    for mbox in to.0.iter() {
+        builder = builder.to(mbox.clone());
+    }
+    let message = builder
+        .multipart(MultiPart::alternative_plain_html(
+            mail.text.clone(),
+            mail.html.clone(),
+        ))
+        .map_err(|e| DeliveryError::permanent(format!("building the mail: {e}")))?;
+    smtp(config, message).await
 }
 
 async fn mailgun(
