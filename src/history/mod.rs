@@ -6,10 +6,12 @@
 //! written never stops monitoring or alerting: lovebeat says so, counts it
 //! and reports it as `lovebeat.self.history`.
 
+pub mod audit;
 pub mod export;
 pub mod incidents;
 pub mod query;
 pub mod record;
+pub mod runs;
 pub mod schema;
 pub mod uptime;
 mod writer;
@@ -72,13 +74,30 @@ pub(crate) struct Shared {
     pub lost: AtomicU64,
     /// Failed writes.
     pub errors: AtomicU64,
+    /// Job runs written.
+    pub runs_written: AtomicU64,
+    /// Audit entries waiting for the writer, at most [`AUDIT_QUEUE`].
+    audit: Mutex<std::collections::VecDeque<audit::Entry>>,
+    /// Audit entries lost: the queue was full, or their write failed.
+    pub audit_lost: AtomicU64,
     retention_ms: u64,
     trouble: Trouble,
     /// Why the file is not being written now, while it is not.
     failing: Mutex<Option<String>>,
 }
 
+/// Audit entries waiting for the writer at most: an API that changes
+/// faster than the file is written loses the excess, counted, rather than
+/// memory without bound.
+pub const AUDIT_QUEUE: usize = 1 << 16;
+
 impl Shared {
+    /// What the audit queue holds, taken by the writer.
+    fn take_audit(&self) -> Vec<audit::Entry> {
+        let mut q = self.audit.lock().unwrap_or_else(|e| e.into_inner());
+        q.drain(..).collect()
+    }
+
     fn set_failing(&self, why: Option<String>) {
         *self.failing.lock().unwrap_or_else(|e| e.into_inner()) = why;
     }
@@ -153,17 +172,20 @@ impl History {
     /// is moved aside (`<file>.corrupt-<ms>`) and a new one started; a file
     /// that cannot be opened at all leaves the history off, said in the log
     /// and by `lovebeat.self.history`, and monitoring goes on.
+    /// `configured` is the configuration's alarms and alerts: what changed
+    /// since the last start goes into the audit trail, by `config`.
     pub fn start(
         config: &HistoryConfig,
         database: &Path,
         engine: &Engine,
         trouble: &Trouble,
+        configured: &[audit::ConfigItem],
     ) -> HistoryState {
         if !config.enabled {
             return HistoryState::Off;
         }
         let path = config.file(database);
-        match Self::open(&path, config, engine, trouble) {
+        match Self::open(&path, config, engine, trouble, configured) {
             Ok(h) => {
                 tracing::info!("history kept in {}", path.display());
                 HistoryState::On(h)
@@ -181,6 +203,7 @@ impl History {
         config: &HistoryConfig,
         engine: &Engine,
         trouble: &Trouble,
+        configured: &[audit::ConfigItem],
     ) -> Result<Arc<History>, HistoryError> {
         let err = |source| HistoryError::Open {
             path: path.display().to_string(),
@@ -190,7 +213,7 @@ impl History {
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         create_private(path);
-        let conn = match open_file(path, flags) {
+        let mut conn = match open_file(path, flags) {
             Err(e) if is_corrupt(&e) => {
                 let aside = format!("{}.corrupt-{}", path.display(), crate::clock::now_ms());
                 tracing::error!(
@@ -208,12 +231,18 @@ impl History {
             other => other.map_err(err)?,
         };
         let read = open_file(path, flags).map_err(err)?;
-        let writer =
-            writer::Writer::open(conn, crate::clock::now_ms()).map_err(|e| err(e.into()))?;
+        let now = crate::clock::now_ms();
+        if let Err(e) = audit::config_changes(&mut conn, configured, now) {
+            tracing::error!("cannot record the configuration's changes in the history: {e}");
+        }
+        let writer = writer::Writer::open(conn, now).map_err(|e| err(e.into()))?;
         let shared = Arc::new(Shared {
             written: AtomicU64::new(0),
             lost: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            runs_written: AtomicU64::new(0),
+            audit: Mutex::default(),
+            audit_lost: AtomicU64::new(0),
             retention_ms: config.retention.ms,
             trouble: trouble.clone(),
             failing: Mutex::new(None),
@@ -268,6 +297,19 @@ impl History {
         self.shared.written.load(Ordering::Relaxed)
     }
 
+    /// Records a change made through the API for the audit trail; the
+    /// writer writes it with its next batch. Never blocks: a full queue
+    /// counts the entry as lost.
+    pub fn audit(&self, entry: audit::Entry) {
+        let mut q = self.shared.audit.lock().unwrap_or_else(|e| e.into_inner());
+        if q.len() >= AUDIT_QUEUE {
+            drop(q);
+            self.shared.audit_lost.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        q.push_back(entry);
+    }
+
     /// Changes lost so far (`/metrics`).
     pub fn lost(&self) -> u64 {
         self.shared.lost.load(Ordering::Relaxed)
@@ -306,6 +348,35 @@ impl History {
     }
 }
 
+/// The audit's view of the configured alarms and alerts: each name with
+/// a SHA-256 of its settings, so a change is seen and no secret is kept.
+pub fn configured_items<'a>(
+    alarms: impl IntoIterator<Item = &'a crate::engine::AlarmConfig>,
+    alerts: impl IntoIterator<Item = (&'a String, &'a crate::sinks::alerts::AlertConfig)>,
+) -> Vec<audit::ConfigItem> {
+    use sha2::{Digest, Sha256};
+    let digest = |text: String| {
+        Sha256::digest(text.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    let mut items: Vec<audit::ConfigItem> = alarms
+        .into_iter()
+        .map(|a| audit::ConfigItem {
+            kind: "alarm",
+            name: a.name.clone(),
+            digest: digest(format!("{a:?}")),
+        })
+        .collect();
+    items.extend(alerts.into_iter().map(|(name, a)| audit::ConfigItem {
+        kind: "alert",
+        name: name.clone(),
+        digest: digest(format!("{a:?}")),
+    }));
+    items
+}
+
 /// Creates `path` empty with mode 0600 if it does not exist, so SQLite
 /// never makes it readable by others (it holds job output). The WAL and
 /// shared-memory files SQLite adds take the main file's mode.
@@ -333,6 +404,20 @@ static LOST: Metric = Metric {
     kind: Kind::Counter,
 };
 
+static RUNS: Metric = Metric {
+    prometheus: "lovebeat_history_runs_written_total",
+    statsd: None,
+    help: "Job runs written to the history file.",
+    kind: Kind::Counter,
+};
+
+static AUDIT_LOST: Metric = Metric {
+    prometheus: "lovebeat_history_audit_lost_total",
+    statsd: None,
+    help: "Audit entries the history lost: its queue was full, or their write failed.",
+    kind: Kind::Counter,
+};
+
 static ERRORS: Metric = Metric {
     prometheus: "lovebeat_history_write_errors_total",
     statsd: None,
@@ -346,5 +431,9 @@ impl Counted for History {
         out.push(Reading::of(&WRITTEN, Value::Count(self.written())));
         out.push(Reading::of(&LOST, Value::Count(self.lost())));
         out.push(Reading::of(&ERRORS, Value::Count(self.errors())));
+        let runs = self.shared.runs_written.load(Ordering::Relaxed);
+        out.push(Reading::of(&RUNS, Value::Count(runs)));
+        let lost = self.shared.audit_lost.load(Ordering::Relaxed);
+        out.push(Reading::of(&AUDIT_LOST, Value::Count(lost)));
     }
 }

@@ -14,6 +14,7 @@ use super::record::{self, Change, Kind};
 use super::Shared;
 use crate::clock::now_ms;
 use crate::engine::journal::Journal;
+use crate::engine::{EventKind, JobRun};
 
 /// Rows written in one transaction at most.
 pub(super) const BATCH_ROWS: usize = 4096;
@@ -90,6 +91,38 @@ impl Writer {
         };
         self.ids.insert(key, id);
         Ok(id)
+    }
+
+    /// Writes ended job runs (`(ended, run)`) and audit entries in one
+    /// transaction.
+    pub(super) fn write_extras(
+        &mut self,
+        runs: &[(i64, &JobRun)],
+        audit: &[super::audit::Entry],
+    ) -> rusqlite::Result<()> {
+        if runs.is_empty() && audit.is_empty() {
+            return Ok(());
+        }
+        self.conn.execute_batch("BEGIN")?;
+        let mut result = Ok(());
+        for (ended, run) in runs {
+            result = self
+                .name_id(Kind::Service, &run.name)
+                .and_then(|id| super::runs::write(&self.conn, id, *ended, run));
+            if result.is_err() {
+                break;
+            }
+        }
+        let result = result.and_then(|()| super::audit::write(&self.conn, audit));
+        match result {
+            Ok(()) => self.conn.execute_batch("COMMIT"),
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                // The ids cached in the rolled-back transaction are gone.
+                self.ids.clear();
+                Err(e)
+            }
+        }
     }
 
     /// Writes `changes` in one transaction.
@@ -177,6 +210,8 @@ impl Writer {
             params![self.prune_from, to, cutoff, record::DELETED],
         )?;
         super::incidents::prune(&self.conn, self.prune_from, to, cutoff)?;
+        super::runs::prune(&self.conn, self.prune_from, to, cutoff)?;
+        super::audit::prune(&self.conn, cutoff, PRUNE_STEP)?;
         let max: i64 = self
             .conn
             .query_row("SELECT COALESCE(MAX(id), 0) FROM names", [], |r| r.get(0))?;
@@ -297,6 +332,15 @@ pub(super) fn run(
             .iter()
             .filter_map(|e| record::change(e))
             .collect();
+        let runs: Vec<(i64, &JobRun)> = batch
+            .events
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::JobRun(r) => Some((e.ts, &**r)),
+                _ => None,
+            })
+            .collect();
+        let audit = shared.take_audit();
         let mut result = Ok(());
         for chunk in changes.chunks(BATCH_ROWS) {
             result = w.write(chunk);
@@ -312,8 +356,28 @@ pub(super) fn run(
                 }
             }
         }
+        if !runs.is_empty() || !audit.is_empty() {
+            let extras = w.write_extras(&runs, &audit);
+            match &extras {
+                Ok(()) => {
+                    shared
+                        .runs_written
+                        .fetch_add(runs.len() as u64, Ordering::Relaxed);
+                }
+                Err(_) => {
+                    shared.lost.fetch_add(runs.len() as u64, Ordering::Relaxed);
+                    shared
+                        .audit_lost
+                        .fetch_add(audit.len() as u64, Ordering::Relaxed);
+                }
+            }
+            if result.is_ok() {
+                result = extras;
+            }
+        }
         let now = now_ms();
-        let wrote_changes = !changes.is_empty() && result.is_ok();
+        let wrote_changes =
+            (!changes.is_empty() || !runs.is_empty() || !audit.is_empty()) && result.is_ok();
         let result = result
             .and_then(|()| w.alive(now, false))
             .and_then(|alive| w.prune(shared.retention_ms, now).map(|_| alive));

@@ -4,6 +4,7 @@
 //! `router::route` maps a request to its handler.
 
 mod api;
+mod audit;
 pub mod auth;
 mod badge;
 pub(crate) mod conns;
@@ -15,6 +16,7 @@ mod metrics;
 pub mod origin;
 pub mod path;
 pub mod router;
+mod runs;
 mod ui;
 mod uptime;
 pub mod ws;
