@@ -39,6 +39,8 @@ pub struct HistoryConfig {
     pub path: String,
     /// How long state changes are kept (0: forever).
     pub retention: DurationSetting,
+    /// How long the daily rollups are kept (0, the default: forever).
+    pub rollup_retention: DurationSetting,
 }
 
 impl Default for HistoryConfig {
@@ -49,6 +51,7 @@ impl Default for HistoryConfig {
             retention: DurationSetting {
                 ms: 400 * 86_400_000,
             },
+            rollup_retention: DurationSetting { ms: 0 },
         }
     }
 }
@@ -81,6 +84,7 @@ pub(crate) struct Shared {
     /// Audit entries lost: the queue was full, or their write failed.
     pub audit_lost: AtomicU64,
     retention_ms: u64,
+    rollup_retention_ms: u64,
     trouble: Trouble,
     /// Why the file is not being written now, while it is not.
     failing: Mutex<Option<String>>,
@@ -244,6 +248,7 @@ impl History {
             audit: Mutex::default(),
             audit_lost: AtomicU64::new(0),
             retention_ms: config.retention.ms,
+            rollup_retention_ms: config.rollup_retention.ms,
             trouble: trouble.clone(),
             failing: Mutex::new(None),
         });
@@ -308,6 +313,16 @@ impl History {
             return;
         }
         q.push_back(entry);
+    }
+
+    /// From when the raw changes are whole at `now` (`retention` back;
+    /// the beginning of time with none): before it, answers come from the
+    /// daily rollups in whole days.
+    pub fn raw_from(&self, now: i64) -> i64 {
+        match self.shared.retention_ms {
+            0 => i64::MIN,
+            ms => now.saturating_sub(i64::try_from(ms).unwrap_or(i64::MAX)),
+        }
     }
 
     /// Changes lost so far (`/metrics`).

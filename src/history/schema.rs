@@ -120,6 +120,8 @@ CREATE TABLE daily (
     recoveries INTEGER NOT NULL,
     recovery_ms INTEGER NOT NULL,
     longest_down_ms INTEGER NOT NULL,
+    lead_down_ms INTEGER NOT NULL,
+    tail_down_ms INTEGER NOT NULL,
     PRIMARY KEY (name_id, day)
 ) WITHOUT ROWID;
 ALTER TABLE names ADD COLUMN rolled_until INTEGER;

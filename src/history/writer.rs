@@ -28,6 +28,11 @@ const NAME_CACHE: usize = 100_000;
 /// How often retention is pruned, and how many names one step covers.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
 const PRUNE_STEP: i64 = 2_000;
+/// How often a pass of daily rollups starts (a day is rolled up once it
+/// is over), and how many names one step covers: each is a range read of
+/// its changes of the days not rolled up yet.
+const ROLL_EVERY: Duration = Duration::from_secs(300);
+const ROLL_STEP: i64 = 200;
 
 /// The writer's connection and what it remembers between batches.
 pub(super) struct Writer {
@@ -42,6 +47,9 @@ pub(super) struct Writer {
     /// Where the retention pruning goes on (a `names.id`), and when it ran.
     prune_from: i64,
     last_prune: Instant,
+    /// Where the daily rollups go on (a `names.id`), and when a pass ran.
+    roll_from: i64,
+    last_roll: Instant,
 }
 
 impl Writer {
@@ -64,6 +72,8 @@ impl Writer {
             last_alive: Instant::now(),
             prune_from: 0,
             last_prune: Instant::now(),
+            roll_from: 1,
+            last_roll: Instant::now(),
         })
     }
 
@@ -193,9 +203,29 @@ impl Writer {
     /// One small step of retention: the changes older than `retention_ms`
     /// of the next [`PRUNE_STEP`] names, so the writer is never held long.
     /// A pass over every name runs every [`PRUNE_EVERY`].
-    pub(super) fn prune(&mut self, retention_ms: u64, now: i64) -> rusqlite::Result<usize> {
-        if retention_ms == 0 || (self.prune_from == 0 && self.last_prune.elapsed() < PRUNE_EVERY) {
+    pub(super) fn prune(
+        &mut self,
+        retention_ms: u64,
+        rollup_retention_ms: u64,
+        now: i64,
+    ) -> rusqlite::Result<usize> {
+        let all = |ms: u64| ms == 0;
+        if (all(retention_ms) && all(rollup_retention_ms))
+            || (self.prune_from == 0 && self.last_prune.elapsed() < PRUNE_EVERY)
+        {
             return Ok(0);
+        }
+        if rollup_retention_ms > 0 {
+            let cutoff = now.saturating_sub(rollup_retention_ms as i64);
+            super::uptime::rollup::prune(
+                &self.conn,
+                self.prune_from,
+                self.prune_from + PRUNE_STEP,
+                cutoff,
+            )?;
+        }
+        if all(retention_ms) {
+            return self.prune_step_done().map(|()| 0);
         }
         let cutoff = now.saturating_sub(retention_ms as i64);
         let to = self.prune_from + PRUNE_STEP;
@@ -203,15 +233,28 @@ impl Writer {
         // its deletion): it says the state from then on, without which
         // uptime would count a name steady for longer than the retention
         // as unknown.
+        // A name's changes go only once its days are rolled up
+        // (`uptime/rollup.rs`): its cutoff is the earlier of the
+        // retention's and the first day not rolled up yet.
         let n = self.conn.execute(
-            "DELETE FROM changes AS c WHERE name_id >= ?1 AND name_id < ?2 AND ts < ?3 \
+            "DELETE FROM changes AS c WHERE name_id >= ?1 AND name_id < ?2 \
+             AND ts < MIN(?3, (SELECT COALESCE(rolled_until, 0) * ?5 FROM names WHERE id = c.name_id)) \
              AND (to_state = ?4 OR EXISTS (SELECT 1 FROM changes AS n \
-                  WHERE n.name_id = c.name_id AND n.ts < ?3 AND (n.ts, n.seq) > (c.ts, c.seq)))",
-            params![self.prune_from, to, cutoff, record::DELETED],
+                  WHERE n.name_id = c.name_id \
+                  AND n.ts < MIN(?3, (SELECT COALESCE(rolled_until, 0) * ?5 FROM names WHERE id = c.name_id)) \
+                  AND (n.ts, n.seq) > (c.ts, c.seq)))",
+            params![self.prune_from, to, cutoff, record::DELETED, super::uptime::rollup::DAY],
         )?;
         super::incidents::prune(&self.conn, self.prune_from, to, cutoff)?;
         super::runs::prune(&self.conn, self.prune_from, to, cutoff)?;
         super::audit::prune(&self.conn, cutoff, PRUNE_STEP)?;
+        self.prune_step_done()?;
+        Ok(n)
+    }
+
+    /// Moves the pruning on to the next names, or ends its pass.
+    fn prune_step_done(&mut self) -> rusqlite::Result<()> {
+        let to = self.prune_from + PRUNE_STEP;
         let max: i64 = self
             .conn
             .query_row("SELECT COALESCE(MAX(id), 0) FROM names", [], |r| r.get(0))?;
@@ -220,6 +263,41 @@ impl Writer {
             self.last_prune = Instant::now();
         } else {
             self.prune_from = to;
+        }
+        Ok(())
+    }
+
+    /// One step of the daily rollups (`uptime/rollup.rs`): the finished
+    /// days of the next [`ROLL_STEP`] names, in one transaction. A pass
+    /// over every name starts at each start and every [`ROLL_EVERY`].
+    pub(super) fn roll(&mut self, now: i64) -> rusqlite::Result<usize> {
+        if self.roll_from == 0 {
+            if self.last_roll.elapsed() < ROLL_EVERY {
+                return Ok(0);
+            }
+            self.roll_from = 1;
+        }
+        let to = self.roll_from + ROLL_STEP;
+        self.conn.execute_batch("BEGIN")?;
+        let result = super::uptime::rollup::roll(&self.conn, self.roll_from, to, now);
+        let n = match result {
+            Ok(n) => {
+                self.conn.execute_batch("COMMIT")?;
+                n
+            }
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                return Err(e);
+            }
+        };
+        let max: i64 = self
+            .conn
+            .query_row("SELECT COALESCE(MAX(id), 0) FROM names", [], |r| r.get(0))?;
+        if to > max {
+            self.roll_from = 0;
+            self.last_roll = Instant::now();
+        } else {
+            self.roll_from = to;
         }
         Ok(n)
     }
@@ -380,7 +458,11 @@ pub(super) fn run(
             (!changes.is_empty() || !runs.is_empty() || !audit.is_empty()) && result.is_ok();
         let result = result
             .and_then(|()| w.alive(now, false))
-            .and_then(|alive| w.prune(shared.retention_ms, now).map(|_| alive));
+            .and_then(|alive| w.roll(now).map(|_| alive))
+            .and_then(|alive| {
+                w.prune(shared.retention_ms, shared.rollup_retention_ms, now)
+                    .map(|_| alive)
+            });
         match result {
             // Only a write that happened says the file works again: a
             // batch with nothing to write proves nothing (taking it for a
@@ -435,9 +517,12 @@ mod tests {
              INSERT INTO changes VALUES (2, 300, 6, 1, 255, 7, NULL);",
         )
         .expect("rows");
+        // Rolled up: the changes may go.
+        conn.execute_batch("UPDATE names SET rolled_until = 1")
+            .expect("rolled");
         let mut w = Writer::open(conn, 10_000).expect("writer");
         w.prune_now();
-        assert_eq!(w.prune(9_000, 10_000).expect("prune"), 4);
+        assert_eq!(w.prune(9_000, 0, 10_000).expect("prune"), 4);
         let left: Vec<(i64, i64, i64)> = w
             .conn
             .prepare("SELECT name_id, ts, seq FROM changes ORDER BY name_id, ts, seq")
