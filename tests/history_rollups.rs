@@ -113,3 +113,66 @@ fn a_year_of_uptime_is_exact_after_retention_pruned_its_changes() {
         .unwrap_or_default();
     assert_eq!(downs, vec![1000, 2000], "{v}");
 }
+
+#[test]
+fn a_flip_storm_is_coalesced_and_counted_and_every_change_accounted_for() {
+    let d = Daemon::start("");
+    // A job failing and beating as fast as TCP carries it: two changes a
+    // pair, far faster than rows are written.
+    const PAIRS: usize = 100_000;
+    let mut lines = String::with_capacity(PAIRS * 24);
+    for _ in 0..PAIRS {
+        lines.push_str("flip.a.fail:1|c\nflip.a.beat:1|c\n");
+    }
+    lines.push_str("flip.done.beat:1|c\n");
+    d.tcp(&lines);
+    wait_until(60, "the storm is ingested", || {
+        d.service("flip.done").is_some()
+    });
+    assert_eq!(d.service("flip.a").expect("flip.a")["state"], "ok");
+    let total = 2 * PAIRS as i64;
+    let mut seen = (0, 0.0, 0.0);
+    wait_until(
+        60,
+        "every change written, coalesced or counted as lost",
+        || {
+            let rows: i64 = sqlite(
+            &d,
+            "SELECT count(*) FROM changes JOIN names ON names.id = name_id WHERE name = 'flip.a'",
+        )
+        .parse()
+        .unwrap_or(0);
+            let coalesced = d.metric("lovebeat_history_changes_coalesced_total");
+            let lost = d.metric("lovebeat_history_changes_lost_total");
+            seen = (rows, coalesced, lost);
+            rows + coalesced as i64 + lost as i64 == total
+        },
+    );
+    let (rows, coalesced, _) = seen;
+    println!("rows, coalesced, lost: {seen:?}");
+    assert!(coalesced > 0.0, "nothing coalesced: {seen:?}");
+    assert!(rows < total / 2, "most of the storm coalesced: {seen:?}");
+    // The first change (its creation) and the last (the final beat) stay.
+    let first_last = sqlite(
+        &d,
+        "SELECT group_concat(to_state) FROM (SELECT to_state FROM changes JOIN names ON names.id = name_id \
+         WHERE name = 'flip.a' ORDER BY ts, seq) ",
+    );
+    assert!(
+        first_last.starts_with("2,") && first_last.ends_with(",1"),
+        "{first_last}"
+    );
+    // Its 100 000 runs (each fail ends one) are coalesced alike.
+    let runs: f64 = sqlite(
+        &d,
+        "SELECT count(*) FROM runs JOIN names ON names.id = name_id WHERE name = 'flip.a'",
+    )
+    .parse()
+    .unwrap_or(0.0);
+    let runs_coalesced = d.metric("lovebeat_history_runs_coalesced_total");
+    assert!(runs_coalesced > 0.0, "{runs} runs written");
+    assert_eq!(
+        runs + runs_coalesced + d.metric("lovebeat_history_changes_lost_total"),
+        PAIRS as f64
+    );
+}

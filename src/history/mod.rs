@@ -79,6 +79,10 @@ pub(crate) struct Shared {
     pub errors: AtomicU64,
     /// Job runs written.
     pub runs_written: AtomicU64,
+    /// Changes of fast flippers coalesced away (`writer::coalesce`).
+    pub coalesced: AtomicU64,
+    /// Job runs coalesced away alike (`writer::coalesce_runs`).
+    pub runs_coalesced: AtomicU64,
     /// Audit entries waiting for the writer, at most [`AUDIT_QUEUE`].
     audit: Mutex<std::collections::VecDeque<audit::Entry>>,
     /// Audit entries lost: the queue was full, or their write failed.
@@ -245,6 +249,8 @@ impl History {
             lost: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             runs_written: AtomicU64::new(0),
+            coalesced: AtomicU64::new(0),
+            runs_coalesced: AtomicU64::new(0),
             audit: Mutex::default(),
             audit_lost: AtomicU64::new(0),
             retention_ms: config.retention.ms,
@@ -419,6 +425,20 @@ static LOST: Metric = Metric {
     kind: Kind::Counter,
 };
 
+static COALESCED: Metric = Metric {
+    prometheus: "lovebeat_history_changes_coalesced_total",
+    statsd: None,
+    help: "State changes of services that flipped faster than the history was written, coalesced away (the first and the last of each run of them are kept).",
+    kind: Kind::Counter,
+};
+
+static RUNS_COALESCED: Metric = Metric {
+    prometheus: "lovebeat_history_runs_coalesced_total",
+    statsd: None,
+    help: "Job runs of services that ended runs faster than the history was written, coalesced away (the first and the last of each are kept).",
+    kind: Kind::Counter,
+};
+
 static RUNS: Metric = Metric {
     prometheus: "lovebeat_history_runs_written_total",
     statsd: None,
@@ -446,6 +466,10 @@ impl Counted for History {
         out.push(Reading::of(&WRITTEN, Value::Count(self.written())));
         out.push(Reading::of(&LOST, Value::Count(self.lost())));
         out.push(Reading::of(&ERRORS, Value::Count(self.errors())));
+        let coalesced = self.shared.coalesced.load(Ordering::Relaxed);
+        out.push(Reading::of(&COALESCED, Value::Count(coalesced)));
+        let runs_coalesced = self.shared.runs_coalesced.load(Ordering::Relaxed);
+        out.push(Reading::of(&RUNS_COALESCED, Value::Count(runs_coalesced)));
         let runs = self.shared.runs_written.load(Ordering::Relaxed);
         out.push(Reading::of(&RUNS, Value::Count(runs)));
         let lost = self.shared.audit_lost.load(Ordering::Relaxed);

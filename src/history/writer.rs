@@ -25,6 +25,71 @@ const ALIVE_EVERY: Duration = Duration::from_secs(10);
 /// Names whose ids the writer remembers at most (then it forgets them all
 /// and asks the file again): bounds its memory at a million services.
 const NAME_CACHE: usize = 100_000;
+/// A batch this long means the writer is behind: a service's changes in
+/// it are coalesced ([`coalesce`]).
+pub(super) const COALESCE_AT: usize = BATCH_ROWS;
+
+/// Coalesces each service's changes in a batch the writer took while
+/// behind: of three or more, the first and the last stay (their times and
+/// reasons), and so do a creation and a deletion; the ones between are
+/// dropped, and the `from` of each kept change is the `to` of the one
+/// kept before it, so the history stays a chain. Alarms keep every change
+/// (each opens or closes an incident). Returns how many were dropped.
+pub(super) fn coalesce(changes: &mut Vec<Change>) -> u64 {
+    let mut keep = vec![true; changes.len()];
+    {
+        let mut of: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (i, c) in changes.iter().enumerate() {
+            if c.kind == Kind::Service {
+                of.entry(c.name.as_str()).or_default().push(i);
+            }
+        }
+        for idx in of.values().filter(|idx| idx.len() >= 3) {
+            for &i in idx.iter().skip(1).take(idx.len() - 2) {
+                let boundary = changes
+                    .get(i)
+                    .is_none_or(|c| c.from.is_none() || c.to == record::DELETED);
+                if let (false, Some(k)) = (boundary, keep.get_mut(i)) {
+                    *k = false;
+                }
+            }
+        }
+    }
+    let dropped = keep.iter().filter(|k| !**k).count() as u64;
+    if dropped == 0 {
+        return 0;
+    }
+    let mut flags = keep.into_iter();
+    changes.retain(|_| flags.next().unwrap_or(true));
+    let mut last: HashMap<String, u8> = HashMap::new();
+    for c in changes.iter_mut().filter(|c| c.kind == Kind::Service) {
+        if let (Some(_), Some(prev)) = (c.from, last.get(c.name.as_str())) {
+            c.from = Some(*prev);
+        }
+        last.insert(c.name.clone(), c.to);
+    }
+    dropped
+}
+
+/// [`coalesce`] for the job runs of a batch taken while behind: of each
+/// service's three or more, the first and the last stay. Returns how many
+/// were dropped.
+pub(super) fn coalesce_runs(runs: &mut Vec<(i64, &JobRun)>) -> u64 {
+    let mut count: HashMap<&str, usize> = HashMap::new();
+    for (_, r) in runs.iter() {
+        *count.entry(r.name.as_str()).or_default() += 1;
+    }
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let before = runs.len();
+    runs.retain(|(_, r)| {
+        let n = count.get(r.name.as_str()).copied().unwrap_or(0);
+        let i = seen.entry(r.name.to_string()).or_default();
+        *i += 1;
+        *i == 1 || *i == n
+    });
+    (before - runs.len()) as u64
+}
+
 /// How often retention is pruned, and how many names one step covers.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
 const PRUNE_STEP: i64 = 2_000;
@@ -405,12 +470,16 @@ pub(super) fn run(
         if batch.lost_after > 0 {
             shared.lost.fetch_add(batch.lost_after, Ordering::Relaxed);
         }
-        let changes: Vec<Change> = batch
+        let mut changes: Vec<Change> = batch
             .events
             .iter()
             .filter_map(|e| record::change(e))
             .collect();
-        let runs: Vec<(i64, &JobRun)> = batch
+        if batch.events.len() >= COALESCE_AT {
+            let dropped = coalesce(&mut changes);
+            shared.coalesced.fetch_add(dropped, Ordering::Relaxed);
+        }
+        let mut runs: Vec<(i64, &JobRun)> = batch
             .events
             .iter()
             .filter_map(|e| match &e.kind {
@@ -418,6 +487,10 @@ pub(super) fn run(
                 _ => None,
             })
             .collect();
+        if batch.events.len() >= COALESCE_AT {
+            let dropped = coalesce_runs(&mut runs);
+            shared.runs_coalesced.fetch_add(dropped, Ordering::Relaxed);
+        }
         let audit = shared.take_audit();
         let mut result = Ok(());
         for chunk in changes.chunks(BATCH_ROWS) {
@@ -502,6 +575,69 @@ pub(super) fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn change(name: &str, ts: i64, from: Option<u8>, to: u8) -> Change {
+        Change {
+            kind: Kind::Service,
+            name: name.into(),
+            ts,
+            from,
+            to,
+            reason: record::Reason::Other,
+            detail: None,
+            incident: None,
+        }
+    }
+
+    #[test]
+    fn a_flipper_keeps_its_first_and_last_change_and_the_rest_is_counted() {
+        let (ok, err) = (1, 2);
+        let mut c = vec![
+            change("f", 1, Some(ok), err),
+            change("calm", 2, Some(ok), err),
+            change("f", 3, Some(err), ok),
+            change("f", 4, Some(ok), err),
+            change("f", 5, Some(err), ok),
+            change("f", 6, Some(ok), err),
+            change("two", 7, Some(ok), err),
+            change("two", 8, Some(err), ok),
+        ];
+        assert_eq!(coalesce(&mut c), 3);
+        let got: Vec<(&str, i64, Option<u8>, u8)> = c
+            .iter()
+            .map(|c| (c.name.as_str(), c.ts, c.from, c.to))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("f", 1, Some(ok), err),
+                ("calm", 2, Some(ok), err),
+                ("f", 6, Some(err), err),
+                ("two", 7, Some(ok), err),
+                ("two", 8, Some(err), ok),
+            ]
+        );
+        // A deletion and a creation between stay, and the chain holds.
+        let mut c = vec![
+            change("d", 1, Some(ok), err),
+            change("d", 2, Some(err), ok),
+            change("d", 3, Some(ok), record::DELETED),
+            change("d", 4, None, ok),
+            change("d", 5, Some(ok), err),
+            change("d", 6, Some(err), ok),
+        ];
+        assert_eq!(coalesce(&mut c), 2);
+        let got: Vec<(i64, Option<u8>, u8)> = c.iter().map(|c| (c.ts, c.from, c.to)).collect();
+        assert_eq!(
+            got,
+            vec![
+                (1, Some(ok), err),
+                (3, Some(err), record::DELETED),
+                (4, None, ok),
+                (6, Some(ok), ok)
+            ]
+        );
+    }
 
     #[test]
     fn pruning_keeps_the_last_change_before_the_cutoff_unless_it_is_a_deletion() {
