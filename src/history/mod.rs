@@ -19,6 +19,7 @@ mod writer;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags};
 use serde::Deserialize;
@@ -92,6 +93,9 @@ pub(crate) struct Shared {
     trouble: Trouble,
     /// Why the file is not being written now, while it is not.
     failing: Mutex<Option<String>>,
+    /// Bumped at each opening of the file by the writer: the reader opens
+    /// it again when it differs.
+    generation: AtomicU64,
 }
 
 /// Audit entries waiting for the writer at most: an API that changes
@@ -100,6 +104,16 @@ pub(crate) struct Shared {
 pub const AUDIT_QUEUE: usize = 1 << 16;
 
 impl Shared {
+    /// Says that the file could not be opened: the log, the count, the
+    /// endpoints' 503 and `lovebeat.self.history`.
+    fn failed_to_open(&self, e: &HistoryError) {
+        tracing::error!("{e}; lovebeat goes on without history and tries again");
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        let why = e.to_string();
+        self.set_failing(Some(why.clone()));
+        self.trouble.fail(Part::History, &why);
+    }
+
     /// What the audit queue holds, taken by the writer.
     fn take_audit(&self) -> Vec<audit::Entry> {
         let mut q = self.audit.lock().unwrap_or_else(|e| e.into_inner());
@@ -114,7 +128,7 @@ impl Shared {
 /// The history, as the API reads it.
 pub struct History {
     /// A connection for reads; WAL lets it read while the writer writes.
-    read: Mutex<Connection>,
+    read: Mutex<Reader>,
     shared: Arc<Shared>,
     stopping: Arc<AtomicBool>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -174,14 +188,72 @@ fn is_corrupt(e: &schema::SchemaError) -> bool {
     )
 }
 
+/// The flags every connection to the file opens with.
+fn flags() -> OpenFlags {
+    OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+}
+
+/// Opens (or creates, mode 0600) the file for the writer: a damaged one is
+/// moved aside (`<file>.corrupt-<ms>`) and a new one started; what the
+/// configuration changed since the last start goes into the audit trail;
+/// a new `lifecycle` row is begun.
+fn open_writer(
+    path: &Path,
+    configured: &[audit::ConfigItem],
+) -> Result<writer::Writer, HistoryError> {
+    let err = |source| HistoryError::Open {
+        path: path.display().to_string(),
+        source,
+    };
+    create_private(path);
+    let mut conn = match open_file(path, flags()) {
+        Err(e) if is_corrupt(&e) => {
+            let aside = format!("{}.corrupt-{}", path.display(), crate::clock::now_ms());
+            tracing::error!(
+                "the history file {} is damaged ({e}): moved to {aside}, a new one is started",
+                path.display()
+            );
+            std::fs::rename(path, &aside).map_err(|source| HistoryError::Io {
+                what: "move aside",
+                path: path.display().to_string(),
+                source,
+            })?;
+            create_private(path);
+            open_file(path, flags()).map_err(err)?
+        }
+        other => other.map_err(err)?,
+    };
+    let now = crate::clock::now_ms();
+    if let Err(e) = audit::config_changes(&mut conn, configured, now) {
+        tracing::error!("cannot record the configuration's changes in the history: {e}");
+    }
+    let mut w = writer::Writer::open(conn, now).map_err(|e| err(e.into()))?;
+    w.watch(path);
+    Ok(w)
+}
+
+/// The read connection, and which opening of the file it reads.
+struct Reader {
+    conn: Option<Connection>,
+    generation: u64,
+}
+
+/// Longest wait between two tries to open a history file that could not
+/// be opened.
+const RETRY_MAX: Duration = Duration::from_secs(60);
+
 impl History {
     /// Opens (or creates, mode 0600: it holds job output) the history file
     /// and starts its writer on the engine's history feed. A damaged file
     /// is moved aside (`<file>.corrupt-<ms>`) and a new one started; a file
-    /// that cannot be opened at all leaves the history off, said in the log
-    /// and by `lovebeat.self.history`, and monitoring goes on.
-    /// `configured` is the configuration's alarms and alerts: what changed
-    /// since the last start goes into the audit trail, by `config`.
+    /// that cannot be opened is tried again (after 1 s, then twice as
+    /// long each time, at most a minute), said meanwhile in the log, by
+    /// `lovebeat.self.history`, `/metrics` and a 503 from the endpoints,
+    /// and monitoring goes on. `configured` is the configuration's alarms
+    /// and alerts: what changed since the last start goes into the audit
+    /// trail, by `config`.
     pub fn start(
         config: &HistoryConfig,
         database: &Path,
@@ -193,57 +265,6 @@ impl History {
             return HistoryState::Off;
         }
         let path = config.file(database);
-        match Self::open(&path, config, engine, trouble, configured) {
-            Ok(h) => {
-                tracing::info!("history kept in {}", path.display());
-                HistoryState::On(h)
-            }
-            Err(e) => {
-                tracing::error!("{e}; lovebeat goes on without history");
-                trouble.fail(Part::History, &e.to_string());
-                HistoryState::Failed(e.to_string().into())
-            }
-        }
-    }
-
-    fn open(
-        path: &Path,
-        config: &HistoryConfig,
-        engine: &Engine,
-        trouble: &Trouble,
-        configured: &[audit::ConfigItem],
-    ) -> Result<Arc<History>, HistoryError> {
-        let err = |source| HistoryError::Open {
-            path: path.display().to_string(),
-            source,
-        };
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        create_private(path);
-        let mut conn = match open_file(path, flags) {
-            Err(e) if is_corrupt(&e) => {
-                let aside = format!("{}.corrupt-{}", path.display(), crate::clock::now_ms());
-                tracing::error!(
-                    "the history file {} is damaged ({e}): moved to {aside}, a new one is started",
-                    path.display()
-                );
-                std::fs::rename(path, &aside).map_err(|source| HistoryError::Io {
-                    what: "move aside",
-                    path: path.display().to_string(),
-                    source,
-                })?;
-                create_private(path);
-                open_file(path, flags).map_err(err)?
-            }
-            other => other.map_err(err)?,
-        };
-        let read = open_file(path, flags).map_err(err)?;
-        let now = crate::clock::now_ms();
-        if let Err(e) = audit::config_changes(&mut conn, configured, now) {
-            tracing::error!("cannot record the configuration's changes in the history: {e}");
-        }
-        let writer = writer::Writer::open(conn, now).map_err(|e| err(e.into()))?;
         let shared = Arc::new(Shared {
             written: AtomicU64::new(0),
             lost: AtomicU64::new(0),
@@ -253,16 +274,28 @@ impl History {
             runs_coalesced: AtomicU64::new(0),
             audit: Mutex::default(),
             audit_lost: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
             retention_ms: config.retention.ms,
             rollup_retention_ms: config.rollup_retention.ms,
             trouble: trouble.clone(),
             failing: Mutex::new(None),
         });
+        // The first try is made now, so a start says at once whether the
+        // history is kept.
+        let first = open_writer(&path, configured);
+        match &first {
+            Ok(_) => {
+                tracing::info!("history kept in {}", path.display());
+                shared.generation.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => shared.failed_to_open(e),
+        }
         let stopping = Arc::new(AtomicBool::new(false));
         let journal = engine.journal(Feed::History);
-        let handle = {
+        let spawned = {
             let (shared, stopping) = (shared.clone(), stopping.clone());
             let engine = engine.clone();
+            let (path, configured) = (path.clone(), configured.to_vec());
             std::thread::Builder::new()
                 .name("history".into())
                 .spawn(move || {
@@ -273,34 +306,69 @@ impl History {
                         }
                         .map(|s| s as u8)
                     };
-                    writer::run(
-                        writer,
-                        &journal,
-                        &shared,
-                        &|| stopping.load(Ordering::Relaxed),
-                        &now_state,
-                    );
+                    let stop = || stopping.load(Ordering::Relaxed);
+                    if let Some(w) = retry(first, &path, &configured, &journal, &shared, &stop) {
+                        let reopen = || open_writer(&path, &[]);
+                        writer::run(w, &journal, &shared, &stop, &now_state, &reopen);
+                    }
                     journal.close();
                 })
-                .map_err(|source| HistoryError::Io {
+        };
+        let handle = match spawned {
+            Ok(h) => Some(h),
+            Err(e) => {
+                let e = HistoryError::Io {
                     what: "start the writer of",
                     path: path.display().to_string(),
-                    source,
-                })?
+                    source: e,
+                };
+                tracing::error!("{e}; lovebeat goes on without history");
+                trouble.fail(Part::History, &e.to_string());
+                return HistoryState::Failed(e.to_string().into());
+            }
         };
-        Ok(Arc::new(History {
-            read: Mutex::new(read),
+        HistoryState::On(Arc::new(History {
+            read: Mutex::new(Reader {
+                conn: None,
+                generation: 0,
+            }),
             shared,
             stopping,
-            writer: Mutex::new(Some(handle)),
-            path: path.to_path_buf(),
+            writer: Mutex::new(handle),
+            path,
             _services: engine.watch_services(),
         }))
     }
 
-    /// Runs `f` on the read connection (call it off the async runtime).
-    pub fn read<T>(&self, f: impl FnOnce(&Connection) -> T) -> T {
-        f(&self.read.lock().unwrap_or_else(|e| e.into_inner()))
+    /// Runs `f` on the read connection (call it off the async runtime),
+    /// opened again when the writer opened the file again (a file deleted
+    /// while lovebeat ran, or one that could not be opened at first).
+    pub fn read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
+        let mut r = self.read.lock().unwrap_or_else(|e| e.into_inner());
+        let generation = self.shared.generation.load(Ordering::Relaxed);
+        if r.conn.is_none() || r.generation != generation {
+            r.conn = None;
+            match open_file(&self.path, flags()) {
+                Ok(c) => {
+                    r.conn = Some(c);
+                    r.generation = generation;
+                }
+                Err(schema::SchemaError::Sqlite(e)) => return Err(e),
+                Err(e) => {
+                    return Err(rusqlite::Error::SqliteFailure(
+                        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+                        Some(e.to_string()),
+                    ))
+                }
+            }
+        }
+        match &r.conn {
+            Some(c) => f(c),
+            None => Err(rusqlite::Error::InvalidPath(self.path.clone())),
+        }
     }
 
     /// Changes written so far (`/metrics`).
@@ -398,6 +466,52 @@ pub fn configured_items<'a>(
     items
 }
 
+/// Tries to open the file until it opens (`first` is the first try's
+/// answer) or lovebeat stops, waiting 1 s, then twice as long each time
+/// (at most [`RETRY_MAX`]); meanwhile the feed is taken and counted as
+/// lost, so the engine never waits for a writer that is not there.
+fn retry(
+    first: Result<writer::Writer, HistoryError>,
+    path: &Path,
+    configured: &[audit::ConfigItem],
+    journal: &crate::engine::journal::Journal,
+    shared: &Shared,
+    stop: &dyn Fn() -> bool,
+) -> Option<writer::Writer> {
+    let mut wait = Duration::from_secs(1);
+    let mut attempt = first;
+    loop {
+        match attempt {
+            Ok(w) => return Some(w),
+            Err(_) => {
+                let until = Instant::now() + wait;
+                while Instant::now() < until {
+                    let batch = journal.take(Duration::from_millis(100));
+                    let lost = batch.events.len() as u64 + batch.lost_after;
+                    if lost > 0 {
+                        shared.lost.fetch_add(lost, Ordering::Relaxed);
+                        journal.count_unwritten(batch.events.len() as u64);
+                    }
+                    if stop() {
+                        return None;
+                    }
+                }
+                wait = (wait * 2).min(RETRY_MAX);
+                attempt = open_writer(path, configured);
+                match &attempt {
+                    Ok(_) => {
+                        tracing::info!("the history file {} is open again", path.display());
+                        shared.generation.fetch_add(1, Ordering::Relaxed);
+                        shared.set_failing(None);
+                        shared.trouble.ok(Part::History);
+                    }
+                    Err(e) => shared.failed_to_open(e),
+                }
+            }
+        }
+    }
+}
+
 /// Creates `path` empty with mode 0600 if it does not exist, so SQLite
 /// never makes it readable by others (it holds job output). The WAL and
 /// shared-memory files SQLite adds take the main file's mode.
@@ -430,6 +544,13 @@ static COALESCED: Metric = Metric {
     statsd: None,
     help: "State changes of services that flipped faster than the history was written, coalesced away (the first and the last of each run of them are kept).",
     kind: Kind::Counter,
+};
+
+static FAILING: Metric = Metric {
+    prometheus: "lovebeat_history_failing",
+    statsd: None,
+    help: "1 while the history file cannot be opened or written (lovebeat tries again), else 0.",
+    kind: Kind::Gauge,
 };
 
 static RUNS_COALESCED: Metric = Metric {
@@ -466,6 +587,8 @@ impl Counted for History {
         out.push(Reading::of(&WRITTEN, Value::Count(self.written())));
         out.push(Reading::of(&LOST, Value::Count(self.lost())));
         out.push(Reading::of(&ERRORS, Value::Count(self.errors())));
+        let failing = if self.failing().is_some() { 1.0 } else { 0.0 };
+        out.push(Reading::of(&FAILING, Value::Level(failing)));
         let coalesced = self.shared.coalesced.load(Ordering::Relaxed);
         out.push(Reading::of(&COALESCED, Value::Count(coalesced)));
         let runs_coalesced = self.shared.runs_coalesced.load(Ordering::Relaxed);

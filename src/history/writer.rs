@@ -4,6 +4,7 @@
 //! failing file never stops monitoring.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -115,6 +116,20 @@ pub(super) struct Writer {
     /// Where the daily rollups go on (a `names.id`), and when a pass ran.
     roll_from: i64,
     last_roll: Instant,
+    /// The file and its (device, inode) when opened, and when they were
+    /// last compared with what the path names now.
+    watched: Option<(PathBuf, (u64, u64))>,
+    last_check: Instant,
+}
+
+/// How often the writer checks that its file is still the one at its
+/// path (not deleted nor replaced while lovebeat runs).
+const CHECK_EVERY: Duration = Duration::from_secs(2);
+
+/// The (device, inode) of the file at `path`, if there is one.
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 impl Writer {
@@ -139,7 +154,34 @@ impl Writer {
             last_prune: Instant::now(),
             roll_from: 1,
             last_roll: Instant::now(),
+            watched: None,
+            last_check: Instant::now(),
         })
+    }
+
+    /// Watches the file at `path`: [`Writer::moved`] tells when it is no
+    /// longer the one written.
+    pub(super) fn watch(&mut self, path: &Path) {
+        self.watched = file_id(path).map(|id| (path.to_path_buf(), id));
+    }
+
+    /// Every [`CHECK_EVERY`]: whether the watched file was deleted or
+    /// replaced (the path names another file, or none): writes would go
+    /// to a file nobody can open any more.
+    pub(super) fn moved(&mut self) -> bool {
+        if self.last_check.elapsed() < CHECK_EVERY {
+            return false;
+        }
+        self.last_check = Instant::now();
+        match &self.watched {
+            Some((path, id)) => file_id(path) != Some(*id),
+            None => false,
+        }
+    }
+
+    /// The watched file, if any.
+    fn watched_path(&self) -> Option<PathBuf> {
+        self.watched.as_ref().map(|(p, _)| p.clone())
     }
 
     fn name_id(&mut self, kind: Kind, name: &str) -> rusqlite::Result<i64> {
@@ -437,6 +479,31 @@ impl Writer {
     }
 }
 
+/// Replaces the writer of a deleted (or replaced) file by one of a new
+/// file at `path`: the old connection is closed first and the old file's
+/// `-wal` and `-shm` removed, so the new file never takes the old one's
+/// journal for its own.
+fn replace(
+    w: &mut Writer,
+    path: &Path,
+    reopen: &dyn Fn() -> Result<Writer, super::HistoryError>,
+) -> Result<(), super::HistoryError> {
+    let placeholder = Connection::open_in_memory().map_err(|e| super::HistoryError::Open {
+        path: path.display().to_string(),
+        source: e.into(),
+    })?;
+    drop(std::mem::replace(&mut w.conn, placeholder));
+    for suffix in ["-wal", "-shm"] {
+        let mut side = path.as_os_str().to_owned();
+        side.push(suffix);
+        let _ = std::fs::remove_file(PathBuf::from(side));
+    }
+    let mut new = reopen()?;
+    new.prune_now();
+    *w = new;
+    Ok(())
+}
+
 /// Takes the feed and writes it until the feed is closed and drained.
 /// Errors are counted, logged at most every 10 s, and reported as
 /// lovebeat's own trouble; the changes of a failed batch are lost (and
@@ -447,6 +514,7 @@ pub(super) fn run(
     shared: &Arc<Shared>,
     stop: &dyn Fn() -> bool,
     now_state: &dyn Fn(Kind, &str) -> Option<u8>,
+    reopen: &dyn Fn() -> Result<Writer, super::HistoryError>,
 ) {
     let mut last_error_log: Option<Instant> = None;
     let mut failing = false;
@@ -456,6 +524,39 @@ pub(super) fn run(
     let started = now_ms();
     let mut reconcile_from = Some(0);
     loop {
+        if w.moved() {
+            if let Some(path) = w.watched_path() {
+                match replace(&mut w, &path, reopen) {
+                    Ok(()) => {
+                        let why = format!(
+                            "the history file {} was deleted or replaced while lovebeat ran: \
+                             a new one was started, the history before it is not in it",
+                            path.display()
+                        );
+                        tracing::error!("{why}");
+                        shared.generation.fetch_add(1, Ordering::Relaxed);
+                        shared.errors.fetch_add(1, Ordering::Relaxed);
+                        // ERROR until the new file has taken a write.
+                        failing = true;
+                        shared.trouble.fail(crate::trouble::Part::History, &why);
+                    }
+                    Err(e) => {
+                        let why =
+                            format!("the history file was deleted and cannot be made again: {e}");
+                        shared.errors.fetch_add(1, Ordering::Relaxed);
+                        if last_error_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                            last_error_log = Some(Instant::now());
+                            tracing::error!("{why}");
+                        }
+                        if !failing {
+                            failing = true;
+                            shared.set_failing(Some(why.clone()));
+                            shared.trouble.fail(crate::trouble::Part::History, &why);
+                        }
+                    }
+                }
+            }
+        }
         if let Some(from) = reconcile_from {
             reconcile_from = match w.reconcile(from, started, now_state) {
                 Ok(next) => next,
