@@ -110,7 +110,8 @@ fn row(who: &str, action: &str, target: &str) -> (String, String, String) {
 
 #[test]
 fn the_audit_trail_names_the_key_by_its_place_never_its_text() {
-    let alarm = "[[alarms]]\nname = \"web\"\npattern = \"web.*\"\n";
+    let alarm = "[[alarms]]\nname = \"web\"\npattern = \"web.*\"\n\
+                 [alerts.ops]\nwebhook = \"http://127.0.0.1:9/hook-secret\"\n";
     let mut d = Daemon::start_with_http(
         "read_keys = [\"reader-secret\"]\nwrite_keys = [\"first-secret\", \"second-secret\"]",
         alarm,
@@ -139,6 +140,7 @@ fn the_audit_trail_names_the_key_by_its_place_never_its_text() {
         row("write_keys[0]", "service.snooze", "web.a"),
         row("write_keys[0]", "service.timeout", "web.a"),
         row("write_keys[1]", "service.create", "web.a"),
+        row("config", "alert.add", "ops"),
         row("config", "alarm.add", "web"),
     ];
     let get = |d: &Daemon| d.request("GET", "/api/audit", &read, b"");
@@ -157,6 +159,7 @@ fn the_audit_trail_names_the_key_by_its_place_never_its_text() {
     std::fs::write(d.path().join("conf.d/http.cfg"), "[http]\n").expect("no keys");
     d.stop();
     let cfg = std::fs::read_to_string(d.path().join("lovebeat.cfg")).expect("cfg");
+    assert!(cfg.contains("[alerts.ops]"), "{cfg}");
     let cfg = cfg.replace(
         "pattern = \"web.*\"",
         "pattern = \"web.*\"\nexcludes = [\"web.test.*\"]",
@@ -172,9 +175,11 @@ fn the_audit_trail_names_the_key_by_its_place_never_its_text() {
                 row("config", "alarm.change", "web"),
             ]
     });
-    let text = String::from_utf8_lossy(
-        &std::fs::read(d.path().join("lovebeat.db.history")).expect("file"),
-    )
-    .to_string();
-    assert!(!text.contains("first-secret") && !text.contains("second-secret"));
+    // Neither the keys nor an alert's settings are in the file or its WAL.
+    let mut bytes = std::fs::read(d.path().join("lovebeat.db.history")).expect("file");
+    bytes.extend(std::fs::read(d.path().join("lovebeat.db.history-wal")).unwrap_or_default());
+    let text = String::from_utf8_lossy(&bytes);
+    for secret in ["first-secret", "second-secret", "hook-secret"] {
+        assert!(!text.contains(secret), "{secret} in the history file");
+    }
 }

@@ -207,13 +207,15 @@ pub fn admit_as<'p, B>(
 }
 
 /// Routes one request, once [`admit`] let it through.
-async fn route(req: Request<Incoming>, state: &AppState) -> Response<Body> {
+async fn route(mut req: Request<Incoming>, state: &AppState) -> Response<Body> {
     let path = req.uri().path().to_string();
     let (m, who) = match admit_as(&req, &path, &state.gate) {
         Ok((Some(m), who)) => (m, who),
         Ok((None, _)) => return error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
         Err(refused) => return *refused,
     };
+    // Who asks, for any handler that needs it (the audit trail).
+    req.extensions_mut().insert(who);
     let audit = super::audit::Audit::new(state, who);
     let param = |k: &str| m.params.get(k).unwrap_or_default();
     let method = req.method().clone();
