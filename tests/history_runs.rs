@@ -183,3 +183,31 @@ fn the_audit_trail_names_the_key_by_its_place_never_its_text() {
         assert!(!text.contains(secret), "{secret} in the history file");
     }
 }
+
+#[test]
+fn a_run_past_its_max_runtime_says_so_when_it_ends() {
+    let d = Daemon::start("");
+    assert_eq!(
+        d.post("/api/services/job.slow?timeout=3600&max_runtime=1")
+            .status,
+        200
+    );
+    assert_eq!(d.post("/api/services/job.slow/start").status, 200);
+    wait_until(20, "the run is too long", || {
+        d.service("job.slow").is_some_and(|s| s["state"] == "error")
+    });
+    assert_eq!(d.post("/api/services/job.slow").status, 200);
+    wait_until(10, "the run is written", || {
+        runs(&d, "job.slow", "")["runs"]
+            .as_array()
+            .is_some_and(|a| a.len() == 1)
+    });
+    let v = runs(&d, "job.slow", "");
+    let run = &v["runs"][0];
+    assert_eq!(run["result"], "ok", "{v}");
+    assert_eq!(run["ran_too_long"], true, "{v}");
+    assert!(
+        run["duration_ms"].as_i64().is_some_and(|ms| ms >= 1000),
+        "{v}"
+    );
+}
