@@ -385,7 +385,11 @@ impl Writer {
             self.roll_from = 1;
         }
         let to = self.roll_from + ROLL_STEP;
-        self.conn.execute_batch("BEGIN")?;
+        if let Err(e) = self.conn.execute_batch("BEGIN") {
+            self.roll_from = 0;
+            self.last_roll = Instant::now();
+            return Err(e);
+        }
         let result = super::uptime::rollup::roll(&self.conn, self.roll_from, to, now);
         let n = match result {
             Ok(n) => {
@@ -394,6 +398,10 @@ impl Writer {
             }
             Err(e) => {
                 let _ = self.conn.execute_batch("ROLLBACK");
+                // The pass is tried again at the next: a file that fails
+                // is not asked again ten times a second.
+                self.roll_from = 0;
+                self.last_roll = Instant::now();
                 return Err(e);
             }
         };
