@@ -135,7 +135,10 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
 
     // Every sink subscribes before any input can produce an event.
     let trouble = crate::trouble::Trouble::new(engine.clone());
-    let history = crate::history::History::start(&config.history, &db_path, &engine, &trouble);
+    let configured =
+        crate::history::configured_items(config.alarms.iter().chain(&config.views), &config.alerts);
+    let history =
+        crate::history::History::start(&config.history, &db_path, &engine, &trouble, &configured);
     load_maintenance(&config, &engine, &history, now)?;
     let log_events = engine.subscribe();
     let eventlog = (!config.eventlog.path.is_empty()).then(|| {

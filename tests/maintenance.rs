@@ -152,6 +152,34 @@ fn an_api_window_holds_an_alert_across_a_restart_and_releases_it_at_its_end() {
     rx.wait_for(1, 60);
     assert_eq!(alerts(&rx), ["db:error"], "{}", d.stderr());
     assert!(now_ms() >= end);
+
+    // The audit trail names the window and the key's place.
+    let r = d.request("DELETE", "/api/maintenance/db-move", W, b"");
+    assert!((200..300).contains(&r.status), "{} {}", r.status, r.body);
+    let mut seen = Vec::new();
+    wait_until(10, "the audit rows", || {
+        let rows = d.request("GET", "/api/audit", R, b"").json();
+        seen = rows["entries"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| {
+                e["action"]
+                    .as_str()
+                    .is_some_and(|a| a.starts_with("maintenance."))
+            })
+            .map(|e| format!("{} {} {}", e["who"], e["action"], e["target"]))
+            .collect();
+        seen.len() == 2
+    });
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            r#""write_keys[1]" "maintenance.create" "db-move""#,
+            r#""write_keys[1]" "maintenance.delete" "db-move""#
+        ]
+    );
 }
 
 #[test]

@@ -45,4 +45,27 @@ pub enum EventKind {
     AlarmUpdated(Arc<str>),
     /// An alarm was deleted through the API.
     AlarmRemoved(AlarmView),
+    /// A job run ended (README, "History"): only the history's feed gets
+    /// it, never the broadcast nor the event log, which keep state changes.
+    JobRun(Arc<JobRun>),
+}
+
+/// One ended run of a job, as the history keeps it: the event's time is
+/// its end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobRun {
+    /// The service.
+    pub name: Name,
+    /// When it started (ms); `None` for a fail with no start before it.
+    pub started: Option<i64>,
+    /// The exit code: 0 for a beat (as `/exit/0` is one), the reported
+    /// code of a fail, `None` for a fail without one.
+    pub exit_code: Option<i32>,
+    /// Ended by a beat (true) or a fail.
+    pub ok: bool,
+    /// It had gone past `max_runtime` before it ended.
+    pub ran_too_long: bool,
+    /// The tail of its output (a fail's body, at most
+    /// [`super::job::OUTPUT_LIMIT`] bytes).
+    pub output: String,
 }

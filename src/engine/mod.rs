@@ -61,7 +61,7 @@ use crate::pattern::PatternSet;
 pub use alarms::{AlarmView, Transition};
 pub use announce::MAX_PENDING;
 pub use config::{AlarmConfig, AutoConfig, EngineConfig, ServiceDefaults};
-pub use events::{Event, EventKind};
+pub use events::{Event, EventKind, JobRun};
 pub use job::{JobFailure, Schedule};
 pub use membership::{AlarmDef, AlarmMatcher};
 pub use restore::{LoadReport, StoredAlarm, StoredService};
@@ -174,6 +174,43 @@ impl Change {
             ..Change::default()
         }
     }
+}
+
+/// The run `change` ends on `svc`, if it ends one: a fail ends a run
+/// (started or not), a beat ends a started one.
+fn job_run(svc: &Service, change: &Change, name: &str) -> Option<JobRun> {
+    let job = svc.job.as_deref();
+    let started = job.filter(|j| j.running).map(|j| j.started_at);
+    // A start in the same change begins a new run: nothing ended.
+    // lovebeat's own trouble is reported as fails, but is no job.
+    if change.start || is_internal(name) {
+        return None;
+    }
+    let ran_too_long = started.is_some()
+        && job.is_some_and(|j| {
+            j.failed
+                && j.last_failure
+                    .as_ref()
+                    .is_some_and(|f| f.reason.is_some() && f.ts >= j.started_at)
+        });
+    if let Some(fail) = &change.fail {
+        return Some(JobRun {
+            name: name.into(),
+            started,
+            exit_code: fail.exit_code,
+            ok: false,
+            ran_too_long,
+            output: fail.output.clone(),
+        });
+    }
+    (change.beat && started.is_some()).then(|| JobRun {
+        name: name.into(),
+        started,
+        exit_code: Some(0),
+        ok: true,
+        ran_too_long,
+        output: String::new(),
+    })
 }
 
 /// What the handles share.
@@ -324,7 +361,16 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let beat = change.beat;
         let accepted = self.with_service(name, hash, true, now, |svc, started_at| {
-            svc.apply(change, now, started_at)
+            // A run's end is worth a history row: seen here, where the
+            // run's start is still known, only when the history is kept.
+            let run = self
+                .history_journal()
+                .and_then(|_| job_run(svc, &change, name));
+            let r = svc.apply(change, now, started_at);
+            if let Some(run) = run {
+                self.record_run(now, run);
+            }
+            r
         })?;
         if beat && accepted == Some(true) {
             self.note_beat(name);
@@ -525,6 +571,22 @@ impl Engine {
     fn emit_service(&self, now: i64, kind: impl FnOnce() -> EventKind) {
         if self.inner.service_watchers.load(Ordering::Relaxed) > 0 {
             self.emit(now, kind);
+        }
+    }
+
+    /// The history's feed, once it is asked for.
+    fn history_journal(&self) -> Option<&Arc<journal::Journal>> {
+        self.inner.journals[journal::Feed::History as usize].get()
+    }
+
+    /// Queues an ended job run for the history alone: the views and the
+    /// event log keep state changes, not runs.
+    fn record_run(&self, now: i64, run: JobRun) {
+        if let Some(j) = self.history_journal() {
+            j.push(&Arc::new(Event {
+                ts: now,
+                kind: EventKind::JobRun(Arc::new(run)),
+            }));
         }
     }
 

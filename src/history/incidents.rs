@@ -261,7 +261,9 @@ mod tests {
         crate::history::schema::migrate(&mut conn).expect("schema");
         // What a file written by the build before looks like.
         conn.execute_batch(
-            "DROP TABLE incidents; ALTER TABLE names DROP COLUMN last_state; PRAGMA user_version = 1",
+            "DROP TABLE incidents; ALTER TABLE names DROP COLUMN last_state; \
+             DROP TABLE runs; DROP TABLE audit; DROP TABLE config_seen; DROP TABLE daily; \
+             ALTER TABLE names DROP COLUMN rolled_until; PRAGMA user_version = 1",
         )
         .expect("v1");
         crate::history::schema::migrate(&mut conn).expect("migrated");

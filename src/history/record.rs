@@ -213,6 +213,8 @@ pub fn change(event: &Event) -> Option<Change> {
             DELETED,
             (Reason::Deleted, None),
         ),
-        EventKind::ServiceUpdated(_) | EventKind::AlarmUpdated(_) => return None,
+        EventKind::ServiceUpdated(_) | EventKind::AlarmUpdated(_) | EventKind::JobRun(_) => {
+            return None
+        }
     })
 }

@@ -91,6 +91,67 @@ CREATE TABLE IF NOT EXISTS maintenance (
 CREATE INDEX IF NOT EXISTS maintenance_live ON maintenance (deleted_at);
 ";
 
+/// Version 5: job runs, the audit trail and daily rollups.
+///
+/// - `runs`: one row per ended job run (`engine::JobRun`); a rowid table,
+///   since a run carries up to 10 KiB of output, indexed by the service
+///   and its end (a range of runs is one range read).
+/// - `audit`: who changed what through the API, or the configuration at a
+///   start: `who` is the key's list and position (`write_keys[1]`), never
+///   the key, or `none` or `config`; indexed by time.
+/// - `config_seen`: each configured alarm's and alert's fingerprint (a
+///   SHA-256 of its settings, so no secret is stored), which the next
+///   start compares with its own to audit what the configuration changed.
+/// - `daily`: per name and finished UTC day (`day`: days since the epoch),
+///   the figures of `uptime::compute` for it; kept past `retention`
+///   (`rollup_retention`), so a year's uptime never scans raw rows.
+///   `names.rolled_until` is the first day not rolled up yet.
+const V5: &str = "
+CREATE TABLE runs (
+    id INTEGER PRIMARY KEY,
+    name_id INTEGER NOT NULL,
+    started INTEGER,
+    ended INTEGER NOT NULL,
+    exit_code INTEGER,
+    ok INTEGER NOT NULL,
+    ran_too_long INTEGER NOT NULL DEFAULT 0,
+    output TEXT
+);
+CREATE INDEX runs_name ON runs (name_id, ended, id);
+CREATE TABLE audit (
+    id INTEGER PRIMARY KEY,
+    ts INTEGER NOT NULL,
+    who TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    detail TEXT
+);
+CREATE INDEX audit_ts ON audit (ts, id);
+CREATE TABLE config_seen (
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    PRIMARY KEY (kind, name)
+) WITHOUT ROWID;
+CREATE TABLE daily (
+    name_id INTEGER NOT NULL,
+    day INTEGER NOT NULL,
+    up_ms INTEGER NOT NULL,
+    down_ms INTEGER NOT NULL,
+    muted_ms INTEGER NOT NULL,
+    maintenance_ms INTEGER NOT NULL,
+    unknown_ms INTEGER NOT NULL,
+    incidents INTEGER NOT NULL,
+    recoveries INTEGER NOT NULL,
+    recovery_ms INTEGER NOT NULL,
+    longest_down_ms INTEGER NOT NULL,
+    lead_down_ms INTEGER NOT NULL,
+    tail_down_ms INTEGER NOT NULL,
+    PRIMARY KEY (name_id, day)
+) WITHOUT ROWID;
+ALTER TABLE names ADD COLUMN rolled_until INTEGER;
+";
+
 const V2: &str = "
 CREATE TABLE incidents (
     name_id INTEGER NOT NULL,
@@ -156,6 +217,12 @@ pub fn migrate(conn: &mut Connection) -> Result<(), SchemaError> {
         let tx = conn.transaction()?;
         tx.execute_batch(V4)?;
         tx.execute_batch("PRAGMA user_version = 4")?;
+        tx.commit()?;
+    }
+    if version < 5 {
+        let tx = conn.transaction()?;
+        tx.execute_batch(V5)?;
+        tx.execute_batch("PRAGMA user_version = 5")?;
         tx.commit()?;
     }
     if version < 7 {

@@ -4,6 +4,7 @@
 //! failing file never stops monitoring.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,6 +15,7 @@ use super::record::{self, Change, Kind};
 use super::Shared;
 use crate::clock::now_ms;
 use crate::engine::journal::Journal;
+use crate::engine::{EventKind, JobRun};
 
 /// Rows written in one transaction at most.
 pub(super) const BATCH_ROWS: usize = 4096;
@@ -24,9 +26,79 @@ const ALIVE_EVERY: Duration = Duration::from_secs(10);
 /// Names whose ids the writer remembers at most (then it forgets them all
 /// and asks the file again): bounds its memory at a million services.
 const NAME_CACHE: usize = 100_000;
+/// A batch this long means the writer is behind: a service's changes in
+/// it are coalesced ([`coalesce`]).
+pub(super) const COALESCE_AT: usize = BATCH_ROWS;
+
+/// Coalesces each service's changes in a batch the writer took while
+/// behind: of three or more, the first and the last stay (their times and
+/// reasons), and so do a creation and a deletion; the ones between are
+/// dropped, and the `from` of each kept change is the `to` of the one
+/// kept before it, so the history stays a chain. Alarms keep every change
+/// (each opens or closes an incident). Returns how many were dropped.
+pub(super) fn coalesce(changes: &mut Vec<Change>) -> u64 {
+    let mut keep = vec![true; changes.len()];
+    {
+        let mut of: HashMap<&str, Vec<usize>> = HashMap::new();
+        for (i, c) in changes.iter().enumerate() {
+            if c.kind == Kind::Service {
+                of.entry(c.name.as_str()).or_default().push(i);
+            }
+        }
+        for idx in of.values().filter(|idx| idx.len() >= 3) {
+            for &i in idx.iter().skip(1).take(idx.len() - 2) {
+                let boundary = changes
+                    .get(i)
+                    .is_none_or(|c| c.from.is_none() || c.to == record::DELETED);
+                if let (false, Some(k)) = (boundary, keep.get_mut(i)) {
+                    *k = false;
+                }
+            }
+        }
+    }
+    let dropped = keep.iter().filter(|k| !**k).count() as u64;
+    if dropped == 0 {
+        return 0;
+    }
+    let mut flags = keep.into_iter();
+    changes.retain(|_| flags.next().unwrap_or(true));
+    let mut last: HashMap<String, u8> = HashMap::new();
+    for c in changes.iter_mut().filter(|c| c.kind == Kind::Service) {
+        if let (Some(_), Some(prev)) = (c.from, last.get(c.name.as_str())) {
+            c.from = Some(*prev);
+        }
+        last.insert(c.name.clone(), c.to);
+    }
+    dropped
+}
+
+/// [`coalesce`] for the job runs of a batch taken while behind: of each
+/// service's three or more, the first and the last stay. Returns how many
+/// were dropped.
+pub(super) fn coalesce_runs(runs: &mut Vec<(i64, &JobRun)>) -> u64 {
+    let mut count: HashMap<&str, usize> = HashMap::new();
+    for (_, r) in runs.iter() {
+        *count.entry(r.name.as_str()).or_default() += 1;
+    }
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let before = runs.len();
+    runs.retain(|(_, r)| {
+        let n = count.get(r.name.as_str()).copied().unwrap_or(0);
+        let i = seen.entry(r.name.to_string()).or_default();
+        *i += 1;
+        *i == 1 || *i == n
+    });
+    (before - runs.len()) as u64
+}
+
 /// How often retention is pruned, and how many names one step covers.
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
 const PRUNE_STEP: i64 = 2_000;
+/// How often a pass of daily rollups starts (a day is rolled up once it
+/// is over), and how many names one step covers: each is a range read of
+/// its changes of the days not rolled up yet.
+const ROLL_EVERY: Duration = Duration::from_secs(300);
+const ROLL_STEP: i64 = 200;
 
 /// The writer's connection and what it remembers between batches.
 pub(super) struct Writer {
@@ -41,6 +113,23 @@ pub(super) struct Writer {
     /// Where the retention pruning goes on (a `names.id`), and when it ran.
     prune_from: i64,
     last_prune: Instant,
+    /// Where the daily rollups go on (a `names.id`), and when a pass ran.
+    roll_from: i64,
+    last_roll: Instant,
+    /// The file and its (device, inode) when opened, and when they were
+    /// last compared with what the path names now.
+    watched: Option<(PathBuf, (u64, u64))>,
+    last_check: Instant,
+}
+
+/// How often the writer checks that its file is still the one at its
+/// path (not deleted nor replaced while lovebeat runs).
+const CHECK_EVERY: Duration = Duration::from_secs(2);
+
+/// The (device, inode) of the file at `path`, if there is one.
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 impl Writer {
@@ -63,7 +152,36 @@ impl Writer {
             last_alive: Instant::now(),
             prune_from: 0,
             last_prune: Instant::now(),
+            roll_from: 1,
+            last_roll: Instant::now(),
+            watched: None,
+            last_check: Instant::now(),
         })
+    }
+
+    /// Watches the file at `path`: [`Writer::moved`] tells when it is no
+    /// longer the one written.
+    pub(super) fn watch(&mut self, path: &Path) {
+        self.watched = file_id(path).map(|id| (path.to_path_buf(), id));
+    }
+
+    /// Every [`CHECK_EVERY`]: whether the watched file was deleted or
+    /// replaced (the path names another file, or none): writes would go
+    /// to a file nobody can open any more.
+    pub(super) fn moved(&mut self) -> bool {
+        if self.last_check.elapsed() < CHECK_EVERY {
+            return false;
+        }
+        self.last_check = Instant::now();
+        match &self.watched {
+            Some((path, id)) => file_id(path) != Some(*id),
+            None => false,
+        }
+    }
+
+    /// The watched file, if any.
+    fn watched_path(&self) -> Option<PathBuf> {
+        self.watched.as_ref().map(|(p, _)| p.clone())
     }
 
     fn name_id(&mut self, kind: Kind, name: &str) -> rusqlite::Result<i64> {
@@ -90,6 +208,38 @@ impl Writer {
         };
         self.ids.insert(key, id);
         Ok(id)
+    }
+
+    /// Writes ended job runs (`(ended, run)`) and audit entries in one
+    /// transaction.
+    pub(super) fn write_extras(
+        &mut self,
+        runs: &[(i64, &JobRun)],
+        audit: &[super::audit::Entry],
+    ) -> rusqlite::Result<()> {
+        if runs.is_empty() && audit.is_empty() {
+            return Ok(());
+        }
+        self.conn.execute_batch("BEGIN")?;
+        let mut result = Ok(());
+        for (ended, run) in runs {
+            result = self
+                .name_id(Kind::Service, &run.name)
+                .and_then(|id| super::runs::write(&self.conn, id, *ended, run));
+            if result.is_err() {
+                break;
+            }
+        }
+        let result = result.and_then(|()| super::audit::write(&self.conn, audit));
+        match result {
+            Ok(()) => self.conn.execute_batch("COMMIT"),
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                // The ids cached in the rolled-back transaction are gone.
+                self.ids.clear();
+                Err(e)
+            }
+        }
     }
 
     /// Writes `changes` in one transaction.
@@ -160,9 +310,29 @@ impl Writer {
     /// One small step of retention: the changes older than `retention_ms`
     /// of the next [`PRUNE_STEP`] names, so the writer is never held long.
     /// A pass over every name runs every [`PRUNE_EVERY`].
-    pub(super) fn prune(&mut self, retention_ms: u64, now: i64) -> rusqlite::Result<usize> {
-        if retention_ms == 0 || (self.prune_from == 0 && self.last_prune.elapsed() < PRUNE_EVERY) {
+    pub(super) fn prune(
+        &mut self,
+        retention_ms: u64,
+        rollup_retention_ms: u64,
+        now: i64,
+    ) -> rusqlite::Result<usize> {
+        let all = |ms: u64| ms == 0;
+        if (all(retention_ms) && all(rollup_retention_ms))
+            || (self.prune_from == 0 && self.last_prune.elapsed() < PRUNE_EVERY)
+        {
             return Ok(0);
+        }
+        if rollup_retention_ms > 0 {
+            let cutoff = now.saturating_sub(rollup_retention_ms as i64);
+            super::uptime::rollup::prune(
+                &self.conn,
+                self.prune_from,
+                self.prune_from + PRUNE_STEP,
+                cutoff,
+            )?;
+        }
+        if all(retention_ms) {
+            return self.prune_step_done().map(|()| 0);
         }
         let cutoff = now.saturating_sub(retention_ms as i64);
         let to = self.prune_from + PRUNE_STEP;
@@ -170,13 +340,28 @@ impl Writer {
         // its deletion): it says the state from then on, without which
         // uptime would count a name steady for longer than the retention
         // as unknown.
+        // A name's changes go only once its days are rolled up
+        // (`uptime/rollup.rs`): its cutoff is the earlier of the
+        // retention's and the first day not rolled up yet.
         let n = self.conn.execute(
-            "DELETE FROM changes AS c WHERE name_id >= ?1 AND name_id < ?2 AND ts < ?3 \
+            "DELETE FROM changes AS c WHERE name_id >= ?1 AND name_id < ?2 \
+             AND ts < MIN(?3, (SELECT COALESCE(rolled_until, 0) * ?5 FROM names WHERE id = c.name_id)) \
              AND (to_state = ?4 OR EXISTS (SELECT 1 FROM changes AS n \
-                  WHERE n.name_id = c.name_id AND n.ts < ?3 AND (n.ts, n.seq) > (c.ts, c.seq)))",
-            params![self.prune_from, to, cutoff, record::DELETED],
+                  WHERE n.name_id = c.name_id \
+                  AND n.ts < MIN(?3, (SELECT COALESCE(rolled_until, 0) * ?5 FROM names WHERE id = c.name_id)) \
+                  AND (n.ts, n.seq) > (c.ts, c.seq)))",
+            params![self.prune_from, to, cutoff, record::DELETED, super::uptime::rollup::DAY],
         )?;
         super::incidents::prune(&self.conn, self.prune_from, to, cutoff)?;
+        super::runs::prune(&self.conn, self.prune_from, to, cutoff)?;
+        super::audit::prune(&self.conn, cutoff, PRUNE_STEP)?;
+        self.prune_step_done()?;
+        Ok(n)
+    }
+
+    /// Moves the pruning on to the next names, or ends its pass.
+    fn prune_step_done(&mut self) -> rusqlite::Result<()> {
+        let to = self.prune_from + PRUNE_STEP;
         let max: i64 = self
             .conn
             .query_row("SELECT COALESCE(MAX(id), 0) FROM names", [], |r| r.get(0))?;
@@ -185,6 +370,49 @@ impl Writer {
             self.last_prune = Instant::now();
         } else {
             self.prune_from = to;
+        }
+        Ok(())
+    }
+
+    /// One step of the daily rollups (`uptime/rollup.rs`): the finished
+    /// days of the next [`ROLL_STEP`] names, in one transaction. A pass
+    /// over every name starts at each start and every [`ROLL_EVERY`].
+    pub(super) fn roll(&mut self, now: i64) -> rusqlite::Result<usize> {
+        if self.roll_from == 0 {
+            if self.last_roll.elapsed() < ROLL_EVERY {
+                return Ok(0);
+            }
+            self.roll_from = 1;
+        }
+        let to = self.roll_from + ROLL_STEP;
+        if let Err(e) = self.conn.execute_batch("BEGIN") {
+            self.roll_from = 0;
+            self.last_roll = Instant::now();
+            return Err(e);
+        }
+        let result = super::uptime::rollup::roll(&self.conn, self.roll_from, to, now);
+        let n = match result {
+            Ok(n) => {
+                self.conn.execute_batch("COMMIT")?;
+                n
+            }
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                // The pass is tried again at the next: a file that fails
+                // is not asked again ten times a second.
+                self.roll_from = 0;
+                self.last_roll = Instant::now();
+                return Err(e);
+            }
+        };
+        let max: i64 = self
+            .conn
+            .query_row("SELECT COALESCE(MAX(id), 0) FROM names", [], |r| r.get(0))?;
+        if to > max {
+            self.roll_from = 0;
+            self.last_roll = Instant::now();
+        } else {
+            self.roll_from = to;
         }
         Ok(n)
     }
@@ -259,6 +487,31 @@ impl Writer {
     }
 }
 
+/// Replaces the writer of a deleted (or replaced) file by one of a new
+/// file at `path`: the old connection is closed first and the old file's
+/// `-wal` and `-shm` removed, so the new file never takes the old one's
+/// journal for its own.
+fn replace(
+    w: &mut Writer,
+    path: &Path,
+    reopen: &dyn Fn() -> Result<Writer, super::HistoryError>,
+) -> Result<(), super::HistoryError> {
+    let placeholder = Connection::open_in_memory().map_err(|e| super::HistoryError::Open {
+        path: path.display().to_string(),
+        source: e.into(),
+    })?;
+    drop(std::mem::replace(&mut w.conn, placeholder));
+    for suffix in ["-wal", "-shm"] {
+        let mut side = path.as_os_str().to_owned();
+        side.push(suffix);
+        let _ = std::fs::remove_file(PathBuf::from(side));
+    }
+    let mut new = reopen()?;
+    new.prune_now();
+    *w = new;
+    Ok(())
+}
+
 /// Takes the feed and writes it until the feed is closed and drained.
 /// Errors are counted, logged at most every 10 s, and reported as
 /// lovebeat's own trouble; the changes of a failed batch are lost (and
@@ -269,6 +522,7 @@ pub(super) fn run(
     shared: &Arc<Shared>,
     stop: &dyn Fn() -> bool,
     now_state: &dyn Fn(Kind, &str) -> Option<u8>,
+    reopen: &dyn Fn() -> Result<Writer, super::HistoryError>,
 ) {
     let mut last_error_log: Option<Instant> = None;
     let mut failing = false;
@@ -278,6 +532,39 @@ pub(super) fn run(
     let started = now_ms();
     let mut reconcile_from = Some(0);
     loop {
+        if w.moved() {
+            if let Some(path) = w.watched_path() {
+                match replace(&mut w, &path, reopen) {
+                    Ok(()) => {
+                        let why = format!(
+                            "the history file {} was deleted or replaced while lovebeat ran: \
+                             a new one was started, the history before it is not in it",
+                            path.display()
+                        );
+                        tracing::error!("{why}");
+                        shared.generation.fetch_add(1, Ordering::Relaxed);
+                        shared.errors.fetch_add(1, Ordering::Relaxed);
+                        // ERROR until the new file has taken a write.
+                        failing = true;
+                        shared.trouble.fail(crate::trouble::Part::History, &why);
+                    }
+                    Err(e) => {
+                        let why =
+                            format!("the history file was deleted and cannot be made again: {e}");
+                        shared.errors.fetch_add(1, Ordering::Relaxed);
+                        if last_error_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                            last_error_log = Some(Instant::now());
+                            tracing::error!("{why}");
+                        }
+                        if !failing {
+                            failing = true;
+                            shared.set_failing(Some(why.clone()));
+                            shared.trouble.fail(crate::trouble::Part::History, &why);
+                        }
+                    }
+                }
+            }
+        }
         if let Some(from) = reconcile_from {
             reconcile_from = match w.reconcile(from, started, now_state) {
                 Ok(next) => next,
@@ -292,11 +579,28 @@ pub(super) fn run(
         if batch.lost_after > 0 {
             shared.lost.fetch_add(batch.lost_after, Ordering::Relaxed);
         }
-        let changes: Vec<Change> = batch
+        let mut changes: Vec<Change> = batch
             .events
             .iter()
             .filter_map(|e| record::change(e))
             .collect();
+        if batch.events.len() >= COALESCE_AT {
+            let dropped = coalesce(&mut changes);
+            shared.coalesced.fetch_add(dropped, Ordering::Relaxed);
+        }
+        let mut runs: Vec<(i64, &JobRun)> = batch
+            .events
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EventKind::JobRun(r) => Some((e.ts, &**r)),
+                _ => None,
+            })
+            .collect();
+        if batch.events.len() >= COALESCE_AT {
+            let dropped = coalesce_runs(&mut runs);
+            shared.runs_coalesced.fetch_add(dropped, Ordering::Relaxed);
+        }
+        let audit = shared.take_audit();
         let mut result = Ok(());
         for chunk in changes.chunks(BATCH_ROWS) {
             result = w.write(chunk);
@@ -312,11 +616,35 @@ pub(super) fn run(
                 }
             }
         }
+        if !runs.is_empty() || !audit.is_empty() {
+            let extras = w.write_extras(&runs, &audit);
+            match &extras {
+                Ok(()) => {
+                    shared
+                        .runs_written
+                        .fetch_add(runs.len() as u64, Ordering::Relaxed);
+                }
+                Err(_) => {
+                    shared.lost.fetch_add(runs.len() as u64, Ordering::Relaxed);
+                    shared
+                        .audit_lost
+                        .fetch_add(audit.len() as u64, Ordering::Relaxed);
+                }
+            }
+            if result.is_ok() {
+                result = extras;
+            }
+        }
         let now = now_ms();
-        let wrote_changes = !changes.is_empty() && result.is_ok();
+        let wrote_changes =
+            (!changes.is_empty() || !runs.is_empty() || !audit.is_empty()) && result.is_ok();
         let result = result
             .and_then(|()| w.alive(now, false))
-            .and_then(|alive| w.prune(shared.retention_ms, now).map(|_| alive));
+            .and_then(|alive| w.roll(now).map(|_| alive))
+            .and_then(|alive| {
+                w.prune(shared.retention_ms, shared.rollup_retention_ms, now)
+                    .map(|_| alive)
+            });
         match result {
             // Only a write that happened says the file works again: a
             // batch with nothing to write proves nothing (taking it for a
@@ -357,6 +685,69 @@ pub(super) fn run(
 mod tests {
     use super::*;
 
+    fn change(name: &str, ts: i64, from: Option<u8>, to: u8) -> Change {
+        Change {
+            kind: Kind::Service,
+            name: name.into(),
+            ts,
+            from,
+            to,
+            reason: record::Reason::Other,
+            detail: None,
+            incident: None,
+        }
+    }
+
+    #[test]
+    fn a_flipper_keeps_its_first_and_last_change_and_the_rest_is_counted() {
+        let (ok, err) = (1, 2);
+        let mut c = vec![
+            change("f", 1, Some(ok), err),
+            change("calm", 2, Some(ok), err),
+            change("f", 3, Some(err), ok),
+            change("f", 4, Some(ok), err),
+            change("f", 5, Some(err), ok),
+            change("f", 6, Some(ok), err),
+            change("two", 7, Some(ok), err),
+            change("two", 8, Some(err), ok),
+        ];
+        assert_eq!(coalesce(&mut c), 3);
+        let got: Vec<(&str, i64, Option<u8>, u8)> = c
+            .iter()
+            .map(|c| (c.name.as_str(), c.ts, c.from, c.to))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("f", 1, Some(ok), err),
+                ("calm", 2, Some(ok), err),
+                ("f", 6, Some(err), err),
+                ("two", 7, Some(ok), err),
+                ("two", 8, Some(err), ok),
+            ]
+        );
+        // A deletion and a creation between stay, and the chain holds.
+        let mut c = vec![
+            change("d", 1, Some(ok), err),
+            change("d", 2, Some(err), ok),
+            change("d", 3, Some(ok), record::DELETED),
+            change("d", 4, None, ok),
+            change("d", 5, Some(ok), err),
+            change("d", 6, Some(err), ok),
+        ];
+        assert_eq!(coalesce(&mut c), 2);
+        let got: Vec<(i64, Option<u8>, u8)> = c.iter().map(|c| (c.ts, c.from, c.to)).collect();
+        assert_eq!(
+            got,
+            vec![
+                (1, Some(ok), err),
+                (3, Some(err), record::DELETED),
+                (4, None, ok),
+                (6, Some(ok), ok)
+            ]
+        );
+    }
+
     #[test]
     fn pruning_keeps_the_last_change_before_the_cutoff_unless_it_is_a_deletion() {
         let mut conn = Connection::open_in_memory().expect("db");
@@ -371,9 +762,12 @@ mod tests {
              INSERT INTO changes VALUES (2, 300, 6, 1, 255, 7, NULL);",
         )
         .expect("rows");
+        // Rolled up: the changes may go.
+        conn.execute_batch("UPDATE names SET rolled_until = 1")
+            .expect("rolled");
         let mut w = Writer::open(conn, 10_000).expect("writer");
         w.prune_now();
-        assert_eq!(w.prune(9_000, 10_000).expect("prune"), 4);
+        assert_eq!(w.prune(9_000, 0, 10_000).expect("prune"), 4);
         let left: Vec<(i64, i64, i64)> = w
             .conn
             .prepare("SELECT name_id, ts, seq FROM changes ORDER BY name_id, ts, seq")

@@ -13,7 +13,7 @@ use base64::Engine as _;
 use hyper::header::{AUTHORIZATION, SEC_WEBSOCKET_PROTOCOL};
 use hyper::{Method, Request, Response, StatusCode};
 use sha2::{Digest, Sha256};
-use subtle::{Choice, ConstantTimeEq};
+use subtle::{Choice, ConditionallySelectable, ConstantTimeEq};
 
 use super::router::{error, query_param, Endpoint};
 use super::Body;
@@ -104,28 +104,49 @@ fn presented<B>(req: &Request<B>) -> Option<String> {
 /// first, so every comparison is of 32 bytes (a comparison of the keys
 /// themselves ends at once when their lengths differ), the digests are
 /// compared in constant time, and every key is compared.
+#[cfg(test)]
 fn any_matches(keys: &[String], key: &str) -> bool {
-    let presented = Sha256::digest(key.as_bytes());
-    let found = keys.iter().fold(Choice::from(0), |found, k| {
-        found
-            | Sha256::digest(k.as_bytes())
-                .as_slice()
-                .ct_eq(presented.as_slice())
-    });
-    found.into()
+    position(keys, key).is_some()
 }
 
-/// The position in `keys` of `key`, compared as [`any_matches`] does
-/// (every key, in constant time each).
+/// The position of `key` in `keys` (the last, were it listed twice),
+/// found as [`any_matches`] says: every key compared, in constant time,
+/// the position picked without a branch.
 fn position(keys: &[String], key: &str) -> Option<usize> {
     let presented = Sha256::digest(key.as_bytes());
-    keys.iter().enumerate().fold(None, |found, (i, k)| {
-        let same: bool = Sha256::digest(k.as_bytes())
-            .as_slice()
-            .ct_eq(presented.as_slice())
-            .into();
-        found.or(same.then_some(i))
-    })
+    let (found, at) =
+        keys.iter()
+            .enumerate()
+            .fold((Choice::from(0), 0u64), |(found, at), (i, k)| {
+                let eq = Sha256::digest(k.as_bytes())
+                    .as_slice()
+                    .ct_eq(presented.as_slice());
+                (found | eq, u64::conditional_select(&at, &(i as u64), eq))
+            });
+    bool::from(found).then_some(at as usize)
+}
+
+/// Who made a request, as the audit trail names it (README, "History"):
+/// the list and position of its key in the configuration, never the key;
+/// `none` when the request needed no key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Identity {
+    /// No key was needed (none configured for what it asked).
+    None,
+    /// `write_keys[i]`.
+    Write(usize),
+    /// `read_keys[i]`.
+    Read(usize),
+}
+
+impl std::fmt::Display for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Identity::None => f.write_str("none"),
+            Identity::Write(i) => write!(f, "write_keys[{i}]"),
+            Identity::Read(i) => write!(f, "read_keys[{i}]"),
+        }
+    }
 }
 
 impl Keys {
@@ -154,8 +175,18 @@ impl Keys {
 
     /// `None` if the request may go on, else the 401 or 403 to answer.
     pub fn check<B>(&self, req: &Request<B>, endpoint: Option<Endpoint>) -> Option<Response<Body>> {
+        self.identify(req, endpoint).err().map(|r| *r)
+    }
+
+    /// Who the request is, if it may go on ([`Identity`]: the key that
+    /// let it through, or none needed), else the 401 or 403 to answer.
+    pub fn identify<B>(
+        &self,
+        req: &Request<B>,
+        endpoint: Option<Endpoint>,
+    ) -> Result<Identity, Box<Response<Body>>> {
         if self.is_empty() {
-            return None;
+            return Ok(Identity::None);
         }
         let need = need(req.method(), endpoint, self.closed_badges);
         let guarded = match need {
@@ -164,24 +195,28 @@ impl Keys {
             Need::Write => !self.write.is_empty(),
         };
         if !guarded {
-            return None;
+            return Ok(Identity::None);
         }
         let Some(key) = presented(req) else {
-            return Some(error(
+            return Err(Box::new(error(
                 StatusCode::UNAUTHORIZED,
                 "an API key is required: send 'Authorization: Bearer <key>' or '?key=<key>'".into(),
-            ));
+            )));
         };
-        let write = any_matches(&self.write, &key);
-        let read = any_matches(&self.read, &key);
-        match need {
-            Need::Write if write => None,
-            Need::Write if read => Some(error(
+        let write = position(&self.write, &key);
+        let read = position(&self.read, &key);
+        match (need, write, read) {
+            (Need::Write, Some(i), _) => Ok(Identity::Write(i)),
+            (Need::Write, None, Some(_)) => Err(Box::new(error(
                 StatusCode::FORBIDDEN,
                 "this key may only read; changes need a write key".into(),
-            )),
-            Need::Read if write || read => None,
-            _ => Some(error(StatusCode::UNAUTHORIZED, "unknown API key".into())),
+            ))),
+            (Need::Read, Some(i), _) => Ok(Identity::Write(i)),
+            (Need::Read, None, Some(i)) => Ok(Identity::Read(i)),
+            _ => Err(Box::new(error(
+                StatusCode::UNAUTHORIZED,
+                "unknown API key".into(),
+            ))),
         }
     }
 }
@@ -244,6 +279,35 @@ mod tests {
             "none"
         );
         assert_eq!(k.who(&req("POST", "/api/maintenance", None)), "none");
+    }
+
+    #[test]
+    fn the_identity_is_the_keys_list_and_place_never_the_key() {
+        let k = Keys {
+            read: vec!["r0".into(), "r1".into()],
+            write: vec!["w0".into(), "w1".into()],
+            ..Keys::default()
+        };
+        let who = |method: &str, bearer: Option<&str>| {
+            let r = req(method, "/api/services/a", bearer);
+            k.identify(&r, Some(Endpoint::Service))
+                .map(|i| i.to_string())
+                .map_err(|r| r.status().as_u16())
+        };
+        assert_eq!(who("POST", Some("w1")), Ok("write_keys[1]".into()));
+        assert_eq!(who("POST", Some("w0")), Ok("write_keys[0]".into()));
+        assert_eq!(who("GET", Some("r1")), Ok("read_keys[1]".into()));
+        assert_eq!(who("POST", Some("r1")), Err(403));
+        assert_eq!(who("POST", Some("nope")), Err(401));
+        let open = Keys {
+            read: vec!["r0".into()],
+            ..Keys::default()
+        };
+        let r = req("POST", "/api/services/a", None);
+        assert_eq!(
+            open.identify(&r, Some(Endpoint::Service)).ok(),
+            Some(Identity::None)
+        );
     }
 
     #[test]

@@ -168,7 +168,10 @@ pub(super) async fn create(req: Request<Incoming>, state: &AppState) -> Response
         window.name(),
         window.created_by
     );
-    json(StatusCode::CREATED, &WindowView::of(&window, now))
+    let mut r = json(StatusCode::CREATED, &WindowView::of(&window, now));
+    r.extensions_mut()
+        .insert(super::audit::Target(window.name().to_string()));
+    r
 }
 
 /// `DELETE /api/maintenance/<name>`: ends a window made through the API

@@ -4,6 +4,7 @@
 //! `router::route` maps a request to its handler.
 
 mod api;
+mod audit;
 pub mod auth;
 mod badge;
 pub(crate) mod conns;
@@ -17,6 +18,7 @@ pub mod origin;
 pub mod path;
 mod reports;
 pub mod router;
+mod runs;
 mod ui;
 mod uptime;
 pub mod ws;

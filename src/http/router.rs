@@ -42,6 +42,10 @@ pub enum Endpoint {
     ServiceHistory,
     /// `/api/services/{name}/uptime`: its time-weighted uptime per window.
     ServiceUptime,
+    /// `/api/services/{name}/runs`: a job's runs (README, "History").
+    ServiceRuns,
+    /// `/api/audit`: who changed what through the API or the configuration.
+    Audit,
     /// `/api/services/{name}/daily`: its uptime per calendar day.
     ServiceDaily,
     /// `/api/alarms` (and with a trailing `/`).
@@ -117,6 +121,8 @@ fn routes() -> &'static matchit::Router<Endpoint> {
                 ("/api/services/{name}/history", Endpoint::ServiceHistory),
                 ("/api/services/{name}/uptime", Endpoint::ServiceUptime),
                 ("/api/services/{name}/daily", Endpoint::ServiceDaily),
+                ("/api/services/{name}/runs", Endpoint::ServiceRuns),
+                ("/api/audit", Endpoint::Audit),
                 ("/api/alarms", Endpoint::ListAlarms),
                 ("/api/alarms/", Endpoint::ListAlarms),
                 ("/api/alarms/{name}", Endpoint::Alarm),
@@ -181,6 +187,21 @@ pub fn admit<'p, B>(
     path: &'p str,
     gate: &Gate,
 ) -> Result<Option<matchit::Match<'static, 'p, &'static Endpoint>>, Box<Response<Body>>> {
+    admit_as(req, path, gate).map(|(m, _)| m)
+}
+
+/// What [`admit_as`] lets through: the route's match, and who asks.
+pub type Admitted<'p> = (
+    Option<matchit::Match<'static, 'p, &'static Endpoint>>,
+    super::auth::Identity,
+);
+
+/// [`admit`], and who the request is (the audit trail's `who`).
+pub fn admit_as<'p, B>(
+    req: &Request<B>,
+    path: &'p str,
+    gate: &Gate,
+) -> Result<Admitted<'p>, Box<Response<Body>>> {
     let parsed = RequestPath::parse(path)
         .map_err(|e| Box::new(error(StatusCode::BAD_REQUEST, e.to_string())))?;
     let matched = routes().at(parsed.as_str()).ok();
@@ -188,22 +209,24 @@ pub fn admit<'p, B>(
     let refused = gate
         .hosts
         .check(req)
-        .or_else(|| super::origin::check(req, endpoint == Some(Endpoint::Websocket)))
-        .or_else(|| gate.keys.check(req, endpoint));
-    match refused {
-        Some(r) => Err(Box::new(r)),
-        None => Ok(matched),
+        .or_else(|| super::origin::check(req, endpoint == Some(Endpoint::Websocket)));
+    if let Some(r) = refused {
+        return Err(Box::new(r));
     }
+    gate.keys.identify(req, endpoint).map(|who| (matched, who))
 }
 
 /// Routes one request, once [`admit`] let it through.
-async fn route(req: Request<Incoming>, state: &AppState) -> Response<Body> {
+async fn route(mut req: Request<Incoming>, state: &AppState) -> Response<Body> {
     let path = req.uri().path().to_string();
-    let m = match admit(&req, &path, &state.gate) {
-        Ok(Some(m)) => m,
-        Ok(None) => return error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
+    let (m, who) = match admit_as(&req, &path, &state.gate) {
+        Ok((Some(m), who)) => (m, who),
+        Ok((None, _)) => return error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
         Err(refused) => return *refused,
     };
+    // Who asks, for any handler that needs it (the audit trail).
+    req.extensions_mut().insert(who);
+    let audit = super::audit::Audit::new(state, who);
     let param = |k: &str| m.params.get(k).unwrap_or_default();
     let method = req.method().clone();
     // A stored name outside §1.1, percent-escaped (see `path.rs`).
@@ -226,7 +249,39 @@ async fn route(req: Request<Incoming>, state: &AppState) -> Response<Body> {
             format!("'{name}' is lovebeat's own: only lovebeat changes it"),
         );
     }
-    match *m.value {
+    let endpoint = *m.value;
+    // Whether this request creates its service, and whether a mute is a
+    // snooze, for the audit trail.
+    let creates = service_endpoint
+        && !super::auth::is_read_only(&method)
+        && state.engine.service_state(name).is_none();
+    let snooze = endpoint == Endpoint::Mute && query_param(&req, "for").is_some();
+    let params = (param("code"), param("file"));
+    let r = dispatch(req, state, m.value, &method, name, params, &audit).await;
+    audit.answered(
+        endpoint,
+        &method,
+        name,
+        snooze,
+        creates && state.engine.service_state(name).is_some(),
+        &r,
+    );
+    r
+}
+
+/// Calls the handler of `endpoint`.
+async fn dispatch(
+    req: Request<Incoming>,
+    state: &AppState,
+    endpoint: &Endpoint,
+    method: &Method,
+    name: &str,
+    (code, file): (&str, &str),
+    audit: &super::audit::Audit<'_>,
+) -> Response<Body> {
+    let method = method.clone();
+    let path = req.uri().path().to_string();
+    match *endpoint {
         Endpoint::ListServices => only(&method, &[Method::GET], || api::list_services(state)),
         Endpoint::Service => {
             let manage = matches!(method, Method::GET | Method::HEAD | Method::DELETE);
@@ -234,7 +289,7 @@ async fn route(req: Request<Incoming>, state: &AppState) -> Response<Body> {
                 return bad;
             }
             match method {
-                Method::POST => api::beat(req, state, name).await,
+                Method::POST => api::beat(req, state, name, audit).await,
                 Method::GET | Method::HEAD => api::get_service(&req, state, name),
                 Method::DELETE => api::delete_service(state, name),
                 _ => not_allowed("GET, POST, DELETE"),
@@ -258,7 +313,7 @@ async fn route(req: Request<Incoming>, state: &AppState) -> Response<Body> {
             let signal = match e {
                 Endpoint::Start => api::Signal::Start,
                 Endpoint::Fail => api::Signal::Fail,
-                _ => api::Signal::Exit(param("code")),
+                _ => api::Signal::Exit(code),
             };
             api::job_signal(req, state, name, signal).await
         }
@@ -332,6 +387,21 @@ async fn route(req: Request<Incoming>, state: &AppState) -> Response<Body> {
             }
             super::incidents::list(&req, state, name).await
         }
+        Endpoint::ServiceRuns => {
+            if let Some(bad) = check_name(name, "service") {
+                return bad;
+            }
+            if method != Method::GET && method != Method::HEAD {
+                return not_allowed("GET");
+            }
+            super::runs::list(&req, state, name).await
+        }
+        Endpoint::Audit => {
+            if method != Method::GET && method != Method::HEAD {
+                return not_allowed("GET");
+            }
+            super::runs::audit(&req, state).await
+        }
         Endpoint::Export => only(&method, &[Method::GET], || {
             super::export::export(&req, state)
         }),
@@ -341,8 +411,8 @@ async fn route(req: Request<Incoming>, state: &AppState) -> Response<Body> {
             _ => not_allowed("GET, POST"),
         },
         Endpoint::MaintenanceWindow => match method {
-            Method::GET | Method::HEAD => super::maintenance::get(state, param("name")),
-            Method::DELETE => super::maintenance::delete(state, param("name")).await,
+            Method::GET | Method::HEAD => super::maintenance::get(state, name),
+            Method::DELETE => super::maintenance::delete(state, name).await,
             _ => not_allowed("GET, DELETE"),
         },
         Endpoint::Reports => {
@@ -362,7 +432,7 @@ async fn route(req: Request<Incoming>, state: &AppState) -> Response<Body> {
             _ => not_allowed("GET"),
         },
         Endpoint::Badge => only(&method, &[Method::GET], || {
-            super::badge::serve(&req, state, param("file"))
+            super::badge::serve(&req, state, file)
         }),
         Endpoint::Version => only(&method, &[Method::GET], || api::version(&req)),
         Endpoint::AlarmLink => only(&method, &[Method::GET], || super::ui::alarm_link(name)),

@@ -151,11 +151,12 @@ async fn compute(
     now: i64,
 ) -> Result<uptime::Report, Refusal> {
     let history = open(state)?;
+    let raw_from = history.raw_from(now);
     super::history::read_named(
         history,
         super::history::what(kind),
         name,
-        move |conn, name| uptime::compute(conn, kind, name, &spans, now),
+        move |conn, name| uptime::rollup::compute(conn, kind, name, &spans, now, raw_from),
     )
     .await
 }

@@ -130,7 +130,7 @@ pub fn line(event: &Event) -> Option<String> {
             Some((*previous, alarm.state)),
         ),
         EventKind::AlarmRemoved(a) => render(ts, "alarm_removed", a, None),
-        EventKind::ServiceUpdated(_) | EventKind::AlarmUpdated(_) => None,
+        EventKind::ServiceUpdated(_) | EventKind::AlarmUpdated(_) | EventKind::JobRun(_) => None,
     }
 }
 

@@ -53,6 +53,6 @@ fn log(e: &Event) {
         EventKind::ServiceRemoved(s) => {
             tracing::debug!("service {} removed", s.name.escape_debug())
         }
-        EventKind::ServiceUpdated(_) | EventKind::AlarmUpdated(_) => {}
+        EventKind::ServiceUpdated(_) | EventKind::AlarmUpdated(_) | EventKind::JobRun(_) => {}
     }
 }

@@ -81,6 +81,11 @@ pub struct Figures {
     run_end: i64,
     #[serde(skip)]
     run_len: i64,
+    /// The ERROR run that began at `since`, as long as it went on
+    /// unbroken: with the run at `until`, what joins the longest downtime
+    /// of consecutive windows (the daily rollups, `rollup.rs`).
+    #[serde(skip)]
+    lead_down: i64,
 }
 
 impl Figures {
@@ -113,6 +118,9 @@ impl Figures {
                 };
                 self.run_end = b;
                 self.longest_down_ms = self.longest_down_ms.max(self.run_len);
+                if b - self.run_len == self.since {
+                    self.lead_down = self.run_len;
+                }
             }
         }
     }
@@ -497,5 +505,6 @@ pub fn days<Z: TimeZone>(
     Ok(out)
 }
 
+pub mod rollup;
 #[cfg(test)]
 mod tests;

@@ -132,6 +132,7 @@ pub(in crate::http) async fn beat(
     req: Request<Incoming>,
     state: &AppState,
     name: &str,
+    audit: &crate::http::audit::Audit<'_>,
 ) -> Response<Body> {
     let mut params = BeatParams {
         beat: true,
@@ -164,8 +165,20 @@ pub(in crate::http) async fn beat(
         Ok(c) => c,
         Err(e) => return e.response(),
     };
+    let created = state.engine.service_state(name).is_none();
+    let settings =
+        (created || change.timeout.is_some() || change.max_runtime.is_some()).then(|| Change {
+            timeout: change.timeout.clone(),
+            max_runtime: change.max_runtime,
+            ..Change::default()
+        });
     match state.engine.change(name, change, now_ms()) {
-        Ok(()) => empty_ok(),
+        Ok(()) => {
+            if let Some(settings) = settings {
+                audit.change(name, &settings, created);
+            }
+            empty_ok()
+        }
         Err(e) => engine_error(e),
     }
 }

@@ -201,6 +201,7 @@ fn message(engine: &Engine, event: &Event) -> Option<Bytes> {
         EventKind::AlarmAdded(a) => alarm_msg("ADD_ALARM", &engine.with_suppression(a.clone())),
         EventKind::AlarmStateChanged { .. } | EventKind::AlarmUpdated(_) => None,
         EventKind::AlarmRemoved(a) => alarm_msg("REMOVE_ALARM", a),
+        EventKind::JobRun(_) => None,
     }
 }
 
