@@ -619,7 +619,7 @@ fn read_all(s: TcpStream, secs: u64) -> Vec<u8> {
 
 #[test]
 fn a_slow_reader_of_a_big_service_list_is_cut_at_the_min_rate_a_fast_one_gets_it_all() {
-    // 60 000 services (about 12 MB of JSON): with a deadline of 1 s plus
+    // 60 000 services (about 11 MB of JSON): with a deadline of 1 s plus
     // 1 ms per object, a reader at 80 kB/s kept its place for a minute;
     // held to the default 1 MB/s (http_list_min_rate) after its 1 s head
     // start, it is cut in seconds.

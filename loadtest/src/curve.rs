@@ -62,6 +62,8 @@ pub fn run(bin: &Path, sizes: &[usize], out: &Path) -> anyhow::Result<()> {
             ..
         } in rows
         {
+            // The size is the column's: "N" in the figure.
+            let figure = figure.replace(&run::num(n as f64), "N");
             let k = ordinal.entry(scenario).or_insert(0);
             let key = format!("{scenario}-{k}");
             *k += 1;

@@ -23,18 +23,19 @@ pub fn write(
     Ok(())
 }
 
-/// `expiring` services `exp.<i>` with a 2 s timeout and `fill` services
+/// `expiring` services `exp.<i>` with `timeout_ms` and `fill` services
 /// `fill.<i>` with an hour's, all stored as OK without history: a table
 /// in which a share expires at once.
 pub fn write_mixed(
     path: &Path,
     expiring: usize,
+    timeout_ms: i64,
     fill: usize,
     last_beat: i64,
 ) -> anyhow::Result<()> {
     let f = std::fs::File::create(path)?;
     let mut gz = GzEncoder::new(BufWriter::new(f), Compression::fast());
-    services(&mut gz, "exp", expiring, 2000, 0, last_beat)?;
+    services(&mut gz, "exp", expiring, timeout_ms, 0, last_beat)?;
     services(&mut gz, "fill", fill, 3_600_000, 0, last_beat)?;
     gz.finish()?.flush()?;
     Ok(())
