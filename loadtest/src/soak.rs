@@ -24,7 +24,8 @@
 //!   a trend only when it is over `max_growth_mb_per_hour` *and* adds up
 //!   to more than [`RSS_NOISE_MB`] over the samples (a save's snapshot
 //!   or the allocator's caches move RSS by a few MB either way);
-//! - the websocket client cut off (it stops being sent updates).
+//! - the websocket client cut off (it stops being sent updates);
+//! - a save missed or failed, or a history change lost.
 
 use std::io::Write;
 use std::net::{SocketAddr, UdpSocket};
@@ -93,6 +94,8 @@ struct Sample {
     ws_bytes: u64,
     /// Beats sent, since the start.
     beats_sent: u64,
+    /// `lovebeat_db_saves_total`.
+    saves: f64,
 }
 
 /// The paced UDP sender: beats every service but the silent group's.
@@ -333,7 +336,7 @@ pub fn run(bin: &Path, o: &SoakOpts) -> anyhow::Result<()> {
     let mut silenced = vec![0u64; GROUPS];
     let csv_path = o.out.join("soak.csv");
     let mut csv = std::fs::File::create(&csv_path)?;
-    writeln!(csv, "t_s,rss_mb,cpu_pct,fds,late_p50_ms,late_p99_ms,late_max_ms,missed,alarm_changes,alerts_received,alerts_sent,ws_bytes,beats_sent")?;
+    writeln!(csv, "t_s,rss_mb,cpu_pct,fds,late_p50_ms,late_p99_ms,late_max_ms,missed,alarm_changes,alerts_received,alerts_sent,ws_bytes,beats_sent,saves")?;
     for k in 0..cycles {
         let group = k % GROUPS;
         let start = t0 + o.every * k as u32;
@@ -370,6 +373,7 @@ pub fn run(bin: &Path, o: &SoakOpts) -> anyhow::Result<()> {
             alerts_sent: d.metric("lovebeat_alerts_sent_total"),
             ws_bytes: ws.bytes(),
             beats_sent: sender.sent.load(Ordering::Relaxed),
+            saves: d.metric("lovebeat_db_saves_total"),
         };
         eprintln!(
             "  {:>6.0} s: RSS {:.1} MB, CPU {:.1} %, {} fds, lateness p50 {:.0} p99 {:.0} max {:.0} ms ({} not expired), alarm changes {}, alerts {} received / {} sent, websocket {} kB (read in {:.1} s)",
@@ -378,7 +382,7 @@ pub fn run(bin: &Path, o: &SoakOpts) -> anyhow::Result<()> {
         );
         writeln!(
             csv,
-            "{:.1},{:.2},{:.2},{},{:.1},{:.1},{:.1},{},{},{},{},{},{}",
+            "{:.1},{:.2},{:.2},{},{:.1},{:.1},{:.1},{},{},{},{},{},{},{}",
             s.t_s,
             s.rss_mb,
             s.cpu_pct,
@@ -391,7 +395,8 @@ pub fn run(bin: &Path, o: &SoakOpts) -> anyhow::Result<()> {
             s.alerts_received,
             s.alerts_sent,
             s.ws_bytes,
-            s.beats_sent
+            s.beats_sent,
+            s.saves
         )?;
         if s.missed > 0 {
             failures.push(format!(
@@ -486,6 +491,17 @@ pub fn run(bin: &Path, o: &SoakOpts) -> anyhow::Result<()> {
                 alarm(g)
             ));
         }
+    }
+    // A save every cycle, and nothing lost on the way to the disk.
+    let saves = d.metric("lovebeat_db_saves_total");
+    let save_failures = d.metric("lovebeat_db_save_failures_total");
+    let history_lost = d.metric("lovebeat_history_changes_lost_total")
+        + d.metric("lovebeat_history_write_errors_total");
+    eprintln!("soak: {saves} saves ({save_failures} failed), history changes lost or write errors {history_lost}");
+    if saves + 1.0 < cycles as f64 || save_failures > 0.0 || history_lost > 0.0 {
+        failures.push(format!(
+            "{saves} saves in {cycles} cycles, {save_failures} failed; {history_lost} history changes lost or write errors"
+        ));
     }
     failures.extend(trends(&samples, o));
     plots(&samples, o)?;
