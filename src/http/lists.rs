@@ -332,12 +332,19 @@ impl Out {
     /// The deadline has passed: the answer ends unfinished. Always false.
     fn cut(&self) -> bool {
         self.lists.cut.fetch_add(1, Ordering::Relaxed);
+        let why = if self.lists.min_rate == 0 {
+            "it was not taken within [limits] http_list_timeout".to_string()
+        } else {
+            format!(
+                "its client read it slower than [limits] http_list_min_rate ({} bytes/s) once its http_list_timeout had passed",
+                self.lists.min_rate
+            )
+        };
         tracing::warn!(
-            "an answer of {} objects was cut after {} bytes in {:.1} s: its client read it slower than [limits] http_list_min_rate ({} bytes/s) once its http_list_timeout had passed",
+            "an answer of {} objects was cut after {} bytes in {:.1} s: {why}",
             self.objects,
             self.sent,
-            self.since.elapsed().as_secs_f64(),
-            self.lists.min_rate
+            self.since.elapsed().as_secs_f64()
         );
         false
     }
