@@ -272,6 +272,9 @@ pub fn run(bin: &Path, o: &SoakOpts) -> anyhow::Result<()> {
     anyhow::ensure!(o.services >= GROUPS, "at least {GROUPS} services");
     anyhow::ensure!(o.rate >= 1000, "at least 1000 beats/s");
     std::fs::create_dir_all(&o.out)?;
+    // The sender and the readers on one core, the daemon on the other
+    // (`Daemon::start_with` pins it), as in `run`.
+    sys::pin_self(crate::run::SENDER_CORE);
     // Every service beats once a period; its timeout allows three
     // periods (a lost datagram or two), and a silent group must expire
     // well within its cycle.

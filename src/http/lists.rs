@@ -102,6 +102,8 @@ impl Lists {
         self
     }
 
+    /// The places held per peer; a panic while it was held left the
+    /// counts whole (each change is one statement), so poison is ignored.
     fn held(&self) -> MutexGuard<'_, HashMap<IpAddr, usize>> {
         self.held.lock().unwrap_or_else(|e| e.into_inner())
     }
