@@ -87,7 +87,7 @@ enum Cmd {
     },
     /// Hours of steady beats, silences, saves, alerts and a websocket
     /// client, sampled every cycle; fails on a lost alert, a late expiry,
-    /// or open files or memory growing after the warm-up.
+    /// or open files, memory, CPU or lateness growing after the warm-up.
     Soak {
         /// Hours to run.
         #[arg(long, conflicts_with = "minutes")]
@@ -236,6 +236,7 @@ fn main() -> anyhow::Result<()> {
                 warmup: Duration::from_secs_f64(warmup.unwrap_or((minutes / 3.0).min(10.0)) * 60.0),
                 max_lateness_ms,
                 max_growth_mb_per_hour,
+                hard_only: false,
                 out,
             };
             if ci {
@@ -246,6 +247,7 @@ fn main() -> anyhow::Result<()> {
                     every: Duration::from_secs(20),
                     warmup: Duration::from_secs(60),
                     max_lateness_ms: 3000.0,
+                    hard_only: true,
                     ..o
                 };
             }

@@ -25,6 +25,8 @@
 //!   to more than [`RSS_NOISE_MB`] over the samples (a save's snapshot
 //!   or the allocator's caches move RSS by a few MB either way);
 //! - the websocket client cut off (it stops being sent updates);
+//! - outside `--ci`, CPU or the p99 lateness growing after the warm-up
+//!   ([`CPU_TREND`], [`LATENESS_TREND`]), as RSS;
 //! - a save missed or failed, or a history change lost.
 
 use std::io::Write;
@@ -50,6 +52,15 @@ pub const FD_SLACK: i64 = 16;
 /// being a trend, MB.
 pub const RSS_NOISE_MB: f64 = 16.0;
 
+/// CPU (percentage points of a core) a trend must gain per hour, and over
+/// the post-warm-up window, to count: the work is steady, so the cost of
+/// a cycle must be too (a scan that grows with time would show here).
+pub const CPU_TREND: (f64, f64) = (5.0, 5.0);
+
+/// Expiry lateness (p99, ms) a trend must gain per hour, and over the
+/// post-warm-up window, to count.
+pub const LATENESS_TREND: (f64, f64) = (100.0, 50.0);
+
 /// Statsd lines per datagram, as the other scenarios send.
 const LINES_PER_DATAGRAM: usize = 20;
 
@@ -67,6 +78,9 @@ pub struct SoakOpts {
     pub warmup: Duration,
     pub max_lateness_ms: f64,
     pub max_growth_mb_per_hour: f64,
+    /// Only the hard invariants (CI): CPU and lateness trends are
+    /// reported, not failed on.
+    pub hard_only: bool,
     /// Where the CSV and SVG files go.
     pub out: PathBuf,
 }
@@ -521,7 +535,7 @@ pub fn run(bin: &Path, o: &SoakOpts) -> anyhow::Result<()> {
 }
 
 /// The trend tests over the samples after the warm-up: open files and
-/// RSS must not grow.
+/// RSS must not grow, nor (unless `hard_only`) CPU and lateness.
 fn trends(samples: &[Sample], o: &SoakOpts) -> Vec<String> {
     let warm = o.warmup.as_secs_f64();
     let after: Vec<&Sample> = samples.iter().filter(|s| s.t_s >= warm).collect();
@@ -559,6 +573,33 @@ fn trends(samples: &[Sample], o: &SoakOpts) -> Vec<String> {
             per_hour * window_h,
             window_h * 60.0
         ));
+    }
+    // CPU and lateness: steady work must cost the same at the end.
+    for (what, unit, (per_hour_max, window_max), f) in [
+        (
+            "CPU",
+            "% of a core",
+            CPU_TREND,
+            (|s: &Sample| s.cpu_pct) as fn(&Sample) -> f64,
+        ),
+        ("expiry lateness p99", "ms", LATENESS_TREND, |s: &Sample| {
+            s.late_p99_ms
+        }),
+    ] {
+        let points: Vec<(f64, f64)> = after
+            .iter()
+            .map(|s| (s.t_s / 3600.0, f(s)))
+            .filter(|p| p.1.is_finite())
+            .collect();
+        let per_hour = slope(&points);
+        eprintln!("soak: {what} after the warm-up: slope {per_hour:.1} {unit}/hour");
+        if !o.hard_only && per_hour > per_hour_max && per_hour * window_h > window_max {
+            failures.push(format!(
+                "{what} grows {per_hour:.1} {unit}/hour after the warm-up ({:.1} {unit} over {:.1} min)",
+                per_hour * window_h,
+                window_h * 60.0
+            ));
+        }
     }
     failures
 }
@@ -641,6 +682,7 @@ mod tests {
             warmup: Duration::from_secs(600),
             max_lateness_ms: 1000.0,
             max_growth_mb_per_hour: 32.0,
+            hard_only: false,
             out: PathBuf::new(),
         }
     }
@@ -675,6 +717,24 @@ mod tests {
         let f = trends(&s, &opts());
         assert!(!f.iter().any(|f| f.contains("RSS")), "{f:?}");
         assert!(f.iter().any(|f| f.contains("open files grew")), "{f:?}");
+    }
+
+    #[test]
+    fn cpu_that_climbs_is_a_trend_except_in_the_ci_check() {
+        // From 20 % to 50 % of a core over the hour.
+        let s: Vec<Sample> = (0..60)
+            .map(|m| Sample {
+                cpu_pct: 20.0 + m as f64 / 2.0,
+                ..sample(m as f64 * 60.0, 300.0, 40)
+            })
+            .collect();
+        let f = trends(&s, &opts());
+        assert!(f.iter().any(|f| f.contains("CPU grows")), "{f:?}");
+        let ci = SoakOpts {
+            hard_only: true,
+            ..opts()
+        };
+        assert!(trends(&s, &ci).is_empty());
     }
 
     #[test]
