@@ -202,10 +202,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         crate::limits::LimitsConfig::duration(config.limits.http_header_timeout),
         crate::limits::LimitsConfig::duration(config.limits.http_idle_timeout),
     ));
-    let lists = Arc::new(http::lists::Lists::new(
-        config.limits.max_http_lists,
-        crate::limits::LimitsConfig::duration(config.limits.http_list_timeout),
-    ));
+    let lists = Arc::new(http::lists::Lists::new(&config.limits));
     // Every component that counts, in the order `/metrics` lists them;
     // each says its own metrics (`crate::counters::Counted`).
     let mut counted: Vec<Arc<dyn crate::counters::Counted>> = vec![

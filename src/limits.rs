@@ -41,10 +41,20 @@ pub struct LimitsConfig {
     /// more are refused (503). Each holds a thread of the blocking pool,
     /// which alert delivery needs too (DNS lookups).
     pub max_http_lists: usize,
-    /// How long one such answer may take, plus 1 ms per object it holds;
-    /// a client that reads it slowly is then cut off (its response ends
-    /// unfinished).
+    /// How many of the `max_http_lists` places one client (peer IP
+    /// address) may hold at once; beyond, its next is refused (503): one
+    /// client's slow readers cannot take every place.
+    pub max_http_lists_per_client: usize,
+    /// How long one such answer may take before `http_list_min_rate`
+    /// applies (its head start); a client that reads it slower is then
+    /// cut off (its response ends unfinished).
     pub http_list_timeout: DurationSetting,
+    /// Bytes per second a whole-table answer must be read at on average
+    /// once its `http_list_timeout` has passed: each such many bytes sent
+    /// buy a second more (0: no minimum, the whole answer must be sent
+    /// within `http_list_timeout`). A deadline that grew with the table
+    /// let four slow readers hold every place for hours at 10 M services.
+    pub http_list_min_rate: u64,
     /// Services; beyond, a new name is refused (503 over HTTP, dropped and
     /// counted over statsd) while existing services keep working.
     pub max_services: usize,
@@ -69,7 +79,9 @@ impl Default for LimitsConfig {
             tcp_idle_timeout: DurationSetting { ms: 600_000 },
             max_websockets: 256,
             max_http_lists: 4,
+            max_http_lists_per_client: 2,
             http_list_timeout: DurationSetting { ms: 300_000 },
+            http_list_min_rate: 1_000_000,
             max_services: 20_000_000,
             max_alarms: 1_000_000,
             max_alert_deliveries: 64,
@@ -90,6 +102,7 @@ impl LimitsConfig {
             ("max_tcp_connections", self.max_tcp_connections),
             ("max_websockets", self.max_websockets),
             ("max_http_lists", self.max_http_lists),
+            ("max_http_lists_per_client", self.max_http_lists_per_client),
             ("max_services", self.max_services),
             ("max_alarms", self.max_alarms),
             ("max_alert_deliveries", self.max_alert_deliveries),

@@ -379,10 +379,13 @@ fn fill(d: &mut Daemon, names: usize, per_name: usize, base: i64) {
 
 #[test]
 fn a_slow_reader_of_a_big_export_holds_no_writer_and_is_cut_at_its_deadline() {
-    let mut d = Daemon::start("[limits]\nhttp_list_timeout = \"1s\"\n");
+    // A 5 s head start: the changes below are written well before the
+    // minimum rate can cut the export.
+    let mut d = Daemon::start("[limits]\nhttp_list_timeout = \"5s\"\n");
     d.post("/api/services/live.a?timeout=3600");
     // 20 000 changes of about 1.1 kB each: 22 MB, far more than the
-    // sockets buffer; the export's deadline is 1 s + 20 000 ms.
+    // sockets buffer; read slower than http_list_min_rate (1 MB/s) after
+    // its head start, it is cut.
     let base = an_hour_ago();
     fill(&mut d, 200, 100, base);
     let mut slow = TcpStream::connect(("127.0.0.1", d.http)).expect("connect");

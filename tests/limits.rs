@@ -417,7 +417,8 @@ fn lovebeats_own_names_cannot_be_made_or_changed_by_clients() {
 fn whole_table_answers_beyond_max_http_lists_get_a_503_and_a_slow_reader_is_cut() {
     let d = Daemon::start(&limits("max_http_lists = 1\nhttp_list_timeout = \"1s\""));
     // 3 000 services with 10 kB of failure output each: a 30 MB list,
-    // far more than the sockets buffer; its deadline is 1 s + 3 000 ms.
+    // far more than the sockets buffer; read slower than
+    // http_list_min_rate (1 MB/s) after 1 s, it is cut.
     big_table(&d, 3000);
     let mut slow = TcpStream::connect(("127.0.0.1", d.http)).expect("connect");
     slow.write_all(b"GET /api/services HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
@@ -552,4 +553,151 @@ fn orphans_beyond_max_alarms_stay_visible_and_join_when_a_place_frees() {
     wait_until(30, "lovebeat.self.capacity back to OK", || {
         capacity(&d)["state"] == "ok"
     });
+}
+
+/// Gives `d` `n` services over statsd TCP (which loses nothing), and
+/// waits until they are all there.
+fn many_services(d: &Daemon, n: usize) {
+    let mut lines = String::with_capacity(n * 24);
+    for i in 0..n {
+        lines.push_str(&format!("many.s{i}.beat:1|c\n"));
+    }
+    d.tcp(&lines);
+    wait_until(60, "the services made", || {
+        d.metric("lovebeat_services{state=\"ok\"}") >= n as f64
+    });
+}
+
+/// Opens `GET path` on a connection from `source` (any 127.x address:
+/// loopback answers them all) and reads nothing yet.
+fn open_list(d: &Daemon, source: [u8; 4], path: &str) -> TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let sock = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+    let from = std::net::SocketAddr::from((source, 0));
+    sock.bind(&from.into()).expect("bind the source");
+    let to = std::net::SocketAddr::from(([127, 0, 0, 1], d.http));
+    sock.connect(&to.into()).expect("connect");
+    let mut s: TcpStream = sock.into();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .expect("write");
+    s
+}
+
+/// Reads `s` until the server closes it, `chunk` bytes then `pause`
+/// each time until `hurry` is set (`pause` zero: as fast as it comes),
+/// for at most `secs`.
+fn read_until_closed(
+    mut s: TcpStream,
+    chunk: usize,
+    pause: Duration,
+    hurry: &AtomicBool,
+    secs: u64,
+) -> Vec<u8> {
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let start = Instant::now();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; chunk];
+    while start.elapsed() < Duration::from_secs(secs) {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+        if !pause.is_zero() && !hurry.load(Ordering::Relaxed) {
+            std::thread::sleep(pause);
+        }
+    }
+    got
+}
+
+/// Reads `s` whole, as fast as it comes, for at most `secs`.
+fn read_all(s: TcpStream, secs: u64) -> Vec<u8> {
+    read_until_closed(s, 64 * 1024, Duration::ZERO, &AtomicBool::new(false), secs)
+}
+
+#[test]
+fn a_slow_reader_of_a_big_service_list_is_cut_at_the_min_rate_a_fast_one_gets_it_all() {
+    // 60 000 services (about 11 MB of JSON): with a deadline of 1 s plus
+    // 1 ms per object, a reader at 80 kB/s kept its place for a minute;
+    // held to the default 1 MB/s (http_list_min_rate) after its 1 s head
+    // start, it is cut in seconds.
+    let d = Daemon::start(&limits("http_list_timeout = \"1s\""));
+    let n = 60_000;
+    many_services(&d, n);
+    let slow = open_list(&d, [127, 0, 0, 1], "/api/services");
+    let start = Instant::now();
+    let cut = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let cut = cut.clone();
+        std::thread::spawn(move || {
+            read_until_closed(slow, 8 * 1024, Duration::from_millis(100), &cut, 120)
+        })
+    };
+    wait_until(30, "the slow reader cut", || {
+        d.metric("lovebeat_http_lists_cut_total") == 1.0
+    });
+    assert!(
+        start.elapsed() < Duration::from_secs(30),
+        "cut after {:?}",
+        start.elapsed()
+    );
+    // The reader drains what the sockets still hold, and finds the
+    // chunked body unfinished.
+    cut.store(true, Ordering::Relaxed);
+    let got = reader.join().expect("reader");
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        text.starts_with("HTTP/1.1 200"),
+        "{}",
+        &text[..text.len().min(300)]
+    );
+    assert!(!text.ends_with("0\r\n\r\n"), "a cut answer ends unfinished");
+    assert!(
+        !text.contains("\"now\""),
+        "the whole list was sent: {} bytes",
+        got.len()
+    );
+    // A reader that keeps up gets every service, whole.
+    let whole = d.get("/api/services");
+    assert_eq!(whole.status, 200, "{}", whole.body);
+    let listed = whole.json()["services"].as_array().map_or(0, |s| {
+        s.iter()
+            .filter(|s| s["name"].as_str().is_some_and(|n| n.starts_with("many.")))
+            .count()
+    });
+    assert_eq!(listed, n);
+    assert_eq!(d.metric("lovebeat_http_lists_cut_total"), 1.0);
+}
+
+#[test]
+fn one_client_cannot_take_every_list_place() {
+    // Four places (max_http_lists), two of them for one client
+    // (max_http_lists_per_client), as by default: its third list is
+    // refused while it holds two, another client's is answered whole.
+    let d = Daemon::start("");
+    big_table(&d, 3000);
+    let _held: Vec<TcpStream> = (0..2)
+        .map(|_| open_list(&d, [127, 0, 0, 1], "/api/services"))
+        .collect();
+    // Both answers are under way once their buffers are full.
+    std::thread::sleep(Duration::from_millis(500));
+    let third = read_all(open_list(&d, [127, 0, 0, 1], "/api/alarms"), 30);
+    let third = String::from_utf8_lossy(&third);
+    assert!(
+        third.starts_with("HTTP/1.1 503"),
+        "{}",
+        &third[..third.len().min(300)]
+    );
+    assert!(third.contains("max_http_lists_per_client"), "{third}");
+    let other = read_all(open_list(&d, [127, 0, 0, 2], "/api/services"), 60);
+    let other = String::from_utf8_lossy(&other);
+    assert!(
+        other.starts_with("HTTP/1.1 200"),
+        "{}",
+        &other[..other.len().min(300)]
+    );
+    assert!(other.contains("\"now\""), "another client's list is whole");
+    assert_eq!(d.metric("lovebeat_http_lists_refused_total"), 1.0);
 }

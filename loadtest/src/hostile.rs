@@ -27,8 +27,10 @@ use crate::sys;
 
 /// What the webhook receiver has seen.
 #[derive(Default)]
-struct Seen {
-    posts: u64,
+pub(crate) struct Seen {
+    pub(crate) posts: u64,
+    /// POSTs by alarm name and the state it changed to (`soak`).
+    pub(crate) changes: std::collections::HashMap<(String, String), u64>,
     names: HashSet<String>,
     flapping_started: u64,
     flapping_stopped: u64,
@@ -38,13 +40,13 @@ struct Seen {
 
 /// A webhook receiver: HTTP/1.1 with keep-alive, a thread per connection,
 /// answering 200 to every POST and recording its body.
-struct Receiver {
+pub(crate) struct Receiver {
     port: u16,
     seen: Arc<Mutex<Seen>>,
 }
 
 impl Receiver {
-    fn start() -> anyhow::Result<Receiver> {
+    pub(crate) fn start() -> anyhow::Result<Receiver> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let port = listener.local_addr()?.port();
         let seen = Arc::new(Mutex::new(Seen::default()));
@@ -58,11 +60,11 @@ impl Receiver {
         Ok(Receiver { port, seen })
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://127.0.0.1:{}/hook", self.port)
     }
 
-    fn seen<T>(&self, f: impl FnOnce(&Seen) -> T) -> T {
+    pub(crate) fn seen<T>(&self, f: impl FnOnce(&Seen) -> T) -> T {
         f(&self.seen.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }
@@ -104,6 +106,8 @@ fn serve(stream: TcpStream, seen: &Mutex<Seen>) {
             s.last = Some(now);
             if let Some(n) = v["name"].as_str() {
                 s.names.insert(n.to_string());
+                let to = v["to_state"].as_str().unwrap_or_default().to_string();
+                *s.changes.entry((n.to_string(), to)).or_insert(0) += 1;
             }
             match v["flapping"].as_bool() {
                 Some(true) => s.flapping_started += 1,
@@ -249,15 +253,17 @@ fn outage(bin: &Path, alarms: usize) -> anyhow::Result<Row> {
 
 /// A websocket client that reads every frame the daemon sends (server
 /// frames are unmasked), counting bytes and keeping the last
-/// `UPDATE_ALARM`'s text.
-struct ReadingWebsocket {
+/// `UPDATE_ALARM`'s text, and answers pings (the daemon drops a client
+/// that answers nothing for long: the soak's stays for hours).
+pub(crate) struct ReadingWebsocket {
     bytes: Arc<std::sync::atomic::AtomicU64>,
     last_alarm: Arc<Mutex<Option<Vec<u8>>>>,
 }
 
 impl ReadingWebsocket {
-    fn start(port: u16) -> anyhow::Result<ReadingWebsocket> {
+    pub(crate) fn start(port: u16) -> anyhow::Result<ReadingWebsocket> {
         let s = stalled_websocket(port)?;
+        let mut pong_to = s.try_clone()?;
         let bytes = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let last_alarm = Arc::new(Mutex::new(None));
         let (b, l) = (bytes.clone(), last_alarm.clone());
@@ -295,6 +301,15 @@ impl ReadingWebsocket {
                     return;
                 }
                 b.fetch_add(2 + len as u64, std::sync::atomic::Ordering::Relaxed);
+                if head[0] & 0x0f == 0x9 && len <= 125 {
+                    // A pong, masked (a client's frames must be) with a
+                    // zero key: the payload goes as it is.
+                    let mut pong = vec![0x8a, 0x80 | len as u8, 0, 0, 0, 0];
+                    pong.extend_from_slice(&payload);
+                    if pong_to.write_all(&pong).is_err() {
+                        return;
+                    }
+                }
                 if payload.starts_with(br#"{"type":"UPDATE_ALARM""#) {
                     *l.lock().unwrap_or_else(|e| e.into_inner()) = Some(payload);
                 }
@@ -303,7 +318,7 @@ impl ReadingWebsocket {
         Ok(ReadingWebsocket { bytes, last_alarm })
     }
 
-    fn bytes(&self) -> u64 {
+    pub(crate) fn bytes(&self) -> u64 {
         self.bytes.load(std::sync::atomic::Ordering::Relaxed)
     }
 

@@ -2,13 +2,19 @@
 //!
 //! - `blast` sends statsd lines (UDP with `sendmmsg`, or TCP);
 //! - `sink` is the reference receiver, the physical limit;
-//! - `run` starts the release daemon and prints the table of BENCHMARKS.md.
+//! - `run` starts the release daemon and prints the table of BENCHMARKS.md;
+//! - `soak` runs it for hours under steady work and fails on a leak or a
+//!   lost alert;
+//! - `curve` runs scenarios at growing sizes and plots each figure.
 
 mod blast;
+mod curve;
 mod dbgen;
 mod hostile;
+mod plot;
 mod run;
 mod sink;
+mod soak;
 mod sys;
 
 use std::net::SocketAddr;
@@ -75,6 +81,60 @@ enum Cmd {
         /// Small sizes, under a minute: checks that every scenario runs.
         #[arg(long)]
         quick: bool,
+        /// The daemon binary (default: target/figures/lovebeat, built first).
+        #[arg(long)]
+        daemon: Option<PathBuf>,
+    },
+    /// Hours of steady beats, silences, saves, alerts and a websocket
+    /// client, sampled every cycle; fails on a lost alert, a late expiry,
+    /// or open files, memory, CPU or lateness growing after the warm-up.
+    Soak {
+        /// Hours to run.
+        #[arg(long, conflicts_with = "minutes")]
+        hours: Option<f64>,
+        /// Minutes to run (instead of --hours).
+        #[arg(long)]
+        minutes: Option<f64>,
+        #[arg(long, default_value_t = 1_000_000)]
+        services: usize,
+        /// Beats per second.
+        #[arg(long, default_value_t = 200_000)]
+        rate: u64,
+        /// Seconds per cycle: a group of 1 % goes silent, a save, a sample.
+        #[arg(long, default_value_t = 60)]
+        every: u64,
+        /// Minutes of warm-up left out of the trend tests (default: a
+        /// third of the run, at most 10).
+        #[arg(long)]
+        warmup: Option<f64>,
+        /// Hard bound on an expiry's lateness, ms.
+        #[arg(long, default_value_t = 1000.0)]
+        max_lateness_ms: f64,
+        /// RSS slope after the warm-up that is a leak, MB/hour.
+        #[arg(long, default_value_t = 32.0)]
+        max_growth_mb_per_hour: f64,
+        /// The CI check: 2 minutes, 50 000 services at 25 000 beats/s,
+        /// 20 s cycles, a bound of 3 s on lateness (the debug build on a
+        /// shared machine); hard invariants only. Overrides the above.
+        #[arg(long)]
+        ci: bool,
+        /// Where soak.csv and the SVG plots go.
+        #[arg(long, default_value = "target/soak")]
+        out: PathBuf,
+        /// The daemon binary (default: target/figures/lovebeat, built first).
+        #[arg(long)]
+        daemon: Option<PathBuf>,
+    },
+    /// Runs scenarios at growing numbers of services and writes the
+    /// table and an SVG plot per figure.
+    Curve {
+        /// Sizes, services (default 10 000, 100 000, 1 000 000; add
+        /// 3 000 000 and 10 000 000 when the machine has the memory).
+        #[arg(long, value_delimiter = ',')]
+        sizes: Vec<usize>,
+        /// Where curve.md, curve.csv and the SVG plots go.
+        #[arg(long, default_value = "target/curve")]
+        out: PathBuf,
         /// The daemon binary (default: target/figures/lovebeat, built first).
         #[arg(long)]
         daemon: Option<PathBuf>,
@@ -154,7 +214,66 @@ fn main() -> anyhow::Result<()> {
             };
             run::run(&bin, scale, &scenarios)
         }
+        Cmd::Soak {
+            hours,
+            minutes,
+            services,
+            rate,
+            every,
+            warmup,
+            max_lateness_ms,
+            max_growth_mb_per_hour,
+            ci,
+            out,
+            daemon,
+        } => {
+            let minutes = minutes.unwrap_or(hours.unwrap_or(1.0) * 60.0);
+            let mut o = soak::SoakOpts {
+                services,
+                rate,
+                duration: Duration::from_secs_f64(minutes * 60.0),
+                every: Duration::from_secs(every),
+                warmup: Duration::from_secs_f64(warmup.unwrap_or((minutes / 3.0).min(10.0)) * 60.0),
+                max_lateness_ms,
+                max_growth_mb_per_hour,
+                hard_only: false,
+                out,
+            };
+            if ci {
+                o = soak::SoakOpts {
+                    services: 50_000,
+                    rate: 25_000,
+                    duration: Duration::from_secs(120),
+                    every: Duration::from_secs(20),
+                    warmup: Duration::from_secs(60),
+                    max_lateness_ms: 3000.0,
+                    hard_only: true,
+                    ..o
+                };
+            }
+            let bin = daemon_path(daemon)?;
+            soak::run(&bin, &o)
+        }
+        Cmd::Curve { sizes, out, daemon } => {
+            let sizes = if sizes.is_empty() {
+                vec![10_000, 100_000, 1_000_000]
+            } else {
+                sizes
+            };
+            let bin = daemon_path(daemon)?;
+            curve::run(&bin, &sizes, &out)
+        }
     }
+}
+
+/// The daemon to run: `given`, or the figures build, built first.
+fn daemon_path(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    let bin = match given {
+        Some(b) => b,
+        None => build_daemon()?,
+    };
+    // The daemon runs in a temporary directory.
+    std::fs::canonicalize(&bin).map_err(|e| anyhow::anyhow!("{}: {e}", bin.display()))
 }
 
 /// Builds the daemon with the `figures` profile (the build BENCHMARKS.md's

@@ -94,6 +94,11 @@ impl Conn {
         Streaming(self.clone())
     }
 
+    /// The peer's address (canonical), for per-client shares elsewhere.
+    pub(crate) fn source(&self) -> IpAddr {
+        self.source
+    }
+
     /// The connection was upgraded (a websocket): no longer reaped here.
     pub(crate) fn upgraded(&self) {
         self.upgraded.store(true, Ordering::Relaxed);

@@ -39,7 +39,7 @@ pub(super) fn export<B>(req: &Request<B>, state: &AppState) -> Response<Body> {
             )
         }
     };
-    let admitted = match state.lists.admit() {
+    let admitted = match state.lists.admit(super::lists::peer(req)) {
         Ok(a) => a,
         Err(busy) => return *busy,
     };

@@ -9,27 +9,34 @@
 //! mail, S3) run there too. A reader that takes a chunk just often enough
 //! not to be cut as stalled would otherwise keep its thread for hours, and
 //! enough of them would leave no thread for an alert. So at most
-//! `[limits] max_http_lists` such answers are under way at once (more get
-//! a 503 with the usual JSON error), and each must be sent within
-//! `[limits] http_list_timeout` plus 1 ms per object it holds: past that
-//! it is cut. A cut answer ends unfinished (the connection is closed
-//! before the end of its chunked body), so a client can tell it from a
-//! whole one.
+//! `[limits] max_http_lists` such answers are under way at once, at most
+//! `max_http_lists_per_client` of them for one peer address (more get a
+//! 503 with the usual JSON error), and each must be read at
+//! `[limits] http_list_min_rate` bytes a second on average once its
+//! `http_list_timeout` head start has passed (as Apache's mod_reqtimeout
+//! `MinRate` does for request bodies): past that it is cut. A deadline
+//! that grew by 1 ms per object instead let a reader of 10 M services at
+//! 190 kB/s keep its place for three hours. A cut answer ends unfinished
+//! (the connection is closed before the end of its chunked body), so a
+//! client can tell it from a whole one.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
-use hyper::Response;
+use hyper::{Request, Response};
 use serde::Serialize;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 use super::router::busy;
 use super::Body;
 use crate::counters::{Counted, Kind, Metric, Reading, Value};
+use crate::limits::LimitsConfig;
 
 /// Bytes of an answer gathered before they are sent.
 const CHUNK: usize = 64 * 1024;
@@ -38,34 +45,49 @@ const CHUNK: usize = 64 * 1024;
 /// stops reading does not keep its thread and its snapshot longer.
 const STALLED: Duration = Duration::from_secs(30);
 
-/// What each object of an answer adds to its deadline: a million services
-/// (about 190 MB) get 1 000 s more, about 190 kB/s at the least.
-const PER_OBJECT: Duration = Duration::from_millis(1);
+/// The peer address a request came from (canonical), for the per-client
+/// share of the places; `None` for a request that came through no
+/// connection (unit tests).
+pub(crate) fn peer<B>(req: &Request<B>) -> Option<IpAddr> {
+    req.extensions()
+        .get::<Arc<super::conns::Conn>>()
+        .map(|c| c.source())
+}
 
 /// The whole-table answers under way, and their limits.
 pub(crate) struct Lists {
     permits: Arc<Semaphore>,
     /// `[limits] max_http_lists`.
     max: usize,
-    /// `[limits] http_list_timeout`.
+    /// `[limits] max_http_lists_per_client`.
+    per_client: usize,
+    /// Places held per peer address; an address holding none is absent.
+    held: Mutex<HashMap<IpAddr, usize>>,
+    /// `[limits] http_list_timeout`: the head start before `min_rate`
+    /// applies.
     timeout: Duration,
+    /// `[limits] http_list_min_rate` (bytes/s; 0: none).
+    min_rate: u64,
     /// How long a reader may leave a chunk untaken (`STALLED`; shorter in
     /// tests).
     stalled: Duration,
-    /// Answers refused because `max` were under way (`/metrics`).
+    /// Answers refused because `max` were under way, or `per_client` for
+    /// their client (`/metrics`).
     pub(crate) refused: AtomicU64,
     /// Answers cut at their deadline (`/metrics`).
     pub(crate) cut: AtomicU64,
 }
 
 impl Lists {
-    /// At most `max` answers at once, each within `timeout` plus
-    /// [`PER_OBJECT`] per object.
-    pub(crate) fn new(max: usize, timeout: Duration) -> Lists {
+    /// The places and deadlines that `[limits]` sets.
+    pub(crate) fn new(limits: &LimitsConfig) -> Lists {
         Lists {
-            permits: Arc::new(Semaphore::new(max.max(1))),
-            max: max.max(1),
-            timeout,
+            permits: Arc::new(Semaphore::new(limits.max_http_lists.max(1))),
+            max: limits.max_http_lists.max(1),
+            per_client: limits.max_http_lists_per_client.max(1),
+            held: Mutex::new(HashMap::new()),
+            timeout: LimitsConfig::duration(limits.http_list_timeout),
+            min_rate: limits.http_list_min_rate,
             stalled: STALLED,
             refused: AtomicU64::new(0),
             cut: AtomicU64::new(0),
@@ -80,15 +102,48 @@ impl Lists {
         self
     }
 
-    /// A place for one more answer, or the 503 that says there is none.
-    pub(crate) fn admit(self: &Arc<Self>) -> Result<Admitted, Box<Response<Body>>> {
+    /// The places held per peer; a panic while it was held left the
+    /// counts whole (each change is one statement), so poison is ignored.
+    fn held(&self) -> MutexGuard<'_, HashMap<IpAddr, usize>> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A place for one more answer to `peer`, or the 503 that says there
+    /// is none (none left, or none left for `peer`).
+    pub(crate) fn admit(
+        self: &Arc<Self>,
+        peer: Option<IpAddr>,
+    ) -> Result<Admitted, Box<Response<Body>>> {
+        let mut held = self.held();
+        if let Some(ip) = peer {
+            if held.get(&ip).copied().unwrap_or(0) >= self.per_client {
+                drop(held);
+                self.refused.fetch_add(1, Ordering::Relaxed);
+                return Err(Box::new(busy(
+                    format!(
+                        "this client is being sent {} answers that hold a whole table already ([limits] max_http_lists_per_client): try again when one ends",
+                        self.per_client
+                    ),
+                    "1",
+                )));
+            }
+        }
         match self.permits.clone().try_acquire_owned() {
-            Ok(permit) => Ok(Admitted {
-                lists: self.clone(),
-                permit,
-                since: Instant::now(),
-            }),
+            Ok(permit) => {
+                if let Some(ip) = peer {
+                    *held.entry(ip).or_insert(0) += 1;
+                }
+                Ok(Admitted {
+                    place: Place {
+                        lists: self.clone(),
+                        _permit: permit,
+                        peer,
+                    },
+                    since: Instant::now(),
+                })
+            }
             Err(_) => {
+                drop(held);
                 self.refused.fetch_add(1, Ordering::Relaxed);
                 Err(Box::new(busy(
                     format!(
@@ -102,11 +157,31 @@ impl Lists {
     }
 }
 
+/// A place among the answers under way and its client's share of them,
+/// given back when dropped.
+struct Place {
+    lists: Arc<Lists>,
+    _permit: OwnedSemaphorePermit,
+    peer: Option<IpAddr>,
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        let Some(ip) = self.peer else { return };
+        let mut held = self.lists.held();
+        if let Some(n) = held.get_mut(&ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                held.remove(&ip);
+            }
+        }
+    }
+}
+
 /// A place among the answers under way, held until the answer is sent,
 /// cut or abandoned.
 pub(crate) struct Admitted {
-    lists: Arc<Lists>,
-    permit: OwnedSemaphorePermit,
+    place: Place,
     since: Instant,
 }
 
@@ -121,25 +196,22 @@ impl Admitted {
     ) -> Response<Body> {
         let (tx, rx) = mpsc::channel::<Chunk>(4);
         let handle = tokio::runtime::Handle::current();
-        let Admitted {
-            lists,
-            permit,
-            since,
-        } = self;
+        let Admitted { place, since } = self;
         tokio::task::spawn_blocking(move || {
             let mut out = Out {
                 buf: Vec::with_capacity(CHUNK + 4096),
                 tx,
                 handle,
-                deadline: since + lists.timeout,
+                since,
+                sent: 0,
                 objects: 0,
-                lists: lists.clone(),
+                lists: place.lists.clone(),
             };
             if build(&mut out).is_some() {
                 let last = std::mem::take(&mut out.buf);
                 out.send(Chunk::Last(last.into()));
             }
-            drop(permit);
+            drop(place);
         });
         let mut r = Response::new(
             ChannelBody {
@@ -165,18 +237,29 @@ pub(crate) struct Out {
     buf: Vec<u8>,
     tx: mpsc::Sender<Chunk>,
     handle: tokio::runtime::Handle,
-    deadline: Instant,
+    /// When the answer was admitted: its deadline counts from here.
+    since: Instant,
+    /// Bytes handed to the client's connection so far.
+    sent: u64,
     /// Objects the answer holds, as announced (for the log).
     objects: usize,
     lists: Arc<Lists>,
 }
 
 impl Out {
-    /// The answer holds `objects` objects: its deadline grows by
-    /// [`PER_OBJECT`] for each.
+    /// The answer holds `objects` objects (said in the log if it is cut).
     pub(crate) fn holds(&mut self, objects: usize) {
         self.objects += objects;
-        self.deadline += PER_OBJECT * objects.min(u32::MAX as usize) as u32;
+    }
+
+    /// When the answer must have been taken by: its head start, plus a
+    /// second for each `http_list_min_rate` bytes already taken.
+    fn deadline(&self) -> Instant {
+        let start = self.since + self.lists.timeout;
+        if self.lists.min_rate == 0 {
+            return start;
+        }
+        start + Duration::from_secs_f64(self.sent as f64 / self.lists.min_rate as f64)
     }
 
     /// Appends raw bytes.
@@ -223,16 +306,22 @@ impl Out {
     /// gone, did not take it within the stall limit, or the deadline has
     /// passed.
     fn send(&mut self, chunk: Chunk) -> bool {
-        let left = self.deadline.saturating_duration_since(Instant::now());
+        let left = self.deadline().saturating_duration_since(Instant::now());
         if left.is_zero() {
             return self.cut();
         }
         let wait = left.min(self.lists.stalled);
+        let len = match &chunk {
+            Chunk::More(b) | Chunk::Last(b) => b.len() as u64,
+        };
         let sent = self
             .handle
             .block_on(tokio::time::timeout(wait, self.tx.send(chunk)));
         match sent {
-            Ok(Ok(())) => true,
+            Ok(Ok(())) => {
+                self.sent += len;
+                true
+            }
             Ok(Err(_)) => false, // the client went away
             Err(_) if wait < left => {
                 tracing::debug!("a client stopped reading a list: dropped");
@@ -245,9 +334,19 @@ impl Out {
     /// The deadline has passed: the answer ends unfinished. Always false.
     fn cut(&self) -> bool {
         self.lists.cut.fetch_add(1, Ordering::Relaxed);
+        let why = if self.lists.min_rate == 0 {
+            "it was not taken within [limits] http_list_timeout".to_string()
+        } else {
+            format!(
+                "its client read it slower than [limits] http_list_min_rate ({} bytes/s) once its http_list_timeout had passed",
+                self.lists.min_rate
+            )
+        };
         tracing::warn!(
-            "an answer of {} objects was cut: its client had not taken it within its deadline ([limits] http_list_timeout, plus 1 ms per object)",
-            self.objects
+            "an answer of {} objects was cut after {} bytes in {:.1} s: {why}",
+            self.objects,
+            self.sent,
+            self.since.elapsed().as_secs_f64()
         );
         false
     }
@@ -313,14 +412,14 @@ impl hyper::body::Body for ChannelBody {
 static REFUSED: Metric = Metric {
     prometheus: "lovebeat_http_lists_refused_total",
     statsd: None,
-    help: "Requests for a whole table (/api/services, /api/alarms, an alarm's page) refused with 503 at [limits] max_http_lists.",
+    help: "Requests for a whole table (/api/services, /api/alarms, an alarm's page, /api/export) refused with 503 at [limits] max_http_lists or max_http_lists_per_client.",
     kind: Kind::Counter,
 };
 
 static CUT: Metric = Metric {
     prometheus: "lovebeat_http_lists_cut_total",
     statsd: None,
-    help: "Answers holding a whole table cut because their client had not read them within [limits] http_list_timeout (plus 1 ms per object).",
+    help: "Answers holding a whole table cut because their client read them slower than [limits] http_list_min_rate once http_list_timeout had passed.",
     kind: Kind::Counter,
 };
 
@@ -360,9 +459,20 @@ mod tests {
         }
     }
 
+    /// Places and deadlines as `[limits]` would set them.
+    fn lists(max: usize, per_client: usize, timeout_ms: u64, min_rate: u64) -> Arc<Lists> {
+        Arc::new(Lists::new(&LimitsConfig {
+            max_http_lists: max,
+            max_http_lists_per_client: per_client,
+            http_list_timeout: crate::settings::duration::DurationSetting { ms: timeout_ms },
+            http_list_min_rate: min_rate,
+            ..Default::default()
+        }))
+    }
+
     /// A place among the answers, which must be free.
     fn place(lists: &Arc<Lists>) -> Admitted {
-        match lists.admit() {
+        match lists.admit(None) {
             Ok(a) => a,
             Err(_) => panic!("no place among the answers"),
         }
@@ -371,7 +481,7 @@ mod tests {
     /// Waits up to 5 s for a place among the answers.
     async fn admitted(lists: &Arc<Lists>) -> Admitted {
         for _ in 0..500 {
-            if let Ok(a) = lists.admit() {
+            if let Ok(a) = lists.admit(None) {
                 return a;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -381,10 +491,10 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn beyond_max_lists_an_answer_is_a_503_json_error_until_one_ends() {
-        let lists = Arc::new(Lists::new(2, Duration::from_secs(60)));
+        let lists = lists(2, 2, 60_000, 0);
         let first = place(&lists).stream(big(100));
         let _second = place(&lists).stream(big(100));
-        let Err(refused) = lists.admit() else {
+        let Err(refused) = lists.admit(None) else {
             panic!("a third must be refused")
         };
         let refused = *refused;
@@ -415,7 +525,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_answer_read_too_slowly_is_cut_at_its_deadline_and_ends_unfinished() {
-        let lists = Arc::new(Lists::new(1, Duration::from_millis(500)));
+        let lists = lists(1, 1, 500, 0);
         let mut body = place(&lists).stream(big(100)).into_body();
         // One chunk every 100 ms: never stalled (30 s), far too slow for
         // 6.4 MB in 500 ms.
@@ -439,15 +549,12 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn each_object_an_answer_holds_adds_to_its_deadline() {
-        let lists = Arc::new(Lists::new(1, Duration::from_millis(100)));
-        // 2 000 objects: 2 s more, enough for a reader that takes a chunk
-        // every 20 ms.
-        let build = |out: &mut Out| {
-            out.holds(2000);
-            big(20)(out)
-        };
-        let mut body = place(&lists).stream(build).into_body();
+    async fn a_reader_above_the_min_rate_gets_the_whole_answer_past_the_head_start() {
+        // A 100 ms head start, then 500 kB/s: 20 chunks of 64 KiB (1.3
+        // MB) taken one every 20 ms (3 MB/s) end whole after about 400 ms,
+        // long past the head start.
+        let lists = lists(1, 1, 100, 500_000);
+        let mut body = place(&lists).stream(big(20)).into_body();
         let mut got = Vec::new();
         while let Some(f) = body.frame().await {
             got.extend_from_slice(&f.expect("not cut").into_data().expect("data"));
@@ -459,9 +566,73 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reader_below_the_min_rate_is_cut_however_big_the_answer() {
+        // 640 kB/s (a chunk every 100 ms) against 2 MB/s: cut soon after
+        // the 300 ms head start, though its answer holds a million
+        // objects (which bought 1 000 s more before).
+        let lists = lists(1, 1, 300, 2_000_000);
+        let build = |out: &mut Out| {
+            out.holds(1_000_000);
+            big(200)(out)
+        };
+        let mut body = place(&lists).stream(build).into_body();
+        let start = Instant::now();
+        let ended = loop {
+            match body.frame().await {
+                Some(Ok(_)) => {}
+                Some(Err(e)) => break e,
+                None => panic!("a cut answer must not end as a whole one"),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert!(start.elapsed() < Duration::from_secs(15), "never cut");
+        };
+        assert!(ended.to_string().contains("cut short"), "{ended}");
+        assert_eq!(lists.cut.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_client_holds_at_most_its_share_of_the_places() {
+        let lists = lists(4, 2, 60_000, 0);
+        let a: IpAddr = [127, 0, 0, 1].into();
+        let b: IpAddr = [127, 0, 0, 2].into();
+        let Ok(first) = lists.admit(Some(a)) else {
+            panic!("a first place")
+        };
+        let Ok(_second) = lists.admit(Some(a)) else {
+            panic!("a second place")
+        };
+        let Err(refused) = lists.admit(Some(a)) else {
+            panic!("a third for one client must be refused")
+        };
+        assert_eq!(refused.status(), hyper::StatusCode::SERVICE_UNAVAILABLE);
+        let body = refused
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        assert!(
+            String::from_utf8_lossy(&body).contains("max_http_lists_per_client"),
+            "{body:?}"
+        );
+        let Ok(_other) = lists.admit(Some(b)) else {
+            panic!("another client still gets a place")
+        };
+        // Its place given back, the first client may have one more.
+        drop(first);
+        assert!(lists.admit(Some(a)).is_ok());
+        assert_eq!(lists.refused.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_reader_that_stops_is_dropped_after_the_stall_limit() {
-        let lists =
-            Arc::new(Lists::new(1, Duration::from_secs(60)).with_stall(Duration::from_millis(200)));
+        let lists = Arc::new(
+            Lists::new(&LimitsConfig {
+                max_http_lists: 1,
+                ..Default::default()
+            })
+            .with_stall(Duration::from_millis(200)),
+        );
         let held = place(&lists).stream(big(100));
         let start = Instant::now();
         let _next = admitted(&lists).await;

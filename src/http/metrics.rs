@@ -68,7 +68,7 @@ mod tests {
                 Duration::from_secs(1),
                 Duration::from_secs(1),
             )),
-            Arc::new(super::super::lists::Lists::new(1, Duration::from_secs(1))),
+            Arc::new(super::super::lists::Lists::new(&Default::default())),
             Arc::new(super::super::ws::WsHub::new(1)),
             Arc::new(engine),
             Arc::new(alerts),

@@ -110,7 +110,7 @@ pub(super) async fn reports<B>(req: &Request<B>, state: &AppState) -> Response<B
     // A report over every alarm is a whole-table answer: it takes one of
     // their places (`lists.rs`), held by the computation itself, so that
     // clients that leave do not leave its threads unbounded.
-    let admitted = match state.lists.admit() {
+    let admitted = match state.lists.admit(super::lists::peer(req)) {
         Ok(a) => a,
         Err(busy) => return *busy,
     };

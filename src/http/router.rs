@@ -282,7 +282,9 @@ async fn dispatch(
     let method = method.clone();
     let path = req.uri().path().to_string();
     match *endpoint {
-        Endpoint::ListServices => only(&method, &[Method::GET], || api::list_services(state)),
+        Endpoint::ListServices => only(&method, &[Method::GET], || {
+            api::list_services(state, super::lists::peer(&req))
+        }),
         Endpoint::Service => {
             let manage = matches!(method, Method::GET | Method::HEAD | Method::DELETE);
             if let Some(bad) = check_service_name(state, name, manage) {
@@ -317,13 +319,15 @@ async fn dispatch(
             };
             api::job_signal(req, state, name, signal).await
         }
-        Endpoint::ListAlarms => only(&method, &[Method::GET], || api::list_alarms(state)),
+        Endpoint::ListAlarms => only(&method, &[Method::GET], || {
+            api::list_alarms(state, super::lists::peer(&req))
+        }),
         Endpoint::Alarm => {
             if let Some(bad) = check_name(name, "alarm") {
                 return bad;
             }
             match method {
-                Method::GET | Method::HEAD => api::get_alarm(state, name),
+                Method::GET | Method::HEAD => api::get_alarm(state, super::lists::peer(&req), name),
                 Method::DELETE => api::delete_alarm(state, name),
                 _ => not_allowed("GET, DELETE"),
             }

@@ -2,6 +2,8 @@
 //! (`lists.rs`), one service or alarm, the status summaries and the
 //! version.
 
+use std::net::IpAddr;
+
 use hyper::{Request, Response, StatusCode};
 use serde::Serialize;
 
@@ -18,9 +20,10 @@ use crate::engine::ServiceView;
 /// and written in turn, so memory stays flat however many services there
 /// are. The bytes are what serde_json's pretty printer would give for the
 /// whole object.
-pub(in crate::http) fn list_services(state: &AppState) -> Response<Body> {
+pub(in crate::http) fn list_services(state: &AppState, peer: Option<IpAddr>) -> Response<Body> {
     stream_list(
         state,
+        peer,
         |out, _| {
             out.put(b"{\n  \"services\": [");
             Some(())
@@ -37,11 +40,12 @@ pub(in crate::http) fn list_services(state: &AppState) -> Response<Body> {
 /// answer's blocking thread, once the answer is admitted.
 fn stream_list<N, V: Serialize>(
     state: &AppState,
+    peer: Option<IpAddr>,
     head: impl FnOnce(&mut Out, &Engine) -> Option<()> + Send + 'static,
     names: impl FnOnce(&Engine) -> Vec<N> + Send + 'static,
     view: impl Fn(&Engine, &N) -> Option<V> + Send + 'static,
 ) -> Response<Body> {
-    let admitted = match state.lists.admit() {
+    let admitted = match state.lists.admit(peer) {
         Ok(a) => a,
         Err(busy) => return *busy,
     };
@@ -100,9 +104,10 @@ pub(in crate::http) fn get_service<B>(
 
 /// GET /api/alarms, streamed like the list of services (there may be a
 /// million alarms made from templates): `{"alarms": [...], "now": ms}`.
-pub(in crate::http) fn list_alarms(state: &AppState) -> Response<Body> {
+pub(in crate::http) fn list_alarms(state: &AppState, peer: Option<IpAddr>) -> Response<Body> {
     stream_list(
         state,
+        peer,
         |out, _| {
             out.put(b"{\n  \"alarms\": [");
             Some(())
@@ -117,13 +122,18 @@ pub(in crate::http) fn list_alarms(state: &AppState) -> Response<Body> {
 /// not); its view (which holds every failed member's name) and its
 /// members, found by a walk of every service, are taken once the answer
 /// is admitted, off the runtime, and streamed like the list of services.
-pub(in crate::http) fn get_alarm(state: &AppState, name: &str) -> Response<Body> {
+pub(in crate::http) fn get_alarm(
+    state: &AppState,
+    peer: Option<IpAddr>,
+    name: &str,
+) -> Response<Body> {
     if state.engine.alarm_status(name).is_none() {
         return error(StatusCode::NOT_FOUND, format!("no alarm named '{name}'"));
     }
     let (name, members_of) = (name.to_string(), name.to_string());
     stream_list(
         state,
+        peer,
         move |out, engine| {
             let alarm = engine.alarm(&name)?;
             out.put(b"{\n  \"alarm\": ");
@@ -220,10 +230,7 @@ mod tests {
             std::time::Duration::from_secs(10),
             std::time::Duration::from_secs(60),
         ));
-        let lists = Arc::new(crate::http::lists::Lists::new(
-            max_lists,
-            std::time::Duration::from_secs(60),
-        ));
+        let lists = Arc::new(crate::http::lists::Lists::new(&limits));
         let ws = Arc::new(crate::http::ws::WsHub::new(4));
         AppState {
             counters: crate::counters::Counters::new(vec![
@@ -314,7 +321,7 @@ mod tests {
             let e = engine(n);
             let state = app(e.clone(), 4);
 
-            let (status, got) = body(list_services(&state)).await;
+            let (status, got) = body(list_services(&state, None)).await;
             assert_eq!(status, StatusCode::OK);
             #[derive(Serialize)]
             struct Services {
@@ -341,7 +348,7 @@ mod tests {
                 assert!(got.len() > 4 * 64 * 1024, "several chunks: {}", got.len());
             }
 
-            let (status, got) = body(list_alarms(&state)).await;
+            let (status, got) = body(list_alarms(&state, None)).await;
             assert_eq!(status, StatusCode::OK);
             #[derive(Serialize)]
             struct Alarms {
@@ -358,7 +365,7 @@ mod tests {
             );
 
             for alarm in ["web", "none"] {
-                let (status, got) = body(get_alarm(&state, alarm)).await;
+                let (status, got) = body(get_alarm(&state, None, alarm)).await;
                 let Some(view) = e.alarm(alarm) else {
                     // Not listed: no member has ever joined it.
                     assert_eq!(status, StatusCode::NOT_FOUND);
@@ -397,10 +404,13 @@ mod tests {
     async fn an_unknown_alarm_is_a_404_even_when_every_list_is_under_way() {
         let state = app(engine(3000), 1);
         // A list whose reader never reads holds the only place.
-        let held = list_services(&state);
-        let busy = list_alarms(&state);
+        let held = list_services(&state, None);
+        let busy = list_alarms(&state, None);
         assert_eq!(busy.status(), StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(get_alarm(&state, "no.such").status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            get_alarm(&state, None, "no.such").status(),
+            StatusCode::NOT_FOUND
+        );
         drop(held);
     }
 }
