@@ -97,7 +97,14 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
 
     // Every sink subscribes before any input can produce an event.
     let trouble = crate::trouble::Trouble::new(engine.clone());
-    let history = crate::history::History::start(&config.history, &db_path, &engine, &trouble);
+    let status_pages = http::status::StatusPages::new(&config.status_pages, config.public_url());
+    let history = crate::history::History::start(
+        &config.history,
+        &db_path,
+        &engine,
+        &trouble,
+        crate::status::Pages::new(&config.status_pages).auto(),
+    );
     let log_events = engine.subscribe();
     let eventlog = (!config.eventlog.path.is_empty()).then(|| {
         (
@@ -193,6 +200,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         conns: http_conns,
         lists,
         history: history.clone(),
+        status: status_pages,
         gate: http::router::Gate {
             keys: config.http.keys(),
             hosts: http::origin::AllowedHosts::new(

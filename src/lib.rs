@@ -26,4 +26,5 @@ pub mod prefetch;
 pub mod redact;
 pub mod settings;
 pub mod sinks;
+pub mod status;
 pub mod trouble;

@@ -88,6 +88,8 @@ pub struct Config {
     pub limits: crate::limits::LimitsConfig,
     /// The history store.
     pub history: crate::history::HistoryConfig,
+    /// Public status pages (README, "Status pages").
+    pub status_pages: Vec<crate::status::StatusPageConfig>,
     /// The files it was read from, in order (not a key).
     #[serde(skip)]
     pub files: Vec<PathBuf>,
@@ -147,6 +149,14 @@ impl Config {
         self.limits.validate()?;
         self.database.validate()?;
         self.mail.validate()?;
+        let alarm_exists =
+            |name: &str| {
+                name == crate::engine::SELF_ALARM
+                    || self.alarms.iter().chain(&self.views).any(|a| {
+                        a.name == name || crate::status::config::fills_template(&a.name, name)
+                    })
+            };
+        crate::status::config::validate(&self.status_pages, &alarm_exists)?;
         Ok(())
     }
 

@@ -8,6 +8,7 @@
 
 pub mod export;
 pub mod incidents;
+pub mod pages;
 pub mod query;
 pub mod record;
 pub mod schema;
@@ -158,12 +159,13 @@ impl History {
         database: &Path,
         engine: &Engine,
         trouble: &Trouble,
+        auto: pages::AutoPages,
     ) -> HistoryState {
         if !config.enabled {
             return HistoryState::Off;
         }
         let path = config.file(database);
-        match Self::open(&path, config, engine, trouble) {
+        match Self::open(&path, config, engine, trouble, auto) {
             Ok(h) => {
                 tracing::info!("history kept in {}", path.display());
                 HistoryState::On(h)
@@ -181,6 +183,7 @@ impl History {
         config: &HistoryConfig,
         engine: &Engine,
         trouble: &Trouble,
+        auto: pages::AutoPages,
     ) -> Result<Arc<History>, HistoryError> {
         let err = |source| HistoryError::Open {
             path: path.display().to_string(),
@@ -209,7 +212,7 @@ impl History {
         };
         let read = open_file(path, flags).map_err(err)?;
         let writer =
-            writer::Writer::open(conn, crate::clock::now_ms()).map_err(|e| err(e.into()))?;
+            writer::Writer::open(conn, crate::clock::now_ms(), auto).map_err(|e| err(e.into()))?;
         let shared = Arc::new(Shared {
             written: AtomicU64::new(0),
             lost: AtomicU64::new(0),
@@ -261,6 +264,13 @@ impl History {
     /// Runs `f` on the read connection (call it off the async runtime).
     pub fn read<T>(&self, f: impl FnOnce(&Connection) -> T) -> T {
         f(&self.read.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Runs `f` on the read connection with leave to write (the status
+    /// pages' incidents, which the API makes): SQLite's busy wait lets it
+    /// take turns with the writer thread. Call it off the async runtime.
+    pub fn write<T>(&self, f: impl FnOnce(&mut Connection) -> T) -> T {
+        f(&mut self.read.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Changes written so far (`/metrics`).

@@ -6,7 +6,7 @@
 use rusqlite::Connection;
 
 /// The schema this build writes.
-pub const VERSION: i64 = 3;
+pub const VERSION: i64 = 6;
 
 /// Version 1: names, their state changes, and lovebeat's own runs.
 ///
@@ -79,6 +79,36 @@ CREATE TABLE incidents (
 CREATE INDEX incidents_number ON incidents (name_id, number);
 ";
 
+/// Version 6: the public status pages' own incidents (`pages.rs`, README,
+/// "Status pages"), what a visitor reads: made through the API or opened
+/// by an alarm entry going ERROR (`auto_alarm`, which at most one open
+/// incident of a page has per alarm, so a restart never opens it twice),
+/// each with its updates in order.
+const V6: &str = "
+CREATE TABLE IF NOT EXISTS page_incidents (
+    id INTEGER PRIMARY KEY,
+    page TEXT NOT NULL,
+    title TEXT NOT NULL,
+    status TEXT NOT NULL,
+    opened INTEGER NOT NULL,
+    updated INTEGER NOT NULL,
+    resolved INTEGER,
+    postmortem TEXT,
+    auto_alarm TEXT
+);
+CREATE INDEX IF NOT EXISTS page_incidents_page ON page_incidents (page, opened);
+CREATE UNIQUE INDEX IF NOT EXISTS page_incidents_auto ON page_incidents (page, auto_alarm)
+    WHERE resolved IS NULL AND auto_alarm IS NOT NULL;
+CREATE TABLE IF NOT EXISTS page_updates (
+    id INTEGER PRIMARY KEY,
+    incident INTEGER NOT NULL,
+    ts INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    text TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS page_updates_incident ON page_updates (incident, ts);
+";
+
 /// Why a history file cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum SchemaError {
@@ -112,6 +142,12 @@ pub fn migrate(conn: &mut Connection) -> Result<(), SchemaError> {
         let tx = conn.transaction()?;
         tx.execute_batch(V3)?;
         tx.execute_batch("PRAGMA user_version = 3")?;
+        tx.commit()?;
+    }
+    if version < 6 {
+        let tx = conn.transaction()?;
+        tx.execute_batch(V6)?;
+        tx.execute_batch("PRAGMA user_version = 6")?;
         tx.commit()?;
     }
     Ok(())

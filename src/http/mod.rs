@@ -15,6 +15,7 @@ mod metrics;
 pub mod origin;
 pub mod path;
 pub mod router;
+pub mod status;
 mod ui;
 mod uptime;
 pub mod ws;
@@ -132,6 +133,8 @@ pub struct AppState {
     pub(crate) lists: Arc<lists::Lists>,
     /// The history store, for its endpoints.
     pub history: crate::history::HistoryState,
+    /// The public status pages and their renders.
+    pub status: status::StatusPages,
 }
 
 /// `r`, with its connection marked as sending a streamed answer until

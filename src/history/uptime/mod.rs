@@ -406,7 +406,7 @@ pub enum DaysError {
 
 /// The first instant of `date` in `tz` (midnight, or the first time that
 /// exists where a DST jump skips midnight).
-fn day_start<Z: TimeZone>(tz: &Z, date: NaiveDate) -> Option<i64> {
+pub fn day_start<Z: TimeZone>(tz: &Z, date: NaiveDate) -> Option<i64> {
     let midnight = date.and_hms_opt(0, 0, 0)?;
     (0..=24 * 4).find_map(|q| {
         tz.from_local_datetime(&(midnight + chrono::Duration::minutes(15 * q)))

@@ -46,7 +46,7 @@ fn body_deadline(
 /// answers 413, 408 or 400: a body sent a byte at a time would otherwise
 /// hold its connection and handler for ever. Meanwhile the connection
 /// may give way at the connection cap ([`super::conns::Registry::admit`]).
-pub(super) async fn read_body(
+pub(in crate::http) async fn read_body(
     req: Request<Incoming>,
     state: &AppState,
 ) -> Result<bytes::Bytes, Response<Body>> {

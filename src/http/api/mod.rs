@@ -16,6 +16,7 @@ mod reads;
 mod writes;
 
 pub(super) use alerts::{alarm_alerts, test_alert};
+pub(super) use body::read_body;
 pub(super) use reads::{
     alarm_status, get_alarm, get_service, list_alarms, list_services, status, version,
 };

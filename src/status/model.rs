@@ -1,0 +1,407 @@
+//! A status page's content, built once per render from the engine (each
+//! entry's state now) and the history file (its days, its uptime, the
+//! page's incidents), and shown as HTML, JSON and RSS alike. It holds
+//! display names only: no alarm's or service's own name, no failed list,
+//! no job output.
+
+use chrono::NaiveDate;
+use rusqlite::Connection;
+use serde::Serialize;
+
+use super::{PageDef, Target};
+use crate::engine::{Engine, State};
+use crate::history::pages::{self, PageIncident};
+use crate::history::record::Kind;
+use crate::history::uptime::{self, Figures};
+
+/// Days computed for every entry: the longest uptime figure's.
+const YEAR: usize = 365;
+/// Resolved incidents a page shows.
+const PAST_INCIDENTS: usize = 10;
+
+/// What an entry is now, as a visitor reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EntryState {
+    /// OK.
+    Up,
+    /// ERROR.
+    Down,
+    /// Muted, or every service of the alarm muted.
+    Paused,
+    /// Not known yet (no beat, or no such alarm or service now).
+    Unknown,
+}
+
+impl EntryState {
+    /// Its name in the JSON and the page's classes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntryState::Up => "up",
+            EntryState::Down => "down",
+            EntryState::Paused => "paused",
+            EntryState::Unknown => "unknown",
+        }
+    }
+
+    /// What the page says.
+    pub fn text(self) -> &'static str {
+        match self {
+            EntryState::Up => "Operational",
+            EntryState::Down => "Down",
+            EntryState::Paused => "Paused",
+            EntryState::Unknown => "No data",
+        }
+    }
+
+    /// A badge's colour.
+    pub fn color(self) -> &'static str {
+        match self {
+            EntryState::Up => "#4c1",
+            EntryState::Down => "#e05d44",
+            EntryState::Paused | EntryState::Unknown => "#9f9f9f",
+        }
+    }
+}
+
+/// An entry's state now: O(1), no copy (a page needs no key).
+pub fn live_state(engine: &Engine, target: &Target) -> EntryState {
+    let state = match target {
+        Target::Alarm(a) => {
+            if engine.alarm_state(a).is_some() && engine.alarm_all_muted(a) {
+                return EntryState::Paused;
+            }
+            engine.alarm_state(a)
+        }
+        Target::Service(s) => engine.service_state(s),
+    };
+    match state {
+        Some(State::Ok) => EntryState::Up,
+        Some(State::Error) => EntryState::Down,
+        Some(State::Muted) => EntryState::Paused,
+        Some(State::New) | None => EntryState::Unknown,
+    }
+}
+
+/// The page's overall state and its banner, from its entries' states.
+pub fn overall(states: impl Iterator<Item = EntryState>) -> (&'static str, &'static str) {
+    let (mut down, mut total) = (0usize, 0usize);
+    for s in states {
+        total += 1;
+        down += usize::from(s == EntryState::Down);
+    }
+    match down {
+        0 => ("operational", "All systems operational"),
+        d if d == total => ("outage", "Major outage"),
+        _ => ("degraded", "Partial outage"),
+    }
+}
+
+/// One day of an entry's bar.
+#[derive(Debug, Clone, Serialize)]
+pub struct DayModel {
+    /// The calendar day in the page's zone.
+    pub date: String,
+    /// `up / (up + down)`, `null` when nothing was known.
+    pub uptime: Option<f64>,
+    /// Milliseconds up.
+    pub up_ms: i64,
+    /// Milliseconds down.
+    pub down_ms: i64,
+    /// Times it went down.
+    pub incidents: u64,
+    /// Its colour class: `none`, `full` (100 %), `high` (99 % or more),
+    /// `mid` (95 % or more) or `low`.
+    pub level: &'static str,
+    /// The day in words, as the page's hover shows it.
+    pub summary: String,
+}
+
+/// Uptime over the last 30, 90 and 365 days (today included).
+#[derive(Debug, Clone, Serialize)]
+pub struct UptimeModel {
+    /// The last 30 days.
+    #[serde(rename = "30d")]
+    pub d30: Option<f64>,
+    /// The last 90 days.
+    #[serde(rename = "90d")]
+    pub d90: Option<f64>,
+    /// The last 365 days.
+    #[serde(rename = "365d")]
+    pub d365: Option<f64>,
+}
+
+/// One entry as the page shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct EntryModel {
+    /// Its display name.
+    pub name: String,
+    /// Its badge's URL segment.
+    pub segment: String,
+    /// Its state now.
+    pub state: EntryState,
+    /// The state in words.
+    pub state_text: &'static str,
+    /// Its uptime figures.
+    pub uptime: UptimeModel,
+    /// Its bar, oldest day first.
+    pub days: Vec<DayModel>,
+}
+
+/// One group as the page shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupModel {
+    /// Its heading.
+    pub title: String,
+    /// Its entries.
+    pub entries: Vec<EntryModel>,
+}
+
+/// The page's incidents.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct IncidentsModel {
+    /// Not resolved yet, newest first.
+    pub ongoing: Vec<PageIncident>,
+    /// The newest resolved ones, newest first.
+    pub past: Vec<PageIncident>,
+}
+
+/// One maintenance window as a page shows it.
+///
+/// MAINTENANCE HOOK: maintenance windows (issue 30 item 1) are built on
+/// another branch; when they merge, [`build`] fills
+/// [`MaintenanceModel`] with the windows whose alarms or services one of
+/// the page's entries shows (by display name, never the window's
+/// matchers), and `templates/page.html` shows them where it says
+/// "MAINTENANCE HOOK". Until then both lists are empty.
+#[derive(Debug, Clone, Serialize)]
+pub struct MaintenanceView {
+    /// What the window is called on the page.
+    pub title: String,
+    /// When it starts (ms).
+    pub start: i64,
+    /// When it ends (ms).
+    pub end: i64,
+    /// Why, as the operator wrote it.
+    pub comment: String,
+    /// The display names of the entries it covers.
+    pub entries: Vec<String>,
+}
+
+/// Ongoing and upcoming maintenance (see [`MaintenanceView`]).
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct MaintenanceModel {
+    /// Windows open now.
+    pub ongoing: Vec<MaintenanceView>,
+    /// Windows to come.
+    pub upcoming: Vec<MaintenanceView>,
+}
+
+/// A whole page.
+#[derive(Debug, Clone, Serialize)]
+pub struct PageModel {
+    /// Its slug.
+    pub slug: String,
+    /// Its heading.
+    pub title: String,
+    /// The line under it.
+    pub description: String,
+    /// Days the bars cover.
+    pub days: u16,
+    /// The zone the days are cut in.
+    pub tz: String,
+    /// `operational`, `degraded` or `outage`.
+    pub status: &'static str,
+    /// The banner's words.
+    pub banner: &'static str,
+    /// False when the history is off or cannot be read: bars and
+    /// figures are then unknown.
+    pub history: bool,
+    /// Its groups.
+    pub groups: Vec<GroupModel>,
+    /// Its incidents.
+    pub incidents: IncidentsModel,
+    /// Maintenance (empty until maintenance windows exist).
+    pub maintenance: MaintenanceModel,
+}
+
+/// The last 365 calendar days of `tz`, today (up to `now`) last.
+fn year(tz: &chrono_tz::Tz, now: i64) -> Vec<(NaiveDate, i64, i64)> {
+    let Some(today) =
+        chrono::DateTime::from_timestamp_millis(now).map(|t| t.with_timezone(tz).date_naive())
+    else {
+        return Vec::new();
+    };
+    let Some(since) = today
+        .checked_sub_days(chrono::Days::new(YEAR as u64 - 1))
+        .and_then(|d| uptime::day_start(tz, d))
+    else {
+        return Vec::new();
+    };
+    uptime::days(tz, since, now.max(since + 1)).unwrap_or_default()
+}
+
+fn level(uptime: Option<f64>) -> &'static str {
+    match uptime {
+        None => "none",
+        Some(u) if u >= 1.0 => "full",
+        Some(u) if u >= 0.99 => "high",
+        Some(u) if u >= 0.95 => "mid",
+        Some(_) => "low",
+    }
+}
+
+/// Uptime over the last `n` of the days' `(up_ms, down_ms)`.
+fn rolling(days: &[(i64, i64)], n: usize) -> Option<f64> {
+    let from = days.len().saturating_sub(n);
+    let (up, down) = days
+        .get(from..)
+        .unwrap_or_default()
+        .iter()
+        .fold((0i64, 0i64), |(u, d), f| (u + f.0, d + f.1));
+    (up + down > 0).then(|| up as f64 / (up + down) as f64)
+}
+
+fn day(date: NaiveDate, f: Option<&Figures>) -> DayModel {
+    let (uptime, up_ms, down_ms, incidents) = f.map_or((None, 0, 0, 0), |f| {
+        (f.uptime, f.up_ms, f.down_ms, f.incidents)
+    });
+    let mut summary = format!("{date}: ");
+    match uptime {
+        None => summary.push_str("no data"),
+        Some(u) => {
+            summary.push_str(&super::render::pct(Some(u)));
+            summary.push_str(" up");
+            if down_ms > 0 {
+                summary.push_str(&format!(", {} down", super::render::duration(down_ms)));
+            }
+            if incidents > 0 {
+                let s = if incidents == 1 { "" } else { "s" };
+                summary.push_str(&format!(", {incidents} outage{s}"));
+            }
+        }
+    }
+    DayModel {
+        date: date.to_string(),
+        uptime,
+        up_ms,
+        down_ms,
+        incidents,
+        level: level(uptime),
+        summary,
+    }
+}
+
+/// Builds `def`'s page at `now`: states from `engine`, days and
+/// incidents from `history` (`None`: the history is off or failing).
+/// One range read of each entry's changes feeds every day of its year.
+pub fn build(def: &PageDef, engine: &Engine, history: Option<&Connection>, now: i64) -> PageModel {
+    let days = year(&def.tz, now);
+    let spans: Vec<(i64, i64)> = days.iter().map(|d| (d.1, d.2)).collect();
+    let shown = usize::from(def.days).min(days.len());
+    let mut states = Vec::new();
+    let mut history_ok = history.is_some();
+    let groups = def
+        .groups
+        .iter()
+        .map(|g| GroupModel {
+            title: g.title.clone(),
+            entries: g
+                .entries
+                .iter()
+                .map(|e| {
+                    let state = live_state(engine, &e.target);
+                    states.push(state);
+                    let (kind, name) = match &e.target {
+                        Target::Alarm(a) => (Kind::Alarm, a.as_str()),
+                        Target::Service(s) => (Kind::Service, s.as_str()),
+                    };
+                    let figures = match history.map(|c| uptime::compute(c, kind, name, &spans, now))
+                    {
+                        Some(Ok(Some(r))) => r.windows,
+                        Some(Ok(None)) | None => Vec::new(),
+                        Some(Err(err)) => {
+                            tracing::warn!("a status page cannot read the history: {err}");
+                            history_ok = false;
+                            Vec::new()
+                        }
+                    };
+                    let pairs: Vec<(i64, i64)> =
+                        figures.iter().map(|f| (f.up_ms, f.down_ms)).collect();
+                    let bar = days
+                        .iter()
+                        .enumerate()
+                        .skip(days.len() - shown)
+                        .map(|(i, d)| day(d.0, figures.get(i)))
+                        .collect();
+                    EntryModel {
+                        name: e.display_name.clone(),
+                        segment: e.segment.clone(),
+                        state,
+                        state_text: state.text(),
+                        uptime: UptimeModel {
+                            d30: rolling(&pairs, 30),
+                            d90: rolling(&pairs, 90),
+                            d365: rolling(&pairs, 365),
+                        },
+                        days: bar,
+                    }
+                })
+                .collect(),
+        })
+        .collect();
+    let incidents = match history.map(|c| pages::for_page(c, &def.slug, PAST_INCIDENTS)) {
+        Some(Ok((ongoing, past))) => IncidentsModel { ongoing, past },
+        Some(Err(err)) => {
+            tracing::warn!("a status page cannot read its incidents: {err}");
+            history_ok = false;
+            IncidentsModel::default()
+        }
+        None => IncidentsModel::default(),
+    };
+    let (status, banner) = overall(states.into_iter());
+    PageModel {
+        slug: def.slug.clone(),
+        title: def.title.clone(),
+        description: def.description.clone(),
+        days: def.days,
+        tz: def.tz.name().to_string(),
+        status,
+        banner,
+        history: history_ok,
+        groups,
+        incidents,
+        maintenance: MaintenanceModel::default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_banner_follows_the_entries() {
+        use EntryState::*;
+        assert_eq!(overall([Up, Paused].into_iter()).0, "operational");
+        assert_eq!(overall([Up, Down].into_iter()).0, "degraded");
+        assert_eq!(overall([Down, Down].into_iter()).0, "outage");
+        assert_eq!(overall([].into_iter()).0, "operational");
+    }
+
+    #[test]
+    fn a_year_is_365_days_ending_now() {
+        let now = 1_700_000_000_000;
+        let y = year(&chrono_tz::Europe::Stockholm, now);
+        assert_eq!(y.len(), 365);
+        assert_eq!(y.last().map(|d| d.2), Some(now));
+        assert!(y.windows(2).all(|w| w[0].2 == w[1].1));
+    }
+
+    #[test]
+    fn rolling_uptime_sums_the_last_days() {
+        let figures = [(0, 100), (100, 0), (300, 100)];
+        assert_eq!(rolling(&figures, 2), Some(0.8));
+        assert_eq!(rolling(&figures, 30), Some(400.0 / 600.0));
+        assert_eq!(rolling(&[], 30), None);
+    }
+}

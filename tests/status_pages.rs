@@ -1,0 +1,440 @@
+//! Public status pages against the real binary (README, "Status pages"):
+//! served without a key even when keys are set, showing display names
+//! only, with bars and uptime from the history, the page's incidents
+//! (made through the API, or opened by an alarm entry going ERROR), a
+//! feed, badges, and answers a cache can keep.
+
+mod common;
+
+use common::{wait_until, Daemon};
+use serde_json::Value;
+
+/// An alarm whose name and whose service's name must never show, and a
+/// page that shows it as "Website" (and one service as "Database").
+const PAGE: &str = r#"
+[[alarms]]
+name = "hidden-alarm-name"
+pattern = "secretsvc.*"
+
+[[status_pages]]
+slug = "public"
+title = "Acme <status>"
+description = "What works & what does not"
+days = 30
+
+[[status_pages.groups]]
+title = "Frontend"
+entries = [ { alarm = "hidden-alarm-name", display_name = "Website" } ]
+
+[[status_pages.groups]]
+title = "Backend"
+entries = [ { service = "secretdb.main", display_name = "Database" } ]
+"#;
+
+const W: (&str, &str) = ("Authorization", "Bearer writer");
+const R: (&str, &str) = ("Authorization", "Bearer reader");
+
+fn keyed() -> Daemon {
+    Daemon::start_keyed(PAGE)
+}
+
+fn post_json(d: &Daemon, path: &str, key: Option<(&str, &str)>, body: &Value) -> common::Reply {
+    let body = body.to_string();
+    let mut headers = vec![("Content-Type", "application/json")];
+    headers.extend(key);
+    d.request("POST", path, &headers, body.as_bytes())
+}
+
+/// Makes the alarm's service fail with a job output that must not leak.
+fn fail_the_alarm(d: &Daemon) {
+    let w = [W];
+    assert_eq!(
+        d.request(
+            "POST",
+            "/api/services/secretsvc.primary?timeout=3600",
+            &w,
+            b""
+        )
+        .status,
+        200
+    );
+    let r = d.request(
+        "POST",
+        "/api/services/secretsvc.primary/fail",
+        &w,
+        b"leaked-job-output",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+fn page_json(d: &Daemon) -> Value {
+    let r = d.get("/status/public.json");
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()
+}
+
+#[test]
+fn a_status_page_needs_no_key_and_never_names_a_service() {
+    let d = keyed();
+    fail_the_alarm(&d);
+    assert_eq!(d.get("/api/status").status, 401, "the API stays closed");
+    wait_until(10, "the page shows the outage", || {
+        d.get("/status/public").body.contains("Partial outage")
+    });
+    let r = d.get("/status/public");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
+    let html = &r.body;
+    // Complete without JavaScript, for a phone, escaped.
+    assert!(!html.contains("<script"), "{html}");
+    assert!(html.contains(r#"<meta name="viewport""#), "{html}");
+    assert!(html.contains("Acme &lt;status&gt;"), "{html}");
+    assert!(html.contains("What works &amp; what does not"), "{html}");
+    assert!(html.contains("Website") && html.contains("Database"));
+    assert!(html.contains(r#"class="state state-down">Down<"#), "{html}");
+    assert_eq!(
+        html.matches(r#"<span class="day "#).count(),
+        60,
+        "30 cells per entry"
+    );
+    assert!(html.contains("30 days "), "{html}");
+    // Relative links only: it works under a proxy's path prefix.
+    assert!(html.contains(r#"href="style.css""#), "{html}");
+    assert!(!html.contains("href=\"/"), "{html}");
+    for body in [
+        html.clone(),
+        d.get("/status/public.json").body,
+        d.get("/status/public.rss").body,
+    ] {
+        for secret in [
+            "secretsvc",
+            "secretdb",
+            "hidden-alarm-name",
+            "leaked-job-output",
+        ] {
+            assert!(!body.contains(secret), "{secret} leaked: {body}");
+        }
+    }
+    let css = d.get("/status/style.css");
+    assert_eq!(css.status, 200);
+    assert!(css.body.contains(".bar"));
+    assert_eq!(d.get("/status/nothing").status, 404);
+    assert_eq!(d.get("/status/nothing.json").status, 404);
+}
+
+#[test]
+fn the_json_has_a_bar_of_days_and_uptime_per_entry() {
+    let d = Daemon::start(PAGE);
+    assert_eq!(
+        d.post("/api/services/secretsvc.primary?timeout=3600")
+            .status,
+        200
+    );
+    wait_until(10, "today's uptime is known", || {
+        page_json(&d)["groups"][0]["entries"][0]["days"][29]["uptime"] == 1.0
+    });
+    let p = page_json(&d);
+    assert_eq!(p["slug"], "public");
+    assert_eq!(p["title"], "Acme <status>");
+    assert_eq!(p["days"], 30);
+    assert_eq!(p["tz"], "UTC");
+    assert_eq!(p["status"], "operational");
+    assert_eq!(p["history"], true);
+    assert_eq!(
+        p["maintenance"],
+        serde_json::json!({"ongoing": [], "upcoming": []})
+    );
+    assert_eq!(
+        p["incidents"],
+        serde_json::json!({"ongoing": [], "past": []})
+    );
+    let groups = p["groups"].as_array().expect("groups");
+    assert_eq!(groups.len(), 2);
+    let web = &groups[0]["entries"][0];
+    assert_eq!(web["name"], "Website");
+    assert_eq!(web["segment"], "website");
+    assert_eq!(web["state"], "up");
+    assert_eq!(web["uptime"]["30d"], 1.0);
+    assert_eq!(web["uptime"]["90d"], 1.0);
+    assert_eq!(web["uptime"]["365d"], 1.0);
+    let days = web["days"].as_array().expect("days");
+    assert_eq!(days.len(), 30);
+    assert_eq!(days[0]["uptime"], Value::Null, "before it existed");
+    assert_eq!(days[0]["level"], "none");
+    assert_eq!(days[29]["level"], "full");
+    assert!(days[29]["up_ms"].as_i64().expect("up_ms") > 0);
+    assert!(days[29]["summary"]
+        .as_str()
+        .expect("summary")
+        .ends_with("100% up"));
+    let db = &groups[1]["entries"][0];
+    assert_eq!(db["name"], "Database");
+    assert_eq!(db["state"], "unknown", "never beaten");
+    assert_eq!(db["uptime"]["30d"], Value::Null);
+}
+
+#[test]
+fn a_page_is_cacheable_and_answers_304_to_its_etag() {
+    let d = Daemon::start(PAGE);
+    for path in [
+        "/status/public",
+        "/status/public.json",
+        "/status/public.rss",
+    ] {
+        let r = d.get(path);
+        assert_eq!(r.status, 200, "{path}");
+        assert_eq!(
+            r.header("cache-control"),
+            Some("public, max-age=5"),
+            "{path}"
+        );
+        let etag = r.header("etag").expect("etag").to_string();
+        assert!(etag.starts_with('"') && etag.ends_with('"'), "{etag}");
+        // Within the render's few seconds the content, and so the tag, holds.
+        let again = d.request("GET", path, &[("If-None-Match", &etag)], b"");
+        if again.status == 200 {
+            // A new render came between: its tag answers 304 then.
+            let etag = again.header("etag").expect("etag").to_string();
+            let third = d.request("GET", path, &[("If-None-Match", &etag)], b"");
+            assert_eq!(third.status, 304, "{path}");
+        } else {
+            assert_eq!(again.status, 304, "{path}");
+            assert_eq!(again.body, "", "{path}");
+            assert_eq!(again.header("etag"), Some(etag.as_str()));
+        }
+        let other = d.request("GET", path, &[("If-None-Match", "\"nope\"")], b"");
+        assert_eq!(other.status, 200, "{path}");
+    }
+}
+
+/// Checks `xml` is well-formed: every tag closed in order, one root.
+fn well_formed(xml: &str) -> Vec<(String, String)> {
+    let mut stack: Vec<String> = Vec::new();
+    let mut texts = Vec::new();
+    let mut roots = 0;
+    for token in xmlparser::Tokenizer::from(xml) {
+        match token.unwrap_or_else(|e| panic!("not XML ({e}): {xml}")) {
+            xmlparser::Token::ElementStart { local, .. } => {
+                if stack.is_empty() {
+                    roots += 1;
+                }
+                stack.push(local.as_str().to_string());
+            }
+            xmlparser::Token::ElementEnd { end, .. } => match end {
+                xmlparser::ElementEnd::Open => {}
+                xmlparser::ElementEnd::Close(_, local) => {
+                    assert_eq!(stack.pop().as_deref(), Some(local.as_str()), "{xml}");
+                }
+                xmlparser::ElementEnd::Empty => {
+                    stack.pop();
+                }
+            },
+            xmlparser::Token::Text { text } => {
+                if let Some(top) = stack.last() {
+                    texts.push((top.clone(), text.as_str().to_string()));
+                }
+            }
+            _ => {}
+        }
+    }
+    assert!(stack.is_empty(), "unclosed {stack:?}: {xml}");
+    assert_eq!(roots, 1, "{xml}");
+    texts
+}
+
+#[test]
+fn the_feed_is_well_formed_rss_of_incidents_and_updates() {
+    let d = keyed();
+    let made = post_json(
+        &d,
+        "/api/status_pages/public/incidents",
+        Some(W),
+        &serde_json::json!({"title": "Slow <pages> & \"more\"", "text": "We look]]>\ninto it </description>"}),
+    );
+    assert_eq!(made.status, 201, "{}", made.body);
+    let id = made.json()["id"].as_i64().expect("id");
+    let up = post_json(
+        &d,
+        &format!("/api/status_pages/public/incidents/{id}/updates"),
+        Some(W),
+        &serde_json::json!({"status": "resolved", "text": "Fixed."}),
+    );
+    assert_eq!(up.status, 201, "{}", up.body);
+    let r = d.get("/status/public.rss");
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("content-type"),
+        Some("application/rss+xml; charset=utf-8")
+    );
+    let texts = well_formed(&r.body);
+    let titles: Vec<&str> = texts
+        .iter()
+        .filter(|(t, _)| t == "title")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(titles[0], "Acme &lt;status&gt;", "{}", r.body);
+    assert_eq!(r.body.matches("<item>").count(), 2, "{}", r.body);
+    assert!(
+        r.body
+            .contains("Slow &lt;pages&gt; &amp; &quot;more&quot;: Resolved"),
+        "{}",
+        r.body
+    );
+    assert!(r.body.contains("<pubDate>"), "{}", r.body);
+}
+
+#[test]
+fn badges_of_a_page_are_public_even_when_other_badges_are_not() {
+    let d = Daemon::start_with_http(
+        "read_keys = [\"reader\"]\nwrite_keys = [\"writer\"]\npublic_badges = false",
+        &format!("{PAGE}\n[[alarms]]\nname = \"other\"\npattern = \"o.*\"\n"),
+    );
+    assert_eq!(d.get("/badge/other.svg").status, 401);
+    let r = d.get("/status/public/badge.svg");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("content-type"), Some("image/svg+xml"));
+    assert!(r.body.contains("status: operational"), "{}", r.body);
+    fail_the_alarm(&d);
+    let r = d.get("/status/public/badge.svg");
+    assert!(r.body.contains("status: degraded"), "{}", r.body);
+    let r = d.get("/status/public/website/badge.svg");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("Website: down"), "{}", r.body);
+    assert!(!r.body.contains("hidden-alarm-name"));
+    let r = d.get("/status/public/database/badge.svg?label=%3Cb%3E");
+    assert!(r.body.contains("&lt;b&gt;: unknown"), "{}", r.body);
+    assert_eq!(d.get("/status/public/nobody/badge.svg").status, 404);
+    assert_eq!(d.get("/status/nothing/badge.svg").status, 404);
+}
+
+#[test]
+fn page_incidents_are_made_with_the_write_key_and_read_with_the_read_key() {
+    let d = keyed();
+    let path = "/api/status_pages/public/incidents";
+    let body = serde_json::json!({"title": "Login fails", "status": "identified", "text": "A bad deploy."});
+    assert_eq!(post_json(&d, path, None, &body).status, 401);
+    assert_eq!(post_json(&d, path, Some(R), &body).status, 403);
+    assert_eq!(d.get(path).status, 401);
+    let made = post_json(&d, path, Some(W), &body);
+    assert_eq!(made.status, 201, "{}", made.body);
+    let i = made.json();
+    assert_eq!(i["title"], "Login fails");
+    assert_eq!(i["status"], "identified");
+    assert_eq!(i["automatic"], false);
+    assert_eq!(i["resolved"], Value::Null);
+    assert_eq!(i["updates"][0]["text"], "A bad deploy.");
+    let id = i["id"].as_i64().expect("id");
+    let list = d.request("GET", path, &[R], b"");
+    assert_eq!(list.status, 200, "{}", list.body);
+    assert_eq!(list.json()["page"], "public");
+    assert_eq!(list.json()["incidents"][0]["id"], id);
+    let html = d.get("/status/public").body;
+    assert!(
+        html.contains("Current incidents") && html.contains("Login fails"),
+        "{html}"
+    );
+
+    let updates = format!("{path}/{id}/updates");
+    let update = serde_json::json!({"status": "resolved", "text": "Rolled back.", "postmortem": "A missing test."});
+    assert_eq!(post_json(&d, &updates, None, &update).status, 401);
+    assert_eq!(post_json(&d, &updates, Some(R), &update).status, 403);
+    let r = post_json(&d, &updates, Some(W), &update);
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.json()["status"], "resolved");
+    assert!(r.json()["resolved"].is_i64());
+    assert_eq!(r.json()["postmortem"], "A missing test.");
+    let got = d.request("GET", &updates, &[R], b"");
+    assert_eq!(got.status, 200);
+    assert_eq!(got.json()["updates"].as_array().map(Vec::len), Some(2));
+    let html = d.get("/status/public").body;
+    assert!(!html.contains("Current incidents"), "{html}");
+    assert!(
+        html.contains("Rolled back.") && html.contains("Postmortem"),
+        "{html}"
+    );
+
+    // What is refused, and why.
+    for (bad, why) in [
+        (
+            serde_json::json!({"title": "x", "status": "fine", "text": "y"}),
+            "invalid status",
+        ),
+        (
+            serde_json::json!({"title": "", "text": "y"}),
+            "title is empty",
+        ),
+        (
+            serde_json::json!({"title": "a\u{1b}b", "text": "y"}),
+            "control character",
+        ),
+        (
+            serde_json::json!({"title": "x".repeat(201), "text": "y"}),
+            "longer than 200",
+        ),
+        (
+            serde_json::json!({"title": "x", "text": "y", "extra": 1}),
+            "unknown field",
+        ),
+    ] {
+        let r = post_json(&d, path, Some(W), &bad);
+        assert_eq!(r.status, 400, "{bad}: {}", r.body);
+        assert!(r.body.contains(why), "{bad}: {}", r.body);
+    }
+    let r = post_json(
+        &d,
+        "/api/status_pages/public/incidents/999/updates",
+        Some(W),
+        &update,
+    );
+    assert_eq!(r.status, 404, "{}", r.body);
+    let r = post_json(
+        &d,
+        "/api/status_pages/public/incidents/x/updates",
+        Some(W),
+        &update,
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(
+        post_json(&d, "/api/status_pages/nope/incidents", Some(W), &body).status,
+        404
+    );
+}
+
+fn incidents(d: &Daemon) -> Vec<Value> {
+    let r = d.request("GET", "/api/status_pages/public/incidents", &[R], b"");
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()["incidents"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[test]
+fn an_alarm_entry_going_error_opens_a_page_incident_and_its_recovery_resolves_it() {
+    let mut d = keyed();
+    fail_the_alarm(&d);
+    wait_until(10, "an incident opens", || incidents(&d).len() == 1);
+    let i = &incidents(&d)[0];
+    assert_eq!(i["title"], "Website");
+    assert_eq!(i["automatic"], true);
+    assert_eq!(i["resolved"], Value::Null);
+    assert_eq!(i["updates"][0]["status"], "investigating");
+    assert!(!i.to_string().contains("hidden-alarm-name"), "{i}");
+    // Still ERROR across a restart: the same incident, not a second one.
+    d.restart();
+    assert_eq!(incidents(&d).len(), 1, "{:?}", incidents(&d));
+    let beat = d.request("POST", "/api/services/secretsvc.primary", &[W], b"");
+    assert_eq!(beat.status, 200, "{}", beat.body);
+    wait_until(10, "the incident is resolved", || {
+        incidents(&d)[0]["status"] == "resolved"
+    });
+    // One incident in all: none was opened again at the restart.
+    assert_eq!(incidents(&d).len(), 1, "{:?}", incidents(&d));
+    let i = &incidents(&d)[0];
+    assert!(i["resolved"].is_i64(), "{i}");
+    assert_eq!(i["updates"].as_array().map(Vec::len), Some(2), "{i}");
+    wait_until(10, "the page shows it as past", || {
+        let p = page_json(&d);
+        p["incidents"]["past"][0]["title"] == "Website" && p["status"] == "operational"
+    });
+}
