@@ -160,13 +160,25 @@ fn the_json_has_a_bar_of_days_and_uptime_per_entry() {
     let days = web["days"].as_array().expect("days");
     assert_eq!(days.len(), 30);
     assert_eq!(days[0]["uptime"], Value::Null, "before it existed");
-    assert_eq!(days[0]["level"], "none");
-    assert_eq!(days[29]["level"], "full");
+    assert_eq!(days[29]["down_ms"], 0);
     assert!(days[29]["up_ms"].as_i64().expect("up_ms") > 0);
-    assert!(days[29]["summary"]
-        .as_str()
-        .expect("summary")
-        .ends_with("100% up"));
+    let today = days[29]["date"].as_str().expect("date");
+    // The HTML's cells say the same, coloured and in words.
+    let html = d.get("/status/public").body;
+    assert!(
+        html.contains(&format!(
+            r#"<span class="day l-full" title="{today}: 100% up">"#
+        )),
+        "{html}"
+    );
+    assert!(
+        html.contains(r#"<span class="day l-none" title=""#),
+        "{html}"
+    );
+    assert!(
+        html.contains("30 days 100% · 90 days 100% · 365 days 100%"),
+        "{html}"
+    );
     let db = &groups[1]["entries"][0];
     assert_eq!(db["name"], "Database");
     assert_eq!(db["state"], "unknown", "never beaten");

@@ -42,6 +42,7 @@ const PAGE_CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; \
      base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /// One rendered form of a page.
+#[derive(Clone)]
 struct Variant {
     body: Bytes,
     etag: HeaderValue,
@@ -59,14 +60,6 @@ impl Variant {
     }
 }
 
-/// A page rendered every way, and when.
-struct Rendered {
-    at: Instant,
-    html: Variant,
-    json: Variant,
-    rss: Variant,
-}
-
 /// The configured pages and their last renders.
 pub struct StatusPages {
     pages: Pages,
@@ -75,7 +68,17 @@ pub struct StatusPages {
     /// One slot per page (the pages are fixed at start, so this is
     /// bounded): its lock is what makes concurrent visitors share one
     /// render.
-    cache: HashMap<String, tokio::sync::Mutex<Option<Arc<Rendered>>>>,
+    cache: HashMap<String, tokio::sync::Mutex<Slot>>,
+}
+
+/// A page's last model and the forms rendered from it (each on its first
+/// request: a visitor of the HTML does not pay for the JSON), and the
+/// days before today its entries had.
+#[derive(Default)]
+struct Slot {
+    model: Option<(Instant, Arc<model::PageModel>)>,
+    forms: [Option<Variant>; 3],
+    past: model::PastDays,
 }
 
 impl StatusPages {
@@ -84,7 +87,7 @@ impl StatusPages {
         let pages = Pages::new(configs);
         let cache = pages
             .slugs()
-            .map(|s| (s.to_string(), tokio::sync::Mutex::new(None)))
+            .map(|s| (s.to_string(), tokio::sync::Mutex::new(Slot::default())))
             .collect();
         StatusPages {
             pages,
@@ -96,7 +99,9 @@ impl StatusPages {
     /// Drops `slug`'s render, so the next visitor sees a change at once.
     async fn invalidate(&self, slug: &str) {
         if let Some(slot) = self.cache.get(slug) {
-            *slot.lock().await = None;
+            let mut slot = slot.lock().await;
+            slot.model = None;
+            slot.forms = Default::default();
         }
     }
 }
@@ -104,9 +109,9 @@ impl StatusPages {
 /// The form a page is asked in.
 #[derive(Clone, Copy, PartialEq)]
 enum Form {
-    Html,
-    Json,
-    Rss,
+    Html = 0,
+    Json = 1,
+    Rss = 2,
 }
 
 fn no_page(slug: &str) -> Response<Body> {
@@ -119,57 +124,74 @@ fn no_page(slug: &str) -> Response<Body> {
     )
 }
 
-/// The page's render, fresh (within [`FRESH`]) or made now.
-async fn rendered(state: &AppState, def: &Arc<PageDef>) -> Result<Arc<Rendered>, Response<Body>> {
+fn failed(e: impl std::fmt::Display) -> Response<Body> {
+    tracing::error!("cannot render a status page: {e}");
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("cannot render the status page: {e}"),
+    )
+}
+
+/// The page in `form`, from a model at most [`FRESH`] old (built now if
+/// there is none), rendered once per model. Both run on the blocking
+/// pool, under the page's lock.
+async fn variant(
+    state: &AppState,
+    def: &Arc<PageDef>,
+    form: Form,
+) -> Result<Variant, Response<Body>> {
     let pages = &state.status;
     let Some(slot) = pages.cache.get(&def.slug) else {
         return Err(no_page(&def.slug));
     };
     let mut slot = slot.lock().await;
-    if let Some(r) = slot.as_ref().filter(|r| r.at.elapsed() < FRESH) {
-        return Ok(r.clone());
-    }
-    let history = match &state.history {
-        HistoryState::On(h) if h.failing().is_none() => Some(h.clone()),
-        _ => None,
+    let model = match slot.model.as_ref().filter(|m| m.0.elapsed() < FRESH) {
+        Some((_, m)) => m.clone(),
+        None => {
+            let history = match &state.history {
+                HistoryState::On(h) if h.failing().is_none() => Some(h.clone()),
+                _ => None,
+            };
+            let (engine, def) = (state.engine.clone(), def.clone());
+            let mut past = std::mem::take(&mut slot.past);
+            let (model, past) = tokio::task::spawn_blocking(move || {
+                let now = crate::clock::now_ms();
+                let model = match &history {
+                    Some(h) => h.read(|c| model::build(&def, &engine, Some(c), now, &mut past)),
+                    None => model::build(&def, &engine, None, now, &mut past),
+                };
+                (Arc::new(model), past)
+            })
+            .await
+            .map_err(failed)?;
+            slot.past = past;
+            slot.model = Some((Instant::now(), model.clone()));
+            slot.forms = Default::default();
+            model
+        }
     };
-    let (engine, def) = (state.engine.clone(), def.clone());
+    if let Some(v) = slot.forms.get(form as usize).and_then(Option::as_ref) {
+        return Ok(v.clone());
+    }
     let link = match &pages.public_url {
         Some(base) => format!("{base}status/{}", def.slug),
         None => def.slug.clone(),
     };
-    let made = tokio::task::spawn_blocking(move || {
-        let now = crate::clock::now_ms();
-        let model = match &history {
-            Some(h) => h.read(|c| model::build(&def, &engine, Some(c), now)),
-            None => model::build(&def, &engine, None, now),
+    let made = tokio::task::spawn_blocking(move || -> anyhow::Result<Variant> {
+        let body = match form {
+            Form::Html => render::html(&model)?.into_bytes(),
+            Form::Json => render::json(&model)?,
+            Form::Rss => render::rss(&model, &link)?.into_bytes(),
         };
-        let html = render::html(&model)?;
-        let rss = render::rss(&model, &link)?;
-        let json = render::json(&model).map_err(|e| anyhow::anyhow!(e))?;
-        anyhow::Ok(Rendered {
-            at: Instant::now(),
-            html: Variant::new(html.into_bytes()),
-            json: Variant::new(json),
-            rss: Variant::new(rss.into_bytes()),
-        })
+        Ok(Variant::new(body))
     })
-    .await;
-    match made {
-        Ok(Ok(r)) => {
-            let r = Arc::new(r);
-            *slot = Some(r.clone());
-            Ok(r)
-        }
-        Ok(Err(e)) => {
-            tracing::error!("{e:#}");
-            Err(error(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))
-        }
-        Err(e) => Err(error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("the status page's render failed: {e}"),
-        )),
+    .await
+    .map_err(failed)?
+    .map_err(|e| failed(format!("{e:#}")))?;
+    if let Some(f) = slot.forms.get_mut(form as usize) {
+        *f = Some(made.clone());
     }
+    Ok(made)
 }
 
 /// True when the request's `If-None-Match` names `etag` (or `*`).
@@ -207,24 +229,24 @@ pub(super) async fn page<B>(req: &Request<B>, state: &AppState, file: &str) -> R
     let Some(def) = state.status.pages.get(slug).cloned() else {
         return no_page(slug);
     };
-    let r = match rendered(state, &def).await {
-        Ok(r) => r,
+    let variant = match variant(state, &def, form).await {
+        Ok(v) => v,
         Err(e) => return e,
     };
-    let (variant, content_type) = match form {
-        Form::Html => (&r.html, "text/html; charset=utf-8"),
-        Form::Json => (&r.json, "application/json"),
-        Form::Rss => (&r.rss, "application/rss+xml; charset=utf-8"),
+    let content_type = match form {
+        Form::Html => "text/html; charset=utf-8",
+        Form::Json => "application/json",
+        Form::Rss => "application/rss+xml; charset=utf-8",
     };
     let mut resp = if not_modified(req, &variant.etag) {
         let mut resp = respond(StatusCode::NOT_MODIFIED, content_type, Bytes::new());
         resp.headers_mut().remove(hyper::header::CONTENT_TYPE);
         resp
     } else {
-        respond(StatusCode::OK, content_type, variant.body.clone())
+        respond(StatusCode::OK, content_type, variant.body)
     };
     let h = resp.headers_mut();
-    h.insert(ETAG, variant.etag.clone());
+    h.insert(ETAG, variant.etag);
     h.insert(CACHE_CONTROL, HeaderValue::from_static(CACHE));
     if form == Form::Html {
         h.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(PAGE_CSP));

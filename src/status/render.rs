@@ -79,11 +79,105 @@ static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {
 #[error("cannot render the status page: {0}")]
 pub struct RenderError(#[from] minijinja::Error);
 
+/// An entry's bar as HTML: one cell per day. Made here rather than in
+/// the template: a year of a hundred entries is 36 500 cells, which the
+/// template engine would take a hundred times longer to write.
+fn bar(days: &[super::model::DayModel]) -> String {
+    let mut out = String::with_capacity(days.len() * 64);
+    for d in days {
+        out.push_str(r#"<span class="day l-"#);
+        out.push_str(d.level);
+        out.push_str(r#"" title=""#);
+        out.push_str(&crate::escape::html_attr(&d.summary));
+        out.push_str(r#""></span>"#);
+    }
+    out
+}
+
 /// The page as HTML.
 pub fn html(page: &PageModel) -> Result<String, RenderError> {
+    // Each bar by its entry's segment (unique on a page).
+    let bars: std::collections::BTreeMap<&str, minijinja::Value> = page
+        .groups
+        .iter()
+        .flat_map(|g| &g.entries)
+        .map(|e| {
+            (
+                e.segment.as_str(),
+                minijinja::Value::from_safe_string(bar(&e.days)),
+            )
+        })
+        .collect();
     Ok(ENV
         .get_template("page.html")?
-        .render(minijinja::context! { page })?)
+        .render(minijinja::context! { page => view(page), bars })?)
+}
+
+/// An entry as the template reads it: its days are in `bars` already
+/// (converting a year of them to template values would cost more than
+/// all the rest).
+#[derive(Serialize)]
+struct EntryView<'a> {
+    name: &'a str,
+    segment: &'a str,
+    state: &'a str,
+    state_text: &'a str,
+    uptime: &'a super::model::UptimeModel,
+}
+
+#[derive(Serialize)]
+struct GroupView<'a> {
+    title: &'a str,
+    entries: Vec<EntryView<'a>>,
+}
+
+/// The page as the templates read it: the model without its days.
+#[derive(Serialize)]
+struct PageView<'a> {
+    slug: &'a str,
+    title: &'a str,
+    description: &'a str,
+    days: u16,
+    tz: &'a str,
+    status: &'a str,
+    banner: &'a str,
+    history: bool,
+    groups: Vec<GroupView<'a>>,
+    incidents: &'a super::model::IncidentsModel,
+    maintenance: &'a super::model::MaintenanceModel,
+}
+
+fn view(page: &PageModel) -> PageView<'_> {
+    PageView {
+        slug: &page.slug,
+        title: &page.title,
+        description: &page.description,
+        days: page.days,
+        tz: &page.tz,
+        status: page.status,
+        banner: page.banner,
+        history: page.history,
+        groups: page
+            .groups
+            .iter()
+            .map(|g| GroupView {
+                title: &g.title,
+                entries: g
+                    .entries
+                    .iter()
+                    .map(|e| EntryView {
+                        name: &e.name,
+                        segment: &e.segment,
+                        state: e.state.as_str(),
+                        state_text: e.state_text,
+                        uptime: &e.uptime,
+                    })
+                    .collect(),
+            })
+            .collect(),
+        incidents: &page.incidents,
+        maintenance: &page.maintenance,
+    }
 }
 
 /// The page's incidents and their updates as RSS 2.0; `link` is the
@@ -98,12 +192,12 @@ pub fn rss(page: &PageModel, link: &str) -> Result<String, RenderError> {
     incidents.sort_by_key(|i| std::cmp::Reverse((i.updated, i.id)));
     Ok(ENV
         .get_template("feed.xml")?
-        .render(minijinja::context! { page, incidents, link })?)
+        .render(minijinja::context! { page => view(page), incidents, link })?)
 }
 
-/// The page as JSON, pretty-printed like the API's answers.
+/// The page as JSON, compact: a year of a hundred entries is large.
 pub fn json<T: Serialize>(page: &T) -> Result<Vec<u8>, serde_json::Error> {
-    let mut body = serde_json::to_vec_pretty(page)?;
+    let mut body = serde_json::to_vec(page)?;
     body.push(b'\n');
     Ok(body)
 }
