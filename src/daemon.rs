@@ -209,6 +209,10 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
             ),
         },
     });
+    stop.input_tasks.spawn(http::subscribe::run(
+        state.clone(),
+        stop.input_token.clone(),
+    ));
     stop.input_tasks.spawn(http::serve(
         http_listener,
         state,

@@ -450,3 +450,254 @@ fn an_alarm_entry_going_error_opens_a_page_incident_and_its_recovery_resolves_it
         p["incidents"]["past"][0]["title"] == "Website" && p["status"] == "operational"
     });
 }
+
+/// The SMTP server process of `tests/support/smtp_server.py`, killed when
+/// the test ends however it ends.
+struct Smtp(std::process::Child);
+
+impl Drop for Smtp {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn smtp_server(dir: &std::path::Path) -> (Smtp, u16, std::path::PathBuf) {
+    use std::io::BufRead;
+    let port = common::free_port();
+    let out = dir.join("mail.jsonl");
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/smtp_server.py");
+    let mut child = std::process::Command::new("python3")
+        .arg(script)
+        .arg(port.to_string())
+        .arg(&out)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("python3 with aiosmtpd (pip install aiosmtpd)");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("ready line");
+    assert_eq!(line.trim(), "ready", "SMTP server did not start");
+    (Smtp(child), port, out)
+}
+
+/// The mails received so far, once there are `n` (or after 15 s).
+fn mails(path: &std::path::Path, n: usize) -> Vec<Value> {
+    let mut got = Vec::new();
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_until(15, "the mails", || {
+            got = std::fs::read_to_string(path)
+                .unwrap_or_default()
+                .lines()
+                .map(|l| serde_json::from_str(l).expect("json"))
+                .collect();
+            got.len() >= n
+        })
+    }));
+    got
+}
+
+/// A mail's text with quoted-printable's soft breaks and `=3D` undone.
+fn text_of(mail: &Value) -> String {
+    mail["data"]
+        .as_str()
+        .expect("data")
+        .replace("=\r\n", "")
+        .replace("=3D", "=")
+}
+
+/// The token of the first `<what>?token=` link in `text`.
+fn token_in(text: &str, what: &str) -> String {
+    let link = format!("http://status.example.com/status/public/{what}?token=");
+    let at = text
+        .find(&link)
+        .unwrap_or_else(|| panic!("no {link} in {text}"));
+    text[at + link.len()..].chars().take(64).collect()
+}
+
+fn form(d: &Daemon, path: &str, body: &str) -> common::Reply {
+    d.request(
+        "POST",
+        path,
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        body.as_bytes(),
+    )
+}
+
+#[test]
+fn a_visitor_subscribes_confirms_gets_incident_mail_and_leaves_without_a_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_smtp, port, out) = smtp_server(dir.path());
+    let d = Daemon::start_keyed(&format!(
+        "[general]\npublic_url = \"http://status.example.com/\"\n{}\n\
+         [alerts.subs]\nmail = \"ops@example.com\"\n\
+         [mail]\nserver = \"127.0.0.1:{port}\"\nfrom = \"status@example.com\"\n",
+        PAGE.replace("days = 30\n", "days = 30\nmail = \"subs\"\n")
+    ));
+    let html = d.get("/status/public").body;
+    assert!(
+        html.contains(r#"<form method="post" action="public/subscribe">"#),
+        "{html}"
+    );
+    // No key, a form as the page sends it; asking twice mails once.
+    let r = form(
+        &d,
+        "/status/public/subscribe",
+        "email=Visitor%40Example.com",
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert!(r.body.contains("Check your mail"), "{}", r.body);
+    assert_eq!(
+        form(
+            &d,
+            "/status/public/subscribe",
+            "email=visitor%40example.com"
+        )
+        .status,
+        202
+    );
+    let r = d.request(
+        "POST",
+        "/status/public/subscribe",
+        &[("Content-Type", "application/json")],
+        br#"{"email": "other@example.com"}"#,
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    let mut got = mails(&out, 2);
+    assert_eq!(got.len(), 2, "{got:?}");
+    // Sent at once, in either order; a third (the second request) would
+    // show among the incident's mails below.
+    got.sort_by_key(|m| m["to"][0].as_str().map(str::to_string));
+    assert_eq!(got[1]["to"], serde_json::json!(["visitor@example.com"]));
+    assert_eq!(got[0]["to"], serde_json::json!(["other@example.com"]));
+    got.swap(0, 1);
+    let first = text_of(&got[0]);
+    assert!(
+        first.contains("Subject: Confirm your subscription to Acme <status>"),
+        "{first}"
+    );
+    let visitor = token_in(&first, "confirm");
+    let other = token_in(&text_of(&got[1]), "confirm");
+    assert_eq!(visitor.len(), 64);
+    assert_ne!(visitor, other);
+
+    // The link opens a page whose button confirms; opening it does not.
+    let r = d.get(&format!("/status/public/confirm?token={visitor}"));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        r.body.contains(r#"<form method="post">"#) && r.body.contains("Confirm"),
+        "{}",
+        r.body
+    );
+    for t in [&visitor, &other] {
+        let r = form(&d, "/status/public/confirm", &format!("token={t}"));
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert!(r.body.contains("Subscribed"), "{}", r.body);
+    }
+    let r = form(
+        &d,
+        "/status/public/confirm",
+        &format!("token={}", "0".repeat(64)),
+    );
+    assert_eq!(r.status, 404, "{}", r.body);
+    assert_eq!(
+        form(&d, "/status/public/confirm", "token=short").status,
+        404
+    );
+
+    // An incident is mailed to both, each with a link to leave.
+    let made = post_json(
+        &d,
+        "/api/status_pages/public/incidents",
+        Some(W),
+        &serde_json::json!({"title": "Login fails", "text": "A bad deploy."}),
+    );
+    assert_eq!(made.status, 201, "{}", made.body);
+    let id = made.json()["id"].as_i64().expect("id");
+    let got = mails(&out, 4);
+    assert_eq!(got.len(), 4, "{got:?}");
+    let mut to: Vec<String> = got[2..]
+        .iter()
+        .map(|m| m["to"][0].as_str().unwrap_or("").to_string())
+        .collect();
+    to.sort();
+    assert_eq!(to, ["other@example.com", "visitor@example.com"]);
+    let to_visitor = got[2..]
+        .iter()
+        .find(|m| m["to"][0] == "visitor@example.com")
+        .expect("mail");
+    let text = text_of(to_visitor);
+    assert!(
+        text.contains("Subject: [Acme <status>] Login fails: investigating"),
+        "{text}"
+    );
+    assert!(text.contains("A bad deploy."), "{text}");
+    assert!(
+        !text.contains("other@example.com"),
+        "addresses are never shown: {text}"
+    );
+    let leave = token_in(&text, "unsubscribe");
+    assert_eq!(leave, visitor);
+    let r = form(&d, "/status/public/unsubscribe", &format!("token={leave}"));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("Unsubscribed"), "{}", r.body);
+
+    // The next update reaches only the one still subscribed.
+    let r = post_json(
+        &d,
+        &format!("/api/status_pages/public/incidents/{id}/updates"),
+        Some(W),
+        &serde_json::json!({"status": "resolved", "text": "Rolled back."}),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let got = mails(&out, 5);
+    assert_eq!(got.len(), 5, "{got:?}");
+    assert_eq!(got[4]["to"], serde_json::json!(["other@example.com"]));
+    assert!(text_of(&got[4]).contains("Login fails: resolved"));
+
+    // Never an address on the page; bad input refused; a client is limited.
+    for body in [
+        d.get("/status/public").body,
+        d.get("/status/public.json").body,
+    ] {
+        assert!(!body.contains("@example.com"), "{body}");
+    }
+    assert_eq!(
+        form(&d, "/status/public/subscribe", "email=not-an-address").status,
+        400
+    );
+    assert_eq!(
+        form(&d, "/status/public/subscribe", "nothing=1").status,
+        400
+    );
+    let mut statuses = Vec::new();
+    for _ in 0..10 {
+        statuses.push(
+            form(
+                &d,
+                "/status/public/subscribe",
+                "email=visitor%40example.com",
+            )
+            .status,
+        );
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 202).count(),
+        7,
+        "{statuses:?}"
+    );
+    assert_eq!(*statuses.last().expect("last"), 429, "{statuses:?}");
+}
+
+#[test]
+fn a_page_without_mail_takes_no_subscribers() {
+    let d = keyed();
+    assert!(!d.get("/status/public").body.contains("subscribe"));
+    let r = form(&d, "/status/public/subscribe", "email=a%40example.com");
+    assert_eq!(r.status, 404, "{}", r.body);
+    let r = form(&d, "/status/nothing/subscribe", "email=a%40example.com");
+    assert_eq!(r.status, 404, "{}", r.body);
+}

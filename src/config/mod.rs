@@ -157,6 +157,25 @@ impl Config {
                     })
             };
         crate::status::config::validate(&self.status_pages, &alarm_exists)?;
+        for p in &self.status_pages {
+            let Some(alert) = &p.mail else { continue };
+            let has_mail = self
+                .alerts
+                .get(alert)
+                .is_some_and(|a| a.mail.as_ref().is_some_and(|m| !m.0.is_empty()));
+            if !has_mail {
+                return Err(ConfigError::Invalid(format!(
+                    "[[status_pages]] '{}': mail = '{alert}' must name an [alerts.{alert}] with a mail address: its mail server mails the subscribers",
+                    p.slug
+                )));
+            }
+            if self.public_url().is_none() {
+                return Err(ConfigError::Invalid(format!(
+                    "[[status_pages]] '{}': mail needs public_url, for the links in the mails to confirm and to leave",
+                    p.slug
+                )));
+            }
+        }
         Ok(())
     }
 

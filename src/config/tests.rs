@@ -384,3 +384,31 @@ fn status_pages_are_checked_when_the_config_is_read() {
     let e = Config::parse(&bad_slug).expect_err("slug").to_string();
     assert!(e.contains("slug \"Public/x\" must be"), "{e}");
 }
+
+#[test]
+fn a_status_page_mails_through_an_alert_with_mail_and_needs_public_url() {
+    let page = |head: &str, mail: &str| {
+        format!(
+            "{head}\n[alerts.ops]\nmail = \"ops@example.com\"\n[alerts.hook]\nwebhook = \"http://127.0.0.1:1/\"\n\
+             [[status_pages]]\nslug = \"public\"\ntitle = \"Status\"\nmail = \"{mail}\"\n"
+        )
+    };
+    let url = "public_url = \"http://lb.example.com/\"";
+    Config::parse(&page(url, "ops")).unwrap_or_else(|e| panic!("{e}"));
+    for (head, mail, why) in [
+        (
+            url,
+            "nope",
+            "must name an [alerts.nope] with a mail address",
+        ),
+        (
+            url,
+            "hook",
+            "must name an [alerts.hook] with a mail address",
+        ),
+        ("", "ops", "mail needs public_url"),
+    ] {
+        let e = Config::parse(&page(head, mail)).expect_err(why).to_string();
+        assert!(e.contains(why), "{why}: {e}");
+    }
+}

@@ -12,6 +12,7 @@ pub mod pages;
 pub mod query;
 pub mod record;
 pub mod schema;
+pub mod subscribers;
 pub mod uptime;
 mod writer;
 

@@ -83,7 +83,11 @@ CREATE INDEX incidents_number ON incidents (name_id, number);
 /// "Status pages"), what a visitor reads: made through the API or opened
 /// by an alarm entry going ERROR (`auto_alarm`, which at most one open
 /// incident of a page has per alarm, so a restart never opens it twice),
-/// each with its updates in order.
+/// each with its updates in order. Their subscribers by mail
+/// (`subscribers.rs`): an address, its unguessable token (in the link to
+/// confirm and in every mail's link to leave), when it was last mailed to
+/// confirm, and when it confirmed; and per page the last update mailed,
+/// so a restart neither repeats a mail nor skips one.
 const V6: &str = "
 CREATE TABLE IF NOT EXISTS page_incidents (
     id INTEGER PRIMARY KEY,
@@ -107,6 +111,20 @@ CREATE TABLE IF NOT EXISTS page_updates (
     text TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS page_updates_incident ON page_updates (incident, ts);
+CREATE TABLE IF NOT EXISTS page_subscribers (
+    id INTEGER PRIMARY KEY,
+    page TEXT NOT NULL,
+    address TEXT NOT NULL,
+    token TEXT NOT NULL UNIQUE,
+    created INTEGER NOT NULL,
+    mailed INTEGER NOT NULL,
+    confirmed INTEGER,
+    UNIQUE (page, address)
+);
+CREATE TABLE IF NOT EXISTS page_mail_cursor (
+    page TEXT PRIMARY KEY,
+    last_update INTEGER NOT NULL
+);
 ";
 
 /// Why a history file cannot be used.

@@ -79,6 +79,13 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
+    /// The client's address, as lovebeat sees it (a proxy's, behind one).
+    pub(crate) fn source(&self) -> IpAddr {
+        self.source
+    }
+}
+
+impl Conn {
     /// A request's headers are complete and its handler runs; the returned
     /// guard says when it is done.
     pub(crate) fn handling(self: &Arc<Conn>) -> Handling {

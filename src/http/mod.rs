@@ -16,6 +16,7 @@ pub mod origin;
 pub mod path;
 pub mod router;
 pub mod status;
+pub mod subscribe;
 mod ui;
 mod uptime;
 pub mod ws;

@@ -87,6 +87,12 @@ pub enum Endpoint {
     StatusBadge,
     /// `/status/{slug}/{entry}/badge.svg`: one entry's badge.
     StatusEntryBadge,
+    /// `/status/{slug}/subscribe`: a visitor subscribes by mail (no key).
+    StatusSubscribe,
+    /// `/status/{slug}/confirm`: the link mailed to confirm (no key).
+    StatusConfirm,
+    /// `/status/{slug}/unsubscribe`: the link in every mail (no key).
+    StatusUnsubscribe,
     /// `/api/status_pages/{slug}/incidents`: a page's incidents.
     PageIncidents,
     /// `/api/status_pages/{slug}/incidents/{id}/updates`: one incident's
@@ -109,6 +115,19 @@ impl Endpoint {
                 | Endpoint::StatusPage
                 | Endpoint::StatusBadge
                 | Endpoint::StatusEntryBadge
+                | Endpoint::StatusSubscribe
+                | Endpoint::StatusConfirm
+                | Endpoint::StatusUnsubscribe
+        )
+    }
+
+    /// True for the changes anyone may make without a key: subscribing
+    /// to a status page, confirming, and leaving (README, "Status
+    /// pages"), bounded and rate limited instead.
+    pub fn is_open_change(self) -> bool {
+        matches!(
+            self,
+            Endpoint::StatusSubscribe | Endpoint::StatusConfirm | Endpoint::StatusUnsubscribe
         )
     }
 }
@@ -149,6 +168,9 @@ fn routes() -> &'static matchit::Router<Endpoint> {
                 ("/alarms/{name}", Endpoint::AlarmLink),
                 ("/status/{file}", Endpoint::StatusPage),
                 ("/status/{slug}/badge.svg", Endpoint::StatusBadge),
+                ("/status/{slug}/subscribe", Endpoint::StatusSubscribe),
+                ("/status/{slug}/confirm", Endpoint::StatusConfirm),
+                ("/status/{slug}/unsubscribe", Endpoint::StatusUnsubscribe),
                 (
                     "/status/{slug}/{entry}/badge.svg",
                     Endpoint::StatusEntryBadge,
@@ -385,6 +407,14 @@ async fn route(req: Request<Incoming>, state: &AppState) -> Response<Body> {
             only(&method, &[Method::GET], || {
                 super::status::badge(&req, state, param("slug"), entry)
             })
+        }
+        Endpoint::StatusSubscribe => {
+            let slug = param("slug").to_string();
+            super::subscribe::subscribe(req, state, &slug).await
+        }
+        e @ (Endpoint::StatusConfirm | Endpoint::StatusUnsubscribe) => {
+            let slug = param("slug").to_string();
+            super::subscribe::link(req, state, &slug, e == Endpoint::StatusConfirm).await
         }
         Endpoint::PageIncidents => {
             let slug = param("slug").to_string();

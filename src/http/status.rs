@@ -37,9 +37,10 @@ pub const FRESH: Duration = Duration::from_secs(2);
 const CACHE: &str = "public, max-age=5";
 
 /// What the page may load: its stylesheet, nothing else; no script runs,
-/// no form posts, never inside another site's frame.
+/// its form (to subscribe) posts only to lovebeat, never inside another
+/// site's frame.
 const PAGE_CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; \
-     base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+     base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 /// One rendered form of a page.
 #[derive(Clone)]
@@ -69,6 +70,10 @@ pub struct StatusPages {
     /// bounded): its lock is what makes concurrent visitors share one
     /// render.
     cache: HashMap<String, tokio::sync::Mutex<Slot>>,
+    /// The subscriptions' rate limits.
+    pub(super) limits: super::subscribe::Limiter,
+    /// For mail through Mailgun's API.
+    pub(super) client: reqwest::Client,
 }
 
 /// A page's last model and the forms rendered from it (each on its first
@@ -93,7 +98,24 @@ impl StatusPages {
             pages,
             public_url,
             cache,
+            limits: Default::default(),
+            client: reqwest::Client::new(),
         }
+    }
+
+    /// The page of `slug`.
+    pub(super) fn page(&self, slug: &str) -> Option<&Arc<PageDef>> {
+        self.pages.get(slug)
+    }
+
+    /// The pages that take subscribers.
+    pub(super) fn subscribable(&self) -> impl Iterator<Item = &Arc<PageDef>> {
+        self.pages.all().filter(|d| d.subscriptions)
+    }
+
+    /// `public_url`, with its trailing `/`.
+    pub(super) fn public_url(&self) -> Option<&str> {
+        self.public_url.as_deref()
     }
 
     /// Drops `slug`'s render, so the next visitor sees a change at once.

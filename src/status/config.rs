@@ -46,6 +46,10 @@ pub struct StatusPageConfig {
     /// The groups of entries, in order.
     #[serde(default)]
     pub groups: Vec<GroupConfig>,
+    /// The alert (`[alerts.<name>]`, with a `mail` address) whose mail
+    /// server mails the page's subscribers; unset: no subscriptions.
+    #[serde(default)]
+    pub mail: Option<String>,
 }
 
 /// One `[[status_pages.groups]]`.

@@ -51,6 +51,8 @@ pub struct PageDef {
     pub tz: chrono_tz::Tz,
     /// Its groups.
     pub groups: Vec<GroupDef>,
+    /// True when visitors may subscribe by mail (`mail` is set).
+    pub subscriptions: bool,
 }
 
 impl PageDef {
@@ -104,6 +106,7 @@ impl Pages {
                     days: c.days,
                     tz,
                     groups,
+                    subscriptions: c.mail.is_some(),
                 }),
             );
         }
@@ -113,6 +116,11 @@ impl Pages {
     /// The page of `slug`.
     pub fn get(&self, slug: &str) -> Option<&std::sync::Arc<PageDef>> {
         self.pages.get(slug)
+    }
+
+    /// Every page.
+    pub fn all(&self) -> impl Iterator<Item = &std::sync::Arc<PageDef>> {
+        self.pages.values()
     }
 
     /// The slugs.

@@ -226,6 +226,8 @@ pub struct PageModel {
     pub incidents: IncidentsModel,
     /// Maintenance (empty until maintenance windows exist).
     pub maintenance: MaintenanceModel,
+    /// True when visitors may subscribe by mail.
+    pub subscribe: bool,
 }
 
 /// The figures of each entry's days before today, kept from one build of
@@ -447,6 +449,7 @@ pub fn build(
         groups,
         incidents,
         maintenance: MaintenanceModel::default(),
+        subscribe: def.subscriptions,
     }
 }
 
@@ -517,6 +520,7 @@ mod tests {
                         .collect(),
                 })
                 .collect(),
+            subscriptions: false,
         };
         let engine = Engine::new(crate::engine::EngineConfig::default(), now);
         let mut best = std::time::Duration::MAX;
@@ -565,6 +569,7 @@ mod tests {
                     segment: "a".into(),
                 }],
             }],
+            subscriptions: false,
         }
     }
 

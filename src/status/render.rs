@@ -145,6 +145,7 @@ struct PageView<'a> {
     groups: Vec<GroupView<'a>>,
     incidents: &'a super::model::IncidentsModel,
     maintenance: &'a super::model::MaintenanceModel,
+    subscribe: bool,
 }
 
 fn view(page: &PageModel) -> PageView<'_> {
@@ -177,6 +178,7 @@ fn view(page: &PageModel) -> PageView<'_> {
             .collect(),
         incidents: &page.incidents,
         maintenance: &page.maintenance,
+        subscribe: page.subscribe,
     }
 }
 

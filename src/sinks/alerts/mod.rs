@@ -57,7 +57,7 @@ pub use discord::DiscordConfig;
 pub use dispatch::run;
 pub use gotify::GotifyConfig;
 pub use http::SlackConfig;
-pub use mail::{HostPort, MailConfig, MailgunConfig, Tls};
+pub use mail::{send_text, HostPort, MailConfig, MailgunConfig, Tls};
 pub use matrix::MatrixConfig;
 pub use ntfy::NtfyConfig;
 pub use opsgenie::{OpsgenieConfig, OpsgenieRegion};
