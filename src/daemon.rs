@@ -104,6 +104,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         &engine,
         &trouble,
         crate::status::Pages::new(&config.status_pages).auto(),
+        crate::status::Pages::new(&config.status_pages).notifying(),
     );
     let log_events = engine.subscribe();
     let eventlog = (!config.eventlog.path.is_empty()).then(|| {

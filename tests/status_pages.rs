@@ -701,3 +701,41 @@ fn a_page_without_mail_takes_no_subscribers() {
     let r = form(&d, "/status/nothing/subscribe", "email=a%40example.com");
     assert_eq!(r.status, 404, "{}", r.body);
 }
+
+#[test]
+fn a_pages_webhooks_get_each_update_of_its_incidents_as_json() {
+    let rx = common::receiver::Receiver::start(|_| Some(200));
+    let d = Daemon::start_keyed(&PAGE.replace(
+        "days = 30\n",
+        &format!("days = 30\nwebhooks = [\"{}\"]\n", rx.url("/page-hook")),
+    ));
+    let made = post_json(
+        &d,
+        "/api/status_pages/public/incidents",
+        Some(W),
+        &serde_json::json!({"title": "Slow", "status": "identified", "text": "Disk full."}),
+    );
+    assert_eq!(made.status, 201, "{}", made.body);
+    // The alarm entry's own incident goes out too.
+    fail_the_alarm(&d);
+    let got = rx.wait_for(2, 15);
+    assert_eq!(
+        got.len(),
+        2,
+        "{:?}",
+        got.iter().map(|r| &r.body).collect::<Vec<_>>()
+    );
+    let first = got[0].json();
+    assert_eq!(got[0].path, "/page-hook");
+    assert_eq!(first["page"]["slug"], "public");
+    assert_eq!(first["page"]["title"], "Acme <status>");
+    assert_eq!(first["incident"]["title"], "Slow");
+    assert_eq!(first["incident"]["status"], "identified");
+    assert_eq!(first["incident"].get("updates"), None);
+    assert_eq!(first["update"]["status"], "identified");
+    assert_eq!(first["update"]["text"], "Disk full.");
+    let second = got[1].json();
+    assert_eq!(second["incident"]["title"], "Website");
+    assert_eq!(second["incident"]["automatic"], true);
+    assert!(!got[1].body.contains("hidden-alarm-name") && !got[1].body.contains("secretsvc"));
+}

@@ -161,12 +161,13 @@ impl History {
         engine: &Engine,
         trouble: &Trouble,
         auto: pages::AutoPages,
+        notifying: Vec<String>,
     ) -> HistoryState {
         if !config.enabled {
             return HistoryState::Off;
         }
         let path = config.file(database);
-        match Self::open(&path, config, engine, trouble, auto) {
+        match Self::open(&path, config, engine, trouble, auto, notifying) {
             Ok(h) => {
                 tracing::info!("history kept in {}", path.display());
                 HistoryState::On(h)
@@ -185,6 +186,7 @@ impl History {
         engine: &Engine,
         trouble: &Trouble,
         auto: pages::AutoPages,
+        notifying: Vec<String>,
     ) -> Result<Arc<History>, HistoryError> {
         let err = |source| HistoryError::Open {
             path: path.display().to_string(),
@@ -212,6 +214,10 @@ impl History {
             other => other.map_err(err)?,
         };
         let read = open_file(path, flags).map_err(err)?;
+        // Before anything is written: a page's updates go out from here.
+        for page in &notifying {
+            subscribers::start_cursor(&read, page).map_err(|e| err(e.into()))?;
+        }
         let writer =
             writer::Writer::open(conn, crate::clock::now_ms(), auto).map_err(|e| err(e.into()))?;
         let shared = Arc::new(Shared {

@@ -84,6 +84,17 @@ pub fn subscribe(
     Ok(outcome)
 }
 
+/// Starts `page`'s cursor after the newest update, unless it has one:
+/// the page's updates go out from then on, not its past.
+pub fn start_cursor(conn: &Connection, page: &str) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT OR IGNORE INTO page_mail_cursor (page, last_update) \
+         VALUES (?1, (SELECT COALESCE(MAX(id), 0) FROM page_updates))",
+        [page],
+    )?;
+    Ok(())
+}
+
 /// Confirms the subscriber of `page` holding `token`; false when none
 /// does. The page's first confirmation starts its mail after the newest
 /// update: a page does not mail its past.
@@ -93,11 +104,7 @@ pub fn confirm(conn: &Connection, page: &str, token: &str, now: i64) -> rusqlite
         params![page, token, now],
     )? == 1;
     if done {
-        conn.execute(
-            "INSERT OR IGNORE INTO page_mail_cursor (page, last_update) \
-             VALUES (?1, (SELECT COALESCE(MAX(id), 0) FROM page_updates))",
-            [page],
-        )?;
+        start_cursor(conn, page)?;
     }
     Ok(done)
 }

@@ -108,9 +108,9 @@ impl StatusPages {
         self.pages.get(slug)
     }
 
-    /// The pages that take subscribers.
-    pub(super) fn subscribable(&self) -> impl Iterator<Item = &Arc<PageDef>> {
-        self.pages.all().filter(|d| d.subscriptions)
+    /// The pages whose incidents' updates go out (mail or webhooks).
+    pub(super) fn notifying(&self) -> impl Iterator<Item = &Arc<PageDef>> {
+        self.pages.all().filter(|d| d.notifies())
     }
 
     /// `public_url`, with its trailing `/`.

@@ -418,22 +418,41 @@ fn update_mail(
     (subject, body)
 }
 
-/// Mails the pages' new incident updates to their confirmed subscribers
-/// until `stop`: every 2 s, at most 20 updates a page a round. A round in
-/// which no mail could be sent keeps its updates for the next try (after
-/// 30 s).
+/// What a page's webhooks get for one update: the page, the incident
+/// (without its other updates) and the update.
+fn webhook_body(
+    slug: &str,
+    title: &str,
+    url: &str,
+    update: i64,
+    i: &PageIncident,
+) -> serde_json::Value {
+    let u = i.updates.iter().find(|u| u.id == update);
+    let mut incident = serde_json::to_value(i).unwrap_or_default();
+    if let Some(o) = incident.as_object_mut() {
+        o.remove("updates");
+    }
+    serde_json::json!({
+        "page": {"slug": slug, "title": title, "url": url},
+        "incident": incident,
+        "update": u,
+    })
+}
+
+/// Sends the pages' new incident updates out until `stop`: every 2 s, at
+/// most 20 updates a page a round, each to the page's webhooks (once,
+/// 10 s each) and to its confirmed subscribers by mail. A round in which
+/// no mail could be sent keeps its update for the next try (after 30 s).
 pub async fn run(state: Arc<AppState>, stop: tokio_util::sync::CancellationToken) {
     let HistoryState::On(history) = &state.history else {
         return;
     };
-    let slugs: Vec<String> = state
-        .status
-        .subscribable()
-        .map(|d| d.slug.clone())
-        .collect();
-    if slugs.is_empty() {
+    let pages: Vec<Arc<crate::status::PageDef>> = state.status.notifying().cloned().collect();
+    if pages.is_empty() {
         return;
     }
+    // Updates already posted to the webhooks, while their mail waits.
+    let mut posted = std::collections::HashSet::new();
     let mut wait = Duration::from_secs(2);
     loop {
         tokio::select! {
@@ -441,14 +460,16 @@ pub async fn run(state: Arc<AppState>, stop: tokio_util::sync::CancellationToken
             _ = stop.cancelled() => return,
         }
         wait = Duration::from_secs(2);
-        for slug in &slugs {
-            let (h, s) = (history.clone(), slug.clone());
+        for def in &pages {
+            let (h, s, mail) = (history.clone(), def.slug.clone(), def.subscriptions);
             let read = tokio::task::spawn_blocking(move || {
                 h.read(|c| {
-                    Ok::<_, rusqlite::Error>((
-                        subscribers::unmailed(c, &s, 20)?,
-                        subscribers::confirmed(c, &s)?,
-                    ))
+                    let people = if mail {
+                        subscribers::confirmed(c, &s)?
+                    } else {
+                        Vec::new()
+                    };
+                    Ok::<_, rusqlite::Error>((subscribers::unmailed(c, &s, 20)?, people))
                 })
             })
             .await;
@@ -460,19 +481,38 @@ pub async fn run(state: Arc<AppState>, stop: tokio_util::sync::CancellationToken
                 }
                 Err(_) => continue,
             };
-            let title = state
-                .status
-                .page(slug)
-                .map(|d| d.title.clone())
-                .unwrap_or_default();
-            let url = page_url(&state, slug);
+            let url = page_url(&state, &def.slug);
             for (update, incident) in updates {
+                if posted.len() > 10_000 {
+                    posted.clear();
+                }
+                if posted.insert(update) {
+                    let body = webhook_body(&def.slug, &def.title, &url, update, &incident);
+                    for hook in &def.webhooks {
+                        let sent = state
+                            .status
+                            .client
+                            .post(hook.clone())
+                            .timeout(Duration::from_secs(10))
+                            .json(&body)
+                            .send()
+                            .await
+                            .and_then(reqwest::Response::error_for_status);
+                        if let Err(e) = sent {
+                            tracing::warn!(
+                                "a status page's webhook {} failed: {}",
+                                crate::redact::url_for_log(hook.as_str()),
+                                e.without_url()
+                            );
+                        }
+                    }
+                }
                 let (mut sent, mut failed) = (0usize, 0usize);
                 for (address, token) in &people {
                     let Ok(to) = address.parse::<lettre::message::Mailbox>() else {
                         continue;
                     };
-                    let (subject, body) = update_mail(&title, &url, update, &incident, token);
+                    let (subject, body) = update_mail(&def.title, &url, update, &incident, token);
                     let to = Recipients(vec![to].into());
                     match send_text(&state.alerts, &state.status.client, &to, &subject, &body).await
                     {
@@ -487,7 +527,7 @@ pub async fn run(state: Arc<AppState>, stop: tokio_util::sync::CancellationToken
                     wait = Duration::from_secs(30);
                     break;
                 }
-                let (h, s) = (history.clone(), slug.clone());
+                let (h, s) = (history.clone(), def.slug.clone());
                 let _ = tokio::task::spawn_blocking(move || {
                     h.read(|c| subscribers::mailed(c, &s, update))
                 })

@@ -50,7 +50,31 @@ pub struct StatusPageConfig {
     /// server mails the page's subscribers; unset: no subscriptions.
     #[serde(default)]
     pub mail: Option<String>,
+    /// URLs that get a JSON POST of each update of the page's incidents
+    /// (secrets: only their hosts are logged).
+    #[serde(default)]
+    pub webhooks: Webhooks,
 }
+
+/// `webhooks`: never shown whole, as they may hold a secret in their path.
+#[derive(Clone, Default, Deserialize)]
+#[serde(transparent)]
+pub struct Webhooks(pub Vec<crate::sinks::alerts::HttpUrl>);
+
+impl std::fmt::Debug for Webhooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(
+                self.0
+                    .iter()
+                    .map(|u| crate::redact::url_for_log(u.0.as_str())),
+            )
+            .finish()
+    }
+}
+
+/// Webhooks one page may have at most.
+pub const MAX_WEBHOOKS: usize = 10;
 
 /// One `[[status_pages.groups]]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -215,6 +239,9 @@ pub fn validate(
                     tz.chars().take(64).collect::<String>()
                 )));
             }
+        }
+        if p.webhooks.0.len() > MAX_WEBHOOKS {
+            return Err(fail(format!("at most {MAX_WEBHOOKS} webhooks")));
         }
         if p.groups.len() > MAX_GROUPS {
             return Err(fail(format!("at most {MAX_GROUPS} groups")));

@@ -53,6 +53,15 @@ pub struct PageDef {
     pub groups: Vec<GroupDef>,
     /// True when visitors may subscribe by mail (`mail` is set).
     pub subscriptions: bool,
+    /// Where each update of its incidents is posted.
+    pub webhooks: Vec<reqwest::Url>,
+}
+
+impl PageDef {
+    /// True when its incidents' updates go out (by mail or webhook).
+    pub fn notifies(&self) -> bool {
+        self.subscriptions || !self.webhooks.is_empty()
+    }
 }
 
 impl PageDef {
@@ -107,6 +116,7 @@ impl Pages {
                     tz,
                     groups,
                     subscriptions: c.mail.is_some(),
+                    webhooks: c.webhooks.0.iter().map(|u| u.0.clone()).collect(),
                 }),
             );
         }
@@ -126,6 +136,16 @@ impl Pages {
     /// The slugs.
     pub fn slugs(&self) -> impl Iterator<Item = &str> {
         self.pages.keys().map(String::as_str)
+    }
+
+    /// The slugs of the pages whose updates go out, for the history to
+    /// start their cursors before anything is written.
+    pub fn notifying(&self) -> Vec<String> {
+        self.pages
+            .values()
+            .filter(|p| p.notifies())
+            .map(|p| p.slug.clone())
+            .collect()
     }
 
     /// Which pages show each alarm, for the history writer's automatic

@@ -521,6 +521,7 @@ mod tests {
                 })
                 .collect(),
             subscriptions: false,
+            webhooks: Vec::new(),
         };
         let engine = Engine::new(crate::engine::EngineConfig::default(), now);
         let mut best = std::time::Duration::MAX;
@@ -570,6 +571,7 @@ mod tests {
                 }],
             }],
             subscriptions: false,
+            webhooks: Vec::new(),
         }
     }
 
