@@ -265,9 +265,15 @@ pub fn update(
     Ok(made)
 }
 
+/// How soon after its resolution an alarm's automatic incident is opened
+/// again rather than a new one made: a flapping alarm makes one incident
+/// (and one mail per change), not one per flap.
+pub const REOPEN_WITHIN_MS: i64 = 15 * 60_000;
+
 /// An alarm shown on `page` as `display` went ERROR at `ts`: opens its
 /// automatic incident unless one is open already (the same change
-/// written again, or an ERROR that outlived a restart).
+/// written again, or an ERROR that outlived a restart), or opens again
+/// the one resolved less than [`REOPEN_WITHIN_MS`] ago.
 pub fn auto_open(
     conn: &Connection,
     page: &str,
@@ -275,6 +281,39 @@ pub fn auto_open(
     display: &str,
     ts: i64,
 ) -> rusqlite::Result<()> {
+    let open: Option<i64> = conn
+        .prepare_cached(
+            "SELECT id FROM page_incidents WHERE page = ?1 AND auto_alarm = ?2 AND resolved IS NULL",
+        )?
+        .query_row(params![page, alarm], |r| r.get(0))
+        .optional()?;
+    if open.is_some() {
+        return Ok(());
+    }
+    let recent: Option<i64> = conn
+        .prepare_cached(
+            "SELECT id FROM page_incidents WHERE page = ?1 AND auto_alarm = ?2 AND resolved >= ?3 \
+             AND (SELECT COUNT(*) FROM page_updates WHERE incident = page_incidents.id) < ?4 \
+             ORDER BY resolved DESC LIMIT 1",
+        )?
+        .query_row(
+            params![page, alarm, ts - REOPEN_WITHIN_MS, MAX_UPDATES],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if let Some(id) = recent {
+        conn.prepare_cached(
+            "UPDATE page_incidents SET status = 'investigating', updated = ?2, resolved = NULL WHERE id = ?1",
+        )?
+        .execute(params![id, ts])?;
+        return add_update(
+            conn,
+            id,
+            ts,
+            "investigating",
+            &format!("{display} is down again."),
+        );
+    }
     let n = conn
         .prepare_cached(
             "INSERT OR IGNORE INTO page_incidents (page, title, status, opened, updated, auto_alarm) \
@@ -370,8 +409,19 @@ mod tests {
         assert_eq!((open.len(), past.len()), (0, 1));
         assert_eq!(past[0].resolved, Some(2000));
         assert_eq!(past[0].updates.len(), 2);
-        auto_open(&conn, "p", "web", "Website", 3000).expect("a new one");
-        assert_eq!(list(&conn, "p", 10).expect("list").len(), 2);
+        // Down again soon after: the same incident, opened again.
+        auto_open(&conn, "p", "web", "Website", 3000).expect("again");
+        let all = list(&conn, "p", 10).expect("list");
+        assert_eq!(all.len(), 1);
+        assert_eq!((all[0].resolved, all[0].updates.len()), (None, 3));
+        assert_eq!(all[0].updates[2].text, "Website is down again.");
+        auto_resolve(&conn, "p", "web", "Website", 4000).expect("resolve");
+        auto_open(&conn, "p", "web", "Website", 4000 + REOPEN_WITHIN_MS + 1).expect("later");
+        assert_eq!(
+            list(&conn, "p", 10).expect("list").len(),
+            2,
+            "a new one later"
+        );
     }
 
     #[test]

@@ -441,7 +441,8 @@ fn webhook_body(
 
 /// Sends the pages' new incident updates out until `stop`: every 2 s, at
 /// most 20 updates a page a round, each to the page's webhooks (once,
-/// 10 s each) and to its confirmed subscribers by mail. A round in which
+/// 10 s each) and to its confirmed subscribers by mail (the latest of an
+/// incident's updates of the round). A round in which
 /// no mail could be sent keeps its update for the next try (after 30 s).
 pub async fn run(state: Arc<AppState>, stop: tokio_util::sync::CancellationToken) {
     let HistoryState::On(history) = &state.history else {
@@ -482,6 +483,9 @@ pub async fn run(state: Arc<AppState>, stop: tokio_util::sync::CancellationToken
                 Err(_) => continue,
             };
             let url = page_url(&state, &def.slug);
+            // An incident's updates of one round make one mail, of the
+            // latest (a flapping alarm's incident changes fast).
+            let latest: HashMap<i64, i64> = updates.iter().map(|(u, i)| (i.id, *u)).collect();
             for (update, incident) in updates {
                 if posted.len() > 10_000 {
                     posted.clear();
@@ -508,7 +512,8 @@ pub async fn run(state: Arc<AppState>, stop: tokio_util::sync::CancellationToken
                     }
                 }
                 let (mut sent, mut failed) = (0usize, 0usize);
-                for (address, token) in &people {
+                let superseded = latest.get(&incident.id) != Some(&update);
+                for (address, token) in people.iter().filter(|_| !superseded) {
                     let Ok(to) = address.parse::<lettre::message::Mailbox>() else {
                         continue;
                     };
