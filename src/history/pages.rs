@@ -26,6 +26,8 @@ pub const MAX_UPDATES: i64 = 200;
 pub const MAX_INCIDENTS: i64 = 10_000;
 /// Incidents a list answers at most.
 pub const MAX_LIST: usize = 100;
+/// Open incidents a page shows at most (the newest).
+pub const PAGE_OPEN: usize = 20;
 
 /// Which pages show an alarm, and under what display name: alarm name to
 /// `(slug, display name)` pairs. The writer opens and resolves their
@@ -98,12 +100,23 @@ fn incident_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PageIncident> {
 
 const COLUMNS: &str = "id, title, status, opened, updated, resolved, postmortem, auto_alarm";
 
-fn with_updates(conn: &Connection, mut i: PageIncident) -> rusqlite::Result<PageIncident> {
+/// Updates a list of incidents (the API's, a page's) shows of each at
+/// most, the newest: a list stays within a few megabytes however long
+/// its incidents ran. One incident's own answer has them all.
+pub const LISTED_UPDATES: i64 = 20;
+
+/// `i` with its newest `limit` updates, oldest first.
+fn with_updates(
+    conn: &Connection,
+    mut i: PageIncident,
+    limit: i64,
+) -> rusqlite::Result<PageIncident> {
     i.updates = conn
         .prepare_cached(
-            "SELECT id, ts, status, text FROM page_updates WHERE incident = ?1 ORDER BY ts, id",
+            "SELECT id, ts, status, text FROM (SELECT * FROM page_updates WHERE incident = ?1 \
+             ORDER BY ts DESC, id DESC LIMIT ?2) ORDER BY ts, id",
         )?
-        .query_map([i.id], |r| {
+        .query_map(params![i.id, limit], |r| {
             Ok(PageUpdate {
                 id: r.get(0)?,
                 ts: r.get(1)?,
@@ -123,7 +136,9 @@ pub fn get(conn: &Connection, page: &str, id: i64) -> rusqlite::Result<Option<Pa
         ))?
         .query_row(params![id, page], incident_row)
         .optional()?;
-    found.map(|i| with_updates(conn, i)).transpose()
+    found
+        .map(|i| with_updates(conn, i, MAX_UPDATES))
+        .transpose()
 }
 
 /// The newest `limit` incidents of `page` (at most [`MAX_LIST`]), newest
@@ -136,10 +151,13 @@ pub fn list(conn: &Connection, page: &str, limit: usize) -> rusqlite::Result<Vec
         ))?
         .query_map(params![page, limit], incident_row)?
         .collect::<rusqlite::Result<_>>()?;
-    found.into_iter().map(|i| with_updates(conn, i)).collect()
+    found
+        .into_iter()
+        .map(|i| with_updates(conn, i, LISTED_UPDATES))
+        .collect()
 }
 
-/// What a page shows: its incidents still open (at most [`MAX_LIST`]),
+/// What a page shows: its incidents still open (at most [`PAGE_OPEN`]),
 /// then the newest `past` resolved ones, each newest first.
 pub fn for_page(
     conn: &Connection,
@@ -154,9 +172,12 @@ pub fn for_page(
             ))?
             .query_map(params![page, resolved, limit as i64], incident_row)?
             .collect::<rusqlite::Result<_>>()?;
-        found.into_iter().map(|i| with_updates(conn, i)).collect()
+        found
+            .into_iter()
+            .map(|i| with_updates(conn, i, LISTED_UPDATES))
+            .collect()
     };
-    Ok((query(false, MAX_LIST)?, query(true, past.min(MAX_LIST))?))
+    Ok((query(false, PAGE_OPEN)?, query(true, past.min(MAX_LIST))?))
 }
 
 fn add_update(
@@ -421,6 +442,27 @@ mod tests {
             list(&conn, "p", 10).expect("list").len(),
             2,
             "a new one later"
+        );
+    }
+
+    #[test]
+    fn a_list_shows_the_newest_updates_and_an_incident_all_of_them() {
+        let mut conn = db();
+        let i = create(&mut conn, "p", "Long", "investigating", "0", None, 0).expect("made");
+        for n in 1..=25 {
+            update(&mut conn, "p", i.id, "monitoring", &n.to_string(), None, n).expect("update");
+        }
+        let listed = &list(&conn, "p", 10).expect("list")[0];
+        assert_eq!(listed.updates.len(), LISTED_UPDATES as usize);
+        assert_eq!(listed.updates.first().map(|u| u.text.as_str()), Some("6"));
+        assert_eq!(listed.updates.last().map(|u| u.text.as_str()), Some("25"));
+        assert_eq!(
+            get(&conn, "p", i.id)
+                .expect("get")
+                .expect("found")
+                .updates
+                .len(),
+            26
         );
     }
 
