@@ -424,6 +424,33 @@ const scenarios = {
     assert.equal(shown, 30, 'a phone shows the last 30 days');
   },
 
+  // The status page screenshot in docs/ (docs/README.md): a demo history
+  // of a year (tests/ui/demo-status.py), an incident resolved with a
+  // postmortem and one going on.
+  async statusdocs(page) {
+    const post = (path, body) => fetch(new URL(path, apiBase), {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    for (const s of ['web.front', 'api.v1', 'pay.gateway', 'db.main']) {
+      await post(`api/services/${s}?timeout=3600`);
+    }
+    const made = await (await post('api/status_pages/acme/incidents', {
+      title: 'Slow checkouts', status: 'identified', text: 'Card payments take up to a minute: a provider is slow.',
+    })).json();
+    await post(`api/status_pages/acme/incidents/${made.id}/updates`, {
+      status: 'resolved', text: 'Payments are fast again.', postmortem: 'A provider throttled us; we now spread the load over two.',
+    });
+    await post('api/status_pages/acme/incidents', {
+      title: 'Delayed e-mail receipts', status: 'monitoring', text: 'Receipts arrive up to ten minutes late; a fix is out and we are watching.',
+    });
+    await page.setViewportSize({ width: 1000, height: 900 });
+    await page.goto(url);
+    await page.locator('#banner').waitFor();
+    await page.screenshot({ path: 'docs/status-page.png', fullPage: true });
+  },
+
   // The screenshots in docs/: the home page and an alarm page with a chart.
   async docs(page) {
     await page.setViewportSize({ width: 1200, height: 720 });
