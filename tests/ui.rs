@@ -306,7 +306,7 @@ fn a_status_page_works_behind_nginx_under_a_path_prefix() {
     for link in links {
         let target = base.join(link).expect("link");
         assert!(
-            target.path().starts_with("/monitoring/lovebeat/status/"),
+            target.path().starts_with("/monitoring/lovebeat/"),
             "{link} leaves the prefix: {target}"
         );
         let r = common::http_request(port, "GET", target.path(), &[], b"");
