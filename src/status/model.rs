@@ -176,7 +176,9 @@ pub struct IncidentsModel {
 /// [`MaintenanceModel`] with the windows whose alarms or services one of
 /// the page's entries shows (by display name, never the window's
 /// matchers), and `templates/page.html` shows them where it says
-/// "MAINTENANCE HOOK". Until then both lists are empty.
+/// "MAINTENANCE HOOK". Until then both lists are empty. Telling
+/// subscribers when maintenance starts belongs in `http/subscribe.rs`
+/// `run`, beside the incidents' updates.
 #[derive(Debug, Clone, Serialize)]
 pub struct MaintenanceView {
     /// What the window is called on the page.
