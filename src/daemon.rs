@@ -97,7 +97,10 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
 
     // Every sink subscribes before any input can produce an event.
     let trouble = crate::trouble::Trouble::new(engine.clone());
-    let status_pages = http::status::StatusPages::new(&config.status_pages, config.public_url());
+    let status_pages = Arc::new(http::status::StatusPages::new(
+        &config.status_pages,
+        config.public_url(),
+    ));
     let history = crate::history::History::start(
         &config.history,
         &db_path,
@@ -185,6 +188,9 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     ];
     if let crate::history::HistoryState::On(h) = &history {
         counted.push(h.clone());
+    }
+    if !config.status_pages.is_empty() {
+        counted.push(status_pages.clone());
     }
     if let Some(r) = &remote {
         counted.push(r.clone());

@@ -739,3 +739,31 @@ fn a_pages_webhooks_get_each_update_of_its_incidents_as_json() {
     assert_eq!(second["incident"]["automatic"], true);
     assert!(!got[1].body.contains("hidden-alarm-name") && !got[1].body.contains("secretsvc"));
 }
+
+#[test]
+fn a_crowd_of_visitors_shares_one_build_of_a_page() {
+    let d = Daemon::start(PAGE);
+    let started = std::time::Instant::now();
+    let threads: Vec<_> = (0..40)
+        .map(|_| {
+            let port = d.http;
+            std::thread::spawn(move || {
+                let r = common::http_request(port, "GET", "/status/public", &[], b"");
+                (r.status, r.header("etag").map(str::to_string))
+            })
+        })
+        .collect();
+    let answers: Vec<_> = threads
+        .into_iter()
+        .map(|t| t.join().expect("thread"))
+        .collect();
+    let took = started.elapsed();
+    assert!(answers.iter().all(|a| a.0 == 200), "{answers:?}");
+    let builds = d.metric("lovebeat_status_page_builds_total");
+    // One build per 2 s at most: one, or two if the crowd outlasted it.
+    let most = 1 + took.as_secs_f64() as u64 / 2;
+    assert!(
+        builds >= 1.0 && builds <= most as f64,
+        "{builds} builds for 40 visitors in {took:?}"
+    );
+}

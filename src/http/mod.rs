@@ -135,7 +135,7 @@ pub struct AppState {
     /// The history store, for its endpoints.
     pub history: crate::history::HistoryState,
     /// The public status pages and their renders.
-    pub status: status::StatusPages,
+    pub status: Arc<status::StatusPages>,
 }
 
 /// `r`, with its connection marked as sending a streamed answer until

@@ -74,6 +74,25 @@ pub struct StatusPages {
     pub(super) limits: super::subscribe::Limiter,
     /// For mail through Mailgun's API.
     pub(super) client: reqwest::Client,
+    /// Pages built (`/metrics`): a crowd of visitors shares one build.
+    builds: std::sync::atomic::AtomicU64,
+}
+
+static BUILDS: crate::counters::Metric = crate::counters::Metric {
+    prometheus: "lovebeat_status_page_builds_total",
+    statsd: None,
+    help: "Status pages built from the engine and the history (at most one a page every 2 s, however many visitors).",
+    kind: crate::counters::Kind::Counter,
+};
+
+/// The status pages' counter, for `/metrics`.
+impl crate::counters::Counted for StatusPages {
+    fn read(&self, out: &mut Vec<crate::counters::Reading>) {
+        out.push(crate::counters::Reading::of(
+            &BUILDS,
+            crate::counters::Value::Count(self.builds.load(std::sync::atomic::Ordering::Relaxed)),
+        ));
+    }
 }
 
 /// A page's last model and the forms rendered from it (each on its first
@@ -100,6 +119,7 @@ impl StatusPages {
             cache,
             limits: Default::default(),
             client: reqwest::Client::new(),
+            builds: Default::default(),
         }
     }
 
@@ -187,6 +207,9 @@ async fn variant(
             .await
             .map_err(failed)?;
             slot.past = past;
+            pages
+                .builds
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             slot.model = Some((Instant::now(), model.clone()));
             slot.forms = Default::default();
             model

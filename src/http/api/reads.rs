@@ -233,7 +233,7 @@ mod tests {
             alerts: Default::default(),
             alert_tasks: Default::default(),
             history: crate::history::HistoryState::Off,
-            status: crate::http::status::StatusPages::new(&[], None),
+            status: Arc::new(crate::http::status::StatusPages::new(&[], None)),
         }
     }
 
