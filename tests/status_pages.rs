@@ -767,3 +767,29 @@ fn a_crowd_of_visitors_shares_one_build_of_a_page() {
         "{builds} builds for 40 visitors in {took:?}"
     );
 }
+
+#[test]
+fn without_the_history_a_page_shows_states_and_says_why_figures_are_missing() {
+    let d = Daemon::start(&format!("{PAGE}\n[history]\nenabled = false\n"));
+    fail_the_alarm_unkeyed(&d);
+    let p = page_json(&d);
+    assert_eq!(p["history"], false);
+    assert_eq!(p["status"], "degraded");
+    assert_eq!(p["groups"][0]["entries"][0]["state"], "down");
+    assert_eq!(p["groups"][0]["entries"][0]["uptime"]["30d"], Value::Null);
+    let html = d.get("/status/public").body;
+    assert!(html.contains("The history is not available"), "{html}");
+    let r = d.get("/api/status_pages/public/incidents");
+    assert_eq!(r.status, 404, "{}", r.body);
+    assert!(r.body.contains("history is off"), "{}", r.body);
+}
+
+fn fail_the_alarm_unkeyed(d: &Daemon) {
+    assert_eq!(
+        d.post("/api/services/secretsvc.primary?timeout=3600")
+            .status,
+        200
+    );
+    let r = d.request("POST", "/api/services/secretsvc.primary/fail", &[], b"x");
+    assert_eq!(r.status, 200, "{}", r.body);
+}

@@ -451,7 +451,8 @@ pub fn build(
         groups,
         incidents,
         maintenance: MaintenanceModel::default(),
-        subscribe: def.subscriptions,
+        // Subscribers are kept in the history: no form without it.
+        subscribe: def.subscriptions && history.is_some(),
     }
 }
 
