@@ -134,6 +134,17 @@ fn the_json_has_a_bar_of_days_and_uptime_per_entry() {
         page_json(&d)["groups"][0]["entries"][0]["days"][29]["uptime"] == 1.0
     });
     let p = page_json(&d);
+    let r = d.get("/status/public.json");
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("*"),
+        "for widgets"
+    );
+    assert_eq!(
+        d.get("/status/public")
+            .header("access-control-allow-origin"),
+        None
+    );
     assert_eq!(p["slug"], "public");
     assert_eq!(p["title"], "Acme <status>");
     assert_eq!(p["days"], 30);

@@ -296,6 +296,13 @@ pub(super) async fn page<B>(req: &Request<B>, state: &AppState, file: &str) -> R
     if form == Form::Html {
         h.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(PAGE_CSP));
         h.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    } else {
+        // Public data, meant for other sites' widgets too; no credentials
+        // go with it (no key is needed, none is taken).
+        h.insert(
+            hyper::header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
+        );
     }
     resp
 }
