@@ -146,27 +146,47 @@ pub fn segment(display_name: &str, place: usize) -> String {
 
 /// True when `name` is `template` with each `$word` filled by a
 /// non-empty, dot-free part: the name of one instance of a `$word` alarm.
+/// Both are at most 255 bytes (alarm names are); the search remembers
+/// the positions it has tried, so no template makes it slow.
 pub fn fills_template(template: &str, name: &str) -> bool {
-    fn go(t: &[u8], n: &[u8]) -> bool {
-        match t.first() {
-            None => n.is_empty(),
+    fn go(t: &[u8], n: &[u8], i: usize, j: usize, failed: &mut [bool]) -> bool {
+        let at = i * (n.len() + 1) + j;
+        if failed.get(at).copied().unwrap_or(true) {
+            return false;
+        }
+        let (rest_t, rest_n) = (
+            t.get(i..).unwrap_or_default(),
+            n.get(j..).unwrap_or_default(),
+        );
+        let found = match rest_t.first() {
+            None => rest_n.is_empty(),
             Some(b'$') => {
-                let word = t
+                let word = rest_t
                     .iter()
                     .skip(1)
                     .take_while(|c| c.is_ascii_alphanumeric() || **c == b'_')
                     .count();
                 if word == 0 {
-                    return n.first() == Some(&b'$') && go(&t[1..], &n[1..]);
+                    rest_n.first() == Some(&b'$') && go(t, n, i + 1, j + 1, failed)
+                } else {
+                    let max = rest_n.iter().take_while(|c| **c != b'.').count();
+                    (1..=max).any(|k| go(t, n, i + 1 + word, j + k, failed))
                 }
-                let rest = &t[1 + word..];
-                let max = n.iter().take_while(|c| **c != b'.').count();
-                (1..=max).any(|k| go(rest, &n[k..]))
             }
-            Some(c) => n.first() == Some(c) && go(&t[1..], &n[1..]),
+            Some(c) => rest_n.first() == Some(c) && go(t, n, i + 1, j + 1, failed),
+        };
+        if !found {
+            if let Some(f) = failed.get_mut(at) {
+                *f = true;
+            }
         }
+        found
     }
-    template.len() <= 1024 && name.len() <= 1024 && go(template.as_bytes(), name.as_bytes())
+    if template.len() > 255 || name.len() > 255 {
+        return false;
+    }
+    let mut failed = vec![false; (template.len() + 1) * (name.len() + 1)];
+    go(template.as_bytes(), name.as_bytes(), 0, 0, &mut failed)
 }
 
 /// True for a slug: 1 to [`MAX_SLUG`] bytes of `a-z`, `0-9`, `-`, `_`,
@@ -314,6 +334,11 @@ mod tests {
         assert!(!fills_template("server-$name", "server-a.b"));
         assert!(!fills_template("server-$name", "other-web"));
         assert!(fills_template("plain", "plain"));
+        // A template that would try every split of a long name, fast.
+        let t = "$a".repeat(40);
+        let started = std::time::Instant::now();
+        assert!(!fills_template(&t, &format!("{}.", "x".repeat(200))));
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
     }
 
     #[test]
