@@ -135,10 +135,22 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
 
     // Every sink subscribes before any input can produce an event.
     let trouble = crate::trouble::Trouble::new(engine.clone());
+    let status_pages = Arc::new(http::status::StatusPages::new(
+        &config.status_pages,
+        config.public_url(),
+    ));
     let configured =
         crate::history::configured_items(config.alarms.iter().chain(&config.views), &config.alerts);
-    let history =
-        crate::history::History::start(&config.history, &db_path, &engine, &trouble, &configured);
+    let pages = crate::status::Pages::new(&config.status_pages);
+    let history = crate::history::History::start(
+        &config.history,
+        &db_path,
+        &engine,
+        &trouble,
+        &configured,
+        pages.auto(),
+        pages.notifying(),
+    );
     load_maintenance(&config, &engine, &history, now)?;
     let log_events = engine.subscribe();
     let eventlog = (!config.eventlog.path.is_empty()).then(|| {
@@ -217,6 +229,9 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     if let crate::history::HistoryState::On(h) = &history {
         counted.push(h.clone());
     }
+    if !config.status_pages.is_empty() {
+        counted.push(status_pages.clone());
+    }
     if let Some(r) = &remote {
         counted.push(r.clone());
     }
@@ -239,6 +254,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
             .filter(|a| !a.name.contains('$'))
             .map(|a| a.name.clone())
             .collect(),
+        status: status_pages,
         gate: http::router::Gate {
             keys: config.http.keys(),
             hosts: http::origin::AllowedHosts::new(
@@ -247,6 +263,10 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
             ),
         },
     });
+    stop.input_tasks.spawn(http::subscribe::run(
+        state.clone(),
+        stop.input_token.clone(),
+    ));
     stop.input_tasks.spawn(http::serve(
         http_listener,
         state,

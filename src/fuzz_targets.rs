@@ -191,7 +191,10 @@ pub fn http_request(data: &[u8]) {
     let subprotocol = req.headers().contains_key("sec-websocket-protocol");
     let may_carry_key =
         auth.contains("writer") || auth.contains("reader") || query_key || subprotocol;
-    if !crate::http::auth::is_read_only(req.method()) {
+    // Subscribing to a status page, confirming and leaving are the only
+    // changes open to anyone (README, "Status pages").
+    let open_change = matched.as_ref().is_some_and(|m| m.value.is_open_change());
+    if !crate::http::auth::is_read_only(req.method()) && !open_change {
         assert!(
             may_carry_key,
             "a change got through without a key: {method} {target}"

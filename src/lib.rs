@@ -28,4 +28,5 @@ pub mod redact;
 pub mod reports;
 pub mod settings;
 pub mod sinks;
+pub mod status;
 pub mod trouble;

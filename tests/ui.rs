@@ -277,3 +277,97 @@ fn a_page_of_another_site_cannot_change_anything() {
         )],
     );
 }
+
+/// A status page under nginx's path prefix: every link it holds, resolved
+/// as a browser would against its address behind the proxy, is found
+/// there, and its ETag answers 304 through the proxy (no browser needed).
+#[test]
+fn a_status_page_works_behind_nginx_under_a_path_prefix() {
+    let d = Daemon::start(
+        "[[alarms]]\nname = \"via\"\npattern = \"via.*\"\n\
+         [[status_pages]]\nslug = \"public\"\ntitle = \"Via\"\n\
+         [[status_pages.groups]]\ntitle = \"G\"\n\
+         entries = [ { alarm = \"via\", display_name = \"Via proxy\" } ]\n",
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let _nginx = Nginx::start(dir.path(), port, d.http);
+    let at = format!("http://127.0.0.1:{port}/monitoring/lovebeat/status/public");
+    let page = common::http_request(port, "GET", "/monitoring/lovebeat/status/public", &[], b"");
+    assert_eq!(page.status, 200, "{}", page.body);
+    let base = url::Url::parse(&at).expect("url");
+    let links: Vec<&str> = page
+        .body
+        .split("href=\"")
+        .skip(1)
+        .filter_map(|s| s.split('"').next())
+        .collect();
+    assert!(links.len() >= 3, "{links:?}");
+    for link in links {
+        let target = base.join(link).expect("link");
+        assert!(
+            target.path().starts_with("/monitoring/lovebeat/"),
+            "{link} leaves the prefix: {target}"
+        );
+        let r = common::http_request(port, "GET", target.path(), &[], b"");
+        assert_eq!(r.status, 200, "{link} as {target}: {}", r.body);
+    }
+    let badge = base.join("public/badge.svg").expect("badge");
+    assert_eq!(
+        common::http_request(port, "GET", badge.path(), &[], b"").status,
+        200
+    );
+    let etag = page.header("etag").expect("etag").to_string();
+    let again = common::http_request(
+        port,
+        "GET",
+        "/monitoring/lovebeat/status/public",
+        &[("If-None-Match", &etag)],
+        b"",
+    );
+    // Nothing on the page changed (no data yet): the same tag, a 304.
+    assert_eq!(again.status, 304, "{}", again.body);
+}
+
+/// The status page in Chromium behind nginx's prefix: the `status`
+/// scenario of `browser.mjs`.
+#[test]
+fn a_status_page_reads_well_in_a_browser_and_on_a_phone() {
+    let d = Daemon::start(
+        "[[alarms]]\nname = \"hidden-alarm\"\npattern = \"secretsvc.*\"\n\
+         [[status_pages]]\nslug = \"public\"\ntitle = \"Acme\"\n\
+         [[status_pages.groups]]\ntitle = \"Frontend\"\n\
+         entries = [ { alarm = \"hidden-alarm\", display_name = \"Website\" }, \
+         { service = \"secretsvc.other\", display_name = \"Other\" } ]\n",
+    );
+    assert_eq!(
+        d.post("/api/services/secretsvc.other?timeout=3600").status,
+        200
+    );
+    assert_eq!(
+        d.post("/api/services/secretsvc.main?timeout=3600").status,
+        200
+    );
+    let r = d.request(
+        "POST",
+        "/api/services/secretsvc.main/fail",
+        &[],
+        b"leaked output",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = d.request(
+        "POST",
+        "/api/status_pages/public/incidents",
+        &[("Content-Type", "application/json")],
+        br#"{"title": "Payments are slow", "text": "We are on it."}"#,
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let _nginx = Nginx::start(dir.path(), port, d.http);
+    scenario(
+        "status",
+        &d,
+        &format!("http://127.0.0.1:{port}/monitoring/lovebeat/status/public"),
+    );
+}

@@ -88,7 +88,7 @@ impl Config {
 
 /// Keys whose values are secrets: an error about them never quotes them
 /// (the alerters' tables say theirs: `alerts::is_secret_key`).
-const SECRET_KEYS: [&str; 8] = [
+const SECRET_KEYS: [&str; 9] = [
     "slack_webhook_url",
     "write_keys",
     "read_keys",
@@ -97,6 +97,7 @@ const SECRET_KEYS: [&str; 8] = [
     "api_key",
     "webhook",
     "webhook_url",
+    "webhooks",
 ];
 
 /// Parses one file and checks it against the schema on its own, so errors

@@ -92,6 +92,8 @@ pub struct Config {
     pub maintenance: Vec<crate::maintenance::WindowSpec>,
     /// Uptime reports mailed each month or week.
     pub reports: Vec<crate::reports::ReportConfig>,
+    /// Public status pages (README, "Status pages").
+    pub status_pages: Vec<crate::status::StatusPageConfig>,
     /// The files it was read from, in order (not a key).
     #[serde(skip)]
     pub files: Vec<PathBuf>,
@@ -153,6 +155,33 @@ impl Config {
         self.mail.validate()?;
         self.maintenance_windows(0)?;
         self.validate_reports()?;
+        let alarm_exists =
+            |name: &str| {
+                name == crate::engine::SELF_ALARM
+                    || self.alarms.iter().chain(&self.views).any(|a| {
+                        a.name == name || crate::status::config::fills_template(&a.name, name)
+                    })
+            };
+        crate::status::config::validate(&self.status_pages, &alarm_exists)?;
+        for p in &self.status_pages {
+            let Some(alert) = &p.mail else { continue };
+            let has_mail = self
+                .alerts
+                .get(alert)
+                .is_some_and(|a| a.mail.as_ref().is_some_and(|m| !m.0.is_empty()));
+            if !has_mail {
+                return Err(ConfigError::Invalid(format!(
+                    "[[status_pages]] '{}': mail = '{alert}' must name an [alerts.{alert}] with a mail address: its mail server mails the subscribers",
+                    p.slug
+                )));
+            }
+            if self.public_url().is_none() {
+                return Err(ConfigError::Invalid(format!(
+                    "[[status_pages]] '{}': mail needs public_url, for the links in the mails to confirm and to leave",
+                    p.slug
+                )));
+            }
+        }
         Ok(())
     }
 
@@ -215,6 +244,14 @@ impl Config {
                     .chain(&self.views)
                     .any(|a| a.name == name)
             };
+            if let Some(slug) = &r.status_page {
+                if !self.status_pages.iter().any(|p| &p.slug == slug) {
+                    return Err(ConfigError::Invalid(format!(
+                        "[[reports]] '{}' covers status_page '{slug}', but no [[status_pages]] has that slug",
+                        r.name
+                    )));
+                }
+            }
             if let Some(a) = r.alarms.iter().find(|a| !templated && !known(a)) {
                 return Err(ConfigError::Invalid(format!(
                     "[[reports]] '{}' covers alarm '{a}', but no [[alarms]] is named so",
@@ -225,12 +262,18 @@ impl Config {
         Ok(())
     }
 
-    /// The alarms a report covers: its `alarms`, then (once status pages
-    /// are part of the build, which adds them here) its status page's
+    /// The alarms a report covers: its `alarms`, then its status page's
     /// alarm entries, each once.
     pub fn report_alarms(&self, report: &crate::reports::ReportConfig) -> Vec<String> {
         let mut out: Vec<String> = Vec::with_capacity(report.alarms.len());
-        for a in &report.alarms {
+        let page = self
+            .status_pages
+            .iter()
+            .filter(|p| Some(&p.slug) == report.status_page.as_ref())
+            .flat_map(|p| &p.groups)
+            .flat_map(|g| &g.entries)
+            .filter_map(|e| e.alarm.as_ref());
+        for a in report.alarms.iter().chain(page) {
             if !out.contains(a) {
                 out.push(a.clone());
             }

@@ -338,3 +338,116 @@ fn maintenance_windows_are_read_checked_and_summarised() {
         assert!(e.contains(says), "{e}");
     }
 }
+
+#[test]
+fn status_pages_are_checked_when_the_config_is_read() {
+    let page = |extra: &str, entries: &str| {
+        format!(
+            "[[alarms]]\nname = \"web\"\npattern = \"web.*\"\n[[alarms]]\nname = \"srv-$n\"\npattern = \"s.$n.*\"\n\
+             [[status_pages]]\nslug = \"public\"\ntitle = \"Status\"\n{extra}\n\
+             [[status_pages.groups]]\ntitle = \"G\"\nentries = [{entries}]\n"
+        )
+    };
+    let ok = Config::parse(&page(
+        "",
+        r#"{ alarm = "web", display_name = "Website" }, { alarm = "srv-eu", display_name = "EU" }, { service = "db.main", display_name = "DB" }"#,
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(ok.status_pages[0].days, 90);
+    for (extra, entries, why) in [
+        (
+            "",
+            r#"{ alarm = "nope", display_name = "X" }"#,
+            "no such [[alarms]]",
+        ),
+        (
+            "",
+            r#"{ alarm = "web", service = "a", display_name = "X" }"#,
+            "exactly one",
+        ),
+        ("", r#"{ display_name = "X" }"#, "exactly one"),
+        (
+            "",
+            r#"{ service = "Bad Name", display_name = "X" }"#,
+            "invalid service name",
+        ),
+        (
+            "",
+            r#"{ alarm = "web", display_name = "" }"#,
+            "display_name is empty",
+        ),
+        (
+            "",
+            r#"{ alarm = "web", display_name = "A b" }, { alarm = "web", display_name = "a-B" }"#,
+            "same badge address",
+        ),
+        (
+            "",
+            r#"{ alarm = "web", display_name = "X", colour = 1 }"#,
+            "unknown field",
+        ),
+        (
+            "days = 366",
+            r#"{ alarm = "web", display_name = "X" }"#,
+            "days must be 1 to 365",
+        ),
+        (
+            "days = 0",
+            r#"{ alarm = "web", display_name = "X" }"#,
+            "days must be 1 to 365",
+        ),
+        (
+            "tz = \"Mars/Base\"",
+            r#"{ alarm = "web", display_name = "X" }"#,
+            "IANA",
+        ),
+        (
+            "description = \"a\\u0007\"",
+            r#"{ alarm = "web", display_name = "X" }"#,
+            "control character",
+        ),
+    ] {
+        let e = Config::parse(&page(extra, entries))
+            .expect_err(why)
+            .to_string();
+        assert!(e.contains(why), "{why}: {e}");
+        assert!(e.contains("'public'") || why == "unknown field", "{e}");
+    }
+    let twice = format!(
+        "{}[[status_pages]]\nslug = \"public\"\ntitle = \"Again\"\n",
+        page("", r#"{ alarm = "web", display_name = "X" }"#)
+    );
+    let e = Config::parse(&twice).expect_err("twice").to_string();
+    assert!(e.contains("another page has this slug"), "{e}");
+    let bad_slug = page("", "").replace("slug = \"public\"", "slug = \"Public/x\"");
+    let e = Config::parse(&bad_slug).expect_err("slug").to_string();
+    assert!(e.contains("slug \"Public/x\" must be"), "{e}");
+}
+
+#[test]
+fn a_status_page_mails_through_an_alert_with_mail_and_needs_public_url() {
+    let page = |head: &str, mail: &str| {
+        format!(
+            "{head}\n[alerts.ops]\nmail = \"ops@example.com\"\n[alerts.hook]\nwebhook = \"http://127.0.0.1:1/\"\n\
+             [[status_pages]]\nslug = \"public\"\ntitle = \"Status\"\nmail = \"{mail}\"\n"
+        )
+    };
+    let url = "public_url = \"http://lb.example.com/\"";
+    Config::parse(&page(url, "ops")).unwrap_or_else(|e| panic!("{e}"));
+    for (head, mail, why) in [
+        (
+            url,
+            "nope",
+            "must name an [alerts.nope] with a mail address",
+        ),
+        (
+            url,
+            "hook",
+            "must name an [alerts.hook] with a mail address",
+        ),
+        ("", "ops", "mail needs public_url"),
+    ] {
+        let e = Config::parse(&page(head, mail)).expect_err(why).to_string();
+        assert!(e.contains(why), "{why}: {e}");
+    }
+}

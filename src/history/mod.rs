@@ -10,11 +10,13 @@ pub mod audit;
 pub mod export;
 pub mod incidents;
 pub mod maintenance;
+pub mod pages;
 pub mod query;
 pub mod record;
 pub mod report_log;
 pub mod runs;
 pub mod schema;
+pub mod subscribers;
 pub mod uptime;
 mod writer;
 
@@ -204,6 +206,7 @@ fn flags() -> OpenFlags {
 fn open_writer(
     path: &Path,
     configured: &[audit::ConfigItem],
+    pages: &Pages,
 ) -> Result<writer::Writer, HistoryError> {
     let err = |source| HistoryError::Open {
         path: path.display().to_string(),
@@ -231,9 +234,21 @@ fn open_writer(
     if let Err(e) = audit::config_changes(&mut conn, configured, now) {
         tracing::error!("cannot record the configuration's changes in the history: {e}");
     }
-    let mut w = writer::Writer::open(conn, now).map_err(|e| err(e.into()))?;
+    // Before anything is written: a page's updates go out from here.
+    for page in &pages.notifying {
+        subscribers::start_cursor(&conn, page).map_err(|e| err(e.into()))?;
+    }
+    let mut w = writer::Writer::open(conn, now, pages.auto.clone()).map_err(|e| err(e.into()))?;
     w.watch(path);
     Ok(w)
+}
+
+/// What the status pages need of the writer: the alarms whose changes
+/// open and resolve their automatic incidents, and the pages whose
+/// updates are sent to subscribers.
+struct Pages {
+    auto: pages::AutoPages,
+    notifying: Vec<String>,
 }
 
 /// The read connection, and which opening of the file it reads.
@@ -262,6 +277,8 @@ impl History {
         engine: &Engine,
         trouble: &Trouble,
         configured: &[audit::ConfigItem],
+        auto: pages::AutoPages,
+        notifying: Vec<String>,
     ) -> HistoryState {
         if !config.enabled {
             return HistoryState::Off;
@@ -284,7 +301,8 @@ impl History {
         });
         // The first try is made now, so a start says at once whether the
         // history is kept.
-        let first = open_writer(&path, configured);
+        let pages = Pages { auto, notifying };
+        let first = open_writer(&path, configured, &pages);
         match &first {
             Ok(_) => {
                 tracing::info!("history kept in {}", path.display());
@@ -309,8 +327,9 @@ impl History {
                         .map(|s| s as u8)
                     };
                     let stop = || stopping.load(Ordering::Relaxed);
-                    if let Some(w) = retry(first, &path, &configured, &journal, &shared, &stop) {
-                        let reopen = || open_writer(&path, &[]);
+                    let opened = retry(first, &path, &configured, &pages, &journal, &shared, &stop);
+                    if let Some(w) = opened {
+                        let reopen = || open_writer(&path, &[], &pages);
                         writer::run(w, &journal, &shared, &stop, &now_state, &reopen);
                     }
                     journal.close();
@@ -345,10 +364,10 @@ impl History {
     /// Runs `f` on the read connection (call it off the async runtime),
     /// opened again when the writer opened the file again (a file deleted
     /// while lovebeat ran, or one that could not be opened at first).
-    pub fn read<T>(
+    pub fn read<T, E: From<rusqlite::Error>>(
         &self,
-        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
-    ) -> rusqlite::Result<T> {
+        f: impl FnOnce(&Connection) -> Result<T, E>,
+    ) -> Result<T, E> {
         self.with_connection(|c| f(c))
     }
 
@@ -356,19 +375,19 @@ impl History {
     /// the feed's (maintenance windows made through the API): WAL lets it
     /// write between the writer's batches, with the busy wait of
     /// `schema::configure`. Call it off the async runtime.
-    pub fn write<T>(
+    pub fn write<T, E: From<rusqlite::Error>>(
         &self,
-        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
-    ) -> rusqlite::Result<T> {
+        f: impl FnOnce(&mut Connection) -> Result<T, E>,
+    ) -> Result<T, E> {
         self.with_connection(f)
     }
 
     /// The read connection, opened (again) when it has none or the writer
     /// opened a new file since.
-    fn with_connection<T>(
+    fn with_connection<T, E: From<rusqlite::Error>>(
         &self,
-        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
-    ) -> rusqlite::Result<T> {
+        f: impl FnOnce(&mut Connection) -> Result<T, E>,
+    ) -> Result<T, E> {
         let mut r = self.read.lock().unwrap_or_else(|e| e.into_inner());
         let generation = self.shared.generation.load(Ordering::Relaxed);
         if r.conn.is_none() || r.generation != generation {
@@ -378,18 +397,19 @@ impl History {
                     r.conn = Some(c);
                     r.generation = generation;
                 }
-                Err(schema::SchemaError::Sqlite(e)) => return Err(e),
+                Err(schema::SchemaError::Sqlite(e)) => return Err(e.into()),
                 Err(e) => {
                     return Err(rusqlite::Error::SqliteFailure(
                         rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
                         Some(e.to_string()),
-                    ))
+                    )
+                    .into())
                 }
             }
         }
         match &mut r.conn {
             Some(c) => f(c),
-            None => Err(rusqlite::Error::InvalidPath(self.path.clone())),
+            None => Err(rusqlite::Error::InvalidPath(self.path.clone()).into()),
         }
     }
 
@@ -501,6 +521,7 @@ fn retry(
     first: Result<writer::Writer, HistoryError>,
     path: &Path,
     configured: &[audit::ConfigItem],
+    pages: &Pages,
     journal: &crate::engine::journal::Journal,
     shared: &Shared,
     stop: &dyn Fn() -> bool,
@@ -524,7 +545,7 @@ fn retry(
                     }
                 }
                 wait = (wait * 2).min(RETRY_MAX);
-                attempt = open_writer(path, configured);
+                attempt = open_writer(path, configured, pages);
                 match &attempt {
                     Ok(_) => {
                         tracing::info!("the history file {} is open again", path.display());

@@ -178,6 +178,54 @@ CREATE TABLE IF NOT EXISTS reports_sent (
 );
 ";
 
+/// Version 6: the public status pages' own incidents (`pages.rs`, README,
+/// "Status pages"), what a visitor reads: made through the API or opened
+/// by an alarm entry going ERROR (`auto_alarm`, which at most one open
+/// incident of a page has per alarm, so a restart never opens it twice),
+/// each with its updates in order. Their subscribers by mail
+/// (`subscribers.rs`): an address, its unguessable token (in the link to
+/// confirm and in every mail's link to leave), when it was last mailed to
+/// confirm, and when it confirmed; and per page the last update mailed,
+/// so a restart neither repeats a mail nor skips one.
+const V6: &str = "
+CREATE TABLE IF NOT EXISTS page_incidents (
+    id INTEGER PRIMARY KEY,
+    page TEXT NOT NULL,
+    title TEXT NOT NULL,
+    status TEXT NOT NULL,
+    opened INTEGER NOT NULL,
+    updated INTEGER NOT NULL,
+    resolved INTEGER,
+    postmortem TEXT,
+    auto_alarm TEXT
+);
+CREATE INDEX IF NOT EXISTS page_incidents_page ON page_incidents (page, opened);
+CREATE UNIQUE INDEX IF NOT EXISTS page_incidents_auto ON page_incidents (page, auto_alarm)
+    WHERE resolved IS NULL AND auto_alarm IS NOT NULL;
+CREATE TABLE IF NOT EXISTS page_updates (
+    id INTEGER PRIMARY KEY,
+    incident INTEGER NOT NULL,
+    ts INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    text TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS page_updates_incident ON page_updates (incident, ts);
+CREATE TABLE IF NOT EXISTS page_subscribers (
+    id INTEGER PRIMARY KEY,
+    page TEXT NOT NULL,
+    address TEXT NOT NULL,
+    token TEXT NOT NULL UNIQUE,
+    created INTEGER NOT NULL,
+    mailed INTEGER NOT NULL,
+    confirmed INTEGER,
+    UNIQUE (page, address)
+);
+CREATE TABLE IF NOT EXISTS page_mail_cursor (
+    page TEXT PRIMARY KEY,
+    last_update INTEGER NOT NULL
+);
+";
+
 /// Why a history file cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum SchemaError {
@@ -223,6 +271,12 @@ pub fn migrate(conn: &mut Connection) -> Result<(), SchemaError> {
         let tx = conn.transaction()?;
         tx.execute_batch(V5)?;
         tx.execute_batch("PRAGMA user_version = 5")?;
+        tx.commit()?;
+    }
+    if version < 6 {
+        let tx = conn.transaction()?;
+        tx.execute_batch(V6)?;
+        tx.execute_batch("PRAGMA user_version = 6")?;
         tx.commit()?;
     }
     if version < 7 {

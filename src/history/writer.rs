@@ -120,6 +120,9 @@ pub(super) struct Writer {
     /// last compared with what the path names now.
     watched: Option<(PathBuf, (u64, u64))>,
     last_check: Instant,
+    /// The status pages that show each alarm, for their automatic
+    /// incidents (`pages.rs`).
+    auto: super::pages::AutoPages,
 }
 
 /// How often the writer checks that its file is still the one at its
@@ -134,7 +137,11 @@ fn file_id(path: &Path) -> Option<(u64, u64)> {
 
 impl Writer {
     /// Starts this run's `lifecycle` row.
-    pub(super) fn open(conn: Connection, now: i64) -> rusqlite::Result<Writer> {
+    pub(super) fn open(
+        conn: Connection,
+        now: i64,
+        auto: super::pages::AutoPages,
+    ) -> rusqlite::Result<Writer> {
         let seq: i64 =
             conn.query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM changes", [], |r| {
                 r.get(0)
@@ -144,6 +151,7 @@ impl Writer {
             [now],
         )?;
         let run = conn.last_insert_rowid();
+        super::pages::resolve_unshown(&conn, &auto, now)?;
         Ok(Writer {
             conn,
             ids: HashMap::new(),
@@ -156,6 +164,7 @@ impl Writer {
             last_roll: Instant::now(),
             watched: None,
             last_check: Instant::now(),
+            auto,
         })
     }
 
@@ -276,11 +285,31 @@ impl Writer {
             if let Some(edge) = &c.incident {
                 super::incidents::write(&self.conn, id, c.ts, edge)?;
             }
+            if c.kind == Kind::Alarm {
+                self.page_incidents(c)?;
+            }
             // A deleted name is marked, one that comes back unmarked.
             let deleted = (c.to == record::DELETED).then_some(c.ts);
             self.conn
                 .prepare_cached("UPDATE names SET deleted_at = ?2, last_state = ?3 WHERE id = ?1")?
                 .execute(params![id, deleted, c.to])?;
+        }
+        Ok(())
+    }
+
+    /// The automatic page incidents of an alarm's change: ERROR opens one
+    /// on every page that shows the alarm, any other state resolves them.
+    fn page_incidents(&self, c: &Change) -> rusqlite::Result<()> {
+        let Some(pages) = self.auto.get(&c.name) else {
+            return Ok(());
+        };
+        let error = c.to == crate::engine::State::Error as u8;
+        for (page, display) in pages {
+            if error {
+                super::pages::auto_open(&self.conn, page, &c.name, display, c.ts)?;
+            } else {
+                super::pages::auto_resolve(&self.conn, page, &c.name, display, c.ts)?;
+            }
         }
         Ok(())
     }
@@ -765,7 +794,7 @@ mod tests {
         // Rolled up: the changes may go.
         conn.execute_batch("UPDATE names SET rolled_until = 1")
             .expect("rolled");
-        let mut w = Writer::open(conn, 10_000).expect("writer");
+        let mut w = Writer::open(conn, 10_000, Default::default()).expect("writer");
         w.prune_now();
         assert_eq!(w.prune(9_000, 0, 10_000).expect("prune"), 4);
         let left: Vec<(i64, i64, i64)> = w

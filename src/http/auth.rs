@@ -45,7 +45,9 @@ pub fn is_read_only(method: &Method) -> bool {
 }
 
 fn need(method: &Method, endpoint: Option<Endpoint>, closed_badges: bool) -> Need {
-    if !is_read_only(method) {
+    if endpoint.is_some_and(Endpoint::is_open_change) {
+        Need::Nothing
+    } else if !is_read_only(method) {
         Need::Write
     } else if closed_badges && endpoint == Some(Endpoint::Badge) {
         Need::Read
@@ -378,6 +380,35 @@ mod tests {
         assert_eq!(with("lovebeat, lovebeat-key.eA"), 401);
         assert_eq!(with("lovebeat, lovebeat-key.!!"), 401);
         assert_eq!(with("lovebeat"), 401);
+    }
+
+    #[test]
+    fn status_pages_are_open_and_only_their_subscriptions_change_without_a_key() {
+        let k = Keys {
+            read: vec!["r".into()],
+            write: vec!["w".into()],
+            closed_badges: true,
+        };
+        for path in [
+            "/status/public",
+            "/status/public.json",
+            "/status/public/badge.svg",
+            "/status/public/web/badge.svg",
+        ] {
+            assert_eq!(status(&k, "GET", path, None), 200, "{path}");
+            assert_eq!(status(&k, "POST", path, None), 401, "{path}");
+        }
+        for path in [
+            "/status/public/subscribe",
+            "/status/public/confirm",
+            "/status/public/unsubscribe",
+        ] {
+            assert_eq!(status(&k, "POST", path, None), 200, "{path}");
+        }
+        let incidents = "/api/status_pages/public/incidents";
+        assert_eq!(status(&k, "GET", incidents, None), 401);
+        assert_eq!(status(&k, "POST", incidents, Some("r")), 403);
+        assert_eq!(status(&k, "POST", "/status/public/other", None), 401);
     }
 
     #[test]

@@ -58,7 +58,10 @@ pub(super) fn serve<B>(req: &Request<B>, state: &AppState, file: &str) -> Respon
     let Some((message, color)) = status(state, alarm) else {
         return error(StatusCode::NOT_FOUND, format!("no such alarm: {alarm}"));
     };
-    let mut r = if kind == "json" {
+    if kind == "svg" {
+        return svg(&label, message, color);
+    }
+    let mut r = {
         #[derive(Serialize)]
         #[serde(rename_all = "camelCase")]
         struct Endpoint<'a> {
@@ -80,18 +83,29 @@ pub(super) fn serve<B>(req: &Request<B>, state: &AppState, file: &str) -> Respon
                 },
             },
         )
-    } else {
-        let (lw, mw) = (text_width(&label), text_width(message));
-        let w = lw + mw;
-        let label = crate::escape::html_attr(&label);
-        let svg = format!(
-            r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="20" role="img" aria-label="{label}: {message}"><title>{label}: {message}</title><linearGradient id="s" x2="0" y2="100%"><stop offset="0" stop-color="#bbb" stop-opacity=".1"/><stop offset="1" stop-opacity=".1"/></linearGradient><clipPath id="r"><rect width="{w}" height="20" rx="3" fill="#fff"/></clipPath><g clip-path="url(#r)"><rect width="{lw}" height="20" fill="#555"/><rect x="{lw}" width="{mw}" height="20" fill="{color}"/><rect width="{w}" height="20" fill="url(#s)"/></g><g fill="#fff" text-anchor="middle" font-family="Verdana,Geneva,DejaVu Sans,sans-serif" font-size="11"><text x="{lx}" y="14">{label}</text><text x="{mx}" y="14">{message}</text></g></svg>
-"##,
-            lx = lw / 2,
-            mx = lw + mw / 2,
-        );
-        respond(StatusCode::OK, "image/svg+xml", svg.into_bytes())
     };
+    // Badges are embedded in pages that cache images: ask for fresh ones.
+    r.headers_mut().insert(
+        CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, max-age=0"),
+    );
+    r
+}
+
+/// A badge as SVG, shields.io's flat style: `label` (escaped) on grey,
+/// `message` on `color`. Status pages' badges use it too.
+pub(super) fn svg(label: &str, message: &str, color: &str) -> Response<Body> {
+    let (lw, mw) = (text_width(label), text_width(message));
+    let w = lw + mw;
+    let label = crate::escape::html_attr(label);
+    let message = crate::escape::html_attr(message);
+    let svg = format!(
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="20" role="img" aria-label="{label}: {message}"><title>{label}: {message}</title><linearGradient id="s" x2="0" y2="100%"><stop offset="0" stop-color="#bbb" stop-opacity=".1"/><stop offset="1" stop-opacity=".1"/></linearGradient><clipPath id="r"><rect width="{w}" height="20" rx="3" fill="#fff"/></clipPath><g clip-path="url(#r)"><rect width="{lw}" height="20" fill="#555"/><rect x="{lw}" width="{mw}" height="20" fill="{color}"/><rect width="{w}" height="20" fill="url(#s)"/></g><g fill="#fff" text-anchor="middle" font-family="Verdana,Geneva,DejaVu Sans,sans-serif" font-size="11"><text x="{lx}" y="14">{label}</text><text x="{mx}" y="14">{message}</text></g></svg>
+"##,
+        lx = lw / 2,
+        mx = lw + mw / 2,
+    );
+    let mut r = respond(StatusCode::OK, "image/svg+xml", svg.into_bytes());
     // Badges are embedded in pages that cache images: ask for fresh ones.
     r.headers_mut().insert(
         CACHE_CONTROL,

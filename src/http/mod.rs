@@ -19,6 +19,8 @@ pub mod path;
 mod reports;
 pub mod router;
 mod runs;
+pub mod status;
+pub mod subscribe;
 mod ui;
 mod uptime;
 pub mod ws;
@@ -140,6 +142,8 @@ pub struct AppState {
     /// which the engine lists once they exist): what a report covers by
     /// default, members or not.
     pub configured_alarms: Arc<[String]>,
+    /// The public status pages and their renders.
+    pub status: Arc<status::StatusPages>,
 }
 
 /// `r`, with its connection marked as sending a streamed answer until

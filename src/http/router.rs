@@ -90,16 +90,54 @@ pub enum Endpoint {
     AlarmLink,
     /// One of the UI's files.
     Asset,
+    /// `/status/{file}`: a public status page (`<slug>`, `<slug>.json`,
+    /// `<slug>.rss`) or its stylesheet (README, "Status pages").
+    StatusPage,
+    /// `/status/{slug}/badge.svg`: a status page's overall badge.
+    StatusBadge,
+    /// `/status/{slug}/{entry}/badge.svg`: one entry's badge.
+    StatusEntryBadge,
+    /// `/status/{slug}/subscribe`: a visitor subscribes by mail (no key).
+    StatusSubscribe,
+    /// `/status/{slug}/confirm`: the link mailed to confirm (no key).
+    StatusConfirm,
+    /// `/status/{slug}/unsubscribe`: the link in every mail (no key).
+    StatusUnsubscribe,
+    /// `/api/status_pages/{slug}/incidents`: a page's incidents.
+    PageIncidents,
+    /// `/api/status_pages/{slug}/incidents/{id}/updates`: one incident's
+    /// updates.
+    PageIncidentUpdates,
 }
 
 impl Endpoint {
     /// True for what anyone may read without a key: the UI's files,
-    /// badges, the version and the alerts' links into the UI. Everything
-    /// else is closed to a reader without a key when read keys are set.
+    /// badges, the version, the alerts' links into the UI, and public
+    /// status pages with their badges. Everything else is closed to a
+    /// reader without a key when read keys are set.
     pub fn is_open(self) -> bool {
         matches!(
             self,
-            Endpoint::Badge | Endpoint::Version | Endpoint::AlarmLink | Endpoint::Asset
+            Endpoint::Badge
+                | Endpoint::Version
+                | Endpoint::AlarmLink
+                | Endpoint::Asset
+                | Endpoint::StatusPage
+                | Endpoint::StatusBadge
+                | Endpoint::StatusEntryBadge
+                | Endpoint::StatusSubscribe
+                | Endpoint::StatusConfirm
+                | Endpoint::StatusUnsubscribe
+        )
+    }
+
+    /// True for the changes anyone may make without a key: subscribing
+    /// to a status page, confirming, and leaving (README, "Status
+    /// pages"), bounded and rate limited instead.
+    pub fn is_open_change(self) -> bool {
+        matches!(
+            self,
+            Endpoint::StatusSubscribe | Endpoint::StatusConfirm | Endpoint::StatusUnsubscribe
         )
     }
 }
@@ -144,6 +182,23 @@ fn routes() -> &'static matchit::Router<Endpoint> {
                 ("/badge/{file}", Endpoint::Badge),
                 ("/version", Endpoint::Version),
                 ("/alarms/{name}", Endpoint::AlarmLink),
+                ("/status/{file}", Endpoint::StatusPage),
+                ("/status/{slug}/badge.svg", Endpoint::StatusBadge),
+                ("/status/{slug}/subscribe", Endpoint::StatusSubscribe),
+                ("/status/{slug}/confirm", Endpoint::StatusConfirm),
+                ("/status/{slug}/unsubscribe", Endpoint::StatusUnsubscribe),
+                (
+                    "/status/{slug}/{entry}/badge.svg",
+                    Endpoint::StatusEntryBadge,
+                ),
+                (
+                    "/api/status_pages/{slug}/incidents",
+                    Endpoint::PageIncidents,
+                ),
+                (
+                    "/api/status_pages/{slug}/incidents/{id}/updates",
+                    Endpoint::PageIncidentUpdates,
+                ),
             ] {
                 // A conflict is a mistake in the table above, caught by every
                 // test that starts a server.
@@ -256,8 +311,7 @@ async fn route(mut req: Request<Incoming>, state: &AppState) -> Response<Body> {
         && !super::auth::is_read_only(&method)
         && state.engine.service_state(name).is_none();
     let snooze = endpoint == Endpoint::Mute && query_param(&req, "for").is_some();
-    let params = (param("code"), param("file"));
-    let r = dispatch(req, state, m.value, &method, name, params, &audit).await;
+    let r = dispatch(req, state, m.value, &method, name, &m.params, &audit).await;
     audit.answered(
         endpoint,
         &method,
@@ -276,9 +330,11 @@ async fn dispatch(
     endpoint: &Endpoint,
     method: &Method,
     name: &str,
-    (code, file): (&str, &str),
+    params: &matchit::Params<'_, '_>,
     audit: &super::audit::Audit<'_>,
 ) -> Response<Body> {
+    let param = |k: &str| params.get(k).unwrap_or_default();
+    let (code, file) = (param("code"), param("file"));
     let method = method.clone();
     let path = req.uri().path().to_string();
     match *endpoint {
@@ -440,6 +496,35 @@ async fn dispatch(
         }),
         Endpoint::Version => only(&method, &[Method::GET], || api::version(&req)),
         Endpoint::AlarmLink => only(&method, &[Method::GET], || super::ui::alarm_link(name)),
+        Endpoint::StatusPage => {
+            let file = file.to_string();
+            match method {
+                Method::GET | Method::HEAD => super::status::page(&req, state, &file).await,
+                _ => not_allowed("GET"),
+            }
+        }
+        e @ (Endpoint::StatusBadge | Endpoint::StatusEntryBadge) => {
+            let entry = (e == Endpoint::StatusEntryBadge).then(|| param("entry"));
+            only(&method, &[Method::GET], || {
+                super::status::badge(&req, state, param("slug"), entry)
+            })
+        }
+        Endpoint::StatusSubscribe => {
+            let slug = param("slug").to_string();
+            super::subscribe::subscribe(req, state, &slug).await
+        }
+        e @ (Endpoint::StatusConfirm | Endpoint::StatusUnsubscribe) => {
+            let slug = param("slug").to_string();
+            super::subscribe::link(req, state, &slug, e == Endpoint::StatusConfirm).await
+        }
+        Endpoint::PageIncidents => {
+            let slug = param("slug").to_string();
+            super::status::incidents(req, state, &slug).await
+        }
+        Endpoint::PageIncidentUpdates => {
+            let (slug, id) = (param("slug").to_string(), param("id").to_string());
+            super::status::updates(req, state, &slug, &id).await
+        }
         Endpoint::Asset => match super::ui::asset(path.trim_start_matches('/')) {
             Some(asset) => only(&method, &[Method::GET], || super::ui::serve(asset)),
             None => error(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
@@ -457,7 +542,7 @@ fn only(method: &Method, allowed: &[Method], f: impl FnOnce() -> Response<Body>)
     }
 }
 
-fn not_allowed(allow: &str) -> Response<Body> {
+pub(super) fn not_allowed(allow: &str) -> Response<Body> {
     let mut r = error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed".into());
     if let Ok(v) = HeaderValue::from_str(allow) {
         r.headers_mut().insert(ALLOW, v);

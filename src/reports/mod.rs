@@ -351,7 +351,8 @@ mod tests {
     #[test]
     fn a_report_is_read_with_its_zone_and_period() {
         let c = Config::parse(&format!(
-            "{BASE}[[reports]]\nname = \"monthly\"\nalarms = [\"web\", \"web\"]\nevery = \"month\"\ntz = \"Europe/Berlin\"\nmail = \"ops\"\n[[reports]]\nname = \"page\"\nstatus_page = \"public\"\nevery = \"week\"\nmail = \"ops\"\n"
+            "{BASE}[[reports]]\nname = \"monthly\"\nalarms = [\"web\", \"web\"]\nevery = \"month\"\ntz = \"Europe/Berlin\"\nmail = \"ops\"\n[[reports]]\nname = \"page\"\nstatus_page = \"public\"\nevery = \"week\"\nmail = \"ops\"\n\
+             [[status_pages]]\nslug = \"public\"\ntitle = \"Status\"\n[[status_pages.groups]]\ntitle = \"G\"\nentries = [{{ alarm = \"web\", display_name = \"Website\" }}]\n"
         ))
         .expect("valid");
         assert_eq!(c.reports.len(), 2);
@@ -360,6 +361,9 @@ mod tests {
         assert_eq!(c.report_alarms(&c.reports[0]), ["web"]);
         assert_eq!(c.reports[1].zone(), chrono_tz::UTC);
         assert_eq!(c.reports[1].status_page.as_deref(), Some("public"));
+        assert_eq!(c.report_alarms(&c.reports[1]), ["web"]);
+        let e = refused("name = \"x\"\nstatus_page = \"nope\"\nevery = \"week\"\nmail = \"ops\"\n");
+        assert!(e.contains("no [[status_pages]] has that slug"), "{e}");
         let summary = c.summary();
         assert!(
             summary.contains(
@@ -369,7 +373,7 @@ mod tests {
         );
         assert!(
             summary.contains(
-                "report page: every week (UTC), mailed by alert ops: status page public\n"
+                "report page: every week (UTC), mailed by alert ops: web, status page public\n"
             ),
             "{summary}"
         );

@@ -396,6 +396,61 @@ const scenarios = {
     assert.equal(await page.evaluate(() => localStorage.getItem('lovebeat.key')), 'reader');
   },
 
+  // A public status page (README, "Status pages") under nginx's prefix:
+  // its stylesheet applies within its CSP, the bars have a cell per day
+  // with the day in words on hover, the incident and the outage show, no
+  // service's name does, and on a phone it fits the screen with the last
+  // 30 days of each bar.
+  async status(page) {
+    await page.goto(url);
+    await page.locator('#banner').waitFor();
+    assert.equal(await page.locator('#banner').innerText(), 'Partial outage');
+    const bg = await page.locator('#banner').evaluate((e) => getComputedStyle(e).backgroundColor);
+    assert.notEqual(bg, 'rgba(0, 0, 0, 0)', 'the stylesheet applies');
+    assert.equal(await page.locator('.bar').count(), 2);
+    assert.equal(await page.locator('.bar .day').count(), 2 * 90);
+    const title = await page.locator('.bar .day').last().getAttribute('title');
+    assert.match(title, /^\d{4}-\d{2}-\d{2}: /);
+    assert.match(await page.locator('.incidents.ongoing').innerText(), /Payments are slow/);
+    assert.match(await page.locator('#entry-website .state').innerText(), /Down/);
+    const text = await page.locator('body').innerText();
+    assert.doesNotMatch(text, /secretsvc|hidden-alarm|leaked/);
+    const cellWidth = await page.locator('.bar .day').last().evaluate((e) => e.getBoundingClientRect().width);
+    assert.ok(cellWidth > 1, `cells are visible (${cellWidth}px)`);
+    await page.setViewportSize({ width: 360, height: 740 });
+    const fits = await page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth);
+    assert.ok(fits, 'no sideways scrolling on a phone');
+    const shown = await page.locator('#entry-website .bar .day:visible').count();
+    assert.equal(shown, 30, 'a phone shows the last 30 days');
+  },
+
+  // The status page screenshot in docs/ (docs/README.md): a demo history
+  // of a year (tests/ui/demo-status.py), an incident resolved with a
+  // postmortem and one going on.
+  async statusdocs(page) {
+    const post = (path, body) => fetch(new URL(path, apiBase), {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    for (const s of ['web.front', 'api.v1', 'pay.gateway', 'db.main']) {
+      await post(`api/services/${s}?timeout=3600`);
+    }
+    const made = await (await post('api/status_pages/acme/incidents', {
+      title: 'Slow checkouts', status: 'identified', text: 'Card payments take up to a minute: a provider is slow.',
+    })).json();
+    await post(`api/status_pages/acme/incidents/${made.id}/updates`, {
+      status: 'resolved', text: 'Payments are fast again.', postmortem: 'A provider throttled us; we now spread the load over two.',
+    });
+    await post('api/status_pages/acme/incidents', {
+      title: 'Delayed e-mail receipts', status: 'monitoring', text: 'Receipts arrive up to ten minutes late; a fix is out and we are watching.',
+    });
+    await page.setViewportSize({ width: 1000, height: 900 });
+    await page.goto(url);
+    await page.locator('#banner').waitFor();
+    await page.screenshot({ path: 'docs/status-page.png', fullPage: true });
+  },
+
   // The screenshots in docs/: the home page and an alarm page with a chart.
   async docs(page) {
     await page.setViewportSize({ width: 1200, height: 720 });

@@ -249,6 +249,7 @@ mod tests {
             alert_tasks: Default::default(),
             history: crate::history::HistoryState::Off,
             configured_alarms: Arc::from([]),
+            status: Arc::new(crate::http::status::StatusPages::new(&[], None)),
         }
     }
 

@@ -223,18 +223,32 @@ pub(super) async fn send(
     group: &[&Notice],
     to: &Recipients,
 ) -> Result<(), DeliveryError> {
+    send_text(config, client, to, &subject(group), &body(group)).await
+}
+
+/// Sends one plain-text mail to `to`, through Mailgun when `[mailgun]
+/// domain` is set, else `[mail]`'s SMTP server: the alerts' mail, and the
+/// status pages' mail to their subscribers. The subject is encoded by
+/// lettre, so no text in it can add a header.
+pub async fn send_text(
+    config: &AlertsConfig,
+    client: &reqwest::Client,
+    to: &Recipients,
+    subject: &str,
+    body: &str,
+) -> Result<(), DeliveryError> {
     if !config.mailgun.domain.is_empty() {
-        return mailgun(config, client, group, to).await;
+        return mailgun(config, client, to, subject, body).await;
     }
     let from: Mailbox = config.mail.from.parse().map_err(|e| {
         DeliveryError::permanent(format!("[mail] from '{}': {e}", config.mail.from))
     })?;
-    let mut builder = Message::builder().from(from).subject(subject(group));
+    let mut builder = Message::builder().from(from).subject(subject);
     for mbox in to.0.iter() {
         builder = builder.to(mbox.clone());
     }
     let message = builder
-        .body(body(group))
+        .body(body.to_string())
         .map_err(|e| DeliveryError::permanent(format!("building the mail: {e}")))?;
     smtp(config, message).await
 }
@@ -342,8 +356,9 @@ pub async fn send_message(
 async fn mailgun(
     config: &AlertsConfig,
     client: &reqwest::Client,
-    group: &[&Notice],
     to: &Recipients,
+    subject: &str,
+    body: &str,
 ) -> Result<(), DeliveryError> {
     let mg = &config.mailgun;
     let url = format!(
@@ -359,8 +374,8 @@ async fn mailgun(
     let form = [
         ("from", mg.from.as_str()),
         ("to", to.as_str()),
-        ("subject", &subject(group)),
-        ("text", &body(group)),
+        ("subject", subject),
+        ("text", body),
     ];
     let result = client
         .post(&url)

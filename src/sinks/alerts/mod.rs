@@ -57,7 +57,7 @@ pub use discord::DiscordConfig;
 pub use dispatch::run;
 pub use gotify::GotifyConfig;
 pub use http::SlackConfig;
-pub use mail::{send_message, HostPort, Mail, MailConfig, MailgunConfig, Tls};
+pub use mail::{send_message, send_text, HostPort, Mail, MailConfig, MailgunConfig, Tls};
 pub use matrix::MatrixConfig;
 pub use ntfy::NtfyConfig;
 pub use opsgenie::{OpsgenieConfig, OpsgenieRegion};
