@@ -581,7 +581,12 @@ fn a_report_takes_a_place_among_the_whole_table_answers() {
         b"GET /api/export HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
     )
     .expect("write");
-    // The export, unread, holds the only place: the report waits its turn.
+    // Its answer has begun (a report asked sooner could take the place
+    // first); then, unread, it holds the only place: the report waits its
+    // turn.
+    let mut head = [0u8; 12];
+    std::io::Read::read_exact(&mut slow, &mut head).expect("the export's status line");
+    assert_eq!(&head, b"HTTP/1.1 200", "{}", String::from_utf8_lossy(&head));
     wait_until(20, "the report refused", || {
         d.get("/api/reports?alarms=web").status == 503
     });
