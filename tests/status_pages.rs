@@ -804,3 +804,61 @@ fn fail_the_alarm_unkeyed(d: &Daemon) {
     let r = d.request("POST", "/api/services/secretsvc.primary/fail", &[], b"x");
     assert_eq!(r.status, 200, "{}", r.body);
 }
+
+/// Maintenance over a page's entries shows on the page, ongoing and
+/// upcoming, by the entries' display names and never by the window's
+/// matchers; a window over nothing the page shows is not on it.
+#[test]
+fn a_page_shows_ongoing_and_upcoming_maintenance_of_its_entries_only() {
+    let now = lovebeat::clock::now_ms();
+    let rfc = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .expect("time")
+            .to_rfc3339()
+    };
+    let d = Daemon::start_keyed(&format!(
+        "{PAGE}\n[[maintenance]]\nname = \"db-upgrade\"\nservices = [\"secretdb.*\"]\n\
+         start = \"{}\"\nend = \"{}\"\ncomment = \"New disks\"\n\
+         [[maintenance]]\nname = \"web-move\"\nalarms = [\"hidden-alarm-name\"]\n\
+         start = \"{}\"\nend = \"{}\"\n\
+         [[maintenance]]\nname = \"elsewhere\"\nalarms = [\"other\"]\n\
+         start = \"{}\"\nend = \"{}\"\n\
+         [[alarms]]\nname = \"other\"\npattern = \"other.*\"\n",
+        rfc(now - 60_000),
+        rfc(now + 3_600_000),
+        rfc(now + 86_400_000),
+        rfc(now + 90_000_000),
+        rfc(now - 60_000),
+        rfc(now + 3_600_000),
+    ));
+    let page = page_json(&d);
+    let m = &page["maintenance"];
+    assert_eq!(m["ongoing"].as_array().map(Vec::len), Some(1), "{m}");
+    assert_eq!(m["ongoing"][0]["title"], "db-upgrade", "{m}");
+    assert_eq!(m["ongoing"][0]["comment"], "New disks", "{m}");
+    assert_eq!(
+        m["ongoing"][0]["entries"],
+        serde_json::json!(["Database"]),
+        "{m}"
+    );
+    assert_eq!(m["upcoming"].as_array().map(Vec::len), Some(1), "{m}");
+    assert_eq!(m["upcoming"][0]["title"], "web-move", "{m}");
+    assert_eq!(
+        m["upcoming"][0]["entries"],
+        serde_json::json!(["Website"]),
+        "{m}"
+    );
+    let html = d.get("/status/public").body;
+    assert!(
+        html.contains("db-upgrade") && html.contains("In progress"),
+        "{html}"
+    );
+    assert!(
+        html.contains("web-move") && html.contains("Scheduled"),
+        "{html}"
+    );
+    for hidden in ["elsewhere", "secretdb", "hidden-alarm-name"] {
+        assert!(!html.contains(hidden), "{hidden} in the page");
+        assert!(!page.to_string().contains(hidden), "{hidden} in the JSON");
+    }
+}

@@ -18,6 +18,11 @@ use crate::history::uptime::{self, Figures};
 const YEAR: usize = 365;
 /// Resolved incidents a page shows.
 const PAST_INCIDENTS: usize = 10;
+/// How far ahead a page shows maintenance to come.
+const UPCOMING_MS: i64 = 14 * 86_400_000;
+/// Maintenance windows a page shows at most, ongoing and upcoming
+/// together (the soonest).
+const MAINTENANCE_SHOWN: usize = 20;
 
 /// What an entry is now, as a visitor reads it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -169,16 +174,9 @@ pub struct IncidentsModel {
     pub past: Vec<PageIncident>,
 }
 
-/// One maintenance window as a page shows it.
-///
-/// MAINTENANCE HOOK: maintenance windows (issue 30 item 1) are built on
-/// another branch; when they merge, [`build`] fills
-/// [`MaintenanceModel`] with the windows whose alarms or services one of
-/// the page's entries shows (by display name, never the window's
-/// matchers), and `templates/page.html` shows them where it says
-/// "MAINTENANCE HOOK". Until then both lists are empty. Telling
-/// subscribers when maintenance starts belongs in `http/subscribe.rs`
-/// `run`, beside the incidents' updates.
+/// One maintenance window as a page shows it: only for the entries it
+/// covers, named by their display names, never by the window's matchers
+/// (README, "Status pages").
 #[derive(Debug, Clone, Serialize)]
 pub struct MaintenanceView {
     /// What the window is called on the page.
@@ -226,7 +224,7 @@ pub struct PageModel {
     pub groups: Vec<GroupModel>,
     /// Its incidents.
     pub incidents: IncidentsModel,
-    /// Maintenance (empty until maintenance windows exist).
+    /// Maintenance windows open now or within two weeks over its entries.
     pub maintenance: MaintenanceModel,
     /// True when visitors may subscribe by mail.
     pub subscribe: bool,
@@ -284,6 +282,7 @@ fn day(date: NaiveDate, f: Option<&Figures>) -> DayModel {
     let (uptime, up_ms, down_ms, incidents) = f.map_or((None, 0, 0, 0), |f| {
         (f.uptime, f.up_ms, f.down_ms, f.incidents)
     });
+    let maintenance_ms = f.map_or(0, |f| f.maintenance_ms);
     let mut summary = format!("{date}: ");
     match uptime {
         None => summary.push_str("no data"),
@@ -299,6 +298,10 @@ fn day(date: NaiveDate, f: Option<&Figures>) -> DayModel {
             }
         }
     }
+    if maintenance_ms > 0 {
+        let m = super::render::duration(maintenance_ms);
+        summary.push_str(&format!(", {m} maintenance"));
+    }
     DayModel {
         date: date.to_string(),
         uptime,
@@ -308,6 +311,46 @@ fn day(date: NaiveDate, f: Option<&Figures>) -> DayModel {
         level: level(uptime),
         summary,
     }
+}
+
+/// The maintenance windows open at `now` or opening within
+/// [`UPCOMING_MS`] that cover one of `def`'s entries (an alarm entry by
+/// the window's `alarms`, a service entry by its `services`, as uptime
+/// counts them), soonest first, at most [`MAINTENANCE_SHOWN`].
+fn maintenance(def: &PageDef, engine: &Engine, now: i64) -> MaintenanceModel {
+    let mut model = MaintenanceModel::default();
+    let windows = engine.maintenance().upcoming(now, UPCOMING_MS);
+    for (w, start, end) in windows {
+        let entries: Vec<String> = def
+            .groups
+            .iter()
+            .flat_map(|g| &g.entries)
+            .filter(|e| match &e.target {
+                Target::Alarm(a) => w.covers_alarm(a),
+                Target::Service(s) => w.covers_service(s),
+            })
+            .map(|e| e.display_name.clone())
+            .collect();
+        if entries.is_empty() {
+            continue;
+        }
+        let view = MaintenanceView {
+            title: w.name().to_string(),
+            start,
+            end,
+            comment: w.spec.comment.clone(),
+            entries,
+        };
+        if start <= now {
+            model.ongoing.push(view);
+        } else {
+            model.upcoming.push(view);
+        }
+        if model.ongoing.len() + model.upcoming.len() >= MAINTENANCE_SHOWN {
+            break;
+        }
+    }
+    model
 }
 
 /// Each entry's figures for `days` (today last): the days before today
@@ -450,7 +493,7 @@ pub fn build(
         history: history_ok,
         groups,
         incidents,
-        maintenance: MaintenanceModel::default(),
+        maintenance: maintenance(def, engine, now),
         // Subscribers are kept in the history: no form without it.
         subscribe: def.subscriptions && history.is_some(),
     }
