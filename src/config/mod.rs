@@ -88,6 +88,8 @@ pub struct Config {
     pub limits: crate::limits::LimitsConfig,
     /// The history store.
     pub history: crate::history::HistoryConfig,
+    /// Cluster mode on NATS JetStream; absent: a single node.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
     /// The files it was read from, in order (not a key).
     #[serde(skip)]
     pub files: Vec<PathBuf>,
@@ -106,6 +108,9 @@ impl Config {
     /// file was read): alarms name existing alerts and alarms, keys are
     /// usable, reminders are not a flood.
     fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(c) = &self.cluster {
+            c.validate()?;
+        }
         for a in self.alarms.iter().chain(&self.views) {
             if let Some(problem) = a.problem() {
                 return Err(ConfigError::Invalid(problem));

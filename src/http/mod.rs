@@ -132,6 +132,8 @@ pub struct AppState {
     pub(crate) lists: Arc<lists::Lists>,
     /// The history store, for its endpoints.
     pub history: crate::history::HistoryState,
+    /// Cluster mode: where writes go instead of the engine.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// `r`, with its connection marked as sending a streamed answer until

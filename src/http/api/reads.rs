@@ -233,6 +233,7 @@ mod tests {
             alerts: Default::default(),
             alert_tasks: Default::default(),
             history: crate::history::HistoryState::Off,
+            cluster: None,
         }
     }
 

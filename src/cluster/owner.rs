@@ -1,0 +1,341 @@
+//! Owning a partition (docs/CLUSTER.md, "Owning a partition"): restore
+//! its latest snapshot, replay the stream from the snapshot's sequence
+//! into a scratch engine (no expiry runs there, so a beat further on in the
+//! backlog is never preceded by a false expiry), hand the result to the
+//! node's engine in one go, then apply the live commands as they come and
+//! snapshot every `SNAPSHOT_EVERY`. Whenever the lease lapses by this
+//! node's clock, the partition's services leave the engine and nothing
+//! more is applied.
+
+use std::io::{Read, Write};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{self, pull::OrderedConfig, DeliverPolicy};
+use futures_util::StreamExt;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use super::lease::LeaseClock;
+use super::wire::{self, Command, Op};
+use super::Shared;
+use crate::clock::now_ms;
+use crate::engine::job::JobRecord;
+use crate::engine::{Engine, StoredService};
+
+/// How often an owner snapshots a partition that changed.
+pub const SNAPSHOT_EVERY: Duration = Duration::from_secs(5);
+
+/// The first bytes of a snapshot value, then its stream sequence and the
+/// lease token of its writer (both u64, little-endian), then gzip of the
+/// services as database `SERV` lines.
+const SNAPSHOT_MAGIC: &[u8; 4] = b"LBS1";
+
+/// Why an owner stopped.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ended {
+    /// Asked to let the partition go while the lease held: snapshotted.
+    Released,
+    /// The lease lapsed, or could not be used.
+    Lost,
+}
+
+/// Owns partition `p` until `stop` or until its lease lapses; its services
+/// are out of the engine when this returns.
+pub async fn run(
+    shared: Arc<Shared>,
+    p: u32,
+    clock: Arc<LeaseClock>,
+    stop: CancellationToken,
+) -> Ended {
+    let ended = own(&shared, p, &clock, &stop).await;
+    let partitions = shared.partitions;
+    let gone = shared
+        .engine
+        .evict(|n| wire::partition_of(n, partitions) == p);
+    tracing::info!("partition {p}: no longer owned ({ended:?}); {gone} services let go");
+    ended
+}
+
+async fn own(shared: &Shared, p: u32, clock: &LeaseClock, stop: &CancellationToken) -> Ended {
+    let started = std::time::Instant::now();
+    let (mut seq, services) = match restore(shared, p).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("partition {p}: cannot read its snapshot: {e:#}");
+            return Ended::Lost;
+        }
+    };
+    let from_snapshot = services.len();
+    let scratch = Engine::new((shared.engine_config)(), 0);
+    scratch.adopt(services, now_ms());
+    let consumer = match shared
+        .stream
+        .create_consumer(OrderedConfig {
+            filter_subject: wire::subject(p),
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: seq + 1,
+            },
+            ..Default::default()
+        })
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("partition {p}: cannot read the stream: {e}");
+            return Ended::Lost;
+        }
+    };
+    let mut pending = consumer.cached_info().num_pending;
+    let mut messages = match consumer.messages().await {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::error!("partition {p}: cannot read the stream: {e}");
+            return Ended::Lost;
+        }
+    };
+    let mut replayed = 0u64;
+    // The backlog, into the scratch engine.
+    while pending > 0 {
+        if !clock.valid() {
+            return Ended::Lost;
+        }
+        let next = tokio::select! {
+            m = tokio::time::timeout(Duration::from_secs(5), messages.next()) => m,
+            _ = stop.cancelled() => return Ended::Lost,
+        };
+        let Ok(Some(Ok(m))) = next else {
+            tracing::error!("partition {p}: the stream stopped during the replay");
+            return Ended::Lost;
+        };
+        let Ok(info) = m.info() else { continue };
+        seq = info.stream_sequence;
+        pending = info.pending;
+        replayed += apply(shared, &scratch, p, &m.payload);
+    }
+    if !clock.valid() || stop.is_cancelled() {
+        return Ended::Lost;
+    }
+    shared.engine.adopt(scratch.export(|_| true), now_ms());
+    drop(scratch);
+    tracing::info!(
+        "partition {p}: owned (token {}): {from_snapshot} services from the snapshot, {replayed} commands replayed up to sequence {seq}, in {} ms",
+        clock.token(),
+        started.elapsed().as_millis()
+    );
+    shared.owned.fetch_add(1, Ordering::Relaxed);
+    let ended = live(shared, p, clock, stop, &mut messages, &mut seq).await;
+    shared.owned.fetch_sub(1, Ordering::Relaxed);
+    ended
+}
+
+/// Applies live commands and snapshots until the lease lapses or `stop`.
+async fn live(
+    shared: &Shared,
+    p: u32,
+    clock: &LeaseClock,
+    stop: &CancellationToken,
+    messages: &mut consumer::pull::Ordered,
+    seq: &mut u64,
+) -> Ended {
+    let mut snapshotted = 0;
+    let mut next_snapshot = tokio::time::Instant::now();
+    // Checked often enough that a lapsed lease stops the owner within a
+    // fraction of the lease, even when no command comes.
+    let mut check = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        if !clock.valid() {
+            return Ended::Lost;
+        }
+        if tokio::time::Instant::now() >= next_snapshot {
+            if *seq != snapshotted || snapshotted == 0 {
+                match snapshot(shared, p, *seq, clock).await {
+                    Ok(()) => snapshotted = *seq,
+                    Err(e) => tracing::warn!("partition {p}: snapshot not written: {e:#}"),
+                }
+            }
+            next_snapshot = tokio::time::Instant::now() + SNAPSHOT_EVERY;
+        }
+        tokio::select! {
+            m = messages.next() => match m {
+                Some(Ok(m)) => {
+                    if !clock.valid() {
+                        return Ended::Lost;
+                    }
+                    if let Ok(info) = m.info() {
+                        *seq = info.stream_sequence;
+                    }
+                    apply(shared, &shared.engine, p, &m.payload);
+                }
+                Some(Err(e)) => {
+                    tracing::warn!("partition {p}: reading the stream: {e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                None => return Ended::Lost,
+            },
+            _ = check.tick() => {}
+            _ = stop.cancelled() => {
+                if clock.valid() {
+                    if let Err(e) = snapshot(shared, p, *seq, clock).await {
+                        tracing::warn!("partition {p}: last snapshot not written: {e:#}");
+                    }
+                    return Ended::Released;
+                }
+                return Ended::Lost;
+            }
+        }
+    }
+}
+
+/// Applies one message's commands to `engine`; returns how many. A
+/// command whose name is not of this partition (no node of this version
+/// writes one) is skipped, so no service is held by the wrong owner.
+fn apply(shared: &Shared, engine: &Engine, p: u32, payload: &[u8]) -> u64 {
+    let mut n = 0;
+    let r = wire::decode(payload, |c: Command| {
+        if wire::partition_of(&c.name, shared.partitions) != p {
+            return;
+        }
+        n += 1;
+        let _ = match c.op {
+            Op::Change(change) => engine.change(&c.name, change, c.ts),
+            Op::Mute(until) => engine.mute_until(&c.name, until, c.ts),
+            Op::Unmute => engine.unmute(&c.name, c.ts),
+            Op::Delete => {
+                engine.delete(&c.name, c.ts);
+                Ok(())
+            }
+        };
+    });
+    if let Err(e) = r {
+        shared.bad_messages.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!("partition {p}: a command message was skipped: {e}");
+    }
+    n
+}
+
+/// A service as a `SERV` line of the database (`db/format.rs` reads it).
+#[derive(Serialize)]
+struct Record<'a> {
+    name: &'a str,
+    last_beat: i64,
+    beat_history: &'a [u32],
+    timeout: i64,
+    state: &'static str,
+    muted_since: i64,
+    last_state_change: i64,
+    #[serde(flatten)]
+    job: Option<&'a JobRecord>,
+}
+
+/// Writes partition `p`'s services, as of stream sequence `seq`.
+async fn snapshot(shared: &Shared, p: u32, seq: u64, clock: &LeaseClock) -> anyhow::Result<()> {
+    let partitions = shared.partitions;
+    let services = shared
+        .engine
+        .export(|n| wire::partition_of(n, partitions) == p);
+    let token = clock.token();
+    let value =
+        tokio::task::spawn_blocking(move || encode_snapshot(&services, seq, token)).await??;
+    if !clock.valid() {
+        anyhow::bail!("the lease lapsed");
+    }
+    shared
+        .snapshots
+        .put(wire::partition_key(p), value.into())
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    shared.snapshots_written.fetch_add(1, Ordering::Relaxed);
+    Ok(())
+}
+
+/// A snapshot's bytes.
+pub fn encode_snapshot(
+    services: &[StoredService],
+    seq: u64,
+    token: u64,
+) -> anyhow::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    out.extend_from_slice(SNAPSHOT_MAGIC);
+    out.extend_from_slice(&seq.to_le_bytes());
+    out.extend_from_slice(&token.to_le_bytes());
+    let mut gz = flate2::write::GzEncoder::new(out, flate2::Compression::fast());
+    let mut line = Vec::new();
+    for s in services {
+        line.clear();
+        line.extend_from_slice(b"SERV\t");
+        serde_json::to_writer(
+            &mut line,
+            &Record {
+                name: s.name.as_str(),
+                last_beat: s.last_beat,
+                beat_history: &s.beat_history,
+                timeout: s.timeout,
+                state: s.state.as_str(),
+                muted_since: s.muted_since,
+                last_state_change: s.last_state_change,
+                job: s.job.as_deref(),
+            },
+        )?;
+        line.push(b'\n');
+        gz.write_all(&line)?;
+    }
+    Ok(gz.finish()?)
+}
+
+/// Reads a snapshot: its sequence and services.
+pub fn decode_snapshot(value: &[u8]) -> anyhow::Result<(u64, Vec<StoredService>)> {
+    let head = SNAPSHOT_MAGIC.len() + 16;
+    if value.len() < head || &value[..SNAPSHOT_MAGIC.len()] != SNAPSHOT_MAGIC {
+        anyhow::bail!("not a lovebeat snapshot");
+    }
+    let mut seq = [0u8; 8];
+    seq.copy_from_slice(&value[4..12]);
+    let mut text = Vec::new();
+    flate2::read::GzDecoder::new(&value[head..])
+        .take(1 << 30)
+        .read_to_end(&mut text)?;
+    let loaded = crate::db::decode(&mut text, std::path::Path::new("snapshot"))?;
+    Ok((u64::from_le_bytes(seq), loaded.services))
+}
+
+/// The latest snapshot of partition `p`: its sequence (0: none) and
+/// services.
+async fn restore(shared: &Shared, p: u32) -> anyhow::Result<(u64, Vec<StoredService>)> {
+    let value = shared
+        .snapshots
+        .get(wire::partition_key(p))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    match value {
+        None => Ok((0, Vec::new())),
+        Some(v) => tokio::task::spawn_blocking(move || decode_snapshot(&v)).await?,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{Change, EngineConfig, Timeout};
+
+    /// A snapshot gives back the services it was made of, with its
+    /// sequence; anything else is an error, not a panic.
+    #[test]
+    fn snapshots_round_trip() {
+        let e = Engine::new(EngineConfig::default(), 1_000);
+        e.change("a", Change::timeout(Timeout::After(5_000)), 2_000)
+            .expect("a");
+        e.change("a", Change::beat(), 3_000).expect("beat");
+        e.mute("b", 4_000).expect("b");
+        let mut services = e.export(|_| true);
+        services.sort_by(|x, y| x.name.cmp(&y.name));
+        let bytes = encode_snapshot(&services, 42, 7).expect("encodes");
+        let (seq, mut back) = decode_snapshot(&bytes).expect("decodes");
+        back.sort_by(|x, y| x.name.cmp(&y.name));
+        assert_eq!(seq, 42);
+        assert_eq!(back, services);
+        assert!(decode_snapshot(b"nope").is_err());
+        assert!(decode_snapshot(&bytes[..30]).is_err());
+    }
+}

@@ -1,0 +1,385 @@
+//! Cluster mode, stage 1 (docs/CLUSTER.md), against real processes: a
+//! 3-server NATS cluster with JetStream from Debian's `nats-server` on
+//! loopback ports, and lovebeat nodes with `[cluster]`. Skipped, saying
+//! so, only when `nats-server` is missing and LOVEBEAT_REQUIRE_NATS is
+//! unset (`./test` sets it, so CI never skips).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use common::{free_port, wait_until, Daemon};
+
+/// One scenario at a time: each runs six or more processes, and a 2-core
+/// machine running two at once would blur the timings they check.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// The lease the nodes run with: short, so a handover fits the test.
+const LEASE_S: u64 = 3;
+const PARTITIONS: u32 = 8;
+
+fn nats_server() -> Option<PathBuf> {
+    for dir in ["/usr/sbin", "/usr/bin", "/usr/local/bin", "/usr/local/sbin"] {
+        let p = Path::new(dir).join("nats-server");
+        if p.exists() {
+            return Some(p);
+        }
+    }
+    None
+}
+
+/// The server binary, or `None` (with a message) to skip.
+fn need_nats() -> Option<PathBuf> {
+    match nats_server() {
+        Some(p) => Some(p),
+        None if std::env::var_os("LOVEBEAT_REQUIRE_NATS").is_some() => {
+            panic!("nats-server is missing and LOVEBEAT_REQUIRE_NATS is set: apt-get install nats-server")
+        }
+        None => {
+            eprintln!("SKIPPED: nats-server is not installed (apt-get install nats-server; ./test installs it)");
+            None
+        }
+    }
+}
+
+/// NATS servers with JetStream, clustered when more than one.
+struct Nats {
+    dir: tempfile::TempDir,
+    children: Vec<Child>,
+    urls: Vec<String>,
+}
+
+impl Nats {
+    fn start(bin: &Path, n: usize) -> Nats {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clients: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let routes: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let mut children = Vec::new();
+        for i in 0..n {
+            let route_list: Vec<String> = routes
+                .iter()
+                .map(|p| format!("\"nats-route://127.0.0.1:{p}\""))
+                .collect();
+            let cluster = if n > 1 {
+                format!(
+                    "cluster {{\n  name: lbtest\n  listen: \"127.0.0.1:{}\"\n  routes: [{}]\n}}\n",
+                    routes[i],
+                    route_list.join(", ")
+                )
+            } else {
+                String::new()
+            };
+            let conf = format!(
+                "server_name: n{i}\nlisten: \"127.0.0.1:{}\"\njetstream {{\n  store_dir: \"{}\"\n}}\n{cluster}",
+                clients[i],
+                dir.path().join(format!("js{i}")).display()
+            );
+            let path = dir.path().join(format!("n{i}.conf"));
+            std::fs::write(&path, conf).expect("nats config");
+            let log = std::fs::File::create(dir.path().join(format!("n{i}.log"))).expect("log");
+            children.push(
+                Command::new(bin)
+                    .arg("-c")
+                    .arg(&path)
+                    .stdout(Stdio::null())
+                    .stderr(log)
+                    .spawn()
+                    .expect("start nats-server"),
+            );
+        }
+        let urls = clients
+            .iter()
+            .map(|p| format!("nats://127.0.0.1:{p}"))
+            .collect();
+        let nats = Nats {
+            dir,
+            children,
+            urls,
+        };
+        for p in &clients {
+            wait_until(15, "nats-server listening", || {
+                std::net::TcpStream::connect(("127.0.0.1", *p)).is_ok()
+            });
+        }
+        nats
+    }
+
+    fn logs(&self) -> String {
+        (0..self.children.len())
+            .map(|i| {
+                std::fs::read_to_string(self.dir.path().join(format!("n{i}.log")))
+                    .unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// The `[cluster]` section of a node named `node`.
+    fn section(&self, node: &str, partitions: u32) -> String {
+        let urls: Vec<String> = self.urls.iter().map(|u| format!("\"{u}\"")).collect();
+        format!(
+            "[cluster]\nnats = [{}]\nnode = \"{node}\"\npartitions = {partitions}\nlease = \"{LEASE_S}s\"\n",
+            urls.join(", ")
+        )
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// FNV-1a 64 of the name, modulo the partitions: the documented hash,
+/// written again here so a change to the wire format fails this test.
+fn partition_of(name: &str, partitions: u32) -> u32 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (h % u64::from(partitions)) as u32
+}
+
+fn owned(d: &Daemon) -> u32 {
+    d.metric("lovebeat_cluster_partitions_owned") as u32
+}
+
+/// The nodes that hold `name` now, with its state.
+fn holders(nodes: &[&Daemon], name: &str) -> Vec<(usize, String)> {
+    nodes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, d)| {
+            d.service(name)
+                .map(|s| (i, s["state"].as_str().unwrap_or("").to_string()))
+        })
+        .collect()
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Three nodes share the partitions; beats sent to any node over UDP or
+/// HTTP reach the owner's API. kill -9 of an owner: its partitions are
+/// owned again within the handover bound; services that kept beating
+/// through the other nodes never go ERROR; services that stopped are
+/// reported, not before their deadline and at most the bound after it,
+/// with the last beat they really sent (replayed with its own time).
+#[test]
+fn a_killed_owner_is_replaced_with_no_false_and_no_missed_expiry() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(bin) = need_nats() else { return };
+    let nats = Nats::start(&bin, 3);
+    let mut nodes: Vec<Daemon> = ["a", "b", "c"]
+        .iter()
+        .map(|n| Daemon::start(&nats.section(n, PARTITIONS)))
+        .collect();
+    let per_node = PARTITIONS.div_ceil(3);
+    wait_until(
+        30,
+        "every partition owned, at most its share by each node",
+        || {
+            let counts: Vec<u32> = nodes.iter().map(owned).collect();
+            counts.iter().sum::<u32>() == PARTITIONS && counts.iter().all(|c| *c <= per_node)
+        },
+    );
+
+    // Services in every partition: some keep beating, some will stop.
+    let timeout_s = 6;
+    let keep: Vec<String> = (0..16).map(|i| format!("keep.{i}")).collect();
+    let stop: Vec<String> = (0..16).map(|i| format!("stop.{i}")).collect();
+    let beat_all = |nodes: &[&Daemon], names: &[String], round: usize| {
+        for (i, name) in names.iter().enumerate() {
+            let d = nodes[(i + round) % nodes.len()];
+            if (i + round) % 2 == 0 {
+                d.udp(&format!("{name}.timeout:{timeout_s}|g\n{name}.beat:1|c\n"));
+            } else {
+                let r = d.post(&format!("/api/services/{name}?timeout={timeout_s}"));
+                assert_eq!(r.status, 200, "{name}: {}", r.body);
+            }
+        }
+    };
+    {
+        let all: Vec<&Daemon> = nodes.iter().collect();
+        let every: Vec<String> = keep.iter().chain(&stop).cloned().collect();
+        beat_all(&all, &every, 0);
+        wait_until(20, "every service at exactly one node, its owner", || {
+            beat_all(&all, &every, 1);
+            every.iter().all(|n| holders(&all, n).len() == 1)
+        });
+    }
+    // The victim owns both kinds.
+    let all: Vec<&Daemon> = nodes.iter().collect();
+    let owner_of = |name: &str| holders(&all, name).first().map(|h| h.0);
+    let victim = (0..3)
+        .find(|v| {
+            keep.iter().any(|n| owner_of(n) == Some(*v))
+                && stop.iter().any(|n| owner_of(n) == Some(*v))
+        })
+        .expect("a node owning services of both kinds");
+    let moved_keep: Vec<String> = keep
+        .iter()
+        .filter(|n| owner_of(n) == Some(victim))
+        .cloned()
+        .collect();
+    let moved_stop: Vec<String> = stop
+        .iter()
+        .filter(|n| owner_of(n) == Some(victim))
+        .cloned()
+        .collect();
+    let moved_partitions: Vec<u32> = moved_keep
+        .iter()
+        .chain(&moved_stop)
+        .map(|n| partition_of(n, PARTITIONS))
+        .collect();
+    drop(all);
+
+    // The last beat of the stopped services, then a few more seconds of
+    // beats for the others (and a snapshot or two), then kill -9.
+    beat_all(&nodes.iter().collect::<Vec<_>>(), &stop, 2);
+    let last_stop_beat = now_ms();
+    let survivors_idx: Vec<usize> = (0..3).filter(|i| *i != victim).collect();
+    for round in 0..6 {
+        beat_all(&nodes.iter().collect::<Vec<_>>(), &keep, round);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let killed_at = Instant::now();
+    let killed_ms = now_ms();
+    nodes[victim].kill9();
+    let survivors: Vec<&Daemon> = survivors_idx.iter().map(|i| &nodes[*i]).collect();
+
+    // Handover bound: the lease, two polls (a quarter lease each: the
+    // lease key and the presence key age out, then are seen), the replay;
+    // plus slack for a loaded machine.
+    let bound = Duration::from_millis(LEASE_S * 1000 * 3 / 2) + Duration::from_secs(4);
+    let mut owned_again: Option<Duration> = None;
+    let mut stop_error_at: std::collections::HashMap<String, i64> = Default::default();
+    let mut round = 0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        round += 1;
+        beat_all(&survivors, &keep, round);
+        if owned_again.is_none() && survivors.iter().map(|d| owned(d)).sum::<u32>() == PARTITIONS {
+            owned_again = Some(killed_at.elapsed());
+        }
+        for n in &keep {
+            for (i, state) in holders(&survivors, n) {
+                assert_eq!(
+                    state,
+                    "ok",
+                    "{n} kept beating but is {state} at node {i} {:?} after the kill",
+                    killed_at.elapsed()
+                );
+            }
+        }
+        for n in &moved_stop {
+            if stop_error_at.contains_key(n) {
+                continue;
+            }
+            if holders(&survivors, n).iter().any(|(_, s)| s == "error") {
+                stop_error_at.insert(n.clone(), now_ms());
+            }
+        }
+        if owned_again.is_some()
+            && stop_error_at.len() == moved_stop.len()
+            && killed_at.elapsed() > Duration::from_secs(12)
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let owned_again = owned_again
+        .unwrap_or_else(|| panic!("partitions {moved_partitions:?} not owned again within 30 s"));
+    assert!(
+        owned_again <= bound,
+        "owned again after {owned_again:?}, over the bound {bound:?}"
+    );
+    for n in &moved_stop {
+        let at = *stop_error_at
+            .get(n)
+            .unwrap_or_else(|| panic!("{n} stopped beating but was never reported"));
+        let deadline = last_stop_beat + timeout_s * 1000;
+        assert!(
+            at >= deadline - 1000,
+            "{n} reported at {at}, before its deadline {deadline}"
+        );
+        assert!(
+            at <= deadline.max(killed_ms) + bound.as_millis() as i64,
+            "{n} reported {} ms after its deadline",
+            at - deadline
+        );
+        let svc = survivors.iter().find_map(|d| d.service(n)).expect("held");
+        let last = svc["last_beat"].as_i64().unwrap_or(0);
+        assert!(
+            (last_stop_beat - 3000..=last_stop_beat).contains(&last),
+            "{n}: its last beat {last} is the one it sent (about {last_stop_beat}), replayed"
+        );
+    }
+    assert!(!moved_keep.is_empty());
+    for n in &moved_keep {
+        let h = holders(&survivors, n);
+        assert_eq!(h.len(), 1, "{n} held by one survivor: {h:?}");
+        assert_eq!(h[0].1, "ok");
+    }
+    drop(nats);
+}
+
+/// A node configured with another partition count than the cluster was
+/// created with refuses to start, saying what the cluster's is.
+#[test]
+fn a_node_with_another_partition_count_refuses_to_start() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(bin) = need_nats() else { return };
+    let nats = Nats::start(&bin, 1);
+    let first = Daemon::start(&nats.section("a", 4));
+    wait_until(20, "the first node owns every partition", || {
+        owned(&first) == 4
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("lovebeat.cfg"),
+        common::base_config(free_port(), free_port(), &nats.section("b", 8)),
+    )
+    .expect("config");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lovebeat"))
+        .args(["--config", "lovebeat.cfg"])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start lovebeat");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("a node with another partition count kept running");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        use std::io::Read;
+        let _ = e.read_to_string(&mut err);
+    }
+    assert!(!status.success());
+    assert!(
+        err.contains("partitions = 4") && err.contains("configured with 8"),
+        "{err}\n{}",
+        nats.logs()
+    );
+}
