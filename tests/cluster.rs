@@ -383,3 +383,78 @@ fn a_node_with_another_partition_count_refuses_to_start() {
         nats.logs()
     );
 }
+
+/// An owner paused (SIGSTOP) past its lease acts on nothing when it wakes:
+/// its partitions were taken over meanwhile, and although its engine
+/// still holds services whose last beat (as it knows it) is older than
+/// their timeout, none of them goes ERROR there: its leases lapsed by its
+/// own clock, so expiry waits and the services are let go. Services beat
+/// through the other node all along, and no node ever reports an ERROR.
+#[test]
+fn a_paused_owner_acts_on_nothing_when_it_wakes() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(bin) = need_nats() else { return };
+    let nats = Nats::start(&bin, 1);
+    let partitions = 4;
+    let alarm = "[[alarms]]\nname = \"all\"\npattern = \"svc.*\"\n";
+    let x = Daemon::start(&format!("{alarm}{}", nats.section("x", partitions)));
+    let y = Daemon::start(&format!("{alarm}{}", nats.section("y", partitions)));
+    wait_until(30, "two partitions each", || {
+        owned(&x) == 2 && owned(&y) == 2
+    });
+    // A 2 s timeout: a pause of 4 s leaves the paused node's copy of
+    // every service it owns past its deadline.
+    let names: Vec<String> = (0..12).map(|i| format!("svc.{i}")).collect();
+    let beat = |d: &Daemon| {
+        let lines: String = names
+            .iter()
+            .map(|n| format!("{n}.timeout:2|g\n{n}.beat:1|c\n"))
+            .collect();
+        d.udp(&lines);
+    };
+    wait_until(20, "x owns some services", || {
+        beat(&y);
+        names.iter().any(|n| x.service(n).is_some())
+    });
+    for _ in 0..4 {
+        beat(&y);
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    x.signal(libc::SIGSTOP);
+    let paused = Instant::now();
+    let mut y_took_over = false;
+    while paused.elapsed() < Duration::from_secs(4) {
+        beat(&y);
+        y_took_over |= owned(&y) == partitions;
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    x.signal(libc::SIGCONT);
+    let woke = Instant::now();
+    while woke.elapsed() < Duration::from_secs(3) {
+        beat(&y);
+        for n in &names {
+            if let Some(s) = x.service(n) {
+                assert_eq!(
+                    s["state"],
+                    "ok",
+                    "{n} at the woken node {:?} after waking",
+                    woke.elapsed()
+                );
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    wait_until(20, "partitions shared again", || {
+        beat(&y);
+        owned(&x) + owned(&y) == partitions && owned(&x) >= 1
+    });
+    for _ in 0..4 {
+        beat(&y);
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    for d in [&x, &y] {
+        let log = d.stderr();
+        assert!(!log.contains("to ERROR"), "a false alarm:\n{log}");
+    }
+    let _ = y_took_over;
+}

@@ -35,12 +35,23 @@ impl LeaseClock {
             until_ns: AtomicU64::new(0),
             token: AtomicU64::new(token),
         };
-        c.renewed(token, sent, lease);
+        c.set(token, sent, lease);
         c
     }
 
-    /// Records a renewal with revision `token`, sent at `sent`.
-    pub fn renewed(&self, token: u64, sent: Instant, lease: Duration) {
+    /// Records a renewal with revision `token`, sent at `sent`. A lease
+    /// that has lapsed stays lapsed (false): its owner has stopped, or is
+    /// stopping, and a partition is taken anew (restored and replayed),
+    /// never resumed, since the engine missed what came meanwhile.
+    pub fn renewed(&self, token: u64, sent: Instant, lease: Duration) -> bool {
+        if !self.valid() {
+            return false;
+        }
+        self.set(token, sent, lease);
+        true
+    }
+
+    fn set(&self, token: u64, sent: Instant, lease: Duration) {
         let until = sent.saturating_duration_since(self.base) + usable(lease);
         self.until_ns.store(
             until.as_nanos().min(u64::MAX as u128) as u64,
@@ -99,7 +110,7 @@ mod tests {
         let c = LeaseClock::new(7, t0, lease);
         assert!(c.valid_at(t0 + Duration::from_secs(8)));
         assert!(!c.valid_at(t0 + Duration::from_millis(9_000)));
-        c.renewed(9, t0 + Duration::from_secs(5), lease);
+        c.set(9, t0 + Duration::from_secs(5), lease);
         assert_eq!(c.token(), 9);
         assert!(c.valid_at(t0 + Duration::from_secs(13)));
         assert!(
@@ -107,5 +118,14 @@ mod tests {
             "a paused node wakes to a lapsed lease"
         );
         assert_eq!(usable(Duration::from_secs(2)), Duration::from_millis(1_800));
+        let lapsed = LeaseClock::new(3, Instant::now() - Duration::from_secs(60), lease);
+        assert!(
+            !lapsed.renewed(4, Instant::now(), lease),
+            "a lapsed lease is not revived"
+        );
+        assert!(!lapsed.valid());
+        let fresh = LeaseClock::new(3, Instant::now(), lease);
+        assert!(fresh.renewed(4, Instant::now(), lease));
+        assert_eq!(fresh.token(), 4);
     }
 }

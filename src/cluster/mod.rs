@@ -390,6 +390,12 @@ impl Manager {
         let ps: Vec<u32> = self.held.keys().copied().collect();
         for p in ps {
             let Some(h) = self.held.get(&p) else { continue };
+            if !h.clock.valid() {
+                // Lapsed (this node was paused, or NATS too slow): the
+                // owner lets the partition go; it is taken anew later.
+                h.stop.cancel();
+                continue;
+            }
             let sent = Instant::now();
             match tokio::time::timeout(
                 poll,
@@ -401,7 +407,11 @@ impl Manager {
             )
             .await
             {
-                Ok(Ok(rev)) => h.clock.renewed(rev, sent, self.lease),
+                Ok(Ok(rev)) => {
+                    if !h.clock.renewed(rev, sent, self.lease) {
+                        h.stop.cancel();
+                    }
+                }
                 Ok(Err(e)) => {
                     tracing::warn!("partition {p}: lease lost: {e}");
                     h.clock.revoke();
