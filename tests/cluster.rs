@@ -458,3 +458,66 @@ fn a_paused_owner_acts_on_nothing_when_it_wakes() {
     }
     let _ = y_took_over;
 }
+
+/// A node cut from NATS keeps taking beats into its bounded buffer and
+/// says so in /metrics; once the buffer is full, UDP lines are dropped
+/// and counted and an HTTP beat is a 503 with Retry-After; when NATS is
+/// back, what was buffered is published and reaches the owner.
+#[test]
+fn a_node_cut_from_nats_buffers_then_refuses_then_delivers() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(bin) = need_nats() else { return };
+    let mut nats = Nats::start(&bin, 1);
+    let d = Daemon::start(&nats.section("a", 2));
+    wait_until(30, "both partitions owned", || owned(&d) == 2);
+    assert_eq!(d.post("/api/services/before?timeout=600").status, 200);
+    wait_until(10, "the HTTP beat at the owner", || {
+        d.service("before").is_some()
+    });
+
+    for c in &mut nats.children {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    d.udp("buffered.timeout:600|g\nbuffered.beat:1|c\n");
+    wait_until(10, "the beat held in the buffer", || {
+        d.metric("lovebeat_cluster_buffered_bytes") > 0.0
+    });
+    // Fill the buffer (32 MiB) with distinct beats, 60 KB a datagram.
+    let filler: String = (0..2500)
+        .map(|i| format!("filler.{i:05}.beat:1|c\n"))
+        .collect();
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while d.metric("lovebeat_cluster_commands_dropped_total") == 0.0 {
+        assert!(Instant::now() < deadline, "the buffer never filled");
+        for _ in 0..50 {
+            let _ = sock.send_to(filler.as_bytes(), d.statsd_addr());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let r = d.post("/api/services/refused");
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(r.header("retry-after"), Some("5"));
+
+    // NATS back, on the same port and store: the buffer drains.
+    let conf = nats.dir.path().join("n0.conf");
+    let log = std::fs::File::create(nats.dir.path().join("n0-again.log")).expect("log");
+    nats.children = vec![Command::new(&bin)
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("restart nats-server")];
+    wait_until(60, "the buffer drained", || {
+        d.metric("lovebeat_cluster_buffered_bytes") == 0.0
+    });
+    wait_until(30, "the buffered beat at the owner", || {
+        d.service("buffered").is_some_and(|s| s["state"] == "ok")
+    });
+    assert!(
+        d.service("before").is_some(),
+        "what was stored before is still there"
+    );
+}

@@ -100,7 +100,7 @@ impl Cluster {
 }
 
 /// How long an HTTP write waits for JetStream's acknowledgement.
-const SUBMIT_TIMEOUT: Duration = Duration::from_secs(10);
+const SUBMIT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why a write could not be stored in the cluster.
 #[derive(Debug, thiserror::Error)]
