@@ -170,8 +170,8 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Three nodes share the partitions; beats sent to any node over UDP or
-/// HTTP reach the owner's API. kill -9 of an owner: its partitions are
+/// Three nodes share the partitions; beats sent to any node over UDP, TCP
+/// or HTTP reach the owner's API. kill -9 of an owner: its partitions are
 /// owned again within the handover bound; services that kept beating
 /// through the other nodes never go ERROR; services that stopped are
 /// reported, not before their deadline and at most the bound after it,
@@ -202,8 +202,11 @@ fn a_killed_owner_is_replaced_with_no_false_and_no_missed_expiry() {
     let beat_all = |nodes: &[&Daemon], names: &[String], round: usize| {
         for (i, name) in names.iter().enumerate() {
             let d = nodes[(i + round) % nodes.len()];
-            if (i + round) % 2 == 0 {
-                d.udp(&format!("{name}.timeout:{timeout_s}|g\n{name}.beat:1|c\n"));
+            let lines = format!("{name}.timeout:{timeout_s}|g\n{name}.beat:1|c\n");
+            if (i + round) % 3 == 0 {
+                d.udp(&lines);
+            } else if (i + round) % 3 == 1 {
+                d.tcp(&lines);
             } else {
                 let r = d.post(&format!("/api/services/{name}?timeout={timeout_s}"));
                 assert_eq!(r.status, 200, "{name}: {}", r.body);

@@ -51,9 +51,7 @@ pub async fn run(
 ) -> Ended {
     let ended = own(&shared, p, &clock, &stop).await;
     let partitions = shared.partitions;
-    let gone = shared
-        .engine
-        .evict(|n| wire::partition_of(n, partitions) == p);
+    let gone = shared.engine.evict(|n| in_partition(n, partitions, p));
     tracing::info!("partition {p}: no longer owned ({ended:?}); {gone} services let go");
     ended
 }
@@ -188,13 +186,19 @@ async fn live(
     }
 }
 
+/// Whether `name` is one of partition `p`'s services: lovebeat's own
+/// (`lovebeat.self.*`) are each node's, in no partition.
+fn in_partition(name: &str, partitions: u32, p: u32) -> bool {
+    !crate::engine::is_internal(name) && wire::partition_of(name, partitions) == p
+}
+
 /// Applies one message's commands to `engine`; returns how many. A
 /// command whose name is not of this partition (no node of this version
 /// writes one) is skipped, so no service is held by the wrong owner.
 fn apply(shared: &Shared, engine: &Engine, p: u32, payload: &[u8]) -> u64 {
     let mut n = 0;
     let r = wire::decode(payload, |c: Command| {
-        if wire::partition_of(&c.name, shared.partitions) != p {
+        if !in_partition(&c.name, shared.partitions, p) {
             return;
         }
         n += 1;
@@ -232,9 +236,7 @@ struct Record<'a> {
 /// Writes partition `p`'s services, as of stream sequence `seq`.
 async fn snapshot(shared: &Shared, p: u32, seq: u64, clock: &LeaseClock) -> anyhow::Result<()> {
     let partitions = shared.partitions;
-    let services = shared
-        .engine
-        .export(|n| wire::partition_of(n, partitions) == p);
+    let services = shared.engine.export(|n| in_partition(n, partitions, p));
     let token = clock.token();
     let value =
         tokio::task::spawn_blocking(move || encode_snapshot(&services, seq, token)).await??;
@@ -308,9 +310,20 @@ async fn restore(shared: &Shared, p: u32) -> anyhow::Result<(u64, Vec<StoredServ
         .get(wire::partition_key(p))
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    match value {
-        None => Ok((0, Vec::new())),
-        Some(v) => tokio::task::spawn_blocking(move || decode_snapshot(&v)).await?,
+    let Some(v) = value else {
+        return Ok((0, Vec::new()));
+    };
+    match tokio::task::spawn_blocking(move || decode_snapshot(&v)).await? {
+        Ok(s) => Ok(s),
+        // A snapshot that cannot be read must not keep the partition
+        // unowned for ever: the stream holds every command of the last
+        // 7 days, replayed from its start instead.
+        Err(e) => {
+            tracing::error!(
+                "partition {p}: its snapshot cannot be read ({e:#}); replaying the whole stream instead"
+            );
+            Ok((0, Vec::new()))
+        }
     }
 }
 
