@@ -275,6 +275,13 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
             stop.sink_token.clone(),
         ));
     }
+    if let Some(c) = &cluster {
+        stop.sink_tasks.spawn(crate::cluster::watch(
+            c.clone(),
+            trouble.clone(),
+            stop.sink_token.clone(),
+        ));
+    }
     stop.sink_tasks.spawn(tcp::watch_evictions(
         trouble.clone(),
         stats.clone(),

@@ -99,6 +99,47 @@ impl Cluster {
     }
 }
 
+/// How often [`watch`] looks at the publisher.
+const WATCH_EVERY: Duration = Duration::from_secs(1);
+
+/// Puts `lovebeat.self.cluster` in ERROR while commands cannot be
+/// published to NATS (saying how much waits and how much was dropped),
+/// and back to OK once they can.
+pub async fn watch(
+    cluster: Arc<Cluster>,
+    trouble: crate::trouble::Trouble,
+    stop: CancellationToken,
+) {
+    let part = crate::trouble::Part::Cluster;
+    let mut tick = tokio::time::interval(WATCH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last = String::new();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        let s = &cluster.publisher.stats;
+        if s.failing.load(Ordering::Relaxed) {
+            let reason = format!(
+                "cannot publish to NATS: {} bytes of beats wait in the buffer (at most {}), {} dropped since the start",
+                s.buffered.load(Ordering::Relaxed),
+                publish::MAX_BUFFER,
+                s.dropped.load(Ordering::Relaxed)
+            );
+            // Recorded again only when the drops change, not every second.
+            let key = format!("{}", s.dropped.load(Ordering::Relaxed));
+            if key != last || !trouble.is_failing(part) {
+                trouble.fail(part, &reason);
+                last = key;
+            }
+        } else {
+            trouble.ok(part);
+            last.clear();
+        }
+    }
+}
+
 /// How long an HTTP write waits for JetStream's acknowledgement.
 const SUBMIT_TIMEOUT: Duration = Duration::from_secs(5);
 

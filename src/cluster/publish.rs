@@ -65,6 +65,8 @@ pub struct PublishStats {
     pub failures: AtomicU64,
     /// Bytes waiting now.
     pub buffered: AtomicU64,
+    /// The last round of publishes failed (NATS unreachable or silent).
+    pub failing: std::sync::atomic::AtomicBool,
 }
 
 /// The bounded, batched way from any input to the command stream.
@@ -254,6 +256,7 @@ impl Publisher {
                     self.put_back(p, b);
                 }
             }
+            self.stats.failing.store(failed, Ordering::Relaxed);
             if failed {
                 let since = *down_since.get_or_insert_with(tokio::time::Instant::now);
                 if since.elapsed() < backoff * 2 {
