@@ -119,9 +119,13 @@ impl Nats {
 
     /// The `[cluster]` section of a node named `node`.
     fn section(&self, node: &str, partitions: u32) -> String {
+        self.section_with_lease(node, partitions, LEASE_S)
+    }
+
+    fn section_with_lease(&self, node: &str, partitions: u32, lease_s: u64) -> String {
         let urls: Vec<String> = self.urls.iter().map(|u| format!("\"{u}\"")).collect();
         format!(
-            "[cluster]\nnats = [{}]\nnode = \"{node}\"\npartitions = {partitions}\nlease = \"{LEASE_S}s\"\n",
+            "[cluster]\nnats = [{}]\nnode = \"{node}\"\npartitions = {partitions}\nlease = \"{lease_s}s\"\n",
             urls.join(", ")
         )
     }
@@ -536,4 +540,53 @@ fn a_node_cut_from_nats_buffers_then_refuses_then_delivers() {
         d.service("lovebeat.self.cluster")
             .is_some_and(|s| s["state"] == "ok")
     });
+}
+
+/// A node that stops cleanly (SIGTERM) gives its partitions back,
+/// snapshotted, and deletes its lease keys and presence: the other node
+/// owns them within a poll or two, long before the 10 s lease would have
+/// aged out, with every service it held and its last beat.
+#[test]
+fn a_node_that_stops_cleanly_hands_its_partitions_over_at_once() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(bin) = need_nats() else { return };
+    let nats = Nats::start(&bin, 1);
+    let lease_s = 10;
+    let mut a = Daemon::start(&nats.section_with_lease("a", 4, lease_s));
+    let b = Daemon::start(&nats.section_with_lease("b", 4, lease_s));
+    wait_until(40, "two partitions each", || {
+        owned(&a) == 2 && owned(&b) == 2
+    });
+    let names: Vec<String> = (0..12).map(|i| format!("leave.{i}")).collect();
+    let lines: String = names
+        .iter()
+        .map(|n| format!("{n}.timeout:600|g\n{n}.beat:1|c\n"))
+        .collect();
+    a.udp(&lines);
+    wait_until(20, "every service at its owner", || {
+        names
+            .iter()
+            .all(|n| a.service(n).is_some() || b.service(n).is_some())
+    });
+    let at_a: Vec<(String, i64)> = names
+        .iter()
+        .filter_map(|n| Some((n.clone(), a.service(n)?["last_beat"].as_i64()?)))
+        .collect();
+    assert!(!at_a.is_empty(), "a owns some of them");
+    let stopped = Instant::now();
+    let status = a.stop();
+    assert!(status.success(), "clean exit: {status:?}");
+    wait_until(20, "b owns every partition", || owned(&b) == 4);
+    let took = stopped.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "taken over after {took:?}: the lease ({lease_s} s) aged out instead of being given back"
+    );
+    for (n, last) in &at_a {
+        let s = b
+            .service(n)
+            .unwrap_or_else(|| panic!("{n} lost in the handover"));
+        assert_eq!(s["state"], "ok", "{n}");
+        assert_eq!(s["last_beat"].as_i64(), Some(*last), "{n}");
+    }
 }
