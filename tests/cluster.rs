@@ -590,3 +590,65 @@ fn a_node_that_stops_cleanly_hands_its_partitions_over_at_once() {
         assert_eq!(s["last_beat"].as_i64(), Some(*last), "{n}");
     }
 }
+
+/// A snapshot that cannot be read does not leave its partition unowned:
+/// the next owner says so and replays the whole stream instead, and every
+/// service comes back with its last beat.
+#[test]
+fn an_unreadable_snapshot_is_replaced_by_a_replay_of_the_stream() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(bin) = need_nats() else { return };
+    let nats = Nats::start(&bin, 1);
+    let mut a = Daemon::start(&nats.section("a", 1));
+    wait_until(20, "a owns the partition", || owned(&a) == 1);
+    let names: Vec<String> = (0..5).map(|i| format!("snap.{i}")).collect();
+    let lines: String = names
+        .iter()
+        .map(|n| format!("{n}.timeout:600|g\n{n}.beat:1|c\n"))
+        .collect();
+    a.udp(&lines);
+    wait_until(10, "every service at a", || {
+        names.iter().all(|n| a.service(n).is_some())
+    });
+    let last: Vec<i64> = names
+        .iter()
+        .map(|n| {
+            a.service(n)
+                .and_then(|s| s["last_beat"].as_i64())
+                .unwrap_or(0)
+        })
+        .collect();
+    assert!(a.stop().success(), "clean stop, with a last snapshot");
+    // The snapshot damaged, as a bug or a disk might.
+    let url = nats.urls[0].clone();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let client = async_nats::connect(url).await.expect("connect");
+        let js = async_nats::jetstream::new(client);
+        let kv = js
+            .get_key_value("lovebeat-snapshots")
+            .await
+            .expect("the snapshot bucket");
+        assert!(
+            kv.get("p.0").await.expect("read").is_some(),
+            "a snapshot was written"
+        );
+        kv.put("p.0", "LBS1 not really".into())
+            .await
+            .expect("damage it");
+    });
+    let b = Daemon::start(&nats.section("b", 1));
+    wait_until(20, "b owns the partition", || owned(&b) == 1);
+    for (n, l) in names.iter().zip(&last) {
+        let s = b
+            .service(n)
+            .unwrap_or_else(|| panic!("{n} lost: {}", b.stderr()));
+        assert_eq!(s["last_beat"].as_i64(), Some(*l), "{n}");
+        assert_eq!(s["state"], "ok", "{n}");
+    }
+    assert!(
+        b.stderr().contains("snapshot cannot be read"),
+        "{}",
+        b.stderr()
+    );
+}
