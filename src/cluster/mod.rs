@@ -176,10 +176,15 @@ pub async fn start(
     // A NATS cluster that has just started has no JetStream leader for a
     // few seconds: the setup is tried again meanwhile, but a node that
     // disagrees with the cluster's fixed settings stops at once.
+    // Each request of the setup waits 2 s, not the client's 5: a server
+    // with no JetStream leader yet does not answer, and the next try
+    // comes sooner.
+    let mut setup_js = js.clone();
+    setup_js.set_timeout(Duration::from_secs(2));
     let mut attempt = 0;
     let (stream, leases, nodes, snapshots) = loop {
         attempt += 1;
-        match setup(cfg, &js, lease).await {
+        match setup(cfg, &setup_js, lease).await {
             Ok(s) => break s,
             Err(e) if e.is::<Mismatch>() || attempt >= SETUP_ATTEMPTS => return Err(e),
             Err(e) => {
@@ -453,11 +458,15 @@ impl Manager {
                         h.stop.cancel();
                     }
                 }
-                Ok(Err(e)) => {
+                Ok(Err(e)) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
                     tracing::warn!("partition {p}: lease lost: {e}");
                     h.clock.revoke();
                     h.stop.cancel();
                 }
+                // NATS moving the bucket's leader, say: the next poll
+                // tries again, and the lease lapses by the clock if none
+                // gets through.
+                Ok(Err(e)) => tracing::warn!("partition {p}: lease not renewed: {e}"),
                 Err(_) => tracing::warn!("partition {p}: lease renewal timed out"),
             }
         }

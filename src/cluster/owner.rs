@@ -58,60 +58,22 @@ pub async fn run(
 
 async fn own(shared: &Shared, p: u32, clock: &LeaseClock, stop: &CancellationToken) -> Ended {
     let started = std::time::Instant::now();
-    let (mut seq, services) = match restore(shared, p).await {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!("partition {p}: cannot read its snapshot: {e:#}");
-            return Ended::Lost;
+    // NATS may be moving a stream's leader (a server died): what fails
+    // here is tried again while the lease holds, instead of leaving the
+    // partition to wait until the lease ages out.
+    let (scratch, messages, mut seq, from_snapshot, replayed) = loop {
+        match catch_up(shared, p, clock, stop).await {
+            Ok(done) => break done,
+            Err(CatchUp::Stop) => return Ended::Lost,
+            Err(CatchUp::Retry(e)) => {
+                tracing::warn!("partition {p}: {e:#}; trying again");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    _ = stop.cancelled() => return Ended::Lost,
+                }
+            }
         }
     };
-    let from_snapshot = services.len();
-    let scratch = Engine::new((shared.engine_config)(), 0);
-    scratch.adopt(services, now_ms());
-    let consumer = match shared
-        .stream
-        .create_consumer(OrderedConfig {
-            filter_subject: wire::subject(p),
-            deliver_policy: DeliverPolicy::ByStartSequence {
-                start_sequence: seq + 1,
-            },
-            ..Default::default()
-        })
-        .await
-    {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!("partition {p}: cannot read the stream: {e}");
-            return Ended::Lost;
-        }
-    };
-    let mut pending = consumer.cached_info().num_pending;
-    let mut messages = match consumer.messages().await {
-        Ok(m) => m,
-        Err(e) => {
-            tracing::error!("partition {p}: cannot read the stream: {e}");
-            return Ended::Lost;
-        }
-    };
-    let mut replayed = 0u64;
-    // The backlog, into the scratch engine.
-    while pending > 0 {
-        if !clock.valid() {
-            return Ended::Lost;
-        }
-        let next = tokio::select! {
-            m = tokio::time::timeout(Duration::from_secs(5), messages.next()) => m,
-            _ = stop.cancelled() => return Ended::Lost,
-        };
-        let Ok(Some(Ok(m))) = next else {
-            tracing::error!("partition {p}: the stream stopped during the replay");
-            return Ended::Lost;
-        };
-        let Ok(info) = m.info() else { continue };
-        seq = info.stream_sequence;
-        pending = info.pending;
-        replayed += apply(shared, &scratch, p, &m.payload);
-    }
     if !clock.valid() || stop.is_cancelled() {
         return Ended::Lost;
     }
@@ -123,9 +85,60 @@ async fn own(shared: &Shared, p: u32, clock: &LeaseClock, stop: &CancellationTok
         started.elapsed().as_millis()
     );
     shared.owned.fetch_add(1, Ordering::Relaxed);
-    let ended = live(shared, p, clock, stop, &mut messages, &mut seq).await;
+    let ended = live(shared, p, clock, stop, messages, &mut seq).await;
     shared.owned.fetch_sub(1, Ordering::Relaxed);
     ended
+}
+
+/// Why a catch-up did not finish.
+enum CatchUp {
+    /// The lease lapsed, or the partition is being given back.
+    Stop,
+    /// NATS failed; worth trying again while the lease holds.
+    Retry(anyhow::Error),
+}
+
+/// The partition's snapshot and the stream after it, applied to a scratch
+/// engine: the engine, the messages from there on, the sequence reached,
+/// and how many services and commands it took.
+async fn catch_up(
+    shared: &Shared,
+    p: u32,
+    clock: &LeaseClock,
+    stop: &CancellationToken,
+) -> Result<(Engine, consumer::pull::Ordered, u64, usize, u64), CatchUp> {
+    let (mut seq, services) = restore(shared, p)
+        .await
+        .map_err(|e| CatchUp::Retry(e.context("cannot read its snapshot")))?;
+    let from_snapshot = services.len();
+    let scratch = Engine::new((shared.engine_config)(), 0);
+    scratch.adopt(services, now_ms());
+    let (mut messages, mut pending) = open(shared, p, seq + 1)
+        .await
+        .map_err(|e| CatchUp::Retry(e.context("cannot read the stream")))?;
+    let mut replayed = 0u64;
+    while pending > 0 {
+        if !clock.valid() {
+            return Err(CatchUp::Stop);
+        }
+        let next = tokio::select! {
+            m = tokio::time::timeout(Duration::from_secs(5), messages.next()) => m,
+            _ = stop.cancelled() => return Err(CatchUp::Stop),
+        };
+        let Ok(Some(Ok(m))) = next else {
+            return Err(CatchUp::Retry(anyhow::anyhow!(
+                "the stream stopped during the replay"
+            )));
+        };
+        let Ok(info) = m.info() else { continue };
+        seq = info.stream_sequence;
+        pending = info.pending;
+        replayed += apply(shared, &scratch, p, &m.payload);
+    }
+    if !clock.valid() || stop.is_cancelled() {
+        return Err(CatchUp::Stop);
+    }
+    Ok((scratch, messages, seq, from_snapshot, replayed))
 }
 
 /// Applies live commands and snapshots until the lease lapses or `stop`.
@@ -134,7 +147,7 @@ async fn live(
     p: u32,
     clock: &LeaseClock,
     stop: &CancellationToken,
-    messages: &mut consumer::pull::Ordered,
+    mut messages: consumer::pull::Ordered,
     seq: &mut u64,
 ) -> Ended {
     let mut snapshotted = 0;
@@ -142,9 +155,31 @@ async fn live(
     // Checked often enough that a lapsed lease stops the owner within a
     // fraction of the lease, even when no command comes.
     let mut check = tokio::time::interval(Duration::from_millis(100));
+    let mut progress = tokio::time::Instant::now();
+    let mut next_stall_check = tokio::time::Instant::now() + STALL_CHECK;
     loop {
         if !clock.valid() {
             return Ended::Lost;
+        }
+        let now = tokio::time::Instant::now();
+        if now >= next_stall_check {
+            next_stall_check = now + STALL_CHECK;
+            if now.duration_since(progress) >= STALL_CHECK && behind(shared, p, *seq).await {
+                // The stream has commands this owner has not seen for a
+                // while: its consumer stalled (a NATS server died and the
+                // client moved to another). It is opened again where the
+                // owner is, so beats never wait for long.
+                match open(shared, p, *seq + 1).await {
+                    Ok((m, _)) => {
+                        tracing::warn!(
+                            "partition {p}: reading the stream had stalled; reopened after sequence {seq}"
+                        );
+                        messages = m;
+                    }
+                    Err(e) => tracing::warn!("partition {p}: reading the stream stalled: {e:#}"),
+                }
+                progress = tokio::time::Instant::now();
+            }
         }
         if tokio::time::Instant::now() >= next_snapshot {
             if *seq != snapshotted || snapshotted == 0 {
@@ -164,6 +199,7 @@ async fn live(
                     if let Ok(info) = m.info() {
                         *seq = info.stream_sequence;
                     }
+                    progress = tokio::time::Instant::now();
                     apply(shared, &shared.engine, p, &m.payload);
                 }
                 Some(Err(e)) => {
@@ -183,6 +219,51 @@ async fn live(
                 return Ended::Lost;
             }
         }
+    }
+}
+
+/// How long an owner may see nothing new before it asks whether the
+/// stream holds more than it has applied.
+const STALL_CHECK: Duration = Duration::from_secs(1);
+
+/// Reads partition `p`'s subject from sequence `from`: the messages and
+/// how many there were when it began.
+async fn open(
+    shared: &Shared,
+    p: u32,
+    from: u64,
+) -> anyhow::Result<(consumer::pull::Ordered, u64)> {
+    let consumer = shared
+        .stream
+        .create_consumer(OrderedConfig {
+            filter_subject: wire::subject(p),
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: from,
+            },
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let pending = consumer.cached_info().num_pending;
+    let messages = consumer
+        .messages()
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok((messages, pending))
+}
+
+/// Whether the stream holds a command of partition `p` after `seq`.
+async fn behind(shared: &Shared, p: u32, seq: u64) -> bool {
+    match tokio::time::timeout(
+        STALL_CHECK,
+        shared
+            .stream
+            .get_last_raw_message_by_subject(&wire::subject(p)),
+    )
+    .await
+    {
+        Ok(Ok(m)) => m.sequence > seq,
+        _ => false,
     }
 }
 
