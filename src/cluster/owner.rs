@@ -233,6 +233,19 @@ async fn open(
     p: u32,
     from: u64,
 ) -> anyhow::Result<(consumer::pull::Ordered, u64)> {
+    tokio::time::timeout(OPEN_TIMEOUT, open_now(shared, p, from))
+        .await
+        .map_err(|_| anyhow::anyhow!("no answer from NATS in {OPEN_TIMEOUT:?}"))?
+}
+
+/// How long opening the stream may take before it is tried again.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(2);
+
+async fn open_now(
+    shared: &Shared,
+    p: u32,
+    from: u64,
+) -> anyhow::Result<(consumer::pull::Ordered, u64)> {
     let consumer = shared
         .stream
         .create_consumer(OrderedConfig {
