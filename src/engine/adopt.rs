@@ -180,4 +180,40 @@ mod tests {
         assert_eq!(new.service_count(), 1);
         assert_eq!(new.status(), (1, 0));
     }
+
+    /// While the gate is closed (a lease in doubt), expiry marks nothing,
+    /// however far past its deadline a service is; opened, it does.
+    #[tokio::test]
+    async fn a_closed_gate_holds_expiry() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let now = crate::clock::now_ms();
+        let e = Engine::new(EngineConfig::default(), now);
+        let open = Arc::new(AtomicBool::new(false));
+        e.set_expiry_gate({
+            let open = open.clone();
+            Arc::new(move || open.load(Ordering::SeqCst))
+        });
+        e.change("s", Change::timeout(Timeout::After(50)), now)
+            .expect("made");
+        e.change("s", Change::beat(), now).expect("beat");
+        let stop = tokio_util::sync::CancellationToken::new();
+        let driver = tokio::spawn(e.clone().run_expiry(
+            stop.clone(),
+            std::time::Duration::from_secs(60),
+            || {},
+        ));
+        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+        assert_eq!(e.service_state("s"), Some(State::Ok), "held by the gate");
+        open.store(true, Ordering::SeqCst);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while e.service_state("s") != Some(State::Error) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never expired once open"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        stop.cancel();
+        let _ = driver.await;
+    }
 }
