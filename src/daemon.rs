@@ -120,8 +120,21 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     let engine = Engine::new(config.engine_config(), now);
     let db_path = PathBuf::from(&config.database.filename);
     let remote = RemoteDb::from_config(&config.database).await?.map(Arc::new);
-    let start = persistence::load_at_start(&db_path, remote.as_deref()).await?;
-    if let Some(loaded) = start.loaded {
+    let clustered = config.cluster.is_some();
+    // In cluster mode the state lives in JetStream: the engine holds only
+    // the partitions this node owns, restored from there, so no database
+    // is loaded (stage 1 imports none).
+    let start = if clustered {
+        persistence::Start {
+            loaded: None,
+            remote_trouble: None,
+        }
+    } else {
+        persistence::load_at_start(&db_path, remote.as_deref()).await?
+    };
+    if clustered {
+        tracing::info!("cluster mode: the database file is neither loaded nor saved");
+    } else if let Some(loaded) = start.loaded {
         let a = loaded.alarms.len();
         let report = engine.load(loaded.services, loaded.alarms, now);
         let (s, a) = (report.services, a - report.duplicate_alarms);
@@ -166,6 +179,25 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     // One token reaches every task; its children stop the phases of a
     // shutdown one after the other (see `Stopping`).
     let stop = Stopping::new();
+    let cluster = match &config.cluster {
+        Some(c) => {
+            let node = crate::cluster::start(
+                c,
+                engine.clone(),
+                {
+                    let config = config.clone();
+                    move || config.engine_config()
+                },
+                stop.input_token.clone(),
+                &stop.input_tasks,
+            )
+            .await
+            .context("cannot join the cluster")?;
+            let _ = stats.cluster.set(node.publisher.clone());
+            Some(node)
+        }
+        None => None,
+    };
     let udp = UdpIngest::start(
         engine.clone(),
         stats.clone(),
@@ -235,6 +267,9 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     if let Some(r) = &remote {
         counted.push(r.clone());
     }
+    if let Some(c) = &cluster {
+        counted.push(c.clone());
+    }
     let counters = crate::counters::Counters::new(counted);
     let alerts_config = Arc::new(config.alerts_config());
     let state = Arc::new(AppState {
@@ -255,6 +290,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
             .map(|a| a.name.clone())
             .collect(),
         status: status_pages,
+        cluster: cluster.clone(),
         gate: http::router::Gate {
             keys: config.http.keys(),
             hosts: http::origin::AllowedHosts::new(
@@ -305,6 +341,13 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
             stop.sink_token.clone(),
         ));
     }
+    if let Some(c) = &cluster {
+        stop.sink_tasks.spawn(crate::cluster::watch(
+            c.clone(),
+            trouble.clone(),
+            stop.sink_token.clone(),
+        ));
+    }
     stop.sink_tasks.spawn(tcp::watch_evictions(
         trouble.clone(),
         stats.clone(),
@@ -348,17 +391,19 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         reports,
         stop.sink_token.clone(),
     ));
-    stop.sink_tasks.spawn(persistence::run(
-        engine.clone(),
-        db_path.clone(),
-        Duration::from_secs(config.database.interval),
-        saves.clone(),
-        remote.clone(),
-        reporter,
-        trouble.clone(),
-        stop.sink_token.clone(),
-        stop.sink_tasks.clone(),
-    ));
+    if !clustered {
+        stop.sink_tasks.spawn(persistence::run(
+            engine.clone(),
+            db_path.clone(),
+            Duration::from_secs(config.database.interval),
+            saves.clone(),
+            remote.clone(),
+            reporter,
+            trouble.clone(),
+            stop.sink_token.clone(),
+            stop.sink_tasks.clone(),
+        ));
+    }
 
     match &history {
         crate::history::HistoryState::On(h) => {
@@ -432,6 +477,10 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
         {
             tracing::warn!("the history writer did not finish before the deadline");
         }
+    }
+    if clustered {
+        stop.root.cancel();
+        return Ok(());
     }
     let saved = persistence::save_now(&engine, &db_path, &saves, persistence::Priority::Normal)
         .await

@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod client;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod counters;
 pub mod daemon;

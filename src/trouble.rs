@@ -32,10 +32,12 @@ pub enum Part {
     Udp,
     /// Room for statsd TCP senders (`[limits] max_tcp_connections`).
     Tcp,
+    /// Publishing to NATS in cluster mode (`crate::cluster`).
+    Cluster,
 }
 
 /// Every part.
-const PARTS: [Part; 8] = [
+const PARTS: [Part; 9] = [
     Part::Save,
     Part::Upload,
     Part::Alerts,
@@ -44,6 +46,7 @@ const PARTS: [Part; 8] = [
     Part::History,
     Part::Udp,
     Part::Tcp,
+    Part::Cluster,
 ];
 
 impl Part {
@@ -58,6 +61,7 @@ impl Part {
             Part::History => "lovebeat.self.history",
             Part::Udp => "lovebeat.self.udp",
             Part::Tcp => "lovebeat.self.tcp",
+            Part::Cluster => "lovebeat.self.cluster",
         }
     }
 }

@@ -94,6 +94,8 @@ pub struct Config {
     pub reports: Vec<crate::reports::ReportConfig>,
     /// Public status pages (README, "Status pages").
     pub status_pages: Vec<crate::status::StatusPageConfig>,
+    /// Cluster mode on NATS JetStream; absent: a single node.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
     /// The files it was read from, in order (not a key).
     #[serde(skip)]
     pub files: Vec<PathBuf>,
@@ -112,6 +114,9 @@ impl Config {
     /// file was read): alarms name existing alerts and alarms, keys are
     /// usable, reminders are not a flood.
     fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(c) = &self.cluster {
+            c.validate()?;
+        }
         for a in self.alarms.iter().chain(&self.views) {
             if let Some(problem) = a.problem() {
                 return Err(ConfigError::Invalid(problem));

@@ -57,6 +57,23 @@ impl Config {
                 format!(", backed up to {}", db.remote_s3_url)
             }
         );
+        if let Some(c) = &self.cluster {
+            let servers: Vec<String> = c.nats.iter().map(|u| url(u)).collect();
+            let _ = writeln!(
+                out,
+                "cluster: node {}, {} partitions, lease {} ms, NATS {}{}{}",
+                c.node_name(),
+                c.partitions,
+                c.lease.ms,
+                servers.join(", "),
+                if c.tls_ca.is_empty() { "" } else { ", TLS" },
+                if c.credentials.is_empty() {
+                    ""
+                } else {
+                    ", with credentials"
+                }
+            );
+        }
         let defs = self.alarm_defs();
         let _ = writeln!(out, "alarms: {}", defs.len());
         for d in &defs {

@@ -451,3 +451,23 @@ fn a_status_page_mails_through_an_alert_with_mail_and_needs_public_url() {
         assert!(e.contains(why), "{why}: {e}");
     }
 }
+
+/// `[cluster]` is read with its defaults, checked, and summarised without
+/// a password in a NATS URL; without it there is no cluster.
+#[test]
+fn the_cluster_section_is_read_checked_and_summarised() {
+    assert!(Config::parse("").expect("valid").cluster.is_none());
+    let c =
+        Config::parse("[cluster]\nnats = [\"nats://user:secret@127.0.0.1:4222\"]\nnode = \"n1\"\n")
+            .expect("valid");
+    let cluster = c.cluster.as_ref().expect("cluster");
+    assert_eq!((cluster.partitions, cluster.lease.ms), (16, 10_000));
+    let summary = c.summary();
+    assert!(
+        summary.contains("cluster: node n1, 16 partitions, lease 10000 ms"),
+        "{summary}"
+    );
+    assert!(!summary.contains("secret"), "{summary}");
+    let e = Config::parse("[cluster]\nnats = []\n").expect_err("no servers");
+    assert!(e.to_string().contains("[cluster] nats"), "{e}");
+}

@@ -104,6 +104,9 @@ impl Clocks {
     }
 }
 
+/// How soon expiry looks again at a closed gate (cluster mode).
+const GATE_RETRY: Duration = Duration::from_millis(50);
+
 impl Engine {
     /// Puts the service's next wake time in the wheel unless an entry at or
     /// before it is live already.
@@ -242,6 +245,17 @@ impl Engine {
                 // Whatever woke it, the clocks are looked at before anything
                 // expires: a wall clock that stepped during the sleep must
                 // not expire everything it stepped over.
+                continue;
+            }
+            if !self.expiry_allowed() {
+                // Cluster mode: a lease this node relies on is past its
+                // time (the node was paused, or cut from NATS), so what
+                // this engine holds may be another node's now; nothing
+                // expires until the partitions are let go or renewed.
+                tokio::select! {
+                    _ = tokio::time::sleep(GATE_RETRY) => {}
+                    _ = stop.cancelled() => return,
+                }
                 continue;
             }
             self.tick_with_clock(now_ms(), &mut due, now_ms);

@@ -30,6 +30,7 @@
 //! the lock of what they describe is held, so the events of one service or
 //! one alarm are in order.
 
+mod adopt;
 pub mod alarms;
 mod announce;
 pub mod auto;
@@ -58,6 +59,7 @@ use thin_vec::ThinVec;
 use tokio::sync::{broadcast, Notify};
 
 use crate::pattern::PatternSet;
+pub use adopt::ExpiryGate;
 pub use alarms::{AlarmView, Transition};
 pub use announce::MAX_PENDING;
 pub use config::{AlarmConfig, AutoConfig, EngineConfig, ServiceDefaults};
@@ -263,6 +265,8 @@ struct Inner {
     /// that every reader of alarms (the dispatcher, the API, the views)
     /// finds them where it finds the alarms.
     maintenance: crate::maintenance::Maintenance,
+    /// Cluster mode's hold on expiry while a lease is in doubt (`adopt.rs`).
+    expiry_gate: std::sync::OnceLock<adopt::ExpiryGate>,
 }
 
 /// Handle to the engine; clone freely.
@@ -311,6 +315,7 @@ impl Engine {
                 beat_watchers: AtomicUsize::new(0),
                 beaten: Mutex::new(HashSet::default()),
                 maintenance: Default::default(),
+                expiry_gate: std::sync::OnceLock::new(),
             }),
         }
     }

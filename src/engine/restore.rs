@@ -226,7 +226,7 @@ impl Engine {
     /// Takes back what [`Engine::restore_service`] did for `name`, whose
     /// record a newer one replaces: its count, its timer and its place in
     /// its alarms. The alarms are evaluated when the load ends.
-    fn unload_service(&self, name: &str) {
+    pub(super) fn unload_service(&self, name: &str) {
         let Some((key, old)) = self.inner.services.remove(name) else {
             return;
         };

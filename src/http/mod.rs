@@ -144,6 +144,8 @@ pub struct AppState {
     pub configured_alarms: Arc<[String]>,
     /// The public status pages and their renders.
     pub status: Arc<status::StatusPages>,
+    /// Cluster mode: where writes go instead of the engine.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// `r`, with its connection marked as sending a streamed answer until

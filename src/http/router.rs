@@ -349,7 +349,7 @@ async fn dispatch(
             match method {
                 Method::POST => api::beat(req, state, name, audit).await,
                 Method::GET | Method::HEAD => api::get_service(&req, state, name),
-                Method::DELETE => api::delete_service(state, name),
+                Method::DELETE => api::delete_service(state, name).await,
                 _ => not_allowed("GET, POST, DELETE"),
             }
         }
@@ -357,9 +357,11 @@ async fn dispatch(
             if let Some(bad) = check_service_name(state, name, method == Method::POST) {
                 return bad;
             }
-            only(&method, &[Method::POST], || {
-                api::mute(&req, state, name, e == Endpoint::Mute)
-            })
+            if method == Method::POST {
+                api::mute(&req, state, name, e == Endpoint::Mute).await
+            } else {
+                not_allowed("POST")
+            }
         }
         e @ (Endpoint::Start | Endpoint::Fail | Endpoint::Exit) => {
             if let Some(bad) = check_name(name, "service") {

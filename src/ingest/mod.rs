@@ -35,6 +35,9 @@ pub struct IngestStats {
     last_drop_log: AtomicI64,
     /// Drops since the last log line.
     drops_unlogged: AtomicU64,
+    /// Cluster mode: lines go to the cluster's command stream instead of
+    /// this node's engine (src/cluster/).
+    pub cluster: std::sync::OnceLock<std::sync::Arc<crate::cluster::Publisher>>,
 }
 
 impl IngestStats {
@@ -59,7 +62,17 @@ impl IngestStats {
 /// Applies one parsed command to the engine; `hash` is its name's, from
 /// [`Engine::prefetch_probe`].
 fn apply(engine: &Engine, cmd: Command<'_>, hash: u64, now: i64) {
-    let change = match cmd.action {
+    let change = change_of(cmd.action);
+    // The parser validated the name, so the one refusal left is a new
+    // name at `[limits] max_services`, which the engine counts itself
+    // (`services_refused` in /metrics); the line was well formed, and
+    // stays counted as accepted.
+    let _ = engine.change_hashed(cmd.name, hash, change, now);
+}
+
+/// What a statsd line asks of its service.
+fn change_of(action: Action) -> Change {
+    match action {
         Action::Beat => Change::beat(),
         Action::Autobeat => Change {
             beat: true,
@@ -75,12 +88,44 @@ fn apply(engine: &Engine, cmd: Command<'_>, hash: u64, now: i64) {
             fail: Some(FailReport::default()),
             ..Change::default()
         },
-    };
-    // The parser validated the name, so the one refusal left is a new
-    // name at `[limits] max_services`, which the engine counts itself
-    // (`services_refused` in /metrics); the line was well formed, and
-    // stays counted as accepted.
-    let _ = engine.change_hashed(cmd.name, hash, change, now);
+    }
+}
+
+/// Cluster mode's [`apply_packets`]: parses every line and queues the
+/// commands for the cluster's stream, never blocking; a line the full
+/// buffer refuses is dropped (counted by the publisher).
+fn forward_packets<'a>(
+    publisher: &crate::cluster::Publisher,
+    stats: &IngestStats,
+    packets: impl IntoIterator<Item = &'a [u8]>,
+    now: i64,
+) -> (u64, u64) {
+    let (mut ok, mut bad) = (0, 0);
+    let mut cmds = Vec::new();
+    for packet in packets {
+        for line in packet.split(|c| *c == b'\n') {
+            if line.is_empty() || line == b"\r" {
+                continue;
+            }
+            match statsd::parse_line(line) {
+                Ok(cmd) => cmds.push(crate::cluster::wire::Command {
+                    ts: now,
+                    name: cmd.name.to_string(),
+                    op: crate::cluster::wire::Op::Change(change_of(cmd.action)),
+                }),
+                Err(e) => {
+                    stats.dropped(line, e, now);
+                    bad += 1;
+                }
+            }
+        }
+    }
+    if !cmds.is_empty() {
+        let refused = publisher.push_all(&cmds);
+        ok = cmds.len() as u64 - refused;
+    }
+    stats.lines_accepted.fetch_add(ok, Ordering::Relaxed);
+    (ok, bad)
 }
 
 /// Lines parsed ahead of the one being applied. Each line's memory is
@@ -108,6 +153,9 @@ pub fn apply_packets<'a>(
     packets: impl IntoIterator<Item = &'a [u8]>,
     now: i64,
 ) -> (u64, u64) {
+    if let Some(p) = stats.cluster.get() {
+        return forward_packets(p, stats, packets, now);
+    }
     let (mut ok, mut bad) = (0, 0);
     let mut pipeline = Pipeline::<(Command<'a>, u64), AHEAD>::default();
     let stage = |k: usize, (cmd, hash): &(Command<'a>, u64)| {

@@ -250,6 +250,7 @@ mod tests {
             history: crate::history::HistoryState::Off,
             configured_alarms: Arc::from([]),
             status: Arc::new(crate::http::status::StatusPages::new(&[], None)),
+            cluster: None,
         }
     }
 

@@ -7,6 +7,7 @@ use hyper::header::CONTENT_TYPE;
 use hyper::{Request, Response, StatusCode};
 
 use crate::clock::now_ms;
+use crate::cluster::wire::{Command, Op};
 use crate::http::router::{error, query_param};
 use crate::http::{AppState, Body};
 use std::sync::Arc;
@@ -165,6 +166,9 @@ pub(in crate::http) async fn beat(
         Ok(c) => c,
         Err(e) => return e.response(),
     };
+    if let Some(r) = via_cluster(state, name, Op::Change(change.clone())).await {
+        return r;
+    }
     let created = state.engine.service_state(name).is_none();
     let settings =
         (created || change.timeout.is_some() || change.max_runtime.is_some()).then(|| Change {
@@ -181,6 +185,38 @@ pub(in crate::http) async fn beat(
         }
         Err(e) => engine_error(e),
     }
+}
+
+/// Cluster mode: publishes the write to the cluster's stream and answers
+/// once JetStream has stored it (200), or 503 with `Retry-After` when the
+/// node's buffer is full or NATS did not acknowledge it in time. `None`
+/// on a single node: the caller applies the write itself.
+async fn via_cluster(state: &AppState, name: &str, op: Op) -> Option<Response<Body>> {
+    let cluster = state.cluster.as_ref()?;
+    if !crate::engine::valid_name(name.as_bytes()) {
+        return Some(engine_error(crate::engine::EngineError::InvalidName(
+            name.to_string(),
+        )));
+    }
+    let cmd = Command {
+        ts: now_ms(),
+        name: name.to_string(),
+        op,
+    };
+    Some(match cluster.submit(&cmd).await {
+        Ok(()) => empty_ok(),
+        Err(e) => {
+            let mut r = error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not stored: {e}; try again"),
+            );
+            r.headers_mut().insert(
+                hyper::header::RETRY_AFTER,
+                hyper::header::HeaderValue::from_static("5"),
+            );
+            r
+        }
+    })
 }
 
 /// Applies a JSON body `{"timeout": ..., "beat": ..., "schedule": ...}`;
@@ -298,6 +334,9 @@ pub(in crate::http) async fn job_signal(
             });
         }
     }
+    if let Some(r) = via_cluster(state, name, Op::Change(change.clone())).await {
+        return r;
+    }
     match state.engine.change(name, change, now_ms()) {
         Ok(()) => empty_ok(),
         Err(e) => engine_error(e),
@@ -305,7 +344,7 @@ pub(in crate::http) async fn job_signal(
 }
 
 /// POST /api/services/<name>/mute (`?for=2h` snoozes) and /unmute.
-pub(in crate::http) fn mute<B>(
+pub(in crate::http) async fn mute<B>(
     req: &Request<B>,
     state: &AppState,
     name: &str,
@@ -321,8 +360,14 @@ pub(in crate::http) fn mute<B>(
             },
             None => None,
         };
+        if let Some(r) = via_cluster(state, name, Op::Mute(until)).await {
+            return r;
+        }
         state.engine.mute_until(name, until, now)
     } else {
+        if let Some(r) = via_cluster(state, name, Op::Unmute).await {
+            return r;
+        }
         state.engine.unmute(name, now)
     };
     match r {
@@ -332,7 +377,10 @@ pub(in crate::http) fn mute<B>(
 }
 
 /// DELETE /api/services/<name>.
-pub(in crate::http) fn delete_service(state: &AppState, name: &str) -> Response<Body> {
+pub(in crate::http) async fn delete_service(state: &AppState, name: &str) -> Response<Body> {
+    if let Some(r) = via_cluster(state, name, Op::Delete).await {
+        return r;
+    }
     state.engine.delete(name, now_ms());
     empty_ok()
 }
