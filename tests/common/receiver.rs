@@ -78,9 +78,13 @@ impl Receiver {
     ) -> Receiver {
         let status = answer;
         // From `free_port`, so never a port a stopped daemon of the same
-        // test binary will listen on again.
-        let port = super::free_port();
-        let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind");
+        // test binary will listen on again; another, should a socket of
+        // another process (an ephemeral port) take it between the check
+        // and this bind.
+        let listener = (0..50)
+            .find_map(|_| TcpListener::bind(("127.0.0.1", super::free_port())).ok())
+            .expect("bind a receiver port");
+        let port = listener.local_addr().expect("addr").port();
         let requests = Arc::new(Mutex::new(Vec::new()));
         let (reqs, status) = (requests.clone(), Arc::new(status));
         std::thread::spawn(move || {
