@@ -42,6 +42,24 @@ const REMEMBERED: usize = 10_000;
 /// Bytes of an address at most (RFC 5321's path limit).
 const MAX_ADDRESS: usize = 254;
 
+/// True for an address of a plain mailbox: a local part of letters,
+/// digits and `.!#$%&'*+/=?^_`{|}~-` (no quoted string) at a host name.
+/// RFC 5321 also allows quoted local parts (`"a,b"@x`) and address
+/// literals (`a@[10.0.0.1]`), but a mail server or Mailgun's API that
+/// reads a recipient list may split such an address into other
+/// recipients, and lettre cannot send to them anyway: each would be
+/// answered "a link is on its way" and hold a place among the page's
+/// pending subscribers for a week with no mail ever sent.
+fn plain(address: &lettre::Address) -> bool {
+    let atom = |part: &str, extra: &str| {
+        !part.is_empty()
+            && part.split('.').all(|w| {
+                !w.is_empty() && w.chars().all(|c| c.is_alphanumeric() || extra.contains(c))
+            })
+    };
+    atom(address.user(), "!#$%&'*+/=?^_`{|}~-") && atom(address.domain(), "-")
+}
+
 /// Fixed-window counters by key, bounded.
 #[derive(Default)]
 pub struct Limiter {
@@ -209,7 +227,8 @@ pub(super) async fn subscribe(
     let address = address.trim().to_ascii_lowercase();
     let parsed = (address.len() <= MAX_ADDRESS)
         .then(|| address.parse::<lettre::Address>().ok())
-        .flatten();
+        .flatten()
+        .filter(plain);
     let Some(parsed) = parsed else {
         return error(
             StatusCode::BAD_REQUEST,
