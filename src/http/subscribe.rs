@@ -60,6 +60,20 @@ fn plain(address: &lettre::Address) -> bool {
     atom(address.user(), "!#$%&'*+/=?^_`{|}~-") && atom(address.domain(), "-")
 }
 
+/// The client a request to subscribe is counted against: an IPv4
+/// address, or an IPv6 address's /64. One host is commonly given a whole
+/// /64 and may send from any address in it, so counting each IPv6
+/// address apart let one client make as many requests as it liked.
+fn client_key(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => {
+            let [a, b, c, d, ..] = v6.segments();
+            format!("{a:x}:{b:x}:{c:x}:{d:x}::/64")
+        }
+    }
+}
+
 /// Fixed-window counters by key, bounded.
 #[derive(Default)]
 pub struct Limiter {
@@ -235,7 +249,7 @@ pub(super) async fn subscribe(
             "give one mail address as 'email', such as name@example.com".into(),
         );
     };
-    let who = client.map_or_else(|| "unknown".to_string(), |ip: IpAddr| ip.to_string());
+    let who = client.map_or_else(|| "unknown".to_string(), client_key);
     if !state
         .status
         .limits
@@ -558,5 +572,26 @@ pub async fn run(state: Arc<AppState>, stop: tokio_util::sync::CancellationToken
                 .await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ipv6_client_is_counted_by_its_64_and_an_ipv4_one_by_its_address() {
+        let key = |s: &str| client_key(s.parse().expect("address"));
+        assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:ffff:1:2:3"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_ne!(key("192.0.2.1"), key("192.0.2.2"));
+        let limits = Limiter::default();
+        let taken = (0..=PER_CLIENT)
+            .filter(|i| {
+                let ip: IpAddr = format!("2001:db8::{i:x}").parse().expect("address");
+                limits.take(format!("client {}", client_key(ip)), PER_CLIENT)
+            })
+            .count();
+        assert_eq!(taken, PER_CLIENT as usize);
     }
 }
