@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::Daemon;
+use common::{wait_until, Daemon};
 
 /// A page that takes subscribers (its mail server is never reached: only
 /// the answers matter here).
@@ -64,4 +64,47 @@ fn a_subscription_takes_only_a_plain_mailbox_not_a_quoted_list_or_an_address_lit
         let r = subscribe(&d, fine);
         assert_eq!(r.status, 202, "{fine}: {}", r.body);
     }
+}
+
+/// The state the page's JSON shows for its one entry, and its ETag.
+fn entry_state(d: &Daemon) -> (String, String) {
+    let r = d.get("/status/public.json");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let state = r.json()["groups"][0]["entries"][0]["state"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    (state, r.header("etag").unwrap_or_default().to_string())
+}
+
+#[test]
+fn a_visitor_of_a_stale_page_is_answered_from_the_last_build_while_the_next_runs() {
+    let d = Daemon::start_keyed(PAGE);
+    let w = [("Authorization", "Bearer writer")];
+    let r = d.request("POST", "/api/services/web.one?timeout=3600", &w, b"");
+    assert_eq!(r.status, 200, "{}", r.body);
+    wait_until(30, "the page shows the entry up", || {
+        entry_state(&d).0 == "up"
+    });
+    let (_, built) = entry_state(&d);
+    let r = d.request("POST", "/api/services/web.one/fail", &w, b"down");
+    assert_eq!(r.status, 200, "{}", r.body);
+    wait_until(30, "the alarm is ERROR", || {
+        d.request(
+            "GET",
+            "/api/alarms/web",
+            &[("Authorization", "Bearer reader")],
+            b"",
+        )
+        .json()["alarm"]["state"]
+            == "error"
+    });
+    // Past FRESH (2 s), well within STALE_FOR (30 s): the last build is
+    // served at once, and the next one runs meanwhile.
+    std::thread::sleep(std::time::Duration::from_millis(2_500));
+    let (state, etag) = entry_state(&d);
+    assert_eq!((state.as_str(), etag), ("up", built));
+    wait_until(30, "the next build shows the entry down", || {
+        entry_state(&d).0 == "down"
+    });
 }
