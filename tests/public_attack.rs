@@ -108,3 +108,82 @@ fn a_visitor_of_a_stale_page_is_answered_from_the_last_build_while_the_next_runs
         entry_state(&d).0 == "down"
     });
 }
+
+/// The SMTP server process of `tests/support/smtp_server.py`, killed when
+/// the test ends however it ends.
+struct Smtp(std::process::Child);
+
+impl Drop for Smtp {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn smtp_server(dir: &std::path::Path) -> (Smtp, u16, std::path::PathBuf) {
+    use std::io::BufRead;
+    let port = common::free_port();
+    let out = dir.join("mail.jsonl");
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/smtp_server.py");
+    let mut child = std::process::Command::new("python3")
+        .arg(script)
+        .arg(port.to_string())
+        .arg(&out)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("python3 with aiosmtpd (pip install aiosmtpd)");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("ready line");
+    assert_eq!(line.trim(), "ready", "SMTP server did not start");
+    (Smtp(child), port, out)
+}
+
+/// The recipients of the mails received so far.
+fn recipients(path: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .flat_map(|m| {
+            m["to"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|t| t.as_str().map(str::to_string))
+        })
+        .collect()
+}
+
+#[test]
+fn one_mailbox_gets_one_mail_to_confirm_however_its_address_is_spelled() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_smtp, port, out) = smtp_server(dir.path());
+    let d = Daemon::start_keyed(&PAGE.replace("127.0.0.1:9", &format!("127.0.0.1:{port}")));
+    for spelling in [
+        "victim@example.org",
+        "victim+1@example.org",
+        "victim+2@example.org",
+        "vic.tim@example.org",
+        "v.i.c.t.i.m+3@example.org",
+    ] {
+        assert_eq!(subscribe(&d, spelling).status, 202, "{spelling}");
+    }
+    // Another mailbox, asked last: once its mail is in, the others'
+    // would be too.
+    assert_eq!(subscribe(&d, "someone.else@example.org").status, 202);
+    wait_until(30, "the other mailbox's mail", || {
+        recipients(&out)
+            .iter()
+            .any(|t| t == "someone.else@example.org")
+    });
+    let to_victim: Vec<String> = recipients(&out)
+        .into_iter()
+        .filter(|t| t != "someone.else@example.org")
+        .collect();
+    assert_eq!(to_victim, ["victim@example.org"], "{to_victim:?}");
+}

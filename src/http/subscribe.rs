@@ -74,6 +74,17 @@ fn client_key(ip: IpAddr) -> String {
     }
 }
 
+/// The mailbox an address reaches, as far as it can be told: the local
+/// part without its `+tag` and its dots, at the domain. Most mail
+/// services deliver `victim+1@`, `victim+2@` and `v.ictim@` to one
+/// mailbox, so counting each address apart let anyone send one mailbox
+/// the page's whole budget of mails to confirm (100 per 10 minutes).
+fn mailbox_root(address: &lettre::Address) -> String {
+    let user = address.user();
+    let user = user.split('+').next().unwrap_or(user).replace('.', "");
+    format!("{user}@{}", address.domain())
+}
+
 /// Fixed-window counters by key, bounded.
 #[derive(Default)]
 pub struct Limiter {
@@ -280,7 +291,14 @@ pub(super) async fn subscribe(
     .await;
     match outcome {
         Ok(Subscribe::Mail(token)) => {
-            if state.status.limits.take(format!("page {}", def.slug), PER_PAGE) {
+            let mailbox = format!("mailbox {} {}", def.slug, mailbox_root(&parsed));
+            if !state.status.limits.take(mailbox, 1) {
+                tracing::warn!(
+                    "status page '{}': a mail to confirm was sent to the same mailbox in the last {} s, this one not sent",
+                    def.slug,
+                    WINDOW.as_secs()
+                );
+            } else if state.status.limits.take(format!("page {}", def.slug), PER_PAGE) {
                 confirmation_mail(state, &def, parsed, token);
             } else {
                 tracing::warn!(
