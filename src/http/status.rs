@@ -77,6 +77,9 @@ pub struct StatusPages {
     cache: HashMap<String, tokio::sync::Mutex<Slot>>,
     /// The subscriptions' rate limits.
     pub(super) limits: super::subscribe::Limiter,
+    /// The mails to confirm sent to each mailbox, apart from `limits`:
+    /// a flood of new addresses must not crowd clients out of it.
+    pub(super) mailboxes: super::subscribe::Limiter,
     /// For mail through Mailgun's API.
     pub(super) client: reqwest::Client,
     /// Pages built (`/metrics`): a crowd of visitors shares one build.
@@ -128,6 +131,7 @@ impl StatusPages {
             public_url,
             cache,
             limits: Default::default(),
+            mailboxes: Default::default(),
             client: reqwest::Client::new(),
             builds: Default::default(),
         }

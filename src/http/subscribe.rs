@@ -95,11 +95,23 @@ impl Limiter {
     /// Counts one for `key`; false when it is past `max` in this window
     /// (or when too many keys are remembered to count it).
     fn take(&self, key: String, max: u32) -> bool {
+        self.count(key, max, false)
+    }
+
+    /// As [`Limiter::take`], but true when too many keys are remembered
+    /// to count this one: for a limit that others back up (a mailbox's,
+    /// which the page's bounds), so that filling the map with keys shuts
+    /// nobody out.
+    fn take_or_open(&self, key: String, max: u32) -> bool {
+        self.count(key, max, true)
+    }
+
+    fn count(&self, key: String, max: u32, open_when_full: bool) -> bool {
         let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         if counts.len() >= REMEMBERED && !counts.contains_key(&key) {
             counts.retain(|_, (at, _)| at.elapsed() < WINDOW);
             if counts.len() >= REMEMBERED {
-                return false;
+                return open_when_full;
             }
         }
         let slot = counts.entry(key).or_insert((Instant::now(), 0));
@@ -292,7 +304,7 @@ pub(super) async fn subscribe(
     match outcome {
         Ok(Subscribe::Mail(token)) => {
             let mailbox = format!("mailbox {} {}", def.slug, mailbox_root(&parsed));
-            if !state.status.limits.take(mailbox, 1) {
+            if !state.status.mailboxes.take_or_open(mailbox, 1) {
                 tracing::warn!(
                     "status page '{}': a mail to confirm was sent to the same mailbox in the last {} s, this one not sent",
                     def.slug,
@@ -611,5 +623,19 @@ mod tests {
             })
             .count();
         assert_eq!(taken, PER_CLIENT as usize);
+    }
+
+    #[test]
+    fn a_full_limiter_shuts_new_clients_out_but_lets_mailboxes_through() {
+        let limits = Limiter::default();
+        for n in 0..REMEMBERED {
+            assert!(limits.take(format!("key {n}"), 1));
+        }
+        assert!(!limits.take("a new client".into(), PER_CLIENT));
+        assert!(limits.take_or_open("a new mailbox".into(), 1));
+        assert!(
+            !limits.take_or_open("key 0".into(), 1),
+            "a known key still counts"
+        );
     }
 }
