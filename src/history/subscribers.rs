@@ -12,7 +12,7 @@ use super::pages::PageIncident;
 /// Subscribers (confirmed or not) a page holds at most.
 pub const MAX_SUBSCRIBERS: i64 = 10_000;
 /// Subscribers not confirmed yet a page holds at most: a flood of
-/// requests fills this, not the page.
+/// requests fills this, not the page; past it the oldest makes room.
 pub const MAX_PENDING: i64 = 1_000;
 /// How long an address waits before it is mailed to confirm again.
 pub const REMAIL_AFTER_MS: i64 = 10 * 60_000;
@@ -68,7 +68,19 @@ pub fn subscribe(
                 [page],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )?;
-            if all >= MAX_SUBSCRIBERS || pending >= MAX_PENDING {
+            let evict = (all >= MAX_SUBSCRIBERS || pending >= MAX_PENDING) && pending > 0;
+            if evict {
+                // The oldest request not confirmed makes room: refusing
+                // the new one instead let a flood of requests from a
+                // hundred clients shut the page to every visitor for a
+                // week (PENDING_FOR_MS), where now it must go on.
+                tx.execute(
+                    "DELETE FROM page_subscribers WHERE id = (SELECT id FROM page_subscribers \
+                     WHERE page = ?1 AND confirmed IS NULL ORDER BY created, id LIMIT 1)",
+                    [page],
+                )?;
+            }
+            if all - i64::from(evict) >= MAX_SUBSCRIBERS {
                 Subscribe::Full
             } else {
                 tx.execute(
@@ -224,5 +236,37 @@ mod tests {
         assert_eq!(got[0].1.status, "resolved");
         mailed(&conn, "p", got[0].0).expect("mark");
         assert!(unmailed(&conn, "p", 10).expect("after").is_empty());
+    }
+
+    #[test]
+    fn a_flood_of_requests_makes_room_by_its_oldest_and_never_shuts_the_page() {
+        let mut conn = Connection::open_in_memory().expect("memory");
+        super::super::schema::migrate(&mut conn).expect("schema");
+        for n in 0..MAX_PENDING {
+            let got = subscribe(
+                &mut conn,
+                "p",
+                &format!("flood{n}@x.org"),
+                &format!("f{n}"),
+                n,
+            )
+            .expect("flood");
+            assert_eq!(got, Subscribe::Mail(format!("f{n}")));
+        }
+        // A visitor after the flood is still taken, and can confirm; the
+        // flood's oldest request made room.
+        let got = subscribe(&mut conn, "p", "visitor@x.org", "v", MAX_PENDING).expect("visitor");
+        assert_eq!(got, Subscribe::Mail("v".into()));
+        assert!(confirm(&conn, "p", "v", MAX_PENDING + 1).expect("confirm"));
+        assert!(!confirm(&conn, "p", "f0", MAX_PENDING + 1).expect("confirm"));
+        assert!(confirm(&conn, "p", "f1", MAX_PENDING + 1).expect("confirm"));
+        let held: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM page_subscribers WHERE page = 'p'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("count");
+        assert_eq!(held, MAX_PENDING);
     }
 }

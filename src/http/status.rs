@@ -33,6 +33,11 @@ use crate::status::{render, PageDef, Pages};
 /// How long a rendered page is served before it is built again.
 pub const FRESH: Duration = Duration::from_secs(2);
 
+/// How old a page may be and still be served while its next build runs
+/// in the background: older than this (nobody came for a while), the
+/// visitor waits for the build rather than read old news.
+pub const STALE_FOR: Duration = Duration::from_secs(30);
+
 /// What browsers and proxies may keep: a few seconds, like [`FRESH`].
 const CACHE: &str = "public, max-age=5";
 
@@ -72,6 +77,9 @@ pub struct StatusPages {
     cache: HashMap<String, tokio::sync::Mutex<Slot>>,
     /// The subscriptions' rate limits.
     pub(super) limits: super::subscribe::Limiter,
+    /// The mails to confirm sent to each mailbox, apart from `limits`:
+    /// a flood of new addresses must not crowd clients out of it.
+    pub(super) mailboxes: super::subscribe::Limiter,
     /// For mail through Mailgun's API.
     pub(super) client: reqwest::Client,
     /// Pages built (`/metrics`): a crowd of visitors shares one build.
@@ -103,6 +111,11 @@ struct Slot {
     model: Option<(Instant, Arc<model::PageModel>)>,
     forms: [Option<Variant>; 3],
     past: model::PastDays,
+    /// A build runs in the background; visitors meanwhile get `model`.
+    building: bool,
+    /// Bumped by [`StatusPages::invalidate`]: a background build begun
+    /// before a change does not replace what shows it.
+    generation: u64,
 }
 
 impl StatusPages {
@@ -118,6 +131,7 @@ impl StatusPages {
             public_url,
             cache,
             limits: Default::default(),
+            mailboxes: Default::default(),
             client: reqwest::Client::new(),
             builds: Default::default(),
         }
@@ -144,6 +158,7 @@ impl StatusPages {
             let mut slot = slot.lock().await;
             slot.model = None;
             slot.forms = Default::default();
+            slot.generation = slot.generation.wrapping_add(1);
         }
     }
 }
@@ -187,38 +202,32 @@ async fn variant(
         return Err(no_page(&def.slug));
     };
     let mut slot = slot.lock().await;
-    let model = match slot.model.as_ref().filter(|m| m.0.elapsed() < FRESH) {
-        Some((_, m)) => m.clone(),
-        None => {
+    let age = slot.model.as_ref().map(|m| m.0.elapsed());
+    let model = match slot.model.as_ref() {
+        Some((_, m)) if age.is_some_and(|a| a < FRESH) => m.clone(),
+        // Stale but recent: served as it is while one build runs in the
+        // background, so no visitor waits for a build during a mass
+        // outage (each build reads every entry's changes).
+        Some((_, m)) if age.is_some_and(|a| a < STALE_FOR) => {
+            let m = m.clone();
+            if !slot.building {
+                slot.building = true;
+                let past = std::mem::take(&mut slot.past);
+                rebuild(state, def, past, slot.generation);
+            }
+            m
+        }
+        _ => {
             let history = match &state.history {
                 HistoryState::On(h) if h.failing().is_none() => Some(h.clone()),
                 _ => None,
             };
             let (engine, def) = (state.engine.clone(), def.clone());
-            let mut past = std::mem::take(&mut slot.past);
-            let (model, past) = tokio::task::spawn_blocking(move || {
-                let now = crate::clock::now_ms();
-                let model = match &history {
-                    Some(h) => h
-                        .read(|c| {
-                            rusqlite::Result::Ok(model::build(
-                                &def,
-                                &engine,
-                                Some(c),
-                                now,
-                                &mut past,
-                            ))
-                        })
-                        .unwrap_or_else(|e: rusqlite::Error| {
-                            tracing::error!("a status page is built without its history: {e}");
-                            model::build(&def, &engine, None, now, &mut past)
-                        }),
-                    None => model::build(&def, &engine, None, now, &mut past),
-                };
-                (Arc::new(model), past)
-            })
-            .await
-            .map_err(failed)?;
+            let past = std::mem::take(&mut slot.past);
+            let (model, past) =
+                tokio::task::spawn_blocking(move || build(history, engine, def, past))
+                    .await
+                    .map_err(failed)?;
             slot.past = past;
             pages
                 .builds
@@ -250,6 +259,68 @@ async fn variant(
         *f = Some(made.clone());
     }
     Ok(made)
+}
+
+/// Builds `def`'s model now (blocking: run it on the blocking pool),
+/// from `history` when it is readable, else from the engine alone.
+fn build(
+    history: Option<Arc<crate::history::History>>,
+    engine: crate::engine::Engine,
+    def: Arc<PageDef>,
+    mut past: model::PastDays,
+) -> (Arc<model::PageModel>, model::PastDays) {
+    let now = crate::clock::now_ms();
+    let model = match &history {
+        Some(h) => h
+            .read(|c| rusqlite::Result::Ok(model::build(&def, &engine, Some(c), now, &mut past)))
+            .unwrap_or_else(|e: rusqlite::Error| {
+                tracing::error!("a status page is built without its history: {e}");
+                model::build(&def, &engine, None, now, &mut past)
+            }),
+        None => model::build(&def, &engine, None, now, &mut past),
+    };
+    (Arc::new(model), past)
+}
+
+/// Builds `def`'s model in the background and puts it in its slot
+/// (with its HTML, the form most visitors ask for), unless the page
+/// changed meanwhile (`generation`); the slot's `building` is cleared
+/// whatever happens, so a failed build is tried again by the next visitor.
+fn rebuild(state: &AppState, def: &Arc<PageDef>, past: model::PastDays, generation: u64) {
+    let history = match &state.history {
+        HistoryState::On(h) if h.failing().is_none() => Some(h.clone()),
+        _ => None,
+    };
+    let (pages, engine, def) = (state.status.clone(), state.engine.clone(), def.clone());
+    tokio::spawn(async move {
+        let d = def.clone();
+        let built = tokio::task::spawn_blocking(move || {
+            let (model, past) = build(history, engine, d, past);
+            let html = render::html(&model).map(|h| Variant::new(h.into_bytes()));
+            (model, past, html)
+        })
+        .await;
+        let Some(slot) = pages.cache.get(&def.slug) else {
+            return;
+        };
+        let mut slot = slot.lock().await;
+        slot.building = false;
+        let Ok((model, past, html)) = built else {
+            return;
+        };
+        if slot.generation != generation {
+            return;
+        }
+        slot.past = past;
+        pages
+            .builds
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        slot.model = Some((Instant::now(), model));
+        slot.forms = Default::default();
+        if let (Some(f), Ok(html)) = (slot.forms.get_mut(Form::Html as usize), html) {
+            *f = Some(html);
+        }
+    });
 }
 
 /// True when the request's `If-None-Match` names `etag` (or `*`).

@@ -42,6 +42,49 @@ const REMEMBERED: usize = 10_000;
 /// Bytes of an address at most (RFC 5321's path limit).
 const MAX_ADDRESS: usize = 254;
 
+/// True for an address of a plain mailbox: a local part of letters,
+/// digits and `.!#$%&'*+/=?^_`{|}~-` (no quoted string) at a host name.
+/// RFC 5321 also allows quoted local parts (`"a,b"@x`) and address
+/// literals (`a@[10.0.0.1]`), but a mail server or Mailgun's API that
+/// reads a recipient list may split such an address into other
+/// recipients, and lettre cannot send to them anyway: each would be
+/// answered "a link is on its way" and hold a place among the page's
+/// pending subscribers for a week with no mail ever sent.
+fn plain(address: &lettre::Address) -> bool {
+    let atom = |part: &str, extra: &str| {
+        !part.is_empty()
+            && part.split('.').all(|w| {
+                !w.is_empty() && w.chars().all(|c| c.is_alphanumeric() || extra.contains(c))
+            })
+    };
+    atom(address.user(), "!#$%&'*+/=?^_`{|}~-") && atom(address.domain(), "-")
+}
+
+/// The client a request to subscribe is counted against: an IPv4
+/// address, or an IPv6 address's /64. One host is commonly given a whole
+/// /64 and may send from any address in it, so counting each IPv6
+/// address apart let one client make as many requests as it liked.
+fn client_key(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => {
+            let [a, b, c, d, ..] = v6.segments();
+            format!("{a:x}:{b:x}:{c:x}:{d:x}::/64")
+        }
+    }
+}
+
+/// The mailbox an address reaches, as far as it can be told: the local
+/// part without its `+tag` and its dots, at the domain. Most mail
+/// services deliver `victim+1@`, `victim+2@` and `v.ictim@` to one
+/// mailbox, so counting each address apart let anyone send one mailbox
+/// the page's whole budget of mails to confirm (100 per 10 minutes).
+fn mailbox_root(address: &lettre::Address) -> String {
+    let user = address.user();
+    let user = user.split('+').next().unwrap_or(user).replace('.', "");
+    format!("{user}@{}", address.domain())
+}
+
 /// Fixed-window counters by key, bounded.
 #[derive(Default)]
 pub struct Limiter {
@@ -52,11 +95,23 @@ impl Limiter {
     /// Counts one for `key`; false when it is past `max` in this window
     /// (or when too many keys are remembered to count it).
     fn take(&self, key: String, max: u32) -> bool {
+        self.count(key, max, false)
+    }
+
+    /// As [`Limiter::take`], but true when too many keys are remembered
+    /// to count this one: for a limit that others back up (a mailbox's,
+    /// which the page's bounds), so that filling the map with keys shuts
+    /// nobody out.
+    fn take_or_open(&self, key: String, max: u32) -> bool {
+        self.count(key, max, true)
+    }
+
+    fn count(&self, key: String, max: u32, open_when_full: bool) -> bool {
         let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         if counts.len() >= REMEMBERED && !counts.contains_key(&key) {
             counts.retain(|_, (at, _)| at.elapsed() < WINDOW);
             if counts.len() >= REMEMBERED {
-                return false;
+                return open_when_full;
             }
         }
         let slot = counts.entry(key).or_insert((Instant::now(), 0));
@@ -209,14 +264,15 @@ pub(super) async fn subscribe(
     let address = address.trim().to_ascii_lowercase();
     let parsed = (address.len() <= MAX_ADDRESS)
         .then(|| address.parse::<lettre::Address>().ok())
-        .flatten();
+        .flatten()
+        .filter(plain);
     let Some(parsed) = parsed else {
         return error(
             StatusCode::BAD_REQUEST,
             "give one mail address as 'email', such as name@example.com".into(),
         );
     };
-    let who = client.map_or_else(|| "unknown".to_string(), |ip: IpAddr| ip.to_string());
+    let who = client.map_or_else(|| "unknown".to_string(), client_key);
     if !state
         .status
         .limits
@@ -247,7 +303,14 @@ pub(super) async fn subscribe(
     .await;
     match outcome {
         Ok(Subscribe::Mail(token)) => {
-            if state.status.limits.take(format!("page {}", def.slug), PER_PAGE) {
+            let mailbox = format!("mailbox {} {}", def.slug, mailbox_root(&parsed));
+            if !state.status.mailboxes.take_or_open(mailbox, 1) {
+                tracing::warn!(
+                    "status page '{}': a mail to confirm was sent to the same mailbox in the last {} s, this one not sent",
+                    def.slug,
+                    WINDOW.as_secs()
+                );
+            } else if state.status.limits.take(format!("page {}", def.slug), PER_PAGE) {
                 confirmation_mail(state, &def, parsed, token);
             } else {
                 tracing::warn!(
@@ -539,5 +602,40 @@ pub async fn run(state: Arc<AppState>, stop: tokio_util::sync::CancellationToken
                 .await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ipv6_client_is_counted_by_its_64_and_an_ipv4_one_by_its_address() {
+        let key = |s: &str| client_key(s.parse().expect("address"));
+        assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:ffff:1:2:3"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_ne!(key("192.0.2.1"), key("192.0.2.2"));
+        let limits = Limiter::default();
+        let taken = (0..=PER_CLIENT)
+            .filter(|i| {
+                let ip: IpAddr = format!("2001:db8::{i:x}").parse().expect("address");
+                limits.take(format!("client {}", client_key(ip)), PER_CLIENT)
+            })
+            .count();
+        assert_eq!(taken, PER_CLIENT as usize);
+    }
+
+    #[test]
+    fn a_full_limiter_shuts_new_clients_out_but_lets_mailboxes_through() {
+        let limits = Limiter::default();
+        for n in 0..REMEMBERED {
+            assert!(limits.take(format!("key {n}"), 1));
+        }
+        assert!(!limits.take("a new client".into(), PER_CLIENT));
+        assert!(limits.take_or_open("a new mailbox".into(), 1));
+        assert!(
+            !limits.take_or_open("key 0".into(), 1),
+            "a known key still counts"
+        );
     }
 }
