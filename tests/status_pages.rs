@@ -862,3 +862,150 @@ fn a_page_shows_ongoing_and_upcoming_maintenance_of_its_entries_only() {
         assert!(!page.to_string().contains(hidden), "{hidden} in the JSON");
     }
 }
+
+/// A config window over the "Database" entry that starts a few seconds
+/// after a restart is told once to the page's confirmed subscriber and
+/// webhook, by display name only; one over another page's entry and one
+/// that ended while lovebeat was down are not; a restart tells nothing
+/// again (an API window over "Website" told after it proves the rounds
+/// went on).
+#[test]
+fn a_maintenance_start_is_mailed_and_posted_once_to_the_pages_subscribers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_smtp, port, out) = smtp_server(dir.path());
+    let rx = common::receiver::Receiver::start(|_| Some(200));
+    let mut d = Daemon::start_keyed(&format!(
+        "[general]\npublic_url = \"http://status.example.com/\"\n{}\n\
+         [alerts.subs]\nmail = \"ops@example.com\"\n\
+         [mail]\nserver = \"127.0.0.1:{port}\"\nfrom = \"status@example.com\"\n\
+         [[alarms]]\nname = \"other-alarm\"\npattern = \"othersvc.*\"\n\
+         [[status_pages]]\nslug = \"other\"\ntitle = \"Other\"\n\
+         [[status_pages.groups]]\ntitle = \"All\"\n\
+         entries = [ {{ alarm = \"other-alarm\", display_name = \"Other thing\" }} ]\n",
+        PAGE.replace(
+            "days = 30\n",
+            &format!(
+                "days = 30\nmail = \"subs\"\nwebhooks = [\"{}\"]\n",
+                rx.url("/page-hook")
+            )
+        )
+    ));
+    let r = form(
+        &d,
+        "/status/public/subscribe",
+        "email=visitor%40example.com",
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    let got = mails(&out, 1);
+    assert_eq!(got.len(), 1, "{got:?}");
+    let token = token_in(&text_of(&got[0]), "confirm");
+    let r = form(&d, "/status/public/confirm", &format!("token={token}"));
+    assert_eq!(r.status, 200, "{}", r.body);
+
+    // Stopped, the windows are added to the config: one starting soon
+    // after the restart, one over the other page, one already over.
+    let status = d.stop();
+    assert!(status.success(), "{}", d.stderr());
+    let now = lovebeat::clock::now_ms();
+    let rfc = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .expect("time")
+            .to_rfc3339()
+    };
+    let (start, end) = (now + 4_000, now + 3_600_000);
+    std::fs::write(
+        d.path().join("conf.d/maintenance.cfg"),
+        format!(
+            "[[maintenance]]\nname = \"db-upgrade\"\nservices = [\"secretdb.*\"]\n\
+             start = \"{}\"\nend = \"{}\"\ncomment = \"New disks\"\n\
+             [[maintenance]]\nname = \"elsewhere\"\nalarms = [\"other-alarm\"]\n\
+             start = \"{}\"\nend = \"{}\"\n\
+             [[maintenance]]\nname = \"long-gone\"\nservices = [\"secretdb.*\"]\n\
+             start = \"{}\"\nend = \"{}\"\n",
+            rfc(start),
+            rfc(end),
+            rfc(now - 60_000),
+            rfc(end),
+            rfc(now - 7_200_000),
+            rfc(now - 3_600_000),
+        ),
+    )
+    .expect("write conf.d/maintenance.cfg");
+    d.restart_stopped();
+
+    let got = mails(&out, 2);
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(
+        lovebeat::clock::now_ms() >= start,
+        "told before the window began"
+    );
+    assert_eq!(got[1]["to"], serde_json::json!(["visitor@example.com"]));
+    let text = text_of(&got[1]);
+    assert!(
+        text.contains("Subject: [Acme <status>] Maintenance started: db-upgrade"),
+        "{text}"
+    );
+    let when = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .expect("time")
+            .format("%Y-%m-%d %H:%M UTC")
+            .to_string()
+    };
+    for part in [
+        format!("From {} to {}", when(start), when(end)),
+        "Affects: Database".to_string(),
+        "New disks".to_string(),
+        format!("http://status.example.com/status/public/unsubscribe?token={token}"),
+    ] {
+        assert!(text.contains(&part), "{part} not in {text}");
+    }
+    let hooks = rx.wait_for(1, 15);
+    assert_eq!(hooks.len(), 1);
+    let hook = hooks[0].json();
+    assert_eq!(hooks[0].path, "/page-hook");
+    assert_eq!(hook["page"]["slug"], "public");
+    assert_eq!(hook["maintenance"]["name"], "db-upgrade");
+    assert_eq!(hook["maintenance"]["start"], start);
+    assert_eq!(hook["maintenance"]["end"], end);
+    assert_eq!(hook["maintenance"]["comment"], "New disks");
+    assert_eq!(
+        hook["maintenance"]["entries"],
+        serde_json::json!(["Database"])
+    );
+    for hidden in [
+        "secretdb",
+        "hidden-alarm-name",
+        "elsewhere",
+        "Other thing",
+        "long-gone",
+    ] {
+        assert!(!text.contains(hidden), "{hidden} in {text}");
+        assert!(!hooks[0].body.contains(hidden), "{hidden} in the webhook");
+    }
+
+    // After a restart the window is not told again: a window over
+    // "Website" made through the API is the next thing told.
+    d.restart();
+    let body = serde_json::json!({
+        "name": "web-move",
+        "alarms": ["hidden-alarm-name"],
+        "start": rfc(lovebeat::clock::now_ms() - 1000),
+        "end": rfc(end),
+    });
+    let r = d.request(
+        "POST",
+        "/api/maintenance",
+        &[W, ("Content-Type", "application/json")],
+        body.to_string().as_bytes(),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let got = mails(&out, 3);
+    assert_eq!(got.len(), 3, "{got:?}");
+    let text = text_of(&got[2]);
+    assert!(text.contains("Maintenance started: web-move"), "{text}");
+    assert!(text.contains("Affects: Website"), "{text}");
+    let hooks = rx.wait_for(2, 15);
+    assert_eq!(hooks.len(), 2);
+    assert_eq!(hooks[1].json()["maintenance"]["name"], "web-move");
+    assert_eq!(mails(&out, 4).len(), 3, "told twice");
+}

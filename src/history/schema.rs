@@ -6,7 +6,7 @@
 use rusqlite::Connection;
 
 /// The schema this build writes.
-pub const VERSION: i64 = 7;
+pub const VERSION: i64 = 8;
 
 /// Version 1: names, their state changes, and lovebeat's own runs.
 ///
@@ -178,6 +178,20 @@ CREATE TABLE IF NOT EXISTS reports_sent (
 );
 ";
 
+/// Version 8: the maintenance each status page announced to its
+/// subscribers (`subscribers.rs`): one row per page, window name and
+/// occurrence start (ms), so an occurrence is announced once however
+/// often lovebeat restarts during it.
+const V8: &str = "
+CREATE TABLE IF NOT EXISTS page_maintenance_told (
+    page TEXT NOT NULL,
+    name TEXT NOT NULL,
+    start INTEGER NOT NULL,
+    told_at INTEGER NOT NULL,
+    PRIMARY KEY (page, name, start)
+) WITHOUT ROWID;
+";
+
 /// Version 6: the public status pages' own incidents (`pages.rs`, README,
 /// "Status pages"), what a visitor reads: made through the API or opened
 /// by an alarm entry going ERROR (`auto_alarm`, which at most one open
@@ -283,6 +297,12 @@ pub fn migrate(conn: &mut Connection) -> Result<(), SchemaError> {
         let tx = conn.transaction()?;
         tx.execute_batch(V7)?;
         tx.execute_batch("PRAGMA user_version = 7")?;
+        tx.commit()?;
+    }
+    if version < 8 {
+        let tx = conn.transaction()?;
+        tx.execute_batch(V8)?;
+        tx.execute_batch("PRAGMA user_version = 8")?;
         tx.commit()?;
     }
     Ok(())

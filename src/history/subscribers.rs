@@ -181,6 +181,39 @@ pub fn mailed(conn: &Connection, page: &str, update: i64) -> rusqlite::Result<()
     Ok(())
 }
 
+/// True when `page` already announced the occurrence of the maintenance
+/// window `name` that starts at `start` (ms).
+pub fn maintenance_told(
+    conn: &Connection,
+    page: &str,
+    name: &str,
+    start: i64,
+) -> rusqlite::Result<bool> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT 1 FROM page_maintenance_told WHERE page = ?1 AND name = ?2 AND start = ?3",
+        )?
+        .query_row(params![page, name, start], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
+/// Records that `page` announced that occurrence, so that no restart
+/// announces it again.
+pub fn tell_maintenance(
+    conn: &Connection,
+    page: &str,
+    name: &str,
+    start: i64,
+    now: i64,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT OR IGNORE INTO page_maintenance_told (page, name, start, told_at) VALUES (?1, ?2, ?3, ?4)",
+        params![page, name, start, now],
+    )?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -268,5 +301,20 @@ mod tests {
             )
             .expect("count");
         assert_eq!(held, MAX_PENDING);
+    }
+
+    #[test]
+    fn a_version_7_file_gets_the_table_of_told_maintenance_and_tells_once() {
+        let mut conn = Connection::open_in_memory().expect("memory");
+        super::super::schema::migrate(&mut conn).expect("schema");
+        conn.execute_batch("DROP TABLE page_maintenance_told; PRAGMA user_version = 7")
+            .expect("back to 7");
+        super::super::schema::migrate(&mut conn).expect("to 8");
+        assert!(!maintenance_told(&conn, "p", "w", 10).expect("read"));
+        tell_maintenance(&conn, "p", "w", 10, 11).expect("tell");
+        tell_maintenance(&conn, "p", "w", 10, 12).expect("told twice is fine");
+        assert!(maintenance_told(&conn, "p", "w", 10).expect("read"));
+        assert!(!maintenance_told(&conn, "p", "w", 20).expect("next occurrence"));
+        assert!(!maintenance_told(&conn, "q", "w", 10).expect("other page"));
     }
 }

@@ -30,6 +30,7 @@ use crate::history::pages::PageIncident;
 use crate::history::subscribers::{self, Subscribe};
 use crate::history::HistoryState;
 use crate::sinks::alerts::{send_text, Recipients};
+use crate::status::model::MaintenanceView;
 
 /// Requests to subscribe one client may make per [`WINDOW`].
 pub const PER_CLIENT: u32 = 10;
@@ -411,7 +412,7 @@ pub(super) async fn link(
                 StatusCode::OK,
                 &def.title,
                 &format!("Get mail about {}", def.title),
-                "Confirm to get a mail when an incident opens, changes or is resolved.",
+                "Confirm to get a mail when an incident opens, changes or is resolved, and when maintenance starts.",
                 Some((&token, "Confirm")),
             )
         } else {
@@ -440,7 +441,7 @@ pub(super) async fn link(
             &def.title,
             "Subscribed",
             &format!(
-                "You will get a mail when an incident of {} opens, changes or is resolved.",
+                "You will get a mail when an incident of {} opens, changes or is resolved, and when maintenance starts.",
                 def.title
             ),
             None,
@@ -502,10 +503,157 @@ fn webhook_body(
     })
 }
 
+/// `ms` as a reader of the page reads it: in the page's zone.
+fn local_time(ms: i64, tz: chrono_tz::Tz) -> String {
+    chrono::DateTime::from_timestamp_millis(ms).map_or_else(
+        || ms.to_string(),
+        |t| t.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z").to_string(),
+    )
+}
+
+/// The subject and body of the mail that a maintenance window began: its
+/// name, times, comment and the entries it covers by their display names
+/// (never a service's or an alarm's name).
+fn maintenance_mail(
+    def: &crate::status::PageDef,
+    url: &str,
+    m: &MaintenanceView,
+    token: &str,
+) -> (String, String) {
+    let title = &def.title;
+    let subject = format!("[{title}] Maintenance started: {}", m.title);
+    let mut body = format!(
+        "Maintenance started: {}\n\nFrom {} to {}\nAffects: {}\n",
+        m.title,
+        local_time(m.start, def.tz),
+        local_time(m.end, def.tz),
+        m.entries.join(", ")
+    );
+    if !m.comment.is_empty() {
+        body.push_str(&format!("\n{}\n", m.comment));
+    }
+    body.push_str(&format!(
+        "\n{url}\n\n--\nTo get no more mail about {title}: {url}/unsubscribe?token={token}\n"
+    ));
+    (subject, body)
+}
+
+/// What a page's webhooks get when a maintenance window begins: the page
+/// and a `maintenance` object (times in ms, like an incident's).
+fn maintenance_webhook_body(
+    def: &crate::status::PageDef,
+    url: &str,
+    m: &MaintenanceView,
+) -> serde_json::Value {
+    serde_json::json!({
+        "page": {"slug": def.slug, "title": def.title, "url": url},
+        "maintenance": {
+            "name": m.title,
+            "start": m.start,
+            "end": m.end,
+            "comment": m.comment,
+            "entries": m.entries,
+        },
+    })
+}
+
+/// Posts `body` to each of `hooks`, once, logging (never with the URL's
+/// secrets) what fails.
+async fn post_hooks(state: &AppState, hooks: &[reqwest::Url], body: &serde_json::Value) {
+    for hook in hooks {
+        let sent = state
+            .status
+            .client
+            .post(hook.clone())
+            .timeout(Duration::from_secs(10))
+            .json(body)
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status);
+        if let Err(e) = sent {
+            tracing::warn!(
+                "a status page's webhook {} failed: {}",
+                crate::redact::url_for_log(hook.as_str()),
+                e.without_url()
+            );
+        }
+    }
+}
+
+/// Tells `def`'s subscribers and webhooks of each maintenance window over
+/// its entries that is open now and was not told yet (the history keeps
+/// what was told, so a restart repeats nothing and an occurrence that
+/// began while lovebeat was down is told if still open). At most the
+/// windows a page shows are looked at a round, computed lazily as the
+/// page does. False when no mail of a window could be sent: it is tried
+/// again later (its webhooks were posted once, `posted` remembers).
+async fn announce_maintenance(
+    state: &AppState,
+    history: &Arc<crate::history::History>,
+    def: &crate::status::PageDef,
+    people: &[(String, String)],
+    posted: &mut std::collections::HashSet<(String, i64)>,
+) -> bool {
+    let now = crate::clock::now_ms();
+    let ongoing = crate::status::model::maintenance(def, &state.engine, now).ongoing;
+    let url = page_url(state, &def.slug);
+    for m in ongoing {
+        let (h, s, n, start) = (history.clone(), def.slug.clone(), m.title.clone(), m.start);
+        let told = tokio::task::spawn_blocking(move || {
+            h.read(|c| subscribers::maintenance_told(c, &s, &n, start))
+        })
+        .await;
+        match told {
+            Ok(Ok(false)) => {}
+            Ok(Ok(true)) | Err(_) => continue,
+            Ok(Err(e)) => {
+                tracing::warn!("cannot read a status page's announced maintenance: {e}");
+                continue;
+            }
+        }
+        if posted.len() > 10_000 {
+            posted.clear();
+        }
+        if posted.insert((m.title.clone(), m.start)) {
+            post_hooks(
+                state,
+                &def.webhooks,
+                &maintenance_webhook_body(def, &url, &m),
+            )
+            .await;
+        }
+        let (mut sent, mut failed) = (0usize, 0usize);
+        for (address, token) in people {
+            let Ok(to) = address.parse::<lettre::message::Mailbox>() else {
+                continue;
+            };
+            let (subject, body) = maintenance_mail(def, &url, &m, token);
+            let to = Recipients(vec![to].into());
+            match send_text(&state.alerts, &state.status.client, &to, &subject, &body).await {
+                Ok(()) => sent += 1,
+                Err(e) => {
+                    failed += 1;
+                    tracing::warn!("a status page's mail failed: {}", e.reason);
+                }
+            }
+        }
+        if failed > 0 && sent == 0 {
+            return false;
+        }
+        let (h, s, n) = (history.clone(), def.slug.clone(), m.title.clone());
+        let _ = tokio::task::spawn_blocking(move || {
+            h.read(|c| subscribers::tell_maintenance(c, &s, &n, start, now))
+        })
+        .await;
+    }
+    true
+}
+
 /// Sends the pages' new incident updates out until `stop`: every 2 s, at
 /// most 20 updates a page a round, each to the page's webhooks (once,
 /// 10 s each) and to its confirmed subscribers by mail (the latest of an
-/// incident's updates of the round). A round in which
+/// incident's updates of the round), then the maintenance that began
+/// ([`announce_maintenance`]). A round in which
 /// no mail could be sent keeps its update for the next try (after 30 s).
 pub async fn run(state: Arc<AppState>, stop: tokio_util::sync::CancellationToken) {
     let HistoryState::On(history) = &state.history else {
@@ -517,6 +665,8 @@ pub async fn run(state: Arc<AppState>, stop: tokio_util::sync::CancellationToken
     }
     // Updates already posted to the webhooks, while their mail waits.
     let mut posted = std::collections::HashSet::new();
+    // Maintenance posted to each page's webhooks, while its mail waits.
+    let mut told: HashMap<String, std::collections::HashSet<(String, i64)>> = HashMap::new();
     let mut wait = Duration::from_secs(2);
     loop {
         tokio::select! {
@@ -555,24 +705,7 @@ pub async fn run(state: Arc<AppState>, stop: tokio_util::sync::CancellationToken
                 }
                 if posted.insert(update) {
                     let body = webhook_body(&def.slug, &def.title, &url, update, &incident);
-                    for hook in &def.webhooks {
-                        let sent = state
-                            .status
-                            .client
-                            .post(hook.clone())
-                            .timeout(Duration::from_secs(10))
-                            .json(&body)
-                            .send()
-                            .await
-                            .and_then(reqwest::Response::error_for_status);
-                        if let Err(e) = sent {
-                            tracing::warn!(
-                                "a status page's webhook {} failed: {}",
-                                crate::redact::url_for_log(hook.as_str()),
-                                e.without_url()
-                            );
-                        }
-                    }
+                    post_hooks(&state, &def.webhooks, &body).await;
                 }
                 let (mut sent, mut failed) = (0usize, 0usize);
                 let superseded = latest.get(&incident.id) != Some(&update);
@@ -600,6 +733,10 @@ pub async fn run(state: Arc<AppState>, stop: tokio_util::sync::CancellationToken
                     h.read(|c| subscribers::mailed(c, &s, update))
                 })
                 .await;
+            }
+            let told = told.entry(def.slug.clone()).or_default();
+            if !announce_maintenance(&state, history, def, &people, told).await {
+                wait = Duration::from_secs(30);
             }
         }
     }

@@ -317,7 +317,7 @@ fn day(date: NaiveDate, f: Option<&Figures>) -> DayModel {
 /// [`UPCOMING_MS`] that cover one of `def`'s entries (an alarm entry by
 /// the window's `alarms`, a service entry by its `services`, as uptime
 /// counts them), soonest first, at most [`MAINTENANCE_SHOWN`].
-fn maintenance(def: &PageDef, engine: &Engine, now: i64) -> MaintenanceModel {
+pub(crate) fn maintenance(def: &PageDef, engine: &Engine, now: i64) -> MaintenanceModel {
     let mut model = MaintenanceModel::default();
     let windows = engine.maintenance().upcoming(now, UPCOMING_MS);
     for (w, start, end) in windows {
