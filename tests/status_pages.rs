@@ -867,8 +867,8 @@ fn a_page_shows_ongoing_and_upcoming_maintenance_of_its_entries_only() {
 /// after a restart is told once to the page's confirmed subscriber and
 /// webhook, by display name only; one over another page's entry and one
 /// that ended while lovebeat was down are not; a restart tells nothing
-/// again (an API window over "Website" told after it proves the rounds
-/// went on).
+/// again, nor does a window deleted before its start (an API window
+/// over "Website" told after both proves the rounds went on).
 #[test]
 fn a_maintenance_start_is_mailed_and_posted_once_to_the_pages_subscribers() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -983,22 +983,30 @@ fn a_maintenance_start_is_mailed_and_posted_once_to_the_pages_subscribers() {
         assert!(!hooks[0].body.contains(hidden), "{hidden} in the webhook");
     }
 
-    // After a restart the window is not told again: a window over
-    // "Website" made through the API is the next thing told.
+    // After a restart the window is not told again, nor one deleted
+    // before its start: a window over "Website" made through the API,
+    // which starts after both, is the next thing told.
     d.restart();
-    let body = serde_json::json!({
-        "name": "web-move",
-        "alarms": ["hidden-alarm-name"],
-        "start": rfc(lovebeat::clock::now_ms() - 1000),
-        "end": rfc(end),
-    });
-    let r = d.request(
-        "POST",
-        "/api/maintenance",
-        &[W, ("Content-Type", "application/json")],
-        body.to_string().as_bytes(),
-    );
-    assert_eq!(r.status, 201, "{}", r.body);
+    let make = |name: &str, start: i64| {
+        let body = serde_json::json!({
+            "name": name,
+            "alarms": ["hidden-alarm-name"],
+            "start": rfc(start),
+            "end": rfc(end),
+        });
+        let r = d.request(
+            "POST",
+            "/api/maintenance",
+            &[W, ("Content-Type", "application/json")],
+            body.to_string().as_bytes(),
+        );
+        assert_eq!(r.status, 201, "{}", r.body);
+    };
+    let soon = lovebeat::clock::now_ms() + 3_000;
+    make("cancelled", soon);
+    let r = d.request("DELETE", "/api/maintenance/cancelled", &[W], b"");
+    assert_eq!(r.status, 200, "{}", r.body);
+    make("web-move", soon + 1_000);
     let got = mails(&out, 3);
     assert_eq!(got.len(), 3, "{got:?}");
     let text = text_of(&got[2]);
