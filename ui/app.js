@@ -705,6 +705,16 @@ async function drawTimeline(svg, kind, name, range, current) {
   svg.innerHTML = segs.map(([a, b, st]) =>
     `<rect class="${cls(st)}" x="${x(a)}" y="0" width="${Math.max(0.5, x(b) - x(a))}" height="24"><title>${esc(st)}: ${localTime(a)} to ${localTime(b)} (${human(b - a)})</title></rect>`).join('');
   svg.setAttribute('aria-label', `${segs.length} periods over ${human(range)}`);
+  // Maintenance changes no state, so the changes cannot place it: the
+  // daily figures (whole UTC days, from the rollups) mark each day that
+  // had some with a blue strip along the bar's foot.
+  let days = [];
+  try {
+    days = (await api(`api/${kind}/${encodeURIComponent(name)}/daily?since=${since}&until=${until}&tz=UTC`)).days;
+  } catch (_) { return; } // the bar without the strip is still true
+  if (!current()) return;
+  svg.insertAdjacentHTML('beforeend', days.filter((d) => d.maintenance_ms > 0).map((d) =>
+    `<rect class="maintenance" x="${x(d.since)}" y="18" width="${Math.max(0.5, x(d.until) - x(d.since))}" height="6"><title>maintenance on ${esc(d.date)} (UTC): ${human(d.maintenance_ms)}</title></rect>`).join(''));
 }
 
 // A fraction as a percentage that never rounds a down time away:

@@ -197,8 +197,22 @@ const scenarios = {
     }, 15000);
     const up = (await api('api/alarms/web/uptime?windows=24h')).body.windows[0];
     assert.equal(up.incidents, 1);
+    // A maintenance window from now on, after the incident: the bar's
+    // foot marks today blue.
+    const at = (m) => new Date(Date.now() + m * 60000).toISOString();
+    const made = await api('api/maintenance', {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ name: 'move', alarms: ['web'], start: at(0), end: at(10) }),
+    });
+    assert.equal(made.status, 201, JSON.stringify(made.body));
+    await until('some maintenance time', async () =>
+      (await api('api/alarms/web/uptime?windows=24h')).body?.windows?.[0]?.maintenance_ms > 0);
     await page.goto(`${url}#/alarm/web`);
     await page.locator('#alarm-history summary').click();
+    await page.locator('#alarm-timeline rect.maintenance').first().waitFor();
+    assert.match(await page.locator('#alarm-timeline rect.maintenance title').first().textContent(),
+      /^maintenance on \d{4}-\d{2}-\d{2} \(UTC\): /);
     await page.locator('#alarm-timeline rect.error').waitFor();
     const day = page.locator('#alarm-uptime tr[data-window="24h"]');
     await day.waitFor();
