@@ -786,17 +786,23 @@ async function loadRuns(name) {
   }
   if (!current()) return;
   $('run-list').hidden = r.runs.length === 0;
-  $('run-rows').innerHTML = r.runs.map((x) => {
+  // The end reads as a time of day when it is the start's day: the row
+  // fits a phone. The output is a row of its own under its run.
+  $('run-rows').innerHTML = r.runs.map((x, i) => {
     const code = x.exit_code === null || x.exit_code === undefined ? 'none' : String(Number(x.exit_code));
     const ok = x.result === 'ok';
+    const start = x.started === null ? null : localTime(x.started);
+    const end = localTime(x.ended);
+    const sameDay = start && start.slice(0, 10) === end.slice(0, 10);
     const output = x.output
-      ? `<details><summary>output</summary><pre>${esc(x.output)}</pre></details>` : '';
+      ? `<button type="button" class="show-output" aria-expanded="false" aria-controls="run-output-${i}">output</button>` : '';
     return `<tr class="${ok ? 'ok' : 'error'}" data-exit="${esc(code)}">
-      <td>${x.started === null ? '–' : localTime(x.started)}</td>
-      <td>${localTime(x.ended)}</td>
+      <td>${start || '–'}</td>
+      <td title="${end}">${sameDay ? end.slice(11, 19) : end}</td>
       <td class="exit">${ok ? '' : '&#10006; '}${esc(code)}</td>
       <td>${msText(x.duration_ms)}${x.ran_too_long ? ' <b class="late">too long</b>' : ''}</td>
-      <td>${output}</td></tr>`;
+      <td>${output}</td></tr>${x.output
+      ? `<tr class="output" id="run-output-${i}" hidden><td colspan="5"><pre>${esc(x.output)}</pre></td></tr>` : ''}`;
   }).join('');
 }
 
@@ -902,6 +908,13 @@ function wire() {
   $('alert-tests').addEventListener('click', (e) => {
     const b = e.target.closest('[data-test-alert]');
     if (b) testAlert(b);
+  });
+  $('run-rows').addEventListener('click', (e) => {
+    const b = e.target.closest('.show-output');
+    const out = b && $(b.getAttribute('aria-controls'));
+    if (!out) return;
+    out.hidden = !out.hidden;
+    b.setAttribute('aria-expanded', String(!out.hidden));
   });
   $('timeline-range').addEventListener('change', () => { if (ui.detail) loadTimeline(ui.detail); });
   $('alarm-range').addEventListener('change', () => {

@@ -255,7 +255,7 @@ const scenarios = {
     await page.goto(`${url}#/services`);
     await row(page, 'job.x').locator('[data-open]').click();
     await page.locator('#run-list').waitFor();
-    const rows = page.locator('#run-rows tr');
+    const rows = page.locator('#run-rows tr:not(.output)');
     await until('two rows', async () => (await rows.count()) === 2);
     assert.deepEqual(await rows.evaluateAll((rs) => rs.map((r) => r.dataset.exit)), ['3', '0']);
     const failed = await rows.nth(0).locator('td').allInnerTexts();
@@ -263,9 +263,13 @@ const scenarios = {
     assert.match(failed[2], /3$/);
     assert.match(failed[3], /^\d+ ms$|^\d+s$/);
     assert.equal(await rows.nth(1).locator('.exit').innerText(), '0');
-    await rows.nth(0).locator('summary').click();
-    assert.equal((await rows.nth(0).locator('pre').textContent()).trimEnd(), 'copying\n<b>disk full</b>');
-    assert.equal(await rows.nth(0).locator('pre b').count(), 0, 'output is text, not markup');
+    const out = page.locator('#run-rows tr.output pre');
+    assert.ok(!(await out.isVisible()), 'the output waits for a click');
+    await rows.nth(0).getByRole('button', { name: 'output' }).click();
+    await out.waitFor();
+    assert.equal((await out.textContent()).trimEnd(), 'copying\n<b>disk full</b>');
+    assert.equal(await out.locator('b').count(), 0, 'output is text, not markup');
+    assert.equal(await rows.nth(1).getByRole('button').count(), 0, 'a run with no output offers none');
     // The service's uptime figures too.
     await page.locator('#uptime tr[data-window="30d"]').waitFor();
   },
@@ -557,6 +561,11 @@ const scenarios = {
     await row(page, 'cron.nightly-report').waitFor();
     await row(page, 'cron.nightly-report').locator('[data-open]').click();
     await page.locator('#failure-output').waitFor();
+    // Its runs (tests/ui/demo-history.py wrote two weeks), the failed
+    // one's output open.
+    await page.locator('#run-rows tr').first().waitFor();
+    await page.locator('#run-rows tr').first().getByRole('button', { name: 'output' }).click();
+    await page.locator('#run-list').scrollIntoViewIfNeeded();
     await page.screenshot({ path: 'docs/ui-job.png' });
     // The history timeline (tests/ui/demo-history.py wrote thirty days).
     await page.goto(`${url}#/alarm/web`);
