@@ -88,6 +88,18 @@ fn a_service_page_draws_its_history_as_a_timeline() {
 }
 
 #[test]
+fn an_alarm_page_shows_its_uptime_figures_and_incidents_with_durations() {
+    let d = Daemon::start("[[alarms]]\nname = \"web\"\npattern = \"web.*\"\n");
+    scenario("alarmhistory", &d, &page(&d));
+}
+
+#[test]
+fn a_jobs_page_lists_its_runs_with_exit_codes_and_durations() {
+    let d = Daemon::start("");
+    scenario("jobruns", &d, &page(&d));
+}
+
+#[test]
 fn editing_a_timeout_to_1h30m_sets_5400000_ms() {
     let d = Daemon::start("");
     scenario("timeout", &d, &page(&d));

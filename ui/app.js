@@ -342,8 +342,14 @@ async function testAlert(button) {
 function onRoute() {
   const before = ui.route.alarm;
   ui.route = parseRoute();
-  if (ui.route.view === 'alarm' && ui.route.alarm !== before) loadAlarmAlerts(ui.route.alarm);
-  if (ui.route.view !== 'alarm') $('alarm-alerts').hidden = true;
+  if (ui.route.view === 'alarm' && ui.route.alarm !== before) {
+    loadAlarmAlerts(ui.route.alarm);
+    loadAlarmHistory(ui.route.alarm);
+  }
+  if (ui.route.view !== 'alarm') {
+    $('alarm-alerts').hidden = true;
+    $('alarm-history').hidden = true;
+  }
   ui.selected.clear();
   ui.needSort = true;
   $('viewport').scrollTop = 0;
@@ -639,6 +645,8 @@ async function loadDetail(name) {
       ? 'Recent intervals between beats (bars) against the timeout (line).'
       : 'Recent intervals between beats.';
   loadTimeline(name);
+  loadUptime($('uptime'), 'services', name, () => ui.detail === name);
+  loadRuns(name);
   const runs = svc.run_history || [];
   $('runs').hidden = runs.length === 0;
   if (runs.length) drawChart($('run-chart'), runs, svc.max_runtime || 0, 'no runs yet');
@@ -655,12 +663,19 @@ async function loadDetail(name) {
 
 // The state of `name` over the chosen range, from its history: one
 // segment per state it was in, hover for the exact times.
-async function loadTimeline(name) {
-  const svg = $('timeline');
-  const range = Number($('timeline-range').value);
+function loadTimeline(name) {
+  return drawTimeline($('timeline'), 'services', name, Number($('timeline-range').value),
+    () => ui.detail === name);
+}
+
+// Draws the timeline of a service or alarm (`kind`: 'services' or
+// 'alarms') into `svg`, unless `current()` says the page moved on while
+// the history loaded. Drawn from the state changes: maintenance windows
+// change no state, so they are in the uptime figures, not here.
+async function drawTimeline(svg, kind, name, range, current) {
   const until = now();
   const since = until - range;
-  const path = `api/services/${encodeURIComponent(name)}/history`;
+  const path = `api/${kind}/${encodeURIComponent(name)}/history`;
   let changes = [];
   let before = null;
   try {
@@ -673,10 +688,10 @@ async function loadTimeline(name) {
     }
     before = (await api(`${path}?until=${since}&limit=1`)).changes[0] || null;
   } catch (e) {
-    svg.innerHTML = `<text x="200" y="16" text-anchor="middle" font-size="10" fill="#57606a">${esc(e.message)}</text>`;
+    if (current()) svg.innerHTML = `<text x="200" y="16" text-anchor="middle" font-size="10" fill="#57606a">${esc(e.message)}</text>`;
     return;
   }
-  if (ui.detail !== name) return;
+  if (!current()) return;
   changes.reverse();
   const cls = (st) => (['ok', 'error', 'muted'].includes(st) ? st : 'unknown');
   const segs = [];
@@ -690,6 +705,123 @@ async function loadTimeline(name) {
   svg.innerHTML = segs.map(([a, b, st]) =>
     `<rect class="${cls(st)}" x="${x(a)}" y="0" width="${Math.max(0.5, x(b) - x(a))}" height="24"><title>${esc(st)}: ${localTime(a)} to ${localTime(b)} (${human(b - a)})</title></rect>`).join('');
   svg.setAttribute('aria-label', `${segs.length} periods over ${human(range)}`);
+  // Maintenance changes no state, so the changes cannot place it: the
+  // daily figures (whole UTC days, from the rollups) mark each day that
+  // had some with a blue strip along the bar's foot.
+  let days = [];
+  try {
+    days = (await api(`api/${kind}/${encodeURIComponent(name)}/daily?since=${since}&until=${until}&tz=UTC`)).days;
+  } catch (_) { return; } // the bar without the strip is still true
+  if (!current()) return;
+  svg.insertAdjacentHTML('beforeend', days.filter((d) => d.maintenance_ms > 0).map((d) =>
+    `<rect class="maintenance" x="${x(d.since)}" y="18" width="${Math.max(0.5, x(d.until) - x(d.since))}" height="6"><title>maintenance on ${esc(d.date)} (UTC): ${human(d.maintenance_ms)}</title></rect>`).join(''));
+}
+
+// A fraction as a percentage that never rounds a down time away:
+// 99.9996 % shows as 99.999 %, not 100 %.
+function percent(f) {
+  if (f === null || f === undefined) return '–';
+  if (f >= 1) return '100 %';
+  const p = Math.floor(f * 100000) / 1000;
+  return `${p.toFixed(3).replace(/\.?0+$/, '')} %`;
+}
+
+const msText = (ms) => (ms === null || ms === undefined ? '–' : ms === 0 ? '0' : human(ms));
+
+// The uptime figures of a service or alarm over 24 h to 365 d, as a table
+// (README, "Uptime"). Resolves to the answer, or null when it failed.
+async function loadUptime(el, kind, name, current) {
+  let r;
+  try {
+    r = await api(`api/${kind}/${encodeURIComponent(name)}/uptime?windows=24h,7d,30d,90d,365d`);
+  } catch (e) {
+    if (current()) el.innerHTML = `<p class="hint">Uptime: ${esc(e.message)}</p>`;
+    return null;
+  }
+  if (!current()) return null;
+  const rows = r.windows.map((w) => `<tr data-window="${esc(w.window)}">
+    <th scope="row">${esc(w.window)}</th><td class="up">${percent(w.uptime)}</td>
+    <td>${msText(w.down_ms)}</td><td>${w.incidents}</td><td>${msText(w.mttr_ms)}</td>
+    <td>${msText(w.longest_down_ms)}</td><td>${msText(w.maintenance_ms)}</td></tr>`).join('');
+  el.innerHTML = `<table class="figures"><caption>Uptime (maintenance and muted time left out)</caption>
+    <thead><tr><th scope="col">Last</th><th scope="col">Uptime</th><th scope="col">Down</th>
+    <th scope="col">Incidents</th><th scope="col">MTTR</th><th scope="col">Longest down</th>
+    <th scope="col">Maintenance</th></tr></thead><tbody>${rows}</tbody></table>`;
+  return r;
+}
+
+// An alarm's incidents, newest first, each with its duration (README,
+// "Uptime": /incidents). Resolves to how many are still open.
+async function loadIncidents(el, alarm, current) {
+  let r;
+  try {
+    r = await api(`api/alarms/${encodeURIComponent(alarm)}/incidents?limit=50`);
+  } catch (e) {
+    if (current()) el.innerHTML = `<li class="hint">${esc(e.message)}</li>`;
+    return 0;
+  }
+  if (!current()) return 0;
+  el.innerHTML = r.incidents.map((i) => {
+    const lasted = i.closed === null
+      ? `<b class="open">open</b> for ${human(Math.max(0, now() - i.opened))}`
+      : `${localTime(i.closed)} <span class="lasted" title="${Number(i.duration_ms)} ms">(${human(i.duration_ms)})</span>`;
+    const why = i.first_failed
+      ? ` · ${i.failed_at_open} failed, first ${esc(i.first_failed)}` : '';
+    return `<li data-incident="${Number(i.number)}" class="${i.closed === null ? 'error' : ''}">#${Number(i.number)}: ${localTime(i.opened)} to ${lasted}${why}</li>`;
+  }).join('') || '<li class="hint">No incidents kept.</li>';
+  if (r.next_cursor) el.insertAdjacentHTML('beforeend', '<li class="hint">Older incidents: see /api/alarms/…/incidents.</li>');
+  return r.incidents.filter((i) => i.closed === null).length;
+}
+
+// A job's runs, latest first: when, how long, its exit code, and the tail
+// of its output behind a click (README, "Cron jobs and scripts").
+async function loadRuns(name) {
+  const current = () => ui.detail === name;
+  let r;
+  try {
+    r = await api(`api/services/${encodeURIComponent(name)}/runs?limit=20`);
+  } catch (_) {
+    if (current()) $('run-list').hidden = true;
+    return;
+  }
+  if (!current()) return;
+  $('run-list').hidden = r.runs.length === 0;
+  // The end reads as a time of day when it is the start's day: the row
+  // fits a phone. The output is a row of its own under its run.
+  $('run-rows').innerHTML = r.runs.map((x, i) => {
+    const code = x.exit_code === null || x.exit_code === undefined ? 'none' : String(Number(x.exit_code));
+    const ok = x.result === 'ok';
+    const start = x.started === null ? null : localTime(x.started);
+    const end = localTime(x.ended);
+    const sameDay = start && start.slice(0, 10) === end.slice(0, 10);
+    const output = x.output
+      ? `<button type="button" class="show-output" aria-expanded="false" aria-controls="run-output-${i}">output</button>` : '';
+    return `<tr class="${ok ? 'ok' : 'error'}" data-exit="${esc(code)}">
+      <td>${start || '–'}</td>
+      <td title="${end}">${sameDay ? end.slice(11, 19) : end}</td>
+      <td class="exit">${ok ? '' : '&#10006; '}${esc(code)}</td>
+      <td>${msText(x.duration_ms)}${x.ran_too_long ? ' <b class="late">too long</b>' : ''}</td>
+      <td>${output}</td></tr>${x.output
+      ? `<tr class="output" id="run-output-${i}" hidden><td colspan="5"><pre>${esc(x.output)}</pre></td></tr>` : ''}`;
+  }).join('');
+}
+
+// The history part of an alarm's page: its timeline, uptime figures and
+// incidents, loaded when the page opens and when its range changes.
+function loadAlarmHistory(alarm) {
+  const current = () => ui.route.alarm === alarm;
+  $('alarm-history').hidden = false;
+  drawTimeline($('alarm-timeline'), 'alarms', alarm, Number($('alarm-range').value), current);
+  Promise.all([
+    loadUptime($('alarm-uptime'), 'alarms', alarm, current),
+    loadIncidents($('alarm-incidents'), alarm, current),
+  ]).then(([up, open]) => {
+    if (!current() || !up) return;
+    const day = up.windows.find((w) => w.window === '24h');
+    const month = up.windows.find((w) => w.window === '30d');
+    $('alarm-history-sum').textContent = `History: ${percent(day && day.uptime)} up over 24 h, `
+      + `${percent(month && month.uptime)} over 30 days${open ? `, ${open} incident open` : ''}`;
+  });
 }
 
 // `steps`, when given, is the limit in force for each bar (null: none):
@@ -777,7 +909,21 @@ function wire() {
     const b = e.target.closest('[data-test-alert]');
     if (b) testAlert(b);
   });
+  $('run-rows').addEventListener('click', (e) => {
+    const b = e.target.closest('.show-output');
+    const out = b && $(b.getAttribute('aria-controls'));
+    if (!out) return;
+    out.hidden = !out.hidden;
+    b.setAttribute('aria-expanded', String(!out.hidden));
+  });
   $('timeline-range').addEventListener('change', () => { if (ui.detail) loadTimeline(ui.detail); });
+  $('alarm-range').addEventListener('change', () => {
+    const alarm = ui.route.alarm;
+    if (alarm) {
+      drawTimeline($('alarm-timeline'), 'alarms', alarm, Number($('alarm-range').value),
+        () => ui.route.alarm === alarm);
+    }
+  });
   $('detail-close').addEventListener('click', () => { ui.detail = null; $('detail').hidden = true; });
   // Relative times age even when nothing changes.
   setInterval(schedule, 5000);

@@ -179,6 +179,101 @@ const scenarios = {
     assert.ok(await page.locator('#chart .axis').count() >= 2);
   },
 
+  // An alarm's page shows its history: the timeline, its uptime figures
+  // as the API computes them, and each incident with its duration.
+  async alarmhistory(page) {
+    const svc = 'api/services/web.a';
+    assert.equal((await api(`${svc}?timeout=3600`, { method: 'POST' })).status, 200);
+    await new Promise((r) => setTimeout(r, 1100));
+    assert.equal((await api(`${svc}?timeout=0`, { method: 'POST' })).status, 200);
+    await until('incident 1 open', async () =>
+      (await api('api/alarms/web/incidents')).body?.incidents?.length === 1, 15000);
+    await new Promise((r) => setTimeout(r, 1100));
+    assert.equal((await api(`${svc}?timeout=3600`, { method: 'POST' })).status, 200);
+    let incident = null;
+    await until('incident 1 closed', async () => {
+      incident = (await api('api/alarms/web/incidents')).body?.incidents?.[0];
+      return incident?.closed != null;
+    }, 15000);
+    const up = (await api('api/alarms/web/uptime?windows=24h')).body.windows[0];
+    assert.equal(up.incidents, 1);
+    // A maintenance window from now on, after the incident: the bar's
+    // foot marks today blue.
+    const at = (m) => new Date(Date.now() + m * 60000).toISOString();
+    const made = await api('api/maintenance', {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ name: 'move', alarms: ['web'], start: at(0), end: at(10) }),
+    });
+    assert.equal(made.status, 201, JSON.stringify(made.body));
+    await until('some maintenance time', async () =>
+      (await api('api/alarms/web/uptime?windows=24h')).body?.windows?.[0]?.maintenance_ms > 0);
+    await page.goto(`${url}#/alarm/web`);
+    await page.locator('#alarm-history summary').click();
+    await page.locator('#alarm-timeline rect.maintenance').first().waitFor();
+    assert.match(await page.locator('#alarm-timeline rect.maintenance title').first().textContent(),
+      /^maintenance on \d{4}-\d{2}-\d{2} \(UTC\): /);
+    await page.locator('#alarm-timeline rect.error').waitFor();
+    const day = page.locator('#alarm-uptime tr[data-window="24h"]');
+    await day.waitFor();
+    const cells = await day.locator('td').allInnerTexts();
+    assert.equal(cells.length, 6, cells.join('|'));
+    assert.match(cells[0], /^\d+(\.\d+)? %$/);
+    assert.notEqual(cells[0], '100 %', 'a second down is not rounded away');
+    assert.equal(cells[2], '1', 'one incident in 24 h');
+    assert.notEqual(cells[1], '0', 'the down time is shown');
+    for (const w of ['7d', '30d', '90d', '365d']) {
+      assert.equal(await page.locator(`#alarm-uptime tr[data-window="${w}"]`).count(), 1, w);
+    }
+    const item = page.locator('#alarm-incidents li[data-incident="1"]');
+    const text = await item.innerText();
+    assert.match(text, /^#1: \d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} UTC.* to \d{4}-/);
+    assert.match(await item.locator('.lasted').innerText(), /^\(\d+s\)$|^\(\d+ ms\)$/);
+    assert.ok(text.includes(`first web.a`), text);
+    assert.match(await page.locator('#alarm-history-sum').innerText(), /over 24 h/);
+    // Another range redraws the alarm's timeline.
+    await page.locator('#alarm-range').selectOption({ label: '365 days' });
+    await until('redrawn', async () => (await page.locator('#alarm-timeline').getAttribute('aria-label')).includes('365d'));
+    // On a phone the figures stay readable: the page itself does not
+    // scroll sideways.
+    await page.setViewportSize({ width: 375, height: 800 });
+    assert.ok(await page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth + 1));
+  },
+
+  // A job's page lists its runs, each with its exit code and duration, and
+  // the output behind a click, as text.
+  async jobruns(page) {
+    const post = (path, body) => api(path, { method: 'POST', body });
+    await post('api/services/job.x?timeout=3600');
+    await post('api/services/job.x/start');
+    await new Promise((r) => setTimeout(r, 300));
+    await post('api/services/job.x/exit/0');
+    await post('api/services/job.x/start');
+    await new Promise((r) => setTimeout(r, 300));
+    await post('api/services/job.x/exit/3', 'copying\n<b>disk full</b>\n');
+    await until('two runs', async () => (await api('api/services/job.x/runs')).body?.runs?.length === 2, 15000);
+    await page.goto(`${url}#/services`);
+    await row(page, 'job.x').locator('[data-open]').click();
+    await page.locator('#run-list').waitFor();
+    const rows = page.locator('#run-rows tr:not(.output)');
+    await until('two rows', async () => (await rows.count()) === 2);
+    assert.deepEqual(await rows.evaluateAll((rs) => rs.map((r) => r.dataset.exit)), ['3', '0']);
+    const failed = await rows.nth(0).locator('td').allInnerTexts();
+    assert.match(failed[0], /^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} UTC/);
+    assert.match(failed[2], /3$/);
+    assert.match(failed[3], /^\d+ ms$|^\d+s$/);
+    assert.equal(await rows.nth(1).locator('.exit').innerText(), '0');
+    const out = page.locator('#run-rows tr.output pre');
+    assert.ok(!(await out.isVisible()), 'the output waits for a click');
+    await rows.nth(0).getByRole('button', { name: 'output' }).click();
+    await out.waitFor();
+    assert.equal((await out.textContent()).trimEnd(), 'copying\n<b>disk full</b>');
+    assert.equal(await out.locator('b').count(), 0, 'output is text, not markup');
+    assert.equal(await rows.nth(1).getByRole('button').count(), 0, 'a run with no output offers none');
+    // The service's uptime figures too.
+    await page.locator('#uptime tr[data-window="30d"]').waitFor();
+  },
+
   // Double-click a timeout, type 1h30m, Enter: 5 400 000 ms.
   async timeout(page) {
     await api('api/services/edit.me?timeout=60', { method: 'POST' });
@@ -466,6 +561,11 @@ const scenarios = {
     await row(page, 'cron.nightly-report').waitFor();
     await row(page, 'cron.nightly-report').locator('[data-open]').click();
     await page.locator('#failure-output').waitFor();
+    // Its runs (tests/ui/demo-history.py wrote two weeks), the failed
+    // one's output open.
+    await page.locator('#run-rows tr').first().waitFor();
+    await page.locator('#run-rows tr').first().getByRole('button', { name: 'output' }).click();
+    await page.locator('#run-list').scrollIntoViewIfNeeded();
     await page.screenshot({ path: 'docs/ui-job.png' });
     // The history timeline (tests/ui/demo-history.py wrote thirty days).
     await page.goto(`${url}#/alarm/web`);
