@@ -237,8 +237,23 @@ pub async fn send_text(
     subject: &str,
     body: &str,
 ) -> Result<(), DeliveryError> {
+    deliver(config, client, to, subject, body, None).await
+}
+
+/// Sends one mail to `to` through Mailgun when `[mailgun] domain` is set,
+/// else `[mail]`'s SMTP server: plain text only when `html` is `None`, else
+/// a plain text and HTML alternative. The one path both the plain-text mail
+/// (alerts, subscriptions) and the reports take, so the two cannot drift.
+async fn deliver(
+    config: &AlertsConfig,
+    client: &reqwest::Client,
+    to: &Recipients,
+    subject: &str,
+    text: &str,
+    html: Option<&str>,
+) -> Result<(), DeliveryError> {
     if !config.mailgun.domain.is_empty() {
-        return mailgun(config, client, to, subject, body).await;
+        return mailgun(config, client, to, subject, text, html).await;
     }
     let from: Mailbox = config.mail.from.parse().map_err(|e| {
         DeliveryError::permanent(format!("[mail] from '{}': {e}", config.mail.from))
@@ -247,9 +262,14 @@ pub async fn send_text(
     for mbox in to.0.iter() {
         builder = builder.to(mbox.clone());
     }
-    let message = builder
-        .body(body.to_string())
-        .map_err(|e| DeliveryError::permanent(format!("building the mail: {e}")))?;
+    let message = match html {
+        None => builder.body(text.to_string()),
+        Some(html) => builder.multipart(MultiPart::alternative_plain_html(
+            text.to_string(),
+            html.to_string(),
+        )),
+    }
+    .map_err(|e| DeliveryError::permanent(format!("building the mail: {e}")))?;
     smtp(config, message).await
 }
 
@@ -304,61 +324,23 @@ pub async fn send_message(
     mail: &Mail,
 ) -> Result<(), DeliveryError> {
     let subject = crate::escape::one_line(&mail.subject);
-    if !config.mailgun.domain.is_empty() {
-        let client = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(30))
-            .user_agent("Lovebeat")
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| DeliveryError::permanent(format!("the HTTP client: {e}")))?;
-        let mg = &config.mailgun;
-        let url = format!(
-            "{}/v3/{}/messages",
-            mg.api_base.trim_end_matches('/'),
-            mg.domain
-        );
-        let to =
-            to.0.iter()
-                .map(|m| m.to_string())
-                .collect::<Vec<_>>()
-                .join(", ");
-        let form = [
-            ("from", mg.from.as_str()),
-            ("to", to.as_str()),
-            ("subject", subject.as_str()),
-            ("text", mail.text.as_str()),
-            ("html", mail.html.as_str()),
-        ];
-        let result = client
-            .post(&url)
-            .basic_auth("api", Some(&mg.api_key.0))
-            .form(&form)
-            .send()
-            .await;
-        return super::http::outcome(&format!("Mailgun {}", url_for_log(&url)), result).await;
-    }
-    let from: Mailbox = config.mail.from.parse().map_err(|e| {
-        DeliveryError::permanent(format!("[mail] from '{}': {e}", config.mail.from))
-    })?;
-    let mut builder = Message::builder().from(from).subject(subject);
-    for mbox in to.0.iter() {
-        builder = builder.to(mbox.clone());
-    }
-    let message = builder
-        .multipart(MultiPart::alternative_plain_html(
-            mail.text.clone(),
-            mail.html.clone(),
-        ))
-        .map_err(|e| DeliveryError::permanent(format!("building the mail: {e}")))?;
-    smtp(config, message).await
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .user_agent("Lovebeat")
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| DeliveryError::permanent(format!("the HTTP client: {e}")))?;
+    deliver(config, &client, to, &subject, &mail.text, Some(&mail.html)).await
 }
 
+/// Posts one mail to Mailgun's messages API (an `html` part only when given).
 async fn mailgun(
     config: &AlertsConfig,
     client: &reqwest::Client,
     to: &Recipients,
     subject: &str,
-    body: &str,
+    text: &str,
+    html: Option<&str>,
 ) -> Result<(), DeliveryError> {
     let mg = &config.mailgun;
     let url = format!(
@@ -371,12 +353,15 @@ async fn mailgun(
             .map(|m| m.to_string())
             .collect::<Vec<_>>()
             .join(", ");
-    let form = [
+    let mut form = vec![
         ("from", mg.from.as_str()),
         ("to", to.as_str()),
         ("subject", subject),
-        ("text", body),
+        ("text", text),
     ];
+    if let Some(html) = html {
+        form.push(("html", html));
+    }
     let result = client
         .post(&url)
         .basic_auth("api", Some(&mg.api_key.0))
