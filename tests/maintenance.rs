@@ -12,6 +12,7 @@ mod common;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::receiver::Receiver;
+use common::smtp::smtp_server;
 use common::{wait_until, Daemon};
 use serde_json::{json, Value};
 
@@ -419,40 +420,6 @@ fn uptime_counts_a_window_as_maintenance_to_the_millisecond() {
         assert_eq!(ms(w, "unknown_ms"), 0, "{v}");
         assert_eq!(w["incidents"], 1, "the window changes no state: {v}");
     }
-}
-
-/// The SMTP server of the alert tests (tests/support/smtp_server.py),
-/// killed when the test ends however it ends.
-struct Smtp(std::process::Child);
-
-impl Drop for Smtp {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn smtp_server(dir: &std::path::Path) -> (Smtp, u16, std::path::PathBuf) {
-    use std::io::BufRead;
-    let port = common::free_port();
-    let out = dir.join("mail.jsonl");
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/smtp_server.py");
-    let mut child = std::process::Command::new("python3")
-        .arg(script)
-        .arg(port.to_string())
-        .arg(&out)
-        .arg("0")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("python3 with aiosmtpd (pip install aiosmtpd)");
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("ready line");
-    assert_eq!(line.trim(), "ready", "SMTP server did not start");
-    (Smtp(child), port, out)
 }
 
 fn read_mails(path: &std::path::Path, n: usize, secs: u64) -> Vec<Value> {

@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::smtp::smtp_server;
 use common::{wait_until, Daemon};
 
 /// A page that takes subscribers (its mail server is never reached: only
@@ -107,39 +108,6 @@ fn a_visitor_of_a_stale_page_is_answered_from_the_last_build_while_the_next_runs
     wait_until(30, "the next build shows the entry down", || {
         entry_state(&d).0 == "down"
     });
-}
-
-/// The SMTP server process of `tests/support/smtp_server.py`, killed when
-/// the test ends however it ends.
-struct Smtp(std::process::Child);
-
-impl Drop for Smtp {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn smtp_server(dir: &std::path::Path) -> (Smtp, u16, std::path::PathBuf) {
-    use std::io::BufRead;
-    let port = common::free_port();
-    let out = dir.join("mail.jsonl");
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/smtp_server.py");
-    let mut child = std::process::Command::new("python3")
-        .arg(script)
-        .arg(port.to_string())
-        .arg(&out)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("python3 with aiosmtpd (pip install aiosmtpd)");
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("ready line");
-    assert_eq!(line.trim(), "ready", "SMTP server did not start");
-    (Smtp(child), port, out)
 }
 
 /// The recipients of the mails received so far.

@@ -6,6 +6,7 @@
 
 mod common;
 
+use common::smtp::smtp_server;
 use common::{wait_until, Daemon};
 use serde_json::Value;
 
@@ -460,39 +461,6 @@ fn an_alarm_entry_going_error_opens_a_page_incident_and_its_recovery_resolves_it
         let p = page_json(&d);
         p["incidents"]["past"][0]["title"] == "Website" && p["status"] == "operational"
     });
-}
-
-/// The SMTP server process of `tests/support/smtp_server.py`, killed when
-/// the test ends however it ends.
-struct Smtp(std::process::Child);
-
-impl Drop for Smtp {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn smtp_server(dir: &std::path::Path) -> (Smtp, u16, std::path::PathBuf) {
-    use std::io::BufRead;
-    let port = common::free_port();
-    let out = dir.join("mail.jsonl");
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/smtp_server.py");
-    let mut child = std::process::Command::new("python3")
-        .arg(script)
-        .arg(port.to_string())
-        .arg(&out)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("python3 with aiosmtpd (pip install aiosmtpd)");
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("ready line");
-    assert_eq!(line.trim(), "ready", "SMTP server did not start");
-    (Smtp(child), port, out)
 }
 
 /// The mails received so far, once there are `n` (or after 15 s).

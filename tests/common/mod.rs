@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod receiver;
+pub mod smtp;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};

@@ -1,0 +1,39 @@
+//! The real SMTP server of the mail tests (`tests/support/smtp_server.py`,
+//! aiosmtpd), in one place so that the tests needing one start it alike.
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+/// The SMTP server process, killed when the test ends however it ends.
+pub struct Smtp(Child);
+
+impl Drop for Smtp {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the SMTP server on a free loopback port, recording each mail it
+/// receives as one JSON line in `dir/mail.jsonl`; returns the process, its
+/// port and that file once it listens.
+pub fn smtp_server(dir: &Path) -> (Smtp, u16, PathBuf) {
+    let port = super::free_port();
+    let out = dir.join("mail.jsonl");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/smtp_server.py");
+    let mut child = Command::new("python3")
+        .arg(script)
+        .arg(port.to_string())
+        .arg(&out)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3 with aiosmtpd (pip install aiosmtpd)");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("ready line");
+    assert_eq!(line.trim(), "ready", "SMTP server did not start");
+    (Smtp(child), port, out)
+}
