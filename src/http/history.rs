@@ -93,6 +93,25 @@ pub(super) async fn changes<B>(
     kind: Kind,
     name: &str,
 ) -> Response<Body> {
+    named_page(req, state, what(kind), name, move |conn, name, range| {
+        query::changes(conn, kind, name, range)
+    })
+    .await
+}
+
+/// Answers a request for one page of a named service's or alarm's history
+/// (its changes, runs, incidents): the history and the range the request
+/// asks for, `query` run on them, and its page as JSON, or the answer that
+/// says why there is none: one path, so every such endpoint fails alike.
+pub(super) async fn named_page<B, T: serde::Serialize + Send + 'static>(
+    req: &Request<B>,
+    state: &AppState,
+    what: &'static str,
+    name: &str,
+    query: impl FnOnce(&rusqlite::Connection, &str, Range) -> rusqlite::Result<Option<T>>
+        + Send
+        + 'static,
+) -> Response<Body> {
     let history = match open(state) {
         Ok(h) => h,
         Err(r) => return *r,
@@ -101,11 +120,11 @@ pub(super) async fn changes<B>(
         Ok(r) => r,
         Err(r) => return *r,
     };
-    let page = read_named(history, what(kind), name, move |conn, name| {
-        query::changes(conn, kind, name, range)
+    match read_named(history, what, name, move |conn, name| {
+        query(conn, name, range)
     })
-    .await;
-    match page {
+    .await
+    {
         Ok(page) => json(StatusCode::OK, &page),
         Err(r) => *r,
     }

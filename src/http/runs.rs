@@ -11,22 +11,7 @@ use crate::history::{audit, runs};
 
 /// `GET /api/services/<name>/runs`.
 pub(super) async fn list<B>(req: &Request<B>, state: &AppState, name: &str) -> Response<Body> {
-    let history = match super::history::open(state) {
-        Ok(h) => h,
-        Err(r) => return *r,
-    };
-    let range = match super::history::range(req) {
-        Ok(r) => r,
-        Err(r) => return *r,
-    };
-    let page = super::history::read_named(history, "service", name, move |c, name| {
-        runs::list(c, name, range)
-    })
-    .await;
-    match page {
-        Ok(page) => json(StatusCode::OK, &page),
-        Err(r) => *r,
-    }
+    super::history::named_page(req, state, "service", name, runs::list).await
 }
 
 /// `GET /api/audit`.
