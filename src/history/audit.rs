@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use rusqlite::{params, Connection};
 use serde::Serialize;
 
-use super::query::{cursor, Range, MAX_LIMIT};
+use super::query::{Range, MAX_LIMIT};
 
 /// Bytes of a target or a detail kept at most.
 const TEXT_MAX: usize = 512;
@@ -183,28 +183,21 @@ pub fn list(conn: &Connection, range: Range) -> rusqlite::Result<Page> {
         bid,
         (limit + 1) as i64
     ])?;
-    let mut entries = Vec::with_capacity(limit.min(64));
-    let mut last = None;
-    let mut more = false;
-    while let Some(r) = rows.next()? {
-        if entries.len() == limit {
-            more = true;
-            break;
-        }
+    let (entries, next_cursor) = super::query::keyset_page(&mut rows, limit, |r| {
         let ts: i64 = r.get(0)?;
         let id: i64 = r.get(1)?;
-        entries.push(AuditView {
+        let entry = AuditView {
             ts,
             who: r.get(2)?,
             action: r.get(3)?,
             target: r.get(4)?,
             detail: r.get(5)?,
-        });
-        last = Some((ts, id));
-    }
+        };
+        Ok(((ts, id), entry))
+    })?;
     Ok(Page {
         entries,
-        next_cursor: last.filter(|_| more).map(|(t, i)| cursor(t, i)),
+        next_cursor,
     })
 }
 

@@ -8,7 +8,7 @@
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
-use super::query::{cursor, Range, MAX_LIMIT};
+use super::query::{Range, MAX_LIMIT};
 use super::record::Kind;
 use crate::engine::{AlarmView, State};
 
@@ -146,13 +146,7 @@ pub struct IncidentPage {
 /// `None` when the history never knew the alarm. The cursor is the last
 /// incident's (opened, number).
 pub fn list(conn: &Connection, name: &str, range: Range) -> rusqlite::Result<Option<IncidentPage>> {
-    let Some((id, deleted_at)) = conn
-        .prepare_cached("SELECT id, deleted_at FROM names WHERE kind = ?1 AND name = ?2")?
-        .query_row(params![Kind::Alarm as u8, name], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, Option<i64>>(1)?))
-        })
-        .optional()?
-    else {
+    let Some((id, deleted_at)) = super::query::known(conn, Kind::Alarm, name)? else {
         return Ok(None);
     };
     // Incidents of one alarm do not overlap: of those opened before
@@ -185,28 +179,20 @@ pub fn list(conn: &Connection, name: &str, range: Range) -> rusqlite::Result<Opt
         bnum,
         (limit + 1) as i64
     ])?;
-    let mut incidents = Vec::with_capacity(limit);
-    let mut more = false;
-    while let Some(r) = rows.next()? {
-        if incidents.len() == limit {
-            more = true;
-            break;
-        }
+    let (incidents, next_cursor) = super::query::keyset_page(&mut rows, limit, |r| {
+        let number: i64 = r.get(0)?;
         let opened: i64 = r.get(1)?;
         let closed: Option<i64> = r.get(2)?;
-        incidents.push(IncidentView {
-            number: r.get(0)?,
+        let incident = IncidentView {
+            number,
             opened,
             closed,
             duration_ms: closed.map(|c| c.saturating_sub(opened)),
             failed_at_open: r.get(3)?,
             first_failed: r.get(4)?,
-        });
-    }
-    let next_cursor = incidents
-        .last()
-        .filter(|_| more)
-        .map(|i| cursor(i.opened, i.number));
+        };
+        Ok(((opened, number), incident))
+    })?;
     Ok(Some(IncidentPage {
         name: name.to_string(),
         deleted_at,

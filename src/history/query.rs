@@ -59,6 +59,43 @@ pub struct Page {
     pub next_cursor: Option<String>,
 }
 
+/// A name's row (`names.id`) and when it was deleted, or `None` when the
+/// history never knew it: the first step of every per-name answer (a
+/// deleted name still answers, an unknown one is a 404).
+pub fn known(
+    conn: &Connection,
+    kind: Kind,
+    name: &str,
+) -> rusqlite::Result<Option<(i64, Option<i64>)>> {
+    conn.prepare_cached("SELECT id, deleted_at FROM names WHERE kind = ?1 AND name = ?2")?
+        .query_row(params![kind as u8, name], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, Option<i64>>(1)?))
+        })
+        .optional()
+}
+
+/// One keyset page from `rows`, which were asked newest first with a
+/// `LIMIT` of `limit + 1`: at most `limit` items, each made by `item`
+/// with its key, and the cursor of the last one when more follow (the
+/// extra row says so), `None` on the last page.
+pub fn keyset_page<T>(
+    rows: &mut rusqlite::Rows<'_>,
+    limit: usize,
+    mut item: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<((i64, i64), T)>,
+) -> rusqlite::Result<(Vec<T>, Option<String>)> {
+    let mut items = Vec::with_capacity(limit.min(64));
+    let mut last = None;
+    while let Some(r) = rows.next()? {
+        if items.len() == limit {
+            return Ok((items, last.map(|(a, b)| cursor(a, b))));
+        }
+        let (key, t) = item(r)?;
+        items.push(t);
+        last = Some(key);
+    }
+    Ok((items, None))
+}
+
 /// The cursor of a position.
 pub fn cursor(ts: i64, seq: i64) -> String {
     format!("{ts}.{seq}")
@@ -86,13 +123,7 @@ pub fn changes(
     name: &str,
     range: Range,
 ) -> rusqlite::Result<Option<Page>> {
-    let Some((id, deleted_at)) = conn
-        .prepare_cached("SELECT id, deleted_at FROM names WHERE kind = ?1 AND name = ?2")?
-        .query_row(params![kind as u8, name], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, Option<i64>>(1)?))
-        })
-        .optional()?
-    else {
+    let Some((id, deleted_at)) = known(conn, kind, name)? else {
         return Ok(None);
     };
     let limit = range.limit.clamp(1, MAX_LIMIT);
@@ -110,32 +141,25 @@ pub fn changes(
         bseq,
         (limit + 1) as i64
     ])?;
-    let mut changes = Vec::with_capacity(limit);
-    let mut last = None;
-    let mut more = false;
-    while let Some(r) = rows.next()? {
-        if changes.len() == limit {
-            more = true;
-            break;
-        }
+    let (changes, next_cursor) = keyset_page(&mut rows, limit, |r| {
         let ts: i64 = r.get(0)?;
         let seq: i64 = r.get(1)?;
         let reason = Reason::from_code(r.get(4)?);
         let detail: Option<i64> = r.get(5)?;
-        changes.push(ChangeView {
+        let change = ChangeView {
             ts,
             from: r.get::<_, Option<i64>>(2)?.map(state_name),
             to: state_name(r.get(3)?),
             reason: reason.as_str(),
             exit_code: detail.filter(|_| reason == Reason::Fail),
             incident: detail.filter(|_| kind == Kind::Alarm),
-        });
-        last = Some((ts, seq));
-    }
+        };
+        Ok(((ts, seq), change))
+    })?;
     Ok(Some(Page {
         name: name.to_string(),
         deleted_at,
         changes,
-        next_cursor: last.filter(|_| more).map(|(t, s)| cursor(t, s)),
+        next_cursor,
     }))
 }

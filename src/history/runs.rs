@@ -3,10 +3,10 @@
 //! and the tail of its output. Rows are written by the history writer from
 //! the `JobRun` events only its feed gets (`engine/journal.rs`).
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection};
 use serde::Serialize;
 
-use super::query::{cursor, Range, MAX_LIMIT};
+use super::query::{Range, MAX_LIMIT};
 use super::record::Kind;
 use crate::engine::job::OUTPUT_LIMIT;
 use crate::engine::JobRun;
@@ -86,13 +86,7 @@ pub struct Page {
 /// A page of `name`'s runs that ended in the range, or `None` when the
 /// history never knew the service.
 pub fn list(conn: &Connection, name: &str, range: Range) -> rusqlite::Result<Option<Page>> {
-    let Some((id, deleted_at)) = conn
-        .prepare_cached("SELECT id, deleted_at FROM names WHERE kind = ?1 AND name = ?2")?
-        .query_row(params![Kind::Service as u8, name], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, Option<i64>>(1)?))
-        })
-        .optional()?
-    else {
+    let Some((id, deleted_at)) = super::query::known(conn, Kind::Service, name)? else {
         return Ok(None);
     };
     let limit = range.limit.clamp(1, MAX_LIMIT);
@@ -110,18 +104,11 @@ pub fn list(conn: &Connection, name: &str, range: Range) -> rusqlite::Result<Opt
         bid,
         (limit + 1) as i64
     ])?;
-    let mut runs = Vec::with_capacity(limit.min(64));
-    let mut last = None;
-    let mut more = false;
-    while let Some(r) = rows.next()? {
-        if runs.len() == limit {
-            more = true;
-            break;
-        }
+    let (runs, next_cursor) = super::query::keyset_page(&mut rows, limit, |r| {
         let ended: i64 = r.get(0)?;
         let rid: i64 = r.get(1)?;
         let started: Option<i64> = r.get(2)?;
-        runs.push(RunView {
+        let run = RunView {
             started,
             ended,
             duration_ms: started.map(|s| ended.saturating_sub(s)),
@@ -129,14 +116,14 @@ pub fn list(conn: &Connection, name: &str, range: Range) -> rusqlite::Result<Opt
             result: if r.get::<_, bool>(4)? { "ok" } else { "fail" },
             ran_too_long: r.get(5)?,
             output: r.get(6)?,
-        });
-        last = Some((ended, rid));
-    }
+        };
+        Ok(((ended, rid), run))
+    })?;
     Ok(Some(Page {
         name: name.to_string(),
         deleted_at,
         runs,
-        next_cursor: last.filter(|_| more).map(|(t, s)| cursor(t, s)),
+        next_cursor,
     }))
 }
 
