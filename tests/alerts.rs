@@ -4,13 +4,12 @@
 
 mod common;
 
-use std::io::BufRead;
 use std::net::UdpSocket;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::receiver::Receiver;
+use common::smtp::smtp_server_refusing as smtp_server;
 use common::Daemon;
 use serde_json::json;
 
@@ -125,37 +124,6 @@ fn failing_webhook_is_retried_until_it_succeeds() {
             .body
             .contains("lovebeat_alerts_sent_total 1\n")
     });
-}
-
-/// The SMTP server process, killed when the test ends however it ends.
-struct Smtp(Child);
-
-impl Drop for Smtp {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn smtp_server(dir: &Path, refuse: u32) -> (Smtp, u16, std::path::PathBuf) {
-    let port = common::free_port();
-    let out = dir.join("mail.jsonl");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/smtp_server.py");
-    let mut child = Command::new("python3")
-        .arg(script)
-        .arg(port.to_string())
-        .arg(&out)
-        .arg(refuse.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("python3 with aiosmtpd (pip install aiosmtpd)");
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("ready line");
-    assert_eq!(line.trim(), "ready", "SMTP server did not start");
-    (Smtp(child), port, out)
 }
 
 fn read_mails(path: &Path, n: usize, secs: u64) -> Vec<serde_json::Value> {

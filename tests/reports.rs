@@ -9,11 +9,11 @@
 
 mod common;
 
-use std::io::BufRead;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::smtp::smtp_server_refusing as smtp_server;
 use common::{wait_until, Daemon};
 use lovebeat::reports::period::{self, Every, Period};
 use serde_json::Value;
@@ -383,40 +383,6 @@ fn the_report_command_prints_text_csv_and_json() {
     let (ok, out, err) = report_cli(&d, &range);
     assert!(!ok, "{out}");
     assert!(err.contains("401"), "{err}");
-}
-
-/// The SMTP server of the alert tests (`tests/support/smtp_server.py`,
-/// aiosmtpd), killed when the test ends however it ends.
-struct Smtp(Child);
-
-impl Drop for Smtp {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The server, its port and the file of what it received; it refuses
-/// (accepts and closes) the first `refuse` connections.
-fn smtp_server(dir: &Path, refuse: u32) -> (Smtp, u16, std::path::PathBuf) {
-    let port = common::free_port();
-    let out = dir.join("mail.jsonl");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/smtp_server.py");
-    let mut child = Command::new("python3")
-        .arg(script)
-        .arg(port.to_string())
-        .arg(&out)
-        .arg(refuse.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("python3 with aiosmtpd (pip install aiosmtpd)");
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("ready line");
-    assert_eq!(line.trim(), "ready", "SMTP server did not start");
-    (Smtp(child), port, out)
 }
 
 fn read_mails(path: &Path, n: usize, secs: u64) -> Vec<Value> {

@@ -19,6 +19,12 @@ impl Drop for Smtp {
 /// receives as one JSON line in `dir/mail.jsonl`; returns the process, its
 /// port and that file once it listens.
 pub fn smtp_server(dir: &Path) -> (Smtp, u16, PathBuf) {
+    smtp_server_refusing(dir, 0)
+}
+
+/// As [`smtp_server`], refusing (accepting and closing) the first
+/// `refuse` connections, for the tests of a mail server that fails.
+pub fn smtp_server_refusing(dir: &Path, refuse: u32) -> (Smtp, u16, PathBuf) {
     let port = super::free_port();
     let out = dir.join("mail.jsonl");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/smtp_server.py");
@@ -26,6 +32,7 @@ pub fn smtp_server(dir: &Path) -> (Smtp, u16, PathBuf) {
         .arg(script)
         .arg(port.to_string())
         .arg(&out)
+        .arg(refuse.to_string())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
