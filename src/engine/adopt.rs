@@ -10,8 +10,9 @@
 
 use std::sync::Arc;
 
-use super::job::{self, JobRecord};
-use super::service::{Name, Service, State};
+use super::job::JobRecord;
+use super::restore::Arrival;
+use super::service::{Name, Service};
 use super::{Engine, StoredService};
 
 /// Says whether expiry may act now (cluster mode: every lease this node
@@ -29,7 +30,7 @@ impl Engine {
             if self.inner.services.contains_key(s.name.as_str()) {
                 self.unload_service(&s.name);
             }
-            self.adopt_service(s, now);
+            self.insert_stored(s, now, Arrival::Handover);
         }
         for mut a in self.inner.alarms.iter_mut() {
             let after = a.evaluate();
@@ -37,58 +38,6 @@ impl Engine {
                 a.transition(after, now);
             }
         }
-    }
-
-    fn adopt_service(&self, s: StoredService, now: i64) {
-        let inner = &*self.inner;
-        let (memberships, refused) = self.resolve_alarms(&s.name);
-        let key = s.name;
-        let mut svc = Service::new(
-            s.last_state_change,
-            s.timeout,
-            memberships.iter().map(|(k, _)| k.clone()).collect(),
-        );
-        svc.last_beat = s.last_beat;
-        svc.muted_since = s.muted_since;
-        svc.set_algorithm(inner.algorithm);
-        svc.set_history(s.beat_history);
-        match s.job.as_deref().map(job::JobRecord::to_ext) {
-            Some(Ok(Some(ext))) => svc.job = Some(Box::new(ext)),
-            Some(Err(e)) => tracing::warn!(
-                "service {}: ignoring its job settings: {e}",
-                key.escape_debug()
-            ),
-            _ => {}
-        }
-        svc.anchor = if s.last_beat >= 0 {
-            s.last_beat
-        } else {
-            s.last_state_change
-        };
-        let anchor = svc.anchor;
-        if let Some(j) = svc.job.as_deref_mut() {
-            if let Some(sched) = &j.schedule {
-                j.next_deadline = sched.deadline_after(anchor);
-            }
-        }
-        let state = if s.muted_since > 0 {
-            State::Muted
-        } else if s.state == State::Error {
-            State::Error
-        } else {
-            State::Ok
-        };
-        svc.state = state;
-        svc.last_state_change = s.last_state_change;
-        self.count(state, 1);
-        for (alarm, def) in &memberships {
-            let mut a = self.alarm_entry(alarm, *def, now);
-            a.add_member(*def, || inner.matcher.dependencies(*def, &key), &key, state);
-            self.set_listed(alarm, &mut a, true);
-        }
-        self.arm(&key, &mut svc, now);
-        self.orphan(&key, &refused);
-        inner.services.insert(key, svc);
     }
 
     /// The services whose names `keep` accepts, as records for a snapshot
@@ -148,7 +97,7 @@ fn stored(name: &Name, svc: &Service) -> StoredService {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{Change, EngineConfig, Timeout};
+    use crate::engine::{Change, EngineConfig, State, Timeout};
 
     const T0: i64 = 1_700_000_000_000;
 

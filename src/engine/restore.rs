@@ -34,6 +34,19 @@ pub struct StoredService {
     pub job: Option<Box<JobRecord>>,
 }
 
+/// How a stored service comes into the engine, which decides what its
+/// deadline counts from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Arrival {
+    /// A load at start: beats sent while lovebeat was down were lost, so
+    /// the deadline counts from now (the restart grace), and a service
+    /// stored ERROR stays so.
+    Restart,
+    /// A cluster handover: the beats of the handover waited in the stream
+    /// and were replayed, so the deadline counts from the real last beat.
+    Handover,
+}
+
 /// An alarm as read from the database.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredAlarm {
@@ -180,10 +193,19 @@ impl Engine {
             Some(true) => return true,
             Some(false) => self.unload_service(&s.name),
         }
+        self.insert_stored(s, now, Arrival::Restart);
+        older.is_some()
+    }
+
+    /// Puts a stored service into the engine as `arrival` says, and into
+    /// its counts, alarms and timers: the one way a record becomes a live
+    /// service, for a load at start and for a cluster handover alike.
+    pub(super) fn insert_stored(&self, s: StoredService, now: i64, arrival: Arrival) {
+        let inner = &*self.inner;
         let (memberships, refused) = self.resolve_alarms(&s.name);
         let key = s.name;
         let mut svc = Service::new(
-            now,
+            s.last_state_change,
             s.timeout,
             memberships.iter().map(|(k, _)| k.clone()).collect(),
         );
@@ -199,28 +221,54 @@ impl Engine {
             ),
             _ => {}
         }
-        svc.restart_grace(now);
-        let state = if s.state == State::Error && s.muted_since == 0 {
-            State::Error
-        } else {
-            svc.evaluate(now)
+        svc.state = match arrival {
+            Arrival::Restart => {
+                svc.restart_grace(now);
+                let state = if s.state == State::Error && s.muted_since == 0 {
+                    State::Error
+                } else {
+                    svc.evaluate(now)
+                };
+                if state != s.state {
+                    svc.last_state_change = now;
+                }
+                state
+            }
+            Arrival::Handover => {
+                svc.anchor = if s.last_beat >= 0 {
+                    s.last_beat
+                } else {
+                    s.last_state_change
+                };
+                let anchor = svc.anchor;
+                if let Some(j) = svc.job.as_deref_mut() {
+                    if let Some(sched) = &j.schedule {
+                        j.next_deadline = sched.deadline_after(anchor);
+                    }
+                }
+                if s.muted_since > 0 {
+                    State::Muted
+                } else if s.state == State::Error {
+                    State::Error
+                } else {
+                    State::Ok
+                }
+            }
         };
-        svc.state = state;
-        svc.last_state_change = if state == s.state {
-            s.last_state_change
-        } else {
-            now
-        };
-        self.count(state, 1);
+        self.count(svc.state, 1);
         for (alarm, def) in &memberships {
             let mut a = self.alarm_entry(alarm, *def, now);
-            a.add_member(*def, || inner.matcher.dependencies(*def, &key), &key, state);
+            a.add_member(
+                *def,
+                || inner.matcher.dependencies(*def, &key),
+                &key,
+                svc.state,
+            );
             self.set_listed(alarm, &mut a, true);
         }
         self.arm(&key, &mut svc, now);
         self.orphan(&key, &refused);
         inner.services.insert(key, svc);
-        older.is_some()
     }
 
     /// Takes back what [`Engine::restore_service`] did for `name`, whose
