@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::receiver::Receiver;
-use common::smtp::smtp_server_refusing as smtp_server;
+use common::smtp::{read_mails, smtp_server_refusing as smtp_server};
 use common::Daemon;
 use serde_json::json;
 
@@ -124,21 +124,6 @@ fn failing_webhook_is_retried_until_it_succeeds() {
             .body
             .contains("lovebeat_alerts_sent_total 1\n")
     });
-}
-
-fn read_mails(path: &Path, n: usize, secs: u64) -> Vec<serde_json::Value> {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        let mails: Vec<serde_json::Value> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("json"))
-            .collect();
-        if mails.len() >= n || Instant::now() > deadline {
-            return mails;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]

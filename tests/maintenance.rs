@@ -12,7 +12,7 @@ mod common;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::receiver::Receiver;
-use common::smtp::smtp_server;
+use common::smtp::{read_mails, smtp_server};
 use common::{wait_until, Daemon};
 use serde_json::{json, Value};
 
@@ -419,21 +419,6 @@ fn uptime_counts_a_window_as_maintenance_to_the_millisecond() {
         assert_eq!(ms(w, "up_ms"), (t[1] - t[0]) + (until - we), "{v}");
         assert_eq!(ms(w, "unknown_ms"), 0, "{v}");
         assert_eq!(w["incidents"], 1, "the window changes no state: {v}");
-    }
-}
-
-fn read_mails(path: &std::path::Path, n: usize, secs: u64) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        let mails: Vec<Value> = text
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect();
-        if mails.len() >= n || Instant::now() > deadline {
-            return mails;
-        }
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

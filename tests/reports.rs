@@ -11,9 +11,9 @@ mod common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::smtp::smtp_server_refusing as smtp_server;
+use common::smtp::{read_mails, smtp_server_refusing as smtp_server};
 use common::{wait_until, Daemon};
 use lovebeat::reports::period::{self, Every, Period};
 use serde_json::Value;
@@ -383,21 +383,6 @@ fn the_report_command_prints_text_csv_and_json() {
     let (ok, out, err) = report_cli(&d, &range);
     assert!(!ok, "{out}");
     assert!(err.contains("401"), "{err}");
-}
-
-fn read_mails(path: &Path, n: usize, secs: u64) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        let mails: Vec<Value> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("json"))
-            .collect();
-        if mails.len() >= n || Instant::now() > deadline {
-            return mails;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// A mail's text with quoted-printable soft line breaks and escapes undone.

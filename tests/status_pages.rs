@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::smtp::smtp_server;
+use common::smtp::{read_mails, smtp_server};
 use common::{wait_until, Daemon};
 use serde_json::Value;
 
@@ -463,22 +463,6 @@ fn an_alarm_entry_going_error_opens_a_page_incident_and_its_recovery_resolves_it
     });
 }
 
-/// The mails received so far, once there are `n` (or after 15 s).
-fn mails(path: &std::path::Path, n: usize) -> Vec<Value> {
-    let mut got = Vec::new();
-    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        wait_until(15, "the mails", || {
-            got = std::fs::read_to_string(path)
-                .unwrap_or_default()
-                .lines()
-                .map(|l| serde_json::from_str(l).expect("json"))
-                .collect();
-            got.len() >= n
-        })
-    }));
-    got
-}
-
 /// A mail's text with quoted-printable's soft breaks and `=3D` undone.
 fn text_of(mail: &Value) -> String {
     mail["data"]
@@ -545,7 +529,7 @@ fn a_visitor_subscribes_confirms_gets_incident_mail_and_leaves_without_a_key() {
         br#"{"email": "other@example.com"}"#,
     );
     assert_eq!(r.status, 202, "{}", r.body);
-    let mut got = mails(&out, 2);
+    let mut got = read_mails(&out, 2, 15);
     assert_eq!(got.len(), 2, "{got:?}");
     // Sent at once, in either order; a third (the second request) would
     // show among the incident's mails below.
@@ -596,7 +580,7 @@ fn a_visitor_subscribes_confirms_gets_incident_mail_and_leaves_without_a_key() {
     );
     assert_eq!(made.status, 201, "{}", made.body);
     let id = made.json()["id"].as_i64().expect("id");
-    let got = mails(&out, 4);
+    let got = read_mails(&out, 4, 15);
     assert_eq!(got.len(), 4, "{got:?}");
     let mut to: Vec<String> = got[2..]
         .iter()
@@ -632,7 +616,7 @@ fn a_visitor_subscribes_confirms_gets_incident_mail_and_leaves_without_a_key() {
         &serde_json::json!({"status": "resolved", "text": "Rolled back."}),
     );
     assert_eq!(r.status, 201, "{}", r.body);
-    let got = mails(&out, 5);
+    let got = read_mails(&out, 5, 15);
     assert_eq!(got.len(), 5, "{got:?}");
     assert_eq!(got[4]["to"], serde_json::json!(["other@example.com"]));
     assert!(text_of(&got[4]).contains("Login fails: resolved"));
@@ -864,7 +848,7 @@ fn a_maintenance_start_is_mailed_and_posted_once_to_the_pages_subscribers() {
         "email=visitor%40example.com",
     );
     assert_eq!(r.status, 202, "{}", r.body);
-    let got = mails(&out, 1);
+    let got = read_mails(&out, 1, 15);
     assert_eq!(got.len(), 1, "{got:?}");
     let token = token_in(&text_of(&got[0]), "confirm");
     let r = form(&d, "/status/public/confirm", &format!("token={token}"));
@@ -901,7 +885,7 @@ fn a_maintenance_start_is_mailed_and_posted_once_to_the_pages_subscribers() {
     .expect("write conf.d/maintenance.cfg");
     d.restart_stopped();
 
-    let got = mails(&out, 2);
+    let got = read_mails(&out, 2, 15);
     assert_eq!(got.len(), 2, "{got:?}");
     assert!(
         lovebeat::clock::now_ms() >= start,
@@ -975,7 +959,7 @@ fn a_maintenance_start_is_mailed_and_posted_once_to_the_pages_subscribers() {
     let r = d.request("DELETE", "/api/maintenance/cancelled", &[W], b"");
     assert_eq!(r.status, 200, "{}", r.body);
     make("web-move", soon + 1_000);
-    let got = mails(&out, 3);
+    let got = read_mails(&out, 3, 15);
     assert_eq!(got.len(), 3, "{got:?}");
     let text = text_of(&got[2]);
     assert!(text.contains("Maintenance started: web-move"), "{text}");
@@ -983,5 +967,5 @@ fn a_maintenance_start_is_mailed_and_posted_once_to_the_pages_subscribers() {
     let hooks = rx.wait_for(2, 15);
     assert_eq!(hooks.len(), 2);
     assert_eq!(hooks[1].json()["maintenance"]["name"], "web-move");
-    assert_eq!(mails(&out, 4).len(), 3, "told twice");
+    assert_eq!(read_mails(&out, 4, 15).len(), 3, "told twice");
 }

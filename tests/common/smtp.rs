@@ -44,3 +44,21 @@ pub fn smtp_server_refusing(dir: &Path, refuse: u32) -> (Smtp, u16, PathBuf) {
     assert_eq!(line.trim(), "ready", "SMTP server did not start");
     (Smtp(child), port, out)
 }
+
+/// The mails the server has recorded in `path`, once there are `n` or
+/// after `secs` seconds, whichever comes first (the caller asserts the
+/// count). A line still being written is skipped until it is whole.
+pub fn read_mails(path: &Path, n: usize, secs: u64) -> Vec<serde_json::Value> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        let mails: Vec<serde_json::Value> = std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        if mails.len() >= n || std::time::Instant::now() > deadline {
+            return mails;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
