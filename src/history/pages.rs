@@ -291,6 +291,16 @@ pub fn update(
 /// (and one mail per change), not one per flap.
 pub const REOPEN_WITHIN_MS: i64 = 15 * 60_000;
 
+/// The automatic incident of `alarm` on `page` that is still open, if any:
+/// what both an ERROR and a recovery look for first.
+fn open_auto_incident(conn: &Connection, page: &str, alarm: &str) -> rusqlite::Result<Option<i64>> {
+    conn.prepare_cached(
+        "SELECT id FROM page_incidents WHERE page = ?1 AND auto_alarm = ?2 AND resolved IS NULL",
+    )?
+    .query_row(params![page, alarm], |r| r.get(0))
+    .optional()
+}
+
 /// An alarm shown on `page` as `display` went ERROR at `ts`: opens its
 /// automatic incident unless one is open already (the same change
 /// written again, or an ERROR that outlived a restart), or opens again
@@ -302,12 +312,7 @@ pub fn auto_open(
     display: &str,
     ts: i64,
 ) -> rusqlite::Result<()> {
-    let open: Option<i64> = conn
-        .prepare_cached(
-            "SELECT id FROM page_incidents WHERE page = ?1 AND auto_alarm = ?2 AND resolved IS NULL",
-        )?
-        .query_row(params![page, alarm], |r| r.get(0))
-        .optional()?;
+    let open = open_auto_incident(conn, page, alarm)?;
     if open.is_some() {
         return Ok(());
     }
@@ -364,12 +369,7 @@ pub fn auto_resolve(
     display: &str,
     ts: i64,
 ) -> rusqlite::Result<()> {
-    let open: Option<i64> = conn
-        .prepare_cached(
-            "SELECT id FROM page_incidents WHERE page = ?1 AND auto_alarm = ?2 AND resolved IS NULL",
-        )?
-        .query_row(params![page, alarm], |r| r.get(0))
-        .optional()?;
+    let open = open_auto_incident(conn, page, alarm)?;
     if let Some(id) = open {
         conn.prepare_cached(
             "UPDATE page_incidents SET status = 'resolved', updated = ?2, resolved = ?2 WHERE id = ?1",
