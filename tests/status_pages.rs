@@ -131,9 +131,18 @@ fn the_json_has_a_bar_of_days_and_uptime_per_entry() {
             .status,
         200
     );
-    wait_until(10, "today's uptime is known", || {
-        page_json(&d)["groups"][0]["entries"][0]["days"][29]["uptime"] == 1.0
-    });
+    let mut last = Value::Null;
+    let known = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_until(30, "today's uptime is known", || {
+            last = page_json(&d);
+            last["groups"][0]["entries"][0]["days"][29]["uptime"] == 1.0
+        })
+    }));
+    assert!(
+        known.is_ok(),
+        "today's uptime is not known: {last}\nlog: {}",
+        d.stderr()
+    );
     let p = page_json(&d);
     let r = d.get("/status/public.json");
     assert_eq!(
