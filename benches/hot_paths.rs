@@ -363,5 +363,76 @@ fn ingest(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, statsd, beat, patterns, wheel, auto, database, job, ingest);
+/// Accepted beats from two threads at once (two UDP readers) into
+/// services of their own, while a live view watches beats (the UI open):
+/// what a lock shared by every reader would cost shows here as two
+/// threads not taking less time per beat than one.
+fn beat_watched(c: &mut Criterion) {
+    const PER_THREAD: usize = 50_000;
+    let mut g = c.benchmark_group("beat_watched");
+    g.throughput(Throughput::Elements(1));
+    for threads in [1usize, 2] {
+        let engine = Engine::new(EngineConfig::default(), T0);
+        let names: Vec<Vec<String>> = (0..threads)
+            .map(|t| {
+                (0..PER_THREAD)
+                    .map(|i| format!("t{t}.svc.{i:06}"))
+                    .collect()
+            })
+            .collect();
+        for n in names.iter().flatten() {
+            engine
+                .change(
+                    n,
+                    Change {
+                        beat: true,
+                        ..Change::timeout(Timeout::After(3_600_000_000))
+                    },
+                    T0,
+                )
+                .expect("valid");
+        }
+        let _watch = engine.watch_beats();
+        let mut now = T0;
+        g.bench_function(format!("{threads}_threads"), |b| {
+            b.iter_custom(|iters| {
+                // Each thread beats its services in turn, a second apart
+                // per pass so that every beat is accepted.
+                let per = (iters as usize).div_ceil(threads);
+                let start = Instant::now();
+                std::thread::scope(|s| {
+                    for mine in &names {
+                        let engine = &engine;
+                        s.spawn(move || {
+                            for i in 0..per {
+                                let pass = (i / PER_THREAD) as i64;
+                                let _ = engine.beat(&mine[i % PER_THREAD], now + 1000 * (pass + 1));
+                            }
+                        });
+                    }
+                });
+                let took = start.elapsed();
+                now += 1000 * (per / PER_THREAD + 1) as i64;
+                drop(engine.take_beaten());
+                // Wall time for all `iters` beats: with no shared lock,
+                // two threads on two cores halve the time per beat.
+                took
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    statsd,
+    beat,
+    beat_watched,
+    patterns,
+    wheel,
+    auto,
+    database,
+    job,
+    ingest
+);
 criterion_main!(benches);

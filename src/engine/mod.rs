@@ -70,7 +70,7 @@ pub use restore::{LoadReport, StoredAlarm, StoredService};
 pub use service::{Name, Service, ServiceView, State};
 pub use table::TableHasher;
 pub use timeout::{Timeout, TIMEOUT_AUTO, TIMEOUT_NONE, TIMEOUT_SCHEDULE};
-pub use watch::{BeatWatch, ServiceWatch};
+pub use watch::{BeatWatch, Beaten, ServiceWatch};
 
 use crate::counters::{Counted, Kind, Metric, Reading, Value};
 use expiry::Timers;
@@ -260,7 +260,7 @@ struct Inner {
     /// Live [`BeatWatch`]es; accepted beats are collected while non-zero.
     beat_watchers: AtomicUsize,
     /// Services beaten since the last [`Engine::take_beaten`].
-    beaten: Mutex<HashSet<Name, TableHasher>>,
+    beaten: Box<[Mutex<HashSet<Name, TableHasher>>]>,
     /// The maintenance windows (README, "Maintenance windows"): here so
     /// that every reader of alarms (the dispatcher, the API, the views)
     /// finds them where it finds the alarms.
@@ -313,7 +313,9 @@ impl Engine {
                 started_at: now,
                 service_watchers: AtomicUsize::new(0),
                 beat_watchers: AtomicUsize::new(0),
-                beaten: Mutex::new(HashSet::default()),
+                beaten: (0..watch::BEATEN_SHARDS)
+                    .map(|_| Mutex::new(HashSet::default()))
+                    .collect(),
                 maintenance: Default::default(),
                 expiry_gate: std::sync::OnceLock::new(),
             }),
@@ -378,7 +380,7 @@ impl Engine {
             r
         })?;
         if beat && accepted == Some(true) {
-            self.note_beat(name);
+            self.note_beat(name, hash);
         }
         Ok(())
     }

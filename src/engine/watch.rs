@@ -64,24 +64,70 @@ impl Engine {
     }
 
     /// The services beaten since the previous call (while watched).
-    pub fn take_beaten(&self) -> HashSet<Name, TableHasher> {
-        let mut beaten = self.inner.beaten.lock().unwrap_or_else(|e| e.into_inner());
-        std::mem::take(&mut *beaten)
+    pub fn take_beaten(&self) -> Beaten {
+        Beaten(
+            self.inner
+                .beaten
+                .iter()
+                .map(|shard| std::mem::take(&mut *shard.lock().unwrap_or_else(|e| e.into_inner())))
+                .filter(|set| !set.is_empty())
+                .collect(),
+        )
     }
 
-    /// Tells the watchers of an accepted beat, if any watch.
+    /// Tells the watchers of an accepted beat of `name` (whose table hash
+    /// is `hash`), if any watch.
     #[inline]
-    pub(super) fn note_beat(&self, name: &str) {
+    pub(super) fn note_beat(&self, name: &str, hash: u64) {
         if self.inner.beat_watchers.load(Ordering::Relaxed) > 0 {
-            self.mark_beaten(name);
+            self.mark_beaten(name, hash);
         }
     }
 
     #[cold]
-    fn mark_beaten(&self, name: &str) {
-        let mut beaten = self.inner.beaten.lock().unwrap_or_else(|e| e.into_inner());
+    fn mark_beaten(&self, name: &str, hash: u64) {
+        let shard = &self.inner.beaten[beaten_shard(hash)];
+        let mut beaten = shard.lock().unwrap_or_else(|e| e.into_inner());
         if !beaten.contains(name) {
             beaten.insert(Name::new(name));
         }
+    }
+}
+
+/// How many locks the set of beaten names is split over: UDP readers on
+/// different cores beating different services, with the UI open, meet
+/// on the same lock once in this many beats instead of on every one.
+pub(super) const BEATEN_SHARDS: usize = 64;
+
+/// The lock of the beaten names a name's table hash falls in: bits above
+/// the ones the table uses within a shard, so the names of one table
+/// shard spread over these too.
+fn beaten_shard(hash: u64) -> usize {
+    (hash >> 40) as usize % BEATEN_SHARDS
+}
+
+/// The services beaten since the previous [`Engine::take_beaten`], as the
+/// sets of its shards (a name is in one of them at most).
+#[derive(Default)]
+pub struct Beaten(Vec<HashSet<Name, TableHasher>>);
+
+impl Beaten {
+    /// How many services were beaten.
+    pub fn len(&self) -> usize {
+        self.0.iter().map(HashSet::len).sum()
+    }
+
+    /// True when none was.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl IntoIterator for Beaten {
+    type Item = Name;
+    type IntoIter = std::iter::Flatten<std::vec::IntoIter<HashSet<Name, TableHasher>>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter().flatten()
     }
 }
