@@ -15,6 +15,7 @@ pub mod config;
 pub mod lease;
 pub mod owner;
 pub mod publish;
+pub mod reads;
 pub mod wire;
 
 use std::collections::BTreeMap;
@@ -49,6 +50,8 @@ pub struct Shared {
     pub engine_config: Box<dyn Fn() -> EngineConfig + Send + Sync>,
     /// The partition count.
     pub partitions: u32,
+    /// The NATS connection, for the core subjects (reads).
+    pub client: async_nats::Client,
     /// The command stream.
     pub stream: stream::Stream,
     /// The snapshot bucket.
@@ -91,6 +94,25 @@ impl Cluster {
             Ok(Ok(true)) => Ok(()),
             _ => Err(Unavailable::NotAcknowledged),
         }
+    }
+
+    /// Service `name` as its partition's owner shows it, when this node
+    /// does not own that partition (`Ok(None)`: no such service). A
+    /// node that owns it answers from its own engine instead.
+    pub async fn read_service(
+        &self,
+        name: &str,
+        details: bool,
+    ) -> Result<Option<serde_json::Value>, reads::ReadError> {
+        let p = wire::partition_of(name, self.partitions);
+        reads::service(&self.shared.client, p, name, details).await
+    }
+
+    /// Whether this node owns `name`'s partition now (its engine then
+    /// holds the service, if there is one).
+    pub fn owns(&self, name: &str) -> bool {
+        let p = wire::partition_of(name, self.partitions);
+        lock(&self.clocks).contains_key(&p)
     }
 
     /// The partitions whose leases this node holds now.
@@ -172,7 +194,7 @@ pub async fn start(
     let node = cfg.node_name();
     let lease = Duration::from_millis(cfg.lease.ms);
     let client = connect(cfg, &node).await?;
-    let js = jetstream::new(client);
+    let js = jetstream::new(client.clone());
     // A NATS cluster that has just started has no JetStream leader for a
     // few seconds: the setup is tried again meanwhile, but a node that
     // disagrees with the cluster's fixed settings stops at once.
@@ -199,6 +221,7 @@ pub async fn start(
         engine: engine.clone(),
         engine_config: Box::new(engine_config),
         partitions: cfg.partitions,
+        client,
         stream,
         snapshots,
         owned: AtomicU64::new(0),

@@ -348,7 +348,7 @@ async fn dispatch(
             }
             match method {
                 Method::POST => api::beat(req, state, name, audit).await,
-                Method::GET | Method::HEAD => api::get_service(&req, state, name),
+                Method::GET | Method::HEAD => api::get_service(&req, state, name).await,
                 Method::DELETE => api::delete_service(state, name).await,
                 _ => not_allowed("GET, POST, DELETE"),
             }

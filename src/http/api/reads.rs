@@ -13,8 +13,6 @@ use crate::http::lists::Out;
 use crate::http::router::{error, json, query_param, respond, wants_json};
 use crate::http::{AppState, Body};
 
-use crate::engine::ServiceView;
-
 /// GET /api/services, streamed (`lists.rs`): the names are gathered
 /// first (24 bytes each, most stored inline), then each service is viewed
 /// and written in turn, so memory stays flat however many services there
@@ -69,36 +67,58 @@ fn stream_list<N, V: Serialize>(
     })
 }
 
-/// GET /api/services/<name>[?details=1].
-pub(in crate::http) fn get_service<B>(
+/// GET /api/services/<name>[?details=1]. In cluster mode a service of a
+/// partition this node does not own is asked of its owner
+/// (`cluster/reads.rs`), so every node answers alike; 503 with
+/// `Retry-After` while the partition has no owner that answers.
+pub(in crate::http) async fn get_service<B>(
     req: &Request<B>,
     state: &AppState,
     name: &str,
 ) -> Response<Body> {
     #[derive(Serialize)]
-    struct One {
-        service: ServiceView,
+    struct One<S> {
+        service: S,
         /// The maintenance windows open now whose `services` cover it
         /// (README, "Maintenance windows"); left out when none.
         #[serde(skip_serializing_if = "Vec::is_empty")]
         maintenance: Vec<std::sync::Arc<str>>,
         now: i64,
     }
+    fn one<S: Serialize>(state: &AppState, name: &str, service: S) -> Response<Body> {
+        let now = now_ms();
+        json(
+            StatusCode::OK,
+            &One {
+                service,
+                maintenance: state.engine.maintenance().active_for_service(name, now),
+                now,
+            },
+        )
+    }
     let details =
         query_param(req, "details").is_some_and(|v| !matches!(v.as_str(), "" | "0" | "false"));
-    match state.engine.service(name, details) {
-        Some(service) => {
-            let now = now_ms();
-            json(
-                StatusCode::OK,
-                &One {
-                    service,
-                    maintenance: state.engine.maintenance().active_for_service(name, now),
-                    now,
-                },
-            )
+    if let Some(service) = state.engine.service(name, details) {
+        return one(state, name, service);
+    }
+    let missing = || error(StatusCode::NOT_FOUND, format!("no service named '{name}'"));
+    let Some(cluster) = state.cluster.as_ref() else {
+        return missing();
+    };
+    if crate::engine::is_internal(name) || cluster.owns(name) {
+        return missing();
+    }
+    match cluster.read_service(name, details).await {
+        Ok(Some(service)) => one(state, name, service),
+        Ok(None) => missing(),
+        Err(e) => {
+            let mut r = error(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+            r.headers_mut().insert(
+                hyper::header::RETRY_AFTER,
+                hyper::header::HeaderValue::from_static("5"),
+            );
+            r
         }
-        None => error(StatusCode::NOT_FOUND, format!("no service named '{name}'")),
     }
 }
 
