@@ -156,17 +156,17 @@ fn partition_of(name: &str, partitions: u32) -> u32 {
     (h % u64::from(partitions)) as u32
 }
 
-/// What a node's own engine holds: `/api/services` lists only the
-/// services of the partitions it owns (and its own `lovebeat.self.*`),
-/// where `/api/services/<name>` answers for any partition by asking the
-/// owner.
+/// What a node's own engine holds: `/api/services?local=1` lists only
+/// the services of the partitions it owns (and its own
+/// `lovebeat.self.*`), where `/api/services` and `/api/services/<name>`
+/// answer for every partition by asking the owners.
 trait Held {
     fn held(&self, name: &str) -> Option<serde_json::Value>;
 }
 
 impl Held for Daemon {
     fn held(&self, name: &str) -> Option<serde_json::Value> {
-        let r = self.get("/api/services");
+        let r = self.get("/api/services?local=1");
         if r.status != 200 {
             return None;
         }
@@ -286,6 +286,25 @@ fn a_killed_owner_is_replaced_with_no_false_and_no_missed_expiry() {
         assert_eq!(elsewhere["name"], name.as_str());
         let r = nodes[c].get("/api/services/no.such.service");
         assert_eq!(r.status, 404, "{}", r.body);
+        // The whole list, on every node: each service once, as its owner
+        // shows it, and every partition answered.
+        for (i, d) in all.iter().enumerate() {
+            let list = d.get("/api/services").json();
+            assert!(list.get("unavailable_partitions").is_none(), "{list}");
+            let listed = list["services"].as_array().expect("a list");
+            for n in named.iter().map(|n| n.as_str()).chain([name.as_str()]) {
+                let at_owner = holders(&all, n);
+                let here: Vec<_> = listed.iter().filter(|s| s["name"] == n).collect();
+                assert_eq!(here.len(), 1, "{n} listed {} times by node {i}", here.len());
+                assert!(
+                    at_owner
+                        .iter()
+                        .any(|(_, st)| here[0]["state"] == st.as_str()),
+                    "{n} at node {i}: {} but {at_owner:?} at its owner",
+                    here[0]
+                );
+            }
+        }
         for n in &named {
             let at_owner = holders(&all, n);
             for (i, d) in all.iter().enumerate() {

@@ -108,6 +108,16 @@ impl Cluster {
         reads::service(&self.shared.client, p, name, details).await
     }
 
+    /// One page of partition `p`'s services after `after`, from its
+    /// owner (`reads.rs`).
+    pub async fn list_page(
+        &self,
+        p: u32,
+        after: &str,
+    ) -> Result<(Vec<serde_json::Value>, Option<String>), reads::ReadError> {
+        reads::page(&self.shared.client, p, after).await
+    }
+
     /// Whether this node owns `name`'s partition now (its engine then
     /// holds the service, if there is one).
     pub fn owns(&self, name: &str) -> bool {

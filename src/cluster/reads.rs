@@ -8,6 +8,13 @@
 //! `?details=1`) and the name's UTF-8 bytes; the answer is JSON,
 //! `{"service": <the service as GET /api/services/<name> shows it>}`, or
 //! `{}` when the owner holds no such service.
+//!
+//! The list of services (`GET /api/services`) is asked a page at a time
+//! of each partition's owner on `lovebeat.list.<p>`: the request is the
+//! last name of the previous page (empty for the first), the answer
+//! `{"services": [...], "next": <the last name, or null at the end>}`,
+//! the services in name order, at most [`PAGE`] of them and about
+//! [`PAGE_BYTES`], so an answer stays well within NATS's 1 MiB payload.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::lease::LeaseClock;
 use super::{wire, Shared};
+use crate::engine::Engine;
 
 /// How long a node waits for an owner's answer.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(2);
@@ -37,6 +45,77 @@ pub enum ReadError {
     /// The answer was not what an owner sends (another version).
     #[error("the owner of partition {0} answered something unreadable")]
     Unreadable(u32),
+}
+
+/// Services in one page of a partition's list, at most.
+pub const PAGE: usize = 200;
+
+/// Bytes of services after which a page ends (a job's output may make a
+/// service large).
+pub const PAGE_BYTES: usize = 256 * 1024;
+
+/// One page of partition `p`'s services after `after` (`""`: from the
+/// start), from its owner: the services as JSON, and the name to ask the
+/// next page after (`None`: that was the last).
+pub async fn page(
+    client: &async_nats::Client,
+    p: u32,
+    after: &str,
+) -> Result<(Vec<serde_json::Value>, Option<String>), ReadError> {
+    let asked = client.request(wire::list_subject(p), after.to_string().into());
+    let answer = match tokio::time::timeout(READ_TIMEOUT, asked).await {
+        Err(_) => return Err(ReadError::Timeout(p)),
+        Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::TimedOut => {
+            return Err(ReadError::Timeout(p))
+        }
+        Ok(Err(_)) => return Err(ReadError::NoOwner(p)),
+        Ok(Ok(m)) => m,
+    };
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&answer.payload).map_err(|_| ReadError::Unreadable(p))?;
+    let services = match v.get_mut("services").map(serde_json::Value::take) {
+        Some(serde_json::Value::Array(a)) => a,
+        _ => return Err(ReadError::Unreadable(p)),
+    };
+    let next = match v.get("next") {
+        Some(serde_json::Value::String(n)) if n.as_str() > after => Some(n.clone()),
+        // A next name not after this one would never end.
+        Some(serde_json::Value::String(_)) => return Err(ReadError::Unreadable(p)),
+        _ => None,
+    };
+    Ok((services, next))
+}
+
+/// The page of partition `p` (of `partitions`) of `engine`'s services
+/// after `after`, as [`page`] reads it.
+fn list_page(engine: &Engine, partitions: u32, p: u32, after: &str) -> serde_json::Value {
+    let mut names: Vec<_> = engine
+        .names()
+        .into_iter()
+        .filter(|n| {
+            let n: &str = n;
+            n > after && !crate::engine::is_internal(n) && wire::partition_of(n, partitions) == p
+        })
+        .collect();
+    names.sort_unstable();
+    let mut services = Vec::new();
+    let mut bytes = 0;
+    let mut next = None;
+    for (i, n) in names.iter().enumerate() {
+        if let Some(s) = engine.service(n, false) {
+            let v = serde_json::to_value(s).unwrap_or_default();
+            bytes += v.to_string().len();
+            services.push(v);
+        }
+        if (services.len() >= PAGE || bytes >= PAGE_BYTES) && i + 1 < names.len() {
+            next = Some(n.to_string());
+            break;
+        }
+    }
+    serde_json::json!({
+        "services": services,
+        "next": next,
+    })
 }
 
 /// Asks partition `p`'s owner for service `name`: `Ok(None)` when it holds
@@ -71,7 +150,12 @@ pub async fn service(
 /// until `stop`, and never once the lease has lapsed by this node's
 /// clock (a deposed owner stays silent, so the new owner answers).
 pub async fn serve(shared: Arc<Shared>, p: u32, clock: Arc<LeaseClock>, stop: CancellationToken) {
-    let mut requests = match shared.client.subscribe(wire::read_subject(p)).await {
+    let subscribed = async {
+        let one = shared.client.subscribe(wire::read_subject(p)).await?;
+        let list = shared.client.subscribe(wire::list_subject(p)).await?;
+        Ok::<_, async_nats::SubscribeError>((one, list))
+    };
+    let (mut requests, mut lists) = match subscribed.await {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!("partition {p}: cannot answer reads from other nodes: {e}");
@@ -79,8 +163,9 @@ pub async fn serve(shared: Arc<Shared>, p: u32, clock: Arc<LeaseClock>, stop: Ca
         }
     };
     loop {
-        let req = tokio::select! {
-            r = requests.next() => r,
+        let (req, listing) = tokio::select! {
+            r = requests.next() => (r, false),
+            r = lists.next() => (r, true),
             _ = stop.cancelled() => break,
         };
         let Some(req) = req else { break };
@@ -88,6 +173,15 @@ pub async fn serve(shared: Arc<Shared>, p: u32, clock: Arc<LeaseClock>, stop: Ca
             break;
         }
         let Some(reply) = req.reply else { continue };
+        if listing {
+            let after = String::from_utf8_lossy(&req.payload);
+            let answer = list_page(&shared.engine, shared.partitions, p, &after);
+            let _ = shared
+                .client
+                .publish(reply, answer.to_string().into())
+                .await;
+            continue;
+        }
         let (flags, name) = match req.payload.split_first() {
             Some((f, n)) => (*f, n),
             None => continue,
@@ -106,4 +200,49 @@ pub async fn serve(shared: Arc<Shared>, p: u32, clock: Arc<LeaseClock>, stop: Ca
             .await;
     }
     let _ = requests.unsubscribe().await;
+    let _ = lists.unsubscribe().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::EngineConfig;
+
+    #[test]
+    fn a_partitions_list_comes_in_bounded_pages_each_service_once() {
+        let e = Engine::new(EngineConfig::default(), 1_000);
+        let partitions = 4;
+        let mut want: Vec<String> = Vec::new();
+        for i in 0..3000 {
+            let n = format!("svc.{i:04}");
+            e.beat(&n, 1_000).expect("beat");
+            if wire::partition_of(&n, partitions) == 1 {
+                want.push(n);
+            }
+        }
+        e.beat("lovebeat.self.x", 1_000).ok();
+        assert!(want.len() > 2 * PAGE, "{}", want.len());
+        let mut got: Vec<String> = Vec::new();
+        let mut after = String::new();
+        let mut pages = 0;
+        loop {
+            pages += 1;
+            assert!(pages < 10, "the pages never end");
+            let v = list_page(&e, partitions, 1, &after);
+            let services = v["services"].as_array().expect("services");
+            assert!(services.len() <= PAGE);
+            got.extend(
+                services
+                    .iter()
+                    .map(|s| s["name"].as_str().unwrap_or("").to_string()),
+            );
+            match v["next"].as_str() {
+                Some(n) => after = n.to_string(),
+                None => break,
+            }
+        }
+        want.sort();
+        assert_eq!(got, want, "each service of the partition once, in order");
+        assert_eq!(pages, want.len().div_ceil(PAGE));
+    }
 }

@@ -27,6 +27,9 @@ pub const SNAPSHOT_BUCKET: &str = "lovebeat-snapshots";
 /// owner of partition `p` answers reads of its services:
 /// `lovebeat.read.<p>` (docs/CLUSTER.md, "Reads on every node").
 pub const READ_PREFIX: &str = "lovebeat.read.";
+/// The prefix of the core NATS subjects on which the owner of partition
+/// `p` answers pages of its list of services: `lovebeat.list.<p>`.
+pub const LIST_PREFIX: &str = "lovebeat.list.";
 /// The command encoding's version: the first byte of every message.
 pub const VERSION: u8 = 1;
 
@@ -38,6 +41,11 @@ pub fn subject(p: u32) -> String {
 /// The read subject of partition `p`.
 pub fn read_subject(p: u32) -> String {
     format!("{READ_PREFIX}{p}")
+}
+
+/// The list subject of partition `p`.
+pub fn list_subject(p: u32) -> String {
+    format!("{LIST_PREFIX}{p}")
 }
 
 /// The lease (and snapshot) key of partition `p`.

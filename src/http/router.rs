@@ -339,7 +339,7 @@ async fn dispatch(
     let path = req.uri().path().to_string();
     match *endpoint {
         Endpoint::ListServices => only(&method, &[Method::GET], || {
-            api::list_services(state, super::lists::peer(&req))
+            api::list_services(&req, state, super::lists::peer(&req))
         }),
         Endpoint::Service => {
             let manage = matches!(method, Method::GET | Method::HEAD | Method::DELETE);

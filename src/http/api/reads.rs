@@ -18,7 +18,22 @@ use crate::http::{AppState, Body};
 /// and written in turn, so memory stays flat however many services there
 /// are. The bytes are what serde_json's pretty printer would give for the
 /// whole object.
-pub(in crate::http) fn list_services(state: &AppState, peer: Option<IpAddr>) -> Response<Body> {
+///
+/// In cluster mode it lists every partition: this node's own from its
+/// engine (with its own `lovebeat.self.*`), the others a page at a time
+/// from their owners (`cluster/reads.rs`); a partition whose owner does
+/// not answer is named in `"unavailable_partitions"`. `?local=1` lists
+/// only what this node's engine holds.
+pub(in crate::http) fn list_services<B>(
+    req: &Request<B>,
+    state: &AppState,
+    peer: Option<IpAddr>,
+) -> Response<Body> {
+    let local =
+        query_param(req, "local").is_some_and(|v| !matches!(v.as_str(), "" | "0" | "false"));
+    if let (Some(cluster), false) = (state.cluster.clone(), local) {
+        return list_cluster_services(state, peer, cluster);
+    }
     stream_list(
         state,
         peer,
@@ -29,6 +44,68 @@ pub(in crate::http) fn list_services(state: &AppState, peer: Option<IpAddr>) -> 
         |engine| engine.names(),
         |engine, name| engine.service(name, false),
     )
+}
+
+/// GET /api/services over every partition of the cluster.
+fn list_cluster_services(
+    state: &AppState,
+    peer: Option<IpAddr>,
+    cluster: std::sync::Arc<crate::cluster::Cluster>,
+) -> Response<Body> {
+    let admitted = match state.lists.admit(peer) {
+        Ok(a) => a,
+        Err(busy) => return *busy,
+    };
+    let engine = state.engine.clone();
+    let handle = tokio::runtime::Handle::current();
+    admitted.stream(move |out| {
+        out.put(b"{\n  \"services\": [");
+        let held: std::collections::BTreeSet<u32> = cluster.held().into_iter().collect();
+        let partitions = cluster.partitions;
+        let mine = |name: &str| {
+            crate::engine::is_internal(name)
+                || held.contains(&crate::cluster::wire::partition_of(name, partitions))
+        };
+        let names = engine.names();
+        out.holds(names.len());
+        let mut first = true;
+        for name in names.iter().filter(|n| mine(n)) {
+            let Some(v) = engine.service(name, false) else {
+                continue;
+            };
+            out.element(&mut first, &v)?;
+        }
+        let mut unavailable = Vec::new();
+        for p in (0..partitions).filter(|p| !held.contains(p)) {
+            let mut after = String::new();
+            loop {
+                match handle.block_on(cluster.list_page(p, &after)) {
+                    Ok((services, next)) => {
+                        out.holds(services.len());
+                        for s in &services {
+                            out.element(&mut first, s)?;
+                        }
+                        match next {
+                            Some(n) => after = n,
+                            None => break,
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!("list of services: {e}");
+                        unavailable.push(p);
+                        break;
+                    }
+                }
+            }
+        }
+        out.put(if first { b"],\n" } else { b"\n  ],\n" });
+        if !unavailable.is_empty() {
+            let list: Vec<String> = unavailable.iter().map(u32::to_string).collect();
+            out.put(format!("  \"unavailable_partitions\": [{}],\n", list.join(", ")).as_bytes());
+        }
+        out.put(format!("  \"now\": {}\n}}\n", now_ms()).as_bytes());
+        Some(())
+    })
 }
 
 /// Streams a whole-table answer: `head` opens the top-level object and a
@@ -235,6 +312,7 @@ pub(in crate::http) fn version<B>(req: &Request<B>) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::ServiceView;
     use crate::engine::{AlarmDef, Change, Engine, EngineConfig, FailReport};
     use http_body_util::BodyExt;
     use std::sync::Arc;
@@ -343,7 +421,7 @@ mod tests {
             let e = engine(n);
             let state = app(e.clone(), 4);
 
-            let (status, got) = body(list_services(&state, None)).await;
+            let (status, got) = body(list_services(&Request::new(()), &state, None)).await;
             assert_eq!(status, StatusCode::OK);
             #[derive(Serialize)]
             struct Services {
@@ -426,7 +504,7 @@ mod tests {
     async fn an_unknown_alarm_is_a_404_even_when_every_list_is_under_way() {
         let state = app(engine(3000), 1);
         // A list whose reader never reads holds the only place.
-        let held = list_services(&state, None);
+        let held = list_services(&Request::new(()), &state, None);
         let busy = list_alarms(&state, None);
         assert_eq!(busy.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(
