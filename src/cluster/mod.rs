@@ -118,6 +118,25 @@ impl Cluster {
         reads::page(&self.shared.client, p, after).await
     }
 
+    /// `(num_ok, num_error)` over the whole cluster, as `/api/status`
+    /// counts: `local` (this node's engine: its partitions and its own
+    /// `lovebeat.self.*`) plus every other partition's, asked of the
+    /// owners at once. An error names a partition whose owner did not
+    /// answer: counts without it could hide an ERROR.
+    pub async fn status(&self, local: (i64, i64)) -> Result<(i64, i64), reads::ReadError> {
+        let held = self.held();
+        let asked = (0..self.partitions)
+            .filter(|p| !held.contains(p))
+            .map(|p| reads::status(&self.shared.client, p));
+        let mut total = local;
+        for r in futures_util::future::join_all(asked).await {
+            let (ok, error) = r?;
+            total.0 += ok;
+            total.1 += error;
+        }
+        Ok(total)
+    }
+
     /// Whether this node owns `name`'s partition now (its engine then
     /// holds the service, if there is one).
     pub fn owns(&self, name: &str) -> bool {

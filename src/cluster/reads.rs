@@ -62,17 +62,7 @@ pub async fn page(
     p: u32,
     after: &str,
 ) -> Result<(Vec<serde_json::Value>, Option<String>), ReadError> {
-    let asked = client.request(wire::list_subject(p), after.to_string().into());
-    let answer = match tokio::time::timeout(READ_TIMEOUT, asked).await {
-        Err(_) => return Err(ReadError::Timeout(p)),
-        Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::TimedOut => {
-            return Err(ReadError::Timeout(p))
-        }
-        Ok(Err(_)) => return Err(ReadError::NoOwner(p)),
-        Ok(Ok(m)) => m,
-    };
-    let mut v: serde_json::Value =
-        serde_json::from_slice(&answer.payload).map_err(|_| ReadError::Unreadable(p))?;
+    let mut v = ask(client, p, wire::list_subject(p), after.as_bytes().to_vec()).await?;
     let services = match v.get_mut("services").map(serde_json::Value::take) {
         Some(serde_json::Value::Array(a)) => a,
         _ => return Err(ReadError::Unreadable(p)),
@@ -118,6 +108,57 @@ fn list_page(engine: &Engine, partitions: u32, p: u32, after: &str) -> serde_jso
     })
 }
 
+/// Sends `payload` on `subject` (partition `p`'s) and reads the owner's
+/// JSON answer, an object.
+async fn ask(
+    client: &async_nats::Client,
+    p: u32,
+    subject: String,
+    payload: Vec<u8>,
+) -> Result<serde_json::Value, ReadError> {
+    let asked = client.request(subject, payload.into());
+    let answer = match tokio::time::timeout(READ_TIMEOUT, asked).await {
+        Err(_) => return Err(ReadError::Timeout(p)),
+        Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::TimedOut => {
+            return Err(ReadError::Timeout(p))
+        }
+        Ok(Err(_)) => return Err(ReadError::NoOwner(p)),
+        Ok(Ok(m)) => m,
+    };
+    match serde_json::from_slice::<serde_json::Value>(&answer.payload) {
+        Ok(v) if v.is_object() => Ok(v),
+        _ => Err(ReadError::Unreadable(p)),
+    }
+}
+
+/// `(num_ok, num_error)` over partition `p`'s services, from its owner,
+/// counted as `/api/status` counts (a muted service is OK, a new one
+/// neither).
+pub async fn status(client: &async_nats::Client, p: u32) -> Result<(i64, i64), ReadError> {
+    let v = ask(client, p, wire::status_subject(p), Vec::new()).await?;
+    match (v["num_ok"].as_i64(), v["num_error"].as_i64()) {
+        (Some(ok), Some(error)) => Ok((ok, error)),
+        _ => Err(ReadError::Unreadable(p)),
+    }
+}
+
+/// What [`status`] reads: partition `p`'s counts in `engine`.
+fn partition_status(engine: &Engine, partitions: u32, p: u32) -> serde_json::Value {
+    use crate::engine::State;
+    let (mut ok, mut error) = (0i64, 0i64);
+    engine.for_each_service(|name, svc| {
+        if crate::engine::is_internal(name) || wire::partition_of(name, partitions) != p {
+            return;
+        }
+        match svc.state {
+            State::Ok | State::Muted => ok += 1,
+            State::Error => error += 1,
+            State::New => {}
+        }
+    });
+    serde_json::json!({ "num_ok": ok, "num_error": error })
+}
+
 /// Asks partition `p`'s owner for service `name`: `Ok(None)` when it holds
 /// no such service.
 pub async fn service(
@@ -129,20 +170,7 @@ pub async fn service(
     let mut payload = Vec::with_capacity(name.len() + 1);
     payload.push(if details { DETAILS } else { 0 });
     payload.extend_from_slice(name.as_bytes());
-    let asked = client.request(wire::read_subject(p), payload.into());
-    let answer = match tokio::time::timeout(READ_TIMEOUT, asked).await {
-        Err(_) => return Err(ReadError::Timeout(p)),
-        Ok(Err(e)) if e.kind() == async_nats::RequestErrorKind::TimedOut => {
-            return Err(ReadError::Timeout(p))
-        }
-        Ok(Err(_)) => return Err(ReadError::NoOwner(p)),
-        Ok(Ok(m)) => m,
-    };
-    let mut v: serde_json::Value =
-        serde_json::from_slice(&answer.payload).map_err(|_| ReadError::Unreadable(p))?;
-    if !v.is_object() {
-        return Err(ReadError::Unreadable(p));
-    }
+    let mut v = ask(client, p, wire::read_subject(p), payload).await?;
     Ok(v.get_mut("service").map(serde_json::Value::take))
 }
 
@@ -153,9 +181,10 @@ pub async fn serve(shared: Arc<Shared>, p: u32, clock: Arc<LeaseClock>, stop: Ca
     let subscribed = async {
         let one = shared.client.subscribe(wire::read_subject(p)).await?;
         let list = shared.client.subscribe(wire::list_subject(p)).await?;
-        Ok::<_, async_nats::SubscribeError>((one, list))
+        let status = shared.client.subscribe(wire::status_subject(p)).await?;
+        Ok::<_, async_nats::SubscribeError>((one, list, status))
     };
-    let (mut requests, mut lists) = match subscribed.await {
+    let (mut requests, mut lists, mut statuses) = match subscribed.await {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!("partition {p}: cannot answer reads from other nodes: {e}");
@@ -163,9 +192,10 @@ pub async fn serve(shared: Arc<Shared>, p: u32, clock: Arc<LeaseClock>, stop: Ca
         }
     };
     loop {
-        let (req, listing) = tokio::select! {
-            r = requests.next() => (r, false),
-            r = lists.next() => (r, true),
+        let (req, kind) = tokio::select! {
+            r = requests.next() => (r, Asked::Service),
+            r = lists.next() => (r, Asked::List),
+            r = statuses.next() => (r, Asked::Status),
             _ = stop.cancelled() => break,
         };
         let Some(req) = req else { break };
@@ -173,9 +203,17 @@ pub async fn serve(shared: Arc<Shared>, p: u32, clock: Arc<LeaseClock>, stop: Ca
             break;
         }
         let Some(reply) = req.reply else { continue };
-        if listing {
-            let after = String::from_utf8_lossy(&req.payload);
-            let answer = list_page(&shared.engine, shared.partitions, p, &after);
+        let answer = match kind {
+            Asked::Service => None,
+            Asked::List => Some(list_page(
+                &shared.engine,
+                shared.partitions,
+                p,
+                &String::from_utf8_lossy(&req.payload),
+            )),
+            Asked::Status => Some(partition_status(&shared.engine, shared.partitions, p)),
+        };
+        if let Some(answer) = answer {
             let _ = shared
                 .client
                 .publish(reply, answer.to_string().into())
@@ -201,12 +239,52 @@ pub async fn serve(shared: Arc<Shared>, p: u32, clock: Arc<LeaseClock>, stop: Ca
     }
     let _ = requests.unsubscribe().await;
     let _ = lists.unsubscribe().await;
+    let _ = statuses.unsubscribe().await;
+}
+
+/// Which subject a request came on.
+enum Asked {
+    Service,
+    List,
+    Status,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::engine::EngineConfig;
+
+    #[test]
+    fn a_partitions_status_counts_its_own_services_only() {
+        let e = Engine::new(EngineConfig::default(), 1_000);
+        let partitions = 4;
+        let (mut ok, mut error) = (0, 0);
+        for i in 0..200 {
+            let n = format!("s.{i}");
+            let fail = i % 3 == 0;
+            if fail {
+                e.change(
+                    &n,
+                    crate::engine::Change::timeout(crate::engine::Timeout::Always),
+                    1_000,
+                )
+                .expect("change");
+            } else {
+                e.beat(&n, 1_000).expect("beat");
+            }
+            if wire::partition_of(&n, partitions) == 2 {
+                if fail {
+                    error += 1
+                } else {
+                    ok += 1
+                }
+            }
+        }
+        e.beat("lovebeat.self.x", 1_000).ok();
+        let v = partition_status(&e, partitions, 2);
+        assert_eq!(v["num_ok"].as_i64(), Some(ok), "{v}");
+        assert_eq!(v["num_error"].as_i64(), Some(error), "{v}");
+    }
 
     #[test]
     fn a_partitions_list_comes_in_bounded_pages_each_service_once() {

@@ -30,6 +30,10 @@ pub const READ_PREFIX: &str = "lovebeat.read.";
 /// The prefix of the core NATS subjects on which the owner of partition
 /// `p` answers pages of its list of services: `lovebeat.list.<p>`.
 pub const LIST_PREFIX: &str = "lovebeat.list.";
+/// The prefix of the core NATS subjects on which the owner of partition
+/// `p` answers how many of its services are OK and ERROR (`/api/status`):
+/// `lovebeat.status.<p>`.
+pub const STATUS_PREFIX: &str = "lovebeat.status.";
 /// The command encoding's version: the first byte of every message.
 pub const VERSION: u8 = 1;
 
@@ -46,6 +50,11 @@ pub fn read_subject(p: u32) -> String {
 /// The list subject of partition `p`.
 pub fn list_subject(p: u32) -> String {
     format!("{LIST_PREFIX}{p}")
+}
+
+/// The status subject of partition `p`.
+pub fn status_subject(p: u32) -> String {
+    format!("{STATUS_PREFIX}{p}")
 }
 
 /// The lease (and snapshot) key of partition `p`.

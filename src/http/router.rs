@@ -483,7 +483,11 @@ async fn dispatch(
             }
             super::reports::reports(&req, state).await
         }
-        Endpoint::Status => only(&method, &[Method::GET], || api::status(&req, state)),
+        Endpoint::Status => match method {
+            // Asynchronous in cluster mode (the owners are asked).
+            Method::GET | Method::HEAD => api::status(&req, state).await,
+            _ => not_allowed("GET"),
+        },
         Endpoint::AlertTest => match method {
             Method::POST => api::test_alert(state, name).await,
             _ => not_allowed("POST"),

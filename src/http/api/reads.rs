@@ -244,9 +244,26 @@ pub(in crate::http) fn get_alarm(
 }
 
 /// GET /api/status.
-pub(in crate::http) fn status<B>(req: &Request<B>, state: &AppState) -> Response<Body> {
+///
+/// In cluster mode it counts every partition, asking the owners of those
+/// this node does not own (`cluster/reads.rs`); 503 with `Retry-After`
+/// when one does not answer.
+pub(in crate::http) async fn status<B>(req: &Request<B>, state: &AppState) -> Response<Body> {
     let (ok, err) = state.engine.status();
-    status_response(req, ok, err)
+    let Some(cluster) = state.cluster.as_ref() else {
+        return status_response(req, ok, err);
+    };
+    match cluster.status((ok, err)).await {
+        Ok((ok, err)) => status_response(req, ok, err),
+        Err(e) => {
+            let mut r = error(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+            r.headers_mut().insert(
+                hyper::header::RETRY_AFTER,
+                hyper::header::HeaderValue::from_static("5"),
+            );
+            r
+        }
+    }
 }
 
 /// GET /api/alarms/<name>/status.
