@@ -204,34 +204,15 @@ pub async fn serve(shared: Arc<Shared>, p: u32, clock: Arc<LeaseClock>, stop: Ca
         }
         let Some(reply) = req.reply else { continue };
         let answer = match kind {
-            Asked::Service => None,
-            Asked::List => Some(list_page(
+            Asked::Service => one_service(&shared.engine, shared.partitions, p, &req.payload),
+            Asked::List => list_page(
                 &shared.engine,
                 shared.partitions,
                 p,
                 &String::from_utf8_lossy(&req.payload),
-            )),
-            Asked::Status => Some(partition_status(&shared.engine, shared.partitions, p)),
+            ),
+            Asked::Status => partition_status(&shared.engine, shared.partitions, p),
         };
-        if let Some(answer) = answer {
-            let _ = shared
-                .client
-                .publish(reply, answer.to_string().into())
-                .await;
-            continue;
-        }
-        let (flags, name) = match req.payload.split_first() {
-            Some((f, n)) => (*f, n),
-            None => continue,
-        };
-        let answer = std::str::from_utf8(name)
-            .ok()
-            .filter(|n| wire::partition_of(n, shared.partitions) == p)
-            .and_then(|n| shared.engine.service(n, flags & DETAILS != 0))
-            .map_or_else(
-                || serde_json::json!({}),
-                |s| serde_json::json!({ "service": s }),
-            );
         let _ = shared
             .client
             .publish(reply, answer.to_string().into())
@@ -240,6 +221,23 @@ pub async fn serve(shared: Arc<Shared>, p: u32, clock: Arc<LeaseClock>, stop: Ca
     let _ = requests.unsubscribe().await;
     let _ = lists.unsubscribe().await;
     let _ = statuses.unsubscribe().await;
+}
+
+/// The answer to a read of one service of partition `p`: the request's
+/// flags byte then the name; `{}` for a name that is not there (or not
+/// of this partition, or not UTF-8, or an empty request).
+fn one_service(engine: &Engine, partitions: u32, p: u32, payload: &[u8]) -> serde_json::Value {
+    let Some((flags, name)) = payload.split_first() else {
+        return serde_json::json!({});
+    };
+    std::str::from_utf8(name)
+        .ok()
+        .filter(|n| wire::partition_of(n, partitions) == p)
+        .and_then(|n| engine.service(n, flags & DETAILS != 0))
+        .map_or_else(
+            || serde_json::json!({}),
+            |s| serde_json::json!({ "service": s }),
+        )
 }
 
 /// Which subject a request came on.
@@ -253,6 +251,26 @@ enum Asked {
 mod tests {
     use super::*;
     use crate::engine::EngineConfig;
+
+    #[test]
+    fn a_read_of_a_name_not_here_or_not_text_is_an_empty_answer() {
+        let e = Engine::new(EngineConfig::default(), 1_000);
+        e.beat("web.1", 1_000).expect("beat");
+        let p = wire::partition_of("web.1", 4);
+        let v = one_service(&e, 4, p, b"\0web.1");
+        assert_eq!(v["service"]["name"], "web.1", "{v}");
+        assert!(v["service"].get("beat_history").is_none());
+        let v = one_service(&e, 4, p, b"\x01web.1");
+        assert!(v["service"].get("beat_history").is_some(), "{v}");
+        for hostile in [&b""[..], b"\0", b"\0\xff\xfe", b"\0web.2"] {
+            assert_eq!(one_service(&e, 4, p, hostile), serde_json::json!({}));
+        }
+        // Another partition's name is not answered for.
+        assert_eq!(
+            one_service(&e, 4, (p + 1) % 4, b"\0web.1"),
+            serde_json::json!({})
+        );
+    }
 
     #[test]
     fn a_partitions_status_counts_its_own_services_only() {
