@@ -36,6 +36,8 @@ fn webhook_slack_and_mailgun_get_the_exact_payloads() {
     assert_eq!(hook.headers["accept"], "application/json");
     assert_eq!(hook.headers["user-agent"], "Lovebeat");
     assert_eq!(hook.headers["x-lovebeat"], "1");
+    // (alarm, incident, state): a receiver drops a delivery it already took.
+    assert_eq!(hook.headers["idempotency-key"], "lovebeat-web-1-error");
     let b = hook.json();
     assert_eq!(b["name"], "web");
     assert_eq!(b["from_state"], "new");
@@ -94,6 +96,7 @@ fn webhook_slack_and_mailgun_get_the_exact_payloads() {
     assert_eq!(hooks.len(), 2);
     assert_eq!(hooks[1].json()["from_state"], "error");
     assert_eq!(hooks[1].json()["to_state"], "ok");
+    assert_eq!(hooks[1].headers["idempotency-key"], "lovebeat-web-1-ok");
     let slack2: Vec<_> = got.iter().filter(|r| r.path == "/slack").collect();
     assert_eq!(slack2[1].json()["attachments"][0]["color"], "good");
     assert_eq!(
@@ -119,6 +122,11 @@ fn failing_webhook_is_retried_until_it_succeeds() {
         got[2].at - got[0].at >= Duration::from_millis(2500),
         "backoff 1 s then 2 s"
     );
+    // A retry is the same delivery: the same key, for the receiver to
+    // drop it if the first one did arrive.
+    for r in &got {
+        assert_eq!(r.headers["idempotency-key"], "lovebeat-web-1-error");
+    }
     d.eventually("success counted", || {
         d.get("/metrics")
             .body

@@ -156,6 +156,37 @@ fn partition_of(name: &str, partitions: u32) -> u32 {
     (h % u64::from(partitions)) as u32
 }
 
+/// What a node's own engine holds: `/api/services?local=1` lists only
+/// the services of the partitions it owns (and its own
+/// `lovebeat.self.*`), where `/api/services` and `/api/services/<name>`
+/// answer for every partition by asking the owners.
+trait Held {
+    fn held(&self, name: &str) -> Option<serde_json::Value>;
+}
+
+impl Held for Daemon {
+    fn held(&self, name: &str) -> Option<serde_json::Value> {
+        // A list answer gives its place back just after its last bytes:
+        // a list asked at once may find the place still held (503).
+        let mut r = self.get("/api/services?local=1");
+        for _ in 0..50 {
+            if r.status != 503 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+            r = self.get("/api/services?local=1");
+        }
+        if r.status != 200 {
+            return None;
+        }
+        r.json()["services"]
+            .as_array()?
+            .iter()
+            .find(|s| s["name"] == name)
+            .cloned()
+    }
+}
+
 fn owned(d: &Daemon) -> u32 {
     d.metric("lovebeat_cluster_partitions_owned") as u32
 }
@@ -166,7 +197,7 @@ fn holders(nodes: &[&Daemon], name: &str) -> Vec<(usize, String)> {
         .iter()
         .enumerate()
         .filter_map(|(i, d)| {
-            d.service(name)
+            d.held(name)
                 .map(|s| (i, s["state"].as_str().unwrap_or("").to_string()))
         })
         .collect()
@@ -230,6 +261,95 @@ fn a_killed_owner_is_replaced_with_no_false_and_no_missed_expiry() {
             beat_all(&all, &every, 1);
             every.iter().all(|n| holders(&all, n).len() == 1)
         });
+    }
+    // Reads on every node: a service beaten through node 0 and owned by
+    // node b is shown, with its state, by the third node c, which holds
+    // nothing of it; and every node shows every service as its owner does.
+    {
+        let all: Vec<&Daemon> = nodes.iter().collect();
+        let named: Vec<&String> = keep.iter().chain(&stop).collect();
+        let owner_of_partition = |p: u32| {
+            let n = named.iter().find(|n| partition_of(n, PARTITIONS) == p)?;
+            holders(&all, n).first().map(|h| h.0)
+        };
+        let (name, b) = (0..200)
+            .map(|i| format!("read.{i}"))
+            .find_map(|n| {
+                let o = owner_of_partition(partition_of(&n, PARTITIONS))?;
+                (o != 0).then_some((n, o))
+            })
+            .expect("a partition that node 0 does not own");
+        let c = (1..3).find(|i| *i != b).expect("a third node");
+        // A timeout of 0 puts it in ERROR at once.
+        let r = nodes[0].post(&format!("/api/services/{name}?timeout=0"));
+        assert_eq!(r.status, 200, "{}", r.body);
+        wait_until(15, "the third node shows it in ERROR", || {
+            nodes[c]
+                .service(&name)
+                .is_some_and(|s| s["state"] == "error")
+        });
+        assert!(nodes[c].held(&name).is_none(), "node {c} does not own it");
+        let at_owner = nodes[b].held(&name).expect("held by its owner");
+        let elsewhere = nodes[c].service(&name).expect("read through the owner");
+        assert_eq!(elsewhere["last_beat"], at_owner["last_beat"]);
+        assert_eq!(elsewhere["name"], name.as_str());
+        let r = nodes[c].get("/api/services/no.such.service");
+        assert_eq!(r.status, 404, "{}", r.body);
+        // The whole list, on every node: each service once, as its owner
+        // shows it, and every partition answered.
+        for (i, d) in all.iter().enumerate() {
+            let list = d.get("/api/services").json();
+            assert!(list.get("unavailable_partitions").is_none(), "{list}");
+            let listed = list["services"].as_array().expect("a list");
+            for n in named.iter().map(|n| n.as_str()).chain([name.as_str()]) {
+                let at_owner = holders(&all, n);
+                let here: Vec<_> = listed.iter().filter(|s| s["name"] == n).collect();
+                assert_eq!(here.len(), 1, "{n} listed {} times by node {i}", here.len());
+                assert!(
+                    at_owner
+                        .iter()
+                        .any(|(_, st)| here[0]["state"] == st.as_str()),
+                    "{n} at node {i}: {} but {at_owner:?} at its owner",
+                    here[0]
+                );
+            }
+        }
+        // /api/status counts every partition on every node: what it says
+        // is what the node's whole list shows (its own lovebeat.self.*
+        // included), and read.x is one of the ERRORs.
+        let figure = |text: &str, key: &str| -> i64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(key)?.trim().parse().ok())
+                .unwrap_or(-1)
+        };
+        for (i, d) in all.iter().enumerate() {
+            wait_until(10, "/api/status agrees with the list", || {
+                let listed = d.get("/api/services").json();
+                let states: Vec<&str> = listed["services"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|s| s["state"].as_str()).collect())
+                    .unwrap_or_default();
+                let count = |st: &[&str]| states.iter().filter(|s| st.contains(s)).count() as i64;
+                let r = d.get("/api/status");
+                assert_eq!(r.status, 200, "node {i}: {}", r.body);
+                figure(&r.body, "num_error ") == count(&["error"])
+                    && figure(&r.body, "num_ok ") == count(&["ok", "muted"])
+                    && figure(&r.body, "num_error ") >= 1
+            });
+        }
+        for n in &named {
+            let at_owner = holders(&all, n);
+            for (i, d) in all.iter().enumerate() {
+                let s = d
+                    .service(n)
+                    .unwrap_or_else(|| panic!("{n} not shown by node {i}"));
+                assert_eq!(s["name"], n.as_str());
+                assert!(
+                    at_owner.iter().any(|(_, st)| s["state"] == st.as_str()),
+                    "{n} at node {i}: {s} but {at_owner:?} at its owner"
+                );
+            }
+        }
     }
     // The victim owns both kinds.
     let all: Vec<&Daemon> = nodes.iter().collect();
@@ -324,7 +444,7 @@ fn a_killed_owner_is_replaced_with_no_false_and_no_missed_expiry() {
         let at = *stop_error_at
             .get(n)
             .unwrap_or_else(|| panic!("{n} stopped beating but was never reported"));
-        let svc = survivors.iter().find_map(|d| d.service(n)).expect("held");
+        let svc = survivors.iter().find_map(|d| d.held(n)).expect("held");
         let last = svc["last_beat"].as_i64().unwrap_or(0);
         assert!(
             (last_stop_beat - 3000..=last_stop_beat).contains(&last),
@@ -431,7 +551,7 @@ fn a_paused_owner_acts_on_nothing_when_it_wakes() {
     };
     wait_until(20, "x owns some services", || {
         beat(&y);
-        names.iter().any(|n| x.service(n).is_some())
+        names.iter().any(|n| x.held(n).is_some())
     });
     for _ in 0..4 {
         beat(&y);
@@ -450,7 +570,7 @@ fn a_paused_owner_acts_on_nothing_when_it_wakes() {
     while woke.elapsed() < Duration::from_secs(3) {
         beat(&y);
         for n in &names {
-            if let Some(s) = x.service(n) {
+            if let Some(s) = x.held(n) {
                 assert_eq!(
                     s["state"],
                     "ok",
@@ -489,7 +609,7 @@ fn a_node_cut_from_nats_buffers_then_refuses_then_delivers() {
     wait_until(30, "both partitions owned", || owned(&d) == 2);
     assert_eq!(d.post("/api/services/before?timeout=600").status, 200);
     wait_until(10, "the HTTP beat at the owner", || {
-        d.service("before").is_some()
+        d.held("before").is_some()
     });
 
     for c in &mut nats.children {
@@ -517,7 +637,7 @@ fn a_node_cut_from_nats_buffers_then_refuses_then_delivers() {
     assert_eq!(r.status, 503, "{}", r.body);
     assert_eq!(r.header("retry-after"), Some("5"));
     wait_until(10, "lovebeat.self.cluster in ERROR", || {
-        d.service("lovebeat.self.cluster")
+        d.held("lovebeat.self.cluster")
             .is_some_and(|s| s["state"] == "error")
     });
 
@@ -535,14 +655,14 @@ fn a_node_cut_from_nats_buffers_then_refuses_then_delivers() {
         d.metric("lovebeat_cluster_buffered_bytes") == 0.0
     });
     wait_until(30, "the buffered beat at the owner", || {
-        d.service("buffered").is_some_and(|s| s["state"] == "ok")
+        d.held("buffered").is_some_and(|s| s["state"] == "ok")
     });
     assert!(
-        d.service("before").is_some(),
+        d.held("before").is_some(),
         "what was stored before is still there"
     );
     wait_until(10, "lovebeat.self.cluster OK again", || {
-        d.service("lovebeat.self.cluster")
+        d.held("lovebeat.self.cluster")
             .is_some_and(|s| s["state"] == "ok")
     });
 }
@@ -571,11 +691,11 @@ fn a_node_that_stops_cleanly_hands_its_partitions_over_at_once() {
     wait_until(20, "every service at its owner", || {
         names
             .iter()
-            .all(|n| a.service(n).is_some() || b.service(n).is_some())
+            .all(|n| a.held(n).is_some() || b.held(n).is_some())
     });
     let at_a: Vec<(String, i64)> = names
         .iter()
-        .filter_map(|n| Some((n.clone(), a.service(n)?["last_beat"].as_i64()?)))
+        .filter_map(|n| Some((n.clone(), a.held(n)?["last_beat"].as_i64()?)))
         .collect();
     assert!(!at_a.is_empty(), "a owns some of them");
     let stopped = Instant::now();
@@ -589,7 +709,7 @@ fn a_node_that_stops_cleanly_hands_its_partitions_over_at_once() {
     );
     for (n, last) in &at_a {
         let s = b
-            .service(n)
+            .held(n)
             .unwrap_or_else(|| panic!("{n} lost in the handover"));
         assert_eq!(s["state"], "ok", "{n}");
         assert_eq!(s["last_beat"].as_i64(), Some(*last), "{n}");
@@ -613,15 +733,11 @@ fn an_unreadable_snapshot_is_replaced_by_a_replay_of_the_stream() {
         .collect();
     a.udp(&lines);
     wait_until(10, "every service at a", || {
-        names.iter().all(|n| a.service(n).is_some())
+        names.iter().all(|n| a.held(n).is_some())
     });
     let last: Vec<i64> = names
         .iter()
-        .map(|n| {
-            a.service(n)
-                .and_then(|s| s["last_beat"].as_i64())
-                .unwrap_or(0)
-        })
+        .map(|n| a.held(n).and_then(|s| s["last_beat"].as_i64()).unwrap_or(0))
         .collect();
     assert!(a.stop().success(), "clean stop, with a last snapshot");
     // The snapshot damaged, as a bug or a disk might.
@@ -646,7 +762,7 @@ fn an_unreadable_snapshot_is_replaced_by_a_replay_of_the_stream() {
     wait_until(20, "b owns the partition", || owned(&b) == 1);
     for (n, l) in names.iter().zip(&last) {
         let s = b
-            .service(n)
+            .held(n)
             .unwrap_or_else(|| panic!("{n} lost: {}", b.stderr()));
         assert_eq!(s["last_beat"].as_i64(), Some(*l), "{n}");
         assert_eq!(s["state"], "ok", "{n}");
@@ -722,7 +838,7 @@ fn one_of_three_nats_servers_dying_loses_nothing() {
         beat(round);
         nodes.iter().map(owned).sum::<u32>() == partitions
             && names.iter().all(|n| {
-                let h = all.iter().filter_map(|d| d.service(n)).collect::<Vec<_>>();
+                let h = all.iter().filter_map(|d| d.held(n)).collect::<Vec<_>>();
                 h.len() == 1
                     && h[0]["state"] == "ok"
                     && h[0]["last_beat"].as_i64().unwrap_or(0) > killed_ms
@@ -737,7 +853,7 @@ fn one_of_three_nats_servers_dying_loses_nothing() {
                 .map(|n| {
                     let h: Vec<String> = all
                         .iter()
-                        .filter_map(|d| d.service(n))
+                        .filter_map(|d| d.held(n))
                         .map(|s| format!("{} {}", s["state"], s["last_beat"]))
                         .collect();
                     format!("{n}: {h:?}")

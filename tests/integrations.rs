@@ -310,6 +310,7 @@ fn templated_webhook_recipes_reach_ntfy_and_gotify_as_they_document_it() {
     assert_eq!(ntfy.headers["priority"], "urgent");
     assert_eq!(ntfy.headers["tags"], "rotating_light");
     assert_eq!(ntfy.headers["authorization"], "Bearer tk_SECRETNTFY");
+    assert_eq!(ntfy.headers["idempotency-key"], "lovebeat-web-1-error");
     assert!(
         ntfy.body.contains("'web'") && ntfy.body.ends_with(output),
         "{}",
@@ -336,6 +337,7 @@ fn templated_webhook_recipes_reach_ntfy_and_gotify_as_they_document_it() {
         .expect("ntfy");
     assert_eq!(ntfy.headers["priority"], "default");
     assert_eq!(ntfy.headers["title"], "web has recovered");
+    assert_eq!(ntfy.headers["idempotency-key"], "lovebeat-web-1-ok");
     let gotify = got[2..]
         .iter()
         .find(|r| r.path == "/message")

@@ -15,6 +15,7 @@ pub mod config;
 pub mod lease;
 pub mod owner;
 pub mod publish;
+pub mod reads;
 pub mod wire;
 
 use std::collections::BTreeMap;
@@ -49,6 +50,8 @@ pub struct Shared {
     pub engine_config: Box<dyn Fn() -> EngineConfig + Send + Sync>,
     /// The partition count.
     pub partitions: u32,
+    /// The NATS connection, for the core subjects (reads).
+    pub client: async_nats::Client,
     /// The command stream.
     pub stream: stream::Stream,
     /// The snapshot bucket.
@@ -91,6 +94,54 @@ impl Cluster {
             Ok(Ok(true)) => Ok(()),
             _ => Err(Unavailable::NotAcknowledged),
         }
+    }
+
+    /// Service `name` as its partition's owner shows it, when this node
+    /// does not own that partition (`Ok(None)`: no such service). A
+    /// node that owns it answers from its own engine instead.
+    pub async fn read_service(
+        &self,
+        name: &str,
+        details: bool,
+    ) -> Result<Option<serde_json::Value>, reads::ReadError> {
+        let p = wire::partition_of(name, self.partitions);
+        reads::service(&self.shared.client, p, name, details).await
+    }
+
+    /// One page of partition `p`'s services after `after`, from its
+    /// owner (`reads.rs`).
+    pub async fn list_page(
+        &self,
+        p: u32,
+        after: &str,
+    ) -> Result<(Vec<serde_json::Value>, Option<String>), reads::ReadError> {
+        reads::page(&self.shared.client, p, after).await
+    }
+
+    /// `(num_ok, num_error)` over the whole cluster, as `/api/status`
+    /// counts: `local` (this node's engine: its partitions and its own
+    /// `lovebeat.self.*`) plus every other partition's, asked of the
+    /// owners at once. An error names a partition whose owner did not
+    /// answer: counts without it could hide an ERROR.
+    pub async fn status(&self, local: (i64, i64)) -> Result<(i64, i64), reads::ReadError> {
+        let held = self.held();
+        let asked = (0..self.partitions)
+            .filter(|p| !held.contains(p))
+            .map(|p| reads::status(&self.shared.client, p));
+        let mut total = local;
+        for r in futures_util::future::join_all(asked).await {
+            let (ok, error) = r?;
+            total.0 += ok;
+            total.1 += error;
+        }
+        Ok(total)
+    }
+
+    /// Whether this node owns `name`'s partition now (its engine then
+    /// holds the service, if there is one).
+    pub fn owns(&self, name: &str) -> bool {
+        let p = wire::partition_of(name, self.partitions);
+        lock(&self.clocks).contains_key(&p)
     }
 
     /// The partitions whose leases this node holds now.
@@ -172,7 +223,7 @@ pub async fn start(
     let node = cfg.node_name();
     let lease = Duration::from_millis(cfg.lease.ms);
     let client = connect(cfg, &node).await?;
-    let js = jetstream::new(client);
+    let js = jetstream::new(client.clone());
     // A NATS cluster that has just started has no JetStream leader for a
     // few seconds: the setup is tried again meanwhile, but a node that
     // disagrees with the cluster's fixed settings stops at once.
@@ -199,6 +250,7 @@ pub async fn start(
         engine: engine.clone(),
         engine_config: Box::new(engine_config),
         partitions: cfg.partitions,
+        client,
         stream,
         snapshots,
         owned: AtomicU64::new(0),

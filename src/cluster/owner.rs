@@ -56,7 +56,12 @@ pub async fn run(
     ended
 }
 
-async fn own(shared: &Shared, p: u32, clock: &LeaseClock, stop: &CancellationToken) -> Ended {
+async fn own(
+    shared: &Arc<Shared>,
+    p: u32,
+    clock: &Arc<LeaseClock>,
+    stop: &CancellationToken,
+) -> Ended {
     let started = std::time::Instant::now();
     // NATS may be moving a stream's leader (a server died): what fails
     // here is tried again while the lease holds, instead of leaving the
@@ -85,7 +90,18 @@ async fn own(shared: &Shared, p: u32, clock: &LeaseClock, stop: &CancellationTok
         started.elapsed().as_millis()
     );
     shared.owned.fetch_add(1, Ordering::Relaxed);
+    // Other nodes' reads of this partition's services are answered here
+    // while it is owned (`reads.rs`).
+    let reading = stop.child_token();
+    let reads = tokio::spawn(super::reads::serve(
+        shared.clone(),
+        p,
+        clock.clone(),
+        reading.clone(),
+    ));
     let ended = live(shared, p, clock, stop, messages, &mut seq).await;
+    reading.cancel();
+    let _ = reads.await;
     shared.owned.fetch_sub(1, Ordering::Relaxed);
     ended
 }

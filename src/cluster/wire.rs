@@ -23,12 +23,38 @@ pub const LEASE_BUCKET: &str = "lovebeat-leases";
 pub const NODE_BUCKET: &str = "lovebeat-nodes";
 /// The bucket of partition snapshots: key `p.<p>`.
 pub const SNAPSHOT_BUCKET: &str = "lovebeat-snapshots";
+/// The prefix of the core NATS subjects (not in any stream) on which the
+/// owner of partition `p` answers reads of its services:
+/// `lovebeat.read.<p>` (docs/CLUSTER.md, "Reads on every node").
+pub const READ_PREFIX: &str = "lovebeat.read.";
+/// The prefix of the core NATS subjects on which the owner of partition
+/// `p` answers pages of its list of services: `lovebeat.list.<p>`.
+pub const LIST_PREFIX: &str = "lovebeat.list.";
+/// The prefix of the core NATS subjects on which the owner of partition
+/// `p` answers how many of its services are OK and ERROR (`/api/status`):
+/// `lovebeat.status.<p>`.
+pub const STATUS_PREFIX: &str = "lovebeat.status.";
 /// The command encoding's version: the first byte of every message.
 pub const VERSION: u8 = 1;
 
 /// The subject of partition `p`.
 pub fn subject(p: u32) -> String {
     format!("{SUBJECT_PREFIX}{p}")
+}
+
+/// The read subject of partition `p`.
+pub fn read_subject(p: u32) -> String {
+    format!("{READ_PREFIX}{p}")
+}
+
+/// The list subject of partition `p`.
+pub fn list_subject(p: u32) -> String {
+    format!("{LIST_PREFIX}{p}")
+}
+
+/// The status subject of partition `p`.
+pub fn status_subject(p: u32) -> String {
+    format!("{STATUS_PREFIX}{p}")
 }
 
 /// The lease (and snapshot) key of partition `p`.

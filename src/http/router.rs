@@ -339,7 +339,7 @@ async fn dispatch(
     let path = req.uri().path().to_string();
     match *endpoint {
         Endpoint::ListServices => only(&method, &[Method::GET], || {
-            api::list_services(state, super::lists::peer(&req))
+            api::list_services(&req, state, super::lists::peer(&req))
         }),
         Endpoint::Service => {
             let manage = matches!(method, Method::GET | Method::HEAD | Method::DELETE);
@@ -348,7 +348,7 @@ async fn dispatch(
             }
             match method {
                 Method::POST => api::beat(req, state, name, audit).await,
-                Method::GET | Method::HEAD => api::get_service(&req, state, name),
+                Method::GET | Method::HEAD => api::get_service(&req, state, name).await,
                 Method::DELETE => api::delete_service(state, name).await,
                 _ => not_allowed("GET, POST, DELETE"),
             }
@@ -483,7 +483,11 @@ async fn dispatch(
             }
             super::reports::reports(&req, state).await
         }
-        Endpoint::Status => only(&method, &[Method::GET], || api::status(&req, state)),
+        Endpoint::Status => match method {
+            // Asynchronous in cluster mode (the owners are asked).
+            Method::GET | Method::HEAD => api::status(&req, state).await,
+            _ => not_allowed("GET"),
+        },
         Endpoint::AlertTest => match method {
             Method::POST => api::test_alert(state, name).await,
             _ => not_allowed("POST"),

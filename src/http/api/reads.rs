@@ -13,14 +13,27 @@ use crate::http::lists::Out;
 use crate::http::router::{error, json, query_param, respond, wants_json};
 use crate::http::{AppState, Body};
 
-use crate::engine::ServiceView;
-
 /// GET /api/services, streamed (`lists.rs`): the names are gathered
 /// first (24 bytes each, most stored inline), then each service is viewed
 /// and written in turn, so memory stays flat however many services there
 /// are. The bytes are what serde_json's pretty printer would give for the
 /// whole object.
-pub(in crate::http) fn list_services(state: &AppState, peer: Option<IpAddr>) -> Response<Body> {
+///
+/// In cluster mode it lists every partition: this node's own from its
+/// engine (with its own `lovebeat.self.*`), the others a page at a time
+/// from their owners (`cluster/reads.rs`); a partition whose owner does
+/// not answer is named in `"unavailable_partitions"`. `?local=1` lists
+/// only what this node's engine holds.
+pub(in crate::http) fn list_services<B>(
+    req: &Request<B>,
+    state: &AppState,
+    peer: Option<IpAddr>,
+) -> Response<Body> {
+    let local =
+        query_param(req, "local").is_some_and(|v| !matches!(v.as_str(), "" | "0" | "false"));
+    if let (Some(cluster), false) = (state.cluster.clone(), local) {
+        return list_cluster_services(state, peer, cluster);
+    }
     stream_list(
         state,
         peer,
@@ -31,6 +44,68 @@ pub(in crate::http) fn list_services(state: &AppState, peer: Option<IpAddr>) -> 
         |engine| engine.names(),
         |engine, name| engine.service(name, false),
     )
+}
+
+/// GET /api/services over every partition of the cluster.
+fn list_cluster_services(
+    state: &AppState,
+    peer: Option<IpAddr>,
+    cluster: std::sync::Arc<crate::cluster::Cluster>,
+) -> Response<Body> {
+    let admitted = match state.lists.admit(peer) {
+        Ok(a) => a,
+        Err(busy) => return *busy,
+    };
+    let engine = state.engine.clone();
+    let handle = tokio::runtime::Handle::current();
+    admitted.stream(move |out| {
+        out.put(b"{\n  \"services\": [");
+        let held: std::collections::BTreeSet<u32> = cluster.held().into_iter().collect();
+        let partitions = cluster.partitions;
+        let mine = |name: &str| {
+            crate::engine::is_internal(name)
+                || held.contains(&crate::cluster::wire::partition_of(name, partitions))
+        };
+        let names = engine.names();
+        out.holds(names.len());
+        let mut first = true;
+        for name in names.iter().filter(|n| mine(n)) {
+            let Some(v) = engine.service(name, false) else {
+                continue;
+            };
+            out.element(&mut first, &v)?;
+        }
+        let mut unavailable = Vec::new();
+        for p in (0..partitions).filter(|p| !held.contains(p)) {
+            let mut after = String::new();
+            loop {
+                match handle.block_on(cluster.list_page(p, &after)) {
+                    Ok((services, next)) => {
+                        out.holds(services.len());
+                        for s in &services {
+                            out.element(&mut first, s)?;
+                        }
+                        match next {
+                            Some(n) => after = n,
+                            None => break,
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!("list of services: {e}");
+                        unavailable.push(p);
+                        break;
+                    }
+                }
+            }
+        }
+        out.put(if first { b"],\n" } else { b"\n  ],\n" });
+        if !unavailable.is_empty() {
+            let list: Vec<String> = unavailable.iter().map(u32::to_string).collect();
+            out.put(format!("  \"unavailable_partitions\": [{}],\n", list.join(", ")).as_bytes());
+        }
+        out.put(format!("  \"now\": {}\n}}\n", now_ms()).as_bytes());
+        Some(())
+    })
 }
 
 /// Streams a whole-table answer: `head` opens the top-level object and a
@@ -69,36 +144,58 @@ fn stream_list<N, V: Serialize>(
     })
 }
 
-/// GET /api/services/<name>[?details=1].
-pub(in crate::http) fn get_service<B>(
+/// GET /api/services/<name>[?details=1]. In cluster mode a service of a
+/// partition this node does not own is asked of its owner
+/// (`cluster/reads.rs`), so every node answers alike; 503 with
+/// `Retry-After` while the partition has no owner that answers.
+pub(in crate::http) async fn get_service<B>(
     req: &Request<B>,
     state: &AppState,
     name: &str,
 ) -> Response<Body> {
     #[derive(Serialize)]
-    struct One {
-        service: ServiceView,
+    struct One<S> {
+        service: S,
         /// The maintenance windows open now whose `services` cover it
         /// (README, "Maintenance windows"); left out when none.
         #[serde(skip_serializing_if = "Vec::is_empty")]
         maintenance: Vec<std::sync::Arc<str>>,
         now: i64,
     }
+    fn one<S: Serialize>(state: &AppState, name: &str, service: S) -> Response<Body> {
+        let now = now_ms();
+        json(
+            StatusCode::OK,
+            &One {
+                service,
+                maintenance: state.engine.maintenance().active_for_service(name, now),
+                now,
+            },
+        )
+    }
     let details =
         query_param(req, "details").is_some_and(|v| !matches!(v.as_str(), "" | "0" | "false"));
-    match state.engine.service(name, details) {
-        Some(service) => {
-            let now = now_ms();
-            json(
-                StatusCode::OK,
-                &One {
-                    service,
-                    maintenance: state.engine.maintenance().active_for_service(name, now),
-                    now,
-                },
-            )
+    if let Some(service) = state.engine.service(name, details) {
+        return one(state, name, service);
+    }
+    let missing = || error(StatusCode::NOT_FOUND, format!("no service named '{name}'"));
+    let Some(cluster) = state.cluster.as_ref() else {
+        return missing();
+    };
+    if crate::engine::is_internal(name) || cluster.owns(name) {
+        return missing();
+    }
+    match cluster.read_service(name, details).await {
+        Ok(Some(service)) => one(state, name, service),
+        Ok(None) => missing(),
+        Err(e) => {
+            let mut r = error(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+            r.headers_mut().insert(
+                hyper::header::RETRY_AFTER,
+                hyper::header::HeaderValue::from_static("5"),
+            );
+            r
         }
-        None => error(StatusCode::NOT_FOUND, format!("no service named '{name}'")),
     }
 }
 
@@ -147,9 +244,26 @@ pub(in crate::http) fn get_alarm(
 }
 
 /// GET /api/status.
-pub(in crate::http) fn status<B>(req: &Request<B>, state: &AppState) -> Response<Body> {
+///
+/// In cluster mode it counts every partition, asking the owners of those
+/// this node does not own (`cluster/reads.rs`); 503 with `Retry-After`
+/// when one does not answer.
+pub(in crate::http) async fn status<B>(req: &Request<B>, state: &AppState) -> Response<Body> {
     let (ok, err) = state.engine.status();
-    status_response(req, ok, err)
+    let Some(cluster) = state.cluster.as_ref() else {
+        return status_response(req, ok, err);
+    };
+    match cluster.status((ok, err)).await {
+        Ok((ok, err)) => status_response(req, ok, err),
+        Err(e) => {
+            let mut r = error(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+            r.headers_mut().insert(
+                hyper::header::RETRY_AFTER,
+                hyper::header::HeaderValue::from_static("5"),
+            );
+            r
+        }
+    }
 }
 
 /// GET /api/alarms/<name>/status.
@@ -215,6 +329,7 @@ pub(in crate::http) fn version<B>(req: &Request<B>) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::ServiceView;
     use crate::engine::{AlarmDef, Change, Engine, EngineConfig, FailReport};
     use http_body_util::BodyExt;
     use std::sync::Arc;
@@ -323,7 +438,7 @@ mod tests {
             let e = engine(n);
             let state = app(e.clone(), 4);
 
-            let (status, got) = body(list_services(&state, None)).await;
+            let (status, got) = body(list_services(&Request::new(()), &state, None)).await;
             assert_eq!(status, StatusCode::OK);
             #[derive(Serialize)]
             struct Services {
@@ -406,7 +521,7 @@ mod tests {
     async fn an_unknown_alarm_is_a_404_even_when_every_list_is_under_way() {
         let state = app(engine(3000), 1);
         // A list whose reader never reads holds the only place.
-        let held = list_services(&state, None);
+        let held = list_services(&Request::new(()), &state, None);
         let busy = list_alarms(&state, None);
         assert_eq!(busy.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(

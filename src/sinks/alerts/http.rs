@@ -195,7 +195,14 @@ pub(super) async fn webhook(
     url: &reqwest::Url,
     n: &Notice,
 ) -> Result<(), DeliveryError> {
-    post(client, url, webhook_body(n), &[("X-Lovebeat", "1")]).await
+    let key = super::incident::idempotency_key(n);
+    post(
+        client,
+        url,
+        webhook_body(n),
+        &[("X-Lovebeat", "1"), ("Idempotency-Key", &key)],
+    )
+    .await
 }
 
 /// Text as Slack reads it: `&`, `<` and `>` are escaped as Slack's

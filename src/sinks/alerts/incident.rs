@@ -52,6 +52,41 @@ pub(super) fn key(alarm: &str, incident: u64) -> String {
     format!("lovebeat-{}~{hash}{suffix}", &alarm[..end])
 }
 
+/// The `Idempotency-Key` header of the webhooks (README, "Alerts"):
+/// `lovebeat-<alarm>-<incident>-<state>`, so a receiver can drop a
+/// notice it already took. Delivery is at least once (a retry after a
+/// lost answer, or a cluster's alerter dying mid-delivery), and the key
+/// is what makes a repeat harmless. Notices that are not the change
+/// itself say what they are after it (`-repeat-<n>`, `-flapping`,
+/// `-settled`, `-test-<ms>`), so a reminder or a test is never taken for
+/// a repeat of the change. The alarm's name keeps its visible ASCII
+/// letters; other bytes (and `%`) are written `%XX`, since a header
+/// value is ASCII, and the name is cut as in [`key`].
+pub(super) fn idempotency_key(n: &Notice) -> String {
+    let mut alarm = String::with_capacity(n.alarm.name.len());
+    for b in n.alarm.name.bytes() {
+        if b.is_ascii_graphic() && b != b'%' {
+            alarm.push(char::from(b));
+        } else {
+            alarm.push_str(&format!("%{b:02X}"));
+        }
+    }
+    let mut out = key(&alarm, n.alarm.incident_nbr);
+    out.push('-');
+    out.push_str(n.alarm.state.as_str());
+    if n.test {
+        out.push_str(&format!("-test-{}", n.ts));
+    } else if n.repeat > 0 {
+        out.push_str(&format!("-repeat-{}", n.repeat));
+    }
+    match n.flapping {
+        Some(Flapping::Started { .. }) => out.push_str("-flapping"),
+        Some(Flapping::Stopped) => out.push_str("-settled"),
+        None => {}
+    }
+    out
+}
+
 /// The pager actions a notice stands for, in order, each with the
 /// incident number its key is made of.
 pub(super) fn actions(n: &Notice) -> Vec<(Action, u64)> {
@@ -111,6 +146,37 @@ mod tests {
         let mut reminder = notice(2, None);
         reminder.open_incident = Some(7);
         assert_eq!(actions(&reminder), [(Action::Open, 7)]);
+    }
+
+    #[test]
+    fn idempotency_keys_name_the_change_and_are_header_values() {
+        let mut n = notice(0, None);
+        n.alarm.name = "web".into();
+        n.alarm.incident_nbr = 4;
+        n.alarm.state = State::Error;
+        assert_eq!(idempotency_key(&n), "lovebeat-web-4-error");
+        n.alarm.state = State::Ok;
+        assert_eq!(idempotency_key(&n), "lovebeat-web-4-ok");
+        n.repeat = 2;
+        assert_eq!(idempotency_key(&n), "lovebeat-web-4-ok-repeat-2");
+        n.repeat = 0;
+        n.flapping = Some(Flapping::Started { changes: 6 });
+        assert_eq!(idempotency_key(&n), "lovebeat-web-4-ok-flapping");
+        n.flapping = Some(Flapping::Stopped);
+        assert_eq!(idempotency_key(&n), "lovebeat-web-4-ok-settled");
+        n.flapping = None;
+        n.test = true;
+        n.ts = 17;
+        assert_eq!(idempotency_key(&n), "lovebeat-web-4-ok-test-17");
+        n.test = false;
+        n.alarm.name = "caf\u{e9} 50%\r\n".into();
+        let k = idempotency_key(&n);
+        assert_eq!(k, "lovebeat-caf%C3%A9%2050%25%0D%0A-4-ok");
+        assert!(reqwest::header::HeaderValue::from_str(&k).is_ok());
+        n.alarm.name = "\u{e9}".repeat(300).into();
+        let k = idempotency_key(&n);
+        assert!(k.len() <= MAX_KEY + 3, "{}", k.len());
+        assert!(reqwest::header::HeaderValue::from_str(&k).is_ok());
     }
 
     #[test]

@@ -314,6 +314,10 @@ pub(super) async fn send(
         })?;
         req = req.header(name.as_str(), value);
     }
+    // A header of the user's of the same name wins, as for Content-Type.
+    if !config.sets("Idempotency-Key") {
+        req = req.header("Idempotency-Key", incident::idempotency_key(n));
+    }
     if method != reqwest::Method::GET {
         if !config.sets("Content-Type") {
             req = req.header("Content-Type", config.content_type.as_str());
