@@ -142,10 +142,11 @@ impl Writer {
         now: i64,
         auto: super::pages::AutoPages,
     ) -> rusqlite::Result<Writer> {
-        let seq: i64 =
-            conn.query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM changes", [], |r| {
-                r.get(0)
-            })?;
+        // Kept with the changes (schema version 9): never a scan of them.
+        let seq: i64 = conn
+            .query_row("SELECT seq FROM next_seq WHERE id = 1", [], |r| r.get(0))
+            .optional()?
+            .unwrap_or(1);
         conn.execute(
             "INSERT INTO lifecycle (started, last_seen) VALUES (?1, ?1)",
             [now],
@@ -254,7 +255,12 @@ impl Writer {
     /// Writes `changes` in one transaction.
     pub(super) fn write(&mut self, changes: &[Change]) -> rusqlite::Result<()> {
         self.conn.execute_batch("BEGIN")?;
-        let result = self.write_rows(changes);
+        let result = self.write_rows(changes).and_then(|()| {
+            self.conn
+                .prepare_cached("INSERT OR REPLACE INTO next_seq (id, seq) VALUES (1, ?1)")?
+                .execute([self.seq])
+                .map(|_| ())
+        });
         match result {
             Ok(()) => self.conn.execute_batch("COMMIT"),
             Err(e) => {
@@ -414,19 +420,9 @@ impl Writer {
             self.roll_from = 1;
         }
         let to = self.roll_from + ROLL_STEP;
-        if let Err(e) = self.conn.execute_batch("BEGIN") {
-            self.roll_from = 0;
-            self.last_roll = Instant::now();
-            return Err(e);
-        }
-        let result = super::uptime::rollup::roll(&self.conn, self.roll_from, to, now);
-        let n = match result {
-            Ok(n) => {
-                self.conn.execute_batch("COMMIT")?;
-                n
-            }
+        let n = match self.roll_range(self.roll_from, to, now) {
+            Ok(n) => n,
             Err(e) => {
-                let _ = self.conn.execute_batch("ROLLBACK");
                 // The pass is tried again at the next: a file that fails
                 // is not asked again ten times a second.
                 self.roll_from = 0;
@@ -434,16 +430,43 @@ impl Writer {
                 return Err(e);
             }
         };
-        let max: i64 = self
-            .conn
-            .query_row("SELECT COALESCE(MAX(id), 0) FROM names", [], |r| r.get(0))?;
-        if to > max {
+        if to > self.max_name_id()? {
             self.roll_from = 0;
             self.last_roll = Instant::now();
         } else {
             self.roll_from = to;
         }
         Ok(n)
+    }
+
+    /// The rollups of the names with ids in `[from, to)` at `now`, in one
+    /// transaction (rolled back on an error). Returns the day rows written.
+    pub(super) fn roll_range(&mut self, from: i64, to: i64, now: i64) -> rusqlite::Result<usize> {
+        self.conn.execute_batch("BEGIN")?;
+        match super::uptime::rollup::roll(&self.conn, from, to, now) {
+            Ok(n) => {
+                self.conn.execute_batch("COMMIT")?;
+                Ok(n)
+            }
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                Err(e)
+            }
+        }
+    }
+
+    /// The highest `names.id` (0 with none): where a pass over the names
+    /// ends.
+    pub(super) fn max_name_id(&self) -> rusqlite::Result<i64> {
+        self.conn
+            .query_row("SELECT COALESCE(MAX(id), 0) FROM names", [], |r| r.get(0))
+    }
+
+    /// Folds the WAL into the file and empties it (`bulk.rs`, before the
+    /// file's size is read).
+    pub(super) fn checkpoint(&self) -> rusqlite::Result<()> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
     }
 
     /// One page of the start's reconciliation: the names after `from`
@@ -775,6 +798,40 @@ mod tests {
                 (6, Some(ok), ok)
             ]
         );
+    }
+
+    /// A start finds the next `seq` in its row (schema version 9), not
+    /// by reading every change for the highest (a scan of seconds at a
+    /// hundred million, at every start); numbering goes on where it
+    /// stopped; and a file from before version 9 gets the row from that
+    /// scan, once.
+    #[test]
+    fn a_start_numbers_on_from_the_row_kept_with_the_changes() {
+        let mut conn = Connection::open_in_memory().expect("db");
+        super::super::schema::migrate(&mut conn).expect("schema");
+        let mut w = Writer::open(conn, 0, Default::default()).expect("writer");
+        let changes: Vec<Change> = (0..10_000)
+            .map(|i| change(&format!("s{}", i % 100), i, Some(1), 2))
+            .collect();
+        for chunk in changes.chunks(BATCH_ROWS) {
+            w.write(chunk).expect("write");
+        }
+        let conn = w.conn;
+        let w = Writer::open(conn, 1, Default::default()).expect("writer");
+        assert_eq!(w.seq, 10_001);
+        // The row is what a start reads: the changes are not.
+        let mut conn = w.conn;
+        conn.execute("UPDATE next_seq SET seq = 777777", [])
+            .expect("row");
+        let w = Writer::open(conn, 2, Default::default()).expect("writer");
+        assert_eq!(w.seq, 777_777);
+        // A file written before version 9: the row comes from the scan.
+        conn = w.conn;
+        conn.execute_batch("DROP TABLE next_seq; PRAGMA user_version = 8")
+            .expect("downgrade");
+        super::super::schema::migrate(&mut conn).expect("upgrade");
+        let w = Writer::open(conn, 3, Default::default()).expect("writer");
+        assert_eq!(w.seq, 10_001);
     }
 
     #[test]
