@@ -100,6 +100,10 @@ enum Cmd {
         /// 20 000 with --quick).
         #[arg(long)]
         write_services: Option<usize>,
+        /// Flips a second sent in `history-write` (default 250 000;
+        /// 20 000 with --quick).
+        #[arg(long)]
+        write_rate: Option<u64>,
         /// The daemon binary (default: target/figures/lovebeat, built first).
         #[arg(long)]
         daemon: Option<PathBuf>,
@@ -214,6 +218,7 @@ fn main() -> anyhow::Result<()> {
             history_services,
             history_changes,
             write_services,
+            write_rate,
             daemon,
         } => {
             for s in &scenarios {
@@ -239,6 +244,7 @@ fn main() -> anyhow::Result<()> {
             scale.hq_services = history_services.unwrap_or(scale.hq_services);
             scale.hq_changes = history_changes.unwrap_or(scale.hq_changes);
             scale.write_services = write_services.unwrap_or(scale.write_services);
+            scale.write_rate = write_rate.unwrap_or(scale.write_rate);
             anyhow::ensure!(
                 scale.outage_services >= 100
                     && scale.hq_services >= 1

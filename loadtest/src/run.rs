@@ -36,9 +36,11 @@ pub struct Scale {
     pub hq_changes: usize,
     pub hq_days: i64,
     pub hq_samples: usize,
-    /// `history-write`: services flipping, for how long.
+    /// `history-write`: services flipping, for how long, and how many
+    /// flips a second are sent.
     pub write_services: usize,
     pub write_for: Duration,
+    pub write_rate: u64,
 }
 
 impl Scale {
@@ -61,6 +63,7 @@ impl Scale {
             hq_samples: 1000,
             write_services: 1_000_000,
             write_for: Duration::from_secs(60),
+            write_rate: 250_000,
         }
     }
 
@@ -85,6 +88,7 @@ impl Scale {
             hq_samples: 1000,
             write_services: n,
             write_for: Duration::from_secs(10),
+            write_rate: 250_000,
         }
     }
     pub fn quick() -> Scale {
@@ -106,6 +110,7 @@ impl Scale {
             hq_samples: 30,
             write_services: 20_000,
             write_for: Duration::from_secs(3),
+            write_rate: 20_000,
         }
     }
 }
