@@ -69,3 +69,67 @@ impl BulkWriter {
         self.w.checkpoint()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::query::{self, Range};
+    use crate::history::record::{Kind, Reason};
+    use crate::history::uptime::rollup::DAY;
+
+    fn change(ts: i64, from: Option<u8>, to: u8) -> Change {
+        Change {
+            kind: Kind::Service,
+            name: "web".into(),
+            ts,
+            from,
+            to,
+            reason: Reason::Other,
+            detail: None,
+            incident: None,
+        }
+    }
+
+    /// A file written in bulk is one the daemon reads: its changes answer
+    /// the history's query, its finished days are rolled up, its run is
+    /// closed, and its WAL is folded into the file.
+    #[test]
+    fn a_bulk_file_answers_as_the_daemons_own() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("h.history");
+        let now = 10 * DAY + 3_600_000;
+        let mut w = BulkWriter::create(&path, 0).expect("create");
+        w.write(&[
+            change(DAY, None, 1),
+            change(2 * DAY, Some(1), 2),
+            change(2 * DAY + 600_000, Some(2), 1),
+        ])
+        .expect("write");
+        while w.roll_step(200, now).expect("roll") {}
+        w.finish(now).expect("finish");
+        let wal = dir.path().join("h.history-wal");
+        assert_eq!(std::fs::metadata(&wal).map_or(0, |m| m.len()), 0);
+        let conn = rusqlite::Connection::open(&path).expect("open");
+        let range = Range {
+            since: 0,
+            until: now,
+            limit: 10,
+            before: None,
+        };
+        let page = query::changes(&conn, Kind::Service, "web", range)
+            .expect("query")
+            .expect("known");
+        assert_eq!(page.changes.len(), 3);
+        let (days, down): (i64, i64) = conn
+            .query_row("SELECT COUNT(*), SUM(down_ms) FROM daily", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .expect("daily");
+        // Days 1 to 9 (day 10 is not over), ten minutes down on day 2.
+        assert_eq!((days, down), (9, 600_000));
+        let stopped: Option<i64> = conn
+            .query_row("SELECT stopped FROM lifecycle", [], |r| r.get(0))
+            .expect("run");
+        assert_eq!(stopped, Some(now));
+    }
+}
