@@ -28,6 +28,9 @@ pub enum Kind {
     Beat,
     Timeout,
     Autobeat,
+    /// A job's failure report: the service goes ERROR (`history-write`
+    /// flips services with it and beats).
+    Fail,
 }
 
 /// What was sent.
@@ -53,6 +56,7 @@ fn build_lines(o: &BlastOpts) -> Vec<Vec<u8>> {
         Kind::Beat => ".beat:1|c\n",
         Kind::Timeout => ".timeout:3600|g\n",
         Kind::Autobeat => ".autobeat:1|c\n",
+        Kind::Fail => ".fail:1|c\n",
     };
     (0..o.services)
         .map(|i| format!("{}.{i:07}{suffix}", o.prefix).into_bytes())

@@ -5,11 +5,14 @@
 //! - `run` starts the release daemon and prints the table of BENCHMARKS.md;
 //! - `soak` runs it for hours under steady work and fails on a leak or a
 //!   lost alert;
-//! - `curve` runs scenarios at growing sizes and plots each figure.
+//! - `curve` runs scenarios at growing sizes and plots each figure;
+//! - `run mass-outage history-queries history-write` measure the history
+//!   store (`history.rs`).
 
 mod blast;
 mod curve;
 mod dbgen;
+mod history;
 mod hostile;
 mod plot;
 mod run;
@@ -76,11 +79,31 @@ enum Cmd {
     },
     /// Run the scenarios against the release daemon and print the table.
     Run {
-        /// Scenarios to run (default: all).
+        /// Scenarios to run (default: all but the history's, which run
+        /// only when named: mass-outage, history-queries, history-write).
         scenarios: Vec<String>,
         /// Small sizes, under a minute: checks that every scenario runs.
         #[arg(long)]
         quick: bool,
+        /// Services that go ERROR at once in `mass-outage` (default
+        /// 1 000 000; 20 000 with --quick).
+        #[arg(long)]
+        outage_services: Option<usize>,
+        /// Services in the `history-queries` file (default 1 000 000;
+        /// 2 000 with --quick).
+        #[arg(long)]
+        history_services: Option<usize>,
+        /// State changes of each of them (default 100; 20 with --quick).
+        #[arg(long)]
+        history_changes: Option<usize>,
+        /// Services flipping in `history-write` (default 1 000 000;
+        /// 20 000 with --quick).
+        #[arg(long)]
+        write_services: Option<usize>,
+        /// Flips a second sent in `history-write` (default 250 000;
+        /// 20 000 with --quick).
+        #[arg(long)]
+        write_rate: Option<u64>,
         /// The daemon binary (default: target/figures/lovebeat, built first).
         #[arg(long)]
         daemon: Option<PathBuf>,
@@ -191,6 +214,11 @@ fn main() -> anyhow::Result<()> {
         Cmd::Run {
             scenarios,
             quick,
+            outage_services,
+            history_services,
+            history_changes,
+            write_services,
+            write_rate,
             daemon,
         } => {
             for s in &scenarios {
@@ -207,11 +235,23 @@ fn main() -> anyhow::Result<()> {
             // The daemon runs in a temporary directory.
             let bin = std::fs::canonicalize(&bin)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", bin.display()))?;
-            let scale = if quick {
+            let mut scale = if quick {
                 run::Scale::quick()
             } else {
                 run::Scale::full()
             };
+            scale.outage_services = outage_services.unwrap_or(scale.outage_services);
+            scale.hq_services = history_services.unwrap_or(scale.hq_services);
+            scale.hq_changes = history_changes.unwrap_or(scale.hq_changes);
+            scale.write_services = write_services.unwrap_or(scale.write_services);
+            scale.write_rate = write_rate.unwrap_or(scale.write_rate);
+            anyhow::ensure!(
+                scale.outage_services >= 100
+                    && scale.hq_services >= 1
+                    && scale.hq_changes >= 1
+                    && scale.write_services >= 1,
+                "at least 100 outage services (one per page entry's alarm) and 1 of the others"
+            );
             run::run(&bin, scale, &scenarios)
         }
         Cmd::Soak {

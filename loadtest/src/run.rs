@@ -26,6 +26,21 @@ pub struct Scale {
     /// `expiry_small` expire at once (the rest an hour later); at most
     /// those, the table holds only the expiring ones.
     pub expiry_table: usize,
+    /// Services that go ERROR at once in `mass-outage`, and how long beats
+    /// are sent after.
+    pub outage_services: usize,
+    pub outage_minute: Duration,
+    /// `history-queries`: services, changes each, the days they span, and
+    /// the random services (and alarm uptimes) asked for.
+    pub hq_services: usize,
+    pub hq_changes: usize,
+    pub hq_days: i64,
+    pub hq_samples: usize,
+    /// `history-write`: services flipping, for how long, and how many
+    /// flips a second are sent.
+    pub write_services: usize,
+    pub write_for: Duration,
+    pub write_rate: u64,
 }
 
 impl Scale {
@@ -40,6 +55,15 @@ impl Scale {
             wrk_secs: 10,
             hostile_conns: 3000,
             expiry_table: 0,
+            outage_services: 1_000_000,
+            outage_minute: Duration::from_secs(60),
+            hq_services: 1_000_000,
+            hq_changes: 100,
+            hq_days: 365,
+            hq_samples: 1000,
+            write_services: 1_000_000,
+            write_for: Duration::from_secs(60),
+            write_rate: 250_000,
         }
     }
 
@@ -56,6 +80,15 @@ impl Scale {
             wrk_secs: 1,
             hostile_conns: 0,
             expiry_table: n,
+            outage_services: n,
+            outage_minute: Duration::from_secs(10),
+            hq_services: n,
+            hq_changes: 100,
+            hq_days: 365,
+            hq_samples: 1000,
+            write_services: n,
+            write_for: Duration::from_secs(10),
+            write_rate: 250_000,
         }
     }
     pub fn quick() -> Scale {
@@ -69,6 +102,15 @@ impl Scale {
             wrk_secs: 1,
             hostile_conns: 300,
             expiry_table: 0,
+            outage_services: 20_000,
+            outage_minute: Duration::from_secs(3),
+            hq_services: 2_000,
+            hq_changes: 20,
+            hq_days: 365,
+            hq_samples: 30,
+            write_services: 20_000,
+            write_for: Duration::from_secs(3),
+            write_rate: 20_000,
         }
     }
 }
@@ -90,6 +132,9 @@ pub const SCENARIOS: &[&str] = &[
     "idle-conns",
     "flapping",
     "max-services",
+    "mass-outage",
+    "history-queries",
+    "history-write",
 ];
 
 /// One line of the table.
@@ -215,7 +260,7 @@ impl Daemon {
 
     /// Like `settle`, also returning when the value last changed (polled
     /// every 10 ms), i.e. when the daemon finished the work.
-    fn settle_at(&self, f: impl Fn(&Daemon) -> f64) -> (f64, Instant) {
+    pub(crate) fn settle_at(&self, f: impl Fn(&Daemon) -> f64) -> (f64, Instant) {
         let mut last = f(self);
         let mut since = Instant::now();
         let start = Instant::now();
@@ -797,6 +842,10 @@ pub(crate) fn rows(bin: &Path, scale: Scale, wanted: &[String]) -> anyhow::Resul
     }
 
     rows.extend(crate::hostile::run(bin, scale, &want)?);
+    // The history's scenarios write files of gigabytes at full size: they
+    // run only when named.
+    let named = |s: &str| wanted.iter().any(|w| w == s);
+    rows.extend(crate::history::run(bin, scale, &named)?);
     Ok(rows)
 }
 

@@ -202,7 +202,7 @@ fn fds(pid: u32) -> i64 {
 }
 
 /// The `q` quantile of sorted `v` (NaN when empty).
-fn quantile(v: &[f64], q: f64) -> f64 {
+pub(crate) fn quantile(v: &[f64], q: f64) -> f64 {
     if v.is_empty() {
         return f64::NAN;
     }

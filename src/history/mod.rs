@@ -7,6 +7,7 @@
 //! and reports it as `lovebeat.self.history`.
 
 pub mod audit;
+pub mod bulk;
 pub mod export;
 pub mod incidents;
 pub mod maintenance;
