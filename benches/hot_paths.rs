@@ -423,6 +423,79 @@ fn beat_watched(c: &mut Criterion) {
     g.finish();
 }
 
+/// A mass expiry as the daemon meets it (issue 32): `due` of `table`
+/// services share one deadline and one alarm, the history's feed is on
+/// (drained by a thread, as its writer does) and a view watches services.
+/// One iteration expires the whole batch; criterion's figure per element
+/// is the cost of one expiry.
+fn expiry(c: &mut Criterion) {
+    let mut g = c.benchmark_group("expiry");
+    // Each iteration builds its table first (seconds at a million): ten
+    // samples of one iteration each, no long warm-up.
+    g.sample_size(10)
+        .sampling_mode(criterion::SamplingMode::Flat)
+        .warm_up_time(Duration::from_millis(1));
+    for (due, table) in [(10_000usize, 100_000usize), (100_000, 1_000_000)] {
+        g.throughput(Throughput::Elements(due as u64));
+        g.bench_function(format!("{due}_at_once_of_{table}"), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    total += expire_once(due, table);
+                }
+                total
+            })
+        });
+    }
+    g.finish();
+}
+
+/// Builds the table, then times the one tick that expires `due` services.
+fn expire_once(due: usize, table: usize) -> Duration {
+    let config = EngineConfig {
+        alarms: vec![AlarmDef {
+            name: "expiring".into(),
+            includes: vec!["exp.*".into()],
+            excludes: vec![],
+            alerts: vec![],
+            depends_on: vec![],
+        }],
+        ..EngineConfig::default()
+    };
+    let engine = Engine::new(config, T0);
+    let journal = engine.journal(lovebeat::engine::journal::Feed::History);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (journal, stop) = (journal.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                black_box(journal.take(Duration::from_millis(10)));
+            }
+        })
+    };
+    let _watch = engine.watch_services();
+    let _events = engine.subscribe();
+    let timeout = |ms| Change {
+        beat: true,
+        ..Change::timeout(Timeout::After(ms))
+    };
+    for i in 0..table {
+        let (name, t) = if i < due {
+            (format!("exp.service.{i:08}"), timeout(10_000))
+        } else {
+            (format!("other.service.{i:08}"), timeout(3_600_000))
+        };
+        engine.change(&name, t, T0).expect("valid");
+    }
+    let start = Instant::now();
+    let expired = engine.expire_due(T0 + 10_000);
+    let took = start.elapsed();
+    assert_eq!(expired, due);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = writer.join();
+    took
+}
+
 criterion_group!(
     benches,
     statsd,
@@ -433,6 +506,7 @@ criterion_group!(
     auto,
     database,
     job,
-    ingest
+    ingest,
+    expiry
 );
 criterion_main!(benches);

@@ -221,14 +221,16 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
 
     let (reporter, reports) = notify::reporter(&config.notify);
     // Input: what changes the engine, stopped first.
-    stop.input_tasks.spawn(engine.clone().run_expiry(
-        stop.input_token.clone(),
-        notify::REPORT_EVERY,
-        {
+    // On a thread of its own, so no task that holds a runtime worker can
+    // hold expiry up (`Engine::spawn_expiry`).
+    let expiry = engine
+        .clone()
+        .spawn_expiry(stop.input_token.clone(), notify::REPORT_EVERY, {
             let reporter = reporter.clone();
             move || reporter.report(notify::Part::Monitor)
-        },
-    ));
+        })
+        .context("cannot start the expiry thread")?;
+    stop.input_tasks.spawn(expiry);
     stop.input_tasks.spawn(tcp::serve(
         tcp_listener,
         engine.clone(),

@@ -383,6 +383,39 @@ impl Engine {
         }
     }
 
+    /// Members of `alarm` moved between states in one batch (a mass
+    /// expiry), given as `(alarm, service, before, after)` in name order:
+    /// the alarm's lock is taken once and it settles once, with one event,
+    /// where one member at a time took it and settled it per member.
+    pub(super) fn alarm_members_changed(
+        &self,
+        alarm: &Arc<str>,
+        members: &[(Arc<str>, Name, State, State)],
+        now: i64,
+    ) {
+        let Some(mut a) = self.inner.alarms.get_mut(&**alarm) else {
+            return;
+        };
+        let mut cause = None;
+        for (_, service, before, after) in members {
+            if (*before == State::Muted) != (*after == State::Muted) {
+                a.count_muted(*after == State::Muted);
+            }
+            if (*before == State::Error) != (*after == State::Error) {
+                if *after == State::Error {
+                    a.failed.insert(service.clone());
+                } else {
+                    a.failed.remove(service);
+                }
+                cause = Some(service);
+            }
+        }
+        if let Some(cause) = cause {
+            a.cause = Some(cause.clone());
+            self.alarm_settle(alarm, &mut a, true, now);
+        }
+    }
+
     /// A member in `state` left `alarm` (it was deleted).
     pub(super) fn alarm_leave(&self, alarm: &Arc<str>, service: &Name, state: State, now: i64) {
         if let Some(mut a) = self.inner.alarms.get_mut(&**alarm) {

@@ -22,6 +22,13 @@ use super::Engine;
 
 /// Events waiting for the writer at most.
 pub const CAPACITY: usize = 1 << 16;
+/// Events a batch (a mass expiry) may queue beyond [`CAPACITY`] before it
+/// waits for the writer: a million services expiring at once are all ERROR
+/// within 200 ms of their deadline (issue 32) only if their state changes
+/// do not wait for the history's writer, which takes seconds to write a
+/// million rows. The queue then holds one event per expired service (about
+/// 250 B each) until the writer has taken them; nothing is lost.
+pub const BATCH_OVERSHOOT: usize = 1 << 20;
 /// How long the engine waits for room before it counts events instead.
 pub const MAX_WAIT: Duration = Duration::from_secs(1);
 
@@ -80,19 +87,46 @@ impl Journal {
         if !Self::keeps(&event.kind) {
             return;
         }
+        let q = self.lock();
+        drop(self.queue_one(q, event, CAPACITY));
+        self.filled.notify_one();
+    }
+
+    /// Queues events in order under one lock and one wake-up of the writer
+    /// (a mass expiry's, a shard at a time), waiting for room as `push`
+    /// does only past [`BATCH_OVERSHOOT`] beyond the queue's capacity.
+    pub(super) fn push_all(&self, events: &[Arc<Event>]) {
         let mut q = self.lock();
-        if q.closed {
-            return;
+        for event in events.iter().filter(|e| Self::keeps(&e.kind)) {
+            q = self.queue_one(q, event, CAPACITY + BATCH_OVERSHOOT);
         }
-        if q.events.len() >= CAPACITY && !q.overflowing {
+        drop(q);
+        self.filled.notify_one();
+    }
+
+    /// Queues one event the log keeps, under the lock `q`: waits for room
+    /// while the queue holds `limit` events (the writer is woken first, so
+    /// it takes what waits), counts the event as lost once the writer is
+    /// [`MAX_WAIT`] behind. Returns the lock.
+    fn queue_one<'a>(
+        &'a self,
+        mut q: MutexGuard<'a, Queue>,
+        event: &Arc<Event>,
+        limit: usize,
+    ) -> MutexGuard<'a, Queue> {
+        if q.closed {
+            return q;
+        }
+        if q.events.len() >= limit && !q.overflowing {
+            self.filled.notify_one();
             let (guard, timeout) = self
                 .drained
                 .wait_timeout_while(q, MAX_WAIT, |q| {
-                    q.events.len() >= CAPACITY && !q.overflowing && !q.closed
+                    q.events.len() >= limit && !q.overflowing && !q.closed
                 })
                 .unwrap_or_else(|e| e.into_inner());
             q = guard;
-            if timeout.timed_out() && q.events.len() >= CAPACITY {
+            if timeout.timed_out() && q.events.len() >= limit {
                 q.overflowing = true;
                 tracing::error!(
                     "the event log's writer is {} s behind: events are counted, not logged, until it catches up",
@@ -100,14 +134,16 @@ impl Journal {
                 );
             }
         }
-        if q.overflowing || q.events.len() >= CAPACITY {
+        if q.closed {
+            return q;
+        }
+        if q.overflowing || q.events.len() >= limit {
             q.lost += 1;
             self.lost.fetch_add(1, Ordering::Relaxed);
-            return;
+            return q;
         }
         q.events.push_back(event.clone());
-        drop(q);
-        self.filled.notify_one();
+        q
     }
 
     /// Takes what is queued, waiting up to `wait` for something to come.
@@ -121,6 +157,11 @@ impl Journal {
             events: q.events.drain(..).collect(),
             lost_after: std::mem::take(&mut q.lost),
         };
+        // A batch beyond the capacity (a mass expiry) grew the queue: its
+        // room goes back, so memory stays in proportion to the capacity.
+        if q.events.capacity() > 2 * CAPACITY {
+            q.events.shrink_to(CAPACITY);
+        }
         if q.overflowing && q.events.len() < CAPACITY / 2 {
             q.overflowing = false;
         }

@@ -267,6 +267,9 @@ struct Inner {
     maintenance: crate::maintenance::Maintenance,
     /// Cluster mode's hold on expiry while a lease is in doubt (`adopt.rs`).
     expiry_gate: std::sync::OnceLock<adopt::ExpiryGate>,
+    /// Times the expiry driver found it had been held up while lovebeat was
+    /// busy (not suspended): `lovebeat_expiry_held_up_total`.
+    held_up: std::sync::atomic::AtomicU64,
 }
 
 /// Handle to the engine; clone freely.
@@ -318,6 +321,7 @@ impl Engine {
                     .collect(),
                 maintenance: Default::default(),
                 expiry_gate: std::sync::OnceLock::new(),
+                held_up: Default::default(),
             }),
         }
     }
@@ -581,6 +585,35 @@ impl Engine {
         }
     }
 
+    /// Whether a service event would reach anyone now: what a batch checks
+    /// before it builds the event.
+    #[inline]
+    fn service_events_wanted(&self) -> bool {
+        self.inner.service_watchers.load(Ordering::Relaxed) > 0 && self.events_wanted()
+    }
+
+    /// Whether any event would reach anyone now (a subscriber or a feed).
+    #[inline]
+    fn events_wanted(&self) -> bool {
+        self.inner.events.receiver_count() > 0
+            || self.inner.journals.iter().any(|j| j.get().is_some())
+    }
+
+    /// Publishes events built already, in order, and empties `events`: each
+    /// feed takes them under one lock and one wake-up of its writer.
+    fn emit_all(&self, events: &mut Vec<Arc<Event>>) {
+        if events.is_empty() {
+            return;
+        }
+        for j in self.inner.journals.iter().filter_map(|j| j.get()) {
+            j.push_all(events);
+        }
+        for event in events.drain(..) {
+            // An error only means every receiver is gone: nothing to do.
+            let _ = self.inner.events.send(event);
+        }
+    }
+
     /// The history's feed, once it is asked for.
     fn history_journal(&self) -> Option<&Arc<journal::Journal>> {
         self.inner.journals[journal::Feed::History as usize].get()
@@ -599,7 +632,7 @@ impl Engine {
 
     fn emit(&self, now: i64, kind: impl FnOnce() -> EventKind) {
         let journals = &self.inner.journals;
-        if self.inner.events.receiver_count() > 0 || journals.iter().any(|j| j.get().is_some()) {
+        if self.events_wanted() {
             let event = Arc::new(Event {
                 ts: now,
                 kind: kind(),
@@ -638,6 +671,13 @@ static EVENTLOG_LOST: Metric = Metric {
     prometheus: "lovebeat_eventlog_lost_total",
     statsd: None,
     help: "Events the event log lost: counted instead of logged while its writer was stalled, or not written because the file could not be (a gap record marks where).",
+    kind: Kind::Counter,
+};
+
+static HELD_UP: Metric = Metric {
+    prometheus: "lovebeat_expiry_held_up_total",
+    statsd: None,
+    help: "Times the expiry driver did not run for seconds while lovebeat was busy (not suspended): deadlines were late, not restarted.",
     kind: Kind::Counter,
 };
 
@@ -680,6 +720,7 @@ impl Counted for Engine {
         ));
         let lost = self.journal_lost(journal::Feed::EventLog);
         out.push(Reading::of(&EVENTLOG_LOST, Value::Count(lost)));
+        out.push(Reading::of(&HELD_UP, Value::Count(self.expiry_held_up())));
         out.push(Reading::of(&ORPHANS, Value::Level(self.orphans() as f64)));
         let started = self.started_at() as f64 / 1000.0;
         out.push(Reading::of(&STARTED, Value::Level(started)));

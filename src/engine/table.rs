@@ -91,6 +91,40 @@ pub(crate) fn with_entry<C, R, E>(
     Ok(Some(f(key, svc.get_mut(), Some(created))))
 }
 
+/// The shard `hash` is filed in: what a batch sorts by to take each
+/// shard's lock once (`ShardGuard`).
+#[inline]
+pub(crate) fn shard_of(map: &ServiceMap, hash: u64) -> usize {
+    map.determine_shard(hash as usize)
+}
+
+/// One shard under its write lock, for a batch that finds many services
+/// of it (a mass expiry): one lock for the batch instead of one per
+/// service. Beats to this shard wait while it lives; keep it short.
+pub(crate) struct ShardGuard<'a> {
+    table: dashmap::RwLockWriteGuard<'a, hashbrown::raw::RawTable<(Name, SharedValue<Service>)>>,
+}
+
+impl ShardGuard<'_> {
+    /// Locks shard `shard` (from [`shard_of`]) for writing.
+    pub(crate) fn lock(map: &ServiceMap, shard: usize) -> ShardGuard<'_> {
+        ShardGuard {
+            table: map.shards()[shard].write(),
+        }
+    }
+
+    /// The service `name` (whose hash is `hash`, filed in this shard), if
+    /// present.
+    pub(crate) fn find_mut(&mut self, hash: u64, name: &str) -> Option<(&Name, &mut Service)> {
+        let bucket = self.table.find(hash, |(key, _)| key.as_str() == name)?;
+        // SAFETY: `find` returned a full bucket of this table, and the write
+        // lock in `self`, held at least as long as the returned borrow of
+        // `self`, keeps the table in place and the entry ours alone.
+        let (key, svc) = unsafe { bucket.as_mut() };
+        Some((key, svc.get_mut()))
+    }
+}
+
 /// Sizes every shard for `total` services spread evenly, plus an eighth:
 /// a million services loaded at start would otherwise regrow (and rehash)
 /// each table a dozen times.

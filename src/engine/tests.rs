@@ -697,3 +697,184 @@ fn orphans_join_their_alarm_when_a_place_frees() {
     .expect("valid");
     assert_eq!(e.alarm("t-e").expect("joined").state, State::Error);
 }
+
+/// A task that holds the runtime's thread (the TCP reader waiting for the
+/// history's writer, in the 1 M soak) does not hold expiry up: the driver
+/// runs on a thread of its own.
+#[tokio::test(flavor = "current_thread")]
+async fn a_held_runtime_thread_does_not_hold_expiry_up() {
+    let e = Engine::new(EngineConfig::default(), crate::clock::now_ms());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let driver = e
+        .clone()
+        .spawn_expiry(stop.clone(), Duration::from_secs(1), || {})
+        .expect("the expiry thread starts");
+    let beat = Change {
+        beat: true,
+        ..timeout(1)
+    };
+    e.change("svc", beat, crate::clock::now_ms())
+        .expect("valid");
+    // Hold the runtime's only thread until the service expires, or long
+    // past its 1 s deadline.
+    let held = std::time::Instant::now();
+    while state(&e, "svc") != State::Error && held.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        state(&e, "svc"),
+        State::Error,
+        "the deadline did not fire while the runtime's thread was held"
+    );
+    stop.cancel();
+    driver.await;
+}
+
+/// A driver held up while lovebeat itself was busy (here: the runtime's
+/// thread spinning for 8 s, while the rest of the process runs) expires
+/// what is due at once instead of taking
+/// the gap for a suspension and restarting every deadline (in the 1 M soak,
+/// "lovebeat did not run for 7 s" postponed real expiries).
+#[tokio::test(flavor = "current_thread")]
+async fn a_driver_held_up_by_a_busy_process_is_not_a_suspension() {
+    let e = Engine::new(EngineConfig::default(), crate::clock::now_ms());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let driver = tokio::spawn(
+        e.clone()
+            .run_expiry(stop.clone(), Duration::from_secs(1), || {}),
+    );
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let beat = Change {
+        beat: true,
+        ..timeout(5)
+    };
+    e.change("svc", beat, crate::clock::now_ms())
+        .expect("valid");
+    // Busy, not asleep: the process burns CPU on the driver's thread, past
+    // the service's deadline and past the driver's suspension threshold.
+    let spin = std::time::Instant::now();
+    while spin.elapsed() < Duration::from_secs(8) {
+        std::hint::black_box(spin.elapsed());
+    }
+    let spun = crate::clock::now_ms();
+    // Restarted deadlines would keep it OK 5 s more; due, it expires now.
+    let waited = std::time::Instant::now();
+    while state(&e, "svc") != State::Error && waited.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let svc = e.service("svc", false).expect("service exists");
+    assert_eq!(svc.state, State::Error);
+    assert!(
+        svc.last_state_change < spun + 2_500,
+        "ERROR {} ms after the hold-up: its deadline was restarted as after a suspension",
+        svc.last_state_change - spun
+    );
+    assert_eq!(e.expiry_held_up(), 1);
+    stop.cancel();
+    driver.await.expect("driver ends");
+}
+
+/// A mass expiry larger than the history's queue (issue 32: a million at
+/// once) makes every service ERROR without waiting for the writer and
+/// without losing an event; its alarm settles once, with every member in
+/// its failed set, and the counts agree.
+#[test]
+fn a_mass_expiry_beyond_the_feed_does_not_wait_and_its_alarm_settles_once() {
+    let n = journal::CAPACITY + 1000;
+    let e = engine(vec![alarm("expiring", "exp.*")]);
+    let feed = e.journal(journal::Feed::History);
+    let _watch = e.watch_services();
+    let beat = Change {
+        beat: true,
+        ..timeout(10)
+    };
+    for i in 0..n {
+        e.change(&format!("exp.{i:06}"), beat.clone(), T0)
+            .expect("valid");
+        if i % 1000 == 0 {
+            // The writer keeps up with the creation.
+            feed.take(Duration::ZERO);
+        }
+    }
+    e.change("other", beat.clone(), T0).expect("valid");
+    feed.take(Duration::ZERO);
+    assert_eq!(e.journal_lost(journal::Feed::History), 0);
+
+    // No writer takes the feed meanwhile: one at a time, the queue filled
+    // after CAPACITY events, the expiry waited a second and lost the rest.
+    e.tick(T0 + 10_000, &mut Vec::new());
+    assert_eq!(e.status(), (0, n as i64 + 1));
+    assert_eq!(e.journal_lost(journal::Feed::History), 0);
+    let changes = feed
+        .take(Duration::ZERO)
+        .events
+        .iter()
+        .filter(|ev| {
+            matches!(
+                ev.kind,
+                EventKind::ServiceStateChanged {
+                    previous: State::Ok,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(changes, n + 1);
+
+    let a = e.alarm("expiring").expect("alarm");
+    assert_eq!((a.state, a.incident_nbr), (State::Error, 1));
+    assert_eq!(a.failed_services.len(), n);
+    assert!(a.failed_services.windows(2).all(|w| w[0] < w[1]));
+    assert_eq!(e.alarm_status("expiring"), Some((0, n as i64)));
+
+    // A beat brings one back: out of the alarm, counts moved back.
+    e.change("exp.000007", Change::beat(), T0 + 11_000)
+        .expect("valid");
+    assert_eq!(e.status(), (1, n as i64));
+    assert_eq!(
+        e.alarm("expiring").expect("alarm").failed_services.len(),
+        n - 1
+    );
+}
+
+/// The members of an alarm that expire together settle it once: one
+/// event (and one lock) for the batch, where one member at a time made one
+/// each.
+#[test]
+fn members_expiring_together_settle_their_alarm_once() {
+    let e = engine(vec![alarm("expiring", "exp.*")]);
+    let beat = Change {
+        beat: true,
+        ..timeout(10)
+    };
+    for i in 0..500 {
+        e.change(&format!("exp.{i:03}"), beat.clone(), T0)
+            .expect("valid");
+    }
+    let mut rx = e.subscribe();
+    e.tick(T0 + 10_000, &mut Vec::new());
+    let alarm_events: Vec<_> = std::iter::from_fn(|| rx.try_recv().ok())
+        .filter(|ev| {
+            matches!(
+                ev.kind,
+                EventKind::AlarmStateChanged { .. } | EventKind::AlarmUpdated(_)
+            )
+        })
+        .collect();
+    let shards_with_members = alarm_events.len();
+    // One per shard holding members at most (their lock is let go between
+    // shards), never one per member.
+    assert!(
+        (1..=256).contains(&shards_with_members) && shards_with_members < 500,
+        "{shards_with_members} alarm events for 500 members"
+    );
+    assert!(matches!(
+        alarm_events[0].kind,
+        EventKind::AlarmStateChanged {
+            previous: State::Ok,
+            ..
+        }
+    ));
+    let a = e.alarm("expiring").expect("alarm");
+    assert_eq!((a.state, a.failed_services.len()), (State::Error, 500));
+}
