@@ -324,3 +324,76 @@ fn after_a_kill_9_the_history_says_what_lovebeat_restored() {
         });
     }
 }
+
+/// Changes the history could not write (its file locked by another
+/// process past the 5 s busy timeout, as a hung disk or a backup tool
+/// would) are counted as lost, and once the file takes writes again each
+/// name whose last change was lost gets its state as `restored`, at the
+/// time it really changed to it: uptime is right again from then, instead
+/// of a service counted up for ever because its failure was never kept.
+#[test]
+fn changes_lost_to_a_locked_file_are_caught_up_with_the_time_they_happened() {
+    use std::io::{BufRead, Write};
+    let d = Daemon::start("");
+    for i in 0..10 {
+        assert_eq!(
+            d.post(&format!("/api/services/gap.{i}?timeout=3600"))
+                .status,
+            200
+        );
+    }
+    wait_until(20, "the creations written", || {
+        changes(&history(&d, "services", "gap.9", "").json()).first()
+            == Some(&("ok".to_string(), "created".to_string()))
+    });
+    let file = d.path().join("lovebeat.db.history");
+    let mut locker = std::process::Command::new("sqlite3")
+        .arg(&file)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("sqlite3 (apt-get install sqlite3)");
+    let mut to_locker = locker.stdin.take().expect("stdin");
+    writeln!(
+        to_locker,
+        ".timeout 10000\nBEGIN EXCLUSIVE;\nSELECT 'locked';"
+    )
+    .expect("lock");
+    let mut line = String::new();
+    std::io::BufReader::new(locker.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("locked");
+    assert_eq!(line.trim(), "locked");
+    let lost_before = d.metric("lovebeat_history_changes_lost_total");
+    let before = lovebeat::clock::now_ms();
+    for i in 0..10 {
+        d.post(&format!("/api/services/gap.{i}?timeout=0"));
+    }
+    let after = lovebeat::clock::now_ms();
+    wait_until(30, "the failures lost to the lock", || {
+        d.metric("lovebeat_history_changes_lost_total") >= lost_before + 10.0
+    });
+    writeln!(to_locker, "COMMIT;\n.quit").expect("unlock");
+    drop(to_locker);
+    let _ = locker.wait();
+    wait_until(30, "each failure caught up", || {
+        (0..10).all(|i| {
+            changes(&history(&d, "services", &format!("gap.{i}"), "").json()).first()
+                == Some(&("error".to_string(), "restored".to_string()))
+        })
+    });
+    for i in 0..10 {
+        let v = history(&d, "services", &format!("gap.{i}"), "").json();
+        let ts = v["changes"][0]["ts"].as_i64().expect("ts");
+        assert!(
+            (before..=after + 1000).contains(&ts),
+            "gap.{i} restored at {ts}, its failure was between {before} and {after}"
+        );
+        assert_eq!(
+            Some(ts),
+            d.service(&format!("gap.{i}"))
+                .and_then(|s| s["last_state_change"].as_i64()),
+            "the time the engine holds"
+        );
+    }
+}

@@ -24,6 +24,24 @@ impl Engine {
         self.inner.services.get(name).map(|s| s.state)
     }
 
+    /// A service's state and the time it changed to it, if it exists:
+    /// what the history writes when it must catch up with a change it lost.
+    pub fn service_state_since(&self, name: &str) -> Option<(State, i64)> {
+        self.inner
+            .services
+            .get(name)
+            .map(|s| (s.state, s.last_state_change))
+    }
+
+    /// [`Engine::service_state_since`] for a listed alarm.
+    pub fn alarm_state_since(&self, name: &str) -> Option<(State, i64)> {
+        self.inner
+            .alarms
+            .get(name)
+            .filter(|a| a.listed)
+            .map(|a| (a.state, a.last_state_change))
+    }
+
     /// A listed alarm's state, if it exists: O(1), no copy.
     pub fn alarm_state(&self, name: &str) -> Option<State> {
         self.inner

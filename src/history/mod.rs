@@ -322,10 +322,10 @@ impl History {
                 .spawn(move || {
                     let now_state = |kind, name: &str| {
                         match kind {
-                            record::Kind::Service => engine.service_state(name),
-                            record::Kind::Alarm => engine.alarm_state(name),
+                            record::Kind::Service => engine.service_state_since(name),
+                            record::Kind::Alarm => engine.alarm_state_since(name),
                         }
-                        .map(|s| s as u8)
+                        .map(|(s, since)| (s as u8, since))
                     };
                     let stop = || stopping.load(Ordering::Relaxed);
                     let opened = retry(first, &path, &configured, &pages, &journal, &shared, &stop);

@@ -493,15 +493,16 @@ impl Writer {
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
     }
 
-    /// One page of the start's reconciliation: the names after `from`
-    /// (an id) whose last state in the history is not what lovebeat holds
-    /// now (`now_state`; `None`: gone) get a `restored` change, or a
-    /// deletion. Returns where the next page starts, `None` when done.
+    /// One page of a reconciliation (see [`Catchup`]): the names after
+    /// `from` (an id) whose last state in the history is not what lovebeat
+    /// holds now (`now_state`: the state and when it changed to it;
+    /// `None`: gone) get a `restored` change, or a deletion. Returns where
+    /// the next page starts, `None` when done.
     pub(super) fn reconcile(
         &mut self,
         from: i64,
-        now: i64,
-        now_state: &dyn Fn(Kind, &str) -> Option<u8>,
+        why: Catchup,
+        now_state: &NowState<'_>,
     ) -> rusqlite::Result<Option<i64>> {
         const PAGE: i64 = 10_000;
         let mut rows: Vec<(i64, u8, String, Option<u8>)> = Vec::new();
@@ -525,7 +526,8 @@ impl Writer {
             } else {
                 Kind::Service
             };
-            let state = now_state(kind, &name);
+            let found = now_state(kind, &name);
+            let state = found.map(|(s, _)| s);
             // A name written before version 3 has no last state, and one
             // not evaluated yet (NEW) no state to tell: nothing to compare.
             let Some(before) = last_state else { continue };
@@ -536,10 +538,16 @@ impl Writer {
             if before == after {
                 continue;
             }
+            let ts = match why {
+                Catchup::Start(at) => at,
+                // The change it holds now was made at `since`; never
+                // before the gap began, so the rows stay in time order.
+                Catchup::Gap(began) => found.map_or(began, |(_, since)| since.max(began)),
+            };
             changes.push(Change {
                 kind,
                 name,
-                ts: now,
+                ts,
                 from: Some(before),
                 to: after,
                 reason: if state.is_some() {
@@ -590,6 +598,25 @@ fn replace(
 
 /// Takes the feed and writes it until the feed is closed and drained.
 /// Errors are counted, logged at most every 10 s, and reported as
+/// What the engine holds of a name now: its state and when it changed
+/// to it, `None` when it is gone.
+pub(super) type NowState<'a> = dyn Fn(Kind, &str) -> Option<(u8, i64)> + 'a;
+
+/// Why the writer compares the history's last states with the engine's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Catchup {
+    /// At the start (ms): the state loaded may not be the history's last
+    /// (after a kill -9 the database is older); the difference is written
+    /// at the start's time.
+    Start(i64),
+    /// After the feed lost changes (the writer fell past its bound during
+    /// a mass outage): the gap began at this time (ms), and each name whose
+    /// last change was lost gets its current state at the time it changed
+    /// to it, so uptime is right again from there; the flaps in between
+    /// stay lost and counted.
+    Gap(i64),
+}
+
 /// lovebeat's own trouble; the changes of a failed batch are lost (and
 /// counted), never retried forever.
 pub(super) fn run(
@@ -597,7 +624,7 @@ pub(super) fn run(
     journal: &Journal,
     shared: &Arc<Shared>,
     stop: &dyn Fn() -> bool,
-    now_state: &dyn Fn(Kind, &str) -> Option<u8>,
+    now_state: &NowState<'_>,
     reopen: &dyn Fn() -> Result<Writer, super::HistoryError>,
 ) {
     let mut last_error_log: Option<Instant> = None;
@@ -605,8 +632,10 @@ pub(super) fn run(
     w.prune_now();
     // The start's reconciliation goes a page at a time between batches,
     // so the feed is never held long, however many names there are.
-    let started = now_ms();
-    let mut reconcile_from = Some(0);
+    let mut catchup = Some((0, Catchup::Start(now_ms())));
+    let mut catchup_failing = false;
+    // The time of the last change taken from the feed: where a gap begins.
+    let mut last_taken = now_ms();
     loop {
         if w.moved() {
             if let Some(path) = w.watched_path() {
@@ -641,19 +670,43 @@ pub(super) fn run(
                 }
             }
         }
-        if let Some(from) = reconcile_from {
-            reconcile_from = match w.reconcile(from, started, now_state) {
-                Ok(next) => next,
-                Err(e) => {
-                    tracing::error!("cannot compare the history with the loaded state: {e}");
-                    None
+        if let Some((from, why)) = catchup {
+            match w.reconcile(from, why, now_state) {
+                Ok(next) => {
+                    catchup = next.map(|n| (n, why));
+                    catchup_failing = false;
                 }
-            };
+                // Kept, and tried again after the next batch: the file
+                // may take writes again by then (a lock, a full disk).
+                Err(e) => {
+                    if !catchup_failing {
+                        tracing::error!("cannot compare the history with lovebeat's state: {e}");
+                    }
+                    catchup_failing = true;
+                }
+            }
         }
         let stopping = stop();
-        let batch = journal.take(if stopping { Duration::ZERO } else { BATCH_WAIT });
+        // While a catch-up is under way, its next page follows at once.
+        let wait = if stopping || (catchup.is_some() && !catchup_failing) {
+            Duration::ZERO
+        } else {
+            BATCH_WAIT
+        };
+        let batch = journal.take(wait);
+        if let Some(e) = batch.events.last() {
+            last_taken = last_taken.max(e.ts);
+        }
         if batch.lost_after > 0 {
             shared.lost.fetch_add(batch.lost_after, Ordering::Relaxed);
+            // Once this batch is written, the names whose last change was
+            // lost are given their current state (again from the first
+            // name if a pass was under way: it may have passed them).
+            let began = match catchup {
+                Some((_, Catchup::Gap(began))) => began,
+                _ => last_taken,
+            };
+            catchup = Some((0, Catchup::Gap(began)));
         }
         let mut changes: Vec<Change> = batch
             .events
@@ -689,6 +742,14 @@ pub(super) fn run(
                 Err(_) => {
                     shared.lost.fetch_add(chunk.len() as u64, Ordering::Relaxed);
                     journal.count_unwritten(chunk.len() as u64);
+                    // Lost as a feed's gap is: caught up once the file
+                    // takes writes again.
+                    let first = chunk.first().map_or(last_taken, |c| c.ts);
+                    let began = match catchup {
+                        Some((_, Catchup::Gap(began))) => began.min(first),
+                        _ => first,
+                    };
+                    catchup = Some((0, Catchup::Gap(began)));
                 }
             }
         }
