@@ -5,6 +5,7 @@
 
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod background;
 pub mod cli;
 pub mod client;
 pub mod clock;
