@@ -318,7 +318,7 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     if let Some(c) = &cluster {
         // In cluster mode one elected node alerts, over every partition's
         // alarms (docs/CLUSTER.md, "The alerter"): the pipeline runs there,
-        // over the alerter's engine, never over this node's partitions.
+        // over the alerter's engine, not over this node's partitions.
         let (cfg, defs, stats, trouble, reporter) = (
             alerts_config.clone(),
             Arc::new(config.alarm_defs()),
@@ -342,11 +342,23 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
                 }
             })
         }));
-    } else {
+    }
+    {
+        // The node's own pipeline: every alarm on one node; in cluster
+        // mode only the node's own `lovebeat.self` (its partitions'
+        // alarms are the alerter's), so its user alarms have no alerts.
+        let mut defs = config.alarm_defs();
+        if clustered {
+            for d in &mut defs {
+                if d.name != crate::engine::SELF_ALARM {
+                    d.alerts.clear();
+                }
+            }
+        }
         stop.alert_tasks.spawn({
             let run = sinks::alerts::run(
                 alerts_config.clone(),
-                Arc::new(config.alarm_defs()),
+                Arc::new(defs),
                 engine.clone(),
                 alert_stats.clone(),
                 trouble.clone(),

@@ -902,9 +902,17 @@ fn one_alerter_sends_each_change_of_an_alarm_across_partitions_once() {
     let Some(bin) = need_nats() else { return };
     let nats = Nats::start(&bin, 3);
     let hook = common::receiver::Receiver::start(|_| Some(200));
+    // A receiver that refuses, and one for lovebeat's own alarm: the
+    // alerter's trouble is its node's own, alerted by that node.
+    let bad = common::receiver::Receiver::start(|_| Some(400));
+    let ops = common::receiver::Receiver::start(|_| Some(200));
     let extra = format!(
-        "[[alarms]]\nname = \"web\"\npattern = \"web.*\"\nalerts = [\"ops\"]\n[alerts.ops]\nwebhook = \"{}\"\n[flapping]\nenabled = false\n",
-        hook.url("/hook")
+        "[[alarms]]\nname = \"web\"\npattern = \"web.*\"\nalerts = [\"ops\"]\n[alerts.ops]\nwebhook = \"{}\"\n[flapping]\nenabled = false\n\
+         [[alarms]]\nname = \"bad\"\npattern = \"bad.*\"\nalerts = [\"bad\"]\n[alerts.bad]\nwebhook = \"{}\"\n\
+         [alerts.selfops]\nwebhook = \"{}\"\n[self_alarm]\nalerts = [\"selfops\"]\n",
+        hook.url("/hook"),
+        bad.url("/bad"),
+        ops.url("/ops")
     );
     let mut nodes: Vec<Daemon> = ["a", "b", "c"]
         .iter()
@@ -1030,5 +1038,17 @@ fn one_alerter_sends_each_change_of_an_alarm_across_partitions_once() {
             .is_some_and(|w| w["incident_nbr"] == 2 && w["state"] == "error")
             && alarms_of(&nodes[alive[1]]) == a
     });
+    // The alerter's own trouble (a receiver that refuses) is alerted by
+    // its node's own pipeline, which sends nothing of the partitions'.
+    fail(&nodes[alive[0]], "bad.a");
+    let got = ops.wait_for(1, 30);
+    assert_eq!(got.len(), 1, "lovebeat.self alerted once");
+    let b = got[0].json();
+    assert_eq!(
+        (b["name"].as_str(), b["to_state"].as_str()),
+        (Some("lovebeat.self"), Some("error"))
+    );
+    assert_eq!(b["failed_services"][0], "lovebeat.self.alerts");
+    assert!(bad.count() >= 1);
     drop(nats);
 }
