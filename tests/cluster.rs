@@ -895,7 +895,7 @@ fn alarms_of(d: &Daemon) -> serde_json::Value {
 /// the one alerter, with incident numbers that only grow; `/api/alarms`
 /// says the same on every node. kill -9 of the alerter: the next change
 /// is sent once by the new alerter, and no change already sent is sent
-/// again.
+/// again. An alerter paused past its lease sends nothing when it wakes.
 #[test]
 fn one_alerter_sends_each_change_of_an_alarm_across_partitions_once() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
@@ -1038,6 +1038,28 @@ fn one_alerter_sends_each_change_of_an_alarm_across_partitions_once() {
             .is_some_and(|w| w["incident_nbr"] == 2 && w["state"] == "error")
             && alarms_of(&nodes[alive[1]]) == a
     });
+    // Pause the new alerter past its lease: the other node takes the role
+    // and sends the next change once; the paused one, woken, sends
+    // nothing (its lease lapsed by its own clock).
+    let second = *alive
+        .iter()
+        .find(|i| nodes[**i].stderr().contains("alerter: taken"))
+        .expect("the new alerter");
+    let other = *alive.iter().find(|i| **i != second).expect("the other");
+    nodes[second].signal(libc::SIGSTOP);
+    wait_until(30, "the other node takes the alerter's role", || {
+        nodes[other].stderr().contains("alerter: taken")
+    });
+    recover(&nodes[other], &y);
+    let all_four = [
+        "lovebeat-web-1-error",
+        "lovebeat-web-1-ok",
+        "lovebeat-web-2-error",
+        "lovebeat-web-2-ok",
+    ];
+    settle(&nodes, &all_four);
+    nodes[second].signal(libc::SIGCONT);
+    settle(&nodes, &all_four);
     // The alerter's own trouble (a receiver that refuses) is alerted by
     // its node's own pipeline, which sends nothing of the partitions'.
     fail(&nodes[alive[0]], "bad.a");
