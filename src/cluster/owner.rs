@@ -110,6 +110,9 @@ async fn own(
     let ended = live(shared, p, clock, stop, messages, &mut seq).await;
     reading.cancel();
     let _ = reads.await;
+    // Not waited for: a write NATS is slow to answer must not hold the
+    // partition's release up (its lease clock stops it anyway).
+    publishing.abort();
     let _ = publishing.await;
     shared.owned.fetch_sub(1, Ordering::Relaxed);
     ended
