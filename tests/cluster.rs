@@ -443,7 +443,24 @@ fn a_killed_owner_is_replaced_with_no_false_and_no_missed_expiry() {
     for n in &moved_stop {
         let at = *stop_error_at
             .get(n)
-            .unwrap_or_else(|| panic!("{n} stopped beating but was never reported"));
+            .unwrap_or_else(|| {
+                let p = partition_of(n, PARTITIONS);
+                let logs: Vec<String> = survivors
+                    .iter()
+                    .map(|d| {
+                        d.stderr()
+                            .lines()
+                            .filter(|l| l.contains(&format!("partition {p}:")) || l.contains(n.as_str()))
+                            .collect::<Vec<_>>()
+                            .join("\n")
+                    })
+                    .collect();
+                panic!(
+                    "{n} stopped beating but was never reported; held: {:?}; survivors' logs of partition {p}:\n{}",
+                    holders(&survivors, n),
+                    logs.join("\n----\n")
+                )
+            });
         let svc = survivors.iter().find_map(|d| d.held(n)).expect("held");
         let last = svc["last_beat"].as_i64().unwrap_or(0);
         assert!(
