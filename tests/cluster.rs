@@ -450,7 +450,7 @@ fn a_killed_owner_is_replaced_with_no_false_and_no_missed_expiry() {
                     .map(|d| {
                         d.stderr()
                             .lines()
-                            .filter(|l| l.contains(&format!("partition {p}:")) || l.contains(n.as_str()))
+                            .filter(|l| l.contains(&format!("partition {p}:")) || l.contains(n.as_str()) || l.contains("expiry") || l.contains("deadline") || l.contains("WARN"))
                             .collect::<Vec<_>>()
                             .join("\n")
                     })
