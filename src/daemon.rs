@@ -315,22 +315,63 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     if let Some(why) = &start.remote_trouble {
         trouble.fail(crate::trouble::Part::Upload, why);
     }
-    stop.alert_tasks.spawn({
-        let run = sinks::alerts::run(
+    if let Some(c) = &cluster {
+        // In cluster mode one elected node alerts, over every partition's
+        // alarms (docs/CLUSTER.md, "The alerter"): the pipeline runs there,
+        // over the alerter's engine, not over this node's partitions.
+        let (cfg, defs, stats, trouble, reporter) = (
             alerts_config.clone(),
             Arc::new(config.alarm_defs()),
-            engine.clone(),
             alert_stats.clone(),
             trouble.clone(),
             reporter.clone(),
-            stop.alert_token.clone(),
         );
-        async move {
-            if let Err(e) = run.await {
-                tracing::error!("alerts cannot be delivered: {e:#}");
+        c.set_alerts(Box::new(move |engine, drain| {
+            let run = sinks::alerts::run(
+                cfg.clone(),
+                defs.clone(),
+                engine,
+                stats.clone(),
+                trouble.clone(),
+                reporter.clone(),
+                drain,
+            );
+            Box::pin(async move {
+                if let Err(e) = run.await {
+                    tracing::error!("alerts cannot be delivered: {e:#}");
+                }
+            })
+        }));
+    }
+    {
+        // The node's own pipeline: every alarm on one node; in cluster
+        // mode only the node's own `lovebeat.self` (its partitions'
+        // alarms are the alerter's), so its user alarms have no alerts.
+        let mut defs = config.alarm_defs();
+        if clustered {
+            for d in &mut defs {
+                if d.name != crate::engine::SELF_ALARM {
+                    d.alerts.clear();
+                }
             }
         }
-    });
+        stop.alert_tasks.spawn({
+            let run = sinks::alerts::run(
+                alerts_config.clone(),
+                Arc::new(defs),
+                engine.clone(),
+                alert_stats.clone(),
+                trouble.clone(),
+                reporter.clone(),
+                stop.alert_token.clone(),
+            );
+            async move {
+                if let Err(e) = run.await {
+                    tracing::error!("alerts cannot be delivered: {e:#}");
+                }
+            }
+        });
+    }
     stop.sink_tasks.spawn(crate::trouble::watch_capacity(
         trouble.clone(),
         stop.sink_token.clone(),

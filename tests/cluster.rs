@@ -443,7 +443,24 @@ fn a_killed_owner_is_replaced_with_no_false_and_no_missed_expiry() {
     for n in &moved_stop {
         let at = *stop_error_at
             .get(n)
-            .unwrap_or_else(|| panic!("{n} stopped beating but was never reported"));
+            .unwrap_or_else(|| {
+                let p = partition_of(n, PARTITIONS);
+                let logs: Vec<String> = survivors
+                    .iter()
+                    .map(|d| {
+                        d.stderr()
+                            .lines()
+                            .filter(|l| l.contains(&format!("partition {p}:")) || l.contains(n.as_str()) || l.contains("expiry") || l.contains("deadline") || l.contains("WARN"))
+                            .collect::<Vec<_>>()
+                            .join("\n")
+                    })
+                    .collect();
+                panic!(
+                    "{n} stopped beating but was never reported; held: {:?}; survivors' logs of partition {p}:\n{}",
+                    holders(&survivors, n),
+                    logs.join("\n----\n")
+                )
+            });
         let svc = survivors.iter().find_map(|d| d.held(n)).expect("held");
         let last = svc["last_beat"].as_i64().unwrap_or(0);
         assert!(
@@ -869,4 +886,208 @@ fn one_of_three_nats_servers_dying_loses_nothing() {
         std::thread::sleep(Duration::from_millis(300));
     }
     eprintln!("all beaten since after {:?}", t0.elapsed());
+}
+
+/// The alerter among `nodes`: the live node whose log says it took the
+/// role last.
+fn alerter(nodes: &[Daemon], alive: &[usize]) -> Option<usize> {
+    alive
+        .iter()
+        .copied()
+        .filter(|i| nodes[*i].stderr().contains("alerter: taken"))
+        .max_by_key(|i| nodes[*i].stderr().matches("alerter: taken").count())
+}
+
+/// `/api/alarms` without its `now`, as every node should answer it.
+fn alarms_of(d: &Daemon) -> serde_json::Value {
+    let r = d.get("/api/alarms");
+    if r.status != 200 {
+        return serde_json::Value::Null;
+    }
+    r.json()["alarms"].clone()
+}
+
+/// An alarm whose services live in partitions owned by different nodes
+/// is ERROR while any of them is, and each change of it is sent once, by
+/// the one alerter, with incident numbers that only grow; `/api/alarms`
+/// says the same on every node. kill -9 of the alerter: the next change
+/// is sent once by the new alerter, and no change already sent is sent
+/// again. An alerter paused past its lease sends nothing when it wakes.
+#[test]
+fn one_alerter_sends_each_change_of_an_alarm_across_partitions_once() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(bin) = need_nats() else { return };
+    let nats = Nats::start(&bin, 3);
+    let hook = common::receiver::Receiver::start(|_| Some(200));
+    // A receiver that refuses, and one for lovebeat's own alarm: the
+    // alerter's trouble is its node's own, alerted by that node.
+    let bad = common::receiver::Receiver::start(|_| Some(400));
+    let ops = common::receiver::Receiver::start(|_| Some(200));
+    let extra = format!(
+        "[[alarms]]\nname = \"web\"\npattern = \"web.*\"\nalerts = [\"ops\"]\n[alerts.ops]\nwebhook = \"{}\"\n[flapping]\nenabled = false\n\
+         [[alarms]]\nname = \"bad\"\npattern = \"bad.*\"\nalerts = [\"bad\"]\n[alerts.bad]\nwebhook = \"{}\"\n\
+         [alerts.selfops]\nwebhook = \"{}\"\n[self_alarm]\nalerts = [\"selfops\"]\n",
+        hook.url("/hook"),
+        bad.url("/bad"),
+        ops.url("/ops")
+    );
+    let mut nodes: Vec<Daemon> = ["a", "b", "c"]
+        .iter()
+        .map(|n| Daemon::start(&format!("{}{extra}", nats.section(n, PARTITIONS))))
+        .collect();
+    let per_node = PARTITIONS.div_ceil(3);
+    wait_until(30, "every partition owned, balanced", || {
+        let counts: Vec<u32> = nodes.iter().map(owned).collect();
+        counts.iter().sum::<u32>() == PARTITIONS && counts.iter().all(|c| *c <= per_node)
+    });
+    // The alerter, or (a lovebeat without one) node 0: the webhooks below
+    // then say what is wrong.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let first = loop {
+        match alerter(&nodes, &[0, 1, 2]) {
+            Some(a) => break a,
+            None if Instant::now() > deadline => break 0,
+            None => std::thread::sleep(Duration::from_millis(50)),
+        }
+    };
+    // Services of the alarm in every partition, OK.
+    let names: Vec<String> = (0..24).map(|i| format!("web.{i}")).collect();
+    for n in &names {
+        let r = nodes[0].post(&format!("/api/services/{n}?timeout=3600"));
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let all: Vec<&Daemon> = nodes.iter().collect();
+    wait_until(20, "every service at its owner", || {
+        names.iter().all(|n| holders(&all, n).len() == 1)
+    });
+    let owner = |n: &String| holders(&all, n).first().map(|h| h.0);
+    // y is owned by a node that is not the alerter, so it outlives the
+    // kill; x by another node.
+    let y = names
+        .iter()
+        .find(|n| owner(n).is_some_and(|o| o != first))
+        .expect("a service the alerter does not own")
+        .clone();
+    let x = names
+        .iter()
+        .find(|n| owner(n).is_some_and(|o| Some(o) != owner(&y)))
+        .expect("a service of another node")
+        .clone();
+    let keys = |hook: &common::receiver::Receiver| -> Vec<String> {
+        hook.got()
+            .iter()
+            .filter_map(|r| r.headers.get("idempotency-key").cloned())
+            .collect()
+    };
+    // Quiet for a while after the expected count: no other node sends.
+    let settle = |nodes: &[Daemon], want: &[&str]| {
+        let got = hook.wait_for(want.len(), 30);
+        assert!(got.len() >= want.len(), "only {:?}", keys(&hook));
+        std::thread::sleep(Duration::from_millis(1500));
+        let logs: String = nodes
+            .iter()
+            .map(|d| {
+                d.stderr()
+                    .lines()
+                    .filter(|l| l.contains("alert") || l.contains("alarm"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+            .collect::<Vec<_>>()
+            .join("\n----\n");
+        assert_eq!(
+            keys(&hook),
+            want,
+            "one webhook per change; the nodes' logs:\n{logs}"
+        );
+    };
+    let fail = |d: &Daemon, n: &str| {
+        let r = d.post(&format!("/api/services/{n}?timeout=0"));
+        assert_eq!(r.status, 200, "{}", r.body);
+    };
+    let recover = |d: &Daemon, n: &str| {
+        let r = d.post(&format!("/api/services/{n}?timeout=3600"));
+        assert_eq!(r.status, 200, "{}", r.body);
+    };
+    let y_owner = owner(&y).expect("y's owner");
+    let survivor = (0..3).find(|i| *i != first).expect("a node to write to");
+
+    fail(&nodes[survivor], &x);
+    settle(&nodes, &["lovebeat-web-1-error"]);
+    fail(&nodes[survivor], &y);
+    wait_until(15, "/api/alarms alike on every node, both failed", || {
+        let a = alarms_of(&nodes[0]);
+        let web = a
+            .as_array()
+            .and_then(|l| l.iter().find(|w| w["name"] == "web"))
+            .cloned()
+            .unwrap_or_default();
+        let mut both = vec![x.clone(), y.clone()];
+        both.sort();
+        web["state"] == "error"
+            && web["incident_nbr"] == 1
+            && web["failed_services"] == serde_json::json!(both)
+            && alarms_of(&nodes[1]) == a
+            && alarms_of(&nodes[2]) == a
+    });
+    recover(&nodes[survivor], &x);
+    recover(&nodes[survivor], &y);
+    settle(&nodes, &["lovebeat-web-1-error", "lovebeat-web-1-ok"]);
+
+    // kill -9 the alerter: another takes the role, loads the record and
+    // sends the next change only.
+    nodes[first].kill9();
+    let alive: Vec<usize> = (0..3).filter(|i| *i != first).collect();
+    wait_until(30, "a new alerter", || alerter(&nodes, &alive).is_some());
+    fail(&nodes[y_owner], &y);
+    settle(
+        &nodes,
+        &[
+            "lovebeat-web-1-error",
+            "lovebeat-web-1-ok",
+            "lovebeat-web-2-error",
+        ],
+    );
+    wait_until(15, "/api/alarms alike on the live nodes", || {
+        let a = alarms_of(&nodes[alive[0]]);
+        a.as_array()
+            .and_then(|l| l.iter().find(|w| w["name"] == "web"))
+            .is_some_and(|w| w["incident_nbr"] == 2 && w["state"] == "error")
+            && alarms_of(&nodes[alive[1]]) == a
+    });
+    // Pause the new alerter past its lease: the other node takes the role
+    // and sends the next change once; the paused one, woken, sends
+    // nothing (its lease lapsed by its own clock).
+    let second = *alive
+        .iter()
+        .find(|i| nodes[**i].stderr().contains("alerter: taken"))
+        .expect("the new alerter");
+    let other = *alive.iter().find(|i| **i != second).expect("the other");
+    nodes[second].signal(libc::SIGSTOP);
+    wait_until(30, "the other node takes the alerter's role", || {
+        nodes[other].stderr().contains("alerter: taken")
+    });
+    recover(&nodes[other], &y);
+    let all_four = [
+        "lovebeat-web-1-error",
+        "lovebeat-web-1-ok",
+        "lovebeat-web-2-error",
+        "lovebeat-web-2-ok",
+    ];
+    settle(&nodes, &all_four);
+    nodes[second].signal(libc::SIGCONT);
+    settle(&nodes, &all_four);
+    // The alerter's own trouble (a receiver that refuses) is alerted by
+    // its node's own pipeline, which sends nothing of the partitions'.
+    fail(&nodes[alive[0]], "bad.a");
+    let got = ops.wait_for(1, 30);
+    assert_eq!(got.len(), 1, "lovebeat.self alerted once");
+    let b = got[0].json();
+    assert_eq!(
+        (b["name"].as_str(), b["to_state"].as_str()),
+        (Some("lovebeat.self"), Some("error"))
+    );
+    assert_eq!(b["failed_services"][0], "lovebeat.self.alerts");
+    assert!(bad.count() >= 1);
+    drop(nats);
 }

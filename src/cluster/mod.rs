@@ -11,6 +11,7 @@
 //!
 //! Without a `[cluster]` section none of this runs.
 
+pub mod alarms;
 pub mod config;
 pub mod lease;
 pub mod owner;
@@ -56,6 +57,11 @@ pub struct Shared {
     pub stream: stream::Stream,
     /// The snapshot bucket.
     pub snapshots: kv::Store,
+    /// The alarm aggregates' bucket (`alarms.rs`).
+    pub alarms: kv::Store,
+    /// Starts the alert pipeline over the alerter's engine; set by the
+    /// daemon once the pipeline's parts exist.
+    pub alerts: std::sync::OnceLock<alarms::AlertRunner>,
     /// Partitions owned (restored and live) now.
     pub owned: AtomicU64,
     /// Command messages that could not be read.
@@ -82,6 +88,8 @@ pub struct Cluster {
     shared: Arc<Shared>,
     /// The leases held, read by the engine's expiry gate.
     clocks: Arc<Mutex<BTreeMap<u32, Arc<LeaseClock>>>>,
+    /// The newest alarm aggregates read, for `/api/alarms`.
+    seen: Mutex<alarms::Seen>,
 }
 
 impl Cluster {
@@ -142,6 +150,21 @@ impl Cluster {
     pub fn owns(&self, name: &str) -> bool {
         let p = wire::partition_of(name, self.partitions);
         lock(&self.clocks).contains_key(&p)
+    }
+
+    /// Gives the alerter the alert pipeline (once): until then this node
+    /// does not take the alerter's role's work.
+    pub fn set_alerts(&self, runner: alarms::AlertRunner) {
+        let _ = self.shared.alerts.set(runner);
+    }
+
+    /// Every alarm across the partitions, as `/api/alarms` shows it in
+    /// cluster mode: the owners' published failed sets and the
+    /// alerter's incident numbers.
+    pub async fn alarms(&self) -> Result<Vec<crate::engine::AlarmView>, alarms::Fenced> {
+        let (union, incidents) =
+            alarms::aggregate(&self.shared.alarms, self.partitions, &self.seen).await?;
+        Ok(alarms::views(union, &incidents))
     }
 
     /// The partitions whose leases this node holds now.
@@ -233,7 +256,7 @@ pub async fn start(
     let mut setup_js = js.clone();
     setup_js.set_timeout(Duration::from_secs(2));
     let mut attempt = 0;
-    let (stream, leases, nodes, snapshots) = loop {
+    let (stream, leases, nodes, snapshots, alarm_bucket) = loop {
         attempt += 1;
         match setup(cfg, &setup_js, lease).await {
             Ok(s) => break s,
@@ -253,6 +276,8 @@ pub async fn start(
         client,
         stream,
         snapshots,
+        alarms: alarm_bucket,
+        alerts: std::sync::OnceLock::new(),
         owned: AtomicU64::new(0),
         bad_messages: AtomicU64::new(0),
         snapshots_written: AtomicU64::new(0),
@@ -271,6 +296,7 @@ pub async fn start(
         publisher: publisher.clone(),
         shared: shared.clone(),
         clocks: clocks.clone(),
+        seen: Mutex::default(),
     });
     tasks.spawn({
         let (publisher, js, stop) = (publisher.clone(), js.clone(), stop.clone());
@@ -286,6 +312,7 @@ pub async fn start(
             shared,
             clocks,
             held: BTreeMap::new(),
+            alerter: None,
         }
         .run(stop),
     );
@@ -316,9 +343,9 @@ async fn setup(
     cfg: &ClusterConfig,
     js: &jetstream::Context,
     lease: Duration,
-) -> anyhow::Result<(stream::Stream, kv::Store, kv::Store, kv::Store)> {
+) -> anyhow::Result<(stream::Stream, kv::Store, kv::Store, kv::Store, kv::Store)> {
     let replicas = cfg.nats.len().clamp(1, 3);
-    let meta = bucket(js, wire::META_BUCKET, Duration::ZERO, replicas).await?;
+    let meta = bucket(js, wire::META_BUCKET, Duration::ZERO, replicas, true).await?;
     for (key, want) in [
         ("partitions", cfg.partitions.to_string()),
         ("lease_ms", cfg.lease.ms.to_string()),
@@ -338,10 +365,11 @@ async fn setup(
         })
         .await
         .map_err(|e| anyhow::anyhow!("cannot create the stream {}: {e}", wire::STREAM))?;
-    let leases = bucket(js, wire::LEASE_BUCKET, lease, replicas).await?;
-    let nodes = bucket(js, wire::NODE_BUCKET, lease, replicas).await?;
-    let snapshots = bucket(js, wire::SNAPSHOT_BUCKET, Duration::ZERO, replicas).await?;
-    Ok((stream, leases, nodes, snapshots))
+    let leases = bucket(js, wire::LEASE_BUCKET, lease, replicas, true).await?;
+    let nodes = bucket(js, wire::NODE_BUCKET, lease, replicas, true).await?;
+    let snapshots = bucket(js, wire::SNAPSHOT_BUCKET, Duration::ZERO, replicas, true).await?;
+    let alarms = bucket(js, wire::ALARMS_BUCKET, Duration::ZERO, replicas, false).await?;
+    Ok((stream, leases, nodes, snapshots, alarms))
 }
 
 /// The NATS connection, with TLS and credentials as configured.
@@ -374,11 +402,16 @@ async fn connect(cfg: &ClusterConfig, node: &str) -> anyhow::Result<async_nats::
 /// the stream a KV bucket is (`KV_<name>`, subjects `$KV.<name>.>`), not
 /// through the client's bucket creation, which first reads the account's
 /// JetStream information in a form nats-server 2.9 does not send.
+/// `direct` lets every replica answer reads; the alarms' bucket is read
+/// from its leader only, since a lagging replica's older value would
+/// make a recovered service seem to fail again, and partitions read
+/// from replicas lagging by different amounts would mix old and new.
 async fn bucket(
     js: &jetstream::Context,
     name: &str,
     max_age: Duration,
     replicas: usize,
+    direct: bool,
 ) -> anyhow::Result<kv::Store> {
     if let Ok(b) = js.get_key_value(name).await {
         return Ok(b);
@@ -391,7 +424,7 @@ async fn bucket(
             max_age,
             allow_rollup: true,
             deny_delete: true,
-            allow_direct: true,
+            allow_direct: direct,
             discard: stream::DiscardPolicy::New,
             num_replicas: replicas,
             storage: stream::StorageType::File,
@@ -446,6 +479,15 @@ struct Manager {
     shared: Arc<Shared>,
     clocks: Arc<Mutex<BTreeMap<u32, Arc<LeaseClock>>>>,
     held: BTreeMap<u32, Held>,
+    /// The alerter's role, while this node holds its lease.
+    alerter: Option<Alerter>,
+}
+
+/// The alerter's lease and task (`alarms.rs`).
+struct Alerter {
+    clock: Arc<LeaseClock>,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
 }
 
 impl Manager {
@@ -465,6 +507,16 @@ impl Manager {
         let all: Vec<u32> = self.held.keys().copied().collect();
         for p in all {
             self.release(p).await;
+        }
+        if let Some(a) = self.alerter.take() {
+            a.stop.cancel();
+            let _ = tokio::time::timeout(self.lease, a.task).await;
+            let _ = tokio::time::timeout(
+                poll,
+                self.leases
+                    .delete_expect_revision(wire::ALERTER_KEY, Some(a.clock.token())),
+            )
+            .await;
         }
         let _ = tokio::time::timeout(poll, self.nodes.purge(&self.node)).await;
     }
@@ -522,6 +574,7 @@ impl Manager {
                 Err(_) => tracing::warn!("partition {p}: lease renewal timed out"),
             }
         }
+        self.alerter_round(poll).await;
         let live = match tokio::time::timeout(poll, count_keys(&self.nodes)).await {
             Ok(Ok(n)) => n.max(1),
             _ => return,
@@ -556,6 +609,68 @@ impl Manager {
             {
                 self.own(p, rev, sent);
             }
+        }
+    }
+
+    /// Renews the alerter's lease if this node holds it, or takes it when
+    /// it is free: the same fencing as a partition's lease, so at most
+    /// one node alerts at a time.
+    async fn alerter_round(&mut self, poll: Duration) {
+        if self
+            .alerter
+            .as_ref()
+            .is_some_and(|a| a.task.is_finished() || !a.clock.valid())
+        {
+            if let Some(a) = self.alerter.take() {
+                a.stop.cancel();
+            }
+        }
+        if let Some(a) = &self.alerter {
+            let sent = Instant::now();
+            match tokio::time::timeout(
+                poll,
+                self.leases
+                    .update(wire::ALERTER_KEY, self.node.clone().into(), a.clock.token()),
+            )
+            .await
+            {
+                Ok(Ok(rev)) => {
+                    if !a.clock.renewed(rev, sent, self.lease) {
+                        a.stop.cancel();
+                    }
+                }
+                Ok(Err(e)) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                    tracing::warn!("alerter: lease lost: {e}");
+                    a.clock.revoke();
+                    a.stop.cancel();
+                }
+                Ok(Err(e)) => tracing::warn!("alerter: lease not renewed: {e}"),
+                Err(_) => tracing::warn!("alerter: lease renewal timed out"),
+            }
+            return;
+        }
+        match tokio::time::timeout(poll, self.leases.entry(wire::ALERTER_KEY)).await {
+            Ok(Ok(Some(e))) if e.operation == kv::Operation::Put => return,
+            Ok(Ok(_)) => {}
+            _ => return,
+        }
+        let sent = Instant::now();
+        if let Ok(Ok(rev)) = tokio::time::timeout(
+            poll,
+            self.leases
+                .create(wire::ALERTER_KEY, self.node.clone().into()),
+        )
+        .await
+        {
+            tracing::info!("alerter: lease taken (token {rev})");
+            let clock = Arc::new(LeaseClock::new(rev, sent, self.lease));
+            let stop = CancellationToken::new();
+            let task = tokio::spawn(alarms::alerter(
+                self.shared.clone(),
+                clock.clone(),
+                stop.clone(),
+            ));
+            self.alerter = Some(Alerter { clock, stop, task });
         }
     }
 

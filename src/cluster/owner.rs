@@ -99,9 +99,21 @@ async fn own(
         clock.clone(),
         reading.clone(),
     ));
+    // Its failed members per alarm are published for the alerter and
+    // every node's /api/alarms while it is owned (`alarms.rs`).
+    let publishing = tokio::spawn(super::alarms::publish(
+        shared.clone(),
+        p,
+        clock.clone(),
+        reading.clone(),
+    ));
     let ended = live(shared, p, clock, stop, messages, &mut seq).await;
     reading.cancel();
     let _ = reads.await;
+    // Not waited for: a write NATS is slow to answer must not hold the
+    // partition's release up (its lease clock stops it anyway).
+    publishing.abort();
+    let _ = publishing.await;
     shared.owned.fetch_sub(1, Ordering::Relaxed);
     ended
 }

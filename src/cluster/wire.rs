@@ -34,6 +34,15 @@ pub const LIST_PREFIX: &str = "lovebeat.list.";
 /// `p` answers how many of its services are OK and ERROR (`/api/status`):
 /// `lovebeat.status.<p>`.
 pub const STATUS_PREFIX: &str = "lovebeat.status.";
+/// The bucket of alarm aggregates (docs/CLUSTER.md, "Alarms across
+/// partitions"): key `p.<p>`, the failed members per alarm of partition
+/// `p`, written by its owner; key `incidents`, the alerter's record of
+/// every alarm's state, incident and what its receivers last heard.
+pub const ALARMS_BUCKET: &str = "lovebeat-alarms";
+/// The key, in the alarms bucket, of the alerter's record.
+pub const INCIDENTS_KEY: &str = "incidents";
+/// The key, in the lease bucket, of the alerter's lease: one node alerts.
+pub const ALERTER_KEY: &str = "alerter";
 /// The command encoding's version: the first byte of every message.
 pub const VERSION: u8 = 1;
 

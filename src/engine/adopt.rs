@@ -69,6 +69,25 @@ impl Engine {
         names.len()
     }
 
+    /// Settles every alarm whose members give another state than it is
+    /// in, as a transition its receivers hear of: the cluster's alerter
+    /// loads alarms recorded ERROR whose failed members all recovered
+    /// while no alerter ran, and which no member will ever leave.
+    pub fn settle_alarms(&self, now: i64) {
+        let names: Vec<Arc<str>> = self
+            .inner
+            .alarms
+            .iter()
+            .filter(|a| a.state != super::State::New && a.evaluate() != a.state)
+            .map(|a| a.key().clone())
+            .collect();
+        for n in names {
+            if let Some(mut a) = self.inner.alarms.get_mut(&n) {
+                self.alarm_settle(&n, &mut a, false, now);
+            }
+        }
+    }
+
     /// Sets what expiry asks before it acts (cluster mode); once.
     pub fn set_expiry_gate(&self, gate: ExpiryGate) {
         let _ = self.inner.expiry_gate.set(gate);

@@ -430,7 +430,13 @@ impl Engine {
 
     /// Re-evaluates an alarm; emitted while its lock is held, so events of
     /// one alarm are published in order.
-    fn alarm_settle(&self, name: &Arc<str>, a: &mut Alarm, failed_changed: bool, now: i64) {
+    pub(super) fn alarm_settle(
+        &self,
+        name: &Arc<str>,
+        a: &mut Alarm,
+        failed_changed: bool,
+        now: i64,
+    ) {
         let after = a.evaluate();
         if after != a.state {
             let previous = a.state;

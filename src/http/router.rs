@@ -377,6 +377,11 @@ async fn dispatch(
             };
             api::job_signal(req, state, name, signal).await
         }
+        Endpoint::ListAlarms
+            if state.cluster.is_some() && matches!(method, Method::GET | Method::HEAD) =>
+        {
+            api::list_cluster_alarms(state).await
+        }
         Endpoint::ListAlarms => only(&method, &[Method::GET], || {
             api::list_alarms(state, super::lists::peer(&req))
         }),

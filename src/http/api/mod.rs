@@ -18,7 +18,8 @@ mod writes;
 pub(super) use alerts::{alarm_alerts, test_alert};
 pub(super) use body::read_body;
 pub(super) use reads::{
-    alarm_status, get_alarm, get_service, list_alarms, list_services, status, version,
+    alarm_status, get_alarm, get_service, list_alarms, list_cluster_alarms, list_services, status,
+    version,
 };
 pub(super) use writes::{beat, delete_alarm, delete_service, job_signal, mute, Signal};
 

@@ -214,6 +214,40 @@ pub(in crate::http) fn list_alarms(state: &AppState, peer: Option<IpAddr>) -> Re
     )
 }
 
+/// GET /api/alarms in cluster mode: every alarm across the partitions,
+/// from the shared aggregate (`cluster/alarms.rs`), so every node
+/// answers alike; 503 with `Retry-After` when NATS cannot be read.
+pub(in crate::http) async fn list_cluster_alarms(state: &AppState) -> Response<Body> {
+    #[derive(Serialize)]
+    struct All {
+        alarms: Vec<crate::engine::AlarmView>,
+        now: i64,
+    }
+    let Some(cluster) = state.cluster.as_ref() else {
+        return error(StatusCode::NOT_FOUND, "not in cluster mode".into());
+    };
+    match cluster.alarms().await {
+        Ok(alarms) => json(
+            StatusCode::OK,
+            &All {
+                alarms,
+                now: now_ms(),
+            },
+        ),
+        Err(e) => {
+            let mut r = error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the cluster's alarms cannot be read: {e}"),
+            );
+            r.headers_mut().insert(
+                hyper::header::RETRY_AFTER,
+                hyper::header::HeaderValue::from_static("5"),
+            );
+            r
+        }
+    }
+}
+
 /// GET /api/alarms/<name>: `{"alarm": {...}, "services": [...], "now":
 /// ms}`. That the alarm is listed is checked here, in O(1) (a 404 if
 /// not); its view (which holds every failed member's name) and its
