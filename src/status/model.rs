@@ -378,33 +378,33 @@ fn figures(
         })
         .collect();
     let mut out = Vec::with_capacity(entries.len());
-    if fresh && past.entries.len() == entries.len() {
-        for ((kind, name), before) in entries.iter().zip(&past.entries) {
-            let report = uptime::compute(conn, *kind, name, &[(today.1, today.2)], now)?;
+    let spans: Vec<(i64, i64)> = days.iter().map(|d| (d.1, d.2)).collect();
+    if !fresh || past.entries.len() != entries.len() {
+        past.entries = vec![Vec::new(); entries.len()];
+    }
+    for ((kind, name), before) in entries.into_iter().zip(past.entries.iter_mut()) {
+        // The days before today are kept only when they are all there: an
+        // entry the history did not know at the last build (made since,
+        // or its first change not written yet) is read again in full, or
+        // its today would stand in the place of the first day, and its
+        // bar would show no data.
+        if fresh && before.len() + 1 == days.len() {
+            let report = uptime::compute(conn, kind, name, &[(today.1, today.2)], now)?;
             let mut all = before.clone();
             match report {
-                Some(r) if all.len() + 1 == days.len() => all.extend(r.windows),
-                // Known only since today: the days before stay unknown.
-                Some(r) => all = r.windows,
+                Some(r) => all.extend(r.windows),
                 None => all.clear(),
             }
             out.push(all);
+            continue;
         }
-        return Ok(out);
-    }
-    let spans: Vec<(i64, i64)> = days.iter().map(|d| (d.1, d.2)).collect();
-    past.key = None;
-    past.entries.clear();
-    for (kind, name) in entries {
         let windows = uptime::compute(conn, kind, name, &spans, now)?
             .map(|r| r.windows)
             .unwrap_or_default();
-        past.entries.push(
-            windows
-                .get(..windows.len().saturating_sub(1))
-                .unwrap_or_default()
-                .to_vec(),
-        );
+        *before = windows
+            .get(..windows.len().saturating_sub(1))
+            .unwrap_or_default()
+            .to_vec();
         out.push(windows);
     }
     past.key = key;
@@ -669,6 +669,60 @@ mod tests {
             cached.groups[0].entries[0].uptime.d30,
             fresh.groups[0].entries[0].uptime.d30
         );
+    }
+
+    /// An entry the history did not know at the last build (its first
+    /// change not written yet: a new service, or a writer behind) is read
+    /// in full at the next one. Before, its today's figures took the place
+    /// of the first day: the bar showed no data for today, for good, while
+    /// its 30-day uptime said 100 % (seen as a status page test timing out
+    /// on a loaded machine).
+    #[test]
+    fn an_entry_the_history_learns_of_after_a_build_gets_its_whole_bar() {
+        let mut conn = Connection::open_in_memory().expect("memory");
+        crate::history::schema::migrate(&mut conn).expect("schema");
+        let day = 86_400_000i64;
+        let midnight = 20_000 * day;
+        conn.execute_batch(&format!(
+            "INSERT INTO lifecycle (started, last_seen) VALUES (0, {});",
+            midnight + day,
+        ))
+        .expect("rows");
+        let engine = Engine::new(crate::engine::EngineConfig::default(), midnight);
+        let def = one_entry();
+        let mut past = PastDays::default();
+        let now = midnight + day / 4;
+        let first = build(&def, &engine, Some(&conn), now, &mut past);
+        assert!(first.groups[0].entries[0]
+            .days
+            .iter()
+            .all(|d| d.uptime.is_none()));
+        // Its creation, written after that build.
+        conn.execute_batch(&format!(
+            "INSERT INTO names (id, kind, name) VALUES (1, 1, 'a');
+             INSERT INTO changes VALUES (1, {}, 1, NULL, 1, 0, NULL);",
+            midnight + 1000,
+        ))
+        .expect("rows");
+        let now = now + 2000;
+        let cached = build(&def, &engine, Some(&conn), now, &mut past);
+        let fresh = build(&def, &engine, Some(&conn), now, &mut PastDays::default());
+        let bar = |m: &PageModel| {
+            m.groups[0].entries[0]
+                .days
+                .iter()
+                .map(|d| (d.up_ms, d.down_ms))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(bar(&cached), bar(&fresh));
+        assert_eq!(
+            bar(&cached)[2],
+            (day / 4 + 1000, 0),
+            "today, up since 1 s past midnight"
+        );
+        // And from then on the days before are kept again.
+        let again = build(&def, &engine, Some(&conn), now + 1000, &mut past);
+        assert_eq!(bar(&again)[2], (day / 4 + 2000, 0));
     }
 
     #[test]
