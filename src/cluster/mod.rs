@@ -546,33 +546,14 @@ impl Manager {
                 h.stop.cancel();
                 continue;
             }
-            let sent = Instant::now();
-            match tokio::time::timeout(
+            self.renew(
+                &wire::partition_key(p),
+                &h.clock,
+                &h.stop,
                 poll,
-                self.leases.update(
-                    wire::partition_key(p),
-                    self.node.clone().into(),
-                    h.clock.token(),
-                ),
+                &format!("partition {p}"),
             )
-            .await
-            {
-                Ok(Ok(rev)) => {
-                    if !h.clock.renewed(rev, sent, self.lease) {
-                        h.stop.cancel();
-                    }
-                }
-                Ok(Err(e)) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
-                    tracing::warn!("partition {p}: lease lost: {e}");
-                    h.clock.revoke();
-                    h.stop.cancel();
-                }
-                // NATS moving the bucket's leader, say: the next poll
-                // tries again, and the lease lapses by the clock if none
-                // gets through.
-                Ok(Err(e)) => tracing::warn!("partition {p}: lease not renewed: {e}"),
-                Err(_) => tracing::warn!("partition {p}: lease renewal timed out"),
-            }
+            .await;
         }
         self.alerter_round(poll).await;
         let live = match tokio::time::timeout(poll, count_keys(&self.nodes)).await {
@@ -612,6 +593,43 @@ impl Manager {
         }
     }
 
+    /// Renews the lease on `key` held with `clock` (a partition's or the
+    /// alerter's: one fencing for both), an update naming the revision
+    /// held; whoever acts under it is stopped (`stop`) once the lease is
+    /// lost or has lapsed by its clock. `what` names it in the log.
+    async fn renew(
+        &self,
+        key: &str,
+        clock: &LeaseClock,
+        stop: &CancellationToken,
+        poll: Duration,
+        what: &str,
+    ) {
+        let sent = Instant::now();
+        match tokio::time::timeout(
+            poll,
+            self.leases
+                .update(key, self.node.clone().into(), clock.token()),
+        )
+        .await
+        {
+            Ok(Ok(rev)) => {
+                if !clock.renewed(rev, sent, self.lease) {
+                    stop.cancel();
+                }
+            }
+            Ok(Err(e)) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                tracing::warn!("{what}: lease lost: {e}");
+                clock.revoke();
+                stop.cancel();
+            }
+            // NATS moving the bucket's leader, say: the next poll tries
+            // again, and the lease lapses by the clock if none gets through.
+            Ok(Err(e)) => tracing::warn!("{what}: lease not renewed: {e}"),
+            Err(_) => tracing::warn!("{what}: lease renewal timed out"),
+        }
+    }
+
     /// Renews the alerter's lease if this node holds it, or takes it when
     /// it is free: the same fencing as a partition's lease, so at most
     /// one node alerts at a time.
@@ -626,27 +644,8 @@ impl Manager {
             }
         }
         if let Some(a) = &self.alerter {
-            let sent = Instant::now();
-            match tokio::time::timeout(
-                poll,
-                self.leases
-                    .update(wire::ALERTER_KEY, self.node.clone().into(), a.clock.token()),
-            )
-            .await
-            {
-                Ok(Ok(rev)) => {
-                    if !a.clock.renewed(rev, sent, self.lease) {
-                        a.stop.cancel();
-                    }
-                }
-                Ok(Err(e)) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
-                    tracing::warn!("alerter: lease lost: {e}");
-                    a.clock.revoke();
-                    a.stop.cancel();
-                }
-                Ok(Err(e)) => tracing::warn!("alerter: lease not renewed: {e}"),
-                Err(_) => tracing::warn!("alerter: lease renewal timed out"),
-            }
+            self.renew(wire::ALERTER_KEY, &a.clock, &a.stop, poll, "alerter")
+                .await;
             return;
         }
         match tokio::time::timeout(poll, self.leases.entry(wire::ALERTER_KEY)).await {
