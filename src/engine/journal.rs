@@ -27,7 +27,10 @@ pub const CAPACITY: usize = 1 << 16;
 /// within 200 ms of their deadline (issue 32) only if their state changes
 /// do not wait for the history's writer, which takes seconds to write a
 /// million rows. The queue then holds one event per expired service (about
-/// 250 B each) until the writer has taken them; nothing is lost.
+/// 250 B each) until the writer has taken them. Past this bound a batch
+/// waits for the writer as `Journal::push` does, and once the writer is
+/// [`MAX_WAIT`] behind, events are counted as lost (the history then
+/// catches the names up, `history::writer::Catchup::Gap`).
 pub const BATCH_OVERSHOOT: usize = 1 << 20;
 /// How long the engine waits for room before it counts events instead.
 pub const MAX_WAIT: Duration = Duration::from_secs(1);

@@ -24,22 +24,30 @@ impl Engine {
         self.inner.services.get(name).map(|s| s.state)
     }
 
-    /// A service's state and the time it changed to it, if it exists:
-    /// what the history writes when it must catch up with a change it lost.
-    pub fn service_state_since(&self, name: &str) -> Option<(State, i64)> {
-        self.inner
-            .services
-            .get(name)
-            .map(|s| (s.state, s.last_state_change))
+    /// A service's state and the time it changed to it (`Some(None)`: no
+    /// such service), without waiting for its shard's lock: `None` while
+    /// the lock is held. What the history's writer reads when it catches
+    /// up with changes it lost, and it must never wait on a lock whose
+    /// holder may be waiting for the writer to take its queue.
+    pub fn service_state_since(&self, name: &str) -> Option<Option<(State, i64)>> {
+        match self.inner.services.try_get(name) {
+            dashmap::try_result::TryResult::Present(s) => {
+                Some(Some((s.state, s.last_state_change)))
+            }
+            dashmap::try_result::TryResult::Absent => Some(None),
+            dashmap::try_result::TryResult::Locked => None,
+        }
     }
 
     /// [`Engine::service_state_since`] for a listed alarm.
-    pub fn alarm_state_since(&self, name: &str) -> Option<(State, i64)> {
-        self.inner
-            .alarms
-            .get(name)
-            .filter(|a| a.listed)
-            .map(|a| (a.state, a.last_state_change))
+    pub fn alarm_state_since(&self, name: &str) -> Option<Option<(State, i64)>> {
+        match self.inner.alarms.try_get(name) {
+            dashmap::try_result::TryResult::Present(a) => {
+                Some(a.listed.then_some((a.state, a.last_state_change)))
+            }
+            dashmap::try_result::TryResult::Absent => Some(None),
+            dashmap::try_result::TryResult::Locked => None,
+        }
     }
 
     /// A listed alarm's state, if it exists: O(1), no copy.

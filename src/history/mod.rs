@@ -339,7 +339,7 @@ impl History {
                             record::Kind::Service => engine.service_state_since(name),
                             record::Kind::Alarm => engine.alarm_state_since(name),
                         }
-                        .map(|(s, since)| (s as u8, since))
+                        .map(|found| found.map(|(s, since)| (s as u8, since)))
                     };
                     let stop = || stopping.load(Ordering::Relaxed);
                     let opened = retry(first, &path, &configured, &pages, &journal, &shared, &stop);

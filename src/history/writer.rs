@@ -498,10 +498,17 @@ impl Writer {
     /// holds now (`now_state`: the state and when it changed to it;
     /// `None`: gone) get a `restored` change, or a deletion. Returns where
     /// the next page starts, `None` when done.
+    ///
+    /// A name whose change in the engine is newer than `taken` (the newest
+    /// change the writer has taken from its feed) is left alone: that
+    /// change waits in the feed and will be written as it is, and a
+    /// `restored` row now would write it twice, out of order. A name whose
+    /// lock is held ends the page there; it is read again next time.
     pub(super) fn reconcile(
         &mut self,
         from: i64,
         why: Catchup,
+        taken: i64,
         now_state: &NowState<'_>,
     ) -> rusqlite::Result<Option<i64>> {
         const PAGE: i64 = 10_000;
@@ -520,13 +527,21 @@ impl Writer {
             return Ok(None);
         };
         let mut changes = Vec::new();
-        for (_, kind, name, last_state) in rows {
+        let mut next = last;
+        for (id, kind, name, last_state) in rows {
             let kind = if kind == Kind::Alarm as u8 {
                 Kind::Alarm
             } else {
                 Kind::Service
             };
-            let found = now_state(kind, &name);
+            let Some(found) = now_state(kind, &name) else {
+                // Busy: this page ends before this name.
+                next = id - 1;
+                break;
+            };
+            if found.is_some_and(|(_, since)| since > taken) {
+                continue;
+            }
             let state = found.map(|(s, _)| s);
             // A name written before version 3 has no last state, and one
             // not evaluated yet (NEW) no state to tell: nothing to compare.
@@ -562,7 +577,7 @@ impl Writer {
         for chunk in changes.chunks(BATCH_ROWS) {
             self.write(chunk)?;
         }
-        Ok(Some(last))
+        Ok(Some(next))
     }
 
     /// Starts a pass of pruning at the next call (tests, and the start).
@@ -599,8 +614,10 @@ fn replace(
 /// Takes the feed and writes it until the feed is closed and drained.
 /// Errors are counted, logged at most every 10 s, and reported as
 /// What the engine holds of a name now: its state and when it changed
-/// to it, `None` when it is gone.
-pub(super) type NowState<'a> = dyn Fn(Kind, &str) -> Option<(u8, i64)> + 'a;
+/// to it (`Some(None)` when it is gone), or `None` when the engine's lock
+/// of it is held: the writer never waits for an engine lock, since its
+/// holder may be waiting for the writer to take its queue.
+pub(super) type NowState<'a> = dyn Fn(Kind, &str) -> Option<Option<(u8, i64)>> + 'a;
 
 /// Why the writer compares the history's last states with the engine's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -615,6 +632,19 @@ pub(super) enum Catchup {
     /// to it, so uptime is right again from there; the flaps in between
     /// stay lost and counted.
     Gap(i64),
+}
+
+impl Catchup {
+    /// The catch-up to run after changes from `began` on were lost, given
+    /// the one under way: a gap pass from the first name, beginning at the
+    /// earliest gap (a pass under way may have passed the names just lost).
+    fn after_gap(under_way: Option<(i64, Catchup)>, began: i64) -> Option<(i64, Catchup)> {
+        let began = match under_way {
+            Some((_, Catchup::Gap(earlier))) => earlier.min(began),
+            _ => began,
+        };
+        Some((0, Catchup::Gap(began)))
+    }
 }
 
 /// lovebeat's own trouble; the changes of a failed batch are lost (and
@@ -671,7 +701,7 @@ pub(super) fn run(
             }
         }
         if let Some((from, why)) = catchup {
-            match w.reconcile(from, why, now_state) {
+            match w.reconcile(from, why, last_taken, now_state) {
                 Ok(next) => {
                     catchup = next.map(|n| (n, why));
                     catchup_failing = false;
@@ -702,11 +732,7 @@ pub(super) fn run(
             // Once this batch is written, the names whose last change was
             // lost are given their current state (again from the first
             // name if a pass was under way: it may have passed them).
-            let began = match catchup {
-                Some((_, Catchup::Gap(began))) => began,
-                _ => last_taken,
-            };
-            catchup = Some((0, Catchup::Gap(began)));
+            catchup = Catchup::after_gap(catchup, last_taken);
         }
         let mut changes: Vec<Change> = batch
             .events
@@ -745,11 +771,7 @@ pub(super) fn run(
                     // Lost as a feed's gap is: caught up once the file
                     // takes writes again.
                     let first = chunk.first().map_or(last_taken, |c| c.ts);
-                    let began = match catchup {
-                        Some((_, Catchup::Gap(began))) => began.min(first),
-                        _ => first,
-                    };
-                    catchup = Some((0, Catchup::Gap(began)));
+                    catchup = Catchup::after_gap(catchup, first);
                 }
             }
         }
@@ -833,6 +855,55 @@ mod tests {
             detail: None,
             incident: None,
         }
+    }
+
+    /// A gap's catch-up writes a name's state only when the engine's
+    /// change is one the writer has taken (or lost): a newer one waits in
+    /// the feed and would be written twice, out of order. A name whose
+    /// engine lock is held ends the page before it, to be read again,
+    /// and the writer never waits for that lock (its holder may be waiting
+    /// for the writer). Found by the review of the catch-up.
+    #[test]
+    fn a_catch_up_leaves_queued_changes_to_the_feed_and_never_waits_for_a_lock() {
+        let mut conn = Connection::open_in_memory().expect("db");
+        super::super::schema::migrate(&mut conn).expect("schema");
+        let mut w = Writer::open(conn, 0, Default::default()).expect("writer");
+        let ok = crate::engine::State::Ok as u8;
+        let err = crate::engine::State::Error as u8;
+        w.write(&[change("queued", 10, None, ok), change("lost", 10, None, ok)])
+            .expect("write");
+        let taken = 100;
+        // "queued" changed after the last change taken (its event is in
+        // the feed), "lost" before it (its event was lost).
+        let state = |_: Kind, name: &str| match name {
+            "queued" => Some(Some((err, taken + 1))),
+            _ => Some(Some((err, taken - 1))),
+        };
+        let next = w
+            .reconcile(0, Catchup::Gap(50), taken, &state)
+            .expect("reconcile");
+        assert_eq!(next, Some(2));
+        let rows: Vec<(String, i64, u8)> = w
+            .conn
+            .prepare(
+                "SELECT n.name, c.ts, c.to_state FROM changes c JOIN names n ON n.id = c.name_id \
+                 WHERE c.reason = ?1 ORDER BY c.seq",
+            )
+            .expect("query")
+            .query_map([record::Reason::Restored as u8], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .expect("rows")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        assert_eq!(rows, vec![("lost".to_string(), taken - 1, err)]);
+        // A held lock: nothing is written, and the page resumes at it.
+        let busy = |_: Kind, _: &str| None;
+        assert_eq!(
+            w.reconcile(0, Catchup::Gap(50), taken, &busy)
+                .expect("busy"),
+            Some(0)
+        );
     }
 
     #[test]
